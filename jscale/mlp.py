@@ -1,0 +1,132 @@
+"""Pure-function multilayer perceptrons: `init_mlp` builds the parameters, `apply_mlp` runs them.
+
+Parameters are a tuple of `Dense(w, b)` NamedTuples, one per weight layer, so `jax.grad`,
+`jax.hessian` and `jax.vmap` see a plain pytree: `jax.hessian(loss)(params)[i].w[j].w` is the
+(w_i, w_j) Hessian block. `widths = (n_0, n_1, ..., n_L)` counts the input, so a 784-300-100-10 net
+has three weight layers. Hidden layers apply the activation; the last layer is linear (logits).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jscale import initializers
+
+
+class Dense(NamedTuple):
+  w: jax.Array  # (n_in, n_out)
+  b: jax.Array  # (n_out,)
+
+
+Params = tuple  # tuple[Dense, ...]
+
+
+class Trace(NamedTuple):
+  """Every layer's input x_l (post-activation, l = 0..L-1) and pre-activation y_l = x_l W_l + b_l."""
+  inputs: tuple
+  preacts: tuple
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+  return jnp.where(x >= 0, x, negative_slope * x)
+
+
+def identity(x):
+  return x
+
+
+ACTIVATIONS: dict[str, Callable] = {"relu": jax.nn.relu, "leaky_relu": leaky_relu, "tanh": jnp.tanh,
+                                    "identity": identity, "linear": identity}
+
+
+def get_activation(activation: str | Callable) -> Callable:
+  if callable(activation):
+    return activation
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+  return ACTIVATIONS[activation]
+
+
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+  """Validate a width list (input first); return it as a tuple of ints."""
+  try:
+    widths = tuple(widths)
+  except TypeError:
+    raise ValueError(f"widths must be a sequence of positive ints, got {widths!r}") from None
+  if len(widths) < 2:
+    raise ValueError(f"widths needs at least an input and an output width, got {widths!r}")
+  for w in widths:
+    if isinstance(w, bool) or not isinstance(w, int) and not (hasattr(w, "__index__")):
+      raise ValueError(f"widths must be integers, got {widths!r}")
+    if int(w) <= 0:
+      raise ValueError(f"widths must be positive, got {widths!r}")
+  return tuple(int(w) for w in widths)
+
+
+def _per_layer(spec, n_layers: int, what: str) -> list:
+  if isinstance(spec, (list, tuple)):
+    if len(spec) != n_layers:
+      raise ValueError(f"{what}: got {len(spec)} entries for {n_layers} weight layers")
+    return [initializers.get(s) for s in spec]
+  return [initializers.get(spec)] * n_layers
+
+
+def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bias_init="zeros",
+             dtype=jnp.float32) -> Params:
+  """Parameters of an MLP. `kernel_init` / `bias_init`: an initializer, a spec string, or one per layer.
+
+  Bias initializers get the shape `(1, n_out)` for their moments (fan_in 1) and return `(n_out,)`.
+  """
+  widths = check_widths(widths)
+  n_layers = len(widths) - 1
+  kernel_inits = _per_layer(kernel_init, n_layers, "kernel_init")
+  bias_inits = _per_layer(bias_init, n_layers, "bias_init")
+  keys = jax.random.split(key, 2 * n_layers)
+  return tuple(
+      Dense(kernel_inits[l](keys[2 * l], (widths[l], widths[l + 1]), dtype),
+            bias_inits[l](keys[2 * l + 1], (1, widths[l + 1]), dtype).reshape(widths[l + 1]))
+      for l in range(n_layers))
+
+
+def widths_of(params: Params) -> tuple[int, ...]:
+  return (params[0].w.shape[0],) + tuple(layer.w.shape[1] for layer in params)
+
+
+def layer_norm(x, eps: float = 1e-6):
+  """Parameter-free LayerNorm over the feature axis (the paper's input normalisation)."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.var(x, axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def apply_mlp(params: Params, x: jax.Array, activation: str | Callable = "relu", *, input_scale=None,
+              output_scale=None, input_layernorm: bool = False, return_trace: bool = False):
+  """Forward pass. x: (..., n_0) -> logits (..., n_L); with `return_trace`, also a `Trace`.
+
+  `input_scale` multiplies the inputs (after the optional LayerNorm), `output_scale` the logits: fixed,
+  untrained scalars (the calculus's input and output scaling); both may be traced arrays.
+  """
+  act = get_activation(activation)
+  if not params:
+    raise ValueError("params is empty: an MLP needs at least one weight layer")
+  n_0 = params[0].w.shape[0]
+  if x.shape[-1] != n_0:
+    raise ValueError(f"input has {x.shape[-1]} features but the first layer expects {n_0} "
+                     f"(input shape {x.shape}, network widths {widths_of(params)})")
+  if input_layernorm:
+    x = layer_norm(x)
+  if input_scale is not None:
+    x = x * input_scale
+  inputs, preacts = [], []
+  for l, layer in enumerate(params):
+    inputs.append(x)
+    y = x @ layer.w + layer.b
+    preacts.append(y)
+    x = act(y) if l < len(params) - 1 else y
+  if output_scale is not None:
+    x = x * output_scale
+  if return_trace:
+    return x, Trace(tuple(inputs), tuple(preacts))
+  return x
