@@ -70,6 +70,8 @@ class Initializer:
 
 def _check_nonneg(name: str, **values):
   for arg, v in values.items():
+    if isinstance(v, (str, bytes)) or v is None:
+      raise ValueError(f"{name}: {arg} must be a number, got {v!r}")
     if isinstance(v, numbers.Real) and not (v >= 0 and math.isfinite(v)):
       raise ValueError(f"{name}: {arg} must be a finite number >= 0, got {v!r}")
 
@@ -101,6 +103,8 @@ def zeros() -> Initializer:
 
 def constant(value: float) -> Initializer:
   """Every entry equal to `value`: never breaks the symmetry between hidden units."""
+  if isinstance(value, (str, bytes)) or value is None:
+    raise ValueError(f"constant: value must be a number, got {value!r}")
   return Initializer(f"constant:{value}", lambda key, shape, dtype: jnp.full(shape, value, dtype),
                      lambda shape: 0.0, lambda shape: float(value))
 
@@ -249,8 +253,9 @@ def get(spec: str | Initializer) -> Initializer:
     kwargs[key] = _parse_value(val.strip())
   try:
     return factory(**kwargs)
-  except TypeError as e:  # a string where a number belongs, say
-    raise ValueError(f"bad parameters for initializer {name!r} in {spec!r}: {e}") from None
+  except TypeError as e:  # a required parameter left out, say
+    example = f"{name}:" + ",".join(f"{p}=..." for p in params)
+    raise ValueError(f"bad parameters for initializer {name!r} in {spec!r} (write it as {example!r}): {e}") from None
 
 
 def weight_variance(spec: str | Initializer, shape: Shape) -> float:
