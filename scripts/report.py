@@ -1,0 +1,33 @@
+"""Rebuild `report.md` in a run directory from the experiments' saved results.
+
+  python scripts/report.py RUN_DIR [--experiments sigma symmetry ...]
+
+Each experiment's results are read from RUN_DIR/<experiment>/{config.json,metrics.npz} (the protocol in
+`jscale/report.py`); missing ones are listed as "not run". Exits 1 if any section failed to build.
+"""
+import argparse
+import sys
+
+from jscale import report
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("run_dir", help="the run directory (one sub-directory per experiment)")
+  ap.add_argument("--experiments", nargs="+", default=None,
+                  help=f"sections to build, in order (default: all registered: {' '.join(report.registered())})")
+  ap.add_argument("--title", default="jscale: the source experiments, reproduced")
+  args = ap.parse_args(argv)
+  try:
+    res = report.build_report(args.run_dir, args.experiments, title=args.title)
+  except ValueError as e:
+    ap.error(str(e))
+  print(f"wrote {res.path}: built {res.built or 'none'}; not run {res.not_run or 'none'}; "
+        f"failed {list(res.failed) or 'none'}")
+  for name, err in res.failed.items():
+    print(f"  {name}: {err}", file=sys.stderr)
+  return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,225 @@
+"""Plots (PNG out, shape checks), the t interval, and report.md built from a tiny fake run directory."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from jscale import plots, report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_png(path):
+  with open(path, "rb") as f:
+    return f.read(8) == PNG and os.path.getsize(path) > 1000
+
+
+class MeanCiTest(parameterized.TestCase):
+
+  def test_against_t_table(self):
+    # t_{0.975, 3} = 3.182446 from a printed t table; s = sqrt(5/3) for [1, 2, 3, 4].
+    ci = plots.mean_ci95(np.array([[1.0, 10.0], [2.0, 10.0], [3.0, 10.0], [4.0, 10.0]]), axis=0)
+    half = 3.182446 * math.sqrt(5.0 / 3.0) / 2.0
+    np.testing.assert_allclose(ci.mean, [2.5, 10.0])
+    np.testing.assert_allclose(ci.half, [half, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(ci.lo, [2.5 - half, 10.0], rtol=1e-6)
+    self.assertEqual(ci.n, 4)
+
+  def test_one_sample_has_no_interval(self):
+    ci = plots.mean_ci95([[0.3, 0.4]], axis=0)
+    self.assertTrue(np.all(np.isnan(ci.half)))
+    np.testing.assert_array_equal(ci.mean, [0.3, 0.4])
+
+
+class PlotsTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp()
+    self.rng = np.random.default_rng(0)
+
+  def test_every_plot_writes_a_png(self):
+    d, rng = self.dir, self.rng
+    paths = [
+        plots.curves(os.path.join(d, "c.png"), {"a": rng.random((3, 5)), "b": rng.random(5)}, ylabel="loss",
+                     title="t", logy=True),
+        plots.metric_vs_param(os.path.join(d, "m.png"), [0.01, 0.1, 1.0], rng.random((3, 4)), xlabel="sigma",
+                              ylabel="acc", title="t", markers={"He": 0.2}, reference={0.1: 0.9}),
+        plots.heatmap_pair(os.path.join(d, "h.png"), [1, 16, 255], [1, 255], rng.random((2, 3)),
+                           10.0 ** rng.normal(size=(2, 3)), xlabel="f", ylabel="w", measured_label="acc",
+                           predicted_label="G", title="t"),
+        plots.histogram_grid(os.path.join(d, "g.png"), np.linspace(-1, 1, 5), rng.integers(0, 9, (2, 3, 4)),
+                             row_labels=["x", "y"], col_labels=["1", "2", "3"], xlabel="v", title="t",
+                             extra=rng.random((2, 3)), extra_label="sat "),
+        plots.std_vs_depth(os.path.join(d, "s.png"), {"He": [1.0, 1.1]}, {"He": [1.0, 1.0]}, title="t"),
+        plots.scheme_bars(os.path.join(d, "b.png"), ["a", "b"], [0.8, 0.9], errors=[0.01, 0.02], ylabel="l",
+                          title="t", reference={"a": 0.9}),
+    ]
+    for p in paths:
+      self.assertTrue(_is_png(p), p)
+
+  def test_shape_errors(self):
+    with self.assertRaisesRegex(ValueError, "5 points but 4 epochs"):
+      plots.curves(os.path.join(self.dir, "x.png"), {"a": np.ones((2, 5))}, ylabel="y", title="t",
+                   epochs=[1, 2, 3, 4])
+    with self.assertRaisesRegex(ValueError, "shape"):
+      plots.heatmap_pair(os.path.join(self.dir, "x.png"), [1, 2], [1, 2, 3], np.ones((2, 2)), np.ones((3, 2)),
+                         xlabel="", ylabel="", measured_label="", predicted_label="", title="")
+    with self.assertRaisesRegex(ValueError, "log"):
+      plots.metric_vs_param(os.path.join(self.dir, "x.png"), [0.0, 1.0], np.ones((2, 2)), xlabel="",
+                            ylabel="", title="")
+    self.assertFalse(os.path.exists(os.path.join(self.dir, "x.png")))  # checked before drawing
+
+
+class SummaryTest(absltest.TestCase):
+
+  def test_init_scheme_summary_by_hand(self):
+    loss = np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 1.5], [2.0, 1.0, 2.0]])
+    s = report.init_scheme_summary(loss, ["a", "b", "c"])
+    # Row-wise divided by the row max (4, 3, 2), then averaged over rows.
+    np.testing.assert_allclose(s.avg, [(0.25 + 1 + 1) / 3, (0.5 + 1 + 0.5) / 3, (1 + 0.5 + 1) / 3])
+    np.testing.assert_array_equal(s.worst_count, [2, 1, 2])  # ties count for every tied scheme
+    np.testing.assert_array_equal(s.best_count, [1, 1, 1])
+
+  def test_feature_weight_G1_closed_form(self):
+    widths, x0 = (784, 300, 100, 10), 7000.0
+    g = report.feature_weight_G1(widths, [1.0, 255.0], [1.0, 255.0], x0)
+    w = [2.0 / (a + b) for a, b in zip(widths[:-1], widths[1:])]  # Glorot E[W^2]
+    # Backward from a unit logit gradient: dy_0 = (1/2) n_2 W_1 (1/2) n_3 W_2; G_1 = E[x_0^2] dy_0 / E[W_0^2].
+    dy0 = 0.5 * 100 * w[1] * 0.5 * 10 * w[2]
+    for i, ws in enumerate([1.0, 255.0]):
+      for j, fs in enumerate([1.0, 255.0]):
+        np.testing.assert_allclose(g[i, j], (x0 / fs ** 2) * dy0 / (w[0] / ws ** 2), rtol=1e-5)
+    # The question's two configurations (x/255, W) and (x, W/255): G_1 differs by 255^4.
+    np.testing.assert_allclose(g[1, 0] / g[0, 1], 255.0 ** 4, rtol=1e-5)
+
+  def test_equivalent_sigma(self):
+    sigma, per = report.equivalent_sigma((2, 64, 64, 2), "he_normal")
+    np.testing.assert_allclose(per, [1.0, math.sqrt(2 / 64), math.sqrt(2 / 64)])
+    np.testing.assert_allclose(sigma, (1.0 * (2 / 64)) ** (1 / 3))
+
+  def test_verdict(self):
+    self.assertIn("does not reproduce", report.verdict([0.90, 0.901, 0.902], 0.9483, what="x"))
+    self.assertIn("below", report.verdict([0.90, 0.901, 0.902], 0.9483, what="x"))
+    self.assertIn("reproduces", report.verdict([0.93, 0.94, 0.935], 0.9367, what="x"))
+    self.assertNotIn("not", report.verdict([0.93, 0.94, 0.935], 0.9367, what="x"))
+    self.assertIn("no verdict", report.verdict([0.5], 0.9, what="x"))
+
+
+def _fake_run(run_dir):
+  """A tiny run directory with the protocol's files, built by hand (no training)."""
+  sig = [0.01, 0.1, 0.5, 1.0]
+  # test_acc: sigma=0.1 well below the tutorial's 0.9483 (CI excludes it); sigma=0.5 around 0.9367.
+  acc = np.array([[0.87, 0.88, 0.875], [0.90, 0.901, 0.902], [0.93, 0.94, 0.935], [0.91, 0.92, 0.95]])
+  ep = np.linspace(1, 0.1, 4)
+  curves = np.broadcast_to(ep, (4, 3, 4)) + 0.01 * np.arange(3)[None, :, None]
+  report.write_results(os.path.join(run_dir, "sigma"), axes={"sigma": sig, "seed": [0, 1, 2], "epoch": [1, 2, 3, 4]},
+                       metrics={"test_acc": (("sigma", "seed"), acc), "loss": (("sigma", "seed", "epoch"), curves),
+                                "dead_frac": (("sigma", "seed", "epoch"), curves / 2)},
+                       widths=[2, 64, 64, 2], grid="quick")
+  schemes = ["arithmetic", "fan_in", "fan_out", "geometric"]
+  # loss[dataset, scheme, lr, seed]; the best lr's medians are constructed to give known counts.
+  best = np.array([[1.0, 0.8, 0.9, 0.5], [2.0, 1.0, 1.5, 1.2], [0.3, 0.3, 0.2, 0.25]])
+  loss = np.stack([best * 2, best * 1.0, best * 3], axis=-1)[..., None] * np.array([0.9, 1.0, 1.2])
+  report.write_results(os.path.join(run_dir, "init_schemes"),
+                       axes={"dataset": ["iris", "wine", "moons"], "scheme": schemes, "lr": [0.5, 1.0, 2.0],
+                             "seed": [0, 1, 2]},
+                       metrics={"final_loss": (("dataset", "scheme", "lr", "seed"), loss)})
+  fs = ws = [1.0, 255.0]
+  val = np.zeros((2, 2, 2, 2))  # feature, weight, seed, epoch
+  val[1, 0] = 0.85   # x / 255 with W: trains
+  val[0, 1] = 0.1    # x with W / 255: barely
+  report.write_results(os.path.join(run_dir, "feature_weight"),
+                       axes={"feature_scale": fs, "weight_scale": ws, "seed": [0, 1], "epoch": [1, 2]},
+                       metrics={"val_acc": (("feature_scale", "weight_scale", "seed", "epoch"), val)},
+                       widths=[64, 300, 100, 10], x0_sq=5000.0)
+  return acc, best
+
+
+class ReportTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.run = tempfile.mkdtemp()
+    self.acc, self.best = _fake_run(self.run)
+
+  def test_results_roundtrip_and_validation(self):
+    r = report.load_results(os.path.join(self.run, "sigma"))
+    np.testing.assert_array_equal(r.metric("test_acc", "seed", "sigma"), self.acc.T)
+    with self.assertRaisesRegex(ValueError, "shape"):
+      report.write_results(os.path.join(self.run, "bad"), axes={"a": [1, 2]}, metrics={"m": (("a",), np.ones(3))})
+    with self.assertRaises(report.ResultsMissing):
+      report.load_results(os.path.join(self.run, "nothing"))
+
+  def test_report_from_fake_run(self):
+    res = report.build_report(self.run, ["sigma", "init_schemes", "feature_weight", "symmetry"])
+    self.assertEqual(res.built, ["sigma", "init_schemes", "feature_weight"])
+    self.assertEqual(res.not_run, ["symmetry"])
+    self.assertEqual(res.failed, {})
+    md = open(res.path).read()
+    # Source numbers beside the measured ones.
+    for src in ("0.8733", "0.9483", "0.9367", "0.9183", "0.90", "0.84", "0.88", "0.81",
+                "14 / 26", "3 / 26", "9 / 26", "12 / 26", "0 / 26", "6 / 26"):
+      self.assertIn(src, md)
+    # Measured sigma=0.1: mean 0.901, CI excludes 0.9483 -> a plain "does not reproduce" sentence.
+    line = next(l for l in md.splitlines() if l.startswith("- sigma = 0.1:"))
+    self.assertIn("does not reproduce", line)
+    self.assertIn("0.9010", line)
+    line = next(l for l in md.splitlines() if l.startswith("- sigma = 0.5:"))
+    self.assertIn("reproduces", line)
+    self.assertNotIn("does not", line)
+    # init_schemes: normalised by the worst per data set, counts by hand from `best`.
+    norm = self.best / self.best.max(1, keepdims=True)
+    row = next(l for l in md.splitlines() if l.startswith("| geometric |"))
+    self.assertIn(f"{norm[:, 3].mean():.3f}", row)
+    self.assertIn("| 0 / 3 | 1 / 3 |", row)          # worst nowhere, best on iris
+    row = next(l for l in md.splitlines() if l.startswith("| arithmetic |"))
+    self.assertIn("| 3 / 3 | 0 / 3 |", row)          # worst on all three (tied with fan_in on moons)
+    row = next(l for l in md.splitlines() if l.startswith("| iris |"))
+    self.assertIn("0.5000 (lr 1)", row)              # best lr by the median over seeds
+    # Every embedded image exists, relative to report.md.
+    imgs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    self.assertGreaterEqual(len(imgs), 5)
+    for rel in imgs:
+      self.assertFalse(os.path.isabs(rel))
+      self.assertTrue(_is_png(os.path.join(self.run, rel)), rel)
+    self.assertIn("**not run**", md)
+
+  def test_failing_builder_is_reported_not_raised(self):
+    os.makedirs(os.path.join(self.run, "broken"))
+    with open(os.path.join(self.run, "broken", "config.json"), "w") as f:
+      json.dump({"axes": {}, "metrics": {"x": []}}, f)
+    np.savez(os.path.join(self.run, "broken", "metrics.npz"), y=np.ones(1))
+    report.register_section("broken", report.symmetry_section)
+    try:
+      res = report.build_report(self.run, ["broken", "sigma"])
+    finally:
+      report._SECTIONS.pop("broken")
+    self.assertEqual(list(res.failed), ["broken"])
+    self.assertIn("lacks it", res.failed["broken"])
+    self.assertEqual(res.built, ["sigma"])
+    self.assertIn("failed to build", open(res.path).read())
+
+  def test_unknown_experiment_and_bad_registration(self):
+    with self.assertRaisesRegex(ValueError, "registered"):
+      report.build_report(self.run, ["nope"])
+    with self.assertRaises(ValueError):
+      report.register_section("x", "not callable")
+
+  def test_script(self):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.run,
+                          "--experiments", "init_schemes", "activations"], capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn("not run ['activations']", out.stdout)
+    self.assertTrue(os.path.isfile(os.path.join(self.run, "report.md")))
+
+
+if __name__ == "__main__":
+  absltest.main()
