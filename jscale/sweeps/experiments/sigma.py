@@ -1,0 +1,26 @@
+"""`sigma`: the init-scale tutorial (../shared/seeds/init-scale-convergence-tutorial.txt), swept.
+
+Two moons (sklearn `make_moons`, n=2000, noise 0.2, z-scored, 70/30 split, data seed 0), MLP 2-64-64-2
+ReLU with softmax cross-entropy, W ~ N(0, sigma^2), zero biases, Adam lr 1e-3, 200 epochs. The tutorial
+does not state its batch size, so both full batch and minibatch-32 are run. Its single-run test
+accuracies were 0.8733, 0.9483, 0.9367, 0.9183 for sigma = 0.01, 0.1, 0.5, 1.0.
+
+  python scripts/sweep.py --experiment sigma --grid quick   # 4 sigmas x 4 seeds x {full, 32}: 32 configs
+  python scripts/sweep.py --experiment sigma --grid full    # 16 log-spaced sigmas 1e-3..3 x 32 seeds x 2
+"""
+from jscale.sweeps.experiment import Experiment, log_spaced, product, register
+
+TUTORIAL_SIGMAS = (0.01, 0.1, 0.5, 1.0)
+
+EXPERIMENT = register(Experiment(
+    name="sigma",
+    doc=__doc__,
+    data="two_moons", data_options={"n": 2000, "noise": 0.2}, data_seed=0,
+    hidden=(64, 64), activation="relu", kernel_init="normal:1", bias_init="zeros",
+    optimizer="adam", lr=1e-3, epochs=200, batch_size=None,
+    grids={
+        "quick": product(batch_size=(None, 32), sigma=TUTORIAL_SIGMAS, seed=range(4)),
+        "full": product(batch_size=(None, 32), sigma=log_spaced(1e-3, 3.0, 16), seed=range(32)),
+    },
+    summary_by=("batch_size", "sigma"),
+))

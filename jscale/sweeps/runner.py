@@ -1,0 +1,367 @@
+"""The sweep runner: plan a grid into chunks, train each chunk sharded over every device, write, resume.
+
+  plan = make_plan("sigma", "quick")                  # validates everything, loads data, no training
+  res = run(plan, "runs/sigma")                       # -> Results; writes RUN_DIR as in results.py
+  res = resume("runs/sigma")                          # finishes an interrupted run, skipping done chunks
+
+How a grid becomes compute:
+1. Configurations are grouped by their static settings (batch size, optimizer, data, widths, ...): one
+   compiled `train` per group. Within a group every traced setting (seed, sigma, scales, lr, weight
+   decay, initializer choice) is a row of arrays.
+2. Each group is split into chunks that fit in memory: `jscale.train.bytes_per_config` times the chunk
+   must fit in half the device's memory (CPU: half of the available host RAM, shared by the host
+   devices). A grid whose single configuration cannot fit is refused before any compute.
+3. A chunk's rows are sharded over a 1-D `jax.sharding.Mesh` of the devices (axis "config") with
+   `jax.shard_map`: each device trains its slice with `vmap` (or `lax.map(..., batch_size=group_size)`
+   to process it in cache-sized groups); no communication. Chunks are padded (repeating the last
+   configuration) to a multiple of the device count and to one shape per group, so each group compiles
+   once.
+4. Every finished chunk is written atomically to RUN_DIR/chunks; `resume` re-plans from config.json,
+   checks that the experiment, data and configurations are unchanged, and runs only the missing chunks.
+
+Determinism: configuration i's key is `fold_in(key(base_seed), seed_i)`, a function of its own seed only,
+so results do not depend on the chunking, the device count or the order (up to floating-point
+reassociation between differently-shaped programs; the tests bound it).
+
+Multi-host (TPU pods): call `jax.distributed.initialize()` on every host before anything else (on Cloud
+TPU VMs it needs no arguments), then run the same command on all hosts. `jax.devices()` is then every
+chip of the pod, the mesh spans them, each host feeds the same global arrays (`jax.device_put` with a
+`NamedSharding` places each host's slice), results are gathered with
+`jax.experimental.multihost_utils.process_allgather`, and only process 0 writes the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jscale import data as data_lib, train as train_lib
+from jscale.sweeps import experiment as exp_lib, results as results_lib
+
+MEMORY_FRACTION = 0.5
+
+
+@dataclasses.dataclass
+class Group:
+  """Configurations sharing one compiled program."""
+  settings: dict            # a representative configuration's settings (its static ones are the group's)
+  spec: train_lib.TrainSpec
+  data_key: tuple
+  indices: list             # configuration indices, in grid order
+  bytes_per_config: int
+  flops_per_config: float
+
+
+@dataclasses.dataclass
+class Plan:
+  experiment: exp_lib.Experiment
+  grid_name: str
+  grid: exp_lib.Grid
+  points: list              # axis values per configuration
+  configs: list             # full settings per configuration
+  groups: list
+  chunks: list              # (group id, [config indices])
+  devices: list
+  group_size: int | None
+  datasets: dict            # data_key -> jscale.datasets.Dataset
+  budget_bytes: int
+
+  @property
+  def n_configs(self) -> int:
+    return len(self.points)
+
+  def to_json(self) -> dict:
+    exp = self.experiment
+    return {
+        "experiment": exp.name, "grid_name": self.grid_name,
+        "grid": {**self.grid.to_json(), "axes": list(self.grid.axes)},
+        "summary_by": list(exp.summary_by) if exp.summary_by else None,
+        "base_seed": exp.base_seed,
+        "points": self.points,
+        "configs": [{k: v for k, v in c.items()} for c in self.configs],
+        "groups": [{"indices": g.indices, "spec": dataclasses.asdict(g.spec), "epochs": g.spec.epochs,
+                    "n_layers": g.spec.n_layers, "bytes_per_config": g.bytes_per_config,
+                    "flops_per_config": g.flops_per_config, "data": list(map(str, g.data_key)),
+                    "data_fingerprint": data_lib.fingerprint(self.datasets[g.data_key]),
+                    "data_source": self.datasets[g.data_key].source} for g in self.groups],
+        "chunks": [{"group": gid, "indices": idx} for gid, idx in self.chunks],
+        "devices": [str(d) for d in self.devices], "group_size": self.group_size,
+        "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def available_bytes(device) -> int:
+  """Free memory of `device`: the allocator's limit on GPU/TPU, available host RAM on CPU."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # some backends do not implement it
+    pass
+  if stats and "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def select_devices(n: int | None = None) -> list:
+  devs = jax.local_devices() if jax.process_count() == 1 else jax.devices()
+  if n is None:
+    return list(devs)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ValueError(f"devices must be an int >= 1, got {n!r}")
+  if n > len(devs):
+    hint = (" On CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "(scripts/sweep.py --devices N does this for you)." if devs[0].platform == "cpu" else "")
+    raise ValueError(f"asked for {n} devices but only {len(devs)} are visible: {devs}.{hint}")
+  return list(devs[:n])
+
+
+def _gb(b):
+  return f"{b / 2**30:.3g} GiB"
+
+
+def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | Sequence | None = None,
+              chunk_size: int | None = None, max_bytes: int | None = None, group_size: int | None = None,
+              max_chunk: int = 256) -> Plan:
+  """Validate the experiment and grid, load the data, group and chunk the configurations. No training.
+
+  chunk_size: configurations per chunk (rounded up to a multiple of the device count); default: as many
+    as fit in memory, at most `max_chunk` per device, balanced across the group's chunks.
+  max_bytes: the per-device memory budget (default: half of `available_bytes`).
+  group_size: configurations each device vmaps at once inside a chunk (`lax.map` over groups);
+    None: the device's whole slice at once.
+  """
+  exp = exp_lib.get(experiment)
+  if isinstance(grid, str):
+    grid_name, grid = grid, exp.grid(grid)
+  else:
+    grid_name = "custom"
+  points = grid.points()
+  configs = exp_lib.validate(exp, grid)
+  devs = list(devices) if isinstance(devices, (list, tuple)) else select_devices(devices)
+  n_dev = len(devs)
+  for name, v in (("chunk_size", chunk_size), ("group_size", group_size)):
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+      raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
+
+  # Group by static settings, keeping grid order inside each group.
+  by_key: dict[tuple, list[int]] = {}
+  for i, s in enumerate(configs):
+    by_key.setdefault(exp_lib.static_key(s), []).append(i)
+
+  datasets, groups = {}, []
+  for key, idx in by_key.items():
+    s = configs[idx[0]]
+    data_key = (s["data"], exp_lib._hashable(s["data_options"]), s["data_seed"])
+    if data_key not in datasets:
+      datasets[data_key] = data_lib.load(s["data"], seed=s["data_seed"], **dict(s["data_options"]))
+    ds = datasets[data_key]
+    widths = (ds.x_train.shape[1],) + tuple(s["hidden"]) + (ds.num_classes,)
+    kernel_inits = tuple(dict.fromkeys(configs[i]["kernel_init"] for i in idx))
+    spec = exp_lib.train_spec(s, widths, kernel_inits)
+    n_train, n_test = len(ds.y_train), len(ds.y_test)
+    spec.steps_per_epoch(n_train)  # batch larger than the data -> ValueError now
+    groups.append(Group(s, spec, data_key, idx, train_lib.bytes_per_config(spec, n_train, n_test),
+                        train_lib.flops_per_config(spec, n_train, n_test)))
+
+  budget = int(max_bytes) if max_bytes is not None else int(
+      MEMORY_FRACTION * available_bytes(devs[0]) / (n_dev if devs[0].platform == "cpu" else 1))
+  chunks = []
+  for gid, g in enumerate(groups):
+    ds = datasets[g.data_key]
+    data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    fit = (budget - data_bytes) // g.bytes_per_config
+    if fit < 1:
+      raise ValueError(
+          f"experiment {exp.name!r}: one configuration of group {gid} needs about {_gb(g.bytes_per_config)} "
+          f"(+ {_gb(data_bytes)} of data) but the per-device budget is {_gb(budget)}; use a smaller batch_size "
+          f"or model, or more memory (max_bytes)")
+    per_dev = min(fit, max_chunk)
+    if chunk_size is not None:
+      want = math.ceil(chunk_size / n_dev)
+      if want > fit:
+        raise ValueError(f"chunk_size {chunk_size} needs {_gb(want * g.bytes_per_config)} per device, over the "
+                         f"budget of {_gb(budget)}; at most {fit * n_dev} configurations fit")
+      per_dev = want
+    n = len(g.indices)
+    n_chunks = math.ceil(n / (per_dev * n_dev))
+    size = math.ceil(n / n_chunks)  # balanced
+    for c in range(n_chunks):
+      chunks.append((gid, g.indices[c * size:(c + 1) * size]))
+  return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, datasets, budget)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Execution.
+
+
+def config_keys(base_seed: int, seeds: Sequence[int]) -> jax.Array:
+  """Per-configuration keys: fold_in(key(base_seed), seed), independent of the chunk a config lands in."""
+  base = jax.random.key(base_seed)
+  return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(seeds, jnp.uint32))
+
+
+def stacked_hparams(spec: train_lib.TrainSpec, settings: Sequence[dict]) -> train_lib.HParams:
+  f32 = lambda name: np.asarray([s[name] for s in settings], np.float32)
+  return train_lib.HParams(
+      init_scale=f32("init_scale"), layer_scale=np.asarray([s["layer_scale"] for s in settings], np.float32),
+      input_scale=f32("input_scale"), output_scale=f32("output_scale"), lr=f32("lr"),
+      weight_decay=f32("weight_decay"),
+      init_index=np.asarray([spec.init_index(s["kernel_init"]) for s in settings], np.int32))
+
+
+_EXECUTORS: dict = {}
+
+
+def executor_for(spec: train_lib.TrainSpec, devices: Sequence, group_size: int | None):
+  """`make_executor(make_train(spec), ...)`, memoized on (spec, devices, group_size): re-running or
+  resuming a sweep in the same process (a notebook, the tests) reuses the compiled programs."""
+  key = (spec, tuple(d.id for d in devices), group_size)
+  if key not in _EXECUTORS:
+    _EXECUTORS[key] = make_executor(train_lib.make_train(spec), Mesh(np.array(devices), ("config",)), group_size)
+  return _EXECUTORS[key]
+
+
+def make_executor(train, mesh: Mesh, group_size: int | None):
+  """jit(shard_map(per-device vmap)) of `train` over the mesh's "config" axis."""
+  def local(keys, hp, data):
+    if group_size is None:
+      return jax.vmap(train, in_axes=(0, 0, None))(keys, hp, data)
+    return jax.lax.map(lambda kh: train(kh[0], kh[1], data), (keys, hp), batch_size=group_size)
+
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("config"), P("config"), P()), out_specs=P("config"),
+                          check_vma=False)
+  return jax.jit(sharded)
+
+
+def _gather(tree):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+  return jax.tree.map(np.asarray, tree)
+
+
+class _Progress:
+  def __init__(self, total, initial, epochs_per_config, desc, enabled):
+    self.bar = None
+    self.epochs = epochs_per_config
+    if enabled:
+      from tqdm.auto import tqdm
+      self.bar = tqdm(total=total, initial=initial, desc=desc, unit="config", dynamic_ncols=True)
+      self._post(initial)
+
+  def _post(self, done):
+    if self.bar is not None:
+      self.bar.set_postfix_str(f"{done * self.epochs} config-epochs")
+
+  def update(self, n):
+    if self.bar is not None:
+      self.bar.update(n)
+      self._post(self.bar.n)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | None = None,
+        _resuming: bool = False) -> results_lib.Results | None:
+  """Train every chunk of `plan` not yet in `run_dir`; return the assembled Results (None if stopped
+  early by `max_chunks`, which exists to simulate an interruption)."""
+  is_writer = jax.process_index() == 0
+  cfg_path = os.path.join(run_dir, results_lib.CONFIG_JSON)
+  config = plan.to_json()
+  if not _resuming:
+    if os.path.exists(cfg_path):
+      raise ValueError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick a new --out")
+    if is_writer:
+      os.makedirs(os.path.join(run_dir, results_lib.CHUNK_DIR), exist_ok=True)
+      results_lib.write_json(cfg_path, config)
+  todo = [cid for cid in range(len(plan.chunks)) if not results_lib.chunk_done(run_dir, cid)]
+  done_configs = plan.n_configs - sum(len(plan.chunks[c][1]) for c in todo)
+  mesh = Mesh(np.array(plan.devices), ("config",))
+  n_dev = len(plan.devices)
+  bar = _Progress(plan.n_configs, done_configs, max(g.spec.epochs for g in plan.groups),
+                  f"{plan.experiment.name}/{plan.grid_name}", progress and is_writer)
+  executors, device_data, sizes = {}, {}, {}
+  ran = 0
+  try:
+    for cid in todo:
+      if max_chunks is not None and ran >= max_chunks:
+        return None
+      gid, idx = plan.chunks[cid]
+      g = plan.groups[gid]
+      if gid not in executors:
+        executors[gid] = executor_for(g.spec, plan.devices, plan.group_size)
+        device_data[gid] = jax.device_put(data_lib.to_device(plan.datasets[g.data_key]), NamedSharding(mesh, P()))
+        biggest = max(len(i) for gg, i in plan.chunks if gg == gid)
+        sizes[gid] = math.ceil(biggest / n_dev) * n_dev  # one padded shape per group: one compile
+      pad = sizes[gid] - len(idx)
+      rows = list(idx) + [idx[-1]] * pad
+      settings = [plan.configs[i] for i in rows]
+      t0 = time.perf_counter()
+      keys = config_keys(plan.experiment.base_seed, [s["seed"] for s in settings])
+      hp = stacked_hparams(g.spec, settings)
+      sharding = NamedSharding(mesh, P("config"))
+      keys, hp = jax.device_put((keys, hp), sharding)
+      out = executors[gid](keys, hp, device_data[gid])
+      out = _gather(out)
+      out = jax.tree.map(lambda a: a[:len(idx)], out)
+      seconds = time.perf_counter() - t0
+      if is_writer:
+        results_lib.write_chunk(run_dir, cid, idx, out, seconds)
+      ran += 1
+      bar.update(len(idx))
+  finally:
+    bar.close()
+  if not is_writer:
+    return None
+  return results_lib.assemble(run_dir, config if not _resuming else None)
+
+
+def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = None, progress: bool = True,
+           max_chunks: int | None = None) -> results_lib.Results | None:
+  """Finish the run in `run_dir`: same experiment, grid and chunk plan; only missing chunks are trained.
+
+  The experiment is looked up by the name in config.json (pass `experiment=` for an unregistered one).
+  Raises ValueError if the experiment's configurations or data changed since the run started.
+  """
+  cfg_path = os.path.join(run_dir, results_lib.CONFIG_JSON)
+  if not os.path.exists(cfg_path):
+    raise ValueError(f"cannot resume {run_dir}: no {results_lib.CONFIG_JSON} there")
+  with open(cfg_path) as f:
+    old = json.load(f)
+  exp = exp_lib.get(experiment if experiment is not None else old["experiment"])
+  grid = exp.grid(old["grid_name"]) if old["grid_name"] != "custom" else _grid_from_json(old["grid"])
+  plan = make_plan(exp, grid, devices=devices, group_size=old["group_size"])
+  plan.grid_name = old["grid_name"]
+  new = plan.to_json()
+  for field in ("points", "configs"):
+    if json.loads(json.dumps(new[field])) != old[field]:
+      raise ValueError(f"cannot resume {run_dir}: the experiment's {field} changed since the run started")
+  if [g["data_fingerprint"] for g in new["groups"]] != [g["data_fingerprint"] for g in old["groups"]]:
+    raise ValueError(f"cannot resume {run_dir}: its data changed since the run started")
+  # The recorded chunk plan wins, so finished chunk files stay valid whatever the devices now.
+  plan.chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
+  return run(plan, run_dir, progress=progress, max_chunks=max_chunks, _resuming=True)
+
+
+def _grid_from_json(g: dict) -> exp_lib.Grid:
+  return exp_lib.Grid(tuple(tuple((name, tuple(exp_lib._tupled(v) for v in values)) for name, values in block)
+                            for block in g["blocks"]))

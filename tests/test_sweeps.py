@@ -1,0 +1,195 @@
+"""jscale.sweeps: grids, validation before compute, chunked runs, resume, divergence, sharding."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jscale import sweeps, train as T
+from jscale.sweeps import experiment as E, runner
+
+# A tiny experiment: 2 static groups (full batch, batch 16) x 2 sigmas (1e25 is absurd, to diverge) x 3 seeds.
+TINY = E.register(E.Experiment(
+    name="_tiny_test", data="two_moons", data_options={"n": 120}, hidden=(8,), epochs=3, optimizer="sgd",
+    lr=0.1,
+    grids={"quick": E.product(batch_size=(None, 16), sigma=(0.5, 1e25), seed=range(3)),
+           "full": E.product(sigma=(0.5,), seed=range(2))}))
+
+
+def _run(tmp_path, name, **kw):
+  plan = sweeps.make_plan(TINY, "quick", chunk_size=kw.pop("chunk_size", 4), **kw)
+  return plan, sweeps.run(plan, str(tmp_path / name), progress=False)
+
+
+class GridTest(chex.TestCase):
+
+  def test_product_and_zip_order(self):
+    g = E.product(a=(1, 2), b=("x", "y", "z")) * E.zipped(c=(0.1, 0.2), d=(3, 4))
+    self.assertEqual(g.dims, ("a", "b", "c+d"))
+    self.assertEqual(g.shape, (2, 3, 2))
+    pts = g.points()
+    self.assertLen(pts, 12)
+    self.assertEqual(pts[0], {"a": 1, "b": "x", "c": 0.1, "d": 3})
+    self.assertEqual(pts[1], {"a": 1, "b": "x", "c": 0.2, "d": 4})  # last dim fastest (C order)
+    self.assertEqual(pts[-1], {"a": 2, "b": "z", "c": 0.2, "d": 4})
+    with self.assertRaisesRegex(ValueError, "equal lengths"):
+      E.zipped(c=(1, 2), d=(1,))
+
+  def test_log_spaced(self):
+    v = E.log_spaced(1e-3, 3.0, 16)
+    self.assertLen(v, 16)
+    self.assertEqual((v[0], v[-1]), (1e-3, 3.0))
+    ratios = np.diff(np.log(v))
+    # Labels are rounded to 4 significant digits: each log moves by <= 5e-4, a difference by <= 1e-3.
+    np.testing.assert_allclose(ratios, np.log(3.0 / 1e-3) / 15, atol=1e-3)
+
+  def test_sigma_grids_as_specified(self):
+    exp = sweeps.get("sigma")
+    q, f = exp.grid("quick"), exp.grid("full")
+    self.assertEqual(q.axes["sigma"], (0.01, 0.1, 0.5, 1.0))
+    self.assertLen(q.axes["seed"], 4)
+    self.assertGreaterEqual(len(f.axes["sigma"]), 16)
+    self.assertEqual((min(f.axes["sigma"]), max(f.axes["sigma"])), (1e-3, 3.0))
+    self.assertGreaterEqual(len(f.axes["seed"]), 32)
+    self.assertEqual(set(f.axes["batch_size"]), {None, 32})
+
+
+class ValidationTest(chex.TestCase):
+  """Bad input fails in make_plan, which trains nothing (so: before any compute)."""
+
+  def test_unknown_experiment(self):
+    with self.assertRaisesRegex(ValueError, "unknown experiment 'nope'.*sigma"):
+      sweeps.make_plan("nope")
+
+  def test_unknown_grid(self):
+    with self.assertRaisesRegex(ValueError, "no grid 'huge'"):
+      sweeps.make_plan("sigma", "huge")
+
+  def test_unknown_axis(self):
+    with self.assertRaisesRegex(ValueError, "unknown axis 'sigmaa'"):
+      sweeps.make_plan(TINY, E.product(sigmaa=(1.0,)))
+    with self.assertRaisesRegex(ValueError, "layer_scale"):
+      sweeps.make_plan(TINY, E.product(**{"layer_scale.7": (1.0,)}))
+
+  def test_unknown_initializer(self):
+    with self.assertRaisesRegex(ValueError, "unknown initializer 'he_nrmal'"):
+      sweeps.make_plan(TINY, E.product(init=("he_normal", "he_nrmal")))
+
+  def test_bad_values(self):
+    with self.assertRaisesRegex(ValueError, "unknown optimizer"):
+      sweeps.make_plan(TINY, E.product(optimizer=("sgd", "lbfgs")))
+    with self.assertRaisesRegex(ValueError, "seed must be"):
+      sweeps.make_plan(TINY, E.product(seed=(-1,)))
+    with self.assertRaisesRegex(ValueError, "larger than the training set"):
+      sweeps.make_plan(TINY, E.product(batch_size=(1000,)))
+
+  def test_grid_too_big_for_memory(self):
+    with self.assertRaisesRegex(ValueError, "one configuration .* needs about"):
+      sweeps.make_plan(TINY, "quick", max_bytes=10_000)
+    per = sweeps.make_plan(TINY, "quick").groups[0].bytes_per_config
+    with self.assertRaisesRegex(ValueError, "chunk_size 12 needs"):
+      sweeps.make_plan(TINY, "quick", chunk_size=12, max_bytes=3 * per + 20_000)
+
+
+def _load_cli():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "sweep_cli", os.path.join(os.path.dirname(__file__), "..", "scripts", "sweep.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+class CliTest(chex.TestCase):
+
+  def test_unknown_experiment_exits_with_message(self):
+    with self.assertRaisesRegex(SystemExit, "unknown experiment 'nope'"):
+      _load_cli().main(["--experiment", "nope", "--out", "/nonexistent/never_written", "--no-progress"])
+    self.assertFalse(os.path.exists("/nonexistent/never_written"))
+
+
+def test_run_writes_everything_and_masks_divergence(tmp_path):
+  plan, res = _run(tmp_path, "a")
+  n = plan.n_configs
+  assert n == 12 and len(plan.groups) == 2
+  d = tmp_path / "a"
+  cfg = json.loads((d / "config.json").read_text())
+  assert cfg["experiment"] == "_tiny_test" and cfg["grid"]["dims"] == ["batch_size", "sigma", "seed"]
+  assert cfg["metrics"]["g_ratio"] == ["batch_size", "sigma", "seed", "epoch", "layer"]
+  assert cfg["axes"]["sigma"] == [0.5, 1e25] and cfg["axes"]["epoch"] == [1, 2, 3]
+  with np.load(d / "metrics.npz") as z:  # grid-shaped, named by config.json["metrics"]
+    assert z["test_acc"].shape == (2, 2, 3, 3) and z["g_ratio"].shape == (2, 2, 3, 3, 2)
+    np.testing.assert_array_equal(z["train_loss"].reshape(n, 3), res.metrics["train_loss"])
+  a, dims = res.grid("test_acc")
+  assert a.shape == (2, 2, 3, 3) and dims == ("batch_size", "sigma", "seed", "epoch")
+  # sigma=1e25, 2 layers: logits ~ 1e50 overflow float32 in the first forward pass:
+  # diverged at epoch 0, NaN metrics, reported.
+  huge = np.array([p["sigma"] == 1e25 for p in res.points])
+  assert res.diverged[huge].all() and not res.diverged[~huge].any()
+  assert (res.diverged_epoch[huge] == 0).all()
+  assert np.isfinite(res.metrics["train_loss"][~huge]).all()
+  rows = list(csv.DictReader(open(d / "summary.csv")))
+  assert len(rows) == n
+  assert [r["diverged"] == "1" for r in rows] == huge.tolist()
+  table = sweeps.format_table(res.summary())
+  assert "diverged" in table and table.count("\n") == 1 + 4  # header, rule, 4 (batch_size, sigma) rows
+  again = sweeps.load(str(d))
+  chex.assert_trees_all_equal(again.metrics, res.metrics)
+
+
+def test_resume_after_interruption_is_identical(tmp_path):
+  _, full = _run(tmp_path, "full")
+  plan = sweeps.make_plan(TINY, "quick", chunk_size=4)
+  assert len(plan.chunks) >= 3
+  assert sweeps.run(plan, str(tmp_path / "cut"), progress=False, max_chunks=2) is None  # "interrupted"
+  done = sorted(os.listdir(tmp_path / "cut" / "chunks"))
+  assert len(done) == 2
+  mtimes = {f: os.path.getmtime(tmp_path / "cut" / "chunks" / f) for f in done}
+  res = sweeps.resume(str(tmp_path / "cut"), progress=False)
+  for f in done:  # finished chunks were not redone
+    assert os.path.getmtime(tmp_path / "cut" / "chunks" / f) == mtimes[f]
+  # Same programs on the same inputs: bit-identical.
+  chex.assert_trees_all_equal(res.metrics, full.metrics)
+  with pytest.raises(ValueError, match="already holds a run"):
+    sweeps.run(plan, str(tmp_path / "cut"), progress=False)
+
+
+def test_resume_refuses_changed_experiment(tmp_path):
+  plan = sweeps.make_plan(TINY, "full")
+  sweeps.run(plan, str(tmp_path / "r"), progress=False, max_chunks=0)
+  changed = E.Experiment(**{**{f: getattr(TINY, f) for f in TINY.__dataclass_fields__}, "lr": 0.2})
+  with pytest.raises(ValueError, match="changed"):
+    sweeps.resume(str(tmp_path / "r"), experiment=changed, progress=False)
+
+
+SHARD_SCRIPT = textwrap.dedent("""
+  import os, sys, numpy as np, jax
+  assert len(jax.devices()) == 8, jax.devices()
+  sys.path.insert(0, os.path.dirname(sys.argv[1]))
+  from test_sweeps import TINY
+  from jscale import sweeps
+  out = sys.argv[2]
+  from jscale.sweeps import experiment as E
+  grid = E.product(batch_size=(16,), sigma=(0.5, 1e25), seed=range(4))  # one program; per-config shuffles
+  r8 = sweeps.run(sweeps.make_plan(TINY, grid, devices=8), out + "/d8", progress=False)
+  r1 = sweeps.run(sweeps.make_plan(TINY, grid, devices=1), out + "/d1", progress=False)
+  assert r8.diverged.sum() == 4 and len(r8.config["chunks"]) == 1
+  for name in r1.metrics:
+    # Each device runs a 1-config slice vs one device vmapping 8: float32 reassociation only (~1e-7).
+    np.testing.assert_allclose(r8.metrics[name], r1.metrics[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  print("SHARDED_OK", len(r8.config["devices"]))
+""")
+
+
+def test_eight_fake_devices_equal_one(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT, os.path.abspath(__file__), str(tmp_path)],
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "SHARDED_OK 8" in proc.stdout
