@@ -1,12 +1,14 @@
 """Benchmark the sweep engine against a per-configuration loop and the machine's matmul peak.
 
   python scripts/bench.py --json                         # sizes 16, 64, 256; the sigma protocol, full batch
-  python scripts/bench.py --json --sizes 256 --epochs 50 --devices 2 --group-size 8
+  python scripts/bench.py --json --sizes 256 --epochs 50 --devices 1 --group-size 256   # the vmap layout
 
 In one process, on the same machine, for each grid size C (the `sigma` experiment's model and data,
 2-64-64-2 MLP on two moons, Adam, full batch, C configurations of sigma x seed):
-  (a) engine: the runner's executor, jit(shard_map(vmap(train))) over the local devices, all C at once;
+  (a) engine: the runner's executor, jit(shard_map(...)) over the local devices with the runner's defaults
+              (CPU: one host device per core, each training its configurations one at a time);
   (b) loop:   jit(train) called once per configuration, C calls (compiled once, compile time excluded);
+  (b') naive: jit(vmap(train)) of all C configurations on one device (speedup_vs_naive_vmap);
   (c) peak:   a 2048 x 2048 float32 matmul, best of several.
 Prints speedup_vs_loop = t_loop / t_engine, useful_gflops = C * model FLOPs / t_engine (FLOPs counted
 analytically by `jscale.train.flops_per_config`: matmuls of forward, backward and the test pass),
@@ -38,17 +40,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.devices and args.devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
-      "XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.devices}").strip()
   import jax
+  from jscale.sweeps import runner
+  runner.use_cpu_cores(args.devices)  # before any JAX operation: one host device per core on CPU
   import jax.numpy as jnp
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
   from jscale import data as data_lib, train as T
-  from jscale.sweeps import experiment as E, runner
+  from jscale.sweeps import experiment as E
 
   exp = E.get("sigma")
   ds = data_lib.load(exp.data, seed=exp.data_seed, **exp.data_options)
@@ -60,7 +60,10 @@ def main(argv=None):
   flops = T.flops_per_config(spec, len(ds.y_train), len(ds.y_test))
   devices = runner.select_devices(args.devices)
   mesh = Mesh(np.array(devices), ("config",))
-  engine = runner.make_executor(train, mesh, args.group_size)
+  group_size = args.group_size if args.group_size is not None else runner.default_group_size(devices)
+  engine = runner.make_executor(train, mesh, group_size)
+  # The layout a newcomer writes first: one device, every configuration vmapped at once.
+  naive = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
   loop_fn = jax.jit(train)
   ddata = jax.device_put(data, NamedSharding(mesh, P()))
 
@@ -90,8 +93,10 @@ def main(argv=None):
     one = lambda i: jax.tree.map(lambda a: a[i], hp)
     singles = [(keys[i], one(i)) for i in range(C)]
     jax.block_until_ready(loop_fn(*singles[0], data))  # compile
+    keys1, hp1 = jax.device_put((keys[:C], jax.tree.map(lambda a: a[:C], hp)), devices[0])
+    jax.block_until_ready(naive(keys1, hp1, data))  # compile
     n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
-    t_engine = t_loop = float("inf")
+    t_engine = t_loop = t_naive = float("inf")
     for _ in range(args.repeats):  # interleaved, min of each: robust to bursts of load
       t = time.perf_counter()
       jax.block_until_ready(engine(skeys, shp, ddata))
@@ -101,16 +106,20 @@ def main(argv=None):
         out = loop_fn(k, h, data)
       jax.block_until_ready(out)
       t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
+      t = time.perf_counter()
+      jax.block_until_ready(naive(keys1, hp1, data))
+      t_naive = min(t_naive, time.perf_counter() - t)
     useful = C * flops / t_engine / 1e9
     results.append({"configs": C, "epochs": args.epochs, "t_engine_s": round(t_engine, 4),
                     "t_loop_s": round(t_loop, 4), "loop_timed_configs": n_loop,
-                    "speedup_vs_loop": round(t_loop / t_engine, 3), "useful_gflops": round(useful, 2),
+                    "t_naive_vmap_s": round(t_naive, 4), "speedup_vs_loop": round(t_loop / t_engine, 3),
+                    "speedup_vs_naive_vmap": round(t_naive / t_engine, 3), "useful_gflops": round(useful, 2),
                     "loop_gflops": round(C * flops / t_loop / 1e9, 2),
                     "fraction_of_peak": round(useful / peak, 3)})
     if not args.json:
       print(results[-1], flush=True)
   out = {"device": str(devices[0].device_kind), "platform": devices[0].platform, "n_devices": len(devices),
-         "group_size": args.group_size, "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
+         "group_size": group_size, "batch_size": args.batch_size, "cpu_count": os.cpu_count(),
          "loadavg_1m": round(os.getloadavg()[0], 2), "model_gflop_per_config": round(flops / 1e9, 4),
          "matmul_peak_gflops": round(peak, 2), "results": results}
   print(json.dumps(out, indent=1) if args.json else f"matmul peak {peak:.1f} GFLOP/s")

@@ -193,3 +193,18 @@ def test_eight_fake_devices_equal_one(tmp_path):
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "SHARDED_OK 8" in proc.stdout
+
+
+def test_cpu_default_layout_equals_vmap_layout(tmp_path):
+  """On CPU the runner trains one configuration at a time per device (lax.map); vmapping the whole
+  chunk must give the same numbers, so the layout is a speed choice only."""
+  devices = runner.select_devices()
+  assert runner.default_group_size(devices) == (1 if devices[0].platform == "cpu" else None)
+  _, one_at_a_time = _run(tmp_path, "map", group_size=None)
+  _, vmapped = _run(tmp_path, "vmap", group_size=64)
+  # Same program maths, differently batched matmuls: float32 reassociation only (observed ~1e-7).
+  finite = ~one_at_a_time.diverged
+  for name in ("train_loss", "test_acc", "g_ratio"):
+    np.testing.assert_allclose(one_at_a_time.metrics[name][finite], vmapped.metrics[name][finite],
+                               rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(one_at_a_time.diverged, vmapped.diverged)

@@ -119,6 +119,31 @@ def available_bytes(device) -> int:
   return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
+def use_cpu_cores(n: int | None = None) -> int | None:
+  """Expose `n` host CPU devices (default: one per core) so the CPU engine shards configurations over cores.
+
+  XLA:CPU runs a vmapped grid as batched ops whose intermediates (configs x examples x width) overflow
+  the cores' caches, and splits each small op across threads; one device per core, each training its
+  configurations one at a time (`default_group_size`), keeps a configuration's activations in its
+  core's L2 and the cores busy (scripts/bench.py measures both layouts). Only the CPU platform reads
+  this setting: on GPU/TPU it changes nothing. A no-op, returning None, when XLA_FLAGS already sets a
+  device count or JAX's backends are already initialised; else returns the count it set.
+  """
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  n = (os.cpu_count() or 1) if n is None else n
+  try:
+    jax.config.update("jax_num_cpu_devices", int(n))
+  except RuntimeError:  # backends already up (a notebook, a test): keep what is there
+    return None
+  return int(n)
+
+
+def default_group_size(devices: Sequence) -> int | None:
+  """CPU: 1 (each device trains its configurations one after another, cache-resident); else None (vmap all)."""
+  return 1 if devices and devices[0].platform == "cpu" else None
+
+
 def select_devices(n: int | None = None) -> list:
   devs = jax.local_devices() if jax.process_count() == 1 else jax.devices()
   if n is None:
@@ -145,7 +170,8 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
     as fit in memory, at most `max_chunk` per device, balanced across the group's chunks.
   max_bytes: the per-device memory budget (default: half of `available_bytes`).
   group_size: configurations each device vmaps at once inside a chunk (`lax.map` over groups);
-    None: the device's whole slice at once.
+    None: `default_group_size` (1 on CPU, the device's whole slice on accelerators). A group_size at
+    least the slice size vmaps the whole slice on CPU too.
   """
   exp = exp_lib.get(experiment)
   if isinstance(grid, str):
@@ -159,6 +185,8 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
   for name, v in (("chunk_size", chunk_size), ("group_size", group_size)):
     if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
       raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
+  if group_size is None:
+    group_size = default_group_size(devs)
 
   # Group by static settings, keeping grid order inside each group.
   by_key: dict[tuple, list[int]] = {}
