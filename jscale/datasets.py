@@ -14,8 +14,8 @@ drive any of them from a sweep config:
 
 Nothing here downloads anything unless asked (`fashion_mnist(download=True)`). Features are returned as
 the source stores them (raw pixels stay 0..255: the feature-scaling experiment needs the raw scale), except
-`two_moons`, which z-scores by default as the tutorial does. `zscore(ds)` standardises any data set with
-training-split statistics.
+`two_moons`, which z-scores by default as the tutorial does. `standardize=True` (every loader but
+fashion_mnist) or `zscore(ds)` standardises with training-split statistics.
 """
 from __future__ import annotations
 
@@ -83,6 +83,10 @@ def _finish(x, y, test_fraction, seed, name, source, num_classes=None) -> Datase
   return Dataset(xtr, ytr, xte, yte, int(num_classes or (y.max() + 1)), name, source)
 
 
+def _maybe_zscore(ds: Dataset, standardize: bool) -> Dataset:
+  return zscore(ds) if standardize else ds
+
+
 def zscore(ds: Dataset, eps: float = 1e-8) -> Dataset:
   """Standardise every feature with the training split's mean and std (no test-set leakage)."""
   mu = ds.x_train.mean(0)
@@ -96,28 +100,30 @@ def zscore(ds: Dataset, eps: float = 1e-8) -> Dataset:
 # Bundled with scikit-learn (always offline).
 
 
-def iris(*, seed: int = 0, test_fraction: float = 0.3) -> Dataset:
+def iris(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False) -> Dataset:
   from sklearn.datasets import load_iris
   d = load_iris()
-  return _finish(d.data, d.target, test_fraction, seed, "iris",
-                 "scikit-learn load_iris (UCI Iris, Fisher 1936): 150 x 4, 3 classes")
+  return _maybe_zscore(_finish(d.data, d.target, test_fraction, seed, "iris",
+                               "scikit-learn load_iris (UCI Iris, Fisher 1936): 150 x 4, 3 classes"), standardize)
 
 
-def wine(*, seed: int = 0, test_fraction: float = 0.3) -> Dataset:
+def wine(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False) -> Dataset:
   from sklearn.datasets import load_wine
   d = load_wine()
-  return _finish(d.data, d.target, test_fraction, seed, "wine",
-                 "scikit-learn load_wine (UCI Wine): 178 x 13, 3 classes, raw feature units")
+  return _maybe_zscore(_finish(d.data, d.target, test_fraction, seed, "wine",
+                               "scikit-learn load_wine (UCI Wine): 178 x 13, 3 classes, raw feature units"),
+                       standardize)
 
 
-def breast_cancer(*, seed: int = 0, test_fraction: float = 0.3) -> Dataset:
+def breast_cancer(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False) -> Dataset:
   from sklearn.datasets import load_breast_cancer
   d = load_breast_cancer()
-  return _finish(d.data, d.target, test_fraction, seed, "breast_cancer",
-                 "scikit-learn load_breast_cancer (UCI WDBC): 569 x 30, 2 classes, raw feature units")
+  return _maybe_zscore(_finish(d.data, d.target, test_fraction, seed, "breast_cancer",
+                               "scikit-learn load_breast_cancer (UCI WDBC): 569 x 30, 2 classes, raw feature units"),
+                       standardize)
 
 
-def digits_raw(*, seed: int = 0, test_fraction: float = 0.3) -> Dataset:
+def digits_raw(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False) -> Dataset:
   """scikit-learn's 8x8 handwritten digits (1797 x 64), pixels rescaled from 0..16 to raw range 0..255.
 
   The offline stand-in for Fashion-MNIST in the feature-scaling experiment: real images at the raw
@@ -125,9 +131,9 @@ def digits_raw(*, seed: int = 0, test_fraction: float = 0.3) -> Dataset:
   """
   from sklearn.datasets import load_digits
   d = load_digits()
-  return _finish(d.data * (255.0 / 16.0), d.target, test_fraction, seed, "digits_raw",
-                 "scikit-learn load_digits (UCI optdigits 8x8): 1797 x 64, 10 classes, "
-                 "pixels x 255/16 to raw range 0..255")
+  return _maybe_zscore(_finish(d.data * (255.0 / 16.0), d.target, test_fraction, seed, "digits_raw",
+                               "scikit-learn load_digits (UCI optdigits 8x8): 1797 x 64, 10 classes, "
+                               "pixels x 255/16 to raw range 0..255"), standardize)
 
 
 def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction: float = 0.3,
@@ -151,7 +157,8 @@ def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction
 
 
 def libsvm(path: str | os.PathLike, *, seed: int = 0, test_fraction: float = 0.3,
-           test_path: str | os.PathLike | None = None, n_features: int | None = None) -> Dataset:
+           test_path: str | os.PathLike | None = None, n_features: int | None = None,
+           standardize: bool = False) -> Dataset:
   """A LIBSVM-format file (the paper's 26 data sets are in this format), via
   `sklearn.datasets.load_svmlight_file`. Labels are remapped to 0..C-1 (sorted original values); features
   become a dense float32 array. With `test_path` the given test file is the test split (sharing the label
@@ -164,17 +171,18 @@ def libsvm(path: str | os.PathLike, *, seed: int = 0, test_fraction: float = 0.3
   name = os.path.basename(path)
   if test_path is None:
     (y,), classes = remap_labels(y)
-    return _finish(x.toarray(), y, test_fraction, seed, name,
+    return _maybe_zscore(_finish(x.toarray(), y, test_fraction, seed, name,
                    f"LIBSVM file {path}: {x.shape[0]} x {x.shape[1]}, {len(classes)} classes "
-                   f"(labels {classes.tolist()} -> 0..{len(classes) - 1})", num_classes=len(classes))
+                   f"(labels {classes.tolist()} -> 0..{len(classes) - 1})", num_classes=len(classes)), standardize)
   test_path = os.fspath(test_path)
   if not os.path.isfile(test_path):
     raise ValueError(f"libsvm: no such test file {test_path!r}")
   xt, yt = load_svmlight_file(test_path, n_features=x.shape[1])
   (y, yt), classes = remap_labels(y, yt)
-  return Dataset(x.toarray().astype(np.float32), y, xt.toarray().astype(np.float32), yt, len(classes), name,
-                 f"LIBSVM files {path} (train, {x.shape[0]} rows) and {test_path} (test, {xt.shape[0]} rows), "
-                 f"{x.shape[1]} features, labels {classes.tolist()} -> 0..{len(classes) - 1}")
+  return _maybe_zscore(Dataset(
+      x.toarray().astype(np.float32), y, xt.toarray().astype(np.float32), yt, len(classes), name,
+      f"LIBSVM files {path} (train, {x.shape[0]} rows) and {test_path} (test, {xt.shape[0]} rows), "
+      f"{x.shape[1]} features, labels {classes.tolist()} -> 0..{len(classes) - 1}"), standardize)
 
 
 _FMNIST_HELP = """Fashion-MNIST is not prepared in TFDS's data_dir ({data_dir}) in the array_record format

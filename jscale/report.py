@@ -34,6 +34,7 @@ import json
 import math
 import os
 import traceback
+import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -237,6 +238,36 @@ def registered() -> list[str]:
   return list(_SECTIONS)
 
 
+RUN_INFO = "run.json"
+
+
+def write_run_info(run_dir: str, **info) -> str:
+  """Append one invocation's facts (command, grid, wall time, devices) to RUN_DIR/run.json; the report's
+  header prints them. scripts/sweep.py calls this before `build_report`."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, RUN_INFO)
+  runs = []
+  if os.path.isfile(path):
+    with open(path) as f:
+      runs = json.load(f).get("invocations", [])
+  runs.append(_jsonable(info))
+  with open(path + ".tmp", "w") as f:
+    json.dump({"invocations": runs}, f, indent=1)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def _run_info_text(run_dir: str) -> str:
+  path = os.path.join(run_dir, RUN_INFO)
+  if not os.path.isfile(path):
+    return ""
+  with open(path) as f:
+    runs = json.load(f).get("invocations", [])
+  lines = ["Written by:"] + [f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): {fmt(r.get('wall_time_s'), 1)} s "
+                            f"wall time on {', '.join(r.get('devices') or ['?'])}" for r in runs]
+  return "\n".join(lines)
+
+
 class ReportResult(NamedTuple):
   path: str
   built: list
@@ -268,8 +299,9 @@ def build_report(run_dir: str, experiments: Sequence[str] | None = None, *,
       bodies.append(f"## {name}\n\n**failed to build this section**: `{failed[name]}`\n")
   extra = sorted(d for d in os.listdir(run_dir) if os.path.isdir(os.path.join(run_dir, d))
                  and d not in names and os.path.isfile(os.path.join(run_dir, d, "config.json")))
-  summary = [f"# {title}", "", preamble, "",
-             f"Run directory: `{os.path.abspath(run_dir)}`.", "",
+  summary = [f"# {title}", "", preamble, "", _run_info_text(run_dir), "",
+             f"Run directory: `{os.path.abspath(run_dir)}`. Every number below was measured in this run "
+             "(seeds and grid stated per section); source documents' numbers are printed beside them.", "",
              "| experiment | status |", "|---|---|"]
   summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} |" for n in names]
   if extra:
@@ -353,12 +385,66 @@ def feature_weight_G1(widths: Sequence[int], feature_scales, weight_scales, x0_s
 # Default section builders (metric names are the contract with the experiments' writers).
 
 
+def _is_sweep(r: Results) -> bool:
+  """Results written by the sweep engine (`jscale.sweeps`): config.json also holds points/configs/groups."""
+  return "groups" in r.config and "configs" in r.config
+
+
+_FIXED = ("data", "activation", "kernel_init", "optimizer", "lr", "weight_decay", "epochs", "batch_size",
+          "input_layernorm", "output_std")
+
+
+def _label(v, axis: str = "batch_size") -> str:
+  """Setting values as readers see them: batch_size None is full batch, 32 is "batch 32"."""
+  if axis == "batch_size":
+    return "full batch" if v is None else f"batch {v}"
+  if v is None:
+    return "none"
+  if isinstance(v, float):
+    return f"{v:g}"
+  return str(v)
+
+
+def _sweep_text(r: Results) -> list[str]:
+  from jscale.sweeps.experiment import AXIS_ALIASES  # lazy: the report itself does not need JAX
+  cfg = r.config
+  varied = {AXIS_ALIASES.get(a, a) for a in cfg["grid"]["axes"]}
+  c0 = cfg["configs"][0]
+  fixed = [f"{k} {_label(c0[k], k)}" for k in _FIXED if k in c0 and k not in varied]
+  widths = sorted({tuple(g["spec"]["widths"]) for g in cfg["groups"]})
+  sources = list(dict.fromkeys(g.get("data_source", "?") for g in cfg["groups"]))
+  div = int(np.any(r.arrays["diverged"], axis=-1).sum()) if "diverged" in r.arrays else 0
+  secs = _chunk_seconds(r.path)
+  out = [f"Widths {', '.join(str(list(w)) for w in widths)}; {', '.join(fixed)}; base seed {cfg.get('base_seed', 0)}. "
+         f"{len(cfg['points'])} configurations, {div} diverged (NaN/inf: the engine freezes them and their "
+         f"metrics are NaN from that epoch), {fmt(secs, 1)} s of compute on {cfg.get('backend', '?')}."]
+  out.append("Data: " + "; ".join(sources) + ".")
+  return out
+
+
+def _chunk_seconds(exp_dir: str) -> float:
+  total, d = 0.0, os.path.join(exp_dir, "chunks")
+  if not os.path.isdir(d):
+    return math.nan
+  for f in sorted(os.listdir(d)):
+    if f.endswith(".npz") and not f.endswith(".tmp.npz"):
+      with np.load(os.path.join(d, f)) as z:
+        total += float(z["seconds"])
+  return total
+
+
 def _grid_text(r: Results, skip=()) -> str:
   seeds = r.config.get("seeds", r.axes.get("seed"))
-  parts = [f"{k} = {fmt_list(v)}" for k, v in r.axes.items() if k not in ("seed",) + tuple(skip)]
-  extra = [f"{k}: {r.config[k]}" for k in ("grid", "data", "data_source", "widths", "lr", "optimizer",
+  skip = ("seed", "layer") + tuple(skip)
+  parts = [f"{k} = {fmt_list([_label(x, k) if k == 'batch_size' else x for x in v])}" for k, v in r.axes.items()
+           if k not in skip]
+  grid = r.config.get("grid_name", r.config.get("grid"))
+  head = (f"Grid `{grid}`: " if isinstance(grid, str) else "Grid: ") + f"{'; '.join(parts)}. Seeds: {fmt_list(seeds)}."
+  if _is_sweep(r):
+    return " ".join([head] + _sweep_text(r))
+  extra = [f"{k}: {r.config[k]}" for k in ("data", "data_source", "widths", "lr", "optimizer",
                                             "batch_size", "epochs", "steps", "wall_time_s") if k in r.config]
-  return f"Grid: {'; '.join(parts)}. Seeds: {fmt_list(seeds)}." + (f" {'; '.join(extra)}." if extra else "")
+  return head + (f" {'; '.join(extra)}." if extra else "")
 
 
 def fmt_list(v, limit: int = 12) -> str:
@@ -370,99 +456,304 @@ def fmt_list(v, limit: int = 12) -> str:
   return f"[{s}{', ...' if len(v) > limit else ''}] ({len(v)})" if len(v) > limit else f"[{s}]"
 
 
+def _first_metric(r: Results, *names: str) -> str | None:
+  return next((n for n in names if r.has(n)), None)
+
+
+def _ci_finite(samples) -> plots.CI:
+  """95% interval over the finite samples (diverged runs are NaN and are counted separately)."""
+  v = np.asarray(samples, np.float64).ravel()
+  return plots.mean_ci95(v[np.isfinite(v)], 0)
+
+
+def _ci_text(samples, digits: int = 4) -> str:
+  v = np.asarray(samples, np.float64).ravel()
+  bad = int((~np.isfinite(v)).sum())
+  if bad == v.size:
+    return f"diverged ({bad}/{v.size})"
+  txt = fmt_ci(_ci_finite(v), digits=digits)
+  return txt + (f", {bad}/{v.size} diverged" if bad else "")
+
+
+def _widths(r: Results):
+  if r.config.get("widths"):
+    return list(r.config["widths"])
+  if _is_sweep(r):
+    return list(r.config["groups"][0]["spec"]["widths"])
+  return None
+
+
+def _panel_axis(r: Results, metric: str, known: Sequence[str]) -> str | None:
+  """The one extra grid axis of a metric beyond `known` (e.g. batch_size in sigma's grid), or None."""
+  extra = [a for a in r.metric_axes[metric] if a not in known]
+  if len(extra) > 1:
+    raise ValueError(f"{r.name}: metric {metric!r} has axes {extra} beyond {list(known)}; the section "
+                     "draws one extra axis as panels")
+  return extra[0] if extra else None
+
+
+def _with_panels(r: Results, metric: str, order: Sequence[str], panel: str | None) -> np.ndarray:
+  a = r.metric(metric, *(([panel] if panel else []) + list(order)))
+  return a if panel else a[None]
+
+
 def sigma_section(exp_dir: str) -> Section:
-  """The tutorial. Axes sigma, seed, epoch. Metrics: loss, train_acc, grad_norm, dead_frac
-  [sigma, seed, epoch] (any present are plotted) and test_acc [sigma, seed]. Config: widths (for the
-  He / Glorot / geometric markers)."""
+  """The tutorial. Axes sigma, seed, epoch, and optionally one more (the engine's batch_size: full batch
+  and 32), drawn as side-by-side panels. Curves (any present): train_loss (or loss), train_acc,
+  grad_norm, saturation (or dead_frac) [.., sigma, seed, epoch]; test_acc [.., sigma, seed(, epoch)]
+  (its last epoch). Widths from config (for the He / Glorot / geometric markers)."""
   r = load_results(exp_dir)
-  sig = [float(s) for s in r.axis("sigma")]
+  sig = [float(x) for x in r.axis("sigma")]
+  acc_name = "test_acc"
+  known = ("sigma", "seed", "epoch", "layer")
+  panel = _panel_axis(r, acc_name, known)
+  pvals = r.axis(panel) if panel else [None]
+  plabels = [_label(v, panel) if panel else "" for v in pvals]
   s = Section("sigma: weight scale vs convergence (the tutorial, two moons)", [_grid_text(r, skip=("epoch",))])
-  labels = {"loss": ("training loss (cross-entropy, nats)", True), "train_acc": ("training accuracy", False),
-            "grad_norm": ("gradient L2 norm", True), "dead_frac": ("fraction of ReLU outputs == 0", False)}
-  for i, (m, (ylabel, logy)) in enumerate(labels.items()):
-    if r.has(m):
-      v = r.metric(m, "sigma", "seed", "epoch")
-      p = plots.curves(os.path.join(exp_dir, f"fig{i + 1}_{m}.png"),
-                       {f"sigma={x:g}": v[k] for k, x in enumerate(sig)}, ylabel=ylabel, logy=logy,
-                       epochs=r.axes.get("epoch"), title=f"Figure {i + 1}: {ylabel} vs epoch, per sigma")
-      s.parts.append(Figure(p, f"Figure {i + 1}: {ylabel} per epoch, mean over seeds with 95% band."))
-  acc = r.metric("test_acc", "sigma", "seed")
-  ci = plots.mean_ci95(acc, 1)
+  figs = [(("train_loss", "loss"), "training loss (cross-entropy, nats)", True),
+          (("train_acc",), "training accuracy", False),
+          (("grad_norm",), "gradient L2 norm (all parameters)", True),
+          (("saturation", "dead_frac"), "fraction of near-zero ReLU outputs", False)]
+  for i, (names, ylabel, logy) in enumerate(figs):
+    m = _first_metric(r, *names)
+    if m is None:
+      continue
+    v = _with_panels(r, m, ("sigma", "seed", "epoch"), _panel_axis(r, m, known))
+    title = f"Figure {i + 1}: {ylabel} vs epoch, per sigma"
+    groups = [{f"sigma={x:g}": v[p, k] for k, x in enumerate(sig)} for p in range(v.shape[0])]
+    path = os.path.join(exp_dir, f"fig{i + 1}_{m}.png")
+    if len(groups) > 1:
+      path = plots.curve_panels(path, dict(zip(plabels, groups)), ylabel=ylabel, logy=logy,
+                                epochs=r.axes.get("epoch"), title=title)
+    else:
+      path = plots.curves(path, groups[0], ylabel=ylabel, logy=logy, epochs=r.axes.get("epoch"), title=title)
+    what = {"saturation": f" ({m}: share of hidden ReLU outputs with |a| <= "
+                          f"{r.config.get('configs', [{}])[0].get('saturation_threshold', 1e-3):g}, averaged over "
+                          "the epoch's steps)"}.get(m, "")
+    avg = "geometric mean over seeds with the 95% band of the log" if logy else "mean over seeds with 95% band"
+    s.parts.append(Figure(path, f"Figure {i + 1}: {ylabel} per epoch{what}, {avg}"
+                                + (f"; panels: {panel} = {', '.join(plabels)}." if panel else ".")))
+  acc = r.metric(acc_name, *(([panel] if panel else []) + ["sigma", "seed"]
+                             + (["epoch"] if "epoch" in r.metric_axes[acc_name] else [])))
+  acc = acc[..., -1] if "epoch" in r.metric_axes[acc_name] else acc
+  acc = acc if panel else acc[None]                                  # (panels, sigma, seed)
+  src_idx = {k: next((i for i, x in enumerate(sig) if math.isclose(x, key, rel_tol=1e-9)), None)
+             for k, key in enumerate(TUTORIAL_TEST_ACC)}
+  tut = list(TUTORIAL_TEST_ACC.items())
   rows, verdicts = [], []
-  for k, x in enumerate(sig):
-    src = next((v for key, v in TUTORIAL_TEST_ACC.items() if math.isclose(key, x, rel_tol=1e-9)), None)
-    rows.append([f"{x:g}", fmt_ci(ci, k), src if src is not None else "-"])
-    if src is not None:
-      verdicts.append("- " + verdict(acc[k], src, what=f"sigma = {x:g}"))
-  s.parts.append(Table(["sigma", "measured test accuracy (mean [95% CI])", "tutorial (one run)"], rows,
-                       "Table 1: test accuracy per sigma"))
-  s.parts += ["\n".join(verdicts)] if verdicts else []
-  widths = r.config.get("widths")
+  for t, (ts, tv) in enumerate(tut):
+    k = src_idx[t]
+    if k is None:
+      continue
+    rows.append([f"{ts:g}", tv] + [_ci_text(acc[p, k]) for p in range(len(pvals))])
+    for p in range(len(pvals)):
+      finite = acc[p, k][np.isfinite(acc[p, k])]
+      verdicts.append("- " + verdict(finite, tv, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else "")))
+  cols = [f"measured, {l} (mean [95% CI])" for l in plabels] if panel else ["measured test accuracy (mean [95% CI])"]
+  if rows:
+    s.parts.append(Table(["sigma", "tutorial (one run)"] + cols, rows,
+                         "Table 1: test accuracy after the last epoch per sigma, beside the tutorial's single runs"))
+    s.parts.append("\n".join(verdicts))
+  else:
+    s.parts.append("The grid has none of the tutorial's sigmas (0.01, 0.1, 0.5, 1): no Table 1 comparison.")
+  extra = [k for k in range(len(sig)) if k not in src_idx.values()]
+  if extra:
+    s.parts.append(Table(["sigma"] + cols, [[f"{sig[k]:g}"] + [_ci_text(acc[p, k]) for p in range(len(pvals))]
+                                            for k in range(len(sig))],
+                         "Test accuracy after the last epoch, every sigma of the grid"))
+  widths = _widths(r)
   if len(sig) > 1 and min(sig) > 0:
     markers = {}
     if widths:
       for name, spec in (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2")):
-        markers[name], per = equivalent_sigma(widths, spec)
+        markers[name], _ = equivalent_sigma(widths, spec)
       s.parts.append("Markers: the one sigma whose end-to-end forward gain equals the rule's (geometric "
-                     "mean of the rule's per-layer stds) for widths " + str(list(widths)) + ".")
-    p = plots.metric_vs_param(os.path.join(exp_dir, "final_acc_vs_sigma.png"), sig, acc,
-                              xlabel="sigma (weight std, log scale)", ylabel="test accuracy",
-                              title="Final test accuracy vs sigma", markers=markers,
-                              reference=TUTORIAL_TEST_ACC, reference_label="tutorial (one run)")
-    s.parts.append(Figure(p, "Final test accuracy against sigma (mean, 95% CI over seeds); crosses: the "
-                             "tutorial's single runs; dashed: the sigma each rule picks."))
+                     "mean of the rule's per-layer stds) for widths " + str(list(widths)) + ": " +
+                     ", ".join(f"{k} {v:.3g}" for k, v in markers.items()) + ".")
+    series = {(l or "measured"): np.where(np.isfinite(acc[p]), acc[p], np.nan) for p, l in enumerate(plabels)}
+    path = plots.metric_vs_param(os.path.join(exp_dir, "final_acc_vs_sigma.png"), sig, series,
+                                 xlabel="sigma (weight std, log scale)", ylabel="test accuracy after the last epoch",
+                                 title="Final test accuracy vs sigma", markers=markers,
+                                 reference=TUTORIAL_TEST_ACC, reference_label="tutorial (one run)")
+    s.parts.append(Figure(path, "Final test accuracy against sigma (mean, 95% CI over seeds); crosses: the "
+                                "tutorial's single runs; vertical lines: the sigma each rule picks."))
   return s
 
 
-def feature_weight_section(exp_dir: str) -> Section:
-  """The question. Axes feature_scale, weight_scale, seed, epoch. Metric val_acc [feature_scale,
-  weight_scale, seed, epoch]; predicted G_1 from metric pred_G1 [weight_scale, feature_scale] if present,
-  else computed from config widths and x0_sq (E[x^2] of the raw inputs)."""
-  r = load_results(exp_dir)
+def _fw_arrays(r: Results):
+  """(feature scales f, weight scales w, accuracy [w, f, seed, epoch], measured G_1 [w, f, seed, epoch] or
+  None) from either the engine's layout (axes input_scale = 1/f and layer_scale.0 = 1/w, metric test_acc
+  on the held-out split) or a hand-written one (axes feature_scale, weight_scale; metric val_acc)."""
+  if "input_scale" in r.axes:
+    inv = lambda vs: np.array([float(f"{1.0 / float(v):.4g}") for v in vs])
+    fs, ws = inv(r.axis("input_scale")), inv(r.axis("layer_scale.0"))
+    order = ("layer_scale.0", "input_scale", "seed", "epoch")
+    acc = r.metric("test_acc", *order)
+    g = r.metric("g_ratio", *order, "layer")[..., 0] if r.has("g_ratio") else None
+    return fs, ws, acc, g
   fs = np.asarray(r.axis("feature_scale"), float)
   ws = np.asarray(r.axis("weight_scale"), float)
-  acc = r.metric("val_acc", "weight_scale", "feature_scale", "seed", "epoch")
-  if r.has("pred_G1"):
-    g1 = r.metric("pred_G1", "weight_scale", "feature_scale")
-  else:
-    g1 = feature_weight_G1(r.config["widths"], fs, ws, r.config["x0_sq"])
+  return fs, ws, r.metric("val_acc", "weight_scale", "feature_scale", "seed", "epoch"), None
+
+
+def _x0_sq(r: Results) -> tuple[float, str]:
+  """E[x_0^2] of the raw training inputs: from config, else recomputed from the run's own data (checked
+  against the fingerprint the run recorded) and cached next to the results."""
+  if "x0_sq" in r.config:
+    return float(r.config["x0_sq"]), "config"
+  cache = os.path.join(r.path, "x0_sq.json")
+  fp = r.config["groups"][0]["data_fingerprint"]
+  if os.path.isfile(cache):
+    with open(cache) as f:
+      c = json.load(f)
+    if c.get("fingerprint") == fp:
+      return float(c["x0_sq"]), "the run's data"
+  from jscale import data as data_lib
+  c0 = r.config["configs"][0]
+  ds = data_lib.load(c0["data"], seed=c0["data_seed"], **dict(c0["data_options"]))
+  if data_lib.fingerprint(ds) != fp:
+    raise ValueError(f"{r.path}: the data set {c0['data']!r} loaded now differs from the run's (fingerprint)")
+  x0 = float(np.mean(np.square(ds.x_train, dtype=np.float64)))
+  with open(cache, "w") as f:
+    json.dump({"fingerprint": fp, "x0_sq": x0}, f)
+  return x0, "the run's data"
+
+
+def feature_weight_section(exp_dir: str) -> Section:
+  """The question. Engine layout: axes input_scale (= 1/feature_scale), layer_scale.0 (= 1/weight_scale),
+  seed, epoch; metric test_acc (the held-out split: Fashion-MNIST's 5000 validation images, or digits'
+  30% test split) and g_ratio. Hand-written layout: axes feature_scale, weight_scale, seed, epoch; metric
+  val_acc. Predicted G_1 from metric pred_G1 [weight_scale, feature_scale] if present, else computed
+  from the widths and E[x_0^2] of the raw inputs."""
+  r = load_results(exp_dir)
+  fs, ws, acc, g_meas = _fw_arrays(r)
+  widths = _widths(r)
+  x0, x0_from = _x0_sq(r)
+  g1 = r.metric("pred_G1", "weight_scale", "feature_scale") if r.has("pred_G1") else \
+      feature_weight_G1(widths, fs, ws, x0)
   s = Section("feature_weight: feature scaling vs weight scaling (the question)", [_grid_text(r, skip=("epoch",))])
+  data = r.config["configs"][0]["data"] if _is_sweep(r) else r.config.get("data")
+  if data == "digits_raw":
+    s.parts.append("**Data used: the offline stand-in, not Fashion-MNIST.** Fashion-MNIST was not prepared in "
+                   "TFDS on this machine, so this run used scikit-learn's 8x8 digits with pixels rescaled to the "
+                   f"raw range 0..255 (input width 64, net {widths}). For the question's own data, prepare it once "
+                   "with `python -c \"import jscale.datasets as d; d.fashion_mnist(download=True)\"` and rerun "
+                   "(the experiment picks it up automatically).")
+  elif data:
+    s.parts.append(f"**Data used: {data}** (net {widths}).")
+  s.parts.append(f"Scales: inputs divided by feature_scale f, first-layer weights divided by weight_scale w "
+                 f"(the engine multiplies by 1/f and 1/w). E[x_0^2] of the raw inputs = {fmt(x0)} (from "
+                 f"{x0_from}). Predicted G_1: the calculus's layer-1 gradient-to-weight ratio at initialisation "
+                 "(batch 1, unit logit gradient); it scales as w^2 / f^2.")
   epochs = r.axes.get("epoch", list(range(1, acc.shape[-1] + 1)))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (every seed diverged) stay NaN
+    mean_acc = np.nanmean(acc, axis=2)  # over seeds
   for e in range(acc.shape[-1]):
     p = plots.heatmap_pair(os.path.join(exp_dir, f"heatmap_epoch{epochs[e]}.png"), fs, ws,
-                           acc[..., e].mean(-1), g1, xlabel="feature_scale (inputs / f, log)",
-                           ylabel="weight_scale (layer-1 W / w, log)", vmin=0.0, vmax=1.0,
+                           mean_acc[..., e], g1, xlabel="feature_scale f (inputs / f, log)",
+                           ylabel="weight_scale w (layer-1 W / w, log)", vmin=0.0, vmax=1.0,
                            measured_label="validation accuracy", predicted_label="predicted G_1 (log)",
                            measured_title=f"validation accuracy after epoch {epochs[e]} (mean over seeds)",
                            predicted_title="calculus: layer-1 gradient-to-weight ratio G_1",
-                           title="Feature scale x first-layer weight scale")
-    s.parts.append(Figure(p, f"Validation accuracy after epoch {epochs[e]} beside the predicted G_1."))
-  ci = plots.mean_ci95(acc[..., -1], 2)
-  rows = [[f"{f:g}", f"{w:g}", fmt_ci(ci, (i, j)), fmt(g1[i, j])]
-          for i, w in enumerate(ws) for j, f in enumerate(fs)
-          if (f in (fs.min(), fs.max()) and w in (ws.min(), ws.max()))]
-  s.parts.append(Table(["feature_scale", "weight_scale", "final val accuracy (mean [95% CI])", "predicted G_1"],
-                       rows, "The grid's corners"))
+                           title="Feature scale x first-layer weight scale", nan_label="diverged")
+    s.parts.append(Figure(p, f"Validation accuracy after epoch {epochs[e]} (mean over seeds; blank = every "
+                             "seed diverged) beside the predicted G_1."))
+  corners = [(i, j) for i, w in enumerate(ws) for j, f in enumerate(fs)
+             if f in (fs.min(), fs.max()) and w in (ws.min(), ws.max())]
+  head = ["feature_scale f", "weight_scale w", "final val accuracy (mean [95% CI])", "predicted G_1"]
+  if g_meas is not None:
+    head.append("measured G_1, epoch 1 (mean over seeds)")
+  rows = []
+  for i, j in corners:
+    row = [f"{fs[j]:g}", f"{ws[i]:g}", _ci_text(acc[i, j, :, -1]), fmt(g1[i, j])]
+    if g_meas is not None:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        row.append(fmt(float(np.nanmean(g_meas[i, j, :, 0]))))
+    rows.append(row)
+  s.parts.append(Table(head, rows, "The grid's corners (the question's two configurations are "
+                                   "(f, w) = (255, 1) and (1, 255)); measured G_1: minibatch, averaged over "
+                                   "epoch 1's steps, so compare its pattern across cells, not its level"))
+  jf, jw = int(np.argmax(fs)), int(np.argmax(ws))   # (f max, w = min) vs (f = min, w max)
+  a_good = acc[int(np.argmin(ws)), jf, :, -1]
+  a_bad = acc[jw, int(np.argmin(fs)), :, -1]
+  # A diverged run did not converge: for this comparison it counts as chance (1 / classes).
+  chance = 1.0 / widths[-1]
+  cg, cb = (plots.mean_ci95(np.where(np.isfinite(a), a, chance), 0) for a in (a_good, a_bad))
+  ratio = g1[jw, int(np.argmin(fs))] / g1[int(np.argmin(ws)), jf]
+  sep = cg.n > 1 and (cg.lo > cb.hi or (np.all(~np.isfinite(a_bad)) and cg.lo > chance))
+  s.parts.append(
+      f"The question: (f, w) = ({fs.max():g}, {ws.min():g}) \"converges fast\", ({fs.min():g}, {ws.max():g}) \"does "
+      f"not converge (or converges extremely slowly)\" (no numbers given). Measured after {epochs[-1]} epochs: "
+      f"{_ci_text(a_good)} vs {_ci_text(a_bad)}. The calculus predicts G_1 {fmt(ratio)} times larger in the second "
+      f"configuration (= (255^2)^2 for the full grid): layer 1 moves ~{math.sqrt(ratio):.3g} times further per "
+      "step relative to its size. " + (
+          "**Reproduces**: the first configuration is better, 95% intervals disjoint (a diverged run counted "
+          f"as chance, {fmt(chance, 2)})." if sep else
+          "**Does not reproduce clearly**: the 95% intervals of the two configurations overlap or the order is "
+          "reversed (see the table)."))
+  if len(fs) > 2 and len(ws) > 2:
+    # Over the whole grid: does the final accuracy follow G_1 (diagonal iso-lines, w^2 / f^2), or the
+    # feature scale alone? Rank correlations over the grid cells; a diverged cell counts as chance.
+    from scipy import stats
+    fin = np.nanmean(np.where(np.isfinite(acc[..., -1]), acc[..., -1], chance), axis=2).ravel()
+    rho_g = stats.spearmanr(fin, -np.log(g1).ravel())[0]
+    rho_f = stats.spearmanr(fin, np.log(np.broadcast_to(fs[None, :], g1.shape)).ravel())[0]
+    rho_w = stats.spearmanr(fin, -np.log(np.broadcast_to(ws[:, None], g1.shape)).ravel())[0]
+    s.parts.append(
+        f"Over the whole {len(ws)} x {len(fs)} grid (Spearman rank correlation of the final accuracy, a diverged run "
+        f"counted as chance): with -log G_1 {rho_g:.2f}, with log f alone {rho_f:.2f}, with -log w alone "
+        f"{rho_w:.2f}. " + (
+            "The measured accuracy follows the feature scale alone clearly better than the predicted G_1."
+            if abs(rho_f) > abs(rho_g) + 0.1 else
+            "The measured accuracy follows the predicted G_1 clearly better than the feature scale alone."
+            if abs(rho_g) > abs(rho_f) + 0.1 else
+            "G_1 and the feature scale alone rank the cells about equally well (within 0.1): look at the heat "
+            "maps for where the measured boundary runs (along G_1's diagonals, or along f)."))
   return s
 
 
 def init_schemes_section(exp_dir: str) -> Section:
-  """The paper's Section 9. Axes dataset, scheme, lr, seed. Metric final_loss [dataset, scheme, lr, seed]
-  (training loss after the epoch budget). Median over seeds, best lr per (dataset, scheme) by that
-  median, normalised by each data set's worst scheme. Scheme names should be the paper's
-  (arithmetic, fan_in, fan_out, geometric) for the source column to line up."""
+  """The paper's Section 9. Engine layout: axes dataset, init (the paper's names: arithmetic, fan_in,
+  fan_out, geometric), lr, seed, epoch; metric train_loss (the last epoch's mean minibatch loss is the
+  "training loss after the epoch budget"). Hand-written layout: axis scheme and metric final_loss
+  [dataset, scheme, lr, seed]. Median over seeds, best lr per (dataset, scheme) by that median (a
+  diverged run counts as +inf), normalised by each data set's worst scheme."""
   r = load_results(exp_dir)
-  dsets, schemes, lrs = r.axis("dataset"), [str(x) for x in r.axis("scheme")], r.axis("lr")
-  loss = r.metric("final_loss", "dataset", "scheme", "lr", "seed")
+  scheme_axis = "init" if "init" in r.axes else "scheme"
+  dsets = [os.path.basename(str(d).partition("libsvm:")[2]) if str(d).startswith("libsvm:") else str(d)
+           for d in r.axis("dataset")]
+  schemes, lrs = [str(x) for x in r.axis(scheme_axis)], [float(x) for x in r.axis("lr")]
+  if r.has("final_loss"):
+    loss = r.metric("final_loss", "dataset", scheme_axis, "lr", "seed")
+  else:
+    loss = r.metric("train_loss", "dataset", scheme_axis, "lr", "seed", "epoch")[..., -1]
   med = np.median(np.where(np.isfinite(loss), loss, np.inf), axis=-1)   # diverged runs count as +inf
   best_lr_idx = med.argmin(-1)
   best = np.take_along_axis(med, best_lr_idx[..., None], -1)[..., 0]
-  s = Section("init_schemes: arithmetic, fan-in, fan-out, geometric (the paper's Section 9)",
-              [_grid_text(r)])
+  s = Section("init_schemes: arithmetic, fan-in, fan-out, geometric (the paper's Section 9)", [_grid_text(r)])
+  s.parts.append(f"**The data sets differ from the paper's.** The paper averaged over {PAPER_N_DATASETS} LIBSVM "
+                 f"multi-class sets; this run used {len(dsets)}: {', '.join(dsets)} (see the data line above). "
+                 "Pass the paper's LIBSVM files with `scripts/sweep.py --libsvm PATH` to run its table. The "
+                 "paper does not state its optimizer or batch size; the settings above are this run's.")
+  if _is_sweep(r):
+    narrow = sorted({os.path.basename(str(g["data"][0]).partition("libsvm:")[2]) or str(g["data"][0])
+                     for g in r.config["groups"] if g["spec"].get("input_layernorm") and g["spec"]["widths"][0] <= 2})
+    if narrow:
+      s.parts.append(f"Flag: {', '.join(narrow)} has 2 input features, and LayerNorm over 2 features maps every "
+                     "input to +-(1, -1): the net sees one bit (sign(x1 - x2)), so every init ends near the same "
+                     "loss there. It is kept in the averages below (the protocol normalises every data set).")
   rows = [[d] + [f"{fmt(best[i, k])} (lr {lrs[best_lr_idx[i, k]]:g})" for k in range(len(schemes))]
           for i, d in enumerate(dsets)]
   s.parts.append(Table(["data set"] + schemes, rows, "Median training loss over seeds at each scheme's best "
                                                      "learning rate"))
+  edge = [(dsets[i], schemes[k]) for i in range(len(dsets)) for k in range(len(schemes))
+          if len(lrs) > 1 and best_lr_idx[i, k] in (0, len(lrs) - 1) and np.isfinite(best[i, k])]
+  if edge:
+    s.parts.append(f"The best lr is at an end of the lr grid ({lrs[0]:g} .. {lrs[-1]:g}) for "
+                   f"{len(edge)} of {best.size} (data set, scheme) pairs ({', '.join(f'{d}/{k}' for d, k in edge[:8])}"
+                   f"{', ...' if len(edge) > 8 else ''}): a wider grid could lower those losses.")
   if not np.all(np.isfinite(best)):
     s.parts.append("Some (data set, scheme) pairs diverged at every learning rate; they are left out of "
                    "the normalised summary: " + ", ".join(f"{dsets[i]}/{schemes[k]}" for i, k in

@@ -1,19 +1,28 @@
-"""Run registered sweep experiments; print a summary table and where the results are.
+"""Run registered experiments; print a summary table per sweep; end by writing OUT/report.md.
 
-  python scripts/sweep.py --grid quick                          # every experiment's quick grid
+  python scripts/sweep.py --grid quick                          # every experiment's quick grid + report.md
+  python scripts/sweep.py --grid full --out runs/full           # the whole reproduction (see report.md)
   python scripts/sweep.py --experiment sigma --grid full --out runs/sigma_full
-  python scripts/sweep.py --resume runs/sigma_full              # finish an interrupted run (or a --out parent)
+  python scripts/sweep.py --resume runs/full                    # finish an interrupted run (or a --out parent)
   python scripts/sweep.py --grid quick --devices 2              # on CPU: 2 host devices, configs sharded
+  python scripts/sweep.py --experiment init_schemes --libsvm dna.scale --libsvm usps   # + LIBSVM data sets
 
-`--devices N` uses the first N local devices; on CPU it also asks XLA for N host devices (the flag must be
-set before JAX starts, which is why this script parses its arguments before importing JAX).
+Every experiment writes OUT/<experiment>/ (config.json, metrics.npz, figures); the report
+(`jscale.report.build_report`, rebuilt any time by `python scripts/report.py OUT`) has one section per
+experiment. `--libsvm` files are added to init_schemes' data sets (resume with the same files).
+
+By default every device is used; on CPU that means one host device per core, each training its share of
+the configurations one at a time (`jscale.sweeps.runner.use_cpu_cores`). `--devices N` uses the first N
+local devices (on CPU: N host devices).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
+import time
 
 
 def parse_args(argv=None):
@@ -27,20 +36,30 @@ def parse_args(argv=None):
   p.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all)")
   p.add_argument("--chunk-size", type=int, default=None, help="configurations per chunk (default: by memory)")
   p.add_argument("--group-size", type=int, default=None,
-                 help="configurations each device vmaps at once inside a chunk (default: all of its slice)")
+                 help="configurations each device vmaps at once inside a chunk (default: 1 on CPU, "
+                 "all of its slice on GPU/TPU)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--libsvm", action="append", default=None, metavar="PATH",
+                 help="a LIBSVM-format file to add to init_schemes' data sets (repeatable)")
+  p.add_argument("--no-report", action="store_true", help="do not write OUT/report.md at the end")
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  if args.devices is not None and args.devices > 1 and "xla_force_host_platform_device_count" not in \
-      os.environ.get("XLA_FLAGS", ""):
-    # Only the CPU platform reads this flag; GPUs and TPUs ignore it.
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.devices}").strip()
-  import jax  # noqa: E402  (after XLA_FLAGS)
-  from jscale import sweeps
+  if args.libsvm:
+    # Read when init_schemes is imported (its grid names the data sets): set before importing jscale.sweeps.
+    os.environ["JSCALE_LIBSVM"] = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in args.libsvm)
+  import jax
+  try:
+    from jscale.sweeps import runner
+  except ValueError as e:  # e.g. a --libsvm file that does not exist
+    raise SystemExit(f"error: {e}")
+  # Before any JAX operation: on CPU, one host device per core (or --devices N); GPUs/TPUs unaffected.
+  runner.use_cpu_cores(args.devices)
+  from jscale import report, sweeps
+  from jscale.sweeps.experiment import CustomExperiment
+  t_start = time.perf_counter()
 
   print(f"devices: {jax.devices()}", flush=True)
   runs = []
@@ -54,32 +73,65 @@ def main(argv=None) -> int:
       if not dirs:
         raise SystemExit(f"error: {root} holds no run directory (no config.json)")
     for d in dirs:
-      runs.append((d, lambda d=d: sweeps.resume(d, devices=args.devices, progress=not args.no_progress)))
+      with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+      exp = sweeps.get(cfg["experiment"])
+      if isinstance(exp, CustomExperiment):
+        runs.append((d, lambda exp=exp, d=d, g=cfg["grid_name"]: exp.execute(g, d)))
+      else:
+        runs.append((d, lambda d=d: sweeps.resume(d, devices=args.devices, progress=not args.no_progress)))
+    out = root if not os.path.exists(os.path.join(root, "config.json")) else os.path.dirname(os.path.abspath(root))
+    grid_name = "resumed"
   else:
     names = [n for e in (args.experiment or []) for n in e.split(",") if n] or sweeps.names()
     out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    grid_name = args.grid
     plans = []
     try:  # every experiment is validated (and its memory checked) before any of them trains
       for name in names:
-        plans.append(sweeps.make_plan(name, args.grid, devices=args.devices, chunk_size=args.chunk_size,
-                                      group_size=args.group_size))
+        exp = sweeps.get(name)
+        if isinstance(exp, CustomExperiment):
+          exp.grid(args.grid)
+          plans.append(exp)
+        else:
+          plans.append(sweeps.make_plan(name, args.grid, devices=args.devices, chunk_size=args.chunk_size,
+                                        group_size=args.group_size))
     except ValueError as e:
       raise SystemExit(f"error: {e}")
     for plan in plans:
+      if isinstance(plan, CustomExperiment):
+        d = os.path.join(out, plan.name)
+        print(f"{plan.name}/{args.grid}: {dict(plan.grid(args.grid))} -> {d}", flush=True)
+        runs.append((d, lambda plan=plan, d=d: plan.execute(args.grid, d)))
+        continue
       d = os.path.join(out, plan.experiment.name)
       print(f"{plan.experiment.name}/{args.grid}: {plan.n_configs} configurations in {len(plan.chunks)} chunks "
             f"over {len(plan.devices)} device(s) -> {d}", flush=True)
       runs.append((d, lambda plan=plan, d=d: sweeps.run(plan, d, progress=not args.no_progress)))
 
   for d, go in runs:
+    t0 = time.perf_counter()
     res = go()
-    if res is None:
+    if res is None or isinstance(res, str):
+      print(f"\n== {os.path.basename(d)}: done in {time.perf_counter() - t0:.1f} s -> {os.path.abspath(d)} ==",
+            flush=True)
       continue
     print(f"\n== {res.config['experiment']} / {res.config['grid_name']}: {res.n_configs} configurations, "
           f"{int(res.diverged.sum())} diverged, {res.seconds:.1f} s of compute ==")
     print(sweeps.format_table(res.summary()))
-    print(f"results: {os.path.abspath(d)}  (summary.csv, metrics.npz, config.json)")
-  return 0
+    print(f"results: {os.path.abspath(d)}  (summary.csv, metrics.npz, config.json)", flush=True)
+
+  if args.no_report:
+    return 0
+  wall = time.perf_counter() - t_start
+  report.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()])
+  rep = report.build_report(out)
+  print(f"\nwrote {os.path.abspath(rep.path)} ({wall:.0f} s in all): built {rep.built or 'none'}; "
+        f"not run {rep.not_run or 'none'}; failed {list(rep.failed) or 'none'}")
+  for name, err in rep.failed.items():
+    print(f"  {name}: {err}", file=sys.stderr)
+  return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":

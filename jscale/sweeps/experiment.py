@@ -9,10 +9,14 @@ other (static) settings split the grid into groups, one compiled program each.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
+import json
 import math
 import numbers
-from typing import Any, Mapping, Sequence
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 from jscale import initializers, train as train_lib
 
@@ -224,14 +228,77 @@ def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) 
 
 
 # ---------------------------------------------------------------------------------------------------
+# Experiments that are not training sweeps of the engine's shape.
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomExperiment:
+  """An experiment with its own run function (forward-only statistics, a bespoke training loop).
+
+  `run(exp_dir, **grids[grid_name])` computes everything and writes the `jscale.report` results protocol
+  (config.json + metrics.npz with named axes) into `exp_dir`; `grids` maps a grid name ("quick", "full")
+  to those keyword settings, checked against `run`'s signature at registration. `execute` is what
+  scripts/sweep.py calls: it skips a finished directory (resume) and records the grid and wall time.
+  """
+  name: str
+  run: Callable[..., Any]
+  grids: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  doc: str = ""
+
+  def grid(self, name: str) -> Mapping[str, Any]:
+    if name not in self.grids:
+      raise ValueError(f"experiment {self.name!r} has no grid {name!r}; it has: {', '.join(self.grids)}")
+    return self.grids[name]
+
+  def execute(self, grid_name: str, exp_dir: str, **overrides) -> str:
+    """Run grid `grid_name` (its settings updated by `overrides`) into `exp_dir`, unless it is done."""
+    settings = {**self.grid(grid_name), **overrides}
+    _bind(self, settings)
+    cfg_path = os.path.join(exp_dir, "config.json")
+    if os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        done = json.load(f).get("grid_name")  # set below, last: present only once the run finished
+      if done == grid_name:
+        return exp_dir
+      if done is not None:
+        raise ValueError(f"{exp_dir} already holds results of grid {done!r}; pick a new --out")
+    t0 = time.perf_counter()
+    self.run(exp_dir, **settings)
+    with open(cfg_path) as f:
+      config = json.load(f)
+    config.update(experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
+                  wall_time_s=round(time.perf_counter() - t0, 2))
+    tmp = cfg_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(config, f, indent=1, default=str)
+    os.replace(tmp, cfg_path)
+    return exp_dir
+
+
+def _bind(exp: CustomExperiment, settings: Mapping[str, Any]):
+  try:
+    inspect.signature(exp.run).bind("exp_dir", **settings)
+  except TypeError as e:
+    raise ValueError(f"experiment {exp.name!r}: bad settings {dict(settings)!r} for "
+                     f"{exp.run.__name__}{inspect.signature(exp.run)}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
 # Registry.
 
-_REGISTRY: dict[str, Experiment] = {}
+_REGISTRY: dict[str, Experiment | CustomExperiment] = {}
 
 
-def register(exp: Experiment) -> Experiment:
+def register(exp: Experiment | CustomExperiment) -> Experiment | CustomExperiment:
+  if isinstance(exp, CustomExperiment):
+    if not callable(exp.run):
+      raise ValueError(f"experiment {exp.name!r}: run must be callable, got {exp.run!r}")
+    for settings in exp.grids.values():
+      _bind(exp, settings)  # a broken experiment fails at import, not mid-sweep
+    _REGISTRY[exp.name] = exp
+    return exp
   if not isinstance(exp, Experiment):
-    raise ValueError(f"register expects an Experiment, got {type(exp).__name__}")
+    raise ValueError(f"register expects an Experiment or CustomExperiment, got {type(exp).__name__}")
   for gname, grid in exp.grids.items():
     validate(exp, grid)  # a broken experiment fails at import, not mid-sweep
   _REGISTRY[exp.name] = exp
@@ -243,8 +310,8 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def get(name: str | Experiment) -> Experiment:
-  if isinstance(name, Experiment):
+def get(name: str | Experiment | CustomExperiment) -> Experiment | CustomExperiment:
+  if isinstance(name, (Experiment, CustomExperiment)):
     return name
   valid = names()
   if name not in _REGISTRY:

@@ -1,0 +1,23 @@
+"""`activations`: per-layer activations at initialisation (seeds/initialization-strategies-explainer.txt,
+seeds/weights-initialization-blog.txt), measured and predicted. Forward only, no training.
+
+A 10-layer, 500-unit tanh net and ReLU net (zero biases, unit-Gaussian inputs) under N(0, 0.01^2),
+N(0, 0.1^2), LeCun, Xavier, He and geometric: per-layer histograms, saturation, and each layer's std
+against depth beside the std the scaling calculus predicts (`jscale.activations`). Not a training sweep,
+so it is a `CustomExperiment` whose run function writes the `jscale.report` results protocol.
+
+  python scripts/sweep.py --experiment activations --grid quick   # 10 x 500, 256 inputs, seed 0
+  python scripts/sweep.py --experiment activations --grid full    # 10 x 500, 2000 inputs, seed 0
+"""
+from jscale import activations
+from jscale.sweeps.experiment import CustomExperiment, register
+
+EXPERIMENT = register(CustomExperiment(
+    name="activations",
+    doc=__doc__,
+    run=activations.experiment,
+    grids={
+        "quick": {"seed": 0, "depth": 10, "width": 500, "n_samples": 256},
+        "full": {"seed": 0, "depth": 10, "width": 500, "n_samples": 2000},
+    },
+))

@@ -1,0 +1,243 @@
+"""The reproductions end to end: every registered experiment's grids, `scripts/sweep.py` on reduced quick grids
+(the real code path: plan, run, custom runs, report), each report section's numbers against the saved
+arrays, the feature/weight scale semantics, and LIBSVM files as init_schemes data sets.
+
+The reduced grids swap only sizes (epochs, samples, seeds, data sets) on the registered experiments via
+`dataclasses.replace`; the experiments are restored after the module. The symmetry claim itself is
+asserted in tests/test_symmetry.py (zeros: exactly chance; constant: identical units, at most a linear
+classifier; He: learns); here only its report sentence is checked.
+"""
+import dataclasses
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+from absl.testing import absltest
+
+from jscale import datasets, report, sweeps
+from jscale.sweeps import experiment as E
+from jscale.sweeps.experiments import feature_weight, init_schemes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
+NAMES = ("activations", "feature_weight", "init_schemes", "sigma", "symmetry")
+
+
+def _load_script(name):
+  spec = importlib.util.spec_from_file_location(f"_script_{name}", os.path.join(REPO, "scripts", f"{name}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def write_libsvm(path, n=90, d=5, seed=0):
+  """Three Gaussian blobs in LIBSVM format, labels 2/5/9 (remapped to 0..2), zero features omitted."""
+  rng = np.random.default_rng(seed)
+  y = np.repeat([2, 5, 9], n // 3)
+  x = rng.normal(size=(n, d)) + 3.0 * np.eye(3, d)[np.repeat(np.arange(3), n // 3)]
+  x[:, -1] = 0.0  # an all-zero feature: never written, must still be counted via the others' indices
+  with open(path, "w") as f:
+    for xi, yi in zip(x, y):
+      f.write(f"{yi} " + " ".join(f"{j + 1}:{v:.6g}" for j, v in enumerate(xi) if v != 0.0) + "\n")
+  return x, y
+
+
+def _fmt_ci(v):
+  return report.fmt_ci(report.plots.mean_ci95(np.asarray(v, np.float64), 0))
+
+
+class RegistryTest(absltest.TestCase):
+
+  def test_every_experiment_has_quick_and_full(self):
+    self.assertTrue(set(NAMES) <= set(sweeps.names()))
+    for name in NAMES:
+      exp = sweeps.get(name)
+      self.assertIn("quick", exp.grids, name)
+      self.assertIn("full", exp.grids, name)
+      self.assertIn("scripts/sweep.py", exp.doc, name)  # the docstring gives the command
+
+  def test_grids_as_specified(self):
+    q = sweeps.get("feature_weight").grid("quick").axes
+    f = sweeps.get("feature_weight").grid("full").axes
+    np.testing.assert_allclose(sorted(1 / np.array(q["input_scale"])), [1.0, 255.0])
+    np.testing.assert_allclose(sorted(1 / np.array(q["layer_scale.0"])), [1.0, 255.0])
+    for axis in ("input_scale", "layer_scale.0"):
+      v = np.sort(1 / np.array(f[axis]))
+      self.assertGreaterEqual(len(v), 5)
+      np.testing.assert_allclose(v[[0, -1]], [1.0, 255.0], rtol=1e-9)
+      # log-spaced: equal log steps up to the 4-significant-digit label rounding (<= 5e-4 relative)
+      np.testing.assert_allclose(np.diff(np.log(v)), np.log(255.0) / (len(v) - 1), atol=1e-3)
+    fw = sweeps.get("feature_weight")
+    self.assertEqual((fw.hidden, fw.optimizer, fw.lr, fw.batch_size, fw.epochs, fw.kernel_init),
+                     ((300, 100), "sgd", 0.1, 32, 2, "glorot_normal"))
+    ins = sweeps.get("init_schemes")
+    g = ins.grid("full").axes
+    self.assertEqual(tuple(g["init"]), ("arithmetic", "fan_in", "fan_out", "geometric"))
+    self.assertLen(g["seed"], 10)
+    self.assertTrue(all(float(np.log2(v)).is_integer() for v in g["lr"]))
+    self.assertEqual((ins.hidden, ins.epochs, ins.input_layernorm, ins.output_std, ins.weight_decay),
+                     ((384, 64), 5, True, 0.05, 1e-5))
+    self.assertTrue({"iris", "wine", "digits_raw", "breast_cancer", "two_moons"} <= set(g["dataset"]))
+    sig = sweeps.get("sigma").grid("full").axes["sigma"]
+    self.assertTrue({0.01, 0.1, 0.5, 1.0} <= set(sig))  # Table 1 compares like with like
+
+  def test_custom_experiment_checks_settings_at_registration(self):
+    def run(exp_dir, seed=0):
+      pass
+    with self.assertRaisesRegex(ValueError, "bad settings"):
+      E.register(E.CustomExperiment(name="_bad", run=run, grids={"quick": {"seeds": 1}}))
+    with self.assertRaisesRegex(ValueError, "no grid"):
+      E.CustomExperiment(name="_ok", run=run, grids={"quick": {}}).grid("full")
+
+
+class FeatureWeightSemanticsTest(absltest.TestCase):
+
+  def test_input_and_layer_scale_divide_as_the_question_does(self):
+    # Full batch, 1 epoch: train_loss is the loss at initialisation and g_ratio the G_l there. (x/255, W)
+    # and (x, W/255) must give the same first forward pass (same loss) while layer 1's G differs by
+    # 255^4 (dW_1 ~ x: 255^2 in E[dW^2]; E[W^2]: 255^2 the other way). Layers 2-3 see identical
+    # activations and gradients, so their G agree.
+    exp = dataclasses.replace(sweeps.get("feature_weight"), data="digits_raw", data_options={}, epochs=1,
+                              batch_size=None, hidden=(16, 8))
+    grid = feature_weight.scale_grid((1.0, 255.0), (0,))
+    plan = sweeps.make_plan(exp, grid, devices=1)
+    res = sweeps.run(plan, tempfile.mkdtemp() + "/fw", progress=False)
+    loss, dims = res.grid("train_loss")
+    g, _ = res.grid("g_ratio")
+    self.assertEqual(dims[:2], ("input_scale", "layer_scale.0"))
+    f_255_w_1, f_1_w_255 = (1, 0), (0, 1)   # input_scale = 1/f, layer_scale.0 = 1/w; values (1, 1/255)
+    self.assertAlmostEqual(res.points[2]["input_scale"], 1 / 255)  # ordered as the grid says
+    # float32 forward pass: the two products agree to ~1e-6 relative.
+    np.testing.assert_allclose(loss[f_255_w_1][0, 0], loss[f_1_w_255][0, 0], rtol=1e-5)
+    np.testing.assert_allclose(g[f_1_w_255][0, 0, 0] / g[f_255_w_1][0, 0, 0], 255.0 ** 4, rtol=1e-3)
+    np.testing.assert_allclose(g[f_1_w_255][0, 0, 1:], g[f_255_w_1][0, 0, 1:], rtol=1e-4)
+
+
+class LibsvmTest(absltest.TestCase):
+
+  def test_file_becomes_a_data_set(self):
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "blobs.svm")
+    x, y = write_libsvm(path)
+    ds = datasets.get(f"libsvm:{path}", test_fraction=0.0)
+    self.assertEqual(ds.num_classes, 3)
+    np.testing.assert_array_equal(np.bincount(ds.y_train), [30, 30, 30])
+    exp = init_schemes.make_experiment([path], datasets=())
+    self.assertEqual(exp.grid("quick").axes["dataset"], (f"libsvm:{os.path.abspath(path)}",))
+
+  def test_env_variable_adds_files_to_the_registered_grid(self):
+    path = os.path.join(tempfile.mkdtemp(), "b.svm")
+    write_libsvm(path, n=30)
+    code = ("from jscale import sweeps; a = sweeps.get('init_schemes').grid('quick').axes['dataset']; "
+            "print(a[-1])")
+    env = dict(os.environ, JSCALE_LIBSVM=path, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertEqual(out.stdout.strip(), f"libsvm:{path}")
+    env["JSCALE_LIBSVM"] = path + ".missing"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn("no such LIBSVM file", out.stderr)
+
+
+class EndToEndTest(absltest.TestCase):
+  """`scripts/sweep.py --grid quick` on reduced copies of every experiment, then the report."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.svm = os.path.join(cls.tmp, "blobs.svm")
+    write_libsvm(cls.svm)
+    reg = E._REGISTRY
+    cls.saved = {n: reg[n] for n in NAMES}
+    small = {
+        "sigma": dataclasses.replace(reg["sigma"], epochs=4, data_options={"n": 200, "noise": 0.2}, grids={
+            "quick": E.product(batch_size=(None, 32), sigma=(0.01, 0.1, 0.5, 1.0), seed=range(3))}),
+        "feature_weight": dataclasses.replace(reg["feature_weight"], data="digits_raw", data_options={},
+                                              hidden=(32, 16), grids={"quick": feature_weight.scale_grid(
+                                                  (1.0, 255.0), range(2))}),
+        "init_schemes": dataclasses.replace(init_schemes.make_experiment(
+            [cls.svm], datasets=("iris",), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2), hidden=(24, 8)),
+        "activations": dataclasses.replace(reg["activations"], grids={
+            "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
+        "symmetry": dataclasses.replace(reg["symmetry"], grids={
+            "quick": {"seeds": (0, 1), "steps": 30, "lr": 0.1, "batch_size": 32,
+                      "inits": ("zeros", "constant:0.1", "he_normal"), "widths_hidden": (8, 8)}}),
+    }
+    reg.update(small)
+    cls.out = os.path.join(cls.tmp, "run")
+    try:
+      cls.rc = _load_script("sweep").main(["--grid", "quick", "--out", cls.out, "--no-progress", "--devices", "1"])
+    finally:
+      reg.update(cls.saved)
+    with open(os.path.join(cls.out, "report.md")) as f:
+      cls.md = f.read()
+
+  def _row(self, start):
+    return next(l for l in self.md.splitlines() if l.startswith(start))
+
+  def test_every_section_built_with_its_figures(self):
+    self.assertEqual(self.rc, 0)
+    for name in NAMES:
+      self.assertIn(f"| {name} | built |", self.md)
+    imgs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", self.md)
+    for sub, n_min in (("sigma/", 5), ("feature_weight/", 2), ("init_schemes/", 1), ("activations/", 4),
+                       ("symmetry/", 2)):
+      self.assertGreaterEqual(sum(i.startswith(sub) for i in imgs), n_min, sub)
+    for rel in imgs:
+      with open(os.path.join(self.out, rel), "rb") as f:
+        self.assertEqual(f.read(8), PNG, rel)
+    self.assertIn("python scripts/sweep.py --grid quick", self.md)  # run.json: the command that wrote it
+
+  def test_sigma_table1_from_the_run(self):
+    res = sweeps.load(os.path.join(self.out, "sigma"))
+    acc, dims = res.grid("test_acc")
+    self.assertEqual(dims, ("batch_size", "sigma", "seed", "epoch"))
+    for k, (s, src) in enumerate(report.TUTORIAL_TEST_ACC.items()):
+      row = self._row(f"| {s:g} | {src} |")
+      self.assertIn(f"| {_fmt_ci(acc[0, k, :, -1])} | {_fmt_ci(acc[1, k, :, -1])} |", row)
+
+  def test_feature_weight_corners_and_data_named(self):
+    res = sweeps.load(os.path.join(self.out, "feature_weight"))
+    acc, _ = res.grid("test_acc")  # (input_scale = 1/f, layer_scale.0 = 1/w, seed, epoch)
+    self.assertIn("**Data used: the offline stand-in, not Fashion-MNIST.**", self.md)
+    row = self._row("| 255 | 1 |")          # f = 255 is input_scale 1/255 (index 1), w = 1 (index 0)
+    self.assertIn(_fmt_ci(acc[1, 0, :, -1]), row)
+    row = self._row("| 1 | 255 |")
+    self.assertIn(_fmt_ci(acc[0, 1, :, -1]), row)
+
+  def test_init_schemes_best_lr_median(self):
+    res = sweeps.load(os.path.join(self.out, "init_schemes"))
+    loss, dims = res.grid("train_loss")
+    self.assertEqual(dims, ("dataset", "init", "lr", "seed", "epoch"))
+    med = np.median(loss[..., -1], axis=-1)          # (dataset, init, lr); nothing diverges here
+    self.assertTrue(np.all(np.isfinite(med)))
+    lrs = res.config["axes"]["lr"]
+    for i, name in enumerate(("iris", "blobs.svm")):
+      row = self._row(f"| {name} |")
+      for k in range(4):
+        j = int(np.argmin(med[i, k]))
+        self.assertIn(f"{report.fmt(med[i, k, j])} (lr {lrs[j]:g})", row)
+    self.assertIn("**The data sets differ from the paper's.**", self.md)
+    for src in ("0.90", "0.84", "0.88", "0.81", "14 / 26", "12 / 26"):
+      self.assertIn(src, self.md)
+
+  def test_symmetry_sentence(self):
+    self.assertIn("- zeros: hidden units stayed identical; accuracy stays at chance", self.md)
+
+  def test_report_script_rebuilds_the_same_report(self):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out],
+                         capture_output=True, text=True)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(self.out, "report.md")) as f:
+      self.assertEqual(f.read(), self.md)
+
+
+if __name__ == "__main__":
+  absltest.main()
