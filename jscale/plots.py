@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, NamedTuple, Sequence
 
+import matplotlib
 import matplotlib.colors as mcolors
 import matplotlib.ticker as mticker
 from matplotlib.figure import Figure
@@ -58,6 +59,9 @@ def _subplots(nrows=1, ncols=1, *, figsize, **kw):
   return fig, fig.subplots(nrows, ncols, **kw)
 
 
+_CYCLE = 10  # matplotlib's default colour cycle
+
+
 def _save(fig, path) -> str:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -77,7 +81,11 @@ def _seeds_first(values, seed_axis, what) -> np.ndarray:
 def _draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, what="curves"):
   """On a log y axis the line is the geometric mean and the band the 95% interval of log(values): an
   additive t-interval on a heavy-tailed positive quantity dips below zero, which a log axis cannot show."""
-  for label, vals in values_by_group.items():
+  # Past the 10-colour cycle colours would repeat: an ordered sweep (sigma, say) gets a sequential map.
+  n_groups = len(values_by_group)
+  colors = (matplotlib.colormaps["viridis"](np.linspace(0.0, 0.92, n_groups)) if n_groups > _CYCLE
+            else [f"C{i}" for i in range(n_groups)])
+  for color, (label, vals) in zip(colors, values_by_group.items()):
     v = _seeds_first(vals, seed_axis, what)
     x = np.arange(1, v.shape[1] + 1) if epochs is None else np.asarray(epochs)
     if len(x) != v.shape[1]:
@@ -88,9 +96,17 @@ def _draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, what="cu
       ci = CI(np.exp(ci.mean), np.exp(ci.lo), np.exp(ci.hi), ci.half, ci.n)
     else:
       ci = mean_ci95(v, 0)
-    line, = ax.plot(x, ci.mean, label=f"{label} (n={ci.n})")
+    line, = ax.plot(x, ci.mean, color=color, label=f"{label} (n={ci.n})")
     if ci.n > 1:
       ax.fill_between(x, ci.lo, ci.hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _legend(ax, n_groups, logy):
+  """Few groups: inside the axes. Many: outside on the right, so no curve is hidden behind it."""
+  kw = dict(fontsize=7, title=_band_title(logy), title_fontsize=7)
+  if n_groups > 6:
+    kw.update(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+  ax.legend(**kw)
 
 
 def _band_title(logy):
@@ -110,7 +126,7 @@ def curves(path, values_by_group: Mapping[str, np.ndarray], *, ylabel: str, titl
     ax.set_yscale("log")
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, title=_band_title(logy), title_fontsize=7)
+  _legend(ax, len(values_by_group), logy)
   return _save(fig, path)
 
 
@@ -130,7 +146,7 @@ def curve_panels(path, panels: Mapping[str, Mapping[str, np.ndarray]], *, ylabel
     ax.set(xlabel=xlabel, title=name)
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel(ylabel)
-  axes[0, -1].legend(fontsize=7, title=_band_title(logy), title_fontsize=7)
+  _legend(axes[0, -1], max(len(g) for g in panels.values()), logy)
   fig.suptitle(title)
   return _save(fig, path)
 
