@@ -208,3 +208,8 @@ def test_cpu_default_layout_equals_vmap_layout(tmp_path):
     np.testing.assert_allclose(one_at_a_time.metrics[name][finite], vmapped.metrics[name][finite],
                                rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(one_at_a_time.diverged, vmapped.diverged)
+
+
+def test_make_plan_refuses_a_custom_experiment_clearly():
+  with pytest.raises(ValueError, match="own run function"):
+    sweeps.make_plan("symmetry", "quick")

@@ -36,6 +36,10 @@ program; static axes (batch_size, optimizer, data, hidden, epochs, ...) make one
 Unknown experiments, axes, initializers or bad values raise ValueError before any compute, as does a grid
 whose single configuration cannot fit in memory.
 
+Experiments that are not training grids (forward-only statistics, a bespoke loop: `activations`,
+`symmetry`) register a `CustomExperiment(name, run, grids)` whose `run(exp_dir, **settings)` writes the
+same results format; scripts/sweep.py runs both kinds and `make_plan` refuses a custom one clearly.
+
 Adding an experiment: a module `jscale/sweeps/experiments/NAME.py` with
 `EXPERIMENT = register(Experiment(name="NAME", doc=__doc__, ..., grids={"quick": ..., "full": ...}))`,
 a docstring giving the command that runs it, and an import line in `experiments/__init__.py`.

@@ -174,6 +174,9 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
     least the slice size vmaps the whole slice on CPU too.
   """
   exp = exp_lib.get(experiment)
+  if isinstance(exp, exp_lib.CustomExperiment):
+    raise ValueError(f"experiment {exp.name!r} has its own run function, not a training grid: run it with "
+                     f"`get({exp.name!r}).execute(grid_name, exp_dir)` or scripts/sweep.py")
   if isinstance(grid, str):
     grid_name, grid = grid, exp.grid(grid)
   else:
