@@ -33,6 +33,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import traceback
 import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
@@ -273,6 +274,14 @@ class ReportResult(NamedTuple):
   built: list
   not_run: list
   failed: dict   # experiment -> error text
+
+  def print_summary(self, note: str = "") -> int:
+    """Say where report.md is and what it holds (failures on stderr); return the exit status."""
+    print(f"wrote {os.path.abspath(self.path)}{note}: built {self.built or 'none'}; "
+          f"not run {self.not_run or 'none'}; failed {list(self.failed) or 'none'}")
+    for name, err in self.failed.items():
+      print(f"  {name}: {err}", file=sys.stderr)
+    return 1 if self.failed else 0
 
 
 def build_report(run_dir: str, experiments: Sequence[str] | None = None, *,

@@ -22,11 +22,7 @@ def main(argv=None) -> int:
     res = report.build_report(args.run_dir, args.experiments, title=args.title)
   except ValueError as e:
     ap.error(str(e))
-  print(f"wrote {res.path}: built {res.built or 'none'}; not run {res.not_run or 'none'}; "
-        f"failed {list(res.failed) or 'none'}")
-  for name, err in res.failed.items():
-    print(f"  {name}: {err}", file=sys.stderr)
-  return 1 if res.failed else 0
+  return res.print_summary()
 
 
 if __name__ == "__main__":

@@ -126,12 +126,8 @@ def main(argv=None) -> int:
   wall = time.perf_counter() - t_start
   report.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
                         grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()])
-  rep = report.build_report(out)
-  print(f"\nwrote {os.path.abspath(rep.path)} ({wall:.0f} s in all): built {rep.built or 'none'}; "
-        f"not run {rep.not_run or 'none'}; failed {list(rep.failed) or 'none'}")
-  for name, err in rep.failed.items():
-    print(f"  {name}: {err}", file=sys.stderr)
-  return 1 if rep.failed else 0
+  print()
+  return report.build_report(out).print_summary(f" ({wall:.0f} s in all)")
 
 
 if __name__ == "__main__":
