@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jscale.theory import experiments  # noqa: E402
+from jscale.theory import experiments, figures  # noqa: E402
 
 
 def _save(out, name, obj):
@@ -39,25 +39,7 @@ def fig1(args):
     recs = experiments.figure1(args.setups, args.batch, args.draws, args.seed, progress=True)
     data = {"summary": experiments.summarize(recs), "records": experiments.records_json(recs)}
     _save(args.out, "fig1_records.json", data)
-  recs = data["records"]
-  batches = sorted({r["batch"] for r in recs})
-  fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 3.6), squeeze=False)
-  for ax, b in zip(axes[0], batches):
-    rs = [r for r in recs if r["batch"] == b]
-    ratio = lambda key: np.log10(np.concatenate([np.array(r[key]) / np.array(r["exact_w"]) for r in rs]))
-    bins = np.linspace(-3.5, 1.5, 61)
-    if b == 1:
-      ax.hist(ratio("corrected_w"), bins, alpha=0.8, label="prediction (batch 1)")
-    else:
-      ax.hist(ratio("batch1_w"), bins, alpha=0.6, label="batch-1 model, s(1)/B")
-      ax.hist(ratio("corrected_w"), bins, alpha=0.6, label="with cross-example terms")
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_title(f"batch {b}: {len(rs)} setups, {sum(len(r['exact_w']) for r in rs)} weight blocks")
-    ax.set_xlabel("log10(predicted / exact) avg squared singular value")
-    ax.legend(fontsize=8)
-  fig.tight_layout()
-  path = os.path.join(args.out, "fig1_ratio_hist.png")
-  fig.savefig(path, dpi=120)
+  path = figures.ratio_histogram(data["records"], os.path.join(args.out, "fig1_ratio_hist.png"))
   print("wrote", path)
   summary = data["summary"]
   _save(args.out, "fig1_summary.json", summary)
@@ -68,19 +50,7 @@ def fig2(args):
   for b, draws in ((1, args.draws_batch1_fig2), (args.minibatch, 1)):
     res[str(b)] = experiments.heatmaps(batch=b, draws=draws, seed=args.seed)
   schemes = list(experiments.SCHEMES)
-  fig, axes = plt.subplots(len(res), len(schemes), figsize=(3.2 * len(schemes), 3.0 * len(res)), squeeze=False)
-  for row, (b, per) in zip(axes, res.items()):
-    for ax, s in zip(row, schemes):
-      m = np.log10(np.array(per[s]["weights"]))
-      im = ax.imshow(m, cmap="viridis")
-      ax.set_title(f"{s}, B={b}\ndiag max/min {per[s]['diag_max_over_min']:.2f}", fontsize=9)
-      ax.set_xticks(range(m.shape[0]))
-      ax.set_yticks(range(m.shape[0]))
-      fig.colorbar(im, ax=ax, fraction=0.046, label="log10")
-  fig.suptitle(f"avg squared singular value of Hessian blocks (W_i, W_j), widths {experiments.FIG2_WIDTHS}")
-  fig.tight_layout()
-  path = os.path.join(args.out, "fig2_heatmaps.png")
-  fig.savefig(path, dpi=120)
+  path = figures.block_heatmaps(res, experiments.FIG2_WIDTHS, os.path.join(args.out, "fig2_heatmaps.png"))
   print("wrote", path)
   _save(args.out, "fig2.json", {"widths": list(experiments.FIG2_WIDTHS), "seed": args.seed, "batch_sizes": res})
   for b, per in res.items():

@@ -11,3 +11,4 @@ from jscale.sweeps.experiments import feature_weight  # noqa: F401
 from jscale.sweeps.experiments import init_schemes  # noqa: F401
 from jscale.sweeps.experiments import activations  # noqa: F401
 from jscale.sweeps.experiments import symmetry  # noqa: F401
+from jscale.sweeps.experiments import hessian  # noqa: F401
