@@ -25,9 +25,8 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jscale import mlp
+from jscale import mlp, train as train_lib
 
 
 def unit_spread(params: mlp.Params) -> jax.Array:
@@ -67,8 +66,7 @@ def make_train(widths: Sequence[int], kernel_init="he_normal", *, bias_init="zer
   mlp.get_activation(activation)
 
   def loss_fn(params, x_BxD, y_B):
-    logits = mlp.apply_mlp(params, x_BxD, activation)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+    return train_lib.cross_entropy(mlp.apply_mlp(params, x_BxD, activation), y_B)
 
   def train(key, x_NxD, y_N) -> TrainOut:
     k_init, k_data = jax.random.split(key)
@@ -87,7 +85,7 @@ def make_train(widths: Sequence[int], kernel_init="he_normal", *, bias_init="zer
 
 
 def accuracy(params: mlp.Params, x, y, activation: str = "relu") -> jax.Array:
-  return jnp.mean(jnp.argmax(mlp.apply_mlp(params, x, activation), -1) == y)
+  return train_lib.accuracy(mlp.apply_mlp(params, x, activation), y)
 
 
 def chance_accuracy(y_train, y_test) -> float:
