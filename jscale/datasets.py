@@ -11,6 +11,8 @@ drive any of them from a sweep config:
   get("digits_raw")                    # 8x8 digits at raw pixel range 0..255: offline Fashion-MNIST stand-in
   get("fashion_mnist")                 # TFDS; raises DataUnavailableError with instructions if not prepared
   get("libsvm", path="dna.scale")      # or get("libsvm:dna.scale")
+  to_device(ds)                        # `Data`: the jnp arrays `jscale.train`'s `train(key, hparams, data)` reads
+  fingerprint(ds)                      # short content hash, stored in a run's config.json
 
 Nothing here downloads anything unless asked (`fashion_mnist(download=True)`). Features are returned as
 the source stores them (raw pixels stay 0..255: the feature-scaling experiment needs the raw scale), except
@@ -19,10 +21,13 @@ fashion_mnist) or `zscore(ds)` standardises with training-split statistics.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from typing import Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -197,6 +202,13 @@ TFDS_DATA_DIR environment variable to it. Offline, use `digits_raw()` (real imag
 instead. Underlying error: {err}"""
 
 
+def fashion_mnist_prepared(data_dir: str | None = None) -> bool:
+  """True when TFDS's data_dir holds a prepared fashion_mnist (cheap: looks for the folder only)."""
+  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+  d = os.path.join(data_dir, "fashion_mnist")
+  return os.path.isdir(d) and any(os.scandir(d))
+
+
 def fashion_mnist(*, seed: int = 0, n_val: int = 5000, eval_split: str = "val", data_dir: str | None = None,
                   download: bool = False) -> Dataset:
   """Fashion-MNIST through `tfds.data_source("fashion_mnist")`, as the question uses it.
@@ -284,3 +296,26 @@ def get(name: str, **kw) -> Dataset:
     raise ValueError(f"bad arguments for data set {base!r} (signature {base}{inspect.signature(loader)}): "
                      f"{e}") from None
   return loader(**kw)
+
+
+class Data(NamedTuple):
+  """What `train(key, hparams, data)` reads. Shared by every configuration of a sweep (never vmapped)."""
+  x_train: jax.Array  # (N, D) float32
+  y_train: jax.Array  # (N,) int32
+  x_test: jax.Array   # (M, D) float32; M may be 0 (training-loss-only protocols)
+  y_test: jax.Array   # (M,) int32
+
+
+def to_device(ds: Dataset, dtype=jnp.float32) -> Data:
+  return Data(jnp.asarray(ds.x_train, dtype), jnp.asarray(ds.y_train, jnp.int32),
+              jnp.asarray(ds.x_test, dtype), jnp.asarray(ds.y_test, jnp.int32))
+
+
+def fingerprint(ds: Dataset) -> str:
+  """sha256 prefix of the arrays: a resumed run checks its data did not change underneath it."""
+  h = hashlib.sha256()
+  for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+    a = np.ascontiguousarray(a)
+    h.update(str((a.dtype, a.shape)).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]

@@ -210,6 +210,9 @@ _REGISTRY: dict[str, tuple[Callable[..., Initializer], tuple[str, ...], dict]] =
 _ALIASES = {"xavier_normal": "glorot_normal", "xavier_uniform": "glorot_uniform",
             "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform", "arithmetic": "glorot_normal",
             "fan_in": "he_normal", "fan_out": "he_normal:fan_out", "geometric_uniform": "geometric:distribution=uniform"}
+# The paper's four init schemes (Xavier is its "arithmetic"), name -> spec for `get`.
+SCHEMES = {"fan_in": "he_normal:fan_in", "fan_out": "he_normal:fan_out", "xavier": "glorot_normal",
+           "geometric": "geometric:c=2"}
 
 
 def names() -> list[str]:

@@ -11,7 +11,7 @@ trains a whole grid in one program:
            `spec.kernel_inits`; `lax.switch` under vmap)
 
   train = make_train(TrainSpec(widths=(2, 64, 64, 2), kernel_inits=("normal:1",), optimizer="adam"))
-  data = jscale.data.to_device(jscale.data.load("two_moons"))
+  data = jscale.datasets.to_device(jscale.datasets.get("two_moons"))
   hp = stack_hparams([hparams(train.spec, init_scale=s, lr=1e-3) for s in (0.01, 0.1, 0.5, 1.0)])
   keys = jax.random.split(jax.random.key(0), 4)
   m = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))(keys, hp, data)   # m.test_acc: (4, epochs)
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from jscale import calculus, initializers, mlp
-from jscale.data import Data
+from jscale.datasets import Data
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 

@@ -7,13 +7,13 @@
   python scripts/calculus.py --init glorot_normal --data pixels --feature-scale 255 --weight-scale 1
   python scripts/calculus.py --json > calculus.json
 
-Predicted columns come from the propagation rules (SCALING.md); measured ones from one forward/backward
+Predicted columns come from the propagation rules (docs/calculus.md); measured ones from one forward/backward
 pass (`jax.vjp`, random-projection loss v ~ N(0, 1) per example) on one batch. G is the per-example
 (batch-1) gradient-to-weight ratio, Gb the same for the minibatch-mean gradient of --batch examples.
 Data: `gaussian` draws N(0, --x-sq) inputs; `pixels` draws i.i.d. uniform integers 0..255 (a stand-in
 for raw image pixels, no download); `fashion_mnist` / `mnist` read raw pixels through tfds from the local
 data dir only. Inputs are divided by --feature-scale and the first layer's weights by --weight-scale,
-as in the feature- vs weight-scaling question (../shared/seeds/feature-vs-weight-scaling-question.txt).
+as in the feature- vs weight-scaling question (docs/sources.md).
 """
 from __future__ import annotations
 

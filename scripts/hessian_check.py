@@ -8,14 +8,15 @@ prediction over the exact value (mean over draws of `jscale.theory.hessian.diago
 every weight block of every sampled setup. Batch 1 is each example's own Hessian from the same draws.
 "median" is the batch-1 model (s(1) / B), "median_corrected"
 the prediction with cross-example terms, "median_leading" the paper's nu G_l form; see
-jscale/theory/predict.py. `scripts/hessian_figures.py fig1 --records FILE` plots saved records.
+jscale/theory/setups.py and jscale/theory/predict.py. `scripts/hessian_figures.py fig1 --records FILE`
+plots saved records.
 """
 import argparse
 import json
 import os
 import time
 
-from jscale.theory import experiments
+from jscale.theory import setups
 
 
 def main(argv=None):
@@ -33,17 +34,17 @@ def main(argv=None):
   t0 = time.time()
 
   def save(recs):
-    summary = experiments.summarize(recs)
+    summary = setups.summarize(recs)
     summary["config"] = {"setups": len(recs) // 2, "seed": args.seed, "batch": args.batch, "draws": args.draws,
                          "seconds": round(time.time() - t0, 1)}
     if args.save:
       os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
       with open(args.save, "w") as f:
-        json.dump({"summary": summary, "records": experiments.records_json(recs)}, f, indent=1)
+        json.dump({"summary": summary, "records": setups.records_json(recs)}, f, indent=1)
     return summary
 
-  recs = experiments.figure1(args.setups, args.batch, args.draws, args.seed, progress=args.progress,
-                             on_setup=save if args.save else None)
+  recs = setups.figure1(args.setups, args.batch, args.draws, args.seed, progress=args.progress,
+                        on_setup=save if args.save else None)
   summary = save(recs)
   if args.json:
     print(json.dumps(summary))

@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jscale.theory import experiments, figures  # noqa: E402
+from jscale.experiments.hessian import figures  # noqa: E402
+from jscale.theory import heatmaps, setups  # noqa: E402
 
 
 def _save(out, name, obj):
@@ -36,8 +37,8 @@ def fig1(args):
     with open(args.records) as f:
       data = json.load(f)
   else:
-    recs = experiments.figure1(args.setups, args.batch, args.draws, args.seed, progress=True)
-    data = {"summary": experiments.summarize(recs), "records": experiments.records_json(recs)}
+    recs = setups.figure1(args.setups, args.batch, args.draws, args.seed, progress=True)
+    data = {"summary": setups.summarize(recs), "records": setups.records_json(recs)}
     _save(args.out, "fig1_records.json", data)
   path = figures.ratio_histogram(data["records"], os.path.join(args.out, "fig1_ratio_hist.png"))
   print("wrote", path)
@@ -48,11 +49,11 @@ def fig1(args):
 def fig2(args):
   res = {}
   for b, draws in ((1, args.draws_batch1_fig2), (args.minibatch, 1)):
-    res[str(b)] = experiments.heatmaps(batch=b, draws=draws, seed=args.seed)
-  schemes = list(experiments.SCHEMES)
-  path = figures.block_heatmaps(res, experiments.FIG2_WIDTHS, os.path.join(args.out, "fig2_heatmaps.png"))
+    res[str(b)] = heatmaps.heatmaps(batch=b, draws=draws, seed=args.seed)
+  schemes = list(setups.SCHEMES)
+  path = figures.block_heatmaps(res, heatmaps.FIG2_WIDTHS, os.path.join(args.out, "fig2_heatmaps.png"))
   print("wrote", path)
-  _save(args.out, "fig2.json", {"widths": list(experiments.FIG2_WIDTHS), "seed": args.seed, "batch_sizes": res})
+  _save(args.out, "fig2.json", {"widths": list(heatmaps.FIG2_WIDTHS), "seed": args.seed, "batch_sizes": res})
   for b, per in res.items():
     for s in schemes:
       print(f"B={b} {s:9s} diag max/min exact {per[s]['diag_max_over_min']:.2f} "
@@ -60,8 +61,8 @@ def fig2(args):
 
 
 def mnist(args):
-  res = experiments.large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed)
-  _save(args.out, "mnist_diagonal.json", {"widths": list(experiments.MNIST_WIDTHS), "batch": args.minibatch,
+  res = heatmaps.large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed)
+  _save(args.out, "mnist_diagonal.json", {"widths": list(heatmaps.MNIST_WIDTHS), "batch": args.minibatch,
                                           "probes": args.probes, "seed": args.seed, "schemes": res})
   schemes = list(res)
   fig, ax = plt.subplots(figsize=(7, 3.6))

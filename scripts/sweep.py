@@ -9,7 +9,9 @@
 
 Every experiment writes OUT/<experiment>/ (config.json, metrics.npz, figures); the report
 (`jscale.report.build_report`, rebuilt any time by `python scripts/report.py OUT`) has one section per
-experiment. `--libsvm` files are added to init_schemes' data sets (resume with the same files).
+experiment. Experiments take options (`--option NAME=VALUE`, given to every selected experiment that
+has an option NAME; `--libsvm PATH` is short for `--option libsvm=PATH`, adding a LIBSVM file to
+init_schemes' data sets); config.json records them, so `--resume` rebuilds the same experiment.
 
 By default every device is used; on CPU that means one host device per core, each training its share of
 the configurations one at a time (`jscale.sweeps.runner.use_cpu_cores`). `--devices N` uses the first N
@@ -41,24 +43,43 @@ def parse_args(argv=None):
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--libsvm", action="append", default=None, metavar="PATH",
                  help="a LIBSVM-format file to add to init_schemes' data sets (repeatable)")
+  p.add_argument("--option", action="append", default=None, metavar="NAME=VALUE",
+                 help="an experiment option (repeatable), e.g. data=digits_raw for feature_weight; VALUE is "
+                 "read as JSON when it parses, else as a string")
   p.add_argument("--no-report", action="store_true", help="do not write OUT/report.md at the end")
   return p.parse_args(argv)
 
 
+def parse_options(args) -> dict:
+  """--option NAME=VALUE and --libsvm PATH as one dict of experiment options."""
+  options = {}
+  for item in args.option or []:
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+      raise SystemExit(f"error: --option expects NAME=VALUE, got {item!r}")
+    try:
+      options[name.strip()] = json.loads(value)
+    except json.JSONDecodeError:
+      options[name.strip()] = value
+  if args.libsvm:
+    options["libsvm"] = tuple(os.path.abspath(os.path.expanduser(p)) for p in args.libsvm)
+  return options
+
+
+def options_for(entry, options: dict) -> dict:
+  """The subset of `options` that this experiment takes."""
+  known = entry.options()
+  return {k: v for k, v in options.items() if k in known}
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
-  if args.libsvm:
-    # Read when init_schemes is imported (its grid names the data sets): set before importing jscale.sweeps.
-    os.environ["JSCALE_LIBSVM"] = os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in args.libsvm)
+  options = parse_options(args)
   import jax
-  try:
-    from jscale.sweeps import runner
-  except ValueError as e:  # e.g. a --libsvm file that does not exist
-    raise SystemExit(f"error: {e}")
+  from jscale.sweeps import runner
   # Before any JAX operation: on CPU, one host device per core (or --devices N); GPUs/TPUs unaffected.
   runner.use_cpu_cores(args.devices)
-  from jscale import report, sweeps
-  from jscale.sweeps.experiment import CustomExperiment
+  from jscale import experiments, report, sweeps
   t_start = time.perf_counter()
 
   print(f"devices: {jax.devices()}", flush=True)
@@ -75,9 +96,12 @@ def main(argv=None) -> int:
     for d in dirs:
       with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
-      exp = sweeps.get(cfg["experiment"])
-      if isinstance(exp, CustomExperiment):
-        runs.append((d, lambda exp=exp, d=d, g=cfg["grid_name"]: exp.execute(g, d)))
+      try:
+        exp = sweeps.get(cfg["experiment"], **(cfg.get("options") or {}))
+      except ValueError as e:
+        raise SystemExit(f"error: {d}: {e}")
+      if isinstance(exp, sweeps.CustomExperiment):
+        runs.append((d, lambda exp=exp, d=d, cfg=cfg: exp.execute(cfg["grid_name"], d, options=cfg.get("options"))))
       else:
         runs.append((d, lambda d=d: sweeps.resume(d, devices=args.devices, progress=not args.no_progress)))
     out = root if not os.path.exists(os.path.join(root, "config.json")) else os.path.dirname(os.path.abspath(root))
@@ -87,22 +111,28 @@ def main(argv=None) -> int:
     out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     grid_name = args.grid
     plans = []
+    used = set()
     try:  # every experiment is validated (and its memory checked) before any of them trains
       for name in names:
-        exp = sweeps.get(name)
-        if isinstance(exp, CustomExperiment):
+        opts = options_for(sweeps.entry(name), options)
+        used |= set(opts)
+        exp = sweeps.get(name, **opts)
+        if isinstance(exp, sweeps.CustomExperiment):
           exp.grid(args.grid)
-          plans.append(exp)
+          plans.append((exp, opts))
         else:
-          plans.append(sweeps.make_plan(name, args.grid, devices=args.devices, chunk_size=args.chunk_size,
-                                        group_size=args.group_size))
+          plans.append((sweeps.make_plan(exp, args.grid, devices=args.devices, chunk_size=args.chunk_size,
+                                         group_size=args.group_size, options=opts), opts))
     except ValueError as e:
       raise SystemExit(f"error: {e}")
-    for plan in plans:
-      if isinstance(plan, CustomExperiment):
+    unused = sorted(set(options) - used)
+    if unused:
+      raise SystemExit(f"error: no selected experiment takes the option(s) {', '.join(unused)}")
+    for plan, opts in plans:
+      if isinstance(plan, sweeps.CustomExperiment):
         d = os.path.join(out, plan.name)
         print(f"{plan.name}/{args.grid}: {dict(plan.grid(args.grid))} -> {d}", flush=True)
-        runs.append((d, lambda plan=plan, d=d: plan.execute(args.grid, d)))
+        runs.append((d, lambda plan=plan, d=d, opts=opts: plan.execute(args.grid, d, options=opts)))
         continue
       d = os.path.join(out, plan.experiment.name)
       print(f"{plan.experiment.name}/{args.grid}: {plan.n_configs} configurations in {len(plan.chunks)} chunks "
@@ -124,10 +154,10 @@ def main(argv=None) -> int:
   if args.no_report:
     return 0
   wall = time.perf_counter() - t_start
-  report.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
+  sweeps.store.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
                         grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()])
   print()
-  return report.build_report(out).print_summary(f" ({wall:.0f} s in all)")
+  return report.build_report(out, experiments.sections()).print_summary(f" ({wall:.0f} s in all)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from scipy import stats
 
-from jscale import activations, report
+from jscale import sweeps
+from jscale.experiments.activations import run as activations
 
 WIDTH, DEPTH = 500, 10
 RELU_STD_FACTOR = 0.5 - 1.0 / (2.0 * math.pi)  # Var(relu(y)) / q for y ~ N(0, q), closed form
@@ -105,7 +106,7 @@ class HistogramTest(parameterized.TestCase):
     d = tempfile.mkdtemp()
     activations.experiment(d, seed=1, depth=3, width=16, n_samples=8,
                            schemes={"He": "he_normal", "N(0,0.1^2)": "normal:0.1"})
-    r = report.load_results(d)
+    r = sweeps.load(d)
     self.assertEqual(r.metric("counts", "activation", "scheme", "layer", "bin").shape[:3], (2, 2, 3))
     self.assertEqual(r.axis("scheme"), ["He", "N(0,0.1^2)"])
 

@@ -116,6 +116,72 @@ class PredictDenseTest(chex.TestCase):
       calculus.predict((calculus.Linear(3),), 4, batch_size=0)
 
 
+class DenseHelpersTest(chex.TestCase):
+  """The float64 twin of predict_dense and the one-line helpers built on it."""
+
+  def test_dense_moments_is_predict_dense_in_float64(self):
+    widths = (30, 70, 20, 5)
+    for act in ("relu", "leaky_relu", "identity"):
+      w = calculus.init_weight_sq(widths, "glorot_normal")
+      d = calculus.dense_moments(widths, w, 0.3, 2.0, act)
+      self.assertEqual(d.G.dtype, np.float64)
+      chex.assert_trees_all_close(tuple(d), tuple(np.asarray(v, np.float64) for v in
+                                                  calculus.predict_dense(widths, w, 0.3, 2.0, act)), rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, "not positively homogeneous"):
+      calculus.dense_moments((4, 4), [1.0], activation="tanh")
+
+  def test_init_weight_sq(self):
+    widths = (30, 70, 20)
+    np.testing.assert_allclose(calculus.init_weight_sq(widths, "he_normal"), [2 / 30, 2 / 70])
+    np.testing.assert_allclose(calculus.init_weight_sq(widths, ["normal:0.1", "glorot_normal"]),
+                               [0.01, 2 / 90])
+    with self.assertRaisesRegex(ValueError, "kernel_init: got 1 entries"):
+      calculus.init_weight_sq(widths, ["he_normal"], what="kernel_init")
+
+  def test_activation_std_closed_forms(self):
+    # Square width-n net, n E[W^2] = a: E[y_l^2] = a^(l+1) g^l x0 with g the forward gain.
+    n, a, x0 = 40, 3.0, 0.7
+    q = lambda g: np.array([a ** (l + 1) * g ** l * x0 for l in range(5)])
+    std = calculus.activation_std((n,) * 6, [a / n] * 5, x0, "relu")
+    np.testing.assert_allclose(std, np.sqrt(q(0.5) * (0.5 - 1 / (2 * np.pi))), rtol=1e-12)
+    std = calculus.activation_std((n,) * 6, [a / n] * 5, x0, "tanh")  # linear regime: the identity rules
+    np.testing.assert_allclose(std, np.sqrt(q(1.0)), rtol=1e-12)
+
+  def test_feature_weight_G_closed_form(self):
+    widths, x0 = (784, 300, 100, 10), 7000.0
+    g = calculus.feature_weight_G(widths, [1.0, 255.0], [1.0, 255.0], x0, "glorot_normal")
+    chex.assert_shape(g, (2, 2, 3))
+    w = [2.0 / (a + b) for a, b in zip(widths[:-1], widths[1:])]
+    dy0 = 0.5 * 100 * w[1] * 0.5 * 10 * w[2]
+    for i, ws in enumerate([1.0, 255.0]):
+      for j, fs in enumerate([1.0, 255.0]):
+        np.testing.assert_allclose(g[i, j, 0], (x0 / fs ** 2) * dy0 / (w[0] / ws ** 2), rtol=1e-12)
+    np.testing.assert_allclose(g[1, 0, 0] / g[0, 1, 0], 255.0 ** 4, rtol=1e-12)
+
+  def test_a_new_layer_type_is_one_class(self):
+    """A layer written outside the package plugs into predict, init_layers and apply_layers."""
+
+    class Negate(calculus.Layer):
+      def forward(self, s, here, recs, notes):
+        return dict(s), None
+
+      def backward(self, g, s_in, extra, recs):
+        return g
+
+      def apply(self, p, x, key, tape):
+        return -x
+
+    layers = (calculus.Linear(6), Negate(), calculus.Act(), calculus.Linear(3))
+    p = calculus.predict(layers, 4)
+    ref = calculus.predict(calculus.mlp_layers((4, 6, 3)), 4)
+    chex.assert_trees_all_close(tuple(p.moments), tuple(ref.moments))
+    params = calculus.init_layers(jax.random.PRNGKey(0), layers, 4)
+    x = jnp.ones((2, 4))
+    y = calculus.apply_layers(params, layers, x)
+    w0, w1 = params[0].w, params[3].w
+    np.testing.assert_allclose(y, jax.nn.relu(-(x @ w0)) @ w1, rtol=1e-6)
+
+
 class MeasuredVsPredictedTest(parameterized.TestCase):
 
   @parameterized.parameters(*PATTERNS)

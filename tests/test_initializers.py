@@ -1,4 +1,4 @@
-"""Initializers: sample moments against the SCALING.md table, and against jax.nn.initializers."""
+"""Initializers: sample moments against the E[W^2] table of docs/calculus.md, and against jax.nn.initializers."""
 import math
 
 from absl.testing import parameterized
@@ -13,7 +13,7 @@ SHAPES = {"square": (256, 256), "wide": (64, 1024), "tall": (1024, 64), "conv3x3
 
 
 def table_variance(name, shape):
-  """SCALING.md's initializer table, written out independently of jscale.initializers."""
+  """The initializer table of docs/calculus.md, written out independently of jscale.initializers."""
   *spatial, n_in, n_out = shape
   k = math.prod(spatial)
   fan_in, fan_out = k * n_in, k * n_out
@@ -25,7 +25,7 @@ def table_variance(name, shape):
       "he_normal:fan_out": 2 / fan_out, "he_uniform:fan_out": 2 / fan_out,
       "geometric": 2 / math.sqrt(k * n_in * n_out), "geometric:c=1.5": 1.5 / math.sqrt(k * n_in * n_out),
       "geometric:distribution=uniform": 2 / math.sqrt(k * n_in * n_out),
-      # SCALING.md writes gain^2 / max(fan_in, fan_out); for conv kernels, flattened to (k n_in, n_out)
+      # The source table writes gain^2 / max(fan_in, fan_out); for conv kernels, flattened to (k n_in, n_out)
       # before orthogonalising, the exact value is gain^2 / max(k n_in, n_out) (equal for dense layers).
       "orthogonal:1.7": 1.7**2 / max(fan_in, n_out),
   }[name]

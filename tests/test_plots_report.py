@@ -10,7 +10,12 @@ import tempfile
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from jscale import plots, report
+from jscale import experiments, report, sweeps
+from jscale.experiments.feature_weight import section as feature_weight_section
+from jscale.experiments.init_schemes import section as init_schemes_section
+from jscale.experiments.sigma import section as sigma_section
+from jscale.experiments.symmetry import section as symmetry_section
+from jscale.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +87,7 @@ class SummaryTest(absltest.TestCase):
 
   def test_init_scheme_summary_by_hand(self):
     loss = np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 1.5], [2.0, 1.0, 2.0]])
-    s = report.init_scheme_summary(loss, ["a", "b", "c"])
+    s = init_schemes_section.init_scheme_summary(loss, ["a", "b", "c"])
     # Row-wise divided by the row max (4, 3, 2), then averaged over rows.
     np.testing.assert_allclose(s.avg, [(0.25 + 1 + 1) / 3, (0.5 + 1 + 0.5) / 3, (1 + 0.5 + 1) / 3])
     np.testing.assert_array_equal(s.worst_count, [2, 1, 2])  # ties count for every tied scheme
@@ -90,7 +95,7 @@ class SummaryTest(absltest.TestCase):
 
   def test_feature_weight_G1_closed_form(self):
     widths, x0 = (784, 300, 100, 10), 7000.0
-    g = report.feature_weight_G1(widths, [1.0, 255.0], [1.0, 255.0], x0)
+    g = feature_weight_section.feature_weight_G1(widths, [1.0, 255.0], [1.0, 255.0], x0)
     w = [2.0 / (a + b) for a, b in zip(widths[:-1], widths[1:])]  # Glorot E[W^2]
     # Backward from a unit logit gradient: dy_0 = (1/2) n_2 W_1 (1/2) n_3 W_2; G_1 = E[x_0^2] dy_0 / E[W_0^2].
     dy0 = 0.5 * 100 * w[1] * 0.5 * 10 * w[2]
@@ -101,7 +106,7 @@ class SummaryTest(absltest.TestCase):
     np.testing.assert_allclose(g[1, 0] / g[0, 1], 255.0 ** 4, rtol=1e-5)
 
   def test_equivalent_sigma(self):
-    sigma, per = report.equivalent_sigma((2, 64, 64, 2), "he_normal")
+    sigma, per = sigma_section.equivalent_sigma((2, 64, 64, 2), "he_normal")
     np.testing.assert_allclose(per, [1.0, math.sqrt(2 / 64), math.sqrt(2 / 64)])
     np.testing.assert_allclose(sigma, (1.0 * (2 / 64)) ** (1 / 3))
 
@@ -113,6 +118,10 @@ class SummaryTest(absltest.TestCase):
     self.assertIn("no verdict", report.verdict([0.5], 0.9, what="x"))
 
 
+def _sections(*names):
+  return {n: experiments.sections()[n] for n in names}
+
+
 def _fake_run(run_dir):
   """A tiny run directory with the protocol's files, built by hand (no training)."""
   sig = [0.01, 0.1, 0.5, 1.0]
@@ -120,7 +129,7 @@ def _fake_run(run_dir):
   acc = np.array([[0.87, 0.88, 0.875], [0.90, 0.901, 0.902], [0.93, 0.94, 0.935], [0.91, 0.92, 0.95]])
   ep = np.linspace(1, 0.1, 4)
   curves = np.broadcast_to(ep, (4, 3, 4)) + 0.01 * np.arange(3)[None, :, None]
-  report.write_results(os.path.join(run_dir, "sigma"), axes={"sigma": sig, "seed": [0, 1, 2], "epoch": [1, 2, 3, 4]},
+  sweeps.write_results(os.path.join(run_dir, "sigma"), axes={"sigma": sig, "seed": [0, 1, 2], "epoch": [1, 2, 3, 4]},
                        metrics={"test_acc": (("sigma", "seed"), acc), "loss": (("sigma", "seed", "epoch"), curves),
                                 "dead_frac": (("sigma", "seed", "epoch"), curves / 2)},
                        widths=[2, 64, 64, 2], grid="quick")
@@ -128,7 +137,7 @@ def _fake_run(run_dir):
   # loss[dataset, scheme, lr, seed]; the best lr's medians are constructed to give known counts.
   best = np.array([[1.0, 0.8, 0.9, 0.5], [2.0, 1.0, 1.5, 1.2], [0.3, 0.3, 0.2, 0.25]])
   loss = np.stack([best * 2, best * 1.0, best * 3], axis=-1)[..., None] * np.array([0.9, 1.0, 1.2])
-  report.write_results(os.path.join(run_dir, "init_schemes"),
+  sweeps.write_results(os.path.join(run_dir, "init_schemes"),
                        axes={"dataset": ["iris", "wine", "moons"], "scheme": schemes, "lr": [0.5, 1.0, 2.0],
                              "seed": [0, 1, 2]},
                        metrics={"final_loss": (("dataset", "scheme", "lr", "seed"), loss)})
@@ -136,7 +145,7 @@ def _fake_run(run_dir):
   val = np.zeros((2, 2, 2, 2))  # feature, weight, seed, epoch
   val[1, 0] = 0.85   # x / 255 with W: trains
   val[0, 1] = 0.1    # x with W / 255: barely
-  report.write_results(os.path.join(run_dir, "feature_weight"),
+  sweeps.write_results(os.path.join(run_dir, "feature_weight"),
                        axes={"feature_scale": fs, "weight_scale": ws, "seed": [0, 1], "epoch": [1, 2]},
                        metrics={"val_acc": (("feature_scale", "weight_scale", "seed", "epoch"), val)},
                        widths=[64, 300, 100, 10], x0_sq=5000.0)
@@ -151,15 +160,15 @@ class ReportTest(absltest.TestCase):
     self.acc, self.best = _fake_run(self.run)
 
   def test_results_roundtrip_and_validation(self):
-    r = report.load_results(os.path.join(self.run, "sigma"))
+    r = sweeps.load(os.path.join(self.run, "sigma"))
     np.testing.assert_array_equal(r.metric("test_acc", "seed", "sigma"), self.acc.T)
     with self.assertRaisesRegex(ValueError, "shape"):
-      report.write_results(os.path.join(self.run, "bad"), axes={"a": [1, 2]}, metrics={"m": (("a",), np.ones(3))})
-    with self.assertRaises(report.ResultsMissing):
-      report.load_results(os.path.join(self.run, "nothing"))
+      sweeps.write_results(os.path.join(self.run, "bad"), axes={"a": [1, 2]}, metrics={"m": (("a",), np.ones(3))})
+    with self.assertRaises(sweeps.ResultsMissing):
+      sweeps.load(os.path.join(self.run, "nothing"))
 
   def test_report_from_fake_run(self):
-    res = report.build_report(self.run, ["sigma", "init_schemes", "feature_weight", "symmetry"])
+    res = report.build_report(self.run, _sections("sigma", "init_schemes", "feature_weight", "symmetry"))
     self.assertEqual(res.built, ["sigma", "init_schemes", "feature_weight"])
     self.assertEqual(res.not_run, ["symmetry"])
     self.assertEqual(res.failed, {})
@@ -197,21 +206,19 @@ class ReportTest(absltest.TestCase):
     with open(os.path.join(self.run, "broken", "config.json"), "w") as f:
       json.dump({"axes": {}, "metrics": {"x": []}}, f)
     np.savez(os.path.join(self.run, "broken", "metrics.npz"), y=np.ones(1))
-    report.register_section("broken", report.symmetry_section)
-    try:
-      res = report.build_report(self.run, ["broken", "sigma"])
-    finally:
-      report._SECTIONS.pop("broken")
+    res = report.build_report(self.run, {"broken": symmetry_section.build, **_sections("sigma")})
     self.assertEqual(list(res.failed), ["broken"])
     self.assertIn("lacks it", res.failed["broken"])
     self.assertEqual(res.built, ["sigma"])
     self.assertIn("failed to build", open(res.path).read())
 
-  def test_unknown_experiment_and_bad_registration(self):
-    with self.assertRaisesRegex(ValueError, "registered"):
-      report.build_report(self.run, ["nope"])
-    with self.assertRaises(ValueError):
-      report.register_section("x", "not callable")
+  def test_no_sections_and_unknown_experiment(self):
+    with self.assertRaisesRegex(ValueError, "no report sections"):
+      report.build_report(self.run, {})
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.run,
+                          "--experiments", "nope"], capture_output=True, text=True)
+    self.assertEqual(out.returncode, 2)
+    self.assertIn("no report section registered for ['nope']", out.stderr)
 
   def test_script(self):
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.run,

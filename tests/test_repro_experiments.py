@@ -19,9 +19,11 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from jscale import datasets, report, sweeps
-from jscale.sweeps import experiment as E
-from jscale.sweeps.experiments import feature_weight, init_schemes
+from jscale import datasets, experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
+from jscale.experiments.feature_weight import config as feature_weight
+from jscale.experiments.init_schemes import config as init_schemes
+from jscale.experiments.sigma import config as sigma_config
+from jscale.sweeps import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -48,7 +50,7 @@ def write_libsvm(path, n=90, d=5, seed=0):
 
 
 def _fmt_ci(v):
-  return report.fmt_ci(report.plots.mean_ci95(np.asarray(v, np.float64), 0))
+  return report.fmt_ci(report.mean_ci95(np.asarray(v, np.float64), 0))
 
 
 class RegistryTest(absltest.TestCase):
@@ -89,10 +91,26 @@ class RegistryTest(absltest.TestCase):
   def test_custom_experiment_checks_settings_at_registration(self):
     def run(exp_dir, seed=0):
       pass
-    with self.assertRaisesRegex(ValueError, "bad settings"):
-      E.register(E.CustomExperiment(name="_bad", run=run, grids={"quick": {"seeds": 1}}))
+    try:
+      sweeps.register(sweeps.CustomExperiment(name="_bad", run=run, grids={"quick": {"seeds": 1}}))
+      with self.assertRaisesRegex(ValueError, "bad settings"):
+        sweeps.get("_bad")
+    finally:
+      registry._REGISTRY.pop("_bad", None)
     with self.assertRaisesRegex(ValueError, "no grid"):
-      E.CustomExperiment(name="_ok", run=run, grids={"quick": {}}).grid("full")
+      sweeps.CustomExperiment(name="_ok", run=run, grids={"quick": {}}).grid("full")
+
+  def test_importing_an_experiment_reads_no_environment_or_file(self):
+    # Options are resolved when the experiment is built, never at import: a LIBSVM path that does not
+    # exist fails only when passed, and the module imports with a hostile environment.
+    code = "import jscale.experiments.init_schemes, jscale.experiments.feature_weight; print('ok')"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JSCALE_LIBSVM="/nonexistent", TFDS_DATA_DIR="/nonexistent")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with self.assertRaisesRegex(ValueError, "no such LIBSVM file"):
+      sweeps.get("init_schemes", libsvm=("/nonexistent.svm",))
+    with self.assertRaisesRegex(ValueError, "has no option"):
+      sweeps.get("sigma", libsvm=("x",))
 
 
 class FeatureWeightSemanticsTest(absltest.TestCase):
@@ -130,19 +148,12 @@ class LibsvmTest(absltest.TestCase):
     exp = init_schemes.make_experiment([path], datasets=())
     self.assertEqual(exp.grid("quick").axes["dataset"], (f"libsvm:{os.path.abspath(path)}",))
 
-  def test_env_variable_adds_files_to_the_registered_grid(self):
+  def test_option_adds_files_to_the_registered_grid(self):
     path = os.path.join(tempfile.mkdtemp(), "b.svm")
     write_libsvm(path, n=30)
-    code = ("from jscale import sweeps; a = sweeps.get('init_schemes').grid('quick').axes['dataset']; "
-            "print(a[-1])")
-    env = dict(os.environ, JSCALE_LIBSVM=path, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    self.assertEqual(out.returncode, 0, out.stderr)
-    self.assertEqual(out.stdout.strip(), f"libsvm:{path}")
-    env["JSCALE_LIBSVM"] = path + ".missing"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    self.assertNotEqual(out.returncode, 0)
-    self.assertIn("no such LIBSVM file", out.stderr)
+    a = sweeps.get("init_schemes", libsvm=(path,)).grid("quick").axes["dataset"]
+    self.assertEqual(a[-1], f"libsvm:{path}")
+    self.assertNotIn(f"libsvm:{path}", sweeps.get("init_schemes").grid("quick").axes["dataset"])
 
 
 class EndToEndTest(absltest.TestCase):
@@ -154,30 +165,36 @@ class EndToEndTest(absltest.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.svm = os.path.join(cls.tmp, "blobs.svm")
     write_libsvm(cls.svm)
-    reg = E._REGISTRY
+    reg = registry._REGISTRY
     cls.saved = {n: reg[n] for n in NAMES}
+    full = {n: sweeps.get(n) for n in NAMES}
     small = {
-        "sigma": dataclasses.replace(reg["sigma"], epochs=4, data_options={"n": 200, "noise": 0.2}, grids={
-            "quick": E.product(batch_size=(None, 32), sigma=(0.01, 0.1, 0.5, 1.0), seed=range(3))}),
-        "feature_weight": dataclasses.replace(reg["feature_weight"], data="digits_raw", data_options={},
+        "sigma": dataclasses.replace(full["sigma"], epochs=4, data_options={"n": 200, "noise": 0.2}, grids={
+            "quick": sweeps.product(batch_size=(None, 32), sigma=(0.01, 0.1, 0.5, 1.0), seed=range(3))}),
+        "feature_weight": dataclasses.replace(full["feature_weight"], data="digits_raw", data_options={},
                                               hidden=(32, 16), grids={"quick": feature_weight.scale_grid(
                                                   (1.0, 255.0), range(2))}),
         "init_schemes": dataclasses.replace(init_schemes.make_experiment(
             [cls.svm], datasets=("iris",), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2), hidden=(24, 8)),
-        "activations": dataclasses.replace(reg["activations"], grids={
+        "activations": dataclasses.replace(full["activations"], grids={
             "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
-        "symmetry": dataclasses.replace(reg["symmetry"], grids={
+        "symmetry": dataclasses.replace(full["symmetry"], grids={
             "quick": {"seeds": (0, 1), "steps": 30, "lr": 0.1, "batch_size": 32,
                       "inits": ("zeros", "constant:0.1", "he_normal"), "widths_hidden": (8, 8)}}),
     }
-    reg.update(small)
-    cls.out = os.path.join(cls.tmp, "run")
+    reg.update({n: dataclasses.replace(reg[n], make=lambda e=e: e) for n, e in small.items()})
+    cls.out, cls.out2 = os.path.join(cls.tmp, "run"), os.path.join(cls.tmp, "run2")
     try:
-      cls.rc = _load_script("sweep").main(["--grid", "quick", "--out", cls.out, "--no-progress", "--devices", "1"])
+      sweep = _load_script("sweep")
+      cls.rc = sweep.main(["--grid", "quick", "--out", cls.out, "--no-progress", "--devices", "1"])
+      # A second, independent run of the same job: its report must say the same (timings aside).
+      cls.rc2 = sweep.main(["--grid", "quick", "--out", cls.out2, "--no-progress", "--devices", "1"])
     finally:
       reg.update(cls.saved)
     with open(os.path.join(cls.out, "report.md")) as f:
       cls.md = f.read()
+    with open(os.path.join(cls.out2, "report.md")) as f:
+      cls.md2 = f.read()
 
   def _row(self, start):
     return next(l for l in self.md.splitlines() if l.startswith(start))
@@ -199,7 +216,7 @@ class EndToEndTest(absltest.TestCase):
     res = sweeps.load(os.path.join(self.out, "sigma"))
     acc, dims = res.grid("test_acc")
     self.assertEqual(dims, ("batch_size", "sigma", "seed", "epoch"))
-    for k, (s, src) in enumerate(report.TUTORIAL_TEST_ACC.items()):
+    for k, (s, src) in enumerate(sigma_config.TUTORIAL_TEST_ACC.items()):
       row = self._row(f"| {s:g} | {src} |")
       self.assertIn(f"| {_fmt_ci(acc[0, k, :, -1])} | {_fmt_ci(acc[1, k, :, -1])} |", row)
 
@@ -231,12 +248,26 @@ class EndToEndTest(absltest.TestCase):
   def test_symmetry_sentence(self):
     self.assertIn("- zeros: hidden units stayed identical; accuracy stays at chance", self.md)
 
-  def test_report_script_rebuilds_the_same_report(self):
-    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out],
+  def test_two_real_runs_give_the_same_report(self):
+    self.assertEqual(self.rc2, 0)
+    self.assertNotEqual(self.md, self.md2)   # paths and timings do differ, so the masking below matters
+    self.assertEqual(_without_timings(self.md, self.out), _without_timings(self.md2, self.out2))
+
+  def test_report_script_rebuilds_the_report_from_saved_results(self):
+    before = os.path.getmtime(os.path.join(self.out2, "report.md"))
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out2],
                          capture_output=True, text=True)
     self.assertEqual(out.returncode, 0, out.stderr)
-    with open(os.path.join(self.out, "report.md")) as f:
-      self.assertEqual(f.read(), self.md)
+    self.assertGreater(os.path.getmtime(os.path.join(self.out2, "report.md")), before)  # rewritten
+    with open(os.path.join(self.out2, "report.md")) as f:
+      self.assertEqual(f.read(), self.md2)
+
+
+def _without_timings(md: str, out: str) -> str:
+  """A report with its run directory and every measured time replaced by placeholders."""
+  md = md.replace(os.path.abspath(out), "OUT").replace(out, "OUT")
+  md = re.sub(r"[0-9.]+ s (wall time|of compute)", r"T s \1", md)
+  return re.sub(r"wall_time_s: [0-9.]+", "wall_time_s: T", md)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,17 @@ import jax
 import numpy as np
 import pytest
 
-from jscale import sweeps, train as T
-from jscale.sweeps import experiment as E, runner
+from jscale import experiments, sweeps, train as T  # noqa: F401  (experiments: registers the built-ins)
+from jscale import sweeps as E
+from jscale.sweeps import runner
 
 # A tiny experiment: 2 static groups (full batch, batch 16) x 2 sigmas (1e25 is absurd, to diverge) x 3 seeds.
-TINY = E.register(E.Experiment(
+TINY = E.Experiment(
     name="_tiny_test", data="two_moons", data_options={"n": 120}, hidden=(8,), epochs=3, optimizer="sgd",
     lr=0.1,
     grids={"quick": E.product(batch_size=(None, 16), sigma=(0.5, 1e25), seed=range(3)),
-           "full": E.product(sigma=(0.5,), seed=range(2))}))
+           "full": E.product(sigma=(0.5,), seed=range(2))})
+E.register(TINY)
 
 
 def _run(tmp_path, name, **kw):
@@ -175,7 +177,7 @@ SHARD_SCRIPT = textwrap.dedent("""
   from test_sweeps import TINY
   from jscale import sweeps
   out = sys.argv[2]
-  from jscale.sweeps import experiment as E
+  from jscale import sweeps as E
   grid = E.product(batch_size=(16,), sigma=(0.5, 1e25), seed=range(4))  # one program; per-config shuffles
   r8 = sweeps.run(sweeps.make_plan(TINY, grid, devices=8), out + "/d8", progress=False)
   r1 = sweeps.run(sweeps.make_plan(TINY, grid, devices=1), out + "/d1", progress=False)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from jscale import datasets, mlp, report, symmetry
+from jscale import datasets, mlp, sweeps
+from jscale.experiments.symmetry import run as symmetry
 
 WIDTHS = (2, 64, 64, 2)
 SEEDS = (0, 1, 2)
@@ -48,7 +49,7 @@ class SpreadTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "hidden"):
       symmetry.unit_spread(mlp.init_mlp(jax.random.key(0), (3, 2)))
     with self.assertRaisesRegex(ValueError, "hidden"):
-      symmetry.make_train((3, 2))
+      symmetry.make_sgd_loop((3, 2))
 
 
 class TrainingTest(parameterized.TestCase):
@@ -61,7 +62,7 @@ class TrainingTest(parameterized.TestCase):
     cls.linear = symmetry.linear_accuracy(*cls.ds[:4])
 
   def _train(self, init):
-    train = jax.jit(jax.vmap(symmetry.make_train(WIDTHS, init, lr=0.1, steps=500, batch_size=64),
+    train = jax.jit(jax.vmap(symmetry.make_sgd_loop(WIDTHS, init, lr=0.1, steps=500, batch_size=64),
                              in_axes=(0, None, None)))
     out = train(jax.vmap(jax.random.key)(jnp.asarray(SEEDS)), jnp.asarray(self.ds.x_train),
                 jnp.asarray(self.ds.y_train))
@@ -104,7 +105,7 @@ class ExperimentTest(absltest.TestCase):
   def test_writes_protocol(self):
     d = tempfile.mkdtemp()
     symmetry.experiment(d, seeds=(0, 1), inits=("zeros",), steps=5, widths_hidden=(4,))
-    r = report.load_results(d)
+    r = sweeps.load(d)
     self.assertEqual(r.metric("spread", "init", "seed", "step", "layer").shape, (1, 2, 5, 1))
     self.assertEqual(r.config["chance_acc"], 0.5)
 

@@ -1,5 +1,7 @@
 """Exact Hessian blocks (jax.hessian) against closed forms, symmetry and the Gauss-Newton identity."""
 import functools
+import subprocess
+import sys
 
 import chex
 import jax
@@ -154,3 +156,16 @@ class MemoryTest(chex.TestCase):
       hs.hessian(losses.make_loss("xent"), params, x, jnp.zeros((2, 10)), jnp.eye(10))
     with self.assertRaisesRegex(ValueError, "unknown loss kind"):
       losses.make_loss("hinge")
+
+
+class LayoutTest(chex.TestCase):
+
+  def test_theory_does_not_import_matplotlib(self):
+    code = "import sys, jscale.theory; sys.exit('matplotlib' in sys.modules)"
+    self.assertEqual(subprocess.run([sys.executable, "-c", code]).returncode, 0)
+
+  def test_one_scheme_table(self):
+    from jscale import initializers
+    from jscale.theory import heatmaps, setups
+    self.assertIs(setups.SCHEMES, initializers.SCHEMES)
+    self.assertIs(heatmaps.SCHEMES, initializers.SCHEMES)

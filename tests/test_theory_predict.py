@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale import mlp
-from jscale.theory import experiments as ex
+from jscale.theory import setups as ex
 from jscale.theory import hessian as hs
 from jscale.theory import losses, predict
 

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jscale import data as data_lib, mlp, train as T
+from jscale import datasets as data_lib, mlp, train as T
 
 WIDTHS = (2, 16, 16, 2)
 
 
 def small_data(n=200, seed=0):
-  ds = data_lib.load("two_moons", n=n, seed=seed)
+  ds = data_lib.get("two_moons", n=n, seed=seed)
   return ds, data_lib.to_device(ds)
 
 

@@ -20,7 +20,7 @@ Library:
   res.points[i], res.diverged, res.diverged_epoch  # axis values, divergence mask, first NaN epoch
   print(sweeps.format_table(res.summary()))        # mean +- std over seeds per (batch_size, sigma)
 
-Experiments (`experiment.py`): an `Experiment` dataclass holds one default for every setting --
+Experiments (`experiment.py`, grids in `grid.py`): an `Experiment` dataclass holds one default for every setting --
   data:      data (a `jscale.datasets` name), data_options, data_seed
   model:     hidden (input/output widths come from the data), activation, input_layernorm, output_std,
              kernel_init, bias_init
@@ -40,17 +40,16 @@ Experiments that are not training grids (forward-only statistics, a bespoke loop
 `symmetry`) register a `CustomExperiment(name, run, grids)` whose `run(exp_dir, **settings)` writes the
 same results format; scripts/sweep.py runs both kinds and `make_plan` refuses a custom one clearly.
 
-Adding an experiment: a module `jscale/sweeps/experiments/NAME.py` with
-`EXPERIMENT = register(Experiment(name="NAME", doc=__doc__, ..., grids={"quick": ..., "full": ...}))`,
-a docstring giving the command that runs it, and an import line in `experiments/__init__.py`.
+Adding an experiment: a folder `jscale/experiments/NAME/` (see `jscale/experiments/__init__.py`) that
+registers an `Entry(name, make, section)` with `register`; the engine itself knows no experiment.
 
-Run directory and results format: see `results.py` (config.json, chunks/*.npz, metrics.npz with named
-axes, summary.csv). Execution, chunking, memory, sharding, determinism and multi-host TPU pods
-(`jax.distributed.initialize()`): see `runner.py`. The training step itself: `jscale.train`.
+Run directory and results format: `store.py` (the only reader and writer of config.json, chunks/*.npz,
+metrics.npz with named axes, summary.csv). Execution, chunking, memory, sharding, determinism and
+multi-host TPU pods (`jax.distributed.initialize()`): `runner.py`. The training step itself: `jscale.train`.
 """
-from jscale.sweeps.experiment import (Experiment, Grid, get, log_spaced, names, product, register,
-                                      zipped)
-from jscale.sweeps.results import Results, format_table, load
+from jscale.sweeps.experiment import CustomExperiment, Experiment
+from jscale.sweeps.grid import Grid, log_spaced, product, zipped
+from jscale.sweeps.registry import Entry, entry, get, names, register, sections
 from jscale.sweeps.runner import Plan, make_plan, resume, run
-
-from jscale.sweeps import experiments as _experiments  # noqa: F401,E402  (registers the built-ins)
+from jscale.sweeps.store import Results, ResultsMissing, load, write_results
+from jscale.sweeps.summary import format_table

@@ -10,90 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import itertools
-import json
-import math
 import numbers
-import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from jscale import initializers, train as train_lib
+from jscale.sweeps import store
+from jscale.sweeps.grid import Grid, _tupled
 
 # Settings that are traced arguments of `train` (vary freely inside one compiled program).
 TRACED = ("seed", "init_scale", "layer_scale", "input_scale", "output_scale", "lr", "weight_decay", "kernel_init")
 AXIS_ALIASES = {"sigma": "init_scale", "init": "kernel_init", "dataset": "data", "feature_scale": "input_scale"}
-
-
-def _tupled(v):
-  return tuple(_tupled(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-@dataclasses.dataclass(frozen=True)
-class Grid:
-  """Axes and their values: a product of blocks, each block one axis or several axes zipped together.
-
-  product(sigma=(0.01, 0.1), seed=range(4))           8 configurations, dims ("sigma", "seed")
-  zipped(input_scale=(1/255, 1), layer_scale.0=...)   one dim named "input_scale+layer_scale.0"
-  g1 * g2                                             the product of two grids (dims concatenated)
-  Configurations are ordered C-style: the first dim varies slowest.
-  """
-  blocks: tuple  # tuple of tuples of (axis_name, values_tuple); axes in a block have equal lengths
-
-  @property
-  def dims(self) -> tuple[str, ...]:
-    return tuple("+".join(name for name, _ in block) for block in self.blocks)
-
-  @property
-  def shape(self) -> tuple[int, ...]:
-    return tuple(len(block[0][1]) for block in self.blocks)
-
-  @property
-  def axes(self) -> dict[str, tuple]:
-    return {name: values for block in self.blocks for name, values in block}
-
-  @property
-  def size(self) -> int:
-    return math.prod(self.shape)
-
-  def __mul__(self, other: "Grid") -> "Grid":
-    return Grid(self.blocks + other.blocks)
-
-  def points(self) -> list[dict[str, Any]]:
-    """Every configuration's axis values, in order."""
-    per_block = [[{name: values[i] for name, values in block} for i in range(len(block[0][1]))]
-                 for block in self.blocks]
-    return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*per_block)]
-
-  def to_json(self) -> dict:
-    return {"dims": list(self.dims), "shape": list(self.shape),
-            "blocks": [[[name, list(values)] for name, values in block] for block in self.blocks]}
-
-
-def product(**axes) -> Grid:
-  return Grid(tuple(((name, _values(name, v)),) for name, v in axes.items()))
-
-
-def zipped(**axes) -> Grid:
-  block = tuple((name, _values(name, v)) for name, v in axes.items())
-  lengths = {len(v) for _, v in block}
-  if len(lengths) > 1:
-    raise ValueError(f"zipped axes need equal lengths, got {({n: len(v) for n, v in block})}")
-  return Grid((block,))
-
-
-def _values(name, values) -> tuple:
-  if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, range)) and not hasattr(values, "tolist"):
-    raise ValueError(f"axis {name!r}: values must be a sequence, got {values!r}")
-  values = values.tolist() if hasattr(values, "tolist") else list(values)
-  if not values:
-    raise ValueError(f"axis {name!r} has no values")
-  return tuple(_tupled(v) for v in values)
-
-
-def log_spaced(lo: float, hi: float, n: int) -> tuple[float, ...]:
-  """n values from lo to hi, evenly spaced in log, rounded to 4 significant digits (stable labels)."""
-  return tuple(float(f"{lo * (hi / lo) ** (i / (n - 1)):.4g}") for i in range(n))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,10 +87,6 @@ def canonical_axis(name: str, n_layers: int | None = None) -> str:
   return name
 
 
-def is_traced(axis: str) -> bool:
-  return axis in TRACED or axis.startswith("layer_scale.")
-
-
 def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
   """The full settings of one configuration: the experiment's defaults overridden by the grid point."""
   settings = {name: getattr(exp, name) for name in SETTINGS}
@@ -210,12 +133,12 @@ def validate(exp: Experiment, grid: Grid) -> list[dict[str, Any]]:
 
 def static_key(settings: Mapping[str, Any]) -> tuple:
   """The settings that change the compiled program (everything not traced)."""
-  return tuple((k, _hashable(settings[k])) for k in SETTINGS if k not in TRACED)
+  return tuple((k, hashable(settings[k])) for k in SETTINGS if k not in TRACED)
 
 
-def _hashable(v):
+def hashable(v):
   if isinstance(v, Mapping):
-    return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return tuple(sorted((k, hashable(x)) for k, x in v.items()))
   return _tupled(v)
 
 
@@ -235,8 +158,8 @@ def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) 
 class CustomExperiment:
   """An experiment with its own run function (forward-only statistics, a bespoke training loop).
 
-  `run(exp_dir, **grids[grid_name])` computes everything and writes the `jscale.report` results protocol
-  (config.json + metrics.npz with named axes) into `exp_dir`; `grids` maps a grid name ("quick", "full")
+  `run(exp_dir, **grids[grid_name])` computes everything and writes its results with
+  `jscale.sweeps.store.write_results` (config.json + metrics.npz with named axes) into `exp_dir`; `grids` maps a grid name ("quick", "full")
   to those keyword settings, checked against `run`'s signature at registration. `execute` is what
   scripts/sweep.py calls: it skips a finished directory (resume) and records the grid and wall time.
   """
@@ -250,70 +173,27 @@ class CustomExperiment:
       raise ValueError(f"experiment {self.name!r} has no grid {name!r}; it has: {', '.join(self.grids)}")
     return self.grids[name]
 
-  def execute(self, grid_name: str, exp_dir: str, **overrides) -> str:
-    """Run grid `grid_name` (its settings updated by `overrides`) into `exp_dir`, unless it is done."""
+  def execute(self, grid_name: str, exp_dir: str, *, options: Mapping[str, Any] | None = None,
+              **overrides) -> str:
+    """Run grid `grid_name` (its settings updated by `overrides`) into `exp_dir`, unless it is done.
+    `options` (those the experiment was built with) are recorded so that a resume rebuilds it."""
     settings = {**self.grid(grid_name), **overrides}
-    _bind(self, settings)
-    cfg_path = os.path.join(exp_dir, "config.json")
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        done = json.load(f).get("grid_name")  # set below, last: present only once the run finished
-      if done == grid_name:
-        return exp_dir
-      if done is not None:
-        raise ValueError(f"{exp_dir} already holds results of grid {done!r}; pick a new --out")
+    bind_settings(self, settings)
+    done = store.finished_grid(exp_dir)
+    if done == grid_name:
+      return exp_dir
+    if done is not None:
+      raise ValueError(f"{exp_dir} already holds results of grid {done!r}; pick a new --out")
     t0 = time.perf_counter()
     self.run(exp_dir, **settings)
-    with open(cfg_path) as f:
-      config = json.load(f)
-    config.update(experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
-                  wall_time_s=round(time.perf_counter() - t0, 2))
-    tmp = cfg_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(config, f, indent=1, default=str)
-    os.replace(tmp, cfg_path)
+    store.finish(exp_dir, experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
+                 options=dict(options or {}), wall_time_s=round(time.perf_counter() - t0, 2))
     return exp_dir
 
 
-def _bind(exp: CustomExperiment, settings: Mapping[str, Any]):
+def bind_settings(exp: CustomExperiment, settings: Mapping[str, Any]):
   try:
     inspect.signature(exp.run).bind("exp_dir", **settings)
   except TypeError as e:
     raise ValueError(f"experiment {exp.name!r}: bad settings {dict(settings)!r} for "
                      f"{exp.run.__name__}{inspect.signature(exp.run)}: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Registry.
-
-_REGISTRY: dict[str, Experiment | CustomExperiment] = {}
-
-
-def register(exp: Experiment | CustomExperiment) -> Experiment | CustomExperiment:
-  if isinstance(exp, CustomExperiment):
-    if not callable(exp.run):
-      raise ValueError(f"experiment {exp.name!r}: run must be callable, got {exp.run!r}")
-    for settings in exp.grids.values():
-      _bind(exp, settings)  # a broken experiment fails at import, not mid-sweep
-    _REGISTRY[exp.name] = exp
-    return exp
-  if not isinstance(exp, Experiment):
-    raise ValueError(f"register expects an Experiment or CustomExperiment, got {type(exp).__name__}")
-  for gname, grid in exp.grids.items():
-    validate(exp, grid)  # a broken experiment fails at import, not mid-sweep
-  _REGISTRY[exp.name] = exp
-  return exp
-
-
-def names() -> list[str]:
-  from jscale.sweeps import experiments  # noqa: F401  (registers the built-in experiments)
-  return sorted(_REGISTRY)
-
-
-def get(name: str | Experiment | CustomExperiment) -> Experiment | CustomExperiment:
-  if isinstance(name, (Experiment, CustomExperiment)):
-    return name
-  valid = names()
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown experiment {name!r}; registered: {', '.join(valid)}")
-  return _REGISTRY[name]

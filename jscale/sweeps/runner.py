@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jscale import data as data_lib, train as train_lib
-from jscale.sweeps import experiment as exp_lib, results as results_lib
+from jscale import datasets, train as train_lib
+from jscale.sweeps import experiment as exp_lib, registry, store
+from jscale.sweeps.grid import Grid, _tupled
 
 MEMORY_FRACTION = 0.5
 
@@ -65,7 +66,7 @@ class Group:
 class Plan:
   experiment: exp_lib.Experiment
   grid_name: str
-  grid: exp_lib.Grid
+  grid: Grid
   points: list              # axis values per configuration
   configs: list             # full settings per configuration
   groups: list
@@ -74,6 +75,7 @@ class Plan:
   group_size: int | None
   datasets: dict            # data_key -> jscale.datasets.Dataset
   budget_bytes: int
+  options: dict = dataclasses.field(default_factory=dict)  # what the experiment was built with
 
   @property
   def n_configs(self) -> int:
@@ -82,7 +84,7 @@ class Plan:
   def to_json(self) -> dict:
     exp = self.experiment
     return {
-        "experiment": exp.name, "grid_name": self.grid_name,
+        "experiment": exp.name, "grid_name": self.grid_name, "options": self.options,
         "grid": {**self.grid.to_json(), "axes": list(self.grid.axes)},
         "summary_by": list(exp.summary_by) if exp.summary_by else None,
         "base_seed": exp.base_seed,
@@ -91,8 +93,10 @@ class Plan:
         "groups": [{"indices": g.indices, "spec": dataclasses.asdict(g.spec), "epochs": g.spec.epochs,
                     "n_layers": g.spec.n_layers, "bytes_per_config": g.bytes_per_config,
                     "flops_per_config": g.flops_per_config, "data": list(map(str, g.data_key)),
-                    "data_fingerprint": data_lib.fingerprint(self.datasets[g.data_key]),
-                    "data_source": self.datasets[g.data_key].source} for g in self.groups],
+                    "data_fingerprint": datasets.fingerprint(self.datasets[g.data_key]),
+                    "data_source": self.datasets[g.data_key].source,
+                    "x0_sq": float(np.mean(np.square(self.datasets[g.data_key].x_train, dtype=np.float64)))}
+                   for g in self.groups],
         "chunks": [{"group": gid, "indices": idx} for gid, idx in self.chunks],
         "devices": [str(d) for d in self.devices], "group_size": self.group_size,
         "jax_version": jax.__version__, "backend": jax.default_backend(),
@@ -161,9 +165,9 @@ def _gb(b):
   return f"{b / 2**30:.3g} GiB"
 
 
-def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | Sequence | None = None,
+def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence | None = None,
               chunk_size: int | None = None, max_bytes: int | None = None, group_size: int | None = None,
-              max_chunk: int = 256) -> Plan:
+              max_chunk: int = 256, options: dict | None = None) -> Plan:
   """Validate the experiment and grid, load the data, group and chunk the configurations. No training.
 
   chunk_size: configurations per chunk (rounded up to a multiple of the device count); default: as many
@@ -173,7 +177,8 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
     None: `default_group_size` (1 on CPU, the device's whole slice on accelerators). A group_size at
     least the slice size vmaps the whole slice on CPU too.
   """
-  exp = exp_lib.get(experiment)
+  options = dict(options or {})
+  exp = registry.get(experiment, **options)
   if isinstance(exp, exp_lib.CustomExperiment):
     raise ValueError(f"experiment {exp.name!r} has its own run function, not a training grid: run it with "
                      f"`get({exp.name!r}).execute(grid_name, exp_dir)` or scripts/sweep.py")
@@ -196,13 +201,13 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
   for i, s in enumerate(configs):
     by_key.setdefault(exp_lib.static_key(s), []).append(i)
 
-  datasets, groups = {}, []
+  loaded, groups = {}, []
   for key, idx in by_key.items():
     s = configs[idx[0]]
-    data_key = (s["data"], exp_lib._hashable(s["data_options"]), s["data_seed"])
-    if data_key not in datasets:
-      datasets[data_key] = data_lib.load(s["data"], seed=s["data_seed"], **dict(s["data_options"]))
-    ds = datasets[data_key]
+    data_key = (s["data"], exp_lib.hashable(s["data_options"]), s["data_seed"])
+    if data_key not in loaded:
+      loaded[data_key] = datasets.get(s["data"], seed=s["data_seed"], **dict(s["data_options"]))
+    ds = loaded[data_key]
     widths = (ds.x_train.shape[1],) + tuple(s["hidden"]) + (ds.num_classes,)
     kernel_inits = tuple(dict.fromkeys(configs[i]["kernel_init"] for i in idx))
     spec = exp_lib.train_spec(s, widths, kernel_inits)
@@ -215,7 +220,7 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
       MEMORY_FRACTION * available_bytes(devs[0]) / (n_dev if devs[0].platform == "cpu" else 1))
   chunks = []
   for gid, g in enumerate(groups):
-    ds = datasets[g.data_key]
+    ds = loaded[g.data_key]
     data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     fit = (budget - data_bytes) // g.bytes_per_config
     if fit < 1:
@@ -235,7 +240,7 @@ def make_plan(experiment, grid: str | exp_lib.Grid = "quick", *, devices: int | 
     size = math.ceil(n / n_chunks)  # balanced
     for c in range(n_chunks):
       chunks.append((gid, g.indices[c * size:(c + 1) * size]))
-  return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, datasets, budget)
+  return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, loaded, budget, options)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,19 +317,14 @@ class _Progress:
 
 
 def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | None = None,
-        _resuming: bool = False) -> results_lib.Results | None:
+        _resuming: bool = False) -> store.Results | None:
   """Train every chunk of `plan` not yet in `run_dir`; return the assembled Results (None if stopped
   early by `max_chunks`, which exists to simulate an interruption)."""
   is_writer = jax.process_index() == 0
-  cfg_path = os.path.join(run_dir, results_lib.CONFIG_JSON)
   config = plan.to_json()
-  if not _resuming:
-    if os.path.exists(cfg_path):
-      raise ValueError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick a new --out")
-    if is_writer:
-      os.makedirs(os.path.join(run_dir, results_lib.CHUNK_DIR), exist_ok=True)
-      results_lib.write_json(cfg_path, config)
-  todo = [cid for cid in range(len(plan.chunks)) if not results_lib.chunk_done(run_dir, cid)]
+  if not _resuming and is_writer:
+    store.start_sweep(run_dir, config)
+  todo = [cid for cid in range(len(plan.chunks)) if not store.chunk_done(run_dir, cid)]
   done_configs = plan.n_configs - sum(len(plan.chunks[c][1]) for c in todo)
   mesh = Mesh(np.array(plan.devices), ("config",))
   n_dev = len(plan.devices)
@@ -340,7 +340,7 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       g = plan.groups[gid]
       if gid not in executors:
         executors[gid] = executor_for(g.spec, plan.devices, plan.group_size)
-        device_data[gid] = jax.device_put(data_lib.to_device(plan.datasets[g.data_key]), NamedSharding(mesh, P()))
+        device_data[gid] = jax.device_put(datasets.to_device(plan.datasets[g.data_key]), NamedSharding(mesh, P()))
         biggest = max(len(i) for gg, i in plan.chunks if gg == gid)
         sizes[gid] = math.ceil(biggest / n_dev) * n_dev  # one padded shape per group: one compile
       pad = sizes[gid] - len(idx)
@@ -356,31 +356,31 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       out = jax.tree.map(lambda a: a[:len(idx)], out)
       seconds = time.perf_counter() - t0
       if is_writer:
-        results_lib.write_chunk(run_dir, cid, idx, out, seconds)
+        store.write_chunk(run_dir, cid, idx, out, seconds)
       ran += 1
       bar.update(len(idx))
   finally:
     bar.close()
   if not is_writer:
     return None
-  return results_lib.assemble(run_dir, config if not _resuming else None)
+  return store.assemble(run_dir, config if not _resuming else None)
 
 
 def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = None, progress: bool = True,
-           max_chunks: int | None = None) -> results_lib.Results | None:
+           max_chunks: int | None = None) -> store.Results | None:
   """Finish the run in `run_dir`: same experiment, grid and chunk plan; only missing chunks are trained.
 
   The experiment is looked up by the name in config.json (pass `experiment=` for an unregistered one).
   Raises ValueError if the experiment's configurations or data changed since the run started.
   """
-  cfg_path = os.path.join(run_dir, results_lib.CONFIG_JSON)
-  if not os.path.exists(cfg_path):
-    raise ValueError(f"cannot resume {run_dir}: no {results_lib.CONFIG_JSON} there")
-  with open(cfg_path) as f:
-    old = json.load(f)
-  exp = exp_lib.get(experiment if experiment is not None else old["experiment"])
+  if not os.path.isfile(os.path.join(run_dir, store.CONFIG_JSON)):
+    raise ValueError(f"cannot resume {run_dir}: no {store.CONFIG_JSON} there")
+  old = store.read_config(run_dir)
+  options = old.get("options") or {}
+  exp = registry.get(experiment) if experiment is not None else registry.get(old["experiment"], **options)
   grid = exp.grid(old["grid_name"]) if old["grid_name"] != "custom" else _grid_from_json(old["grid"])
   plan = make_plan(exp, grid, devices=devices, group_size=old["group_size"])
+  plan.options = options
   plan.grid_name = old["grid_name"]
   new = plan.to_json()
   for field in ("points", "configs"):
@@ -393,6 +393,6 @@ def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = No
   return run(plan, run_dir, progress=progress, max_chunks=max_chunks, _resuming=True)
 
 
-def _grid_from_json(g: dict) -> exp_lib.Grid:
-  return exp_lib.Grid(tuple(tuple((name, tuple(exp_lib._tupled(v) for v in values)) for name, values in block)
+def _grid_from_json(g: dict) -> Grid:
+  return Grid(tuple(tuple((name, tuple(_tupled(v) for v in values)) for name, values in block)
                             for block in g["blocks"]))

@@ -8,8 +8,9 @@ Three ways to the same diagonal blocks, so that each can referee the others:
    Exact but O(P^2) memory: `hessian` refuses (with the estimate) when the result would not fit.
 2. `gauss_newton_blocks`: (1/B) sum_b J_b^T H_b J_b with J_b = d out_b / d theta from `jax.jacrev` of the
    network output and H_b = d^2 ell / d out^2 from `losses.output_hessians`: no Hessian of the network.
-   For a piecewise-linear network (ReLU) the diagonal blocks of 1. and 2. agree exactly (paper Appendix F:
-   the network above layer l is linear in y_l almost everywhere); for tanh they do not.
+   For a piecewise-linear network (ReLU) the diagonal blocks of 1. and 2. agree exactly (the paper's
+   Appendix F, docs/sources.md: the network above layer l is linear in y_l almost everywhere); for tanh
+   they do not.
 3. `diagonal_sq_sv`: the average squared singular value of every diagonal block without forming it, from
    the Kronecker form that the identity gives, H_{W_l} = (1/B) sum_b (x_b x_b^T) kron M_b with
    M_b = J_b^T H_b J_b and J_b = d out_b / d y_l (n_L x n_{l+1}):
@@ -35,11 +36,6 @@ from jscale.theory import losses
 
 DEFAULT_MAX_BYTES = 2 ** 30  # 1 GiB for the P x P result; working memory is a small multiple of it
 PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity", "linear")
-
-
-def leaf_names(params) -> list[str]:
-  """Names of the parameter leaves in `jax.tree.leaves` order: ["w0", "b0", "w1", "b1", ...]."""
-  return [f"{f}{l}" for l in range(len(params)) for f in ("w", "b")]
 
 
 def num_params(params) -> int:

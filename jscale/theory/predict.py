@@ -62,7 +62,10 @@ from typing import NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import initializers, mlp
+from jscale import calculus, mlp
+
+# The ReLU's backward gain in the calculus, P(y > 0): also E|D| / n, the expected fraction of active units.
+_RELU_ACTIVE = calculus.HOMOGENEOUS_GAINS["relu"][1]
 
 
 class InputStats(NamedTuple):
@@ -133,12 +136,7 @@ def constant_loss_stats(h_OxO) -> LossStats:
 
 def weight_second_moments(widths: Sequence[int], kernel_init) -> list[float]:
   """E[W_l^2] of each layer as designed by `kernel_init` (a spec, an Initializer, or one per layer)."""
-  widths = mlp.check_widths(widths)
-  n = len(widths) - 1
-  inits = kernel_init if isinstance(kernel_init, (list, tuple)) else [kernel_init] * n
-  if len(inits) != n:
-    raise ValueError(f"kernel_init: got {len(inits)} entries for {n} weight layers")
-  return [float(initializers.get(s).second_moment((widths[l], widths[l + 1]))) for l, s in enumerate(inits)]
+  return calculus.init_weight_sq(widths, kernel_init, what="kernel_init").tolist()
 
 
 def _j1(theta):
@@ -168,12 +166,17 @@ def _pair_var(p, t, kappa):
 
 
 def forward_moments(widths, weight_sq, inputs: InputStats):
-  """Per weight layer l: (S_l, R_l, kappa_l, P_l, T_l) of its input x_l, as numpy arrays of shape (L,)."""
+  """Per weight layer l: (S_l, R_l, kappa_l, P_l, T_l) of its input x_l, as numpy arrays of shape (L,).
+
+  S_l = n_l E[x_l^2] is the calculus's second-moment propagation (`calculus.dense_moments`); the fourth
+  moments R, P, T and the cosine kappa are this module's recursions."""
   L = len(widths) - 1
-  s, r, t, p = inputs.sq_norm, inputs.sq_norm_sq, inputs.norm_cross, inputs.dot_sq
+  x_sq = calculus.dense_moments(widths, weight_sq, x0_sq=inputs.sq_norm / widths[0], activation="relu").x_sq
+  r, t, p = inputs.sq_norm_sq, inputs.norm_cross, inputs.dot_sq
   kappa = inputs.dot / inputs.sq_norm
   out = []
   for l in range(L):
+    s = inputs.sq_norm if l == 0 else float(widths[l] * x_sq[l])
     out.append((s, r, kappa, p, t))
     if l == L - 1:
       break
@@ -184,7 +187,7 @@ def forward_moments(widths, weight_sq, inputs: InputStats):
     # Pairs differ in rho (e.g. +-1/sqrt(n_0) for independent centred inputs): E[m1(rho)^2] gains
     # (dm1/drho)^2 Var(rho), dm1/drho = (pi - theta) / (2 pi); without it P_1 came out 11% low at n_0 = 30.
     m1sq = m1 * m1 + ((math.pi - theta) / (2 * math.pi)) ** 2 * var
-    s, r = n * w * s / 2, w * w * r * (n * n + 5 * n) / 4
+    r = w * w * r * (n * n + 5 * n) / 4
     p = w * w * t * (n * n * m1sq + n * (m2 - m1sq))
     t = w * w * t * (n * m2 + n * (n - 1) / 4)
     # No Var(rho) term in kappa: the curvature gain of E[m1(rho)] is cancelled to this order by
@@ -205,7 +208,8 @@ def backward_moments(widths, weight_sq, kappas, loss: LossStats, pair_vars=None)
     p = (math.pi - theta) / (2 * math.pi)
     # E[p^2] over pairs, dp/drho = 1 / (2 pi sin theta)
     psq = p * p + (0.0 if pair_vars is None else pair_vars[l] / (2 * math.pi * max(math.sin(theta), 1e-12)) ** 2)
-    h, h2 = n / 2, n * (n + 1) / 4
+    h = n * _RELU_ACTIVE  # E|D| and E|D|^2 of a Binomial(n, P(y > 0)) count of active units
+    h2 = h * (1 - _RELU_ACTIVE) + h * h
     e, e2, dd = n * p, n * p + n * (n - 1) * psq, n * p + n * (n - 1) / 4
     a, bq, ax, c = (w * w * (h2 * a + 2 * h * bq), w * w * (h * a + (h + h2) * bq),
                     w * w * (dd * ax + 2 * e * c), w * w * (e * ax + (e + e2) * c))
@@ -239,11 +243,10 @@ def predict_leading(widths, weight_sq, inputs: InputStats, loss: LossStats, batc
   Uses `jscale.calculus.predict_dense` with E[x_0^2] = S_0 / n_0 and E[dy_out^2] = sqrt(E (tr H)^2) / n_L;
   bias blocks: (n_{l+1} E[dy_l^2])^2 tr(H^2)/(tr H)^2 / n_{l+1}.
   """
-  from jscale.calculus import predict_dense  # the calculus module is developed alongside this one
   widths = _check(widths, weight_sq, batch_size, activation)
   n = np.array(widths, np.float64)
-  m = predict_dense(widths, jnp.asarray(weight_sq), x0_sq=inputs.sq_norm / widths[0],
-                    dy_out_sq=math.sqrt(loss.trace_sq) / widths[-1], activation=activation)
+  m = calculus.predict_dense(widths, jnp.asarray(weight_sq), x0_sq=inputs.sq_norm / widths[0],
+                              dy_out_sq=math.sqrt(loss.trace_sq) / widths[-1], activation=activation)
   x_sq, dy_sq = np.asarray(m.x_sq, np.float64), np.asarray(m.dy_sq, np.float64)
   shape = loss.tr_sq / loss.trace_sq
   weight = n[:-1] * n[1:] * x_sq ** 2 * dy_sq ** 2 * shape / batch_size

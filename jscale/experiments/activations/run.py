@@ -1,0 +1,173 @@
+"""The explainers' experiment: per-layer activations of a deep tanh / ReLU net at initialisation.
+
+Forward only, no training. A `depth`-layer net of `width` units per layer (default 10 x 500, input width
+500, zero biases, the activation after every layer) is fed `n_samples` unit-Gaussian inputs. For each
+(activation, init scheme) we record, per layer, a histogram on fixed bins, the mean and std, the
+saturation fraction, and the std the scaling calculus predicts:
+
+  ReLU  E[y_l^2] = n E[W^2] E[x_l^2] and E[x_{l+1}^2] = E[y_l^2] / 2 (`calculus.predict_dense`); a
+        zero-mean Gaussian pre-activation of variance q gives relu output std sqrt(q (1/2 - 1/(2 pi))).
+  tanh  the calculus has no tanh rule: we use its linear regime (tanh(y) ~ y, i.e. the identity rules),
+        std_l = sqrt(E[y_l^2]). It holds while |y| << 1 (small inits) and FAILS once units saturate
+        (N(0, 0.1^2): n E[W^2] = 5 per layer, the prediction grows 5^(l/2) while tanh stays below 1).
+        `meanfield_std` (Gaussian pre-activations, E[tanh(sqrt(q) z)^2] by Gauss-Hermite quadrature) is
+        the wide-net reference that does follow saturation; it is not part of the calculus.
+
+Saturation: for tanh the fraction |x| > 0.99 (stuck on the flat tails); for ReLU the fraction of outputs
+that are exactly 0 (the tutorial's "near-zero ReLU activations": inactive units, zero gradient).
+
+Histogram bins are fixed per activation so layers and schemes compare on one axis: tanh 56 bins on
+[-1, 1];  ReLU 56 log-spaced bins over positive values 1e-10 .. 1e4 (values outside are clipped into the
+end bins; the exact zeros, half of all ReLU outputs, are in `saturation_frac`, not in the counts).
+
+Run it (writes the results and, through the report, its section with figures):
+  python scripts/sweep.py --experiment activations --grid quick
+"""
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscale import calculus, initializers
+from jscale.sweeps import store
+
+# The explainers' schemes (label -> initializer spec). For square 500x500 layers geometric (c=2) has
+# E[W^2] = 2/500 = He's: the two coincide here, by design of the rule (it differs when widths change).
+INIT_SPECS: dict[str, str] = {
+    "N(0,0.01^2)": "normal:0.01",
+    "N(0,0.1^2)": "normal:0.1",
+    "LeCun": "lecun_normal",
+    "Xavier": "glorot_normal",
+    "He": "he_normal",
+    "geometric": "geometric:c=2",
+}
+ACTIVATIONS = ("tanh", "relu")
+TANH_SATURATION = 0.99
+
+
+def default_bin_edges(activation: str) -> np.ndarray:
+  if activation == "tanh":
+    return np.linspace(-1.0, 1.0, 57)
+  if activation == "relu":
+    return np.logspace(-10.0, 4.0, 57)
+  raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+class ActivationStats(NamedTuple):
+  """Per-layer statistics, every array indexed by layer l = 0..depth-1 (the output of weight layer l)."""
+  bin_edges: np.ndarray        # (bins + 1,)
+  counts: np.ndarray           # (depth, bins) int64
+  mean: np.ndarray             # (depth,)
+  std: np.ndarray              # (depth,)
+  saturation_frac: np.ndarray  # (depth,) tanh: |x| > 0.99; relu: x == 0
+  predicted_std: np.ndarray    # (depth,) the calculus (tanh: its linear regime)
+  meanfield_std: np.ndarray    # (depth,) Gaussian pre-activation reference (= predicted_std for relu)
+  weight_sq: np.ndarray        # (depth,) the initializer's E[W^2]
+
+
+def _check(activation, depth, width, n_samples):
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+  for name, v in (("depth", depth), ("width", width), ("n_samples", n_samples)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def layer_activations(key: jax.Array, activation: str, init, *, depth: int = 10, width: int = 500,
+                      n_samples: int = 1000) -> jax.Array:
+  """Activations x_1..x_depth of the net, shape (depth, n_samples, width), for x_0 ~ N(0, I)."""
+  _check(activation, depth, width, n_samples)
+  init = initializers.get(init)
+  act = jnp.tanh if activation == "tanh" else jax.nn.relu
+  k_x, k_w = jax.random.split(key)
+  x_NxD = jax.random.normal(k_x, (n_samples, width))
+  outs = []
+  for k_l in jax.random.split(k_w, depth):
+    x_NxD = act(x_NxD @ init(k_l, (width, width)))
+    outs.append(x_NxD)
+  return jnp.stack(outs)
+
+
+def predicted_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0) -> np.ndarray:
+  """Per-layer activation std from the calculus's propagation rules (tanh: its linear regime)."""
+  return calculus.activation_std((width,) * (len(weight_sq) + 1), weight_sq, x0_sq, activation)
+
+
+def meanfield_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0,
+                  n_quad: int = 80) -> np.ndarray:
+  """Std per layer if every pre-activation were N(0, q_l), q_l = n E[W^2] E[x_l^2] (wide-net limit);
+  E[act(sqrt(q) z)^2] by Gauss-Hermite quadrature. Equals `predicted_std` for ReLU; for tanh it is the
+  reference that follows saturation, which the calculus's linear regime does not."""
+  z, w = np.polynomial.hermite_e.hermegauss(n_quad)
+  w = w / w.sum()
+  act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0.0))
+  x_sq, out = float(x0_sq), []
+  for wsq in np.asarray(weight_sq, np.float64):
+    q = width * wsq * x_sq
+    a = act(np.sqrt(q) * z)
+    x_sq = float(np.sum(w * a * a))
+    out.append(np.sqrt(max(x_sq - float(np.sum(w * a)) ** 2, 0.0)))
+  return np.asarray(out)
+
+
+def activation_stats(key: jax.Array, activation: str, init, *, depth: int = 10, width: int = 500,
+                     n_samples: int = 1000, bin_edges: np.ndarray | None = None) -> ActivationStats:
+  """Measure one (activation, init) net: histograms, moments and saturation per layer, plus predictions."""
+  init = initializers.get(init)
+  xs = np.asarray(layer_activations(key, activation, init, depth=depth, width=width, n_samples=n_samples),
+                  np.float64).reshape(depth, -1)
+  edges = default_bin_edges(activation) if bin_edges is None else np.asarray(bin_edges, np.float64)
+  lo, hi = edges[0], edges[-1]
+  counts = []
+  for x in xs:
+    v = x[x > 0] if activation == "relu" else x
+    # Clip (not drop) out-of-range values so every counted activation lands in a bin.
+    counts.append(np.histogram(np.clip(v, lo, np.nextafter(hi, lo)), edges)[0])
+  sat = (np.abs(xs) > TANH_SATURATION) if activation == "tanh" else (xs == 0)
+  wsq = np.full(depth, init.second_moment((width, width)))
+  return ActivationStats(
+      bin_edges=edges, counts=np.asarray(counts, np.int64), mean=xs.mean(1), std=xs.std(1),
+      saturation_frac=sat.mean(1), predicted_std=predicted_std(activation, wsq, width),
+      meanfield_std=meanfield_std(activation, wsq, width), weight_sq=wsq)
+
+
+def run(key: jax.Array, activations: Sequence[str] = ACTIVATIONS, schemes: Mapping[str, str] = INIT_SPECS, *,
+        depth: int = 10, width: int = 500, n_samples: int = 1000) -> dict[str, dict[str, ActivationStats]]:
+  """All (activation, scheme) pairs. Every pair uses the same key: common random numbers, so schemes
+  differ only by their scale (for these zero-mean normal initializers), not by the draw."""
+  if not schemes:
+    raise ValueError("schemes is empty")
+  for a in activations:
+    _check(a, depth, width, n_samples)
+  return {a: {label: activation_stats(key, a, spec, depth=depth, width=width, n_samples=n_samples)
+              for label, spec in schemes.items()} for a in activations}
+
+
+def experiment(exp_dir: str, seed: int = 0, *, activations: Sequence[str] = ACTIVATIONS,
+               schemes: Mapping[str, str] = INIT_SPECS, depth: int = 10, width: int = 500,
+               n_samples: int = 1000) -> str:
+  """Run and save the results (`jscale.sweeps.store.write_results`) into `exp_dir`; the figures are drawn
+  by this experiment's report section from those arrays."""
+  results = run(jax.random.key(seed), activations, schemes, depth=depth, width=width, n_samples=n_samples)
+  acts, labels = list(activations), list(schemes)
+
+  def stack(field):
+    return np.stack([np.stack([getattr(results[a][s], field) for s in labels]) for a in acts])
+
+  if len({len(results[a][labels[0]].bin_edges) for a in acts}) != 1:
+    raise ValueError("every activation needs the same number of histogram bins to be saved together")
+  edges = np.stack([results[a][labels[0]].bin_edges for a in acts])
+  metrics = {f: (("activation", "scheme", "layer"), stack(f))
+             for f in ("mean", "std", "saturation_frac", "predicted_std", "meanfield_std", "weight_sq")}
+  metrics["counts"] = (("activation", "scheme", "layer", "bin"), stack("counts"))
+  metrics["bin_edges"] = (("activation", "bin_edge"), edges)
+  store.write_results(
+      exp_dir, axes={"activation": acts, "scheme": labels, "layer": list(range(1, depth + 1)),
+                     "bin": list(range(stack("counts").shape[-1])),
+                     "bin_edge": list(range(stack("counts").shape[-1] + 1))},
+      metrics=metrics, experiment="activations", seeds=[seed], schemes=dict(schemes), depth=depth,
+      width=width, n_samples=n_samples)
+  return exp_dir

@@ -1,0 +1,59 @@
+"""The activations experiment's report section: per-layer histograms and std vs depth, measured and predicted."""
+from __future__ import annotations
+
+import os
+
+from jscale import initializers
+from jscale.report import plots
+from jscale.report.document import Figure, Section, Table
+from jscale.report.format import fmt, fmt_list
+from jscale.sweeps import Results
+
+
+def _same_curves_note(r: Results) -> str:
+  """Name the schemes whose weights have the same E[W^2] here (their curves coincide)."""
+  specs, w = r.config.get("schemes") or {}, r.config.get("width")
+  if not specs or not w:
+    return ""
+  groups: dict = {}
+  for label, spec in specs.items():
+    groups.setdefault(round(initializers.get(spec).second_moment((w, w)), 12), []).append(label)
+  same = [" = ".join(g) for g in groups.values() if len(g) > 1]
+  return f"Same E[W^2] on {w}x{w} layers (curves coincide): {'; '.join(same)}." if same else ""
+
+
+def build(r: Results) -> Section:
+  """The explainers. Written by `run.experiment` beside this file (axes activation, scheme, layer, bin)."""
+  acts, schemes = r.axis("activation"), r.axis("scheme")
+  std = r.metric("std", "activation", "scheme", "layer")
+  pred = r.metric("predicted_std", "activation", "scheme", "layer")
+  sat = r.metric("saturation_frac", "activation", "scheme", "layer")
+  counts = r.metric("counts", "activation", "scheme", "layer", "bin")
+  edges = r.metric("bin_edges", "activation", "bin_edge") if r.has("bin_edges") else None
+  s = Section("activations: per-layer activations at initialisation (the explainers)",
+              [f"{r.config.get('depth')} layers of {r.config.get('width')} units, {r.config.get('n_samples')} "
+               f"unit-Gaussian inputs, zero biases, seed {fmt_list(r.config.get('seeds'))}; schemes "
+               f"{r.config.get('schemes')}. Predicted std: the calculus (ReLU: sqrt(E[y^2] (1/2 - 1/(2 pi))); "
+               "tanh: its linear regime, which fails once units saturate). " + _same_curves_note(r) +
+               " All schemes share one random draw (common random numbers); ReLU is positively homogeneous, "
+               "so its measured/predicted ratio is the same for every scheme: that ratio is this draw's "
+               "finite-width fluctuation."])
+  layers = r.axis("layer")
+  for a_i, a in enumerate(acts):
+    if edges is not None:
+      p = plots.histogram_grid(os.path.join(r.path, f"hist_{a}.png"), edges[a_i], counts[a_i],
+                               row_labels=schemes, col_labels=[f"layer {l}" for l in layers],
+                               logx=(a == "relu"), extra=sat[a_i], extra_label="sat " if a == "tanh" else "zero ",
+                               xlabel=f"{a} output" + (" (> 0, log)" if a == "relu" else ""),
+                               title=f"{a}: activation histograms per layer at init")
+      s.parts.append(Figure(p, f"{a}: per-layer histograms (rows: schemes)."))
+    p = plots.std_vs_depth(os.path.join(r.path, f"std_{a}.png"), dict(zip(schemes, std[a_i])),
+                           dict(zip(schemes, pred[a_i])), title=f"{a}: activation std vs depth "
+                           "(dashed: calculus" + (", linear regime)" if a == "tanh" else ")"),
+                           note=_same_curves_note(r))
+    s.parts.append(Figure(p, f"{a}: per-layer std, measured (solid) and predicted (dashed)."))
+    rows = [[sch, fmt(std[a_i, k, 0]), fmt(std[a_i, k, -1]), fmt(pred[a_i, k, -1]),
+             fmt(std[a_i, k, -1] / pred[a_i, k, -1], 3), fmt(sat[a_i, k, -1], 3)] for k, sch in enumerate(schemes)]
+    s.parts.append(Table(["scheme", "std layer 1", f"std layer {layers[-1]}", f"predicted layer {layers[-1]}",
+                          "measured / predicted", "saturated" if a == "tanh" else "zero fraction"], rows, a))
+  return s

@@ -1,0 +1,65 @@
+"""The hessian experiment's Figures 1 and 2 as PNG files, from the JSON-ready results of
+`jscale.theory.setups.records_json` and `jscale.theory.heatmaps.heatmaps` (scripts/hessian_figures.py and
+the experiment's run code both draw through here). Bare `Figure` objects: importing this never changes
+pyplot's backend.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+from matplotlib.figure import Figure
+import numpy as np
+
+
+def _save(fig, path) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  return os.fspath(path)
+
+
+def ratio_histogram(records: Sequence[Mapping], path) -> str:
+  """Figure 1: histogram of log10(predicted / exact) per batch size; at minibatches the batch-1 model
+  s(1)/B beside the prediction with cross-example terms. `records` as `setups.records_json` gives."""
+  batches = sorted({r["batch"] for r in records})
+  if not batches:
+    raise ValueError("ratio_histogram: no records")
+  fig = Figure(figsize=(5 * len(batches), 3.6))
+  axes = fig.subplots(1, len(batches), squeeze=False)
+  bins = np.linspace(-3.5, 1.5, 61)
+  for ax, b in zip(axes[0], batches):
+    rs = [r for r in records if r["batch"] == b]
+    ratio = lambda key: np.log10(np.concatenate([np.array(r[key]) / np.array(r["exact_w"]) for r in rs]))
+    if b == 1:
+      ax.hist(ratio("corrected_w"), bins, alpha=0.8, label="prediction (batch 1)")
+    else:
+      ax.hist(ratio("batch1_w"), bins, alpha=0.6, label="batch-1 model, s(1)/B")
+      ax.hist(ratio("corrected_w"), bins, alpha=0.6, label="with cross-example terms")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_title(f"batch {b}: {len(rs)} setups, {sum(len(r['exact_w']) for r in rs)} weight blocks")
+    ax.set_xlabel("log10(predicted / exact) avg squared singular value")
+    ax.set_ylabel("weight blocks")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def block_heatmaps(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], path) -> str:
+  """Figure 2: log10 average squared singular value of every (W_i, W_j) block, one panel per scheme
+  (columns) and batch size (rows). `by_batch[b][scheme]` as `heatmaps.heatmaps` returns."""
+  schemes = list(next(iter(by_batch.values())))
+  fig = Figure(figsize=(3.2 * len(schemes), 3.0 * len(by_batch)))
+  axes = fig.subplots(len(by_batch), len(schemes), squeeze=False)
+  for row, (b, per) in zip(axes, by_batch.items()):
+    for ax, s in zip(row, schemes):
+      m = np.log10(np.array(per[s]["weights"]))
+      im = ax.imshow(m, cmap="viridis")
+      ax.set_title(f"{s}, B={b}\ndiag max/min {per[s]['diag_max_over_min']:.2f}", fontsize=9)
+      ax.set_xticks(range(m.shape[0]))
+      ax.set_yticks(range(m.shape[0]))
+      ax.set_xlabel("layer j")
+      ax.set_ylabel("layer i")
+      fig.colorbar(im, ax=ax, fraction=0.046, label="log10")
+  fig.suptitle(f"avg squared singular value of Hessian blocks (W_i, W_j), widths {tuple(widths)}")
+  fig.tight_layout()
+  return _save(fig, path)

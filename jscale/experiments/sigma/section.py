@@ -1,0 +1,107 @@
+"""The sigma experiment's report section: curves per sigma, Table 1 beside the tutorial, accuracy vs sigma."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+from jscale import initializers
+from jscale.experiments.sigma import config
+from jscale.report import describe, plots
+from jscale.report.document import Figure, Section, Table
+from jscale.report.format import fmt, label
+from jscale.report.stats import ci_text, verdict
+from jscale.sweeps import Results
+
+
+def equivalent_sigma(widths: Sequence[int], init) -> tuple[float, list]:
+  """The single sigma (same for every layer, as in the tutorial) whose end-to-end forward gain
+  prod_l n_l sigma^2 equals the rule's prod_l n_l E[W_l^2]: the geometric mean of the rule's per-layer
+  stds. Returns (sigma, per-layer stds)."""
+  init = initializers.get(init)
+  per = [math.sqrt(init.second_moment((a, b))) for a, b in zip(widths[:-1], widths[1:])]
+  return float(np.exp(np.mean(np.log(per)))), per
+
+
+def build(r: Results) -> Section:
+  """The tutorial. Axes sigma, seed, epoch, and optionally one more (the engine's batch_size: full batch
+  and 32), drawn as side-by-side panels. Curves (any present): train_loss (or loss), train_acc,
+  grad_norm, saturation (or dead_frac) [.., sigma, seed, epoch]; test_acc [.., sigma, seed(, epoch)]
+  (its last epoch). Widths from config (for the He / Glorot / geometric markers)."""
+  sig = [float(x) for x in r.axis("sigma")]
+  acc_name = "test_acc"
+  known = ("sigma", "seed", "epoch", "layer")
+  panel = describe.panel_axis(r, acc_name, known)
+  pvals = r.axis(panel) if panel else [None]
+  plabels = [label(v, panel) if panel else "" for v in pvals]
+  s = Section("sigma: weight scale vs convergence (the tutorial, two moons)", [describe.grid_text(r, skip=("epoch",))])
+  figs = [(("train_loss", "loss"), "training loss (cross-entropy, nats)", True),
+          (("train_acc",), "training accuracy", False),
+          (("grad_norm",), "gradient L2 norm (all parameters)", True),
+          (("saturation", "dead_frac"), "fraction of near-zero ReLU outputs", False)]
+  for i, (names, ylabel, logy) in enumerate(figs):
+    m = describe.first_metric(r, *names)
+    if m is None:
+      continue
+    v = describe.with_panels(r, m, ("sigma", "seed", "epoch"), describe.panel_axis(r, m, known))
+    title = f"Figure {i + 1}: {ylabel} vs epoch, per sigma"
+    groups = [{f"sigma={x:g}": v[p, k] for k, x in enumerate(sig)} for p in range(v.shape[0])]
+    path = os.path.join(r.path, f"fig{i + 1}_{m}.png")
+    if len(groups) > 1:
+      path = plots.curve_panels(path, dict(zip(plabels, groups)), ylabel=ylabel, logy=logy,
+                                epochs=r.axes.get("epoch"), title=title)
+    else:
+      path = plots.curves(path, groups[0], ylabel=ylabel, logy=logy, epochs=r.axes.get("epoch"), title=title)
+    what = {"saturation": f" ({m}: share of hidden ReLU outputs with |a| <= "
+                          f"{r.config.get('configs', [{}])[0].get('saturation_threshold', 1e-3):g}, averaged over "
+                          "the epoch's steps)"}.get(m, "")
+    avg = "geometric mean over seeds with the 95% band of the log" if logy else "mean over seeds with 95% band"
+    s.parts.append(Figure(path, f"Figure {i + 1}: {ylabel} per epoch{what}, {avg}"
+                                + (f"; panels: {panel} = {', '.join(plabels)}." if panel else ".")))
+  acc = r.metric(acc_name, *(([panel] if panel else []) + ["sigma", "seed"]
+                             + (["epoch"] if "epoch" in r.metric_axes[acc_name] else [])))
+  acc = acc[..., -1] if "epoch" in r.metric_axes[acc_name] else acc
+  acc = acc if panel else acc[None]                                  # (panels, sigma, seed)
+  src_idx = {k: next((i for i, x in enumerate(sig) if math.isclose(x, key, rel_tol=1e-9)), None)
+             for k, key in enumerate(config.TUTORIAL_TEST_ACC)}
+  tut = list(config.TUTORIAL_TEST_ACC.items())
+  rows, verdicts = [], []
+  for t, (ts, tv) in enumerate(tut):
+    k = src_idx[t]
+    if k is None:
+      continue
+    rows.append([f"{ts:g}", tv] + [ci_text(acc[p, k]) for p in range(len(pvals))])
+    for p in range(len(pvals)):
+      finite = acc[p, k][np.isfinite(acc[p, k])]
+      verdicts.append("- " + verdict(finite, tv, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else "")))
+  cols = [f"measured, {l} (mean [95% CI])" for l in plabels] if panel else ["measured test accuracy (mean [95% CI])"]
+  if rows:
+    s.parts.append(Table(["sigma", "tutorial (one run)"] + cols, rows,
+                         "Table 1: test accuracy after the last epoch per sigma, beside the tutorial's single runs"))
+    s.parts.append("\n".join(verdicts))
+  else:
+    s.parts.append("The grid has none of the tutorial's sigmas (0.01, 0.1, 0.5, 1): no Table 1 comparison.")
+  extra = [k for k in range(len(sig)) if k not in src_idx.values()]
+  if extra:
+    s.parts.append(Table(["sigma"] + cols, [[f"{sig[k]:g}"] + [ci_text(acc[p, k]) for p in range(len(pvals))]
+                                            for k in range(len(sig))],
+                         "Test accuracy after the last epoch, every sigma of the grid"))
+  widths = describe.widths(r)
+  if len(sig) > 1 and min(sig) > 0:
+    markers = {}
+    if widths:
+      for name, spec in (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2")):
+        markers[name], _ = equivalent_sigma(widths, spec)
+      s.parts.append("Markers: the one sigma whose end-to-end forward gain equals the rule's (geometric "
+                     "mean of the rule's per-layer stds) for widths " + str(list(widths)) + ": " +
+                     ", ".join(f"{k} {v:.3g}" for k, v in markers.items()) + ".")
+    series = {(l or "measured"): np.where(np.isfinite(acc[p]), acc[p], np.nan) for p, l in enumerate(plabels)}
+    path = plots.metric_vs_param(os.path.join(r.path, "final_acc_vs_sigma.png"), sig, series,
+                                 xlabel="sigma (weight std, log scale)", ylabel="test accuracy after the last epoch",
+                                 title="Final test accuracy vs sigma", markers=markers,
+                                 reference=config.TUTORIAL_TEST_ACC, reference_label="tutorial (one run)")
+    s.parts.append(Figure(path, "Final test accuracy against sigma (mean, 95% CI over seeds); crosses: the "
+                                "tutorial's single runs; vertical lines: the sigma each rule picks."))
+  return s

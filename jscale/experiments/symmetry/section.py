@@ -1,0 +1,51 @@
+"""The symmetry experiment's report section: accuracy and hidden-unit spread per init."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jscale.report import describe, plots
+from jscale.report.document import Figure, Section, Table
+from jscale.report.format import fmt
+from jscale.report.stats import fmt_ci, mean_ci95
+from jscale.sweeps import Results
+
+
+def build(r: Results) -> Section:
+  """Zeros / constant init. Written by `run.experiment` beside this file (axes init, seed, step, layer)."""
+  inits = r.axis("init")
+  acc = r.metric("test_acc", "init", "seed")
+  fin = r.metric("final_spread", "init", "seed", "layer").max(-1)
+  ci = mean_ci95(acc, 1)
+  chance, lin = r.config.get("chance_acc"), r.config.get("linear_acc")
+  s = Section("symmetry: zeros and constant init never break hidden-unit symmetry", [describe.grid_text(r, skip=("step", "layer"))])
+  rows = [[i, fmt_ci(ci, k), fmt(fin[k].max(), 6), "yes" if fin[k].max() == 0 else "no"] for k, i in enumerate(inits)]
+  s.parts.append(Table(["init", "test accuracy (mean [95% CI])", "max unit spread after training",
+                        "units identical"], rows, f"Chance (majority class) = {fmt(chance)}; logistic "
+                                                  f"regression (a linear classifier) = {fmt(lin)}"))
+  lines = []
+  for k, i in enumerate(inits):
+    same = fin[k].max() == 0
+    if chance is None or not same:
+      continue
+    lo, hi = (ci.lo[k], ci.hi[k]) if ci.n > 1 else (ci.mean[k], ci.mean[k])
+    at_chance = lo <= chance <= hi or (ci.n > 1 and np.all(acc[k] == chance))
+    lines.append(f"- {i}: hidden units stayed identical; accuracy " + (
+        f"stays at chance ({fmt_ci(ci, k)} vs chance {fmt(chance)})." if at_chance else
+        f"does **not** stay at chance: {fmt_ci(ci, k)} vs chance {fmt(chance)} (identical units make a "
+        f"width-1 net, which can still learn one projection of the input; linear classifier: {fmt(lin)})."))
+  if lines:
+    s.parts.append("\n".join(lines))
+  if r.has("spread"):
+    sp = r.metric("spread", "init", "seed", "step", "layer").max(-1)
+    p = plots.curves(os.path.join(r.path, "spread.png"), {i: sp[k] for k, i in enumerate(inits)},
+                     ylabel="max difference between hidden units' incoming weights", xlabel="SGD step",
+                     epochs=r.axis("step"), title="Hidden-unit spread during training")
+    s.parts.append(Figure(p, "Max pairwise difference between hidden units (0 = all units identical)."))
+  p = plots.scheme_bars(os.path.join(r.path, "symmetry_acc.png"), inits, ci.mean,
+                        errors=None if ci.n < 2 else ci.half, ylabel="test accuracy",
+                        title="Test accuracy per init", reference={i: chance for i in inits},
+                        reference_label="chance (majority class)")
+  s.parts.append(Figure(p, "Test accuracy per init beside chance."))
+  return s

@@ -1,0 +1,122 @@
+"""`report.md`: a title, a summary of what ran, then one section per experiment, from saved results.
+
+The report is a generic builder: it knows no experiment. The caller passes the section builders
+(`jscale.sweeps.sections()` after `import jscale.experiments`: every registered experiment's), each
+`builder(results) -> Section` where `results` is that experiment's `jscale.sweeps.Results`, loaded
+from RUN_DIR/<experiment>/ by the results store. A `Section` is a title and a list of parts: markdown
+text (str), `Table(header, rows, caption)` or `Figure(path, caption)`. An experiment whose results are
+missing is listed as "not run"; a builder that raises is listed as "failed" with its error (the rest of
+the report is still written, and `build_report` says which ones failed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import traceback
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+from jscale.report.format import fmt
+from jscale.sweeps import store
+
+
+class Table(NamedTuple):
+  header: Sequence[str]
+  rows: Sequence[Sequence[Any]]
+  caption: str = ""
+
+
+class Figure(NamedTuple):
+  path: str
+  caption: str = ""
+
+
+@dataclasses.dataclass
+class Section:
+  title: str
+  parts: list = dataclasses.field(default_factory=list)
+
+
+def render_table(t: Table) -> str:
+  head = "| " + " | ".join(str(h) for h in t.header) + " |"
+  sep = "|" + "|".join("---" for _ in t.header) + "|"
+  body = ["| " + " | ".join(fmt(c) for c in row) + " |" for row in t.rows]
+  cap = [f"*{t.caption}*", ""] if t.caption else []
+  return "\n".join(cap + [head, sep] + body)
+
+
+def render_section(s: Section, report_dir: str) -> str:
+  out = [f"## {s.title}", ""]
+  for p in s.parts:
+    if isinstance(p, Table):
+      out += [render_table(p), ""]
+    elif isinstance(p, Figure):
+      rel = os.path.relpath(p.path, report_dir).replace(os.sep, "/")
+      out += [f"![{p.caption or os.path.basename(p.path)}]({rel})", ""]
+      if p.caption:
+        out += [f"*{p.caption}*", ""]
+    elif isinstance(p, str):
+      out += [p, ""]
+    else:
+      raise TypeError(f"section {s.title!r}: a part must be str, Table or Figure, got {type(p).__name__}")
+  return "\n".join(out)
+
+
+def _run_info_text(run_dir: str) -> str:
+  runs = store.run_info(run_dir)
+  if not runs:
+    return ""
+  lines = ["Written by:"] + [f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): {fmt(r.get('wall_time_s'), 1)} s "
+                            f"wall time on {', '.join(r.get('devices') or ['?'])}" for r in runs]
+  return "\n".join(lines)
+
+
+class ReportResult(NamedTuple):
+  path: str
+  built: list
+  not_run: list
+  failed: dict   # experiment -> error text
+
+  def print_summary(self, note: str = "") -> int:
+    """Say where report.md is and what it holds (failures on stderr); return the exit status."""
+    print(f"wrote {os.path.abspath(self.path)}{note}: built {self.built or 'none'}; "
+          f"not run {self.not_run or 'none'}; failed {list(self.failed) or 'none'}")
+    for name, err in self.failed.items():
+      print(f"  {name}: {err}", file=sys.stderr)
+    return 1 if self.failed else 0
+
+
+def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], Section]], *,
+                 title: str = "jscale: the source experiments, reproduced", preamble: str = "") -> ReportResult:
+  """Write RUN_DIR/report.md: a summary, then one section per entry of `sections` (in its order)."""
+  if not os.path.isdir(run_dir):
+    raise ValueError(f"run directory {run_dir!r} does not exist")
+  if not sections:
+    raise ValueError("no report sections given")
+  names = list(sections)
+  built, not_run, failed, bodies = [], [], {}, []
+  for name in names:
+    exp_dir = os.path.join(run_dir, name)
+    try:
+      section = sections[name](store.load(exp_dir))
+      bodies.append(render_section(section, run_dir))
+      built.append(name)
+    except store.ResultsMissing as e:
+      not_run.append(name)
+      bodies.append(f"## {name}\n\n**not run**: {e}.\n")
+    except Exception as e:  # noqa: BLE001 -- one broken section must not hide the others
+      failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
+      bodies.append(f"## {name}\n\n**failed to build this section**: `{failed[name]}`\n")
+  extra = sorted(d for d in os.listdir(run_dir) if os.path.isdir(os.path.join(run_dir, d))
+                 and d not in names and os.path.isfile(os.path.join(run_dir, d, "config.json")))
+  summary = [f"# {title}", "", preamble, "", _run_info_text(run_dir), "",
+             f"Run directory: `{os.path.abspath(run_dir)}`. Every number below was measured in this run "
+             "(seeds and grid stated per section); source documents' numbers are printed beside them.", "",
+             "| experiment | status |", "|---|---|"]
+  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} |" for n in names]
+  if extra:
+    summary += ["", f"Results without a registered section: {', '.join(extra)}."]
+  path = os.path.join(run_dir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(summary) + "\n\n" + "\n".join(bodies))
+  return ReportResult(path, built, not_run, failed)

@@ -1,0 +1,382 @@
+"""The results store: the only reader and writer of a run directory, and the one `Results` type.
+
+A run directory (one per experiment, `OUT/<experiment>/`) holds:
+
+  config.json            what was run: experiment, grid, options, settings. A sweep also records every
+                         configuration's axis values and settings, the static groups (widths, data source,
+                         data fingerprint, E[x0^2] of the training inputs), the chunk plan and the devices.
+                         Once the results are complete it gains "axes" (every named axis's values) and
+                         "metrics" (each metric's axis names, in the order of its array), and a sweep
+                         "compute_seconds".
+  metrics.npz            one array per metric, shaped by its named axes (sigma's quick grid: test_acc of
+                         shape (2, 4, 4, 200) over ("batch_size", "sigma", "seed", "epoch")).
+  chunks/chunk_NNNNN.npz a sweep's finished chunks (flat, one row per configuration), written atomically
+                         as they finish so that an interrupted sweep resumes; only this module reads them.
+  summary.csv            a sweep's one row per configuration: axis values, final metrics, divergence.
+  *.png, *.json          figures and records an experiment writes beside its results.
+
+OUT/run.json lists every invocation of the main job (command, grid, wall time, devices).
+
+`write_results(exp_dir, axes, metrics, **config)` writes a custom experiment's results; `load(exp_dir)`
+reads either kind into `Results`, whose `metric(name, *axes)` returns an array transposed to the asked
+axis order. For sweeps `Results` also offers the flat per-configuration views (`metrics`, `points`,
+`diverged`, `final`, `summary`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from jscale.sweeps import summary as summary_lib
+from jscale.train import Metrics
+
+METRIC_DIMS = {name: ("config", "epoch") for name in Metrics._fields}
+METRIC_DIMS["g_ratio"] = ("config", "epoch", "layer")
+CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON = (
+    "config.json", "chunks", "metrics.npz", "summary.csv", "run.json")
+
+
+class ResultsMissing(FileNotFoundError):
+  """The directory holds no finished results (not run, or interrupted)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _json_default(o):
+  if isinstance(o, np.integer):
+    return int(o)
+  if isinstance(o, np.floating):
+    return float(o)
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  if isinstance(o, (set, frozenset)):
+    return sorted(o)
+  return str(o)
+
+
+def jsonable(v):
+  """Plain JSON types all the way down (numpy scalars and arrays, tuples, mapping keys as strings)."""
+  if isinstance(v, np.generic):
+    return v.item()
+  if isinstance(v, np.ndarray):
+    return v.tolist()
+  if isinstance(v, Mapping):
+    return {str(k): jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [jsonable(x) for x in v]
+  return v
+
+
+def write_json(path: str, obj):
+  """Atomically: a reader sees the old file or the new one, never half of one."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=_json_default)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _atomic_savez(path: str, **arrays):
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # a file exists only once it is complete
+
+
+def write_results(exp_dir: str, axes: Mapping[str, Sequence], metrics: Mapping[str, tuple], **config) -> str:
+  """Write a custom experiment's `config.json` + `metrics.npz`. `metrics[name] = (axis_names, array)`;
+  extra keyword arguments go into config.json as they are (seeds, widths, ...). Returns exp_dir."""
+  axes = {k: list(jsonable(v)) for k, v in axes.items()}
+  arrays, metric_axes = {}, {}
+  for name, (names, arr) in metrics.items():
+    arr = np.asarray(arr)
+    names = tuple(names)
+    want = tuple(len(axes[a]) if a in axes else None for a in names)
+    if None in want:
+      raise ValueError(f"metric {name!r} uses axes {names}, but only {list(axes)} are defined")
+    if arr.shape != want:
+      raise ValueError(f"metric {name!r} has shape {arr.shape}, its axes {names} need {want}")
+    arrays[name], metric_axes[name] = arr, list(names)
+  os.makedirs(exp_dir, exist_ok=True)
+  _atomic_savez(os.path.join(exp_dir, METRICS_NPZ), **arrays)
+  write_json(os.path.join(exp_dir, CONFIG_JSON), {**jsonable(config), "axes": axes, "metrics": metric_axes})
+  return exp_dir
+
+
+def finished_grid(exp_dir: str) -> str | None:
+  """The grid a custom experiment finished in `exp_dir` (`finish` records it last), else None."""
+  path = os.path.join(exp_dir, CONFIG_JSON)
+  return read_json(path).get("grid_name") if os.path.isfile(path) else None
+
+
+def finish(exp_dir: str, **info) -> None:
+  """Mark a custom experiment's results complete, recording `info` (grid_name, settings, wall time)."""
+  path = os.path.join(exp_dir, CONFIG_JSON)
+  write_json(path, {**read_json(path), **jsonable(info)})
+
+
+def write_run_info(run_dir: str, **info) -> str:
+  """Append one invocation's facts (command, grid, wall time, devices) to OUT/run.json."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, RUN_JSON)
+  runs = read_json(path).get("invocations", []) if os.path.isfile(path) else []
+  write_json(path, {"invocations": runs + [jsonable(info)]})
+  return path
+
+
+def run_info(run_dir: str) -> list[dict]:
+  path = os.path.join(run_dir, RUN_JSON)
+  return read_json(path).get("invocations", []) if os.path.isfile(path) else []
+
+
+# ---------------------------------------------------------------------------------------------------
+# A sweep's chunks.
+
+
+def chunk_path(run_dir: str, chunk_id: int) -> str:
+  return os.path.join(run_dir, CHUNK_DIR, f"chunk_{chunk_id:05d}.npz")
+
+
+def start_sweep(run_dir: str, config: dict) -> None:
+  """Create a sweep's run directory with its config.json; refuse one that holds a run already."""
+  path = os.path.join(run_dir, CONFIG_JSON)
+  if os.path.exists(path):
+    raise ValueError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick a new --out")
+  os.makedirs(os.path.join(run_dir, CHUNK_DIR), exist_ok=True)
+  write_json(path, config)
+
+
+def read_config(run_dir: str) -> dict:
+  path = os.path.join(run_dir, CONFIG_JSON)
+  if not os.path.isfile(path):
+    raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_JSON})")
+  return read_json(path)
+
+
+def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Metrics, seconds: float):
+  arrays = {name: np.asarray(getattr(metrics, name)) for name in Metrics._fields}
+  _atomic_savez(chunk_path(run_dir, chunk_id), config_index=np.asarray(indices, np.int64),
+                seconds=np.float64(seconds), dims=json.dumps(METRIC_DIMS), **arrays)
+
+
+def chunk_done(run_dir: str, chunk_id: int) -> bool:
+  return os.path.exists(chunk_path(run_dir, chunk_id))
+
+
+def assemble(run_dir: str, config: dict | None = None) -> "Results":
+  """Read every chunk of a finished sweep; write metrics.npz, the named axes and summary.csv."""
+  config = read_config(run_dir) if config is None else config
+  n = len(config["points"])
+  E = max(g["epochs"] for g in config["groups"])
+  L = max(g["n_layers"] for g in config["groups"])
+  shapes = {name: (n, E, L) if len(d) == 3 else (n, E) for name, d in METRIC_DIMS.items()}
+  flat = {name: np.full(s, False if name == "diverged" else np.nan, bool if name == "diverged" else np.float32)
+          for name, s in shapes.items()}
+  seen = np.zeros(n, bool)
+  seconds = 0.0
+  for cid in range(len(config["chunks"])):
+    path = chunk_path(run_dir, cid)
+    if not os.path.exists(path):
+      raise ResultsMissing(f"run {run_dir} is incomplete: chunk {cid} missing (resume it with --resume {run_dir})")
+    with np.load(path) as z:
+      idx = z["config_index"]
+      seconds += float(z["seconds"])
+      for name in METRIC_DIMS:
+        a = z[name]
+        sl = (idx, slice(0, a.shape[1])) + ((slice(0, a.shape[2]),) if a.ndim == 3 else ())
+        flat[name][sl] = a
+      seen[idx] = True
+  if not seen.all():
+    raise ValueError(f"run {run_dir}: configurations {np.flatnonzero(~seen)[:10].tolist()}... have no results")
+  config = dict(config, **_named_axes(config, E, L), compute_seconds=round(seconds, 3))
+  shape = tuple(config["grid"]["shape"])
+  arrays = {name: m.reshape(shape + m.shape[1:]) for name, m in flat.items()}
+  res = Results(run_dir, config, arrays)
+  _atomic_savez(os.path.join(run_dir, METRICS_NPZ), **arrays)
+  write_json(os.path.join(run_dir, CONFIG_JSON), config)
+  _write_summary_csv(res)
+  return res
+
+
+def _named_axes(config: dict, epochs: int, layers: int) -> dict:
+  """"axes" (every grid dim's values, then epoch 1..E and layer 0..L-1) and "metrics" (each metric's dims)."""
+  axes = {}
+  for dim, block in zip(config["grid"]["dims"], config["grid"]["blocks"]):
+    axes[dim] = block[0][1] if len(block) == 1 else [list(v) for v in zip(*(values for _, values in block))]
+  axes["epoch"] = list(range(1, epochs + 1))
+  axes["layer"] = list(range(layers))
+  dims = list(config["grid"]["dims"])
+  return {"axes": axes, "metrics": {name: dims + list(d[1:]) for name, d in METRIC_DIMS.items()}}
+
+
+def _write_summary_csv(res: "Results"):
+  axes = list(res.config["grid"]["axes"])
+  path = os.path.join(res.path, SUMMARY_CSV)
+  finals = {name: res.final(name) for name in ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm",
+                                               "saturation", "zero_fraction")}
+  test_acc = res.metrics["test_acc"]
+  best = np.nanmax(np.where(np.isnan(test_acc), -np.inf, test_acc), axis=-1)
+  div, div_e = res.diverged, res.diverged_epoch
+  with open(path + ".tmp", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["config"] + axes + [f"final_{k}" for k in finals] + ["best_test_acc", "diverged", "diverged_epoch"])
+    for i, p in enumerate(res.points):
+      w.writerow([i] + [_csv(p[a]) for a in axes] + [f"{finals[k][i]:.6g}" for k in finals]
+                 + [f"{best[i]:.6g}" if np.isfinite(best[i]) else "nan", int(div[i]), int(div_e[i])])
+  os.replace(path + ".tmp", path)
+
+
+def _csv(v):
+  if v is None:
+    return "full"
+  if isinstance(v, (list, tuple)):
+    return " ".join(str(x) for x in v)
+  return v
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def first_true(mask_CxE: np.ndarray) -> np.ndarray:
+  """Index of the first True along the last axis, -1 where there is none."""
+  any_ = mask_CxE.any(-1)
+  return np.where(any_, mask_CxE.argmax(-1), -1)
+
+
+class Results:
+  """An experiment's results: config.json and its metrics, each array shaped by its named axes."""
+
+  def __init__(self, path: str, config: dict, arrays: dict):
+    self.path = path
+    self.config = config
+    self.arrays = arrays   # metric name -> np.ndarray shaped by config["metrics"][name]
+
+  def __repr__(self):
+    return f"Results({self.path!r}, metrics={list(self.arrays)})"
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(os.path.normpath(self.path))
+
+  @property
+  def run_dir(self) -> str:
+    return self.path
+
+  @property
+  def axes(self) -> dict:
+    return self.config.get("axes", {})
+
+  @property
+  def metric_axes(self) -> dict:
+    return {k: tuple(v) for k, v in self.config.get("metrics", {}).items()}
+
+  def axis(self, name: str) -> list:
+    if name not in self.axes:
+      raise KeyError(f"{self.name}: no axis {name!r}; axes: {list(self.axes)}")
+    return self.axes[name]
+
+  def has(self, metric: str) -> bool:
+    return metric in self.arrays
+
+  def metric(self, name: str, *order: str) -> np.ndarray:
+    """The metric's array; with `order` (all its axis names), transposed to that order."""
+    if name not in self.arrays:
+      raise KeyError(f"{self.name}: no metric {name!r}; metrics: {list(self.arrays)}")
+    a, axes = self.arrays[name], self.metric_axes[name]
+    if not order:
+      return a
+    if sorted(order) != sorted(axes):
+      raise ValueError(f"{self.name}: metric {name!r} has axes {axes}, asked for order {order}")
+    return np.transpose(a, [axes.index(o) for o in order])
+
+  # A sweep's per-configuration views (config.json has "grid" and "points").
+
+  @property
+  def is_sweep(self) -> bool:
+    return "groups" in self.config and "points" in self.config
+
+  @property
+  def seconds(self) -> float:
+    """Compute seconds summed over chunks (a sweep), or the run's wall time."""
+    return float(self.config.get("compute_seconds", self.config.get("wall_time_s", math.nan)))
+
+  @property
+  def points(self) -> list[dict]:
+    return self.config["points"]
+
+  @property
+  def n_configs(self) -> int:
+    return len(self.points)
+
+  @property
+  def dims(self) -> dict[str, tuple]:
+    return METRIC_DIMS
+
+  @property
+  def metrics(self) -> dict[str, np.ndarray]:
+    """name -> (n_configs, epochs[, layers]): the grid dims flattened, config first."""
+    nd = len(self.config["grid"]["shape"])
+    return {k: a.reshape((self.n_configs,) + a.shape[nd:]) for k, a in self.arrays.items() if k in METRIC_DIMS}
+
+  @property
+  def diverged(self) -> np.ndarray:
+    """(n_configs,) True where the configuration diverged (NaN/inf) at some epoch."""
+    return self.metrics["diverged"].any(-1)
+
+  @property
+  def diverged_epoch(self) -> np.ndarray:
+    """(n_configs,) first diverged epoch (0-based), -1 if never."""
+    return first_true(self.metrics["diverged"])
+
+  def final(self, name: str) -> np.ndarray:
+    """The last epoch's value of a metric, per configuration (NaN if diverged)."""
+    return self.metrics[name][:, -1]
+
+  def grid(self, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A metric with the config axis reshaped into the grid's dims: (array, dims)."""
+    return self.arrays[name], self.metric_axes[name]
+
+  def axis_values(self, axis: str) -> list:
+    return [p[axis] for p in self.points]
+
+  def summary(self, by: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows grouping configurations by grid axes (`jscale.sweeps.summary`)."""
+    return summary_lib.summary(self, by)
+
+
+def load(exp_dir: str) -> Results:
+  """The finished results in `exp_dir` (a sweep whose chunks are all on disk is assembled first).
+  Raises `ResultsMissing` when there are none yet, ValueError when the directory is damaged."""
+  cfg_path, npz = os.path.join(exp_dir, CONFIG_JSON), os.path.join(exp_dir, METRICS_NPZ)
+  if not os.path.isfile(cfg_path):
+    raise ResultsMissing(f"no results in {exp_dir}: missing {CONFIG_JSON}")
+  config = read_json(cfg_path)
+  if not os.path.isfile(npz):
+    if "chunks" in config:
+      return assemble(exp_dir, config)
+    raise ResultsMissing(f"no results in {exp_dir}: missing {METRICS_NPZ}")
+  axes, metric_axes = config.get("axes", {}), config.get("metrics", {})
+  if not metric_axes:
+    raise ResultsMissing(f"no results in {exp_dir}: config.json names no metrics (the run did not finish)")
+  arrays = {}
+  with np.load(npz, allow_pickle=False) as z:
+    for name, names in metric_axes.items():
+      if name not in z:
+        raise ValueError(f"{exp_dir}: config.json lists metric {name!r} but metrics.npz lacks it")
+      a = z[name]
+      want = tuple(len(axes.get(n, ())) for n in names)
+      if a.shape != want:
+        raise ValueError(f"{exp_dir}: metric {name!r} has shape {a.shape}, axes {names} need {want}")
+      arrays[name] = a
+  return Results(exp_dir, config, arrays)

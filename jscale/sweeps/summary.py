@@ -1,0 +1,67 @@
+"""A sweep's summary table: configurations grouped by their grid axes, mean and std over seeds."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def summary(res, by: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  """Rows grouping configurations by the axes `by` (default: the experiment's `summary_by`, else
+  every axis but seed), with counts, divergences and mean / std over the non-diverged ones."""
+  axes = list(res.config["grid"]["axes"])
+  by = list(by if by is not None else (res.config.get("summary_by") or [a for a in axes if a != "seed"]))
+  keys = [tuple(_label(p.get(a)) for a in by) for p in res.points]
+  order = list(dict.fromkeys(keys))
+  div = res.diverged
+  rows = []
+  for k in order:
+    sel = np.array([kk == k for kk in keys])
+    ok = sel & ~div
+    row = dict(zip(by, k))
+    row["n"] = int(sel.sum())
+    row["diverged"] = int((sel & div).sum())
+    for name in ("train_loss", "train_acc", "test_acc", "grad_norm", "saturation"):
+      v = res.final(name)[ok]
+      v = v[np.isfinite(v)]
+      row[f"{name}_mean"] = float(v.mean()) if v.size else math.nan
+      row[f"{name}_std"] = float(v.std()) if v.size else math.nan
+    rows.append(row)
+  return rows
+
+
+def _label(v):
+  if v is None:
+    return "full"
+  if isinstance(v, list):
+    return tuple(v)
+  return v
+
+
+def format_table(rows: list[dict], by: Sequence[str] | None = None) -> str:
+  """Plain-text table of `Results.summary()` rows."""
+  if not rows:
+    return "(no rows)"
+  by = list(by) if by is not None else [k for k in rows[0] if k not in ("n", "diverged") and "_mean" not in k
+                                       and "_std" not in k]
+  head = by + ["n", "diverged", "test_acc", "train_loss", "grad_norm", "saturation"]
+  lines = []
+  for r in rows:
+    cells = [_fmt(r[a]) for a in by] + [str(r["n"]), str(r["diverged"])]
+    for name in ("test_acc", "train_loss", "grad_norm", "saturation"):
+      cells.append(f"{_fmt(r[name + '_mean'])} ± {_fmt(r[name + '_std'])}")
+    lines.append(cells)
+  widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
+  out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+         "  ".join("-" * w for w in widths)]
+  out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+  return "\n".join(out)
+
+
+def _fmt(v) -> str:
+  if isinstance(v, float):
+    if math.isnan(v):
+      return "nan"
+    return f"{v:.4g}"
+  return str(v)

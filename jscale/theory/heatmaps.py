@@ -1,0 +1,86 @@
+"""Per-scheme Hessian blocks on fixed networks: Figure 2's exact block heat maps (`heatmaps`, on
+FIG2_WIDTHS, by `jax.hessian`) and the 784-300-100-10 diagonal by the matrix-free Hutchinson estimator
+(`large_diagonal`, on MNIST_WIDTHS), each beside the prediction. Setups, problems and input / loss
+statistics come from `setups`; every scheme of a call sees the same keys.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscale import mlp
+from jscale.theory import hessian as hess
+from jscale.theory import hutchinson, losses, predict
+from jscale.theory.setups import SCHEMES, Setup, _check_setup, _problem, setup_stats
+
+# Figure 2: exact block heat maps per scheme on a fixed small network.
+
+FIG2_WIDTHS = (24, 96, 12, 48, 8)
+
+
+def heatmaps(widths=FIG2_WIDTHS, schemes=tuple(SCHEMES), batch: int = 1, draws: int = 8, seed: int = 0,
+             loss: str = "quadratic", input_kind: str = "normal", max_bytes: int = hess.DEFAULT_MAX_BYTES) -> dict:
+  """Mean over `draws` of the exact (jax.hessian, float32) weight-block sq.-singular-value matrix (L x L)
+  and bias diagonal, per scheme; plus the predicted diagonal. Same draws (keys) for every scheme."""
+  out = {}
+  for scheme in schemes:
+    setup = Setup(tuple(widths), scheme, loss, input_kind, seed)
+    _check_setup(setup)
+    key = jax.random.PRNGKey(seed)
+    kq, kd, ki = jax.random.split(key, 3)
+    q = losses.random_quadratic(kq, widths[-1])
+    lossfn = losses.make_loss(loss)
+    mats, bias, hs = [], [], []
+    hfn = jax.jit(lambda p, x, t: hess.hessian(lossfn, p, x, t, q, max_bytes=max_bytes))
+    for k in jax.random.split(kd, draws):
+      params, x, t = _problem(k, setup, batch, q, jnp.float32)
+      bl = hess.blocks(hfn(params, x, t), params)
+      sw, sb = hess.split_sq_sv(hess.sq_sv_matrix(bl), params)
+      mats.append(np.asarray(sw))
+      bias.append(np.diag(np.asarray(sb)))
+      hs.append(np.asarray(losses.output_hessians(loss, mlp.apply_mlp(params, x), t, q)))
+    ins, ls = setup_stats(setup, ki, q, np.stack(hs))
+    wsq = predict.weight_second_moments(widths, SCHEMES[scheme])
+    pred = predict.predict_sq_sv(widths, wsq, ins, ls, batch)
+    m = np.mean(mats, axis=0)
+    diag = np.diag(m)
+    out[scheme] = {"weights": m.tolist(), "bias_diag": np.mean(bias, axis=0).tolist(), "diag": diag.tolist(),
+                   "diag_max_over_min": float(diag.max() / diag.min()),
+                   "predicted_diag": pred.weight.tolist(),
+                   "predicted_max_over_min": float(pred.weight.max() / pred.weight.min())}
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The 784-300-100-10 diagonal, matrix-free.
+
+MNIST_WIDTHS = (784, 300, 100, 10)
+
+
+def large_diagonal(widths=MNIST_WIDTHS, schemes=tuple(SCHEMES), batch: int = 128, num_probes: int = 64,
+                   seed: int = 0, loss: str = "xent", input_kind: str = "uniform01", kron: bool = True) -> dict:
+  """Hutchinson (matrix-free) diagonal per scheme, with the Kronecker-form exact value (`kron`) and the
+  prediction. One draw per scheme (same keys for every scheme)."""
+  out = {}
+  for scheme in schemes:
+    setup = Setup(tuple(widths), scheme, loss, input_kind, seed)
+    _check_setup(setup)
+    kq, kd, ki, kh = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q = losses.random_quadratic(kq, widths[-1])
+    params, x, t = _problem(kd, setup, batch, q, jnp.float32)
+    lossfn = losses.make_loss(loss)
+    est_w, est_b = jax.jit(lambda p, a, k: hutchinson.diagonal(lossfn, p, a, k, num_probes))(params, (x, t, q), kh)
+    h = losses.output_hessians(loss, mlp.apply_mlp(params, x), t, q)
+    ins, ls = setup_stats(setup, ki, q, h[None])
+    wsq = predict.weight_second_moments(widths, SCHEMES[scheme])
+    pc = predict.predict_sq_sv(widths, wsq, ins, ls, batch)
+    p1 = predict.predict_sq_sv(widths, wsq, ins, ls, batch, corrected=False)
+    rec = {"hutchinson": np.asarray(est_w.mean).tolist(), "hutchinson_stderr": np.asarray(est_w.stderr).tolist(),
+           "predicted_corrected": pc.weight.tolist(), "predicted_batch1": p1.weight.tolist()}
+    if kron:
+      rec["exact_kron"] = np.asarray(jax.jit(hess.diagonal_sq_sv, static_argnums=0)(loss, params, x, t, q).weight).tolist()
+    hw = np.asarray(est_w.mean)
+    rec["hutchinson_max_over_min"] = float(hw.max() / hw.min())
+    out[scheme] = rec
+  return out
