@@ -9,6 +9,8 @@ trains a whole grid in one program:
   hparams  `HParams`: init_scale (sigma), per-layer layer_scale, input_scale (feature scale),
            output_scale, lr, weight_decay, and init_index (the initializer CHOICE, an int indexing
            `spec.kernel_inits`; `lax.switch` under vmap)
+  data     `jscale.datasets.Data`: shared by the configurations (in_axes None) or one draw each (in_axes
+           0; the sweep runner stacks a group's data seeds and gives each configuration its own)
 
   train = make_train(TrainSpec(widths=(2, 64, 64, 2), kernel_inits=("normal:1",), optimizer="adam"))
   data = jscale.datasets.to_device(jscale.datasets.get("two_moons"))
@@ -26,17 +28,28 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
       averaged over the epoch's steps; each step's values are measured on its own minibatch at the
       parameters *before* its update (full batch: the parameters at the start of the epoch). This costs
       no extra forward pass.
-  test_loss, test_acc   on the held-out split, with the parameters at the *end* of the epoch.
+  train_pass_loss       mean loss over the whole training split with the parameters at the *end* of the
+                        epoch ("the training loss after epoch e", as the scaling-calculus paper reports
+                        it). Minibatch mode: one extra forward pass over the training set per epoch; full
+                        batch: it is the next epoch's step loss (same parameters, same data), so only the
+                        last epoch costs an extra forward pass.
+  test_loss, test_acc   on the held-out split, with the parameters at the *end* of the epoch (NaN when the
+                        held-out split is empty: a training-loss-only protocol, not a divergence).
   grad_norm             global L2 norm of the gradient of all parameters (weights and biases).
   saturation            share of hidden-layer activations with |a| <= `spec.saturation_threshold`
                         (default 1e-3, absolute; the tutorial's "near-zero ReLU activations").
   zero_fraction         share of hidden-layer activations exactly 0 (ReLU's dead side).
-  g_ratio               per-layer measured G_l = E[dW_l^2] / E[W_l^2] (`jscale.calculus`).
-  diverged              True from the first epoch in which the loss or the gradient was NaN/inf.
+  g_ratio               per-layer measured G_l = E[dW_l^2] / E[W_l^2] (`jscale.calculus`; undefined, NaN
+                        or inf, for an all-zero weight matrix such as zeros init -- not a divergence).
+  diverged              True from the first epoch in which an update produced a non-finite parameter, or
+                        the loss, the gradient norm, the train-pass loss or the test loss was NaN/inf.
 
-Divergence never crashes and never poisons neighbours: the first non-finite step is not applied, the
-configuration's parameters freeze there, and every metric of that epoch and the later ones is NaN with
-`diverged` True (the sweep reports the configuration and its first diverged epoch).
+Divergence never crashes and never poisons neighbours: the update that would make a parameter non-finite
+(or that follows a non-finite loss or gradient) is not applied, the configuration's parameters freeze at
+their last finite state, and every metric of the epoch in which that happened and of the later ones is
+NaN -- accuracies included, never a number computed from broken parameters -- with `diverged` True (the
+sweep reports the configuration and its first diverged epoch). A non-finite train-pass or test loss at
+finite parameters (logits overflowing float32) marks its epoch diverged and freezes the parameters too.
 
 Minibatch mode (`batch_size=B`): every epoch draws a fresh permutation from the configuration's own key
 and takes floor(N / B) full batches (the remainder is dropped, a different remainder each epoch);
@@ -166,6 +179,7 @@ class Metrics(NamedTuple):
   """Per-epoch metrics of one configuration: each (epochs,), g_ratio (epochs, L). See the module doc."""
   train_loss: jax.Array
   train_acc: jax.Array
+  train_pass_loss: jax.Array
   test_loss: jax.Array
   test_acc: jax.Array
   grad_norm: jax.Array
@@ -207,6 +221,16 @@ def accuracy(logits, y):
   return jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
 
 
+def all_finite(tree) -> jax.Array:
+  """True when every entry of every leaf is finite (one fused reduction per leaf)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def first_bad_onward(bad: jax.Array) -> jax.Array:
+  """(epochs,) bool: True from the first True of `bad` on (divergence is permanent)."""
+  return jnp.cumsum(bad.astype(jnp.int32)) > 0
+
+
 def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]:
   """`train(key, hparams, data) -> Metrics`, pure and jittable; `train.spec` is `spec`."""
   if not isinstance(spec, TrainSpec):
@@ -217,6 +241,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
               for k in spec.kernel_inits]
   opt_factory = make_optimizer(spec)
   tau = spec.saturation_threshold
+  full_batch = spec.batch_size is None
 
   def init_params(key, hp: HParams):
     if len(init_fns) == 1:
@@ -261,10 +286,11 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       x, y = batch
       (loss, (logits, trace)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp, out_scale, x, y)
       gnorm = optax.global_norm(grads)
-      ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm)
       updates, new_state = opt.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
-      # A non-finite step is dropped and the configuration frozen: NaNs never reach the carry.
+      # Checked after the update, so the step that blows the weights up is the one flagged; it is dropped
+      # and the configuration frozen at its last finite parameters: NaNs never reach the carry.
+      ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm) & all_finite(new_params)
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
       hidden = trace.inputs[1:]
       n_hidden = sum(h.size for h in hidden)
@@ -274,6 +300,12 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
                         calculus.gradient_to_weight_ratio(params, grads))
       return (keep(new_params, params), keep(new_state, opt_state), ok), stats
 
+    def pass_loss(params, x, y):
+      logits, _ = forward(params, hp, out_scale, x)
+      return cross_entropy(logits, y), logits
+
+    nan = jnp.float32(jnp.nan)
+
     def epoch(carry, ekey):
       xb, yb = epoch_batches(ekey)
       if steps == 1:
@@ -281,20 +313,34 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       else:
         carry, stats = jax.lax.scan(step, carry, (xb, yb))
         stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
-      params, _, alive = carry
+      params, opt_state, alive = carry
       if n_test:
-        logits, _ = forward(params, hp, out_scale, data.x_test)
-        test_loss, test_acc = cross_entropy(logits, data.y_test), accuracy(logits, data.y_test)
+        test_loss, logits = pass_loss(params, data.x_test, data.y_test)
+        test_acc = accuracy(logits, data.y_test)
+        alive = alive & jnp.isfinite(test_loss)
       else:
-        test_loss = test_acc = jnp.float32(jnp.nan)
-      m = Metrics(stats.loss, stats.acc, test_loss, test_acc, stats.grad_norm, stats.saturation,
+        test_loss = test_acc = nan
+      if full_batch:  # filled in after the scan from the next epoch's step loss
+        train_pass = nan
+      else:
+        train_pass, _ = pass_loss(params, data.x_train, data.y_train)
+        alive = alive & jnp.isfinite(train_pass)
+      # A non-finite measured loss at finite parameters freezes them too (its epoch is diverged).
+      m = Metrics(stats.loss, stats.acc, train_pass, test_loss, test_acc, stats.grad_norm, stats.saturation,
                   stats.zero_fraction, stats.g_ratio, ~alive)
-      nan_if_dead = lambda v: jnp.where(alive, v, jnp.nan).astype(jnp.float32)
-      m = m._replace(**{f: nan_if_dead(getattr(m, f)) for f in Metrics._fields if f != "diverged"})
-      return carry, m
+      return (params, opt_state, alive), m
 
-    _, metrics = jax.lax.scan(epoch, (params, opt_state, jnp.array(True)), epoch_keys)
-    return metrics
+    (params, _, _), raw = jax.lax.scan(epoch, (params, opt_state, jnp.array(True)), epoch_keys)
+    if full_batch:
+      # Epoch e+1's full-batch step loss is the loss over the training split at epoch e's final
+      # parameters (the carry, frozen or not): only the last epoch needs its own forward pass.
+      last, _ = pass_loss(params, data.x_train, data.y_train)
+      raw = raw._replace(train_pass_loss=jnp.concatenate([raw.train_loss[1:], last[None]]))
+    diverged = first_bad_onward(raw.diverged | ~jnp.isfinite(raw.train_pass_loss))
+    dead = lambda v: diverged.reshape((-1,) + (1,) * (v.ndim - 1))
+    nan_if_dead = lambda v: jnp.where(dead(v), jnp.nan, v).astype(jnp.float32)
+    return raw._replace(diverged=diverged,
+                        **{f: nan_if_dead(getattr(raw, f)) for f in Metrics._fields if f != "diverged"})
 
   train.spec = spec
   return train
@@ -304,21 +350,26 @@ def flops_per_config(spec: TrainSpec, n_train: int, n_test: int) -> float:
   """Model FLOPs of one configuration's whole run, counted analytically (matmuls only, 2 per MAC).
 
   Per training example: forward sum_l 2 n_l n_{l+1}; backward dW_l for every layer plus dX_l for every
-  layer but the first (the input needs no gradient). Plus a test-set forward pass every epoch.
+  layer but the first (the input needs no gradient). Plus a test-set forward pass every epoch, the
+  train-pass forward (every epoch in minibatch mode; full batch: once, after the last epoch) and, with
+  `output_std`, the calibration forward pass on the first minibatch.
   """
   mm = [spec.widths[l] * spec.widths[l + 1] for l in range(spec.n_layers)]
   fwd = 2 * sum(mm)
   bwd = 2 * sum(mm) + 2 * sum(mm[1:])
   rows = spec.steps_per_epoch(n_train) * (spec.batch_size or n_train)
-  return float(spec.epochs * (rows * (fwd + bwd) + n_test * fwd))
+  train_pass = n_train * fwd * (1 if spec.batch_size is None else spec.epochs)
+  calibration = 0 if spec.output_std is None else (spec.batch_size or n_train) * fwd
+  return float(spec.epochs * (rows * (fwd + bwd) + n_test * fwd) + train_pass + calibration)
 
 
 def bytes_per_config(spec: TrainSpec, n_train: int, n_test: int, dtype_bytes: int = 4) -> int:
   """A deliberately generous estimate of one configuration's device memory in a vmapped run.
 
   Parameters with optimizer state, updates and the frozen copies (8 P); the step's activations forward
-  and backward (4 per unit per row, + the input); the epoch's gathered minibatches; the test forward;
-  the metrics; all times 2 for XLA's temporaries.
+  and backward (4 per unit per row, + the input); the epoch's gathered minibatches; the test forward and,
+  in minibatch mode, the train-pass forward over the training split; the metrics; all times 2 for XLA's
+  temporaries. The data set itself is not included (the runner adds it).
   """
   w = spec.widths
   P = sum(w[l] * w[l + 1] + w[l + 1] for l in range(spec.n_layers))
@@ -326,5 +377,6 @@ def bytes_per_config(spec: TrainSpec, n_train: int, n_test: int, dtype_bytes: in
   acts = rows * (w[0] + 4 * sum(w[1:]))
   gathered = 0 if spec.batch_size is None else n_train * (w[0] + 1)
   test = 2 * n_test * sum(w)
-  metrics = spec.epochs * (8 + spec.n_layers)
-  return int(2 * dtype_bytes * (8 * P + acts + gathered + test + metrics))
+  train_pass = 0 if spec.batch_size is None else 2 * n_train * sum(w[1:])
+  metrics = spec.epochs * (len(Metrics._fields) + spec.n_layers)
+  return int(2 * dtype_bytes * (8 * P + acts + gathered + test + train_pass + metrics))

@@ -9,6 +9,7 @@ classifier; He: learns); here only its report sentence is checked.
 """
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -50,7 +51,8 @@ def write_libsvm(path, n=90, d=5, seed=0):
 
 
 def _fmt_ci(v):
-  return report.fmt_ci(report.mean_ci95(np.asarray(v, np.float64), 0))
+  """An accuracy's mean [95% CI] as the report prints it: the t interval cut at [0, 1]."""
+  return report.fmt_ci(report.mean_ci95(np.asarray(v, np.float64), 0, report.UNIT))
 
 
 class RegistryTest(absltest.TestCase):
@@ -175,7 +177,8 @@ class EndToEndTest(absltest.TestCase):
                                               hidden=(32, 16), grids={"quick": feature_weight.scale_grid(
                                                   (1.0, 255.0), range(2))}),
         "init_schemes": dataclasses.replace(init_schemes.make_experiment(
-            [cls.svm], datasets=("iris",), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2), hidden=(24, 8)),
+            [cls.svm], datasets=("iris", "two_moons"), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2),
+            hidden=(24, 8)),
         "activations": dataclasses.replace(full["activations"], grids={
             "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
         "symmetry": dataclasses.replace(full["symmetry"], grids={
@@ -216,9 +219,19 @@ class EndToEndTest(absltest.TestCase):
     res = sweeps.load(os.path.join(self.out, "sigma"))
     acc, dims = res.grid("test_acc")
     self.assertEqual(dims, ("batch_size", "sigma", "seed", "epoch"))
+    with open(os.path.join(self.out, "sigma", "verdicts.json")) as f:
+      ver = json.load(f)
+    self.assertLen(ver, 8)
     for k, (s, src) in enumerate(sigma_config.TUTORIAL_TEST_ACC.items()):
-      row = self._row(f"| {s:g} | {src} |")
-      self.assertIn(f"| {_fmt_ci(acc[0, k, :, -1])} | {_fmt_ci(acc[1, k, :, -1])} |", row)
+      for b, (bs, name) in enumerate(((None, "full batch"), (32, "batch 32"))):
+        row = self._row(f"| {s:g} | {name} | {src} |")
+        self.assertIn(f"| 3 / 3 | {_fmt_ci(acc[b, k, :, -1])} |", row)
+        self.assertIn("| too few seeds |", row)      # 3 seeds: no verdict
+        v = ver[2 * k + b]
+        self.assertEqual(v["cell"], {"sigma": s, "batch_size": bs})
+        self.assertEqual((v["metric"], v["source"], v["n_seeds"], v["verdict"]), ("test_acc", src, 3, "too few seeds"))
+        self.assertAlmostEqual(v["mean"], float(np.mean(acc[b, k, :, -1])), places=6)
+        self.assertTrue(0.0 <= v["single_run_95"][0] <= v["ci95"][0] <= v["ci95"][1] <= v["single_run_95"][1] <= 1)
 
   def test_feature_weight_corners_and_data_named(self):
     res = sweeps.load(os.path.join(self.out, "feature_weight"))
@@ -231,16 +244,31 @@ class EndToEndTest(absltest.TestCase):
 
   def test_init_schemes_best_lr_median(self):
     res = sweeps.load(os.path.join(self.out, "init_schemes"))
-    loss, dims = res.grid("train_loss")
+    metric = "train_pass_loss" if res.has("train_pass_loss") else "train_loss"
+    if metric == "train_loss":
+      self.assertIn("falls back to `train_loss`", self.md)
+    loss, dims = res.grid(metric)
     self.assertEqual(dims, ("dataset", "init", "lr", "seed", "epoch"))
     med = np.median(loss[..., -1], axis=-1)          # (dataset, init, lr); nothing diverges here
     self.assertTrue(np.all(np.isfinite(med)))
     lrs = res.config["axes"]["lr"]
-    for i, name in enumerate(("iris", "blobs.svm")):
+    for i, name in enumerate(("iris", "two_moons (apart)", "blobs.svm")):
       row = self._row(f"| {name} |")
       for k in range(4):
         j = int(np.argmin(med[i, k]))
         self.assertIn(f"{report.fmt(med[i, k, j])} (lr {lrs[j]:g})", row)
+    # Two moons is set apart (LayerNorm over 2 features: one bit) and out of the averages, which run over
+    # the other two data sets with a 95% interval each; too few data sets for a verdict.
+    self.assertIn("**Reported apart, left out of the averages: two_moons.**", self.md)
+    best = np.min(med, axis=-1)[[0, 2]]                 # (iris, blobs) x init
+    norm = best / best.max(1, keepdims=True)
+    row = self._row("| geometric |")
+    self.assertIn(report.fmt_ci(report.mean_ci95(norm[:, 3], 0, report.UNIT), digits=3), row)
+    with open(os.path.join(self.out, "init_schemes", "verdicts.json")) as f:
+      ver = json.load(f)
+    self.assertEqual([(v["cell"]["init"], v["n_seeds"], v["verdict"]) for v in ver],
+                     [(k, 2, "too few seeds") for k in ("arithmetic", "fan_in", "fan_out", "geometric")])
+    self.assertEqual(ver[3]["metric"], f"avg_normalised_{metric}")
     self.assertIn("**The data sets differ from the paper's.**", self.md)
     for src in ("0.90", "0.84", "0.88", "0.81", "14 / 26", "12 / 26"):
       self.assertIn(src, self.md)

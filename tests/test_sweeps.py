@@ -99,6 +99,9 @@ class ValidationTest(chex.TestCase):
       sweeps.make_plan(TINY, "quick", chunk_size=12, max_bytes=3 * per + 20_000)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _load_cli():
   import importlib.util
   spec = importlib.util.spec_from_file_location(
@@ -111,9 +114,15 @@ def _load_cli():
 class CliTest(chex.TestCase):
 
   def test_unknown_experiment_exits_with_message(self):
-    with self.assertRaisesRegex(SystemExit, "unknown experiment 'nope'"):
+    with self.assertRaisesRegex(ValueError, "unknown experiment 'nope'"):
       _load_cli().main(["--experiment", "nope", "--out", "/nonexistent/never_written", "--no-progress"])
     self.assertFalse(os.path.exists("/nonexistent/never_written"))
+    # As a command: one line on stderr, exit status 2, no traceback.
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"), "--experiment", "nope",
+                          "--out", "/nonexistent/never_written"], capture_output=True, text=True)
+    self.assertEqual(out.returncode, 2)
+    self.assertTrue(out.stderr.strip().splitlines()[-1].startswith("error: unknown experiment 'nope';"), out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
 
 
 def test_run_writes_everything_and_masks_divergence(tmp_path):
@@ -150,8 +159,11 @@ def test_resume_after_interruption_is_identical(tmp_path):
   plan = sweeps.make_plan(TINY, "quick", chunk_size=4)
   assert len(plan.chunks) >= 3
   assert sweeps.run(plan, str(tmp_path / "cut"), progress=False, max_chunks=2) is None  # "interrupted"
-  done = sorted(os.listdir(tmp_path / "cut" / "chunks"))
+  done = sorted(f for f in os.listdir(tmp_path / "cut" / "chunks") if f.endswith(".npz"))
   assert len(done) == 2
+  # Per-seed data by default: the group stacks three draws (seeds 0-2), so resume checks all of them.
+  assert [len(g["data_fingerprints"]) for g in json.loads((tmp_path / "cut" / "config.json").read_text())
+          ["groups"]] == [3, 3]
   mtimes = {f: os.path.getmtime(tmp_path / "cut" / "chunks" / f) for f in done}
   res = sweeps.resume(str(tmp_path / "cut"), progress=False)
   for f in done:  # finished chunks were not redone
@@ -162,12 +174,82 @@ def test_resume_after_interruption_is_identical(tmp_path):
     sweeps.run(plan, str(tmp_path / "cut"), progress=False)
 
 
+def test_resume_refuses_changed_data(tmp_path):
+  plan = sweeps.make_plan(TINY, "full")
+  sweeps.run(plan, str(tmp_path / "r"), progress=False, max_chunks=0)
+  path = tmp_path / "r" / "config.json"
+  cfg = json.loads(path.read_text())
+  cfg["groups"][0]["data_fingerprints"][1] = "0" * 16  # as if data seed 1's draw had changed
+  path.write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match="data changed"):
+    sweeps.resume(str(tmp_path / "r"), progress=False)
+
+
 def test_resume_refuses_changed_experiment(tmp_path):
   plan = sweeps.make_plan(TINY, "full")
   sweeps.run(plan, str(tmp_path / "r"), progress=False, max_chunks=0)
   changed = E.Experiment(**{**{f: getattr(TINY, f) for f in TINY.__dataclass_fields__}, "lr": 0.2})
   with pytest.raises(ValueError, match="changed"):
     sweeps.resume(str(tmp_path / "r"), experiment=changed, progress=False)
+
+
+PINNED = E.Experiment(**{**{f: getattr(TINY, f) for f in TINY.__dataclass_fields__}, "name": "_tiny_pinned",
+                          "data_seed": 5})
+
+
+def test_data_seed_follows_the_seed_unless_pinned():
+  grid = E.product(seed=(0, 1, 2))
+  follow = sweeps.make_plan(TINY, grid)
+  assert [c["data_seed"] for c in follow.configs] == [0, 1, 2]
+  assert follow.to_json()["data_seed_follows_seed"] is True
+  (g,) = follow.groups  # data_seed is traced: one group, one program, three draws
+  assert len(set(g.fingerprints)) == 3 and g.row_of == {0: 0, 1: 1, 2: 2}
+  x = [follow.datasets[k].x_train for k in g.data_keys()]
+  assert not np.array_equal(x[0], x[1])  # another make_moons sample and split
+  pinned = sweeps.make_plan(PINNED, grid)
+  assert [c["data_seed"] for c in pinned.configs] == [5, 5, 5]
+  assert pinned.to_json()["data_seed_follows_seed"] is False
+  (p,) = pinned.groups
+  assert p.data_seeds == [5] and p.row_of == {5: 0}
+  np.testing.assert_array_equal(pinned.datasets[p.data_keys()[0]].x_train,
+                                sweeps.make_plan(PINNED, E.product(seed=(7,))).datasets[p.data_keys()[0]].x_train)
+  # A grid axis on data_seed wins over both.
+  axis = sweeps.make_plan(TINY, E.product(seed=(0, 1), data_seed=(3,)))
+  assert [c["data_seed"] for c in axis.configs] == [3, 3] and not axis.to_json()["data_seed_follows_seed"]
+  with pytest.raises(ValueError, match="data_seed must be"):
+    sweeps.make_plan(TINY, E.product(data_seed=(-1,)))
+
+
+def test_describe_says_whether_the_data_follows_the_seed():
+  from jscale.report import describe
+  assert "follows the seed" in describe.data_seed_text(sweeps.make_plan(TINY, E.product(seed=(0, 1))).to_json())
+  text = describe.data_seed_text(sweeps.make_plan(PINNED, E.product(seed=(0, 1))).to_json())
+  assert "pinned to data seed 5" in text
+  assert "pinned to data seed 0" in describe.data_seed_text({"seeds": [0, 1], "data_seeds": [0, 0]})
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_per_seed_data_equals_per_config_runs(tmp_path, monkeypatch, batch_size):
+  """One compiled program over three data seeds equals, configuration by configuration, a plain
+  jit(train) on the data set loaded with that configuration's own seed."""
+  from jscale import datasets
+  monkeypatch.setattr(runner, "_EXECUTORS", {})  # count this sweep's compiles only
+  grid = E.product(batch_size=(batch_size,), sigma=(0.5, 2.0), seed=(0, 1, 2))
+  plan = sweeps.make_plan(TINY, grid)
+  assert len(plan.groups) == 1
+  res = sweeps.run(plan, str(tmp_path / "r"), progress=False)
+  g = plan.groups[0]
+  assert runner.executor_for(g.spec, plan.devices, plan.group_size)._cache_size() == 1  # one compile
+  train = jax.jit(T.make_train(g.spec))
+  keys = runner.config_keys(TINY.base_seed, [c["seed"] for c in plan.configs])
+  hps = runner.stacked_hparams(g.spec, plan.configs)
+  for i, c in enumerate(plan.configs):
+    data = datasets.to_device(datasets.get("two_moons", n=120, seed=c["seed"]))
+    one = train(keys[i], jax.tree.map(lambda a: a[i], hps), data)
+    for name in T.Metrics._fields:
+      # The runner's lax.map / shard_map program vs a direct jit: float32 reassociation only (~1e-7).
+      np.testing.assert_allclose(res.metrics[name][i], np.asarray(getattr(one, name)), rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{name} config {i}")
 
 
 SHARD_SCRIPT = textwrap.dedent("""

@@ -109,6 +109,28 @@ class ExperimentTest(absltest.TestCase):
     self.assertEqual(r.metric("spread", "init", "seed", "step", "layer").shape, (1, 2, 5, 1))
     self.assertEqual(r.config["chance_acc"], 0.5)
 
+  def test_each_seed_trains_on_its_own_data(self):
+    d = tempfile.mkdtemp()
+    symmetry.experiment(d, seeds=(0, 1), inits=("he_normal",), steps=4, widths_hidden=(4,), batch_size=8)
+    r = sweeps.load(d)
+    self.assertEqual(r.config["data_seeds"], [0, 1])
+    self.assertTrue(r.config["data_seed_follows_seed"])
+    self.assertNotEqual(*r.config["data_fingerprints"])  # two make_moons samples
+    # The vmapped seeds equal one run per seed on that seed's own data (float32 batching only: 1e-5).
+    loop = jax.jit(symmetry.make_sgd_loop((2, 4, 2), "he_normal", lr=0.1, steps=4, batch_size=8))
+    for i, seed in enumerate((0, 1)):
+      ds = datasets.two_moons(seed=seed)
+      out = loop(jax.random.key(seed), jnp.asarray(ds.x_train), jnp.asarray(ds.y_train))
+      np.testing.assert_allclose(r.metric("loss", "init", "seed", "step")[0, i], out.loss, rtol=1e-5)
+      np.testing.assert_allclose(r.metric("test_acc", "init", "seed")[0, i],
+                                 symmetry.accuracy(out.params, ds.x_test, ds.y_test), rtol=1e-6)
+    pinned = tempfile.mkdtemp()
+    symmetry.experiment(pinned, seeds=(0, 1), inits=("he_normal",), steps=2, widths_hidden=(4,), data_seed=3)
+    cfg = sweeps.load(pinned).config
+    self.assertEqual(cfg["data_seeds"], [3, 3])
+    self.assertFalse(cfg["data_seed_follows_seed"])
+    self.assertEqual(*cfg["data_fingerprints"])
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -1,9 +1,13 @@
 """jscale.train: the pure training loop against an independent numpy reference and per-config runs."""
+import math
+
 import chex
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from jscale import datasets as data_lib, mlp, train as T
 
@@ -41,8 +45,8 @@ def numpy_reference(key, sigma, lr, epochs, ds, widths, tau):
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
     return -logp[np.arange(len(y)), y].mean(), np.exp(logp)
 
-  out = {k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "saturation",
-                         "zero_fraction", "g_ratio")}
+  out = {k: [] for k in ("train_loss", "train_acc", "train_pass_loss", "test_loss", "test_acc", "grad_norm",
+                         "saturation", "zero_fraction", "g_ratio")}
   for _ in range(epochs):
     hs = forward(params, x)
     loss, prob = ce(hs[-1], y)
@@ -62,6 +66,7 @@ def numpy_reference(key, sigma, lr, epochs, ds, widths, tau):
     out["zero_fraction"].append(np.mean(hidden == 0))
     out["g_ratio"].append([np.mean(gw ** 2) / np.mean(w ** 2) for (gw, _), (w, _) in zip(grads, params)])
     params = [(w - lr * gw, b - lr * gb) for (w, b), (gw, gb) in zip(params, grads)]
+    out["train_pass_loss"].append(ce(forward(params, x)[-1], y)[0])  # after the update: end of the epoch
     tl, _ = ce(forward(params, xt)[-1], yt)
     out["test_loss"].append(tl)
     out["test_acc"].append(np.mean(forward(params, xt)[-1].argmax(1) == yt))
@@ -87,7 +92,7 @@ class TrainTest(chex.TestCase):
       np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol, err_msg=name)
     self.assertFalse(np.asarray(m.diverged).any())
 
-  def test_vmap_equals_per_config_and_traced_initializer_choice(self):
+  def test_vmap_equals_per_config(self):
     _, data = small_data()
     spec = T.TrainSpec(widths=WIDTHS, kernel_inits=("normal:1", "he_normal:fan_out", "glorot_uniform"),
                        optimizer="adam", epochs=3)
@@ -102,13 +107,46 @@ class TrainTest(chex.TestCase):
       one = single(keys[i], hp, data)
       # Same float32 math, different XLA fusion/batching: observed differences ~1e-7; 1e-5 relative.
       chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), one, rtol=1e-5, atol=1e-6)
-    # The traced choice init_index=1 is exactly a spec with that initializer alone (same key use).
-    spec1 = T.TrainSpec(widths=WIDTHS, kernel_inits=("he_normal:fan_out",), optimizer="adam", epochs=3)
-    hp1 = T.hparams(spec1, init_scale=1.0, lr=1e-2, input_scale=0.5, layer_scale=(1.0, 2.0, 1.0))
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], batched),
-                                jax.jit(T.make_train(spec1))(keys[1], hp1, data), rtol=1e-5, atol=1e-6)
-    # ...and the choice matters: configs 0 and 3 differ only in sigma, 0 and 1 in everything.
-    self.assertGreater(float(jnp.abs(batched.train_loss[0, 0] - batched.train_loss[1, 0])), 1e-4)
+
+  def test_traced_initializer_choice(self):
+    """Configurations that differ ONLY in init_index: each equals a spec holding that initializer alone
+    (same key use), and the choice changes the run."""
+    _, data = small_data()
+    inits = ("normal:1", "he_normal:fan_out", "glorot_uniform")
+    spec = T.TrainSpec(widths=WIDTHS, kernel_inits=inits, optimizer="adam", epochs=3)
+    common = dict(init_scale=0.8, lr=1e-2, input_scale=0.5, layer_scale=(1.0, 2.0, 1.0))
+    hps = T.stack_hparams([T.hparams(spec, init_index=i, **common) for i in range(len(inits))])
+    key = jax.random.key(4)
+    keys = jnp.stack([key] * len(inits))
+    batched = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hps, data)
+    for i, init in enumerate(inits):
+      spec1 = T.TrainSpec(widths=WIDTHS, kernel_inits=(init,), optimizer="adam", epochs=3)
+      one = jax.jit(T.make_train(spec1))(key, T.hparams(spec1, **common), data)
+      # lax.switch under vmap vs a direct call: float32 fusion differences only (observed ~1e-7).
+      chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), one, rtol=1e-5, atol=1e-6)
+    # Same key, same hyperparameters: only the initializer differs, and it moves the first loss by far
+    # more than float32 noise (~1e-7).
+    first = np.asarray(batched.train_loss[:, 0])
+    for a in range(len(inits)):
+      for b in range(a):
+        self.assertGreater(abs(first[a] - first[b]), 1e-4, (inits[a], inits[b]))
+
+  def test_train_pass_loss_is_the_loss_after_the_epoch(self):
+    """Minibatch mode measures it with its own forward pass. With one minibatch holding the whole
+    (permuted) training split, the next epoch's step loss sees the same parameters and examples, and a
+    full-batch run (which takes it from the next step, plus one pass after the last epoch) agrees."""
+    ds, data = small_data()
+    n = len(ds.y_train)
+    mini = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=n)
+    full = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4)
+    key = jax.random.key(1)
+    m = jax.jit(T.make_train(mini))(key, T.hparams(mini, init_scale=0.7, lr=0.2), data)
+    f = jax.jit(T.make_train(full))(key, T.hparams(full, init_scale=0.7, lr=0.2), data)
+    # Same examples in another order: float32 summation order only (~1e-7 relative over 4 steps); 1e-5.
+    np.testing.assert_allclose(m.train_pass_loss[:-1], m.train_loss[1:], rtol=1e-5)
+    np.testing.assert_allclose(m.train_pass_loss, f.train_pass_loss, rtol=1e-5)
+    # It is the loss AFTER the epoch's update, not the one before it: gradient descent lowered it.
+    self.assertTrue(np.all(np.asarray(m.train_pass_loss) < np.asarray(m.train_loss)))
 
   def test_divergence_is_masked_not_fatal(self):
     _, data = small_data()
@@ -118,10 +156,49 @@ class TrainTest(chex.TestCase):
     hp = T.stack_hparams([T.hparams(spec, init_scale=s, lr=0.1) for s in (0.5, 1e15)])
     m = train(jax.random.split(jax.random.key(0), 2), hp, data)
     self.assertFalse(np.asarray(m.diverged[0]).any())
-    self.assertTrue(np.isfinite(np.asarray(m.train_loss[0])).all())
     self.assertTrue(np.asarray(m.diverged[1]).all())
-    for name in ("train_loss", "test_acc", "grad_norm", "g_ratio"):
+    for name in ("train_loss", "train_pass_loss", "test_loss", "test_acc", "grad_norm", "g_ratio"):
+      self.assertTrue(np.isfinite(np.asarray(getattr(m, name)[0])).all(), name)
       self.assertTrue(np.isnan(np.asarray(getattr(m, name)[1])).all(), name)
+
+  @parameterized.parameters(None, 10)
+  def test_blow_up_in_the_last_epoch_is_flagged(self, batch_size):
+    """epochs=1, so the epoch of the blow-up is the last one. lr=inf: the first update makes the weights
+    non-finite (the loss before it is finite). lr=1e30: the weights stay finite (~1e29) but the logits
+    overflow, so the test and train-pass losses do not. Both: diverged, every metric NaN (accuracy too:
+    the argmax of NaN logits is a made-up number). lr=0.1 never blows up and is not flagged."""
+    _, data = small_data()
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=1, batch_size=batch_size)
+    hp = T.stack_hparams([T.hparams(spec, init_scale=0.5, lr=lr) for lr in (np.inf, 1e30, 0.1)])
+    keys = jax.random.split(jax.random.key(0), 3)
+    m = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data)
+    np.testing.assert_array_equal(np.asarray(m.diverged)[:, 0], [True, True, False])
+    for name in T.Metrics._fields:
+      if name != "diverged":
+        v = np.asarray(getattr(m, name))
+        self.assertTrue(np.isnan(v[:2]).all(), name)
+        self.assertTrue(np.isfinite(v[2]).all(), name)
+
+  @parameterized.parameters(None, 10)
+  def test_diverged_exactly_when_a_metric_is_not_finite(self, batch_size):
+    """Learning rates 1..1e30 blow up in various epochs. In every epoch of every run: either diverged
+    (from then on) and every metric NaN, or not diverged and every metric finite. (The old check, made
+    before the update, left a blown-up epoch unflagged with a NaN test loss beside a made-up accuracy.)"""
+    _, data = small_data()
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=batch_size)
+    lrs = [10.0 ** k for k in range(0, 31, 2)]
+    hp = T.stack_hparams([T.hparams(spec, init_scale=1.0, lr=lr) for lr in lrs])
+    keys = jax.random.split(jax.random.key(2), len(lrs))
+    m = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data)
+    div = np.asarray(m.diverged)
+    np.testing.assert_array_equal(div, np.maximum.accumulate(div, axis=1))  # permanent
+    self.assertFalse(div[0].any())   # lr 1: stable
+    self.assertTrue(div[-1].all())   # lr 1e30: blown up by the first update
+    for name in T.Metrics._fields:
+      if name != "diverged":
+        v = np.asarray(getattr(m, name)).reshape(div.shape + (-1,))
+        np.testing.assert_array_equal(np.isnan(v).all(-1), div, err_msg=name)
+        np.testing.assert_array_equal(np.isfinite(v).all(-1), ~div, err_msg=name)
 
   def test_minibatch_shuffles_are_per_config_and_deterministic(self):
     _, data = small_data()
@@ -159,12 +236,41 @@ class TrainTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "larger than the training set"):
       T.TrainSpec(widths=WIDTHS, batch_size=10_000).steps_per_epoch(1400)
 
-  def test_flops_count(self):
-    spec = T.TrainSpec(widths=(2, 64, 64, 2), epochs=1)
-    mm = 2 * 64 + 64 * 64 + 64 * 2
-    # forward 2*mm per row, backward dW 2*mm + dX for layers 1..2: 2*(64*64 + 64*2).
-    want = 1400 * (2 * mm + 2 * mm + 2 * (64 * 64 + 64 * 2)) + 600 * 2 * mm
-    self.assertEqual(T.flops_per_config(spec, 1400, 600), want)
+  @parameterized.parameters(dict(), dict(batch_size=4), dict(batch_size=4, output_std=0.05, optimizer="sgd"),
+                            dict(kernel_inits=("normal:1", "he_normal")))
+  def test_flops_count_matches_the_program(self, **kw):
+    """The analytic count equals the matmul FLOPs of the traced program itself: every dot_general in
+    `train`'s jaxpr, 2 * (contracted size) * (output size), times the trip counts of the scans around it
+    (10 training rows at batch 4: 2 steps an epoch, 2 rows dropped)."""
+    spec = T.TrainSpec(widths=(3, 5, 4, 2), epochs=2, **kw)
+    r = np.random.RandomState(0)
+    data = data_lib.Data(jnp.asarray(r.randn(10, 3), jnp.float32), jnp.asarray(r.randint(0, 2, 10), jnp.int32),
+                         jnp.asarray(r.randn(6, 3), jnp.float32), jnp.asarray(r.randint(0, 2, 6), jnp.int32))
+    jaxpr = jax.make_jaxpr(T.make_train(spec))(jax.random.key(0), T.hparams(spec), data).jaxpr
+    self.assertEqual(T.flops_per_config(spec, 10, 6), matmul_flops(jaxpr))
+
+
+def matmul_flops(jaxpr) -> int:
+  """Matmul FLOPs of a jaxpr, walking into sub-jaxprs (a scan body times its length; cond: the largest
+  branch). A while loop has no static trip count: refuse it."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "while":
+      raise ValueError("a while loop has no static trip count")
+    if name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      k = math.prod(eqn.invars[0].aval.shape[d] for d in contract)
+      total += 2 * k * math.prod(eqn.outvars[0].aval.shape)
+    subs = [u.jaxpr if isinstance(u, jex.core.ClosedJaxpr) else u
+            for v in eqn.params.values() for u in (v if isinstance(v, (tuple, list)) else (v,))
+            if isinstance(u, (jex.core.ClosedJaxpr, jex.core.Jaxpr))]
+    counts = [matmul_flops(j) for j in subs]
+    if name == "cond":
+      total += max(counts, default=0)
+    else:
+      total += sum(counts) * (eqn.params["length"] if name == "scan" else 1)
+  return total
 
 
 if __name__ == "__main__":

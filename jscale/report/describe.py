@@ -25,8 +25,34 @@ def sweep_text(r: Results) -> list[str]:
   out = [f"Widths {', '.join(str(list(w)) for w in widths)}; {', '.join(fixed)}; base seed {cfg.get('base_seed', 0)}. "
          f"{len(cfg['points'])} configurations, {div} diverged (NaN/inf: the engine freezes them and their "
          f"metrics are NaN from that epoch), {fmt(secs, 1)} s of compute on {cfg.get('backend', '?')}."]
-  out.append("Data: " + "; ".join(sources) + ".")
+  out.append("Data: " + "; ".join(sources) + f". {data_seed_text(cfg)}.")
   return out
+
+
+def data_seed_text(cfg: dict) -> str:
+  """Whether the data draw (a synthetic sample, a train/test split) follows each seed or is pinned.
+
+  A sweep's config.json records `data_seed_follows_seed` and every configuration's `data_seed`; a custom
+  experiment records `data_seeds` (one per seed) and the flag. Older runs without the flag: inferred."""
+  configs = cfg.get("configs") or []
+  if configs:
+    pairs = [(c.get("seed"), c.get("data_seed")) for c in configs]
+  else:
+    pairs = list(zip(cfg.get("seeds") or [], cfg.get("data_seeds") or []))
+  data_seeds = sorted({d for _, d in pairs if d is not None})
+  if not data_seeds:
+    return "The data seed was not recorded"
+  follows = cfg.get("data_seed_follows_seed")
+  if follows is None:
+    follows = len(data_seeds) > 1 and all(s == d for s, d in pairs)
+  if follows:
+    return (f"Each seed draws its own data: data_seed follows the seed ({len(data_seeds)} draws, data seeds "
+            f"{fmt_list(data_seeds)}; the source above names the first), so the spread over seeds includes "
+            f"the data draw")
+  if len(data_seeds) == 1:
+    return (f"The data is pinned to data seed {data_seeds[0]}: every configuration trains on the same draw, "
+            f"so the spread over seeds leaves out the data draw")
+  return f"Data seeds {fmt_list(data_seeds)}, set by the grid"
 
 
 def grid_text(r: Results, skip=()) -> str:
@@ -40,7 +66,8 @@ def grid_text(r: Results, skip=()) -> str:
     return " ".join([head] + sweep_text(r))
   extra = [f"{k}: {r.config[k]}" for k in ("data", "data_source", "widths", "lr", "optimizer",
                                             "batch_size", "epochs", "steps", "wall_time_s") if k in r.config]
-  return head + (f" {'; '.join(extra)}." if extra else "")
+  seeds_line = f" {data_seed_text(r.config)}." if "data_seeds" in r.config else ""
+  return head + (f" {'; '.join(extra)}." if extra else "") + seeds_line
 
 
 def first_metric(r: Results, *names: str) -> str | None:

@@ -4,7 +4,8 @@ The report is a generic builder: it knows no experiment. The caller passes the s
 (`jscale.sweeps.sections()` after `import jscale.experiments`: every registered experiment's), each
 `builder(results) -> Section` where `results` is that experiment's `jscale.sweeps.Results`, loaded
 from RUN_DIR/<experiment>/ by the results store. A `Section` is a title and a list of parts: markdown
-text (str), `Table(header, rows, caption)` or `Figure(path, caption)`. An experiment whose results are
+text (str), `Table(header, rows, caption)` or `Figure(path, caption)`, and its verdicts against a source's
+numbers (written to RUN_DIR/<experiment>/verdicts.json). An experiment whose results are
 missing is listed as "not run"; a builder that raises is listed as "failed" with its error (the rest of
 the report is still written, and `build_report` says which ones failed).
 """
@@ -33,8 +34,11 @@ class Figure(NamedTuple):
 
 @dataclasses.dataclass
 class Section:
+  """`verdicts`: the section's comparisons with a source's numbers (`stats.Verdict`), None when the experiment
+  has no source numbers. `build_report` writes them to RUN_DIR/<experiment>/verdicts.json."""
   title: str
   parts: list = dataclasses.field(default_factory=list)
+  verdicts: list | None = None
 
 
 def render_table(t: Table) -> str:
@@ -52,7 +56,8 @@ def render_section(s: Section, report_dir: str) -> str:
       out += [render_table(p), ""]
     elif isinstance(p, Figure):
       rel = os.path.relpath(p.path, report_dir).replace(os.sep, "/")
-      out += [f"![{p.caption or os.path.basename(p.path)}]({rel})", ""]
+      alt = (p.caption or os.path.basename(p.path)).replace("[", "(").replace("]", ")")  # no nested brackets
+      out += [f"![{alt}]({rel})", ""]
       if p.caption:
         out += [f"*{p.caption}*", ""]
     elif isinstance(p, str):
@@ -66,9 +71,34 @@ def _run_info_text(run_dir: str) -> str:
   runs = store.run_info(run_dir)
   if not runs:
     return ""
-  lines = ["Written by:"] + [f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): {fmt(r.get('wall_time_s'), 1)} s "
+  lines = ["Written by:"] + [f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): "
+                            f"{fmt(r.get('wall_time_s'), 1)} s "
                             f"wall time on {', '.join(r.get('devices') or ['?'])}" for r in runs]
   return "\n".join(lines)
+
+
+VERDICTS_JSON = "verdicts.json"
+
+
+def write_verdicts(exp_dir: str, verdicts) -> str | None:
+  """EXP_DIR/verdicts.json (atomically) from a section's `Verdict`s; a section without source numbers
+  (verdicts None) removes a stale file, so a file there always belongs to the report beside it."""
+  path = os.path.join(exp_dir, VERDICTS_JSON)
+  if verdicts is None:
+    if os.path.exists(path):
+      os.remove(path)
+    return None
+  store.write_json(path, [v.to_json() for v in verdicts])
+  return path
+
+
+def _tally(verdicts) -> str:
+  if verdicts is None:
+    return "-"
+  counts = {}
+  for v in verdicts:
+    counts[v.verdict] = counts.get(v.verdict, 0) + 1
+  return ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
 
 
 class ReportResult(NamedTuple):
@@ -94,12 +124,14 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
   if not sections:
     raise ValueError("no report sections given")
   names = list(sections)
-  built, not_run, failed, bodies = [], [], {}, []
+  built, not_run, failed, bodies, tally = [], [], {}, [], {}
   for name in names:
     exp_dir = os.path.join(run_dir, name)
+    verdicts = None
     try:
       section = sections[name](store.load(exp_dir))
       bodies.append(render_section(section, run_dir))
+      verdicts = section.verdicts
       built.append(name)
     except store.ResultsMissing as e:
       not_run.append(name)
@@ -107,13 +139,16 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
     except Exception as e:  # noqa: BLE001 -- one broken section must not hide the others
       failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
       bodies.append(f"## {name}\n\n**failed to build this section**: `{failed[name]}`\n")
+    write_verdicts(exp_dir, verdicts)
+    tally[name] = _tally(verdicts)
   extra = sorted(d for d in os.listdir(run_dir) if os.path.isdir(os.path.join(run_dir, d))
                  and d not in names and os.path.isfile(os.path.join(run_dir, d, "config.json")))
   summary = [f"# {title}", "", preamble, "", _run_info_text(run_dir), "",
              f"Run directory: `{os.path.abspath(run_dir)}`. Every number below was measured in this run "
              "(seeds and grid stated per section); source documents' numbers are printed beside them.", "",
-             "| experiment | status |", "|---|---|"]
-  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} |" for n in names]
+             "| experiment | status | verdicts against the source (verdicts.json) |", "|---|---|---|"]
+  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} | {tally[n]} |"
+              for n in names]
   if extra:
     summary += ["", f"Results without a registered section: {', '.join(extra)}."]
   path = os.path.join(run_dir, "report.md")

@@ -4,11 +4,12 @@ Figures are bare `matplotlib.figure.Figure`s rendered by the Agg canvas on save:
 backend switch, so importing this module never changes a notebook's backend and needs no display.
 
 Inputs are plain arrays, seeds on a named axis, so these work on results from any source:
-  curves            metric vs epoch, one line per group (e.g. per sigma), band = 95% interval over seeds
-                    (log y: geometric mean and the interval of the log, so the band stays positive)
+  curves            metric vs epoch, one line per group (e.g. per sigma): the mean over the seeds finite at
+                    each epoch, band = 95% interval, legend = the n averaged (log y: geometric mean and the
+                    interval of the log, so the band stays positive); distinct line styles and markers
   curve_panels      the same, one panel per setting (e.g. full batch | batch 32), shared y axis
   metric_vs_param   final metric vs a log-scaled parameter, vertical markers for named values
-  heatmap_pair      measured metric and predicted quantity over two log-spaced scales, side by side
+  heatmap_pair      measured metric and predicted quantity over a categorical grid of two scales, side by side
   histogram_grid    per-layer activation histograms, rows = init schemes, cols = layers
   std_vs_depth      per-layer std, measured (solid) and predicted (dashed), log y
   scheme_bars       grouped bars: measured per scheme (with error bars) beside a source's numbers
@@ -25,7 +26,7 @@ import matplotlib.ticker as mticker
 from matplotlib.figure import Figure
 import numpy as np
 
-from jscale.report.stats import CI, mean_ci95
+from jscale.report.stats import CI, finite_mean_ci95
 
 _DPI = 110
 
@@ -54,50 +55,77 @@ def _seeds_first(values, seed_axis, what) -> np.ndarray:
   return np.moveaxis(v, seed_axis, 0)
 
 
-def _draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, what="curves"):
-  """On a log y axis the line is the geometric mean and the band the 95% interval of log(values): an
-  additive t-interval on a heavy-tailed positive quantity dips below zero, which a log axis cannot show."""
+_STYLES = ("-", "--", "-.", ":")
+_MARKS = "os^DvPX*"
+
+
+def _n_text(n) -> str:
+  """The number of seeds averaged: one number, or min-max where it varies (e.g. over epochs)."""
+  n = np.asarray(n)
+  lo, hi = int(n.min()), int(n.max())
+  return f"n={lo}" if lo == hi else f"n={lo}-{hi}"
+
+
+def _style(k: int, n_groups: int, n_points: int) -> dict:
+  """Line style, open marker and staggered marker positions per group, so curves lying on top of each
+  other (e.g. two inits whose spread is exactly 0) stay distinguishable."""
+  step = max(1, n_points // 8)
+  return dict(ls=_STYLES[k % len(_STYLES)], marker=_MARKS[k % len(_MARKS)], ms=4, mfc="none",
+              markevery=((k * step) // max(n_groups, 1) % step, step))
+
+
+def _draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, bounds=None, what="curves"):
+  """Per epoch, the mean over the seeds that are finite there (a diverged seed is NaN from its divergence
+  on): a curve stays drawn while any seed is finite, and its legend gives the n averaged (min-max when it
+  varies over epochs). On a log y axis the line is the geometric mean and the band the 95% interval of
+  log(values): an additive t-interval on a heavy-tailed positive quantity dips below zero, which a log
+  axis cannot show. `bounds` cuts the band at a bounded metric's range."""
   # Past the 10-colour cycle colours would repeat: an ordered sweep (sigma, say) gets a sequential map.
   n_groups = len(values_by_group)
   colors = (matplotlib.colormaps["viridis"](np.linspace(0.0, 0.92, n_groups)) if n_groups > _CYCLE
             else [f"C{i}" for i in range(n_groups)])
-  for color, (label, vals) in zip(colors, values_by_group.items()):
+  for k, (color, (label, vals)) in enumerate(zip(colors, values_by_group.items())):
     v = _seeds_first(vals, seed_axis, what)
     x = np.arange(1, v.shape[1] + 1) if epochs is None else np.asarray(epochs)
     if len(x) != v.shape[1]:
       raise ValueError(f"{what}: group {label!r} has {v.shape[1]} points but {len(x)} epochs")
     if logy:
       with np.errstate(divide="ignore", invalid="ignore"):
-        ci = mean_ci95(np.log(np.where(v > 0, v, np.nan)), 0)
+        ci = finite_mean_ci95(np.log(np.where(v > 0, v, np.nan)), 0)
       ci = CI(np.exp(ci.mean), np.exp(ci.lo), np.exp(ci.hi), ci.half, ci.n)
     else:
-      ci = mean_ci95(v, 0)
-    line, = ax.plot(x, ci.mean, color=color, label=f"{label} (n={ci.n})")
-    if ci.n > 1:
+      ci = finite_mean_ci95(v, 0, bounds)
+    line, = ax.plot(x, ci.mean, color=color, lw=1.4, label=f"{label} ({_n_text(ci.n)})",
+                    **_style(k, n_groups, len(x)))
+    if np.any(ci.n > 1):
       ax.fill_between(x, ci.lo, ci.hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def _legend(ax, n_groups, logy):
-  """Few groups: inside the axes. Many: outside on the right, so no curve is hidden behind it."""
+def _legend(ax, n_groups, logy, below=False):
+  """Few groups: inside the axes. Many: outside (on the right, or below for side-by-side panels, each of
+  which has its own legend because the n averaged can differ per panel), so no curve is hidden."""
   kw = dict(fontsize=7, title=_band_title(logy), title_fontsize=7)
-  if n_groups > 6:
+  if below and n_groups > 4:
+    kw.update(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, borderaxespad=0.0)
+  elif n_groups > 6:
     kw.update(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   ax.legend(**kw)
 
 
 def _band_title(logy):
-  return "geometric mean, band = 95% CI of log" if logy else "mean, band = 95% CI over seeds"
+  return ("geometric mean over finite seeds, band = 95% CI of log" if logy else
+          "mean over finite seeds, band = 95% CI")
 
 
 def curves(path, values_by_group: Mapping[str, np.ndarray], *, ylabel: str, title: str,
            epochs: Sequence[float] | None = None, xlabel: str = "epoch", logy: bool = False,
-           seed_axis: int = 0) -> str:
-  """One line per group (the mean over seeds) with a shaded 95% interval; `values_by_group[g]` has shape
-  (seeds, epochs) (or (epochs,) for one seed: no band)."""
+           seed_axis: int = 0, bounds: tuple[float, float] | None = None) -> str:
+  """One line per group (the mean over finite seeds) with a shaded 95% interval; `values_by_group[g]` has
+  shape (seeds, epochs) (or (epochs,) for one seed: no band). `bounds`: a bounded metric's range."""
   if not values_by_group:
     raise ValueError("curves: values_by_group is empty")
   fig, ax = _subplots(figsize=(6.4, 4.2))
-  _draw_curves(ax, values_by_group, epochs=epochs, seed_axis=seed_axis, logy=logy)
+  _draw_curves(ax, values_by_group, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds)
   if logy:
     ax.set_yscale("log")
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -108,7 +136,7 @@ def curves(path, values_by_group: Mapping[str, np.ndarray], *, ylabel: str, titl
 
 def curve_panels(path, panels: Mapping[str, Mapping[str, np.ndarray]], *, ylabel: str, title: str,
                  epochs: Sequence[float] | None = None, xlabel: str = "epoch", logy: bool = False,
-                 seed_axis: int = 0) -> str:
+                 seed_axis: int = 0, bounds: tuple[float, float] | None = None) -> str:
   """`curves` side by side, one panel per setting (e.g. per batch size), sharing the y axis:
   `panels[panel_title][group]` has shape (seeds, epochs)."""
   if not panels or not all(panels.values()):
@@ -116,13 +144,14 @@ def curve_panels(path, panels: Mapping[str, Mapping[str, np.ndarray]], *, ylabel
   n = len(panels)
   fig, axes = _subplots(1, n, figsize=(5.2 * n + 0.6, 4.2), squeeze=False, sharey=True)
   for ax, (name, groups) in zip(axes[0], panels.items()):
-    _draw_curves(ax, groups, epochs=epochs, seed_axis=seed_axis, logy=logy, what="curve_panels")
+    _draw_curves(ax, groups, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds, what="curve_panels")
     if logy:
       ax.set_yscale("log")
     ax.set(xlabel=xlabel, title=name)
     ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel(ylabel)
-  _legend(axes[0, -1], max(len(g) for g in panels.values()), logy)
+  for ax, groups in zip(axes[0], panels.values()):
+    _legend(ax, len(groups), logy, below=True)
   fig.suptitle(title)
   return _save(fig, path)
 
@@ -130,10 +159,12 @@ def curve_panels(path, panels: Mapping[str, Mapping[str, np.ndarray]], *, ylabel
 def metric_vs_param(path, param: Sequence[float], values, *, xlabel: str, ylabel: str, title: str,
                     markers: Mapping[str, float] | None = None,
                     reference: Mapping[float, float] | None = None, reference_label: str = "source",
-                    seed_axis: int = 1, logx: bool = True) -> str:
-  """Final metric against a (log-scaled) parameter: mean over seeds with 95% error bars. `values` has shape
-  (len(param), seeds) (seeds on `seed_axis`), or is a mapping label -> such an array (one series each). `markers` draws a labelled vertical line at each named value
-  (e.g. the sigma He, Glorot and geometric would pick); `reference` plots a source's numbers as crosses."""
+                    seed_axis: int = 1, logx: bool = True, bounds: tuple[float, float] | None = None) -> str:
+  """Final metric against a (log-scaled) parameter: mean over the finite seeds with 95% error bars (cut at
+  `bounds`, a bounded metric's range). `values` has shape (len(param), seeds) (seeds on `seed_axis`), or is
+  a mapping label -> such an array (one series each, nudged sideways so their error bars do not cover each
+  other). `markers` draws a labelled vertical line at each named value (e.g. the sigma He, Glorot and
+  geometric would pick); `reference` plots a source's numbers as crosses. Legends give the n averaged."""
   p = np.asarray(param, np.float64)
   series = dict(values) if isinstance(values, Mapping) else {"measured": values}
   if logx and np.any(p <= 0):
@@ -146,13 +177,17 @@ def metric_vs_param(path, param: Sequence[float], values, *, xlabel: str, ylabel
     v = np.moveaxis(v, seed_axis, 1) if v.ndim == 2 else v
     if v.ndim != 2 or v.shape[0] != len(p):
       raise ValueError(f"metric_vs_param: values must be ({len(p)}, seeds), got shape {np.shape(vals)}")
-    cis[name] = mean_ci95(v, 1)
+    cis[name] = finite_mean_ci95(v, 1, bounds)
   fig, ax = _subplots(figsize=(6.4, 4.2))
-  for k, (name, ci) in enumerate(cis.items()):
-    yerr = None if ci.n < 2 else ci.half
-    ax.errorbar(p, ci.mean, yerr=yerr, marker="os^D"[k % 4], ms=4, capsize=3, color=f"C{k}",
-                label=f"{name} (mean, 95% CI, n={ci.n})")
   nser = len(cis)
+  span = np.ptp(np.log(p) if logx else p) if len(p) > 1 else 1.0
+  for k, (name, ci) in enumerate(cis.items()):
+    shift = 0.012 * span * (k - (nser - 1) / 2)
+    x = p * np.exp(shift) if logx else p + shift
+    yerr = np.stack([ci.mean - ci.lo, ci.hi - ci.mean])
+    ax.errorbar(x, ci.mean, yerr=np.where(np.isfinite(yerr), yerr, 0.0), marker="os^D"[k % 4], ms=4, capsize=3,
+                color=f"C{k}", ls=_STYLES[k % len(_STYLES)], mfc="none",
+                label=f"{name} (mean, 95% CI, {_n_text(ci.n)})")
   if reference:
     rx, ry = zip(*sorted(reference.items()))
     ax.plot(rx, ry, "kx", ms=8, mew=2, label=reference_label)
@@ -168,13 +203,8 @@ def metric_vs_param(path, param: Sequence[float], values, *, xlabel: str, ylabel
   return _save(fig, path)
 
 
-def _log_edges(c: np.ndarray) -> np.ndarray:
-  """Cell edges for log-spaced centres (geometric midpoints; end cells mirrored)."""
-  lc = np.log(c)
-  if len(c) == 1:
-    return np.exp([lc[0] - 0.5, lc[0] + 0.5])
-  mid = (lc[1:] + lc[:-1]) / 2
-  return np.exp(np.concatenate([[2 * lc[0] - mid[0]], mid, [2 * lc[-1] - mid[-1]]]))
+def _tick_label(v: float) -> str:
+  return f"{v:.3g}"
 
 
 def heatmap_pair(path, xs: Sequence[float], ys: Sequence[float], measured, predicted, *, xlabel: str,
@@ -182,9 +212,11 @@ def heatmap_pair(path, xs: Sequence[float], ys: Sequence[float], measured, predi
                  measured_title: str = "measured", predicted_title: str = "predicted",
                  vmin: float | None = None, vmax: float | None = None, annotate: bool = True,
                  nan_label: str = "n/a") -> str:
-  """Two heat maps over the same log-spaced (x, y) grid: `measured` on a linear colour scale (e.g. accuracy),
-  `predicted` on a log colour scale (e.g. the calculus's layer-1 G ratio). Arrays are (len(ys), len(xs)).
-  NaN cells are left blank and, when annotated, labelled `nan_label`."""
+  """Two heat maps over the same grid of (x, y) settings: `measured` on a linear colour scale (e.g.
+  accuracy), `predicted` on a log colour scale (e.g. the calculus's layer-1 G ratio). Arrays are
+  (len(ys), len(xs)). The axes are categorical: one equal cell per grid value, labelled with it (a sweep
+  measured these values only; a continuous axis would draw cells over values never run). NaN cells are
+  left blank and, when annotated, labelled `nan_label`."""
   xs = np.asarray(xs, np.float64)
   ys = np.asarray(ys, np.float64)
   m = np.asarray(measured, np.float64)
@@ -193,11 +225,12 @@ def heatmap_pair(path, xs: Sequence[float], ys: Sequence[float], measured, predi
     if a.shape != (len(ys), len(xs)):
       raise ValueError(f"heatmap_pair: {name} must have shape (len(ys), len(xs)) = {(len(ys), len(xs))}, "
                        f"got {a.shape}")
-  if np.any(xs <= 0) or np.any(ys <= 0):
-    raise ValueError("heatmap_pair: the scales must be positive (log axes)")
   if not np.all(p[np.isfinite(p)] > 0):
     raise ValueError("heatmap_pair: the predicted map needs positive values (log colour scale)")
-  xe, ye = _log_edges(xs), _log_edges(ys)
+  # Cells in increasing value order along each axis, whatever order the grid listed them in.
+  ox, oy = np.argsort(xs, kind="stable"), np.argsort(ys, kind="stable")
+  xs, ys, m, p = xs[ox], ys[oy], m[np.ix_(oy, ox)], p[np.ix_(oy, ox)]
+  xe, ye = np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5
   fig, axes = _subplots(1, 2, figsize=(11.5, 4.6))
   im0 = axes[0].pcolormesh(xe, ye, m, cmap="viridis", vmin=vmin, vmax=vmax, shading="flat")
   fig.colorbar(im0, ax=axes[0], label=measured_label)
@@ -208,15 +241,17 @@ def heatmap_pair(path, xs: Sequence[float], ys: Sequence[float], measured, predi
   fig.colorbar(im1, ax=axes[1], label=predicted_label)
   for ax, im, a, t, fmt in ((axes[0], im0, m, measured_title, "{:.2f}"),
                             (axes[1], im1, p, predicted_title, "{:.1e}")):
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=t)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=t)
+    ax.set_xticks(np.arange(len(xs)), [_tick_label(x) for x in xs], fontsize=8)
+    ax.set_yticks(np.arange(len(ys)), [_tick_label(y) for y in ys], fontsize=8)
     if annotate and a.size <= 64:
       shade = im.norm(a)  # 0..1 position on the colour scale: dark text on the bright end
-      for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
+      for i in range(len(ys)):
+        for j in range(len(xs)):
           if not np.isfinite(a[i, j]):  # a blank cell says why
-            ax.text(x, y, nan_label, ha="center", va="center", fontsize=7, color="0.3")
+            ax.text(j, i, nan_label, ha="center", va="center", fontsize=7, color="0.3")
             continue
-          ax.text(x, y, fmt.format(a[i, j]), ha="center", va="center", fontsize=7,
+          ax.text(j, i, fmt.format(a[i, j]), ha="center", va="center", fontsize=7,
                   color="k" if shade[i, j] > 0.6 else "w")
   fig.suptitle(title)
   return _save(fig, path)
@@ -295,16 +330,18 @@ def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[st
 
 
 def scheme_bars(path, schemes: Sequence[str], measured, *, ylabel: str, title: str, errors=None,
-                reference: Mapping[str, float] | None = None, reference_label: str = "source") -> str:
-  """Grouped bars per init scheme: measured (with optional error bars, e.g. 95% CI half-widths) beside a
-  source's value for the same scheme; each bar is labelled with its value."""
+                reference: Mapping[str, float] | None = None, reference_label: str = "source",
+                measured_label: str = "measured") -> str:
+  """Grouped bars per init scheme: measured (with optional error bars: half-widths, or (2, schemes) lower
+  and upper lengths for an interval cut at a metric's range) beside a source's value for the same scheme;
+  each bar is labelled with its value. `measured_label` should say what was averaged and its n."""
   m = np.asarray(measured, np.float64)
   if m.shape != (len(schemes),):
     raise ValueError(f"scheme_bars: measured must have one value per scheme ({len(schemes)}), got {m.shape}")
   x = np.arange(len(schemes))
   w = 0.38 if reference else 0.6
   fig, ax = _subplots(figsize=(1.4 * len(schemes) + 2.5, 4.0))
-  bars = ax.bar(x - (w / 2 if reference else 0), m, w, yerr=errors, capsize=3, label="measured")
+  bars = ax.bar(x - (w / 2 if reference else 0), m, w, yerr=errors, capsize=3, label=measured_label)
   ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
   if reference:
     ref = np.array([reference.get(s, np.nan) for s in schemes], np.float64)

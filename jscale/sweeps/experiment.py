@@ -18,8 +18,11 @@ from jscale import initializers, train as train_lib
 from jscale.sweeps import store
 from jscale.sweeps.grid import Grid, _tupled
 
-# Settings that are traced arguments of `train` (vary freely inside one compiled program).
-TRACED = ("seed", "init_scale", "layer_scale", "input_scale", "output_scale", "lr", "weight_decay", "kernel_init")
+# Settings that are traced arguments of `train` (vary freely inside one compiled program). `data_seed` is
+# traced too: the runner stacks the data sets of a group's data seeds (equal shapes) on a leading axis and
+# gives each configuration its row.
+TRACED = ("seed", "data_seed", "init_scale", "layer_scale", "input_scale", "output_scale", "lr", "weight_decay",
+          "kernel_init")
 AXIS_ALIASES = {"sigma": "init_scale", "init": "kernel_init", "dataset": "data", "feature_scale": "input_scale"}
 
 
@@ -27,7 +30,10 @@ AXIS_ALIASES = {"sigma": "init_scale", "init": "kernel_init", "dataset": "data",
 class Experiment:
   """One experiment: a default value for every setting, and named grids over some of them.
 
-  Data: `data` (a `jscale.datasets` name), `data_options`, `data_seed` (split/sampling seed).
+  Data: `data` (a `jscale.datasets` name), `data_options`, `data_seed`: the loader's seed (its sample of
+    a synthetic set, its train/test split). None (the default) follows each configuration's `seed`, so
+    every seed trains on its own draw of the data (the minibatch order always follows the seed); an int
+    pins one draw for every configuration. `resolve` fills it in: every configuration's settings carry it.
   Model: `hidden` widths (input and output widths come from the data), `activation`,
     `input_layernorm`, `output_std` (calibrate logits' std at init), `kernel_init`, `bias_init`.
   Optimizer: `optimizer` (sgd | momentum | adam | adamw), `momentum`, `lr`, `weight_decay`.
@@ -41,7 +47,7 @@ class Experiment:
   grids: Mapping[str, Grid] = dataclasses.field(default_factory=dict)
   data: str = "two_moons"
   data_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  data_seed: int = 0
+  data_seed: int | None = None
   hidden: tuple = (64, 64)
   activation: str = "relu"
   input_layernorm: bool = False
@@ -107,6 +113,8 @@ def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"axis layer_scale.{l}: the model has {n_layers} weight layers")
       ls[l] = v
     settings["layer_scale"] = tuple(ls)
+  if settings["data_seed"] is None:  # follow the seed: each seed draws its own data
+    settings["data_seed"] = settings["seed"]
   return settings
 
 
@@ -124,11 +132,18 @@ def validate(exp: Experiment, grid: Grid) -> list[dict[str, Any]]:
         raise ValueError(f"{name} must be a number, got {v!r}")
     if isinstance(s["seed"], bool) or not isinstance(s["seed"], numbers.Integral) or s["seed"] < 0:
       raise ValueError(f"seed must be an int >= 0, got {s['seed']!r}")
+    if isinstance(s["data_seed"], bool) or not isinstance(s["data_seed"], numbers.Integral) or s["data_seed"] < 0:
+      raise ValueError(f"data_seed must be None (follow the seed) or an int >= 0, got {s['data_seed']!r}")
     if len(s["layer_scale"]) != len(s["hidden"]) + 1:
       raise ValueError(f"layer_scale {s['layer_scale']!r} needs {len(s['hidden']) + 1} entries")
     for k in (s["kernel_init"] if isinstance(s["kernel_init"], tuple) else (s["kernel_init"],)):
       initializers.get(k)  # unknown initializer -> ValueError naming the valid ones
   return configs
+
+
+def follows_seed(exp: Experiment, grid: Grid) -> bool:
+  """Whether each configuration's data_seed is its seed (the default) rather than pinned or a grid axis."""
+  return exp.data_seed is None and "data_seed" not in {canonical_axis(a) for a in grid.axes}
 
 
 def static_key(settings: Mapping[str, Any]) -> tuple:
@@ -159,9 +174,10 @@ class CustomExperiment:
   """An experiment with its own run function (forward-only statistics, a bespoke training loop).
 
   `run(exp_dir, **grids[grid_name])` computes everything and writes its results with
-  `jscale.sweeps.store.write_results` (config.json + metrics.npz with named axes) into `exp_dir`; `grids` maps a grid name ("quick", "full")
-  to those keyword settings, checked against `run`'s signature at registration. `execute` is what
-  scripts/sweep.py calls: it skips a finished directory (resume) and records the grid and wall time.
+  `jscale.sweeps.store.write_results` (config.json + metrics.npz with named axes) into `exp_dir`; `grids`
+  maps a grid name ("quick", "full") to those keyword settings, checked against `run`'s signature at
+  registration. `execute` is what scripts/sweep.py calls: it skips a finished directory (resume) and
+  records the grid and wall time.
   """
   name: str
   run: Callable[..., Any]

@@ -7,17 +7,22 @@
 How a grid becomes compute:
 1. Configurations are grouped by their static settings (batch size, optimizer, data, widths, ...): one
    compiled `train` per group. Within a group every traced setting (seed, sigma, scales, lr, weight
-   decay, initializer choice) is a row of arrays.
+   decay, initializer choice, data seed) is a row of arrays. Data seeds: the group's data set is loaded
+   once per distinct data seed (equal shapes), the distinct draws are stacked on a leading axis
+   (replicated on every device) and each configuration carries its row index; a group with one draw
+   passes it unstacked, so a pinned data seed costs nothing extra.
 2. Each group is split into chunks that fit in memory: `jscale.train.bytes_per_config` times the chunk
    must fit in half the device's memory (CPU: half of the available host RAM, shared by the host
-   devices). A grid whose single configuration cannot fit is refused before any compute.
+   devices), beside the stacked data; with several draws each configuration also counts a copy of one
+   draw (vmap gathers its row). A grid whose single configuration cannot fit is refused before any compute.
 3. A chunk's rows are sharded over a 1-D `jax.sharding.Mesh` of the devices (axis "config") with
    `jax.shard_map`: each device trains its slice with `vmap` (or `lax.map(..., batch_size=group_size)`
    to process it in cache-sized groups); no communication. Chunks are padded (repeating the last
    configuration) to a multiple of the device count and to one shape per group, so each group compiles
    once.
 4. Every finished chunk is written atomically to RUN_DIR/chunks; `resume` re-plans from config.json,
-   checks that the experiment, data and configurations are unchanged, and runs only the missing chunks.
+   checks that the experiment, every data draw's fingerprint and the configurations are unchanged, and
+   runs only the missing chunks.
 
 Determinism: configuration i's key is `fold_in(key(base_seed), seed_i)`, a function of its own seed only,
 so results do not depend on the chunking, the device count or the order (up to floating-point
@@ -56,10 +61,18 @@ class Group:
   """Configurations sharing one compiled program."""
   settings: dict            # a representative configuration's settings (its static ones are the group's)
   spec: train_lib.TrainSpec
-  data_key: tuple
+  data_id: tuple            # (data name, hashable data_options)
+  data_seeds: list          # the distinct data seeds of the group's configurations, sorted
+  fingerprints: list        # datasets.fingerprint of each data seed's draw (aligned with data_seeds)
+  rows: list                # the data seeds whose draws form the stacked data (one per distinct draw)
+  row_of: dict              # data seed -> row of the stacked data
   indices: list             # configuration indices, in grid order
   bytes_per_config: int
   flops_per_config: float
+
+  def data_keys(self) -> list:
+    """Plan.datasets keys of the stacked rows."""
+    return [self.data_id + (seed,) for seed in self.rows]
 
 
 @dataclasses.dataclass
@@ -73,7 +86,7 @@ class Plan:
   chunks: list              # (group id, [config indices])
   devices: list
   group_size: int | None
-  datasets: dict            # data_key -> jscale.datasets.Dataset
+  datasets: dict            # (data name, data_options, data_seed) -> jscale.datasets.Dataset
   budget_bytes: int
   options: dict = dataclasses.field(default_factory=dict)  # what the experiment was built with
 
@@ -88,20 +101,27 @@ class Plan:
         "grid": {**self.grid.to_json(), "axes": list(self.grid.axes)},
         "summary_by": list(exp.summary_by) if exp.summary_by else None,
         "base_seed": exp.base_seed,
+        "data_seed_follows_seed": exp_lib.follows_seed(exp, self.grid),
         "points": self.points,
         "configs": [{k: v for k, v in c.items()} for c in self.configs],
-        "groups": [{"indices": g.indices, "spec": dataclasses.asdict(g.spec), "epochs": g.spec.epochs,
-                    "n_layers": g.spec.n_layers, "bytes_per_config": g.bytes_per_config,
-                    "flops_per_config": g.flops_per_config, "data": list(map(str, g.data_key)),
-                    "data_fingerprint": datasets.fingerprint(self.datasets[g.data_key]),
-                    "data_source": self.datasets[g.data_key].source,
-                    "x0_sq": float(np.mean(np.square(self.datasets[g.data_key].x_train, dtype=np.float64)))}
-                   for g in self.groups],
+        "groups": [self._group_json(g) for g in self.groups],
         "chunks": [{"group": gid, "indices": idx} for gid, idx in self.chunks],
         "devices": [str(d) for d in self.devices], "group_size": self.group_size,
         "jax_version": jax.__version__, "backend": jax.default_backend(),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+  def _group_json(self, g: Group) -> dict:
+    sets = [self.datasets[g.data_id + (seed,)] for seed in g.data_seeds]
+    x0_sq = [float(np.mean(np.square(d.x_train, dtype=np.float64))) for d in sets]
+    return {"indices": g.indices, "spec": dataclasses.asdict(g.spec), "epochs": g.spec.epochs,
+            "n_layers": g.spec.n_layers, "bytes_per_config": g.bytes_per_config,
+            "flops_per_config": g.flops_per_config, "data": list(map(str, g.data_id)),
+            "data_seeds": list(g.data_seeds), "data_fingerprints": list(g.fingerprints),
+            "data_source": sets[0].source, "data_sources": [d.source for d in sets],
+            # E[x0^2] of the training inputs: the mean over the group's draws (and per draw).
+            "x0_sq": float(np.mean(x0_sq)), "x0_sq_per_data_seed": x0_sq}
 
 
 def available_bytes(device) -> int:
@@ -176,9 +196,13 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
   group_size: configurations each device vmaps at once inside a chunk (`lax.map` over groups);
     None: `default_group_size` (1 on CPU, the device's whole slice on accelerators). A group_size at
     least the slice size vmaps the whole slice on CPU too.
+  options: with a registered name, what to build it with; with an experiment object (built already),
+    recorded in config.json only, so that a resume rebuilds the same experiment.
   """
   options = dict(options or {})
-  exp = registry.get(experiment, **options)
+  # An experiment object was built already (options, if given, are only recorded for a resume).
+  exp = experiment if isinstance(experiment, (exp_lib.Experiment, exp_lib.CustomExperiment)) else \
+      registry.get(experiment, **options)
   if isinstance(exp, exp_lib.CustomExperiment):
     raise ValueError(f"experiment {exp.name!r} has its own run function, not a training grid: run it with "
                      f"`get({exp.name!r}).execute(grid_name, exp_dir)` or scripts/sweep.py")
@@ -201,27 +225,40 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
   for i, s in enumerate(configs):
     by_key.setdefault(exp_lib.static_key(s), []).append(i)
 
-  loaded, groups = {}, []
+  loaded, fingerprints, groups = {}, {}, []
   for key, idx in by_key.items():
     s = configs[idx[0]]
-    data_key = (s["data"], exp_lib.hashable(s["data_options"]), s["data_seed"])
-    if data_key not in loaded:
-      loaded[data_key] = datasets.get(s["data"], seed=s["data_seed"], **dict(s["data_options"]))
-    ds = loaded[data_key]
+    data_id = (s["data"], exp_lib.hashable(s["data_options"]))
+    data_seeds = sorted({configs[i]["data_seed"] for i in idx})
+    for seed in data_seeds:
+      if data_id + (seed,) not in loaded:
+        ds = datasets.get(s["data"], seed=seed, **dict(s["data_options"]))
+        loaded[data_id + (seed,)], fingerprints[data_id + (seed,)] = ds, datasets.fingerprint(ds)
+    sets = [loaded[data_id + (seed,)] for seed in data_seeds]
+    check_stackable(s["data"], data_seeds, sets)
+    fps = [fingerprints[data_id + (seed,)] for seed in data_seeds]
+    first_seed_of = {}  # fingerprint -> the first data seed with that draw (a loader may ignore its seed)
+    for seed, fp in zip(data_seeds, fps):
+      first_seed_of.setdefault(fp, seed)
+    rows = list(first_seed_of.values())
+    row_of = {seed: rows.index(first_seed_of[fp]) for seed, fp in zip(data_seeds, fps)}
+    ds = sets[0]
     widths = (ds.x_train.shape[1],) + tuple(s["hidden"]) + (ds.num_classes,)
     kernel_inits = tuple(dict.fromkeys(configs[i]["kernel_init"] for i in idx))
     spec = exp_lib.train_spec(s, widths, kernel_inits)
     n_train, n_test = len(ds.y_train), len(ds.y_test)
     spec.steps_per_epoch(n_train)  # batch larger than the data -> ValueError now
-    groups.append(Group(s, spec, data_key, idx, train_lib.bytes_per_config(spec, n_train, n_test),
+    per_config = train_lib.bytes_per_config(spec, n_train, n_test)
+    if len(rows) > 1:  # vmap gathers each configuration's own copy of its draw
+      per_config += data_nbytes(ds)
+    groups.append(Group(s, spec, data_id, data_seeds, fps, rows, row_of, idx, per_config,
                         train_lib.flops_per_config(spec, n_train, n_test)))
 
   budget = int(max_bytes) if max_bytes is not None else int(
       MEMORY_FRACTION * available_bytes(devs[0]) / (n_dev if devs[0].platform == "cpu" else 1))
   chunks = []
   for gid, g in enumerate(groups):
-    ds = loaded[g.data_key]
-    data_bytes = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    data_bytes = sum(data_nbytes(loaded[k]) for k in g.data_keys())  # the stack, on every device
     fit = (budget - data_bytes) // g.bytes_per_config
     if fit < 1:
       raise ValueError(
@@ -241,6 +278,27 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
     for c in range(n_chunks):
       chunks.append((gid, g.indices[c * size:(c + 1) * size]))
   return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, loaded, budget, options)
+
+
+def data_nbytes(ds: datasets.Dataset) -> int:
+  return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+
+
+def check_stackable(name: str, data_seeds: Sequence[int], sets: Sequence[datasets.Dataset]):
+  """Draws of one data set for several data seeds must share shapes and classes (one program)."""
+  want = [(a.shape, a.dtype) for a in sets[0][:4]] + [sets[0].num_classes]
+  for seed, ds in zip(data_seeds, sets):
+    got = [(a.shape, a.dtype) for a in ds[:4]] + [ds.num_classes]
+    if got != want:
+      raise ValueError(f"data set {name!r}: data seed {seed} gives arrays {got}, data seed {data_seeds[0]} "
+                       f"gives {want}; one compiled program needs equal shapes (pin data_seed instead)")
+
+
+def stack_data(sets: Sequence[datasets.Dataset]) -> datasets.Data:
+  """The draws stacked on a leading axis: `Data` whose arrays are (n_draws, ...)."""
+  return datasets.Data(*(jnp.stack([jnp.asarray(getattr(d, f), dtype=jnp.float32 if f.startswith("x")
+                                                else jnp.int32) for d in sets])
+                         for f in datasets.Data._fields))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,14 +333,26 @@ def executor_for(spec: train_lib.TrainSpec, devices: Sequence, group_size: int |
 
 
 def make_executor(train, mesh: Mesh, group_size: int | None):
-  """jit(shard_map(per-device vmap)) of `train` over the mesh's "config" axis."""
-  def local(keys, hp, data):
-    if group_size is None:
-      return jax.vmap(train, in_axes=(0, 0, None))(keys, hp, data)
-    return jax.lax.map(lambda kh: train(kh[0], kh[1], data), (keys, hp), batch_size=group_size)
+  """jit(shard_map(per-device vmap)) of `train` over the mesh's "config" axis.
 
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("config"), P("config"), P()), out_specs=P("config"),
-                          check_vma=False)
+  The executor is `f(keys, hparams, data_rows, stacked)`: `stacked` is `stack_data` of the group's
+  draws (replicated), `data_rows` (int32, one per configuration, sharded with it) picks each
+  configuration's draw. With a single draw (known from its shape at trace time) it is shared unstacked,
+  as before; with several, each configuration indexes its own (a gather under vmap, a slice under
+  `lax.map` one at a time).
+  """
+  def local(keys, hp, rows, stacked):
+    if stacked.x_train.shape[0] == 1:
+      shared = jax.tree.map(lambda a: a[0], stacked)
+      one = lambda k, h, r: train(k, h, shared)
+    else:
+      one = lambda k, h, r: train(k, h, jax.tree.map(lambda a: a[r], stacked))
+    if group_size is None:
+      return jax.vmap(one)(keys, hp, rows)
+    return jax.lax.map(lambda khr: one(*khr), (keys, hp, rows), batch_size=group_size)
+
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("config"), P("config"), P("config"), P()),
+                          out_specs=P("config"), check_vma=False)
   return jax.jit(sharded)
 
 
@@ -340,7 +410,8 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       g = plan.groups[gid]
       if gid not in executors:
         executors[gid] = executor_for(g.spec, plan.devices, plan.group_size)
-        device_data[gid] = jax.device_put(datasets.to_device(plan.datasets[g.data_key]), NamedSharding(mesh, P()))
+        stacked = stack_data([plan.datasets[k] for k in g.data_keys()])
+        device_data[gid] = jax.device_put(stacked, NamedSharding(mesh, P()))
         biggest = max(len(i) for gg, i in plan.chunks if gg == gid)
         sizes[gid] = math.ceil(biggest / n_dev) * n_dev  # one padded shape per group: one compile
       pad = sizes[gid] - len(idx)
@@ -349,9 +420,10 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       t0 = time.perf_counter()
       keys = config_keys(plan.experiment.base_seed, [s["seed"] for s in settings])
       hp = stacked_hparams(g.spec, settings)
+      data_rows = np.asarray([g.row_of[s["data_seed"]] for s in settings], np.int32)
       sharding = NamedSharding(mesh, P("config"))
-      keys, hp = jax.device_put((keys, hp), sharding)
-      out = executors[gid](keys, hp, device_data[gid])
+      keys, hp, data_rows = jax.device_put((keys, hp, data_rows), sharding)
+      out = executors[gid](keys, hp, data_rows, device_data[gid])
       out = _gather(out)
       out = jax.tree.map(lambda a: a[:len(idx)], out)
       seconds = time.perf_counter() - t0
@@ -371,7 +443,7 @@ def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = No
   """Finish the run in `run_dir`: same experiment, grid and chunk plan; only missing chunks are trained.
 
   The experiment is looked up by the name in config.json (pass `experiment=` for an unregistered one).
-  Raises ValueError if the experiment's configurations or data changed since the run started.
+  Raises ValueError if the experiment's configurations or any data draw changed since the run started.
   """
   if not os.path.isfile(os.path.join(run_dir, store.CONFIG_JSON)):
     raise ValueError(f"cannot resume {run_dir}: no {store.CONFIG_JSON} there")
@@ -386,8 +458,11 @@ def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = No
   for field in ("points", "configs"):
     if json.loads(json.dumps(new[field])) != old[field]:
       raise ValueError(f"cannot resume {run_dir}: the experiment's {field} changed since the run started")
-  if [g["data_fingerprint"] for g in new["groups"]] != [g["data_fingerprint"] for g in old["groups"]]:
-    raise ValueError(f"cannot resume {run_dir}: its data changed since the run started")
+  draws = lambda cfg: [(g.get("data_seeds"), g.get("data_fingerprints", g.get("data_fingerprint")))
+                       for g in cfg["groups"]]
+  if draws(new) != draws(old):
+    raise ValueError(f"cannot resume {run_dir}: its data changed since the run started (data seeds and "
+                     f"fingerprints per group: now {draws(new)}, recorded {draws(old)})")
   # The recorded chunk plan wins, so finished chunk files stay valid whatever the devices now.
   plan.chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
   return run(plan, run_dir, progress=progress, max_chunks=max_chunks, _resuming=True)

@@ -53,6 +53,24 @@ O(n_L / n_{l+1}): the h A term (size (tr H)^2 / (h tr H^2), about n_L / n_{l+1} 
 
 "Uncorrected" at batch B means the batch-1 model with independent, centred examples: the cross terms
 vanish and s_l(B) = s_l(1) / B. "Corrected" adds the (1 - 1/B) P_l C_l cross-example term.
+
+Pair-cosine averaging (`pair_cosine=True`). P_l C_l treats (x_b . x_b')^2 and tr(M_b M_b') as independent, but
+both rise with the pair's cosine rho_l, which spreads over pairs at finite width. Exactly (Gaussian weights,
+weights of the backward pass independent of the masks): given x_l's pair, y_l's pair is n = n_{l+1} i.i.d.
+bivariate normals with correlation rho_l, so the pair is a Markov chain in rho, and M_b depends on the pair
+only through its directions:
+    E[(x_b . x_b')^2 tr(M_b M_b')] = T_l E_w[rho_l^2 C_l(rho_l)],   C_l(rho) = E[tr(M_b M_b') | rho_l = rho],
+    C_l(rho)  = w^2 E[ e Ax_{l+1}(rho') + (e + e^2) C_{l+1}(rho') | rho ],
+    Ax_l(rho) = w^2 E[ |D_b||D_b'| Ax_{l+1}(rho') + 2 e C_{l+1}(rho') | rho ],
+with e the both-active count and rho' the next layer's pair cosine (E_w: weighted by ||x_b||^2 ||x_b'||^2).
+Per unit, (e, |D_b||D_b'|, rho') are sums over the n units; to O(1/n) (delta method on the ratio rho') they
+are jointly Gaussian with E rho' = J1/pi + O(1/n) bias, Var rho' = Var(phi)/n, Cov(e, rho') = Cov(1_both, phi),
+Cov(|D_b||D_b'|, rho') = n Cov(1_{u>0}, phi), phi = 2 relu(u) relu(v) - (J1/pi)(relu(u)^2 + relu(v)^2) centred;
+the unit moments are closed-form orthant moments plus one 1-D quadrature (`_unit_moments`). Regressing e and
+|D_b||D_b'| on rho' turns each conditional expectation into a 1-D Gauss-Hermite sum over rho'; C_l and Ax_l are
+tabulated on a grid of theta = arccos(rho). The outer average takes rho_l ~ N(kappa_l, Var rho_l) with
+Var rho_l = P_l / T_l - kappa_l^2 (`_pair_var`). Batch 1 is unchanged: for one example the mask count at every
+layer is Binomial(n, 1/2) whatever the direction, so its factorisation is exact under the same assumptions.
 """
 from __future__ import annotations
 
@@ -63,6 +81,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale import calculus, mlp
+
+# Quadrature: u in [0, 10] (Gauss-Legendre, weights include the normal density) for `_unit_moments`;
+# probabilists' Gauss-Hermite nodes for averages over a Gaussian pair cosine; the theta grid for C_l(rho).
+_LX, _LW = np.polynomial.legendre.leggauss(200)
+_QU = 5.0 * (_LX + 1.0)
+_QW = 5.0 * _LW * np.exp(-_QU ** 2 / 2) / math.sqrt(2 * math.pi)
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(24)
+_GH_W = _GH_W / _GH_W.sum()
+_THETA = np.linspace(0.0, math.pi, 361)
 
 # The ReLU's backward gain in the calculus, P(y > 0): also E|D| / n, the expected fraction of active units.
 _RELU_ACTIVE = calculus.HOMOGENEOUS_GAINS["relu"][1]
@@ -217,22 +244,106 @@ def backward_moments(widths, weight_sq, kappas, loss: LossStats, pair_vars=None)
   return tuple(np.array(v) for v in zip(*out))
 
 
+_ERFC = np.vectorize(math.erfc)
+
+
+def _ndtr(a):
+  return 0.5 * _ERFC(-np.asarray(a) / math.sqrt(2.0))
+
+
+def _unit_moments(rho):
+  """(o2, o31) = (E[u^2 1{u, v > 0}], E[u^3 v 1{u, v > 0}]) for unit normals with correlation rho.
+
+  o2 has the closed form (pi - theta + sin theta cos theta) / (2 pi); o31 is a 1-D quadrature over u of
+  u^3 E[v 1{v > 0} | u] (v | u ~ N(rho u, 1 - rho^2))."""
+  s = math.sqrt(max(1.0 - rho * rho, 0.0))
+  mu = rho * _QU
+  if s < 1e-12:
+    e1 = np.maximum(mu, 0.0)
+  else:
+    a = mu / s
+    e1 = mu * _ndtr(a) + s * np.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+  theta = math.acos(min(1.0, max(-1.0, rho)))
+  o2 = (math.pi - theta + math.sin(theta) * math.cos(theta)) / (2 * math.pi)
+  return o2, float(np.sum(_QW * _QU ** 3 * e1))
+
+
+def cosine_step(rho: float, n: int):
+  """One ReLU layer of n units acting on a pair with cosine rho, to O(1/n):
+  (p, E rho', Var rho', Cov(e, rho'), Cov(|D_b||D_b'|, rho')) with p = P(both units active), e the
+  both-active count and rho' the output pair's cosine (delta method; see the module docstring)."""
+  rho = min(1.0, max(-1.0, rho))
+  theta = math.acos(rho)
+  p = (math.pi - theta) / (2 * math.pi)
+  m1, m2 = _j1(theta) / (2 * math.pi), _j2(theta) / (2 * math.pi)
+  o2, o31 = _unit_moments(rho)
+  mean = 2 * m1
+  var_r, var_s, cov_ss, cov_rs = m2 - m1 * m1, 1.25, m2 - 0.25, o31 - m1 / 2  # E relu^4 = 3/2, E relu^2 = 1/2
+  var_phi = 4 * var_r + mean * mean * (2 * var_s + 2 * cov_ss) - 8 * mean * cov_rs
+  cov_e = 2 * m1 * (1 - p) - 2 * mean * (o2 - p / 2)
+  cov_d = m1 - mean * o2
+  # Second-order bias of the ratio R / sqrt(S_u S_v) with R = sum relu(u) relu(v), S = sum relu^2.
+  bias = mean * (-cov_rs / (m1 * 0.5) + 3 * var_s + cov_ss) / n if m1 > 0 else 0.0
+  return p, mean + bias, max(var_phi, 0.0) / n, cov_e, n * cov_d
+
+
+def _theta_interp(values, rho):
+  return np.interp(np.arccos(np.clip(rho, -1.0, 1.0)), _THETA, values)
+
+
+def pair_backward(widths, weight_sq, loss: LossStats):
+  """Per weight layer l: (Ax_l, C_l) as functions of the pair cosine of x_l, tabulated on `_THETA`
+  (theta = arccos rho). The conditional recursion of the module docstring ("Pair-cosine averaging")."""
+  L = len(widths) - 1
+  g = _THETA.size
+  ax, c = np.full(g, loss.trace_cross), np.full(g, loss.tr_cross)
+  out = [None] * L
+  out[L - 1] = (ax, c)
+  for l in range(L - 2, -1, -1):
+    w, n = weight_sq[l + 1], widths[l + 1]
+    new_ax, new_c = np.empty(g), np.empty(g)
+    for i, theta in enumerate(_THETA):
+      p, mean, var, cov_e, cov_d = cosine_step(math.cos(theta), n)
+      d = math.sqrt(var) * _GH_X
+      ax_n, c_n = _theta_interp(ax, mean + d), _theta_interp(c, mean + d)
+      be, bd = (cov_e / var, cov_d / var) if var > 1e-14 else (0.0, 0.0)
+      e = n * p + be * d  # E[e | rho'] (linear regression on rho'); the residual keeps Var e - be^2 Var rho'
+      var_res = max(n * p * (1 - p) - be * be * var, 0.0)
+      dd = n * p + n * (n - 1) / 4 + bd * d
+      new_ax[i] = w * w * np.sum(_GH_W * (dd * ax_n + 2 * e * c_n))
+      new_c[i] = w * w * np.sum(_GH_W * (e * ax_n + (e + e * e + var_res) * c_n))
+    ax, c = new_ax, new_c
+    out[l] = (ax, c)
+  return out
+
+
 def predict_sq_sv(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_size: int = 1,
-                  activation: str = "relu", corrected: bool = True) -> Prediction:
+                  activation: str = "relu", corrected: bool = True, pair_cosine: bool = False) -> Prediction:
   """Predicted E[average squared singular value] of each diagonal block at minibatch size `batch_size`.
 
   `corrected=False` gives the batch-1 model applied to a minibatch of independent centred examples,
-  s(1) / B; `corrected=True` adds the cross-example terms (the two agree at B = 1).
+  s(1) / B; `corrected=True` adds the cross-example terms (the two agree at B = 1). `pair_cosine=True`
+  averages the cross term over the spread of the pair cosine (module docstring; docs/calculus.md).
   """
   widths = _check(widths, weight_sq, batch_size, activation)
   n = np.array(widths, np.float64)
   s, r, kappa, p, t = forward_moments(widths, weight_sq, inputs)
   var = [_pair_var(pi, ti, ki) for pi, ti, ki in zip(p, t, kappa)]
   _, bq, _, c = backward_moments(widths, weight_sq, kappa, loss, var)
+  cross_w, cross_b = p * c, c
+  if corrected and pair_cosine and batch_size > 1:
+    fns = pair_backward(widths, weight_sq, loss)
+    cross_w, cross_b = np.empty(len(p)), np.empty(len(p))
+    for l, (_, c_fn) in enumerate(fns):
+      rho = np.clip(kappa[l] + math.sqrt(var[l]) * _GH_X, -1.0, 1.0)
+      c_rho = _theta_interp(c_fn, rho)
+      # Normalised by the nodes' own E[rho^2]: clipping nodes at |rho| = 1 (kappa near 1) must not move P_l itself.
+      cross_w[l] = p[l] * np.sum(_GH_W * rho * rho * c_rho) / np.sum(_GH_W * rho * rho)
+      cross_b[l] = np.sum(_GH_W * c_rho)
   inv_b = 1.0 / batch_size
   cross = (1.0 - inv_b) if corrected else 0.0
-  weight = (r * bq * inv_b + cross * p * c) / (n[:-1] * n[1:])
-  bias = (bq * inv_b + cross * c) / n[1:]
+  weight = (r * bq * inv_b + cross * cross_w) / (n[:-1] * n[1:])
+  bias = (bq * inv_b + cross * cross_b) / n[1:]
   return Prediction(weight, bias)
 
 

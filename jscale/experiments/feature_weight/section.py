@@ -13,7 +13,7 @@ from jscale import calculus
 from jscale.report import describe, plots
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt
-from jscale.report.stats import ci_text, mean_ci95
+from jscale.report.stats import UNIT, BOUNDED_CI_METHOD, ci_text, mean_ci95
 from jscale.sweeps import Results
 
 
@@ -59,7 +59,8 @@ def build(r: Results) -> Section:
   x0, x0_from = _x0_sq(r)
   g1 = r.metric("pred_G1", "weight_scale", "feature_scale") if r.has("pred_G1") else \
       feature_weight_G1(widths, fs, ws, x0)
-  s = Section("feature_weight: feature scaling vs weight scaling (the question)", [describe.grid_text(r, skip=("epoch",))])
+  s = Section("feature_weight: feature scaling vs weight scaling (the question)",
+              [describe.grid_text(r, skip=("epoch",))])
   data = r.config["configs"][0]["data"] if r.is_sweep else r.config.get("data")
   if data == "digits_raw":
     s.parts.append("**Data used: the offline stand-in, not Fashion-MNIST.** Fashion-MNIST was not prepared in "
@@ -77,16 +78,19 @@ def build(r: Results) -> Section:
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (every seed diverged) stay NaN
     mean_acc = np.nanmean(acc, axis=2)  # over seeds
+  n_fin = np.isfinite(acc).sum(axis=2)   # (w, f, epoch): seeds averaged per cell
   for e in range(acc.shape[-1]):
+    n_lo, n_hi = int(n_fin[..., e].min()), int(n_fin[..., e].max())
+    n_txt = f"n = {n_lo}" if n_lo == n_hi else f"n = {n_lo}-{n_hi}"
     p = plots.heatmap_pair(os.path.join(r.path, f"heatmap_epoch{epochs[e]}.png"), fs, ws,
-                           mean_acc[..., e], g1, xlabel="feature_scale f (inputs / f, log)",
-                           ylabel="weight_scale w (layer-1 W / w, log)", vmin=0.0, vmax=1.0,
+                           mean_acc[..., e], g1, xlabel="feature_scale f (inputs / f; one cell per grid value)",
+                           ylabel="weight_scale w (layer-1 W / w)", vmin=0.0, vmax=1.0,
                            measured_label="validation accuracy", predicted_label="predicted G_1 (log)",
-                           measured_title=f"validation accuracy after epoch {epochs[e]} (mean over seeds)",
+                           measured_title=f"validation accuracy after epoch {epochs[e]} (mean, {n_txt} seeds)",
                            predicted_title="calculus: layer-1 gradient-to-weight ratio G_1",
                            title="Feature scale x first-layer weight scale", nan_label="diverged")
-    s.parts.append(Figure(p, f"Validation accuracy after epoch {epochs[e]} (mean over seeds; blank = every "
-                             "seed diverged) beside the predicted G_1."))
+    s.parts.append(Figure(p, f"Validation accuracy after epoch {epochs[e]} (mean over the finite seeds, {n_txt} per "
+                             "cell; blank = every seed diverged) beside the predicted G_1, one cell per grid value."))
   corners = [(i, j) for i, w in enumerate(ws) for j, f in enumerate(fs)
              if f in (fs.min(), fs.max()) and w in (ws.min(), ws.max())]
   head = ["feature_scale f", "weight_scale w", "final val accuracy (mean [95% CI])", "predicted G_1"]
@@ -94,7 +98,7 @@ def build(r: Results) -> Section:
     head.append("measured G_1, epoch 1 (mean over seeds)")
   rows = []
   for i, j in corners:
-    row = [f"{fs[j]:g}", f"{ws[i]:g}", ci_text(acc[i, j, :, -1]), fmt(g1[i, j])]
+    row = [f"{fs[j]:g}", f"{ws[i]:g}", ci_text(acc[i, j, :, -1], bounds=UNIT), fmt(g1[i, j])]
     if g_meas is not None:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -108,13 +112,16 @@ def build(r: Results) -> Section:
   a_bad = acc[jw, int(np.argmin(fs)), :, -1]
   # A diverged run did not converge: for this comparison it counts as chance (1 / classes).
   chance = 1.0 / widths[-1]
-  cg, cb = (mean_ci95(np.where(np.isfinite(a), a, chance), 0) for a in (a_good, a_bad))
+  cg, cb = (mean_ci95(np.where(np.isfinite(a), a, chance), 0, UNIT) for a in (a_good, a_bad))
   ratio = g1[jw, int(np.argmin(fs))] / g1[int(np.argmin(ws)), jf]
   sep = cg.n > 1 and (cg.lo > cb.hi or (np.all(~np.isfinite(a_bad)) and cg.lo > chance))
   s.parts.append(
       f"The question: (f, w) = ({fs.max():g}, {ws.min():g}) \"converges fast\", ({fs.min():g}, {ws.max():g}) \"does "
       f"not converge (or converges extremely slowly)\" (no numbers given). Measured after {epochs[-1]} epochs: "
-      f"{ci_text(a_good)} vs {ci_text(a_bad)}. The calculus predicts G_1 {fmt(ratio)} times larger in the second "
+      f"{ci_text(a_good, bounds=UNIT)} vs {ci_text(a_bad, bounds=UNIT)} (mean [{BOUNDED_CI_METHOD}, [0, 1]]). "
+      "The question states a direction, not a number, so this verdict is qualitative (no verdicts.json): it "
+      "asks whether the first configuration is better on average, which the intervals of the two means "
+      f"answer. The calculus predicts G_1 {fmt(ratio)} times larger in the second "
       f"configuration (= (255^2)^2 for the full grid): layer 1 moves ~{math.sqrt(ratio):.3g} times further per "
       "step relative to its size. " + (
           "**Reproduces**: the first configuration is better, 95% intervals disjoint (a diverged run counted "

@@ -10,7 +10,9 @@ batch 32 here. Init names are `jscale.initializers` aliases: arithmetic = glorot
 he_normal, fan_out = he_normal:fan_out, geometric = geometric:c=2.
 
 Data: every offline multi-class set (scikit-learn's iris, wine, digits, breast cancer; 70/30 split) and
-two moons -- NOT the paper's 26 LIBSVM sets. Features are z-scored with training-split statistics before
+two moons -- NOT the paper's 26 LIBSVM sets. Every seed redraws its data: its own 70/30 split of each
+set (and its own two-moons sample), plus its own initialization and minibatch order (data_seed follows
+the seed; `make_experiment(data_seed=k)` pins one draw). Features are z-scored with training-split statistics before
 the input LayerNorm (LIBSVM's sets come pre-scaled; a per-example LayerNorm over raw units would be
 dominated by the largest-unit feature). Two moons has 2 features, and LayerNorm over 2 features maps every
 input to +-(1, -1): the net sees one bit, sign(x1 - x2), so on it every init ends near the same loss
@@ -55,8 +57,10 @@ PAPER_N_DATASETS = 26
 
 def make_experiment(libsvm: Sequence[str] = (), *, datasets: Sequence[str] = OFFLINE_DATASETS,
                     quick_seeds: int = 2, full_seeds: int = 10, quick_lrs: Sequence[float] = QUICK_LRS,
-                    full_lrs: Sequence[float] = FULL_LRS, epochs: int = 5, batch_size: int = 32) -> Experiment:
-  """The experiment over `datasets` plus one `libsvm:PATH` data set per LIBSVM file in `libsvm`."""
+                    full_lrs: Sequence[float] = FULL_LRS, epochs: int = 5, batch_size: int = 32,
+                    data_seed: int | None = None) -> Experiment:
+  """The experiment over `datasets` plus one `libsvm:PATH` data set per LIBSVM file in `libsvm`.
+  data_seed: None (each seed draws its own split) or an int pinning one draw."""
   if isinstance(libsvm, str):
     libsvm = (libsvm,)
   for p in libsvm:
@@ -68,7 +72,8 @@ def make_experiment(libsvm: Sequence[str] = (), *, datasets: Sequence[str] = OFF
     return product(dataset=sets, init=INITS, lr=tuple(lrs), seed=range(n_seeds))
 
   return Experiment(
-      name="init_schemes", doc=__doc__, data=sets[0], data_options={"standardize": True}, data_seed=0,
+      name="init_schemes", doc=__doc__, data=sets[0], data_options={"standardize": True},
+      data_seed=data_seed,
       hidden=(384, 64), activation="relu", input_layernorm=True, output_std=0.05,
       kernel_init="geometric", bias_init="zeros", optimizer="sgd", weight_decay=1e-5,
       epochs=epochs, batch_size=batch_size,

@@ -1,9 +1,14 @@
 """`sigma`: the init-scale tutorial (docs/sources.md, "init-scale convergence tutorial"), swept.
 
-Two moons (sklearn `make_moons`, n=2000, noise 0.2, z-scored, 70/30 split, data seed 0), MLP 2-64-64-2
-ReLU with softmax cross-entropy, W ~ N(0, sigma^2), zero biases, Adam lr 1e-3, 200 epochs. The tutorial
-does not state its batch size, so both full batch and minibatch-32 are run. Its single-run test
-accuracies were 0.8733, 0.9483, 0.9367, 0.9183 for sigma = 0.01, 0.1, 0.5, 1.0.
+Two moons (sklearn `make_moons`, n=2000, noise 0.2, z-scored, 70/30 split), MLP 2-64-64-2 ReLU with
+softmax cross-entropy, W ~ N(0, sigma^2), zero biases, Adam lr 1e-3, 200 epochs. The tutorial does not
+state its batch size, so both full batch and minibatch-32 are run. Its single-run test accuracies were
+0.8733, 0.9483, 0.9367, 0.9183 for sigma = 0.01, 0.1, 0.5, 1.0.
+
+Every seed redraws what the tutorial's protocol draws: its own `make_moons` sample, its own 70/30 split
+(data_seed follows the seed) and, through its key, its own initialization and minibatch order. So the
+spread over seeds is the spread of the tutorial's single run, data draw included. Pin one draw with
+`make_experiment(data_seed=0)` (`scripts/sweep.py --option data_seed=0`).
 
   python scripts/sweep.py --experiment sigma --grid quick   # 4 sigmas x 4 seeds x {full, 32}: 32 configs
   python scripts/sweep.py --experiment sigma --grid full    # 16 log-spaced sigmas 1e-3..3 and the
@@ -18,11 +23,12 @@ TUTORIAL_SIGMAS = tuple(TUTORIAL_TEST_ACC)
 FULL_SIGMAS = tuple(sorted(set(log_spaced(1e-3, 3.0, 16)) | set(TUTORIAL_SIGMAS)))
 
 
-def make_experiment() -> Experiment:
+def make_experiment(data_seed: int | None = None) -> Experiment:
+  """data_seed: None (each seed draws its own data) or an int pinning one draw for every seed."""
   return Experiment(
       name="sigma",
       doc=__doc__,
-      data="two_moons", data_options={"n": 2000, "noise": 0.2}, data_seed=0,
+      data="two_moons", data_options={"n": 2000, "noise": 0.2}, data_seed=data_seed,
       hidden=(64, 64), activation="relu", kernel_init="normal:1", bias_init="zeros",
       optimizer="adam", lr=1e-3, epochs=200, batch_size=None,
       grids={

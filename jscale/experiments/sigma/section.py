@@ -12,7 +12,8 @@ from jscale.experiments.sigma import config
 from jscale.report import describe, plots
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt, label
-from jscale.report.stats import ci_text, verdict
+from jscale.report import stats
+from jscale.report.stats import ci_text
 from jscale.sweeps import Results
 
 
@@ -23,6 +24,10 @@ def equivalent_sigma(widths: Sequence[int], init) -> tuple[float, list]:
   init = initializers.get(init)
   per = [math.sqrt(init.second_moment((a, b))) for a, b in zip(widths[:-1], widths[1:])]
   return float(np.exp(np.mean(np.log(per)))), per
+
+
+def _verdict_cell(v: stats.Verdict) -> str:
+  return f"**{v.verdict}**" if v.verdict == stats.DOES_NOT_REPRODUCE else v.verdict
 
 
 def build(r: Results) -> Section:
@@ -42,6 +47,7 @@ def build(r: Results) -> Section:
           (("grad_norm",), "gradient L2 norm (all parameters)", True),
           (("saturation", "dead_frac"), "fraction of near-zero ReLU outputs", False)]
   for i, (names, ylabel, logy) in enumerate(figs):
+    bounds = None if logy else stats.UNIT   # the linear ones are accuracies and fractions
     m = describe.first_metric(r, *names)
     if m is None:
       continue
@@ -51,13 +57,16 @@ def build(r: Results) -> Section:
     path = os.path.join(r.path, f"fig{i + 1}_{m}.png")
     if len(groups) > 1:
       path = plots.curve_panels(path, dict(zip(plabels, groups)), ylabel=ylabel, logy=logy,
-                                epochs=r.axes.get("epoch"), title=title)
+                                epochs=r.axes.get("epoch"), title=title, bounds=bounds)
     else:
-      path = plots.curves(path, groups[0], ylabel=ylabel, logy=logy, epochs=r.axes.get("epoch"), title=title)
+      path = plots.curves(path, groups[0], ylabel=ylabel, logy=logy, epochs=r.axes.get("epoch"), title=title,
+                          bounds=bounds)
     what = {"saturation": f" ({m}: share of hidden ReLU outputs with |a| <= "
                           f"{r.config.get('configs', [{}])[0].get('saturation_threshold', 1e-3):g}, averaged over "
                           "the epoch's steps)"}.get(m, "")
-    avg = "geometric mean over seeds with the 95% band of the log" if logy else "mean over seeds with 95% band"
+    avg = ("geometric mean over the seeds finite at each epoch with the 95% band of the log" if logy else
+           "mean over the seeds finite at each epoch with its 95% band cut at [0, 1]")
+    avg += "; legends give the n averaged (min-max where seeds diverge along the way)"
     s.parts.append(Figure(path, f"Figure {i + 1}: {ylabel} per epoch{what}, {avg}"
                                 + (f"; panels: {panel} = {', '.join(plabels)}." if panel else ".")))
   acc = r.metric(acc_name, *(([panel] if panel else []) + ["sigma", "seed"]
@@ -66,26 +75,40 @@ def build(r: Results) -> Section:
   acc = acc if panel else acc[None]                                  # (panels, sigma, seed)
   src_idx = {k: next((i for i, x in enumerate(sig) if math.isclose(x, key, rel_tol=1e-9)), None)
              for k, key in enumerate(config.TUTORIAL_TEST_ACC)}
-  tut = list(config.TUTORIAL_TEST_ACC.items())
-  rows, verdicts = [], []
-  for t, (ts, tv) in enumerate(tut):
+  s.verdicts, rows, lines = [], [], []
+  for t, (ts, tv) in enumerate(config.TUTORIAL_TEST_ACC.items()):
     k = src_idx[t]
     if k is None:
       continue
-    rows.append([f"{ts:g}", tv] + [ci_text(acc[p, k]) for p in range(len(pvals))])
-    for p in range(len(pvals)):
-      finite = acc[p, k][np.isfinite(acc[p, k])]
-      verdicts.append("- " + verdict(finite, tv, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else "")))
-  cols = [f"measured, {l} (mean [95% CI])" for l in plabels] if panel else ["measured test accuracy (mean [95% CI])"]
+    for p, pv in enumerate(pvals):
+      cell = {"sigma": ts, **({panel: pv} if panel else {})}
+      v = stats.judge(acc[p, k], tv, cell=cell, metric=acc_name, bounds=stats.UNIT)
+      s.verdicts.append(v)
+      rows.append([f"{ts:g}"] + ([plabels[p]] if panel else []) +
+                  [tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}", ci_text(acc[p, k], bounds=stats.UNIT),
+                   stats.fmt_interval(v.single_run_95), _verdict_cell(v)])
+      lines.append("- " + stats.verdict_text(v, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else ""),
+                                             source_name="the tutorial's single run"))
   if rows:
-    s.parts.append(Table(["sigma", "tutorial (one run)"] + cols, rows,
+    s.parts.append(Table(["sigma"] + ([panel] if panel else []) +
+                         ["tutorial (one run)", "seeds (finite / run)", "measured mean [95% CI of the mean]",
+                          "one new run: 95% interval", "verdict"], rows,
                          "Table 1: test accuracy after the last epoch per sigma, beside the tutorial's single runs"))
-    s.parts.append("\n".join(verdicts))
+    s.parts.append(
+        "Verdicts: the tutorial reports one run per sigma, so its number is compared with where one run of "
+        f"this protocol lands -- the {stats.PI_METHOD} -- not with the mean's interval, which shrinks as seeds "
+        f"are added. Below {stats.MIN_SEEDS} finite seeds there is no verdict. The mean's interval: "
+        f"{stats.BOUNDED_CI_METHOD} ([0, 1]). {describe.data_seed_text(r.config)}: both intervals inherit that. "
+        "Diverged seeds are left out of both intervals "
+        "and counted. Written to `sigma/verdicts.json`.\n\n" + "\n".join(lines))
   else:
     s.parts.append("The grid has none of the tutorial's sigmas (0.01, 0.1, 0.5, 1): no Table 1 comparison.")
+  cols = ([f"measured, {l} (mean [95% CI])" for l in plabels] if panel else
+          ["measured test accuracy (mean [95% CI])"])
   extra = [k for k in range(len(sig)) if k not in src_idx.values()]
   if extra:
-    s.parts.append(Table(["sigma"] + cols, [[f"{sig[k]:g}"] + [ci_text(acc[p, k]) for p in range(len(pvals))]
+    s.parts.append(Table(["sigma"] + cols, [[f"{sig[k]:g}"] + [ci_text(acc[p, k], bounds=stats.UNIT)
+                                                                 for p in range(len(pvals))]
                                             for k in range(len(sig))],
                          "Test accuracy after the last epoch, every sigma of the grid"))
   widths = describe.widths(r)
@@ -101,7 +124,9 @@ def build(r: Results) -> Section:
     path = plots.metric_vs_param(os.path.join(r.path, "final_acc_vs_sigma.png"), sig, series,
                                  xlabel="sigma (weight std, log scale)", ylabel="test accuracy after the last epoch",
                                  title="Final test accuracy vs sigma", markers=markers,
-                                 reference=config.TUTORIAL_TEST_ACC, reference_label="tutorial (one run)")
-    s.parts.append(Figure(path, "Final test accuracy against sigma (mean, 95% CI over seeds); crosses: the "
+                                 reference=config.TUTORIAL_TEST_ACC, reference_label="tutorial (one run)",
+                                 bounds=stats.UNIT)
+    s.parts.append(Figure(path, "Final test accuracy against sigma (mean over finite seeds, 95% CI of the mean "
+                                "cut at [0, 1]; series nudged sideways so their bars stay apart); crosses: the "
                                 "tutorial's single runs; vertical lines: the sigma each rule picks."))
   return s

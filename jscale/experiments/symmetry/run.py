@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale import datasets, mlp, train as train_lib
-from jscale.sweeps import store
+from jscale.sweeps import runner, store
 
 
 def unit_spread(params: mlp.Params) -> jax.Array:
@@ -108,29 +108,40 @@ INITS = ("zeros", "constant:0.1", "he_normal", "glorot_normal")
 
 
 def experiment(exp_dir: str, seeds: Sequence[int] = (0, 1, 2), inits: Sequence[str] = INITS, *,
-               data: str = "two_moons", widths_hidden: Sequence[int] = (64, 64), lr: float = 0.1,
-               steps: int = 2000, batch_size: int = 64) -> str:
+               data: str = "two_moons", data_seed: int | None = None, widths_hidden: Sequence[int] = (64, 64),
+               lr: float = 0.1, steps: int = 2000, batch_size: int = 64) -> str:
   """Train every init on `data` for every seed (vmapped), write config.json + metrics.npz (the
-  results store's format) into `exp_dir`. The data split uses seed 0 for every run."""
-  ds = datasets.get(data)
+  results store's format) into `exp_dir`.
+
+  Each seed trains on its own draw of the data (for two moons: its own make_moons sample and 70/30 split;
+  data_seed=None follows the seed, an int pins one draw for every seed); the draws are stacked and
+  vmapped with the seeds. Chance and the linear classifier are measured on each seed's own split."""
+  seeds = [int(s) for s in seeds]
+  data_seeds = [s if data_seed is None else int(data_seed) for s in seeds]
+  sets = [datasets.get(data, seed=d) for d in data_seeds]
+  runner.check_stackable(data, data_seeds, sets)
+  ds = sets[0]
   widths = (ds.x_train.shape[1], *widths_hidden, ds.num_classes)
-  x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-  keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+  stack = lambda field: jnp.stack([jnp.asarray(getattr(d, field)) for d in sets])
+  x, y, x_test, y_test = stack("x_train"), stack("y_train"), stack("x_test"), stack("y_test")
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+  acc_of = jax.jit(jax.vmap(lambda p, xs, ys: accuracy(p, xs, ys)))
   losses, spreads, outs, accs, train_accs = [], [], [], [], []
   for init in inits:
-    train = jax.jit(jax.vmap(make_sgd_loop(widths, init, lr=lr, steps=steps, batch_size=batch_size),
-                             in_axes=(0, None, None)))
+    train = jax.jit(jax.vmap(make_sgd_loop(widths, init, lr=lr, steps=steps, batch_size=batch_size)))
     out = train(keys, x, y)
     losses.append(out.loss)
     spreads.append(out.spread)
     outs.append(jax.vmap(outgoing_spread)(out.params))
-    accs.append(jax.vmap(lambda p: accuracy(p, ds.x_test, ds.y_test))(out.params))
-    train_accs.append(jax.vmap(lambda p: accuracy(p, x, y))(out.params))
+    accs.append(acc_of(out.params, x_test, y_test))
+    train_accs.append(acc_of(out.params, x, y))
   n_hidden = len(widths) - 2
   spreads = np.stack(spreads)  # (init, seed, steps + 1, layer)
+  chance = [chance_accuracy(d.y_train, d.y_test) for d in sets]
+  linear = [linear_accuracy(d.x_train, d.y_train, d.x_test, d.y_test) for d in sets]
   store.write_results(
       exp_dir,
-      axes={"init": list(inits), "seed": list(seeds), "step": list(range(steps)),
+      axes={"init": list(inits), "seed": seeds, "step": list(range(steps)),
             "layer": list(range(1, n_hidden + 1))},
       metrics={"loss": (("init", "seed", "step"), np.stack(losses)),
                "spread": (("init", "seed", "step", "layer"), spreads[:, :, :-1]),
@@ -139,7 +150,9 @@ def experiment(exp_dir: str, seeds: Sequence[int] = (0, 1, 2), inits: Sequence[s
                "test_acc": (("init", "seed"), np.stack(accs)),
                "train_acc": (("init", "seed"), np.stack(train_accs))},
       experiment="symmetry", data=data, data_source=ds.source, widths=list(widths), lr=lr, steps=steps,
-      batch_size=batch_size, seeds=list(seeds),
-      chance_acc=chance_accuracy(ds.y_train, ds.y_test),
-      linear_acc=linear_accuracy(ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+      batch_size=batch_size, seeds=seeds, data_seeds=data_seeds, data_seed_follows_seed=data_seed is None,
+      data_fingerprints=[datasets.fingerprint(d) for d in sets],
+      # Means over the seeds' own splits (per seed beside them).
+      chance_acc=float(np.mean(chance)), chance_acc_per_seed=chance,
+      linear_acc=float(np.mean(linear)), linear_acc_per_seed=linear)
   return exp_dir

@@ -8,7 +8,7 @@ import numpy as np
 from jscale.report import describe, plots
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt
-from jscale.report.stats import fmt_ci, mean_ci95
+from jscale.report.stats import BOUNDED_CI_METHOD, UNIT, fmt_ci, mean_ci95
 from jscale.sweeps import Results
 
 
@@ -17,13 +17,17 @@ def build(r: Results) -> Section:
   inits = r.axis("init")
   acc = r.metric("test_acc", "init", "seed")
   fin = r.metric("final_spread", "init", "seed", "layer").max(-1)
-  ci = mean_ci95(acc, 1)
+  ci = mean_ci95(acc, 1, UNIT)
   chance, lin = r.config.get("chance_acc"), r.config.get("linear_acc")
-  s = Section("symmetry: zeros and constant init never break hidden-unit symmetry", [describe.grid_text(r, skip=("step", "layer"))])
+  s = Section("symmetry: zeros and constant init never break hidden-unit symmetry",
+              [describe.grid_text(r, skip=("step", "layer"))])
   rows = [[i, fmt_ci(ci, k), fmt(fin[k].max(), 6), "yes" if fin[k].max() == 0 else "no"] for k, i in enumerate(inits)]
-  s.parts.append(Table(["init", "test accuracy (mean [95% CI])", "max unit spread after training",
+  s.parts.append(Table(["init", f"test accuracy (mean [95% CI], {ci.n} seeds)", "max unit spread after training",
                         "units identical"], rows, f"Chance (majority class) = {fmt(chance)}; logistic "
-                                                  f"regression (a linear classifier) = {fmt(lin)}"))
+                                                  f"regression (a linear classifier) = {fmt(lin)}; intervals: "
+                                                  f"{BOUNDED_CI_METHOD} ([0, 1])"))
+  s.parts.append("The sources claim this without numbers, so there is no verdicts.json; the claim is checked "
+                 "against chance below.")
   lines = []
   for k, i in enumerate(inits):
     same = fin[k].max() == 0
@@ -42,10 +46,15 @@ def build(r: Results) -> Section:
     p = plots.curves(os.path.join(r.path, "spread.png"), {i: sp[k] for k, i in enumerate(inits)},
                      ylabel="max difference between hidden units' incoming weights", xlabel="SGD step",
                      epochs=r.axis("step"), title="Hidden-unit spread during training")
-    s.parts.append(Figure(p, "Max pairwise difference between hidden units (0 = all units identical)."))
+    same = [i for k, i in enumerate(inits) if np.all(sp[k] == 0)]
+    s.parts.append(Figure(p, "Max pairwise difference between hidden units (0 = all units identical); mean over "
+                             "seeds (legend: n), each init its own line style and marker" +
+                             (f"; {' and '.join(same)} lie exactly on 0 together (markers staggered)."
+                              if len(same) > 1 else ".")))
   p = plots.scheme_bars(os.path.join(r.path, "symmetry_acc.png"), inits, ci.mean,
-                        errors=None if ci.n < 2 else ci.half, ylabel="test accuracy",
-                        title="Test accuracy per init", reference={i: chance for i in inits},
-                        reference_label="chance (majority class)")
+                        errors=None if ci.n < 2 else np.stack([ci.mean - ci.lo, ci.hi - ci.mean]),
+                        ylabel="test accuracy", title="Test accuracy per init", reference={i: chance for i in inits},
+                        reference_label="chance (majority class)",
+                        measured_label=f"measured, mean over n={ci.n} seeds (95% CI)")
   s.parts.append(Figure(p, "Test accuracy per init beside chance."))
   return s
