@@ -6,6 +6,15 @@
   python scripts/calculus.py --init glorot_normal --data pixels --feature-scale 1 --weight-scale 255
   python scripts/calculus.py --init glorot_normal --data pixels --feature-scale 255 --weight-scale 1
   python scripts/calculus.py --json > calculus.json
+  python scripts/calculus.py --model lenet --compare fan_in,fan_out,xavier,geometric
+  python scripts/calculus.py --model resnet --init geometric
+  python scripts/calculus.py --model my_net.py:make --init he_normal --json
+
+`--model mlp` (the default) is the MLP given by --widths. `--model lenet` / `resnet` are the paper's strided
+LeNet and a small pre-activation bottleneck ResNet with the Section 11 scalars (jscale.models), on --batch
+random images; `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
+(apply_fn, params, x) or (apply_fn, params, x, loss) (`init` is the --init spec string, or None when not given).
+Any model other than mlp goes through `jscale.calculus.inspect`: its table has one row per parameter leaf.
 
 Predicted columns come from the propagation rules (docs/calculus.md); measured ones from one forward/backward
 pass (`jax.vjp`, random-projection loss v ~ N(0, 1) per example) on one batch. G is the per-example
@@ -18,8 +27,10 @@ as in the feature- vs weight-scaling question (docs/sources.md).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 
 import jax
@@ -28,12 +39,26 @@ import numpy as np
 
 from jscale import calculus, initializers, mlp
 
+MODELS = ("mlp", "lenet", "resnet")
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # `error: ...` on stderr and exit 2, no usage dump or traceback
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _spec(name: str) -> str:
+  """The paper's scheme names (fan_in, fan_out, xavier, geometric) or any initializer spec."""
+  return initializers.SCHEMES.get(name, name)
+
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  p = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+              epilog=__doc__)
+  p.add_argument("--model", default="mlp", help="mlp, lenet, resnet or PATH.py:FUNCTION (see below)")
   p.add_argument("--widths", default="784,300,100,10", help="comma-separated widths n_0,...,n_L")
-  p.add_argument("--init", default="geometric", help="initializer spec, e.g. he_normal, glorot_normal, "
+  p.add_argument("--init", default=None, help="initializer spec, e.g. he_normal, glorot_normal, "
                  "geometric:c=2, normal:0.1 (see jscale.initializers.names())")
   p.add_argument("--compare", default=None, help="comma-separated init names to put side by side "
                  "(names only; use --init for a spec with parameters)")
@@ -51,8 +76,20 @@ def parse_args(argv=None):
     args.widths = mlp.check_widths(int(w) for w in args.widths.split(","))
   except ValueError as e:
     p.error(f"--widths: {e}" if "widths" in str(e) else f"--widths must be comma-separated ints: {args.widths!r}")
-  inits = args.compare.split(",") if args.compare else [args.init]
+  if args.model not in MODELS:
+    path, sep, func = args.model.rpartition(":")
+    if not sep or not path.endswith(".py") or not func:
+      p.error(f"--model must be one of {', '.join(MODELS)} or PATH.py:FUNCTION, got {args.model!r}")
+    if not os.path.isfile(path):
+      p.error(f"--model {args.model}: no file {path!r}")
+  elif args.model != "mlp" and args.data in ("fashion_mnist", "mnist"):
+    p.error(f"--data {args.data} works with --model mlp only")
+  custom_default = args.init is None and args.model not in MODELS
+  args.init = "geometric" if args.init is None else args.init
+  inits = [_spec(n) for n in args.compare.split(",")] if args.compare else [None if custom_default else args.init]
   for spec in inits:
+    if spec is None:
+      continue
     try:
       initializers.get(spec)
     except ValueError as e:
@@ -141,8 +178,84 @@ def render(rep) -> str:
   return "\n".join(lines)
 
 
+def load_model(args, spec, key):
+  """(apply_fn, params, x, loss, title) of a non-MLP --model."""
+  k_data, k_net = jax.random.split(key)
+  loss = None
+  if args.model in ("lenet", "resnet"):
+    from jscale import models
+    if args.model == "lenet":
+      cfg = models.LeNetConfig()
+      apply_fn, params = models.apply_lenet, models.init_lenet(k_net, cfg, spec)
+    else:
+      cfg = models.ResNetConfig()
+      params = models.init_resnet(k_net, cfg, spec)
+      apply_fn = lambda p, x_: models.apply_resnet(p, x_, cfg, spec)  # noqa: E731
+    shape = (args.batch,) + tuple(cfg.image)
+    if args.data == "pixels":
+      x = jax.random.randint(k_data, shape, 0, 256).astype(jnp.float32)
+    else:
+      x = math.sqrt(args.x_sq) * jax.random.normal(k_data, shape)
+    x = x / args.feature_scale
+  else:
+    path, _, func = args.model.rpartition(":")
+    mod_spec = importlib.util.spec_from_file_location("calculus_user_model", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    if not callable(getattr(module, func, None)):
+      raise ValueError(f"--model {args.model}: {path} has no function {func!r}")
+    got = getattr(module, func)(k_net, spec)
+    if not isinstance(got, tuple) or len(got) not in (3, 4):
+      raise ValueError(f"--model {args.model}: {func}(key, init) must return (apply_fn, params, x) or "
+                       f"(apply_fn, params, x, loss), got {type(got).__name__}")
+    apply_fn, params, x = got[:3]
+    loss = got[3] if len(got) == 4 else None
+  title = f"model {args.model}  init {spec if spec is not None else '(its own)'}"
+  return apply_fn, params, x, loss, title
+
+
+def main_model(args) -> int:
+  key = jax.random.PRNGKey(args.seed)
+  k_model, k_loss = jax.random.split(key)
+  reps = []
+  for spec in args.inits:
+    apply_fn, params, x, loss, title = load_model(args, spec, k_model)
+    res = calculus.inspect(apply_fn, params, x, loss=loss, key=k_loss, target_std=args.target_std)
+    reps.append((title, spec, res.to_dict()))
+  if args.json:
+    out = reps[0][2] if len(reps) == 1 else dict(schemes=[dict(r, init=s) for _, s, r in reps])
+    print(json.dumps(dict(out, model=args.model) if len(reps) == 1 else out, indent=1))
+    return 0
+  print("\n\n".join(calculus.inspection.render(r, t) for t, _, r in reps))
+  if len(reps) > 1:
+    width = max(len(row["path"]) for row in reps[0][2]["layers"])
+    print("\nside by side (G pred / G meas per leaf):")
+    print(" " * width + "".join(f"{s:>24}" for _, s, _ in reps))
+    for i, row in enumerate(reps[0][2]["layers"]):
+      if row["kind"] not in calculus.inspection.WEIGHT_KINDS:
+        continue
+      cells = [f"{fmt(r['layers'][i]['G_pred'], 0)} / {fmt(r['layers'][i]['G_meas'], 0)}" for _, _, r in reps]
+      print(row["path"].ljust(width) + "".join(f"{c:>24}" for c in cells))
+    scores = [f"{fmt(r['verdict']['preconditioning_score_pred'], 0)} / "
+              f"{fmt(r['verdict']['preconditioning_score_meas'], 0)}" for _, _, r in reps]
+    print("score".ljust(width) + "".join(f"{c:>24}" for c in scores))
+  return 0
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
+  try:
+    if args.model != "mlp":
+      return main_model(args)
+    calculus.check_bytes(calculus.mlp_bytes(args.widths, args.batch), f"--widths {','.join(map(str, args.widths))} "
+                         f"with --batch {args.batch}")
+    return main_mlp(args)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def main_mlp(args) -> int:
   key = jax.random.PRNGKey(args.seed)
   k_data, k_net = jax.random.split(key)
   x = load_inputs(args, k_data)

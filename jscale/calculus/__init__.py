@@ -32,3 +32,5 @@ from jscale.calculus.summary import report
 from jscale.calculus.weights import WEIGHT_LAYERS, Conv, LayerInfo, Linear, kernel_shape, same_tap_fraction
 
 _flat_params = flat_params  # the old private name (tests/test_calculus.py)
+from jscale.calculus.inspection import Inspection, inspect, projection_loss
+from jscale.calculus.memory import available_bytes, check_bytes, mlp_bytes

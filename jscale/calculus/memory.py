@@ -1,0 +1,55 @@
+"""Memory guard for the calculus entry points: refuse before compute, with the estimate, instead of dying in an
+XLA out-of-memory error (issue 12)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+
+_FALLBACK = 8 * 2 ** 30
+# Share of the free memory one entry point may plan to use: XLA's own workspace and fragmentation need the rest.
+_SHARE = 0.7
+
+
+def available_bytes() -> int:
+  """Memory the default device can give: the accelerator's limit, or the host's MemAvailable on CPU."""
+  dev = jax.devices()[0]
+  if dev.platform != "cpu":
+    try:
+      stats = dev.memory_stats() or {}
+      if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    except Exception:  # noqa: BLE001 - a backend without memory stats: fall through to the host
+      pass
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return _FALLBACK
+
+
+def check_bytes(estimate: float, what: str, limit: float | None = None) -> None:
+  """ValueError when `estimate` bytes exceed `limit` (default: a share of `available_bytes()`)."""
+  limit = _SHARE * available_bytes() if limit is None else limit
+  if estimate > limit:
+    raise ValueError(f"{what} needs about {_fmt(estimate)} ({int(estimate)} bytes) of memory, more than the "
+                     f"{_fmt(limit)} this device can spare; use smaller widths or a smaller batch")
+
+
+def mlp_bytes(widths: Sequence[int], batch: int, itemsize: int = 4) -> float:
+  """Estimated peak of `calculus.report` / `measure` on an MLP: weights, their gradients and two copies of
+  the Monte-Carlo probes (3 per weight), and about ten (batch, width) arrays per layer (inputs,
+  pre-activations, their perturbations and cotangents)."""
+  n_w = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+  return itemsize * (3.0 * n_w + 10.0 * batch * sum(widths))
+
+
+def _fmt(n: float) -> str:
+  for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+    if n >= size:
+      return f"{n / size:.3g} {unit}"
+  return f"{math.ceil(n / 1024)} KiB"

@@ -1,0 +1,493 @@
+"""The calculus's rules applied to a flat jaxpr graph (tracing.py): predicted moments per value and per leaf.
+
+Each equation with an activation operand is matched to a rule of docs/calculus.md:
+  dot_general / conv_general_dilated against a parameter leaf  weight layer (any strides, padding, dilation,
+        feature groups: the (output position, tap) pairs that land inside the input are counted exactly, which
+        gives the SAME-padding k_eff of the docs and the stride = kernel rules as special cases)
+  max(u, 0); select_n(u > 0, a u, b u) (jax.nn.relu, leaky_relu, jnp.where)   piecewise-linear activation
+  tanh                                       identity rules while E[y^2] <= TANH_LINEAR_MAX, else no rule
+  mul / div / neg by a constant              fixed scalar (a constant 0/1 mask: dropout)
+  mul by a parameter leaf                    learnable scalar ("scalar") or elementwise multiplier ("other")
+  add of a parameter leaf                    bias;  add of two activations: residual sum (cross term dropped)
+  reduce_window_sum, reduce_sum over positions   (average / global) pooling with the ReLU correlation correction
+  reshape, transpose, convert, slice, pad, concatenate   moments kept
+Anything else touching an activation (max pooling, normalisation, softmax, attention, sigmoid, ...) makes the
+value unknown, with the reason; unknown values propagate forward, and backward to everything below.
+Signals: forward dict(sq=E[v^2], r=corr between examples, sym, why), backward dict(sq, r, pooled, why);
+sq is None exactly when why says why.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscale.calculus.correlation import relu_corr
+from jscale.calculus.tracing import Lit, Tag, is_float, scalar_value
+
+# tanh's linear-regime rules are off by about 2 E[y^2] relatively (E[tanh(y)^2] ~ q - 2 q^2 for y ~ N(0, q)):
+# 0.05 keeps that below 10%.
+TANH_LINEAR_MAX = 0.05
+_PASS = {"reshape", "convert_element_type", "squeeze", "expand_dims", "copy", "copy_p", "reduce_precision",
+         "transpose", "rev", "broadcast_in_dim"}
+_REASONS = {
+    "reduce_window_max": "max pooling has no rule: it does not keep nu (paper Table 1)",
+    "reduce_max": "a max over positions (max pooling) has no rule: it does not keep nu (paper Table 1)",
+    "argmax": "argmax has no rule",
+    "logistic": "sigmoid has no rule: it is not positively homogeneous and does not keep nu (paper Table 1)",
+    "rsqrt": "normalisation (a division by a measured scale) has no rule in the calculus",
+    "sqrt": "normalisation (a division by a measured scale) has no rule in the calculus",
+    "exp": "exp (softmax / attention) has no rule in the calculus",
+    "integer_pow": "a power of an activation (normalisation, gelu) has no rule in the calculus",
+    "erf": "erf (gelu) has no rule: it is not positively homogeneous",
+}
+
+
+def pwl_gains(p: float, q: float) -> tuple[float, float]:
+  """(forward, backward) gain of phi(u) = p u (u > 0), q u (u < 0) on a symmetric input."""
+  g = (p * p + q * q) / 2
+  return g, g
+
+
+def pwl_corr(p: float, q: float, r: float) -> tuple[float, float]:
+  """(forward r, backward factor) of phi(u) = p relu(u) - q relu(-u) for input correlation r (Cho & Saul)."""
+  r = min(max(r, -1.0), 1.0)
+  e2 = (p * p + q * q) / 2
+  fwd = ((p * p + q * q) / 2 * relu_corr(r) * 2 - 2 * p * q * relu_corr(-r)) / (2 * e2) if e2 > 0 else r
+  both = (math.pi - math.acos(r)) / (2 * math.pi)
+  cross = math.acos(r) / (2 * math.pi)
+  bwd = ((p * p + q * q) * both + 2 * p * q * cross) / e2 if e2 > 0 else 1.0
+  return fwd, bwd
+
+
+def act_name(p: float, q: float) -> str:
+  if p == 1 and q == 0:
+    return "relu"
+  if p == 1 and 0 < q < 1:
+    return f"leaky_relu:{q:g}"
+  if p == q:
+    return f"linear:{p:g}"
+  return f"piecewise_linear:{p:g},{q:g}"
+
+
+def _counts(in_sp, k_sp, strides, padding, lhs_dil, rhs_dil) -> np.ndarray:
+  """Per output position, how many kernel taps land on a real input entry (an exact count, by a conv of ones)."""
+  d = len(in_sp)
+  ones_x = jnp.ones((1, 1) + tuple(in_sp), jnp.float32)
+  ones_k = jnp.ones((1, 1) + tuple(k_sp), jnp.float32)
+  out = jax.lax.conv_general_dilated(ones_x, ones_k, tuple(strides), tuple(tuple(p) for p in padding),
+                                     tuple(lhs_dil or (1,) * d), tuple(rhs_dil or (1,) * d))
+  return np.asarray(out, np.float64).reshape(-1)
+
+
+def _window_counts(in_shape, params) -> np.ndarray:
+  """Per output position of a reduce_window_sum (per example), how many real entries its window sums."""
+  ones = jnp.ones((1,) + tuple(in_shape[1:]), jnp.float32)
+  dims = (1,) + tuple(params["window_dimensions"][1:])
+  out = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, (1,) + tuple(params["window_strides"][1:]),
+                              ((0, 0),) + tuple(tuple(p) for p in params["padding"][1:]),
+                              base_dilation=(1,) + tuple(params["base_dilation"][1:]),
+                              window_dilation=(1,) + tuple(params["window_dilation"][1:]))
+  return np.asarray(out, np.float64).reshape(-1)
+
+
+def _unknown_sig(why):
+  return dict(sq=None, r=0.0, sym=False, why=why)
+
+
+class Predictor:
+  """Forward then backward pass of the rules over a graph. After `run`: `fwd`, `bwd` (per value id),
+  `ops` (weight / bias / scalar uses of parameter leaves), `acts` (recognised activations), `leaf_why`."""
+
+  def __init__(self, graph, tags, const_vals, leaf_sq, x_sig, batch_size):
+    self.g, self.tags, self.cv = graph, tags, dict(graph.consts, **const_vals)
+    self.leaf_sq, self.B = leaf_sq, batch_size
+    self.fwd = {graph.x_id: x_sig}
+    self.bwd = {}
+    self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
+    self.ops, self.acts, self.notes = [], [], []
+    self.leaf_why = {}
+
+  # -- helpers
+  def tag(self, a):
+    return Tag("const") if isinstance(a, Lit) else self.tags.get(a, Tag("const"))
+
+  def const(self, a):
+    if isinstance(a, Lit):
+      return a.val
+    return self.cv.get(a)
+
+  def shape(self, a):
+    return tuple(np.shape(a.val)) if isinstance(a, Lit) else tuple(self.g.avals[a].shape)
+
+  def per_example(self, a) -> int:
+    return math.prod(self.shape(a)[1:])
+
+  def unknown(self, e, why):
+    for o in e.outs:
+      self.fwd[o] = _unknown_sig(why)
+    ins = [a for a in e.ins if self.tag(a).kind == "act"]
+    self.back.append((e, [(a, lambda g, why=why: dict(sq=None, r=0.0, pooled=False, why=g["why"] or why))
+                          for a in ins]))
+    for a in e.ins:
+      t = self.tag(a)
+      if t.kind == "param":
+        self.leaf_why.setdefault(t.leaf, why)
+
+  def set_out(self, e, sig, backs):
+    self.fwd[e.outs[0]] = sig
+    self.back.append((e, backs))
+
+  # -- the pass
+  def run(self, out_grads: dict):
+    for e in self.g.eqns:
+      ins = [a for a in e.ins if self.tag(a).kind == "act"]
+      if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
+        viewed = all(self.tags.get(o) is not None and self.tags[o].kind == "param" for o in e.outs)
+        for a in e.ins:  # parameters used outside any activation path (views of a leaf are fine)
+          t = self.tag(a)
+          if t.kind == "param" and not ins and not viewed:
+            self.leaf_why.setdefault(t.leaf, f"used by '{e.name}' on parameters only (not a layer the calculus "
+                                     "knows)")
+        continue
+      upstream = next((self.fwd[a]["why"] for a in ins if self.fwd.get(a, _unknown_sig("?"))["why"]), None)
+      if upstream:
+        self.structure_only(e, ins, upstream)
+        continue
+      rule = getattr(self, "rule_" + e.name, None)
+      if rule is None:
+        self.unknown(e, _REASONS.get(e.name, f"no rule for the primitive '{e.name}'"))
+        continue
+      why = rule(e, ins)
+      if why:
+        self.unknown(e, why)
+    self.backward(out_grads)
+    return self
+
+  def structure_only(self, e, ins, why):
+    """Downstream of an unknown value: record what the op is (kind, fans, taps) with no moments."""
+    rule = getattr(self, "rule_" + e.name, None)
+    n_ops, n_acts, n_back, saved = len(self.ops), len(self.acts), len(self.back), {a: self.fwd[a] for a in ins}
+    if rule is not None:
+      for a in ins:
+        self.fwd[a] = dict(sq=0.0, r=0.0, sym=True, why=None)
+      try:
+        rule(e, ins)
+      except (ArithmeticError, ValueError, TypeError):
+        pass
+      self.fwd.update(saved)
+      for r in self.ops[n_ops:]:
+        r["x_sig"] = saved[r["in_id"]]
+      del self.back[n_back:]
+    self.unknown(e, why)
+
+  def backward(self, out_grads):
+    self.bwd = {}
+    for i, g in out_grads.items():
+      self._acc(i, g)
+    for e, backs in reversed(self.back):
+      gs = [self.bwd.get(o) for o in e.outs]
+      if all(g is None for g in gs):
+        continue
+      g = gs[0] if gs[0] is not None else dict(sq=0.0, r=0.0, pooled=False, why=None)
+      for a, fn in backs:
+        self._acc(a, fn(g))
+
+  def _acc(self, i, c):
+    old = self.bwd.get(i)
+    if old is None:
+      self.bwd[i] = dict(c)
+      return
+    if old["why"] or c["why"]:
+      self.bwd[i] = dict(sq=None, r=0.0, pooled=False, why=old["why"] or c["why"])
+      return
+    sq = old["sq"] + c["sq"]
+    r = (old["sq"] * old["r"] + c["sq"] * c["r"]) / sq if sq > 0 else old["r"]
+    self.bwd[i] = dict(sq=sq, r=r, pooled=old["pooled"] or c["pooled"], why=None)
+
+  @staticmethod
+  def scaled(g, f, r=None, pooled=None):
+    if g["why"]:
+      return dict(g)
+    return dict(g, sq=g["sq"] * f, r=g["r"] if r is None else r, pooled=g["pooled"] if pooled is None else pooled)
+
+  # -- shape-only rules
+  def _pass(self, e, ins):
+    a = ins[0]
+    if len(ins) != 1 or self.shape(a)[:1] != self.shape(e.outs[0])[:1]:
+      return "an operation that moves or mixes the batch axis"
+    if e.name == "transpose" and e.params["permutation"][0] != 0:
+      return "a transpose that moves the batch axis"
+    if e.name == "broadcast_in_dim" and self.per_example(e.outs[0]) != self.per_example(a):
+      return "a broadcast of an activation (repeats entries; no rule)"
+    self.set_out(e, dict(self.fwd[a]), [(a, lambda g: dict(g))])
+
+  rule_reshape = rule_convert_element_type = rule_squeeze = rule_expand_dims = rule_copy = rule_copy_p = _pass
+  rule_reduce_precision = rule_transpose = rule_rev = rule_broadcast_in_dim = _pass
+
+  def rule_slice(self, e, ins):
+    a = ins[0]
+    if e.params["start_indices"][0] != 0 or self.shape(e.outs[0])[0] != self.shape(a)[0]:
+      return "a slice across examples"
+    frac = self.per_example(e.outs[0]) / self.per_example(a)
+    self.set_out(e, dict(self.fwd[a]), [(a, lambda g: self.scaled(g, frac))])
+
+  def rule_pad(self, e, ins):
+    a = e.ins[0]
+    if a not in ins or scalar_value(self.const(e.ins[1])) != 0 or tuple(e.params["padding_config"][0]) != (0, 0, 0):
+      return "padding with a non-zero value or across examples"
+    frac = self.per_example(a) / self.per_example(e.outs[0])
+    s = self.fwd[a]
+    self.set_out(e, dict(s, sq=s["sq"] * frac, sym=s["sym"]), [(a, lambda g: self.scaled(g, 1.0))])
+
+  def rule_concatenate(self, e, ins):
+    if e.params["dimension"] == 0 or len(ins) != len(e.ins):
+      return "a concatenation across examples or with constants"
+    sizes = [self.per_example(a) for a in ins]
+    sigs = [self.fwd[a] for a in ins]
+    tot = sum(sizes)
+    sq = sum(n * s["sq"] for n, s in zip(sizes, sigs)) / tot
+    r = sum(n * s["sq"] * s["r"] for n, s in zip(sizes, sigs)) / (tot * sq) if sq > 0 else 0.0
+    self.set_out(e, dict(sq=sq, r=r, sym=all(s["sym"] for s in sigs), why=None),
+                 [(a, lambda g: dict(g)) for a in ins])
+
+  # -- scalars, masks, learnable multipliers
+  def _scale(self, e, a, c):
+    s = self.fwd[a]
+    arr = np.asarray(c, np.float64)
+    c2, m = float(np.mean(arr * arr)), float(np.mean(arr))
+    r = s["r"] * (m * m / c2) if c2 > 0 else s["r"]
+    odd = np.all(arr >= 0) or np.all(arr <= 0)
+    self.set_out(e, dict(sq=s["sq"] * c2, r=r, sym=s["sym"] and bool(odd), why=None),
+                 [(a, lambda g: self.scaled(g, c2, r=g["r"] * (m * m / c2) if c2 > 0 else g["r"]))])
+
+  def _param_mul(self, e, a, t):
+    s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
+    n_leaf = math.prod(self.shape(e.ins[1] if e.ins[0] == a else e.ins[0]))
+    rho = self.per_example(a) / max(n_leaf, 1)
+    kind = "scalar" if n_leaf == 1 else "other"
+    rec = dict(leaf=t.leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, rho=rho, w_sq=w_sq,
+               fan_in=1, fan_out=1, taps=1)
+    self.ops.append(rec)
+
+    def back(g):
+      rec["g"] = g
+      return self.scaled(g, w_sq)
+
+    self.set_out(e, dict(s, sq=s["sq"] * w_sq), [(a, back)])
+
+  def rule_mul(self, e, ins):
+    if len(ins) == 2:
+      return "a product of two activations (gating / attention) has no rule"
+    a = ins[0]
+    other = e.ins[1] if e.ins[0] == a else e.ins[0]
+    t = self.tag(other)
+    if t.kind == "param":
+      return self._param_mul(e, a, t)
+    c = self.const(other)
+    if t.kind != "const" or c is None:
+      return "a product with a value computed from the parameters (weight normalisation?) has no rule"
+    return self._scale(e, a, c)
+
+  def rule_div(self, e, ins):
+    a = e.ins[0]
+    if len(ins) != 1 or a not in ins or self.tag(e.ins[1]).kind != "const" or self.const(e.ins[1]) is None:
+      return "a division by an activation or a parameter (normalisation) has no rule"
+    c = np.asarray(self.const(e.ins[1]), np.float64)
+    if np.any(c == 0):
+      return "a division by zero"
+    return self._scale(e, a, 1.0 / c)
+
+  def rule_neg(self, e, ins):
+    return self._scale(e, ins[0], -1.0)
+
+  def rule_select_n(self, e, ins):
+    pred, cases = e.ins[0], e.ins[1:]
+    pt = self.tag(pred)
+    if pt.kind == "const" and self.const(pred) is not None and len(cases) == 2:  # dropout-style mask
+      acts = [i for i, c in enumerate(cases) if self.tag(c).kind == "act"]
+      zeros = [i for i, c in enumerate(cases) if self.tag(c).kind == "const" and scalar_value(self.const(c)) == 0]
+      if len(acts) == 1 and len(zeros) == 1:
+        mask = np.asarray(self.const(pred)).astype(bool)
+        return self._scale(e, cases[acts[0]], (mask if acts[0] == 1 else ~mask).astype(np.float64))
+    if pt.kind == "gate":
+      u, positive = pt.gate
+      coefs = []
+      for c in cases:
+        t = self.tag(c)
+        if isinstance(c, int) and c == u:
+          coefs.append(1.0)
+        elif t.kind == "act" and t.base == u:
+          coefs.append(t.coef)
+        elif t.kind == "const" and scalar_value(self.const(c)) == 0:
+          coefs.append(0.0)
+        else:
+          return "a select between values that are not multiples of the gated input has no rule"
+      if len(coefs) != 2:
+        return "a select with more than two cases has no rule"
+      p, q = (coefs[1], coefs[0]) if positive else (coefs[0], coefs[1])
+      return self._pwl(e, u, p, q)
+    return "a data-dependent select has no rule"
+
+  def _pwl(self, e, u, p, q):
+    s = self.fwd[u]
+    gf, gb = pwl_gains(p, q)
+    r_out, rb = pwl_corr(p, q, s["r"])
+    name = act_name(p, q)
+    if not s["sym"] and p != q:
+      self.notes.append(f"{name} applied to a non-symmetric input (e.g. a residual sum of ReLU outputs, or "
+                        "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
+    rec = dict(kind=name, in_id=u, out_id=e.outs[0])
+    self.acts.append(rec)
+    self.set_out(e, dict(sq=gf * s["sq"], r=r_out, sym=p == q and s["sym"], why=None),
+                 [(u, lambda g: self.scaled(g, gb, r=g["r"] * rb if not g["why"] else 0.0))])
+
+  def rule_max(self, e, ins):
+    if len(ins) != 1:
+      return "a max of two activations has no rule"
+    a = ins[0]
+    other = e.ins[1] if e.ins[0] == a else e.ins[0]
+    if scalar_value(self.const(other)) != 0:
+      return "a max against a non-zero constant (clipping) has no rule"
+    return self._pwl(e, a, 1.0, 0.0)
+
+  def rule_tanh(self, e, ins):
+    a = ins[0]
+    s = self.fwd[a]
+    rec = dict(kind="tanh", in_id=a, out_id=e.outs[0])
+    self.acts.append(rec)
+    if s["sq"] > TANH_LINEAR_MAX:
+      return (f"tanh outside its linear regime (predicted E[y^2] = {s['sq']:.3g} at its input, above "
+              f"{TANH_LINEAR_MAX}): it saturates and does not keep nu")
+    self.set_out(e, dict(s), [(a, lambda g: dict(g))])
+
+  # -- sums
+  def rule_add(self, e, ins):
+    if len(ins) == 2:
+      a, b = ins
+      if a == b:
+        return self._scale(e, a, 2.0)
+      sa, sb = self.fwd[a], self.fwd[b]
+      sq = sa["sq"] + sb["sq"]
+      r = (sa["sq"] * sa["r"] + sb["sq"] * sb["r"]) / sq if sq > 0 else sa["r"]
+      # a difference has the same second-moment rule as a sum (the cross term is dropped)
+      self.set_out(e, dict(sq=sq, r=r, sym=sa["sym"] and sb["sym"], why=None),
+                   [(a, lambda g: dict(g)), (b, lambda g: dict(g))])
+      return None
+    a = ins[0]
+    other = e.ins[1] if e.ins[0] == a else e.ins[0]
+    t = self.tag(other)
+    s = self.fwd[a]
+    if t.kind == "param":
+      b_sq = self.leaf_sq[t.leaf]
+      n_leaf = math.prod(self.shape(other))
+      rec = dict(leaf=t.leaf, kind="bias", op=e.name, in_id=a, out_id=e.outs[0], rho=self.per_example(a) / max(
+          n_leaf, 1), w_sq=b_sq, fan_in=1, fan_out=n_leaf, taps=1, x_sig=dict(sq=1.0, r=1.0, sym=False, why=None))
+      self.ops.append(rec)
+      sq = s["sq"] + b_sq
+      r = (s["sq"] * s["r"] + b_sq) / sq if sq > 0 else s["r"]
+
+      def back(g):
+        rec["g"] = g
+        return dict(g)
+
+      self.set_out(e, dict(sq=sq, r=r, sym=s["sym"] and b_sq == 0, why=None), [(a, back)])
+      return None
+    c = self.const(other)
+    if t.kind != "const" or c is None:
+      return "a sum with a value computed from the parameters has no rule"
+    c2 = float(np.mean(np.square(np.asarray(c, np.float64))))
+    if c2 > 0:
+      self.notes.append("a constant is added to an activation: the rules assume zero-mean values")
+    sq = s["sq"] + c2
+    self.set_out(e, dict(sq=sq, r=(s["sq"] * s["r"] + c2) / sq if sq > 0 else s["r"], sym=s["sym"] and c2 == 0,
+                         why=None), [(a, lambda g: dict(g))])
+    return None
+
+  rule_sub = rule_add_any = rule_add
+
+  # -- pooling
+  def _pool(self, e, a, counts, rho_in):
+    s = self.fwd[a]
+    mc, mc2 = float(np.mean(counts)), float(np.mean(counts ** 2))
+    sq = s["sq"] * (mc + s["r"] * (mc2 - mc))
+    r_out = s["r"] * mc2 / (mc + s["r"] * (mc2 - mc)) if sq > 0 else s["r"]
+    back_f = float(np.sum(counts)) / rho_in
+    self.set_out(e, dict(sq=sq, r=min(r_out, 1.0), sym=s["sym"], why=None),
+                 [(a, lambda g: self.scaled(g, back_f, pooled=True))])
+
+  def rule_reduce_window_sum(self, e, ins):
+    a = ins[0]
+    p = e.params
+    if p["window_dimensions"][0] != 1 or p["window_strides"][0] != 1 or tuple(p["padding"][0]) != (0, 0):
+      return "a pooling window across examples"
+    return self._pool(e, a, _window_counts(self.shape(a), p), self.per_example(a))
+
+  def rule_reduce_sum(self, e, ins):
+    a = ins[0]
+    axes, nd = tuple(e.params["axes"]), len(self.shape(a))
+    if 0 in axes:
+      return "a reduction across the batch (batch normalisation?) has no rule"
+    if nd - 1 in axes or nd < 3:
+      return "a reduction over the feature axis (normalisation, softmax, attention) has no rule"
+    k = math.prod(self.shape(a)[i] for i in axes)
+    rho_out = self.per_example(e.outs[0]) // self.shape(a)[-1]
+    return self._pool(e, a, np.full(rho_out, float(k)), self.per_example(a) // self.shape(a)[-1])
+
+  # -- weight layers
+  def rule_dot_general(self, e, ins):
+    if len(ins) != 1:
+      return "a product of two activations (attention / bilinear) has no rule"
+    a = ins[0]
+    if e.ins[0] != a:
+      return "a dot_general with the parameter on the left (the batch axis moves) has no rule"
+    t = self.tag(e.ins[1])
+    if t.kind != "param":
+      return ("a dot_general with a fixed matrix has no rule" if t.kind == "const" else
+              "a dot_general with a matrix computed from the parameters (weight normalisation?) has no rule")
+    (cx, cw), (bx, bw) = e.params["dimension_numbers"]
+    if bx or bw or 0 in cx:
+      return "a batched dot_general (attention) or one contracting the batch axis has no rule"
+    xs, ws = self.shape(a), self.shape(e.ins[1])
+    n_in = math.prod(xs[i] for i in cx)
+    n_out = math.prod(ws[i] for i in range(len(ws)) if i not in cw)
+    rho = math.prod(xs[i] for i in range(1, len(xs)) if i not in cx)
+    return self._weight(e, a, t.leaf, "dense", n_in=n_in, n_out=n_out, k=1, pairs=rho, rho_in=rho, rho_out=rho,
+                        fan_in=n_in, fan_out=n_out, groups=1)
+
+  def rule_conv_general_dilated(self, e, ins):
+    if len(ins) != 1 or e.ins[0] != ins[0]:
+      return "a convolution with an activation as the kernel has no rule"
+    a = ins[0]
+    t = self.tag(e.ins[1])
+    if t.kind != "param":
+      return "a convolution with a kernel that is not a parameter leaf has no rule"
+    p = e.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    if lhs_spec[0] != 0 or out_spec[0] != 0 or p["batch_group_count"] != 1:
+      return "a convolution that moves or groups the batch axis has no rule"
+    xs, ws = self.shape(a), self.shape(e.ins[1])
+    in_sp = [xs[i] for i in lhs_spec[2:]]
+    k_sp = [ws[i] for i in rhs_spec[2:]]
+    counts = _counts(in_sp, k_sp, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"])
+    I, O, G = ws[rhs_spec[1]], ws[rhs_spec[0]], p["feature_group_count"]
+    k = math.prod(k_sp)
+    return self._weight(e, a, t.leaf, "conv", n_in=I, n_out=O // G, k=k, pairs=float(np.sum(counts)),
+                        rho_in=math.prod(in_sp), rho_out=counts.size, fan_in=k * I, fan_out=k * O, groups=G)
+
+  def _weight(self, e, a, leaf, kind, *, n_in, n_out, k, pairs, rho_in, rho_out, fan_in, fan_out, groups):
+    s, w_sq = self.fwd[a], self.leaf_sq[leaf]
+    rec = dict(leaf=leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, w_sq=w_sq, fan_in=fan_in,
+               fan_out=fan_out, taps=k, rho=pairs / k, k_fwd=pairs / rho_out, n_in=n_in, n_out=n_out)
+    self.ops.append(rec)
+    y_sq = (pairs / rho_out) * n_in * w_sq * s["sq"]
+    back_f = (pairs / rho_in) * n_out * w_sq
+
+    def back(g):
+      rec["g"] = g
+      return self.scaled(g, back_f)
+
+    self.set_out(e, dict(sq=y_sq, r=s["r"], sym=True, why=None), [(a, back)])
