@@ -161,6 +161,20 @@ def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction
 # Files and TFDS.
 
 
+def _read_svmlight(load, path: str, **kw):
+  """sklearn's reader, with the file named in its errors (a malformed line, a bad index, an empty file)."""
+  try:
+    return load(path, **kw)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"libsvm: cannot read {path!r} as a LIBSVM file: {e}") from None
+
+
+def _check_classes(classes: np.ndarray, path: str) -> None:
+  if len(classes) < 2:
+    raise ValueError(f"libsvm: {path!r} has {len(classes)} class ({classes.tolist()}); a classifier needs "
+                     "at least 2 (with one, the loss is identically zero)")
+
+
 def libsvm(path: str | os.PathLike, *, seed: int = 0, test_fraction: float = 0.3,
            test_path: str | os.PathLike | None = None, n_features: int | None = None,
            standardize: bool = False) -> Dataset:
@@ -172,18 +186,20 @@ def libsvm(path: str | os.PathLike, *, seed: int = 0, test_fraction: float = 0.3
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise ValueError(f"libsvm: no such file {path!r}")
-  x, y = load_svmlight_file(path, n_features=n_features)
+  x, y = _read_svmlight(load_svmlight_file, path, n_features=n_features)
   name = os.path.basename(path)
   if test_path is None:
     (y,), classes = remap_labels(y)
+    _check_classes(classes, path)
     return _maybe_zscore(_finish(x.toarray(), y, test_fraction, seed, name,
                    f"LIBSVM file {path}: {x.shape[0]} x {x.shape[1]}, {len(classes)} classes "
                    f"(labels {classes.tolist()} -> 0..{len(classes) - 1})", num_classes=len(classes)), standardize)
   test_path = os.fspath(test_path)
   if not os.path.isfile(test_path):
     raise ValueError(f"libsvm: no such test file {test_path!r}")
-  xt, yt = load_svmlight_file(test_path, n_features=x.shape[1])
+  xt, yt = _read_svmlight(load_svmlight_file, test_path, n_features=x.shape[1])
   (y, yt), classes = remap_labels(y, yt)
+  _check_classes(classes, path)
   return _maybe_zscore(Dataset(
       x.toarray().astype(np.float32), y, xt.toarray().astype(np.float32), yt, len(classes), name,
       f"LIBSVM files {path} (train, {x.shape[0]} rows) and {test_path} (test, {xt.shape[0]} rows), "

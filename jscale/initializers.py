@@ -44,11 +44,19 @@ class Fans:
 
 
 def fans(shape: Shape) -> Fans:
+  """Kernel taps and channels of a parameter shape. A 1-D shape (n,) is a bias: it counts as (1, n),
+  fan_in 1 and fan_out n, as `jscale.mlp` draws its biases; a 0-D shape (a scalar) as (1, 1)."""
+  try:
+    shape = tuple(shape)
+  except TypeError:
+    raise ValueError(f"shape must be a sequence of positive ints, got {shape!r}") from None
+  if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in shape):
+    raise ValueError(f"shape must be a sequence of positive ints, got {shape!r}")
   shape = tuple(int(s) for s in shape)
-  if len(shape) < 2:
-    raise ValueError(f"a kernel needs at least 2 dimensions (n_in, n_out), got shape {shape}")
   if any(s <= 0 for s in shape):
-    raise ValueError(f"kernel dimensions must be positive, got shape {shape}")
+    raise ValueError(f"shape dimensions must be positive, got shape {shape}")
+  if len(shape) < 2:
+    return Fans(k=1, n_in=1, n_out=shape[0] if shape else 1)
   return Fans(k=math.prod(shape[:-2]), n_in=shape[-2], n_out=shape[-1])
 
 
@@ -103,8 +111,8 @@ def zeros() -> Initializer:
 
 def constant(value: float) -> Initializer:
   """Every entry equal to `value`: never breaks the symmetry between hidden units."""
-  if isinstance(value, (str, bytes)) or value is None:
-    raise ValueError(f"constant: value must be a number, got {value!r}")
+  if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    raise ValueError(f"constant: value must be a finite number, got {value!r}")
   return Initializer(f"constant:{value}", lambda key, shape, dtype: jnp.full(shape, value, dtype),
                      lambda shape: 0.0, lambda shape: float(value))
 
@@ -175,6 +183,8 @@ def geometric(c: float = 2.0, distribution: str = "normal") -> Initializer:
   where it parts from `variance_scaling(mode="fan_geo_avg")` (equal for dense layers only).
   """
   _check_nonneg("geometric", c=c)
+  if c == 0:
+    raise ValueError("geometric: c must be > 0 (c = 0 gives all-zero weights; use 'zeros' for that), got 0")
   name = f"geometric:c={c}" + ("" if distribution == "normal" else f",distribution={distribution}")
   return _variance_scaled(name, lambda f: c / math.sqrt(f.k * f.n_in * f.n_out), distribution)
 

@@ -90,6 +90,22 @@ def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bia
       for l in range(n_layers))
 
 
+def check_params(params: Params) -> None:
+  """MLP parameters: a non-empty sequence of `Dense(w, b)` whose widths chain, checked before compute."""
+  if not isinstance(params, (list, tuple)) or not params:
+    raise ValueError(f"params must be a non-empty tuple of Dense(w, b) layers, got {type(params).__name__}")
+  for l, layer in enumerate(params):
+    w, b = getattr(layer, "w", None), getattr(layer, "b", None)
+    if getattr(w, "ndim", None) != 2 or getattr(b, "ndim", None) != 1:
+      raise ValueError(f"layer {l}: expected Dense(w of shape (n_in, n_out), b of shape (n_out,)), "
+                       f"got {type(layer).__name__}")
+    if b.shape[0] != w.shape[1]:
+      raise ValueError(f"layer {l}: bias has {b.shape[0]} entries but the kernel has {w.shape[1]} outputs")
+    if l and w.shape[0] != params[l - 1].w.shape[1]:
+      raise ValueError(f"layer {l} takes {w.shape[0]} inputs but layer {l - 1} gives {params[l - 1].w.shape[1]}: "
+                       f"the widths do not chain (kernel shapes {[tuple(p.w.shape) for p in params]})")
+
+
 def widths_of(params: Params) -> tuple[int, ...]:
   return (params[0].w.shape[0],) + tuple(layer.w.shape[1] for layer in params)
 
@@ -109,8 +125,14 @@ def apply_mlp(params: Params, x: jax.Array, activation: str | Callable = "relu",
   untrained scalars (the calculus's input and output scaling); both may be traced arrays.
   """
   act = get_activation(activation)
-  if not params:
-    raise ValueError("params is empty: an MLP needs at least one weight layer")
+  check_params(params)
+  if not hasattr(x, "shape"):
+    try:
+      x = jnp.asarray(x)
+    except TypeError:
+      raise ValueError(f"x must be an array of shape (..., n_0), got {type(x).__name__}") from None
+  if x.ndim == 0:
+    raise ValueError(f"x must have a feature axis (shape (..., n_0)), got a scalar {x!r}")
   n_0 = params[0].w.shape[0]
   if x.shape[-1] != n_0:
     raise ValueError(f"input has {x.shape[-1]} features but the first layer expects {n_0} "

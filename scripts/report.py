@@ -32,4 +32,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from jscale import cli
+  cli.run(main)

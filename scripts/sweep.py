@@ -47,6 +47,9 @@ def parse_args(argv=None):
                  help="an experiment option (repeatable), e.g. data=digits_raw for feature_weight; VALUE is "
                  "read as JSON when it parses, else as a string")
   p.add_argument("--no-report", action="store_true", help="do not write OUT/report.md at the end")
+  p.add_argument("--precision", choices=("highest", "default"), default="highest",
+                 help="float32 matmul precision (default highest: CPU, GPU and TPU agree to float32 rounding; "
+                 "default: JAX's choice per backend, TF32 on NVIDIA GPUs; see jscale/precision.py)")
   return p.parse_args(argv)
 
 
@@ -56,7 +59,7 @@ def parse_options(args) -> dict:
   for item in args.option or []:
     name, sep, value = item.partition("=")
     if not sep or not name.strip():
-      raise SystemExit(f"error: --option expects NAME=VALUE, got {item!r}")
+      raise ValueError(f"--option expects NAME=VALUE, got {item!r}")
     try:
       options[name.strip()] = json.loads(value)
     except json.JSONDecodeError:
@@ -79,7 +82,8 @@ def main(argv=None) -> int:
   from jscale.sweeps import runner
   # Before any JAX operation: on CPU, one host device per core (or --devices N); GPUs/TPUs unaffected.
   runner.use_cpu_cores(args.devices)
-  from jscale import experiments, report, sweeps
+  from jscale import experiments, precision, report, sweeps
+  precision.set_precision(args.precision)
   t_start = time.perf_counter()
 
   print(f"devices: {jax.devices()}", flush=True)
@@ -92,14 +96,14 @@ def main(argv=None) -> int:
       dirs = sorted(os.path.join(root, d) for d in os.listdir(root)
                     if os.path.exists(os.path.join(root, d, "config.json")))
       if not dirs:
-        raise SystemExit(f"error: {root} holds no run directory (no config.json)")
+        raise ValueError(f"--resume {root}: holds no run directory (no config.json)")
     for d in dirs:
       with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
       try:
         exp = sweeps.get(cfg["experiment"], **(cfg.get("options") or {}))
       except ValueError as e:
-        raise SystemExit(f"error: {d}: {e}")
+        raise ValueError(f"{d}: {e}") from None
       if isinstance(exp, sweeps.CustomExperiment):
         runs.append((d, lambda exp=exp, d=d, cfg=cfg: exp.execute(cfg["grid_name"], d, options=cfg.get("options"))))
       else:
@@ -112,22 +116,20 @@ def main(argv=None) -> int:
     grid_name = args.grid
     plans = []
     used = set()
-    try:  # every experiment is validated (and its memory checked) before any of them trains
-      for name in names:
-        opts = options_for(sweeps.entry(name), options)
-        used |= set(opts)
-        exp = sweeps.get(name, **opts)
-        if isinstance(exp, sweeps.CustomExperiment):
-          exp.grid(args.grid)
-          plans.append((exp, opts))
-        else:
-          plans.append((sweeps.make_plan(exp, args.grid, devices=args.devices, chunk_size=args.chunk_size,
-                                         group_size=args.group_size, options=opts), opts))
-    except ValueError as e:
-      raise SystemExit(f"error: {e}")
+    # Every experiment is validated (and its memory checked) before any of them trains.
+    for name in names:
+      opts = options_for(sweeps.entry(name), options)
+      used |= set(opts)
+      exp = sweeps.get(name, **opts)
+      if isinstance(exp, sweeps.CustomExperiment):
+        exp.grid(args.grid)
+        plans.append((exp, opts))
+      else:
+        plans.append((sweeps.make_plan(exp, args.grid, devices=args.devices, chunk_size=args.chunk_size,
+                                       group_size=args.group_size, options=opts), opts))
     unused = sorted(set(options) - used)
     if unused:
-      raise SystemExit(f"error: no selected experiment takes the option(s) {', '.join(unused)}")
+      raise ValueError(f"no selected experiment takes the option(s) {', '.join(unused)}")
     for plan, opts in plans:
       if isinstance(plan, sweeps.CustomExperiment):
         d = os.path.join(out, plan.name)
@@ -155,10 +157,12 @@ def main(argv=None) -> int:
     return 0
   wall = time.perf_counter() - t_start
   sweeps.store.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()])
+                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()],
+                              precision=args.precision)
   print()
   return report.build_report(out, experiments.sections()).print_summary(f" ({wall:.0f} s in all)")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from jscale import cli
+  cli.run(main)

@@ -114,6 +114,21 @@ class LibsvmTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "no such file"):
       datasets.get("libsvm", path=os.path.join(self.dir, "nope"))
 
+  @parameterized.parameters(("7 1:0.5\nnot a line at all\n",), ("1 0:3\n",), ("",))
+  def test_malformed_file_named_in_the_error(self, text):
+    bad = os.path.join(self.dir, "bad.svm")
+    with open(bad, "w") as f:
+      f.write(text)
+    with self.assertRaisesRegex(ValueError, "bad.svm"):
+      datasets.get(f"libsvm:{bad}")
+
+  def test_one_class_file_refused(self):
+    one = os.path.join(self.dir, "one.svm")
+    with open(one, "w") as f:
+      f.write("1 1:0.5\n1 2:1\n1 1:2\n")
+    with self.assertRaisesRegex(ValueError, "at least 2"):
+      datasets.get(f"libsvm:{one}")
+
 
 class RegistryTest(parameterized.TestCase):
 

@@ -166,10 +166,34 @@ class RegistryTest(parameterized.TestCase):
       I.get("constant")
 
   def test_bad_shape(self):
-    with self.assertRaisesRegex(ValueError, "at least 2"):
-      I.fans((5,))
     with self.assertRaisesRegex(ValueError, "positive"):
       I.fans((0, 5))
+    with self.assertRaisesRegex(ValueError, "positive ints"):
+      I.fans((2.5, 3))
+
+  @parameterized.parameters("geometric:c=0", "constant:nan", "constant:inf", "constant:-inf")
+  def test_degenerate_specs_refused(self, spec):
+    with self.assertRaisesRegex(ValueError, "must be"):
+      I.get(spec)
+
+  @parameterized.parameters("he_normal", "he_normal:fan_out", "glorot_uniform", "lecun_normal", "geometric",
+                            "orthogonal:1.5", "truncated_normal:0.3")
+  def test_bias_shapes_are_the_mlp_convention(self, spec):
+    # A 1-D shape (n,) is a bias: the moments of the (1, n) shape that jscale.mlp draws biases with, and
+    # sampled at that variance (n = 4000 entries: relative SE of the sample variance ~ sqrt(2 / 4000) = 2.2%,
+    # so 5 SE = 11%; orthogonal is a scaled unit vector, exact).
+    init = I.get(spec)
+    self.assertEqual(init.variance((4000,)), init.variance((1, 4000)))
+    b = np.asarray(init(jax.random.key(3), (4000,)), np.float64)
+    chex.assert_shape(b, (4000,))
+    np.testing.assert_allclose(np.mean(b * b), init.second_moment((4000,)), rtol=0.11)
+
+  def test_flax_bias_init(self):
+    import flax.linen as nn
+    layer = nn.Dense(7, kernel_init=I.get("geometric:c=2"), bias_init=I.get("he_normal"))
+    v = layer.init(jax.random.key(0), np.ones((2, 3), np.float32))
+    chex.assert_shape(v["params"]["bias"], (7,))
+    self.assertGreater(float(np.abs(v["params"]["bias"]).sum()), 0.0)
 
   def test_every_registered_name_builds_and_samples(self):
     needs_argument = {"constant": "constant:0.5", "normal": "normal:0.1", "uniform": "uniform:0.1",

@@ -82,6 +82,20 @@ class ValidationTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "expects 7"):
       mlp.apply_mlp(params, jnp.ones((2, 8)))
 
+  def test_bad_inputs_and_params_refused_clearly(self):
+    params = mlp.init_mlp(jax.random.key(0), WIDTHS)
+    with self.assertRaisesRegex(ValueError, "feature axis"):
+      mlp.apply_mlp(params, 1.0)
+    with self.assertRaisesRegex(ValueError, "do not chain"):
+      mlp.apply_mlp((params[0], params[2]), jnp.ones((2, 7)))
+    with self.assertRaisesRegex(ValueError, "non-empty tuple"):
+      mlp.apply_mlp((), jnp.ones((2, 7)))
+    with self.assertRaisesRegex(ValueError, "bias has"):
+      mlp.apply_mlp((mlp.Dense(params[0].w, jnp.ones(3)),), jnp.ones((2, 7)))
+    # A nested list is an array-like input, converted, not refused.
+    np.testing.assert_allclose(mlp.apply_mlp(params, np.ones((2, 7)).tolist()),
+                               mlp.apply_mlp(params, jnp.ones((2, 7))))
+
   def test_bad_activation_and_init(self):
     params = mlp.init_mlp(jax.random.key(0), WIDTHS)
     with self.assertRaisesRegex(ValueError, "unknown activation"):

@@ -24,11 +24,15 @@ axis order. For sweeps `Results` also offers the flat per-configuration views (`
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence
+import socket
+import uuid
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -37,8 +41,8 @@ from jscale.train import Metrics
 
 METRIC_DIMS = {name: ("config", "epoch") for name in Metrics._fields}
 METRIC_DIMS["g_ratio"] = ("config", "epoch", "layer")
-CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON = (
-    "config.json", "chunks", "metrics.npz", "summary.csv", "run.json")
+CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON, LOCK = (
+    "config.json", "chunks", "metrics.npz", "summary.csv", "run.json", ".lock")
 
 
 class ResultsMissing(FileNotFoundError):
@@ -74,23 +78,42 @@ def jsonable(v):
   return v
 
 
+def _tmp_name(path: str, suffix: str = ".tmp") -> str:
+  """A temporary name no other writer uses (two processes never share one)."""
+  return f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
 def write_json(path: str, obj):
   """Atomically: a reader sees the old file or the new one, never half of one."""
-  tmp = path + ".tmp"
+  tmp = _tmp_name(path)
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=1, default=_json_default)
   os.replace(tmp, path)
 
 
 def read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged") from None
 
 
-def _atomic_savez(path: str, **arrays):
-  tmp = path + ".tmp.npz"
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _atomic_savez(path: str, **arrays) -> str:
+  """Write an .npz atomically (a file exists only once it is complete); return its sha256."""
+  tmp = _tmp_name(path, ".tmp.npz")
   np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # a file exists only once it is complete
+  digest = sha256(tmp)
+  os.replace(tmp, path)
+  return digest
 
 
 def write_results(exp_dir: str, axes: Mapping[str, Sequence], metrics: Mapping[str, tuple], **config) -> str:
@@ -108,8 +131,9 @@ def write_results(exp_dir: str, axes: Mapping[str, Sequence], metrics: Mapping[s
       raise ValueError(f"metric {name!r} has shape {arr.shape}, its axes {names} need {want}")
     arrays[name], metric_axes[name] = arr, list(names)
   os.makedirs(exp_dir, exist_ok=True)
-  _atomic_savez(os.path.join(exp_dir, METRICS_NPZ), **arrays)
-  write_json(os.path.join(exp_dir, CONFIG_JSON), {**jsonable(config), "axes": axes, "metrics": metric_axes})
+  digest = _atomic_savez(os.path.join(exp_dir, METRICS_NPZ), **arrays)
+  write_json(os.path.join(exp_dir, CONFIG_JSON), {**jsonable(config), "axes": axes, "metrics": metric_axes,
+                                                  "metrics_sha256": digest})
   return exp_dir
 
 
@@ -164,13 +188,90 @@ def read_config(run_dir: str) -> dict:
 
 
 def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Metrics, seconds: float):
+  """The chunk's arrays, then its checksum file: a chunk counts as done only when both agree."""
   arrays = {name: np.asarray(getattr(metrics, name)) for name in Metrics._fields}
-  _atomic_savez(chunk_path(run_dir, chunk_id), config_index=np.asarray(indices, np.int64),
-                seconds=np.float64(seconds), dims=json.dumps(METRIC_DIMS), **arrays)
+  path = chunk_path(run_dir, chunk_id)
+  digest = _atomic_savez(path, config_index=np.asarray(indices, np.int64), seconds=np.float64(seconds),
+                         dims=json.dumps(METRIC_DIMS), **arrays)
+  tmp = _tmp_name(path + ".sha256")
+  with open(tmp, "w") as f:
+    f.write(digest + "\n")
+  os.replace(tmp, path + ".sha256")
+
+
+def chunk_state(run_dir: str, chunk_id: int) -> str:
+  """"done", "missing" or "damaged" (truncated, emptied, bit-flipped, or written without its checksum)."""
+  path = chunk_path(run_dir, chunk_id)
+  if not os.path.exists(path):
+    return "missing"
+  try:
+    with open(path + ".sha256") as f:
+      want = f.read().strip()
+  except OSError:
+    return "damaged"
+  return "done" if sha256(path) == want else "damaged"
 
 
 def chunk_done(run_dir: str, chunk_id: int) -> bool:
-  return os.path.exists(chunk_path(run_dir, chunk_id))
+  return chunk_state(run_dir, chunk_id) == "done"
+
+
+def damaged_chunks(run_dir: str, n_chunks: int) -> list[int]:
+  """Chunks on disk whose checksum does not match: a resume recomputes them."""
+  return [c for c in range(n_chunks) if chunk_state(run_dir, c) == "damaged"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# One writer per run directory.
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str) -> Iterator[None]:
+  """Hold RUN_DIR/.lock while writing. A second live writer is refused with the holder's pid; a lock
+  left by a process that no longer runs on this host (a killed run) is taken over."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, LOCK)
+  me = {"pid": os.getpid(), "host": socket.gethostname()}
+  while True:
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      holder = _lock_holder(path)
+      if holder is not None and _alive(holder):
+        raise ValueError(f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
+                         f"{holder.get('host')}); wait for it to finish, or stop it first") from None
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)   # stale: its writer is gone
+      continue
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+    break
+  try:
+    yield
+  finally:
+    if _lock_holder(path) == me:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _lock_holder(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None   # being written this instant, or garbage: treated as stale if it stays so
+
+
+def _alive(holder: dict) -> bool:
+  if holder.get("host") != socket.gethostname():
+    return True   # cannot check another host's processes: assume it is alive
+  try:
+    os.kill(int(holder["pid"]), 0)
+  except (ProcessLookupError, ValueError, TypeError, KeyError):
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def assemble(run_dir: str, config: dict | None = None) -> "Results":
@@ -186,8 +287,10 @@ def assemble(run_dir: str, config: dict | None = None) -> "Results":
   seconds = 0.0
   for cid in range(len(config["chunks"])):
     path = chunk_path(run_dir, cid)
-    if not os.path.exists(path):
-      raise ResultsMissing(f"run {run_dir} is incomplete: chunk {cid} missing (resume it with --resume {run_dir})")
+    state = chunk_state(run_dir, cid)
+    if state != "done":
+      raise ResultsMissing(f"run {run_dir} is incomplete: chunk {cid} is {state} (resume it with --resume "
+                           f"{run_dir}, which recomputes it)")
     with np.load(path) as z:
       idx = z["config_index"]
       seconds += float(z["seconds"])
@@ -202,7 +305,9 @@ def assemble(run_dir: str, config: dict | None = None) -> "Results":
   shape = tuple(config["grid"]["shape"])
   arrays = {name: m.reshape(shape + m.shape[1:]) for name, m in flat.items()}
   res = Results(run_dir, config, arrays)
-  _atomic_savez(os.path.join(run_dir, METRICS_NPZ), **arrays)
+  # metrics.npz first, then config.json naming its checksum: a kill between the two leaves a config without
+  # "metrics", which `load` treats as not yet assembled (and assembles again from the chunks).
+  config["metrics_sha256"] = _atomic_savez(os.path.join(run_dir, METRICS_NPZ), **arrays)
   write_json(os.path.join(run_dir, CONFIG_JSON), config)
   _write_summary_csv(res)
   return res
@@ -227,13 +332,14 @@ def _write_summary_csv(res: "Results"):
   test_acc = res.metrics["test_acc"]
   best = np.nanmax(np.where(np.isnan(test_acc), -np.inf, test_acc), axis=-1)
   div, div_e = res.diverged, res.diverged_epoch
-  with open(path + ".tmp", "w", newline="") as f:
+  tmp = _tmp_name(path)
+  with open(tmp, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["config"] + axes + [f"final_{k}" for k in finals] + ["best_test_acc", "diverged", "diverged_epoch"])
     for i, p in enumerate(res.points):
       w.writerow([i] + [_csv(p[a]) for a in axes] + [f"{finals[k][i]:.6g}" for k in finals]
                  + [f"{best[i]:.6g}" if np.isfinite(best[i]) else "nan", int(div[i]), int(div_e[i])])
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
 
 
 def _csv(v):
@@ -362,13 +468,20 @@ def load(exp_dir: str) -> Results:
   if not os.path.isfile(cfg_path):
     raise ResultsMissing(f"no results in {exp_dir}: missing {CONFIG_JSON}")
   config = read_json(cfg_path)
+  sweep = "chunks" in config
+  if sweep and (not os.path.isfile(npz) or "metrics" not in config):
+    return assemble(exp_dir, config)
   if not os.path.isfile(npz):
-    if "chunks" in config:
-      return assemble(exp_dir, config)
     raise ResultsMissing(f"no results in {exp_dir}: missing {METRICS_NPZ}")
   axes, metric_axes = config.get("axes", {}), config.get("metrics", {})
   if not metric_axes:
     raise ResultsMissing(f"no results in {exp_dir}: config.json names no metrics (the run did not finish)")
+  want = config.get("metrics_sha256")
+  if want is not None and sha256(npz) != want:
+    if sweep:   # the chunks still hold every number: assemble again
+      return assemble(exp_dir, config)
+    raise ValueError(f"{npz} is damaged (its checksum does not match the one config.json recorded); "
+                     "rerun this experiment into a new directory")
   arrays = {}
   with np.load(npz, allow_pickle=False) as z:
     for name, names in metric_axes.items():

@@ -1,0 +1,106 @@
+"""The results store keeps a run directory intact: checksummed chunks, a writer lock, unique temporary names,
+and damaged files detected (never trusted)."""
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jscale.sweeps import store
+from jscale.train import Metrics
+
+
+def _metrics(n=3, e=2, l=2, value=0.5):
+  fields = {name: np.full((n, e), value, np.float32) for name in Metrics._fields}
+  fields["diverged"] = np.zeros((n, e), bool)
+  fields["g_ratio"] = np.full((n, e, l), value, np.float32)
+  return Metrics(**fields)
+
+
+def _write(run_dir, cid=0):
+  os.makedirs(os.path.join(run_dir, store.CHUNK_DIR), exist_ok=True)
+  store.write_chunk(run_dir, cid, [0, 1, 2], _metrics(), seconds=1.0)
+  return store.chunk_path(run_dir, cid)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "no_checksum"])
+def test_damaged_chunk_is_not_trusted(tmp_path, damage):
+  path = _write(str(tmp_path))
+  assert store.chunk_state(str(tmp_path), 0) == "done"
+  data = open(path, "rb").read()
+  if damage == "truncate":
+    open(path, "wb").write(data[: len(data) // 2])
+  elif damage == "empty":
+    open(path, "wb").write(b"")
+  elif damage == "flip":
+    i = len(data) // 2
+    open(path, "wb").write(data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:])
+  else:
+    os.remove(path + ".sha256")
+  assert store.chunk_state(str(tmp_path), 0) == "damaged"
+  assert not store.chunk_done(str(tmp_path), 0)
+  assert store.damaged_chunks(str(tmp_path), 2) == [0]    # chunk 1 is missing, not damaged
+
+
+def test_no_temporary_files_left_and_names_are_unique(tmp_path):
+  _write(str(tmp_path))
+  store.write_json(str(tmp_path / "x.json"), {"a": 1})
+  leftovers = [f for f in os.listdir(tmp_path / store.CHUNK_DIR) + os.listdir(tmp_path) if "tmp" in f]
+  assert leftovers == []
+  assert store._tmp_name("p") != store._tmp_name("p")
+
+
+def test_custom_results_checksum(tmp_path):
+  d = str(tmp_path / "e")
+  store.write_results(d, axes={"a": [1, 2]}, metrics={"m": (("a",), np.array([1.0, 2.0]))})
+  np.testing.assert_array_equal(store.load(d).metric("m"), [1.0, 2.0])
+  npz = os.path.join(d, store.METRICS_NPZ)
+  data = open(npz, "rb").read()
+  open(npz, "wb").write(data[:-10])
+  with pytest.raises(ValueError, match="damaged"):
+    store.load(d)
+
+
+def test_corrupt_config_json_is_a_clear_error(tmp_path):
+  d = tmp_path / "e"
+  d.mkdir()
+  (d / store.CONFIG_JSON).write_text('{"axes": {')
+  with pytest.raises(ValueError, match="not valid JSON"):
+    store.load(str(d))
+
+
+def _hold_lock(run_dir, ready, release):
+  with store.writer_lock(run_dir):
+    ready.set()
+    release.wait(30)
+
+
+def test_second_live_writer_refused_with_the_holders_pid(tmp_path):
+  ctx = multiprocessing.get_context("spawn")
+  ready, release = ctx.Event(), ctx.Event()
+  p = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+  p.start()
+  try:
+    assert ready.wait(60)
+    with pytest.raises(ValueError, match=f"pid {p.pid}"):
+      with store.writer_lock(str(tmp_path)):
+        pass
+  finally:
+    release.set()
+    p.join(30)
+  with store.writer_lock(str(tmp_path)):   # released: free again
+    pass
+  assert not os.path.exists(tmp_path / store.LOCK)
+
+
+def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path):
+  proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  (tmp_path / store.LOCK).write_text(json.dumps({"pid": proc.pid, "host": os.uname().nodename}))
+  proc.kill()
+  proc.wait()
+  with store.writer_lock(str(tmp_path)):
+    assert json.loads((tmp_path / store.LOCK).read_text())["pid"] == os.getpid()
