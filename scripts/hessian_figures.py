@@ -1,9 +1,10 @@
-"""The paper's Hessian figures, one subcommand each (PNG + JSON under --out):
+"""The paper's Hessian figures, one subcommand each (PNG + JSON under --out, by default a new run
+directory runs/hessian-<timestamp>, never the files tracked under results/):
 
-  python scripts/hessian_figures.py fig1 --out results/hessian                 # runs 100 setups (slow)
-  python scripts/hessian_figures.py fig1 --records results/hessian/fig1_records.json --out results/hessian
-  python scripts/hessian_figures.py fig2 --out results/hessian                 # block heat maps, 4 schemes
-  python scripts/hessian_figures.py mnist --out results/hessian                # 784-300-100-10, Hutchinson
+  python scripts/hessian_figures.py fig1                                        # runs 100 setups
+  python scripts/hessian_figures.py fig1 --records results/hessian/fig1_records.json --out runs/fig1
+  python scripts/hessian_figures.py fig2                                        # block heat maps, 4 schemes
+  python scripts/hessian_figures.py mnist                                       # 784-300-100-10, Hutchinson
 
 fig1: histogram of log10(predicted / exact) per batch size, batch-1 model vs corrected (Figure 1).
 fig2: exact (jax.hessian) average squared singular value of every weight-block pair, fan-in / fan-out /
@@ -12,8 +13,10 @@ mnist: the diagonal on 784-300-100-10 by the matrix-free Hutchinson estimator, a
       Kronecker-form exact value and the prediction.
 """
 import argparse
+import datetime
 import json
 import os
+import sys
 
 import matplotlib
 
@@ -37,7 +40,8 @@ def fig1(args):
     with open(args.records) as f:
       data = json.load(f)
   else:
-    recs = setups.figure1(args.setups, args.batch, args.draws, args.seed, progress=True)
+    recs = setups.figure1(args.setups, args.batch, args.draws, args.seed, progress=True, examples=args.examples,
+                          target_rel_se=args.target_rel_se or None, max_draws=args.max_draws)
     data = {"summary": setups.summarize(recs), "records": setups.records_json(recs)}
     _save(args.out, "fig1_records.json", data)
   path = figures.ratio_histogram(data["records"], os.path.join(args.out, "fig1_ratio_hist.png"))
@@ -49,7 +53,7 @@ def fig1(args):
 def fig2(args):
   res = {}
   for b, draws in ((1, args.draws_batch1_fig2), (args.minibatch, 1)):
-    res[str(b)] = heatmaps.heatmaps(batch=b, draws=draws, seed=args.seed)
+    res[str(b)] = heatmaps.heatmaps(batch=b, draws=draws, seed=args.seed, progress=True)
   schemes = list(setups.SCHEMES)
   path = figures.block_heatmaps(res, heatmaps.FIG2_WIDTHS, os.path.join(args.out, "fig2_heatmaps.png"))
   print("wrote", path)
@@ -61,7 +65,7 @@ def fig2(args):
 
 
 def mnist(args):
-  res = heatmaps.large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed)
+  res = heatmaps.large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed, progress=True)
   _save(args.out, "mnist_diagonal.json", {"widths": list(heatmaps.MNIST_WIDTHS), "batch": args.minibatch,
                                           "probes": args.probes, "seed": args.seed, "schemes": res})
   schemes = list(res)
@@ -72,8 +76,8 @@ def mnist(args):
     ax.errorbar(x, h, yerr=2 * np.array(res[s]["hutchinson_stderr"]), fmt="o", label=f"{s} (Hutchinson)")
     ax.plot(x, res[s]["predicted_corrected"], "x", color=ax.lines[-1].get_color())
   ax.set_yscale("log")
-  ax.set_xticks(range(3))
-  ax.set_xticklabels([f"W{l}" for l in range(3)])
+  ax.set_xticks(range(len(heatmaps.MNIST_WIDTHS) - 1))
+  ax.set_xticklabels([f"W{l}" for l in range(len(heatmaps.MNIST_WIDTHS) - 1)])
   ax.set_title(f"784-300-100-10, batch {args.minibatch}: o Hutchinson (+-2 SE), x predicted")
   ax.legend(fontsize=7)
   fig.tight_layout()
@@ -87,19 +91,36 @@ def mnist(args):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("figure", choices=["fig1", "fig2", "mnist"])
-  ap.add_argument("--out", default="results/hessian")
+  ap.add_argument("--out", default=None, help="output directory (default: a new runs/hessian-<timestamp>)")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--records", default=None, help="fig1: plot saved records instead of running")
   ap.add_argument("--setups", type=int, default=100)
   ap.add_argument("--batch", type=int, default=1024)
-  ap.add_argument("--draws", type=int, default=8)
+  ap.add_argument("--draws", type=int, default=256, help="fig1: draws per setup (minimum with --target-rel-se)")
+  ap.add_argument("--examples", type=int, default=8, help="fig1: examples per draw")
+  ap.add_argument("--target-rel-se", type=float, default=0.05, help="fig1: relative SE target (0: off)")
+  ap.add_argument("--max-draws", type=int, default=1024, help="fig1: cap on draws per setup")
   ap.add_argument("--draws-batch1-fig2", type=int, default=8)
   ap.add_argument("--minibatch", type=int, default=128, help="fig2 / mnist minibatch size")
   ap.add_argument("--probes", type=int, default=64)
   args = ap.parse_args(argv)
+  if args.setups < 1 or args.batch < 2 or args.draws < 3 or args.examples < 2 or args.max_draws < args.draws:
+    ap.error("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2, --max-draws >= --draws")
+  if not 0 <= args.target_rel_se < 1 or args.probes < 2 or args.minibatch < 1 or args.draws_batch1_fig2 < 1:
+    ap.error("--target-rel-se must be in [0, 1), --probes >= 2, --minibatch and --draws-batch1-fig2 >= 1")
+  if args.records and not os.path.isfile(args.records):
+    ap.error(f"--records {args.records}: no such file")
+  if args.out is None:
+    args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   os.makedirs(args.out, exist_ok=True)
-  {"fig1": fig1, "fig2": fig2, "mnist": mnist}[args.figure](args)
+  print("writing to", args.out)
+  try:
+    {"fig1": fig1, "fig2": fig2, "mnist": mnist}[args.figure](args)
+  except (ValueError, TypeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -1,29 +1,71 @@
-"""The `hessian` experiment: Figure 1 from jscale.theory lands in report.md with the run's own numbers."""
+"""The `hessian` experiment: Figure 1 from jscale.theory lands in report.md with the run's own numbers;
+a killed run resumes from its per-setup files; Figure 2 shares one colour scale; the scripts' defaults."""
 import json
 import os
 
 import numpy as np
 
 from jscale import experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
+from jscale.experiments.hessian import figures
+from jscale.experiments.hessian import run as hessian_run
 from jscale.experiments.hessian import section as hessian_section
+from jscale.theory import setups as setups_lib
+
+TINY = dict(setups=2, batch=4, draws=4, seed=0, fig2_draws=0, fig2_minibatch=8, examples=3, target_rel_se=None,
+            max_draws=4)
 
 
 def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   exp = sweeps.get("hessian")
   d = str(tmp_path / "hessian")
-  exp.execute("quick", d, setups=1, batch=4, draws=2, fig2_draws=0)
+  exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0)
   assert os.path.isfile(os.path.join(d, "fig1_ratio_hist.png"))
   with open(os.path.join(d, "fig1_records.json")) as f:
-    summary = json.load(f)["summary"]["batch_sizes"]
+    data = json.load(f)
+  summary = data["summary"]["batch_sizes"]
   text = report.render_section(hessian_section.build(sweeps.load(d)), str(tmp_path))
   # Every number printed comes from this run's records (read back independently of the builder).
   for b in ("1", "4"):
     assert f"| {b} | {report.fmt(summary[b]['median'])} [" in text
     assert report.fmt(summary[b]["median_corrected"]) in text
+    assert report.fmt(summary[b]["median_corrected_nr"]) in text
   assert np.isfinite(summary["4"]["median_corrected"]) and summary["4"]["median_corrected"] > 0
+  # per setup: its largest relative SE, in the records and in the report's per-setup table
+  rel = data["records"][1]["exact_w_rel_se_max"]
+  assert rel == max(np.array(data["records"][1]["exact_w_se"]) / np.array(data["records"][1]["exact_w"]))
+  assert f"| 0 | {'-'.join(map(str, data['records'][0]['widths']))} |" in text and report.fmt(rel) in text
   assert "full grid only" in text
   cfg = json.load(open(os.path.join(d, "config.json")))
   assert cfg["grid_name"] == "quick" and cfg["settings"]["setups"] == 1
+  assert cfg["compiled_programs"] >= 1
+
+
+def test_killed_run_resumes_without_redoing_finished_setups(tmp_path, monkeypatch):
+  d = str(tmp_path / "hessian")
+  hessian_run.run(d, **TINY)
+  first = json.load(open(os.path.join(d, "fig1_records.json")))
+  os.remove(os.path.join(d, hessian_run.SETUP_DIR, "0001.json"))  # as if killed during setup 1
+  calls = []
+  real = setups_lib.run_setup
+  monkeypatch.setattr(setups_lib, "run_setup", lambda s, *a, **k: calls.append(s) or real(s, *a, **k))
+  hessian_run.run(d, **TINY)
+  assert [c.widths for c in calls] == [tuple(first["records"][2]["widths"])]  # only setup 1 recomputed
+  again = json.load(open(os.path.join(d, "fig1_records.json")))
+  for a, b in zip(first["records"], again["records"]):  # same keys: the same numbers
+    np.testing.assert_allclose(a["exact_w"], b["exact_w"], rtol=1e-6)
+  calls.clear()
+  hessian_run.run(d, **{**TINY, "draws": 5, "max_draws": 5})  # other settings: nothing is reused
+  assert len(calls) == 2
+
+
+def test_figure2_panels_share_one_colour_scale(tmp_path):
+  per = lambda scale: {"weights": (scale * np.array([[1.0, 0.1], [0.1, 3.0]])).tolist(), "diag_max_over_min": 3.0}
+  fig = figures.heatmap_figure({"1": {"a": per(1.0), "b": per(100.0)}, "8": {"a": per(0.01), "b": per(1.0)}},
+                               (3, 4, 2))
+  clims = {im.get_clim() for ax in fig.axes for im in ax.get_images()}
+  assert len(clims) == 1
+  lo, hi = clims.pop()
+  assert np.isclose(lo, np.log10(0.001)) and np.isclose(hi, np.log10(300.0))
 
 
 def test_hessian_section_prints_figure2_table(tmp_path):
@@ -37,3 +79,19 @@ def test_hessian_section_prints_figure2_table(tmp_path):
   assert "| batch | fan_in | geometric |" in text
   assert "| 128 | 1335" in text and "55.6" in text
   assert "fig2_heatmaps.png" in text
+
+
+def test_hessian_figures_default_out_is_a_new_run_directory(tmp_path, monkeypatch):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "hessian_figures", os.path.join(os.path.dirname(__file__), "..", "scripts", "hessian_figures.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  d = str(tmp_path / "src")
+  hessian_run.run(d, **{**TINY, "setups": 1})
+  monkeypatch.chdir(tmp_path)
+  assert mod.main(["fig1", "--records", os.path.join(d, "fig1_records.json")]) == 0
+  made = os.listdir(tmp_path / "runs")
+  assert len(made) == 1 and made[0].startswith("hessian-")
+  assert os.path.isfile(tmp_path / "runs" / made[0] / "fig1_ratio_hist.png")
+  assert not os.path.exists(tmp_path / "results")

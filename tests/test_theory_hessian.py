@@ -169,3 +169,143 @@ class LayoutTest(chex.TestCase):
     from jscale.theory import heatmaps, setups
     self.assertIs(setups.SCHEMES, initializers.SCHEMES)
     self.assertIs(heatmaps.SCHEMES, initializers.SCHEMES)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figure 1's fast exact side (jscale.theory.pairs) against diagonal_sq_sv, padding, controls.
+
+def _pad_to(a, shape):
+  return jnp.pad(a, [(0, s - n) for n, s in zip(a.shape, shape)])
+
+
+class PairsTest(chex.TestCase, parameterized.TestCase):
+  """float64: pair sums and diagonal_sq_sv are the same sums in another order, so 1e-10 relative
+  separates "equal" from "a term missing"."""
+
+  def _draw(self, kind, widths=(5, 9, 7, 6), batch=7, seed=0):
+    from jscale.theory import pairs
+    p, x, t, q = _problem(kind, widths, batch, seed)
+    p = tuple(mlp.Dense(layer.w, jnp.zeros_like(layer.b)) for layer in p)  # setups use zero biases
+    return p, x, t, q, jnp.asarray(pairs.quadratic_factor(q))
+
+  @parameterized.parameters("quadratic", "xent")
+  def test_all_pairs_of_one_minibatch_equal_diagonal_sq_sv(self, kind):
+    from jscale.theory import pairs
+    with jax.enable_x64(True):
+      widths = (5, 9, 7, 6)
+      p, x, t, q, a = self._draw(kind, widths)
+      want = hs.diagonal_sq_sv(kind, p, x, t, q)
+      st = pairs.pair_sums([layer.w[None] for layer in p], x[None], t[None], kind, a, widths).stats
+      w, b = pairs.combine(st, x.shape[0])
+      w1, b1 = pairs.combine(st, 1)
+      for got, ref in ((w, want.weight), (b, want.bias), (w1, want.weight_batch1), (b1, want.bias_batch1)):
+        np.testing.assert_allclose(got[0], ref, rtol=RTOL)
+
+  @parameterized.parameters("quadratic", "xent")
+  def test_zero_width_padding_changes_nothing(self, kind):
+    from jscale.theory import pairs
+    with jax.enable_x64(True):
+      widths = (5, 9, 7, 6)
+      p, x, t, q, a = self._draw(kind, widths)
+      pw = pairs.padded_widths(widths)
+      self.assertEqual(pw, (16, 16, 16, 16))
+      ws = [layer.w[None] for layer in p]
+      wp = [_pad_to(layer.w, (pw[l], pw[l + 1]))[None] for l, layer in enumerate(p)]
+      plain = pairs.pair_sums(ws, x[None], t[None], kind, a, widths)
+      padded = pairs.pair_sums(wp, _pad_to(x, (x.shape[0], pw[0]))[None], _pad_to(t, (t.shape[0], pw[-1]))[None],
+                               kind, _pad_to(a, (pw[-1], pw[-1])), widths)
+      np.testing.assert_allclose(padded.stats, plain.stats, rtol=1e-12)
+      np.testing.assert_allclose(padded.sq_norms, plain.sq_norms, rtol=1e-12)
+      np.testing.assert_array_equal(padded.active, plain.active)
+
+  def test_schemes_are_scaled_standard_normals(self):
+    """pairs samples W = sqrt(E[W^2]) N(0, 1) on padded shapes; that is each scheme's law only if every
+    scheme is a centred normal: same key, same numbers."""
+    from jscale import initializers
+    key, shape = jax.random.PRNGKey(3), (7, 5)
+    for name, spec in initializers.SCHEMES.items():
+      init = initializers.get(spec)
+      want = np.sqrt(init.second_moment(shape)) * np.asarray(jax.random.normal(key, shape, jnp.float32))
+      np.testing.assert_allclose(np.asarray(init(key, shape)), want, rtol=1e-6, err_msg=name)
+
+  @parameterized.parameters(("normal", "xent"), ("uniform01", "quadratic"))
+  def test_control_variates_have_mean_one(self, input_kind, loss):
+    """The controls' means are exact products; 4096 draws x 4 examples: every column within 4 SE of 1
+    (a 4-SE band fails ~6e-5 of the time per column for a Gaussian error)."""
+    from jscale.theory import pairs, predict
+    from jscale.theory.setups import SCHEMES
+    widths = (6, 9, 8, 5)
+    wsq = predict.weight_second_moments(widths, SCHEMES["fan_in"])
+    q = losses.random_quadratic(jax.random.PRNGKey(1), widths[-1])
+    smp = pairs.make_sampler(widths, wsq, input_kind, loss, q, examples=4, round_draws=1024)
+    cs = [pairs.control_variates(pairs.run_round(smp, jax.random.PRNGKey(k)), widths, wsq, input_kind)
+          for k in range(4)]
+    for c in (np.concatenate([c[0] for c in cs]), np.concatenate([c[1] for c in cs])):
+      se = c.std(0, ddof=1) / np.sqrt(c.shape[0])
+      self.assertTrue(np.all(np.abs(c.mean(0) - 1) <= 4 * se + 1e-12), (c.mean(0), se))  # top bias: exactly 1
+
+  def test_pair_estimate_agrees_with_whole_minibatches(self):
+    """run_setup (pairs of 4 examples, control variates) and exact_diagonal (whole minibatches of 12)
+    estimate the same expectation: per block within 4 combined SE."""
+    from jscale.theory import setups
+    s = setups.Setup((6, 10, 8, 5), "xavier", "xent", "normal", 5)
+    r1, rb = setups.run_setup(s, 12, 512, jax.random.PRNGKey(0), examples=4)
+    d, _, _ = setups.exact_diagonal(s, 12, 512, jax.random.PRNGKey(1))
+    for rec, direct in ((rb, np.asarray(d.weight)), (r1, np.asarray(d.weight_batch1))):
+      se = np.sqrt(rec.exact_w_se ** 2 + direct.var(0, ddof=1) / direct.shape[0])
+      self.assertTrue(np.all(np.abs(rec.exact_w - direct.mean(0)) < 4 * se), (rec.exact_w, direct.mean(0), se))
+      self.assertTrue(np.all(rec.rel_se < 0.3))  # informative: the band rules out a 2x error
+
+  def test_cv_mean(self):
+    from jscale.theory import pairs
+    rng = np.random.default_rng(0)
+    c = rng.gamma(2.0, 0.5, size=(4000, 1))  # mean 1
+    exact = pairs.cv_mean(3 * c + 2, c)  # perfectly correlated: the control removes all variance
+    np.testing.assert_allclose(exact.mean, [5.0], rtol=1e-12)
+    self.assertLess(float(exact.stderr[0]), 1e-10)
+    self.assertGreater(float(exact.raw_stderr[0]), 0.01)
+    v = rng.normal(size=(4000, 1))
+    est = pairs.cv_mean(v, c)  # an independent control changes (almost) nothing
+    np.testing.assert_allclose(est.stderr, est.raw_stderr, rtol=0.01)
+    with self.assertRaisesRegex(ValueError, ">= 3 draws"):
+      pairs.cv_mean(v[:2], c[:2])
+
+
+class NoiseRemovedTest(chex.TestCase):
+
+  def test_recovers_the_true_spread(self):
+    """True log ratios N(0, 0.2^2) observed with noise of SE 0.3 (heteroscedastic 0.15-0.45): the
+    noise-removed sd within 0.03 of 0.2 and p95 within 8% of exp(1.645 x 0.2) at n = 20000 (the moment
+    estimator's SE of tau^2 is ~0.003 here); the raw spread is far wider."""
+    from jscale.theory import setups
+    rng = np.random.default_rng(0)
+    n = 20000
+    theta = rng.normal(0.0, 0.2, n)
+    se = rng.uniform(0.15, 0.45, n)
+    out = setups.noise_removed(theta + rng.normal(size=n) * se, se)
+    self.assertAlmostEqual(out["sd_log_nr"], 0.2, delta=0.03)
+    self.assertGreater(out["sd_log"], 0.33)
+    np.testing.assert_allclose(out["p95_nr"], np.exp(1.645 * 0.2), rtol=0.08)
+    np.testing.assert_allclose(out["p5_nr"], np.exp(-1.645 * 0.2), rtol=0.08)
+    np.testing.assert_allclose(out["median_nr"], 1.0, atol=0.02)
+
+
+class GuardTest(chex.TestCase):
+  """Entry points that form Hessians or big intermediates refuse before compute, naming the estimate."""
+
+  def test_guards(self):
+    from jscale.theory import heatmaps, pairs, setups
+    p, x, t, q = _problem("quadratic")
+    with self.assertRaisesRegex(ValueError, r"diagonal_sq_sv .*needs about .*GiB"):
+      hs.diagonal_sq_sv("quadratic", p, x, t, q, max_bytes=1000)
+    with self.assertRaisesRegex(ValueError, r"gauss_newton_blocks .*needs about .*GiB"):
+      hs.gauss_newton_blocks("quadratic", p, x, t, q, max_bytes=1000)
+    with self.assertRaisesRegex(ValueError, r"exact Hessian .*needs about .*GiB"):
+      heatmaps.heatmaps(widths=(3000, 2000, 10), draws=1)
+    with self.assertRaisesRegex(ValueError, r"Hutchinson .*needs about .*GiB"):
+      heatmaps.large_diagonal(batch=4096, num_probes=4096)
+    with self.assertRaisesRegex(ValueError, r"round of .*needs about .*GiB"):
+      pairs.make_sampler((128, 128, 128), [0.01, 0.01], "normal", "xent", jnp.eye(128), 64, 4096)
+    with self.assertRaisesRegex(ValueError, r"exact_diagonal: one draw .*GiB"):
+      setups.exact_diagonal(setups.Setup((8, 128, 8), "xavier", "xent", "normal", 0), 100000, 2,
+                            jax.random.PRNGKey(0))

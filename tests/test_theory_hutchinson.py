@@ -53,3 +53,16 @@ class HutchinsonTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "num_probes"):
       hutchinson.block_sq_sv(losses.make_loss("quadratic", "identity"), params,
                              (jnp.eye(2), jnp.zeros((2, 1)), jnp.eye(1)), 0, jax.random.PRNGKey(0), num_probes=1)
+
+
+class LeafIndexTest(chex.TestCase):
+
+  def test_out_of_range_index_is_refused_with_the_valid_range(self):
+    params = (mlp.Dense(jnp.ones((2, 1)), jnp.zeros((1,))),)
+    args = (jnp.eye(2), jnp.zeros((2, 1)), jnp.eye(1))
+    loss = losses.make_loss("quadratic", "identity")
+    for bad in (2, -1, 7):
+      with self.assertRaisesRegex(ValueError, rf"leaf index {bad} is out of range.*0\.\.1"):
+        hutchinson.block_sq_sv(loss, params, args, bad, jax.random.PRNGKey(0), num_probes=4)
+    with self.assertRaisesRegex(TypeError, "leaf index must be an int"):
+      hutchinson.block_hvp(loss, params, args, "w0")

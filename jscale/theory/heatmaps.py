@@ -19,14 +19,30 @@ from jscale.theory.setups import SCHEMES, Setup, _check_setup, _problem, setup_s
 FIG2_WIDTHS = (24, 96, 12, 48, 8)
 
 
+def _bar(total, desc, progress):
+  if not progress:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, desc=desc, dynamic_ncols=True)
+
+
 def heatmaps(widths=FIG2_WIDTHS, schemes=tuple(SCHEMES), batch: int = 1, draws: int = 8, seed: int = 0,
-             loss: str = "quadratic", input_kind: str = "normal", max_bytes: int = hess.DEFAULT_MAX_BYTES) -> dict:
+             loss: str = "quadratic", input_kind: str = "normal", max_bytes: int = hess.DEFAULT_MAX_BYTES,
+             progress: bool = False) -> dict:
   """Mean over `draws` of the exact (jax.hessian, float32) weight-block sq.-singular-value matrix (L x L)
-  and bias diagonal, per scheme; plus the predicted diagonal. Same draws (keys) for every scheme."""
+  and bias diagonal, per scheme; plus the predicted diagonal. Same draws (keys) for every scheme.
+  Refuses (ValueError with the estimate) before any compute when the Hessian would exceed `max_bytes`."""
+  for scheme in schemes:
+    _check_setup(Setup(tuple(widths), scheme, loss, input_kind, seed))
+  if draws < 1 or batch < 1:
+    raise ValueError(f"heatmaps needs draws >= 1 and batch >= 1, got draws={draws}, batch={batch}")
+  n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+  hess.check_memory(f"the exact Hessian of widths {tuple(widths)} ({n_params} parameters)", 4 * n_params ** 2,
+                    max_bytes, "use smaller widths, or raise max_bytes")
+  bar = _bar(len(schemes) * draws, f"heat maps B={batch}", progress)
   out = {}
   for scheme in schemes:
     setup = Setup(tuple(widths), scheme, loss, input_kind, seed)
-    _check_setup(setup)
     key = jax.random.PRNGKey(seed)
     kq, kd, ki = jax.random.split(key, 3)
     q = losses.random_quadratic(kq, widths[-1])
@@ -40,6 +56,8 @@ def heatmaps(widths=FIG2_WIDTHS, schemes=tuple(SCHEMES), batch: int = 1, draws: 
       mats.append(np.asarray(sw))
       bias.append(np.diag(np.asarray(sb)))
       hs.append(np.asarray(losses.output_hessians(loss, mlp.apply_mlp(params, x), t, q)))
+      if bar is not None:
+        bar.update(1)
     ins, ls = setup_stats(setup, ki, q, np.stack(hs))
     wsq = predict.weight_second_moments(widths, SCHEMES[scheme])
     pred = predict.predict_sq_sv(widths, wsq, ins, ls, batch)
@@ -49,6 +67,8 @@ def heatmaps(widths=FIG2_WIDTHS, schemes=tuple(SCHEMES), batch: int = 1, draws: 
                    "diag_max_over_min": float(diag.max() / diag.min()),
                    "predicted_diag": pred.weight.tolist(),
                    "predicted_max_over_min": float(pred.weight.max() / pred.weight.min())}
+  if bar is not None:
+    bar.close()
   return out
 
 
@@ -59,13 +79,23 @@ MNIST_WIDTHS = (784, 300, 100, 10)
 
 
 def large_diagonal(widths=MNIST_WIDTHS, schemes=tuple(SCHEMES), batch: int = 128, num_probes: int = 64,
-                   seed: int = 0, loss: str = "xent", input_kind: str = "uniform01", kron: bool = True) -> dict:
+                   seed: int = 0, loss: str = "xent", input_kind: str = "uniform01", kron: bool = True,
+                   max_bytes: int = hess.DEFAULT_MAX_BYTES, progress: bool = False) -> dict:
   """Hutchinson (matrix-free) diagonal per scheme, with the Kronecker-form exact value (`kron`) and the
-  prediction. One draw per scheme (same keys for every scheme)."""
+  prediction. One draw per scheme (same keys for every scheme). Refuses (ValueError with the estimate)
+  before any compute when the probes or the Kronecker form would exceed `max_bytes`."""
+  for scheme in schemes:
+    _check_setup(Setup(tuple(widths), scheme, loss, input_kind, seed))
+  hess.check_memory(f"Hutchinson with {num_probes} probes at batch {batch} on widths {tuple(widths)}",
+                    hutchinson.probe_bytes(widths, batch, num_probes), max_bytes,
+                    "use fewer probes or a smaller batch, or raise max_bytes")
+  if kron:
+    hess.check_memory(f"the Kronecker-form diagonal at batch {batch} on widths {tuple(widths)}",
+                      hess.diagonal_bytes(widths, batch), max_bytes, "pass kron=False, or raise max_bytes")
+  bar = _bar(len(schemes), "Hutchinson diagonal", progress)
   out = {}
   for scheme in schemes:
     setup = Setup(tuple(widths), scheme, loss, input_kind, seed)
-    _check_setup(setup)
     kq, kd, ki, kh = jax.random.split(jax.random.PRNGKey(seed), 4)
     q = losses.random_quadratic(kq, widths[-1])
     params, x, t = _problem(kd, setup, batch, q, jnp.float32)
@@ -79,8 +109,13 @@ def large_diagonal(widths=MNIST_WIDTHS, schemes=tuple(SCHEMES), batch: int = 128
     rec = {"hutchinson": np.asarray(est_w.mean).tolist(), "hutchinson_stderr": np.asarray(est_w.stderr).tolist(),
            "predicted_corrected": pc.weight.tolist(), "predicted_batch1": p1.weight.tolist()}
     if kron:
-      rec["exact_kron"] = np.asarray(jax.jit(hess.diagonal_sq_sv, static_argnums=0)(loss, params, x, t, q).weight).tolist()
+      kron_fn = jax.jit(hess.diagonal_sq_sv, static_argnums=0)
+      rec["exact_kron"] = np.asarray(kron_fn(loss, params, x, t, q).weight).tolist()
     hw = np.asarray(est_w.mean)
     rec["hutchinson_max_over_min"] = float(hw.max() / hw.min())
     out[scheme] = rec
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
   return out

@@ -53,6 +53,27 @@ def _gib(n: int) -> str:
   return f"{n / 2 ** 30:.3g} GiB"
 
 
+def check_memory(what: str, need: int, max_bytes: int, advice: str):
+  """Refuse (ValueError with the estimate) before any compute when `need` bytes exceed `max_bytes`."""
+  if need > max_bytes:
+    raise ValueError(f"{what} needs about {_gib(need)} but max_bytes is {_gib(max_bytes)}: {advice}")
+  return need
+
+
+def diagonal_bytes(widths: Sequence[int], batch: int, itemsize: int = 4) -> int:
+  """Working memory of `diagonal_sq_sv` on one minibatch: every layer's J (B, n_L, n) and the largest
+  M (B, n, n), its flattened copy and the Gram matrices (B, B), with a factor 2 for temporaries."""
+  o, m = widths[-1], max(widths[1:])
+  return 2 * itemsize * (batch * o * sum(widths[1:]) + 2 * batch * m * m + 2 * batch * batch + batch * sum(widths))
+
+
+def gauss_newton_bytes(params, batch: int, itemsize: int = 4) -> int:
+  """Memory of `gauss_newton_blocks`: the Jacobian (B, n_L, P) and every P_i x P_j block (P x P)."""
+  p = num_params(params)
+  o = jax.tree.leaves(params)[-1].shape[-1]
+  return itemsize * (batch * o * p + p * p)
+
+
 def hessian(loss: Callable, params, *args, x64: bool = False, max_bytes: int = DEFAULT_MAX_BYTES):
   """`jax.hessian(loss)(params, *args)`, refusing up front when the result would exceed `max_bytes`.
 
@@ -118,12 +139,17 @@ def split_sq_sv(s_matrix: jax.Array, params):
 # ---------------------------------------------------------------------------------------------------
 # Gauss-Newton blocks, computed without any second derivative of the network.
 
-def gauss_newton_blocks(kind: str, params, x, target, q, activation="relu") -> list[list[jax.Array]]:
+def gauss_newton_blocks(kind: str, params, x, target, q, activation="relu",
+                        max_bytes: int = DEFAULT_MAX_BYTES) -> list[list[jax.Array]]:
   """Generalised Gauss-Newton matrix (1/B) sum_b J_b^T H_b J_b, as blocks like `blocks(hessian(...))`.
 
   J_b = d out_b / d theta by `jax.jacrev` of the network output (first derivatives only); H_b is the
   per-example output Hessian of the loss `kind` (see `losses`). Matches `losses.make_loss(kind)`.
+  Refuses (ValueError with the estimate) when the Jacobian and the blocks would exceed `max_bytes`.
   """
+  check_memory(f"gauss_newton_blocks ({num_params(params)} parameters, batch {x.shape[0]})",
+               gauss_newton_bytes(params, x.shape[0], jnp.dtype(x.dtype).itemsize), max_bytes,
+               "use diagonal_sq_sv or hutchinson for big networks, or raise max_bytes")
   out = mlp.apply_mlp(params, x, activation)
   h_bxoxo = losses.output_hessians(kind, out, target, q)
   jac = jax.jacrev(lambda p: mlp.apply_mlp(p, x, activation))(params)  # leaves (B, O, *leaf.shape)
@@ -165,18 +191,25 @@ def upper_jacobians(params, x_BxD, activation="relu"):
   return trace.inputs, jacs
 
 
-def diagonal_sq_sv(kind: str, params, x, target, q, activation="relu") -> DiagSqSv:
+def diagonal_sq_sv(kind: str, params, x, target, q, activation="relu",
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> DiagSqSv:
   """Average squared singular value of every diagonal Hessian block, from the Kronecker form.
 
   Exact (equal to `sq_sv` of the `jax.hessian` block up to rounding) for piecewise-linear activations,
   where the diagonal blocks equal the Gauss-Newton blocks; raises for others (tanh), where they do not.
-  Cost per layer O(B^2 n_{l+1}^2) time and O(B n_{l+1}^2) memory. Pure and jittable/vmappable over
-  (params, x, target, q).
+  Cost per layer O(B^2 n_{l+1}^2) time and O(B n_{l+1}^2) memory (refused, with the estimate, beyond
+  `max_bytes`: the check reads shapes only, so it runs at trace time, before compute). Pure and
+  jittable/vmappable over (params, x, target, q).
   """
   name = activation if isinstance(activation, str) else getattr(activation, "__name__", "")
   if name not in PIECEWISE_LINEAR:
     raise ValueError(f"diagonal_sq_sv relies on the Gauss-Newton identity, exact only for piecewise-linear "
                      f"activations {PIECEWISE_LINEAR}; got {activation!r} (use hessian() or hutchinson)")
+  widths = (params[0].w.shape[0],) + tuple(layer.w.shape[1] for layer in params)
+  check_memory(f"diagonal_sq_sv at batch {x.shape[0]} on widths {widths}",
+               diagonal_bytes(widths, x.shape[0], jnp.dtype(x.dtype).itemsize), max_bytes,
+               "lower the batch (jscale.theory.pairs measures the expectation from pairs of examples), "
+               "or raise max_bytes")
   out = mlp.apply_mlp(params, x, activation)
   h_bxoxo = losses.output_hessians(kind, out, target, q)
   inputs, jacs = upper_jacobians(params, x, activation)

@@ -25,6 +25,25 @@ class Estimate(NamedTuple):
   stderr: jax.Array  # its standard error (sample std over probes / sqrt(num_probes))
 
 
+def probe_bytes(widths, batch: int, num_probes: int, itemsize: int = 4) -> int:
+  """Working memory of `diagonal` (probes vmapped): per probe, the probe and the forward-over-reverse
+  pass (activations, their tangents and cotangents, 4 copies of B x sum(widths)) on the largest leaf,
+  with a factor 2 for temporaries."""
+  leaf = max(a * b for a, b in zip(widths[:-1], widths[1:]))
+  return 2 * itemsize * num_probes * (3 * leaf + 4 * batch * sum(widths))
+
+
+def check_index(params, index) -> int:
+  """The leaf index as an int, refused (ValueError naming it and the valid range) when out of range."""
+  n = len(jax.tree.leaves(params))
+  if isinstance(index, bool) or not isinstance(index, int) and not hasattr(index, "__index__"):
+    raise TypeError(f"leaf index must be an int, got {index!r}")
+  if not 0 <= int(index) < n:
+    raise ValueError(f"leaf index {index} is out of range: the parameters have {n} leaves (w0, b0, w1, ...), "
+                     f"valid indices 0..{n - 1}")
+  return int(index)
+
+
 def _replace_leaf(params, index: int, value):
   leaves, treedef = jax.tree.flatten(params)
   leaves = list(leaves)
@@ -34,6 +53,7 @@ def _replace_leaf(params, index: int, value):
 
 def block_hvp(loss: Callable, params, args: tuple, index: int) -> Callable:
   """v -> H_ll v for the leaf `index` (leaf order w0, b0, w1, ...): a jvp of the restricted gradient."""
+  index = check_index(params, index)
   theta = jax.tree.leaves(params)[index]
   grad = jax.grad(lambda t: loss(_replace_leaf(params, index, t), *args))
   return lambda v: jax.jvp(grad, (theta,), (v,))[1]
@@ -43,6 +63,7 @@ def block_sq_sv(loss: Callable, params, args: tuple, index: int, key, num_probes
   """Hutchinson estimate of tr(H_ll^2) / d for the diagonal block of parameter leaf `index`."""
   if num_probes < 2:
     raise ValueError(f"num_probes must be >= 2 for a standard error, got {num_probes}")
+  index = check_index(params, index)
   theta = jax.tree.leaves(params)[index]
   d = theta.size
   hvp = block_hvp(loss, params, args, index)

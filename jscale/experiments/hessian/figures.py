@@ -45,21 +45,31 @@ def ratio_histogram(records: Sequence[Mapping], path) -> str:
 
 
 def block_heatmaps(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], path) -> str:
+  """Figure 2 (`heatmap_figure`) saved to `path`."""
+  return _save(heatmap_figure(by_batch, widths), path)
+
+
+def heatmap_figure(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int]) -> Figure:
   """Figure 2: log10 average squared singular value of every (W_i, W_j) block, one panel per scheme
-  (columns) and batch size (rows). `by_batch[b][scheme]` as `heatmaps.heatmaps` returns."""
+  (columns) and batch size (rows). `by_batch[b][scheme]` as `heatmaps.heatmaps` returns. One colour
+  scale for every panel (one colour bar), so that the evenness of the schemes can be compared."""
   schemes = list(next(iter(by_batch.values())))
-  fig = Figure(figsize=(3.2 * len(schemes), 3.0 * len(by_batch)))
+  logs = {(b, s): np.log10(np.array(per[s]["weights"])) for b, per in by_batch.items() for s in schemes}
+  finite = np.concatenate([m[np.isfinite(m)] for m in logs.values()])
+  vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+  fig = Figure(figsize=(3.2 * len(schemes) + 1.0, 3.0 * len(by_batch)))
   axes = fig.subplots(len(by_batch), len(schemes), squeeze=False)
+  im = None
   for row, (b, per) in zip(axes, by_batch.items()):
     for ax, s in zip(row, schemes):
-      m = np.log10(np.array(per[s]["weights"]))
-      im = ax.imshow(m, cmap="viridis")
+      m = logs[(b, s)]
+      im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax)
       ax.set_title(f"{s}, B={b}\ndiag max/min {per[s]['diag_max_over_min']:.2f}", fontsize=9)
       ax.set_xticks(range(m.shape[0]))
       ax.set_yticks(range(m.shape[0]))
       ax.set_xlabel("layer j")
       ax.set_ylabel("layer i")
-      fig.colorbar(im, ax=ax, fraction=0.046, label="log10")
   fig.suptitle(f"avg squared singular value of Hessian blocks (W_i, W_j), widths {tuple(widths)}")
   fig.tight_layout()
-  return _save(fig, path)
+  fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, label="log10 (one scale for all panels)")
+  return fig

@@ -1,0 +1,331 @@
+r"""Figure 1's exact side at speed: the diagonal blocks' expected size from pairs of examples.
+
+`hessian.diagonal_sq_sv` gives, for ONE minibatch of B examples of a ReLU net (Gauss-Newton identity,
+M_b = J_b^T H_b J_b, J_b = d out_b / d y_l),
+    s_l(B) = (1/B^2) sum_{b,b'} f_l(b, b'),   f_l(b, b') = (x_b . x_b')^2 <M_b, M_b'>_F / (n_l n_{l+1}),
+and the bias block likewise with x_b . x_b' replaced by 1 (and n_l by 1). Given the weights, the
+examples (inputs and targets) are i.i.d., so the expectation over (weights, inputs, targets) splits
+exactly into a same-example and a two-example part:
+    E s_l(B) = (1/B) E f_l(b, b) + (1 - 1/B) E f_l(b, b'),   b != b'.
+Both parts are estimated from draws of (weights, E examples), using all E (E - 1) ordered pairs of each
+draw: e_d(B) = mean_b f(b, b) / B + (1 - 1/B) mean_{b != b'} f(b, b') is an unbiased estimate of E s_l(B)
+for EVERY B at once (B = 1 included), and the draws are i.i.d., so the standard error is the sample
+std over draws / sqrt(draws). With E = B it is exactly `diagonal_sq_sv` of that minibatch (tested).
+The cost of a draw is O(E^2) instead of O(B^2): at B = 1024 the variance comes from the weights, not
+from the examples, so many draws of a few examples measure E s_l(B) far better per second than a few
+draws of 1024 examples (the previous measurement: 4 draws of 1024 gave ~34% relative SE). Narrow layers
+make the per-draw values heavy-tailed (relative std 1-7 per draw), so `control_variates` (exact means)
+cut the variance further, most in the layers near the output.
+
+Speed: the work is split into per-layer programs (sample a weight matrix, one forward layer, one backward
+step U_{l-1} = (U_l W_l^T) * D_{l-1}, one layer's pair sums), each vmapped over a round of draws and
+compiled once per padded shape. Every width is padded to a power of two (>= 16) with zero-width units:
+their incoming and outgoing weights are zero, their pre-activation is 0, so their ReLU output and their
+derivative mask (y > 0) are 0, their rows of every J and M are 0, and padded output logits are masked out
+of the softmax: each padded unit adds exact zeros to every sum (tested: padded equals unpadded to
+rounding). The number of programs is bounded by the number of padded shapes (4 sizes from 16 to 128 for
+Figure 1: at most 16 + 64 + 64 layer programs), not by the number of setups.
+
+U_l = A_b J_b (O x n_{l+1}) with A_b^T A_b = H_b factors M_b = U_l^T U_l: for the quadratic loss A = Q^{1/2};
+for cross-entropy H = diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscale.theory import losses
+
+MIN_BUCKET = 16
+DEFAULT_EXAMPLES = 8
+DEFAULT_ROUND = 128
+DEFAULT_MAX_BYTES = 2 ** 30  # working memory of one round; a clear ValueError beyond it
+FIELDS = ("weight_diag", "weight_pair", "bias_diag", "bias_pair")
+
+
+def bucket(n: int) -> int:
+  """The padded width of a width-`n` layer: the next power of two, at least MIN_BUCKET."""
+  return max(MIN_BUCKET, 1 << (int(n) - 1).bit_length())
+
+
+def padded_widths(widths: Sequence[int]) -> tuple:
+  return tuple(bucket(n) for n in widths)
+
+
+def round_bytes(widths: Sequence[int], examples: int, round_draws: int, itemsize: int = 4) -> int:
+  """Estimated peak working memory of one round (padded shapes): the largest layer's U, M and M-Gram
+  operands, plus every layer's activations and weights, with a factor 3 for XLA's temporaries."""
+  p = padded_widths(widths)
+  o, r, e = p[-1], round_draws, examples
+  per_layer = max(r * e * o * m + r * e * m * m + r * e * o * o for m in p[1:])
+  acts = sum(2 * r * e * n for n in p)
+  weights = sum(r * a * b for a, b in zip(p[:-1], p[1:]))
+  return 3 * itemsize * (per_layer + acts + weights)
+
+
+def check_memory(widths: Sequence[int], examples: int, round_draws: int, max_bytes: int = DEFAULT_MAX_BYTES):
+  need = round_bytes(widths, examples, round_draws)
+  if need > max_bytes:
+    raise ValueError(
+        f"one round of {round_draws} draws x {examples} examples on widths {tuple(widths)} (padded "
+        f"{padded_widths(widths)}) needs about {need / 2 ** 30:.3g} GiB, but max_bytes is "
+        f"{max_bytes / 2 ** 30:.3g} GiB: lower round_draws or examples, or raise max_bytes")
+  return need
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-layer programs. jax.jit caches one executable per input shape; `compiled_programs` counts them.
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sample_weights(shape, key, n_in, n_out, std):
+  """(R, n_in_pad, n_out_pad) i.i.d. N(0, std^2) on the true n_in x n_out corner, exact zeros elsewhere."""
+  z = jax.random.normal(key, shape, jnp.float32)
+  mask = (jnp.arange(shape[1]) < n_in)[:, None] & (jnp.arange(shape[2]) < n_out)[None, :]
+  return jnp.where(mask, std * z, 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_inputs(shape, kind, key, n_0):
+  """Inputs (R, E, n0_pad) as `setups.sample_inputs` draws them, zero on padded coordinates."""
+  x = jax.random.normal(key, shape, jnp.float32) if kind == "normal" else jax.random.uniform(key, shape, jnp.float32)
+  return jnp.where(jnp.arange(shape[-1]) < n_0, x, 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_targets(shape, kind, key, n_L):
+  """Targets (R, E, nL_pad) as `losses.random_targets` draws them, zero on padded coordinates."""
+  if kind == "quadratic":
+    return jnp.where(jnp.arange(shape[-1]) < n_L, jax.random.normal(key, shape, jnp.float32), 0.0)
+  return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, n_L), shape[-1], dtype=jnp.float32)
+
+
+@jax.jit
+def _forward(h, w, relu_in):
+  """y = act(h) W per draw ((R, E, n) x (R, n, m) -> (R, E, m)), act = ReLU for hidden layers, with the
+  control statistics of this layer: ||x_b||^2 of its input (R, E) and the active count |y_b > 0| (R, E)."""
+  x = jnp.where(relu_in, jnp.maximum(h, 0.0), h)
+  y = jnp.einsum("ren,rnm->rem", x, w)
+  return y, jnp.sum(x * x, axis=-1), jnp.sum(y > 0, axis=-1).astype(y.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _output_factor(kind, out, a_q, n_L):
+  """(U_{L-1} (R, E, O, O) with U^T U = H_b, softmax probabilities (R, E, O) or None)."""
+  r, e, o = out.shape
+  if kind == "quadratic":
+    return jnp.broadcast_to(a_q, (r, e, o, o)), None
+  logits = jnp.where(jnp.arange(o) < n_L, out, -jnp.inf)
+  p = jax.nn.softmax(logits, axis=-1)
+  a = jnp.sqrt(p)[..., :, None] * (jnp.eye(o, dtype=out.dtype) - p[..., None, :])
+  return a, p
+
+
+@jax.jit
+def _backward(u, w, y_below):
+  """U_{l-1} = (U_l W_l^T) * (y_{l-1} > 0): (R, E, O, m) with W_l (R, k, m) -> (R, E, O, k)."""
+  v = jnp.einsum("reom,rkm->reok", u, w)
+  return v * (y_below > 0).astype(v.dtype)[:, :, None, :]
+
+
+@jax.jit
+def _layer_pairs(h, u, n_in, n_out, relu_in):
+  """Per draw: same-example and pair means of f (weight block) and of <M_b, M_b'> (bias block), (R, 4)."""
+  r, e, o, m = u.shape
+  x = jnp.where(relu_in, jnp.maximum(h, 0.0), h)
+  gx = jnp.einsum("ren,rfn->ref", x, x)
+  if e * o * o < m * m:
+    # <M_b, M_b'> = ||U_b U_b'^T||_F^2 (O x O) is cheaper than forming M_b (m x m) when O is small.
+    c = jnp.einsum("reom,rfpm->refop", u, u)
+    gm = jnp.sum(c * c, axis=(3, 4))
+  else:
+    mm = jnp.einsum("reom,reok->remk", u, u).reshape(r, e, m * m)
+    gm = jnp.einsum("rei,rfi->ref", mm, mm)
+  f = gx * gx * gm
+  eye = jnp.eye(e, dtype=f.dtype)
+  diag_mean = lambda g: jnp.einsum("ref,ef->r", g, eye) / e
+  pair_mean = lambda g: (jnp.sum(g, axis=(1, 2)) - e * diag_mean(g)) / (e * (e - 1))
+  nw = n_in * n_out
+  return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
+
+
+PROGRAMS = (_sample_weights, _sample_inputs, _sample_targets, _forward, _output_factor, _backward, _layer_pairs)
+
+
+def compiled_programs() -> int:
+  """How many executables the per-layer programs hold (one per padded shape seen in this process)."""
+  return sum(f._cache_size() for f in PROGRAMS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure pieces, usable on given (padded or not) arrays: what the tests check against diagonal_sq_sv.
+
+class PairStats(NamedTuple):
+  """One round's pair statistics and the per-example controls (see `control_variates`)."""
+  stats: jax.Array     # (R, L, 4): FIELDS per draw and weight layer
+  sq_norms: jax.Array  # (R, E, L): ||x_{l,b}||^2, the input of every weight layer
+  active: jax.Array    # (R, E, L): |y_{l,b} > 0|, active units of every layer's pre-activation
+  probs: jax.Array | None  # (R, E, n_L_pad) softmax probabilities (cross-entropy), else None
+
+
+def pair_sums(weights: Sequence, x, t, kind: str, a_q, widths: Sequence[int]) -> PairStats:
+  """`PairStats` for given weights (each (R, n_l, n_{l+1}), zero biases), inputs x (R, E, n_0) and targets
+  t (R, E, n_L), possibly padded with zeros beyond the true `widths`; a_q is a factor of the quadratic
+  loss's Q (a_q^T a_q = Q, padded with zeros), unused for cross-entropy."""
+  losses.check_kind(kind)
+  widths = tuple(int(n) for n in widths)
+  ys, sq, act = [], [], []
+  h = x
+  for l, w in enumerate(weights):
+    h, s2, k = _forward(h, w, l > 0)
+    ys.append(h)
+    sq.append(s2)
+    act.append(k)
+  del t  # the targets enter the loss value, not its output Hessian
+  u, p = _output_factor(kind, ys[-1], a_q, widths[-1])
+  out = [None] * len(weights)
+  for l in range(len(weights) - 1, -1, -1):
+    out[l] = _layer_pairs(x if l == 0 else ys[l - 1], u, float(widths[l]), float(widths[l + 1]), l > 0)
+    if l > 0:
+      u = _backward(u, weights[l], ys[l - 1])
+  return PairStats(jnp.stack(out, axis=1), jnp.stack(sq, -1), jnp.stack(act, -1), p)
+
+
+def combine(stats_RxLx4, batch: int):
+  """Per-draw unbiased estimates of (weight, bias) average squared singular value at minibatch `batch`:
+  mean_b f(b, b) / B + (1 - 1/B) mean_{b != b'} f(b, b'). Shapes (R, L) each."""
+  s = np.asarray(stats_RxLx4, np.float64)
+  if batch == 1:
+    return s[..., 0], s[..., 2]
+  return s[..., 0] / batch + (1 - 1 / batch) * s[..., 1], s[..., 2] / batch + (1 - 1 / batch) * s[..., 3]
+
+
+def quadratic_factor(q) -> np.ndarray:
+  """A with A^T A = Q (symmetric square root, float64 eigh; negative rounding eigenvalues clipped)."""
+  lam, v = np.linalg.eigh(np.asarray(q, np.float64))
+  return (v * np.sqrt(np.clip(lam, 0.0, None))) @ v.T
+
+
+class RoundSampler(NamedTuple):
+  """Everything fixed for one setup's rounds: true and padded widths, weight stds, loss factor."""
+  widths: tuple
+  padded: tuple
+  stds: tuple
+  input_kind: str
+  loss: str
+  a_q: jax.Array         # (O_pad, O_pad), zero for cross-entropy
+  examples: int
+  round_draws: int
+
+
+def make_sampler(widths, weight_sq, input_kind: str, loss: str, q, examples: int = DEFAULT_EXAMPLES,
+                 round_draws: int = DEFAULT_ROUND, max_bytes: int = DEFAULT_MAX_BYTES) -> RoundSampler:
+  """Checks the memory of one round (before any compute) and fixes the padded shapes."""
+  if examples < 2:
+    raise ValueError(f"examples must be >= 2 (pairs of examples), got {examples}")
+  if round_draws < 1:
+    raise ValueError(f"round_draws must be >= 1, got {round_draws}")
+  check_memory(widths, examples, round_draws, max_bytes)
+  padded = padded_widths(widths)
+  o = padded[-1]
+  a = np.zeros((o, o), np.float32)
+  if loss == "quadratic":
+    a[:widths[-1], :widths[-1]] = quadratic_factor(q)
+  return RoundSampler(tuple(widths), padded, tuple(math.sqrt(v) for v in weight_sq), input_kind, loss,
+                      jnp.asarray(a), int(examples), int(round_draws))
+
+
+def sample_round(s: RoundSampler, key):
+  """One round's draws: (weights list of (R, n_pad, m_pad), x (R, E, n0_pad), t (R, E, nL_pad))."""
+  kw, ke = jax.random.split(key)
+  keys = jax.random.split(kw, len(s.stds))
+  r, e = s.round_draws, s.examples
+  weights = [_sample_weights((r, s.padded[l], s.padded[l + 1]), keys[l], s.widths[l], s.widths[l + 1], s.stds[l])
+             for l in range(len(s.stds))]
+  kx, kt = jax.random.split(ke)
+  x = _sample_inputs((r, e, s.padded[0]), s.input_kind, kx, s.widths[0])
+  t = _sample_targets((r, e, s.padded[-1]), s.loss, kt, s.widths[-1])
+  return weights, x, t
+
+
+def run_round(s: RoundSampler, key) -> PairStats:
+  """One round of `s.round_draws` draws, as host float64 numpy arrays (probabilities cut to n_L)."""
+  weights, x, t = sample_round(s, key)
+  ps = pair_sums(weights, x, t, s.loss, s.a_q, s.widths)
+  probs = None if ps.probs is None else np.asarray(ps.probs, np.float64)[..., :s.widths[-1]]
+  return PairStats(np.asarray(ps.stats, np.float64), np.asarray(ps.sq_norms, np.float64),
+                   np.asarray(ps.active, np.float64), probs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Control variates with exactly known means.
+
+def input_fourth_moment(input_kind: str, n_0: int) -> float:
+  """E||x_0||^4 of the input law: N(0, 1) entries n (n + 2); U[0, 1] entries n/5 + n (n - 1)/9."""
+  if input_kind == "normal":
+    return float(n_0 * (n_0 + 2))
+  if input_kind == "uniform01":
+    return n_0 / 5 + n_0 * (n_0 - 1) / 9
+  raise ValueError(f"unknown input kind {input_kind!r}")
+
+
+def control_means(widths, weight_sq, input_kind: str):
+  """(E||x_l||^4 per weight layer l, E|y_l > 0|^2 per layer l), both exact for one example of a ReLU net
+  with zero biases and i.i.d. centred Gaussian weights: given x_l != 0 the units of y_l = x_l W_l are i.i.d.
+  N(0, w_l ||x_l||^2), so the active count K_l ~ Binomial(n_{l+1}, 1/2) (E K^2 = n (n + 1)/4), independent
+  of everything below, and ||x_{l+1}||^2 = w_l ||x_l||^2 chi^2_{K_l} (E (chi^2_K)^2 = E[K^2 + 2K])."""
+  widths = tuple(widths)
+  r = [input_fourth_moment(input_kind, widths[0])]
+  k2 = []
+  for l, w in enumerate(weight_sq):
+    n = widths[l + 1]
+    k2.append(n * (n + 1) / 4)
+    r.append(w * w * r[-1] * (n * n + 5 * n) / 4)
+  return np.array(r[:-1]), np.array(k2)
+
+
+def control_variates(ps: PairStats, widths, weight_sq, input_kind: str):
+  """Per draw and weight layer, controls with mean exactly 1: (weight-block control, bias-block control).
+
+  weight: mean_b ||x_{l,b}||^4 prod_{k=l}^{L-2} |y_{k,b} > 0|^2 / its mean; bias: the same without the
+  ||x||^4 factor. One example's ||x_l|| and the active counts of the layers at and above l are independent
+  (`control_means`), so the means are products. They track the two multiplicative sources of the block
+  sizes' heavy tails over weight draws: the forward gain into layer l and the units that pass the
+  backward signal down to it. Shapes (R, L)."""
+  r4, k2 = control_means(widths, weight_sq, input_kind)
+  sq, act = np.asarray(ps.sq_norms, np.float64), np.asarray(ps.active, np.float64)
+  L = len(widths) - 1
+  cw, cb = [], []
+  for l in range(L):
+    above = np.prod(act[..., l:L - 1] ** 2, axis=-1) / np.prod(k2[l:L - 1])
+    cw.append(np.mean(sq[..., l] ** 2 / r4[l] * above, axis=1))
+    cb.append(np.mean(above, axis=1))
+  return np.stack(cw, -1), np.stack(cb, -1)
+
+
+class Estimate(NamedTuple):
+  mean: np.ndarray    # (L,)
+  stderr: np.ndarray  # (L,)
+  raw_stderr: np.ndarray  # (L,) without the control variate
+
+
+def cv_mean(values_DxL, controls_DxL) -> Estimate:
+  """Mean of per-draw values with a control of known mean 1 (regression estimator): mean(v) - beta
+  (mean(c) - 1), beta = cov(v, c) / var(c) per column; SE from the residual's std (one degree of
+  freedom spent on beta). Never worse than the plain mean asymptotically; beta = 0 when c is constant."""
+  v = np.asarray(values_DxL, np.float64)
+  c = np.asarray(controls_DxL, np.float64)
+  d = v.shape[0]
+  if d < 3:
+    raise ValueError(f"cv_mean needs >= 3 draws, got {d}")
+  vc, cc = v - v.mean(0), c - c.mean(0)
+  var_c = np.sum(cc * cc, 0)
+  beta = np.where(var_c > 0, np.sum(vc * cc, 0) / np.where(var_c > 0, var_c, 1.0), 0.0)
+  resid = v - beta * (c - 1.0)
+  mean = resid.mean(0)
+  se = np.sqrt(np.sum((resid - mean) ** 2, 0) / (d - 2) / d)
+  return Estimate(mean, se, v.std(0, ddof=1) / math.sqrt(d))
