@@ -35,7 +35,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jscale import calculus, initializers, mlp
 

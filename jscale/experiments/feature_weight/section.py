@@ -131,7 +131,6 @@ def build(r: Results) -> Section:
   if len(fs) > 2 and len(ws) > 2:
     # Over the whole grid: does the final accuracy follow G_1 (diagonal iso-lines, w^2 / f^2), or the
     # feature scale alone? Rank correlations over the grid cells; a diverged cell counts as chance.
-    from scipy import stats
     fin = np.nanmean(np.where(np.isfinite(acc[..., -1]), acc[..., -1], chance), axis=2).ravel()
     rho_g = stats.spearmanr(fin, -np.log(g1).ravel())[0]
     rho_f = stats.spearmanr(fin, np.log(np.broadcast_to(fs[None, :], g1.shape)).ravel())[0]

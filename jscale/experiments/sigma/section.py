@@ -11,7 +11,7 @@ from jscale import initializers
 from jscale.experiments.sigma import config
 from jscale.report import describe, plots
 from jscale.report.document import Figure, Section, Table
-from jscale.report.format import fmt, label
+from jscale.report.format import label
 from jscale.report import stats
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
