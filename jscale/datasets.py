@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 from typing import Callable, NamedTuple
 
@@ -52,8 +53,19 @@ def _check_fraction(test_fraction):
 
 
 def _check_seed(seed):
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+  # scikit-learn's random_state (the splits, make_moons) takes 0 <= seed < 2**32.
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+
+
+def _check_flag(name: str, value):
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_dataset(ds, what: str):
+  if not isinstance(ds, Dataset):
+    raise TypeError(f"{what} expects a jscale.datasets.Dataset (from datasets.get(name)), got {type(ds).__name__}")
 
 
 def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, *, stratify: bool = True):
@@ -61,12 +73,23 @@ def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, *, stra
   too small to stratify). `test_fraction == 0` gives an empty test split (training-loss protocols)."""
   _check_fraction(test_fraction)
   _check_seed(seed)
+  x, y = np.asarray(x), np.asarray(y)
+  if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+    raise ValueError(f"split: y must be a 1-D array of class indices >= 0, got {y.dtype} of shape {y.shape}")
+  if len(x) != len(y):
+    raise ValueError(f"split: x has {len(x)} rows but y has {len(y)} labels")
   n = len(y)
   if test_fraction == 0:
     return x, y, x[:0], y[:0]
+  n_test = math.ceil(test_fraction * n)  # scikit-learn's rounding for a float test_size
+  if n_test < 1 or n - n_test < 1:
+    raise ValueError(f"test_fraction={test_fraction} of {n} examples leaves {n - n_test} for training and {n_test} "
+                     "for testing; both need at least one")
   from sklearn.model_selection import train_test_split
   counts = np.bincount(y)
-  strat = y if stratify and counts[counts > 0].min() >= 2 else None
+  n_classes = int(np.sum(counts > 0))
+  # Stratifying needs 2 examples per class and a class's worth of examples in each split.
+  strat = y if (stratify and counts[counts > 0].min() >= 2 and min(n_test, n - n_test) >= n_classes) else None
   idx_train, idx_test = train_test_split(np.arange(n), test_size=test_fraction, random_state=int(seed),
                                          shuffle=True, stratify=strat)
   return x[idx_train], y[idx_train], x[idx_test], y[idx_test]
@@ -89,6 +112,7 @@ def _finish(x, y, test_fraction, seed, name, source, num_classes=None) -> Datase
 
 
 def _maybe_zscore(ds: Dataset, standardize: bool) -> Dataset:
+  _check_flag("standardize", standardize)
   return zscore(ds) if standardize else ds
 
 
@@ -147,9 +171,11 @@ def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction
   training split's statistics), 70/30 split. The tutorial does not state its noise; 0.2 is the usual value."""
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
     raise ValueError(f"two_moons: n must be an int >= 4, got {n!r}")
-  if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-    raise ValueError(f"two_moons: noise must be a number >= 0, got {noise!r}")
+  if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+    raise ValueError(f"two_moons: noise must be a finite number >= 0, got {noise!r}")
   _check_seed(seed)
+  _check_fraction(test_fraction)
+  _check_flag("standardize", standardize)
   from sklearn.datasets import make_moons
   x, y = make_moons(n_samples=int(n), noise=float(noise), random_state=int(seed))
   ds = _finish(x, y, test_fraction, seed, "two_moons",
@@ -323,12 +349,14 @@ class Data(NamedTuple):
 
 
 def to_device(ds: Dataset, dtype=jnp.float32) -> Data:
+  _check_dataset(ds, "to_device")
   return Data(jnp.asarray(ds.x_train, dtype), jnp.asarray(ds.y_train, jnp.int32),
               jnp.asarray(ds.x_test, dtype), jnp.asarray(ds.y_test, jnp.int32))
 
 
 def fingerprint(ds: Dataset) -> str:
   """sha256 prefix of the arrays: a resumed run checks its data did not change underneath it."""
+  _check_dataset(ds, "fingerprint")
   h = hashlib.sha256()
   for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
     a = np.ascontiguousarray(a)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jscale.keys import check_key
+
 Shape = Sequence[int]
 # Std of a unit normal truncated to [-2, 2]; dividing by it makes `truncated_normal(sigma)` have std sigma.
 _TRUNC2_STD = 0.87962566103423978
@@ -69,6 +71,8 @@ class Initializer:
   mean: Callable[[Shape], float] = dataclasses.field(repr=False, default=lambda shape: 0.0)
 
   def __call__(self, key, shape, dtype=jnp.float32):
+    check_key(key, f"initializer {self.name!r}: key")
+    fans(shape)  # a bad shape -> ValueError naming it, before sampling
     return self.sample(key, tuple(shape), dtype)
 
   def second_moment(self, shape: Shape) -> float:
@@ -189,10 +193,12 @@ def geometric(c: float = 2.0, distribution: str = "normal") -> Initializer:
   return _variance_scaled(name, lambda f: c / math.sqrt(f.k * f.n_in * f.n_out), distribution)
 
 
-def scaled(init: Initializer, factor: float) -> Initializer:
-  """`init` times a constant (the question's `weight_scale_factor` is `scaled(glorot(), 1 / 255)`)."""
-  if isinstance(factor, numbers.Real) and not math.isfinite(factor):
-    raise ValueError(f"scaled: factor must be finite, got {factor!r}")
+def scaled(init: Initializer | str, factor: float) -> Initializer:
+  """`init` (an initializer or a spec) times a constant (the question's `weight_scale_factor` is
+  `scaled(glorot(), 1 / 255)`)."""
+  init = get(init)
+  if isinstance(factor, (bool, str, bytes)) or not isinstance(factor, numbers.Real) or not math.isfinite(factor):
+    raise ValueError(f"scaled: factor must be a finite number, got {factor!r}")
   return Initializer(f"{init.name}*{factor}", lambda key, shape, dtype: factor * init(key, shape, dtype),
                      lambda shape: factor * factor * init.variance(shape),
                      lambda shape: factor * init.mean(shape))
@@ -240,8 +246,11 @@ def get(spec: str | Initializer) -> Initializer:
   """Spec string -> Initializer: "name", "name:v1,v2" (positional) or "name:key=v,..."; see `names()`."""
   if isinstance(spec, Initializer):
     return spec
-  if not isinstance(spec, str) or not spec:
-    raise ValueError(f"initializer spec must be a non-empty string, got {spec!r}")
+  if not isinstance(spec, str) or not spec.strip():
+    hint = (" (a plain function has no designed moments: wrap it as jscale.initializers.Initializer(name, sample, "
+            "variance))" if callable(spec) else "")
+    raise ValueError(f"initializer spec must be a non-empty string or an Initializer, got {spec!r}{hint}; "
+                     f"valid names: {', '.join(names())}")
   name, _, argtext = spec.strip().partition(":")
   name = name.strip().lower()
   if name in _ALIASES:

@@ -7,12 +7,14 @@ has three weight layers. Hidden layers apply the activation; the last layer is l
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jscale import initializers
+from jscale.keys import check_key
 
 
 class Dense(NamedTuple):
@@ -69,8 +71,15 @@ def _per_layer(spec, n_layers: int, what: str) -> list:
   if isinstance(spec, (list, tuple)):
     if len(spec) != n_layers:
       raise ValueError(f"{what}: got {len(spec)} entries for {n_layers} weight layers")
-    return [initializers.get(s) for s in spec]
-  return [initializers.get(spec)] * n_layers
+    return [_init(s, f"{what}[{l}]") for l, s in enumerate(spec)]
+  return [_init(spec, what)] * n_layers
+
+
+def _init(spec, what: str) -> initializers.Initializer:
+  try:
+    return initializers.get(spec)
+  except ValueError as e:
+    raise ValueError(f"{what}: {e}") from None
 
 
 def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bias_init="zeros",
@@ -79,7 +88,10 @@ def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bia
 
   Bias initializers get the shape `(1, n_out)` for their moments (fan_in 1) and return `(n_out,)`.
   """
+  check_key(key, "init_mlp: key")
   widths = check_widths(widths)
+  if not _is_float_dtype(dtype):
+    raise ValueError(f"init_mlp: dtype must be a floating dtype (float32, bfloat16, ...), got {dtype!r}")
   n_layers = len(widths) - 1
   kernel_inits = _per_layer(kernel_init, n_layers, "kernel_init")
   bias_inits = _per_layer(bias_init, n_layers, "bias_init")
@@ -88,6 +100,28 @@ def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bia
       Dense(kernel_inits[l](keys[2 * l], (widths[l], widths[l + 1]), dtype),
             bias_inits[l](keys[2 * l + 1], (1, widths[l + 1]), dtype).reshape(widths[l + 1]))
       for l in range(n_layers))
+
+
+def _is_float_dtype(dtype) -> bool:
+  try:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+  except TypeError:
+    return False
+
+
+def _check_scale(value, what: str) -> None:
+  """A fixed input/output multiplier: a real number or a (possibly traced) numeric array."""
+  if value is None:
+    return
+  dtype = getattr(value, "dtype", None)
+  if dtype is not None:
+    if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
+      raise TypeError(f"apply_mlp: {what} must be a number or a numeric array, got dtype {dtype}")
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise TypeError(f"apply_mlp: {what} must be a number or a numeric array, got {type(value).__name__} {value!r}")
+  if not math.isfinite(value):
+    raise ValueError(f"apply_mlp: {what} must be finite, got {value!r}")
 
 
 def check_params(params: Params) -> None:
@@ -126,11 +160,15 @@ def apply_mlp(params: Params, x: jax.Array, activation: str | Callable = "relu",
   """
   act = get_activation(activation)
   check_params(params)
+  _check_scale(input_scale, "input_scale")
+  _check_scale(output_scale, "output_scale")
+  if x is None or isinstance(x, (str, bytes)):
+    raise ValueError(f"apply_mlp: x must be an array of shape (..., n_0), got {type(x).__name__}")
   if not hasattr(x, "shape"):
     try:
       x = jnp.asarray(x)
-    except TypeError:
-      raise ValueError(f"x must be an array of shape (..., n_0), got {type(x).__name__}") from None
+    except (TypeError, ValueError):
+      raise ValueError(f"apply_mlp: x must be an array of shape (..., n_0), got {type(x).__name__}") from None
   if x.ndim == 0:
     raise ValueError(f"x must have a feature axis (shape (..., n_0)), got a scalar {x!r}")
   n_0 = params[0].w.shape[0]

@@ -37,9 +37,9 @@ def main(argv=None):
   ap.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
   args = ap.parse_args(argv)
   if args.setups < 1 or args.batch < 2 or args.draws < 3 or args.examples < 2:
-    ap.error("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2")
+    raise ValueError("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2")
   if not 0 <= args.target_rel_se < 1 or args.max_draws < args.draws:
-    ap.error("--target-rel-se must be in [0, 1) and --max-draws >= --draws")
+    raise ValueError("--target-rel-se must be in [0, 1) and --max-draws >= --draws")
   t0 = time.time()
 
   def save(recs):
@@ -67,4 +67,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from jscale import cli
+  cli.run(main)

@@ -105,11 +105,11 @@ def main(argv=None):
   ap.add_argument("--probes", type=int, default=64)
   args = ap.parse_args(argv)
   if args.setups < 1 or args.batch < 2 or args.draws < 3 or args.examples < 2 or args.max_draws < args.draws:
-    ap.error("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2, --max-draws >= --draws")
+    raise ValueError("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2, --max-draws >= --draws")
   if not 0 <= args.target_rel_se < 1 or args.probes < 2 or args.minibatch < 1 or args.draws_batch1_fig2 < 1:
-    ap.error("--target-rel-se must be in [0, 1), --probes >= 2, --minibatch and --draws-batch1-fig2 >= 1")
+    raise ValueError("--target-rel-se must be in [0, 1), --probes >= 2, --minibatch and --draws-batch1-fig2 >= 1")
   if args.records and not os.path.isfile(args.records):
-    ap.error(f"--records {args.records}: no such file")
+    raise ValueError(f"--records {args.records}: no such file")
   if args.out is None:
     args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   os.makedirs(args.out, exist_ok=True)
@@ -123,4 +123,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from jscale import cli
+  cli.run(main)

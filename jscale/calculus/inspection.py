@@ -28,6 +28,7 @@ from jscale.calculus.design import bias_balance_input_scale, check_calculus, pre
 from jscale.calculus.memory import available_bytes, check_bytes
 from jscale.calculus.rules import Predictor
 from jscale.calculus.tracing import classify, const_operands, evaluate, flatten, is_float
+from jscale.keys import check_key
 
 WEIGHT_KINDS = ("dense", "conv", "scalar")
 
@@ -129,7 +130,7 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
     raise ValueError(f"x must be a float batch of shape (batch, ...), got {x.dtype} {x.shape}")
   if not (target_std > 0 and math.isfinite(target_std)):
     raise ValueError(f"target_std must be finite and > 0, got {target_std!r}")
-  key = jax.random.PRNGKey(0) if key is None else key
+  key = jax.random.PRNGKey(0) if key is None else check_key(key, "inspect: key")
   B = x.shape[0]
 
   with_path, treedef = jax.tree_util.tree_flatten_with_path(params)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jscale import mlp
+from jscale.keys import check_key
 from jscale.calculus.moments import Moments
 from jscale.calculus.network import mlp_as_layers
 from jscale.calculus.stack import Tape, flat_layers, flat_params, run_stack
@@ -57,15 +58,23 @@ def measure(params, layers, x: jax.Array, key: jax.Array | None = None, *, loss_
   or one v shared by the batch (`"shared"`). Per-example gradients are what the paper's batch-1 calculus
   describes; the minibatch-mean gradient (of the mean loss) adds cross-example terms E[x_b x_b'] E[dy_b dy_b']
   that the ReLU's non-zero mean makes positive for every layer but the first. `key` draws the projection
-  and the dropout masks. Jit-able with `layers`, `loss_fn` and `projection` static.
+  and the dropout masks; None means `jax.random.PRNGKey(0)` (as `calculus.inspect`), so a call without a key
+  is reproducible: pass keys of your own to average over projections. Jit-able with `layers`, `loss_fn` and
+  `projection` static.
   """
   layers = tuple(layers)
   if projection not in ("independent", "shared"):
-    raise ValueError(f"projection must be 'independent' or 'shared', got {projection!r}")
-  if key is None:
-    if loss_fn is None or any(l.needs_key for l in flat_layers(layers)):
-      raise ValueError("measure needs a key for the random projection and for dropout masks")
-    key = jax.random.PRNGKey(0)
+    raise ValueError(f"measure: projection must be 'independent' or 'shared', got {projection!r}")
+  if loss_fn is not None and not callable(loss_fn):
+    raise ValueError(f"measure: loss_fn must be None or a callable out -> (B,) losses, got {loss_fn!r}")
+  if isinstance(dy_out_sq, (bool, str, bytes)) or dy_out_sq is None:
+    raise ValueError(f"measure: dy_out_sq must be a number > 0, got {dy_out_sq!r}")
+  if isinstance(dy_out_sq, (int, float)) and not (0 < dy_out_sq < math.inf):
+    raise ValueError(f"measure: dy_out_sq (the projection's variance) must be finite and > 0, got {dy_out_sq!r}")
+  if getattr(x, "ndim", 0) < 2 or not jnp.issubdtype(x.dtype, jnp.inexact):
+    raise ValueError(f"measure: x must be a float batch of shape (B, ..., n_in), got "
+                     f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}".rstrip())
+  key = jax.random.PRNGKey(0) if key is None else check_key(key, "measure: key")
   return _measure(params, layers, x, key, loss_fn, projection, dy_out_sq)
 
 
@@ -127,6 +136,11 @@ def _measure(params, layers, x, key, loss_fn, projection, dy_out_sq) -> Measurem
 
 def measure_mlp(params: mlp.Params, x: jax.Array, key: jax.Array | None = None, activation: str = "relu",
                 **kwargs) -> Measurement:
-  """`measure` for a `jscale.mlp` network (x: (B, n_0)); kwargs as in `measure`."""
+  """`measure` for a `jscale.mlp` network (x: (B, n_0)); `key` and kwargs as in `measure`."""
+  mlp.check_params(params)
+  n_0 = params[0].w.shape[0]
+  if getattr(x, "ndim", None) != 2 or x.shape[1] != n_0:
+    raise ValueError(f"measure_mlp: x must be a batch of shape (B, {n_0}) for a network of widths "
+                     f"{mlp.widths_of(params)}, got {getattr(x, 'shape', type(x).__name__)}")
   layers, lparams = mlp_as_layers(params, activation)
   return measure(lparams, layers, x, key, **kwargs)

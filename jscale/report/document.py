@@ -15,6 +15,7 @@ import dataclasses
 import os
 import sys
 import traceback
+import uuid
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from jscale.report.format import fmt
@@ -116,11 +117,35 @@ class ReportResult(NamedTuple):
     return 1 if self.failed else 0
 
 
+def check_not_experiment_dir(run_dir: str) -> None:
+  """ValueError when `run_dir` is one experiment's folder (it holds config.json) rather than a run directory
+  holding one folder per experiment: every section would read "not run" and say nothing of the results."""
+  cfg = os.path.join(run_dir, store.CONFIG_JSON)
+  if not os.path.isfile(cfg):
+    return
+  try:
+    name = store.read_json(cfg).get("experiment", "?")
+  except (ValueError, AttributeError):
+    name = "?"
+  parent = os.path.dirname(os.path.abspath(run_dir))
+  raise ValueError(f"{run_dir!r} is one experiment's folder (its config.json is experiment {name!r}), not a run "
+                   f"directory; build its section with: python scripts/report.py {parent} --experiments {name}")
+
+
+def _write_text(path: str, text: str) -> None:
+  """Atomically: a kill mid-write leaves the previous report.md, never half of one."""
+  tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], Section]], *,
                  title: str = "jscale: the source experiments, reproduced", preamble: str = "") -> ReportResult:
   """Write RUN_DIR/report.md: a summary, then one section per entry of `sections` (in its order)."""
   if not os.path.isdir(run_dir):
     raise ValueError(f"run directory {run_dir!r} does not exist")
+  check_not_experiment_dir(run_dir)
   if not sections:
     raise ValueError("no report sections given")
   names = list(sections)
@@ -152,6 +177,5 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
   if extra:
     summary += ["", f"Results without a registered section: {', '.join(extra)}."]
   path = os.path.join(run_dir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(summary) + "\n\n" + "\n".join(bodies))
+  _write_text(path, "\n".join(summary) + "\n\n" + "\n".join(bodies))
   return ReportResult(path, built, not_run, failed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from typing import Any, Callable, Mapping
 
 from jscale.sweeps.experiment import CustomExperiment, Experiment
@@ -42,7 +43,11 @@ class Entry:
     if unknown:
       raise ValueError(f"experiment {self.name!r} has no option {', '.join(unknown)}; "
                        f"its options: {', '.join(known) or 'none'}")
-    exp = self.make(**options)
+    try:
+      exp = self.make(**options)
+    except TypeError as e:  # a wrong type for an option, caught by `make` only when it is used
+      given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no options"
+      raise TypeError(f"experiment {self.name!r}: cannot build it with {given}: {e}") from None
     if not isinstance(exp, (Experiment, CustomExperiment)) or exp.name != self.name:
       raise ValueError(f"experiment {self.name!r}: make() returned {exp!r}, not an experiment of that name")
     return exp
@@ -51,9 +56,26 @@ class Entry:
 _REGISTRY: dict[str, Entry] = {}
 
 
+def _check_grids(exp: Experiment | CustomExperiment) -> None:
+  """The grids' structure (cheap, at registration): a mapping grid name -> Grid (custom: -> settings)."""
+  from jscale.sweeps.grid import Grid
+  if not isinstance(exp.grids, Mapping):
+    raise ValueError(f"experiment {exp.name!r}: grids must be a mapping grid name -> "
+                     f"{'settings' if isinstance(exp, CustomExperiment) else 'Grid'}, got {exp.grids!r}")
+  for gname, grid in exp.grids.items():
+    _check_name(gname, f"experiment {exp.name!r}: grid name")
+    want = Mapping if isinstance(exp, CustomExperiment) else Grid
+    if not isinstance(grid, want):
+      raise ValueError(f"experiment {exp.name!r}: grid {gname!r} must be a {want.__name__} "
+                       f"({'keyword settings of run' if want is Mapping else 'from sweeps.product / zipped'}), "
+                       f"got {type(grid).__name__}")
+
+
 def _check(exp: Experiment | CustomExperiment) -> None:
-  """Validate every grid now: a broken experiment fails when registered, not mid-sweep."""
+  """Validate every grid when the experiment is built (`get`): a broken experiment fails before any compute,
+  not mid-sweep."""
   from jscale.sweeps import experiment as exp_lib
+  _check_grids(exp)
   if isinstance(exp, CustomExperiment):
     if not callable(exp.run):
       raise ValueError(f"experiment {exp.name!r}: run must be callable, got {exp.run!r}")
@@ -64,15 +86,33 @@ def _check(exp: Experiment | CustomExperiment) -> None:
       exp_lib.validate(exp, grid)
 
 
+# An experiment's name is its run directory's name (OUT/<name>/) and a command-line word.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_name(name, what: str = "experiment name") -> None:
+  if not isinstance(name, str) or not _NAME.fullmatch(name) or set(name) == {"."}:
+    raise ValueError(f"{what} must be letters, digits, '_', '-' or '.' (a directory name, not starting with "
+                     f"'-' or '.'), got {name!r}")
+
+
 def register(entry: Entry | Experiment | CustomExperiment) -> Entry:
-  """Register (or replace) an experiment; returns its `Entry`."""
+  """Register (or replace) an experiment; returns its `Entry`. A fixed experiment (an `Experiment` or
+  `CustomExperiment` object) has its name and grids' structure checked now, its settings when `get` builds it
+  (as an `Entry`'s experiment, built with its options)."""
   if isinstance(entry, (Experiment, CustomExperiment)):
     exp = entry
+    _check_name(exp.name)
+    _check_grids(exp)
     entry = Entry(exp.name, lambda: exp, None, exp.doc)
   if not isinstance(entry, Entry):
     raise ValueError(f"register expects an Entry, Experiment or CustomExperiment, got {type(entry).__name__}")
-  if not isinstance(entry.name, str) or not entry.name or "/" in entry.name:
-    raise ValueError(f"experiment name must be a non-empty string without '/', got {entry.name!r}")
+  _check_name(entry.name)
+  for field in ("make", "section"):
+    f = getattr(entry, field)
+    if not callable(f) and not (field == "section" and f is None):
+      raise ValueError(f"experiment {entry.name!r}: {field} must be callable"
+                       f"{' or None' if field == 'section' else ''}, got {f!r}")
   _REGISTRY[entry.name] = entry
   return entry
 
