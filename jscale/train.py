@@ -30,7 +30,8 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
       no extra forward pass.
   train_pass_loss       mean loss over the whole training split with the parameters at the *end* of the
                         epoch ("the training loss after epoch e", as the scaling-calculus paper reports
-                        it). Minibatch mode: one extra forward pass over the training set per epoch; full
+                        it). Measured only with `TrainSpec(train_pass=True)` (else NaN: not measured).
+                        Minibatch mode: one extra forward pass over the training set per epoch; full
                         batch: it is the next epoch's step loss (same parameters, same data), so only the
                         last epoch costs an extra forward pass.
   test_loss, test_acc   on the held-out split, with the parameters at the *end* of the epoch (NaN when the
@@ -42,7 +43,7 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
   g_ratio               per-layer measured G_l = E[dW_l^2] / E[W_l^2] (`jscale.calculus`; undefined, NaN
                         or inf, for an all-zero weight matrix such as zeros init -- not a divergence).
   diverged              True from the first epoch in which an update produced a non-finite parameter, or
-                        the loss, the gradient norm, the train-pass loss or the test loss was NaN/inf.
+                        the loss, the gradient norm, the train-pass loss (when measured) or the test loss was NaN/inf.
 
 Divergence never crashes and never poisons neighbours: the update that would make a parameter non-finite
 (or that follows a non-finite loss or gradient) is not applied, the configuration's parameters freeze at
@@ -82,6 +83,8 @@ class TrainSpec:
     training minibatch (the scaling-calculus paper's "logits fixed to std 0.05"); the calibration factor
     multiplies `HParams.output_scale`.
   weight_decay is coupled L2 (added to the gradient before the optimizer) except for "adamw" (decoupled).
+  train_pass: measure `Metrics.train_pass_loss` (a forward pass over the whole training split at the end of
+    every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
   """
   widths: tuple = (2, 64, 64, 2)
   activation: str = "relu"
@@ -94,6 +97,7 @@ class TrainSpec:
   batch_size: int | None = None
   output_std: float | None = None
   saturation_threshold: float = 1e-3
+  train_pass: bool = False
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
@@ -121,6 +125,8 @@ class TrainSpec:
       raise ValueError(f"batch_size must be None (full batch) or an int >= 1, got {self.batch_size!r}")
     if self.output_std is not None and not (self.output_std > 0 and math.isfinite(self.output_std)):
       raise ValueError(f"output_std must be None or a finite number > 0, got {self.output_std!r}")
+    if not isinstance(self.train_pass, bool):
+      raise ValueError(f"train_pass must be True or False, got {self.train_pass!r}")
 
   @property
   def n_layers(self) -> int:
@@ -320,7 +326,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
         alive = alive & jnp.isfinite(test_loss)
       else:
         test_loss = test_acc = nan
-      if full_batch:  # filled in after the scan from the next epoch's step loss
+      if full_batch or not spec.train_pass:  # full batch: filled in after the scan (next epoch's step loss)
         train_pass = nan
       else:
         train_pass, _ = pass_loss(params, data.x_train, data.y_train)
@@ -331,12 +337,13 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       return (params, opt_state, alive), m
 
     (params, _, _), raw = jax.lax.scan(epoch, (params, opt_state, jnp.array(True)), epoch_keys)
-    if full_batch:
+    if full_batch and spec.train_pass:
       # Epoch e+1's full-batch step loss is the loss over the training split at epoch e's final
       # parameters (the carry, frozen or not): only the last epoch needs its own forward pass.
       last, _ = pass_loss(params, data.x_train, data.y_train)
       raw = raw._replace(train_pass_loss=jnp.concatenate([raw.train_loss[1:], last[None]]))
-    diverged = first_bad_onward(raw.diverged | ~jnp.isfinite(raw.train_pass_loss))
+    bad = raw.diverged | ~jnp.isfinite(raw.train_pass_loss) if spec.train_pass else raw.diverged
+    diverged = first_bad_onward(bad)
     dead = lambda v: diverged.reshape((-1,) + (1,) * (v.ndim - 1))
     nan_if_dead = lambda v: jnp.where(dead(v), jnp.nan, v).astype(jnp.float32)
     return raw._replace(diverged=diverged,
@@ -358,7 +365,7 @@ def flops_per_config(spec: TrainSpec, n_train: int, n_test: int) -> float:
   fwd = 2 * sum(mm)
   bwd = 2 * sum(mm) + 2 * sum(mm[1:])
   rows = spec.steps_per_epoch(n_train) * (spec.batch_size or n_train)
-  train_pass = n_train * fwd * (1 if spec.batch_size is None else spec.epochs)
+  train_pass = 0 if not spec.train_pass else n_train * fwd * (1 if spec.batch_size is None else spec.epochs)
   calibration = 0 if spec.output_std is None else (spec.batch_size or n_train) * fwd
   return float(spec.epochs * (rows * (fwd + bwd) + n_test * fwd) + train_pass + calibration)
 
@@ -377,6 +384,6 @@ def bytes_per_config(spec: TrainSpec, n_train: int, n_test: int, dtype_bytes: in
   acts = rows * (w[0] + 4 * sum(w[1:]))
   gathered = 0 if spec.batch_size is None else n_train * (w[0] + 1)
   test = 2 * n_test * sum(w)
-  train_pass = 0 if spec.batch_size is None else 2 * n_train * sum(w[1:])
+  train_pass = 0 if spec.batch_size is None or not spec.train_pass else 2 * n_train * sum(w[1:])
   metrics = spec.epochs * (len(Metrics._fields) + spec.n_layers)
   return int(2 * dtype_bytes * (8 * P + acts + gathered + test + train_pass + metrics))

@@ -3,9 +3,11 @@
   python scripts/sweep.py --grid quick                          # every experiment's quick grid + report.md
   python scripts/sweep.py --grid full --out runs/full           # the whole reproduction (see report.md)
   python scripts/sweep.py --experiment sigma --grid full --out runs/sigma_full
-  python scripts/sweep.py --resume runs/full                    # finish an interrupted run (or a --out parent)
+  python scripts/sweep.py --resume runs/full                    # finish an interrupted main job
   python scripts/sweep.py --grid quick --devices 2              # on CPU: 2 host devices, configs sharded
   python scripts/sweep.py --experiment init_schemes --libsvm dna.scale --libsvm usps   # + LIBSVM data sets
+  python scripts/sweep.py --grid full --out runs/full --shard 3/8                      # part 3 of 8 (job arrays)
+  python scripts/sweep.py --grid full --out runs/full --num-processes 2 --process-id 0 --coordinator host:1234
 
 Every experiment writes OUT/<experiment>/ (config.json, metrics.npz, figures); the report
 (`jscale.report.build_report`, rebuilt any time by `python scripts/report.py OUT`) has one section per
@@ -13,9 +15,18 @@ experiment. Experiments take options (`--option NAME=VALUE`, given to every sele
 has an option NAME; `--libsvm PATH` is short for `--option libsvm=PATH`, adding a LIBSVM file to
 init_schemes' data sets); config.json records them, so `--resume` rebuilds the same experiment.
 
+OUT/run.json records the main job's plan (the experiments, each with its grid and options, and the shared
+settings) before anything trains: `--resume OUT` runs every planned experiment that is missing or
+incomplete (and recomputes damaged chunks, naming them). With --resume, the flags that choose what runs
+(--grid, --experiment, --option, --libsvm, --out, --chunk-size, --group-size) are refused: the recorded
+plan decides. --devices may change (results do not depend on the device count); --precision must match.
+
 By default every device is used; on CPU that means one host device per core, each training its share of
 the configurations one at a time (`jscale.sweeps.runner.use_cpu_cores`). `--devices N` uses the first N
-local devices (on CPU: N host devices).
+local devices (on CPU: N host devices, at most one per core). Past one machine (README "Past one
+machine"): `--shard I/N` computes the I-th of N disjoint parts of every sweep into the same OUT (no
+coordinator: a Slurm job array, Ray tasks); `--num-processes/--process-id/--coordinator` start
+`jax.distributed` (one mesh over every process's devices; process 0 writes).
 """
 from __future__ import annotations
 
@@ -26,16 +37,21 @@ import os
 import sys
 import time
 
+# Flags that choose what runs: a resume takes them from the recorded plan and refuses them on the command line.
+NOT_WITH_RESUME = ("grid", "experiment", "option", "libsvm", "out", "chunk_size", "group_size")
+
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--grid", default="quick", help="grid name: quick | full (default quick)")
+  p.add_argument("--grid", default=None, help="grid name: quick | full (default quick)")
   p.add_argument("--experiment", action="append", default=None,
                  help="experiment name (repeatable, or comma-separated); default: all registered")
   p.add_argument("--out", default=None, help="output directory (default runs/<timestamp>); one run dir per "
                  "experiment inside it")
-  p.add_argument("--resume", default=None, help="a run directory, or an --out directory holding several")
-  p.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all)")
+  p.add_argument("--resume", default=None, help="a main job's OUT directory (finishes every planned experiment), "
+                 "or one experiment's run directory")
+  p.add_argument("--devices", type=int, default=None, help="number of devices to shard over (default: all; "
+                 "per process with --num-processes)")
   p.add_argument("--chunk-size", type=int, default=None, help="configurations per chunk (default: by memory)")
   p.add_argument("--group-size", type=int, default=None,
                  help="configurations each device vmaps at once inside a chunk (default: 1 on CPU, "
@@ -47,10 +63,65 @@ def parse_args(argv=None):
                  help="an experiment option (repeatable), e.g. data=digits_raw for feature_weight; VALUE is "
                  "read as JSON when it parses, else as a string")
   p.add_argument("--no-report", action="store_true", help="do not write OUT/report.md at the end")
-  p.add_argument("--precision", choices=("highest", "default"), default="highest",
+  p.add_argument("--precision", choices=("highest", "default"), default=None,
                  help="float32 matmul precision (default highest: CPU, GPU and TPU agree to float32 rounding; "
-                 "default: JAX's choice per backend, TF32 on NVIDIA GPUs; see jscale/precision.py)")
+                 "default: JAX's choice per backend, TF32 on NVIDIA GPUs; see jscale/precision.py); a resume "
+                 "uses the recorded one")
+  p.add_argument("--shard", default=None, metavar="I/N",
+                 help="compute only the I-th of N disjoint parts (0 <= I < N) of every sweep into OUT; run all N "
+                 "(at once or not) with the same command to fill one run directory")
+  p.add_argument("--num-processes", type=int, default=None, help="jax.distributed: number of processes")
+  p.add_argument("--process-id", type=int, default=None, help="jax.distributed: this process's index")
+  p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                 help="jax.distributed: process 0's address (on Slurm and Cloud TPU, JAX finds all three itself: "
+                 "pass --num-processes 0 to call jax.distributed.initialize() with no arguments)")
   return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+  """Every flag combination, before JAX starts (a refusal is one `error:` line, exit status 2)."""
+  from jscale.sweeps import runner   # imports jax but starts no backend
+  if args.resume is not None:
+    given = [f"--{f.replace('_', '-')}" for f in NOT_WITH_RESUME if getattr(args, f) is not None]
+    if given:
+      raise ValueError(f"{', '.join(given)} cannot be used with --resume: a resume runs what the run directory "
+                       "recorded (its experiments, grids, options and chunking); start a new --out to change them")
+    if not os.path.isdir(args.resume):
+      raise ValueError(f"--resume {args.resume}: no such directory")
+  runner.check_device_request(args.devices)
+  for name in ("chunk_size", "group_size"):
+    v = getattr(args, name)
+    if v is not None and v < 1:
+      raise ValueError(f"--{name.replace('_', '-')} must be an int >= 1, got {v}")
+  args.shard = runner.parse_shard(args.shard)
+  dist = (args.num_processes, args.process_id, args.coordinator)
+  if any(v is not None for v in dist):
+    if args.num_processes == 0:
+      if args.process_id is not None or args.coordinator is not None:
+        raise ValueError("--num-processes 0 (let jax.distributed find the cluster) takes no --process-id or "
+                         "--coordinator")
+    elif None in dist:
+      raise ValueError("jax.distributed needs --num-processes, --process-id and --coordinator together "
+                       "(or --num-processes 0 on Slurm / Cloud TPU)")
+    elif args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+      raise ValueError(f"--process-id must be in [0, --num-processes) and --num-processes >= 1, got "
+                       f"{args.process_id} and {args.num_processes}")
+    elif args.coordinator.rpartition(":")[2].isdigit() is False:
+      raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+
+
+def start_distributed(args) -> None:
+  """jax.distributed.initialize before any other JAX call; on CPU, collectives through gloo."""
+  import jax
+  if args.num_processes is None:
+    return
+  if "jax_cpu_collectives_implementation" in jax.config.values:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if args.num_processes == 0:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
 
 
 def parse_options(args) -> dict:
@@ -75,92 +146,198 @@ def options_for(entry, options: dict) -> dict:
   return {k: v for k, v in options.items() if k in known}
 
 
+class Job:
+  """One experiment of the main job: its directory and how to run (or finish) it."""
+
+  def __init__(self, name, exp_dir, custom, go, note=""):
+    self.name, self.dir, self.custom, self.go, self.note = name, exp_dir, custom, go, note
+
+
+def new_jobs(args, options, sweeps, settings) -> tuple[list[Job], str, list[dict]]:
+  """Validate and plan every selected experiment (before any of them trains)."""
+  grid = args.grid or "quick"
+  names = [n for e in (args.experiment or []) for n in e.split(",") if n] or sweeps.names()
+  if len(set(names)) != len(names):
+    raise ValueError(f"--experiment names an experiment twice: {names}")
+  out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  jobs, planned, used = [], [], set()
+  for name in names:
+    opts = options_for(sweeps.entry(name), options)
+    used |= set(opts)
+    exp = sweeps.get(name, **opts)
+    d = os.path.join(out, name)
+    if isinstance(exp, sweeps.CustomExperiment):
+      exp.grid(grid)
+      jobs.append(Job(name, d, True, lambda exp=exp, d=d, opts=opts: exp.execute(grid, d, options=opts),
+                      f"{dict(exp.grid(grid))}"))
+    else:
+      plan = sweeps.make_plan(exp, grid, devices=args.devices, chunk_size=settings["chunk_size"],
+                              group_size=settings["group_size"], options=opts)
+      jobs.append(Job(name, d, False, lambda plan=plan, d=d: sweeps.run(plan, d, progress=not args.no_progress,
+                                                                        shard=args.shard),
+                      f"{plan.n_configs} configurations in {len(plan.chunks)} chunks over {len(plan.devices)} "
+                      "device(s)"))
+    planned.append({"name": name, "grid": grid, "options": opts})
+  unused = sorted(set(options) - used)
+  if unused:
+    raise ValueError(f"no selected experiment takes the option(s) {', '.join(unused)}")
+  return jobs, out, planned
+
+
+def resume_jobs(args, sweeps, store) -> tuple[list[Job], str, dict]:
+  """What `--resume ROOT` finishes: every planned experiment of a main job (missing ones started), or the
+  one experiment directory ROOT. Returns the jobs, the main job's directory and its recorded settings."""
+  root = os.path.normpath(args.resume)
+  single = os.path.isfile(os.path.join(root, store.CONFIG_JSON))
+  if single:
+    cfg = store.read_config(root)
+    entries = [{"name": cfg.get("experiment"), "grid": cfg.get("grid_name"), "options": cfg.get("options") or {}}]
+    out, settings = os.path.dirname(os.path.abspath(root)), {"precision": cfg.get("precision", "highest")}
+    dirs = {entries[0]["name"]: root}
+  else:
+    out = root
+    plan = store.main_plan(root)
+    if plan is not None:
+      entries, settings = plan["experiments"], dict(plan.get("settings") or {})
+    else:   # written before plans were recorded: the experiments found on disk
+      found = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, store.CONFIG_JSON)))
+      if not found:
+        raise ValueError(f"--resume {root}: holds no main job (no plan in {store.RUN_JSON}) and no run directory "
+                         f"(no {store.CONFIG_JSON})")
+      print(f"{root}: no plan in {store.RUN_JSON} (an older run directory): resuming the experiments found: "
+            f"{', '.join(found)}", flush=True)
+      entries, settings = [], {}
+      for d in found:
+        cfg = store.read_config(os.path.join(root, d))
+        entries.append({"name": cfg.get("experiment", d), "grid": cfg.get("grid_name"),
+                        "options": cfg.get("options") or {}})
+        settings.setdefault("precision", cfg.get("precision", "highest"))
+    dirs = {e["name"]: os.path.join(root, e["name"]) for e in entries}
+  jobs = []
+  for e in entries:
+    name, grid, opts, d = e["name"], e["grid"], e.get("options") or {}, dirs[e["name"]]
+    if not isinstance(name, str) or not isinstance(grid, str):
+      raise ValueError(f"--resume {root}: the record of {d} names no experiment or grid (damaged)")
+    try:
+      exp = sweeps.get(name, **opts)
+    except ValueError as err:
+      raise ValueError(f"{d}: {err}") from None
+    started = os.path.isfile(os.path.join(d, store.CONFIG_JSON))
+    if isinstance(exp, sweeps.CustomExperiment):
+      done = started and store.finished_grid(d) == grid
+      jobs.append(Job(name, d, True, lambda exp=exp, d=d, grid=grid, opts=opts: exp.execute(grid, d, options=opts),
+                      "complete" if done else "not finished: running it"))
+    elif started:
+      jobs.append(Job(name, d, False, lambda d=d: sweeps.resume(d, devices=args.devices,
+                                                                 progress=not args.no_progress, shard=args.shard),
+                      "started: resuming"))
+    else:
+      plan = sweeps.make_plan(exp, grid, devices=args.devices, chunk_size=settings.get("chunk_size"),
+                              group_size=settings.get("group_size"), options=opts)
+      jobs.append(Job(name, d, False, lambda plan=plan, d=d: sweeps.run(plan, d, progress=not args.no_progress,
+                                                                        shard=args.shard),
+                      f"not started: running its {plan.n_configs} configurations"))
+  return jobs, out, settings
+
+
+def assigned(jobs: list[Job], args, jax) -> list[Job]:
+  """Sweeps are split chunk by chunk (every shard and process takes part); a custom experiment runs whole,
+  in one writer: custom experiment k goes to writer k mod (shards x processes)."""
+  n_shards, shard_i = (args.shard[1], args.shard[0]) if args.shard else (1, 0)
+  writers, me = n_shards * jax.process_count(), shard_i * jax.process_count() + jax.process_index()
+  customs = [j for j in jobs if j.custom]
+  mine = {id(j) for k, j in enumerate(customs) if k % writers == me}
+  # With several processes every sweep's collectives must come first, in the same order on every process.
+  sweeps_first = [j for j in jobs if not j.custom] + customs if jax.process_count() > 1 else jobs
+  return [j for j in sweeps_first if not j.custom or id(j) in mine]
+
+
+def complete(job: Job, store) -> bool:
+  cfg = os.path.join(job.dir, store.CONFIG_JSON)
+  if not os.path.isfile(cfg):
+    return False
+  c = store.read_json(cfg)
+  return "metrics" in c if "chunks" in c else c.get("grid_name") is not None and "metrics" in c
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
+  check_args(args)
   options = parse_options(args)
+  start_distributed(args)
   import jax
   from jscale.sweeps import runner
   # Before any JAX operation: on CPU, one host device per core (or --devices N); GPUs/TPUs unaffected.
   runner.use_cpu_cores(args.devices)
   from jscale import experiments, precision, report, sweeps
-  precision.set_precision(args.precision)
+  from jscale.sweeps import store
+  runner.check_device_request(args.devices, platform=jax.default_backend())
   t_start = time.perf_counter()
+  writer = jax.process_index() == 0
 
-  print(f"devices: {jax.devices()}", flush=True)
-  runs = []
+  if writer:
+    print(f"devices: {jax.devices()}", flush=True)
   if args.resume:
-    root = args.resume
-    if os.path.exists(os.path.join(root, "config.json")):
-      dirs = [root]
-    else:
-      dirs = sorted(os.path.join(root, d) for d in os.listdir(root)
-                    if os.path.exists(os.path.join(root, d, "config.json")))
-      if not dirs:
-        raise ValueError(f"--resume {root}: holds no run directory (no config.json)")
-    for d in dirs:
-      with open(os.path.join(d, "config.json")) as f:
-        cfg = json.load(f)
-      try:
-        exp = sweeps.get(cfg["experiment"], **(cfg.get("options") or {}))
-      except ValueError as e:
-        raise ValueError(f"{d}: {e}") from None
-      if isinstance(exp, sweeps.CustomExperiment):
-        runs.append((d, lambda exp=exp, d=d, cfg=cfg: exp.execute(cfg["grid_name"], d, options=cfg.get("options"))))
-      else:
-        runs.append((d, lambda d=d: sweeps.resume(d, devices=args.devices, progress=not args.no_progress)))
-    out = root if not os.path.exists(os.path.join(root, "config.json")) else os.path.dirname(os.path.abspath(root))
+    jobs, out, recorded = resume_jobs(args, sweeps, store)
+    prec = recorded.get("precision", "highest")
+    if args.precision is not None and args.precision != prec:
+      raise ValueError(f"--precision {args.precision}: {args.resume} was computed at precision {prec!r}; a resume "
+                       "must use the same (leave --precision out)")
+    precision.set_precision(prec)
     grid_name = "resumed"
   else:
-    names = [n for e in (args.experiment or []) for n in e.split(",") if n] or sweeps.names()
-    out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    grid_name = args.grid
-    plans = []
-    used = set()
-    # Every experiment is validated (and its memory checked) before any of them trains.
-    for name in names:
-      opts = options_for(sweeps.entry(name), options)
-      used |= set(opts)
-      exp = sweeps.get(name, **opts)
-      if isinstance(exp, sweeps.CustomExperiment):
-        exp.grid(args.grid)
-        plans.append((exp, opts))
-      else:
-        plans.append((sweeps.make_plan(exp, args.grid, devices=args.devices, chunk_size=args.chunk_size,
-                                       group_size=args.group_size, options=opts), opts))
-    unused = sorted(set(options) - used)
-    if unused:
-      raise ValueError(f"no selected experiment takes the option(s) {', '.join(unused)}")
-    for plan, opts in plans:
-      if isinstance(plan, sweeps.CustomExperiment):
-        d = os.path.join(out, plan.name)
-        print(f"{plan.name}/{args.grid}: {dict(plan.grid(args.grid))} -> {d}", flush=True)
-        runs.append((d, lambda plan=plan, d=d, opts=opts: plan.execute(args.grid, d, options=opts)))
-        continue
-      d = os.path.join(out, plan.experiment.name)
-      print(f"{plan.experiment.name}/{args.grid}: {plan.n_configs} configurations in {len(plan.chunks)} chunks "
-            f"over {len(plan.devices)} device(s) -> {d}", flush=True)
-      runs.append((d, lambda plan=plan, d=d: sweeps.run(plan, d, progress=not args.no_progress)))
+    prec = precision.set_precision(args.precision or "highest")
+    settings = {"chunk_size": args.chunk_size, "group_size": args.group_size, "precision": prec}
+    jobs, out, planned = new_jobs(args, options, sweeps, settings)
+    grid_name = args.grid or "quick"
+    if writer:   # before anything trains, so that --resume OUT can finish every planned experiment
+      store.record_main_plan(out, planned, settings, join=args.shard is not None)
+  part = f" (shard {args.shard[0]} of {args.shard[1]})" if args.shard else ""
+  mine = assigned(jobs, args, jax)
+  if writer:
+    for j in jobs:
+      elsewhere = "" if j in mine else "; run by another shard or process"
+      print(f"{j.name}/{grid_name}{part}: {j.note}{elsewhere} -> {j.dir}", flush=True)
 
-  for d, go in runs:
+  for j in mine:
     t0 = time.perf_counter()
-    res = go()
+    res = j.go()
+    if not writer:
+      continue
     if res is None or isinstance(res, str):
-      print(f"\n== {os.path.basename(d)}: done in {time.perf_counter() - t0:.1f} s -> {os.path.abspath(d)} ==",
+      print(f"\n== {j.name}: done{part} in {time.perf_counter() - t0:.1f} s -> {os.path.abspath(j.dir)} ==",
             flush=True)
       continue
     print(f"\n== {res.config['experiment']} / {res.config['grid_name']}: {res.n_configs} configurations, "
           f"{int(res.diverged.sum())} diverged, {res.seconds:.1f} s of compute ==")
     print(sweeps.format_table(res.summary()))
-    print(f"results: {os.path.abspath(d)}  (summary.csv, metrics.npz, config.json)", flush=True)
+    print(f"results: {os.path.abspath(j.dir)}  (summary.csv, metrics.npz, config.json)", flush=True)
 
-  if args.no_report:
+  if jax.process_count() > 1:   # process 0 reports once every process has written its experiments
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("jscale main job done")
+  if not writer:
     return 0
   wall = time.perf_counter() - t_start
-  sweeps.store.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()],
-                              precision=args.precision)
+  store.write_run_info(out, command="python scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                       grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()],
+                       precision=prec, shard=list(args.shard) if args.shard else None,
+                       process_count=jax.process_count())
+  if args.no_report:
+    return 0
+  left = [j.name for j in jobs if not complete(j, store)]
+  if left:
+    print(f"\n{', '.join(left)} not complete yet (other shards or processes are computing them): report.md is "
+          f"written by the last to finish, or any time by `python scripts/report.py {out}`", flush=True)
+    return 0
   print()
-  return report.build_report(out, experiments.sections()).print_summary(f" ({wall:.0f} s in all)")
+  plan = store.main_plan(out)
+  planned = [e["name"] for e in plan["experiments"]] if plan else [j.name for j in jobs]
+  sections = {n: f for n, f in experiments.sections().items() if n in planned}
+  if not sections:
+    print(f"no report: none of {', '.join(planned)} has a report section", flush=True)
+    return 0
+  return report.build_report(out, sections).print_summary(f" ({wall:.0f} s in all)")
 
 
 if __name__ == "__main__":

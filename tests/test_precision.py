@@ -19,7 +19,21 @@ def _in_fresh_python(code: str, **env) -> str:
 
 
 def test_import_sets_highest():
-  assert _in_fresh_python("import jax, jscale; print(jax.config.jax_default_matmul_precision)") == "highest"
+  code = ("import jax, jscale; from jscale import precision; "
+          "print(precision.get_precision(), jax.config.jax_default_matmul_precision, precision.accelerator_installed())")
+  policy, value, accel = _in_fresh_python(code).split()
+  assert policy == "highest"
+  # With an accelerator build JAX's precision is forced to highest; CPU-only keeps JAX's (full float32) default.
+  assert value == ("highest" if accel == "True" else "None")
+
+
+def test_force_sets_jax_precision_even_on_cpu():
+  try:
+    precision.set_precision("highest", force=True)
+    assert jax.config.jax_default_matmul_precision == "highest"
+    assert precision.get_precision() == "highest"
+  finally:
+    precision.set_precision("highest")
 
 
 def test_a_users_own_choice_is_kept():

@@ -35,6 +35,15 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   assert rel == max(np.array(data["records"][1]["exact_w_se"]) / np.array(data["records"][1]["exact_w"]))
   assert f"| 0 | {'-'.join(map(str, data['records'][0]['widths']))} |" in text and report.fmt(rel) in text
   assert "full grid only" in text
+  # the quick grid's LeNet beside the MLP: its per-layer ratios as recorded, the pooled row, Figure 1's rows
+  lenet = json.load(open(os.path.join(d, hessian_section.LENET_RECORDS)))
+  assert [r["layers"] for r in lenet["records"]][0] == ["conv0", "conv1", "dense0", "dense1", "dense2"]
+  for layer, v in lenet["layers"]["4"].items():
+    assert f"| 4 | {layer} | {report.fmt(v['median'])} [" in text
+  r4 = lenet["records"][1]
+  np.testing.assert_allclose(lenet["layers"]["4"]["conv1"]["median"], r4["corrected_w"][1] / r4["exact_w"][1])
+  assert "strided LeNet" in text
+  assert "| 4 | " + report.fmt(lenet["summary"]["batch_sizes"]["4"]["median_corrected"]) + " [" in text
   cfg = json.load(open(os.path.join(d, "config.json")))
   assert cfg["grid_name"] == "quick" and cfg["settings"]["setups"] == 1
   assert cfg["compiled_programs"] >= 1
@@ -66,6 +75,28 @@ def test_figure2_panels_share_one_colour_scale(tmp_path):
   assert len(clims) == 1
   lo, hi = clims.pop()
   assert np.isclose(lo, np.log10(0.001)) and np.isclose(hi, np.log10(300.0))
+
+
+def test_hessian_section_prints_the_lenet_evenness_verdict(tmp_path):
+  d = str(tmp_path / "hessian")
+  os.makedirs(d)
+  rec = {"median": 0.4, "p5": 0.3, "p95": 0.5, "median_batch1": 0.4, "median_rel_se": 0.03, "max_rel_se": 0.05,
+         "setups": 2}
+  summ = {"median_corrected": 0.4, "p5_corrected": 0.3, "p95_corrected": 0.5, "median_corrected_ci95": [0.35, 0.45],
+          "median_corrected_nr": 0.4, "p5_corrected_nr": 0.31, "p95_corrected_nr": 0.49, "blocks": 10}
+  with open(os.path.join(d, hessian_section.LENET_RECORDS), "w") as f:
+    json.dump({"layers": {"1": {"conv0": rec}}, "summary": {"batch_sizes": {"1": summ}}, "records": []}, f)
+  even = {"1": {"fan_in": {"max_over_min": 2.06, "max_over_min_se": 0.18, "predicted_max_over_min": 2.0,
+                           "draws": 1024},
+                "geometric": {"max_over_min": 1.73, "max_over_min_se": 0.19, "predicted_max_over_min": 1.03,
+                              "draws": 1024}}}
+  sweeps.write_results(d, axes={"batch": [1]}, metrics={"median": (("batch",), [1.0])}, setups=1, draws=4, seed=0,
+                       lenet_setups=2, lenet_draws=4, lenet_evenness=even,
+                       lenet_fig2_config={"channels": [4, 8], "hidden": [32, 16]})
+  text = report.render_section(hessian_section.build(sweeps.load(d)), str(tmp_path))
+  assert "| 1 | conv0 | 0.4000 [0.3000, 0.5000] |" in text
+  assert "the most even diagonal is geometric (1.7300 +- 0.1900)" in text
+  assert "| 1 | 2.0600 +- 0.1800 (pred. 2.0000) | 1.7300 +- 0.1900 (pred. 1.0300) |" in text
 
 
 def test_hessian_section_prints_figure2_table(tmp_path):

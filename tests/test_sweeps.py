@@ -297,3 +297,75 @@ def test_cpu_default_layout_equals_vmap_layout(tmp_path):
 def test_make_plan_refuses_a_custom_experiment_clearly():
   with pytest.raises(ValueError, match="own run function"):
     sweeps.make_plan("symmetry", "quick")
+
+
+def _with(**changes):
+  return E.Experiment(**{**{f: getattr(TINY, f) for f in TINY.__dataclass_fields__}, "name": "_tiny_bad", **changes})
+
+
+# Each bad hyperparameter (as an experiment setting or a grid value) is refused by make_plan -- before any
+# data is loaded or anything compiled -- with a message naming the parameter, the value and what is allowed.
+BAD_SETTINGS = [
+    ("init_scale", -0.5, "init_scale must be a finite number >= 0"),
+    ("init_scale", float("nan"), "init_scale must be a finite number >= 0"),
+    ("lr", -1e-3, "lr must be a finite number >= 0"),
+    ("lr", float("inf"), "lr must be a finite number >= 0"),
+    ("lr", float("nan"), "lr must be a finite number >= 0"),
+    ("lr", "fast", "lr must be a finite number >= 0"),
+    ("weight_decay", -1e-4, "weight_decay must be a finite number >= 0"),
+    ("momentum", -0.1, r"momentum must be a number in \[0, 1\)"),
+    ("momentum", float("nan"), r"momentum must be a number in \[0, 1\)"),
+    ("saturation_threshold", -1e-3, "saturation_threshold must be a finite number >= 0"),
+    ("input_scale", 0.0, "input_scale must be a finite number > 0"),
+    ("output_scale", float("inf"), "output_scale must be a finite number > 0"),
+    ("seed", 2**32, r"seed must be an int in \[0, 2\*\*32\)"),
+    ("seed", 1.5, r"seed must be an int in \[0, 2\*\*32\)"),
+    ("data_seed", 2**40, r"data_seed must be None \(follow the seed\) or an int in \[0, 2\*\*32\)"),
+    ("layer_scale", (1.0, "x"), r"layer_scale\[1\] must be a finite number >= 0"),
+    ("layer_scale", (1.0, -2.0), r"layer_scale\[1\] must be a finite number >= 0"),
+    ("layer_scale", "big", "layer_scale must be a tuple of numbers"),
+    ("train_pass", "yes", "train_pass must be True or False"),
+    ("base_seed", -1, r"base_seed must be an int in \[0, 2\*\*32\)"),
+]
+
+
+@pytest.mark.parametrize("name,value,says", BAD_SETTINGS)
+def test_bad_hyperparameters_refused_before_compute(name, value, says, monkeypatch):
+  from jscale import datasets
+  monkeypatch.setattr(datasets, "get", lambda *a, **k: pytest.fail("data loaded before validation"))
+  with pytest.raises(ValueError, match=says) as err:
+    sweeps.make_plan(_with(**{name: value}), E.product(sigma=(0.5,)) if name == "seed" else E.product(seed=(0,)))
+  got = value[-1] if isinstance(value, tuple) else value
+  assert f"got {got!r}" in str(err.value) and "_tiny_bad" in str(err.value)   # names the value and where
+  if name not in ("base_seed", "layer_scale", "train_pass"):   # the same check for a grid axis's value
+    with pytest.raises(ValueError, match=says):
+      sweeps.make_plan(TINY, E.product(**{name: (value,)}))
+
+
+def test_labels_outside_the_network_classes_refused(monkeypatch):
+  from jscale import datasets
+  real = datasets.get
+
+  def shifted(*a, **k):
+    ds = real(*a, **k)
+    return ds._replace(y_test=ds.y_test + 1)   # class 2 in a 2-logit net
+
+  monkeypatch.setattr(datasets, "get", shifted)
+  with pytest.raises(ValueError, match=r"held-out labels must be ints in \[0, 2\).*from 1 to 2"):
+    sweeps.make_plan(TINY, E.product(seed=(0,)))
+  monkeypatch.setattr(datasets, "get", lambda *a, **k: real(*a, **k)._replace(num_classes=1))
+  with pytest.raises(ValueError, match="at least 2 classes"):
+    sweeps.make_plan(TINY, E.product(seed=(0,)))
+
+
+def test_config_json_records_the_precision(tmp_path):
+  from jscale import precision
+  plan = sweeps.make_plan(TINY, "full")
+  assert plan.to_json()["precision"] == precision.get_precision() == "highest"
+  sweeps.run(plan, str(tmp_path / "r"), progress=False, max_chunks=0)
+  cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+  assert cfg["precision"] == "highest"
+  cfg["precision"] = "default"
+  (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match="precision 'default'"):
+    sweeps.resume(str(tmp_path / "r"), progress=False)

@@ -78,7 +78,7 @@ class TrainTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_numpy_reference(self):
     ds, data = small_data()
-    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, saturation_threshold=0.05)
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, saturation_threshold=0.05, train_pass=True)
     train = self.variant(T.make_train(spec))
     key = jax.random.key(3)
     m = train(key, T.hparams(spec, init_scale=0.7, lr=0.5), data)
@@ -137,8 +137,8 @@ class TrainTest(chex.TestCase):
     full-batch run (which takes it from the next step, plus one pass after the last epoch) agrees."""
     ds, data = small_data()
     n = len(ds.y_train)
-    mini = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=n)
-    full = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4)
+    mini = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=n, train_pass=True)
+    full = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, train_pass=True)
     key = jax.random.key(1)
     m = jax.jit(T.make_train(mini))(key, T.hparams(mini, init_scale=0.7, lr=0.2), data)
     f = jax.jit(T.make_train(full))(key, T.hparams(full, init_scale=0.7, lr=0.2), data)
@@ -148,9 +148,35 @@ class TrainTest(chex.TestCase):
     # It is the loss AFTER the epoch's update, not the one before it: gradient descent lowered it.
     self.assertTrue(np.all(np.asarray(m.train_pass_loss) < np.asarray(m.train_loss)))
 
+  @parameterized.parameters(None, 10)
+  def test_train_pass_off_is_not_measured_and_changes_nothing_else(self, batch_size):
+    """train_pass=False (the default): train_pass_loss is NaN ("not measured") and not a divergence; every
+    other metric is bit-identical to a run that measures it (the extra pass only reads the parameters);
+    a blow-up is still flagged (by the test loss)."""
+    _, data = small_data()
+    specs = [T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=3, batch_size=batch_size, train_pass=tp)
+             for tp in (False, True)]
+    self.assertFalse(T.TrainSpec().train_pass)
+    keys = jax.random.split(jax.random.key(0), 2)
+    runs = []
+    for spec in specs:
+      hp = T.stack_hparams([T.hparams(spec, init_scale=0.5, lr=lr) for lr in (0.1, 1e30)])
+      runs.append(jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data))
+    off, on = runs
+    self.assertTrue(np.isnan(np.asarray(off.train_pass_loss)).all())
+    self.assertTrue(np.isfinite(np.asarray(on.train_pass_loss[0])).all())
+    for name in T.Metrics._fields:
+      if name != "train_pass_loss":
+        chex.assert_trees_all_equal(getattr(off, name), getattr(on, name))
+    np.testing.assert_array_equal(np.asarray(off.diverged)[:, 0], [False, True])
+    n = len(data.y_train)
+    self.assertLess(T.flops_per_config(specs[0], n, 10), T.flops_per_config(specs[1], n, 10))
+    with self.assertRaisesRegex(ValueError, "train_pass must be True or False"):
+      T.TrainSpec(train_pass="yes")
+
   def test_divergence_is_masked_not_fatal(self):
     _, data = small_data()
-    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=3)
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=3, train_pass=True)
     train = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))
     # sigma=1e15: logits ~ sigma^3 ~ 1e45 overflow float32 -> inf - inf = NaN in the first loss.
     hp = T.stack_hparams([T.hparams(spec, init_scale=s, lr=0.1) for s in (0.5, 1e15)])
@@ -168,7 +194,7 @@ class TrainTest(chex.TestCase):
     overflow, so the test and train-pass losses do not. Both: diverged, every metric NaN (accuracy too:
     the argmax of NaN logits is a made-up number). lr=0.1 never blows up and is not flagged."""
     _, data = small_data()
-    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=1, batch_size=batch_size)
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=1, batch_size=batch_size, train_pass=True)
     hp = T.stack_hparams([T.hparams(spec, init_scale=0.5, lr=lr) for lr in (np.inf, 1e30, 0.1)])
     keys = jax.random.split(jax.random.key(0), 3)
     m = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data)
@@ -179,13 +205,13 @@ class TrainTest(chex.TestCase):
         self.assertTrue(np.isnan(v[:2]).all(), name)
         self.assertTrue(np.isfinite(v[2]).all(), name)
 
-  @parameterized.parameters(None, 10)
-  def test_diverged_exactly_when_a_metric_is_not_finite(self, batch_size):
+  @parameterized.product(batch_size=(None, 10), train_pass=(False, True))
+  def test_diverged_exactly_when_a_metric_is_not_finite(self, batch_size, train_pass):
     """Learning rates 1..1e30 blow up in various epochs. In every epoch of every run: either diverged
     (from then on) and every metric NaN, or not diverged and every metric finite. (The old check, made
     before the update, left a blown-up epoch unflagged with a NaN test loss beside a made-up accuracy.)"""
     _, data = small_data()
-    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=batch_size)
+    spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=4, batch_size=batch_size, train_pass=train_pass)
     lrs = [10.0 ** k for k in range(0, 31, 2)]
     hp = T.stack_hparams([T.hparams(spec, init_scale=1.0, lr=lr) for lr in lrs])
     keys = jax.random.split(jax.random.key(2), len(lrs))
@@ -195,7 +221,9 @@ class TrainTest(chex.TestCase):
     self.assertFalse(div[0].any())   # lr 1: stable
     self.assertTrue(div[-1].all())   # lr 1e30: blown up by the first update
     for name in T.Metrics._fields:
-      if name != "diverged":
+      if name == "train_pass_loss" and not train_pass:
+        self.assertTrue(np.isnan(np.asarray(m.train_pass_loss)).all())   # not measured
+      elif name != "diverged":
         v = np.asarray(getattr(m, name)).reshape(div.shape + (-1,))
         np.testing.assert_array_equal(np.isnan(v).all(-1), div, err_msg=name)
         np.testing.assert_array_equal(np.isfinite(v).all(-1), ~div, err_msg=name)

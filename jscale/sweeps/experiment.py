@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import numbers
 import time
 from typing import Any, Callable, Mapping
@@ -40,6 +41,8 @@ class Experiment:
   Schedule: `epochs`, `batch_size` (None = full batch).
   Scales (traced): `init_scale` (sigma), `layer_scale` (per layer; None = ones), `input_scale`,
     `output_scale`. `seed`: configuration seed (an axis, usually); `base_seed` mixes into every key.
+  Metrics: `saturation_threshold` (|activation| counted as saturated), `train_pass` (measure
+    `train_pass_loss`, a pass over the training split after every epoch; off: NaN, not measured).
   `summary_by`: axes the printed summary table groups by (default: every axis but `seed`).
   """
   name: str
@@ -67,6 +70,7 @@ class Experiment:
   seed: int = 0
   base_seed: int = 0
   saturation_threshold: float = 1e-3
+  train_pass: bool = False
   summary_by: tuple | None = None
 
   def grid(self, name: str) -> Grid:
@@ -118,26 +122,64 @@ def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
   return settings
 
 
+SEED_LIMIT = 2**32   # keys fold in seeds as uint32; scikit-learn's random_state takes [0, 2**32)
+
+# Each hyperparameter's allowed values: (test, what is allowed). Checked per configuration before compute.
+_REAL_RULES = {
+    "init_scale": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (sigma)"),
+    "input_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0 (0 would erase the inputs)"),
+    "output_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "lr": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (a negative one would ascend the loss)"),
+    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "saturation_threshold": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+}
+
+
+def _is_real(v) -> bool:
+  return not isinstance(v, bool) and isinstance(v, numbers.Real)
+
+
+def _check_seed(name: str, v, where: str):
+  if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < SEED_LIMIT:
+    extra = " (follow the seed)" if name == "data_seed" else ""
+    raise ValueError(f"{name} must be{' None' + extra + ' or' if extra else ''} an int in [0, 2**32){where}, "
+                     f"got {v!r}")
+
+
+def validate_settings(s: Mapping[str, Any], where: str = "") -> None:
+  """One configuration's settings: every hyperparameter names its value and what is allowed."""
+  for name, (ok, allowed) in _REAL_RULES.items():
+    v = s[name]
+    if not _is_real(v) or not ok(float(v)):
+      raise ValueError(f"{name} must be {allowed}{where}, got {v!r}")
+  _check_seed("seed", s["seed"], where)
+  _check_seed("data_seed", s["data_seed"], where)
+  ls = s["layer_scale"]
+  if isinstance(ls, (str, bytes)) or not isinstance(ls, (tuple, list)):
+    raise ValueError(f"layer_scale must be a tuple of numbers, one per weight layer{where}, got {ls!r}")
+  if len(ls) != len(s["hidden"]) + 1:
+    raise ValueError(f"layer_scale {ls!r} needs {len(s['hidden']) + 1} entries (one per weight layer){where}")
+  for l, v in enumerate(ls):
+    if not _is_real(v) or not (math.isfinite(float(v)) and v >= 0):
+      raise ValueError(f"layer_scale[{l}] must be a finite number >= 0{where}, got {v!r}")
+  if not isinstance(s["train_pass"], bool):
+    raise ValueError(f"train_pass must be True or False{where}, got {s['train_pass']!r}")
+  for k in (s["kernel_init"] if isinstance(s["kernel_init"], tuple) else (s["kernel_init"],)):
+    initializers.get(k)  # unknown initializer -> ValueError naming the valid ones
+
+
 def validate(exp: Experiment, grid: Grid) -> list[dict[str, Any]]:
   """Check every axis, value and setting of `grid` before any compute; return the resolved configs."""
   for axis in grid.axes:
     canonical_axis(axis)
   if len(set(canonical_axis(a) for a in grid.axes)) != len(grid.axes):
     raise ValueError(f"grid names the same setting twice: {list(grid.axes)}")
+  _check_seed("base_seed", exp.base_seed, f" (experiment {exp.name!r})")
   configs = [resolve(exp, p) for p in grid.points()]
-  for s in configs:
-    for name in ("init_scale", "input_scale", "output_scale", "lr", "weight_decay"):
-      v = s[name]
-      if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    if isinstance(s["seed"], bool) or not isinstance(s["seed"], numbers.Integral) or s["seed"] < 0:
-      raise ValueError(f"seed must be an int >= 0, got {s['seed']!r}")
-    if isinstance(s["data_seed"], bool) or not isinstance(s["data_seed"], numbers.Integral) or s["data_seed"] < 0:
-      raise ValueError(f"data_seed must be None (follow the seed) or an int >= 0, got {s['data_seed']!r}")
-    if len(s["layer_scale"]) != len(s["hidden"]) + 1:
-      raise ValueError(f"layer_scale {s['layer_scale']!r} needs {len(s['hidden']) + 1} entries")
-    for k in (s["kernel_init"] if isinstance(s["kernel_init"], tuple) else (s["kernel_init"],)):
-      initializers.get(k)  # unknown initializer -> ValueError naming the valid ones
+  for p, s in zip(grid.points(), configs):
+    where = f" (experiment {exp.name!r}, configuration {p})" if p else f" (experiment {exp.name!r})"
+    validate_settings(s, where)
   return configs
 
 
@@ -162,7 +204,8 @@ def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) 
       widths=widths, activation=settings["activation"], input_layernorm=settings["input_layernorm"],
       kernel_inits=kernel_inits, bias_init=settings["bias_init"], optimizer=settings["optimizer"],
       momentum=settings["momentum"], epochs=settings["epochs"], batch_size=settings["batch_size"],
-      output_std=settings["output_std"], saturation_threshold=settings["saturation_threshold"])
+      output_std=settings["output_std"], saturation_threshold=settings["saturation_threshold"],
+      train_pass=settings["train_pass"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -200,10 +243,11 @@ class CustomExperiment:
       return exp_dir
     if done is not None:
       raise ValueError(f"{exp_dir} already holds results of grid {done!r}; pick a new --out")
-    t0 = time.perf_counter()
-    self.run(exp_dir, **settings)
-    store.finish(exp_dir, experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
-                 options=dict(options or {}), wall_time_s=round(time.perf_counter() - t0, 2))
+    with store.writer_lock(exp_dir):   # a second live writer is refused with the holder's pid
+      t0 = time.perf_counter()
+      self.run(exp_dir, **settings)
+      store.finish(exp_dir, experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
+                   options=dict(options or {}), wall_time_s=round(time.perf_counter() - t0, 2))
     return exp_dir
 
 

@@ -20,22 +20,32 @@ How a grid becomes compute:
    to process it in cache-sized groups); no communication. Chunks are padded (repeating the last
    configuration) to a multiple of the device count and to one shape per group, so each group compiles
    once.
-4. Every finished chunk is written atomically to RUN_DIR/chunks; `resume` re-plans from config.json,
-   checks that the experiment, every data draw's fingerprint and the configurations are unchanged, and
-   runs only the missing chunks.
+4. Every finished chunk is written atomically to RUN_DIR/chunks with its sha256; `resume` re-plans from
+   config.json, checks that the experiment, every data draw's fingerprint and the matmul precision are
+   unchanged, and runs only the missing chunks and the damaged ones (naming them).
+5. `shard=(I, N)` (scripts/sweep.py --shard I/N) computes chunks c with c % N == I: independent jobs (a
+   Slurm job array, Ray tasks) fill one run directory with no coordinator; the first writes config.json
+   (atomically), the others check it is the same run and adopt its chunk plan; the last to land a chunk
+   assembles. Locks: one writer per shard (RUN_DIR/.lock.shard-I-of-N), the whole run's RUN_DIR/.lock
+   excludes all others.
 
-Determinism: configuration i's key is `fold_in(key(base_seed), seed_i)`, a function of its own seed only,
-so results do not depend on the chunking, the device count or the order (up to floating-point
-reassociation between differently-shaped programs; the tests bound it).
+Determinism: configuration i's key is `fold_in(key(base_seed), seed_i)`, a function of its own seed only.
+At a fixed device count a configuration's numbers are bit-identical whatever the chunking, shard or
+process count (tests/test_shard.py, tests/test_distributed.py). Across device counts on the CPU they
+agree to float32 reassociation only (XLA:CPU threads the per-configuration program differently; the
+tests bound it).
 
-Multi-host (TPU pods): call `jax.distributed.initialize()` on every host before anything else (on Cloud
-TPU VMs it needs no arguments), then run the same command on all hosts. `jax.devices()` is then every
-chip of the pod, the mesh spans them, each host feeds the same global arrays (`jax.device_put` with a
-`NamedSharding` places each host's slice), results are gathered with
-`jax.experimental.multihost_utils.process_allgather`, and only process 0 writes the run directory.
+Several processes (`jax.distributed`): call `jax.distributed.initialize(...)` in every process before
+anything else (on Cloud TPU VMs and under Slurm it needs no arguments; on CPU set
+`jax_cpu_collectives_implementation` to "gloo"), then run the same sweep in every process.
+`select_devices` then spans every process's devices, each process builds the global arrays from its
+identical host copy (`put_global`), process 0 decides the chunk plan and what is left to do (`_agree`),
+results are gathered with `jax.experimental.multihost_utils.process_allgather`, and only process 0
+writes the run directory (which must be on a filesystem every process sees for a resume).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -49,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jscale import datasets, train as train_lib
+from jscale import datasets, precision, train as train_lib
 from jscale.sweeps import experiment as exp_lib, registry, store
 from jscale.sweeps.grid import Grid, _tupled
 
@@ -107,6 +117,7 @@ class Plan:
         "groups": [self._group_json(g) for g in self.groups],
         "chunks": [{"group": gid, "indices": idx} for gid, idx in self.chunks],
         "devices": [str(d) for d in self.devices], "group_size": self.group_size,
+        "precision": precision.get_precision(), "process_count": jax.process_count(),
         "jax_version": jax.__version__, "backend": jax.default_backend(),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -169,16 +180,51 @@ def default_group_size(devices: Sequence) -> int | None:
 
 
 def select_devices(n: int | None = None) -> list:
-  devs = jax.local_devices() if jax.process_count() == 1 else jax.devices()
+  """The devices a sweep shards over: every local device, or the first `n`. With several processes
+  (`jax.distributed`), every process's devices (the first `n` of each: `n` counts per process)."""
+  if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    raise ValueError(f"devices must be an int >= 1, got {n!r}")
+  if jax.process_count() > 1:
+    by_process: dict[int, list] = {}
+    for d in jax.devices():
+      by_process.setdefault(d.process_index, []).append(d)
+    fewest = min(len(v) for v in by_process.values())
+    if n is not None and n > fewest:
+      raise ValueError(f"asked for {n} devices per process but a process has only {fewest}")
+    return [d for p in sorted(by_process) for d in by_process[p][:n]]
+  devs = jax.local_devices()
   if n is None:
     return list(devs)
-  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-    raise ValueError(f"devices must be an int >= 1, got {n!r}")
   if n > len(devs):
     hint = (" On CPU, start Python with XLA_FLAGS=--xla_force_host_platform_device_count=N "
             "(scripts/sweep.py --devices N does this for you)." if devs[0].platform == "cpu" else "")
     raise ValueError(f"asked for {n} devices but only {len(devs)} are visible: {devs}.{hint}")
   return list(devs[:n])
+
+
+def accelerator_plugin_installed() -> bool:
+  """Whether JAX may start on a GPU/TPU here (a plugin is installed, or JAX_PLATFORMS names one); tells,
+  without starting JAX, whether `--devices N` will count accelerators or CPU cores."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").lower()
+  if platforms:
+    return any(p.strip() not in ("", "cpu") for p in platforms.split(","))
+  import importlib.metadata
+  names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in importlib.metadata.distributions()}
+  return any(n.startswith(("jax-cuda", "jax-rocm", "libtpu", "jax-tpu")) for n in names)
+
+
+def check_device_request(n, *, platform: str | None = None) -> None:
+  """`--devices N` before JAX starts (platform None) or once it has (platform known): an int >= 1, and on CPU
+  at most one device per core -- host devices beyond the cores only time-slice them (N x the compute)."""
+  if n is None:
+    return
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ValueError(f"--devices must be an int >= 1, got {n!r}")
+  cores = os.cpu_count() or 1
+  on_cpu = platform == "cpu" if platform is not None else not accelerator_plugin_installed()
+  if on_cpu and n > cores:
+    raise ValueError(f"--devices {n}: this machine has {cores} CPU core(s) and JAX runs on its CPU, where each "
+                     f"device is one core: at most {cores} (more would only time-slice the same cores)")
 
 
 def _gb(b):
@@ -233,6 +279,7 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
     for seed in data_seeds:
       if data_id + (seed,) not in loaded:
         ds = datasets.get(s["data"], seed=seed, **dict(s["data_options"]))
+        check_labels(s["data"], seed, ds)
         loaded[data_id + (seed,)], fingerprints[data_id + (seed,)] = ds, datasets.fingerprint(ds)
     sets = [loaded[data_id + (seed,)] for seed in data_seeds]
     check_stackable(s["data"], data_seeds, sets)
@@ -282,6 +329,19 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
 
 def data_nbytes(ds: datasets.Dataset) -> int:
   return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+
+
+def check_labels(name: str, seed: int, ds: datasets.Dataset) -> None:
+  """The network has one output per class: labels must be ints in [0, num_classes), and 2 classes at least."""
+  k = ds.num_classes
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+    raise ValueError(f"data set {name!r} (data seed {seed}) has num_classes {k!r}; a classifier needs at least 2 "
+                     "classes (one logit per class)")
+  for split, y in (("training", ds.y_train), ("held-out", ds.y_test)):
+    y = np.asarray(y)
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= k):
+      raise ValueError(f"data set {name!r} (data seed {seed}): {split} labels must be ints in [0, {k}) (the "
+                       f"network has {k} outputs), got {y.dtype} labels from {y.min()} to {y.max()}")
 
 
 def check_stackable(name: str, data_seeds: Sequence[int], sets: Sequence[datasets.Dataset]):
@@ -349,11 +409,28 @@ def make_executor(train, mesh: Mesh, group_size: int | None):
       one = lambda k, h, r: train(k, h, jax.tree.map(lambda a: a[r], stacked))
     if group_size is None:
       return jax.vmap(one)(keys, hp, rows)
+    if group_size == 1:   # a plain loop: vmap of size 1 makes every matmul a batched dot, 4x slower on XLA:CPU
+      return jax.lax.map(lambda khr: one(*khr), (keys, hp, rows))
     return jax.lax.map(lambda khr: one(*khr), (keys, hp, rows), batch_size=group_size)
 
   sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("config"), P("config"), P("config"), P()),
                           out_specs=P("config"), check_vma=False)
   return jax.jit(sharded)
+
+
+def put_global(tree, sharding: NamedSharding):
+  """`jax.device_put(tree, sharding)`; with several processes (a mesh this process cannot address whole)
+  each process builds the global arrays from its identical host copy, placing its own devices' slices."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(a):
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+  return jax.tree.map(put, tree)
 
 
 def _gather(tree):
@@ -386,21 +463,129 @@ class _Progress:
       self.bar.close()
 
 
-def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | None = None,
+def parse_shard(shard) -> tuple[int, int] | None:
+  """None, "I/N" or (I, N) with 0 <= I < N -> (I, N); shard 0 of 1 is the whole run (None)."""
+  if shard is None:
+    return None
+  if isinstance(shard, str):
+    i, sep, n = shard.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+      raise ValueError(f"shard must be I/N with integers 0 <= I < N (e.g. 0/4), got {shard!r}")
+    shard = (int(i), int(n))
+  if (not isinstance(shard, (tuple, list)) or len(shard) != 2
+      or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)):
+    raise ValueError(f"shard must be I/N or (I, N) with integers 0 <= I < N, got {shard!r}")
+  i, n = shard
+  if not (n >= 1 and 0 <= i < n):
+    raise ValueError(f"shard must be I/N with 0 <= I < N and N >= 1, got {i}/{n}")
+  return None if n == 1 else (i, n)
+
+
+def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> list[int]:
+  """The chunks shard I of N computes: c % N == I (the chunk plan is fixed once config.json exists)."""
+  return list(range(n_chunks)) if shard is None else [c for c in range(n_chunks) if c % shard[1] == shard[0]]
+
+
+def check_same_run(old: dict, new: dict, run_dir: str) -> None:
+  """Refuse to continue `run_dir` (resume, or a shard joining it) when what it computes changed: the
+  configurations, any data draw, or the matmul precision (devices may differ: a configuration's numbers do
+  not depend on them)."""
+  for field in ("points", "configs"):
+    if json.loads(json.dumps(new[field])) != old[field]:
+      raise ValueError(f"cannot continue {run_dir}: the experiment's {field} changed since the run started "
+                       "(another grid, option or code version); start a new run directory")
+  draws = lambda cfg: [(g.get("data_seeds"), g.get("data_fingerprints", g.get("data_fingerprint")))
+                       for g in cfg["groups"]]
+  if draws(new) != draws(old):
+    raise ValueError(f"cannot continue {run_dir}: its data changed since the run started (data seeds and "
+                     f"fingerprints per group: now {draws(new)}, recorded {draws(old)})")
+  was, now = old.get("precision", "highest"), new.get("precision", "highest")
+  if was != now:
+    raise ValueError(f"cannot continue {run_dir}: it was computed at matmul precision {was!r}, now {now!r} is in "
+                     f"force; set it back (jscale.precision.set_precision({was!r}) or --precision {was})")
+
+
+def _agree(obj):
+  """Process 0's `obj` on every process (JSON-able): the processes must run the same chunks, in order."""
+  if jax.process_count() == 1:
+    return obj
+  from jax.experimental import multihost_utils
+  raw = np.frombuffer(json.dumps(obj).encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+  n = int(multihost_utils.broadcast_one_to_all(np.int64(raw.size)))
+  buf = np.zeros(n, np.uint8)
+  buf[:raw.size] = raw[:n]
+  return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf))).decode())
+
+
+def _say(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | None = None, shard=None,
         _resuming: bool = False) -> store.Results | None:
-  """Train every chunk of `plan` not yet in `run_dir`; return the assembled Results (None if stopped
-  early by `max_chunks`, which exists to simulate an interruption)."""
-  is_writer = jax.process_index() == 0
+  """Train every chunk of `plan` (of shard I of N: chunks c with c % N == I) not yet done in `run_dir`.
+
+  Returns the assembled Results once every chunk of the run is on disk, else None (this shard is done
+  but others are not, or `max_chunks`, which exists to simulate an interruption, stopped it). Shards
+  of one run may run at once, in separate processes or on separate machines sharing the directory: the
+  first to start writes config.json, the others check it is the same run and adopt its chunk plan, and
+  whichever finishes the last chunk assembles. A second writer of the same shard (or of the whole run
+  beside a shard) is refused with the holder's pid.
+  """
+  shard = parse_shard(shard)
+  with contextlib.ExitStack() as stack:
+    setup, error = None, None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(store.writer_lock(run_dir, shard))
+        setup = _setup(plan, run_dir, shard, _resuming)
+      except ValueError as e:   # refused: every process must stop, not wait for process 0 in a collective
+        setup, error = {"error": str(e)}, e
+    setup = _agree(setup)
+    if "error" in setup:
+      raise error if error is not None else ValueError(setup["error"])
+    return _run_chunks(plan, run_dir, progress, max_chunks, shard, _resuming, setup)
+
+
+def _setup(plan, run_dir, shard, resuming) -> dict:
+  """Process 0: start or join the run; the chunk plan and the state of this shard's chunks."""
   config = plan.to_json()
-  if not _resuming and is_writer:
-    store.start_sweep(run_dir, config)
-  todo = [cid for cid in range(len(plan.chunks)) if not store.chunk_done(run_dir, cid)]
+  chunks = plan.chunks
+  if not resuming:
+    if shard is None:
+      store.start_sweep(run_dir, config)
+    else:
+      old = store.join_sweep(run_dir, config)
+      if old is not None:   # another shard started the run: same run, and its chunk plan wins
+        check_same_run(old, config, run_dir)
+        chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
+  mine = shard_chunks(len(chunks), shard)
+  return {"chunks": [[g, list(i)] for g, i in chunks], "states": [store.chunk_state(run_dir, c) for c in mine]}
+
+
+def _run_chunks(plan, run_dir, progress, max_chunks, shard, resuming, setup):
+  is_writer = jax.process_index() == 0
+  plan.chunks = [(g, list(i)) for g, i in setup["chunks"]]
+  mine = shard_chunks(len(plan.chunks), shard)
+  states = dict(zip(mine, setup["states"]))
+  todo = [c for c in mine if states[c] != "done"]
+  damaged = [c for c in mine if states[c] == "damaged"]
+  part = "" if shard is None else f" (shard {shard[0]} of {shard[1]})"
+  if damaged:
+    _say(f"{run_dir}: chunk(s) {_ids(damaged)} damaged (checksum mismatch, truncated or unchecked): recomputing")
+  if resuming or shard is not None:
+    missing = [c for c in todo if states[c] == "missing"]
+    _say(f"{run_dir}{part}: {len(mine) - len(todo)} of {len(mine)} chunk(s) done"
+         + (f"; computing missing chunk(s) {_ids(missing)}" if missing else ""))
   done_configs = plan.n_configs - sum(len(plan.chunks[c][1]) for c in todo)
   mesh = Mesh(np.array(plan.devices), ("config",))
   n_dev = len(plan.devices)
   bar = _Progress(plan.n_configs, done_configs, max(g.spec.epochs for g in plan.groups),
-                  f"{plan.experiment.name}/{plan.grid_name}", progress and is_writer)
+                  f"{plan.experiment.name}/{plan.grid_name}{part}", progress and is_writer)
   executors, device_data, sizes = {}, {}, {}
+  info = {"devices": [str(d) for d in plan.devices], "shard": list(shard) if shard else None,
+          "process_count": jax.process_count(), "precision": precision.get_precision()}
   ran = 0
   try:
     for cid in todo:
@@ -411,7 +596,7 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       if gid not in executors:
         executors[gid] = executor_for(g.spec, plan.devices, plan.group_size)
         stacked = stack_data([plan.datasets[k] for k in g.data_keys()])
-        device_data[gid] = jax.device_put(stacked, NamedSharding(mesh, P()))
+        device_data[gid] = put_global(stacked, NamedSharding(mesh, P()))
         biggest = max(len(i) for gg, i in plan.chunks if gg == gid)
         sizes[gid] = math.ceil(biggest / n_dev) * n_dev  # one padded shape per group: one compile
       pad = sizes[gid] - len(idx)
@@ -422,50 +607,59 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
       hp = stacked_hparams(g.spec, settings)
       data_rows = np.asarray([g.row_of[s["data_seed"]] for s in settings], np.int32)
       sharding = NamedSharding(mesh, P("config"))
-      keys, hp, data_rows = jax.device_put((keys, hp, data_rows), sharding)
+      keys, hp, data_rows = put_global((keys, hp, data_rows), sharding)
       out = executors[gid](keys, hp, data_rows, device_data[gid])
       out = _gather(out)
       out = jax.tree.map(lambda a: a[:len(idx)], out)
       seconds = time.perf_counter() - t0
       if is_writer:
-        store.write_chunk(run_dir, cid, idx, out, seconds)
+        store.write_chunk(run_dir, cid, idx, out, seconds, info)
       ran += 1
       bar.update(len(idx))
   finally:
     bar.close()
   if not is_writer:
     return None
-  return store.assemble(run_dir, config if not _resuming else None)
+  left = [c for c in range(len(plan.chunks)) if not store.chunk_done(run_dir, c)]
+  if left:   # other shards' chunks
+    _say(f"{run_dir}{part}: this shard is done; {len(left)} chunk(s) of other shards are not yet on disk "
+         f"({_ids(left)}); the last shard to finish assembles the results")
+    return None
+  return store.assemble(run_dir)
+
+
+def _ids(chunks: Sequence[int], most: int = 20) -> str:
+  text = ", ".join(str(c) for c in chunks[:most])
+  return text + (f", ... ({len(chunks)} in all)" if len(chunks) > most else "")
 
 
 def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = None, progress: bool = True,
-           max_chunks: int | None = None) -> store.Results | None:
-  """Finish the run in `run_dir`: same experiment, grid and chunk plan; only missing chunks are trained.
+           max_chunks: int | None = None, shard=None) -> store.Results | None:
+  """Finish the run in `run_dir`: same experiment, grid and chunk plan; only missing chunks (and damaged
+  ones, which it names) are trained. With `shard`, only that shard's chunks.
 
   The experiment is looked up by the name in config.json (pass `experiment=` for an unregistered one).
-  Raises ValueError if the experiment's configurations or any data draw changed since the run started.
+  Raises ValueError if the experiment's configurations, any data draw or the matmul precision changed
+  since the run started. The devices may change (a configuration's numbers do not depend on them).
   """
+  if not os.path.isdir(run_dir):
+    raise ValueError(f"cannot resume {run_dir}: no such directory")
   if not os.path.isfile(os.path.join(run_dir, store.CONFIG_JSON)):
-    raise ValueError(f"cannot resume {run_dir}: no {store.CONFIG_JSON} there")
+    raise ValueError(f"cannot resume {run_dir}: no {store.CONFIG_JSON} there (not a sweep's run directory)")
   old = store.read_config(run_dir)
+  for field in ("experiment", "grid_name", "points", "configs", "groups", "chunks"):
+    if field not in old:
+      raise ValueError(f"cannot resume {run_dir}: its {store.CONFIG_JSON} lacks {field!r} (not a sweep's, or damaged)")
   options = old.get("options") or {}
   exp = registry.get(experiment) if experiment is not None else registry.get(old["experiment"], **options)
   grid = exp.grid(old["grid_name"]) if old["grid_name"] != "custom" else _grid_from_json(old["grid"])
   plan = make_plan(exp, grid, devices=devices, group_size=old["group_size"])
   plan.options = options
   plan.grid_name = old["grid_name"]
-  new = plan.to_json()
-  for field in ("points", "configs"):
-    if json.loads(json.dumps(new[field])) != old[field]:
-      raise ValueError(f"cannot resume {run_dir}: the experiment's {field} changed since the run started")
-  draws = lambda cfg: [(g.get("data_seeds"), g.get("data_fingerprints", g.get("data_fingerprint")))
-                       for g in cfg["groups"]]
-  if draws(new) != draws(old):
-    raise ValueError(f"cannot resume {run_dir}: its data changed since the run started (data seeds and "
-                     f"fingerprints per group: now {draws(new)}, recorded {draws(old)})")
+  check_same_run(old, plan.to_json(), run_dir)
   # The recorded chunk plan wins, so finished chunk files stay valid whatever the devices now.
   plan.chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
-  return run(plan, run_dir, progress=progress, max_chunks=max_chunks, _resuming=True)
+  return run(plan, run_dir, progress=progress, max_chunks=max_chunks, shard=shard, _resuming=True)
 
 
 def _grid_from_json(g: dict) -> Grid:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import socket
+import time
 import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -43,6 +44,8 @@ METRIC_DIMS = {name: ("config", "epoch") for name in Metrics._fields}
 METRIC_DIMS["g_ratio"] = ("config", "epoch", "layer")
 CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON, LOCK = (
     "config.json", "chunks", "metrics.npz", "summary.csv", "run.json", ".lock")
+# Short-lived locks that wait rather than refuse: one update of run.json, one assembly of a sweep.
+RUN_JSON_LOCK, ASSEMBLY_LOCK = ".lock-run-json", ".lock-assembly"
 
 
 class ResultsMissing(FileNotFoundError):
@@ -153,14 +156,62 @@ def write_run_info(run_dir: str, **info) -> str:
   """Append one invocation's facts (command, grid, wall time, devices) to OUT/run.json."""
   os.makedirs(run_dir, exist_ok=True)
   path = os.path.join(run_dir, RUN_JSON)
-  runs = read_json(path).get("invocations", []) if os.path.isfile(path) else []
-  write_json(path, {"invocations": runs + [jsonable(info)]})
+  with writer_lock(run_dir, name=RUN_JSON_LOCK, wait_s=60):
+    old = read_json(path) if os.path.isfile(path) else {}
+    write_json(path, {**old, "invocations": old.get("invocations", []) + [jsonable(info)]})
   return path
 
 
 def run_info(run_dir: str) -> list[dict]:
   path = os.path.join(run_dir, RUN_JSON)
   return read_json(path).get("invocations", []) if os.path.isfile(path) else []
+
+
+def main_plan(run_dir: str) -> dict | None:
+  """The main job's plan recorded in OUT/run.json (experiments in order, each with its grid and options;
+  the settings every invocation shares), or None for a directory written before plans were recorded."""
+  path = os.path.join(run_dir, RUN_JSON)
+  if not os.path.isfile(path):
+    return None
+  plan = read_json(path).get("plan")
+  if plan is not None and not (isinstance(plan, dict) and isinstance(plan.get("experiments"), list)):
+    raise ValueError(f"{path}: its \"plan\" is damaged (no list of experiments)")
+  return plan
+
+
+def record_main_plan(run_dir: str, experiments: Sequence[dict], settings: Mapping[str, Any], *,
+                     join: bool = False) -> dict:
+  """Record, BEFORE any training, which experiments the main job runs (`experiments`: dicts with "name",
+  "grid", "options") and its shared settings, so that `--resume OUT` can finish every one of them.
+
+  A later invocation into the same OUT appends experiments not planned yet and refuses one planned
+  already (resume it instead) -- unless `join` (a shard of the same command): then the recorded plan must
+  equal this one. Returns the plan now recorded."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, RUN_JSON)
+  experiments, settings = jsonable(list(experiments)), jsonable(dict(settings))
+  with writer_lock(run_dir, name=RUN_JSON_LOCK, wait_s=60):
+    old = read_json(path) if os.path.isfile(path) else {}
+    plan = old.get("plan")
+    if plan is None:
+      plan = {"experiments": experiments, "settings": settings}
+    elif join:
+      mine = {"experiments": experiments, "settings": settings}
+      if plan != mine:
+        raise ValueError(f"{run_dir} holds another main job (recorded plan {plan}, this command's {mine}); "
+                         "every shard must run the same command, or pick a new --out")
+    else:
+      planned = {e["name"] for e in plan["experiments"]}
+      again = [e["name"] for e in experiments if e["name"] in planned]
+      if again:
+        raise ValueError(f"{run_dir} already holds {', '.join(again)}; finish it with --resume {run_dir}, or "
+                         "pick a new --out")
+      if plan.get("settings") != settings:
+        raise ValueError(f"{run_dir} was started with settings {plan.get('settings')}, this command asks for "
+                         f"{settings}; pick a new --out")
+      plan = {**plan, "experiments": plan["experiments"] + experiments}
+    write_json(path, {**old, "plan": plan})
+  return plan
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,6 +231,23 @@ def start_sweep(run_dir: str, config: dict) -> None:
   write_json(path, config)
 
 
+def join_sweep(run_dir: str, config: dict) -> dict | None:
+  """Create config.json atomically if no writer did yet (None: this process started the run); else return
+  the one recorded (a shard that joins a run another shard started, or a restarted shard)."""
+  os.makedirs(os.path.join(run_dir, CHUNK_DIR), exist_ok=True)
+  path = os.path.join(run_dir, CONFIG_JSON)
+  tmp = _tmp_name(path)
+  with open(tmp, "w") as f:
+    json.dump(config, f, indent=1, default=_json_default)
+  try:
+    os.link(tmp, path)   # fails if the file exists: exactly one writer creates it, complete
+  except FileExistsError:
+    return read_config(run_dir)
+  finally:
+    os.remove(tmp)
+  return None
+
+
 def read_config(run_dir: str) -> dict:
   path = os.path.join(run_dir, CONFIG_JSON)
   if not os.path.isfile(path):
@@ -187,12 +255,14 @@ def read_config(run_dir: str) -> dict:
   return read_json(path)
 
 
-def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Metrics, seconds: float):
-  """The chunk's arrays, then its checksum file: a chunk counts as done only when both agree."""
+def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Metrics, seconds: float,
+                info: Mapping[str, Any] | None = None):
+  """The chunk's arrays, then its checksum file: a chunk counts as done only when both agree. `info`
+  (the devices and shard that computed it) is stored beside the arrays as JSON."""
   arrays = {name: np.asarray(getattr(metrics, name)) for name in Metrics._fields}
   path = chunk_path(run_dir, chunk_id)
   digest = _atomic_savez(path, config_index=np.asarray(indices, np.int64), seconds=np.float64(seconds),
-                         dims=json.dumps(METRIC_DIMS), **arrays)
+                         dims=json.dumps(METRIC_DIMS), info=json.dumps(jsonable(dict(info or {}))), **arrays)
   tmp = _tmp_name(path + ".sha256")
   with open(tmp, "w") as f:
     f.write(digest + "\n")
@@ -225,21 +295,51 @@ def damaged_chunks(run_dir: str, n_chunks: int) -> list[int]:
 # One writer per run directory.
 
 
+def shard_lock_name(shard: tuple[int, int] | None = None) -> str:
+  """The lock file of one writer: `.lock` (the whole run) or `.lock.shard-I-of-N` (shard I of N)."""
+  return LOCK if shard is None else f"{LOCK}.shard-{shard[0]}-of-{shard[1]}"
+
+
+def _shard_of_lock(name: str) -> tuple[int, int] | None | bool:
+  """(I, N) for a shard's lock file, None for the whole run's, False for other files."""
+  if name == LOCK:
+    return None
+  prefix = LOCK + ".shard-"
+  if name.startswith(prefix):
+    i, _, n = name[len(prefix):].partition("-of-")
+    if i.isdigit() and n.isdigit():
+      return int(i), int(n)
+  return False
+
+
 @contextlib.contextmanager
-def writer_lock(run_dir: str) -> Iterator[None]:
-  """Hold RUN_DIR/.lock while writing. A second live writer is refused with the holder's pid; a lock
-  left by a process that no longer runs on this host (a killed run) is taken over."""
+def writer_lock(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
+                wait_s: float = 0.0) -> Iterator[None]:
+  """Hold a lock file in `run_dir` while writing. A second live writer is refused with the holder's pid (or
+  waited for up to `wait_s` seconds); a lock left by a process that no longer runs on this host (a killed
+  run) is taken over.
+
+  Writers of one sweep: the whole run (`shard` None, RUN_DIR/.lock) excludes every other writer; shard I
+  of N (RUN_DIR/.lock.shard-I-of-N) excludes a second writer of the same shard, the whole run, and shards
+  of another N (whose chunks overlap), but runs beside the other shards of the same N on purpose.
+  `name`: a lock of that file name only (short critical sections: run.json updates, assembly)."""
   os.makedirs(run_dir, exist_ok=True)
-  path = os.path.join(run_dir, LOCK)
-  me = {"pid": os.getpid(), "host": socket.gethostname()}
+  lock = name or shard_lock_name(shard)
+  path = os.path.join(run_dir, lock)
+  me = {"pid": os.getpid(), "host": socket.gethostname(), "shard": list(shard) if shard else None}
+  deadline = time.monotonic() + wait_s
   while True:
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       holder = _lock_holder(path)
       if holder is not None and _alive(holder):
+        if time.monotonic() < deadline:
+          time.sleep(0.05)
+          continue
         raise ValueError(f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
-                         f"{holder.get('host')}); wait for it to finish, or stop it first") from None
+                         f"{holder.get('host')}{_shard_text(holder)}); wait for it to finish, or stop it "
+                         "first") from None
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)   # stale: its writer is gone
       continue
@@ -247,11 +347,33 @@ def writer_lock(run_dir: str) -> Iterator[None]:
       json.dump(me, f)
     break
   try:
+    if name is None:
+      _refuse_overlapping_writers(run_dir, shard, lock)
     yield
   finally:
     if _lock_holder(path) == me:
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+def _shard_text(holder: dict) -> str:
+  shard = holder.get("shard")
+  return f", shard {shard[0]} of {shard[1]}" if shard else ""
+
+
+def _refuse_overlapping_writers(run_dir: str, shard: tuple[int, int] | None, mine: str) -> None:
+  """Checked after taking our own lock, so of two writers starting at once at least one sees the other."""
+  for f in sorted(os.listdir(run_dir)):
+    other = _shard_of_lock(f)
+    if f == mine or other is False:
+      continue
+    overlaps = shard is None or other is None or other[1] != shard[1]
+    holder = _lock_holder(os.path.join(run_dir, f))
+    if overlaps and holder is not None and _alive(holder):
+      what = "the whole run" if other is None else f"shard {other[0]} of {other[1]}"
+      raise ValueError(f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
+                       f"{holder.get('host')}, {what}), whose chunks overlap this writer's; wait for it to "
+                       "finish, or stop it first")
 
 
 def _lock_holder(path: str) -> dict | None:
@@ -275,8 +397,15 @@ def _alive(holder: dict) -> bool:
 
 
 def assemble(run_dir: str, config: dict | None = None) -> "Results":
-  """Read every chunk of a finished sweep; write metrics.npz, the named axes and summary.csv."""
-  config = read_config(run_dir) if config is None else config
+  """Read every chunk of a finished sweep; write metrics.npz, the named axes and summary.csv.
+
+  Under RUN_DIR/.lock-assembly: shards that finish together assemble one after the other (the same bytes
+  of numbers twice, harmless); a kill mid-assembly leaves files that `load` and `resume` assemble again."""
+  with writer_lock(run_dir, name=ASSEMBLY_LOCK, wait_s=300):
+    return _assemble(run_dir, read_config(run_dir) if config is None else config)
+
+
+def _assemble(run_dir: str, config: dict) -> "Results":
   n = len(config["points"])
   E = max(g["epochs"] for g in config["groups"])
   L = max(g["n_layers"] for g in config["groups"])

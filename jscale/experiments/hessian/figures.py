@@ -21,14 +21,24 @@ def _save(fig, path) -> str:
 def ratio_histogram(records: Sequence[Mapping], path) -> str:
   """Figure 1: histogram of log10(predicted / exact) per batch size; at minibatches the batch-1 model
   s(1)/B beside the prediction with cross-example terms. `records` as `setups.records_json` gives."""
-  batches = sorted({r["batch"] for r in records})
+  return ratio_histograms({"": records}, path)
+
+
+def ratio_histograms(by_model: Mapping[str, Sequence[Mapping]], path) -> str:
+  """Figure 1 with one row per model (e.g. {"MLP": ..., "LeNet": ...}), one column per batch size, same bins."""
+  by_model = {k: v for k, v in by_model.items() if v}
+  batches = sorted({r["batch"] for recs in by_model.values() for r in recs})
   if not batches:
     raise ValueError("ratio_histogram: no records")
-  fig = Figure(figsize=(5 * len(batches), 3.6))
-  axes = fig.subplots(1, len(batches), squeeze=False)
+  fig = Figure(figsize=(5 * len(batches), 3.6 * len(by_model)))
+  axes = fig.subplots(len(by_model), len(batches), squeeze=False)
   bins = np.linspace(-3.5, 1.5, 61)
-  for ax, b in zip(axes[0], batches):
+  cells = [(ax, model, b, recs) for row, (model, recs) in zip(axes, by_model.items()) for ax, b in zip(row, batches)]
+  for ax, model, b, records in cells:
     rs = [r for r in records if r["batch"] == b]
+    if not rs:
+      ax.set_visible(False)
+      continue
     ratio = lambda key: np.log10(np.concatenate([np.array(r[key]) / np.array(r["exact_w"]) for r in rs]))
     if b == 1:
       ax.hist(ratio("corrected_w"), bins, alpha=0.8, label="prediction (batch 1)")
@@ -36,7 +46,8 @@ def ratio_histogram(records: Sequence[Mapping], path) -> str:
       ax.hist(ratio("batch1_w"), bins, alpha=0.6, label="batch-1 model, s(1)/B")
       ax.hist(ratio("corrected_w"), bins, alpha=0.6, label="with cross-example terms")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_title(f"batch {b}: {len(rs)} setups, {sum(len(r['exact_w']) for r in rs)} weight blocks")
+    ax.set_title(f"{model + ', ' if model else ''}batch {b}: {len(rs)} setups, "
+                 f"{sum(len(r['exact_w']) for r in rs)} weight blocks")
     ax.set_xlabel("log10(predicted / exact) avg squared singular value")
     ax.set_ylabel("weight blocks")
     ax.legend(fontsize=8)
@@ -44,12 +55,12 @@ def ratio_histogram(records: Sequence[Mapping], path) -> str:
   return _save(fig, path)
 
 
-def block_heatmaps(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], path) -> str:
+def block_heatmaps(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], path, title=None) -> str:
   """Figure 2 (`heatmap_figure`) saved to `path`."""
-  return _save(heatmap_figure(by_batch, widths), path)
+  return _save(heatmap_figure(by_batch, widths, title), path)
 
 
-def heatmap_figure(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int]) -> Figure:
+def heatmap_figure(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], title=None) -> Figure:
   """Figure 2: log10 average squared singular value of every (W_i, W_j) block, one panel per scheme
   (columns) and batch size (rows). `by_batch[b][scheme]` as `heatmaps.heatmaps` returns. One colour
   scale for every panel (one colour bar), so that the evenness of the schemes can be compared."""
@@ -69,7 +80,7 @@ def heatmap_figure(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequen
       ax.set_yticks(range(m.shape[0]))
       ax.set_xlabel("layer j")
       ax.set_ylabel("layer i")
-  fig.suptitle(f"avg squared singular value of Hessian blocks (W_i, W_j), widths {tuple(widths)}")
+  fig.suptitle(title or f"avg squared singular value of Hessian blocks (W_i, W_j), widths {tuple(widths)}")
   fig.tight_layout()
   fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, label="log10 (one scale for all panels)")
   return fig

@@ -89,4 +89,76 @@ def build(r: Results) -> Section:
                           "Figure 2: block heat maps (log10), one colour scale for every panel."))
   else:
     s.parts.append("Figure 2 (block heat maps) is part of the full grid only.")
+  if cfg.get("lenet_setups"):
+    _lenet_parts(s, r, cfg, target)
   return s
+
+
+LENET_RECORDS = "lenet_fig1_records.json"
+
+
+def _ci(entry) -> list:
+  return entry.get("median_corrected_ci95") or [None, None]
+
+
+def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
+  """The strided LeNet beside the MLPs: per-layer predicted / exact, the pooled summary, Figure 2 on the LeNet."""
+  path = os.path.join(r.path, LENET_RECORDS)
+  if not os.path.isfile(path):
+    s.parts.append(f"LeNet: {LENET_RECORDS} is missing from this run directory.")
+    return
+  data = store.read_json(path)
+  chans, hidden = cfg.get("lenet_channels", [4, 16]), cfg.get("lenet_hidden", [16, 128])
+  draws = (f"at least {cfg.get('lenet_draws')} draws, up to {cfg.get('lenet_max_draws')} until every weight block's "
+           f"relative SE is at most {target}" if target else f"{cfg.get('lenet_draws')} draws")
+  s.parts.append(
+      f"**The paper's own network: the strided LeNet** (8x8x1 N(0, 1) images, two 2x2 stride-2 convs with "
+      f"{chans[0]}-{chans[1]} channels, two dense hidden layers of {hidden[0]}-{hidden[1]} units, 10 outputs; "
+      f"{cfg['lenet_setups']} sampled setups, {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: "
+      "the same pair decomposition, with the conv blocks' "
+      "factors summed over positions (`jscale.theory.convnet`, equal to `jax.hessian` in the tests). Predicted: the "
+      "calculus's leading-order form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus "
+      "the cross-example term), derived in `jscale.theory.convnet`; it drops terms of order n_L / n_{l+1} and 1 / n "
+      "(10 outputs against a few channels) and, for the cross-example term, the pairings of different positions, "
+      "which dominate the first conv at large batch (its patches of independent inputs are uncorrelated).")
+  layers = data["layers"]
+  rows = []
+  for b in sorted(layers, key=int):
+    for name, v in layers[b].items():
+      rows.append([b, name, f"{fmt(v['median'])} [{fmt(v['p5'])}, {fmt(v['p95'])}]", fmt(v["median_batch1"]),
+                   f"{fmt(v['median_rel_se'])} / {fmt(v['max_rel_se'])}", v["setups"]])
+  s.parts.append(Table(["batch", "layer", "predicted / exact: median [p5, p95] over setups",
+                        "batch-1 model s(1)/B: median", "exact rel. SE: median / max", "setups"], rows,
+                       "LeNet, per weight layer: predicted / exact average squared singular value of the diagonal "
+                       "kernel block"))
+  summ = data["summary"]["batch_sizes"]
+  s.parts.append(Table(
+      ["batch", "median r [p5, p95] (95% CI of the median)", "noise removed: median [p5, p95]", "blocks"],
+      [[b, f"{fmt(e['median_corrected'])} [{fmt(e['p5_corrected'])}, {fmt(e['p95_corrected'])}] "
+           f"(CI {fmt(_ci(e)[0])}-{fmt(_ci(e)[1])})",
+        f"{fmt(e.get('median_corrected_nr'))} [{fmt(e.get('p5_corrected_nr'))}, {fmt(e.get('p95_corrected_nr'))}]",
+        e["blocks"]] for b, e in sorted(summ.items(), key=lambda kv: int(kv[0]))],
+      "LeNet, all weight blocks pooled (beside the MLP summary above)"))
+  even = cfg.get("lenet_evenness") or {}
+  if even:
+    conf = cfg.get("lenet_fig2_config", {})
+    schemes = list(next(iter(even.values())))
+    rows = [[b] + [f"{fmt(per[k]['max_over_min'])} +- {fmt(per[k]['max_over_min_se'])} "
+                   f"(pred. {fmt(per[k]['predicted_max_over_min'])})" for k in schemes] for b, per in even.items()]
+    s.parts.append(Table(["batch"] + schemes, rows,
+                         f"LeNet Figure 2: max/min of the expected diagonal kernel blocks (+- SE, "
+                         f"{next(iter(next(iter(even.values())).values()))['draws']} draws), convs "
+                         f"{tuple(conf.get('channels', ()))}, dense {tuple(conf.get('hidden', ()))}; 1 = evenly "
+                         "weighted; the paper: geometric is the most even"))
+    for b, per in even.items():
+      best = min(per, key=lambda k: per[k]["max_over_min"])
+      geo = per.get("geometric")
+      s.parts.append(f"LeNet, batch {b}: the most even diagonal is {best} "
+                     f"({fmt(per[best]['max_over_min'])} +- {fmt(per[best]['max_over_min_se'])})"
+                     + (f"; geometric {fmt(geo['max_over_min'])} +- {fmt(geo['max_over_min_se'])}." if geo else "."))
+    heat = cfg.get("lenet_fig2_diag_max_over_min") or {}
+    if heat:
+      s.parts.append(Table(["batch"] + schemes, [[b] + [fmt(heat[b].get(k)) for k in schemes] for b in heat],
+                           "LeNet Figure 2 heat maps (exact `jax.hessian`, few draws): diagonal max/min"))
+    s.parts.append(Figure(os.path.join(r.path, "lenet_fig2_heatmaps.png"),
+                          "LeNet Figure 2: kernel-block heat maps (log10), one colour scale for every panel."))

@@ -75,7 +75,7 @@ def make_experiment(libsvm: Sequence[str] = (), *, datasets: Sequence[str] = OFF
       name="init_schemes", doc=__doc__, data=sets[0], data_options={"standardize": True},
       data_seed=data_seed,
       hidden=(384, 64), activation="relu", input_layernorm=True, output_std=0.05,
-      kernel_init="geometric", bias_init="zeros", optimizer="sgd", weight_decay=1e-5,
+      kernel_init="geometric", bias_init="zeros", optimizer="sgd", weight_decay=1e-5, train_pass=True,
       epochs=epochs, batch_size=batch_size,
       grids={"quick": grid(quick_lrs, quick_seeds), "full": grid(full_lrs, full_seeds)},
       summary_by=("dataset", "init", "lr"))
