@@ -48,6 +48,7 @@ _pair_stats = jax.jit(cn.lenet_pair_stats, static_argnums=2)
 
 class ExactTest(chex.TestCase):
 
+  @pytest.mark.slow
   def test_conv_diagonal_blocks_equal_jax_hessian_and_gauss_newton(self):
     kind = "xent"  # the harder loss: its output Hessian depends on the logits
     with jax.enable_x64(True):
@@ -68,6 +69,7 @@ class ExactTest(chex.TestCase):
       i, j = names.index("conv0/kernel"), names.index("conv1/kernel")
       self.assertGreater(float(jnp.max(jnp.abs(blk[i][j] - gn[i][j]))), 1e-3 * float(jnp.max(jnp.abs(blk[i][j]))))
 
+  @pytest.mark.slow
   def test_position_form_equals_full_jacobian_and_padding_adds_zeros(self):
     """lenet_pair_stats (patches and per-position Jacobians) of the LeNet zero-padded to wider convs and dense
     layers, against factor_pairs of the unpadded LeNet's full parameter Jacobian: the position form is exact and

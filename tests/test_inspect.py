@@ -125,6 +125,7 @@ class InspectTest(chex.TestCase):
         self.assertAlmostEqual(r["G_meas"] / r["G_pred"], 1.0, delta=tol,
                                msg=f"{r['path']} channels {channels} kernel {kernel} stride {stride}")
 
+  @pytest.mark.slow
   def test_max_pool_reports_none_with_the_reason(self):
     self._check_none("max", "max pooling")
 
@@ -181,6 +182,7 @@ class InspectTest(chex.TestCase):
 
 class ModelsTest(chex.TestCase):
 
+  @pytest.mark.slow
   def test_flax_modules_equal_the_pure_functions(self):
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
     cfg = models.LeNetConfig(image=(8, 8, 3))
@@ -196,6 +198,7 @@ class ModelsTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "divisible"):
       models.init_lenet(jax.random.PRNGKey(0), models.LeNetConfig(image=(7, 7, 1)))
 
+  @pytest.mark.slow
   def test_block_scalars_keep_the_forward_moment(self):
     # sigma_F and sigma_S are chosen so that the rules predict E[z^2] = E[x^2] through a block.
     for cfg, n_in in ((models.BlockConfig(64, 16, 2), 32),):

@@ -188,9 +188,11 @@ class EndToEndTest(absltest.TestCase):
     cls.out, cls.out2 = os.path.join(cls.tmp, "run"), os.path.join(cls.tmp, "run2")
     try:
       sweep = _load_script("sweep")
-      cls.rc = sweep.main(["--grid", "quick", "--out", cls.out, "--no-progress", "--devices", "1"])
+      # The hessian experiment has its own end-to-end test (tests/test_repro_hessian.py).
+      args = ["--grid", "quick", "--no-progress", "--devices", "1", "--experiment", ",".join(NAMES)]
+      cls.rc = sweep.main(args + ["--out", cls.out])
       # A second, independent run of the same job: its report must say the same (timings aside).
-      cls.rc2 = sweep.main(["--grid", "quick", "--out", cls.out2, "--no-progress", "--devices", "1"])
+      cls.rc2 = sweep.main(args + ["--out", cls.out2])
     finally:
       reg.update(cls.saved)
     with open(os.path.join(cls.out, "report.md")) as f:
@@ -282,7 +284,8 @@ class EndToEndTest(absltest.TestCase):
 
   def test_report_script_rebuilds_the_report_from_saved_results(self):
     before = os.path.getmtime(os.path.join(self.out2, "report.md"))
-    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out2],
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out2,
+                          "--experiments", *[n for n in sweeps.names() if n in NAMES]],
                          capture_output=True, text=True)
     self.assertEqual(out.returncode, 0, out.stderr)
     self.assertGreater(os.path.getmtime(os.path.join(self.out2, "report.md")), before)  # rewritten

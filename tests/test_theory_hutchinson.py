@@ -3,6 +3,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jscale import mlp
 from jscale.theory import hessian as hs
@@ -21,6 +22,7 @@ class HutchinsonTest(chex.TestCase):
     self.assertAlmostEqual(float(est.mean), 1 / 16, places=6)
     self.assertAlmostEqual(float(est.stderr), 0.0, places=6)
 
+  @pytest.mark.slow
   def test_within_three_standard_errors_vmapped_over_setups(self):
     """Two ReLU setups (same shapes, different draws) in one vmapped call; every weight and bias block
     within 3 standard errors of the exact value (a 3-SE band fails ~0.3% of the time per block for a
