@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from jscale import calculus, initializers, mlp
+from jscale.calculus.inspection_table import fmt, render as render_inspection
 
 MODELS = ("mlp", "lenet", "resnet")
 
@@ -122,16 +123,6 @@ def load_inputs(args, key) -> jax.Array:
                        f"(no download is attempted): {type(e).__name__}: {e}")
     x = jnp.asarray(images.reshape(images.shape[0], -1), jnp.float32)
   return x / args.feature_scale
-
-
-def fmt(v, width=9):
-  if v is None:
-    return "-".rjust(width)
-  if isinstance(v, str):
-    return v.rjust(width)
-  if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-    return f"{v:.2e}".rjust(width)
-  return f"{v:.4g}".rjust(width)
 
 
 COLUMNS = [("l", "layer", 2), ("fan_in", "fan_in", 6), ("fan_out", "fan_out", 7), ("Var(W)", "weight_var", 9),
@@ -225,7 +216,7 @@ def main_model(args) -> int:
     out = reps[0][2] if len(reps) == 1 else dict(schemes=[dict(r, init=s) for _, s, r in reps])
     print(json.dumps(dict(out, model=args.model) if len(reps) == 1 else out, indent=1))
     return 0
-  print("\n\n".join(calculus.inspection.render(r, t) for t, _, r in reps))
+  print("\n\n".join(render_inspection(r, t) for t, _, r in reps))
   if len(reps) > 1:
     width = max(len(row["path"]) for row in reps[0][2]["layers"])
     print("\nside by side (G pred / G meas per leaf):")

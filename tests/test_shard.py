@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jscale import sweeps
-from jscale.sweeps import runner, store
+from jscale.sweeps import shards, store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -26,12 +26,12 @@ def _plan(**kw):
 
 
 def test_parse_shard():
-  assert runner.parse_shard("1/4") == (1, 4) and runner.parse_shard((0, 2)) == (0, 2)
-  assert runner.parse_shard("0/1") is None and runner.parse_shard(None) is None
+  assert shards.parse_shard("1/4") == (1, 4) and shards.parse_shard((0, 2)) == (0, 2)
+  assert shards.parse_shard("0/1") is None and shards.parse_shard(None) is None
   for bad in ("4/4", "-1/2", "1", "a/b", "1/0", (1, 1), (True, 2), "1/2/3"):
     with pytest.raises(ValueError, match="shard must be"):
-      runner.parse_shard(bad)
-  assert runner.shard_chunks(5, (1, 2)) == [1, 3] and runner.shard_chunks(3, None) == [0, 1, 2]
+      shards.parse_shard(bad)
+  assert shards.shard_chunks(5, (1, 2)) == [1, 3] and shards.shard_chunks(3, None) == [0, 1, 2]
 
 
 def test_shards_fill_one_run_equal_to_an_unsharded_run(tmp_path):

@@ -103,3 +103,36 @@ def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path):
   proc.wait()
   with store.writer_lock(str(tmp_path)):
     assert json.loads((tmp_path / store.LOCK).read_text())["pid"] == os.getpid()
+
+
+def _named_by(pid, path, suffix=".tmp"):
+  """The temporary name writer `pid` (on this host) gives `path`, as `store._tmp_name` makes it."""
+  name = store._tmp_name(path, suffix)
+  return path + name[len(path):].replace(f".{os.getpid()}-", f".{pid}-", 1)
+
+
+def test_taking_the_lock_removes_only_dead_writers_temporary_files(tmp_path):
+  """kill -9 mid-write leaves `config.json.<pid>-<hex>-<host>.tmp` and the like; the next writer to take the
+  lock removes them, but never a live writer's (a live process's, this one's) nor another host's."""
+  run_dir = str(tmp_path)
+  os.makedirs(tmp_path / store.CHUNK_DIR)
+  dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  dead.kill()
+  dead.wait()
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    cfg, chunk = os.path.join(run_dir, store.CONFIG_JSON), store.chunk_path(run_dir, 0)
+    stale = [_named_by(dead.pid, cfg), _named_by(dead.pid, chunk, ".tmp.npz"),
+             _named_by(dead.pid, chunk + ".sha256"), _named_by(dead.pid, os.path.join(run_dir, store.METRICS_NPZ),
+                                                               ".tmp.npz")]
+    other_tag = "0" * 8 if store._HOST_TAG != "0" * 8 else "1" * 8
+    keep = [_named_by(live.pid, cfg), _named_by(os.getpid(), cfg), _named_by(dead.pid, chunk).replace(
+        store._HOST_TAG, other_tag), os.path.join(run_dir, "notes.tmp"), cfg]
+    for p in stale + keep:
+      open(p, "w").close()
+    with store.writer_lock(run_dir):
+      assert [p for p in stale if os.path.exists(p)] == []
+      assert [p for p in keep if not os.path.exists(p)] == []
+  finally:
+    live.kill()
+    live.wait()

@@ -13,7 +13,7 @@ import pytest
 
 from jscale import experiments, sweeps, train as T  # noqa: F401  (experiments: registers the built-ins)
 from jscale import sweeps as E
-from jscale.sweeps import runner
+from jscale.sweeps import devices as devices_lib, executor
 
 # A tiny experiment: 2 static groups (full batch, batch 16) x 2 sigmas (1e25 is absurd, to diverge) x 3 seeds.
 TINY = E.Experiment(
@@ -233,16 +233,16 @@ def test_per_seed_data_equals_per_config_runs(tmp_path, monkeypatch, batch_size)
   """One compiled program over three data seeds equals, configuration by configuration, a plain
   jit(train) on the data set loaded with that configuration's own seed."""
   from jscale import datasets
-  monkeypatch.setattr(runner, "_EXECUTORS", {})  # count this sweep's compiles only
+  monkeypatch.setattr(executor, "_EXECUTORS", {})  # count this sweep's compiles only
   grid = E.product(batch_size=(batch_size,), sigma=(0.5, 2.0), seed=(0, 1, 2))
   plan = sweeps.make_plan(TINY, grid)
   assert len(plan.groups) == 1
   res = sweeps.run(plan, str(tmp_path / "r"), progress=False)
   g = plan.groups[0]
-  assert runner.executor_for(g.spec, plan.devices, plan.group_size)._cache_size() == 1  # one compile
+  assert executor.executor_for(g.spec, plan.devices, plan.group_size)._cache_size() == 1  # one compile
   train = jax.jit(T.make_train(g.spec))
-  keys = runner.config_keys(TINY.base_seed, [c["seed"] for c in plan.configs])
-  hps = runner.stacked_hparams(g.spec, plan.configs)
+  keys = executor.config_keys(TINY.base_seed, [c["seed"] for c in plan.configs])
+  hps = executor.stacked_hparams(g.spec, plan.configs)
   for i, c in enumerate(plan.configs):
     data = datasets.to_device(datasets.get("two_moons", n=120, seed=c["seed"]))
     one = train(keys[i], jax.tree.map(lambda a: a[i], hps), data)
@@ -283,8 +283,8 @@ def test_eight_fake_devices_equal_one(tmp_path):
 def test_cpu_default_layout_equals_vmap_layout(tmp_path):
   """On CPU the runner trains one configuration at a time per device (lax.map); vmapping the whole
   chunk must give the same numbers, so the layout is a speed choice only."""
-  devices = runner.select_devices()
-  assert runner.default_group_size(devices) == (1 if devices[0].platform == "cpu" else None)
+  devices = devices_lib.select_devices()
+  assert devices_lib.default_group_size(devices) == (1 if devices[0].platform == "cpu" else None)
   _, one_at_a_time = _run(tmp_path, "map", group_size=None)
   _, vmapped = _run(tmp_path, "vmap", group_size=64)
   # Same program maths, differently batched matmuls: float32 reassociation only (observed ~1e-7).

@@ -6,7 +6,7 @@ leaf's gradient-to-weight ratio G (per example, the paper's batch-1 form, and fo
 the moments at every recognised activation. Flax linen works as `inspect(model.apply, variables, x)`, nnx
 as `inspect(module, None, x)` (or with the state of `nnx.split`). The answer is an `Inspection`:
 `.layers` (one dict per parameter leaf), `.activations`, `.output`, `.verdict` (preconditioning score and
-fixes), `.notes`, `.to_json()`, `.table()`.
+fixes), `.notes`, `.to_json()`, `.table()` (inspection_table.py).
 
 Definitions (docs/calculus.md): for a leaf W, G_meas = mean_b E[dW_b^2] / E[W^2] with dW_b the gradient of
 example b's own loss, G_batch_meas = E[dW^2] / E[W^2] for the gradient of the batch's mean loss, and G_pred
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus.design import bias_balance_input_scale, check_calculus, preconditioning
+from jscale.calculus.inspection_table import render
 from jscale.calculus.memory import available_bytes, check_bytes
 from jscale.calculus.rules import Predictor
 from jscale.calculus.tracing import classify, const_operands, evaluate, flatten, is_float
@@ -367,68 +368,3 @@ def _verdict(rows, acts, pred, graph, x0_sq, meas, target_std) -> dict:
       x0_sq_for_bias_balance=_num(1 / math.sqrt(first["fan_in"])) if first else None,
       calculus_check=dict(ok=chk.ok, nu_spread=_num(chk.nu_spread), reason=chk.reason) if chk else None,
       reasons={})
-
-
-# -------------------------------------------------------------------------------------------------
-# The table (scripts/calculus.py prints it).
-
-def fmt(v, width=9) -> str:
-  if v is None:
-    return "-".rjust(width)
-  if isinstance(v, str):
-    return v.rjust(width)
-  if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-    return f"{v:.2e}".rjust(width)
-  return f"{v:.4g}".rjust(width)
-
-
-LAYER_COLUMNS = [("kind", "kind", 6), ("fan_in", "fan_in", 6), ("fan_out", "fan_out", 7), ("k", "taps", 3),
-                 ("E[W^2]", "weight_sq", 9), ("x2 pred", "x_sq_pred", 9), ("x2 meas", "x_sq_meas", 9),
-                 ("dy2 pred", "dy_sq_pred", 9), ("dy2 meas", "dy_sq_meas", 9), ("G pred", "G_pred", 9),
-                 ("G meas", "G_meas", 9), ("Gb pred", "G_batch_pred", 9), ("Gb meas", "G_batch_meas", 9),
-                 ("G/med", "G_over_median", 8), ("verdict", "verdict", 8)]
-ACT_COLUMNS = [("kind", "kind", 10), ("x2 pred", "x_sq_pred", 9), ("x2 meas", "x_sq_meas", 9),
-               ("dx2 pred", "dx_sq_pred", 9), ("dx2 meas", "dx_sq_meas", 9), ("nu pred", "nu_pred", 9),
-               ("nu meas", "nu_meas", 9)]
-
-
-def render(rep: dict, title: str = "") -> str:
-  width = max([len(r["path"]) for r in rep["layers"]] + [4])
-  lines = [title] if title else []
-  lines.append(f"batch {rep['batch_size']}  E[x0^2] {rep['x0_sq']:.4g}  loss {rep['loss']}")
-  lines.append("path".ljust(width) + "  " + "  ".join(h.rjust(w) for h, _, w in LAYER_COLUMNS))
-  for r in rep["layers"]:
-    lines.append(r["path"].ljust(width) + "  " + "  ".join(fmt(r[k], w) for _, k, w in LAYER_COLUMNS))
-  if rep["activations"]:
-    lines.append("activations:")
-    lines.append("  #  " + "  ".join(h.rjust(w) for h, _, w in ACT_COLUMNS))
-    for a in rep["activations"]:
-      lines.append(f"{a['index']:>3}  " + "  ".join(fmt(a[k], w) for _, k, w in ACT_COLUMNS))
-  o, v = rep["output"], rep["verdict"]
-  lines.append(f"output E[y^2]: pred {fmt(o['out_sq_pred'], 0)}  meas {fmt(o['out_sq_meas'], 0)}  "
-               f"(logit std {fmt(o['out_std_meas'], 0)})")
-  lines.append(f"preconditioning score max|log10(G/median)| over dense/conv/scalar leaves: pred "
-               f"{fmt(v['preconditioning_score_pred'], 0)}  meas {fmt(v['preconditioning_score_meas'], 0)}")
-  chk = v["calculus_check"]
-  if chk:
-    lines.append(f"calculus check: {'ok' if chk['ok'] else 'OUTSIDE THE CALCULUS'} -- {chk['reason']} "
-                 f"(nu spread {fmt(chk['nu_spread'], 0)})")
-  lines.append("recommendations:")
-  if v["output_multiplier"] is not None:
-    lines.append(f"  output multiplier {fmt(v['output_multiplier'], 0)} gives logit std {v['target_logit_std']:g} "
-                 "on this batch (fixed, untrained)")
-  if v["input_scale_for_bias_balance"] is not None:
-    lines.append(f"  input scale {fmt(v['input_scale_for_bias_balance'], 0)} gives E[x0^2] = 1/sqrt(fan_in) = "
-                 f"{v['x0_sq_for_bias_balance']:.4g} (first-layer weight/bias balance; now {rep['x0_sq']:.4g})")
-  uneven = [f for f in v["equalising_multipliers"] if abs(math.log10(f["G_over_median"])) > math.log10(2)]
-  for f in uneven:
-    lines.append(f"  {f['path']}: G is {fmt(f['G_over_median'], 0)}x the median; init std x "
-                 f"{fmt(f['init_std_multiplier'], 0)} and a fixed scalar {fmt(f['fixed_scalar_after'], 0)} after "
-                 "the layer make it the median (forward pass unchanged)")
-  if not uneven and v["equalising_multipliers"]:
-    lines.append("  G is within 2x of the median for every weight leaf: no multiplier needed")
-  for why, where in v["reasons"].items():
-    lines.append(f"  no prediction for {', '.join(where)}: {why}")
-  for n in rep["notes"]:
-    lines.append(f"  note: {n}")
-  return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Memory guard for the calculus entry points: refuse before compute, with the estimate, instead of dying in an
-XLA out-of-memory error (issue 12)."""
+XLA out-of-memory error (issue 12). `available_bytes` is also the sweep planner's probe (jscale.sweeps.plan)."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import jax
@@ -12,16 +13,17 @@ _FALLBACK = 8 * 2 ** 30
 _SHARE = 0.7
 
 
-def available_bytes() -> int:
-  """Memory the default device can give: the accelerator's limit, or the host's MemAvailable on CPU."""
-  dev = jax.devices()[0]
-  if dev.platform != "cpu":
-    try:
-      stats = dev.memory_stats() or {}
-      if "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    except Exception:  # noqa: BLE001 - a backend without memory stats: fall through to the host
-      pass
+def available_bytes(device=None) -> int:
+  """Free memory of `device` (default: the first device): the allocator's limit less what is in use on an
+  accelerator, the host's MemAvailable on CPU. The one probe behind every memory guard (calculus entry points,
+  the sweep planner)."""
+  dev = jax.devices()[0] if device is None else device
+  try:
+    stats = dev.memory_stats() or {}
+  except Exception:  # noqa: BLE001 - a backend without memory stats: fall through to the host
+    stats = {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
   try:
     with open("/proc/meminfo") as f:
       for line in f:
@@ -29,7 +31,10 @@ def available_bytes() -> int:
           return int(line.split()[1]) * 1024
   except OSError:
     pass
-  return _FALLBACK
+  try:
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+  except (ValueError, OSError):  # a platform without these (macOS has no SC_AVPHYS_PAGES)
+    return _FALLBACK
 
 
 def check_bytes(estimate: float, what: str, limit: float | None = None) -> None:

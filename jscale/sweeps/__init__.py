@@ -43,9 +43,12 @@ same results format; scripts/sweep.py runs both kinds and `make_plan` refuses a 
 Adding an experiment: a folder `jscale/experiments/NAME/` (see `jscale/experiments/__init__.py`) that
 registers an `Entry(name, make, section)` with `register`; the engine itself knows no experiment.
 
-Run directory and results format: `store.py` (the only reader and writer of config.json, chunks/*.npz,
-metrics.npz with named axes, summary.csv). Execution, chunking, memory, sharding, determinism and
-multi-host TPU pods (`jax.distributed.initialize()`): `runner.py`. The training step itself: `jscale.train`.
+Run directory: `store.py` (the only reader and writer of config.json, chunks/*.npz, metrics.npz with named
+axes, summary.csv), `lock.py` (one writer per run directory or shard; stale locks taken over), `results.py` (the
+`Results` type, no file I/O). A grid into chunks sized to memory: `plan.py`; which devices: `devices.py`; one
+compiled program per group, sharded over the devices: `executor.py`; `--shard I/N`: `shards.py`; the run and
+resume loop, determinism and multi-host TPU pods (`jax.distributed.initialize()`): `runner.py`. The training
+step itself: `jscale.train`.
 """
 from jscale.sweeps.experiment import CustomExperiment, Experiment
 from jscale.sweeps.grid import Grid, log_spaced, product, zipped

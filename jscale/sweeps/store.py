@@ -1,4 +1,4 @@
-"""The results store: the only reader and writer of a run directory, and the one `Results` type.
+"""The results store: the only reader and writer of a run directory's files, and of OUT/run.json.
 
 A run directory (one per experiment, `OUT/<experiment>/`) holds:
 
@@ -18,9 +18,12 @@ A run directory (one per experiment, `OUT/<experiment>/`) holds:
 OUT/run.json lists every invocation of the main job (command, grid, wall time, devices).
 
 `write_results(exp_dir, axes, metrics, **config)` writes a custom experiment's results; `load(exp_dir)`
-reads either kind into `Results`, whose `metric(name, *axes)` returns an array transposed to the asked
-axis order. For sweeps `Results` also offers the flat per-configuration views (`metrics`, `points`,
-`diverged`, `final`, `summary`).
+reads either kind into the one `Results` type (results.py), whose `metric(name, *axes)` returns an array
+transposed to the asked axis order. For sweeps `Results` also offers the flat per-configuration views
+(`metrics`, `points`, `diverged`, `final`, `summary`).
+
+One writer at a time: `writer_lock` (lock.py's lock files, refusing a second live writer with its pid) also
+removes the temporary files (`<file>.<pid>-<hex>-<host tag>.tmp`) that a writer killed mid-write left.
 """
 from __future__ import annotations
 
@@ -28,24 +31,27 @@ import contextlib
 import csv
 import hashlib
 import json
-import math
 import os
+import re
 import socket
-import time
 import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from jscale.sweeps import summary as summary_lib
+from jscale.sweeps import lock as lock_lib
+from jscale.sweeps.lock import LOCK, shard_lock_name  # noqa: F401 - the lock files' names, as store.NAME
+from jscale.sweeps.results import METRIC_DIMS, Results
 from jscale.train import Metrics
 
-METRIC_DIMS = {name: ("config", "epoch") for name in Metrics._fields}
-METRIC_DIMS["g_ratio"] = ("config", "epoch", "layer")
-CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON, LOCK = (
-    "config.json", "chunks", "metrics.npz", "summary.csv", "run.json", ".lock")
+CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON = (
+    "config.json", "chunks", "metrics.npz", "summary.csv", "run.json")
 # Short-lived locks that wait rather than refuse: one update of run.json, one assembly of a sweep.
 RUN_JSON_LOCK, ASSEMBLY_LOCK = ".lock-run-json", ".lock-assembly"
+# Temporary files name their writer: `<file>.<pid>-<8 hex>-<host tag><suffix>`; the host tag (8 hex of the
+# host name's sha256) tells whether that pid can be checked from here.
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_RE = re.compile(r"\.(\d+)-[0-9a-f]{8}-([0-9a-f]{8})\.tmp(\.npz)?$")
 
 
 class ResultsMissing(FileNotFoundError):
@@ -82,8 +88,37 @@ def jsonable(v):
 
 
 def _tmp_name(path: str, suffix: str = ".tmp") -> str:
-  """A temporary name no other writer uses (two processes never share one)."""
-  return f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+  """A temporary name no other writer uses (two processes never share one), naming its writer (pid, host tag)."""
+  return f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}-{_HOST_TAG}{suffix}"
+
+
+def remove_dead_temps(run_dir: str) -> list[str]:
+  """Remove the temporary files (in `run_dir` and its chunks/) of writers that no longer run: a writer killed
+  mid-write (kill -9) leaves one, which nothing reads. Those of a live process, or of another host (whose
+  processes cannot be checked from here), stay. Returns the paths removed."""
+  removed = []
+  for d in (run_dir, os.path.join(run_dir, CHUNK_DIR)):
+    try:
+      names = os.listdir(d)
+    except OSError:
+      continue
+    for f in names:
+      m = _TMP_RE.search(f)
+      if m and m.group(2) == _HOST_TAG and not lock_lib.alive(m.group(1), socket.gethostname()):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(d, f))
+          removed.append(os.path.join(d, f))
+  return removed
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
+                wait_s: float = 0.0) -> Iterator[None]:
+  """`jscale.sweeps.lock.writer_lock` (one writer per run directory, the holder's pid in a refusal), and once it
+  is held, the temporary files of dead writers removed (`remove_dead_temps`)."""
+  with lock_lib.writer_lock(run_dir, shard, name=name, wait_s=wait_s):
+    remove_dead_temps(run_dir)
+    yield
 
 
 def write_json(path: str, obj):
@@ -291,112 +326,7 @@ def damaged_chunks(run_dir: str, n_chunks: int) -> list[int]:
   return [c for c in range(n_chunks) if chunk_state(run_dir, c) == "damaged"]
 
 
-# ---------------------------------------------------------------------------------------------------
-# One writer per run directory.
-
-
-def shard_lock_name(shard: tuple[int, int] | None = None) -> str:
-  """The lock file of one writer: `.lock` (the whole run) or `.lock.shard-I-of-N` (shard I of N)."""
-  return LOCK if shard is None else f"{LOCK}.shard-{shard[0]}-of-{shard[1]}"
-
-
-def _shard_of_lock(name: str) -> tuple[int, int] | None | bool:
-  """(I, N) for a shard's lock file, None for the whole run's, False for other files."""
-  if name == LOCK:
-    return None
-  prefix = LOCK + ".shard-"
-  if name.startswith(prefix):
-    i, _, n = name[len(prefix):].partition("-of-")
-    if i.isdigit() and n.isdigit():
-      return int(i), int(n)
-  return False
-
-
-@contextlib.contextmanager
-def writer_lock(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
-                wait_s: float = 0.0) -> Iterator[None]:
-  """Hold a lock file in `run_dir` while writing. A second live writer is refused with the holder's pid (or
-  waited for up to `wait_s` seconds); a lock left by a process that no longer runs on this host (a killed
-  run) is taken over.
-
-  Writers of one sweep: the whole run (`shard` None, RUN_DIR/.lock) excludes every other writer; shard I
-  of N (RUN_DIR/.lock.shard-I-of-N) excludes a second writer of the same shard, the whole run, and shards
-  of another N (whose chunks overlap), but runs beside the other shards of the same N on purpose.
-  `name`: a lock of that file name only (short critical sections: run.json updates, assembly)."""
-  os.makedirs(run_dir, exist_ok=True)
-  lock = name or shard_lock_name(shard)
-  path = os.path.join(run_dir, lock)
-  me = {"pid": os.getpid(), "host": socket.gethostname(), "shard": list(shard) if shard else None}
-  deadline = time.monotonic() + wait_s
-  while True:
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      holder = _lock_holder(path)
-      if holder is not None and _alive(holder):
-        if time.monotonic() < deadline:
-          time.sleep(0.05)
-          continue
-        raise ValueError(f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
-                         f"{holder.get('host')}{_shard_text(holder)}); wait for it to finish, or stop it "
-                         "first") from None
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)   # stale: its writer is gone
-      continue
-    with os.fdopen(fd, "w") as f:
-      json.dump(me, f)
-    break
-  try:
-    if name is None:
-      _refuse_overlapping_writers(run_dir, shard, lock)
-    yield
-  finally:
-    if _lock_holder(path) == me:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-
-
-def _shard_text(holder: dict) -> str:
-  shard = holder.get("shard")
-  return f", shard {shard[0]} of {shard[1]}" if shard else ""
-
-
-def _refuse_overlapping_writers(run_dir: str, shard: tuple[int, int] | None, mine: str) -> None:
-  """Checked after taking our own lock, so of two writers starting at once at least one sees the other."""
-  for f in sorted(os.listdir(run_dir)):
-    other = _shard_of_lock(f)
-    if f == mine or other is False:
-      continue
-    overlaps = shard is None or other is None or other[1] != shard[1]
-    holder = _lock_holder(os.path.join(run_dir, f))
-    if overlaps and holder is not None and _alive(holder):
-      what = "the whole run" if other is None else f"shard {other[0]} of {other[1]}"
-      raise ValueError(f"{run_dir} is being written by another process (pid {holder.get('pid')} on "
-                       f"{holder.get('host')}, {what}), whose chunks overlap this writer's; wait for it to "
-                       "finish, or stop it first")
-
-
-def _lock_holder(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None   # being written this instant, or garbage: treated as stale if it stays so
-
-
-def _alive(holder: dict) -> bool:
-  if holder.get("host") != socket.gethostname():
-    return True   # cannot check another host's processes: assume it is alive
-  try:
-    os.kill(int(holder["pid"]), 0)
-  except (ProcessLookupError, ValueError, TypeError, KeyError):
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def assemble(run_dir: str, config: dict | None = None) -> "Results":
+def assemble(run_dir: str, config: dict | None = None) -> Results:
   """Read every chunk of a finished sweep; write metrics.npz, the named axes and summary.csv.
 
   Under RUN_DIR/.lock-assembly: shards that finish together assemble one after the other (the same bytes
@@ -405,7 +335,7 @@ def assemble(run_dir: str, config: dict | None = None) -> "Results":
     return _assemble(run_dir, read_config(run_dir) if config is None else config)
 
 
-def _assemble(run_dir: str, config: dict) -> "Results":
+def _assemble(run_dir: str, config: dict) -> Results:
   n = len(config["points"])
   E = max(g["epochs"] for g in config["groups"])
   L = max(g["n_layers"] for g in config["groups"])
@@ -453,7 +383,7 @@ def _named_axes(config: dict, epochs: int, layers: int) -> dict:
   return {"axes": axes, "metrics": {name: dims + list(d[1:]) for name, d in METRIC_DIMS.items()}}
 
 
-def _write_summary_csv(res: "Results"):
+def _write_summary_csv(res: Results):
   axes = list(res.config["grid"]["axes"])
   path = os.path.join(res.path, SUMMARY_CSV)
   finals = {name: res.final(name) for name in ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm",
@@ -481,113 +411,6 @@ def _csv(v):
 
 # ---------------------------------------------------------------------------------------------------
 # Reading.
-
-
-def first_true(mask_CxE: np.ndarray) -> np.ndarray:
-  """Index of the first True along the last axis, -1 where there is none."""
-  any_ = mask_CxE.any(-1)
-  return np.where(any_, mask_CxE.argmax(-1), -1)
-
-
-class Results:
-  """An experiment's results: config.json and its metrics, each array shaped by its named axes."""
-
-  def __init__(self, path: str, config: dict, arrays: dict):
-    self.path = path
-    self.config = config
-    self.arrays = arrays   # metric name -> np.ndarray shaped by config["metrics"][name]
-
-  def __repr__(self):
-    return f"Results({self.path!r}, metrics={list(self.arrays)})"
-
-  @property
-  def name(self) -> str:
-    return os.path.basename(os.path.normpath(self.path))
-
-  @property
-  def run_dir(self) -> str:
-    return self.path
-
-  @property
-  def axes(self) -> dict:
-    return self.config.get("axes", {})
-
-  @property
-  def metric_axes(self) -> dict:
-    return {k: tuple(v) for k, v in self.config.get("metrics", {}).items()}
-
-  def axis(self, name: str) -> list:
-    if name not in self.axes:
-      raise KeyError(f"{self.name}: no axis {name!r}; axes: {list(self.axes)}")
-    return self.axes[name]
-
-  def has(self, metric: str) -> bool:
-    return metric in self.arrays
-
-  def metric(self, name: str, *order: str) -> np.ndarray:
-    """The metric's array; with `order` (all its axis names), transposed to that order."""
-    if name not in self.arrays:
-      raise KeyError(f"{self.name}: no metric {name!r}; metrics: {list(self.arrays)}")
-    a, axes = self.arrays[name], self.metric_axes[name]
-    if not order:
-      return a
-    if sorted(order) != sorted(axes):
-      raise ValueError(f"{self.name}: metric {name!r} has axes {axes}, asked for order {order}")
-    return np.transpose(a, [axes.index(o) for o in order])
-
-  # A sweep's per-configuration views (config.json has "grid" and "points").
-
-  @property
-  def is_sweep(self) -> bool:
-    return "groups" in self.config and "points" in self.config
-
-  @property
-  def seconds(self) -> float:
-    """Compute seconds summed over chunks (a sweep), or the run's wall time."""
-    return float(self.config.get("compute_seconds", self.config.get("wall_time_s", math.nan)))
-
-  @property
-  def points(self) -> list[dict]:
-    return self.config["points"]
-
-  @property
-  def n_configs(self) -> int:
-    return len(self.points)
-
-  @property
-  def dims(self) -> dict[str, tuple]:
-    return METRIC_DIMS
-
-  @property
-  def metrics(self) -> dict[str, np.ndarray]:
-    """name -> (n_configs, epochs[, layers]): the grid dims flattened, config first."""
-    nd = len(self.config["grid"]["shape"])
-    return {k: a.reshape((self.n_configs,) + a.shape[nd:]) for k, a in self.arrays.items() if k in METRIC_DIMS}
-
-  @property
-  def diverged(self) -> np.ndarray:
-    """(n_configs,) True where the configuration diverged (NaN/inf) at some epoch."""
-    return self.metrics["diverged"].any(-1)
-
-  @property
-  def diverged_epoch(self) -> np.ndarray:
-    """(n_configs,) first diverged epoch (0-based), -1 if never."""
-    return first_true(self.metrics["diverged"])
-
-  def final(self, name: str) -> np.ndarray:
-    """The last epoch's value of a metric, per configuration (NaN if diverged)."""
-    return self.metrics[name][:, -1]
-
-  def grid(self, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A metric with the config axis reshaped into the grid's dims: (array, dims)."""
-    return self.arrays[name], self.metric_axes[name]
-
-  def axis_values(self, axis: str) -> list:
-    return [p[axis] for p in self.points]
-
-  def summary(self, by: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Rows grouping configurations by grid axes (`jscale.sweeps.summary`)."""
-    return summary_lib.summary(self, by)
 
 
 def load(exp_dir: str) -> Results:
