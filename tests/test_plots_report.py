@@ -344,10 +344,13 @@ class ReportTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     minibatch = 1.0 + rng.random((2, 4, 1, 2, 2))
     end_of_epoch = minibatch / 2   # a pass at the end of the epoch: a different number, so the choice shows
-    for metrics, name, says in (({"train_loss": minibatch}, "train_loss", "falls back to `train_loss`"),
-                                ({"train_loss": minibatch, "train_pass_loss": end_of_epoch}, "train_pass_loss",
-                                 "as the paper measures it")):
-      d = os.path.join(self.run, name)
+    not_measured = np.full_like(minibatch, np.nan)   # what the engine writes when the pass is off
+    for label, metrics, name, says in (
+        ("absent", {"train_loss": minibatch}, "train_loss", "falls back to `train_loss`"),
+        ("nan", {"train_loss": minibatch, "train_pass_loss": not_measured}, "train_loss", "falls back to `train_loss`"),
+        ("pass", {"train_loss": minibatch, "train_pass_loss": end_of_epoch}, "train_pass_loss",
+         "as the paper measures it")):
+      d = os.path.join(self.run, label)
       sweeps.write_results(d, axes=axes, metrics={k: (dims, v) for k, v in metrics.items()})
       sec = init_schemes_section.build(sweeps.load(d))
       md = report.render_section(sec, self.run)

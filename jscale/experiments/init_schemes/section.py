@@ -56,7 +56,8 @@ def _loss(r: Results, scheme_axis: str) -> tuple[np.ndarray, str, str]:
   order = ("dataset", scheme_axis, "lr", "seed")
   if r.has("final_loss"):
     return r.metric("final_loss", *order), "final_loss", "the run's final training loss (final_loss)."
-  if r.has("train_pass_loss"):
+  # A run without the pass still has the metric, all NaN ("not measured"): only finite values count as measured.
+  if r.has("train_pass_loss") and np.isfinite(r.metric("train_pass_loss")).any():
     return (r.metric("train_pass_loss", *order, "epoch")[..., -1], "train_pass_loss",
             "the training loss after the last epoch: a pass over the whole training split at the end of it "
             "(`train_pass_loss`), as the paper measures it.")
