@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 import numpy as np
+import pytest
 from absl.testing import absltest
 
 from jscale import datasets, experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
@@ -157,6 +158,39 @@ class LibsvmTest(absltest.TestCase):
     self.assertNotIn(f"libsvm:{path}", sweeps.get("init_schemes").grid("quick").axes["dataset"])
 
 
+def _reduced_main_job(tmp: str, outs) -> list[int]:
+  """`scripts/sweep.py --grid quick` on reduced copies of the five training and statistics experiments, once
+  per directory in `outs`; returns the exit statuses. The registry is restored afterwards."""
+  svm = os.path.join(tmp, "blobs.svm")
+  write_libsvm(svm)
+  reg = registry._REGISTRY
+  saved = {n: reg[n] for n in NAMES}
+  full = {n: sweeps.get(n) for n in NAMES}
+  small = {
+      "sigma": dataclasses.replace(full["sigma"], epochs=4, data_options={"n": 200, "noise": 0.2}, grids={
+          "quick": sweeps.product(batch_size=(None, 32), sigma=(0.01, 0.1, 0.5, 1.0), seed=range(3))}),
+      "feature_weight": dataclasses.replace(full["feature_weight"], data="digits_raw", data_options={},
+                                            hidden=(32, 16), grids={"quick": feature_weight.scale_grid(
+                                                (1.0, 255.0), range(2))}),
+      "init_schemes": dataclasses.replace(init_schemes.make_experiment(
+          [svm], datasets=("iris", "two_moons"), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2),
+          hidden=(24, 8)),
+      "activations": dataclasses.replace(full["activations"], grids={
+          "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
+      "symmetry": dataclasses.replace(full["symmetry"], grids={
+          "quick": {"seeds": (0, 1), "steps": 30, "lr": 0.1, "batch_size": 32,
+                    "inits": ("zeros", "constant:0.1", "he_normal"), "widths_hidden": (8, 8)}}),
+  }
+  reg.update({n: dataclasses.replace(reg[n], make=lambda e=e: e) for n, e in small.items()})
+  try:
+    sweep = _load_script("sweep")
+    # The hessian experiment has its own end-to-end test (tests/test_repro_hessian.py).
+    args = ["--grid", "quick", "--no-progress", "--devices", "1", "--experiment", ",".join(NAMES)]
+    return [sweep.main(args + ["--out", out]) for out in outs]
+  finally:
+    reg.update(saved)
+
+
 class EndToEndTest(absltest.TestCase):
   """`scripts/sweep.py --grid quick` on reduced copies of every experiment, then the report."""
 
@@ -164,41 +198,10 @@ class EndToEndTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
-    cls.svm = os.path.join(cls.tmp, "blobs.svm")
-    write_libsvm(cls.svm)
-    reg = registry._REGISTRY
-    cls.saved = {n: reg[n] for n in NAMES}
-    full = {n: sweeps.get(n) for n in NAMES}
-    small = {
-        "sigma": dataclasses.replace(full["sigma"], epochs=4, data_options={"n": 200, "noise": 0.2}, grids={
-            "quick": sweeps.product(batch_size=(None, 32), sigma=(0.01, 0.1, 0.5, 1.0), seed=range(3))}),
-        "feature_weight": dataclasses.replace(full["feature_weight"], data="digits_raw", data_options={},
-                                              hidden=(32, 16), grids={"quick": feature_weight.scale_grid(
-                                                  (1.0, 255.0), range(2))}),
-        "init_schemes": dataclasses.replace(init_schemes.make_experiment(
-            [cls.svm], datasets=("iris", "two_moons"), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2),
-            hidden=(24, 8)),
-        "activations": dataclasses.replace(full["activations"], grids={
-            "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
-        "symmetry": dataclasses.replace(full["symmetry"], grids={
-            "quick": {"seeds": (0, 1), "steps": 30, "lr": 0.1, "batch_size": 32,
-                      "inits": ("zeros", "constant:0.1", "he_normal"), "widths_hidden": (8, 8)}}),
-    }
-    reg.update({n: dataclasses.replace(reg[n], make=lambda e=e: e) for n, e in small.items()})
-    cls.out, cls.out2 = os.path.join(cls.tmp, "run"), os.path.join(cls.tmp, "run2")
-    try:
-      sweep = _load_script("sweep")
-      # The hessian experiment has its own end-to-end test (tests/test_repro_hessian.py).
-      args = ["--grid", "quick", "--no-progress", "--devices", "1", "--experiment", ",".join(NAMES)]
-      cls.rc = sweep.main(args + ["--out", cls.out])
-      # A second, independent run of the same job: its report must say the same (timings aside).
-      cls.rc2 = sweep.main(args + ["--out", cls.out2])
-    finally:
-      reg.update(cls.saved)
+    cls.out = os.path.join(cls.tmp, "run")
+    cls.rc, = _reduced_main_job(cls.tmp, [cls.out])
     with open(os.path.join(cls.out, "report.md")) as f:
       cls.md = f.read()
-    with open(os.path.join(cls.out2, "report.md")) as f:
-      cls.md2 = f.read()
 
   def _row(self, start):
     return next(l for l in self.md.splitlines() if l.startswith(start))
@@ -277,20 +280,28 @@ class EndToEndTest(absltest.TestCase):
   def test_symmetry_sentence(self):
     self.assertIn("- zeros: hidden units stayed identical; accuracy stays at chance", self.md)
 
-  def test_two_real_runs_give_the_same_report(self):
-    self.assertEqual(self.rc2, 0)
-    self.assertNotEqual(self.md, self.md2)   # paths and timings do differ, so the masking below matters
-    self.assertEqual(_without_timings(self.md, self.out), _without_timings(self.md2, self.out2))
-
   def test_report_script_rebuilds_the_report_from_saved_results(self):
-    before = os.path.getmtime(os.path.join(self.out2, "report.md"))
-    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out2,
+    before = os.path.getmtime(os.path.join(self.out, "report.md"))
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out,
                           "--experiments", *[n for n in sweeps.names() if n in NAMES]],
                          capture_output=True, text=True)
     self.assertEqual(out.returncode, 0, out.stderr)
-    self.assertGreater(os.path.getmtime(os.path.join(self.out2, "report.md")), before)  # rewritten
-    with open(os.path.join(self.out2, "report.md")) as f:
-      self.assertEqual(f.read(), self.md2)
+    self.assertGreater(os.path.getmtime(os.path.join(self.out, "report.md")), before)  # rewritten
+    with open(os.path.join(self.out, "report.md")) as f:
+      self.assertEqual(f.read(), self.md)
+
+
+@pytest.mark.slow
+class TwoRunsTest(absltest.TestCase):
+  """Two independent runs of the same reduced main job write the same report, timings and paths aside."""
+
+  def test_two_real_runs_give_the_same_report(self):
+    tmp = tempfile.mkdtemp()
+    outs = [os.path.join(tmp, "run"), os.path.join(tmp, "run2")]
+    self.assertEqual(_reduced_main_job(tmp, outs), [0, 0])
+    md, md2 = (open(os.path.join(o, "report.md")).read() for o in outs)
+    self.assertNotEqual(md, md2)   # paths and timings do differ, so the masking below matters
+    self.assertEqual(_without_timings(md, outs[0]), _without_timings(md2, outs[1]))
 
 
 def _without_timings(md: str, out: str) -> str:
