@@ -13,10 +13,16 @@ trains a whole grid in one program:
            0; the sweep runner stacks a group's data seeds and gives each configuration its own)
 
   train = make_train(TrainSpec(widths=(2, 64, 64, 2), kernel_inits=("normal:1",), optimizer="adam"))
+  train = make_train(TrainSpec(model=jscale.models.get_model("lenet", 10), kernel_inits=("geometric",)))
   data = jscale.datasets.to_device(jscale.datasets.get("two_moons"))
   hp = stack_hparams([hparams(train.spec, init_scale=s, lr=1e-3) for s in (0.01, 0.1, 0.5, 1.0)])
   keys = jax.random.split(jax.random.key(0), 4)
   m = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))(keys, hp, data)   # m.test_acc: (4, epochs)
+
+Any model (`TrainSpec.model`, a `jscale.models.Model`: an init and an apply function, a Flax module, the strided
+LeNet) trains the same way: its data rows are flat (N, prod(input_shape)) and reshaped by the model, its weight
+layers are its kernel leaves (float leaves with >= 2 dims, in tree order), each redrawn by the chosen
+initializer; its biases are its own init's. Everything above stays traced.
 
 Weights are `init_scale * layer_scale[l] * W_l` with `W_l` drawn by `spec.kernel_inits[init_index]`, so
 `kernel_inits=("normal:1",)` with `init_scale=sigma` is the tutorial's N(0, sigma^2). All candidate
@@ -38,10 +44,13 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
                         held-out split is empty: a training-loss-only protocol, not a divergence).
   grad_norm             global L2 norm of the gradient of all parameters (weights and biases).
   saturation            share of hidden-layer activations with |a| <= `spec.saturation_threshold`
-                        (default 1e-3, absolute; the tutorial's "near-zero ReLU activations").
+                        (default 1e-3, absolute; the tutorial's "near-zero ReLU activations"). A model's
+                        hidden activations are those it reports (`jscale.models.Model`); NaN (not measured,
+                        not a divergence) for one that reports none.
   zero_fraction         share of hidden-layer activations exactly 0 (ReLU's dead side).
   g_ratio               per-layer measured G_l = E[dW_l^2] / E[W_l^2] (`jscale.calculus`; undefined, NaN
-                        or inf, for an all-zero weight matrix such as zeros init -- not a divergence).
+                        or inf, for an all-zero weight matrix such as zeros init -- not a divergence); a
+                        model's per kernel leaf, the gradient of the minibatch's mean loss.
   diverged              True from the first epoch in which an update produced a non-finite parameter, or
                         the loss, the gradient norm, the train-pass loss (when measured) or the test loss was NaN/inf.
 
@@ -61,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +78,7 @@ import optax
 
 from jscale import calculus, initializers, mlp
 from jscale.datasets import Data
+from jscale.models.model import Model
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
@@ -77,6 +87,9 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 class TrainSpec:
   """The static part of a training run (changing any field compiles a new program).
 
+  model: None (the MLP of `widths`, `activation`, `bias_init`) or a `jscale.models.Model`; then `widths` is
+    (its input features, its classes) and `activation` / `bias_init` must stay at their defaults (the model
+    brings its own); `n_layers` is its number of kernels.
   kernel_inits: candidate kernel initializers (spec strings, `jscale.initializers.get`), or a tuple of
     per-layer specs per candidate; `HParams.init_index` picks one per configuration.
   output_std: if set, the logits are calibrated once at initialization to this std on the first
@@ -87,6 +100,7 @@ class TrainSpec:
     every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
   """
   widths: tuple = (2, 64, 64, 2)
+  model: Any = None
   activation: str = "relu"
   input_layernorm: bool = False
   kernel_inits: tuple = ("normal:1",)
@@ -101,6 +115,9 @@ class TrainSpec:
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
+    if self.model is not None:
+      self._check_model()
+      set_("widths", (self.model.n_in, self.model.n_out))
     set_("widths", mlp.check_widths(self.widths))
     mlp.get_activation(self.activation)
     inits = self.kernel_inits
@@ -113,7 +130,8 @@ class TrainSpec:
       for s in (k if isinstance(k, tuple) else (k,)):
         initializers.get(s)  # raises ValueError naming the valid initializers
       if isinstance(k, tuple) and len(k) != self.n_layers:
-        raise ValueError(f"kernel_inits entry {k!r} has {len(k)} per-layer specs for {self.n_layers} layers")
+        raise ValueError(f"kernel_inits entry {k!r} has {len(k)} per-layer specs for {self.n_layers} layers"
+                         + (f" (the kernels of model {self.model.name!r})" if self.model is not None else ""))
     set_("kernel_inits", inits)
     initializers.get(self.bias_init)
     if self.optimizer not in OPTIMIZERS:
@@ -128,9 +146,25 @@ class TrainSpec:
     if not isinstance(self.train_pass, bool):
       raise ValueError(f"train_pass must be True or False, got {self.train_pass!r}")
 
+  def _check_model(self):
+    m = self.model
+    if not isinstance(m, Model):
+      raise ValueError(f"model must be None (the MLP of widths) or a jscale.models.Model (Model.from_functions, "
+                       f"Model.from_flax, Model.lenet, models.get_model), got {type(m).__name__}")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)}
+    w = tuple(self.widths)
+    if w != defaults["widths"] and (len(w) < 2 or (w[0], w[-1]) != (m.n_in, m.n_out)):
+      raise ValueError(f"widths {w} do not fit model {m.name!r}: it takes {m.n_in} features and has {m.n_out} "
+                       f"classes (leave widths out with a model)")
+    for name in ("activation", "bias_init"):
+      if getattr(self, name) != defaults[name]:
+        raise ValueError(f"{name} {getattr(self, name)!r} is the MLP's setting; model {m.name!r} brings its own "
+                         f"(leave {name} at {defaults[name]!r})")
+
   @property
   def n_layers(self) -> int:
-    return len(self.widths) - 1
+    """Weight layers: the MLP's, or the model's kernels (what layer_scale and g_ratio index)."""
+    return self.model.n_layers if self.model is not None else len(self.widths) - 1
 
   def steps_per_epoch(self, n_train: int) -> int:
     if self.batch_size is None:
@@ -237,19 +271,34 @@ def first_bad_onward(bad: jax.Array) -> jax.Array:
   return jnp.cumsum(bad.astype(jnp.int32)) > 0
 
 
+def check_data(spec: TrainSpec, data: Data) -> None:
+  """Refuse data whose rows do not fit the network (at trace time, before any compute)."""
+  for name in ("x_train", "x_test"):
+    x = getattr(data, name)
+    if x.ndim != 2 or (x.shape[0] and x.shape[1] != spec.widths[0]):
+      what = f"model {spec.model.name!r} (input shape {spec.model.input_shape})" if spec.model is not None else \
+          f"widths {spec.widths}"
+      raise ValueError(f"data.{name} has shape {x.shape}; {what} needs rows of {spec.widths[0]} features")
+
+
 def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]:
   """`train(key, hparams, data) -> Metrics`, pure and jittable; `train.spec` is `spec`."""
   if not isinstance(spec, TrainSpec):
     raise ValueError(f"make_train expects a TrainSpec, got {type(spec).__name__}")
   act = mlp.get_activation(spec.activation)
-  L = spec.n_layers
-  init_fns = [functools.partial(mlp.init_mlp, widths=spec.widths, kernel_init=k, bias_init=spec.bias_init)
-              for k in spec.kernel_inits]
+  model = spec.model
+  if model is None:
+    init_fns = [functools.partial(mlp.init_mlp, widths=spec.widths, kernel_init=k, bias_init=spec.bias_init)
+                for k in spec.kernel_inits]
+  else:  # every candidate redraws the model's kernels from the same keys
+    draw_model = model.make_draw(spec.kernel_inits)
   opt_factory = make_optimizer(spec)
   tau = spec.saturation_threshold
   full_batch = spec.batch_size is None
 
   def init_params(key, hp: HParams):
+    if model is not None:
+      return model.map_kernels(lambda l, w: w * (hp.init_scale * hp.layer_scale)[l], draw_model(key, hp.init_index))
     if len(init_fns) == 1:
       params = init_fns[0](key)
     else:  # a traced choice; every branch draws from the same key (common random numbers)
@@ -258,15 +307,27 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     return tuple(mlp.Dense(p.w * scale_L[l], p.b) for l, p in enumerate(params))
 
   def forward(params, hp, out_scale, x):
-    return mlp.apply_mlp(params, x, act, input_scale=hp.input_scale, output_scale=out_scale,
-                         input_layernorm=spec.input_layernorm, return_trace=True)
+    """(logits, the hidden activations saturation is measured on)."""
+    if model is not None:
+      x = mlp.layer_norm(x) if spec.input_layernorm else x
+      return model.forward(params, x, hp.input_scale, out_scale)
+    logits, trace = mlp.apply_mlp(params, x, act, input_scale=hp.input_scale, output_scale=out_scale,
+                                  input_layernorm=spec.input_layernorm, return_trace=True)
+    return logits, tuple(trace.inputs[1:])
+
+  def g_ratio(params, grads):
+    if model is None:
+      return calculus.gradient_to_weight_ratio(params, grads)
+    return jnp.stack([jnp.mean(jnp.square(g)) / jnp.mean(jnp.square(w))
+                      for w, g in zip(model.kernels(params), model.kernels(grads))])
 
   def loss_fn(params, hp, out_scale, x, y):
-    logits, trace = forward(params, hp, out_scale, x)
-    return cross_entropy(logits, y), (logits, trace)
+    logits, hidden = forward(params, hp, out_scale, x)
+    return cross_entropy(logits, y), (logits, hidden)
 
   def train(key: jax.Array, hp: HParams, data: Data) -> Metrics:
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
+    check_data(spec, data)
     steps = spec.steps_per_epoch(n_train)
     k_init, k_data = jax.random.split(key)
     epoch_keys = jax.random.split(k_data, spec.epochs)
@@ -290,7 +351,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     def step(carry, batch):
       params, opt_state, alive = carry
       x, y = batch
-      (loss, (logits, trace)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp, out_scale, x, y)
+      (loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp, out_scale, x, y)
       gnorm = optax.global_norm(grads)
       updates, new_state = opt.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
@@ -298,12 +359,12 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       # and the configuration frozen at its last finite parameters: NaNs never reach the carry.
       ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm) & all_finite(new_params)
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-      hidden = trace.inputs[1:]
       n_hidden = sum(h.size for h in hidden)
       sat = sum(jnp.sum(jnp.abs(h) <= tau) for h in hidden) / max(n_hidden, 1)
       zero = sum(jnp.sum(h == 0) for h in hidden) / max(n_hidden, 1)
-      stats = StepStats(loss, accuracy(logits, y), gnorm, sat, zero,
-                        calculus.gradient_to_weight_ratio(params, grads))
+      if not hidden:  # a model that reports no hidden activations: not measured
+        sat = zero = jnp.float32(jnp.nan)
+      stats = StepStats(loss, accuracy(logits, y), gnorm, sat, zero, g_ratio(params, grads))
       return (keep(new_params, params), keep(new_state, opt_state), ok), stats
 
     def pass_loss(params, x, y):
@@ -359,11 +420,16 @@ def flops_per_config(spec: TrainSpec, n_train: int, n_test: int) -> float:
   Per training example: forward sum_l 2 n_l n_{l+1}; backward dW_l for every layer plus dX_l for every
   layer but the first (the input needs no gradient). Plus a test-set forward pass every epoch, the
   train-pass forward (every epoch in minibatch mode; full batch: once, after the last epoch) and, with
-  `output_std`, the calibration forward pass on the first minibatch.
+  `output_std`, the calibration forward pass on the first minibatch. A model: its forward FLOPs from XLA's cost
+  analysis (`Model.forward_flops`, all operations, not only matmuls) and twice that for the backward pass.
   """
-  mm = [spec.widths[l] * spec.widths[l + 1] for l in range(spec.n_layers)]
-  fwd = 2 * sum(mm)
-  bwd = 2 * sum(mm) + 2 * sum(mm[1:])
+  if spec.model is not None:
+    fwd = spec.model.forward_flops()
+    bwd = 2 * fwd
+  else:
+    mm = [spec.widths[l] * spec.widths[l + 1] for l in range(spec.n_layers)]
+    fwd = 2 * sum(mm)
+    bwd = 2 * sum(mm) + 2 * sum(mm[1:])
   rows = spec.steps_per_epoch(n_train) * (spec.batch_size or n_train)
   train_pass = 0 if not spec.train_pass else n_train * fwd * (1 if spec.batch_size is None else spec.epochs)
   calibration = 0 if spec.output_std is None else (spec.batch_size or n_train) * fwd
@@ -379,11 +445,14 @@ def bytes_per_config(spec: TrainSpec, n_train: int, n_test: int, dtype_bytes: in
   temporaries. The data set itself is not included (the runner adds it).
   """
   w = spec.widths
-  P = sum(w[l] * w[l + 1] + w[l + 1] for l in range(spec.n_layers))
+  if spec.model is not None:  # its parameters and its activations per example (hidden and logits)
+    P, units = spec.model.num_params(), spec.model.units()
+  else:
+    P, units = sum(w[l] * w[l + 1] + w[l + 1] for l in range(spec.n_layers)), sum(w[1:])
   rows = spec.batch_size or n_train
-  acts = rows * (w[0] + 4 * sum(w[1:]))
+  acts = rows * (w[0] + 4 * units)
   gathered = 0 if spec.batch_size is None else n_train * (w[0] + 1)
-  test = 2 * n_test * sum(w)
-  train_pass = 0 if spec.batch_size is None or not spec.train_pass else 2 * n_train * sum(w[1:])
+  test = 2 * n_test * (w[0] + units)
+  train_pass = 0 if spec.batch_size is None or not spec.train_pass else 2 * n_train * units
   metrics = spec.epochs * (len(Metrics._fields) + spec.n_layers)
   return int(2 * dtype_bytes * (8 * P + acts + gathered + test + train_pass + metrics))

@@ -11,5 +11,6 @@ The engine (`jscale.sweeps`) and the report (`jscale.report`) know no experiment
 write its folder and add its name to the import line below (the order is the order the main job runs
 and reports them).
 """
-from jscale.experiments import sigma, feature_weight, init_schemes, activations, symmetry, hessian  # noqa: F401
+from jscale.experiments import (sigma, feature_weight, init_schemes, activations, symmetry, hessian,  # noqa: F401
+                                lenet)
 from jscale.sweeps import get, names, sections  # noqa: F401  (the registered experiments and their sections)

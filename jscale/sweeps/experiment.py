@@ -15,7 +15,7 @@ import numbers
 import time
 from typing import Any, Callable, Mapping
 
-from jscale import initializers, train as train_lib
+from jscale import initializers, models, train as train_lib
 from jscale.sweeps import store
 from jscale.sweeps.grid import Grid, _tupled
 
@@ -36,7 +36,11 @@ class Experiment:
     every seed trains on its own draw of the data (the minibatch order always follows the seed); an int
     pins one draw for every configuration. `resolve` fills it in: every configuration's settings carry it.
   Model: `hidden` widths (input and output widths come from the data), `activation`,
-    `input_layernorm`, `output_std` (calibrate logits' std at init), `kernel_init`, `bias_init`.
+    `input_layernorm`, `output_std` (calibrate logits' std at init), `kernel_init`, `bias_init`. Or a named
+    model: `model` (a `jscale.models.get_model` name such as "lenet") with `model_options` (e.g. its `image`
+    shape); its classes come from the data, which must have prod(image) features per row. Then `hidden`,
+    `activation` and `bias_init` are unused (the last two must keep their defaults), `layer_scale` and a
+    per-layer `kernel_init` have one entry per kernel of the model.
   Optimizer: `optimizer` (sgd | momentum | adam | adamw), `momentum`, `lr`, `weight_decay`.
   Schedule: `epochs`, `batch_size` (None = full batch).
   Scales (traced): `init_scale` (sigma), `layer_scale` (per layer; None = ones), `input_scale`,
@@ -52,6 +56,8 @@ class Experiment:
   data_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   data_seed: int | None = None
   hidden: tuple = (64, 64)
+  model: str | None = None
+  model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   activation: str = "relu"
   input_layernorm: bool = False
   output_std: float | None = None
@@ -97,6 +103,28 @@ def canonical_axis(name: str, n_layers: int | None = None) -> str:
   return name
 
 
+def model_of(settings: Mapping[str, Any], n_out: int = 2) -> models.Model | None:
+  """The named `jscale.models.Model` of a configuration (None: the MLP of `hidden`). `n_out`: the data's
+  classes (the number of kernels, hence of layer_scale entries, does not depend on it)."""
+  name = settings["model"]
+  if name is None:
+    return None
+  if not isinstance(name, str):
+    raise ValueError(f"model must be None (the MLP of hidden) or a model name ({', '.join(models.MODELS)}), "
+                     f"got {name!r}")
+  opts = settings["model_options"]
+  if not isinstance(opts, Mapping):
+    raise ValueError(f"model_options must be a mapping of the model's options, got {opts!r}")
+  return models.get_model(name, n_out, **dict(opts))
+
+
+def n_weight_layers(settings: Mapping[str, Any]) -> int:
+  """Weight layers a configuration's layer_scale indexes: the MLP's, or the model's kernels."""
+  if settings["model"] is None:
+    return len(settings["hidden"]) + 1
+  return model_of(settings).n_layers
+
+
 def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
   """The full settings of one configuration: the experiment's defaults overridden by the grid point."""
   settings = {name: getattr(exp, name) for name in SETTINGS}
@@ -107,7 +135,7 @@ def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
       per_layer[int(canon.partition(".")[2])] = value
     else:
       settings[canon] = value
-  n_layers = len(settings["hidden"]) + 1
+  n_layers = n_weight_layers(settings)
   if settings["layer_scale"] is None:
     settings["layer_scale"] = (1.0,) * n_layers
   if per_layer:
@@ -158,8 +186,11 @@ def validate_settings(s: Mapping[str, Any], where: str = "") -> None:
   ls = s["layer_scale"]
   if isinstance(ls, (str, bytes)) or not isinstance(ls, (tuple, list)):
     raise ValueError(f"layer_scale must be a tuple of numbers, one per weight layer{where}, got {ls!r}")
-  if len(ls) != len(s["hidden"]) + 1:
-    raise ValueError(f"layer_scale {ls!r} needs {len(s['hidden']) + 1} entries (one per weight layer){where}")
+  n_layers = n_weight_layers(s)
+  if len(ls) != n_layers:
+    what = (f"one per kernel of model {s['model']!r}: {', '.join(model_of(s).kernel_names)}" if s["model"] else
+            "one per weight layer")
+    raise ValueError(f"layer_scale {ls!r} needs {n_layers} entries ({what}){where}")
   for l, v in enumerate(ls):
     if not _is_real(v) or not (math.isfinite(float(v)) and v >= 0):
       raise ValueError(f"layer_scale[{l}] must be a finite number >= 0{where}, got {v!r}")
@@ -167,6 +198,14 @@ def validate_settings(s: Mapping[str, Any], where: str = "") -> None:
     raise ValueError(f"train_pass must be True or False{where}, got {s['train_pass']!r}")
   for k in (s["kernel_init"] if isinstance(s["kernel_init"], tuple) else (s["kernel_init"],)):
     initializers.get(k)  # unknown initializer -> ValueError naming the valid ones
+  if isinstance(s["kernel_init"], tuple) and len(s["kernel_init"]) != n_layers:
+    raise ValueError(f"kernel_init {s['kernel_init']!r} has {len(s['kernel_init'])} per-layer specs for "
+                     f"{n_layers} weight layers{where}")
+  if s["model"] is not None:
+    for name, default in (("activation", "relu"), ("bias_init", "zeros")):
+      if s[name] != default:
+        raise ValueError(f"{name} {s[name]!r} is the MLP's setting; model {s['model']!r} brings its own (leave "
+                         f"{name} at {default!r}){where}")
 
 
 def validate(exp: Experiment, grid: Grid) -> list[dict[str, Any]]:
@@ -200,8 +239,14 @@ def hashable(v):
 
 
 def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) -> train_lib.TrainSpec:
+  """A group's `TrainSpec`; `widths` = (the data's features, hidden..., its classes). A named model is built
+  for the data's classes and must take its features (checked here, before any compute)."""
+  model = model_of(settings, widths[-1])
+  if model is not None:
+    model.check_features(widths[0], f"data {settings['data']!r}")
+    widths = (widths[0], widths[-1])
   return train_lib.TrainSpec(
-      widths=widths, activation=settings["activation"], input_layernorm=settings["input_layernorm"],
+      widths=widths, model=model, activation=settings["activation"], input_layernorm=settings["input_layernorm"],
       kernel_inits=kernel_inits, bias_init=settings["bias_init"], optimizer=settings["optimizer"],
       momentum=settings["momentum"], epochs=settings["epochs"], batch_size=settings["batch_size"],
       output_std=settings["output_std"], saturation_threshold=settings["saturation_threshold"],
