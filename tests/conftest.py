@@ -15,4 +15,4 @@ if not os.environ.get("JSCALE_TEST_NO_CACHE"):
                         os.path.join(tempfile.gettempdir(), f"jscale-test-xla-cache-{getpass.getuser()}"))
   # JAX caches only programs that took >= 1 s to compile by default; most test programs take less.
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # LRU-evicted beyond 2 GiB
+  # No size limit: JAX's eviction needs the `filelock` package, and without it JAX turns the cache off.
