@@ -5,6 +5,11 @@ subprocesses: many tests compile the same programs (the sigma quick grid in half
 same Hessian programs on both xdist workers), and on the 2-core CI machine compiling is most of the suite's
 time. The cache changes no number: a hit returns the executable XLA would have built. A user's own
 JAX_COMPILATION_CACHE_DIR wins; JSCALE_TEST_NO_CACHE=1 turns it off.
+
+For the same reason XLA:CPU compiles the tests' programs without its LLVM optimisation passes: the test
+programs are small and run briefly, so optimising them costs more than it saves (tests/test_train.py: 113 s
+-> 59 s). The passes change how fast the code runs, not what it computes (no fast-math either way);
+JSCALE_TEST_XLA_OPT=1 keeps XLA's default level, e.g. to check a failure does not depend on it.
 """
 import getpass
 import os
@@ -16,3 +21,8 @@ if not os.environ.get("JSCALE_TEST_NO_CACHE"):
   # JAX caches only programs that took >= 1 s to compile by default; most test programs take less.
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
   # No size limit: JAX's eviction needs the `filelock` package, and without it JAX turns the cache off.
+
+if not os.environ.get("JSCALE_TEST_XLA_OPT"):
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
