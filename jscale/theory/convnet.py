@@ -522,27 +522,9 @@ def figure1(num_setups: int, batch: int, draws: int, seed: int = 0, progress: bo
   """Records at batch 1 and `batch` of every sampled LeNet setup (`run_setup`); `done[i] = (r1, rb)` are reused
   (a resumed run), `on_record(i, r1, rb)` is called as each finishes."""
   sampled = sample_setups(num_setups, seed, **sample_kw)
-  done = dict(done or {})
-  bar = None
-  if progress:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(sampled), initial=len(done), desc="LeNet hessian setups", unit="setup", dynamic_ncols=True)
-  recs = []
-  for i, s in enumerate(sampled):
-    if i in done:
-      r1, rb = done[i]
-    else:
-      post = (lambda n, w: bar.set_postfix_str(f"setup {i}: {n} draws, max rel SE {w:.3f}")) if bar else None
-      r1, rb = run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples, target_rel_se=target_rel_se,
-                         max_draws=max_draws, on_round=post)
-      if on_record is not None:
-        on_record(i, r1, rb)
-      if bar is not None:
-        bar.update(1)
-    recs += [r1, rb]
-  if bar is not None:
-    bar.close()
-  return recs
+  run = lambda s, on_round: run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples,
+                                      target_rel_se=target_rel_se, max_draws=max_draws, on_round=on_round)
+  return setups_lib.measure_all(sampled, run, done, on_record, progress="LeNet hessian setups" if progress else None)
 
 
 def records_json(recs: Sequence) -> list[dict]:

@@ -245,19 +245,29 @@ def figure1(num_setups: int = 100, batch: int = 1024, draws: int = 256, seed: in
   `on_record(i, r1, rb)` is called as each setup finishes (write it to disk there), `on_setup(records_so_far)`
   too (the older whole-list hook). `progress`: a tqdm bar over setups (stderr)."""
   setups = sample_setups(num_setups, seed, **sample_kw)
+  run = lambda s, on_round: run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples,
+                                      target_rel_se=target_rel_se, max_draws=max_draws, round_draws=round_draws,
+                                      on_round=on_round)
+  return measure_all(setups, run, done, on_record, on_setup, "hessian setups" if progress else None)
+
+
+def measure_all(sampled: Sequence, run: Callable, done: Mapping[int, tuple] | None = None,
+                on_record: Callable | None = None, on_setup: Callable | None = None,
+                progress: str | None = None) -> list:
+  """[r1, rb, r1, rb, ...] over `sampled`: `done[i]` as it is (a resumed run), else `run(setup, on_round)`;
+  `on_record(i, r1, rb)` as each finishes, `on_setup(records_so_far)` after each; `progress`: a tqdm bar's label."""
   done = dict(done or {})
-  recs = []
   bar = None
   if progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(setups), initial=len(done), desc="hessian setups", unit="setup", dynamic_ncols=True)
-  for i, s in enumerate(setups):
+    bar = tqdm(total=len(sampled), initial=len(done), desc=progress, unit="setup", dynamic_ncols=True)
+  recs = []
+  for i, s in enumerate(sampled):
     if i in done:
       r1, rb = done[i]
     else:
       post = (lambda n, worst: bar.set_postfix_str(f"setup {i}: {n} draws, max rel SE {worst:.3f}")) if bar else None
-      r1, rb = run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples,
-                         target_rel_se=target_rel_se, max_draws=max_draws, round_draws=round_draws, on_round=post)
+      r1, rb = run(s, post)
       if on_record is not None:
         on_record(i, r1, rb)
       if bar is not None:
