@@ -6,6 +6,7 @@ parameters, the Flax path against the pure-function LeNet. Every float32 compari
 two forward passes sum the same products in different orders (rounding ~1e-7 relative per op), and Adam's
 update divides by sqrt(v), so rounding differences grow over the 6 steps compared, to ~1e-5 measured.
 """
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from jscale import calculus, datasets, experiments, initializers, models, sweeps, train as T  # noqa: F401
+from jscale import calculus, datasets, experiments, initializers, models, report, sweeps, train as T  # noqa: F401
 from jscale.experiments.lenet import config as lenet_config, section as lenet_section
 from jscale.models import lenet
 
@@ -290,3 +291,17 @@ def test_quick_grid_end_to_end(tmp_path):
   for p, a in zip(res.points, res.final("test_acc")):
     acc[(p["init"], p["sigma"])].append(a)
   assert np.mean(acc[("normal:1", 0.1)]) > 0.9 > np.mean(acc[("normal:1", 0.01)])
+
+
+def test_full_batch_with_fewer_epochs_than_the_tutorial_is_shown_not_judged(tmp_path):
+  """Full batch is one Adam step per epoch: below the tutorial's 200 epochs its cells get no verdict (not like
+  with like), while minibatch cells are judged; 2 epochs, one sigma, one seed keep this small."""
+  exp = dataclasses.replace(sweeps.get("lenet"), epochs=2, grids={"quick": sweeps.product(batch_size=(None, 32)) *
+                                                                   sweeps.zipped(init=("normal:1",), sigma=(0.1,)) *
+                                                                   sweeps.product(seed=range(1))})
+  sweeps.run(sweeps.make_plan(exp, "quick", devices=1), str(tmp_path / "lenet"), progress=False)
+  section = lenet_section.build(sweeps.load(str(tmp_path / "lenet")))
+  judged = [(v.cell["batch_size"], v.verdict) for v in section.verdicts if "sigma" in v.cell]
+  assert judged == [(32, "too few seeds")]
+  md = report.render_section(section, str(tmp_path))
+  assert "not judged: 2 Adam steps (tutorial: 200)" in md
