@@ -280,6 +280,7 @@ class EndToEndTest(absltest.TestCase):
   def test_symmetry_sentence(self):
     self.assertIn("- zeros: hidden units stayed identical; accuracy stays at chance", self.md)
 
+  @pytest.mark.slow   # the script on a small run: tests/test_plots_report.py::ReportTest::test_script
   def test_report_script_rebuilds_the_report_from_saved_results(self):
     before = os.path.getmtime(os.path.join(self.out, "report.md"))
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.out,
