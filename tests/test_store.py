@@ -136,3 +136,18 @@ def test_taking_the_lock_removes_only_dead_writers_temporary_files(tmp_path):
   finally:
     live.kill()
     live.wait()
+
+
+def test_a_report_writer_killed_mid_write_leaves_the_old_report_and_no_temp_after_the_next_lock(tmp_path):
+  """report.md goes through store.write_text: a writer dying between writing and renaming leaves the old
+  report intact and a temp file named after it, which the next writer lock on the run directory removes."""
+  report = tmp_path / "report.md"
+  report.write_text("old report\n")
+  code = ("import os, sys; from jscale.sweeps import store; "
+          "os.replace = lambda *a: os._exit(9); store.write_text(sys.argv[1], 'half of a new one')")
+  out = subprocess.run([sys.executable, "-c", code, str(report)], capture_output=True, text=True)
+  assert out.returncode == 9, out.stderr
+  assert report.read_text() == "old report\n"
+  assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]   # the dead writer's temp is there...
+  with store.writer_lock(str(tmp_path)):
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []   # ...until the next lock

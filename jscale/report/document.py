@@ -15,7 +15,6 @@ import dataclasses
 import os
 import sys
 import traceback
-import uuid
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from jscale.report.format import fmt
@@ -132,14 +131,6 @@ def check_not_experiment_dir(run_dir: str) -> None:
                    f"directory; build its section with: python scripts/report.py {parent} --experiments {name}")
 
 
-def _write_text(path: str, text: str) -> None:
-  """Atomically: a kill mid-write leaves the previous report.md, never half of one."""
-  tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], Section]], *,
                  title: str = "jscale: the source experiments, reproduced", preamble: str = "") -> ReportResult:
   """Write RUN_DIR/report.md: a summary, then one section per entry of `sections` (in its order)."""
@@ -177,5 +168,5 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
   if extra:
     summary += ["", f"Results without a registered section: {', '.join(extra)}."]
   path = os.path.join(run_dir, "report.md")
-  _write_text(path, "\n".join(summary) + "\n\n" + "\n".join(bodies))
+  store.write_text(path, "\n".join(summary) + "\n\n" + "\n".join(bodies))
   return ReportResult(path, built, not_run, failed)

@@ -129,6 +129,15 @@ def write_json(path: str, obj):
   os.replace(tmp, path)
 
 
+def write_text(path: str, text: str) -> None:
+  """Atomically, like `write_json`: a kill mid-write leaves the previous file, never half of one (and a temp
+  file that the next writer lock removes)."""
+  tmp = _tmp_name(path)
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def read_json(path: str) -> dict:
   try:
     with open(path) as f:
