@@ -178,6 +178,11 @@ def judge(samples, source: float, *, cell: Mapping, metric: str, bounds: tuple[f
                  int(v.size - n))
 
 
+def verdict_cell(v: Verdict) -> str:
+  """A verdict for a table cell: "does not reproduce" in bold, so it stands out."""
+  return f"**{v.verdict}**" if v.verdict == DOES_NOT_REPRODUCE else v.verdict
+
+
 def verdict_text(v: Verdict, *, what: str, digits: int = 4, source_name: str = "the source's",
                  unit: str = "seeds", single: str = "one run") -> str:
   """One plain sentence: the verdict, the source's number, the single-run interval and the mean's. `unit`

@@ -26,7 +26,7 @@ for the same seed (same data draw and key), the paper's normalisation; the per-k
 from __future__ import annotations
 
 from jscale.experiments.init_schemes.config import PAPER_INIT_TABLE, PAPER_N_DATASETS  # noqa: F401 (re-exported)
-from jscale.experiments.sigma.config import TUTORIAL_TEST_ACC  # noqa: F401 (re-exported)
+from jscale.experiments.sigma.config import EPOCHS as TUTORIAL_EPOCHS, TUTORIAL_TEST_ACC  # noqa: F401 (re-exported)
 from jscale.sweeps import Experiment, product, zipped
 
 # The paper's four schemes by their Section 9 names (jscale.initializers aliases; the same rules as

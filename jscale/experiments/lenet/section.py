@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 
-from jscale import initializers
 from jscale.experiments.lenet import config
+from jscale.experiments.sigma import section as sigma_section
 from jscale.report import describe, plots, stats
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt, label
@@ -64,29 +64,12 @@ class Cells:
     return [i for i, s in self.cells if i != config.TUTORIAL and _close(s, 1.0)]
 
 
-def _verdict_cell(v: stats.Verdict) -> str:
-  return f"**{v.verdict}**" if v.verdict == stats.DOES_NOT_REPRODUCE else v.verdict
-
-
 def _model(r: Results):
   """The run's model (rebuilt from its settings and the data's classes), or None."""
   try:
     return model_of(r.config["configs"][0], int(r.config["groups"][0]["spec"]["widths"][-1]))
   except Exception:  # noqa: BLE001 - an old or hand-made run: the section still builds without kernel names
     return None
-
-
-def equivalent_sigmas(model) -> dict:
-  """The single sigma whose end-to-end forward gain prod_l fan_in_l sigma^2 equals a rule's: the geometric
-  mean of the rule's per-kernel stds over the model's kernels."""
-  out = {}
-  for name, spec in (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2")):
-    init = initializers.get(spec)
-    out[name] = float(np.exp(np.mean([0.5 * math.log(init.second_moment(s)) for s in model.kernel_shapes])))
-  return out
-
-
-TUTORIAL_EPOCHS = 200   # the tutorial's protocol (jscale/experiments/sigma)
 
 
 def _sigma_part(s: Section, r: Results, c: Cells, model):
@@ -101,7 +84,7 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
       continue
     for mode in c.modes:
       acc = c.per_seed("test_acc", mode, config.TUTORIAL, ts)
-      if mode is None and epochs < TUTORIAL_EPOCHS:
+      if mode is None and epochs < config.TUTORIAL_EPOCHS:
         # Full batch is one Adam step per epoch: fewer epochs than the tutorial's 200 is a less trained net, so
         # its single run is no reference for these numbers (compare like with like): shown, not judged.
         rows.append([f"{ts:g}", label(mode), tv, f"{int(np.isfinite(acc).sum())} / {len(acc)}",
@@ -111,7 +94,7 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
                       bounds=stats.UNIT)
       s.verdicts.append(v)
       rows.append([f"{ts:g}", label(mode), tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}",
-                   ci_text(acc, bounds=stats.UNIT), stats.fmt_interval(v.single_run_95), _verdict_cell(v)])
+                   ci_text(acc, bounds=stats.UNIT), stats.fmt_interval(v.single_run_95), stats.verdict_cell(v)])
       lines.append("- " + stats.verdict_text(v, what=f"sigma = {ts:g}, {label(mode)}",
                                              source_name="the tutorial's single run (moons MLP)"))
   if rows:
@@ -132,7 +115,8 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
                          "Test accuracy after the last epoch, every sigma of the grid"))
   if len(sigmas) > 1:
     series = {label(m): np.stack([c.per_seed("test_acc", m, config.TUTORIAL, x) for x in sigmas]) for m in c.modes}
-    markers = equivalent_sigmas(model) if model is not None else {}
+    markers = ({name: sigma_section.equivalent_sigma_of_shapes(model.kernel_shapes, spec)[0]
+               for name, spec in sigma_section.MARKER_RULES} if model is not None else {})
     path = plots.metric_vs_param(os.path.join(r.path, "lenet_acc_vs_sigma.png"), sigmas, series,
                                  xlabel="sigma (weight std of every kernel, log scale)",
                                  ylabel="test accuracy after the last epoch",
@@ -186,7 +170,7 @@ def _scheme_part(s: Section, r: Results, c: Cells):
       rows.append([sch, ci_text(loss[:, k], bounds=POSITIVE), ci_text(norm[:, k], 3, stats.UNIT),
                    stats.fmt_interval(v.single_run_95, 3) if v else "-", f"{worst[k]} / {int(fin.sum())}",
                    f"{best[k]} / {int(fin.sum())}", fmt(src.avg_normalised_loss, 2) if src else "-",
-                   _verdict_cell(v) if v else "-", ci_text(acc[:, k], bounds=stats.UNIT)])
+                   stats.verdict_cell(v) if v else "-", ci_text(acc[:, k], bounds=stats.UNIT)])
     s.verdicts.extend(verdicts)
     s.parts.append(Table(["scheme", f"{metric} (mean [95% CI])", "normalised (mean [95% CI])",
                           "one new seed: 95% interval", "worst on", "best on",

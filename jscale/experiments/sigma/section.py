@@ -17,17 +17,22 @@ from jscale.report.stats import ci_text
 from jscale.sweeps import Results
 
 
-def equivalent_sigma(widths: Sequence[int], init) -> tuple[float, list]:
-  """The single sigma (same for every layer, as in the tutorial) whose end-to-end forward gain
-  prod_l n_l sigma^2 equals the rule's prod_l n_l E[W_l^2]: the geometric mean of the rule's per-layer
-  stds. Returns (sigma, per-layer stds)."""
+# The rules whose equivalent sigma the figures mark.
+MARKER_RULES = (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2"))
+
+
+def equivalent_sigma_of_shapes(shapes: Sequence[tuple], init) -> tuple[float, list]:
+  """The single sigma (same for every kernel, as in the tutorial) whose end-to-end forward gain
+  prod_l fan_in_l sigma^2 equals the rule's prod_l fan_in_l E[W_l^2] over kernels of these shapes: the
+  geometric mean of the rule's per-kernel stds. Returns (sigma, per-kernel stds)."""
   init = initializers.get(init)
-  per = [math.sqrt(init.second_moment((a, b))) for a, b in zip(widths[:-1], widths[1:])]
+  per = [math.sqrt(init.second_moment(tuple(shape))) for shape in shapes]
   return float(np.exp(np.mean(np.log(per)))), per
 
 
-def _verdict_cell(v: stats.Verdict) -> str:
-  return f"**{v.verdict}**" if v.verdict == stats.DOES_NOT_REPRODUCE else v.verdict
+def equivalent_sigma(widths: Sequence[int], init) -> tuple[float, list]:
+  """`equivalent_sigma_of_shapes` for the MLP of `widths`."""
+  return equivalent_sigma_of_shapes(list(zip(widths[:-1], widths[1:])), init)
 
 
 def build(r: Results) -> Section:
@@ -86,7 +91,7 @@ def build(r: Results) -> Section:
       s.verdicts.append(v)
       rows.append([f"{ts:g}"] + ([plabels[p]] if panel else []) +
                   [tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}", ci_text(acc[p, k], bounds=stats.UNIT),
-                   stats.fmt_interval(v.single_run_95), _verdict_cell(v)])
+                   stats.fmt_interval(v.single_run_95), stats.verdict_cell(v)])
       lines.append("- " + stats.verdict_text(v, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else ""),
                                              source_name="the tutorial's single run"))
   if rows:
@@ -115,7 +120,7 @@ def build(r: Results) -> Section:
   if len(sig) > 1 and min(sig) > 0:
     markers = {}
     if widths:
-      for name, spec in (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2")):
+      for name, spec in MARKER_RULES:
         markers[name], _ = equivalent_sigma(widths, spec)
       s.parts.append("Markers: the one sigma whose end-to-end forward gain equals the rule's (geometric "
                      "mean of the rule's per-layer stds) for widths " + str(list(widths)) + ": " +
