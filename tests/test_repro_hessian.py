@@ -126,3 +126,41 @@ def test_hessian_figures_default_out_is_a_new_run_directory(tmp_path, monkeypatc
   assert len(made) == 1 and made[0].startswith("hessian-")
   assert os.path.isfile(tmp_path / "runs" / made[0] / "fig1_ratio_hist.png")
   assert not os.path.exists(tmp_path / "results")
+
+
+def test_setups_in_threads_equal_one_at_a_time():
+  """Two setups at once (threads) give bitwise the records of one at a time: each setup draws from its own key."""
+  kw = dict(examples=3, target_rel_se=0.3, max_draws=16)  # adaptive: the number of rounds may differ by setup
+  one = setups_lib.figure1(3, 4, 4, 0, workers=1, **kw)
+  two = setups_lib.figure1(3, 4, 4, 0, workers=2, **kw)
+  assert [r.setup for r in one] == [r.setup for r in two]
+  for a, b in zip(one, two):
+    assert a.draws == b.draws
+    np.testing.assert_array_equal(a.exact_w, b.exact_w)
+    np.testing.assert_array_equal(a.exact_w_se, b.exact_w_se)
+    np.testing.assert_array_equal(a.exact_b, b.exact_b)
+
+
+def test_a_failing_setup_stops_the_queue_and_finished_ones_are_kept():
+  sampled = list(range(6))
+  saved, started = [], []
+
+  def run(s, on_round):
+    started.append(s)
+    if s == 1:
+      raise RuntimeError("setup 1 broke")
+    return (s, -s)
+
+  try:
+    setups_lib.measure_all(sampled, run, done={0: ("a", "b")}, on_record=lambda i, r1, rb: saved.append(i),
+                           workers=1)
+  except RuntimeError as e:
+    assert "setup 1 broke" in str(e)
+  else:
+    raise AssertionError("the failure was swallowed")
+  # done setups are not rerun; the queue is cancelled (the one worker may already have taken setup 2)
+  assert 0 not in started and started[0] == 1 and len(started) <= 2
+  assert saved == [] or saved == [2]
+  out = setups_lib.measure_all(sampled[:3], lambda s, _: (s, -s), done={0: ("a", "b")}, workers=2,
+                               on_record=lambda i, r1, rb: saved.append(i))
+  assert out == ["a", "b", 1, -1, 2, -2] and sorted(saved) == [1, 2]

@@ -518,13 +518,16 @@ def run_setup(setup: LeNetSetup, batch: int, draws: int, key, *, examples: int =
 
 def figure1(num_setups: int, batch: int, draws: int, seed: int = 0, progress: bool = False, *,
             examples: int = pairs.DEFAULT_EXAMPLES, target_rel_se: float | None = None, max_draws: int | None = None,
-            done: Mapping[int, tuple] | None = None, on_record: Callable | None = None, **sample_kw) -> list:
+            done: Mapping[int, tuple] | None = None, on_record: Callable | None = None, workers: int | None = None,
+            **sample_kw) -> list:
   """Records at batch 1 and `batch` of every sampled LeNet setup (`run_setup`); `done[i] = (r1, rb)` are reused
-  (a resumed run), `on_record(i, r1, rb)` is called as each finishes."""
+  (a resumed run), `on_record(i, r1, rb)` is called as each finishes; `workers` setups at once
+  (`setups.measure_all`)."""
   sampled = sample_setups(num_setups, seed, **sample_kw)
   run = lambda s, on_round: run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples,
                                       target_rel_se=target_rel_se, max_draws=max_draws, on_round=on_round)
-  return setups_lib.measure_all(sampled, run, done, on_record, progress="LeNet hessian setups" if progress else None)
+  return setups_lib.measure_all(sampled, run, done, on_record, progress="LeNet hessian setups" if progress else None,
+                                workers=workers)
 
 
 def records_json(recs: Sequence) -> list[dict]:

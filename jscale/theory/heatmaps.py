@@ -40,19 +40,22 @@ def heatmaps(widths=FIG2_WIDTHS, schemes=tuple(SCHEMES), batch: int = 1, draws: 
   hess.check_memory(f"the exact Hessian of widths {tuple(widths)} ({n_params} parameters)", 4 * n_params ** 2,
                     max_bytes, "use smaller widths, or raise max_bytes")
   bar = _bar(len(schemes) * draws, f"heat maps B={batch}", progress)
+  lossfn = losses.make_loss(loss)
+  # One program for every scheme and draw (the shapes are the same; the scheme only scales the weights):
+  # jax.hessian of this net takes XLA:CPU seconds to compile. The P x P Hessian stays inside it; only the
+  # block matrix comes out.
+  sq_sv_fn = jax.jit(lambda p, x, t, q: hess.sq_sv_matrix(hess.blocks(
+      hess.hessian(lossfn, p, x, t, q, max_bytes=max_bytes), p)))
   out = {}
   for scheme in schemes:
     setup = Setup(tuple(widths), scheme, loss, input_kind, seed)
     key = jax.random.PRNGKey(seed)
     kq, kd, ki = jax.random.split(key, 3)
     q = losses.random_quadratic(kq, widths[-1])
-    lossfn = losses.make_loss(loss)
     mats, bias, hs = [], [], []
-    hfn = jax.jit(lambda p, x, t: hess.hessian(lossfn, p, x, t, q, max_bytes=max_bytes))
     for k in jax.random.split(kd, draws):
       params, x, t = _problem(k, setup, batch, q, jnp.float32)
-      bl = hess.blocks(hfn(params, x, t), params)
-      sw, sb = hess.split_sq_sv(hess.sq_sv_matrix(bl), params)
+      sw, sb = hess.split_sq_sv(np.asarray(sq_sv_fn(params, x, t, q)), params)
       mats.append(np.asarray(sw))
       bias.append(np.diag(np.asarray(sb)))
       hs.append(np.asarray(losses.output_hessians(loss, mlp.apply_mlp(params, x), t, q)))

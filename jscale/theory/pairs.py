@@ -24,7 +24,8 @@ their incoming and outgoing weights are zero, their pre-activation is 0, so thei
 derivative mask (y > 0) are 0, their rows of every J and M are 0, and padded output logits are masked out
 of the softmax: each padded unit adds exact zeros to every sum (tested: padded equals unpadded to
 rounding). The number of programs is bounded by the number of padded shapes (4 sizes from 16 to 128 for
-Figure 1: at most 16 + 64 + 64 layer programs), not by the number of setups.
+Figure 1: at most 16 + 64 + 64 layer programs), not by the number of setups. The random draws, the costliest
+to compile, are one program per flat size (`_normals`), shared by weights, inputs and targets.
 
 U_l = A_b J_b (O x n_{l+1}) with A_b^T A_b = H_b factors M_b = U_l^T U_l: for the quadratic loss A = Q^{1/2};
 for cross-entropy H = diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T).
@@ -81,27 +82,58 @@ def check_memory(widths: Sequence[int], examples: int, round_draws: int, max_byt
 # ---------------------------------------------------------------------------------------------------
 # Per-layer programs. jax.jit caches one executable per input shape; `compiled_programs` counts them.
 
+# The random draws: one RNG program per flat size, shared by every array of that many entries. Compiling a
+# threefry draw costs XLA:CPU 0.7-2 s, the most of any program here; drawn per padded shape it was compiled
+# ~3x per shape (weights, inputs, targets), drawn flat once per size (a power of two: rounds and buckets are),
+# and a flat draw reshaped is the same numbers as the shape drawn directly (threefry is counter-based).
+
 @functools.partial(jax.jit, static_argnums=0)
+def _normals(size, key):
+  return jax.random.normal(key, (size,), jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _uniforms(size, key):
+  return jax.random.uniform(key, (size,), jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _labels(size, key, n_L):
+  return jax.random.randint(key, (size,), 0, n_L)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _masked_weights(shape, z, n_in, n_out, std):
+  mask = (jnp.arange(shape[1]) < n_in)[:, None] & (jnp.arange(shape[2]) < n_out)[None, :]
+  return jnp.where(mask, std * z.reshape(shape), 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _masked_last(shape, z, n):
+  return jnp.where(jnp.arange(shape[-1]) < n, z.reshape(shape), 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _one_hot(shape, labels):
+  return jax.nn.one_hot(labels.reshape(shape[:-1]), shape[-1], dtype=jnp.float32)
+
+
 def _sample_weights(shape, key, n_in, n_out, std):
   """(R, n_in_pad, n_out_pad) i.i.d. N(0, std^2) on the true n_in x n_out corner, exact zeros elsewhere."""
-  z = jax.random.normal(key, shape, jnp.float32)
-  mask = (jnp.arange(shape[1]) < n_in)[:, None] & (jnp.arange(shape[2]) < n_out)[None, :]
-  return jnp.where(mask, std * z, 0.0)
+  return _masked_weights(shape, _normals(math.prod(shape), key), n_in, n_out, std)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _sample_inputs(shape, kind, key, n_0):
   """Inputs (R, E, n0_pad) as `setups.sample_inputs` draws them, zero on padded coordinates."""
-  x = jax.random.normal(key, shape, jnp.float32) if kind == "normal" else jax.random.uniform(key, shape, jnp.float32)
-  return jnp.where(jnp.arange(shape[-1]) < n_0, x, 0.0)
+  z = _normals(math.prod(shape), key) if kind == "normal" else _uniforms(math.prod(shape), key)
+  return _masked_last(shape, z, n_0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _sample_targets(shape, kind, key, n_L):
   """Targets (R, E, nL_pad) as `losses.random_targets` draws them, zero on padded coordinates."""
   if kind == "quadratic":
-    return jnp.where(jnp.arange(shape[-1]) < n_L, jax.random.normal(key, shape, jnp.float32), 0.0)
-  return jax.nn.one_hot(jax.random.randint(key, shape[:-1], 0, n_L), shape[-1], dtype=jnp.float32)
+    return _masked_last(shape, _normals(math.prod(shape), key), n_L)
+  return _one_hot(shape, _labels(math.prod(shape[:-1]), key, n_L))
 
 
 @jax.jit
@@ -153,7 +185,8 @@ def _layer_pairs(h, u, n_in, n_out, relu_in):
   return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
 
 
-PROGRAMS = (_sample_weights, _sample_inputs, _sample_targets, _forward, _output_factor, _backward, _layer_pairs)
+PROGRAMS = (_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor, _backward,
+            _layer_pairs)
 
 
 def compiled_programs() -> int:

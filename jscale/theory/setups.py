@@ -18,7 +18,9 @@ many rounds of draws as it takes for every weight block's relative standard erro
 """
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import os
 import time
 from typing import Callable, Mapping, NamedTuple, Sequence
 
@@ -238,46 +240,76 @@ def run_setup(setup: Setup, batch: int, draws: int, key, *, examples: int = pair
 def figure1(num_setups: int = 100, batch: int = 1024, draws: int = 256, seed: int = 0, progress: bool = False,
             on_setup=None, *, examples: int = pairs.DEFAULT_EXAMPLES, target_rel_se: float | None = None,
             max_draws: int | None = None, round_draws: int | None = None,
-            done: Mapping[int, tuple] | None = None, on_record: Callable | None = None, **sample_kw) -> list[Record]:
+            done: Mapping[int, tuple] | None = None, on_record: Callable | None = None, workers: int | None = None,
+            **sample_kw) -> list[Record]:
   """Records at batch 1 and at `batch` for every sampled setup (see `run_setup` for the draws).
 
   `done[i] = (r1, rb)`: setups already measured (a resumed run) are taken as they are, not recomputed.
   `on_record(i, r1, rb)` is called as each setup finishes (write it to disk there), `on_setup(records_so_far)`
-  too (the older whole-list hook). `progress`: a tqdm bar over setups (stderr)."""
+  too (the older whole-list hook). `progress`: a tqdm bar over setups (stderr). `workers`: setups at once
+  (`measure_all`)."""
   setups = sample_setups(num_setups, seed, **sample_kw)
   run = lambda s, on_round: run_setup(s, batch, draws, jax.random.PRNGKey(s.seed), examples=examples,
                                       target_rel_se=target_rel_se, max_draws=max_draws, round_draws=round_draws,
                                       on_round=on_round)
-  return measure_all(setups, run, done, on_record, on_setup, "hessian setups" if progress else None)
+  return measure_all(setups, run, done, on_record, on_setup, "hessian setups" if progress else None, workers)
+
+
+def default_workers() -> int:
+  """Setups measured at once: one per CPU core, at most 4 (each round holds up to `pairs.DEFAULT_MAX_BYTES`)."""
+  return max(1, min(os.cpu_count() or 1, 4))
 
 
 def measure_all(sampled: Sequence, run: Callable, done: Mapping[int, tuple] | None = None,
                 on_record: Callable | None = None, on_setup: Callable | None = None,
-                progress: str | None = None) -> list:
+                progress: str | None = None, workers: int | None = None) -> list:
   """[r1, rb, r1, rb, ...] over `sampled`: `done[i]` as it is (a resumed run), else `run(setup, on_round)`;
-  `on_record(i, r1, rb)` as each finishes, `on_setup(records_so_far)` after each; `progress`: a tqdm bar's label."""
+  `on_record(i, r1, rb)` as each finishes, `on_setup(records_so_far)` after each (the finished setups' records
+  in setup order); `progress`: a tqdm bar's label.
+
+  `workers` setups run at once in threads (default `default_workers()`). Why: a setup is a chain of small
+  per-layer programs, each too small to keep every core busy, and each new padded shape is compiled in the
+  thread that first meets it; two setups at once overlap one's compilation with the other's compute. JAX
+  releases the GIL while compiling and executing. Each setup draws from its own key in its own thread, so the
+  records do not depend on `workers` (tested bitwise). The hooks run in this (the calling) thread."""
   done = dict(done or {})
+  workers = default_workers() if workers is None else int(workers)
+  if workers < 1:
+    raise ValueError(f"workers must be >= 1, got {workers}")
   bar = None
   if progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=len(sampled), initial=len(done), desc=progress, unit="setup", dynamic_ncols=True)
-  recs = []
-  for i, s in enumerate(sampled):
-    if i in done:
-      r1, rb = done[i]
-    else:
-      post = (lambda n, worst: bar.set_postfix_str(f"setup {i}: {n} draws, max rel SE {worst:.3f}")) if bar else None
-      r1, rb = run(s, post)
-      if on_record is not None:
-        on_record(i, r1, rb)
-      if bar is not None:
-        bar.update(1)
-    recs += [r1, rb]
-    if on_setup is not None:
-      on_setup(recs)
-  if bar is not None:
-    bar.close()
-  return recs
+
+  def post(i):
+    if bar is None:
+      return None
+    return lambda n, worst: bar.set_postfix_str(f"setup {i}: {n} draws, max rel SE {worst:.3f}")
+
+  finished = dict(done)
+  todo = [i for i in range(len(sampled)) if i not in done]
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+      futures = {pool.submit(run, sampled[i], post(i)): i for i in todo}
+      try:
+        for fut in concurrent.futures.as_completed(futures):
+          i = futures[fut]
+          r1, rb = fut.result()
+          finished[i] = (r1, rb)
+          if on_record is not None:
+            on_record(i, r1, rb)
+          if bar is not None:
+            bar.update(1)
+          if on_setup is not None:
+            on_setup([r for j in sorted(finished) for r in finished[j]])
+      except BaseException:
+        for f in futures:  # a failed setup (or Ctrl-C) cancels the setups still queued
+          f.cancel()
+        raise
+  finally:
+    if bar is not None:
+      bar.close()
+  return [r for i in range(len(sampled)) for r in finished[i]]
 
 
 def _pct(r: np.ndarray) -> dict:
