@@ -12,10 +12,12 @@ Everything that varies across setups (params, x, target, q) is an array argument
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jscale import mlp
 
@@ -59,10 +61,21 @@ def output_hessians(kind: str, out_BxO, target_BxO, q_OxO) -> jax.Array:
   return jax.vmap(jax.hessian(ell), in_axes=(0, 0, None))(out_BxO, target_BxO, q_OxO)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _flat_normals(key, size: int, dtype):
+  return jax.random.normal(key, (size,), dtype)
+
+
 def random_quadratic(key, n_out: int, dtype=jnp.float32) -> jax.Array:
-  """Q = A^T A / n_out with A i.i.d. N(0, 1): a random PSD matrix with E[Q] = I."""
-  a = jax.random.normal(key, (n_out, n_out), dtype)
-  return a.T @ a / n_out
+  """Q = A^T A / n_out with A i.i.d. N(0, 1): a random PSD matrix with E[Q] = I.
+
+  A is `jax.random.normal(key, (n_out, n_out))`, cut from a flat draw of the next power of two (the same
+  numbers: threefry is counter-based), so the Figure 1 setups' 20-odd output widths share a few compiled
+  draws instead of one each (XLA:CPU compiles a draw in ~0.7 s); the product is formed in float64 on the host."""
+  n = int(n_out) * int(n_out)
+  flat = np.asarray(_flat_normals(key, 1 << max(n - 1, 0).bit_length(), jnp.dtype(dtype)), np.float64)
+  a = flat[:n].reshape(n_out, n_out)
+  return jnp.asarray(a.T @ a / n_out, dtype)
 
 
 def random_targets(key, kind: str, batch: int, n_out: int, dtype=jnp.float32) -> jax.Array:

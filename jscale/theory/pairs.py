@@ -165,11 +165,17 @@ def _backward(u, w, y_below):
 
 
 @jax.jit
-def _layer_pairs(h, u, n_in, n_out, relu_in):
+def _input_gram(h, relu_in):
+  """x_b . x_b' of this layer's input x = act(h), per draw: (R, E, E). Its own program (it depends on the input
+  width only), so `_layer_pairs` is compiled per (output, layer) width pair, not per width triple."""
+  x = jnp.where(relu_in, jnp.maximum(h, 0.0), h)
+  return jnp.einsum("ren,rfn->ref", x, x)
+
+
+@jax.jit
+def _layer_pairs(gx, u, n_in, n_out):
   """Per draw: same-example and pair means of f (weight block) and of <M_b, M_b'> (bias block), (R, 4)."""
   r, e, o, m = u.shape
-  x = jnp.where(relu_in, jnp.maximum(h, 0.0), h)
-  gx = jnp.einsum("ren,rfn->ref", x, x)
   if e * o * o < m * m:
     # <M_b, M_b'> = ||U_b U_b'^T||_F^2 (O x O) is cheaper than forming M_b (m x m) when O is small.
     c = jnp.einsum("reom,rfpm->refop", u, u)
@@ -186,7 +192,7 @@ def _layer_pairs(h, u, n_in, n_out, relu_in):
 
 
 PROGRAMS = (_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor, _backward,
-            _layer_pairs)
+            _input_gram, _layer_pairs)
 
 
 def compiled_programs() -> int:
@@ -222,7 +228,7 @@ def pair_sums(weights: Sequence, x, t, kind: str, a_q, widths: Sequence[int]) ->
   u, p = _output_factor(kind, ys[-1], a_q, widths[-1])
   out = [None] * len(weights)
   for l in range(len(weights) - 1, -1, -1):
-    out[l] = _layer_pairs(x if l == 0 else ys[l - 1], u, float(widths[l]), float(widths[l + 1]), l > 0)
+    out[l] = _layer_pairs(_input_gram(x if l == 0 else ys[l - 1], l > 0), u, float(widths[l]), float(widths[l + 1]))
     if l > 0:
       u = _backward(u, weights[l], ys[l - 1])
   return PairStats(jnp.stack(out, axis=1), jnp.stack(sq, -1), jnp.stack(act, -1), p)
