@@ -288,8 +288,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
   act = mlp.get_activation(spec.activation)
   model = spec.model
   if model is None:
-    init_fns = [functools.partial(mlp.init_mlp, widths=spec.widths, kernel_init=k, bias_init=spec.bias_init)
-                for k in spec.kernel_inits]
+    draw_mlp = mlp.make_init(spec.widths, spec.kernel_inits, spec.bias_init)
   else:  # every candidate redraws the model's kernels from the same keys
     draw_model = model.make_draw(spec.kernel_inits)
   opt_factory = make_optimizer(spec)
@@ -299,10 +298,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
   def init_params(key, hp: HParams):
     if model is not None:
       return model.map_kernels(lambda l, w: w * (hp.init_scale * hp.layer_scale)[l], draw_model(key, hp.init_index))
-    if len(init_fns) == 1:
-      params = init_fns[0](key)
-    else:  # a traced choice; every branch draws from the same key (common random numbers)
-      params = jax.lax.switch(jnp.clip(hp.init_index, 0, len(init_fns) - 1), init_fns, key)
+    params = draw_mlp(key, hp.init_index)   # a traced choice; every candidate draws from the same key
     scale_L = hp.init_scale * hp.layer_scale
     return tuple(mlp.Dense(p.w * scale_L[l], p.b) for l, p in enumerate(params))
 

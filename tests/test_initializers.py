@@ -203,3 +203,35 @@ class RegistryTest(parameterized.TestCase):
       w = init(jax.random.key(0), (6, 5))
       chex.assert_shape(w, (6, 5))
       chex.assert_tree_all_finite(w)
+
+
+class DrawOnceTest(parameterized.TestCase):
+  """`normal_scales` / `draw_scaled_normals`: a sweep's kernels drawn by one random program, as each alone."""
+
+  @parameterized.named_parameters(("flat", [(2, 64), (64, 64), (64, 2)]),     # 3 x 4096 <= 4 x 4352: one draw
+                                  ("unequal", [(512, 512), (2, 3), (3, 2)]))  # 3 x 262144 > 4 x total: per kernel
+  def test_equals_drawing_each_kernel(self, shapes):
+    inits = [I.get("he_normal"), I.get("glorot_normal"), I.get("normal:0.3")]
+    stds = I.normal_scales([inits], shapes)[0]
+    keys = list(jax.random.split(jax.random.PRNGKey(4), len(shapes)))
+    got = jax.jit(lambda ks: I.draw_scaled_normals(ks, shapes, stds))(keys)
+    for g, ini, k, s in zip(got, inits, keys, shapes):
+      # The same normals times the same float32 std; 1e-6 leaves room for XLA fusing the product differently.
+      np.testing.assert_allclose(g, ini(k, s), rtol=1e-6, atol=1e-7)
+
+  def test_one_random_program_for_every_kernel(self):
+    shapes = [(2, 64), (64, 64), (64, 2)]
+    stds = np.ones(3, np.float32)
+    keys = list(jax.random.split(jax.random.PRNGKey(0), 3))
+    text = str(jax.make_jaxpr(lambda ks: I.draw_scaled_normals(ks, shapes, stds))(keys))
+    self.assertEqual(text.count("random_bits"), 1)   # each kernel alone: 3
+
+  def test_scales_are_the_stds_and_none_outside_the_normal_family(self):
+    shapes = [(8, 32), (32, 4)]
+    cands = [[I.get("he_normal")] * 2, [I.get("geometric:c=2")] * 2, [I.get("normal:0.1"), I.get("zeros")]]
+    s = I.normal_scales(cands, shapes)
+    want = [[math.sqrt(I.get(c).variance(sh)) for sh in shapes] for c in ("he_normal", "geometric:c=2")]
+    np.testing.assert_allclose(s[:2], want, rtol=1e-6)
+    np.testing.assert_allclose(s[2], [0.1, 0.0], atol=1e-7)
+    for other in ("he_uniform", "truncated_normal:1", "orthogonal", "constant:0.5"):
+      self.assertIsNone(I.normal_scales([[I.get("he_normal")] * 2, [I.get(other)] * 2], shapes), other)

@@ -232,22 +232,8 @@ class Model:
 
   def normal_scales(self, kernel_inits: Sequence) -> np.ndarray | None:
     """(candidates, kernels) stds s such that candidate c draws kernel l exactly as s[c, l] * normal(key, shape)
-    (the variance-scaled normal family: normal:sigma, he_normal, glorot_normal, geometric, ...), checked by
-    drawing once with a test key; None when some candidate samples otherwise (uniform, orthogonal, ...)."""
-    key = jax.random.PRNGKey(12345)
-    out = np.zeros((len(kernel_inits), self.n_layers), np.float32)
-    z = {}
-    for c, cand in enumerate(kernel_inits):
-      for l, (ini, shape) in enumerate(zip(self.kernel_inits(cand), self.kernel_shapes)):
-        if ini.mean(shape) != 0:
-          return None
-        std = np.float32(math.sqrt(ini.variance(shape)))
-        if shape not in z:
-          z[shape] = np.asarray(jax.random.normal(key, shape, jnp.float32))
-        if not np.allclose(np.asarray(ini(key, shape, jnp.float32)), std * z[shape], rtol=1e-6, atol=0):
-          return None
-        out[c, l] = std
-    return out
+    (`initializers.normal_scales`); None when some candidate samples otherwise (uniform, orthogonal, ...)."""
+    return initializers.normal_scales([self.kernel_inits(c) for c in kernel_inits], self.kernel_shapes)
 
   def make_draw(self, kernel_inits: Sequence) -> Callable[[jax.Array, jax.Array], Any]:
     """`draw(key, index)`: `self.draw(key, kernel_inits[index])` with `index` traced (a sweep's initializer
@@ -272,8 +258,13 @@ class Model:
       k_model, k_kernels = jax.random.split(key)
       stds = table[jnp.clip(index, 0, len(kernel_inits) - 1)]
       keys = jax.random.split(k_kernels, self.n_layers)
-      return self.map_kernels(lambda l, w: stds[l].astype(w.dtype) * jax.random.normal(keys[l], w.shape, w.dtype),
-                              self.init(k_model))
+      params = self.init(k_model)
+      ws = self.kernels(params)
+      if len({w.dtype for w in ws}) > 1:  # mixed kernel dtypes: each drawn in its own
+        return self.map_kernels(lambda l, w: stds[l].astype(w.dtype) * jax.random.normal(keys[l], w.shape, w.dtype),
+                                params)
+      kernels = initializers.draw_scaled_normals(list(keys), [w.shape for w in ws], stds, ws[0].dtype)
+      return self.map_kernels(lambda l, w: kernels[l], params)
     return draw
 
   def kernels(self, params) -> list:
