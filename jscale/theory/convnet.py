@@ -585,7 +585,14 @@ def heatmaps(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES)
     out = lenet_lib.apply_lenet(p, x)
     return jnp.mean(jax.vmap(losses.per_example(loss), in_axes=(0, 0, None))(out, t, q))
 
-  hfn = jax.jit(jax.hessian(lossfn))
+  def kernel_sq_sv(params, x, t):
+    # The kernel-block matrix inside the program: the P x P Hessian stays on the device, and the 25 blocks'
+    # sq_sv do not compile as 75 eager operations of different shapes.
+    bl = hess.blocks(jax.hessian(lossfn)(params, x, t), params)
+    rows = _kernel_rows(params)
+    return jnp.stack([jnp.stack([hess.sq_sv(bl[i][j]) for j in rows]) for i in rows])
+
+  hfn = jax.jit(kernel_sq_sv)
   bar = None
   if progress:
     from tqdm.auto import tqdm
@@ -598,9 +605,7 @@ def heatmaps(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES)
       params = lenet_lib.init_lenet(kp, config, SCHEMES[scheme])
       x = jax.random.normal(kx, (batch,) + tuple(config.image))
       t = losses.random_targets(kt, loss, batch, config.n_out)
-      bl = hess.blocks(hfn(params, x, t), params)
-      rows = _kernel_rows(params)
-      mats.append(np.array([[float(hess.sq_sv(bl[i][j])) for j in rows] for i in rows]))
+      mats.append(np.asarray(hfn(params, x, t), np.float64))
       hs.append(np.asarray(losses.output_hessians(loss, lenet_lib.apply_lenet(params, x), t, q)))
       if bar is not None:
         bar.update(1)
