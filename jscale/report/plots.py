@@ -39,10 +39,11 @@ def _subplots(nrows=1, ncols=1, *, figsize, **kw):
 _CYCLE = 10  # matplotlib's default colour cycle
 
 
-def _save(fig, path) -> str:
+def _save(fig, path, tight: bool = True) -> str:
+  """tight=False for a figure that lays itself out (subplots_adjust): a tight bounding box draws it twice."""
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+  fig.savefig(path, dpi=_DPI, bbox_inches="tight" if tight else None)
   return path
 
 
@@ -299,7 +300,7 @@ def histogram_grid(path, bin_edges, counts, *, row_labels: Sequence[str], col_la
         ax.set_xlabel(xlabel, fontsize=7)
   fig.suptitle(title)
   fig.subplots_adjust(hspace=0.45, wspace=0.12, top=1 - 0.55 / fig.get_figheight())
-  return _save(fig, path)
+  return _save(fig, path, tight=False)
 
 
 def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray] | None = None,
