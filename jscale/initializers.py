@@ -318,13 +318,15 @@ def draw_scaled_normals(keys: Sequence[jax.Array], shapes: Sequence[Shape], stds
   the kernel draws were 2.7 s of a 7.4 s compile of a 3-layer training program). A flat draw of n entries,
   cut to a kernel's size, is the same numbers as that kernel's shape drawn directly (threefry is
   counter-based: tested), so every kernel is cut from one vmapped flat draw of the largest size; the numbers
-  are those of drawing each kernel on its own. When that flat draw would hold more than 4x the kernels'
-  entries (very unequal kernels), each kernel is drawn on its own instead."""
+  are those of drawing each kernel on its own. `dtype`: one for every kernel, or one per kernel. When the
+  kernels' dtypes differ, or the flat draw would hold more than 4x the kernels' entries (very unequal
+  kernels), each kernel is drawn on its own instead."""
   shapes = [tuple(s) for s in shapes]
   sizes = [math.prod(s) for s in shapes]
-  if len(shapes) > 1 and len(shapes) * max(sizes) <= 4 * sum(sizes):
-    flat = jax.vmap(lambda k: jax.random.normal(k, (max(sizes),), dtype))(jnp.stack(list(keys)))
+  dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
+  if len(shapes) > 1 and len(set(dtypes)) == 1 and len(shapes) * max(sizes) <= 4 * sum(sizes):
+    flat = jax.vmap(lambda k: jax.random.normal(k, (max(sizes),), dtypes[0]))(jnp.stack(list(keys)))
     normals = [flat[l, :n].reshape(s) for l, (n, s) in enumerate(zip(sizes, shapes))]
   else:
-    normals = [jax.random.normal(k, s, dtype) for k, s in zip(keys, shapes)]
-  return [jnp.asarray(stds[l]).astype(dtype) * z for l, z in enumerate(normals)]
+    normals = [jax.random.normal(k, s, d) for k, s, d in zip(keys, shapes, dtypes)]
+  return [jnp.asarray(stds[l]).astype(d) * z for l, (z, d) in enumerate(zip(normals, dtypes))]

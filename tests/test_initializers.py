@@ -219,6 +219,14 @@ class DrawOnceTest(parameterized.TestCase):
       # The same normals times the same float32 std; 1e-6 leaves room for XLA fusing the product differently.
       np.testing.assert_allclose(g, ini(k, s), rtol=1e-6, atol=1e-7)
 
+  def test_mixed_dtypes_draw_each_kernel_in_its_own(self):
+    shapes, dtypes = [(4, 8), (8, 4)], [jnp.float32, jnp.bfloat16]
+    keys = list(jax.random.split(jax.random.PRNGKey(1), 2))
+    got = I.draw_scaled_normals(keys, shapes, np.array([0.5, 2.0], np.float32), dtypes)
+    for g, k, s, d, std in zip(got, keys, shapes, dtypes, (0.5, 2.0)):
+      self.assertEqual(g.dtype, d)
+      np.testing.assert_array_equal(g, jnp.asarray(std, d) * jax.random.normal(k, s, d))
+
   def test_one_random_program_for_every_kernel(self):
     shapes = [(2, 64), (64, 64), (64, 2)]
     stds = np.ones(3, np.float32)

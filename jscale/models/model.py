@@ -260,10 +260,7 @@ class Model:
       keys = jax.random.split(k_kernels, self.n_layers)
       params = self.init(k_model)
       ws = self.kernels(params)
-      if len({w.dtype for w in ws}) > 1:  # mixed kernel dtypes: each drawn in its own
-        return self.map_kernels(lambda l, w: stds[l].astype(w.dtype) * jax.random.normal(keys[l], w.shape, w.dtype),
-                                params)
-      kernels = initializers.draw_scaled_normals(list(keys), [w.shape for w in ws], stds, ws[0].dtype)
+      kernels = initializers.draw_scaled_normals(list(keys), [w.shape for w in ws], stds, [w.dtype for w in ws])
       return self.map_kernels(lambda l, w: kernels[l], params)
     return draw
 

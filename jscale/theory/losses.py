@@ -62,7 +62,10 @@ def output_hessians(kind: str, out_BxO, target_BxO, q_OxO) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _flat_normals(key, size: int, dtype):
+def flat_normals(key, size: int, dtype=jnp.float32):
+  """`size` N(0, 1) draws, flat: one compiled program per (size, dtype), shared by every array of that many
+  entries. XLA:CPU compiles a threefry draw for 0.7-2 s; a flat draw cut and reshaped is the same numbers as
+  the shape drawn directly (threefry is counter-based), so callers draw flat at a few sizes (powers of two)."""
   return jax.random.normal(key, (size,), dtype)
 
 
@@ -73,7 +76,7 @@ def random_quadratic(key, n_out: int, dtype=jnp.float32) -> jax.Array:
   numbers: threefry is counter-based), so the Figure 1 setups' 20-odd output widths share a few compiled
   draws instead of one each (XLA:CPU compiles a draw in ~0.7 s); the product is formed in float64 on the host."""
   n = int(n_out) * int(n_out)
-  flat = np.asarray(_flat_normals(key, 1 << max(n - 1, 0).bit_length(), jnp.dtype(dtype)), np.float64)
+  flat = np.asarray(flat_normals(key, 1 << max(n - 1, 0).bit_length(), jnp.dtype(dtype)), np.float64)
   a = flat[:n].reshape(n_out, n_out)
   return jnp.asarray(a.T @ a / n_out, dtype)
 

@@ -25,7 +25,7 @@ derivative mask (y > 0) are 0, their rows of every J and M are 0, and padded out
 of the softmax: each padded unit adds exact zeros to every sum (tested: padded equals unpadded to
 rounding). The number of programs is bounded by the number of padded shapes (4 sizes from 16 to 128 for
 Figure 1: at most 16 + 64 + 64 layer programs), not by the number of setups. The random draws, the costliest
-to compile, are one program per flat size (`_normals`), shared by weights, inputs and targets.
+to compile, are one program per flat size (`losses.flat_normals`), shared by weights, inputs and targets.
 
 U_l = A_b J_b (O x n_{l+1}) with A_b^T A_b = H_b factors M_b = U_l^T U_l: for the quadratic loss A = Q^{1/2};
 for cross-entropy H = diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T).
@@ -86,10 +86,10 @@ def check_memory(widths: Sequence[int], examples: int, round_draws: int, max_byt
 # threefry draw costs XLA:CPU 0.7-2 s, the most of any program here; drawn per padded shape it was compiled
 # ~3x per shape (weights, inputs, targets), drawn flat once per size (a power of two: rounds and buckets are),
 # and a flat draw reshaped is the same numbers as the shape drawn directly (threefry is counter-based).
+# Normals come from `losses.flat_normals` (the random quadratic Q draws there too).
 
-@functools.partial(jax.jit, static_argnums=0)
 def _normals(size, key):
-  return jax.random.normal(key, (size,), jnp.float32)
+  return losses.flat_normals(key, size, jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -191,7 +191,7 @@ def _layer_pairs(gx, u, n_in, n_out):
   return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
 
 
-PROGRAMS = (_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor, _backward,
+PROGRAMS = (losses.flat_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor, _backward,
             _input_gram, _layer_pairs)
 
 
