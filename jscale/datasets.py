@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale import checks
+
 
 class Dataset(NamedTuple):
   x_train: np.ndarray  # (N_train, D) float32
@@ -47,15 +49,12 @@ class DataUnavailableError(RuntimeError):
 
 
 def _check_fraction(test_fraction):
-  if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
-      or not 0.0 <= test_fraction < 1.0:
-    raise ValueError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
+  checks.in_range(test_fraction, "test_fraction", 0.0, 1.0, hi_open=True)
 
 
 def _check_seed(seed):
   # scikit-learn's random_state (the splits, make_moons) takes 0 <= seed < 2**32.
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-    raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+  checks.int_in_range(seed, "seed", 0, 2**32, hi_text="2**32")
 
 
 def _check_flag(name: str, value):
@@ -169,10 +168,8 @@ def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction
               standardize: bool = True) -> Dataset:
   """The tutorial's data: `sklearn.datasets.make_moons(n, noise, random_state=seed)`, z-scored (with the
   training split's statistics), 70/30 split. The tutorial does not state its noise; 0.2 is the usual value."""
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
-    raise ValueError(f"two_moons: n must be an int >= 4, got {n!r}")
-  if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-    raise ValueError(f"two_moons: noise must be a finite number >= 0, got {noise!r}")
+  checks.int_at_least(n, "two_moons: n", 4)
+  checks.finite_real(noise, "two_moons: noise", minimum=0)
   _check_seed(seed)
   _check_fraction(test_fraction)
   _check_flag("standardize", standardize)
@@ -264,8 +261,7 @@ def fashion_mnist(*, seed: int = 0, n_val: int = 5000, eval_split: str = "val", 
   _check_seed(seed)
   if eval_split not in ("val", "test"):
     raise ValueError(f"fashion_mnist: eval_split must be 'val' or 'test', got {eval_split!r}")
-  if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) or n_val < 1:
-    raise ValueError(f"fashion_mnist: n_val must be a positive int, got {n_val!r}")
+  checks.positive_int(n_val, "fashion_mnist: n_val")
   import tensorflow_datasets as tfds
   data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
   try:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale import checks
 from jscale.keys import check_key
 
 Shape = Sequence[int]
@@ -53,7 +54,7 @@ def fans(shape: Shape) -> Fans:
     shape = tuple(shape)
   except TypeError:
     raise ValueError(f"shape must be a sequence of positive ints, got {shape!r}") from None
-  if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in shape):
+  if not all(checks.is_int(s) for s in shape):
     raise ValueError(f"shape must be a sequence of positive ints, got {shape!r}")
   shape = tuple(int(s) for s in shape)
   if any(s <= 0 for s in shape):
@@ -70,11 +71,21 @@ class Initializer:
   sample: Callable[[jax.Array, tuple, Any], jax.Array] = dataclasses.field(repr=False)
   variance: Callable[[Shape], float] = dataclasses.field(repr=False)
   mean: Callable[[Shape], float] = dataclasses.field(repr=False, default=lambda shape: 0.0)
+  # Declared, not probed: True when `sample` is exactly sqrt(float32 variance) * jax.random.normal(key, shape),
+  # so a sweep's traced choice among such initializers needs one normal draw per kernel (`normal_scales`).
+  scaled_normal: bool = dataclasses.field(repr=False, default=False)
 
   def __call__(self, key, shape, dtype=jnp.float32):
     check_key(key, f"initializer {self.name!r}: key")
     fans(shape)  # a bad shape -> ValueError naming it, before sampling
     return self.sample(key, tuple(shape), dtype)
+
+  def normal_std(self, shape: Shape) -> np.float32 | None:
+    """The std s with which this initializer draws s * normal(key, shape) (float32, as `sample` computes it),
+    or None when it samples otherwise (uniform, truncated, orthogonal, a non-zero constant)."""
+    if not self.scaled_normal:
+      return None
+    return np.sqrt(np.float32(self.variance(tuple(shape))))
 
   def second_moment(self, shape: Shape) -> float:
     """E[W^2] per entry: what the calculus's propagation rules use."""
@@ -103,7 +114,7 @@ def _variance_scaled(name: str, var_of: Callable[[Fans], float], distribution: s
       return std * jnp.sqrt(jnp.asarray(3.0, dtype)) * jax.random.uniform(key, shape, dtype, -1.0, 1.0)
     return std / _TRUNC2_STD * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
 
-  return Initializer(name, sample, lambda shape: float(var_of(fans(shape))))
+  return Initializer(name, sample, lambda shape: float(var_of(fans(shape))), scaled_normal=distribution == "normal")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,7 +122,8 @@ def _variance_scaled(name: str, var_of: Callable[[Fans], float], distribution: s
 
 
 def zeros() -> Initializer:
-  return Initializer("zeros", lambda key, shape, dtype: jnp.zeros(shape, dtype), lambda shape: 0.0)
+  return Initializer("zeros", lambda key, shape, dtype: jnp.zeros(shape, dtype), lambda shape: 0.0,
+                     scaled_normal=True)  # 0 * normal
 
 
 def constant(value: float) -> Initializer:
@@ -119,7 +131,7 @@ def constant(value: float) -> Initializer:
   if isinstance(value, (str, bytes, bool)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
     raise ValueError(f"constant: value must be a finite number, got {value!r}")
   return Initializer(f"constant:{value}", lambda key, shape, dtype: jnp.full(shape, value, dtype),
-                     lambda shape: 0.0, lambda shape: float(value))
+                     lambda shape: 0.0, lambda shape: float(value), scaled_normal=value == 0)  # 0 * normal
 
 
 def uniform(a: float) -> Initializer:
@@ -202,7 +214,7 @@ def scaled(init: Initializer | str, factor: float) -> Initializer:
     raise ValueError(f"scaled: factor must be a finite number, got {factor!r}")
   return Initializer(f"{init.name}*{factor}", lambda key, shape, dtype: factor * init(key, shape, dtype),
                      lambda shape: factor * factor * init.variance(shape),
-                     lambda shape: factor * init.mean(shape))
+                     lambda shape: factor * init.mean(shape), scaled_normal=init.scaled_normal)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,22 +302,14 @@ def weight_variance(spec: str | Initializer, shape: Shape) -> float:
 # A sweep's traced initializer choice, drawn once.
 
 def normal_scales(candidates: Sequence[Sequence[Initializer]], shapes: Sequence[Shape]) -> np.ndarray | None:
-  """(candidates, kernels) float32 stds s such that candidate c draws kernel l exactly as
-  s[c, l] * normal(key, shapes[l]) (the variance-scaled normal family: normal:sigma, he_normal, glorot_normal,
-  geometric, ...), checked by drawing once with a test key; None when some candidate samples otherwise
-  (uniform, orthogonal, truncated, non-zero mean). `candidates[c][l]` is candidate c's initializer of kernel l."""
-  key = jax.random.PRNGKey(12345)
+  """(candidates, kernels) float32 stds s such that candidate c draws kernel l as s[c, l] * normal(key, shapes[l])
+  (each initializer's declared `normal_std`: normal:sigma, he_normal, glorot_normal, geometric, zeros, ...);
+  None when some candidate samples otherwise. `candidates[c][l]` is candidate c's initializer of kernel l."""
   out = np.zeros((len(candidates), len(shapes)), np.float32)
-  z = {}
   for c, inits in enumerate(candidates):
     for l, (ini, shape) in enumerate(zip(inits, shapes)):
-      shape = tuple(shape)
-      if ini.mean(shape) != 0:
-        return None
-      std = np.sqrt(np.float32(ini.variance(shape)))  # float32 like `_variance_scaled`: the same product
-      if shape not in z:
-        z[shape] = np.asarray(jax.random.normal(key, shape, jnp.float32))
-      if not np.allclose(np.asarray(ini(key, shape, jnp.float32)), std * z[shape], rtol=1e-6, atol=0):
+      std = ini.normal_std(shape)
+      if std is None:
         return None
       out[c, l] = std
   return out

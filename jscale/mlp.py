@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from jscale import initializers
+from jscale import checks, initializers
 from jscale.keys import check_key
 
 
@@ -60,7 +60,7 @@ def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
   if len(widths) < 2:
     raise ValueError(f"widths needs at least an input and an output width, got {widths!r}")
   for w in widths:
-    if isinstance(w, bool) or not isinstance(w, int) and not (hasattr(w, "__index__")):
+    if not checks.is_int(w):
       raise ValueError(f"widths must be integers, got {widths!r}")
     if int(w) <= 0:
       raise ValueError(f"widths must be positive, got {widths!r}")
@@ -100,41 +100,6 @@ def init_mlp(key: jax.Array, widths: Sequence[int], kernel_init="he_normal", bia
       Dense(kernel_inits[l](keys[2 * l], (widths[l], widths[l + 1]), dtype),
             bias_inits[l](keys[2 * l + 1], (1, widths[l + 1]), dtype).reshape(widths[l + 1]))
       for l in range(n_layers))
-
-
-def make_init(widths: Sequence[int], kernel_inits: Sequence, bias_init="zeros",
-              dtype=jnp.float32) -> Callable[[jax.Array, jax.Array], Params]:
-  """`init(key, index)`: `init_mlp(key, widths, kernel_inits[index], bias_init, dtype)` with `index` traced (a
-  sweep's initializer choice; clipped into range). Every candidate draws from the same keys (common random
-  numbers). When every candidate is a scaled normal (`initializers.normal_scales`) the kernels' normals are
-  drawn once, by one random program (`initializers.draw_scaled_normals`), and scaled by the chosen
-  candidate's stds: the same numbers as `init_mlp`, without a `lax.switch` (under vmap it computes every
-  branch) or one threefry program per kernel and candidate, which XLA:CPU compiles for seconds each."""
-  widths = check_widths(widths)
-  kernel_inits = tuple(kernel_inits)
-  if not kernel_inits:
-    raise ValueError("make_init needs at least one kernel initializer")
-  n_layers = len(widths) - 1
-  per_candidate = [_per_layer(k, n_layers, "kernel_init") for k in kernel_inits]
-  bias_inits = _per_layer(bias_init, n_layers, "bias_init")
-  shapes = [(widths[l], widths[l + 1]) for l in range(n_layers)]
-  scales = initializers.normal_scales(per_candidate, shapes) if _is_float_dtype(dtype) else None
-  if scales is None:
-    fns = [lambda key, k=k: init_mlp(key, widths, k, bias_init, dtype) for k in kernel_inits]
-    if len(fns) == 1:
-      return lambda key, index: fns[0](key)
-    return lambda key, index: jax.lax.switch(jnp.clip(index, 0, len(fns) - 1), fns, key)
-  table = jnp.asarray(scales)
-
-  def init(key, index):
-    check_key(key, "init_mlp: key")
-    keys = jax.random.split(key, 2 * n_layers)   # init_mlp's layout: kernel l from 2l, bias l from 2l + 1
-    stds = table[jnp.clip(index, 0, len(kernel_inits) - 1)]
-    kernels = initializers.draw_scaled_normals([keys[2 * l] for l in range(n_layers)], shapes, stds, dtype)
-    return tuple(Dense(kernels[l], bias_inits[l](keys[2 * l + 1], (1, widths[l + 1]), dtype).reshape(widths[l + 1]))
-                 for l in range(n_layers))
-
-  return init
 
 
 def _is_float_dtype(dtype) -> bool:

@@ -8,7 +8,8 @@ trains a whole grid in one program:
   key      the configuration's PRNG key (initialization and minibatch shuffles; split, never reused)
   hparams  `HParams`: init_scale (sigma), per-layer layer_scale, input_scale (feature scale),
            output_scale, lr, weight_decay, and init_index (the initializer CHOICE, an int indexing
-           `spec.kernel_inits`; `lax.switch` under vmap)
+           `spec.kernel_inits`; `Model.make_draw`: one scaled normal draw when every candidate declares
+           itself a scaled normal, else a `lax.switch`)
   data     `jscale.datasets.Data`: shared by the configurations (in_axes None) or one draw each (in_axes
            0; the sweep runner stacks a group's data seeds and gives each configuration its own)
 
@@ -19,10 +20,11 @@ trains a whole grid in one program:
   keys = jax.random.split(jax.random.key(0), 4)
   m = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))(keys, hp, data)   # m.test_acc: (4, epochs)
 
-Any model (`TrainSpec.model`, a `jscale.models.Model`: an init and an apply function, a Flax module, the strided
-LeNet) trains the same way: its data rows are flat (N, prod(input_shape)) and reshaped by the model, its weight
-layers are its kernel leaves (float leaves with >= 2 dims, in tree order), each redrawn by the chosen
-initializer; its biases are its own init's. Everything above stays traced.
+Every network is a `jscale.models.Model` (`TrainSpec.network`): the MLP of `widths` (`jscale.models.mlp`), or
+`TrainSpec.model` (an init and an apply function, a Flax module, the strided LeNet). One path trains them all: the
+data rows are flat (N, prod(input_shape)) and reshaped by the model, the weight layers are its kernel leaves
+(float leaves with >= 2 dims, in tree order), each redrawn by the chosen initializer; its biases are its own
+init's. Everything above stays traced.
 
 Weights are `init_scale * layer_scale[l] * W_l` with `W_l` drawn by `spec.kernel_inits[init_index]`, so
 `kernel_inits=("normal:1",)` with `init_scale=sigma` is the tutorial's N(0, sigma^2). All candidate
@@ -67,153 +69,18 @@ and takes floor(N / B) full batches (the remainder is dropped, a different remai
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jscale import calculus, initializers, mlp
+from jscale import mlp
+from jscale.calculus.measurement import gradient_to_weight_ratio
 from jscale.datasets import Data
-from jscale.models.model import Model
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSpec:
-  """The static part of a training run (changing any field compiles a new program).
-
-  model: None (the MLP of `widths`, `activation`, `bias_init`) or a `jscale.models.Model`; then `widths` is
-    (its input features, its classes) and `activation` / `bias_init` must stay at their defaults (the model
-    brings its own); `n_layers` is its number of kernels.
-  kernel_inits: candidate kernel initializers (spec strings, `jscale.initializers.get`), or a tuple of
-    per-layer specs per candidate; `HParams.init_index` picks one per configuration.
-  output_std: if set, the logits are calibrated once at initialization to this std on the first
-    training minibatch (the scaling-calculus paper's "logits fixed to std 0.05"); the calibration factor
-    multiplies `HParams.output_scale`.
-  weight_decay is coupled L2 (added to the gradient before the optimizer) except for "adamw" (decoupled).
-  train_pass: measure `Metrics.train_pass_loss` (a forward pass over the whole training split at the end of
-    every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
-  """
-  widths: tuple = (2, 64, 64, 2)
-  model: Any = None
-  activation: str = "relu"
-  input_layernorm: bool = False
-  kernel_inits: tuple = ("normal:1",)
-  bias_init: str = "zeros"
-  optimizer: str = "adam"
-  momentum: float = 0.9
-  epochs: int = 200
-  batch_size: int | None = None
-  output_std: float | None = None
-  saturation_threshold: float = 1e-3
-  train_pass: bool = False
-
-  def __post_init__(self):
-    set_ = functools.partial(object.__setattr__, self)
-    if self.model is not None:
-      self._check_model()
-      set_("widths", (self.model.n_in, self.model.n_out))
-    set_("widths", mlp.check_widths(self.widths))
-    mlp.get_activation(self.activation)
-    inits = self.kernel_inits
-    if isinstance(inits, (str, initializers.Initializer)):
-      inits = (inits,)
-    inits = tuple(tuple(k) if isinstance(k, list) else k for k in inits)
-    if not inits:
-      raise ValueError("kernel_inits needs at least one initializer")
-    for k in inits:
-      for s in (k if isinstance(k, tuple) else (k,)):
-        initializers.get(s)  # raises ValueError naming the valid initializers
-      if isinstance(k, tuple) and len(k) != self.n_layers:
-        raise ValueError(f"kernel_inits entry {k!r} has {len(k)} per-layer specs for {self.n_layers} layers"
-                         + (f" (the kernels of model {self.model.name!r})" if self.model is not None else ""))
-    set_("kernel_inits", inits)
-    initializers.get(self.bias_init)
-    if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-      raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
-    if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
-                                        or self.batch_size < 1):
-      raise ValueError(f"batch_size must be None (full batch) or an int >= 1, got {self.batch_size!r}")
-    if self.output_std is not None and not (self.output_std > 0 and math.isfinite(self.output_std)):
-      raise ValueError(f"output_std must be None or a finite number > 0, got {self.output_std!r}")
-    if not isinstance(self.train_pass, bool):
-      raise ValueError(f"train_pass must be True or False, got {self.train_pass!r}")
-
-  def _check_model(self):
-    m = self.model
-    if not isinstance(m, Model):
-      raise ValueError(f"model must be None (the MLP of widths) or a jscale.models.Model (Model.from_functions, "
-                       f"Model.from_flax, Model.lenet, models.get_model), got {type(m).__name__}")
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)}
-    w = tuple(self.widths)
-    if w != defaults["widths"] and (len(w) < 2 or (w[0], w[-1]) != (m.n_in, m.n_out)):
-      raise ValueError(f"widths {w} do not fit model {m.name!r}: it takes {m.n_in} features and has {m.n_out} "
-                       f"classes (leave widths out with a model)")
-    for name in ("activation", "bias_init"):
-      if getattr(self, name) != defaults[name]:
-        raise ValueError(f"{name} {getattr(self, name)!r} is the MLP's setting; model {m.name!r} brings its own "
-                         f"(leave {name} at {defaults[name]!r})")
-
-  @property
-  def n_layers(self) -> int:
-    """Weight layers: the MLP's, or the model's kernels (what layer_scale and g_ratio index)."""
-    return self.model.n_layers if self.model is not None else len(self.widths) - 1
-
-  def steps_per_epoch(self, n_train: int) -> int:
-    if self.batch_size is None:
-      return 1
-    if self.batch_size > n_train:
-      raise ValueError(f"batch_size {self.batch_size} is larger than the training set ({n_train} examples)")
-    return n_train // self.batch_size
-
-  def init_index(self, kernel_init) -> int:
-    """Index of `kernel_init` (a spec string as given in `kernel_inits`) for `HParams.init_index`."""
-    if kernel_init not in self.kernel_inits:
-      raise ValueError(f"initializer {kernel_init!r} is not among this spec's kernel_inits {self.kernel_inits}")
-    return self.kernel_inits.index(kernel_init)
-
-
-class HParams(NamedTuple):
-  """The traced, per-configuration hyperparameters (stack them along axis 0 for a sweep)."""
-  init_scale: jax.Array    # () multiplies every kernel: sigma for kernel_inits=("normal:1",)
-  layer_scale: jax.Array   # (L,) per-layer kernel multipliers (e.g. 1 / weight_scale_factor on layer 0)
-  input_scale: jax.Array   # () multiplies the inputs (1 / feature_scale_factor)
-  output_scale: jax.Array  # () multiplies the logits
-  lr: jax.Array            # () learning rate
-  weight_decay: jax.Array  # ()
-  init_index: jax.Array    # () int32, which of spec.kernel_inits
-
-
-HPARAM_DEFAULTS = dict(init_scale=1.0, input_scale=1.0, output_scale=1.0, lr=1e-3, weight_decay=0.0, init_index=0)
-
-
-def hparams(spec: TrainSpec, **values) -> HParams:
-  """One configuration's `HParams`: defaults from `HPARAM_DEFAULTS`, layer_scale all ones."""
-  unknown = set(values) - set(HParams._fields)
-  if unknown:
-    raise ValueError(f"unknown hyperparameters {sorted(unknown)}; valid: {', '.join(HParams._fields)}")
-  v = {**HPARAM_DEFAULTS, "layer_scale": (1.0,) * spec.n_layers, **values}
-  layer_scale = jnp.asarray(v["layer_scale"], jnp.float32).reshape(-1)
-  if layer_scale.shape != (spec.n_layers,):
-    raise ValueError(f"layer_scale needs {spec.n_layers} entries (one per weight layer), got {v['layer_scale']!r}")
-  idx = int(v["init_index"])
-  if not 0 <= idx < len(spec.kernel_inits):
-    raise ValueError(f"init_index {idx} out of range for {len(spec.kernel_inits)} kernel_inits")
-  f32 = lambda name: jnp.asarray(v[name], jnp.float32)
-  return HParams(f32("init_scale"), layer_scale, f32("input_scale"), f32("output_scale"), f32("lr"),
-                 f32("weight_decay"), jnp.asarray(idx, jnp.int32))
-
-
-def stack_hparams(hps: Sequence[HParams]) -> HParams:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *hps)
-
+# The spec and hyperparameters are defined beside (train_spec.py) and used from here: `jscale.train.TrainSpec`.
+from jscale.train_spec import (HPARAM_DEFAULTS, OPTIMIZERS, SETTING_CHECKS, HParams, TrainSpec,  # noqa: F401
+                               check_setting, hparams, stack_hparams)
 
 class Metrics(NamedTuple):
   """Per-epoch metrics of one configuration: each (epochs,), g_ratio (epochs, L). See the module doc."""
@@ -285,37 +152,22 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
   """`train(key, hparams, data) -> Metrics`, pure and jittable; `train.spec` is `spec`."""
   if not isinstance(spec, TrainSpec):
     raise ValueError(f"make_train expects a TrainSpec, got {type(spec).__name__}")
-  act = mlp.get_activation(spec.activation)
-  model = spec.model
-  if model is None:
-    draw_mlp = mlp.make_init(spec.widths, spec.kernel_inits, spec.bias_init)
-  else:  # every candidate redraws the model's kernels from the same keys
-    draw_model = model.make_draw(spec.kernel_inits)
+  net = spec.network
+  draw = net.make_draw(spec.kernel_inits)   # a traced choice; every candidate draws from the same keys
   opt_factory = make_optimizer(spec)
   tau = spec.saturation_threshold
   full_batch = spec.batch_size is None
 
   def init_params(key, hp: HParams):
-    if model is not None:
-      return model.map_kernels(lambda l, w: w * (hp.init_scale * hp.layer_scale)[l], draw_model(key, hp.init_index))
-    params = draw_mlp(key, hp.init_index)   # a traced choice; every candidate draws from the same key
-    scale_L = hp.init_scale * hp.layer_scale
-    return tuple(mlp.Dense(p.w * scale_L[l], p.b) for l, p in enumerate(params))
+    return net.map_kernels(lambda l, w: w * (hp.init_scale * hp.layer_scale)[l], draw(key, hp.init_index))
 
   def forward(params, hp, out_scale, x):
     """(logits, the hidden activations saturation is measured on)."""
-    if model is not None:
-      x = mlp.layer_norm(x) if spec.input_layernorm else x
-      return model.forward(params, x, hp.input_scale, out_scale)
-    logits, trace = mlp.apply_mlp(params, x, act, input_scale=hp.input_scale, output_scale=out_scale,
-                                  input_layernorm=spec.input_layernorm, return_trace=True)
-    return logits, tuple(trace.inputs[1:])
+    x = mlp.layer_norm(x) if spec.input_layernorm else x
+    return net.forward(params, x, hp.input_scale, out_scale)
 
   def g_ratio(params, grads):
-    if model is None:
-      return calculus.gradient_to_weight_ratio(params, grads)
-    return jnp.stack([jnp.mean(jnp.square(g)) / jnp.mean(jnp.square(w))
-                      for w, g in zip(model.kernels(params), model.kernels(grads))])
+    return gradient_to_weight_ratio(net.kernels(params), net.kernels(grads))
 
   def loss_fn(params, hp, out_scale, x, y):
     logits, hidden = forward(params, hp, out_scale, x)
@@ -408,47 +260,3 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
 
   train.spec = spec
   return train
-
-
-def flops_per_config(spec: TrainSpec, n_train: int, n_test: int) -> float:
-  """Model FLOPs of one configuration's whole run, counted analytically (matmuls only, 2 per MAC).
-
-  Per training example: forward sum_l 2 n_l n_{l+1}; backward dW_l for every layer plus dX_l for every
-  layer but the first (the input needs no gradient). Plus a test-set forward pass every epoch, the
-  train-pass forward (every epoch in minibatch mode; full batch: once, after the last epoch) and, with
-  `output_std`, the calibration forward pass on the first minibatch. A model: its forward FLOPs from XLA's cost
-  analysis (`Model.forward_flops`, all operations, not only matmuls) and twice that for the backward pass.
-  """
-  if spec.model is not None:
-    fwd = spec.model.forward_flops()
-    bwd = 2 * fwd
-  else:
-    mm = [spec.widths[l] * spec.widths[l + 1] for l in range(spec.n_layers)]
-    fwd = 2 * sum(mm)
-    bwd = 2 * sum(mm) + 2 * sum(mm[1:])
-  rows = spec.steps_per_epoch(n_train) * (spec.batch_size or n_train)
-  train_pass = 0 if not spec.train_pass else n_train * fwd * (1 if spec.batch_size is None else spec.epochs)
-  calibration = 0 if spec.output_std is None else (spec.batch_size or n_train) * fwd
-  return float(spec.epochs * (rows * (fwd + bwd) + n_test * fwd) + train_pass + calibration)
-
-
-def bytes_per_config(spec: TrainSpec, n_train: int, n_test: int, dtype_bytes: int = 4) -> int:
-  """A deliberately generous estimate of one configuration's device memory in a vmapped run.
-
-  Parameters with optimizer state, updates and the frozen copies (8 P); the step's activations forward
-  and backward (4 per unit per row, + the input); the epoch's gathered minibatches; the test forward and,
-  in minibatch mode, the train-pass forward over the training split; the metrics; all times 2 for XLA's
-  temporaries. The data set itself is not included (the runner adds it).
-  """
-  w = spec.widths
-  if spec.model is not None:  # its parameters and its activations per example (hidden and logits)
-    P, units = spec.model.num_params(), spec.model.units()
-  else:
-    P, units = sum(w[l] * w[l + 1] + w[l + 1] for l in range(spec.n_layers)), sum(w[1:])
-  rows = spec.batch_size or n_train
-  acts = rows * (w[0] + 4 * units)
-  gathered = 0 if spec.batch_size is None else n_train * (w[0] + 1)
-  test = 2 * n_test * (w[0] + units)
-  train_pass = 0 if spec.batch_size is None or not spec.train_pass else 2 * n_train * units
-  metrics = spec.epochs * (len(Metrics._fields) + spec.n_layers)
-  return int(2 * dtype_bytes * (8 * P + acts + gathered + test + train_pass + metrics))

@@ -1,70 +1,10 @@
 """Figure 1 summary: predicted / exact average squared singular value of the diagonal Hessian blocks.
 
-  python scripts/hessian_check.py --setups 100 --json
-  python scripts/hessian_check.py --setups 100 --json --save runs/hessian-check/fig1_records.json
-
-prints {"batch_sizes": {"1": {"median", "p5", "p95", "median_corrected", ...}, "1024": {...}}}: r is the
-prediction over the exact value (the expectation over draws, `jscale.theory.pairs`: same-example and
-two-example terms of the Gauss-Newton form, with control variates), pooled over every weight block of
-every sampled setup; batch 1 comes from the same draws. "median" is the batch-1 model (s(1) / B),
-"median_corrected" the prediction with cross-example terms (with "median_corrected_ci95" and the
-noise-removed "*_corrected_nr"), "median_leading" the paper's nu G_l form; see jscale/theory/setups.py.
-A progress bar goes to stderr. `scripts/hessian_figures.py fig1 --records FILE` plots saved records.
+The tool is `jscale.cli.hessian_check` (its docstring has every flag); after `pip install .`, from any directory:
+`jscale hessian-check ...` or `python -m jscale hessian-check ...`.
 """
-import argparse
-import json
-import os
-import sys
-import time
-
-from jscale.theory import setups
-
-
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--setups", type=int, default=100)
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--batch", type=int, default=1024, help="minibatch size (batch 1 comes from the same draws)")
-  ap.add_argument("--draws", type=int, default=256, help="draws of (weights, examples) per setup (the minimum "
-                  "with --target-rel-se)")
-  ap.add_argument("--examples", type=int, default=8, help="examples per draw (all their pairs are used)")
-  ap.add_argument("--target-rel-se", type=float, default=0.05,
-                  help="draw more until every exact weight block's relative SE is at most this (0: off)")
-  ap.add_argument("--max-draws", type=int, default=1024, help="cap on draws per setup")
-  ap.add_argument("--json", action="store_true", help="print only the JSON summary")
-  ap.add_argument("--save", default=None, help="write summary + per-setup records to this JSON file")
-  ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-  ap.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
-  args = ap.parse_args(argv)
-  if args.setups < 1 or args.batch < 2 or args.draws < 3 or args.examples < 2:
-    raise ValueError("--setups must be >= 1, --batch >= 2, --draws >= 3, --examples >= 2")
-  if not 0 <= args.target_rel_se < 1 or args.max_draws < args.draws:
-    raise ValueError("--target-rel-se must be in [0, 1) and --max-draws >= --draws")
-  t0 = time.time()
-
-  def save(recs):
-    summary = setups.summarize(recs, args.target_rel_se or 0.05)
-    summary["config"] = {"setups": len(recs) // 2, "seed": args.seed, "batch": args.batch, "draws": args.draws,
-                         "examples": args.examples, "target_rel_se": args.target_rel_se,
-                         "max_draws": args.max_draws, "seconds": round(time.time() - t0, 1)}
-    if args.save:
-      os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-      with open(args.save + ".tmp", "w") as f:
-        json.dump({"summary": summary, "records": setups.records_json(recs)}, f, indent=1)
-      os.replace(args.save + ".tmp", args.save)
-    return summary
-
-  try:
-    recs = setups.figure1(args.setups, args.batch, args.draws, args.seed, progress=not args.no_progress,
-                          on_setup=save if args.save else None, examples=args.examples,
-                          target_rel_se=args.target_rel_se or None, max_draws=args.max_draws)
-  except (ValueError, TypeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  summary = save(recs)
-  print(json.dumps(summary) if args.json else json.dumps(summary, indent=1))
-  return 0
-
+from jscale.cli.hessian_check import *  # noqa: F401,F403  (the tests call its functions through this file)
+from jscale.cli.hessian_check import main
 
 if __name__ == "__main__":
   from jscale import cli

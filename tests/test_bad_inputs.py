@@ -54,7 +54,7 @@ def make_bad(sigma=1.0, lr=0.1, weight_decay=0.0, momentum=0.9, optimizer="sgd",
 def _registered():
   registry.register(sweeps.Entry("_bad", make_bad))
   yield
-  registry._REGISTRY.pop("_bad", None)
+  registry.unregister("_bad")
 
 
 def refused(fn, exc, *needles):
@@ -216,7 +216,7 @@ def test_api_input_refused_clearly(cls, case_id, thunk, exc, needles):
     refused(thunk, exc, *needles)
   finally:
     for name in ("..", "a b", "_bad_make", "_bad_sec", "_bad_g"):
-      registry._REGISTRY.pop(name, None)
+      registry.unregister(name)
 
 
 def test_hutchinson_leaf_index_out_of_range_refused():

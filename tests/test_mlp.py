@@ -138,24 +138,3 @@ class FlaxInteropTest(parameterized.TestCase):
     self.assertAlmostEqual(b0.var(), 0.25, delta=5 * 0.25 * np.sqrt(2 / 256))
 
 
-class MakeInitTest(parameterized.TestCase):
-  """`mlp.make_init(widths, candidates)(key, index)` is `init_mlp` with candidate `index`, under jit and vmap."""
-
-  @parameterized.named_parameters(("all_normal", ("he_normal", "glorot_normal", "normal:0.5")),
-                                  ("with_uniform", ("he_uniform", "geometric:c=2")))
-  def test_traced_choice_equals_init_mlp(self, cands):
-    widths, key = (3, 16, 8, 2), jax.random.PRNGKey(2)
-    init = mlp.make_init(widths, cands, "normal:0.1")
-    got = jax.jit(jax.vmap(init, in_axes=(None, 0)))(key, jnp.arange(len(cands)))
-    for i, spec in enumerate(cands):
-      want = mlp.init_mlp(key, widths, spec, "normal:0.1")
-      for layer_got, layer_want in zip(got, want):
-        # The same normals and stds; 1e-6 leaves room for XLA fusing the products differently under jit.
-        np.testing.assert_allclose(layer_got.w[i], layer_want.w, rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(layer_got.b[i], layer_want.b, rtol=1e-6, atol=1e-7)
-
-  def test_refuses_bad_candidates(self):
-    with self.assertRaisesRegex(ValueError, "at least one"):
-      mlp.make_init((2, 3), ())
-    with self.assertRaisesRegex(ValueError, "kernel_init"):
-      mlp.make_init((2, 3), ("not_an_init",))

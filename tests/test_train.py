@@ -10,6 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 from jscale import datasets as data_lib, mlp, train as T
+from jscale.sweeps import cost
 
 WIDTHS = (2, 16, 16, 2)
 
@@ -170,7 +171,7 @@ class TrainTest(chex.TestCase):
         chex.assert_trees_all_equal(getattr(off, name), getattr(on, name))
     np.testing.assert_array_equal(np.asarray(off.diverged)[:, 0], [False, True])
     n = len(data.y_train)
-    self.assertLess(T.flops_per_config(specs[0], n, 10), T.flops_per_config(specs[1], n, 10))
+    self.assertLess(cost.flops_per_config(specs[0], n, 10), cost.flops_per_config(specs[1], n, 10))
     with self.assertRaisesRegex(ValueError, "train_pass must be True or False"):
       T.TrainSpec(train_pass="yes")
 
@@ -195,7 +196,8 @@ class TrainTest(chex.TestCase):
     the argmax of NaN logits is a made-up number). lr=0.1 never blows up and is not flagged."""
     _, data = small_data()
     spec = T.TrainSpec(widths=WIDTHS, optimizer="sgd", epochs=1, batch_size=batch_size, train_pass=True)
-    hp = T.stack_hparams([T.hparams(spec, init_scale=0.5, lr=lr) for lr in (np.inf, 1e30, 0.1)])
+    # hparams refuses a plain lr of inf (not a learning rate), so the blow-up is put in the stacked row directly.
+    hp = T.stack_hparams([T.hparams(spec, init_scale=0.5)] * 3)._replace(lr=jnp.asarray([np.inf, 1e30, 0.1]))
     keys = jax.random.split(jax.random.key(0), 3)
     m = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data)
     np.testing.assert_array_equal(np.asarray(m.diverged)[:, 0], [True, True, False])
@@ -259,6 +261,14 @@ class TrainTest(chex.TestCase):
     spec = T.TrainSpec(widths=WIDTHS)
     with self.assertRaisesRegex(ValueError, "unknown hyperparameters"):
       T.hparams(spec, sigma=0.1)
+    # The settings' rules are written once (SETTING_CHECKS) and hold outside sweeps too.
+    for field, value in (("momentum", -1.0), ("momentum", float("nan")), ("momentum", 1.0),
+                         ("saturation_threshold", -1.0), ("batch_size", 0), ("output_std", 0.0), ("train_pass", 1)):
+      with self.assertRaisesRegex(ValueError, f"^{field} must be .*got {value!r}$"):
+        T.TrainSpec(widths=WIDTHS, **{field: value})
+    for field, value in (("lr", -1.0), ("lr", float("nan")), ("input_scale", 0.0), ("init_scale", float("inf"))):
+      with self.assertRaisesRegex(ValueError, f"^{field} must be .*got {value!r}$"):
+        T.hparams(spec, **{field: value})
     with self.assertRaisesRegex(ValueError, "layer_scale"):
       T.hparams(spec, layer_scale=(1.0, 2.0))
     with self.assertRaisesRegex(ValueError, "larger than the training set"):
@@ -275,7 +285,7 @@ class TrainTest(chex.TestCase):
     data = data_lib.Data(jnp.asarray(r.randn(10, 3), jnp.float32), jnp.asarray(r.randint(0, 2, 10), jnp.int32),
                          jnp.asarray(r.randn(6, 3), jnp.float32), jnp.asarray(r.randint(0, 2, 6), jnp.int32))
     jaxpr = jax.make_jaxpr(T.make_train(spec))(jax.random.key(0), T.hparams(spec), data).jaxpr
-    self.assertEqual(T.flops_per_config(spec, 10, 6), matmul_flops(jaxpr))
+    self.assertEqual(cost.flops_per_config(spec, 10, 6), matmul_flops(jaxpr))
 
 
 def matmul_flops(jaxpr) -> int:

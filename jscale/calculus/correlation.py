@@ -3,12 +3,45 @@
 r is the uncentered correlation E[u v] / E[u^2] between two *distinct* entries (two examples, or two
 positions) of the same unit. Zero-mean shared weights keep r; an activation maps it by its arc-cosine
 kernel (Cho & Saul): relu outputs have E[x]^2 = E[x^2] / pi, hence r = 1/pi from independent inputs.
+`pair_corr` measures r on a batch; `relu_corr` and `act_corr` map it through an activation.
 """
 from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
+import numpy as np
+
 from jscale.calculus.moments import LEAKY_SLOPE
+
+
+def pair_corr(v, *, traced: bool = False, pairs_first: bool = False):
+  """Mean over example pairs b != b' of E[v_b v_b'] / E[v^2] (uncentred, per entry) of v: (batch, ...); 0 for
+  one example or a zero v.
+
+  Default: numpy float64, a Python float. `traced=True`: jnp in float32, a 0-d array (inside jit).
+  `pairs_first=True`: jnp in v's own dtype, the pair sum divided by the pair count before the second moment:
+  the rounding `measure`'s x0_corr has always had, kept so that its value stays bit-identical.
+  """
+  B = v.shape[0]
+  if pairs_first:
+    f = v.reshape(B, -1)
+    s = jnp.sum(f, axis=0)
+    total = jnp.sum(s * s) - jnp.sum(f * f)
+    return jnp.where(B > 1, total / jnp.maximum(B * (B - 1), 1) / jnp.maximum(jnp.mean(f * f) * f.shape[1], 1e-30),
+                     0.0)
+  if traced:
+    f = v.reshape(B, -1).astype(jnp.float32)
+    s = jnp.sum(f, 0)
+    ms = jnp.mean(f * f)
+    return jnp.where((B > 1) & (ms > 0),
+                     (jnp.sum(s * s) - jnp.sum(f * f)) / jnp.maximum(B * (B - 1) * f.shape[1] * ms, 1e-30), 0.0)
+  if B < 2:
+    return 0.0
+  f = np.asarray(v, np.float64).reshape(B, -1)
+  s = f.sum(0)
+  ms = float(np.mean(f * f))
+  return float((np.sum(s * s) - np.sum(f * f)) / (B * (B - 1) * f.shape[1] * ms)) if ms > 0 else 0.0
 
 
 def relu_corr(r: float) -> float:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import mlp
+from jscale import checks, mlp
 from jscale.calculus.moments import dense_moments, init_weight_sq
 
 
@@ -41,8 +41,7 @@ def output_multiplier(out: jax.Array, target_std: float = 0.05) -> jax.Array:
 def bias_balance_input_scale(x0_sq, n_0: int, k: int = 1):
   """Multiplier s on the inputs so that E[(s x_0)^2] = 1 / sqrt(k n_0): first-layer weights and biases
   (a weight on a constant-1 input) then have equal scale."""
-  if n_0 <= 0 or k <= 0:
-    raise ValueError(f"n_0 and k must be positive, got n_0={n_0!r}, k={k!r}")
+  n_0, k = checks.positive_int(n_0, "n_0"), checks.positive_int(k, "k")
   return jnp.sqrt(1.0 / math.sqrt(k * n_0) / jnp.asarray(x0_sq))
 
 

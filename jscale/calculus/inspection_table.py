@@ -1,12 +1,16 @@
 """`inspect`'s table: one row per parameter leaf and one per recognised activation, the output and the
-verdict's recommendations (`Inspection.table()`; scripts/calculus.py prints it). `fmt` is the calculus tables'
-one number format (scripts/calculus.py's MLP table uses it too)."""
+verdict's recommendations (`Inspection.table()`; `jscale calculus` prints it). `cell` is the calculus tables'
+one number format (the MLP table of jscale.cli.calculus uses it too).
+
+`render` reads fields by name (`rep["layers"]`), so it prints an `Inspection` and its JSON form
+(`json.loads(res.to_json())`) alike."""
 from __future__ import annotations
 
 import math
 
 
-def fmt(v, width=9) -> str:
+def cell(v, width=9) -> str:
+  """v right-aligned in `width` characters: '-' for None, 4 significant digits, e-notation far from 1."""
   if v is None:
     return "-".rjust(width)
   if isinstance(v, str):
@@ -32,32 +36,32 @@ def render(rep: dict, title: str = "") -> str:
   lines.append(f"batch {rep['batch_size']}  E[x0^2] {rep['x0_sq']:.4g}  loss {rep['loss']}")
   lines.append("path".ljust(width) + "  " + "  ".join(h.rjust(w) for h, _, w in LAYER_COLUMNS))
   for r in rep["layers"]:
-    lines.append(r["path"].ljust(width) + "  " + "  ".join(fmt(r[k], w) for _, k, w in LAYER_COLUMNS))
+    lines.append(r["path"].ljust(width) + "  " + "  ".join(cell(r[k], w) for _, k, w in LAYER_COLUMNS))
   if rep["activations"]:
     lines.append("activations:")
     lines.append("  #  " + "  ".join(h.rjust(w) for h, _, w in ACT_COLUMNS))
     for a in rep["activations"]:
-      lines.append(f"{a['index']:>3}  " + "  ".join(fmt(a[k], w) for _, k, w in ACT_COLUMNS))
+      lines.append(f"{a['index']:>3}  " + "  ".join(cell(a[k], w) for _, k, w in ACT_COLUMNS))
   o, v = rep["output"], rep["verdict"]
-  lines.append(f"output E[y^2]: pred {fmt(o['out_sq_pred'], 0)}  meas {fmt(o['out_sq_meas'], 0)}  "
-               f"(logit std {fmt(o['out_std_meas'], 0)})")
+  lines.append(f"output E[y^2]: pred {cell(o['out_sq_pred'], 0)}  meas {cell(o['out_sq_meas'], 0)}  "
+               f"(logit std {cell(o['out_std_meas'], 0)})")
   lines.append(f"preconditioning score max|log10(G/median)| over dense/conv/scalar leaves: pred "
-               f"{fmt(v['preconditioning_score_pred'], 0)}  meas {fmt(v['preconditioning_score_meas'], 0)}")
+               f"{cell(v['preconditioning_score_pred'], 0)}  meas {cell(v['preconditioning_score_meas'], 0)}")
   chk = v["calculus_check"]
   if chk:
     lines.append(f"calculus check: {'ok' if chk['ok'] else 'OUTSIDE THE CALCULUS'} -- {chk['reason']} "
-                 f"(nu spread {fmt(chk['nu_spread'], 0)})")
+                 f"(nu spread {cell(chk['nu_spread'], 0)})")
   lines.append("recommendations:")
   if v["output_multiplier"] is not None:
-    lines.append(f"  output multiplier {fmt(v['output_multiplier'], 0)} gives logit std {v['target_logit_std']:g} "
+    lines.append(f"  output multiplier {cell(v['output_multiplier'], 0)} gives logit std {v['target_logit_std']:g} "
                  "on this batch (fixed, untrained)")
   if v["input_scale_for_bias_balance"] is not None:
-    lines.append(f"  input scale {fmt(v['input_scale_for_bias_balance'], 0)} gives E[x0^2] = 1/sqrt(fan_in) = "
+    lines.append(f"  input scale {cell(v['input_scale_for_bias_balance'], 0)} gives E[x0^2] = 1/sqrt(fan_in) = "
                  f"{v['x0_sq_for_bias_balance']:.4g} (first-layer weight/bias balance; now {rep['x0_sq']:.4g})")
   uneven = [f for f in v["equalising_multipliers"] if abs(math.log10(f["G_over_median"])) > math.log10(2)]
   for f in uneven:
-    lines.append(f"  {f['path']}: G is {fmt(f['G_over_median'], 0)}x the median; init std x "
-                 f"{fmt(f['init_std_multiplier'], 0)} and a fixed scalar {fmt(f['fixed_scalar_after'], 0)} after "
+    lines.append(f"  {f['path']}: G is {cell(f['G_over_median'], 0)}x the median; init std x "
+                 f"{cell(f['init_std_multiplier'], 0)} and a fixed scalar {cell(f['fixed_scalar_after'], 0)} after "
                  "the layer make it the median (forward pass unchanged)")
   if not uneven and v["equalising_multipliers"]:
     lines.append("  G is within 2x of the median for every weight leaf: no multiplier needed")

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 from jscale import mlp
 from jscale.calculus.correlation import act_corr
 from jscale.calculus.moments import ACT_KINDS, gains
-from jscale.calculus.stack import (Layer, backward_stack, check_stack, flat_layers, flat_params, forward_stack,
-                                   init_stack, positive_ints, run_stack)
+from jscale.calculus.signals import Backward, LayerSignal
+from jscale.calculus.stack import (BackStep, Layer, Step, backward_stack, check_stack, flat_layers, flat_params,
+                                   forward_stack, init_stack, positive_ints, run_stack)
 from jscale.calculus.weights import WEIGHT_LAYERS, Conv, LayerInfo, Linear, kernel_shape  # noqa: F401
 
 
@@ -27,25 +28,25 @@ class Act(Layer):
       raise ValueError(f"{where}: unknown activation {self.kind!r}; valid: {', '.join(ACT_KINDS)}")
     return n, spatial
 
-  def forward(self, s, here, recs, notes):
+  def forward(self, s: LayerSignal, here: str) -> Step:
+    notes = []
     if self.kind == "tanh":
       notes.append(f"layer {here}: tanh is not positively homogeneous; predicted with its linear regime "
                    "(gain 1), which only holds while E[y^2] << 1 (see check_calculus)")
     odd = self.kind in ("identity", "linear")
-    if not s["sym"] and not odd:
+    if not s.sym and not odd:
       notes.append(f"layer {here}: {self.kind} applied to a non-symmetric input (e.g. a residual sum of "
                    "ReLU outputs); the gain 1/2 assumes a symmetric pre-activation")
-    r_out, _ = act_corr(self.kind, s["r"])
-    sym = (odd or self.kind == "tanh") and s["sym"]
-    return dict(s, sq=gains(self.kind)[0] * s["sq"], r=r_out, sym=sym), None
+    r_out, _ = act_corr(self.kind, s.r)
+    sym = (odd or self.kind == "tanh") and s.sym
+    return Step(s._replace(sq=gains(self.kind)[0] * s.sq, r=r_out, sym=sym), notes=tuple(notes))
 
-  def backward(self, g, s_in, extra, recs):
-    _, rb = act_corr(self.kind, s_in["r"])
-    return dict(g, sq=gains(self.kind)[1] * g["sq"], r=rb * g["r"])
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward:
+    _, rb = act_corr(self.kind, s_in.r)
+    return g._replace(sq=gains(self.kind)[1] * g.sq, r=rb * g.r)
 
-  def apply(self, p, x, key, tape):
-    tape.acts.append((tape.last_weight, self.kind, x))
-    return mlp.get_activation(self.kind)(x)
+  def apply(self, p, x, key, probe):
+    return mlp.get_activation(self.kind)(x), probe._replace(acts=probe.acts + ((probe.last_weight, self.kind, x),))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +59,13 @@ class Scale(Layer):
       raise ValueError(f"{where}: a must be finite")
     return n, spatial
 
-  def forward(self, s, here, recs, notes):
-    return dict(s, sq=self.a ** 2 * s["sq"]), None
+  def forward(self, s: LayerSignal, here: str) -> LayerSignal:
+    return s._replace(sq=self.a ** 2 * s.sq)
 
-  def backward(self, g, s_in, extra, recs):
-    return dict(g, sq=self.a ** 2 * g["sq"])
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward:
+    return g._replace(sq=self.a ** 2 * g.sq)
 
-  def apply(self, p, x, key, tape):
+  def apply(self, p, x, key, probe):
     return self.a * x
 
 
@@ -83,18 +84,18 @@ class Dropout(Layer):
   def gain(self) -> float:
     return self.keep * (1 / self.keep ** 2 if self.rescale else 1.0)
 
-  def forward(self, s, here, recs, notes):
-    return dict(s, sq=self.gain() * s["sq"], r=self.keep * s["r"]), None
+  def forward(self, s: LayerSignal, here: str) -> LayerSignal:
+    return s._replace(sq=self.gain() * s.sq, r=self.keep * s.r)
 
-  def backward(self, g, s_in, extra, recs):
-    return dict(g, sq=self.gain() * g["sq"], r=self.keep * g["r"])
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward:
+    return g._replace(sq=self.gain() * g.sq, r=self.keep * g.r)
 
-  def apply(self, p, x, key, tape):
+  def apply(self, p, x, key, probe):
     if key is None:
       raise ValueError("a Dropout layer needs a key")
-    tape.key_count += 1
-    mask = jax.random.bernoulli(jax.random.fold_in(key, tape.key_count), self.keep, x.shape)
-    return jnp.where(mask, x / self.keep if self.rescale else x, 0.0)
+    probe = probe._replace(key_count=probe.key_count + 1)
+    mask = jax.random.bernoulli(jax.random.fold_in(key, probe.key_count), self.keep, x.shape)
+    return jnp.where(mask, x / self.keep if self.rescale else x, 0.0), probe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +112,16 @@ class AvgPool(Layer):
       raise ValueError(f"{where}: window {window} must match and divide the spatial size {spatial}")
     return self.out_shape(n, spatial)
 
-  def forward(self, s, here, recs, notes):
-    k, r = math.prod(positive_ints(self.window, "window")), s["r"]
+  def forward(self, s: LayerSignal, here: str) -> LayerSignal:
+    k, r = math.prod(positive_ints(self.window, "window")), s.r
     gain = (1 + (k - 1) * r) / k
-    return dict(s, spatial=self.out_shape(s["n"], s["spatial"])[1], sq=gain * s["sq"],
-                r=r / gain if gain > 0 else r), None
+    return s._replace(spatial=self.out_shape(s.n, s.spatial)[1], sq=gain * s.sq, r=r / gain if gain > 0 else r)
 
-  def backward(self, g, s_in, extra, recs):
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward:
     k = math.prod(positive_ints(self.window, "window"))
-    return dict(g, sq=g["sq"] / k ** 2, pooled=True)
+    return g._replace(sq=g.sq / k ** 2, pooled=True)
 
-  def apply(self, p, x, key, tape):
+  def apply(self, p, x, key, probe):
     window = positive_ints(self.window, "window")
     dims = (1,) + window + (1,)
     return jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, dims, "VALID") / math.prod(window)
@@ -134,13 +134,13 @@ class Flatten(Layer):
   def out_shape(self, n, spatial):
     return n * math.prod(spatial), ()
 
-  def forward(self, s, here, recs, notes):
-    return dict(s, n=s["n"] * math.prod(s["spatial"]), spatial=()), None
+  def forward(self, s: LayerSignal, here: str) -> LayerSignal:
+    return s._replace(n=s.n * math.prod(s.spatial), spatial=())
 
-  def backward(self, g, s_in, extra, recs):
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward:
     return g
 
-  def apply(self, p, x, key, tape):
+  def apply(self, p, x, key, probe):
     return x.reshape(x.shape[0], -1)
 
 
@@ -163,24 +163,27 @@ class Residual(Layer):
       raise ValueError(f"{where}: a must be finite")
     return n, spatial
 
-  def forward(self, s, here, recs, notes):
-    f_out, sub = forward_stack(self.branch, dict(s), f"{here}.branch.", recs, notes)
-    a2 = self.a ** 2
-    sq = s["sq"] + a2 * f_out["sq"]
-    r = (s["sq"] * s["r"] + a2 * f_out["sq"] * f_out["r"]) / sq if sq > 0 else s["r"]
-    return dict(s, sq=sq, r=r, sym=s["sym"] and f_out["sym"]), sub
+  def forward(self, s: LayerSignal, here: str) -> Step:
+    branch = forward_stack(self.branch, s, f"{here}.branch.")
+    f_out, a2 = branch.out, self.a ** 2
+    sq = s.sq + a2 * f_out.sq
+    r = (s.sq * s.r + a2 * f_out.sq * f_out.r) / sq if sq > 0 else s.r
+    return Step(s._replace(sq=sq, r=r, sym=s.sym and f_out.sym), extra=branch.tape, records=branch.records,
+                notes=branch.notes)
 
-  def backward(self, g, s_in, sub, recs):
-    gb = backward_stack(sub, dict(g, sq=self.a ** 2 * g["sq"]), recs)
-    sq = g["sq"] + gb["sq"]
-    r = (g["sq"] * g["r"] + gb["sq"] * gb["r"]) / sq if sq > 0 else g["r"]
-    return dict(g, sq=sq, r=r, pooled=g["pooled"] or gb["pooled"])
+  def backward(self, g: Backward, s_in: LayerSignal, tape) -> BackStep:
+    branch = backward_stack(tape, g._replace(sq=self.a ** 2 * g.sq))
+    gb = branch.grad
+    sq = g.sq + gb.sq
+    r = (g.sq * g.r + gb.sq * gb.r) / sq if sq > 0 else g.r
+    return BackStep(g._replace(sq=sq, r=r, pooled=g.pooled or gb.pooled), branch.records)
 
   def init_params(self, key, n, spatial, dtype):
     return init_stack(key, tuple(self.branch), n, spatial, dtype)
 
-  def apply(self, p, x, key, tape):
-    return x + self.a * run_stack(p, tuple(self.branch), x, key, tape)
+  def apply(self, p, x, key, probe):
+    y, probe = run_stack(p, tuple(self.branch), x, key, probe)
+    return x + self.a * y, probe
 
   def flat(self):
     yield from flat_layers(tuple(self.branch))

@@ -3,24 +3,35 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jscale import mlp
-from jscale.keys import check_key
+from jscale.calculus.correlation import pair_corr
 from jscale.calculus.moments import Moments
 from jscale.calculus.network import mlp_as_layers
-from jscale.calculus.stack import Tape, flat_layers, flat_params, run_stack
+from jscale.calculus.stack import Probe, flat_layers, flat_params, run_stack
+from jscale.keys import check_key
 
 
 def gradient_to_weight_ratio(params, grads) -> jax.Array:
   """Measured G_l = E[dW_l^2] / E[W_l^2] for each weight layer (weights only, biases excluded).
 
-  `params` and `grads` are `jscale.mlp` parameter tuples; returns an array of shape (L,).
+  `params` and `grads`: `jscale.mlp` parameter tuples, or the kernels of any model and their gradients in the
+  same order (`jscale.models.Model.kernels`); returns an array of shape (L,).
   """
-  return jnp.stack([jnp.mean(jnp.square(g.w)) / jnp.mean(jnp.square(p.w)) for p, g in zip(params, grads)])
+  kernel = lambda p: getattr(p, "w", p)
+  return jnp.stack([jnp.mean(jnp.square(kernel(g))) / jnp.mean(jnp.square(kernel(p))) for p, g in zip(params, grads)])
+
+
+def mlp_bytes(widths: Sequence[int], batch: int, itemsize: int = 4) -> float:
+  """Estimated peak of `mlp_summary` / `measure` on an MLP: weights, their gradients and two copies of
+  the Monte-Carlo probes (3 per weight), and about ten (batch, width) arrays per layer (inputs,
+  pre-activations, their perturbations and cotangents)."""
+  n_w = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+  return itemsize * (3.0 * n_w + 10.0 * batch * sum(widths))
 
 
 class Measurement(NamedTuple):
@@ -37,16 +48,6 @@ class Measurement(NamedTuple):
   out_std: jax.Array       # std of the outputs over the batch (for the output multiplier)
   x0_corr: jax.Array       # uncentered correlation between two examples' inputs (mean over pairs)
   batch_size: int
-
-
-def _pair_corr(x_B):
-  """Mean over example pairs b != b' of E[x_b x_b'] / E[x^2] (per-entry, uncentered)."""
-  B = x_B.shape[0]
-  f = x_B.reshape(B, -1)
-  s = jnp.sum(f, axis=0)
-  total = jnp.sum(s * s) - jnp.sum(f * f)
-  return jnp.where(B > 1, total / jnp.maximum(B * (B - 1), 1) / jnp.maximum(jnp.mean(f * f) * f.shape[1], 1e-30),
-                   0.0)
 
 
 def measure(params, layers, x: jax.Array, key: jax.Array | None = None, *, loss_fn: Callable | None = None,
@@ -75,20 +76,19 @@ def measure(params, layers, x: jax.Array, key: jax.Array | None = None, *, loss_
     raise ValueError(f"measure: x must be a float batch of shape (B, ..., n_in), got "
                      f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}".rstrip())
   key = jax.random.PRNGKey(0) if key is None else check_key(key, "measure: key")
-  return _measure(params, layers, x, key, loss_fn, projection, dy_out_sq)
+  return _measure(params, layers, x, key, loss_fn=loss_fn, projection=projection, dy_out_sq=dy_out_sq)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 4, 5))
-def _measure(params, layers, x, key, loss_fn, projection, dy_out_sq) -> Measurement:
+@functools.partial(jax.jit, static_argnames=("layers", "loss_fn", "projection"))
+def _measure(params, layers, x, key, *, loss_fn, projection, dy_out_sq) -> Measurement:
   k_proj, k_drop = jax.random.split(key)
   B = x.shape[0]
-  probe = Tape()
-  out = run_stack(params, layers, x, k_drop, probe)
+  out, probe = run_stack(params, layers, x, k_drop, Probe())
   eps_x = [jnp.zeros_like(v) for v in probe.xs]
   eps_y = [jnp.zeros_like(v) for v in probe.ys]
 
   def f(ex, ey):
-    return run_stack(params, layers, x, k_drop, Tape(ex, ey))
+    return run_stack(params, layers, x, k_drop, Probe(ex, ey))[0]
 
   if loss_fn is None:
     v_shape = out.shape if projection == "independent" else (1,) + out.shape[1:]
@@ -131,7 +131,7 @@ def _measure(params, layers, x, key, loss_fn, projection, dy_out_sq) -> Measurem
   return Measurement(moments=moments, dW_sq_example=dW_ex, dW_sq_batch=dW_b, G_batch=dW_b / w_sq,
                      db_sq_example=jnp.stack(db_ex), db_sq_batch=jnp.stack(db_b),
                      saturation=jnp.asarray(sat, x_sq.dtype), dead=jnp.asarray(dead, x_sq.dtype),
-                     out_sq=ms(out), out_std=jnp.std(out), x0_corr=_pair_corr(x), batch_size=B)
+                     out_sq=ms(out), out_std=jnp.std(out), x0_corr=pair_corr(x, pairs_first=True), batch_size=B)
 
 
 def measure_mlp(params: mlp.Params, x: jax.Array, key: jax.Array | None = None, activation: str = "relu",

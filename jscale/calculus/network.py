@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from jscale import initializers, mlp
 from jscale.calculus.prediction import mlp_layers
-from jscale.calculus.stack import Tape, check_input, check_stack, init_stack, run_stack
+from jscale.calculus.stack import Probe, check_input, check_stack, init_stack, run_stack
 
 # A fixed init for static layer lists used only to *run* given params: one jit compilation serves all.
 PLACEHOLDER_INIT = initializers.zeros()
@@ -22,7 +22,7 @@ def init_layers(key: jax.Array, layers, n_in: int, spatial=(), dtype=jnp.float32
 
 def apply_layers(params, layers, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
   """Forward pass of a layer list on x: (batch, *spatial, n_in). `key` is needed only for Dropout."""
-  return run_stack(params, tuple(layers), x, key, Tape())
+  return run_stack(params, tuple(layers), x, key, Probe())[0]
 
 
 def mlp_as_layers(params: mlp.Params, activation: str = "relu") -> tuple:

@@ -6,9 +6,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from jscale import mlp
+from jscale import checks, mlp
 from jscale.calculus.layers import Act, Linear
 from jscale.calculus.moments import ACT_KINDS, Moments, per_layer
+from jscale.calculus.signals import Backward, LayerSignal
 from jscale.calculus.stack import backward_stack, check_input, check_stack, forward_stack
 
 
@@ -26,7 +27,7 @@ def mlp_layers(widths: Sequence[int], init: Any = "he_normal", activation: str =
   return tuple(layers)
 
 
-class Prediction(NamedTuple):
+class LayerPrediction(NamedTuple):
   """`predict`'s answer: per-weight-layer moments plus what the design helpers need."""
   moments: Moments         # batch-1 moments, numpy float64, one entry per weight layer
   layers: tuple            # LayerInfo per weight layer
@@ -42,7 +43,7 @@ class Prediction(NamedTuple):
 
 def predict(layers, n_in: int, spatial=(), x0_sq: float = 1.0, dy_out_sq: float = 1.0, *,
             batch_size: int = 1, x0_corr: float = 0.0, dy_out_corr: float = 0.0,
-            x0_symmetric: bool = True) -> Prediction:
+            x0_symmetric: bool = True) -> LayerPrediction:
   """Predicted (analytic) second moments of a layer list, from the propagation rules (docs/calculus.md).
 
   Input: `n_in` channels on a `spatial` grid (() for vectors), E[x_0^2] = `x0_sq`; the gradient arriving
@@ -60,35 +61,34 @@ def predict(layers, n_in: int, spatial=(), x0_sq: float = 1.0, dy_out_sq: float 
   """
   n_in, spatial = check_input(n_in, spatial)
   check_stack(layers, n_in, spatial)
-  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+  B = checks.positive_int(batch_size, "batch_size")
   for name, v in (("x0_sq", x0_sq), ("dy_out_sq", dy_out_sq)):
     if not (v >= 0 and math.isfinite(v)):
       raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
   for name, v in (("x0_corr", x0_corr), ("dy_out_corr", dy_out_corr)):
     if not -1 <= v <= 1:
       raise ValueError(f"{name} must be in [-1, 1], got {v!r}")
-  recs, notes = [], []
-  sig = dict(n=n_in, spatial=spatial, sq=float(x0_sq), r=float(x0_corr), sym=bool(x0_symmetric))
-  out, tape = forward_stack(tuple(layers), sig, "", recs, notes)
-  g_in = backward_stack(tape, dict(sq=float(dy_out_sq), r=float(dy_out_corr), pooled=False), recs)
-  B = batch_size
-  info = tuple(r["info"] for r in recs)
-  f = lambda key: np.array([r[key] for r in recs], dtype=np.float64)
-  x_sq, y_sq, dx_sq, dy_sq, w_sq = f("x_sq"), f("y_sq"), f("dx_sq"), f("dy_sq"), f("w_sq")
+  fwd = forward_stack(tuple(layers), LayerSignal(n=n_in, spatial=spatial, sq=float(x0_sq), r=float(x0_corr),
+                                                 sym=bool(x0_symmetric)))
+  back = backward_stack(fwd.tape, Backward(sq=float(dy_out_sq), r=float(dy_out_corr), pooled=False))
+  info = tuple(r.info for r in fwd.records)
+  f = lambda records, field: np.array([getattr(r, field) for r in records], dtype=np.float64)  # noqa: E731
+  x_sq, y_sq, w_sq = f(fwd.records, "x_sq"), f(fwd.records, "y_sq"), f(fwd.records, "w_sq")
+  dx_sq, dy_sq = f(back.records, "dx_sq"), f(back.records, "dy_sq")
   rho_in = np.array([i.rho_in for i in info], np.float64)
   rho_out = np.array([i.rho_out for i in info], np.float64)
   n_l = np.array([i.n_in for i in info], np.float64)
   k = np.array([i.k for i in info], np.float64)
   with np.errstate(divide="ignore", invalid="ignore"):
-    dW_ex = rho_out * f("k_eff") / k * x_sq * dy_sq
-    dW_batch = dW_ex * (1 / B + (1 - 1 / B) * f("r_x") * f("r_dy"))
+    dW_ex = rho_out * f(fwd.records, "k_eff") / k * x_sq * dy_sq
+    dW_batch = dW_ex * (1 / B + (1 - 1 / B) * f(fwd.records, "r_x") * f(back.records, "r_dy"))
     moments = Moments(x_sq=x_sq, y_sq=y_sq, dx_sq=dx_sq, dy_sq=dy_sq, nu=n_l * rho_in * x_sq * dx_sq,
                       G=dW_ex / w_sq, weight_sq=w_sq)
     G_batch = dW_batch / w_sq
-  if any(r["below_pool"] for r in recs):
-    notes.append("weight layers below an AvgPool: the spatial gradient correlation pooling creates is not "
-                 "tracked, so their E[dW^2] and G are approximate")
-  return Prediction(moments=moments, layers=info, db_sq=rho_out * dy_sq, bias_balance=k * n_l * x_sq ** 2,
-                    dW_sq_batch=dW_batch, G_batch=G_batch, out_sq=out["sq"], in_dx_sq=g_in["sq"],
-                    exact=not notes, notes=tuple(dict.fromkeys(notes)))
+  notes = fwd.notes
+  if any(r.below_pool for r in back.records):
+    notes += ("weight layers below an AvgPool: the spatial gradient correlation pooling creates is not "
+              "tracked, so their E[dW^2] and G are approximate",)
+  return LayerPrediction(moments=moments, layers=info, db_sq=rho_out * dy_sq, bias_balance=k * n_l * x_sq ** 2,
+                         dW_sq_batch=dW_batch, G_batch=G_batch, out_sq=fwd.out.sq, in_dx_sq=back.grad.sq,
+                         exact=not notes, notes=tuple(dict.fromkeys(notes)))

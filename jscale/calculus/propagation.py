@@ -1,16 +1,19 @@
 """Propagating signals through a flat jaxpr graph (tracing.py): the forward pass, the backward pass and the
 bookkeeping of unknown values. Which rule applies to which primitive lives in rules.py (`Predictor`).
 
-Signals: forward dict(sq=E[v^2], r=corr between examples, sym, why), backward dict(sq, r, pooled, why);
-sq is None exactly when why says why.
+Signals are `signals.Forward` / `signals.Backward` per value id. The pass records each use of a parameter leaf
+(`LeafUse`: a weight, bias or multiplier) and each recognised activation (`ActivationUse`); `run` returns
+them with the signals as one `Propagated`.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus.tracing import Lit, Tag, is_float
+from jscale.calculus.signals import Backward, Forward
+from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
 _REASONS = {
     "reduce_window_max": "max pooling has no rule: it does not keep nu (paper Table 1)",
@@ -23,24 +26,59 @@ _REASONS = {
     "integer_pow": "a power of an activation (normalisation, gelu) has no rule in the calculus",
     "erf": "erf (gelu) has no rule: it is not positively homogeneous",
 }
+# What an equation's inputs get when only another of its outputs reached the loss.
+_NO_GRAD = Backward(0.0, 0.0, False, None)
+# A known placeholder input, to run a rule for its structure alone (`structure_only`).
+_PLACEHOLDER = Forward(0.0, 0.0, True, None)
 
 
-def unknown_sig(why):
-  return dict(sq=None, r=0.0, sym=False, why=why)
+class LeafUse(NamedTuple):
+  """One use of a parameter leaf by a rule: as a weight layer ("dense", "conv"), a bias, or a multiplier."""
+  leaf: int            # index among the float leaves
+  kind: str            # "dense", "conv", "bias", "scalar" or "other" (an elementwise multiplier)
+  op: str              # the primitive
+  in_id: int           # the activation it acts on
+  out_id: int
+  x_sig: Forward       # the input's signal (a constant 1 for a bias)
+  rho: float           # positions per example sharing each entry of the leaf
+  w_sq: float          # the leaf's E[W^2]
+  fan_in: int
+  fan_out: int
+  taps: int
+  g: Backward | None = None  # the gradient at out_id (set by `run`); None when it does not reach the loss
+
+
+class ActivationUse(NamedTuple):
+  kind: str            # "relu", "leaky_relu:0.1", "tanh", ...
+  in_id: int
+  out_id: int
+
+
+class Propagated(NamedTuple):
+  """What `Propagation.run` found."""
+  graph: Graph
+  fwd: dict            # value id -> Forward
+  bwd: dict            # value id -> Backward
+  uses: tuple          # LeafUse, in graph order
+  acts: tuple          # ActivationUse, in graph order
+  notes: tuple         # rules used outside their assumptions (may repeat)
+  leaf_why: dict       # leaf index -> why it has no prediction, from operations outside its uses
 
 
 class Propagation:
   """Forward then backward pass over a graph, dispatching each equation to the subclass's `rule_<primitive>`.
-  After `run`: `fwd`, `bwd` (per value id), `ops` (weight / bias / scalar uses of parameter leaves), `acts`
-  (recognised activations), `leaf_why`."""
+  A rule reads its operands' signals, sets its output's (`set_out`, with one backward function per
+  activation operand) and returns None, or returns why it does not apply. The pass is one object's state,
+  built up by the rules; `run` hands it back frozen."""
 
-  def __init__(self, graph, tags, const_vals, leaf_sq, x_sig, batch_size):
-    self.g, self.tags, self.cv = graph, tags, dict(graph.consts, **const_vals)
-    self.leaf_sq, self.B = leaf_sq, batch_size
+  def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward):
+    self.g, self.tags, self.cv = graph, tags, {**graph.consts, **const_vals}
+    self.leaf_sq = leaf_sq
     self.fwd = {graph.x_id: x_sig}
     self.bwd = {}
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
     self.ops, self.acts, self.notes = [], [], []
+    self.op_grads = {}  # index into ops -> the gradient at its output
     self.leaf_why = {}
 
   # -- helpers
@@ -58,23 +96,34 @@ class Propagation:
   def per_example(self, a) -> int:
     return math.prod(self.shape(a)[1:])
 
+  def use(self, rec: LeafUse):
+    """Record a use of a leaf; returns the function that records the gradient reaching its output."""
+    i = len(self.ops)
+    self.ops.append(rec)
+
+    def seen(g: Backward) -> Backward:
+      self.op_grads[i] = g
+      return g
+
+    return seen
+
   def unknown(self, e, why):
     for o in e.outs:
-      self.fwd[o] = unknown_sig(why)
+      self.fwd[o] = Forward.unknown(why)
     ins = [a for a in e.ins if self.tag(a).kind == "act"]
-    self.back.append((e, [(a, lambda g, why=why: dict(sq=None, r=0.0, pooled=False, why=g["why"] or why))
-                          for a in ins]))
+    self.back.append((e, [(a, lambda g, why=why: Backward.unknown(g.why or why)) for a in ins]))
     for a in e.ins:
       t = self.tag(a)
       if t.kind == "param":
         self.leaf_why.setdefault(t.leaf, why)
 
-  def set_out(self, e, sig, backs):
+  def set_out(self, e, sig: Forward, backs):
     self.fwd[e.outs[0]] = sig
     self.back.append((e, backs))
 
   # -- the pass
-  def run(self, out_grads: dict):
+  def run(self, out_grads: dict) -> Propagated:
+    """Both passes, `out_grads` (value id -> Backward) at the outputs."""
     for e in self.g.eqns:
       ins = [a for a in e.ins if self.tag(a).kind == "act"]
       if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
@@ -85,7 +134,7 @@ class Propagation:
             self.leaf_why.setdefault(t.leaf, f"used by '{e.name}' on parameters only (not a layer the calculus "
                                      "knows)")
         continue
-      upstream = next((self.fwd[a]["why"] for a in ins if self.fwd.get(a, unknown_sig("?"))["why"]), None)
+      upstream = next((self.fwd[a].why for a in ins if self.fwd.get(a, Forward.unknown("?")).why), None)
       if upstream:
         self.structure_only(e, ins, upstream)
         continue
@@ -97,7 +146,9 @@ class Propagation:
       if why:
         self.unknown(e, why)
     self.backward(out_grads)
-    return self
+    uses = tuple(u._replace(g=self.op_grads.get(i)) for i, u in enumerate(self.ops))
+    return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
+                      dict(self.leaf_why))
 
   def structure_only(self, e, ins, why):
     """Downstream of an unknown value: record what the op is (kind, fans, taps) with no moments."""
@@ -105,14 +156,13 @@ class Propagation:
     n_ops, n_back, saved = len(self.ops), len(self.back), {a: self.fwd[a] for a in ins}
     if rule is not None:
       for a in ins:
-        self.fwd[a] = dict(sq=0.0, r=0.0, sym=True, why=None)
+        self.fwd[a] = _PLACEHOLDER
       try:
         rule(e, ins)
       except (ArithmeticError, ValueError, TypeError):
         pass
       self.fwd.update(saved)
-      for r in self.ops[n_ops:]:
-        r["x_sig"] = saved[r["in_id"]]
+      self.ops[n_ops:] = [u._replace(x_sig=saved[u.in_id]) for u in self.ops[n_ops:]]
       del self.back[n_back:]
     self.unknown(e, why)
 
@@ -124,24 +174,18 @@ class Propagation:
       gs = [self.bwd.get(o) for o in e.outs]
       if all(g is None for g in gs):
         continue
-      g = gs[0] if gs[0] is not None else dict(sq=0.0, r=0.0, pooled=False, why=None)
+      g = gs[0] if gs[0] is not None else _NO_GRAD
       for a, fn in backs:
         self._acc(a, fn(g))
 
-  def _acc(self, i, c):
+  def _acc(self, i, c: Backward):
     old = self.bwd.get(i)
     if old is None:
-      self.bwd[i] = dict(c)
+      self.bwd[i] = c
       return
-    if old["why"] or c["why"]:
-      self.bwd[i] = dict(sq=None, r=0.0, pooled=False, why=old["why"] or c["why"])
+    if old.why or c.why:
+      self.bwd[i] = Backward.unknown(old.why or c.why)
       return
-    sq = old["sq"] + c["sq"]
-    r = (old["sq"] * old["r"] + c["sq"] * c["r"]) / sq if sq > 0 else old["r"]
-    self.bwd[i] = dict(sq=sq, r=r, pooled=old["pooled"] or c["pooled"], why=None)
-
-  @staticmethod
-  def scaled(g, f, r=None, pooled=None):
-    if g["why"]:
-      return dict(g)
-    return dict(g, sq=g["sq"] * f, r=g["r"] if r is None else r, pooled=g["pooled"] if pooled is None else pooled)
+    sq = old.sq + c.sq
+    r = (old.sq * old.r + c.sq * c.r) / sq if sq > 0 else old.r
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None)

@@ -13,8 +13,7 @@ Each equation with an activation operand is matched to a rule of docs/calculus.m
   reshape, transpose, convert, slice, pad, concatenate   moments kept
 Anything else touching an activation (max pooling, normalisation, softmax, attention, sigmoid, ...) makes the
 value unknown, with the reason; unknown values propagate forward, and backward to everything below.
-Signals: forward dict(sq=E[v^2], r=corr between examples, sym, why), backward dict(sq, r, pooled, why);
-sq is None exactly when why says why.
+Signals: `signals.Forward` / `signals.Backward` (sq is None exactly when why says why).
 """
 from __future__ import annotations
 
@@ -25,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus.correlation import relu_corr
-from jscale.calculus.propagation import Propagation
+from jscale.calculus.propagation import ActivationUse, LeafUse, Propagation
+from jscale.calculus.signals import Forward
 from jscale.calculus.tracing import scalar_value
 
 # tanh's linear-regime rules are off by about 2 E[y^2] relatively (E[tanh(y)^2] ~ q - 2 q^2 for y ~ N(0, q)):
@@ -93,7 +93,7 @@ class Predictor(Propagation):
       return "a transpose that moves the batch axis"
     if e.name == "broadcast_in_dim" and self.per_example(e.outs[0]) != self.per_example(a):
       return "a broadcast of an activation (repeats entries; no rule)"
-    self.set_out(e, dict(self.fwd[a]), [(a, lambda g: dict(g))])
+    self.set_out(e, self.fwd[a], [(a, lambda g: g)])
 
   rule_reshape = rule_convert_element_type = rule_squeeze = rule_expand_dims = rule_copy = rule_copy_p = _pass
   rule_reduce_precision = rule_transpose = rule_rev = rule_broadcast_in_dim = _pass
@@ -103,7 +103,7 @@ class Predictor(Propagation):
     if e.params["start_indices"][0] != 0 or self.shape(e.outs[0])[0] != self.shape(a)[0]:
       return "a slice across examples"
     frac = self.per_example(e.outs[0]) / self.per_example(a)
-    self.set_out(e, dict(self.fwd[a]), [(a, lambda g: self.scaled(g, frac))])
+    self.set_out(e, self.fwd[a], [(a, lambda g: g.scaled(frac))])
 
   def rule_pad(self, e, ins):
     a = e.ins[0]
@@ -111,7 +111,7 @@ class Predictor(Propagation):
       return "padding with a non-zero value or across examples"
     frac = self.per_example(a) / self.per_example(e.outs[0])
     s = self.fwd[a]
-    self.set_out(e, dict(s, sq=s["sq"] * frac, sym=s["sym"]), [(a, lambda g: self.scaled(g, 1.0))])
+    self.set_out(e, s._replace(sq=s.sq * frac), [(a, lambda g: g.scaled(1.0))])
 
   def rule_concatenate(self, e, ins):
     if e.params["dimension"] == 0 or len(ins) != len(e.ins):
@@ -119,35 +119,28 @@ class Predictor(Propagation):
     sizes = [self.per_example(a) for a in ins]
     sigs = [self.fwd[a] for a in ins]
     tot = sum(sizes)
-    sq = sum(n * s["sq"] for n, s in zip(sizes, sigs)) / tot
-    r = sum(n * s["sq"] * s["r"] for n, s in zip(sizes, sigs)) / (tot * sq) if sq > 0 else 0.0
-    self.set_out(e, dict(sq=sq, r=r, sym=all(s["sym"] for s in sigs), why=None),
-                 [(a, lambda g: dict(g)) for a in ins])
+    sq = sum(n * s.sq for n, s in zip(sizes, sigs)) / tot
+    r = sum(n * s.sq * s.r for n, s in zip(sizes, sigs)) / (tot * sq) if sq > 0 else 0.0
+    self.set_out(e, Forward(sq, r, all(s.sym for s in sigs)), [(a, lambda g: g) for a in ins])
 
   # -- scalars, masks, learnable multipliers
   def _scale(self, e, a, c):
     s = self.fwd[a]
     arr = np.asarray(c, np.float64)
     c2, m = float(np.mean(arr * arr)), float(np.mean(arr))
-    r = s["r"] * (m * m / c2) if c2 > 0 else s["r"]
+    r = s.r * (m * m / c2) if c2 > 0 else s.r
     odd = np.all(arr >= 0) or np.all(arr <= 0)
-    self.set_out(e, dict(sq=s["sq"] * c2, r=r, sym=s["sym"] and bool(odd), why=None),
-                 [(a, lambda g: self.scaled(g, c2, r=g["r"] * (m * m / c2) if c2 > 0 else g["r"]))])
+    self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd)),
+                 [(a, lambda g: g.scaled(c2, r=g.r * (m * m / c2) if c2 > 0 else g.r))])
 
   def _param_mul(self, e, a, t):
     s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
     n_leaf = math.prod(self.shape(e.ins[1] if e.ins[0] == a else e.ins[0]))
     rho = self.per_example(a) / max(n_leaf, 1)
     kind = "scalar" if n_leaf == 1 else "other"
-    rec = dict(leaf=t.leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, rho=rho, w_sq=w_sq,
-               fan_in=1, fan_out=1, taps=1)
-    self.ops.append(rec)
-
-    def back(g):
-      rec["g"] = g
-      return self.scaled(g, w_sq)
-
-    self.set_out(e, dict(s, sq=s["sq"] * w_sq), [(a, back)])
+    seen = self.use(LeafUse(leaf=t.leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, rho=rho,
+                            w_sq=w_sq, fan_in=1, fan_out=1, taps=1))
+    self.set_out(e, s._replace(sq=s.sq * w_sq), [(a, lambda g: seen(g).scaled(w_sq))])
 
   def rule_mul(self, e, ins):
     if len(ins) == 2:
@@ -205,15 +198,14 @@ class Predictor(Propagation):
   def _pwl(self, e, u, p, q):
     s = self.fwd[u]
     gf, gb = pwl_gains(p, q)
-    r_out, rb = pwl_corr(p, q, s["r"])
+    r_out, rb = pwl_corr(p, q, s.r)
     name = act_name(p, q)
-    if not s["sym"] and p != q:
+    if not s.sym and p != q:
       self.notes.append(f"{name} applied to a non-symmetric input (e.g. a residual sum of ReLU outputs, or "
                         "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
-    rec = dict(kind=name, in_id=u, out_id=e.outs[0])
-    self.acts.append(rec)
-    self.set_out(e, dict(sq=gf * s["sq"], r=r_out, sym=p == q and s["sym"], why=None),
-                 [(u, lambda g: self.scaled(g, gb, r=g["r"] * rb if not g["why"] else 0.0))])
+    self.acts.append(ActivationUse(kind=name, in_id=u, out_id=e.outs[0]))
+    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym),
+                 [(u, lambda g: g.scaled(gb, r=g.r * rb if not g.why else 0.0))])
 
   def rule_max(self, e, ins):
     if len(ins) != 1:
@@ -227,12 +219,11 @@ class Predictor(Propagation):
   def rule_tanh(self, e, ins):
     a = ins[0]
     s = self.fwd[a]
-    rec = dict(kind="tanh", in_id=a, out_id=e.outs[0])
-    self.acts.append(rec)
-    if s["sq"] > TANH_LINEAR_MAX:
-      return (f"tanh outside its linear regime (predicted E[y^2] = {s['sq']:.3g} at its input, above "
+    self.acts.append(ActivationUse(kind="tanh", in_id=a, out_id=e.outs[0]))
+    if s.sq > TANH_LINEAR_MAX:
+      return (f"tanh outside its linear regime (predicted E[y^2] = {s.sq:.3g} at its input, above "
               f"{TANH_LINEAR_MAX}): it saturates and does not keep nu")
-    self.set_out(e, dict(s), [(a, lambda g: dict(g))])
+    self.set_out(e, s, [(a, lambda g: g)])
 
   # -- sums
   def rule_add(self, e, ins):
@@ -241,11 +232,10 @@ class Predictor(Propagation):
       if a == b:
         return self._scale(e, a, 2.0)
       sa, sb = self.fwd[a], self.fwd[b]
-      sq = sa["sq"] + sb["sq"]
-      r = (sa["sq"] * sa["r"] + sb["sq"] * sb["r"]) / sq if sq > 0 else sa["r"]
+      sq = sa.sq + sb.sq
+      r = (sa.sq * sa.r + sb.sq * sb.r) / sq if sq > 0 else sa.r
       # a difference has the same second-moment rule as a sum (the cross term is dropped)
-      self.set_out(e, dict(sq=sq, r=r, sym=sa["sym"] and sb["sym"], why=None),
-                   [(a, lambda g: dict(g)), (b, lambda g: dict(g))])
+      self.set_out(e, Forward(sq, r, sa.sym and sb.sym), [(a, lambda g: g), (b, lambda g: g)])
       return None
     a = ins[0]
     other = e.ins[1] if e.ins[0] == a else e.ins[0]
@@ -254,17 +244,13 @@ class Predictor(Propagation):
     if t.kind == "param":
       b_sq = self.leaf_sq[t.leaf]
       n_leaf = math.prod(self.shape(other))
-      rec = dict(leaf=t.leaf, kind="bias", op=e.name, in_id=a, out_id=e.outs[0], rho=self.per_example(a) / max(
-          n_leaf, 1), w_sq=b_sq, fan_in=1, fan_out=n_leaf, taps=1, x_sig=dict(sq=1.0, r=1.0, sym=False, why=None))
-      self.ops.append(rec)
-      sq = s["sq"] + b_sq
-      r = (s["sq"] * s["r"] + b_sq) / sq if sq > 0 else s["r"]
-
-      def back(g):
-        rec["g"] = g
-        return dict(g)
-
-      self.set_out(e, dict(sq=sq, r=r, sym=s["sym"] and b_sq == 0, why=None), [(a, back)])
+      # a bias is a weight on a constant-1 input, the same for every example
+      seen = self.use(LeafUse(leaf=t.leaf, kind="bias", op=e.name, in_id=a, out_id=e.outs[0],
+                              x_sig=Forward(1.0, 1.0, False), rho=self.per_example(a) / max(n_leaf, 1), w_sq=b_sq,
+                              fan_in=1, fan_out=n_leaf, taps=1))
+      sq = s.sq + b_sq
+      r = (s.sq * s.r + b_sq) / sq if sq > 0 else s.r
+      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0), [(a, seen)])
       return None
     c = self.const(other)
     if t.kind != "const" or c is None:
@@ -272,9 +258,8 @@ class Predictor(Propagation):
     c2 = float(np.mean(np.square(np.asarray(c, np.float64))))
     if c2 > 0:
       self.notes.append("a constant is added to an activation: the rules assume zero-mean values")
-    sq = s["sq"] + c2
-    self.set_out(e, dict(sq=sq, r=(s["sq"] * s["r"] + c2) / sq if sq > 0 else s["r"], sym=s["sym"] and c2 == 0,
-                         why=None), [(a, lambda g: dict(g))])
+    sq = s.sq + c2
+    self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0), [(a, lambda g: g)])
     return None
 
   rule_sub = rule_add_any = rule_add
@@ -283,11 +268,10 @@ class Predictor(Propagation):
   def _pool(self, e, a, counts, rho_in):
     s = self.fwd[a]
     mc, mc2 = float(np.mean(counts)), float(np.mean(counts ** 2))
-    sq = s["sq"] * (mc + s["r"] * (mc2 - mc))
-    r_out = s["r"] * mc2 / (mc + s["r"] * (mc2 - mc)) if sq > 0 else s["r"]
+    sq = s.sq * (mc + s.r * (mc2 - mc))
+    r_out = s.r * mc2 / (mc + s.r * (mc2 - mc)) if sq > 0 else s.r
     back_f = float(np.sum(counts)) / rho_in
-    self.set_out(e, dict(sq=sq, r=min(r_out, 1.0), sym=s["sym"], why=None),
-                 [(a, lambda g: self.scaled(g, back_f, pooled=True))])
+    self.set_out(e, Forward(sq, min(r_out, 1.0), s.sym), [(a, lambda g: g.scaled(back_f, pooled=True))])
 
   def rule_reduce_window_sum(self, e, ins):
     a = ins[0]
@@ -326,7 +310,7 @@ class Predictor(Propagation):
     n_out = math.prod(ws[i] for i in range(len(ws)) if i not in cw)
     rho = math.prod(xs[i] for i in range(1, len(xs)) if i not in cx)
     return self._weight(e, a, t.leaf, "dense", n_in=n_in, n_out=n_out, k=1, pairs=rho, rho_in=rho, rho_out=rho,
-                        fan_in=n_in, fan_out=n_out, groups=1)
+                        fan_in=n_in, fan_out=n_out)
 
   def rule_conv_general_dilated(self, e, ins):
     if len(ins) != 1 or e.ins[0] != ins[0]:
@@ -347,18 +331,13 @@ class Predictor(Propagation):
     I, O, G = ws[rhs_spec[1]], ws[rhs_spec[0]], p["feature_group_count"]
     k = math.prod(k_sp)
     return self._weight(e, a, t.leaf, "conv", n_in=I, n_out=O // G, k=k, pairs=float(np.sum(counts)),
-                        rho_in=math.prod(in_sp), rho_out=counts.size, fan_in=k * I, fan_out=k * O, groups=G)
+                        rho_in=math.prod(in_sp), rho_out=counts.size, fan_in=k * I, fan_out=k * O)
 
-  def _weight(self, e, a, leaf, kind, *, n_in, n_out, k, pairs, rho_in, rho_out, fan_in, fan_out, groups):
+  def _weight(self, e, a, leaf, kind, *, n_in, n_out, k, pairs, rho_in, rho_out, fan_in, fan_out):
+    """`pairs`: (output position, tap) pairs that land inside the input, per example."""
     s, w_sq = self.fwd[a], self.leaf_sq[leaf]
-    rec = dict(leaf=leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, w_sq=w_sq, fan_in=fan_in,
-               fan_out=fan_out, taps=k, rho=pairs / k, k_fwd=pairs / rho_out, n_in=n_in, n_out=n_out)
-    self.ops.append(rec)
-    y_sq = (pairs / rho_out) * n_in * w_sq * s["sq"]
+    seen = self.use(LeafUse(leaf=leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, rho=pairs / k,
+                            w_sq=w_sq, fan_in=fan_in, fan_out=fan_out, taps=k))
+    y_sq = (pairs / rho_out) * n_in * w_sq * s.sq
     back_f = (pairs / rho_in) * n_out * w_sq
-
-    def back(g):
-      rec["g"] = g
-      return self.scaled(g, back_f)
-
-    self.set_out(e, dict(sq=y_sq, r=s["r"], sym=True, why=None), [(a, back)])
+    self.set_out(e, Forward(y_sq, s.r, True), [(a, lambda g: seen(g).scaled(back_f))])

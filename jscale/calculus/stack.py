@@ -4,14 +4,42 @@ Every layer type (`layers.py`) is one rule object carrying its own validation, f
 moment rules, parameter init and forward pass; the loops here only chain them, so adding a layer type
 touches one class. Activations are (batch, *spatial, channels) arrays, as in flax.
 
-Signals passed between the moment rules are plain dicts:
-  forward  s = dict(n=channels, spatial=grid, sq=E[x^2], r=corr between examples, sym=symmetric law)
-  backward g = dict(sq=E[Delta^2], r=corr between examples, pooled=below an AvgPool)
+The moment rules pass typed signals (signals.py): `LayerSignal` forward, `Backward` backward. A rule returns
+the next signal, or a `Step` / `BackStep` when it has more to say (what its backward rule needs, weight-layer
+records, notes); the forward pass returns its output, or the output and a new `Probe` when it records
+something. Nothing is written into what a caller passed in.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
 import jax
-import numpy as np
+
+from jscale import checks
+from jscale.calculus.signals import Backward, LayerSignal
+
+
+class Step(NamedTuple):
+  """A forward rule's answer."""
+  out: LayerSignal
+  extra: Any = None    # what the layer's backward rule needs
+  records: tuple = ()  # one record per weight layer within (weights.WeightForward), in layer order
+  notes: tuple = ()    # where a rule is used outside its assumptions
+
+
+class BackStep(NamedTuple):
+  """A backward rule's answer."""
+  grad: Backward
+  records: tuple = ()  # one weights.WeightBackward per weight layer within, in layer order
+
+
+class StackForward(NamedTuple):
+  """`forward_stack`'s answer."""
+  out: LayerSignal
+  tape: tuple          # (layer, its input signal, its extra) per layer, for `backward_stack`
+  records: tuple
+  notes: tuple
 
 
 class Layer:
@@ -27,20 +55,22 @@ class Layer:
     """Validate against the input shape (ValueError naming `where`); returns `out_shape`."""
     return self.out_shape(n, spatial)
 
-  def forward(self, s: dict, here: str, recs: list, notes: list):
-    """(output signal, what `backward` needs); weight layers append their record to `recs`."""
+  def forward(self, s: LayerSignal, here: str) -> LayerSignal | Step:
+    """The output signal (a `Step` to add what `backward` needs, weight records or notes); `here` is the
+    layer's path in the list, for notes."""
     raise NotImplementedError
 
-  def backward(self, g: dict, s_in: dict, extra, recs: list) -> dict:
-    """The gradient signal at the input from the one at the output."""
+  def backward(self, g: Backward, s_in: LayerSignal, extra) -> Backward | BackStep:
+    """The gradient signal at the input from the one at the output (`s_in`: the forward input signal)."""
     raise NotImplementedError
 
   def init_params(self, key, n: int, spatial: tuple, dtype):
     """Parameters: () for parameter-free layers."""
     return ()
 
-  def apply(self, p, x, key, tape: "Tape"):
-    """Forward pass of x: (batch, *spatial, n)."""
+  def apply(self, p, x, key, probe: "Probe"):
+    """Forward pass of x: (batch, *spatial, n); returns the output, or (output, probe) to record something
+    (`probe._replace(...)`)."""
     raise NotImplementedError
 
   def flat(self):
@@ -53,16 +83,15 @@ class Layer:
 
 
 def positive_ints(v, what) -> tuple:
-  v = (v,) if isinstance(v, (int, np.integer)) else tuple(v)
-  if not v or any(isinstance(t, bool) or int(t) != t or t <= 0 for t in v):
-    raise ValueError(f"{what} must be positive ints, got {v!r}")
-  return tuple(int(t) for t in v)
+  """A positive int or a non-empty sequence of them, as a tuple of ints."""
+  v = tuple(v) if isinstance(v, Iterable) else (v,)
+  if not v:
+    raise ValueError(f"{what} must be positive ints, got ()")
+  return tuple(checks.positive_int(t, f"{what} entry") for t in v)
 
 
 def check_input(n_in, spatial):
-  if isinstance(n_in, bool) or not isinstance(n_in, (int, np.integer)) or n_in <= 0:
-    raise ValueError(f"n_in must be a positive int, got {n_in!r}")
-  return int(n_in), (tuple(positive_ints(spatial, "spatial")) if spatial else ())
+  return checks.positive_int(n_in, "n_in"), (positive_ints(spatial, "spatial") if spatial else ())
 
 
 def check_stack(layers, n_in, spatial, path=""):
@@ -78,20 +107,27 @@ def check_stack(layers, n_in, spatial, path=""):
   return n_in, spatial
 
 
-def forward_stack(layers, sig, path, recs, notes):
-  """Forward moment rules through a layer list: (output signal, tape for `backward_stack`)."""
-  tape = []
+def forward_stack(layers, sig: LayerSignal, path: str = "") -> StackForward:
+  """Forward moment rules through a layer list."""
+  tape, records, notes = [], [], []
   for i, layer in enumerate(layers):
-    s = dict(sig)
-    sig, extra = layer.forward(s, f"{path}{i}", recs, notes)
-    tape.append((layer, s, extra))
-  return sig, tape
+    step = layer.forward(sig, f"{path}{i}")
+    step = step if isinstance(step, Step) else Step(step)
+    tape.append((layer, sig, step.extra))
+    records += step.records
+    notes += step.notes
+    sig = step.out
+  return StackForward(sig, tuple(tape), tuple(records), tuple(notes))
 
 
-def backward_stack(tape, g, recs):
+def backward_stack(tape, g: Backward) -> BackStep:
+  """Backward moment rules through a `forward_stack` tape; the records come back in layer order."""
+  records = ()
   for layer, s_in, extra in reversed(tape):
-    g = layer.backward(g, s_in, extra, recs)
-  return g
+    step = layer.backward(g, s_in, extra)
+    step = step if isinstance(step, BackStep) else BackStep(step)
+    g, records = step.grad, tuple(step.records) + records
+  return BackStep(g, records)
 
 
 def init_stack(key, layers, n, spatial, dtype):
@@ -102,22 +138,26 @@ def init_stack(key, layers, n, spatial, dtype):
   return tuple(params)
 
 
-class Tape:
-  """Collects weight-layer inputs/outputs and activation inputs during one forward pass; `eps_x` /
-  `eps_y` are added to each weight layer's input / output (zeros whose vjp gives the gradients)."""
+class Probe(NamedTuple):
+  """What one forward pass records: weight-layer inputs / outputs and activation inputs. `eps_x` / `eps_y`
+  are added to each weight layer's input / output (zeros whose vjp gives the gradients there)."""
+  eps_x: Any = None
+  eps_y: Any = None
+  xs: tuple = ()            # each weight layer's input
+  ys: tuple = ()            # ... and output
+  acts: tuple = ()          # (index of the weight layer right before or None, kind, input) per activation
+  last_weight: int | None = None
+  key_count: int = 0        # keys folded in so far (Dropout)
 
-  def __init__(self, eps_x=None, eps_y=None):
-    self.eps_x, self.eps_y = eps_x, eps_y
-    self.xs, self.ys, self.acts, self.last_weight = [], [], [], None
-    self.key_count = 0
 
-
-def run_stack(params, layers, x, key, tape: Tape):
+def run_stack(params, layers, x, key, probe: Probe) -> tuple:
+  """The forward pass of a layer list: (output, `probe` with what the pass recorded)."""
   for p, layer in zip(params, layers):
-    x = layer.apply(p, x, key, tape)
+    out = layer.apply(p, x, key, probe)
+    x, probe = out if isinstance(out, tuple) else (out, probe)
     if not layer.is_weight:
-      tape.last_weight = None
-  return x
+      probe = probe._replace(last_weight=None)
+  return x, probe
 
 
 def flat_layers(layers):

@@ -4,7 +4,7 @@
 (jax.nn.relu is a custom_jvp around a jit around `max`) into one flat list of equations over integer value
 ids, so that any intermediate value can be read or perturbed (`evaluate`). `classify` then tags each value as
 derived from one parameter leaf ("param"), from neither parameters nor input ("const"), from the input ("act"),
-or a boolean gate on an activation; `Recogniser` (inspection.py) applies the moment rules per equation.
+or a boolean gate on an activation; `rules.Predictor` applies the moment rules per equation.
 
 The batch (example) axis is axis 0 of the input and must stay axis 0 of every activation.
 """
@@ -30,7 +30,7 @@ class Lit:
   val: Any
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Eqn:
   prim: Any        # the jax primitive (bind it to evaluate)
   ins: list        # int ids or Lit
@@ -42,7 +42,7 @@ class Eqn:
     return self.prim.name
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Graph:
   eqns: list
   leaf_ids: list       # ids of the parameter leaves, in order

@@ -1,7 +1,7 @@
 """Weight layers (`Linear`, `Conv`): the rule objects that carry E[W^2] and make the entries of `Moments`.
 
 A weight layer has weight E[W^2] from its initializer's own `second_moment` (or a fixed `weight_sq`) and
-no bias at initialisation (biases are zero in the calculus; `Prediction.db_sq` reports what their
+no bias at initialisation (biases are zero in the calculus; `LayerPrediction.db_sq` reports what their
 gradient would be). Rules: docs/calculus.md.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jscale import initializers, mlp
+from jscale import checks, initializers, mlp
 from jscale.calculus.moments import weight_backward_sq, weight_forward_sq
-from jscale.calculus.stack import Layer, Tape, positive_ints
+from jscale.calculus.signals import Backward, LayerSignal
+from jscale.calculus.stack import BackStep, Layer, Probe, Step, positive_ints
 
 _CONV_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -38,6 +38,24 @@ class LayerInfo(NamedTuple):
   init: str
 
 
+class WeightForward(NamedTuple):
+  """A weight layer's forward rule: what `predict` reads and its backward rule needs."""
+  info: LayerInfo
+  x_sq: float      # E[x^2] at its input
+  r_x: float       # the input's correlation between examples
+  w_sq: float      # E[W^2]
+  k_eff: float     # taps that land inside the input (k, less the SAME-padding border)
+  y_sq: float      # E[y^2] at its output
+
+
+class WeightBackward(NamedTuple):
+  """A weight layer's backward rule."""
+  dy_sq: float       # E[Delta y^2] arriving at its output
+  r_dy: float        # that gradient's correlation between examples
+  below_pool: bool   # the gradient passed an AvgPool (spatial correlation not tracked)
+  dx_sq: float       # E[Delta x^2] it sends to its input
+
+
 class _WeightLayer(Layer):
   """Shared rules of `Linear` and `Conv` (fields n_out, init, weight_sq)."""
   is_weight = True
@@ -54,8 +72,7 @@ class _WeightLayer(Layer):
     raise NotImplementedError
 
   def check(self, n, spatial, where, here):
-    if isinstance(self.n_out, bool) or not isinstance(self.n_out, (int, np.integer)) or self.n_out <= 0:
-      raise ValueError(f"{where}: n_out must be a positive int")
+    checks.positive_int(self.n_out, f"{where}: n_out")
     if self.weight_sq is None:
       initializers.get(self.init)
     elif not (self.weight_sq >= 0 and math.isfinite(self.weight_sq)):
@@ -66,32 +83,31 @@ class _WeightLayer(Layer):
   def check_grid(self, n, spatial, where):
     pass
 
-  def forward(self, s, here, recs, notes):
-    rho = math.prod(s["spatial"])
-    shape = self.kernel_shape(s["n"], len(s["spatial"]))
+  def forward(self, s: LayerSignal, here: str) -> Step:
+    rho = math.prod(s.spatial)
+    shape = self.kernel_shape(s.n, len(s.spatial))
     fan = initializers.fans(shape)
     init = initializers.get(self.init)
     fixed = self.weight_sq is not None
     w_sq = float(self.weight_sq) if fixed else float(init.second_moment(shape))
     w_var = float(self.weight_sq) if fixed else float(init.variance(shape))
+    notes = ()
     if not fixed and init.mean(shape) != 0:
-      notes.append(f"layer {here}: initializer {init.name} has a non-zero mean; the rules assume zero-mean "
-                   "weights")
-    out_spatial = self.out_shape(s["n"], s["spatial"])[1]
+      notes = (f"layer {here}: initializer {init.name} has a non-zero mean; the rules assume zero-mean weights",)
+    out_spatial = self.out_shape(s.n, s.spatial)[1]
     info = LayerInfo(path=here, kind=self.kind, shape=shape, k=fan.k, n_in=fan.n_in, n_out=fan.n_out,
                      rho_in=rho, rho_out=math.prod(out_spatial), fan_in=fan.fan_in, fan_out=fan.fan_out,
                      weight_var=w_var, weight_sq=w_sq, init="weight_sq" if fixed else init.name)
-    k_eff = fan.k * self.tap_fraction(s["spatial"], shape[:-2])
-    rec = dict(info=info, x_sq=s["sq"], r_x=s["r"], w_sq=w_sq, k_eff=k_eff,
-               y_sq=weight_forward_sq(s["sq"], w_sq, fan.n_in, k_eff))
-    recs.append(rec)
-    return dict(n=fan.n_out, spatial=out_spatial, sq=rec["y_sq"], r=s["r"], sym=True), rec
+    k_eff = fan.k * self.tap_fraction(s.spatial, shape[:-2])
+    rec = WeightForward(info=info, x_sq=s.sq, r_x=s.r, w_sq=w_sq, k_eff=k_eff,
+                        y_sq=weight_forward_sq(s.sq, w_sq, fan.n_in, k_eff))
+    out = LayerSignal(n=fan.n_out, spatial=out_spatial, sq=rec.y_sq, r=s.r, sym=True)
+    return Step(out, extra=rec, records=(rec,), notes=notes)
 
-  def backward(self, g, s_in, rec, recs):
-    info = rec["info"]
-    rec.update(dy_sq=g["sq"], r_dy=g["r"], below_pool=g["pooled"])
-    rec["dx_sq"] = weight_backward_sq(g["sq"], rec["w_sq"], info.n_out, rec["k_eff"], info.rho_out / info.rho_in)
-    return dict(g, sq=rec["dx_sq"])
+  def backward(self, g: Backward, s_in: LayerSignal, rec: WeightForward) -> BackStep:
+    info = rec.info
+    dx_sq = weight_backward_sq(g.sq, rec.w_sq, info.n_out, rec.k_eff, info.rho_out / info.rho_in)
+    return BackStep(g._replace(sq=dx_sq), (WeightBackward(dy_sq=g.sq, r_dy=g.r, below_pool=g.pooled, dx_sq=dx_sq),))
 
   def init_params(self, key, n, spatial, dtype):
     shape = self.kernel_shape(n, len(spatial))
@@ -100,17 +116,14 @@ class _WeightLayer(Layer):
       w = jnp.sqrt(jnp.asarray(self.weight_sq, dtype)) * jax.random.normal(key, shape, dtype)
     return mlp.Dense(w, jnp.zeros((self.n_out,), dtype))
 
-  def apply(self, p, x, key, tape: Tape):
-    l = len(tape.xs)
-    if tape.eps_x is not None:
-      x = x + tape.eps_x[l]
-    tape.xs.append(x)
+  def apply(self, p, x, key, probe: Probe):
+    l = len(probe.xs)
+    if probe.eps_x is not None:
+      x = x + probe.eps_x[l]
     y = self.op(p.w, x) + p.b
-    if tape.eps_y is not None:
-      y = y + tape.eps_y[l]
-    tape.ys.append(y)
-    tape.last_weight = l
-    return y
+    if probe.eps_y is not None:
+      y = y + probe.eps_y[l]
+    return y, probe._replace(xs=probe.xs + (x,), ys=probe.ys + (y,), last_weight=l)
 
   def weight_params(self, p):
     yield p

@@ -1,10 +1,10 @@
 """`Model`: any classifier in the form `jscale.train.make_train` trains -- an init function and an apply function,
-or a Flax module -- besides the MLP of `TrainSpec.widths`.
+or a Flax module; the MLP of `TrainSpec.widths` is one too (`jscale.models.mlp`), so training has one path.
 
   Model.from_functions(init, apply, input_shape)   init(key) -> params; apply(params, x) -> logits
   Model.from_flax(module, input_shape)             a linen module with parameters only (no batch statistics)
   Model.lenet(LeNetConfig(...))                    the paper's strided LeNet (jscale.models.lenet)
-  get_model("lenet", n_out=10, image=(8, 8, 1))    by name: what an Experiment's `model` setting names
+  models.mlp(widths), models.get_model("lenet", n_out=10, image=(8, 8, 1))   the named models (catalog.py)
 
 What a sweep varies stays a traced argument of `train` because the model is reduced to what the engine touches:
 
@@ -15,7 +15,8 @@ What a sweep varies stays a traced argument of `train` because the model is redu
                Flax): `layer_scale[l]`, `g_ratio[:, l]` and a per-layer `kernel_init` entry index them.
   draw         `draw(key, kernel_init)`: the model's own parameters (its biases) with every kernel redrawn by
                `kernel_init` (one spec, or one per kernel) from keys split off `key` the same way whatever the
-               initializer: a `lax.switch` over candidate initializers sees common random numbers.
+               initializer (`split_key`), so a sweep's traced choice of initializer (`make_draw`) sees common
+               random numbers.
   hidden       the activations saturation statistics are measured on: the LeNet reports its post-ReLU
                activations; `from_functions(..., returns_hidden=True)` takes `apply -> (logits, [arrays])`; a
                Flax module reports what it `sow`s into "intermediates". Otherwise none (the metrics are NaN:
@@ -28,14 +29,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import initializers
+from jscale import checks, initializers
 from jscale.models import lenet as lenet_lib
 
 
@@ -45,7 +45,7 @@ def _check_shape(input_shape) -> tuple:
   except TypeError:
     raise ValueError(f"input_shape must be a tuple of positive ints (one example's shape), "
                      f"got {input_shape!r}") from None
-  if not shape or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
+  if not shape or not all(checks.is_int(s) and s >= 1 for s in shape):
     raise ValueError(f"input_shape must be a tuple of positive ints (one example's shape), got {input_shape!r}")
   return tuple(int(s) for s in shape)
 
@@ -82,7 +82,8 @@ class Model:
   """A classifier for `jscale.train`: see the module doc. Build it with a constructor, not directly."""
 
   def __init__(self, name: str, init: Callable, apply: Callable, input_shape: Sequence[int], *,
-               returns_hidden: bool = False, description: str = ""):
+               returns_hidden: bool = False, description: str = "", split_key: Callable | None = None,
+               flops: tuple[float, float] | None = None):
     if not isinstance(name, str) or not name:
       raise ValueError(f"model name must be a non-empty string, got {name!r}")
     if not callable(init) or not callable(apply):
@@ -94,6 +95,10 @@ class Model:
     self.input_shape = _check_shape(input_shape)
     self.returns_hidden = returns_hidden
     self.description = description or name
+    # How a key becomes (init's key, one key per kernel): the default splits off the kernels' keys; the MLP keeps
+    # `jscale.mlp.init_mlp`'s layout (kernel l from key 2l) so its numbers do not depend on the path taken.
+    self._split_key = split_key
+    self._flops_override = flops
     key = jax.random.PRNGKey(0)
     try:
       shapes = jax.eval_shape(init, key)
@@ -224,29 +229,37 @@ class Model:
     """The model's parameters from `init` (its biases, any other leaf) with every kernel drawn by `kernel_init`.
     The kernels' keys are split off `key` the same way for every initializer (common random numbers)."""
     inits = self.kernel_inits(kernel_init)
-    k_model, k_kernels = jax.random.split(key)
+    k_model, kernel_keys = self.split_key(key)
     leaves = self._treedef.flatten_up_to(self.init(k_model))
-    for l, (i, k) in enumerate(zip(self._kernel_idx, jax.random.split(k_kernels, self.n_layers))):
+    for l, (i, k) in enumerate(zip(self._kernel_idx, kernel_keys)):
       leaves[i] = inits[l](k, leaves[i].shape, leaves[i].dtype)
     return jax.tree_util.tree_unflatten(self._treedef, leaves)
 
+  def split_key(self, key: jax.Array) -> tuple[jax.Array, list]:
+    """(the key `init` gets, one key per kernel), the same for every initializer (common random numbers)."""
+    if self._split_key is not None:
+      return self._split_key(key)
+    k_model, k_kernels = jax.random.split(key)
+    return k_model, list(jax.random.split(k_kernels, self.n_layers))
+
   def normal_scales(self, kernel_inits: Sequence) -> np.ndarray | None:
-    """(candidates, kernels) stds s such that candidate c draws kernel l exactly as s[c, l] * normal(key, shape)
-    (`initializers.normal_scales`); None when some candidate samples otherwise (uniform, orthogonal, ...)."""
+    """(candidates, kernels) stds s such that candidate c draws kernel l as s[c, l] * normal(key, shape), from what
+    each initializer declares (`Initializer.normal_std`); None when some candidate samples otherwise."""
     return initializers.normal_scales([self.kernel_inits(c) for c in kernel_inits], self.kernel_shapes)
 
   def make_draw(self, kernel_inits: Sequence) -> Callable[[jax.Array, jax.Array], Any]:
     """`draw(key, index)`: `self.draw(key, kernel_inits[index])` with `index` traced (a sweep's initializer
-    choice). When every candidate is a scaled normal (`normal_scales`) the kernels' normals are drawn once and
-    scaled by the chosen candidate's stds (the same numbers, one random draw per kernel instead of one per
-    candidate: under vmap a `lax.switch` computes every branch, and XLA on CPU compiles each draw for seconds);
-    otherwise a `lax.switch` over the candidates."""
+    choice; clipped into range). When every candidate is a scaled normal (`normal_scales`) the kernels' normals
+    are drawn once, by one random program (`initializers.draw_scaled_normals`), and scaled by the chosen
+    candidate's stds: the same numbers as `draw`, without a `lax.switch` (under vmap it computes every branch)
+    or one threefry program per kernel and candidate, which XLA:CPU compiles for seconds each. Otherwise a
+    `lax.switch` over the candidates."""
     kernel_inits = tuple(kernel_inits)
     if not kernel_inits:
       raise ValueError("make_draw needs at least one kernel initializer")
     for k in kernel_inits:
       self.kernel_inits(k)  # bad specs / lengths -> ValueError now
-    scales = self.normal_scales(kernel_inits) if len(kernel_inits) > 1 else None
+    scales = self.normal_scales(kernel_inits)
     if scales is None:
       fns = [functools.partial(self.draw, kernel_init=k) for k in kernel_inits]
       if len(fns) == 1:
@@ -255,12 +268,11 @@ class Model:
     table = jnp.asarray(scales)
 
     def draw(key, index):
-      k_model, k_kernels = jax.random.split(key)
+      k_model, kernel_keys = self.split_key(key)
       stds = table[jnp.clip(index, 0, len(kernel_inits) - 1)]
-      keys = jax.random.split(k_kernels, self.n_layers)
       params = self.init(k_model)
       ws = self.kernels(params)
-      kernels = initializers.draw_scaled_normals(list(keys), [w.shape for w in ws], stds, [w.dtype for w in ws])
+      kernels = initializers.draw_scaled_normals(kernel_keys, [w.shape for w in ws], stds, [w.dtype for w in ws])
       return self.map_kernels(lambda l, w: kernels[l], params)
     return draw
 
@@ -285,7 +297,7 @@ class Model:
     logits, hidden = self._apply(params, x)
     return (logits if output_scale is None else logits * output_scale), hidden
 
-  # -- cost models (jscale.train.flops_per_config / bytes_per_config) -----------------------------------
+  # -- cost models (jscale.sweeps.cost) ------------------------------------------------------------------
 
   @functools.cached_property
   def _one_example(self):
@@ -310,6 +322,8 @@ class Model:
 
   @functools.cached_property
   def _flops(self) -> float:
+    if self._flops_override is not None:
+      return float(self._flops_override[0])
     params, x = self._one_example
     try:
       cost = jax.jit(lambda p, x_: self._apply(p, x_)[0]).lower(params, x).cost_analysis()
@@ -322,8 +336,12 @@ class Model:
     return flops
 
   def forward_flops(self) -> float:
-    """FLOPs of one example's forward pass (XLA's cost analysis of `apply`)."""
+    """FLOPs of one example's forward pass (XLA's cost analysis of `apply`, unless the model counts its own)."""
     return self._flops
+
+  def backward_flops(self) -> float:
+    """FLOPs of one example's backward pass: the model's own count, else twice the forward pass."""
+    return float(self._flops_override[1]) if self._flops_override is not None else 2 * self._flops
 
   def __repr__(self) -> str:
     return (f"Model({self.description}, input_shape={self.input_shape}, kernels={self.n_layers}, "
@@ -336,43 +354,3 @@ class Model:
 
   def __copy__(self):
     return self
-
-
-def lenet(n_out: int = 10, image: Sequence[int] = (8, 8, 1), channels: Sequence[int] = (6, 16),
-          kernels: Sequence = ((2, 2), (2, 2)), hidden: Sequence[int] = (120, 84)) -> Model:
-  """The strided LeNet as a `Model` from plain options (what an Experiment's `model_options` hold)."""
-  cfg = lenet_lib.LeNetConfig(image=tuple(image), channels=tuple(channels),
-                              kernels=tuple(tuple(k) for k in kernels), hidden=tuple(hidden), n_out=int(n_out))
-  return Model.lenet(cfg)
-
-
-MODELS: dict[str, Callable[..., Model]] = {"lenet": lenet}
-
-
-def _freeze(v):
-  if isinstance(v, dict):
-    return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
-  if isinstance(v, (list, tuple)):
-    return tuple(_freeze(x) for x in v)
-  if isinstance(v, np.ndarray):
-    return _freeze(v.tolist())
-  return v
-
-
-@functools.lru_cache(maxsize=64)
-def _get_model(name: str, n_out: int, frozen_options: tuple) -> Model:
-  options = dict(frozen_options)
-  try:
-    return MODELS[name](n_out=n_out, **options)
-  except TypeError as e:  # an unknown option
-    raise ValueError(f"model {name!r}: bad options {options!r}: {e}") from None
-
-
-def get_model(name: str, n_out: int, **options) -> Model:
-  """The named model with `n_out` classes (memoized: the same options give the same object, so a sweep's
-  compiled programs are reused). Names: `MODELS`."""
-  if not isinstance(name, str) or name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-  if isinstance(n_out, bool) or not isinstance(n_out, numbers.Integral) or n_out < 1:
-    raise ValueError(f"model {name!r}: n_out must be an int >= 1, got {n_out!r}")
-  return _get_model(name, int(n_out), _freeze(options))

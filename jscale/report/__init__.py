@@ -5,10 +5,11 @@
   stats.py      means with 95% intervals, single-run prediction intervals, verdicts against a source
   format.py     how numbers, lists and setting values are written
   plots.py      the figures (matplotlib, no pyplot)
+  sigma_markers.py  the sigma an init rule amounts to (marks on accuracy-vs-sigma figures)
 
 Each experiment's own section lives in its folder, `jscale/experiments/<name>/section.py`.
 """
-from jscale.report import describe, plots, stats
+from jscale.report import describe, plots, sigma_markers, stats
 from jscale.report.document import (Figure, ReportResult, Section, Table, build_report, render_section, render_table,
                                     write_verdicts)
 from jscale.report.format import fmt, fmt_list, label

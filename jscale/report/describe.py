@@ -14,35 +14,32 @@ FIXED = ("data", "activation", "kernel_init", "optimizer", "lr", "weight_decay",
 
 
 def sweep_text(r: Results) -> list[str]:
-  cfg = r.config
-  varied = {AXIS_ALIASES.get(a, a) for a in cfg["grid"]["axes"]}
-  c0 = cfg["configs"][0]
+  varied = {AXIS_ALIASES.get(a, a) for a in r.grid_axes}
+  c0 = r.settings(0)
   fixed = [f"{k} {label(c0[k], k)}" for k in FIXED if k in c0 and k not in varied]
-  widths = sorted({tuple(g["spec"]["widths"]) for g in cfg["groups"]})
-  sources = list(dict.fromkeys(g.get("data_source", "?") for g in cfg["groups"]))
+  widths = sorted({tuple(g.widths) for g in r.groups})
   div = int(np.any(r.arrays["diverged"], axis=-1).sum()) if "diverged" in r.arrays else 0
-  secs = r.seconds
-  out = [f"Widths {', '.join(str(list(w)) for w in widths)}; {', '.join(fixed)}; base seed {cfg.get('base_seed', 0)}. "
-         f"{len(cfg['points'])} configurations, {div} diverged (NaN/inf: the engine freezes them and their "
-         f"metrics are NaN from that epoch), {fmt(secs, 1)} s of compute on {cfg.get('backend', '?')}."]
-  out.append("Data: " + "; ".join(sources) + f". {data_seed_text(cfg)}.")
+  out = [f"Widths {', '.join(str(list(w)) for w in widths)}; {', '.join(fixed)}; base seed "
+         f"{r.recorded('base_seed', 0)}. {r.n_configs} configurations, {div} diverged (NaN/inf: the engine freezes "
+         f"them and their metrics are NaN from that epoch), {fmt(r.seconds, 1)} s of compute on "
+         f"{r.recorded('backend', '?')}."]
+  out.append("Data: " + "; ".join(r.data_sources) + f". {data_seed_text(r)}.")
   return out
 
 
-def data_seed_text(cfg: dict) -> str:
+def data_seed_text(r: Results) -> str:
   """Whether the data draw (a synthetic sample, a train/test split) follows each seed or is pinned.
 
-  A sweep's config.json records `data_seed_follows_seed` and every configuration's `data_seed`; a custom
-  experiment records `data_seeds` (one per seed) and the flag. Older runs without the flag: inferred."""
-  configs = cfg.get("configs") or []
-  if configs:
-    pairs = [(c.get("seed"), c.get("data_seed")) for c in configs]
+  A sweep records `data_seed_follows_seed` and every configuration's `data_seed`; a custom experiment
+  records `data_seeds` (one per seed) and the flag. Older runs without the flag: inferred."""
+  if r.is_sweep:
+    pairs = [(c.get("seed"), c.get("data_seed")) for c in map(r.settings, range(r.n_configs))]
   else:
-    pairs = list(zip(cfg.get("seeds") or [], cfg.get("data_seeds") or []))
+    pairs = list(zip(r.recorded("seeds") or [], r.recorded("data_seeds") or []))
   data_seeds = sorted({d for _, d in pairs if d is not None})
   if not data_seeds:
     return "The data seed was not recorded"
-  follows = cfg.get("data_seed_follows_seed")
+  follows = r.recorded("data_seed_follows_seed")
   if follows is None:
     follows = len(data_seeds) > 1 and all(s == d for s, d in pairs)
   if follows:
@@ -55,31 +52,22 @@ def data_seed_text(cfg: dict) -> str:
   return f"Data seeds {fmt_list(data_seeds)}, set by the grid"
 
 
+# What a custom experiment's run may record, named in its grid line.
+RECORDED = ("data", "data_source", "widths", "lr", "optimizer", "batch_size", "epochs", "steps", "wall_time_s")
+
+
 def grid_text(r: Results, skip=()) -> str:
-  seeds = r.config.get("seeds", r.axes.get("seed"))
+  seeds = r.recorded("seeds", r.axes.get("seed"))
   skip = ("seed", "layer") + tuple(skip)
   parts = [f"{k} = {fmt_list([label(x, k) if k == 'batch_size' else x for x in v])}" for k, v in r.axes.items()
            if k not in skip]
-  grid = r.config.get("grid_name", r.config.get("grid"))
+  grid = r.recorded("grid_name", r.recorded("grid"))
   head = (f"Grid `{grid}`: " if isinstance(grid, str) else "Grid: ") + f"{'; '.join(parts)}. Seeds: {fmt_list(seeds)}."
   if r.is_sweep:
     return " ".join([head] + sweep_text(r))
-  extra = [f"{k}: {r.config[k]}" for k in ("data", "data_source", "widths", "lr", "optimizer",
-                                            "batch_size", "epochs", "steps", "wall_time_s") if k in r.config]
-  seeds_line = f" {data_seed_text(r.config)}." if "data_seeds" in r.config else ""
+  extra = [f"{k}: {r.recorded(k)}" for k in RECORDED if k in r.recorded_names]
+  seeds_line = f" {data_seed_text(r)}." if "data_seeds" in r.recorded_names else ""
   return head + (f" {'; '.join(extra)}." if extra else "") + seeds_line
-
-
-def first_metric(r: Results, *names: str) -> str | None:
-  return next((n for n in names if r.has(n)), None)
-
-
-def widths(r: Results):
-  if r.config.get("widths"):
-    return list(r.config["widths"])
-  if r.is_sweep:
-    return list(r.config["groups"][0]["spec"]["widths"])
-  return None
 
 
 def panel_axis(r: Results, metric: str, known: Sequence[str]) -> str | None:

@@ -8,6 +8,7 @@ Inputs are plain arrays, seeds on a named axis, so these work on results from an
                     each epoch, band = 95% interval, legend = the n averaged (log y: geometric mean and the
                     interval of the log, so the band stays positive); distinct line styles and markers
   curve_panels      the same, one panel per setting (e.g. full batch | batch 32), shared y axis
+  draw_curves       what both draw on one matplotlib Axes
   metric_vs_param   final metric vs a log-scaled parameter, vertical markers for named values
   heatmap_pair      measured metric and predicted quantity over a categorical grid of two scales, side by side
   histogram_grid    per-layer activation histograms, rows = init schemes, cols = layers
@@ -75,7 +76,7 @@ def _style(k: int, n_groups: int, n_points: int) -> dict:
               markevery=((k * step) // max(n_groups, 1) % step, step))
 
 
-def _draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, bounds=None, what="curves"):
+def draw_curves(ax, values_by_group, *, epochs, seed_axis, logy=False, bounds=None, what="curves"):
   """Per epoch, the mean over the seeds that are finite there (a diverged seed is NaN from its divergence
   on): a curve stays drawn while any seed is finite, and its legend gives the n averaged (min-max when it
   varies over epochs). On a log y axis the line is the geometric mean and the band the 95% interval of
@@ -126,7 +127,7 @@ def curves(path, values_by_group: Mapping[str, np.ndarray], *, ylabel: str, titl
   if not values_by_group:
     raise ValueError("curves: values_by_group is empty")
   fig, ax = _subplots(figsize=(6.4, 4.2))
-  _draw_curves(ax, values_by_group, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds)
+  draw_curves(ax, values_by_group, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds)
   if logy:
     ax.set_yscale("log")
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -145,7 +146,7 @@ def curve_panels(path, panels: Mapping[str, Mapping[str, np.ndarray]], *, ylabel
   n = len(panels)
   fig, axes = _subplots(1, n, figsize=(5.2 * n + 0.6, 4.2), squeeze=False, sharey=True)
   for ax, (name, groups) in zip(axes[0], panels.items()):
-    _draw_curves(ax, groups, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds, what="curve_panels")
+    draw_curves(ax, groups, epochs=epochs, seed_axis=seed_axis, logy=logy, bounds=bounds, what="curve_panels")
     if logy:
       ax.set_yscale("log")
     ax.set(xlabel=xlabel, title=name)

@@ -44,15 +44,17 @@ Adding an experiment: a folder `jscale/experiments/NAME/` (see `jscale/experimen
 registers an `Entry(name, make, section)` with `register`; the engine itself knows no experiment.
 
 Run directory: `store.py` (the only reader and writer of config.json, chunks/*.npz, metrics.npz with named
-axes, summary.csv), `lock.py` (one writer per run directory or shard; stale locks taken over), `results.py` (the
-`Results` type, no file I/O). A grid into chunks sized to memory: `plan.py`; which devices: `devices.py`; one
-compiled program per group, sharded over the devices: `executor.py`; `--shard I/N`: `shards.py`; the run and
-resume loop, determinism and multi-host TPU pods (`jax.distributed.initialize()`): `runner.py`. The training
-step itself: `jscale.train`.
+axes, summary.csv; `files.py`: its atomic file primitives), `lock.py` (one writer per run directory or shard;
+stale locks taken over), `results.py` (the `Results` type and its accessors, no file I/O). A grid into chunks sized
+to memory: `plan.py` (a frozen `Plan`) with `cost.py` (a configuration's FLOPs and bytes); which devices:
+`devices.py`; one compiled program per group, sharded over the devices: `executor.py`; `--shard I/N`: `shards.py`;
+the run and resume loop, determinism and multi-host TPU pods (`jax.distributed.initialize()`): `runner.py`; the
+main job's jobs (which experiments run, resume, and in which process or shard): `jobs.py`. The training step
+itself: `jscale.train`.
 """
 from jscale.sweeps.experiment import CustomExperiment, Experiment
 from jscale.sweeps.grid import Grid, log_spaced, product, zipped
-from jscale.sweeps.registry import Entry, entry, get, names, register, sections
+from jscale.sweeps.registry import Entry, entry, get, names, register, replaced, sections, unregister
 from jscale.sweeps.runner import Plan, make_plan, resume, run
 from jscale.sweeps.store import Results, ResultsMissing, load, write_results
 from jscale.sweeps.summary import format_table

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import jax
 
+from jscale import checks
+
 
 def use_cpu_cores(n: int | None = None) -> int | None:
   """Expose `n` host CPU devices (default: one per core) so the CPU engine shards configurations over cores.
@@ -36,8 +38,7 @@ def default_group_size(devices: Sequence) -> int | None:
 def select_devices(n: int | None = None) -> list:
   """The devices a sweep shards over: every local device, or the first `n`. With several processes
   (`jax.distributed`), every process's devices (the first `n` of each: `n` counts per process)."""
-  if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-    raise ValueError(f"devices must be an int >= 1, got {n!r}")
+  checks.optional(checks.positive_int)(n, "devices")
   if jax.process_count() > 1:
     by_process: dict[int, list] = {}
     for d in jax.devices():
@@ -72,8 +73,7 @@ def check_device_request(n, *, platform: str | None = None) -> None:
   at most one device per core -- host devices beyond the cores only time-slice them (N x the compute)."""
   if n is None:
     return
-  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-    raise ValueError(f"--devices must be an int >= 1, got {n!r}")
+  checks.positive_int(n, "--devices")
   cores = os.cpu_count() or 1
   on_cpu = platform == "cpu" if platform is not None else not accelerator_plugin_installed()
   if on_cpu and n > cores:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import numbers
 import time
 from typing import Any, Callable, Mapping
 
-from jscale import initializers, models, train as train_lib
+from jscale import checks, initializers, train as train_lib
+from jscale.models.catalog import model_of
 from jscale.sweeps import store
-from jscale.sweeps.grid import Grid, _tupled
+from jscale.sweeps.grid import Grid, tupled
 
 # Settings that are traced arguments of `train` (vary freely inside one compiled program). `data_seed` is
 # traced too: the runner stacks the data sets of a group's data seeds (equal shapes) on a leading axis and
@@ -103,21 +102,6 @@ def canonical_axis(name: str, n_layers: int | None = None) -> str:
   return name
 
 
-def model_of(settings: Mapping[str, Any], n_out: int = 2) -> models.Model | None:
-  """The named `jscale.models.Model` of a configuration (None: the MLP of `hidden`). `n_out`: the data's
-  classes (the number of kernels, hence of layer_scale entries, does not depend on it)."""
-  name = settings["model"]
-  if name is None:
-    return None
-  if not isinstance(name, str):
-    raise ValueError(f"model must be None (the MLP of hidden) or a model name ({', '.join(models.MODELS)}), "
-                     f"got {name!r}")
-  opts = settings["model_options"]
-  if not isinstance(opts, Mapping):
-    raise ValueError(f"model_options must be a mapping of the model's options, got {opts!r}")
-  return models.get_model(name, n_out, **dict(opts))
-
-
 def n_weight_layers(settings: Mapping[str, Any]) -> int:
   """Weight layers a configuration's layer_scale indexes: the MLP's, or the model's kernels."""
   if settings["model"] is None:
@@ -153,34 +137,17 @@ def resolve(exp: Experiment, point: Mapping[str, Any]) -> dict[str, Any]:
 SEED_LIMIT = 2**32   # keys fold in seeds as uint32; scikit-learn's random_state takes [0, 2**32)
 
 # Each hyperparameter's allowed values: (test, what is allowed). Checked per configuration before compute.
-_REAL_RULES = {
-    "init_scale": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (sigma)"),
-    "input_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0 (0 would erase the inputs)"),
-    "output_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-    "lr": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (a negative one would ascend the loss)"),
-    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
-    "momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "saturation_threshold": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
-}
-
-
-def _is_real(v) -> bool:
-  return not isinstance(v, bool) and isinstance(v, numbers.Real)
-
-
 def _check_seed(name: str, v, where: str):
-  if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < SEED_LIMIT:
-    extra = " (follow the seed)" if name == "data_seed" else ""
-    raise ValueError(f"{name} must be{' None' + extra + ' or' if extra else ''} an int in [0, 2**32){where}, "
-                     f"got {v!r}")
+  if name == "data_seed" and not (checks.is_int(v) and 0 <= v < SEED_LIMIT):
+    raise ValueError(f"data_seed must be None (follow the seed) or an int in [0, 2**32){where}, got {v!r}")
+  checks.int_in_range(v, name, 0, SEED_LIMIT, hi_text="2**32", context=where)
 
 
 def validate_settings(s: Mapping[str, Any], where: str = "") -> None:
-  """One configuration's settings: every hyperparameter names its value and what is allowed."""
-  for name, (ok, allowed) in _REAL_RULES.items():
-    v = s[name]
-    if not _is_real(v) or not ok(float(v)):
-      raise ValueError(f"{name} must be {allowed}{where}, got {v!r}")
+  """One configuration's settings: every hyperparameter names its value and what is allowed (the training
+  settings' rules are `jscale.train.SETTING_CHECKS`, the ones `TrainSpec` applies too)."""
+  for name in train_lib.SETTING_CHECKS:
+    train_lib.check_setting(name, s[name], where)
   _check_seed("seed", s["seed"], where)
   _check_seed("data_seed", s["data_seed"], where)
   ls = s["layer_scale"]
@@ -192,10 +159,7 @@ def validate_settings(s: Mapping[str, Any], where: str = "") -> None:
             "one per weight layer")
     raise ValueError(f"layer_scale {ls!r} needs {n_layers} entries ({what}){where}")
   for l, v in enumerate(ls):
-    if not _is_real(v) or not (math.isfinite(float(v)) and v >= 0):
-      raise ValueError(f"layer_scale[{l}] must be a finite number >= 0{where}, got {v!r}")
-  if not isinstance(s["train_pass"], bool):
-    raise ValueError(f"train_pass must be True or False{where}, got {s['train_pass']!r}")
+    checks.finite_real(v, f"layer_scale[{l}]", minimum=0, context=where)
   for k in (s["kernel_init"] if isinstance(s["kernel_init"], tuple) else (s["kernel_init"],)):
     initializers.get(k)  # unknown initializer -> ValueError naming the valid ones
   if isinstance(s["kernel_init"], tuple) and len(s["kernel_init"]) != n_layers:
@@ -235,7 +199,7 @@ def static_key(settings: Mapping[str, Any]) -> tuple:
 def hashable(v):
   if isinstance(v, Mapping):
     return tuple(sorted((k, hashable(x)) for k, x in v.items()))
-  return _tupled(v)
+  return tupled(v)
 
 
 def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) -> train_lib.TrainSpec:

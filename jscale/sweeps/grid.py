@@ -7,8 +7,8 @@ import math
 from typing import Any, Sequence
 
 
-def _tupled(v):
-  return tuple(_tupled(x) for x in v) if isinstance(v, (list, tuple)) else v
+def tupled(v):
+  return tuple(tupled(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _values(name, values) -> tuple:
   values = values.tolist() if hasattr(values, "tolist") else list(values)
   if not values:
     raise ValueError(f"axis {name!r} has no values")
-  return tuple(_tupled(v) for v in values)
+  return tuple(tupled(v) for v in values)
 
 
 def log_spaced(lo: float, hi: float, n: int) -> tuple[float, ...]:

@@ -3,7 +3,7 @@ writer with the holder's pid, and are taken over when their writer is gone (a ki
 
 Lock files in a run directory: `.lock` (the whole run), `.lock.shard-I-of-N` (shard I of N); short-lived locks
 of any other name (`jscale.sweeps.store` names them: one update of run.json, one assembly) wait rather than
-refuse. The files the lock guards are read and written by jscale/sweeps/store.py only, whose `writer_lock`
+refuse. The files the lock guards are read and written by jscale/sweeps/store.py only, whose `lock_file`
 adds to this one the removal of temporary files killed writers left.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _shard_of_lock(name: str) -> tuple[int, int] | None | bool:
 
 
 @contextlib.contextmanager
-def writer_lock(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
+def lock_file(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
                 wait_s: float = 0.0) -> Iterator[None]:
   """Hold a lock file in `run_dir` while writing. A second live writer is refused with the holder's pid (or
   waited for up to `wait_s` seconds); a lock left by a process that no longer runs on this host (a killed

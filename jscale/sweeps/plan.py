@@ -11,16 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import datasets, precision, train as train_lib
-from jscale.calculus.memory import available_bytes
-from jscale.sweeps import experiment as exp_lib, registry
+from jscale import checks, datasets, precision as precision_lib, train as train_lib
+from jscale.memory import available_bytes
+from jscale.sweeps import cost, experiment as exp_lib, registry
 from jscale.sweeps.devices import default_group_size, select_devices
 from jscale.sweeps.grid import Grid
 
 MEMORY_FRACTION = 0.5
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Group:
   """Configurations sharing one compiled program."""
   settings: dict            # a representative configuration's settings (its static ones are the group's)
@@ -39,8 +39,10 @@ class Group:
     return [self.data_id + (seed,) for seed in self.rows]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Plan:
+  """What a sweep will compute, decided before any training; frozen: the runner derives changed copies
+  (`dataclasses.replace`), e.g. the chunk plan a resume or another shard recorded."""
   experiment: exp_lib.Experiment
   grid_name: str
   grid: Grid
@@ -53,6 +55,7 @@ class Plan:
   datasets: dict            # (data name, data_options, data_seed) -> jscale.datasets.Dataset
   budget_bytes: int
   options: dict = dataclasses.field(default_factory=dict)  # what the experiment was built with
+  precision: str = "highest"   # the float32 matmul policy the run computes under (jscale.precision)
 
   @property
   def n_configs(self) -> int:
@@ -71,7 +74,7 @@ class Plan:
         "groups": [self._group_json(g) for g in self.groups],
         "chunks": [{"group": gid, "indices": idx} for gid, idx in self.chunks],
         "devices": [str(d) for d in self.devices], "group_size": self.group_size,
-        "precision": precision.get_precision(), "process_count": jax.process_count(),
+        "precision": self.precision, "process_count": jax.process_count(),
         "jax_version": jax.__version__, "backend": jax.default_backend(),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -95,7 +98,7 @@ def _gb(b):
 
 def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence | None = None,
               chunk_size: int | None = None, max_bytes: int | None = None, group_size: int | None = None,
-              max_chunk: int = 256, options: dict | None = None) -> Plan:
+              max_chunk: int = 256, options: dict | None = None, precision: str | None = None) -> Plan:
   """Validate the experiment and grid, load the data, group and chunk the configurations. No training.
 
   chunk_size: configurations per chunk (rounded up to a multiple of the device count); default: as many
@@ -106,6 +109,8 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
     least the slice size vmaps the whole slice on CPU too.
   options: with a registered name, what to build it with; with an experiment object (built already),
     recorded in config.json only, so that a resume rebuilds the same experiment.
+  precision: the float32 matmul policy `run` computes under ("highest" or "default"); None: the one in force
+    (`jscale.precision.get_precision`).
   """
   options = dict(options or {})
   # An experiment object was built already (options, if given, are only recorded for a resume).
@@ -123,8 +128,9 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
   devs = list(devices) if isinstance(devices, (list, tuple)) else select_devices(devices)
   n_dev = len(devs)
   for name, v in (("chunk_size", chunk_size), ("group_size", group_size)):
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-      raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
+    checks.optional(checks.positive_int)(v, name)
+  policy = precision_lib.get_precision() if precision is None else precision
+  checks.one_of(policy, "precision", precision_lib.POLICIES)
   if group_size is None:
     group_size = default_group_size(devs)
 
@@ -157,11 +163,11 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
     spec = exp_lib.train_spec(s, widths, kernel_inits)
     n_train, n_test = len(ds.y_train), len(ds.y_test)
     spec.steps_per_epoch(n_train)  # batch larger than the data -> ValueError now
-    per_config = train_lib.bytes_per_config(spec, n_train, n_test)
+    per_config = cost.bytes_per_config(spec, n_train, n_test)
     if len(rows) > 1:  # vmap gathers each configuration's own copy of its draw
       per_config += data_nbytes(ds)
     groups.append(Group(s, spec, data_id, data_seeds, fps, rows, row_of, idx, per_config,
-                        train_lib.flops_per_config(spec, n_train, n_test)))
+                        cost.flops_per_config(spec, n_train, n_test)))
 
   budget = int(max_bytes) if max_bytes is not None else int(
       MEMORY_FRACTION * available_bytes(devs[0]) / (n_dev if devs[0].platform == "cpu" else 1))
@@ -186,7 +192,8 @@ def make_plan(experiment, grid: str | Grid = "quick", *, devices: int | Sequence
     size = math.ceil(n / n_chunks)  # balanced
     for c in range(n_chunks):
       chunks.append((gid, g.indices[c * size:(c + 1) * size]))
-  return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, loaded, budget, options)
+  return Plan(exp, grid_name, grid, points, configs, groups, chunks, devs, group_size, loaded, budget, options,
+              policy)
 
 
 def data_nbytes(ds: datasets.Dataset) -> int:
@@ -196,7 +203,7 @@ def data_nbytes(ds: datasets.Dataset) -> int:
 def check_labels(name: str, seed: int, ds: datasets.Dataset) -> None:
   """The network has one output per class: labels must be ints in [0, num_classes), and 2 classes at least."""
   k = ds.num_classes
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+  if not checks.is_int(k) or k < 2:
     raise ValueError(f"data set {name!r} (data seed {seed}) has num_classes {k!r}; a classifier needs at least 2 "
                      "classes (one logit per class)")
   for split, y in (("training", ds.y_train), ("held-out", ds.y_test)):

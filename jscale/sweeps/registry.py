@@ -15,10 +15,11 @@ run rebuilds the same experiment.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from jscale.sweeps.experiment import CustomExperiment, Experiment
 
@@ -115,6 +116,28 @@ def register(entry: Entry | Experiment | CustomExperiment) -> Entry:
                        f"{' or None' if field == 'section' else ''}, got {f!r}")
   _REGISTRY[entry.name] = entry
   return entry
+
+
+def unregister(name: str) -> Entry | None:
+  """Remove experiment `name` (a test's own, say); returns its entry, None if it was not registered."""
+  return _REGISTRY.pop(name, None)
+
+
+@contextlib.contextmanager
+def replaced(experiments: Mapping[str, Experiment | CustomExperiment]) -> Iterator[None]:
+  """Within the block, each named registered experiment is built as the given experiment object instead (e.g.
+  smaller grids for a test), keeping its section and registration order; restored on exit."""
+  saved = {name: entry(name) for name in experiments}
+  try:
+    for name, exp in experiments.items():
+      _REGISTRY[name] = dataclasses.replace(saved[name], make=_fixed(exp))
+    yield
+  finally:
+    _REGISTRY.update(saved)
+
+
+def _fixed(exp):
+  return lambda: exp
 
 
 def names() -> list[str]:

@@ -1,14 +1,19 @@
 """The one `Results` type: an experiment's config.json and its metric arrays, each shaped by its named axes, with
 a sweep's flat per-configuration views. It holds what `jscale.sweeps.store` read (store.load) or assembled and
-does no file I/O itself."""
+does no file I/O itself.
+
+Readers (the report's sections) ask it, never config.json's layout: `settings(i)`, `groups`, `widths`,
+`data_sources`, `x0_sq`, `model()`, `grid_axes`, and `recorded(name)` for what a custom experiment's run wrote.
+"""
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jscale.models.catalog import model_of
 from jscale.sweeps import summary as summary_lib
 from jscale.train import Metrics
 
@@ -21,6 +26,27 @@ def first_true(mask_CxE: np.ndarray) -> np.ndarray:
   """Index of the first True along the last axis, -1 where there is none."""
   any_ = mask_CxE.any(-1)
   return np.where(any_, mask_CxE.argmax(-1), -1)
+
+
+class SweepGroup(NamedTuple):
+  """One group of a sweep (the configurations sharing one compiled program), as config.json records it."""
+  indices: list         # its configurations' indices
+  widths: list          # the TrainSpec's widths (the MLP's; a model's: input features, then outputs)
+  input_layernorm: bool
+  epochs: int
+  n_layers: int         # weight layers: g_ratio's layer axis
+  data_name: str        # the data set's name as planned (e.g. "iris", "libsvm:PATH")
+  data_source: str      # what the loader says the first draw is
+  x0_sq: float          # E[x_0^2] of the training inputs, the mean over the group's draws
+
+
+def sweep_groups(config: Mapping) -> list[SweepGroup]:
+  """A sweep config's groups, in order (empty for a custom experiment's config)."""
+  return [SweepGroup(indices=g["indices"], widths=g["spec"]["widths"],
+                     input_layernorm=bool(g["spec"].get("input_layernorm")), epochs=g["epochs"],
+                     n_layers=g["n_layers"], data_name=g["data"][0], data_source=g.get("data_source", "?"),
+                     x0_sq=g["x0_sq"])
+          for g in config.get("groups") or ()]
 
 
 class Results:
@@ -49,6 +75,15 @@ class Results:
   @property
   def metric_axes(self) -> dict:
     return {k: tuple(v) for k, v in self.config.get("metrics", {}).items()}
+
+  def recorded(self, name: str, default=None):
+    """A value the run recorded at the top of its config.json (a custom experiment's settings, e.g. "width";
+    a sweep's "base_seed", "backend"), or `default`."""
+    return self.config.get(name, default)
+
+  @property
+  def recorded_names(self) -> tuple:
+    return tuple(self.config)
 
   def axis(self, name: str) -> list:
     if name not in self.axes:
@@ -83,6 +118,43 @@ class Results:
   @property
   def points(self) -> list[dict]:
     return self.config["points"]
+
+  def settings(self, i: int = 0) -> dict:
+    """Configuration i's full settings (the experiment's defaults with its grid point applied)."""
+    return self.config["configs"][i]
+
+  @property
+  def grid_axes(self) -> list[str]:
+    """The grid's axis names, in grid order (a zipped block's axes one by one)."""
+    return list(self.config["grid"]["axes"])
+
+  @property
+  def groups(self) -> list[SweepGroup]:
+    return sweep_groups(self.config)
+
+  @property
+  def widths(self) -> list | None:
+    """The network's widths: those a custom run recorded, else the first group's, else None."""
+    if self.config.get("widths"):
+      return list(self.config["widths"])
+    if self.is_sweep:
+      return list(self.groups[0].widths)
+    return None
+
+  @property
+  def data_sources(self) -> list[str]:
+    """The groups' data sources, each once, in group order."""
+    return list(dict.fromkeys(g.data_source for g in self.groups))
+
+  @property
+  def x0_sq(self) -> float:
+    """E[x_0^2] of the first group's training inputs."""
+    return float(self.groups[0].x0_sq)
+
+  def model(self):
+    """The first configuration's `jscale.models.Model`, rebuilt from its settings and the data's classes (the
+    last width); None for the MLP of `hidden`."""
+    return model_of(self.settings(0), int(self.widths[-1]))
 
   @property
   def n_configs(self) -> int:

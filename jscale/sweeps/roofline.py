@@ -21,7 +21,7 @@ this machine and each as the minimum of several timings (other processes only ev
   engine     the sweep runner's executor running `jscale.train` (metrics and guards included);
   loop       jit(train) once per configuration (bench's per-config loop).
 
-`summarize` turns these into fractions of the peak: the attainable fraction (the epoch's matmul FLOPs over
+`shares_of_peak` turns these into fractions of the peak: the attainable fraction (the epoch's matmul FLOPs over
 the sum of its shapes' best times: what a step could reach with free elementwise work), the engine's and
 the bare step's, the classic roofline bound min(peak, intensity x bandwidth), and a split of the engine's
 time into matmuls, optimizer, other elementwise work (ReLU masks, bias adds, softmax) and metrics.
@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jscale import mlp, train as train_lib
 from jscale.sweeps import runner
 
-# Fields of `summarize`'s result that docs/performance.md cites (tests/test_roofline.py checks them).
+# Fields of `shares_of_peak`'s result that docs/performance.md cites (tests/sweeps/test_roofline.py checks them).
 SUMMARY_FIELDS = ("network", "configs", "epochs", "steps_per_epoch", "gflop_per_epoch", "peak_gflops",
                   "bandwidth_gbps", "dispatch_s", "t_epoch_s", "attainable_fraction", "roofline_model_fraction",
                   "roofline_dram_fraction", "engine_fraction",
@@ -94,7 +94,7 @@ def step_shapes(spec: train_lib.TrainSpec, n_train: int, n_test: int) -> list[Sh
 
 
 def epoch_flops(shapes) -> float:
-  """Matmul FLOPs of one epoch of one configuration (equals `train.flops_per_config / epochs`)."""
+  """Matmul FLOPs of one epoch of one configuration (equals `sweeps.cost.flops_per_config / epochs`)."""
   return sum(s.calls * s.flops() for s in shapes)
 
 
@@ -198,7 +198,7 @@ def interleaved(fns: dict, peak_fn: Callable[[], float], repeats: int) -> tuple[
   """({name: min seconds of fns[name]()}, local peak GFLOP/s): each round times every fn once after a probe
   of the peak, and the peak is probed once more at the end; all minima and the best probe come from the same
   window. On a machine shared with other work the load changes within minutes, so a ratio to a peak measured
-  at another time means little; ratios to the local peak do (`summarize` uses them)."""
+  at another time means little; ratios to the local peak do (`shares_of_peak` uses them)."""
   for fn in fns.values():
     jax.block_until_ready(fn())   # compile
   best = {k: float("inf") for k in fns}
@@ -344,8 +344,8 @@ def time_programs(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh,
 # Arithmetic.
 
 
-def summarize(network: str, spec: train_lib.TrainSpec, n_train: int, n_test: int, C: int, shapes, shape_times,
-              run_times: dict, peak_gflops: float, bandwidth: dict, dispatch: float) -> dict:
+def shares_of_peak(network: str, spec: train_lib.TrainSpec, *, n_train: int, n_test: int, C: int, shapes,
+                   shape_times, run_times: dict, peak_gflops: float, bandwidth: dict, dispatch: float) -> dict:
   """Fractions of the peak and the engine's time split, from the measured times (see the module doc).
 
   Every measurement carries the peak probed beside it ("peak_gflops" in each of `shape_times`, `run_times`

@@ -11,7 +11,7 @@ How a grid becomes compute:
    once per distinct data seed (equal shapes), the distinct draws are stacked on a leading axis
    (replicated on every device) and each configuration carries its row index; a group with one draw
    passes it unstacked, so a pinned data seed costs nothing extra.
-2. Each group is split into chunks that fit in memory: `jscale.train.bytes_per_config` times the chunk
+2. Each group is split into chunks that fit in memory: `jscale.sweeps.cost.bytes_per_config` times the chunk
    must fit in half the device's memory (CPU: half of the available host RAM, shared by the host
    devices), beside the stacked data; with several draws each configuration also counts a copy of one
    draw (vmap gathers its row). A grid whose single configuration cannot fit is refused before any compute.
@@ -36,7 +36,7 @@ module runs a plan's chunks and resumes a run.
 
 Determinism: configuration i's key is `fold_in(key(base_seed), seed_i)`, a function of its own seed only.
 At a fixed device count a configuration's numbers are bit-identical whatever the chunking, shard or
-process count (tests/test_shard.py, tests/test_distributed.py). Across device counts on the CPU they
+process count (tests/sweeps/test_shard.py, tests/sweeps/test_distributed.py). Across device counts on the CPU they
 agree to float32 reassociation only (XLA:CPU threads the per-configuration program differently; the
 tests bound it).
 
@@ -51,6 +51,7 @@ writes the run directory (which must be on a filesystem every process sees for a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -67,7 +68,7 @@ from jscale.sweeps import registry, store
 from jscale.sweeps.devices import check_device_request, default_group_size, select_devices, use_cpu_cores  # noqa: F401
 from jscale.sweeps.executor import (config_keys, executor_for, gather, make_executor, put_global,  # noqa: F401
                                     stacked_hparams)
-from jscale.sweeps.grid import Grid, _tupled
+from jscale.sweeps.grid import Grid, tupled
 from jscale.sweeps.plan import Plan, check_stackable, make_plan, stack_data  # noqa: F401
 from jscale.sweeps.shards import check_same_run, parse_shard, shard_chunks
 
@@ -125,6 +126,7 @@ def run(plan: Plan, run_dir: str, *, progress: bool = True, max_chunks: int | No
   """
   shard = parse_shard(shard)
   with contextlib.ExitStack() as stack:
+    stack.enter_context(precision.scoped(plan.precision))
     setup, error = None, None
     if jax.process_index() == 0:
       try:
@@ -156,7 +158,7 @@ def _setup(plan, run_dir, shard, resuming) -> dict:
 
 def _run_chunks(plan, run_dir, progress, max_chunks, shard, resuming, setup):
   is_writer = jax.process_index() == 0
-  plan.chunks = [(g, list(i)) for g, i in setup["chunks"]]
+  plan = dataclasses.replace(plan, chunks=[(g, list(i)) for g, i in setup["chunks"]])
   mine = shard_chunks(len(plan.chunks), shard)
   states = dict(zip(mine, setup["states"]))
   todo = [c for c in mine if states[c] != "done"]
@@ -243,15 +245,14 @@ def resume(run_dir: str, *, experiment=None, devices: int | Sequence | None = No
   options = old.get("options") or {}
   exp = registry.get(experiment) if experiment is not None else registry.get(old["experiment"], **options)
   grid = exp.grid(old["grid_name"]) if old["grid_name"] != "custom" else _grid_from_json(old["grid"])
-  plan = make_plan(exp, grid, devices=devices, group_size=old["group_size"])
-  plan.options = options
-  plan.grid_name = old["grid_name"]
+  plan = make_plan(exp, grid, devices=devices, group_size=old["group_size"])   # the precision in force: checked
+  plan = dataclasses.replace(plan, options=options, grid_name=old["grid_name"])
   check_same_run(old, plan.to_json(), run_dir)
   # The recorded chunk plan wins, so finished chunk files stay valid whatever the devices now.
-  plan.chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
+  plan = dataclasses.replace(plan, chunks=[(c["group"], list(c["indices"])) for c in old["chunks"]])
   return run(plan, run_dir, progress=progress, max_chunks=max_chunks, shard=shard, _resuming=True)
 
 
 def _grid_from_json(g: dict) -> Grid:
-  return Grid(tuple(tuple((name, tuple(_tupled(v) for v in values)) for name, values in block)
+  return Grid(tuple(tuple((name, tuple(tupled(v) for v in values)) for name, values in block)
                             for block in g["blocks"]))

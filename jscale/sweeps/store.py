@@ -23,35 +23,30 @@ transposed to the asked axis order. For sweeps `Results` also offers the flat pe
 (`metrics`, `points`, `diverged`, `final`, `summary`).
 
 One writer at a time: `writer_lock` (lock.py's lock files, refusing a second live writer with its pid) also
-removes the temporary files (`<file>.<pid>-<hex>-<host tag>.tmp`) that a writer killed mid-write left.
+removes the temporary files (`<file>.<pid>-<hex>-<host tag>.tmp`, files.py) that a writer killed mid-write left.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
-import re
-import socket
-import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from jscale.sweeps import lock as lock_lib
+# The atomic file primitives, as store.NAME for the run directory's other readers and writers.
+from jscale.sweeps.files import (atomic_savez, json_default, jsonable, read_json, remove_dead_temps,  # noqa: F401
+                                 sha256, temp_name, write_json, write_text)
 from jscale.sweeps.lock import LOCK, shard_lock_name  # noqa: F401 - the lock files' names, as store.NAME
-from jscale.sweeps.results import METRIC_DIMS, Results
+from jscale.sweeps.results import METRIC_DIMS, Results, sweep_groups
 from jscale.train import Metrics
 
 CONFIG_JSON, CHUNK_DIR, METRICS_NPZ, SUMMARY_CSV, RUN_JSON = (
     "config.json", "chunks", "metrics.npz", "summary.csv", "run.json")
 # Short-lived locks that wait rather than refuse: one update of run.json, one assembly of a sweep.
 RUN_JSON_LOCK, ASSEMBLY_LOCK = ".lock-run-json", ".lock-assembly"
-# Temporary files name their writer: `<file>.<pid>-<8 hex>-<host tag><suffix>`; the host tag (8 hex of the
-# host name's sha256) tells whether that pid can be checked from here.
-_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TMP_RE = re.compile(r"\.(\d+)-[0-9a-f]{8}-([0-9a-f]{8})\.tmp(\.npz)?$")
 
 
 class ResultsMissing(FileNotFoundError):
@@ -62,105 +57,16 @@ class ResultsMissing(FileNotFoundError):
 # Writing.
 
 
-def _json_default(o):
-  if isinstance(o, np.integer):
-    return int(o)
-  if isinstance(o, np.floating):
-    return float(o)
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  if isinstance(o, (set, frozenset)):
-    return sorted(o)
-  return str(o)
-
-
-def jsonable(v):
-  """Plain JSON types all the way down (numpy scalars and arrays, tuples, mapping keys as strings)."""
-  if isinstance(v, np.generic):
-    return v.item()
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  if isinstance(v, Mapping):
-    return {str(k): jsonable(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [jsonable(x) for x in v]
-  return v
-
-
-def _tmp_name(path: str, suffix: str = ".tmp") -> str:
-  """A temporary name no other writer uses (two processes never share one), naming its writer (pid, host tag)."""
-  return f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}-{_HOST_TAG}{suffix}"
-
-
-def remove_dead_temps(run_dir: str) -> list[str]:
-  """Remove the temporary files (in `run_dir` and its chunks/) of writers that no longer run: a writer killed
-  mid-write (kill -9) leaves one, which nothing reads. Those of a live process, or of another host (whose
-  processes cannot be checked from here), stay. Returns the paths removed."""
-  removed = []
-  for d in (run_dir, os.path.join(run_dir, CHUNK_DIR)):
-    try:
-      names = os.listdir(d)
-    except OSError:
-      continue
-    for f in names:
-      m = _TMP_RE.search(f)
-      if m and m.group(2) == _HOST_TAG and not lock_lib.alive(m.group(1), socket.gethostname()):
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(os.path.join(d, f))
-          removed.append(os.path.join(d, f))
-  return removed
-
+# Writing.
 
 @contextlib.contextmanager
 def writer_lock(run_dir: str, shard: tuple[int, int] | None = None, *, name: str | None = None,
                 wait_s: float = 0.0) -> Iterator[None]:
-  """`jscale.sweeps.lock.writer_lock` (one writer per run directory, the holder's pid in a refusal), and once it
-  is held, the temporary files of dead writers removed (`remove_dead_temps`)."""
-  with lock_lib.writer_lock(run_dir, shard, name=name, wait_s=wait_s):
-    remove_dead_temps(run_dir)
+  """`jscale.sweeps.lock.lock_file` (one writer per run directory, the holder's pid in a refusal), and once it
+  is held, the temporary files of dead writers removed (`files.remove_dead_temps`, here and in chunks/)."""
+  with lock_lib.lock_file(run_dir, shard, name=name, wait_s=wait_s):
+    remove_dead_temps(run_dir, (CHUNK_DIR,))
     yield
-
-
-def write_json(path: str, obj):
-  """Atomically: a reader sees the old file or the new one, never half of one."""
-  tmp = _tmp_name(path)
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=_json_default)
-  os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-  """Atomically, like `write_json`: a kill mid-write leaves the previous file, never half of one (and a temp
-  file that the next writer lock removes)."""
-  tmp = _tmp_name(path)
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged") from None
-
-
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
-def _atomic_savez(path: str, **arrays) -> str:
-  """Write an .npz atomically (a file exists only once it is complete); return its sha256."""
-  tmp = _tmp_name(path, ".tmp.npz")
-  np.savez(tmp, **arrays)
-  digest = sha256(tmp)
-  os.replace(tmp, path)
-  return digest
 
 
 def write_results(exp_dir: str, axes: Mapping[str, Sequence], metrics: Mapping[str, tuple], **config) -> str:
@@ -178,7 +84,7 @@ def write_results(exp_dir: str, axes: Mapping[str, Sequence], metrics: Mapping[s
       raise ValueError(f"metric {name!r} has shape {arr.shape}, its axes {names} need {want}")
     arrays[name], metric_axes[name] = arr, list(names)
   os.makedirs(exp_dir, exist_ok=True)
-  digest = _atomic_savez(os.path.join(exp_dir, METRICS_NPZ), **arrays)
+  digest = atomic_savez(os.path.join(exp_dir, METRICS_NPZ), **arrays)
   write_json(os.path.join(exp_dir, CONFIG_JSON), {**jsonable(config), "axes": axes, "metrics": metric_axes,
                                                   "metrics_sha256": digest})
   return exp_dir
@@ -280,9 +186,9 @@ def join_sweep(run_dir: str, config: dict) -> dict | None:
   the one recorded (a shard that joins a run another shard started, or a restarted shard)."""
   os.makedirs(os.path.join(run_dir, CHUNK_DIR), exist_ok=True)
   path = os.path.join(run_dir, CONFIG_JSON)
-  tmp = _tmp_name(path)
+  tmp = temp_name(path)
   with open(tmp, "w") as f:
-    json.dump(config, f, indent=1, default=_json_default)
+    json.dump(config, f, indent=1, default=json_default)
   try:
     os.link(tmp, path)   # fails if the file exists: exactly one writer creates it, complete
   except FileExistsError:
@@ -305,9 +211,9 @@ def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Me
   (the devices and shard that computed it) is stored beside the arrays as JSON."""
   arrays = {name: np.asarray(getattr(metrics, name)) for name in Metrics._fields}
   path = chunk_path(run_dir, chunk_id)
-  digest = _atomic_savez(path, config_index=np.asarray(indices, np.int64), seconds=np.float64(seconds),
+  digest = atomic_savez(path, config_index=np.asarray(indices, np.int64), seconds=np.float64(seconds),
                          dims=json.dumps(METRIC_DIMS), info=json.dumps(jsonable(dict(info or {}))), **arrays)
-  tmp = _tmp_name(path + ".sha256")
+  tmp = temp_name(path + ".sha256")
   with open(tmp, "w") as f:
     f.write(digest + "\n")
   os.replace(tmp, path + ".sha256")
@@ -346,8 +252,9 @@ def assemble(run_dir: str, config: dict | None = None) -> Results:
 
 def _assemble(run_dir: str, config: dict) -> Results:
   n = len(config["points"])
-  E = max(g["epochs"] for g in config["groups"])
-  L = max(g["n_layers"] for g in config["groups"])
+  groups = sweep_groups(config)
+  E = max(g.epochs for g in groups)
+  L = max(g.n_layers for g in groups)
   shapes = {name: (n, E, L) if len(d) == 3 else (n, E) for name, d in METRIC_DIMS.items()}
   flat = {name: np.full(s, False if name == "diverged" else np.nan, bool if name == "diverged" else np.float32)
           for name, s in shapes.items()}
@@ -375,7 +282,7 @@ def _assemble(run_dir: str, config: dict) -> Results:
   res = Results(run_dir, config, arrays)
   # metrics.npz first, then config.json naming its checksum: a kill between the two leaves a config without
   # "metrics", which `load` treats as not yet assembled (and assembles again from the chunks).
-  config["metrics_sha256"] = _atomic_savez(os.path.join(run_dir, METRICS_NPZ), **arrays)
+  config["metrics_sha256"] = atomic_savez(os.path.join(run_dir, METRICS_NPZ), **arrays)
   write_json(os.path.join(run_dir, CONFIG_JSON), config)
   _write_summary_csv(res)
   return res
@@ -400,7 +307,7 @@ def _write_summary_csv(res: Results):
   test_acc = res.metrics["test_acc"]
   best = np.nanmax(np.where(np.isnan(test_acc), -np.inf, test_acc), axis=-1)
   div, div_e = res.diverged, res.diverged_epoch
-  tmp = _tmp_name(path)
+  tmp = temp_name(path)
   with open(tmp, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["config"] + axes + [f"final_{k}" for k in finals] + ["best_test_acc", "diverged", "diverged_epoch"])

@@ -1,12 +1,12 @@
 """Hessian theory for ReLU networks: exact blocks, the Gauss-Newton identity, Hutchinson, predictions.
 
-Modules: `losses` (random losses split as out -> ell), `hessian` (exact blocks, Gauss-Newton blocks,
-Kronecker-form diagonal), `hutchinson` (matrix-free diagonal), `predict` (the calculus's prediction at
-batch 1 and batch B; derivation in docs/calculus.md), `setups` (Figure 1: sampled setups, predicted /
-exact ratios and their summary), `heatmaps` (Figure 2's block heat maps and the 784-300-100-10 diagonal),
-`convnet` (exact blocks of any `apply(params, x)` network; the strided LeNet's Figures 1-2 and the calculus's
-leading-order conv-block prediction).
-The paper is cited in docs/sources.md. Its figures (matplotlib) belong to the hessian experiment,
-`jscale.experiments.hessian.figures`: nothing here imports matplotlib.
+Modules: `losses` (random losses split as out -> ell), `inputs` (the input laws and their exact statistics),
+`hessian` (exact blocks of any network `apply(params, x)`, dense or conv: `jax.hessian`, Gauss-Newton blocks
+and factors, the MLP's Kronecker-form diagonal), `hutchinson` (matrix-free diagonal), `pairs` (the MLP's
+exact expected diagonal from pairs of examples, with control variates), `conv_pairs` (the same for the
+strided LeNet, in the position form), `predict` (the calculus's MLP block prediction at batch 1 and batch B;
+derivation in docs/calculus.md), `predict_conv` (its leading-order conv / LeNet block prediction).
+Mathematics only: the paper's Figures 1-2 (sampled setups, rounds, records, summaries, heat maps) are the
+hessian experiment's protocol, `jscale.experiments.hessian`; nothing here imports matplotlib or an experiment.
 """
-from jscale.theory import convnet, heatmaps, hessian, hutchinson, losses, predict, setups
+from jscale.theory import conv_pairs, hessian, hutchinson, inputs, losses, pairs, predict, predict_conv

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jscale import checks
 from jscale.theory import hessian as hess
 
 
@@ -61,8 +62,7 @@ def block_hvp(loss: Callable, params, args: tuple, index: int) -> Callable:
 
 def block_sq_sv(loss: Callable, params, args: tuple, index: int, key, num_probes: int = 64) -> Estimate:
   """Hutchinson estimate of tr(H_ll^2) / d for the diagonal block of parameter leaf `index`."""
-  if num_probes < 2:
-    raise ValueError(f"num_probes must be >= 2 for a standard error, got {num_probes}")
+  checks.int_at_least(num_probes, "num_probes (for a standard error)", 2)
   index = check_index(params, index)
   theta = jax.tree.leaves(params)[index]
   d = theta.size

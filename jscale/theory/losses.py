@@ -81,6 +81,13 @@ def random_quadratic(key, n_out: int, dtype=jnp.float32) -> jax.Array:
   return jnp.asarray(a.T @ a / n_out, dtype)
 
 
+def quadratic_factor(q) -> np.ndarray:
+  """A with A^T A = Q (symmetric square root, float64 eigh; negative rounding eigenvalues clipped): the output
+  factor of the quadratic loss, whose output Hessian is Q."""
+  lam, v = np.linalg.eigh(np.asarray(q, np.float64))
+  return (v * np.sqrt(np.clip(lam, 0.0, None))) @ v.T
+
+
 def random_targets(key, kind: str, batch: int, n_out: int, dtype=jnp.float32) -> jax.Array:
   """Quadratic: N(0, 1) targets; xent: one-hot uniform random labels. Shape (batch, n_out)."""
   check_kind(kind)

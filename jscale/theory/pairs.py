@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale.theory import losses
+from jscale import checks
+from jscale.theory import hessian, inputs, losses
 
 MIN_BUCKET = 16
 DEFAULT_EXAMPLES = 8
@@ -69,14 +70,11 @@ def round_bytes(widths: Sequence[int], examples: int, round_draws: int, itemsize
   return 3 * itemsize * (per_layer + acts + weights)
 
 
-def check_memory(widths: Sequence[int], examples: int, round_draws: int, max_bytes: int = DEFAULT_MAX_BYTES):
-  need = round_bytes(widths, examples, round_draws)
-  if need > max_bytes:
-    raise ValueError(
-        f"one round of {round_draws} draws x {examples} examples on widths {tuple(widths)} (padded "
-        f"{padded_widths(widths)}) needs about {need / 2 ** 30:.3g} GiB, but max_bytes is "
-        f"{max_bytes / 2 ** 30:.3g} GiB: lower round_draws or examples, or raise max_bytes")
-  return need
+def check_round_memory(widths: Sequence[int], examples: int, round_draws: int, max_bytes: int = DEFAULT_MAX_BYTES):
+  return hessian.check_memory(
+      f"one round of {round_draws} draws x {examples} examples on widths {tuple(widths)} (padded "
+      f"{padded_widths(widths)})", round_bytes(widths, examples, round_draws), max_bytes,
+      "lower round_draws or examples, or raise max_bytes")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,7 +122,7 @@ def _sample_weights(shape, key, n_in, n_out, std):
 
 
 def _sample_inputs(shape, kind, key, n_0):
-  """Inputs (R, E, n0_pad) as `setups.sample_inputs` draws them, zero on padded coordinates."""
+  """Inputs (R, E, n0_pad) as `inputs.sample_inputs` draws them, zero on padded coordinates."""
   z = _normals(math.prod(shape), key) if kind == "normal" else _uniforms(math.prod(shape), key)
   return _masked_last(shape, z, n_0)
 
@@ -191,8 +189,8 @@ def _layer_pairs(gx, u, n_in, n_out):
   return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
 
 
-PROGRAMS = (losses.flat_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor, _backward,
-            _input_gram, _layer_pairs)
+PROGRAMS = (losses.flat_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor,
+            _backward, _input_gram, _layer_pairs)
 
 
 def compiled_programs() -> int:
@@ -243,12 +241,6 @@ def combine(stats_RxLx4, batch: int):
   return s[..., 0] / batch + (1 - 1 / batch) * s[..., 1], s[..., 2] / batch + (1 - 1 / batch) * s[..., 3]
 
 
-def quadratic_factor(q) -> np.ndarray:
-  """A with A^T A = Q (symmetric square root, float64 eigh; negative rounding eigenvalues clipped)."""
-  lam, v = np.linalg.eigh(np.asarray(q, np.float64))
-  return (v * np.sqrt(np.clip(lam, 0.0, None))) @ v.T
-
-
 class RoundSampler(NamedTuple):
   """Everything fixed for one setup's rounds: true and padded widths, weight stds, loss factor."""
   widths: tuple
@@ -261,19 +253,17 @@ class RoundSampler(NamedTuple):
   round_draws: int
 
 
-def make_sampler(widths, weight_sq, input_kind: str, loss: str, q, examples: int = DEFAULT_EXAMPLES,
+def make_sampler(widths, weight_sq, input_kind: str, loss: str, q, *, examples: int = DEFAULT_EXAMPLES,
                  round_draws: int = DEFAULT_ROUND, max_bytes: int = DEFAULT_MAX_BYTES) -> RoundSampler:
   """Checks the memory of one round (before any compute) and fixes the padded shapes."""
-  if examples < 2:
-    raise ValueError(f"examples must be >= 2 (pairs of examples), got {examples}")
-  if round_draws < 1:
-    raise ValueError(f"round_draws must be >= 1, got {round_draws}")
-  check_memory(widths, examples, round_draws, max_bytes)
+  checks.int_at_least(examples, "examples (pairs of examples)", 2)
+  checks.positive_int(round_draws, "round_draws")
+  check_round_memory(widths, examples, round_draws, max_bytes)
   padded = padded_widths(widths)
   o = padded[-1]
   a = np.zeros((o, o), np.float32)
   if loss == "quadratic":
-    a[:widths[-1], :widths[-1]] = quadratic_factor(q)
+    a[:widths[-1], :widths[-1]] = losses.quadratic_factor(q)
   return RoundSampler(tuple(widths), padded, tuple(math.sqrt(v) for v in weight_sq), input_kind, loss,
                       jnp.asarray(a), int(examples), int(round_draws))
 
@@ -303,22 +293,13 @@ def run_round(s: RoundSampler, key) -> PairStats:
 # ---------------------------------------------------------------------------------------------------
 # Control variates with exactly known means.
 
-def input_fourth_moment(input_kind: str, n_0: int) -> float:
-  """E||x_0||^4 of the input law: N(0, 1) entries n (n + 2); U[0, 1] entries n/5 + n (n - 1)/9."""
-  if input_kind == "normal":
-    return float(n_0 * (n_0 + 2))
-  if input_kind == "uniform01":
-    return n_0 / 5 + n_0 * (n_0 - 1) / 9
-  raise ValueError(f"unknown input kind {input_kind!r}")
-
-
 def control_means(widths, weight_sq, input_kind: str):
   """(E||x_l||^4 per weight layer l, E|y_l > 0|^2 per layer l), both exact for one example of a ReLU net
   with zero biases and i.i.d. centred Gaussian weights: given x_l != 0 the units of y_l = x_l W_l are i.i.d.
   N(0, w_l ||x_l||^2), so the active count K_l ~ Binomial(n_{l+1}, 1/2) (E K^2 = n (n + 1)/4), independent
   of everything below, and ||x_{l+1}||^2 = w_l ||x_l||^2 chi^2_{K_l} (E (chi^2_K)^2 = E[K^2 + 2K])."""
   widths = tuple(widths)
-  r = [input_fourth_moment(input_kind, widths[0])]
+  r = [inputs.fourth_moment(input_kind, widths[0])]
   k2 = []
   for l, w in enumerate(weight_sq):
     n = widths[l + 1]
@@ -346,13 +327,21 @@ def control_variates(ps: PairStats, widths, weight_sq, input_kind: str):
   return np.stack(cw, -1), np.stack(cb, -1)
 
 
-class Estimate(NamedTuple):
+class MeanEstimate(NamedTuple):
+  """A mean over draws per weight layer, with its standard error."""
   mean: np.ndarray    # (L,)
   stderr: np.ndarray  # (L,)
-  raw_stderr: np.ndarray  # (L,) without the control variate
+  raw_stderr: np.ndarray  # (L,) without the control variate (the plain mean's; = stderr without one)
 
 
-def cv_mean(values_DxL, controls_DxL) -> Estimate:
+def plain_mean(values_DxL) -> MeanEstimate:
+  """Mean of per-draw values over draws, SE = sample std / sqrt(draws): the estimate without a control."""
+  v = np.asarray(values_DxL, np.float64)
+  se = v.std(0, ddof=1) / math.sqrt(v.shape[0])
+  return MeanEstimate(v.mean(0), se, se)
+
+
+def cv_mean(values_DxL, controls_DxL) -> MeanEstimate:
   """Mean of per-draw values with a control of known mean 1 (regression estimator): mean(v) - beta
   (mean(c) - 1), beta = cov(v, c) / var(c) per column; SE from the residual's std (one degree of
   freedom spent on beta). Never worse than the plain mean asymptotically; beta = 0 when c is constant."""
@@ -367,4 +356,4 @@ def cv_mean(values_DxL, controls_DxL) -> Estimate:
   resid = v - beta * (c - 1.0)
   mean = resid.mean(0)
   se = np.sqrt(np.sum((resid - mean) ** 2, 0) / (d - 2) / d)
-  return Estimate(mean, se, v.std(0, ddof=1) / math.sqrt(d))
+  return MeanEstimate(mean, se, v.std(0, ddof=1) / math.sqrt(d))

@@ -80,7 +80,7 @@ from typing import NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import calculus, mlp
+from jscale import calculus, checks, mlp
 
 # Quadrature: u in [0, 10] (Gauss-Legendre, weights include the normal density) for `_unit_moments`;
 # probabilists' Gauss-Hermite nodes for averages over a Gaussian pair cosine; the theta grid for C_l(rho).
@@ -112,7 +112,7 @@ class LossStats(NamedTuple):
   tr_cross: float        # E tr(H_b H_b')    (b != b')
 
 
-class Prediction(NamedTuple):
+class BlockPrediction(NamedTuple):
   """Predicted average squared singular values of the diagonal blocks, shape (L,) each."""
   weight: np.ndarray
   bias: np.ndarray
@@ -161,6 +161,16 @@ def constant_loss_stats(h_OxO) -> LossStats:
   return loss_stats(np.asarray(h_OxO)[None])
 
 
+def xent_loss_stats(probs_DxExO) -> LossStats:
+  """`LossStats` of softmax cross-entropy from probabilities (draws, examples, n_L): H = diag(p) - p p^T per
+  example; pair statistics within each draw (one network, hence a common logit offset), averaged over draws."""
+  per_draw = []
+  for p in np.asarray(probs_DxExO, np.float64):
+    h = np.einsum("eo,op->eop", p, np.eye(p.shape[-1])) - p[:, :, None] * p[:, None, :]
+    per_draw.append(loss_stats(h))
+  return LossStats(*np.mean(np.array(per_draw), axis=0))
+
+
 def weight_second_moments(widths: Sequence[int], kernel_init) -> list[float]:
   """E[W_l^2] of each layer as designed by `kernel_init` (a spec, an Initializer, or one per layer)."""
   return calculus.init_weight_sq(widths, kernel_init, what="kernel_init").tolist()
@@ -182,8 +192,7 @@ def _check(widths, weight_sq, batch_size, activation):
     raise ValueError(f"weight_sq has {len(weight_sq)} entries for {len(widths) - 1} weight layers")
   if any(not (w > 0 and math.isfinite(w)) for w in weight_sq):
     raise ValueError(f"weight_sq entries must be finite and > 0, got {list(weight_sq)}")
-  if int(batch_size) != batch_size or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  checks.positive_int(batch_size, "batch_size")
   return widths
 
 
@@ -317,8 +326,8 @@ def pair_backward(widths, weight_sq, loss: LossStats):
   return out
 
 
-def predict_sq_sv(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_size: int = 1,
-                  activation: str = "relu", corrected: bool = True, pair_cosine: bool = False) -> Prediction:
+def predict_sq_sv(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_size: int = 1, *,
+                  activation: str = "relu", corrected: bool = True, pair_cosine: bool = False) -> BlockPrediction:
   """Predicted E[average squared singular value] of each diagonal block at minibatch size `batch_size`.
 
   `corrected=False` gives the batch-1 model applied to a minibatch of independent centred examples,
@@ -344,11 +353,11 @@ def predict_sq_sv(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_
   cross = (1.0 - inv_b) if corrected else 0.0
   weight = (r * bq * inv_b + cross * cross_w) / (n[:-1] * n[1:])
   bias = (bq * inv_b + cross * cross_b) / n[1:]
-  return Prediction(weight, bias)
+  return BlockPrediction(weight, bias)
 
 
-def predict_leading(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_size: int = 1,
-                    activation: str = "relu") -> Prediction:
+def predict_leading(widths, weight_sq, inputs: InputStats, loss: LossStats, batch_size: int = 1, *,
+                    activation: str = "relu") -> BlockPrediction:
   """The paper's leading-order batch-1 form nu_l G_l tr(H^2)/(tr H)^2 (divided by B), via the calculus.
 
   Uses `jscale.calculus.predict_dense` with E[x_0^2] = S_0 / n_0 and E[dy_out^2] = sqrt(E (tr H)^2) / n_L;
@@ -362,4 +371,4 @@ def predict_leading(widths, weight_sq, inputs: InputStats, loss: LossStats, batc
   shape = loss.tr_sq / loss.trace_sq
   weight = n[:-1] * n[1:] * x_sq ** 2 * dy_sq ** 2 * shape / batch_size
   bias = n[1:] * dy_sq ** 2 * shape / batch_size
-  return Prediction(weight, bias)
+  return BlockPrediction(weight, bias)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import calculus, initializers
+from jscale import calculus, checks, initializers
 from jscale.sweeps import store
 
 # The explainers' schemes (label -> initializer spec). For square 500x500 layers geometric (c=2) has
@@ -69,11 +69,9 @@ class ActivationStats(NamedTuple):
 
 
 def _check(activation, depth, width, n_samples):
-  if activation not in ACTIVATIONS:
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+  checks.one_of(activation, "activation", ACTIVATIONS)
   for name, v in (("depth", depth), ("width", width), ("n_samples", n_samples)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"{name} must be a positive int, got {v!r}")
+    checks.positive_int(v, name)
 
 
 def layer_activations(key: jax.Array, activation: str, init, *, depth: int = 10, width: int = 500,

@@ -12,7 +12,7 @@ from jscale.sweeps import Results
 
 def _same_curves_note(r: Results) -> str:
   """Name the schemes whose weights have the same E[W^2] here (their curves coincide)."""
-  specs, w = r.config.get("schemes") or {}, r.config.get("width")
+  specs, w = r.recorded("schemes") or {}, r.recorded("width")
   if not specs or not w:
     return ""
   groups: dict = {}
@@ -31,9 +31,9 @@ def build(r: Results) -> Section:
   counts = r.metric("counts", "activation", "scheme", "layer", "bin")
   edges = r.metric("bin_edges", "activation", "bin_edge") if r.has("bin_edges") else None
   s = Section("activations: per-layer activations at initialisation (the explainers)",
-              [f"{r.config.get('depth')} layers of {r.config.get('width')} units, {r.config.get('n_samples')} "
-               f"unit-Gaussian inputs, zero biases, seed {fmt_list(r.config.get('seeds'))}; schemes "
-               f"{r.config.get('schemes')}. Predicted std: the calculus (ReLU: sqrt(E[y^2] (1/2 - 1/(2 pi))); "
+              [f"{r.recorded('depth')} layers of {r.recorded('width')} units, {r.recorded('n_samples')} "
+               f"unit-Gaussian inputs, zero biases, seed {fmt_list(r.recorded('seeds'))}; schemes "
+               f"{r.recorded('schemes')}. Predicted std: the calculus (ReLU: sqrt(E[y^2] (1/2 - 1/(2 pi))); "
                "tanh: its linear regime, which fails once units saturate). " + _same_curves_note(r) +
                " All schemes share one random draw (common random numbers); ReLU is positively homogeneous, "
                "so its measured/predicted ratio is the same for every scheme: that ratio is this draw's "

@@ -1,4 +1,5 @@
-"""`feature_weight`: feature scaling vs first-layer weight scaling (docs/sources.md, "feature vs weight scaling question").
+"""`feature_weight`: feature scaling vs first-layer weight scaling (docs/sources.md, "The feature-vs-weight-scaling
+question"; its scale factor: `jscale.experiments.sources.question`).
 
 The question: inputs divided by feature_scale f, first-layer Glorot-normal weights divided by weight_scale
 w; (f, w) = (255, 1) converges fast, (1, 255) barely, although both give the same first forward pass.
@@ -25,10 +26,11 @@ initialization and the minibatch order only. `make_experiment(data_seed=k)` pins
   python scripts/sweep.py --experiment feature_weight --grid full    # 7 x 7 log-spaced 1..255 x 5 seeds
 """
 from jscale import datasets
+from jscale.experiments.sources.question import QUESTION_SCALE
 from jscale.sweeps import Experiment, log_spaced, product
 
-QUICK_SCALES = (1.0, 255.0)
-FULL_SCALES = log_spaced(1.0, 255.0, 7)
+QUICK_SCALES = (1.0, QUESTION_SCALE)
+FULL_SCALES = log_spaced(1.0, QUESTION_SCALE, 7)
 DATA_CHOICES = ("auto", "digits_raw", "fashion_mnist")
 
 

@@ -26,42 +26,26 @@ def feature_weight_G1(widths: Sequence[int], feature_scales, weight_scales, x0_s
 
 
 def _fw_arrays(r: Results):
-  """(feature scales f, weight scales w, accuracy [w, f, seed, epoch], measured G_1 [w, f, seed, epoch] or
-  None) from either the engine's layout (axes input_scale = 1/f and layer_scale.0 = 1/w, metric test_acc
-  on the held-out split) or a hand-written one (axes feature_scale, weight_scale; metric val_acc)."""
-  if "input_scale" in r.axes:
-    inv = lambda vs: np.array([float(f"{1.0 / float(v):.4g}") for v in vs])
-    fs, ws = inv(r.axis("input_scale")), inv(r.axis("layer_scale.0"))
-    order = ("layer_scale.0", "input_scale", "seed", "epoch")
-    acc = r.metric("test_acc", *order)
-    g = r.metric("g_ratio", *order, "layer")[..., 0] if r.has("g_ratio") else None
-    return fs, ws, acc, g
-  fs = np.asarray(r.axis("feature_scale"), float)
-  ws = np.asarray(r.axis("weight_scale"), float)
-  return fs, ws, r.metric("val_acc", "weight_scale", "feature_scale", "seed", "epoch"), None
-
-
-def _x0_sq(r: Results) -> tuple[float, str]:
-  """E[x_0^2] of the raw training inputs, as the run recorded it."""
-  if "x0_sq" in r.config:
-    return float(r.config["x0_sq"]), "config"
-  return float(r.config["groups"][0]["x0_sq"]), "the run's data"
+  """(feature scales f, weight scales w, accuracy [w, f, seed, epoch], measured G_1 [w, f, seed, epoch]): the
+  axes are the engine's multipliers input_scale = 1/f and layer_scale.0 = 1/w; test_acc is on the held-out
+  split."""
+  inv = lambda vs: np.array([float(f"{1.0 / float(v):.4g}") for v in vs])
+  fs, ws = inv(r.axis("input_scale")), inv(r.axis("layer_scale.0"))
+  order = ("layer_scale.0", "input_scale", "seed", "epoch")
+  return fs, ws, r.metric("test_acc", *order), r.metric("g_ratio", *order, "layer")[..., 0]
 
 
 def build(r: Results) -> Section:
-  """The question. Engine layout: axes input_scale (= 1/feature_scale), layer_scale.0 (= 1/weight_scale),
-  seed, epoch; metric test_acc (the held-out split: Fashion-MNIST's 5000 validation images, or digits'
-  30% test split) and g_ratio. Hand-written layout: axes feature_scale, weight_scale, seed, epoch; metric
-  val_acc. Predicted G_1 from metric pred_G1 [weight_scale, feature_scale] if present, else computed
-  from the widths and E[x_0^2] of the raw inputs."""
+  """The question. Axes input_scale (= 1/feature_scale), layer_scale.0 (= 1/weight_scale), seed, epoch;
+  metric test_acc (the held-out split: Fashion-MNIST's 5000 validation images, or digits' 30% test split)
+  and g_ratio. Predicted G_1 from the widths and E[x_0^2] of the raw inputs."""
   fs, ws, acc, g_meas = _fw_arrays(r)
-  widths = describe.widths(r)
-  x0, x0_from = _x0_sq(r)
-  g1 = r.metric("pred_G1", "weight_scale", "feature_scale") if r.has("pred_G1") else \
-      feature_weight_G1(widths, fs, ws, x0)
+  widths = r.widths
+  x0 = r.x0_sq
+  g1 = feature_weight_G1(widths, fs, ws, x0)
   s = Section("feature_weight: feature scaling vs weight scaling (the question)",
               [describe.grid_text(r, skip=("epoch",))])
-  data = r.config["configs"][0]["data"] if r.is_sweep else r.config.get("data")
+  data = r.settings(0)["data"]
   if data == "digits_raw":
     s.parts.append("**Data used: the offline stand-in, not Fashion-MNIST.** Fashion-MNIST was not prepared in "
                    "TFDS on this machine, so this run used scikit-learn's 8x8 digits with pixels rescaled to the "
@@ -72,7 +56,7 @@ def build(r: Results) -> Section:
     s.parts.append(f"**Data used: {data}** (net {widths}).")
   s.parts.append(f"Scales: inputs divided by feature_scale f, first-layer weights divided by weight_scale w "
                  f"(the engine multiplies by 1/f and 1/w). E[x_0^2] of the raw inputs = {fmt(x0)} (from "
-                 f"{x0_from}). Predicted G_1: the calculus's layer-1 gradient-to-weight ratio at initialisation "
+                 "the run's data). Predicted G_1: the calculus's layer-1 gradient-to-weight ratio at initialisation "
                  "(batch 1, unit logit gradient); it scales as w^2 / f^2.")
   epochs = r.axes.get("epoch", list(range(1, acc.shape[-1] + 1)))
   with warnings.catch_warnings():
@@ -94,16 +78,13 @@ def build(r: Results) -> Section:
   corners = [(i, j) for i, w in enumerate(ws) for j, f in enumerate(fs)
              if f in (fs.min(), fs.max()) and w in (ws.min(), ws.max())]
   head = ["feature_scale f", "weight_scale w", "final val accuracy (mean [95% CI])", "predicted G_1"]
-  if g_meas is not None:
-    head.append("measured G_1, epoch 1 (mean over seeds)")
+  head.append("measured G_1, epoch 1 (mean over seeds)")
   rows = []
   for i, j in corners:
-    row = [f"{fs[j]:g}", f"{ws[i]:g}", ci_text(acc[i, j, :, -1], bounds=UNIT), fmt(g1[i, j])]
-    if g_meas is not None:
-      with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        row.append(fmt(float(np.nanmean(g_meas[i, j, :, 0]))))
-    rows.append(row)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)   # every seed diverged: the mean stays NaN
+      g_mean = float(np.nanmean(g_meas[i, j, :, 0]))
+    rows.append([f"{fs[j]:g}", f"{ws[i]:g}", ci_text(acc[i, j, :, -1], bounds=UNIT), fmt(g1[i, j]), fmt(g_mean)])
   s.parts.append(Table(head, rows, "The grid's corners (the question's two configurations are "
                                    "(f, w) = (255, 1) and (1, 255)); measured G_1: minibatch, averaged over "
                                    "epoch 1's steps, so compare its pattern across cells, not its level"))

@@ -9,7 +9,7 @@ at most 5% relative standard error (or the draw cap), writing each setup as it f
 resumes. Figure 2: exact `jax.hessian` block heat maps on a fixed 24-96-12-48-8 net. The quick grid is a
 smoke-sized version.
 
-The paper's own network is added beside the MLPs (`jscale.theory.convnet`): the strided LeNet (8x8x1 random
+The paper's own network is added beside the MLPs (`lenet_family.py`): the strided LeNet (8x8x1 random
 N(0, 1) images, two 2x2 stride-2 convs, two dense hidden layers, 10 outputs) with sampled channel counts
 (convs 4-16, dense 16-128) for Figure 1 (exact expectation from pairs of examples, to <= 5% relative SE,
 against the calculus's leading-order conv prediction), and for Figure 2 the exact `jax.hessian` kernel-block
@@ -20,11 +20,13 @@ and at the minibatch.
   python scripts/sweep.py --experiment hessian --grid full
 """
 from jscale.experiments.hessian import run
+from jscale.experiments.hessian.settings import HessianSettings
 from jscale.sweeps import CustomExperiment
 
 
 def make_experiment() -> CustomExperiment:
-  return CustomExperiment(
+  """The experiment; its grids are checked here (`HessianSettings.from_grid`), before anything runs."""
+  exp = CustomExperiment(
       name="hessian",
       doc=__doc__,
       run=run.run,
@@ -38,3 +40,6 @@ def make_experiment() -> CustomExperiment:
                    "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 1024},
       },
   )
+  for grid in exp.grids.values():
+    HessianSettings.from_grid(grid)
+  return exp

@@ -1,6 +1,6 @@
 """The hessian experiment's Figures 1 and 2 as PNG files, from the JSON-ready results of
-`jscale.theory.setups.records_json` and `jscale.theory.heatmaps.heatmaps` (scripts/hessian_figures.py and
-the experiment's run code both draw through here). Bare `Figure` objects: importing this never changes
+`records.records_json` and `heatmaps.heatmaps` (scripts/hessian_figures.py and the experiment's run code both
+draw through here). Bare `Figure` objects: importing this never changes
 pyplot's backend.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _save(fig, path) -> str:
 
 def ratio_histogram(records: Sequence[Mapping], path) -> str:
   """Figure 1: histogram of log10(predicted / exact) per batch size; at minibatches the batch-1 model
-  s(1)/B beside the prediction with cross-example terms. `records` as `setups.records_json` gives."""
+  s(1)/B beside the prediction with cross-example terms. `records` as `records.records_json` gives."""
   return ratio_histograms({"": records}, path)
 
 

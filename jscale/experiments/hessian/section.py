@@ -52,8 +52,9 @@ def build(r: Results) -> Section:
       "two-example terms, with control variates of exactly known mean (`jscale.theory.pairs`). r = predicted / "
       "exact per weight block. 'Noise removed': the exact side's measurement noise deconvolved from the spread "
       "of log r (variance minus the mean squared relative SE; constrained-Bayes quantiles, "
-      "`jscale.theory.setups.noise_removed`); the median's 95% CI is a bootstrap over setups. The paper shows "
-      "the ratio as a histogram and gives no numeric summary, so there is no source number to print beside these."])
+      "`jscale.experiments.hessian.summary.noise_removed`); the median's 95% CI is a bootstrap over setups. "
+      "The paper shows the ratio as a histogram and gives no numeric summary, so there is no source number to "
+      "print beside these."])
   med, p5, p95 = (_get(r, k, batches) for k in ("median", "p5", "p95"))
   medc, p5c, p95c = (_get(r, k, batches) for k in ("median_corrected", "p5_corrected", "p95_corrected"))
   mnr, p5nr, p95nr = (_get(r, k, batches) for k in ("median_corrected_nr", "p5_corrected_nr", "p95_corrected_nr"))
@@ -115,10 +116,10 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
       f"**The paper's own network: the strided LeNet** (8x8x1 N(0, 1) images, two 2x2 stride-2 convs with "
       f"{chans[0]}-{chans[1]} channels, two dense hidden layers of {hidden[0]}-{hidden[1]} units, 10 outputs; "
       f"{cfg['lenet_setups']} sampled setups, {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: "
-      "the same pair decomposition, with the conv blocks' "
-      "factors summed over positions (`jscale.theory.convnet`, equal to `jax.hessian` in the tests). Predicted: the "
-      "calculus's leading-order form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus "
-      "the cross-example term), derived in `jscale.theory.convnet`; it drops terms of order n_L / n_{l+1} and 1 / n "
+      "the same pair decomposition, with the conv blocks' factors summed over positions "
+      "(`jscale.theory.conv_pairs`, equal to `jax.hessian` in the tests). Predicted: the calculus's leading-order "
+      "form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus the cross-example "
+      "term), derived in `jscale.theory.predict_conv`; it drops terms of order n_L / n_{l+1} and 1 / n "
       "(10 outputs against a few channels) and, for the cross-example term, the pairings of different positions, "
       "which dominate the first conv at large batch (its patches of independent inputs are uncorrelated).")
   layers = data["layers"]

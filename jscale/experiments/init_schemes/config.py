@@ -4,10 +4,10 @@ paper's Section 9 table (docs/sources.md, the scaling-calculus paper, Section 9 
 MLP with 3 weight layers, inner widths 384 and 64, ReLU; LayerNorm on the inputs; logits fixed to std
 0.05 on the first minibatch (`output_std`); weight decay 1e-5; 5 epochs. Per (data set, init): a
 power-of-2 learning-rate grid x seeds; the report takes the median over seeds of the training loss after
-5 epochs (the mean minibatch loss of the 5th epoch), the best lr by that median, divides each data set's
+5 epochs (a pass over the training split after the 5th), the best lr by that median, divides each data set's
 losses by its worst init's and averages. The paper does not state the optimizer or batch size: plain SGD,
-batch 32 here. Init names are `jscale.initializers` aliases: arithmetic = glorot_normal, fan_in =
-he_normal, fan_out = he_normal:fan_out, geometric = geometric:c=2.
+batch 32 here. Init names (`sources.paper.PAPER_SCHEMES`) are `jscale.initializers` aliases: arithmetic =
+glorot_normal, fan_in = he_normal, fan_out = he_normal:fan_out, geometric = geometric:c=2.
 
 Data: every offline multi-class set (scikit-learn's iris, wine, digits, breast cancer; 70/30 split) and
 two moons -- NOT the paper's 26 LIBSVM sets. Every seed redraws its data: its own 70/30 split of each
@@ -16,10 +16,10 @@ the seed; `make_experiment(data_seed=k)` pins one draw). Features are z-scored w
 the input LayerNorm (LIBSVM's sets come pre-scaled; a per-example LayerNorm over raw units would be
 dominated by the largest-unit feature). Two moons has 2 features, and LayerNorm over 2 features maps every
 input to +-(1, -1): the net sees one bit, sign(x1 - x2), so on it every init ends near the same loss
-(the report flags it; it stays in the average because the protocol says "every data set"). Add LIBSVM-format files (the paper's sets, from the LIBSVM
-site) with `--libsvm PATH` (repeatable) on scripts/sweep.py, the option `libsvm` of `make_experiment`;
-each file becomes a data set `libsvm:PATH` of the grid. The option is recorded in config.json, so a
-resume uses the same files.
+(the report flags it; it stays in the average because the protocol says "every data set"). Add LIBSVM-format
+files (the paper's sets, from the LIBSVM site) with `--libsvm PATH` (repeatable) on scripts/sweep.py, the
+option `libsvm` of `make_experiment`; each file becomes a data set `libsvm:PATH` of the grid. The option is
+recorded in config.json, so a resume uses the same files.
 
   python scripts/sweep.py --experiment init_schemes --grid quick    # 5 sets x 4 inits x 2^-2..2^4 (4) x 2 seeds
   python scripts/sweep.py --experiment init_schemes --grid full     # 5 sets x 4 inits x 2^-6..2^5 x 10 seeds
@@ -28,31 +28,15 @@ resume uses the same files.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
+from jscale.experiments.sources.paper import PAPER_SCHEMES
 from jscale.sweeps import Experiment, product
 
-INITS = ("arithmetic", "fan_in", "fan_out", "geometric")   # the paper's names: jscale.initializers aliases
 OFFLINE_DATASETS = ("iris", "wine", "digits_raw", "breast_cancer", "two_moons")
 # With logits fixed to std 0.05 and z-scored inputs, SGD's best lr here is large (2^0..2^4 measured).
 QUICK_LRS = tuple(2.0 ** k for k in (-2, 0, 2, 4))
 FULL_LRS = tuple(2.0 ** k for k in range(-6, 6))
-
-
-class PaperRow(NamedTuple):
-  avg_normalised_loss: float
-  worst_count: int
-  best_count: int
-
-
-# The scaling-calculus paper, Section 9 table over 26 LIBSVM data sets (docs/sources.md).
-PAPER_INIT_TABLE: dict[str, PaperRow] = {
-    "arithmetic": PaperRow(0.90, 14, 3),
-    "fan_in": PaperRow(0.84, 3, 5),
-    "fan_out": PaperRow(0.88, 9, 12),
-    "geometric": PaperRow(0.81, 0, 6),
-}
-PAPER_N_DATASETS = 26
 
 
 def make_experiment(libsvm: Sequence[str] = (), *, datasets: Sequence[str] = OFFLINE_DATASETS,
@@ -69,7 +53,7 @@ def make_experiment(libsvm: Sequence[str] = (), *, datasets: Sequence[str] = OFF
   sets = tuple(datasets) + tuple(f"libsvm:{os.path.abspath(os.path.expanduser(p))}" for p in libsvm)
 
   def grid(lrs, n_seeds):
-    return product(dataset=sets, init=INITS, lr=tuple(lrs), seed=range(n_seeds))
+    return product(dataset=sets, init=PAPER_SCHEMES, lr=tuple(lrs), seed=range(n_seeds))
 
   return Experiment(
       name="init_schemes", doc=__doc__, data=sets[0], data_options={"standardize": True},

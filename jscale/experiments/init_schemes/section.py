@@ -6,7 +6,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from jscale.experiments.init_schemes import config
+from jscale.experiments.sources.paper import PAPER_INIT_TABLE, PAPER_N_DATASETS
 from jscale.report import describe, plots
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt
@@ -45,19 +45,14 @@ def _short(d) -> str:
 
 def collapsed_datasets(r: Results) -> set:
   """Data sets the input LayerNorm collapses: with 2 features it maps every input to +-(1, -1) (one bit)."""
-  if not r.is_sweep:
-    return set()
-  return {_short(g["data"][0]) for g in r.config["groups"]
-          if g["spec"].get("input_layernorm") and g["spec"]["widths"][0] <= 2}
+  return {_short(g.data_name) for g in r.groups if g.input_layernorm and g.widths[0] <= 2}
 
 
-def _loss(r: Results, scheme_axis: str) -> tuple[np.ndarray, str, str]:
-  """(loss [dataset, scheme, lr, seed], its metric name, a sentence on what it measures)."""
-  order = ("dataset", scheme_axis, "lr", "seed")
-  if r.has("final_loss"):
-    return r.metric("final_loss", *order), "final_loss", "the run's final training loss (final_loss)."
+def _loss(r: Results) -> tuple[np.ndarray, str, str]:
+  """(loss [dataset, init, lr, seed], its metric name, a sentence on what it measures)."""
+  order = ("dataset", "init", "lr", "seed")
   # A run without the pass still has the metric, all NaN ("not measured"): only finite values count as measured.
-  if r.has("train_pass_loss") and np.isfinite(r.metric("train_pass_loss")).any():
+  if np.isfinite(r.metric("train_pass_loss")).any():
     return (r.metric("train_pass_loss", *order, "epoch")[..., -1], "train_pass_loss",
             "the training loss after the last epoch: a pass over the whole training split at the end of it "
             "(`train_pass_loss`), as the paper measures it.")
@@ -68,23 +63,21 @@ def _loss(r: Results, scheme_axis: str) -> tuple[np.ndarray, str, str]:
 
 
 def build(r: Results) -> Section:
-  """The paper's Section 9. Engine layout: axes dataset, init (the paper's names: arithmetic, fan_in,
-  fan_out, geometric), lr, seed, epoch; metric train_pass_loss (the loss over the whole training split
-  at the end of each epoch; train_loss, the epoch's mean minibatch loss, where it is absent). Hand-written
-  layout: axis scheme and metric final_loss [dataset, scheme, lr, seed]. Median over seeds, best lr per
-  (dataset, scheme) by that median (a diverged run counts as +inf), normalised by each data set's worst
+  """The paper's Section 9. Axes dataset, init (the paper's names: arithmetic, fan_in, fan_out, geometric),
+  lr, seed, epoch; metric train_pass_loss (the loss over the whole training split at the end of each epoch;
+  train_loss, the epoch's mean minibatch loss, where the run did not measure it). Median over seeds, best lr
+  per (dataset, scheme) by that median (a diverged run counts as +inf), normalised by each data set's worst
   scheme. Data sets the input LayerNorm collapses to one bit (2 features) are reported apart and left
   out of the averages."""
-  scheme_axis = "init" if "init" in r.axes else "scheme"
   dsets = [_short(d) for d in r.axis("dataset")]
-  schemes, lrs = [str(x) for x in r.axis(scheme_axis)], [float(x) for x in r.axis("lr")]
-  loss, loss_name, loss_text = _loss(r, scheme_axis)
+  schemes, lrs = [str(x) for x in r.axis("init")], [float(x) for x in r.axis("lr")]
+  loss, loss_name, loss_text = _loss(r)
   med = np.median(np.where(np.isfinite(loss), loss, np.inf), axis=-1)   # diverged runs count as +inf
   best_lr_idx = med.argmin(-1)
   best = np.take_along_axis(med, best_lr_idx[..., None], -1)[..., 0]
   n_seeds = loss.shape[-1]
   s = Section("init_schemes: arithmetic, fan-in, fan-out, geometric (the paper's Section 9)", [describe.grid_text(r)])
-  s.parts.append(f"**The data sets differ from the paper's.** The paper averaged over {config.PAPER_N_DATASETS} LIBSVM "
+  s.parts.append(f"**The data sets differ from the paper's.** The paper averaged over {PAPER_N_DATASETS} LIBSVM "
                  f"multi-class sets; this run used {len(dsets)}: {', '.join(dsets)} (see the data line above). "
                  "Pass the paper's LIBSVM files with `scripts/sweep.py --libsvm PATH` to run its table. The "
                  "paper does not state its optimizer or batch size; the settings above are this run's.")
@@ -120,21 +113,21 @@ def build(r: Results) -> Section:
   summ = init_scheme_summary(best[keep], schemes)
   n = int(keep.sum())
   kept = [d for d, k in zip(dsets, keep) if k]
-  s.verdicts = [stats.judge(summ.normalised[:, k], config.PAPER_INIT_TABLE[sch].avg_normalised_loss,
-                            cell={scheme_axis: sch}, metric=f"avg_normalised_{loss_name}", bounds=stats.UNIT,
-                            n_future=config.PAPER_N_DATASETS)
-                for k, sch in enumerate(schemes) if sch in config.PAPER_INIT_TABLE]
-  by_scheme = {v.cell[scheme_axis]: v for v in s.verdicts}
+  s.verdicts = [stats.judge(summ.normalised[:, k], PAPER_INIT_TABLE[sch].avg_normalised_loss,
+                            cell={"init": sch}, metric=f"avg_normalised_{loss_name}", bounds=stats.UNIT,
+                            n_future=PAPER_N_DATASETS)
+                for k, sch in enumerate(schemes) if sch in PAPER_INIT_TABLE]
+  by_scheme = {v.cell["init"]: v for v in s.verdicts}
   rows = []
   for k, sch in enumerate(schemes):
-    src, v = config.PAPER_INIT_TABLE.get(sch), by_scheme.get(sch)
+    src, v = PAPER_INIT_TABLE.get(sch), by_scheme.get(sch)
     rows.append([sch, fmt_ci(summ.ci, k, 3), stats.fmt_interval(v.single_run_95, 3) if v else "-",
                  f"{summ.worst_count[k]} / {n}", f"{summ.best_count[k]} / {n}",
                  fmt(src.avg_normalised_loss, 2) if src else "-",
-                 f"{src.worst_count} / {config.PAPER_N_DATASETS}" if src else "-",
-                 f"{src.best_count} / {config.PAPER_N_DATASETS}" if src else "-", v.verdict if v else "-"])
+                 f"{src.worst_count} / {PAPER_N_DATASETS}" if src else "-",
+                 f"{src.best_count} / {PAPER_N_DATASETS}" if src else "-", v.verdict if v else "-"])
   s.parts.append(Table(["scheme", f"avg normalised loss, mean [95% CI] over {n} data sets",
-                        f"one {config.PAPER_N_DATASETS}-set average: 95% interval", "worst on", "best on",
+                        f"one {PAPER_N_DATASETS}-set average: 95% interval", "worst on", "best on",
                         "paper avg", "paper worst on", "paper best on", "verdict"], rows,
                        "Normalised by each data set's worst scheme, averaged over data sets, beside the paper's table"))
   apart_rows = [[dsets[i]] + [fmt(x, 3) for x in best[i] / best[i].max()] for i in np.nonzero(apart & finite)[0]]
@@ -142,24 +135,24 @@ def build(r: Results) -> Section:
     s.parts.append(Table(["data set (apart)"] + schemes, apart_rows,
                          "Set apart (input LayerNorm collapses it to one bit): its normalised losses, not averaged"))
   lines = [
-      f"Averaged over {n} data sets ({', '.join(kept)}); the paper used {config.PAPER_N_DATASETS} LIBSVM sets, so "
+      f"Averaged over {n} data sets ({', '.join(kept)}); the paper used {PAPER_N_DATASETS} LIBSVM sets, so "
       "the averages compare protocols, not the same data. What varies: the data set. Each data set "
       f"contributes one number (the median over {n_seeds} seeds at the scheme's best lr, divided by the worst "
       f"scheme's), so the 95% CI ({stats.BOUNDED_CI_METHOD.replace('over seeds', 'over data sets')}, [0, 1]) "
       "says where the average over data sets like these lies.",
       f"Verdicts: the paper's number is one run of its protocol -- a single average over its "
-      f"{config.PAPER_N_DATASETS} data sets -- so it is compared with where one such average lands: the 95% "
-      f"normal-theory prediction interval for the mean of {config.PAPER_N_DATASETS} new data sets, mean +- "
-      f"t_{{0.975, n-1}} s sqrt(1/n + 1/{config.PAPER_N_DATASETS}) over this run's n data sets, cut at [0, 1]. "
+      f"{PAPER_N_DATASETS} data sets -- so it is compared with where one such average lands: the 95% "
+      f"normal-theory prediction interval for the mean of {PAPER_N_DATASETS} new data sets, mean +- "
+      f"t_{{0.975, n-1}} s sqrt(1/n + 1/{PAPER_N_DATASETS}) over this run's n data sets, cut at [0, 1]. "
       f"Here a replicate is a data set, so `n_seeds` in `init_schemes/verdicts.json` counts data sets, and below "
       f"{stats.MIN_SEEDS} of them the verdict is \"too few seeds\" (too few data sets)."]
   lines.append("")
   for v in s.verdicts:
-    lines.append("- " + stats.verdict_text(v, what=f"{v.cell[scheme_axis]} average normalised loss", digits=3,
+    lines.append("- " + stats.verdict_text(v, what=f"{v.cell['init']} average normalised loss", digits=3,
                                            source_name="the paper's", unit="data sets",
-                                           single=f"one {config.PAPER_N_DATASETS}-set average"))
+                                           single=f"one {PAPER_N_DATASETS}-set average"))
   order = [schemes[k] for k in np.argsort(summ.avg)]
-  paper_order = sorted(config.PAPER_INIT_TABLE, key=lambda k: config.PAPER_INIT_TABLE[k].avg_normalised_loss)
+  paper_order = sorted(PAPER_INIT_TABLE, key=lambda k: PAPER_INIT_TABLE[k].avg_normalised_loss)
   lines.append(f"\nRanking by average normalised loss (best first): measured {', '.join(order)}; paper "
                f"{', '.join(paper_order)}.")
   s.parts.append("\n".join(lines))
@@ -167,8 +160,8 @@ def build(r: Results) -> Section:
   p = plots.scheme_bars(os.path.join(r.path, "init_schemes.png"), schemes, summ.avg,
                         errors=err, ylabel="average normalised loss",
                         title="Init schemes: loss / worst scheme's, averaged over data sets",
-                        reference={k: v.avg_normalised_loss for k, v in config.PAPER_INIT_TABLE.items()},
-                        reference_label=f"paper ({config.PAPER_N_DATASETS} LIBSVM sets)",
+                        reference={k: v.avg_normalised_loss for k, v in PAPER_INIT_TABLE.items()},
+                        reference_label=f"paper ({PAPER_N_DATASETS} LIBSVM sets)",
                         measured_label=f"measured, mean over n={n} data sets (95% CI)")
   left_out = f"; {', '.join(sorted(narrow))} left out, see above." if apart.any() else "."
   s.parts.append(Figure(p, f"Average normalised loss per scheme over {n} data sets (error bars: 95% CI over data "

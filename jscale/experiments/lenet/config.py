@@ -14,10 +14,11 @@ training, not a converged net.
 
 Cells (a zipped block `init+sigma`): the tutorial's W ~ N(0, sigma^2) on every kernel ("normal:1" at
 init_scale sigma), and the paper's four schemes at their own scale (sigma = 1: arithmetic = Glorot, fan_in
-= He, fan_out = He fan-out, geometric c = 2; `jscale.initializers.SCHEMES`). The schemes' training loss
-after the last epoch (a pass over the training split, `train_pass_loss`) is normalised by the worst scheme's
-for the same seed (same data draw and key), the paper's normalisation; the per-kernel G at initialisation
-(full batch, epoch 1: the exact gradient at the initial weights) says which scheme gives the most even G.
+= He, fan_out = He fan-out, geometric c = 2; `sources.paper.PAPER_SCHEMES`, the same rules as
+`jscale.initializers.SCHEMES`). The schemes' training loss after the last epoch (a pass over the training
+split, `train_pass_loss`) is normalised by the worst scheme's for the same seed (same data draw and key), the
+paper's normalisation; the per-kernel G at initialisation (full batch, epoch 1: the exact gradient at the
+initial weights) says which scheme gives the most even G.
 
   python scripts/sweep.py --experiment lenet --grid quick   # batch 32 x 8 cells x 2 seeds: 16 configs
   python scripts/sweep.py --experiment lenet --grid full    # 2 batch modes x 10 cells x 8 seeds: 160 configs
@@ -25,15 +26,10 @@ for the same seed (same data draw and key), the paper's normalisation; the per-k
 """
 from __future__ import annotations
 
-from jscale.experiments.init_schemes.config import PAPER_INIT_TABLE, PAPER_N_DATASETS  # noqa: F401 (re-exported)
-from jscale.experiments.sigma.config import EPOCHS as TUTORIAL_EPOCHS, TUTORIAL_TEST_ACC  # noqa: F401 (re-exported)
+from jscale.experiments.sources.paper import PAPER_SCHEMES
+from jscale.experiments.sources.tutorial import TUTORIAL_INIT, TUTORIAL_SIGMAS
 from jscale.sweeps import Experiment, product, zipped
 
-# The paper's four schemes by their Section 9 names (jscale.initializers aliases; the same rules as
-# jscale.initializers.SCHEMES: arithmetic = "xavier").
-SCHEMES = ("arithmetic", "fan_in", "fan_out", "geometric")
-TUTORIAL = "normal:1"   # W ~ N(0, sigma^2): the tutorial's init, sigma = init_scale
-TUTORIAL_SIGMAS = tuple(TUTORIAL_TEST_ACC)
 # Full grid: the tutorial's sigmas and two between them (0.03; 0.2 is near He's std for the dense layers).
 FULL_SIGMAS = (0.01, 0.03, 0.1, 0.2, 0.5, 1.0)
 EPOCHS = 20
@@ -52,7 +48,7 @@ DATA_ALIASES = {"digits_raw": "digits", "fmnist": "fashion_mnist"}
 
 def cells(sigmas) -> dict:
   """The zipped init+sigma block: the tutorial's init at each sigma, then each scheme at its own scale."""
-  return {"init": (TUTORIAL,) * len(sigmas) + SCHEMES, "sigma": tuple(sigmas) + (1.0,) * len(SCHEMES)}
+  return {"init": (TUTORIAL_INIT,) * len(sigmas) + PAPER_SCHEMES, "sigma": tuple(sigmas) + (1.0,) * len(PAPER_SCHEMES)}
 
 
 def make_experiment(data: str = "digits", data_seed: int | None = None, quick_seeds: int = 2,
@@ -70,7 +66,7 @@ def make_experiment(data: str = "digits", data_seed: int | None = None, quick_se
       name="lenet", doc=__doc__,
       data=loader, data_options=options, data_seed=data_seed,
       model="lenet", model_options={"image": image}, input_scale=input_scale,
-      kernel_init=TUTORIAL, bias_init="zeros", optimizer="adam", lr=1e-3, epochs=epochs, batch_size=None,
+      kernel_init=TUTORIAL_INIT, bias_init="zeros", optimizer="adam", lr=1e-3, epochs=epochs, batch_size=None,
       train_pass=True,
       grids={"quick": grid(QUICK_BATCH_SIZES, TUTORIAL_SIGMAS, quick_seeds),
              "full": grid(FULL_BATCH_SIZES, FULL_SIGMAS, full_seeds)},

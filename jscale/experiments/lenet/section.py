@@ -8,18 +8,17 @@ import os
 
 import numpy as np
 
-from jscale.experiments.lenet import config
-from jscale.experiments.sigma import section as sigma_section
-from jscale.report import describe, plots, stats
+from jscale.experiments.sources.paper import PAPER_INIT_TABLE, PAPER_N_DATASETS
+from jscale.experiments.sources.tutorial import TUTORIAL_EPOCHS, TUTORIAL_INIT, TUTORIAL_TEST_ACC
+from jscale.report import describe, plots, sigma_markers, stats
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import fmt, label
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
-from jscale.sweeps.experiment import model_of
 
 SOURCE_NOTE = (
     "**A transfer test.** The sources' numbers are for MLPs: the tutorial's Table 1 for one 2-64-64-2 MLP on two "
-    f"moons, the paper's Section 9 table for a 3-layer MLP averaged over {config.PAPER_N_DATASETS} LIBSVM data "
+    f"moons, the paper's Section 9 table for a 3-layer MLP averaged over {PAPER_N_DATASETS} LIBSVM data "
     "sets. Here the same protocols run on the paper's strided LeNet (its Figures 1-2 network) on other data, so a "
     "match or a miss says whether the sources' claims carry over to a convnet, not whether their runs reproduce.")
 
@@ -37,7 +36,7 @@ class Cells:
   def __init__(self, r: Results):
     pts = r.points
     self.seeds = sorted({p["seed"] for p in pts})
-    self.modes = list(dict.fromkeys(p.get("batch_size", r.config["configs"][0]["batch_size"]) for p in pts))
+    self.modes = list(dict.fromkeys(p.get("batch_size", r.settings(0)["batch_size"]) for p in pts))
     self.cells = list(dict.fromkeys((p.get("init", p.get("kernel_init")), float(p.get("sigma", 1.0)))
                                     for p in pts))
     self._row = {}
@@ -58,39 +57,31 @@ class Cells:
     return out
 
   def tutorial_sigmas(self) -> list[float]:
-    return [s for i, s in self.cells if i == config.TUTORIAL]
+    return [s for i, s in self.cells if i == TUTORIAL_INIT]
 
   def schemes(self) -> list[str]:
-    return [i for i, s in self.cells if i != config.TUTORIAL and _close(s, 1.0)]
-
-
-def _model(r: Results):
-  """The run's model (rebuilt from its settings and the data's classes), or None."""
-  try:
-    return model_of(r.config["configs"][0], int(r.config["groups"][0]["spec"]["widths"][-1]))
-  except Exception:  # noqa: BLE001 - an old or hand-made run: the section still builds without kernel names
-    return None
+    return [i for i, s in self.cells if i != TUTORIAL_INIT and _close(s, 1.0)]
 
 
 def _sigma_part(s: Section, r: Results, c: Cells, model):
   sigmas = c.tutorial_sigmas()
   if not sigmas:
-    s.parts.append(f"The grid has no cell of the tutorial's init ({config.TUTORIAL}): no Table 1 comparison.")
+    s.parts.append(f"The grid has no cell of the tutorial's init ({TUTORIAL_INIT}): no Table 1 comparison.")
     return
   rows, lines = [], []
-  epochs = r.config["configs"][0]["epochs"]
-  for ts, tv in config.TUTORIAL_TEST_ACC.items():
+  epochs = r.settings(0)["epochs"]
+  for ts, tv in TUTORIAL_TEST_ACC.items():
     if not any(_close(ts, x) for x in sigmas):
       continue
     for mode in c.modes:
-      acc = c.per_seed("test_acc", mode, config.TUTORIAL, ts)
-      if mode is None and epochs < config.TUTORIAL_EPOCHS:
+      acc = c.per_seed("test_acc", mode, TUTORIAL_INIT, ts)
+      if mode is None and epochs < TUTORIAL_EPOCHS:
         # Full batch is one Adam step per epoch: fewer epochs than the tutorial's 200 is a less trained net, so
         # its single run is no reference for these numbers (compare like with like): shown, not judged.
         rows.append([f"{ts:g}", label(mode), tv, f"{int(np.isfinite(acc).sum())} / {len(acc)}",
                      ci_text(acc, bounds=stats.UNIT), "-", f"not judged: {epochs} Adam steps (tutorial: 200)"])
         continue
-      v = stats.judge(acc, tv, cell={"init": config.TUTORIAL, "sigma": ts, "batch_size": mode}, metric="test_acc",
+      v = stats.judge(acc, tv, cell={"init": TUTORIAL_INIT, "sigma": ts, "batch_size": mode}, metric="test_acc",
                       bounds=stats.UNIT)
       s.verdicts.append(v)
       rows.append([f"{ts:g}", label(mode), tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}",
@@ -105,23 +96,22 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
     s.parts.append(
         f"Verdicts compare the tutorial's single run with the {stats.PI_METHOD}; below {stats.MIN_SEEDS} finite "
         f"seeds there is none (\"too few seeds\"). The mean's interval: {stats.BOUNDED_CI_METHOD} ([0, 1]). "
-        f"{describe.data_seed_text(r.config)}. Diverged seeds are left out and counted. Written to "
+        f"{describe.data_seed_text(r)}. Diverged seeds are left out and counted. Written to "
         "`lenet/verdicts.json`.\n\n" + "\n".join(lines))
-  extra = [x for x in sigmas if not any(_close(x, t) for t in config.TUTORIAL_TEST_ACC)]
+  extra = [x for x in sigmas if not any(_close(x, t) for t in TUTORIAL_TEST_ACC)]
   if extra:
     s.parts.append(Table(["sigma"] + [f"{label(m)} (mean [95% CI])" for m in c.modes],
-                         [[f"{x:g}"] + [ci_text(c.per_seed("test_acc", m, config.TUTORIAL, x), bounds=stats.UNIT)
+                         [[f"{x:g}"] + [ci_text(c.per_seed("test_acc", m, TUTORIAL_INIT, x), bounds=stats.UNIT)
                                         for m in c.modes] for x in sigmas],
                          "Test accuracy after the last epoch, every sigma of the grid"))
   if len(sigmas) > 1:
-    series = {label(m): np.stack([c.per_seed("test_acc", m, config.TUTORIAL, x) for x in sigmas]) for m in c.modes}
-    markers = ({name: sigma_section.equivalent_sigma_of_shapes(model.kernel_shapes, spec)[0]
-               for name, spec in sigma_section.MARKER_RULES} if model is not None else {})
+    series = {label(m): np.stack([c.per_seed("test_acc", m, TUTORIAL_INIT, x) for x in sigmas]) for m in c.modes}
+    markers = sigma_markers.rule_markers(model.kernel_shapes) if model is not None else {}
     path = plots.metric_vs_param(os.path.join(r.path, "lenet_acc_vs_sigma.png"), sigmas, series,
                                  xlabel="sigma (weight std of every kernel, log scale)",
                                  ylabel="test accuracy after the last epoch",
                                  title="LeNet on digits: final test accuracy vs sigma", markers=markers,
-                                 reference=config.TUTORIAL_TEST_ACC, reference_label="tutorial (moons MLP, one run)",
+                                 reference=TUTORIAL_TEST_ACC, reference_label="tutorial (moons MLP, one run)",
                                  bounds=stats.UNIT)
     what = ("; vertical lines: the one sigma whose end-to-end forward gain equals each rule's on the LeNet's kernels "
             "(the geometric mean of its per-kernel stds: " + ", ".join(f"{k} {v:.3g}" for k, v in markers.items())
@@ -159,14 +149,14 @@ def _scheme_part(s: Section, r: Results, c: Cells):
     best = (norm[fin] == norm[fin].min(1, keepdims=True)).sum(0) if fin.any() else np.zeros(len(schemes), int)
     rows, lines, verdicts = [], [], []
     for k, sch in enumerate(schemes):
-      src = config.PAPER_INIT_TABLE.get(sch)
+      src = PAPER_INIT_TABLE.get(sch)
       v = None
       if src is not None:
         v = stats.judge(norm[:, k], src.avg_normalised_loss, cell={"init": sch, "batch_size": mode},
                         metric=f"normalised_{metric}", bounds=stats.UNIT)
         verdicts.append(v)
         lines.append("- " + stats.verdict_text(v, what=f"{sch}, {label(mode)}", digits=3,
-                                               source_name=f"the paper's {config.PAPER_N_DATASETS}-set average"))
+                                               source_name=f"the paper's {PAPER_N_DATASETS}-set average"))
       rows.append([sch, ci_text(loss[:, k], bounds=POSITIVE), ci_text(norm[:, k], 3, stats.UNIT),
                    stats.fmt_interval(v.single_run_95, 3) if v else "-", f"{worst[k]} / {int(fin.sum())}",
                    f"{best[k]} / {int(fin.sum())}", fmt(src.avg_normalised_loss, 2) if src else "-",
@@ -174,14 +164,14 @@ def _scheme_part(s: Section, r: Results, c: Cells):
     s.verdicts.extend(verdicts)
     s.parts.append(Table(["scheme", f"{metric} (mean [95% CI])", "normalised (mean [95% CI])",
                           "one new seed: 95% interval", "worst on", "best on",
-                          f"paper ({config.PAPER_N_DATASETS} LIBSVM sets, MLP)", "verdict", "test accuracy"], rows,
+                          f"paper ({PAPER_N_DATASETS} LIBSVM sets, MLP)", "verdict", "test accuracy"], rows,
                          f"Table 2 ({label(mode)}): the four schemes at their own scale; each seed's losses divided "
                          "by its worst scheme's"))
     order = [schemes[k] for k in np.argsort(np.nanmean(np.where(fin[:, None], norm, np.nan), 0))] if fin.any() else []
-    paper_order = sorted(config.PAPER_INIT_TABLE, key=lambda k: config.PAPER_INIT_TABLE[k].avg_normalised_loss)
+    paper_order = sorted(PAPER_INIT_TABLE, key=lambda k: PAPER_INIT_TABLE[k].avg_normalised_loss)
     s.parts.append(
         f"{label(mode).capitalize()}: loss per run is {loss_text}. Replicates are seeds of one data set (each its "
-        f"own split and init), not the paper's {config.PAPER_N_DATASETS} data sets, so the paper's average is set "
+        f"own split and init), not the paper's {PAPER_N_DATASETS} data sets, so the paper's average is set "
         "beside where one seed's normalised loss lands; \"worst on\" / \"best on\" count seeds. Ranking by mean "
         f"normalised loss (best first): measured {', '.join(order) or 'n/a'}; paper {', '.join(paper_order)}.\n\n"
         + "\n".join(lines))
@@ -191,8 +181,8 @@ def _scheme_part(s: Section, r: Results, c: Cells):
       tag = "full" if mode is None else f"b{mode}"
       path = plots.scheme_bars(os.path.join(r.path, f"lenet_schemes_{tag}.png"), schemes, ci.mean, errors=err,
                                ylabel="normalised training loss", title=f"LeNet, {label(mode)}: loss / worst scheme's",
-                               reference={k: v.avg_normalised_loss for k, v in config.PAPER_INIT_TABLE.items()},
-                               reference_label=f"paper ({config.PAPER_N_DATASETS} LIBSVM sets, MLP)",
+                               reference={k: v.avg_normalised_loss for k, v in PAPER_INIT_TABLE.items()},
+                               reference_label=f"paper ({PAPER_N_DATASETS} LIBSVM sets, MLP)",
                                measured_label=f"measured, mean over {int(fin.sum())} seeds (95% CI)")
       s.parts.append(Figure(path, f"Figure 2 ({label(mode)}): normalised training loss per scheme (mean over seeds "
                                   "whose four runs are finite, 95% CI cut at [0, 1]) beside the paper's averages."))
@@ -247,7 +237,7 @@ def build(r: Results) -> Section:
   """Axes batch_size, init+sigma (zipped), seed, epoch, layer (the kernels). Metrics test_acc, train_pass_loss
   (train_loss where absent), g_ratio."""
   c = Cells(r)
-  model = _model(r)
+  model = r.model()
   s = Section("lenet: sigma and init schemes on the strided LeNet (the tutorial's and the paper's protocols, "
               "a transfer test)", [describe.grid_text(r, skip=("epoch",))])
   s.verdicts = []
@@ -255,7 +245,7 @@ def build(r: Results) -> Section:
   if model is not None:
     s.parts.append(f"Network: {model.description}; kernels {', '.join(model.kernel_names)} (what layer_scale and G "
                    f"index); inputs are the data's rows reshaped to {model.input_shape}. Epochs: "
-                   f"{r.config['configs'][0]['epochs']} (the tutorial ran 200 on moons): full batch takes that many "
+                   f"{r.settings(0)['epochs']} (the tutorial ran 200 on moons): full batch takes that many "
                    "Adam steps only, so its accuracies are of a net early in training.")
   _sigma_part(s, r, c, model)
   _scheme_part(s, r, c)

@@ -3,43 +3,28 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
 
 import numpy as np
 
-from jscale import initializers
-from jscale.experiments.sigma import config
-from jscale.report import describe, plots
+from jscale.experiments.sources.tutorial import TUTORIAL_TEST_ACC
+from jscale.report import describe, plots, sigma_markers, stats
 from jscale.report.document import Figure, Section, Table
 from jscale.report.format import label
-from jscale.report import stats
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
 
-
-# The rules whose equivalent sigma the figures mark.
-MARKER_RULES = (("He", "he_normal"), ("Glorot", "glorot_normal"), ("geometric", "geometric:c=2"))
-
-
-def equivalent_sigma_of_shapes(shapes: Sequence[tuple], init) -> tuple[float, list]:
-  """The single sigma (same for every kernel, as in the tutorial) whose end-to-end forward gain
-  prod_l fan_in_l sigma^2 equals the rule's prod_l fan_in_l E[W_l^2] over kernels of these shapes: the
-  geometric mean of the rule's per-kernel stds. Returns (sigma, per-kernel stds)."""
-  init = initializers.get(init)
-  per = [math.sqrt(init.second_moment(tuple(shape))) for shape in shapes]
-  return float(np.exp(np.mean(np.log(per)))), per
-
-
-def equivalent_sigma(widths: Sequence[int], init) -> tuple[float, list]:
-  """`equivalent_sigma_of_shapes` for the MLP of `widths`."""
-  return equivalent_sigma_of_shapes(list(zip(widths[:-1], widths[1:])), init)
+# The curves drawn per sigma: (metric, y label, log scale).
+CURVES = (("train_loss", "training loss (cross-entropy, nats)", True),
+          ("train_acc", "training accuracy", False),
+          ("grad_norm", "gradient L2 norm (all parameters)", True),
+          ("saturation", "fraction of near-zero ReLU outputs", False))
 
 
 def build(r: Results) -> Section:
   """The tutorial. Axes sigma, seed, epoch, and optionally one more (the engine's batch_size: full batch
-  and 32), drawn as side-by-side panels. Curves (any present): train_loss (or loss), train_acc,
-  grad_norm, saturation (or dead_frac) [.., sigma, seed, epoch]; test_acc [.., sigma, seed(, epoch)]
-  (its last epoch). Widths from config (for the He / Glorot / geometric markers)."""
+  and 32), drawn as side-by-side panels. Curves: train_loss, train_acc, grad_norm, saturation
+  [.., sigma, seed, epoch]; test_acc [.., sigma, seed, epoch] (its last epoch). The run's widths place the
+  He / Glorot / geometric markers."""
   sig = [float(x) for x in r.axis("sigma")]
   acc_name = "test_acc"
   known = ("sigma", "seed", "epoch", "layer")
@@ -47,15 +32,8 @@ def build(r: Results) -> Section:
   pvals = r.axis(panel) if panel else [None]
   plabels = [label(v, panel) if panel else "" for v in pvals]
   s = Section("sigma: weight scale vs convergence (the tutorial, two moons)", [describe.grid_text(r, skip=("epoch",))])
-  figs = [(("train_loss", "loss"), "training loss (cross-entropy, nats)", True),
-          (("train_acc",), "training accuracy", False),
-          (("grad_norm",), "gradient L2 norm (all parameters)", True),
-          (("saturation", "dead_frac"), "fraction of near-zero ReLU outputs", False)]
-  for i, (names, ylabel, logy) in enumerate(figs):
+  for i, (m, ylabel, logy) in enumerate(CURVES):
     bounds = None if logy else stats.UNIT   # the linear ones are accuracies and fractions
-    m = describe.first_metric(r, *names)
-    if m is None:
-      continue
     v = describe.with_panels(r, m, ("sigma", "seed", "epoch"), describe.panel_axis(r, m, known))
     title = f"Figure {i + 1}: {ylabel} vs epoch, per sigma"
     groups = [{f"sigma={x:g}": v[p, k] for k, x in enumerate(sig)} for p in range(v.shape[0])]
@@ -67,21 +45,18 @@ def build(r: Results) -> Section:
       path = plots.curves(path, groups[0], ylabel=ylabel, logy=logy, epochs=r.axes.get("epoch"), title=title,
                           bounds=bounds)
     what = {"saturation": f" ({m}: share of hidden ReLU outputs with |a| <= "
-                          f"{r.config.get('configs', [{}])[0].get('saturation_threshold', 1e-3):g}, averaged over "
+                          f"{r.settings(0)['saturation_threshold']:g}, averaged over "
                           "the epoch's steps)"}.get(m, "")
     avg = ("geometric mean over the seeds finite at each epoch with the 95% band of the log" if logy else
            "mean over the seeds finite at each epoch with its 95% band cut at [0, 1]")
     avg += "; legends give the n averaged (min-max where seeds diverge along the way)"
     s.parts.append(Figure(path, f"Figure {i + 1}: {ylabel} per epoch{what}, {avg}"
                                 + (f"; panels: {panel} = {', '.join(plabels)}." if panel else ".")))
-  acc = r.metric(acc_name, *(([panel] if panel else []) + ["sigma", "seed"]
-                             + (["epoch"] if "epoch" in r.metric_axes[acc_name] else [])))
-  acc = acc[..., -1] if "epoch" in r.metric_axes[acc_name] else acc
-  acc = acc if panel else acc[None]                                  # (panels, sigma, seed)
+  acc = describe.with_panels(r, acc_name, ("sigma", "seed", "epoch"), panel)[..., -1]   # (panels, sigma, seed)
   src_idx = {k: next((i for i, x in enumerate(sig) if math.isclose(x, key, rel_tol=1e-9)), None)
-             for k, key in enumerate(config.TUTORIAL_TEST_ACC)}
+             for k, key in enumerate(TUTORIAL_TEST_ACC)}
   s.verdicts, rows, lines = [], [], []
-  for t, (ts, tv) in enumerate(config.TUTORIAL_TEST_ACC.items()):
+  for t, (ts, tv) in enumerate(TUTORIAL_TEST_ACC.items()):
     k = src_idx[t]
     if k is None:
       continue
@@ -103,7 +78,7 @@ def build(r: Results) -> Section:
         "Verdicts: the tutorial reports one run per sigma, so its number is compared with where one run of "
         f"this protocol lands -- the {stats.PI_METHOD} -- not with the mean's interval, which shrinks as seeds "
         f"are added. Below {stats.MIN_SEEDS} finite seeds there is no verdict. The mean's interval: "
-        f"{stats.BOUNDED_CI_METHOD} ([0, 1]). {describe.data_seed_text(r.config)}: both intervals inherit that. "
+        f"{stats.BOUNDED_CI_METHOD} ([0, 1]). {describe.data_seed_text(r)}: both intervals inherit that. "
         "Diverged seeds are left out of both intervals "
         "and counted. Written to `sigma/verdicts.json`.\n\n" + "\n".join(lines))
   else:
@@ -116,12 +91,11 @@ def build(r: Results) -> Section:
                                                                  for p in range(len(pvals))]
                                             for k in range(len(sig))],
                          "Test accuracy after the last epoch, every sigma of the grid"))
-  widths = describe.widths(r)
+  widths = r.widths
   if len(sig) > 1 and min(sig) > 0:
     markers = {}
     if widths:
-      for name, spec in MARKER_RULES:
-        markers[name], _ = equivalent_sigma(widths, spec)
+      markers = sigma_markers.rule_markers(list(zip(widths[:-1], widths[1:])))
       s.parts.append("Markers: the one sigma whose end-to-end forward gain equals the rule's (geometric "
                      "mean of the rule's per-layer stds) for widths " + str(list(widths)) + ": " +
                      ", ".join(f"{k} {v:.3g}" for k, v in markers.items()) + ".")
@@ -129,7 +103,7 @@ def build(r: Results) -> Section:
     path = plots.metric_vs_param(os.path.join(r.path, "final_acc_vs_sigma.png"), sig, series,
                                  xlabel="sigma (weight std, log scale)", ylabel="test accuracy after the last epoch",
                                  title="Final test accuracy vs sigma", markers=markers,
-                                 reference=config.TUTORIAL_TEST_ACC, reference_label="tutorial (one run)",
+                                 reference=TUTORIAL_TEST_ACC, reference_label="tutorial (one run)",
                                  bounds=stats.UNIT)
     s.parts.append(Figure(path, "Final test accuracy against sigma (mean over finite seeds, 95% CI of the mean "
                                 "cut at [0, 1]; series nudged sideways so their bars stay apart); crosses: the "

@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import datasets, mlp, train as train_lib
-from jscale.sweeps import runner, store
+from jscale import checks, datasets, mlp, train as train_lib
+from jscale.sweeps import store
+from jscale.sweeps.plan import check_stackable
 
 
 def unit_spread(params: mlp.Params) -> jax.Array:
@@ -61,9 +62,8 @@ def make_sgd_loop(widths: Sequence[int], kernel_init="he_normal", *, bias_init="
   widths = mlp.check_widths(widths)
   if len(widths) < 3:
     raise ValueError(f"the symmetry check needs a hidden layer: widths {widths}")
-  for name, v in (("steps", steps), ("batch_size", batch_size)):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-      raise ValueError(f"{name} must be a positive int, got {v!r}")
+  checks.positive_int(steps, "steps")
+  checks.positive_int(batch_size, "batch_size")
   mlp.get_activation(activation)
 
   def loss_fn(params, x_BxD, y_B):
@@ -85,7 +85,8 @@ def make_sgd_loop(widths: Sequence[int], kernel_init="he_normal", *, bias_init="
   return train
 
 
-def accuracy(params: mlp.Params, x, y, activation: str = "relu") -> jax.Array:
+def mlp_accuracy(params: mlp.Params, x, y, activation: str = "relu") -> jax.Array:
+  """The MLP's accuracy on (x, y)."""
   return train_lib.accuracy(mlp.apply_mlp(params, x, activation), y)
 
 
@@ -119,13 +120,13 @@ def experiment(exp_dir: str, seeds: Sequence[int] = (0, 1, 2), inits: Sequence[s
   seeds = [int(s) for s in seeds]
   data_seeds = [s if data_seed is None else int(data_seed) for s in seeds]
   sets = [datasets.get(data, seed=d) for d in data_seeds]
-  runner.check_stackable(data, data_seeds, sets)
+  check_stackable(data, data_seeds, sets)
   ds = sets[0]
   widths = (ds.x_train.shape[1], *widths_hidden, ds.num_classes)
   stack = lambda field: jnp.stack([jnp.asarray(getattr(d, field)) for d in sets])
   x, y, x_test, y_test = stack("x_train"), stack("y_train"), stack("x_test"), stack("y_test")
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-  acc_of = jax.jit(jax.vmap(lambda p, xs, ys: accuracy(p, xs, ys)))
+  acc_of = jax.jit(jax.vmap(lambda p, xs, ys: mlp_accuracy(p, xs, ys)))
   losses, spreads, outs, accs, train_accs = [], [], [], [], []
   for init in inits:
     train = jax.jit(jax.vmap(make_sgd_loop(widths, init, lr=lr, steps=steps, batch_size=batch_size)))

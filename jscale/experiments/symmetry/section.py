@@ -18,7 +18,7 @@ def build(r: Results) -> Section:
   acc = r.metric("test_acc", "init", "seed")
   fin = r.metric("final_spread", "init", "seed", "layer").max(-1)
   ci = mean_ci95(acc, 1, UNIT)
-  chance, lin = r.config.get("chance_acc"), r.config.get("linear_acc")
+  chance, lin = r.recorded("chance_acc"), r.recorded("linear_acc")
   s = Section("symmetry: zeros and constant init never break hidden-unit symmetry",
               [describe.grid_text(r, skip=("step", "layer"))])
   rows = [[i, fmt_ci(ci, k), fmt(fin[k].max(), 6), "yes" if fin[k].max() == 0 else "no"] for k, i in enumerate(inits)]

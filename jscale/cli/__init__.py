@@ -1,0 +1,56 @@
+"""jscale's command lines: `jscale TOOL ...` (installed with the package), `python -m jscale TOOL ...`, or the
+thin `scripts/TOOL.py` wrappers in a checkout; the same code and flags every way.
+
+  jscale sweep --grid quick             run experiments, write report.md          (jscale.cli.sweep)
+  jscale report RUN_DIR                 rebuild report.md                          (jscale.cli.report)
+  jscale calculus --widths 784,300,10   the scaling calculus of one network        (jscale.cli.calculus)
+  jscale hessian-check / hessian-figures   Figures 1-2 against exact Hessians
+  jscale bench / roofline               the engine's speed, where a step's time goes
+
+How they end: a refused input is one line `error: ...` on stderr and exit status 2. jscale validates every input
+before any compute and raises ValueError (TypeError for a wrong type) with a message naming the parameter, the
+value and what is allowed; a script's user should see that message, not a Python traceback.
+`JSCALE_TRACEBACK=1` shows the traceback too (for debugging jscale itself). Every tool runs under jscale's
+precision policy (`jscale.precision.apply_default`: float32 matmuls at "highest" unless the user chose).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Callable
+
+USAGE_ERROR = 2
+# tool name -> module with `main(argv)`; `scripts/<module>.py` is the same tool in a checkout.
+TOOLS = {"sweep": "sweep", "report": "report", "calculus": "calculus", "hessian-check": "hessian_check",
+         "hessian-figures": "hessian_figures", "bench": "bench", "roofline": "roofline"}
+
+
+def run(main: Callable[[], int | None]) -> None:
+  """`sys.exit(main())` under jscale's precision policy, turning validation errors into `error: ...` and exit
+  status 2."""
+  from jscale import precision
+  try:
+    precision.apply_default()
+    code = main()
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    if os.environ.get("JSCALE_TRACEBACK"):
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+  sys.exit(code if isinstance(code, int) else 0)   # a tool may return its results (bench: a dict)
+
+
+def main(argv=None) -> None:
+  """The `jscale` console command: `jscale TOOL [flags]`."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(__doc__.split("\n\n")[0] + "\n\ntools: " + ", ".join(TOOLS))
+    sys.exit(0 if argv else USAGE_ERROR)
+  tool, rest = argv[0], argv[1:]
+  if tool not in TOOLS:
+    print(f"error: unknown tool {tool!r}; valid: {', '.join(TOOLS)}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+  module = importlib.import_module(f"jscale.cli.{TOOLS[tool]}")
+  extra = {"prog": "jscale sweep"} if tool == "sweep" else {}   # how run.json records the command
+  run(lambda: module.main(rest, **extra))

@@ -1,0 +1,255 @@
+"""Benchmark the sweep engine against a per-configuration loop and the machine's matmul peak.
+
+  python scripts/bench.py                                 # a table: both networks, both precisions
+  python scripts/bench.py --json > results/bench/cpu-2core.json
+  python scripts/bench.py --network moons --sizes 256 --epochs 200 --precision highest
+  python scripts/bench.py --devices 1 --group-size 256    # the vmap layout on one device
+
+Two networks, each trained by C configurations at once (C = each of --sizes / --mlp-sizes):
+  moons   2-64-64-2 ReLU MLP on two moons (1400 train / 600 test), Adam lr 1e-3, full batch, the `sigma`
+          experiment's protocol; configurations vary sigma x seed.
+  mlp784  784-300-100-10 ReLU MLP (the feature/weight question's network), Glorot normal, SGD lr 0.1,
+          minibatch 32; configurations vary the seed. Data: SYNTHETIC, of Fashion-MNIST's shape (784 raw
+          pixel values in 0..255, 10 classes, labels from a random linear teacher; --mlp-train rows train,
+          a quarter as many test) -- the speed depends on the shapes only, and the offline stand-in
+          (digits_raw) has 64 inputs, not 784.
+For each network, precision and C, in one process on the same machine:
+  (a) engine: the sweep runner's executor, jit(shard_map(...)) over the local devices with the runner's
+              defaults (CPU: one host device per core, each training its configurations one at a time);
+  (b) loop:   jit(train) called once per configuration, C calls (compiled once, compile time excluded);
+  (b') naive: jit(vmap(train)) of all C configurations on one device;
+  (c) peak:   a 2048 x 2048 float32 matmul at the precision in use, best of several.
+Reported: speedup_vs_loop = t_loop / t_engine, speedup_vs_naive_vmap, useful_gflops = C * model FLOPs /
+t_engine (FLOPs counted analytically by `jscale.sweeps.cost.flops_per_config`: the matmuls of forward, backward
+and the test pass), and fraction_of_peak = useful_gflops / matmul_peak_gflops. Each timing is the minimum
+over --repeats interleaved runs (robust to other processes stealing the cores). --precision both (the
+default) measures "highest" (float32 everywhere, jscale's default) and "default" (JAX's per-backend
+choice: TF32 on NVIDIA GPUs, bfloat16 passes on TPUs; XLA:CPU computes float32 either way).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import time
+
+NETWORKS = ("moons", "mlp784")
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
+  p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
+  p.add_argument("--sizes", default="16,64,256", help="moons: comma-separated grid sizes (configurations)")
+  p.add_argument("--epochs", type=int, default=50, help="moons: epochs (default 50)")
+  p.add_argument("--mlp-sizes", default="8,32", help="mlp784: comma-separated grid sizes")
+  p.add_argument("--mlp-epochs", type=int, default=1, help="mlp784: epochs (default 1)")
+  p.add_argument("--mlp-train", type=int, default=2048, help="mlp784: synthetic training rows (default 2048)")
+  p.add_argument("--precision", choices=("both", "highest", "default"), default="both",
+                 help="float32 matmul precision(s) to measure (default both)")
+  p.add_argument("--devices", type=int, default=None, help="devices for the engine (CPU: host devices)")
+  p.add_argument("--group-size", type=int, default=None, help="configs each device vmaps at once")
+  p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--skip-loop-above", type=int, default=None,
+                 help="estimate the loop from this many configurations for larger sizes (default: time all)")
+  p.add_argument("--no-naive", action="store_true", help="skip the naive jit(vmap) layout")
+  args = p.parse_args(argv)
+  args.networks = [n.strip() for n in args.network.split(",") if n.strip()]
+  bad = [n for n in args.networks if n not in NETWORKS]
+  if bad or not args.networks:
+    raise ValueError(f"--network must name some of {', '.join(NETWORKS)}, got {args.network!r}")
+  for flag in ("sizes", "mlp_sizes"):
+    try:
+      sizes = [int(s) for s in getattr(args, flag).split(",") if s.strip()]
+    except ValueError:
+      sizes = []
+    if not sizes or min(sizes) < 1:
+      raise ValueError(f"--{flag.replace('_', '-')} must be comma-separated ints >= 1, got {getattr(args, flag)!r}")
+    setattr(args, flag, sizes)
+  for flag in ("epochs", "mlp_epochs", "repeats"):
+    if getattr(args, flag) < 1:
+      raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+  if args.mlp_train < 64:
+    raise ValueError(f"--mlp-train must be >= 64 (two minibatches of 32), got {args.mlp_train}")
+  return args
+
+
+def synthetic_784(n_train: int, seed: int = 0):
+  """Fashion-MNIST-shaped synthetic data: 784 raw pixel values in 0..255, 10 classes from a linear teacher."""
+  import numpy as np
+  from jscale import datasets
+  rng = np.random.default_rng(seed)
+  n_test = max(n_train // 4, 10)
+  x = np.round(rng.random((n_train + n_test, 784)) * 255).astype(np.float32)
+  teacher = rng.standard_normal((784, 10)).astype(np.float32)
+  y = np.argmax((x - 127.5) @ teacher, axis=1).astype(np.int32)
+  return datasets.Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10, "synthetic_784",
+                          f"synthetic: uniform pixels 0..255, 784 inputs, 10 classes (linear teacher), seed {seed}")
+
+
+def network(name: str, args):
+  """(spec, dataset, hparams_fn(C) -> HParams with C rows, protocol text)."""
+  import numpy as np
+  from jscale import datasets, train as T
+  from jscale.sweeps import log_spaced
+  if name == "moons":
+    ds = datasets.get("two_moons", seed=0)
+    widths = (ds.x_train.shape[1], 64, 64, ds.num_classes)
+    spec = T.TrainSpec(widths=widths, kernel_inits=("normal:1",), optimizer="adam", epochs=args.epochs)
+    sig = np.asarray(log_spaced(1e-3, 3.0, 16), np.float32)
+    hp = lambda C: _hparams(spec, C, init_scale=sig[np.arange(C) % 16], lr=1e-3)
+    text = f"2-64-64-2, two moons {len(ds.y_train)}/{len(ds.y_test)}, Adam, full batch, {args.epochs} epochs"
+  else:
+    ds = synthetic_784(args.mlp_train)
+    spec = T.TrainSpec(widths=(784, 300, 100, 10), kernel_inits=("glorot_normal",), optimizer="sgd",
+                       epochs=args.mlp_epochs, batch_size=32)
+    hp = lambda C: _hparams(spec, C, init_scale=np.ones(C, np.float32), lr=0.1, input_scale=1 / 255)
+    text = (f"784-300-100-10, synthetic Fashion-MNIST-shaped data {len(ds.y_train)}/{len(ds.y_test)}, SGD, "
+            f"minibatch 32, {args.mlp_epochs} epoch(s)")
+  return spec, ds, hp, text
+
+
+def _hparams(spec, C, *, init_scale, lr, input_scale=1.0):
+  import numpy as np
+  from jscale import train as T
+  f32 = lambda v: np.full(C, v, np.float32)
+  return T.HParams(init_scale=np.asarray(init_scale, np.float32), layer_scale=np.ones((C, spec.n_layers), np.float32),
+                   input_scale=f32(input_scale), output_scale=f32(1.0), lr=f32(lr), weight_decay=f32(0.0),
+                   init_index=np.zeros(C, np.int32))
+
+
+def peak_gflops(n: int = 2048, reps: int = 12) -> float:
+  """Best-of-`reps` n x n float32 matmul, at the matmul precision in force when called."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  mm = jax.jit(lambda x, y: x @ y)
+  mm(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    mm(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def bench_network(name, args, devices, group_size, peak, precision):
+  import jax
+  import numpy as np
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jscale import datasets, train as T
+  from jscale.sweeps import cost, runner
+  spec, ds, hparams_of, text = network(name, args)
+  train = T.make_train(spec)
+  flops = cost.flops_per_config(spec, len(ds.y_train), len(ds.y_test))
+  mesh = Mesh(np.array(devices), ("config",))
+  engine = runner.make_executor(train, mesh, group_size)
+  naive = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))   # what a newcomer writes first
+  loop_fn = jax.jit(train)
+  data = datasets.to_device(ds)
+  stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
+  rows = []
+  for C in (args.sizes if name == "moons" else args.mlp_sizes):
+    Cp = -(-C // len(devices)) * len(devices)
+    hp = hparams_of(Cp)
+    keys = runner.config_keys(0, np.arange(Cp))
+    sharded = jax.device_put((keys, hp, np.zeros(Cp, np.int32)), NamedSharding(mesh, P("config")))
+    jax.block_until_ready(engine(*sharded, stacked))  # compile
+    singles = [(keys[i], jax.tree.map(lambda a: a[i], hp)) for i in range(C)]
+    jax.block_until_ready(loop_fn(*singles[0], data))  # compile
+    keys1, hp1 = jax.device_put((keys[:C], jax.tree.map(lambda a: a[:C], hp)), devices[0])
+    if not args.no_naive:
+      jax.block_until_ready(naive(keys1, hp1, data))  # compile
+    n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
+    t_engine = t_loop = t_naive = float("inf")
+    for _ in range(args.repeats):  # interleaved, min of each: robust to bursts of load
+      t = time.perf_counter()
+      jax.block_until_ready(engine(*sharded, stacked))
+      t_engine = min(t_engine, time.perf_counter() - t)
+      t = time.perf_counter()
+      for k, h in singles[:n_loop]:
+        out = loop_fn(k, h, data)
+      jax.block_until_ready(out)
+      t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
+      if not args.no_naive:
+        t = time.perf_counter()
+        jax.block_until_ready(naive(keys1, hp1, data))
+        t_naive = min(t_naive, time.perf_counter() - t)
+    useful = C * flops / t_engine / 1e9
+    rows.append({"network": name, "precision": precision, "configs": C, "t_engine_s": round(t_engine, 4),
+                 "t_loop_s": round(t_loop, 4), "loop_timed_configs": n_loop,
+                 "t_naive_vmap_s": None if args.no_naive else round(t_naive, 4),
+                 "speedup_vs_loop": round(t_loop / t_engine, 3),
+                 "speedup_vs_naive_vmap": None if args.no_naive else round(t_naive / t_engine, 3),
+                 "useful_gflops": round(useful, 2), "loop_gflops": round(C * flops / t_loop / 1e9, 2),
+                 "matmul_peak_gflops": round(peak, 2), "fraction_of_peak": round(useful / peak, 3)})
+    if not args.json:   # fraction_of_peak against the peak so far (the final JSON uses the best of the run)
+      print(format_row(rows[-1]), flush=True)
+  info = {"protocol": text, "widths": list(spec.widths), "epochs": spec.epochs, "batch_size": spec.batch_size,
+          "n_train": len(ds.y_train), "n_test": len(ds.y_test), "data": ds.source,
+          "model_gflop_per_config": round(flops / 1e9, 5)}
+  return info, rows
+
+
+COLUMNS = (("network", 7, "{}"), ("precision", 9, "{}"), ("configs", 7, "{}"), ("t_engine_s", 9, "{:.3f}"),
+           ("t_loop_s", 9, "{:.3f}"), ("t_naive_vmap_s", 9, "{:.3f}"), ("speedup_vs_loop", 8, "{:.2f}x"),
+           ("speedup_vs_naive_vmap", 8, "{:.2f}x"), ("useful_gflops", 8, "{:.1f}"),
+           ("matmul_peak_gflops", 8, "{:.1f}"), ("fraction_of_peak", 7, "{:.3f}"))
+HEADERS = ("network", "precision", "configs", "engine s", "loop s", "vmap s", "vs loop", "vs vmap", "GFLOP/s",
+           "peak", "of peak")
+
+
+def format_header() -> str:
+  return "  ".join(h.rjust(w) for h, (_, w, _) in zip(HEADERS, COLUMNS))
+
+
+def format_row(r: dict) -> str:
+  return "  ".join(("-" if r[k] is None else f.format(r[k])).rjust(w) for k, w, f in COLUMNS)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  import jax
+  from jscale.sweeps import runner
+  runner.use_cpu_cores(args.devices)  # before any JAX operation: one host device per core on CPU
+  from jscale import precision as precision_lib
+  devices = runner.select_devices(args.devices)
+  group_size = args.group_size if args.group_size is not None else runner.default_group_size(devices)
+  precisions = ("highest", "default") if args.precision == "both" else (args.precision,)
+  if not args.json:
+    print(f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform}), group size {group_size}; "
+          "times are seconds per whole grid")
+    print(format_header(), flush=True)
+  peaks, networks, results = {}, {}, []
+  for prec in precisions:
+    precision_lib.set_precision(prec)
+    # The peak is measured before and after each network and the best kept: on a shared machine one
+    # measurement can land in a burst of other load and understate it (overstating fraction_of_peak).
+    peaks[prec] = peak_gflops()
+    for name in args.networks:
+      info, rows = bench_network(name, args, devices, group_size, peaks[prec], prec)
+      peaks[prec] = max(peaks[prec], peak_gflops())
+      networks[name] = info
+      results.extend(rows)
+  for r in results:
+    r["matmul_peak_gflops"] = round(peaks[r["precision"]], 2)
+    r["fraction_of_peak"] = round(r["useful_gflops"] / peaks[r["precision"]], 3)
+  out = {"device": str(devices[0].device_kind), "platform": devices[0].platform, "n_devices": len(devices),
+         "group_size": group_size, "jax_version": jax.__version__, "cpu_count": os.cpu_count(),
+         "loadavg_1m": round(os.getloadavg()[0], 2), "precisions": list(precisions),
+         "matmul_peak_gflops": {p: round(v, 2) for p, v in peaks.items()}, "networks": networks,
+         "results": results}
+  if args.json:
+    print(json.dumps(out, indent=1))
+  else:
+    for name, info in networks.items():
+      print(f"{name}: {info['protocol']}; {info['model_gflop_per_config']} GFLOP per configuration")
+    print("peak: 2048x2048 float32 matmul, " + ", ".join(f"{p} {v:.1f} GFLOP/s" for p, v in peaks.items()))
+  return out
+
+
+if __name__ == "__main__":
+  from jscale import cli
+  cli.run(main)

@@ -1,0 +1,233 @@
+"""The strided LeNet family of the Hessian checks (the paper's own network) beside the MLPs.
+
+A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed) on 8x8x1 N(0, 1) images with
+two 2x2 stride-2 convs and 10 outputs; `LeNetFamily.sample_setups` draws the channel counts and hidden widths
+log-uniform in its ranges. The exact side is the plain mean over draws of `jscale.theory.conv_pairs` rounds
+(SE: std / sqrt(draws)); the prediction is the calculus's leading-order conv form
+(`jscale.theory.predict_conv`), whose batch-1 model is also its leading form. Figure 2: exact `jax.hessian`
+kernel-block heat maps of FIG2_CONFIG per scheme (`heatmaps.heatmaps`) and the diagonal's evenness with
+standard errors (`evenness`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscale import checks
+from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
+from jscale.initializers import SCHEMES
+from jscale.models import lenet as lenet_lib
+from jscale.theory import conv_pairs, losses, pairs, predict
+from jscale.theory import hessian as hess
+from jscale.theory.predict_conv import image_input_stats, predict_lenet, weight_layers, weight_sq
+
+IMAGE = (8, 8, 1)
+KERNELS = ((2, 2), (2, 2))
+N_OUT = 10
+FIG2_CONFIG = lenet_lib.LeNetConfig(IMAGE, (4, 8), KERNELS, (32, 16), N_OUT)
+
+
+class LeNetSetup(NamedTuple):
+  channels: tuple   # conv output channels
+  hidden: tuple     # dense hidden widths
+  scheme: str       # a key of initializers.SCHEMES
+  loss: str         # a losses.KINDS entry
+  seed: int
+
+  def config(self) -> lenet_lib.LeNetConfig:
+    return lenet_lib.LeNetConfig(IMAGE, tuple(self.channels), KERNELS, tuple(self.hidden), N_OUT).check()
+
+
+def check_setup(s: LeNetSetup) -> LeNetSetup:
+  s.config()
+  checks.one_of(s.scheme, "scheme", SCHEMES)
+  losses.check_kind(s.loss)
+  return s
+
+
+def _quadratic(key, config, loss):
+  """(Q, its factor for `conv_pairs`: zeros for cross-entropy), Q drawn from `key`."""
+  q = losses.random_quadratic(key, config.n_out, jnp.float32)
+  a_q = losses.quadratic_factor(q) if loss == "quadratic" else np.zeros((config.n_out,) * 2)
+  return q, jnp.asarray(a_q, jnp.float32)
+
+
+class _Measurement(Measurement):
+  """Rounds of `conv_pairs.exact_round`; the key splits as (Q, rounds)."""
+
+  def __init__(self, setup: LeNetSetup, key, *, examples, round_draws, max_bytes):
+    self.setup, self.config = setup, setup.config()
+    self.examples, self.max_bytes = int(examples), max_bytes
+    self.round_draws = int(round_draws)
+    kq, self.kr = jax.random.split(key)
+    self.q, self.a_q = _quadratic(kq, self.config, setup.loss)
+    self.stats, self.probs = [], []
+
+  def draw_round(self, index):
+    st, pr = conv_pairs.exact_round(self.config, SCHEMES[self.setup.scheme], self.setup.loss,
+                                    jax.random.fold_in(self.kr, index), draws=self.round_draws,
+                                    examples=self.examples, a_q=self.a_q, max_bytes=self.max_bytes)
+    self.stats.append(st)
+    self.probs.append(pr)
+
+  def exact(self, batch):
+    vw, vb = pairs.combine(np.concatenate(self.stats), batch)
+    return pairs.plain_mean(vw), pairs.plain_mean(vb)
+
+  def loss_stats(self, probs) -> predict.LossStats:
+    return predict.constant_loss_stats(self.q) if self.setup.loss == "quadratic" else predict.xent_loss_stats(probs)
+
+  def predict(self, batch):
+    wsq = weight_sq(self.config, SCHEMES[self.setup.scheme])
+    ins, ls = image_input_stats(self.config), self.loss_stats(self.probs[0])  # the first round's probabilities
+    p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
+    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight)
+
+
+def _kernel_rows(params) -> list[int]:
+  names = hess.leaf_names(params)
+  return [names.index(f"{n}/kernel") for n in sorted({k.split("/")[0] for k in names},
+                                                      key=lambda s: (not s.startswith("conv"), int(s[-1])))]
+
+
+class _Heatmap(HeatmapProblem):
+  """`jax.hessian` of the whole loss, kernel blocks only; inputs' statistics exact (N(0, 1) images)."""
+
+  def __init__(self, config: lenet_lib.LeNetConfig, *, loss, batch, seed, max_bytes):
+    config.check()
+    losses.check_kind(loss)
+    shapes = jax.eval_shape(lambda k: lenet_lib.init_lenet(k, config), jax.random.PRNGKey(0))
+    hess.check_memory(f"the exact Hessian of the LeNet {config.channels}/{config.hidden} "
+                      f"({hess.num_params(shapes)} parameters)", 3 * hess.hessian_bytes(shapes, jnp.float32),
+                      max_bytes, "use a smaller LeNet, or the diagonal only (hessian.factor_diagonal_sq_sv), "
+                      "or raise max_bytes")
+    self.config, self.loss, self.batch = config, loss, batch
+    kq, self.kd = jax.random.split(jax.random.PRNGKey(seed))
+    self.q = q = losses.random_quadratic(kq, config.n_out)
+
+    def lossfn(p, x, t):
+      out = lenet_lib.apply_lenet(p, x)
+      return jnp.mean(jax.vmap(losses.per_example(loss), in_axes=(0, 0, None))(out, t, q))
+
+    def kernel_sq_sv(params, x, t):
+      # The kernel-block matrix inside the program: the P x P Hessian stays on the device, and the 25 blocks'
+      # sq_sv do not compile as 75 eager operations of different shapes.
+      bl = hess.blocks(jax.hessian(lossfn)(params, x, t), params)
+      rows = _kernel_rows(params)
+      return jnp.stack([jnp.stack([hess.sq_sv(bl[i][j]) for j in rows]) for i in rows])
+
+    self.fn = jax.jit(kernel_sq_sv)
+
+  def draw_keys(self, draws):
+    return jax.random.split(self.kd, draws)
+
+  def measure(self, key, scheme):
+    kp, kx, kt = jax.random.split(key, 3)
+    cfg = self.config
+    params = lenet_lib.init_lenet(kp, cfg, SCHEMES[scheme])
+    x = jax.random.normal(kx, (self.batch,) + tuple(cfg.image))
+    t = losses.random_targets(kt, self.loss, self.batch, cfg.n_out)
+    return HeatmapDraw(np.asarray(self.fn(params, x, t), np.float64), None,
+                       np.asarray(losses.output_hessians(self.loss, lenet_lib.apply_lenet(params, x), t, self.q)))
+
+  def predict(self, scheme, loss):
+    return predict_lenet(self.config, weight_sq(self.config, SCHEMES[scheme]), image_input_stats(self.config), loss,
+                         self.batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeNetFamily(Family):
+  """Strided LeNets on 8x8x1 images: both convs' channels log-uniform in `channels`, both dense hidden widths
+  log-uniform in `hidden`, scheme and loss uniform (`loss_kinds`)."""
+  channels: tuple = (4, 16)
+  hidden: tuple = (16, 128)
+  loss_kinds: tuple = losses.KINDS
+
+  name: ClassVar[str] = "LeNet"
+  prefix: ClassVar[str] = "lenet_"
+  setup_dir: ClassVar[str] = "lenet_setups"
+  control_variates: ClassVar[bool] = False
+  per_layer: ClassVar[bool] = True
+  fig2_net: ClassVar[lenet_lib.LeNetConfig] = FIG2_CONFIG
+
+  def sample_setups(self, num, seed):
+    checks.positive_int(num, "num")
+    rng = np.random.default_rng(seed + 7919)  # not the MLP setups' stream
+    draw = lambda lo, hi, n: tuple(int(min(max(v, lo), hi)) for v in
+                                   np.exp(rng.uniform(math.log(lo), math.log(hi + 1), n)).astype(int))
+    return [LeNetSetup(draw(*self.channels, 2), draw(*self.hidden, 2), str(rng.choice(list(SCHEMES))),
+                       str(rng.choice(list(self.loss_kinds))), int(rng.integers(2 ** 31 - 1))) for _ in range(num)]
+
+  def check_setup(self, setup):
+    return check_setup(setup)
+
+  def start(self, setup, key, *, examples, round_draws, draws, max_bytes):
+    if round_draws is None:  # as many draws per round as fit in max_bytes, at most 32 (a 2-core CPU's sweet spot)
+      per_draw = conv_pairs.pair_bytes(setup.config(), examples)
+      round_draws = max(1, min(draws, conv_pairs.DEFAULT_ROUND, max_bytes // per_draw))
+    return _Measurement(setup, key, examples=examples, round_draws=round_draws, max_bytes=max_bytes)
+
+  def setup_json(self, setup):
+    return {"model": "lenet", "channels": list(setup.channels), "hidden": list(setup.hidden),
+            "widths": list(setup.channels) + list(setup.hidden), "layers": self.layer_names(setup),
+            "scheme": setup.scheme, "loss": setup.loss, "input": "normal", "seed": setup.seed}
+
+  def setup_from_json(self, d):
+    return LeNetSetup(tuple(d["channels"]), tuple(d["hidden"]), d["scheme"], d["loss"], int(d["seed"]))
+
+  def resume_fields(self):
+    return {"channels": self.channels, "hidden": self.hidden}
+
+  def layer_names(self, setup):
+    return weight_layers(setup.config())
+
+  def heatmap_problem(self, net, *, loss, batch, seed, max_bytes):
+    return _Heatmap(net, loss=loss, batch=batch, seed=seed, max_bytes=max_bytes)
+
+  def net_json(self, net):
+    return {"config": dataclasses.asdict(net)}
+
+  def net_layers(self, net):
+    return weight_layers(net)
+
+  def heatmap_title(self, net):
+    return (f"LeNet 8x8x1, convs {net.channels}, dense {net.hidden}: avg squared singular value of Hessian kernel "
+            "blocks (conv0, conv1, dense0, ...)")
+
+  def evenness(self, *, batches, draws, seed, examples):
+    return evenness(self.fig2_net, batches=batches, draws=draws, seed=seed, examples=examples)
+
+
+def evenness(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES), *, batches=(1, 1024),
+             draws: int = 64, seed: int = 0, loss: str = "quadratic", examples: int = pairs.DEFAULT_EXAMPLES) -> dict:
+  """Per scheme and batch size: the expected diagonal kernel blocks (pairs of examples, `draws` draws rounded up
+  to whole rounds), their max/min and its standard error (delta method on log max - log min, taking the two
+  layers as fixed), and the leading-order predicted diagonal. The evenness check of Figure 2 with its
+  measurement error. Every scheme sees the same keys."""
+  out = {str(b): {} for b in batches}
+  for scheme in schemes:
+    setup = LeNetSetup(tuple(config.channels), tuple(config.hidden), scheme, loss, seed)
+    if setup.config() != config:
+      raise ValueError("evenness runs on 8x8x1 LeNets with 2x2 kernels and 10 outputs")
+    m = _Measurement(setup, jax.random.PRNGKey(seed), examples=examples, round_draws=conv_pairs.DEFAULT_ROUND,
+                     max_bytes=pairs.DEFAULT_MAX_BYTES)
+    for i in range(-(-draws // conv_pairs.DEFAULT_ROUND)):
+      m.draw_round(i)
+    ls = m.loss_stats(np.concatenate(m.probs))  # every round's probabilities
+    wsq = weight_sq(config, SCHEMES[scheme])
+    for b in batches:
+      e = m.exact(b)[0]
+      mean, se = e.mean, e.stderr
+      hi, lo = int(np.argmax(mean)), int(np.argmin(mean))
+      ratio = float(mean[hi] / mean[lo])
+      pred = predict_lenet(config, wsq, image_input_stats(config), ls, b).weight
+      out[str(b)][scheme] = {"diag": mean.tolist(), "diag_se": se.tolist(), "max_over_min": ratio,
+                             "max_over_min_se": ratio * math.hypot(se[hi] / mean[hi], se[lo] / mean[lo]),
+                             "predicted_diag": pred.tolist(), "predicted_max_over_min": float(pred.max() / pred.min()),
+                             "draws": sum(s.shape[0] for s in m.stats)}
+  return out

@@ -1,0 +1,136 @@
+"""Tests of `jscale calculus` (jscale/cli/calculus.py) through its thin wrapper scripts/calculus.py: the MLP
+table and JSON, the `--model` path through `inspect`, and the one-line errors."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import os
+import pathlib
+import tempfile
+
+import chex
+import numpy as np
+import pytest
+
+from jscale import calculus
+
+
+def load_cli():
+  """scripts/calculus.py as a module, by path (scripts/ is not a package)."""
+  path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "calculus.py"
+  spec = importlib.util.spec_from_file_location("jscale_calculus_cli", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def run_cli(*argv):
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    rc = load_cli().main(list(argv))
+  assert rc == 0
+  return buf.getvalue()
+
+
+def run_status(*argv):
+  """(exit status, stdout, stderr) of the script's main, SystemExit included."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      rc = load_cli().main(list(argv))
+    except SystemExit as e:
+      rc = e.code
+  return rc, out.getvalue(), err.getvalue()
+
+
+class MlpCLITest(chex.TestCase):
+
+  def test_json_schema_and_default_table(self):
+    rep = json.loads(run_cli("--widths", "64,32,16,8", "--batch", "32", "--json"))
+    self.assertLen(rep["layers"], 3)
+    for row in rep["layers"]:
+      for key in ("fan_in", "fan_out", "weight_var", "nu_pred", "nu_meas", "G_pred", "G_meas"):
+        self.assertIsInstance(row[key], (int, float), key)
+    self.assertEqual([r["fan_in"] for r in rep["layers"]], [64, 32, 16])
+    self.assertAlmostEqual(rep["layers"][0]["weight_var"], 2 / math.sqrt(64 * 32))
+    # The JSON keys, in this order, are a format kept on disk: the typed summary's fields must follow it.
+    self.assertEqual(list(rep), ["widths", "init", "activation", "weight_scale", "batch_size", "x0_sq", "x0_corr",
+                                 "layers", "output", "preconditioning", "calculus_check", "recommendations", "notes"])
+    self.assertEqual(list(rep["layers"][0]), [
+        "layer", "fan_in", "fan_out", "init", "weight_var", "weight_sq_meas", "x_sq_pred", "x_sq_meas", "dx_sq_pred",
+        "dx_sq_meas", "nu_pred", "nu_meas", "G_pred", "G_meas", "G_batch_pred", "G_batch_meas", "G_over_median",
+        "verdict", "saturation", "dead", "bias_balance_pred"])
+    self.assertEqual(list(rep["output"]), ["out_sq_pred", "out_sq_meas", "out_std_meas"])
+    self.assertEqual(list(rep["preconditioning"]), ["score_pred", "score_meas", "G1_over_rest_meas"])
+    self.assertEqual(list(rep["recommendations"]), [
+        "output_multiplier", "target_logit_std", "input_scale_for_bias_balance", "x0_sq_for_bias_balance",
+        "geometric_c", "geometric_weight_sq", "geometric_G_pred"])
+    text = run_cli("--widths", "64,32,16,8", "--batch", "32")
+    self.assertIn("nu pred", text)
+    self.assertIn("recommendations", text)
+
+  def test_compare(self):
+    rep = json.loads(run_cli("--widths", "64,32,16,8", "--batch", "32", "--compare",
+                             "he_normal,glorot_normal,geometric", "--json"))
+    self.assertLen(rep["schemes"], 3)
+    self.assertLen(rep["layers"], 9)
+    self.assertEqual({r["init"] for r in rep["layers"]},
+                     {"he_normal:fan_in", "glorot_normal", "geometric:c=2.0"})
+
+  def test_feature_vs_weight_scaling_question(self):
+    common = ("--widths", "784,300,100,10", "--init", "glorot_normal", "--data", "pixels", "--batch", "32",
+              "--json")
+    good = json.loads(run_cli(*common, "--feature-scale", "255", "--weight-scale", "1"))
+    bad = json.loads(run_cli(*common, "--feature-scale", "1", "--weight-scale", "255"))
+    g_good = np.array([r["G_meas"] for r in good["layers"]])
+    g_bad = np.array([r["G_meas"] for r in bad["layers"]])
+    # Same forward pass (x W = (255 x)(W / 255)): layers 2.. are identical, layer 1's G is 255^4 larger.
+    # float32 on pixel sums: 1e-3 relative.
+    np.testing.assert_allclose(g_bad[1:], g_good[1:], rtol=1e-3)
+    self.assertAlmostEqual(g_bad[0] / g_good[0] / 255.0 ** 4, 1.0, delta=1e-3)
+    self.assertEqual(bad["layers"][0]["verdict"], "severe")
+
+  def test_bad_args(self):
+    cli = load_cli()
+    for argv in (["--widths", "10"], ["--widths", "10,0,3"], ["--widths", "a,b"], ["--activation", "swish"],
+                 ["--init", "nope"], ["--feature-scale", "0"], ["--batch", "0"]):
+      with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(SystemExit) as e:
+        cli.main(argv)
+      self.assertEqual(e.exception.code, 2, argv)
+
+
+class ModelCLITest(chex.TestCase):
+
+  def test_model_lenet_json_and_table(self):
+    rc, out, _ = run_status("--model", "lenet", "--batch", "16", "--json")
+    self.assertEqual(rc, 0)
+    rep = json.loads(out)
+    self.assertEqual([r["path"] for r in rep["layers"] if r["kind"] == "conv"], ["conv0/kernel", "conv1/kernel"])
+    text = calculus.inspection_table.render(rep)  # the table renders the JSON form as it renders an Inspection
+    self.assertIn("G meas", text)
+    self.assertIn("recommendations", text)
+
+  def test_model_from_a_file(self):
+    path = os.path.join(tempfile.mkdtemp(), "net.py")
+    with open(path, "w") as f:
+      f.write("import jax\nfrom jscale import mlp\n"
+              "def make(key, init):\n"
+              "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
+              "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
+    rc, out, _ = run_status("--model", f"{path}:make", "--json")
+    self.assertEqual(rc, 0)
+    self.assertEqual(json.loads(out)["layers"][0]["path"], "0/w")
+
+  def test_errors_exit_2_without_traceback(self):
+    for argv in (["--model", "nope"], ["--model", "/no/such.py:f"], ["--widths", "100000,100000,100000"]):
+      rc, _, err = run_status(*argv)
+      self.assertEqual(rc, 2, argv)
+      self.assertTrue(err.startswith("error: "), err)
+      self.assertNotIn("Traceback", err)
+
+
+if __name__ == "__main__":
+  pytest.main([__file__, "-q"])
