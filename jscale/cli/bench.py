@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
 import time
 
 NETWORKS = ("moons", "mlp784")

@@ -27,7 +27,8 @@ import subprocess
 import sys
 import types
 
-NETWORKS = ("moons", "mlp784")
+from jscale.cli import bench
+from jscale.cli.bench import NETWORKS   # the same two networks, built by bench
 
 
 def parse_args(argv=None):
@@ -105,7 +106,6 @@ def main(argv=None):
   from jax.sharding import Mesh
   from jscale.sweeps import runner
   runner.use_cpu_cores(args.devices)  # before any JAX operation, as bench does
-  from jscale.cli import bench
   from jscale import precision
   from jscale.sweeps import cost, roofline as R
   load0 = round(os.getloadavg()[0], 2)   # other work on the machine, at the start and at the end
