@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus.correlation import pair_corr
+from jscale.calculus import inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus.inspection_measure import measure_graph
 from jscale.calculus.inspection_records import Inspection
@@ -102,6 +103,7 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
     raise ValueError("apply_fn must return float arrays with the batch axis first "
                      f"(got {[getattr(a, 'shape', None) for a in outs_aval]} for a batch of {B})")
 
+  inspection_checks.check(fn, leaves, x, [paths[i] for i in diff], loss)
   chunk = _chunk(graph, leaves, B, memory_limit)
   tags = classify(graph)
   need = const_operands(graph, tags)
