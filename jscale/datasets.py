@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import checks
+from jscale import checks, data_checks
 
 
 class Dataset(NamedTuple):
@@ -346,8 +346,12 @@ class Data(NamedTuple):
 
 def to_device(ds: Dataset, dtype=jnp.float32) -> Data:
   _check_dataset(ds, "to_device")
-  return Data(jnp.asarray(ds.x_train, dtype), jnp.asarray(ds.y_train, jnp.int32),
+  data = Data(jnp.asarray(ds.x_train, dtype), jnp.asarray(ds.y_train, jnp.int32),
               jnp.asarray(ds.x_test, dtype), jnp.asarray(ds.y_test, jnp.int32))
+  checks.positive_int(ds.num_classes, "num_classes", context=f" (data set {ds.name!r})")
+  data_checks.check_values(data, ds.num_classes, what=f"data set {ds.name!r}",
+                           outputs=f"; its num_classes is {ds.num_classes}")
+  return data
 
 
 def fingerprint(ds: Dataset) -> str:

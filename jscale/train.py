@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jscale import mlp
+from jscale import data_checks, mlp
 from jscale.calculus.measurement import gradient_to_weight_ratio
 from jscale.datasets import Data
 # The spec and hyperparameters are defined beside (train_spec.py) and used from here: `jscale.train.TrainSpec`.
@@ -176,6 +176,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
   def train(key: jax.Array, hp: HParams, data: Data) -> Metrics:
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
     check_data(spec, data)
+    data_checks.check_training_data(spec, data)
     steps = spec.steps_per_epoch(n_train)
     k_init, k_data = jax.random.split(key)
     epoch_keys = jax.random.split(k_data, spec.epochs)

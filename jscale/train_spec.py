@@ -10,6 +10,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jscale import checks, initializers, mlp, models
 
@@ -162,6 +163,9 @@ def hparams(spec: TrainSpec, **values) -> HParams:
   for name in ("init_scale", "input_scale", "output_scale", "lr", "weight_decay"):
     if checks.is_real(v[name]):   # a plain number is checked here; arrays (a sweep's rows) by whoever built them
       check_setting(name, v[name])
+    elif _holds_values(v[name]):  # a concrete array: every entry (traced rows are checked by whoever built them)
+      for e in np.ravel(np.asarray(v[name])):
+        check_setting(name, e.item())
   layer_scale = jnp.asarray(v["layer_scale"], jnp.float32).reshape(-1)
   if layer_scale.shape != (spec.n_layers,):
     raise ValueError(f"layer_scale needs {spec.n_layers} entries (one per weight layer), got {v['layer_scale']!r}")
@@ -171,6 +175,10 @@ def hparams(spec: TrainSpec, **values) -> HParams:
   f32 = lambda name: jnp.asarray(v[name], jnp.float32)
   return HParams(f32("init_scale"), layer_scale, f32("input_scale"), f32("output_scale"), f32("lr"),
                  f32("weight_decay"), jnp.asarray(idx, jnp.int32))
+
+
+def _holds_values(v) -> bool:
+  return isinstance(v, (np.ndarray, jax.Array)) and not isinstance(v, jax.core.Tracer)
 
 
 def stack_hparams(hps: Sequence[HParams]) -> HParams:

@@ -119,8 +119,6 @@ def test_sweep_setting_refused_through_the_grid_axis():
     refused(lambda: sweeps.make_plan(exp, sweeps.product(**{axis: values})), (ValueError, TypeError), *needles)
 
 
-@pytest.mark.xfail(strict=True, reason="engine helper: jscale/train.py does not check labels against the output "
-                   "width")
 def test_labels_outside_the_networks_classes_refused():
   # A user's own data: 2 output logits but a label 5 (cross-entropy would silently read past the logits).
   spec = train_lib.TrainSpec(widths=(2, 4, 2), epochs=1, optimizer="sgd")

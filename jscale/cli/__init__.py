@@ -33,7 +33,7 @@ def run(main: Callable[[], int | None]) -> None:
   try:
     precision.apply_default()
     code = main()
-  except (ValueError, TypeError, FileNotFoundError) as e:
+  except (ValueError, TypeError, OSError) as e:   # OSError: a path the OS refused (a file where a folder goes, ...)
     if os.environ.get("JSCALE_TRACEBACK"):
       raise
     print(f"error: {e}", file=sys.stderr)

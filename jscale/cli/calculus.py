@@ -193,11 +193,20 @@ def load_model(args, spec, key):
   else:
     path, _, func = args.model.rpartition(":")
     mod_spec = importlib.util.spec_from_file_location("calculus_user_model", path)
+    if mod_spec is None:
+      raise ValueError(f"--model {args.model}: {path} is not a Python file (PATH.py:FUNCTION)")
     module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    if not callable(getattr(module, func, None)):
+    try:
+      mod_spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file failing: one line naming it, not their traceback
+      raise ValueError(f"--model {args.model}: loading {path} raised {type(e).__name__}: {e}") from e
+    make = getattr(module, func, None)
+    if not callable(make):
       raise ValueError(f"--model {args.model}: {path} has no function {func!r}")
-    got = getattr(module, func)(k_net, spec)
+    try:
+      got = make(k_net, spec)
+    except Exception as e:  # noqa: BLE001
+      raise ValueError(f"--model {args.model}: {func}(key, init) raised {type(e).__name__}: {e}") from e
     if not isinstance(got, tuple) or len(got) not in (3, 4):
       raise ValueError(f"--model {args.model}: {func}(key, init) must return (apply_fn, params, x) or "
                        f"(apply_fn, params, x, loss), got {type(got).__name__}")

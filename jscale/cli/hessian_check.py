@@ -19,6 +19,7 @@ import sys
 import time
 
 from jscale import checks
+from jscale.cli import paths
 from jscale.experiments.hessian import records, rounds, summary
 from jscale.experiments.hessian.mlp_family import MLPFamily
 from jscale.experiments.hessian.settings import Figure1Settings
@@ -46,6 +47,8 @@ def main(argv=None):
   checks.int_at_least(args.examples, "--examples", 2)
   checks.in_range(args.target_rel_se, "--target-rel-se", 0, 1, hi_open=True)
   checks.int_at_least(args.max_draws, "--max-draws", args.draws)
+  if args.save:
+    paths.out_file(args.save, "--save")
   t0 = time.time()
   family = MLPFamily()
 

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jscale import checks  # noqa: E402
+from jscale.cli import paths  # noqa: E402
 from jscale.experiments.hessian import figures, heatmaps, records, rounds, summary  # noqa: E402
 from jscale.experiments.hessian.large_diagonal import MNIST_WIDTHS, large_diagonal  # noqa: E402
 from jscale.experiments.hessian.mlp_family import MLPFamily  # noqa: E402
@@ -120,7 +121,7 @@ def main(argv=None):
     raise ValueError(f"--records {args.records}: no such file")
   if args.out is None:
     args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(args.out, exist_ok=True)
+  os.makedirs(paths.out_dir(args.out, "--out"), exist_ok=True)
   print("writing to", args.out)
   try:
     {"fig1": fig1, "fig2": fig2, "mnist": mnist}[args.figure](args)

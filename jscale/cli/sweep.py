@@ -151,6 +151,7 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   runner.use_cpu_cores(args.devices)
   from jscale import experiments, precision, report, sweeps
   from jscale.sweeps import jobs as jobs_lib, store
+  from jscale.cli import paths
   runner.check_device_request(args.devices, platform=jax.default_backend())
   t_start = time.perf_counter()
   writer = jax.process_index() == 0
@@ -172,7 +173,7 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
     settings = {"chunk_size": args.chunk_size, "group_size": args.group_size, "precision": prec}
     grid_name = args.grid or "quick"
     names = [n for e in (args.experiment or []) for n in e.split(",") if n] or sweeps.names()
-    out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out = paths.out_dir(args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")), "--out")
     jobs, planned = jobs_lib.new_jobs(names, grid_name, options, out, how)
     if writer:   # before anything trains, so that --resume OUT can finish every planned experiment
       store.record_main_plan(out, planned, settings, join=args.shard is not None)

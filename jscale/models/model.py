@@ -154,6 +154,9 @@ class Model:
     if other:
       raise ValueError(f"model {name!r}: only modules with parameters alone can be trained here (the loop "
                        f"keeps no mutable state), but it has the collections {other}")
+    if not jax.tree_util.tree_leaves(variables.get("params", {})):
+      raise ValueError(f"model {name!r}: the module has no parameters (module.init gave the collections "
+                       f"{sorted(variables) or 'none'}): there is nothing to initialize or train")
     # init leaves "intermediates" out (flax's default): what the module sows shows in an apply.
     _, state = jax.eval_shape(lambda v, x: module.apply(v, x, mutable=["intermediates"]), variables, dummy)
     sows = bool(jax.tree_util.tree_leaves(state.get("intermediates", {})))
