@@ -123,9 +123,11 @@ def check_not_experiment_dir(run_dir: str) -> None:
   if not os.path.isfile(cfg):
     return
   try:
-    name = store.read_json(cfg).get("experiment", "?")
-  except (ValueError, AttributeError):
-    name = "?"
+    name = store.read_json(cfg)["experiment"]
+  except (ValueError, AttributeError, KeyError, TypeError) as e:
+    raise ValueError(f"{run_dir!r} holds a config.json that names no experiment ({type(e).__name__}: {e}): a "
+                     "damaged experiment folder, not a run directory (point report.py at the --out directory of "
+                     "scripts/sweep.py)") from None
   parent = os.path.dirname(os.path.abspath(run_dir))
   raise ValueError(f"{run_dir!r} is one experiment's folder (its config.json is experiment {name!r}), not a run "
                    f"directory; build its section with: python scripts/report.py {parent} --experiments {name}")

@@ -242,9 +242,10 @@ class CustomExperiment:
     return self.grids[name]
 
   def execute(self, grid_name: str, exp_dir: str, *, options: Mapping[str, Any] | None = None,
-              **overrides) -> str:
+              progress: bool = True, **overrides) -> str:
     """Run grid `grid_name` (its settings updated by `overrides`) into `exp_dir`, unless it is done.
-    `options` (those the experiment was built with) are recorded so that a resume rebuilds it."""
+    `options` (those the experiment was built with) are recorded so that a resume rebuilds it. `progress`
+    reaches a `run` that takes a `progress` keyword (how it shows its work, not a setting: not recorded)."""
     settings = {**self.grid(grid_name), **overrides}
     bind_settings(self, settings)
     done = store.finished_grid(exp_dir)
@@ -254,7 +255,8 @@ class CustomExperiment:
       raise ValueError(f"{exp_dir} already holds results of grid {done!r}; pick a new --out")
     with store.writer_lock(exp_dir):   # a second live writer is refused with the holder's pid
       t0 = time.perf_counter()
-      self.run(exp_dir, **settings)
+      shows = "progress" in inspect.signature(self.run).parameters
+      self.run(exp_dir, **settings, **({"progress": progress} if shows else {}))
       store.finish(exp_dir, experiment=self.name, grid_name=grid_name, grid=grid_name, settings=settings,
                    options=dict(options or {}), wall_time_s=round(time.perf_counter() - t0, 2))
     return exp_dir

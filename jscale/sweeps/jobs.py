@@ -51,8 +51,8 @@ def _sweep_job(name: str, d: str, plan, how: RunSettings, note: str) -> Job:
   return Job(name, d, False, lambda: run(plan, d, progress=how.progress, shard=how.shard), note)
 
 
-def _custom_job(name: str, d: str, exp: CustomExperiment, grid: str, opts: dict, note: str) -> Job:
-  return Job(name, d, True, lambda: exp.execute(grid, d, options=opts), note)
+def _custom_job(name: str, d: str, exp: CustomExperiment, grid: str, opts: dict, note: str, progress: bool) -> Job:
+  return Job(name, d, True, lambda: exp.execute(grid, d, options=opts, progress=progress), note)
 
 
 def _plan(exp, grid: str, how: RunSettings, opts: dict):
@@ -73,7 +73,7 @@ def new_jobs(names: Sequence[str], grid: str, options: Mapping[str, Any], out: s
     exp = registry.get(name, **opts)
     d = os.path.join(out, name)
     if isinstance(exp, CustomExperiment):
-      jobs.append(_custom_job(name, d, exp, grid, opts, f"{dict(exp.grid(grid))}"))
+      jobs.append(_custom_job(name, d, exp, grid, opts, f"{dict(exp.grid(grid))}", how.progress))
     else:
       plan = _plan(exp, grid, how, opts)
       jobs.append(_sweep_job(name, d, plan, how, f"{plan.n_configs} configurations in {len(plan.chunks)} chunks "
@@ -130,7 +130,8 @@ def resume_jobs(root: str, how: RunSettings) -> tuple[list[Job], str, dict]:
     started = os.path.isfile(os.path.join(d, store.CONFIG_JSON))
     if isinstance(exp, CustomExperiment):
       done = started and store.finished_grid(d) == grid
-      jobs.append(_custom_job(name, d, exp, grid, opts, "complete" if done else "not finished: running it"))
+      jobs.append(_custom_job(name, d, exp, grid, opts, "complete" if done else "not finished: running it",
+                              how.progress))
     elif started:
       jobs.append(Job(name, d, False, lambda d=d: resume(d, devices=how.devices, progress=how.progress,
                                                          shard=how.shard), "started: resuming"))
@@ -159,3 +160,16 @@ def complete(job: Job) -> bool:
     return False
   c = store.read_json(cfg)
   return "metrics" in c if "chunks" in c else c.get("grid_name") is not None and "metrics" in c
+
+
+def all_complete(jobs: Sequence[Job]) -> bool:
+  """Whether every job's results are on disk and load (a sweep's metrics.npz matching its checksum: `load`
+  assembles a damaged one again from the chunks, the one repair a resume of a finished run makes)."""
+  if not all(complete(j) for j in jobs):
+    return False
+  for j in jobs:
+    try:
+      store.load(j.dir)
+    except (ValueError, OSError, store.ResultsMissing):
+      return False
+  return True

@@ -1,7 +1,9 @@
 """The experiment registry: names -> how to build the experiment, and its report section.
 
-The registry knows no experiment by name: `import jscale.experiments` registers the built-in ones
-(scripts/sweep.py and scripts/report.py do), and users register their own the same way:
+The registry knows no experiment by name: `import jscale.experiments` registers the built-in ones, and the
+registry's readers (`names`, `entry`, `get`, `sections`) do that import on their first call, so `sweeps.names()`
+lists them without it (discovery of the package, not a dependency on any experiment). Users register their own
+the same way:
 
   register(Entry("mine", make=lambda **options: Experiment(name="mine", ...), section=build_section))
   register(Experiment(name="mine", ...))        # shorthand: a fixed experiment, no options, no section
@@ -140,12 +142,26 @@ def _fixed(exp):
   return lambda: exp
 
 
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+  """Import jscale.experiments once (it registers the built-in experiments); the engine names none of them."""
+  global _BUILTINS_LOADED
+  if not _BUILTINS_LOADED:
+    _BUILTINS_LOADED = True
+    import importlib
+    importlib.import_module("jscale.experiments")
+
+
 def names() -> list[str]:
   """Registered experiments, in registration order (the order the main job runs and reports them)."""
+  _load_builtins()
   return list(_REGISTRY)
 
 
 def entry(name: str) -> Entry:
+  _load_builtins()
   if not isinstance(name, str) or name not in _REGISTRY:
     hint = "" if _REGISTRY else " (import jscale.experiments to register the built-in experiments)"
     raise ValueError(f"unknown experiment {name!r}; registered: {', '.join(names()) or 'none'}{hint}")
@@ -165,4 +181,5 @@ def get(name: str | Experiment | CustomExperiment, **options) -> Experiment | Cu
 
 def sections() -> Mapping[str, Callable]:
   """name -> section builder of every registered experiment that has one, in registration order."""
+  _load_builtins()
   return {n: e.section for n, e in _REGISTRY.items() if e.section is not None}

@@ -153,7 +153,7 @@ def _setup(plan, run_dir, shard, resuming) -> dict:
         check_same_run(old, config, run_dir)
         chunks = [(c["group"], list(c["indices"])) for c in old["chunks"]]
   mine = shard_chunks(len(chunks), shard)
-  return {"chunks": [[g, list(i)] for g, i in chunks], "states": [store.chunk_state(run_dir, c) for c in mine]}
+  return {"chunks": [[g, list(i)] for g, i in chunks], "states": [store.chunk_state(run_dir, c, chunks[c][1]) for c in mine]}
 
 
 def _run_chunks(plan, run_dir, progress, max_chunks, shard, resuming, setup):
@@ -163,9 +163,13 @@ def _run_chunks(plan, run_dir, progress, max_chunks, shard, resuming, setup):
   states = dict(zip(mine, setup["states"]))
   todo = [c for c in mine if states[c] != "done"]
   damaged = [c for c in mine if states[c] == "damaged"]
+  foreign = [c for c in mine if states[c] == "foreign"]
   part = "" if shard is None else f" (shard {shard[0]} of {shard[1]})"
   if damaged:
     _say(f"{run_dir}: chunk(s) {_ids(damaged)} damaged (checksum mismatch, truncated or unchecked): recomputing")
+  if foreign:
+    _say(f"{run_dir}: chunk(s) {_ids(foreign)} hold other configurations than the plan's (copied from another "
+         "run?): recomputing")
   if resuming or shard is not None:
     missing = [c for c in todo if states[c] == "missing"]
     _say(f"{run_dir}{part}: {len(mine) - len(todo)} of {len(mine)} chunk(s) done"
@@ -212,7 +216,7 @@ def _run_chunks(plan, run_dir, progress, max_chunks, shard, resuming, setup):
     bar.close()
   if not is_writer:
     return None
-  left = [c for c in range(len(plan.chunks)) if not store.chunk_done(run_dir, c)]
+  left = [c for c in range(len(plan.chunks)) if not store.chunk_done(run_dir, c, plan.chunks[c][1])]
   if left:   # other shards' chunks
     _say(f"{run_dir}{part}: this shard is done; {len(left)} chunk(s) of other shards are not yet on disk "
          f"({_ids(left)}); the last shard to finish assembles the results")

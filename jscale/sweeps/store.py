@@ -219,8 +219,10 @@ def write_chunk(run_dir: str, chunk_id: int, indices: Sequence[int], metrics: Me
   os.replace(tmp, path + ".sha256")
 
 
-def chunk_state(run_dir: str, chunk_id: int) -> str:
-  """"done", "missing" or "damaged" (truncated, emptied, bit-flipped, or written without its checksum)."""
+def chunk_state(run_dir: str, chunk_id: int, indices: Sequence[int] | None = None) -> str:
+  """"done", "missing", "damaged" (truncated, emptied, bit-flipped, or written without its checksum) or, given
+  the plan's configuration `indices` for the chunk, "foreign": intact, but holding other configurations (a
+  chunk copied from another run together with its checksum)."""
   path = chunk_path(run_dir, chunk_id)
   if not os.path.exists(path):
     return "missing"
@@ -229,11 +231,24 @@ def chunk_state(run_dir: str, chunk_id: int) -> str:
       want = f.read().strip()
   except OSError:
     return "damaged"
-  return "done" if sha256(path) == want else "damaged"
+  if sha256(path) != want:
+    return "damaged"
+  if indices is not None and chunk_indices(run_dir, chunk_id) != [int(i) for i in indices]:
+    return "foreign"
+  return "done"
 
 
-def chunk_done(run_dir: str, chunk_id: int) -> bool:
-  return chunk_state(run_dir, chunk_id) == "done"
+def chunk_indices(run_dir: str, chunk_id: int) -> list[int] | None:
+  """The configuration indices a chunk file holds (None if it cannot be read)."""
+  try:
+    with np.load(chunk_path(run_dir, chunk_id)) as z:
+      return [int(i) for i in z["config_index"]]
+  except (OSError, KeyError, ValueError):
+    return None
+
+
+def chunk_done(run_dir: str, chunk_id: int, indices: Sequence[int] | None = None) -> bool:
+  return chunk_state(run_dir, chunk_id, indices) == "done"
 
 
 def damaged_chunks(run_dir: str, n_chunks: int) -> list[int]:
@@ -262,9 +277,11 @@ def _assemble(run_dir: str, config: dict) -> Results:
   seconds = 0.0
   for cid in range(len(config["chunks"])):
     path = chunk_path(run_dir, cid)
-    state = chunk_state(run_dir, cid)
+    state = chunk_state(run_dir, cid, config["chunks"][cid]["indices"])
     if state != "done":
-      raise ResultsMissing(f"run {run_dir} is incomplete: chunk {cid} is {state} (resume it with --resume "
+      what = f"holds configurations {chunk_indices(run_dir, cid)} where the plan has {config['chunks'][cid]['indices']} " \
+          "(copied from another run?)" if state == "foreign" else f"is {state}"
+      raise ResultsMissing(f"run {run_dir} is incomplete: chunk {cid} {what} (resume it with --resume "
                            f"{run_dir}, which recomputes it)")
     with np.load(path) as z:
       idx = z["config_index"]

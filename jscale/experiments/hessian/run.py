@@ -35,14 +35,15 @@ class FamilyResult(NamedTuple):
   evenness: dict | None
 
 
-def run_family(exp_dir: str, part: FamilyRun) -> FamilyResult:
-  """Figure 1 (resumable, per-setup files) and Figure 2 of one family, with their files in `exp_dir`."""
+def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyResult:
+  """Figure 1 (resumable, per-setup files) and Figure 2 of one family, with their files in `exp_dir`;
+  `progress`: tqdm bars on stderr."""
   fam, fig1, fig2 = part.family, part.figure1, part.figure2
   os.makedirs(os.path.join(exp_dir, fam.setup_dir), exist_ok=True)
   t0 = time.perf_counter()
   settings = store.jsonable({**fig1.resume_key(), **fam.resume_fields()})
   done = records.load_done(exp_dir, fam, fam.sample_setups(fig1.setups, fig1.seed), settings)
-  recs = rounds.figure1(fam, fig1, progress=True, done=done,
+  recs = rounds.figure1(fam, fig1, progress=progress, done=done,
                         on_record=lambda i, r1, rb: records.write_setup(exp_dir, fam, i, settings, (r1, rb)))
   fig1_seconds = time.perf_counter() - t0
   summary = ratio_summary(recs, fig1.summary_target)
@@ -52,7 +53,7 @@ def run_family(exp_dir: str, part: FamilyRun) -> FamilyResult:
                    {"summary": summary, **({} if layers is None else {"layers": layers}), "records": rec_json})
   maps, even = {}, None
   if fig2.draws:
-    maps = heatmaps.figure2(fam, fig2, seed=fig1.seed)
+    maps = heatmaps.figure2(fam, fig2, seed=fig1.seed, progress=progress)
     if fig2.evenness_draws:
       even = fam.evenness(batches=(1, fig1.batch), draws=fig2.evenness_draws, seed=fig1.seed, examples=fig1.examples)
     store.write_json(os.path.join(exp_dir, f"{fam.prefix}fig2.json"),
@@ -81,15 +82,16 @@ def _lenet_entries(part: FamilyRun, res: FamilyResult, seconds: float) -> dict:
   return out
 
 
-def run(exp_dir, **settings):
-  """The experiment on the grid's flat keyword settings (`settings.HessianSettings.from_grid`)."""
+def run(exp_dir, *, progress: bool = True, **settings):
+  """The experiment on the grid's flat keyword settings (`settings.HessianSettings.from_grid`); `progress`:
+  bars on stderr (`--no-progress` turns them off)."""
   s = HessianSettings.from_grid(settings)
   compiled0 = pairs.compiled_programs()
-  mlp = run_family(exp_dir, s.mlp)
+  mlp = run_family(exp_dir, s.mlp, progress)
   lenet = {}
   if s.lenet.figure1.setups:
     t0 = time.perf_counter()
-    res = run_family(exp_dir, s.lenet)
+    res = run_family(exp_dir, s.lenet, progress)
     lenet = _lenet_entries(s.lenet, res, time.perf_counter() - t0)
     figures.ratio_histograms({"MLP": mlp.records, "LeNet": res.records}, os.path.join(exp_dir, "fig1_ratio_hist.png"))
   else:
