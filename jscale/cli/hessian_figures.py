@@ -40,14 +40,31 @@ def _save(out, name, obj):
   print("wrote", path)
 
 
+def read_records(path: str) -> dict:
+  """A fig1_records.json (what `fig1` or `hessian_check.py --save` wrote), refused before any work unless it is
+  JSON with a "records" list and a "summary" object."""
+  if not os.path.isfile(path):
+    raise ValueError(f"--records {path}: no such file")
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ValueError(f"--records {path}: not valid JSON ({e})") from None
+  if not isinstance(data, dict) or not isinstance(data.get("records"), list) or not isinstance(data.get("summary"),
+                                                                                              dict):
+    raise ValueError(f"--records {path}: not a fig1_records.json (a JSON object with a 'records' list and a "
+                     f"'summary' object), got {type(data).__name__}"
+                     + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
+  return data
+
+
 def fig1(args):
   if args.records:
-    with open(args.records) as f:
-      data = json.load(f)
+    data = read_records(args.records)
   else:
     fig1 = Figure1Settings(args.setups, args.batch, args.draws, args.seed, examples=args.examples,
                            target_rel_se=args.target_rel_se or None, max_draws=args.max_draws)
-    recs = rounds.figure1(MLPFamily(), fig1, progress=True)
+    recs = rounds.figure1(MLPFamily(), fig1, progress=not args.no_progress)
     data = {"summary": summary.ratio_summary(recs), "records": records.records_json(MLPFamily(), recs)}
     _save(args.out, "fig1_records.json", data)
   path = figures.ratio_histogram(data["records"], os.path.join(args.out, "fig1_ratio_hist.png"))
@@ -57,7 +74,8 @@ def fig1(args):
 
 def fig2(args):
   family = MLPFamily()
-  res = heatmaps.figure2(family, Figure2Settings(args.draws_batch1_fig2, args.minibatch), seed=args.seed)
+  res = heatmaps.figure2(family, Figure2Settings(args.draws_batch1_fig2, args.minibatch), seed=args.seed,
+                         progress=not args.no_progress)
   schemes = list(SCHEMES)
   path = figures.block_heatmaps(res, family.fig2_net.widths, os.path.join(args.out, "fig2_heatmaps.png"))
   print("wrote", path)
@@ -69,7 +87,8 @@ def fig2(args):
 
 
 def mnist(args):
-  res = large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed, progress=True)
+  res = large_diagonal(batch=args.minibatch, num_probes=args.probes, seed=args.seed,
+                       progress=not args.no_progress)
   _save(args.out, "mnist_diagonal.json", {"widths": list(MNIST_WIDTHS), "batch": args.minibatch,
                                           "probes": args.probes, "seed": args.seed, "schemes": res})
   schemes = list(res)
@@ -107,6 +126,7 @@ def main(argv=None):
   ap.add_argument("--draws-batch1-fig2", type=int, default=8)
   ap.add_argument("--minibatch", type=int, default=128, help="fig2 / mnist minibatch size")
   ap.add_argument("--probes", type=int, default=64)
+  ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   args = ap.parse_args(argv)
   checks.positive_int(args.setups, "--setups")
   checks.int_at_least(args.batch, "--batch", 2)
@@ -117,8 +137,8 @@ def main(argv=None):
   checks.int_at_least(args.probes, "--probes", 2)
   checks.positive_int(args.minibatch, "--minibatch")
   checks.positive_int(args.draws_batch1_fig2, "--draws-batch1-fig2")
-  if args.records and not os.path.isfile(args.records):
-    raise ValueError(f"--records {args.records}: no such file")
+  if args.records:
+    read_records(args.records)
   if args.out is None:
     args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   os.makedirs(paths.out_dir(args.out, "--out"), exist_ok=True)

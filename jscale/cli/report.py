@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
 def check_run_dir(run_dir: str, names) -> None:
   """Refuse, before writing anything, a path that is not a run directory holding some experiment's results."""
   if not os.path.isdir(run_dir):
-    raise ValueError(f"run directory {run_dir!r} does not exist")
+    raise ValueError(f"run directory {run_dir!r} " + ("is not a directory" if os.path.exists(run_dir) else
+                                                      "does not exist"))
   check_not_experiment_dir(run_dir)   # one experiment's folder -> the command to use instead
   if not any(os.path.isfile(os.path.join(run_dir, d, "config.json")) for d in os.listdir(run_dir)):
     raise ValueError(f"{run_dir!r} holds no experiment's results (no <experiment>/config.json inside; "
