@@ -162,15 +162,16 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
                              progress=not args.no_progress, shard=args.shard)
   if args.resume:
     jobs, out, recorded = jobs_lib.resume_jobs(args.resume, how)
-    if writer and args.shard is None and jobs_lib.all_complete(jobs):   # nothing to do: change nothing
-      print(f"{args.resume}: every experiment is complete ({', '.join(j.name for j in jobs)}); nothing to resume"
-            + ("" if args.no_report or os.path.isfile(os.path.join(out, "report.md")) else
-               f"; report.md is missing: write it with `python scripts/report.py {out}`"), flush=True)
-      return 0
     prec = recorded.get("precision", "highest")
     if args.precision is not None and args.precision != prec:
       raise ValueError(f"--precision {args.precision}: {args.resume} was computed at precision {prec!r}; a resume "
                        "must use the same (leave --precision out)")
+    if args.shard is None and jobs_lib.all_complete(jobs):   # nothing to do: change nothing (every process)
+      if writer:
+        print(f"{args.resume}: every experiment is complete ({', '.join(j.name for j in jobs)}); nothing to resume"
+              + ("" if args.no_report or os.path.isfile(os.path.join(out, "report.md")) else
+                 f"; report.md is missing: write it with `python scripts/report.py {out}`"), flush=True)
+      return 0
     precision.set_precision(prec)
     grid_name = "resumed"
   else:
