@@ -62,7 +62,12 @@ def check_independent_examples(fn: Callable, leaves, x) -> None:
   a = x[:k]
   b = jnp.concatenate([a[:1], 2 * a[1:] + 1], axis=0)
   run = jax.jit(fn)
-  out_a, out_b = (jax.tree_util.tree_leaves(run(leaves, v)) for v in (a, b))
+  try:
+    out_a, out_b = (jax.tree_util.tree_leaves(run(leaves, v)) for v in (a, b))
+  except Exception as e:  # noqa: BLE001 - a model tied to one batch size: it must also run on fewer examples
+    raise ValueError(f"inspect: apply_fn(params, x) failed on the first {k} examples of x ({type(e).__name__}: "
+                     f"{e}); inspect applies the model to single examples too, so it must accept any batch "
+                     "size") from e
   for i, (oa, ob) in enumerate(zip(out_a, out_b)):
     ra, rb = np.asarray(oa[0], np.float64), np.asarray(ob[0], np.float64)
     scale = max(float(np.max(np.abs(ra), initial=0.0)), 1e-30)

@@ -81,6 +81,8 @@ BAD = [
     ("target_std nan", _mlp, _params(), X, {"target_std": float("nan")}, ValueError, r"target_std"),
     ("target_std 0", _mlp, _params(), X, {"target_std": 0.0}, ValueError, r"target_std"),
     ("a bad key", _mlp, _params(), X, {"key": 3}, (ValueError, TypeError), r"key"),
+    ("a model tied to its batch size", lambda p, x: _mlp(p, x.reshape(8, 3)), _params(), X, {}, ValueError,
+     r"failed on the first 4 examples.*any batch size"),
     ("memory limit", _mlp, _params(), X, {"memory_limit": 100}, ValueError, r"bytes"),
 ]
 
