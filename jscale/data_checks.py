@@ -42,9 +42,24 @@ def check_values(data, n_classes: int, *, what: str = "data", outputs: str = "")
                        (" (a data set with more classes than the network has outputs?)" if hi >= n_classes else ""))
 
 
+def check_shapes(data) -> None:
+  """Labels one per row: y_train (N,) beside x_train (N, ...), y_test (M,) beside x_test (M, ...). Shapes are
+  known under jit too, so this runs wherever `train` is traced."""
+  fields = ("x_train", "y_train", "x_test", "y_test")
+  if not all(hasattr(data, f) for f in fields):
+    raise TypeError(f"data must be a jscale.datasets.Data (x_train, y_train, x_test, y_test; from "
+                    f"datasets.to_device), got {type(data).__name__}")
+  for split in ("train", "test"):
+    x, y = getattr(data, "x_" + split), getattr(data, "y_" + split)
+    if getattr(y, "ndim", None) != 1 or not x.shape or y.shape[0] != x.shape[0]:
+      raise ValueError(f"data.y_{split} must hold one label per row of data.x_{split}, got shape "
+                       f"{getattr(y, 'shape', None)} beside x_{split} of shape {x.shape}")
+
+
 def check_training_data(spec, data) -> None:
-  """`check_values` against a `TrainSpec`'s outputs when the arrays hold values; nothing under jit (abstract
-  arrays: see the module's note)."""
+  """`check_shapes`, then `check_values` against a `TrainSpec`'s outputs when the arrays hold values (not
+  under jit: abstract arrays, see the module's note)."""
+  check_shapes(data)
   if is_concrete(*data):
     whose = f"widths {tuple(spec.widths)}" if spec.model is None else f"model {spec.model.name!r}"
     check_values(data, spec.widths[-1], outputs=f" of {whose}")

@@ -174,9 +174,9 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     return cross_entropy(logits, y), (logits, hidden)
 
   def train(key: jax.Array, hp: HParams, data: Data) -> Metrics:
+    data_checks.check_training_data(spec, data)
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
     check_data(spec, data)
-    data_checks.check_training_data(spec, data)
     steps = spec.steps_per_epoch(n_train)
     k_init, k_data = jax.random.split(key)
     epoch_keys = jax.random.split(k_data, spec.epochs)

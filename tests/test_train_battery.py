@@ -96,6 +96,9 @@ DATA_CASES = [
      r"x_train must be finite.*1 NaN/inf.*not a divergence"),
     ("inf in x_test", _data(x_test=X[:4].at[0, 0].set(jnp.inf)), ValueError, r"x_test must be finite"),
     ("rows of the wrong width", _data(x_train=jnp.ones((16, 3))), ValueError, r"x_train has shape \(16, 3\)"),
+    ("labels of shape (N, 1)", _data(y_train=Y[:, None]), ValueError, r"y_train must hold one label per row.*\(16, 1\)"),
+    ("fewer labels than rows", _data(y_test=Y[:3]), ValueError, r"y_test must hold one label per row.*\(3,\)"),
+    ("a tuple, not Data", (X, Y, X, Y), TypeError, r"data must be a jscale.datasets.Data.*tuple"),
 ]
 
 
