@@ -1,0 +1,1 @@
+def build(r): raise NotImplementedError
