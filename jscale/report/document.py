@@ -92,12 +92,15 @@ def write_verdicts(exp_dir: str, verdicts) -> str | None:
   return path
 
 
-def _tally(verdicts) -> str:
+def _tally(verdicts, kind: str) -> str:
+  """The section's verdicts of one kind (stats.REPRODUCTION or stats.TRANSFER; a verdict without a kind is a
+  reproduction) counted by word."""
   if verdicts is None:
     return "-"
   counts = {}
   for v in verdicts:
-    counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    if getattr(v, "kind", "reproduction") == kind:
+      counts[v.verdict] = counts.get(v.verdict, 0) + 1
   return ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
 
 
@@ -156,15 +159,18 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
       failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
       bodies.append(f"## {name}\n\n**failed to build this section**: `{failed[name]}`\n")
     write_verdicts(exp_dir, verdicts)
-    tally[name] = _tally(verdicts)
+    tally[name] = (_tally(verdicts, "reproduction"), _tally(verdicts, "transfer"))
   extra = sorted(d for d in os.listdir(run_dir) if os.path.isdir(os.path.join(run_dir, d))
                  and d not in names and os.path.isfile(os.path.join(run_dir, d, "config.json")))
   summary = [f"# {title}", "", preamble, "", _run_info_text(run_dir), "",
              f"Run directory: `{os.path.abspath(run_dir)}`. Every number below was measured in this run "
              "(seeds and grid stated per section); source documents' numbers are printed beside them.", "",
-             "| experiment | status | verdicts against the source (verdicts.json) |", "|---|---|---|"]
-  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} | {tally[n]} |"
-              for n in names]
+             "Verdicts (each experiment's verdicts.json): a *reproduction* compares a source's run with runs in "
+             "like settings; a *transfer test* asks whether a source's claim carries over to other settings (another "
+             "network, data set or scale: holds / does not hold). They are counted apart.", "",
+             "| experiment | status | reproductions | transfer tests |", "|---|---|---|---|"]
+  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} | {tally[n][0]} | "
+              f"{tally[n][1]} |" for n in names]
   if extra:
     summary += ["", f"Results without a registered section: {', '.join(extra)}."]
   path = os.path.join(run_dir, "report.md")

@@ -142,7 +142,7 @@ class ReportTest(absltest.TestCase):
     self.assertEqual([(v["cell"], v["n_seeds"], v["verdict"]) for v in ver],
                      [({"init": k}, 3, "too few seeds") for k in PAPER_SCHEMES])
     self.assertFalse(os.path.exists(os.path.join(self.run, "feature_weight", "verdicts.json")))
-    self.assertIn("| sigma | built | reproduces 2, does not reproduce 1, too few seeds 1 |", md)
+    self.assertIn("| sigma | built | reproduces 2, does not reproduce 1, too few seeds 1 | none |", md)
     self.assertIn("| feature_weight | built | - |", md)
     # init_schemes: normalised by the worst per data set, counts by hand from BEST.
     norm = BEST / BEST.max(1, keepdims=True)

@@ -82,7 +82,7 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
                      ci_text(acc, bounds=stats.UNIT), "-", f"not judged: {epochs} Adam steps (tutorial: 200)"])
         continue
       v = stats.judge(acc, tv, cell={"init": TUTORIAL_INIT, "sigma": ts, "batch_size": mode}, metric="test_acc",
-                      bounds=stats.UNIT)
+                      bounds=stats.UNIT, kind=stats.TRANSFER)
       s.verdicts.append(v)
       rows.append([f"{ts:g}", label(mode), tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}",
                    ci_text(acc, bounds=stats.UNIT), stats.fmt_interval(v.single_run_95), stats.verdict_cell(v)])
@@ -153,7 +153,7 @@ def _scheme_part(s: Section, r: Results, c: Cells):
       v = None
       if src is not None:
         v = stats.judge(norm[:, k], src.avg_normalised_loss, cell={"init": sch, "batch_size": mode},
-                        metric=f"normalised_{metric}", bounds=stats.UNIT)
+                        metric=f"normalised_{metric}", bounds=stats.UNIT, kind=stats.TRANSFER)
         verdicts.append(v)
         lines.append("- " + stats.verdict_text(v, what=f"{sch}, {label(mode)}", digits=3,
                                                source_name=f"the paper's {PAPER_N_DATASETS}-set average"))
