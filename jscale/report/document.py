@@ -56,8 +56,8 @@ def render_section(s: Section, report_dir: str) -> str:
       out += [render_table(p), ""]
     elif isinstance(p, Figure):
       rel = os.path.relpath(p.path, report_dir).replace(os.sep, "/")
-      alt = (p.caption or os.path.basename(p.path)).replace("[", "(").replace("]", ")")  # no nested brackets
-      out += [f"![{alt}]({rel})", ""]
+      # The caption is printed once, under the figure; the alt text only names the file.
+      out += [f"![{os.path.splitext(os.path.basename(p.path))[0]}]({rel})", ""]
       if p.caption:
         out += [f"*{p.caption}*", ""]
     elif isinstance(p, str):
