@@ -138,10 +138,10 @@ def make_net(cfg: resnet_lib.ResNetConfig) -> Net:
 
   def init(key, r: Row):
     k_stem, k_head, k_blocks = jax.random.split(key, 3)
-    blocks = [init_one_block(k, r.geometric) for k in jax.random.split(k_blocks, depth)]
+    blocks = jax.vmap(init_one_block, in_axes=(0, None))(jax.random.split(k_blocks, depth), r.geometric)
     return {"stem": {"kernel": pick(r.geometric, geo(k_stem, stem), he(k_stem, stem)), "bias": jnp.zeros(stem[-1])},
             "head": {"kernel": pick(r.geometric, geo(k_head, head), he(k_head, head)), "bias": jnp.zeros(head[-1])},
-            "blocks": jax.tree.map(lambda *a: jnp.stack(a), *blocks)}
+            "blocks": blocks}
 
   def apply(params, r: Row, x, key, train):
     g, ln = r.geometric, r.layernorm
