@@ -9,7 +9,7 @@ import numpy as np
 from jscale.experiments.sources.paper import (PAPER_BEST_OUTPUT_SCALE, PAPER_RESNET50_BLOCKS, PAPER_RESNET_SEEDS,
                                               PAPER_RESNET_TOP1)
 from jscale.report import describe, plots, stats
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
@@ -105,6 +105,18 @@ def build(r: Results) -> Section:
   s.parts.append(Figure(path, "Final test accuracy against the output scale (mean, 95% CI); the line marks the "
                               "paper's best, 0.05."))
   s.verdicts.append(scale_claim(scales, best, lo, hi, int(np.isfinite(sw).all(0).sum())))
+  deep = {k: float(np.nanmean(acc[i, -1])) if np.any(np.isfinite(acc[i, -1])) else float("nan")
+          for i, k in enumerate(schemes)}
+  s.headline = Headline(
+      what=f"paper Sec. 11 block on a small ResNet on digits, {n_seeds} seeds, {r.recorded('epochs')} epochs; "
+           "transfer test",
+      measured=f"test accuracy at {depths[-1]} blocks: " + ", ".join(f"{k} {fmt(v, 3)}" for k, v in deep.items())
+               + f"; best output scale {scales[best]:g} [{scales[lo]:g}, {scales[hi]:g}]",
+      source=f"ResNet-50, ImageNet: {PAPER_RESNET_TOP1['geometric'][0]} (SE {PAPER_RESNET_TOP1['geometric'][1]}) vs "
+             f"RescaleNet {PAPER_RESNET_TOP1['rescalenet'][0]} (SE {PAPER_RESNET_TOP1['rescalenet'][1]}); best "
+             f"output scale {PAPER_BEST_OUTPUT_SCALE:g}",
+      numbers={**{f"{k}.acc_deepest": v for k, v in deep.items()}, "best_output_scale": scales[best],
+               "best_output_scale_lo": scales[lo], "best_output_scale_hi": scales[hi]})
   s.parts.append(Table(["the paper's claim (ResNet-50, ImageNet)", "here (transfer)", "evidence"],
                        [[v.claim, stats.verdict_cell(v), v.evidence] for v in s.verdicts],
                        f"Verdicts; below {stats.MIN_SEEDS} seeds there is none"))
