@@ -57,6 +57,7 @@ def test_claim_verdicts():
   assert section.claim_verdict("fan_in", tests(sig, sig, sig), 30).kind == "transfer"
 
 
+@pytest.mark.slow
 def test_tiny_run_into_its_section(tmp_path):
   """Two epochs, two lrs, 4 seeds: the section builds, with its figure, tables, three claims and a headline."""
   from jscale.report import document
