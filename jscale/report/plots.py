@@ -306,8 +306,9 @@ def histogram_grid(path, bin_edges, counts, *, row_labels: Sequence[str], col_la
 
 def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray] | None = None,
                  *, title: str, ylabel: str = "activation std", xlabel: str = "layer (depth)",
-                 logy: bool = True, note: str = "") -> str:
-  """Per-layer std: measured as solid lines with markers, predicted (same key, same colour) dashed."""
+                 logy: bool = True, note: str = "", categories: Sequence[str] | None = None) -> str:
+  """Per-layer std: measured as solid lines with markers, predicted (same key, same colour) dashed.
+  `categories`: one name per layer (named kernels): a categorical x axis with those tick labels."""
   if not measured:
     raise ValueError("std_vs_depth: measured is empty")
   fig, ax = _subplots(figsize=(6.4, 4.4))
@@ -323,6 +324,8 @@ def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[st
       ax.plot(depth, np.asarray(predicted[label], np.float64), "--", color=f"C{i}", label=f"{label} predicted")
   if logy:
     ax.set_yscale("log")
+  if categories is not None:
+    ax.set_xticks(np.arange(1, len(categories) + 1), list(categories))
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7, ncol=2)

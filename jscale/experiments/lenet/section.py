@@ -228,7 +228,7 @@ def _g_part(s: Section, r: Results, c: Cells, model):
   measured = {k: np.exp(np.nanmean(np.log(g[k]), 0)) for k in schemes}
   path = plots.std_vs_depth(os.path.join(r.path, "lenet_g_at_init.png"), measured,
                             title="LeNet: per-kernel G at initialisation", ylabel="G = E[dW^2] / E[W^2]",
-                            xlabel="kernel (" + ", ".join(n.replace("/kernel", "") for n in names) + ")")
+                            xlabel="kernel", categories=short)
   s.parts.append(Figure(path, f"Figure 3: per-kernel G at initialisation per scheme ({where}; geometric mean over "
                               "seeds, log scale). A flat line is an evenly preconditioned network."))
 
