@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jscale import datasets, experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
-from jscale.experiments.convnet_lr import config, section
+from jscale import datasets, experiments, sweeps  # noqa: F401  (experiments: registers the built-ins)
+from jscale.experiments.convnet_lr import section
 from jscale.experiments.sources.paper import PAPER_SCHEMES
 
 
