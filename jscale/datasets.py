@@ -151,17 +151,31 @@ def breast_cancer(*, seed: int = 0, test_fraction: float = 0.3, standardize: boo
                        standardize)
 
 
-def digits_raw(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False) -> Dataset:
+def upsample_images(x: np.ndarray, side: int, factor: int) -> np.ndarray:
+  """Flat rows of side x side one-channel images, each pixel repeated factor x factor (nearest neighbour)."""
+  img = np.asarray(x).reshape(len(x), side, side)
+  return np.repeat(np.repeat(img, factor, axis=1), factor, axis=2).reshape(len(x), -1)
+
+
+def digits_raw(*, seed: int = 0, test_fraction: float = 0.3, standardize: bool = False,
+               upsample: int = 1) -> Dataset:
   """scikit-learn's 8x8 handwritten digits (1797 x 64), pixels rescaled from 0..16 to raw range 0..255.
 
   The offline stand-in for Fashion-MNIST in the feature-scaling experiment: real images at the raw
   pixel scale the question feeds its network (the 0..16 grey levels become 0, 15.9, ..., 255).
+  `upsample`: each pixel repeated upsample x upsample times (rows of (8 upsample)^2 features), so a strided
+  convnet with kernels that do not divide 8 (4, 3, 2 on 24 x 24) runs on them.
   """
+  checks.int_in_range(upsample, "digits_raw: upsample", 1, 33)
   from sklearn.datasets import load_digits
   d = load_digits()
-  return _maybe_zscore(_finish(d.data * (255.0 / 16.0), d.target, test_fraction, seed, "digits_raw",
-                               "scikit-learn load_digits (UCI optdigits 8x8): 1797 x 64, 10 classes, "
-                               "pixels x 255/16 to raw range 0..255"), standardize)
+  x = upsample_images(d.data, 8, upsample) if upsample > 1 else d.data
+  side = 8 * upsample
+  return _maybe_zscore(_finish(x * (255.0 / 16.0), d.target, test_fraction, seed, "digits_raw",
+                               f"scikit-learn load_digits (UCI optdigits 8x8): 1797 x {side * side}, 10 classes, "
+                               "pixels x 255/16 to raw range 0..255"
+                               + (f", each pixel repeated {upsample} x {upsample}" if upsample > 1 else "")),
+                       standardize)
 
 
 def two_moons(n: int = 2000, noise: float = 0.2, *, seed: int = 0, test_fraction: float = 0.3,
@@ -292,6 +306,52 @@ def fashion_mnist(*, seed: int = 0, n_val: int = 5000, eval_split: str = "val", 
                  f"0..255 flattened to 784; {how}")
 
 
+def center_crop(x: np.ndarray, crop: int) -> np.ndarray:
+  """(N, H, W, C) images cut to their central crop x crop."""
+  h, w = x.shape[1:3]
+  if not 1 <= crop <= min(h, w):
+    raise ValueError(f"crop {crop} must be in [1, {min(h, w)}] for images of {h} x {w}")
+  top, left = (h - crop) // 2, (w - crop) // 2
+  return x[:, top:top + crop, left:left + crop]
+
+
+def cifar10(*, seed: int = 0, crop: int = 32, n_train: int | None = None, standardize: bool = False,
+            data_dir: str | None = None, download: bool = False) -> Dataset:
+  """CIFAR-10 through `tfds.data_source("cifar10")`: the official train and test splits, images cut to their
+  central `crop` x `crop` (24: the classic CIFAR-10 crop, which strided kernels 4, 3, 2 divide), pixels
+  scaled to [0, 1] and flattened (H, W, C order); `standardize` z-scores them. `n_train`: keep the first n_train training images (a
+  laptop-sized subset; None keeps all). `seed` does not change the split (accepted for the uniform signature).
+  Raises `DataUnavailableError` when the data is not prepared and `download` is False."""
+  _check_seed(seed)
+  checks.int_in_range(crop, "cifar10: crop", 1, 33)
+  if n_train is not None:
+    checks.positive_int(n_train, "cifar10: n_train")
+  import tensorflow_datasets as tfds
+  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
+  try:
+    train, test = tfds.data_source("cifar10", split=["train", "test"], data_dir=data_dir, download=download)
+    if not len(train):
+      raise ValueError("the train split is empty")
+  except Exception as e:  # tfds raises assorted types (NotImplementedError, AssertionError, OSError...)
+    where = data_dir or os.path.expanduser("~/tensorflow_datasets")
+    raise DataUnavailableError(
+        f"CIFAR-10 is not prepared in TFDS's data_dir ({where}) ({type(e).__name__}: {e}). Prepare it once, "
+        "online: python -c \"import jscale.datasets as d; d.cifar10(download=True)\"") from e
+
+  def arrays(src, n):
+    n = len(src) if n is None else min(n, len(src))
+    x = np.stack([np.asarray(src[i]["image"]) for i in range(n)]).astype(np.float32) / 255.0
+    y = np.asarray([int(src[i]["label"]) for i in range(n)], np.int32)
+    return center_crop(x, crop).reshape(n, -1), y
+
+  x, y = arrays(train, n_train)
+  xte, yte = arrays(test, None)
+  return _maybe_zscore(Dataset(
+      x, y, xte, yte, 10, "cifar10",
+      f"TFDS cifar10 via tfds.data_source (data_dir={data_dir or 'default'}); official splits, train {len(y)}, "
+      f"test {len(yte)}; central {crop} x {crop} crop, pixels / 255, flattened HWC"), standardize)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry.
 
@@ -302,6 +362,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits_raw": digits_raw,
     "two_moons": two_moons,
     "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
     "libsvm": libsvm,
 }
 _ALIASES = {"digits": "digits_raw", "moons": "two_moons", "fmnist": "fashion_mnist"}

@@ -176,3 +176,31 @@ class FashionMnistTest(parameterized.TestCase):
   def test_bad_split(self):
     with self.assertRaisesRegex(ValueError, "eval_split"):
       datasets.fashion_mnist(eval_split="validation")
+
+
+class ImagesTest(parameterized.TestCase):
+
+  def test_upsampled_digits_repeat_every_pixel(self):
+    small, big = datasets.digits_raw(seed=3), datasets.digits_raw(seed=3, upsample=3)
+    self.assertEqual(big.x_train.shape, (small.x_train.shape[0], 576))
+    img, up = small.x_train[0].reshape(8, 8), big.x_train[0].reshape(24, 24)
+    for i, j in ((0, 0), (2, 5), (7, 7)):
+      np.testing.assert_array_equal(up[3 * i:3 * i + 3, 3 * j:3 * j + 3], img[i, j])
+    with self.assertRaisesRegex(ValueError, "upsample"):
+      datasets.digits_raw(upsample=0)
+
+  def test_center_crop(self):
+    x = np.arange(2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
+    np.testing.assert_array_equal(datasets.center_crop(x, 24), x[:, 4:28, 4:28])
+    with self.assertRaisesRegex(ValueError, "crop"):
+      datasets.center_crop(x, 33)
+
+  def test_cifar10_mock_and_offline_error(self):
+    with tfds.testing.mock_data(num_examples=5):
+      ds = datasets.cifar10(crop=24)
+      ref = tfds.data_source("cifar10", split="train")
+      first = np.asarray(ref[0]["image"]).astype(np.float32)[4:28, 4:28].reshape(-1) / 255.0
+    np.testing.assert_allclose(ds.x_train[0], first)
+    self.assertEqual((ds.x_train.shape, ds.num_classes), ((5, 24 * 24 * 3), 10))
+    with self.assertRaises(datasets.DataUnavailableError):
+      datasets.cifar10(data_dir=tempfile.mkdtemp())

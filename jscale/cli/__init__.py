@@ -3,6 +3,7 @@ thin `scripts/TOOL.py` wrappers in a checkout; the same code and flags every way
 
   jscale sweep --grid quick             run experiments, write report.md          (jscale.cli.sweep)
   jscale report RUN_DIR                 rebuild report.md                          (jscale.cli.report)
+  jscale quote RUN_DIR                  store a full run in results/main, rewrite the quoted numbers (jscale.cli.quote)
   jscale calculus --widths 784,300,10   the scaling calculus of one network        (jscale.cli.calculus)
   jscale hessian-check / hessian-figures   Figures 1-2 against exact Hessians
   jscale bench / roofline               the engine's speed, where a step's time goes
@@ -23,7 +24,7 @@ from typing import Callable
 USAGE_ERROR = 2
 # tool name -> module with `main(argv)`; `scripts/<module>.py` is the same tool in a checkout.
 TOOLS = {"sweep": "sweep", "report": "report", "calculus": "calculus", "hessian-check": "hessian_check",
-         "hessian-figures": "hessian_figures", "bench": "bench", "roofline": "roofline"}
+         "hessian-figures": "hessian_figures", "bench": "bench", "roofline": "roofline", "quote": "quote"}
 
 
 def run(main: Callable[[], int | None]) -> None:

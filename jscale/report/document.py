@@ -32,13 +32,30 @@ class Figure(NamedTuple):
   caption: str = ""
 
 
+class Headline(NamedTuple):
+  """What README's "Reproductions" table and docs/sources.md quote from an experiment: `what` (the protocol in a
+  few words: source, seeds), `measured` (its headline numbers, as text written from this run's numbers), `source`
+  (the source's numbers or claim), `numbers` (the same headline numbers by name, for tests and tools).
+  `build_report` writes it to RUN_DIR/<experiment>/headline.json; `jscale quote` stores and quotes it."""
+  what: str
+  measured: str
+  source: str
+  numbers: Mapping[str, float] = {}
+
+  def to_json(self) -> dict:
+    return {"what": self.what, "measured": self.measured, "source": self.source,
+            "numbers": {k: (None if v is None or v != v else float(v)) for k, v in dict(self.numbers).items()}}
+
+
 @dataclasses.dataclass
 class Section:
-  """`verdicts`: the section's comparisons with a source's numbers (`stats.Verdict`), None when the experiment
-  has no source numbers. `build_report` writes them to RUN_DIR/<experiment>/verdicts.json."""
+  """`verdicts`: the section's comparisons with a source's numbers (`stats.Verdict`, `stats.Claim`), None when the
+  experiment has no source numbers. `build_report` writes them to RUN_DIR/<experiment>/verdicts.json.
+  `headline`: the numbers the docs quote (`Headline`), None when the section gives none."""
   title: str
   parts: list = dataclasses.field(default_factory=list)
   verdicts: list | None = None
+  headline: Headline | None = None
 
 
 def render_table(t: Table) -> str:
@@ -56,8 +73,8 @@ def render_section(s: Section, report_dir: str) -> str:
       out += [render_table(p), ""]
     elif isinstance(p, Figure):
       rel = os.path.relpath(p.path, report_dir).replace(os.sep, "/")
-      alt = (p.caption or os.path.basename(p.path)).replace("[", "(").replace("]", ")")  # no nested brackets
-      out += [f"![{alt}]({rel})", ""]
+      # The caption is printed once, under the figure; the alt text only names the file.
+      out += [f"![{os.path.splitext(os.path.basename(p.path))[0]}]({rel})", ""]
       if p.caption:
         out += [f"*{p.caption}*", ""]
     elif isinstance(p, str):
@@ -78,6 +95,17 @@ def _run_info_text(run_dir: str) -> str:
 
 
 VERDICTS_JSON = "verdicts.json"
+HEADLINE_JSON = "headline.json"
+
+
+def write_headline(exp_dir: str, headline: Headline | None) -> None:
+  """EXP_DIR/headline.json (atomically); a section without a headline removes a stale file."""
+  path = os.path.join(exp_dir, HEADLINE_JSON)
+  if headline is None:
+    if os.path.exists(path):
+      os.remove(path)
+    return
+  store.write_json(path, headline.to_json())
 
 
 def write_verdicts(exp_dir: str, verdicts) -> str | None:
@@ -92,12 +120,15 @@ def write_verdicts(exp_dir: str, verdicts) -> str | None:
   return path
 
 
-def _tally(verdicts) -> str:
+def _tally(verdicts, kind: str) -> str:
+  """The section's verdicts of one kind (stats.REPRODUCTION or stats.TRANSFER; a verdict without a kind is a
+  reproduction) counted by word."""
   if verdicts is None:
     return "-"
   counts = {}
   for v in verdicts:
-    counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    if getattr(v, "kind", "reproduction") == kind:
+      counts[v.verdict] = counts.get(v.verdict, 0) + 1
   return ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
 
 
@@ -145,11 +176,11 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
   built, not_run, failed, bodies, tally = [], [], {}, [], {}
   for name in names:
     exp_dir = os.path.join(run_dir, name)
-    verdicts = None
+    verdicts, headline = None, None
     try:
       section = sections[name](store.load(exp_dir))
       bodies.append(render_section(section, run_dir))
-      verdicts = section.verdicts
+      verdicts, headline = section.verdicts, section.headline
       built.append(name)
     except store.ResultsMissing as e:
       not_run.append(name)
@@ -158,15 +189,20 @@ def build_report(run_dir: str, sections: Mapping[str, Callable[[store.Results], 
       failed[name] = "".join(traceback.format_exception_only(type(e), e)).strip()
       bodies.append(f"## {name}\n\n**failed to build this section**: `{failed[name]}`\n")
     write_verdicts(exp_dir, verdicts)
-    tally[name] = _tally(verdicts)
+    if os.path.isdir(exp_dir):
+      write_headline(exp_dir, headline)
+    tally[name] = (_tally(verdicts, "reproduction"), _tally(verdicts, "transfer"))
   extra = sorted(d for d in os.listdir(run_dir) if os.path.isdir(os.path.join(run_dir, d))
                  and d not in names and os.path.isfile(os.path.join(run_dir, d, "config.json")))
   summary = [f"# {title}", "", preamble, "", _run_info_text(run_dir), "",
              f"Run directory: `{os.path.abspath(run_dir)}`. Every number below was measured in this run "
              "(seeds and grid stated per section); source documents' numbers are printed beside them.", "",
-             "| experiment | status | verdicts against the source (verdicts.json) |", "|---|---|---|"]
-  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} | {tally[n]} |"
-              for n in names]
+             "Verdicts (each experiment's verdicts.json): a *reproduction* compares a source's run with runs in "
+             "like settings; a *transfer test* asks whether a source's claim carries over to other settings (another "
+             "network, data set or scale: holds / does not hold). They are counted apart.", "",
+             "| experiment | status | reproductions | transfer tests |", "|---|---|---|---|"]
+  summary += [f"| {n} | {'built' if n in built else 'not run' if n in not_run else 'FAILED'} | {tally[n][0]} | "
+              f"{tally[n][1]} |" for n in names]
   if extra:
     summary += ["", f"Results without a registered section: {', '.join(extra)}."]
   path = os.path.join(run_dir, "report.md")

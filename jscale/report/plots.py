@@ -274,7 +274,7 @@ def histogram_grid(path, bin_edges, counts, *, row_labels: Sequence[str], col_la
   if e.shape != (c.shape[0], c.shape[2] + 1):
     raise ValueError(f"histogram_grid: bin_edges must have {c.shape[2] + 1} entries, got shape {np.shape(bin_edges)}")
   rows, cols = c.shape[:2]
-  fig, axes = _subplots(rows, cols, figsize=(1.6 * cols + 1, 1.25 * rows + 0.8), squeeze=False,
+  fig, axes = _subplots(rows, cols, figsize=(2.6 * cols + 1.2, 1.7 * rows + 0.9), squeeze=False,
                            sharex="row", sharey="row")
   for r in range(rows):
     for k in range(cols):
@@ -289,16 +289,16 @@ def histogram_grid(path, bin_edges, counts, *, row_labels: Sequence[str], col_la
       # Few ticks, no minor ones: tick layout dominates the drawing time of a 60-panel grid.
       ax.xaxis.set_minor_locator(mticker.NullLocator())
       ax.yaxis.set_major_locator(mticker.MaxNLocator(3))
-      ax.tick_params(labelsize=6)
+      ax.tick_params(labelsize=8)
       if extra is not None:
         ax.text(0.97, 0.93, f"{extra_label}{extra[r, k]:.2f}", transform=ax.transAxes, ha="right", va="top",
-                fontsize=6)
+                fontsize=8)
       if r == 0:
-        ax.set_title(col_labels[k], fontsize=8)
+        ax.set_title(col_labels[k], fontsize=9)
       if k == 0:
-        ax.set_ylabel(f"{row_labels[r]}\nfraction", fontsize=7)
+        ax.set_ylabel(f"{row_labels[r]}\nfraction", fontsize=8)
       if r == rows - 1:
-        ax.set_xlabel(xlabel, fontsize=7)
+        ax.set_xlabel(xlabel, fontsize=8)
   fig.suptitle(title)
   fig.subplots_adjust(hspace=0.45, wspace=0.12, top=1 - 0.55 / fig.get_figheight())
   return _save(fig, path, tight=False)
@@ -306,8 +306,9 @@ def histogram_grid(path, bin_edges, counts, *, row_labels: Sequence[str], col_la
 
 def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[str, np.ndarray] | None = None,
                  *, title: str, ylabel: str = "activation std", xlabel: str = "layer (depth)",
-                 logy: bool = True, note: str = "") -> str:
-  """Per-layer std: measured as solid lines with markers, predicted (same key, same colour) dashed."""
+                 logy: bool = True, note: str = "", categories: Sequence[str] | None = None) -> str:
+  """Per-layer std: measured as solid lines with markers, predicted (same key, same colour) dashed.
+  `categories`: one name per layer (named kernels): a categorical x axis with those tick labels."""
   if not measured:
     raise ValueError("std_vs_depth: measured is empty")
   fig, ax = _subplots(figsize=(6.4, 4.4))
@@ -323,6 +324,8 @@ def std_vs_depth(path, measured: Mapping[str, np.ndarray], predicted: Mapping[st
       ax.plot(depth, np.asarray(predicted[label], np.float64), "--", color=f"C{i}", label=f"{label} predicted")
   if logy:
     ax.set_yscale("log")
+  if categories is not None:
+    ax.set_xticks(np.arange(1, len(categories) + 1), list(categories))
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7, ncol=2)

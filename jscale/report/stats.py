@@ -37,6 +37,12 @@ PI_METHOD = ("95% normal-theory prediction interval for one new run, mean +- t_{
              " (cut at the metric's range)")
 
 REPRODUCES, DOES_NOT_REPRODUCE, TOO_FEW = "reproduces", "does not reproduce", "too few seeds"
+# Two kinds of verdict, counted apart in the report's summary: a REPRODUCTION compares a source's run with runs
+# in like settings (its data, network, protocol); a TRANSFER test asks whether a source's claim carries over to
+# other settings (another network or data set, laptop scale), and says "holds" / "does not hold".
+REPRODUCTION, TRANSFER = "reproduction", "transfer"
+HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
+_TRANSFER_WORD = {REPRODUCES: HOLDS, DOES_NOT_REPRODUCE: DOES_NOT_HOLD, TOO_FEW: TOO_FEW}
 
 
 class CI(NamedTuple):
@@ -149,22 +155,42 @@ class Verdict(NamedTuple):
   mean: float
   ci95: tuple            # 95% interval of the mean
   single_run_95: tuple   # 95% prediction interval for one new run
-  verdict: str           # REPRODUCES, DOES_NOT_REPRODUCE or TOO_FEW
+  verdict: str           # REPRODUCES, DOES_NOT_REPRODUCE or TOO_FEW (a transfer test: HOLDS, DOES_NOT_HOLD, TOO_FEW)
   n_diverged: int = 0
+  kind: str = REPRODUCTION
 
   def to_json(self) -> dict:
     num = lambda x: None if x is None or not math.isfinite(x) else float(x)
     return {"cell": dict(self.cell), "metric": self.metric, "source": float(self.source),
             "n_seeds": int(self.n_seeds), "mean": num(self.mean), "ci95": [num(x) for x in self.ci95],
-            "single_run_95": [num(x) for x in self.single_run_95], "verdict": self.verdict}
+            "single_run_95": [num(x) for x in self.single_run_95], "verdict": self.verdict, "kind": self.kind}
+
+
+class Claim(NamedTuple):
+  """A verdict on a source's claim that is not one number (e.g. "geometric beats arithmetic, significantly"),
+  decided by a test this run states in `evidence`; `kind` REPRODUCTION or TRANSFER as for `Verdict`."""
+  claim: str             # the source's claim in one line
+  cell: dict
+  metric: str
+  verdict: str           # HOLDS, DOES_NOT_HOLD or TOO_FEW
+  evidence: str          # the numbers and the test that decided it
+  n_seeds: int
+  kind: str = TRANSFER
+
+  def to_json(self) -> dict:
+    return {"claim": self.claim, "cell": dict(self.cell), "metric": self.metric, "verdict": self.verdict,
+            "evidence": self.evidence, "n_seeds": int(self.n_seeds), "kind": self.kind}
 
 
 def judge(samples, source: float, *, cell: Mapping, metric: str, bounds: tuple[float, float] | None = None,
-          n_future: float = 1, min_seeds: int = MIN_SEEDS) -> Verdict:
+          n_future: float = 1, min_seeds: int = MIN_SEEDS, kind: str = REPRODUCTION) -> Verdict:
   """Compare a source's value with the distribution of this run's replicates (e.g. per-seed outcomes):
   "reproduces" when it lies inside the 95% prediction interval for `n_future` new replicates (1: the
   source reports one run), "does not reproduce" when outside, "too few seeds" below `min_seeds` finite
-  replicates. NaN samples are diverged runs: left out and counted."""
+  replicates. NaN samples are diverged runs: left out and counted. `kind=TRANSFER` (the source's number is
+  from other settings): the same test, worded "holds" / "does not hold"."""
+  if kind not in (REPRODUCTION, TRANSFER):
+    raise ValueError(f"kind must be {REPRODUCTION!r} or {TRANSFER!r}, got {kind!r}")
   v = np.asarray(samples, np.float64).ravel()
   fin = v[np.isfinite(v)]
   n = int(fin.size)
@@ -174,13 +200,15 @@ def judge(samples, source: float, *, cell: Mapping, metric: str, bounds: tuple[f
     word = TOO_FEW
   else:
     word = REPRODUCES if pi[0] <= source <= pi[1] else DOES_NOT_REPRODUCE
+  if kind == TRANSFER:
+    word = _TRANSFER_WORD[word]
   return Verdict(dict(cell), metric, float(source), n, float(ci.mean), (float(ci.lo), float(ci.hi)), pi, word,
-                 int(v.size - n))
+                 int(v.size - n), kind)
 
 
 def verdict_cell(v: Verdict) -> str:
   """A verdict for a table cell: "does not reproduce" in bold, so it stands out."""
-  return f"**{v.verdict}**" if v.verdict == DOES_NOT_REPRODUCE else v.verdict
+  return f"**{v.verdict}**" if v.verdict in (DOES_NOT_REPRODUCE, DOES_NOT_HOLD) else v.verdict
 
 
 def verdict_text(v: Verdict, *, what: str, digits: int = 4, source_name: str = "the source's",
@@ -193,8 +221,8 @@ def verdict_text(v: Verdict, *, what: str, digits: int = 4, source_name: str = "
   if v.verdict == TOO_FEW:
     return (f"{what}: too few seeds ({v.n_seeds} < {MIN_SEEDS} {unit}) for a verdict -- {source_name} "
             f"{fmt(v.source, digits)} beside {single}; {mean}.")
-  if v.verdict == REPRODUCES:
-    return f"{what}: reproduces -- {source_name} {fmt(v.source, digits)} lies inside the {single}; {mean}."
+  if v.verdict in (REPRODUCES, HOLDS):
+    return f"{what}: {v.verdict} -- {source_name} {fmt(v.source, digits)} lies inside the {single}; {mean}."
   side = "below" if v.source < v.single_run_95[0] else "above"
-  return (f"{what}: **does not reproduce** -- {source_name} {fmt(v.source, digits)} lies {side} the {single}; "
+  return (f"{what}: **{v.verdict}** -- {source_name} {fmt(v.source, digits)} lies {side} the {single}; "
           f"{mean}.")

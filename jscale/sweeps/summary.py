@@ -39,23 +39,38 @@ def _label(v):
   return v
 
 
-def format_table(rows: list[dict], by: Sequence[str] | None = None) -> str:
-  """Plain-text table of `Results.summary()` rows."""
+MAX_ROWS = 24   # a longer table prints its first rows and says where the rest is
+
+
+def format_table(rows: list[dict], by: Sequence[str] | None = None, max_rows: int | None = MAX_ROWS) -> str:
+  """Plain-text table of `Results.summary()` rows: mean +- sd (the standard deviation over the row's finite
+  seeds), or the value and "(n=1)" where one seed is finite (its sd is not 0, it is unknown). More than
+  `max_rows` rows (None: no limit): the first max_rows // 2 and a pointer to summary.csv and report.md."""
   if not rows:
     return "(no rows)"
   by = list(by) if by is not None else [k for k in rows[0] if k not in ("n", "diverged") and "_mean" not in k
                                        and "_std" not in k]
-  head = by + ["n", "diverged", "test_acc", "train_loss", "grad_norm", "saturation"]
+  names = ("test_acc", "train_loss", "grad_norm", "saturation")
+  head = by + ["n", "diverged"] + list(names)
+  shown = rows if max_rows is None or len(rows) <= max_rows else rows[:max(1, max_rows // 2)]
   lines = []
-  for r in rows:
+  for r in shown:
     cells = [_fmt(r[a]) for a in by] + [str(r["n"]), str(r["diverged"])]
-    for name in ("test_acc", "train_loss", "grad_norm", "saturation"):
-      cells.append(f"{_fmt(r[name + '_mean'])} ± {_fmt(r[name + '_std'])}")
+    n_ok = r["n"] - r["diverged"]
+    for name in names:
+      m, sd = r[name + "_mean"], r[name + "_std"]
+      cells.append(_fmt(m) if isinstance(m, float) and math.isnan(m) else
+                   f"{_fmt(m)} (n=1)" if n_ok == 1 else f"{_fmt(m)} +- {_fmt(sd)}")
     lines.append(cells)
   widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
-  out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+  out = ["metrics after the last epoch: mean +- sd, the standard deviation over the row's finite seeds "
+         "(n=1: one finite seed, no sd)",
+         "  ".join(h.ljust(w) for h, w in zip(head, widths)),
          "  ".join("-" * w for w in widths)]
   out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+  if len(shown) < len(rows):
+    out.append(f"... {len(rows) - len(shown)} more rows ({len(rows)} in all): every row is in summary.csv beside "
+               "the results, and the experiment's tables in report.md")
   return "\n".join(out)
 
 

@@ -55,6 +55,21 @@ class PlotsTest(parameterized.TestCase):
     # b and c lie on top of each other: each has its own line style and marker.
     self.assertEqual(len({(l.get_linestyle(), l.get_marker()) for l in (a, b, c)}), 3)
 
+  def test_named_kernels_get_a_categorical_axis(self):
+    seen = {}
+
+    def keep(fig, path, tight=True):
+      seen["ticks"] = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+      return path
+
+    orig, plots._save = plots._save, keep
+    try:
+      plots.std_vs_depth(os.path.join(self.dir, "g.png"), {"geometric": [1.0, 2.0, 3.0]}, title="t",
+                         categories=["conv0", "conv1", "dense0"])
+    finally:
+      plots._save = orig
+    self.assertEqual(seen["ticks"], ["conv0", "conv1", "dense0"])
+
   def test_shape_errors(self):
     with self.assertRaisesRegex(ValueError, "5 points but 4 epochs"):
       plots.curves(os.path.join(self.dir, "x.png"), {"a": np.ones((2, 5))}, ylabel="y", title="t",

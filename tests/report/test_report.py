@@ -115,16 +115,18 @@ class ReportTest(absltest.TestCase):
     for src in ("0.8733", "0.9483", "0.9367", "0.9183", "0.90", "0.84", "0.88", "0.81",
                 "14 / 26", "3 / 26", "9 / 26", "12 / 26", "0 / 26", "6 / 26"):
       self.assertIn(src, md)
-    # sigma=0.1: one run's 95% interval around 0.901 excludes 0.9483 -> "does not reproduce"; 0.5 holds it.
-    line = next(l for l in md.splitlines() if l.startswith("- sigma = 0.1:"))
+    # sigma=0.1: one run's 95% interval around 0.901 excludes 0.9483 -> "does not reproduce"; 0.5 holds it. Each
+    # verdict is one table row (not repeated as prose).
+    line = next(l for l in md.splitlines() if l.startswith("| 0.1 | 0.9483"))
     self.assertIn("does not reproduce", line)
     self.assertIn("0.9010", line)
-    line = next(l for l in md.splitlines() if l.startswith("- sigma = 0.5:"))
+    line = next(l for l in md.splitlines() if l.startswith("| 0.5 | 0.9367"))
     self.assertIn("reproduces", line)
     self.assertNotIn("does not", line)
-    line = next(l for l in md.splitlines() if l.startswith("- sigma = 1:"))
+    line = next(l for l in md.splitlines() if l.startswith("| 1 | 0.9183"))
     self.assertIn("too few seeds", line)
-    self.assertIn("5 diverged", line)
+    self.assertIn("3 / 8", line)                               # 5 of 8 seeds diverged
+    self.assertFalse([l for l in md.splitlines() if l.startswith("- sigma = ")])
     self.assertIn("prediction interval for one new run", md)    # the methods are named
     self.assertIn("cut at the metric's range", md)
     # verdicts.json: sigma and init_schemes have source numbers, feature_weight's question has none.
@@ -142,7 +144,7 @@ class ReportTest(absltest.TestCase):
     self.assertEqual([(v["cell"], v["n_seeds"], v["verdict"]) for v in ver],
                      [({"init": k}, 3, "too few seeds") for k in PAPER_SCHEMES])
     self.assertFalse(os.path.exists(os.path.join(self.run, "feature_weight", "verdicts.json")))
-    self.assertIn("| sigma | built | reproduces 2, does not reproduce 1, too few seeds 1 |", md)
+    self.assertIn("| sigma | built | reproduces 2, does not reproduce 1, too few seeds 1 | none |", md)
     self.assertIn("| feature_weight | built | - |", md)
     # init_schemes: normalised by the worst per data set, counts by hand from BEST.
     norm = BEST / BEST.max(1, keepdims=True)

@@ -95,6 +95,19 @@ class VerdictTest(absltest.TestCase):
     self.assertIn("does not reproduce", txt)
     self.assertIn("above", txt)
 
+  def test_transfer_kind_words_the_same_test_holds_or_not(self):
+    acc = 0.93 + 0.01 * np.random.default_rng(0).standard_normal(16)
+    rep = stats.judge(acc, 0.99, cell={}, metric="m")
+    tr = stats.judge(acc, 0.99, cell={}, metric="m", kind=stats.TRANSFER)
+    self.assertEqual((rep.kind, tr.kind), (stats.REPRODUCTION, stats.TRANSFER))
+    self.assertEqual(tr.verdict, "does not hold")
+    self.assertEqual(tr.single_run_95, rep.single_run_95)           # the same test, other words
+    self.assertEqual(stats.judge(acc, 0.945, cell={}, metric="m", kind=stats.TRANSFER).verdict, "holds")
+    self.assertEqual(tr.to_json()["kind"], "transfer")
+    self.assertIn("**does not hold**", stats.verdict_text(tr, what="x"))
+    with self.assertRaisesRegex(ValueError, "kind must be"):
+      stats.judge(acc, 0.9, cell={}, metric="m", kind="other")
+
   def test_too_few_seeds_and_diverged_runs(self):
     acc = [0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, np.nan, np.nan]   # 7 finite: below 8
     v = stats.judge(acc, 0.5, cell={"sigma": 1.0}, metric="test_acc")
@@ -107,7 +120,8 @@ class VerdictTest(absltest.TestCase):
     v = stats.judge([0.5] * 8 + [0.6], 0.55, cell={"sigma": 0.1, "batch_size": None}, metric="test_acc",
                     bounds=stats.UNIT)
     j = json.loads(json.dumps(v.to_json()))
-    self.assertEqual(set(j), {"cell", "metric", "source", "n_seeds", "mean", "ci95", "single_run_95", "verdict"})
+    self.assertEqual(set(j), {"cell", "metric", "source", "n_seeds", "mean", "ci95", "single_run_95", "verdict",
+                             "kind"})
     self.assertEqual(j["cell"], {"sigma": 0.1, "batch_size": None})
     self.assertEqual((j["n_seeds"], j["verdict"]), (9, "reproduces"))
     self.assertLen(j["ci95"], 2)

@@ -151,7 +151,13 @@ def test_run_writes_everything_and_masks_divergence(tmp_path):
   assert len(rows) == n
   assert [r["diverged"] == "1" for r in rows] == huge.tolist()
   table = sweeps.format_table(res.summary())
-  assert "diverged" in table and table.count("\n") == 1 + 4  # header, rule, 4 (batch_size, sigma) rows
+  assert "diverged" in table and table.count("\n") == 2 + 4  # legend, header, rule, 4 (batch_size, sigma) rows
+  assert "+- sd" in table and " ± " not in table
+  rows = [dict(r, n=1, diverged=0) for r in res.summary()[:1]]
+  assert "(n=1)" in sweeps.format_table(rows) and "+- 0 " not in sweeps.format_table(rows)
+  many = res.summary() * 10
+  short = sweeps.format_table(many, max_rows=8)
+  assert short.count("\n") == 3 + 4 and f"{len(many) - 4} more rows" in short and "report.md" in short
   again = sweeps.load(str(d))
   chex.assert_trees_all_equal(again.metrics, res.metrics)
 

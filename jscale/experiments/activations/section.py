@@ -41,12 +41,17 @@ def build(r: Results) -> Section:
   layers = r.axis("layer")
   for a_i, a in enumerate(acts):
     if edges is not None:
-      p = plots.histogram_grid(os.path.join(r.path, f"hist_{a}.png"), edges[a_i], counts[a_i],
-                               row_labels=schemes, col_labels=[f"layer {l}" for l in layers],
-                               logx=(a == "relu"), extra=sat[a_i], extra_label="sat " if a == "tanh" else "zero ",
+      # Three layers (first, middle, last) say what every layer's panel said; the std-vs-depth plot below has
+      # every layer.
+      cols = sorted({0, (len(layers) - 1) // 2, len(layers) - 1})
+      p = plots.histogram_grid(os.path.join(r.path, f"hist_{a}.png"), edges[a_i], counts[a_i][:, cols],
+                               row_labels=schemes, col_labels=[f"layer {layers[c]}" for c in cols],
+                               logx=(a == "relu"), extra=sat[a_i][:, cols],
+                               extra_label="sat " if a == "tanh" else "zero ",
                                xlabel=f"{a} output" + (" (> 0, log)" if a == "relu" else ""),
-                               title=f"{a}: activation histograms per layer at init")
-      s.parts.append(Figure(p, f"{a}: per-layer histograms (rows: schemes)."))
+                               title=f"{a}: activation histograms at init")
+      s.parts.append(Figure(p, f"{a}: histograms of the first, middle and last layers (rows: schemes; every "
+                               "layer's std is in the next figure)."))
     p = plots.std_vs_depth(os.path.join(r.path, f"std_{a}.png"), dict(zip(schemes, std[a_i])),
                            dict(zip(schemes, pred[a_i])), title=f"{a}: activation std vs depth "
                            "(dashed: calculus" + (", linear regime)" if a == "tanh" else ")"),

@@ -11,7 +11,7 @@ import numpy as np
 from jscale.experiments.sources.paper import PAPER_INIT_TABLE, PAPER_N_DATASETS
 from jscale.experiments.sources.tutorial import TUTORIAL_EPOCHS, TUTORIAL_INIT, TUTORIAL_TEST_ACC
 from jscale.report import describe, plots, sigma_markers, stats
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt, label
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
@@ -68,7 +68,7 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
   if not sigmas:
     s.parts.append(f"The grid has no cell of the tutorial's init ({TUTORIAL_INIT}): no Table 1 comparison.")
     return
-  rows, lines = [], []
+  rows = []
   epochs = r.settings(0)["epochs"]
   for ts, tv in TUTORIAL_TEST_ACC.items():
     if not any(_close(ts, x) for x in sigmas):
@@ -82,12 +82,10 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
                      ci_text(acc, bounds=stats.UNIT), "-", f"not judged: {epochs} Adam steps (tutorial: 200)"])
         continue
       v = stats.judge(acc, tv, cell={"init": TUTORIAL_INIT, "sigma": ts, "batch_size": mode}, metric="test_acc",
-                      bounds=stats.UNIT)
+                      bounds=stats.UNIT, kind=stats.TRANSFER)
       s.verdicts.append(v)
       rows.append([f"{ts:g}", label(mode), tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}",
                    ci_text(acc, bounds=stats.UNIT), stats.fmt_interval(v.single_run_95), stats.verdict_cell(v)])
-      lines.append("- " + stats.verdict_text(v, what=f"sigma = {ts:g}, {label(mode)}",
-                                             source_name="the tutorial's single run (moons MLP)"))
   if rows:
     s.parts.append(Table(["sigma", "batch", "tutorial (moons MLP, one run)", "seeds (finite / run)",
                           "measured mean [95% CI of the mean]", "one new run: 95% interval", "verdict"], rows,
@@ -97,7 +95,7 @@ def _sigma_part(s: Section, r: Results, c: Cells, model):
         f"Verdicts compare the tutorial's single run with the {stats.PI_METHOD}; below {stats.MIN_SEEDS} finite "
         f"seeds there is none (\"too few seeds\"). The mean's interval: {stats.BOUNDED_CI_METHOD} ([0, 1]). "
         f"{describe.data_seed_text(r)}. Diverged seeds are left out and counted. Written to "
-        "`lenet/verdicts.json`.\n\n" + "\n".join(lines))
+        "`lenet/verdicts.json`.")
   extra = [x for x in sigmas if not any(_close(x, t) for t in TUTORIAL_TEST_ACC)]
   if extra:
     s.parts.append(Table(["sigma"] + [f"{label(m)} (mean [95% CI])" for m in c.modes],
@@ -147,16 +145,14 @@ def _scheme_part(s: Section, r: Results, c: Cells):
     fin = np.all(np.isfinite(norm), axis=1)
     worst = (norm[fin] == 1.0).sum(0)
     best = (norm[fin] == norm[fin].min(1, keepdims=True)).sum(0) if fin.any() else np.zeros(len(schemes), int)
-    rows, lines, verdicts = [], [], []
+    rows, verdicts = [], []
     for k, sch in enumerate(schemes):
       src = PAPER_INIT_TABLE.get(sch)
       v = None
       if src is not None:
         v = stats.judge(norm[:, k], src.avg_normalised_loss, cell={"init": sch, "batch_size": mode},
-                        metric=f"normalised_{metric}", bounds=stats.UNIT)
+                        metric=f"normalised_{metric}", bounds=stats.UNIT, kind=stats.TRANSFER)
         verdicts.append(v)
-        lines.append("- " + stats.verdict_text(v, what=f"{sch}, {label(mode)}", digits=3,
-                                               source_name=f"the paper's {PAPER_N_DATASETS}-set average"))
       rows.append([sch, ci_text(loss[:, k], bounds=POSITIVE), ci_text(norm[:, k], 3, stats.UNIT),
                    stats.fmt_interval(v.single_run_95, 3) if v else "-", f"{worst[k]} / {int(fin.sum())}",
                    f"{best[k]} / {int(fin.sum())}", fmt(src.avg_normalised_loss, 2) if src else "-",
@@ -173,8 +169,7 @@ def _scheme_part(s: Section, r: Results, c: Cells):
         f"{label(mode).capitalize()}: loss per run is {loss_text}. Replicates are seeds of one data set (each its "
         f"own split and init), not the paper's {PAPER_N_DATASETS} data sets, so the paper's average is set "
         "beside where one seed's normalised loss lands; \"worst on\" / \"best on\" count seeds. Ranking by mean "
-        f"normalised loss (best first): measured {', '.join(order) or 'n/a'}; paper {', '.join(paper_order)}.\n\n"
-        + "\n".join(lines))
+        f"normalised loss (best first): measured {', '.join(order) or 'n/a'}; paper {', '.join(paper_order)}.")
     if fin.any():
       ci = stats.mean_ci95(norm[fin], 0, stats.UNIT)
       err = None if int(fin.sum()) < 2 else np.stack([ci.mean - ci.lo, ci.hi - ci.mean])
@@ -228,9 +223,10 @@ def _g_part(s: Section, r: Results, c: Cells, model):
   measured = {k: np.exp(np.nanmean(np.log(g[k]), 0)) for k in schemes}
   path = plots.std_vs_depth(os.path.join(r.path, "lenet_g_at_init.png"), measured,
                             title="LeNet: per-kernel G at initialisation", ylabel="G = E[dW^2] / E[W^2]",
-                            xlabel="kernel (" + ", ".join(n.replace("/kernel", "") for n in names) + ")")
+                            xlabel="kernel", categories=short)
   s.parts.append(Figure(path, f"Figure 3: per-kernel G at initialisation per scheme ({where}; geometric mean over "
                               "seeds, log scale). A flat line is an evenly preconditioned network."))
+  return means
 
 
 def build(r: Results) -> Section:
@@ -249,5 +245,25 @@ def build(r: Results) -> Section:
                    "Adam steps only, so its accuracies are of a net early in training.")
   _sigma_part(s, r, c, model)
   _scheme_part(s, r, c)
-  _g_part(s, r, c, model)
+  means = _g_part(s, r, c, model) or {}
+  s.headline = _headline(r, c, means)
   return s
+
+
+def _headline(r: Results, c: Cells, g_spread_means: dict) -> Headline | None:
+  """The docs' numbers: mean test accuracy at the tutorial's sigmas (minibatch mode where run) and each scheme's
+  mean max/min per-kernel G at initialisation."""
+  sigmas = [t for t in TUTORIAL_TEST_ACC if any(_close(t, x) for x in c.tutorial_sigmas())]
+  if not sigmas:
+    return None
+  mode = next((m for m in c.modes if m is not None), c.modes[0])
+  acc = {t: float(np.nanmean(c.per_seed("test_acc", mode, TUTORIAL_INIT, t))) for t in sigmas}
+  nums = {f"sigma={t:g}.test_acc": v for t, v in acc.items()}
+  nums.update({f"{k}.g_max_over_min": float(v) for k, v in g_spread_means.items()})
+  g = ("; per-kernel G max/min at init: " + ", ".join(f"{k} {fmt(v, 3)}" for k, v in g_spread_means.items())
+       if g_spread_means else "")
+  return Headline(
+      what=f"transfer test on the strided LeNet, digits, {len(c.seeds)} seeds, {label(mode)}",
+      measured=f"test accuracy at sigma {' / '.join(f'{t:g}' for t in sigmas)}: "
+               + " / ".join(fmt(v, 3) for v in acc.values()) + g,
+      source="the tutorial's moons numbers; the paper: geometric evens G", numbers=nums)

@@ -8,8 +8,8 @@ import numpy as np
 
 from jscale.experiments.sources.tutorial import TUTORIAL_TEST_ACC
 from jscale.report import describe, plots, sigma_markers, stats
-from jscale.report.document import Figure, Section, Table
-from jscale.report.format import label
+from jscale.report.document import Figure, Headline, Section, Table
+from jscale.report.format import fmt, label
 from jscale.report.stats import ci_text
 from jscale.sweeps import Results
 
@@ -55,7 +55,7 @@ def build(r: Results) -> Section:
   acc = describe.with_panels(r, acc_name, ("sigma", "seed", "epoch"), panel)[..., -1]   # (panels, sigma, seed)
   src_idx = {k: next((i for i, x in enumerate(sig) if math.isclose(x, key, rel_tol=1e-9)), None)
              for k, key in enumerate(TUTORIAL_TEST_ACC)}
-  s.verdicts, rows, lines = [], [], []
+  s.verdicts, rows = [], []
   for t, (ts, tv) in enumerate(TUTORIAL_TEST_ACC.items()):
     k = src_idx[t]
     if k is None:
@@ -67,8 +67,6 @@ def build(r: Results) -> Section:
       rows.append([f"{ts:g}"] + ([plabels[p]] if panel else []) +
                   [tv, f"{v.n_seeds} / {v.n_seeds + v.n_diverged}", ci_text(acc[p, k], bounds=stats.UNIT),
                    stats.fmt_interval(v.single_run_95), stats.verdict_cell(v)])
-      lines.append("- " + stats.verdict_text(v, what=f"sigma = {ts:g}" + (f", {plabels[p]}" if panel else ""),
-                                             source_name="the tutorial's single run"))
   if rows:
     s.parts.append(Table(["sigma"] + ([panel] if panel else []) +
                          ["tutorial (one run)", "seeds (finite / run)", "measured mean [95% CI of the mean]",
@@ -80,7 +78,17 @@ def build(r: Results) -> Section:
         f"are added. Below {stats.MIN_SEEDS} finite seeds there is no verdict. The mean's interval: "
         f"{stats.BOUNDED_CI_METHOD} ([0, 1]). {describe.data_seed_text(r)}: both intervals inherit that. "
         "Diverged seeds are left out of both intervals "
-        "and counted. Written to `sigma/verdicts.json`.\n\n" + "\n".join(lines))
+        "and counted. Written to `sigma/verdicts.json`.")
+    s.headline = Headline(
+        what=f"tutorial protocol, {acc.shape[-1]} seeds, test accuracy at sigma "
+             + " / ".join(f"{x:g}" for x in TUTORIAL_TEST_ACC),
+        measured="; ".join((f"{plabels[p]} " if panel else "") + " / ".join(
+            fmt(float(np.nanmean(acc[p, src_idx[t]])), 3) if src_idx[t] is not None else "-"
+            for t in range(len(TUTORIAL_TEST_ACC))) for p in range(len(pvals))),
+        source="one run each: " + " / ".join(f"{v:g}" for v in TUTORIAL_TEST_ACC.values()),
+        numbers={f"{(str(plabels[p]) + '.') if panel else ''}sigma={ts:g}.test_acc": float(np.nanmean(acc[p, k]))
+                 for p in range(len(pvals)) for t, ts in enumerate(TUTORIAL_TEST_ACC)
+                 for k in [src_idx[t]] if k is not None})
   else:
     s.parts.append("The grid has none of the tutorial's sigmas (0.01, 0.1, 0.5, 1): no Table 1 comparison.")
   cols = ([f"measured, {l} (mean [95% CI])" for l in plabels] if panel else
