@@ -44,4 +44,5 @@ from jscale.calculus.inspection import inspect
 from jscale.calculus.inspection_measure import projection_loss
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Inspection, LeafRow, OutputMoments,
                                                 Verdict)
-from jscale.calculus.prescribe import LeafPrescription, Prescription, predicted_drift, prescribe
+from jscale.calculus.prescribe import (LeafPrescription, Prescription, from_inspection, predicted_drift, prescribe,
+                                       update_to_output)

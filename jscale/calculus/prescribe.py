@@ -131,16 +131,22 @@ def prescribe(apply_fn, params, x, *, optimizer: str = "sgd", rule: str = "equal
   base_shapes = None
   if rule == "mup":
     base_shapes = [tuple(np.shape(l)) for l in jax.tree_util.tree_leaves(base) if _is_float(l)]
+  return from_inspection(res, optimizer=optimizer, rule=rule, measured=measured, base_shapes=base_shapes)
+
+
+def from_inspection(res, *, optimizer: str = "sgd", rule: str = "equal_G", measured: bool = False,
+                    base_shapes=None) -> Prescription:
+  """`prescribe` from an `Inspection` already computed (no compute: one inspection serves both optimizers and
+  every rule); `base_shapes`: the base network's float leaf shapes in tree order (for "mup")."""
+  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
+  checks.one_of(rule, "rule", RULES)
+  if rule == "mup" and (base_shapes is None or len(base_shapes) != len(res.layers)):
+    raise ValueError("prescribe: rule 'mup' needs the base network's shape for every float leaf")
   rows = []
   for n, r in enumerate(res.layers):
     x_sq = r.x_sq_meas if measured else r.x_sq_pred
     G = r.G_batch_meas if measured else r.G_batch_pred
-    U = None
-    if r.kind in PRESCRIBED_KINDS and r.fan_in and x_sq is not None:
-      if optimizer == "adam":
-        U = r.fan_in ** 2 * x_sq
-      elif G is not None and r.weight_sq:
-        U = r.fan_in ** 2 * x_sq * G * r.weight_sq
+    U = update_to_output(r.kind, r.fan_in, x_sq, G, r.weight_sq, optimizer)
     lr_m, init_m = 1.0, 1.0
     if rule == "equal_G" and r.kind in PRESCRIBED_KINDS:
       if not U or U <= 0 or not math.isfinite(U):
@@ -149,12 +155,24 @@ def prescribe(apply_fn, params, x, *, optimizer: str = "sgd", rule: str = "equal
                          f"for every weight leaf")
       lr_m = U ** -0.5
     elif rule == "mup":
-      lr_m, init_m = _mup(r.kind, tuple(r.shape), base_shapes[n], optimizer)
+      lr_m, init_m = _mup(r.kind, tuple(r.shape), tuple(base_shapes[n]), optimizer)
     rows.append(LeafPrescription(path=r.path, shape=tuple(r.shape), kind=r.kind, fan_in=r.fan_in,
                                  weight_sq=r.weight_sq, x_sq=num(x_sq), G_batch=num(G), update_to_output=num(U),
                                  lr_multiplier=float(lr_m), init_multiplier=float(init_m)))
   return Prescription(rule=rule, optimizer=optimizer, source="measured" if measured else "predicted",
                       leaves=tuple(rows), batch_size=res.batch_size)
+
+
+def update_to_output(kind: str, fan_in, x_sq, G_batch, weight_sq, optimizer: str) -> float | None:
+  """U: the predicted E[Δy^2] at a weight leaf's layer output per unit learning rate (module doc); None for
+  leaves that are not weights or lack a moment."""
+  if kind not in PRESCRIBED_KINDS or not fan_in or x_sq is None:
+    return None
+  if optimizer == "adam":
+    return fan_in ** 2 * x_sq
+  if G_batch is None or not weight_sq:
+    return None
+  return fan_in ** 2 * x_sq * G_batch * weight_sq
 
 
 def _mup(kind: str, shape: tuple, base_shape: tuple, optimizer: str) -> tuple[float, float]:
