@@ -34,7 +34,7 @@ LR_CENTERS = {"standard/sgd": 2.0 ** -2, "mup/sgd": 2.0 ** -2, "equal_G/sgd": 2.
 
 def make_experiment() -> CustomExperiment:
   common = {"lr_centers": LR_CENTERS, "lr_octaves": 12, "epochs": 2, "batch_size": 128, "probe_batch": 128,
-            "coord_steps": 3}
+            "coord_steps": 3, "coord_draws": 4}
   return CustomExperiment(
       name="transfer", doc=__doc__, run=run.experiment,
       grids={"quick": {**common, "widths": (32, 128), "seeds": (10, 11), "models_": ("mlp",)},

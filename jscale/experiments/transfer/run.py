@@ -66,17 +66,18 @@ def prescriptions(net: models.Model, base: models.Model, x, y) -> dict:
   return out
 
 
-def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int):
-  """Per (parametrization, optimizer): k full steps on the batch (x, y) from the PROBE_SEED init at the
-  learning rate `lr_of[rule, opt]`. Returns measured and predicted arrays:
+def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4):
+  """Per (parametrization, optimizer): k full steps on the batch (x, y) from `draws` inits (PROBE_SEED and the
+  keys after it, vmapped) at the learning rate `lr_of[rule, opt]`; measured sizes are mean squares over the
+  draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
+  measured and predicted arrays:
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
   Predicted update: SGD lr m sqrt(G_batch E[W^2]) (the gradient at init), Adam lr m (its first step is
   lr sign(g)). Predicted activations: the calculus's at init; after the step each layer's E[y^2] gains the
   update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md)."""
-  key = jax.random.key(PROBE_SEED)
-  p0 = net.draw(key, "he_normal")
+  p0s = jax.vmap(lambda s: net.draw(jax.random.key(s), "he_normal"))(PROBE_SEED + jnp.arange(draws))
 
   def loss_fn(p):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
@@ -91,8 +92,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int):
   for j, opt in enumerate(OPTIMIZERS):
     base_opt = optax.sgd(1.0) if opt == "sgd" else optax.adam(1.0)
 
-    @jax.jit
-    def run(init_m, lr_m, lr):
+    def one(p0, init_m, lr_m, lr):
       p = net.map_kernels(lambda l, w: w * init_m[l], p0)
       mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
       tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
@@ -102,11 +102,16 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int):
       for _ in range(k):
         g = jax.grad(loss_fn)(p)
         u, state = tx.update(g, state, p)
-        rms.append(jnp.stack([jnp.sqrt(jnp.mean(jnp.square(w))) for w in net.kernels(u)]))
+        rms.append(jnp.stack([jnp.mean(jnp.square(w)) for w in net.kernels(u)]))
         p = optax.apply_updates(p, u)
         if len(rms) == 1:
           a1 = sizes(p)
       return jnp.stack(rms), jnp.stack([a0, a1])
+
+    @jax.jit
+    def run(init_m, lr_m, lr):
+      ms, acts = jax.vmap(one, in_axes=(0, None, None, None))(p0s, init_m, lr_m, lr)
+      return jnp.sqrt(ms.mean(0)), acts.mean(0)
 
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m = pres[rule, opt]
@@ -135,7 +140,7 @@ def predicted_sizes(pr, lr_m, lr: float, k: int):
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
-               batch_size: int = 64, coord_steps: int = 3, probe_batch: int = 64) -> str:
+               batch_size: int = 64, coord_steps: int = 3, coord_draws: int = 4, probe_batch: int = 64) -> str:
   """Train every (model, width, optimizer) program over parametrization x lr x seed; write the results."""
   widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
   ds = datasets.get("digits", seed=0, standardize=True)
@@ -162,7 +167,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       pres = prescriptions(net, base, xb, yb)
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
-      cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps)
+      cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
+                                                                    coord_draws)
       t2 = time.perf_counter()
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
@@ -205,5 +211,5 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",
                       data_source=ds.source, epochs=epochs, batch_size=batch_size, base_width=BASE_WIDTH,
                       lr_centers=dict(lr_centers), seeds=seeds, probe_seed=PROBE_SEED, probe_batch=probe_batch,
-                      coord_steps=coord_steps, phase_seconds={k: round(v, 2) for k, v in seconds.items()})
+                      coord_steps=coord_steps, coord_draws=coord_draws, phase_seconds={k: round(v, 2) for k, v in seconds.items()})
   return exp_dir
