@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jscale import data_checks, mlp
+from jscale import data_checks, mlp, optim
 from jscale.calculus.measurement import gradient_to_weight_ratio
 from jscale.datasets import Data
 # The spec and hyperparameters are defined beside (train_spec.py) and used from here: `jscale.train.TrainSpec`.
@@ -195,6 +195,9 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       out_scale = out_scale * spec.output_std / jnp.std(logits0)
 
     opt = opt_factory(learning_rate=hp.lr, weight_decay=hp.weight_decay)
+    if hp.lr_scale is not None:   # per-kernel learning rates (a sweep traces them); biases keep the base rate
+      ones = jax.tree.map(lambda _: 1.0, params)
+      opt = optax.chain(opt, optim.scale_by_prescription(net.map_kernels(lambda l, _: hp.lr_scale[l], ones)))
     opt_state = opt.init(params)
 
     def step(carry, batch):

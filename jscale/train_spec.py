@@ -149,6 +149,9 @@ class HParams(NamedTuple):
   lr: jax.Array            # () learning rate
   weight_decay: jax.Array  # ()
   init_index: jax.Array    # () int32, which of spec.kernel_inits
+  # (L,) per-kernel learning-rate multipliers (`jscale.optim.scale_by_prescription`, after the optimizer; biases
+  # keep 1); None (the default): no multipliers, the program is the one without them.
+  lr_scale: jax.Array | None = None
 
 
 HPARAM_DEFAULTS = dict(init_scale=1.0, input_scale=1.0, output_scale=1.0, lr=1e-3, weight_decay=0.0, init_index=0)
@@ -169,12 +172,17 @@ def hparams(spec: TrainSpec, **values) -> HParams:
   layer_scale = jnp.asarray(v["layer_scale"], jnp.float32).reshape(-1)
   if layer_scale.shape != (spec.n_layers,):
     raise ValueError(f"layer_scale needs {spec.n_layers} entries (one per weight layer), got {v['layer_scale']!r}")
+  lr_scale = v.get("lr_scale")
+  if lr_scale is not None:
+    lr_scale = jnp.asarray(lr_scale, jnp.float32).reshape(-1)
+    if lr_scale.shape != (spec.n_layers,):
+      raise ValueError(f"lr_scale needs {spec.n_layers} entries (one per weight layer), got {v['lr_scale']!r}")
   idx = int(v["init_index"])
   if not 0 <= idx < len(spec.kernel_inits):
     raise ValueError(f"init_index {idx} out of range for {len(spec.kernel_inits)} kernel_inits")
   f32 = lambda name: jnp.asarray(v[name], jnp.float32)
   return HParams(f32("init_scale"), layer_scale, f32("input_scale"), f32("output_scale"), f32("lr"),
-                 f32("weight_decay"), jnp.asarray(idx, jnp.int32))
+                 f32("weight_decay"), jnp.asarray(idx, jnp.int32), lr_scale)
 
 
 def _holds_values(v) -> bool:

@@ -20,6 +20,8 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
   inspection   `inspect` of any JAX / Flax model, an `Inspection` of `LeafRow`s, `ActivationRow`s and a
                `Verdict`; tracing, propagation, rules, inspection_measure, inspection_assembly,
                inspection_records and inspection_table are its parts
+  prescribe    `prescribe`: per-leaf learning-rate multipliers (standard, μP, equal-G) for SGD and Adam, a
+               `Prescription` of `LeafPrescription`s; `predicted_drift` of the optimal learning rate across widths
   cli          `jscale calculus` / scripts/calculus.py
 """
 from jscale.calculus.correlation import act_corr, pair_corr, relu_corr
@@ -42,3 +44,5 @@ from jscale.calculus.inspection import inspect
 from jscale.calculus.inspection_measure import projection_loss
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Inspection, LeafRow, OutputMoments,
                                                 Verdict)
+from jscale.calculus.prescribe import (LeafPrescription, Prescription, from_inspection, predicted_drift, prescribe,
+                                       update_to_output)

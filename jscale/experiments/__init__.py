@@ -14,5 +14,5 @@ with its citation (docs/sources.md), so no experiment imports another: two exper
 below (the order is the order the main job runs and reports them).
 """
 from jscale.experiments import (sigma, feature_weight, init_schemes, activations, symmetry, hessian,  # noqa: F401
-                                lenet, convnet_lr, resnet)
+                                lenet, convnet_lr, resnet, transfer)
 from jscale.sweeps import get, names, sections  # noqa: F401  (the registered experiments and their sections)

@@ -1,0 +1,65 @@
+"""The transfer experiment's statistics: the optimal learning rate per width with a bootstrap interval over
+seeds, the drift of the optimum across widths, and the coordinate check's |log(measured / predicted)|."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+N_BOOT = 2000
+BOOT_SEED = 0
+
+
+class Optimum(NamedTuple):
+  log2_lr: np.ndarray      # (W,) optimum per width, log2 of the learning rate
+  lo: np.ndarray           # (W,) 2.5% bootstrap percentile
+  hi: np.ndarray           # (W,) 97.5%
+  drift: float             # log2 optimum at the widest minus at the narrowest width (octaves)
+  drift_lo: float
+  drift_hi: float
+  at_edge: np.ndarray      # (W,) bool: the seed-mean curve's minimum is at an end of the grid
+
+
+def refined_argmin(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(position in grid steps, at an edge) of the minimum of each curve (last axis), refined by the parabola
+  through the minimum and its two neighbours (offset clipped to half a step); inf marks a diverged point."""
+  k = np.argmin(curves, axis=-1)
+  K = curves.shape[-1]
+  edge = (k == 0) | (k == K - 1)
+  kk = np.clip(k, 1, K - 2)
+  take = lambda o: np.take_along_axis(curves, (kk + o)[..., None], -1)[..., 0]   # noqa: E731
+  a, b, c = take(-1), take(0), take(1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    off = 0.5 * (a - c) / (a - 2 * b + c)
+  off = np.where(np.isfinite(off) & ~edge & (a - 2 * b + c > 0), np.clip(off, -0.5, 0.5), 0.0)
+  return k + off, edge
+
+
+def optimum(loss: np.ndarray, log2_grid: np.ndarray, *, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> Optimum:
+  """loss: (W, K, S) final training loss per width, grid learning rate and seed (NaN: diverged, counted as
+  an infinite loss); log2_grid: (K,) log2 of the grid's learning rates (a step of 1 octave)."""
+  L = np.where(np.isfinite(loss), loss, np.inf)
+  W, K, S = L.shape
+  pos, edge = refined_argmin(L.mean(-1))
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, S, size=(n_boot, S))
+  boot = L[:, :, idx].mean(-1)                     # (W, K, n_boot)
+  bpos, _ = refined_argmin(np.moveaxis(boot, 1, -1))   # (W, n_boot)
+  to_lr = lambda p: log2_grid[0] + p * (log2_grid[1] - log2_grid[0])   # noqa: E731
+  opt, bopt = to_lr(pos), to_lr(bpos)
+  d = bopt[-1] - bopt[0]
+  return Optimum(opt, np.percentile(bopt, 2.5, axis=-1), np.percentile(bopt, 97.5, axis=-1),
+                 float(opt[-1] - opt[0]), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)), edge)
+
+
+def log_errors(meas: np.ndarray, pred: np.ndarray) -> np.ndarray:
+  """|log(measured / predicted)|, NaN where either is not positive and finite."""
+  ok = (meas > 0) & (pred > 0) & np.isfinite(meas) & np.isfinite(pred)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(ok, np.abs(np.log(np.where(ok, meas, 1.0) / np.where(ok, pred, 1.0))), np.nan)
+
+
+def fraction_within(err: np.ndarray, tol: float = 0.1) -> tuple[float, int]:
+  """(share of the finite entries below tol, how many entries)."""
+  e = err[np.isfinite(err)]
+  return (float(np.mean(e < tol)) if e.size else float("nan")), int(e.size)

@@ -1,0 +1,215 @@
+"""The transfer experiment's run code: prescriptions before training, one vmapped training program per
+(model, width, optimizer) over parametrization x learning rate x seed, and the coordinate check.
+
+Per (model, width): the network at its He (fan-in) initialisation is inspected once on a fixed training
+minibatch with the real loss (softmax cross-entropy), and once more with the μP init multiplier on its output
+layer; `calculus.from_inspection` turns those into each parametrization's per-kernel learning-rate and init
+multipliers for SGD and Adam, and its `step_size` (the predicted drift's input). Training uses the engine
+(`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), so the
+three parametrizations, 12 learning rates and the seeds are one program. Biases keep the base learning rate
+in every parametrization.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jscale import calculus, datasets, models, optim, train as train_lib
+from jscale.calculus.prescribe import PRESCRIBED_KINDS
+from jscale.sweeps import store
+
+PARAMETRIZATIONS = ("standard", "mup", "equal_G")
+OPTIMIZERS = ("sgd", "adam")
+MODEL_NAMES = ("mlp", "lenet")
+BASE_WIDTH = 32
+PROBE_SEED = 2**20       # the init the prescriptions and the coordinate check are computed on (not a training seed)
+
+
+def network(model: str, width: int) -> models.Model:
+  """The MLP 64-w-w-10, or the strided LeNet with channel multiplier w / BASE_WIDTH on (6, 16) channels
+  (dense layers 120, 84 fixed), for 8x8 digits."""
+  if model == "mlp":
+    return models.mlp((64, width, width, 10))
+  m = width / BASE_WIDTH
+  if m != int(m) or m < 1:
+    raise ValueError(f"transfer: LeNet widths must be multiples of {BASE_WIDTH}, got {width}")
+  return models.get_model("lenet", 10, image=(8, 8, 1), channels=(6 * int(m), 16 * int(m)))
+
+
+def prescriptions(net: models.Model, base: models.Model, x, y) -> dict:
+  """(parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,)) for `net`, from its He
+  init (PROBE_SEED) on the batch (x, y)."""
+  key = jax.random.key(PROBE_SEED)
+  params = net.draw(key, "he_normal")
+  base_shapes = [tuple(np.shape(l)) for l in jax.tree.leaves(base.draw(key, "he_normal"))]
+  apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
+  loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
+  sp = calculus.inspect(apply, params, x, loss=loss)
+  mup_init = calculus.from_inspection(sp, rule="mup", base_shapes=base_shapes).init_multipliers(params)
+  mup_params = jax.tree.map(lambda p, m: p if m is None else p * m, params, mup_init)
+  mu = calculus.inspect(apply, mup_params, x, loss=loss)
+  out = {}
+  for opt in OPTIMIZERS:
+    for rule in PARAMETRIZATIONS:
+      res = mu if rule == "mup" else sp
+      pr = calculus.from_inspection(res, optimizer=opt, rule=rule, base_shapes=base_shapes)
+      init_m = net.kernels(calculus.from_inspection(sp, rule=rule, base_shapes=base_shapes, optimizer=opt)
+                           .init_multipliers(params))
+      out[rule, opt] = (pr, np.asarray(init_m, np.float32), np.asarray(net.kernels(pr.lr_multipliers(params)),
+                                                                      np.float32))
+  return out
+
+
+def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4):
+  """Per (parametrization, optimizer): k full steps on the batch (x, y) from `draws` inits (PROBE_SEED and the
+  keys after it, vmapped) at the learning rate `lr_of[rule, opt]`; measured sizes are mean squares over the
+  draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
+  measured and predicted arrays:
+    upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
+    act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
+      the logits (the layers after each kernel).
+  Predicted update: SGD lr m sqrt(G_batch E[W^2]) (the gradient at init), Adam lr m (its first step is
+  lr sign(g)). Predicted activations: the calculus's at init; after the step each layer's E[y^2] gains the
+  update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md)."""
+  p0s = jax.vmap(lambda s: net.draw(jax.random.key(s), "he_normal"))(PROBE_SEED + jnp.arange(draws))
+
+  def loss_fn(p):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
+
+  def sizes(p):
+    logits, hidden = net.forward(p, x)
+    return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
+
+  R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
+  upd_m, upd_p = np.zeros((R, O, k, L)), np.zeros((R, O, k, L))
+  act_m, act_p = np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L))
+  for j, opt in enumerate(OPTIMIZERS):
+    base_opt = optax.sgd(1.0) if opt == "sgd" else optax.adam(1.0)
+
+    def one(p0, init_m, lr_m, lr):
+      p = net.map_kernels(lambda l, w: w * init_m[l], p0)
+      mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
+      tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
+      state = tx.init(p)
+      a0 = sizes(p)
+      rms = []
+      for _ in range(k):
+        g = jax.grad(loss_fn)(p)
+        u, state = tx.update(g, state, p)
+        rms.append(jnp.stack([jnp.mean(jnp.square(w)) for w in net.kernels(u)]))
+        p = optax.apply_updates(p, u)
+        if len(rms) == 1:
+          a1 = sizes(p)
+      return jnp.stack(rms), jnp.stack([a0, a1])
+
+    @jax.jit
+    def run(init_m, lr_m, lr):
+      ms, acts = jax.vmap(one, in_axes=(0, None, None, None))(p0s, init_m, lr_m, lr)
+      return jnp.sqrt(ms.mean(0)), acts.mean(0)
+
+    for i, rule in enumerate(PARAMETRIZATIONS):
+      pr, init_m, lr_m = pres[rule, opt]
+      lr = lr_of[rule, opt]
+      u, a = jax.device_get(run(jnp.asarray(init_m), jnp.asarray(lr_m), jnp.float32(lr)))
+      upd_m[i, j], act_m[i, j] = u, a
+      upd_p[i, j], act_p[i, j] = predicted_sizes(pr, lr_m, lr, k)
+  return upd_m, upd_p, act_m, act_p
+
+
+def predicted_sizes(pr, lr_m, lr: float, k: int):
+  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` (see
+  `coordinate_check`)."""
+  w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
+  upd = np.array([lr * m * (math.sqrt(r.G_batch * r.weight_sq) if pr.optimizer == "sgd" else 1.0)
+                  for m, r in zip(lr_m, w)])
+  # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
+  y_sq = np.array([r.fan_in * r.weight_sq * r.x_sq for r in w])
+  act0 = np.array([r.x_sq for r in w[1:]] + [y_sq[-1]])
+  ratio, act1 = 1.0, []
+  for l, r in enumerate(w):
+    ratio = ratio + (lr * lr_m[l]) ** 2 * r.update_to_output / y_sq[l]
+    act1.append(act0[l] * ratio)
+  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+
+
+def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
+               seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
+               batch_size: int = 64, coord_steps: int = 3, coord_draws: int = 4, probe_batch: int = 64) -> str:
+  """Train every (model, width, optimizer) program over parametrization x lr x seed; write the results."""
+  widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
+  ds = datasets.get("digits", seed=0, standardize=True)
+  data = datasets.Data(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), jnp.zeros((0, 64)),
+                       jnp.zeros((0,), jnp.int32))
+  xb, yb = jnp.asarray(ds.x_train[:probe_batch]), jnp.asarray(ds.y_train[:probe_batch], jnp.int32)
+  octs = np.arange(lr_octaves) - lr_octaves // 2
+  R, O, K, S, W, M = len(PARAMETRIZATIONS), len(OPTIMIZERS), lr_octaves, len(seeds), len(widths), len(models_)
+  loss = np.full((M, W, O, R, K, S), np.nan)
+  diverged = np.zeros((M, W, O, R, K, S), bool)
+  step_size = np.full((M, W, O, R), np.nan)
+  lrs = np.array([[lr_centers[f"{rule}/{opt}"] * 2.0 ** octs for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])
+  coord = {}
+  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "training": 0.0}   # wall time per phase
+  for a, model in enumerate(models_):
+    base = network(model, BASE_WIDTH)
+    n_layers = base.n_layers
+    cu_m, cu_p = np.zeros((W, R, O, coord_steps, n_layers)), np.zeros((W, R, O, coord_steps, n_layers))
+    ca_m, ca_p = np.zeros((W, R, O, 2, n_layers)), np.zeros((W, R, O, 2, n_layers))
+    for b, width in enumerate(widths):
+      net = network(model, width)
+      t0 = time.perf_counter()
+      pres = prescriptions(net, base, xb, yb)
+      t1 = time.perf_counter()
+      lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
+      cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
+                                                                    coord_draws)
+      t2 = time.perf_counter()
+      seconds["prescriptions"] += t1 - t0
+      seconds["coordinate_check"] += t2 - t1
+      for c, opt in enumerate(OPTIMIZERS):
+        spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=opt, epochs=epochs,
+                                   batch_size=batch_size)
+        rows = [(i, k, s) for i in range(R) for k in range(K) for s in range(S)]
+        C = len(rows)
+        init_m = np.stack([pres[PARAMETRIZATIONS[i], opt][1] for i, _, _ in rows])
+        lr_m = np.stack([pres[PARAMETRIZATIONS[i], opt][2] for i, _, _ in rows])
+        ones = np.ones(C, np.float32)
+        hp = train_lib.HParams(init_scale=ones, layer_scale=init_m, input_scale=ones, output_scale=ones,
+                               lr=np.array([lrs[c, i, k] for i, k, _ in rows], np.float32),
+                               weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32), lr_scale=lr_m)
+        cfg_keys = keys[np.array([s for _, _, s in rows])]
+        train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
+        t0 = time.perf_counter()
+        m = jax.device_get(train(cfg_keys, hp, data))
+        seconds["training"] += time.perf_counter() - t0
+        fin = np.asarray(m.train_loss[:, -1], np.float64).reshape(R, K, S)
+        loss[a, b, c] = fin
+        diverged[a, b, c] = np.asarray(m.diverged[:, -1]).reshape(R, K, S)
+        for i, rule in enumerate(PARAMETRIZATIONS):
+          step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
+    coord[model] = (cu_m, cu_p, ca_m, ca_p)
+  metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
+             "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
+             "step_size": (("model", "width", "optimizer", "param"), step_size),
+             "lr": (("optimizer", "param", "lr_octave"), lrs)}
+  for model, (cu_m, cu_p, ca_m, ca_p) in coord.items():
+    ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
+    ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
+    metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
+                    f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p)})
+  axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
+          "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
+          "when": ["init", "after step 1"]}
+  for model in models_:
+    axes[f"{model}_kernel"] = list(range(network(model, BASE_WIDTH).n_layers))
+  store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",
+                      data_source=ds.source, epochs=epochs, batch_size=batch_size, base_width=BASE_WIDTH,
+                      lr_centers=dict(lr_centers), seeds=seeds, probe_seed=PROBE_SEED, probe_batch=probe_batch,
+                      coord_steps=coord_steps, coord_draws=coord_draws, phase_seconds={k: round(v, 2) for k, v in seconds.items()})
+  return exp_dir

@@ -1,0 +1,246 @@
+"""The transfer experiment's report section and OUT/transfer/transfer.json: loss vs learning rate per width,
+the optimum per width with bootstrap intervals, measured beside predicted drift, and the coordinate check."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from jscale.experiments.transfer import analysis
+from jscale.report import describe
+from jscale.report.document import Figure, Section, Table
+from jscale.sweeps import Results, store
+
+DRIFT_GOAL = 0.5        # octaves: equal-G's drift, and predicted vs measured
+COORD_TOL = 0.1         # |log(measured / predicted)|
+COORD_SHARE = 0.95
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def summarize(r: Results) -> dict:
+  """transfer.json: per model, optimizer and parametrization the optimum per width with its interval, the
+  measured and the predicted drift (octaves), and the coordinate check's shares."""
+  loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
+  lr = r.metric("lr", "optimizer", "param", "lr_octave")
+  step = r.metric("step_size", "model", "width", "optimizer", "param")
+  widths, seeds = r.axis("width"), r.axis("seed")
+  out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT, "results": []}
+  for a, model in enumerate(r.axis("model")):
+    for c, opt in enumerate(r.axis("optimizer")):
+      for i, param in enumerate(r.axis("param")):
+        o = analysis.optimum(loss[a, :, c, i], np.log2(lr[c, i]))
+        pred = (math.log2(step[a, 0, c, i] / step[a, -1, c, i])
+                if np.all(np.isfinite(step[a, [0, -1], c, i])) else None)
+        out["results"].append({
+            "model": model, "optimizer": opt, "param": param,
+            "optimal_lr": [2.0 ** v for v in o.log2_lr], "optimal_lr_lo": [2.0 ** v for v in o.lo],
+            "optimal_lr_hi": [2.0 ** v for v in o.hi], "optimum_at_grid_edge": [bool(e) for e in o.at_edge],
+            "measured_drift_octaves": o.drift, "measured_drift_interval": [o.drift_lo, o.drift_hi],
+            "predicted_drift_octaves": pred,
+            "predicted_minus_measured": None if pred is None else pred - o.drift,
+            "diverged_share": float(np.mean(~np.isfinite(loss[a, :, c, i])))})
+  out["coordinate_check"] = coordinate_summary(r)
+  return out
+
+
+def coordinate_errors(r: Results, model: str) -> dict:
+  """|log(measured / predicted)| of the first update's RMS, activations at init and after step 1."""
+  um, up = r.metric(f"{model}_upd_meas"), r.metric(f"{model}_upd_pred")
+  am, ap = r.metric(f"{model}_act_meas"), r.metric(f"{model}_act_pred")
+  return {"first update": analysis.log_errors(um[..., 0, :], up[..., 0, :]),
+          "updates 1..k": analysis.log_errors(um, up),
+          "activations at init": analysis.log_errors(am[..., 0, :], ap[..., 0, :]),
+          "activations after step 1": analysis.log_errors(am[..., 1, :], ap[..., 1, :])}
+
+
+def coordinate_summary(r: Results) -> dict:
+  out = {}
+  for model in r.axis("model"):
+    out[model] = {}
+    for what, err in coordinate_errors(r, model).items():
+      share, n = analysis.fraction_within(err, COORD_TOL)
+      out[model][what] = {"share_below_0.1": share, "n": n, "median": float(np.nanmedian(err))}
+  return out
+
+
+def build(r: Results) -> Section:
+  s = Section("transfer: does the optimal learning rate hold across width? (standard, μP, equal-G)",
+              [describe.grid_text(r, skip=("lr_octave", "seed", "coord_step", "when", "mlp_kernel",
+                                           "lenet_kernel"))])
+  summary = summarize(r)
+  store.write_json(os.path.join(r.path, "transfer.json"), summary)
+  widths = summary["widths"]
+  rows, judged = [], []
+  for e in summary["results"]:
+    opt_txt = ", ".join(f"{w}: {_lr(v)} [{_lr(lo)}, {_lr(hi)}]{'*' if edge else ''}" for w, v, lo, hi, edge in
+                        zip(widths, e["optimal_lr"], e["optimal_lr_lo"], e["optimal_lr_hi"],
+                            e["optimum_at_grid_edge"]))
+    pred = e["predicted_drift_octaves"]
+    rows.append([e["model"], e["optimizer"], e["param"], opt_txt,
+                 f"{e['measured_drift_octaves']:+.2f} [{e['measured_drift_interval'][0]:+.2f}, "
+                 f"{e['measured_drift_interval'][1]:+.2f}]", "n/a" if pred is None else f"{pred:+.2f}",
+                 "n/a" if pred is None else ("yes" if abs(pred - e["measured_drift_octaves"]) <= DRIFT_GOAL else "no")])
+    judged.append(e)
+  ratio = widths[-1] / widths[0]
+  s.parts.append(Table(["model", "optimizer", "parametrization", "optimal lr per width [95% bootstrap interval]",
+                        f"measured drift {widths[0]}->{widths[-1]} (octaves)", "predicted drift",
+                        f"predicted within {DRIFT_GOAL}"], rows,
+                       f"{len(summary['seeds'])} seeds (judged; the LR centres were chosen on other seeds); "
+                       f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
+                       f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. "
+                       "Written to `transfer/transfer.json`."))
+  s.parts.append(_goal_text(judged, ratio))
+  s.parts.append(Figure(_loss_curves(r), "Final training loss (seed mean) vs learning rate, one line per width; "
+                                         "diverged runs are left out of the line."))
+  s.parts.append(Figure(_optimum_plot(r, summary), "Optimal learning rate per width (points, 95% bootstrap "
+                                                   "intervals) and the calculus's prediction before training "
+                                                   "(dashed: the narrowest width's optimum moved by the predicted "
+                                                   "drift)."))
+  s.parts.append(Figure(_drift_plot(summary, r.path), f"Predicted vs measured drift (octaves, {widths[0]} -> "
+                                              f"{widths[-1]}); the band is +-{DRIFT_GOAL} octave."))
+  cs = summary["coordinate_check"]
+  crow = [[m, what, f"{v['share_below_0.1']:.0%}", v["n"], f"{v['median']:.3f}"]
+          for m, d in cs.items() for what, v in d.items()]
+  s.parts.append(Table(["model", "quantity", f"share with |log(meas/pred)| < {COORD_TOL}", "leaves x widths x "
+                        "settings", "median |log|"], crow,
+                       "Coordinate check: per kernel (updates) or layer output (activations), for every width, "
+                       "parametrization and optimizer, at the grid's centre learning rate, on one fixed "
+                       f"minibatch from one init. Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after "
+                       "the first update."))
+  for model in r.axis("model"):
+    s.parts.append(Figure(_coord_plot(r, model), f"Coordinate check, {model}: measured (points) and predicted "
+                                                 "(lines) per kernel / layer against width."))
+  return s
+
+
+def _lr(v: float) -> str:
+  return f"2^{math.log2(v):.1f}"
+
+
+def _goal_text(results: list, ratio: float) -> str:
+  lines = []
+  for e in results:
+    if e["param"] == "equal_G":
+      ok = abs(e["measured_drift_octaves"]) <= DRIFT_GOAL
+      lines.append(f"- equal-G, {e['model']} / {e['optimizer']}: drift {e['measured_drift_octaves']:+.2f} octaves "
+                   f"over {ratio:g}x width ({'within' if ok else '**outside**'} the {DRIFT_GOAL}-octave goal).")
+  n_pred = sum(1 for e in results if e["predicted_minus_measured"] is not None
+               and abs(e["predicted_minus_measured"]) <= DRIFT_GOAL)
+  lines.append(f"- predicted drift within {DRIFT_GOAL} octave of the measured one: {n_pred} of {len(results)} "
+               "(model, optimizer, parametrization) cells.")
+  return "\n".join(lines)
+
+
+def _loss_curves(r: Results) -> str:
+  plt = _plt()
+  loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
+  lr = r.metric("lr", "optimizer", "param", "lr_octave")
+  models, opts, params, widths = r.axis("model"), r.axis("optimizer"), r.axis("param"), r.axis("width")
+  fig, axes = plt.subplots(len(models) * len(opts), len(params), figsize=(4 * len(params), 3 * len(models) * len(opts)),
+                           squeeze=False)
+  for a, m in enumerate(models):
+    for c, o in enumerate(opts):
+      for i, p in enumerate(params):
+        ax = axes[a * len(opts) + c, i]
+        for b, w in enumerate(widths):
+          y = np.where(np.all(np.isfinite(loss[a, b, c, i]), -1), np.nanmean(loss[a, b, c, i], -1), np.nan)
+          ax.plot(lr[c, i], y, marker="o", ms=3, label=f"width {w}")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 2.6)
+        ax.set_title(f"{m} / {o} / {p}", fontsize=9)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final training loss")
+  axes[0, 0].legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(r.path, "transfer_loss_vs_lr.png")
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path
+
+
+def _optimum_plot(r: Results, summary: dict) -> str:
+  plt = _plt()
+  models, opts, params, widths = r.axis("model"), r.axis("optimizer"), r.axis("param"), r.axis("width")
+  step = r.metric("step_size", "model", "width", "optimizer", "param")
+  fig, axes = plt.subplots(len(models), len(opts), figsize=(5 * len(opts), 3.5 * len(models)), squeeze=False)
+  by = {(e["model"], e["optimizer"], e["param"]): e for e in summary["results"]}
+  for a, m in enumerate(models):
+    for c, o in enumerate(opts):
+      ax = axes[a, c]
+      for i, p in enumerate(params):
+        e = by[m, o, p]
+        v = np.log2(e["optimal_lr"])
+        err = np.stack([v - np.log2(e["optimal_lr_lo"]), np.log2(e["optimal_lr_hi"]) - v])
+        line = ax.errorbar(np.array(widths) * (1 + 0.04 * (i - 1)), v, yerr=np.maximum(err, 0), marker="o",
+                           capsize=3, label=f"{p} measured")
+        if np.all(np.isfinite(step[a, :, c, i])):
+          ax.plot(widths, v[0] + np.log2(step[a, 0, c, i] / step[a, :, c, i]), ls="--",
+                  color=line[0].get_color(), label=f"{p} predicted")
+      ax.set_xscale("log", base=2)
+      ax.set_xlabel("width")
+      ax.set_ylabel("log2 optimal learning rate")
+      ax.set_title(f"{m} / {o}", fontsize=9)
+  axes[0, 0].legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(r.path, "transfer_optimum_vs_width.png")
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path
+
+
+def _drift_plot(summary: dict, out_dir: str) -> str:
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(5, 4.5))
+  marks = {"standard": "o", "mup": "s", "equal_G": "^"}
+  for e in summary["results"]:
+    if e["predicted_drift_octaves"] is None:
+      continue
+    d, (lo, hi) = e["measured_drift_octaves"], e["measured_drift_interval"]
+    ax.errorbar(e["predicted_drift_octaves"], d, yerr=[[max(d - lo, 0)], [max(hi - d, 0)]], marker=marks[e["param"]],
+                capsize=3, label=f"{e['model']}/{e['optimizer']}/{e['param']}", ls="none")
+  lim = ax.get_xlim()[0] - 0.5, ax.get_xlim()[1] + 0.5
+  xs = np.linspace(*lim, 2)
+  ax.plot(xs, xs, "k-", lw=0.8)
+  ax.fill_between(xs, xs - DRIFT_GOAL, xs + DRIFT_GOAL, color="0.85")
+  ax.set_xlabel("predicted drift (octaves)")
+  ax.set_ylabel("measured drift (octaves)")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  path = os.path.join(out_dir, "transfer_drift.png")
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path
+
+
+def _coord_plot(r: Results, model: str) -> str:
+  plt = _plt()
+  um, up = r.metric(f"{model}_upd_meas"), r.metric(f"{model}_upd_pred")   # (W, R, O, step, L)
+  am, ap = r.metric(f"{model}_act_meas"), r.metric(f"{model}_act_pred")   # (W, R, O, when, L)
+  widths, params, opts = r.axis("width"), r.axis("param"), r.axis("optimizer")
+  quantities = [("RMS of the first update", um[..., 0, :], up[..., 0, :]),
+                ("E[h^2] at init", am[..., 0, :], ap[..., 0, :]),
+                ("E[h^2] after step 1", am[..., 1, :], ap[..., 1, :])]
+  fig, axes = plt.subplots(len(quantities), len(params) * len(opts),
+                           figsize=(2.8 * len(params) * len(opts), 2.6 * len(quantities)), squeeze=False)
+  for q, (name, meas, pred) in enumerate(quantities):
+    for i, p in enumerate(params):
+      for c, o in enumerate(opts):
+        ax = axes[q, i * len(opts) + c]
+        for leaf in range(meas.shape[-1]):
+          line = ax.plot(widths, pred[:, i, c, leaf], lw=1)
+          ax.plot(widths, meas[:, i, c, leaf], "o", ms=3, color=line[0].get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{p}/{o}: {name}", fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(r.path, f"transfer_coord_{model}.png")
+  fig.savefig(path, dpi=70)
+  plt.close(fig)
+  return path

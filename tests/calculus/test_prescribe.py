@@ -1,0 +1,130 @@
+"""`calculus.prescribe`: the μP table, the equal-G multipliers' width exponents, and the prescription against
+the measured G of the first update it produces (on fresh minibatches: equal within sampling error)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jscale import calculus, datasets, mlp, optim
+
+
+@pytest.fixture(scope="module")
+def digits():
+  ds = datasets.get("digits", seed=0, standardize=True)
+  return jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+
+
+def _apply(p, x):
+  return mlp.apply_mlp(p, x)
+
+
+def _ce(y):
+  return lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+
+def test_mup_matches_the_tensor_programs_table(digits):
+  x, y = digits
+  params = mlp.init_mlp(jax.random.key(0), (64, 128, 128, 10), "he_normal")
+  base = mlp.init_mlp(jax.random.key(0), (64, 32, 32, 10), "he_normal")
+  res = calculus.inspect(_apply, params, x[:32], loss=_ce(y[:32]))
+  shapes = [np.shape(l) for l in jax.tree.leaves(base)]
+  # Tensor Programs V, Table 3 (μP, standard-parametrization form) at width ratio 4; leaf order w0 b0 w1 b1 w2 b2.
+  want = {"sgd": ([4, 4, 1, 4, 1 / 4, 1], [1, 1, 1, 1, 1 / 2, 1]),
+          "adam": ([1, 1, 1 / 4, 1, 1 / 4, 1], [1, 1, 1, 1, 1 / 2, 1])}
+  for opt, (lr_m, init_m) in want.items():
+    pr = calculus.from_inspection(res, optimizer=opt, rule="mup", base_shapes=shapes)
+    np.testing.assert_allclose([r.lr_multiplier for r in pr.leaves], lr_m, rtol=1e-12)
+    np.testing.assert_allclose([r.init_multiplier for r in pr.leaves], init_m, rtol=1e-12)
+  std = calculus.from_inspection(res, optimizer="sgd", rule="standard")
+  assert all(r.lr_multiplier == 1.0 and r.init_multiplier == 1.0 for r in std.leaves)
+
+
+def test_equal_G_multipliers_scale_with_width_as_mup_predicts(digits):
+  # Standard init, Adam: the update-to-output U = fan_in^2 E[x^2] grows as n^2 for the hidden and output
+  # layers, so their multipliers fall as 1/n (μP's Adam rule); the input layer's stays. SGD: the output
+  # layer's U grows as n^2 too (E[h^2] and its gradient are O(1)), the input layer's falls as 1/n (the
+  # gradient reaching it falls as 1/n). Tolerance 25%: the predicted E[x^2] and G of one draw at widths
+  # 64 and 256 differ by a few percent, and the 1/n laws hold to leading order only.
+  x, y = digits
+  m = {}
+  for n in (64, 256):
+    params = mlp.init_mlp(jax.random.key(1), (64, n, n, 10), "he_normal")
+    res = calculus.inspect(_apply, params, x[:128], loss=_ce(y[:128]))
+    for opt in ("sgd", "adam"):
+      pr = calculus.from_inspection(res, optimizer=opt, rule="equal_G")
+      m[opt, n] = np.array([r.lr_multiplier for r in pr.leaves if r.kind == "dense"])
+  np.testing.assert_allclose(m["adam", 256] / m["adam", 64], [1, 1 / 4, 1 / 4], rtol=0.25)
+  r_sgd = m["sgd", 256] / m["sgd", 64]
+  np.testing.assert_allclose(r_sgd[[0, 2]], [2, 1 / 4], rtol=0.25)
+
+
+def test_measured_prescription_matches_first_update_on_fresh_batches(digits):
+  # The prescription measured on minibatch A; first SGD updates with its multipliers on four other minibatches.
+  # The update's G, E[dW^2] / E[W^2] / (lr m)^2, must equal the prescription's G_batch within sampling error:
+  # |mean over the 4 batches - G_A| <= 3 sd sqrt(1 + 1/4) (a prediction interval for batch A's single value).
+  x, y = digits
+  B, lr = 128, 0.01
+  params = mlp.init_mlp(jax.random.key(2), (64, 128, 128, 10), "he_normal")
+  pr = calculus.prescribe(_apply, params, x[:B], loss=_ce(y[:B]), optimizer="sgd", rule="equal_G", measured=True)
+  rows = [r for r in pr.leaves if r.kind == "dense"]
+  tx = optim.sgd(lr, pr.lr_multipliers(params))
+  Gs = []
+  for k in range(1, 5):
+    xb, yb = x[k * B:(k + 1) * B], y[k * B:(k + 1) * B]
+    g = jax.grad(lambda p: jnp.mean(_ce(yb)(_apply(p, xb))))(params)
+    u, _ = tx.update(g, tx.init(params), params)
+    Gs.append([float(jnp.mean(jnp.square(l.w)) / jnp.mean(jnp.square(p.w))) / (lr * r.lr_multiplier) ** 2
+               for l, p, r in zip(u, params, rows)])
+  Gs = np.array(Gs)
+  want = np.array([r.G_batch for r in rows])
+  assert np.all(np.abs(Gs.mean(0) - want) <= 3 * Gs.std(0, ddof=1) * np.sqrt(1.25)), (Gs, want)
+  # and the transform applied exactly the prescribed multipliers: the relative update of each layer is
+  # lr * m * sqrt(G) on batch A itself (float32 rounding only)
+  g = jax.grad(lambda p: jnp.mean(_ce(y[:B])(_apply(p, x[:B]))))(params)
+  u, _ = tx.update(g, tx.init(params), params)
+  rel = [float(jnp.sqrt(jnp.mean(jnp.square(l.w)) / jnp.mean(jnp.square(p.w)))) for l, p in zip(u, params)]
+  np.testing.assert_allclose(rel, [lr * r.lr_multiplier * np.sqrt(r.G_batch) for r in rows], rtol=1e-4)
+
+
+def test_flax_model_and_drift(digits):
+  x, y = digits
+
+  class Net(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(10)(nn.relu(nn.Dense(self.width)(x)))
+
+  prs = {}
+  for n in (64, 256):
+    model = Net(n)
+    variables = model.init(jax.random.key(0), x[:1])
+    prs[n] = calculus.prescribe(model.apply, variables, x[:64], loss=_ce(y[:64]), optimizer="adam")
+    tree = prs[n].lr_multipliers(variables)
+    assert jax.tree.structure(tree, is_leaf=lambda v: v is None) == jax.tree.structure(
+        jax.tree.map(lambda _: 0, variables), is_leaf=lambda v: v is None)
+    tx = optim.adam(1e-3, tree)
+    tx.update(jax.tree.map(jnp.ones_like, variables), tx.init(variables), variables)
+  # equal-G moves every layer's output by the same predicted amount at every width: no predicted drift
+  assert calculus.predicted_drift(prs[64], prs[256]) == pytest.approx(0.0, abs=1e-9)
+  std = {n: calculus.from_inspection(calculus.inspect(Net(n).apply, Net(n).init(jax.random.key(0), x[:1]), x[:64],
+                                                      loss=_ce(y[:64])), optimizer="adam", rule="standard")
+         for n in (64, 256)}
+  # standard Adam: U = fan_in^2 E[x^2]; z-scored inputs and He init give E[x^2] = E[h^2] = 1, so
+  # S^2 = 64^2 + n^2 and the drift from 64 to 256 is -0.5 log2(17 / 2) = -1.54 octaves (0.3: the digits' and
+  # one draw's E[h^2] are not exactly 1)
+  assert calculus.predicted_drift(std[64], std[256]) == pytest.approx(-0.5 * np.log2(17 / 2), abs=0.3)
+
+
+def test_bad_input_refused_before_compute(digits):
+  x, _ = digits
+  params = mlp.init_mlp(jax.random.key(0), (64, 8, 10))
+  with pytest.raises(ValueError, match="rule"):
+    calculus.prescribe(_apply, params, x[:4], rule="mu")
+  with pytest.raises(ValueError, match="optimizer"):
+    calculus.prescribe(_apply, params, x[:4], optimizer="rmsprop")
+  with pytest.raises(ValueError, match="base"):
+    calculus.prescribe(_apply, params, x[:4], rule="mup")

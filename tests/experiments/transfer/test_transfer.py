@@ -1,0 +1,73 @@
+"""The transfer experiment: its statistics on curves with a known optimum, its grids as the issue specifies
+them, and (slow) a tiny run through its report section and transfer.json."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jscale import sweeps
+from jscale.experiments.transfer import analysis, section
+
+
+def _parabolas(vertex_steps, K=12, S=5, noise=0.0, seed=0):
+  """(W, K, S) losses: a parabola in grid steps with its vertex at `vertex_steps[w]`, plus noise."""
+  rng = np.random.default_rng(seed)
+  k = np.arange(K)
+  base = np.stack([0.1 * (k - v) ** 2 + 0.3 for v in vertex_steps])
+  return base[:, :, None] + noise * rng.standard_normal((len(vertex_steps), K, S))
+
+
+def test_refined_argmin_finds_a_parabolas_vertex_between_grid_points():
+  pos, edge = analysis.refined_argmin(_parabolas([4.3, 7.5])[:, :, 0])
+  np.testing.assert_allclose(pos, [4.3, 7.5], atol=1e-9)   # a parabola through 3 points is exact
+  assert not edge.any()
+
+
+def test_drift_and_intervals_on_shifted_curves():
+  grid = np.log2(0.25) + np.arange(12) - 6.0
+  o = analysis.optimum(_parabolas([5.0, 3.5], noise=0.01), grid)
+  # the vertex moved 1.5 grid steps (octaves) down; noise 0.01 on curvature 0.2 moves it by ~0.05
+  assert o.drift == pytest.approx(-1.5, abs=0.15)
+  assert o.drift_lo <= o.drift <= o.drift_hi
+  assert np.all(o.lo <= o.log2_lr) and np.all(o.log2_lr <= o.hi)
+
+
+def test_diverged_points_count_as_infinite_loss():
+  L = _parabolas([6.0])
+  L[0, 5, 0] = np.nan                      # one seed diverged at the best grid point's neighbour
+  o = analysis.optimum(L, np.arange(12.0))
+  assert o.log2_lr[0] != pytest.approx(5.0)   # the point with a diverged seed is not the optimum
+  assert np.isfinite(o.log2_lr[0])
+
+
+def test_edge_minimum_is_flagged():
+  o = analysis.optimum(_parabolas([-3.0]), np.arange(12.0))
+  assert o.at_edge[0] and o.log2_lr[0] == 0.0
+
+
+def test_grids_as_specified():
+  exp = sweeps.get("transfer")
+  for name in ("quick", "full"):
+    g = exp.grid(name)
+    assert g["lr_octaves"] == 12
+    assert "scripts/sweep.py" in exp.doc
+  full = exp.grid("full")
+  assert full["widths"][0] == 32 and full["widths"][-1] == 512        # 16x
+  assert len(full["seeds"]) >= 4
+  assert set(full["seeds"]).isdisjoint({0, 1})                          # dev seeds are not judged
+  assert exp.grid("gpu")["widths"][-1] == 4096
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_transfer_json(tmp_path):
+  from jscale.experiments.transfer import config, run
+  d = run.experiment(str(tmp_path / "transfer"), widths=(32, 64), models_=("mlp",), seeds=(0, 1),
+                     lr_centers=config.LR_CENTERS, lr_octaves=4, epochs=1, batch_size=128, coord_steps=2)
+  s = section.build(sweeps.load(d))
+  with open(os.path.join(d, "transfer.json")) as f:
+    out = json.load(f)
+  assert len(out["results"]) == 6 and out["widths"] == [32, 64]
+  for e in out["results"]:
+    assert len(e["optimal_lr"]) == 2 and e["predicted_drift_octaves"] is not None
+  assert "transfer" in s.title
