@@ -22,7 +22,8 @@ from jscale import checks
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
-from jscale.theory import conv_pairs, losses, pairs, predict
+from jscale.experiments.hessian.mlp_family import LOSS_ROUND
+from jscale.theory import conv_pairs, full_order, inputs, losses, pairs, predict
 from jscale.theory import hessian as hess
 from jscale.theory.predict_conv import image_input_stats, predict_lenet, weight_layers, weight_sq
 
@@ -73,20 +74,33 @@ class _Measurement(Measurement):
                                     jax.random.fold_in(self.kr, index), draws=self.round_draws,
                                     examples=self.examples, a_q=self.a_q, max_bytes=self.max_bytes)
     self.stats.append(st)
-    self.probs.append(pr)
 
   def exact(self, batch):
     vw, vb = pairs.combine(np.concatenate(self.stats), batch)
     return pairs.plain_mean(vw), pairs.plain_mean(vb)
 
-  def loss_stats(self, probs) -> predict.LossStats:
-    return predict.constant_loss_stats(self.q) if self.setup.loss == "quadratic" else predict.xent_loss_stats(probs)
+  def loss_stats(self) -> predict.LossStats:
+    if self.setup.loss == "quadratic":
+      return predict.constant_loss_stats(self.q)
+    return predict.xent_loss_stats(self._probs())
+
+  def _probs(self):
+    """Cross-entropy's softmax probabilities from a round of its own key (`mlp_family.LOSS_ROUND`): draws
+    independent of the ones the prediction is judged against."""
+    if not self.probs:
+      self.probs.append(conv_pairs.exact_round(
+          self.config, SCHEMES[self.setup.scheme], self.setup.loss, jax.random.fold_in(self.kr, LOSS_ROUND),
+          draws=self.round_draws, examples=self.examples, a_q=self.a_q, max_bytes=self.max_bytes)[1])
+    return self.probs[0]
 
   def predict(self, batch):
     wsq = weight_sq(self.config, SCHEMES[self.setup.scheme])
-    ins, ls = image_input_stats(self.config), self.loss_stats(self.probs[0])  # the first round's probabilities
+    ins = image_input_stats(self.config)
+    ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
-    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight)
+    first = full_order.pixel_stats(inputs.law_stats("normal", self.config.image[2]))
+    full = full_order.predict_points(full_order.lenet_layers(self.config), wsq, first, ls, batch)
+    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
 
 def _kernel_rows(params) -> list[int]:
@@ -218,7 +232,7 @@ def evenness(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES)
                      max_bytes=pairs.DEFAULT_MAX_BYTES)
     for i in range(-(-draws // conv_pairs.DEFAULT_ROUND)):
       m.draw_round(i)
-    ls = m.loss_stats(np.concatenate(m.probs))  # every round's probabilities
+    ls = m.loss_stats()
     wsq = weight_sq(config, SCHEMES[scheme])
     for b in batches:
       e = m.exact(b)[0]
