@@ -105,7 +105,10 @@ def pixel_stats(inputs: predict.InputStats) -> PointStats:
 def patch(st: PointStats, k: int) -> Patch:
   """Statistics of a patch of k distinct points (the 4-point terms at the mean of their pairs)."""
   S, D = k * st.s, k * st.d
-  return Patch(S, k * st.r + k * (k - 1) * st.t, k * st.p2 + k * (k - 1) * st.d ** 2, k * k * st.t,
+  # E (x_a.x_b)(x_c.x_d) over two pairs of distinct points: the cosine at its mean, the norms correlated as any
+  # two distinct points' are (they share every weight below): (d / s)^2 t, not d^2.
+  cos = st.d / st.s if st.s > 0 else 0.0
+  return Patch(S, k * st.r + k * (k - 1) * st.t, k * st.p2 + k * (k - 1) * cos * cos * st.t, k * k * st.t,
                D / S if S > 0 else 0.0)
 
 
@@ -224,7 +227,7 @@ def predict_parts(layers, weight_sq, first: PointStats, loss: predict.LossStats)
     c_off = float(bk.c_same[off].sum())
     dim = layer.taps * layer.n_in * layer.n_out
     psi_s, psi_x = float(bk.psi_same[off].sum()), float(bk.psi_two[off].sum())
-    dbar2 = (pa.kappa * pa.S) ** 2  # E (x_bp . x_b'p)(x_bq . x_b'q) over four distinct points, at its mean
+    dbar2 = pa.kappa ** 2 * pa.T  # E (x_bp . x_b'p)(x_bq . x_b'q), four distinct patches: as in `patch`
     ws.append((rho * pa.R * bk.bq + pa.P * c_off + pa.T * psi_s) / dim)
     wt.append((pa.P * float(bk.c_two.sum()) + dbar2 * psi_x) / dim)
     bs.append((rho * bk.bq + c_off + psi_s) / layer.n_out)

@@ -118,7 +118,8 @@ class _Measurement(Measurement):
 
   def exact(self, batch):
     vw, vb = pairs.combine(np.concatenate(self.stats), batch)
-    return pairs.cv_mean(vw, np.concatenate(self.cws)), pairs.cv_mean(vb, np.concatenate(self.cbs))
+    return (pairs.jackknife_cv_mean(vw, np.concatenate(self.cws)),
+            pairs.jackknife_cv_mean(vb, np.concatenate(self.cbs)))
 
   def predict(self, batch):
     if self._law_and_loss is None:
