@@ -93,13 +93,19 @@ class _Measurement(Measurement):
           draws=self.round_draws, examples=self.examples, a_q=self.a_q, max_bytes=self.max_bytes)[1])
     return self.probs[0]
 
+  def _tables(self):
+    """The output tables of `full_order.predict_wick` (cross-entropy: from the loss round's probabilities)."""
+    if self.setup.loss == "quadratic":
+      return full_order.quadratic_output_tables(self.q)
+    return full_order.output_tables(full_order.xent_factors(self._probs()))
+
   def predict(self, batch):
     wsq = weight_sq(self.config, SCHEMES[self.setup.scheme])
     ins = image_input_stats(self.config)
     ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
     first = full_order.pixel_stats(inputs.law_stats("normal", self.config.image[2]))
-    full = full_order.predict_points(full_order.lenet_layers(self.config), wsq, first, ls, batch)
+    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch)
     return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
 

@@ -128,7 +128,9 @@ class _Measurement(Measurement):
       self._law_and_loss = (inputs.law_stats(s.input_kind, s.widths[0]), ls)
     ins, ls = self._law_and_loss
     w = self.setup.widths
-    full = full_order.predict_points(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), ls, batch)
+    top = (full_order.quadratic_output_tables(self.q) if self.setup.loss == "quadratic"
+           else full_order.output_tables(full_order.xent_factors(self._probs())))
+    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), top, batch)
     return Predicted(predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=False),
                      predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=True),
                      predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full)
