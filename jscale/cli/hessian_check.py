@@ -28,7 +28,7 @@ from jscale.experiments.hessian import full_summary, records, rounds, summary
 from jscale.experiments.hessian.lenet_family import LeNetFamily
 from jscale.experiments.hessian.mlp_family import MLPFamily
 
-FAMILIES = {"mlp": MLPFamily, "lenet": LeNetFamily}
+FAMILIES = {"mlp": MLPFamily, "lenet": lambda: LeNetFamily(varied=True)}  # lenet: issue 20's varied sampling
 from jscale.experiments.hessian.settings import Figure1Settings
 
 
