@@ -1,4 +1,4 @@
-r"""One full-order prediction of the diagonal Hessian blocks for dense and strided-conv ReLU nets (`predict_points`).
+r"""One full-order prediction of the diagonal Hessian blocks for dense and strided-conv ReLU nets (`predict_wick`).
 
 A dense layer is a conv with one position, so one recursion serves both. Layer l maps patches x_{b,p} (k_l
 taps x n_l channels, one per output position p of example b; stride = kernel, so patches tile the input) to
@@ -13,29 +13,23 @@ Points. Every (example, position) at a layer is a "point"; points are functions 
 input entries through the SAME weights, so their joint law is exchangeable: one statistic per layer describes
 all pairs of distinct points, whether of one example (two positions) or of two. Per point: s = E|x|^2,
 r = E|x|^4; per pair of distinct points: d = E x.x', p2 = E (x.x')^2, t = E|x|^2|x'|^2. A patch of k distinct
-points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) d^2 (the 4-point
-term at its mean), T = k^2 t: exact at the input (independent pixels), the mean of the 4-point terms above
-it. Through a layer the MLP's Gaussian-conditional step (`predict.forward_moments`: arc-cosine kernels at the
-patch cosine kappa = D / S) gives the next point statistics.
+points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) (d/s)^2 t (the
+4-point term with the cosine at its mean), T = k^2 t: exact at the input (independent pixels). Through a layer
+the MLP's Gaussian-conditional step (`predict.forward_moments`: arc-cosine kernels) gives the next point
+statistics, with the pair cosine's spread averaged by quadrature and the mean cosine corrected for the norms'
+spread (`curvature`: `_kernel_moments`, `norm_factor`).
 
-Backward (the calculus's A3: the weights above a layer independent of its masks, Gaussian weights, Wick's
-theorem as in `predict.backward_moments`). V_{b,p} = V_{b,P} W_t^T D_{b,p} with P the parent of p one layer
-up and t its tap in P's patch. Per point (A, Bq) = (E (tr M)^2, E tr M^2), M = V^T V: the MLP recursion.
-Per ordered pair of distinct points (Ax, C) = (E tr M tr M', E tr(M M')), tabulated over the pair's positions:
-  - same tap, parents (P, P') distinct: the MLP's pair step from the parents' (Ax, C) (e = both-active count);
-  - different taps (independent weight slices): Ax = w^2 dd Ax_parents, C = w^2 e Ax_parents, where
-    Ax_parents = A of the parent when both points share it (the two paths meet there).
-Same-example pairs start at the output from nothing (one point) and are born where paths meet; pairs of two
-examples start from the loss's cross statistics and never meet. Summing the pairing {p = q, p' = q'} of the
-four-position expansion:
-    E f(b, b)  = [rho R Bq + P sum_{p != p'} C_same(p, p')] / (k n_l n_{l+1}),
-    E f(b, b') = P sum_{p, p'} C_two(p, p') / (k n_l n_{l+1}).
-For an MLP (rho = k = 1) this is `predict.predict_sq_sv` (corrected, no pair-cosine averaging), tested.
-What it leaves out, with measurements in docs/calculus.md: the two other pairings of the four positions
-({p = p', q = q'} and {p = q', p' = q}: products of backward signals of different positions meeting through
-shared weights), which dominate the low convs at batch 1024 (uncentred ReLU outputs make every patch product
-large); the spread of the pair cosine (the MLP's `pair_cosine`); the cross-entropy Hessian's correlation with
-the forward pass.
+Backward (the calculus's A3: the weights above a layer independent of its masks, Gaussian weights).
+V_{b,p} = V_{b,P} W_t^T D_{b,p} with P the parent of p one layer up and t its tap in P's patch. Wick's theorem
+on the four weight slices of E tr(V_a V_b^T V_c V_d^T) gives a closed recursion over the points of two
+examples (`backward_tables`; weight sharing: equal taps of different positions are the same slice), started
+from the loss's output factors (`output_tables`). Summed against the forward 4-point table (`forward_tables`)
+it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
+recursion (corrected, no pair-cosine averaging), tested to 1e-9 with `curvature=False`.
+What it leaves out (measurements in docs/calculus.md, "Full order"): the masks' overlaps at their means given
+the mean cosine (the MLP's `pair_cosine` law is not in it: batch-1024 MLP blocks ~9% low on the quadratic
+loss); the cross-entropy Hessian's correlation with the forward gain (a positively homogeneous net's logits
+scale with it): cross-entropy's spread over setups.
 """
 from __future__ import annotations
 
@@ -191,62 +185,6 @@ def _parents(layer: PointLayer, above: PointLayer):
   return parent, tap
 
 
-class Backward(NamedTuple):
-  """Per weight layer: the single-point (A, Bq) and the (rho x rho) pair tables (Ax, C) within one example
-  (diagonal unused) and across two examples."""
-  a: float
-  bq: float
-  ax_same: np.ndarray
-  c_same: np.ndarray
-  ax_two: np.ndarray
-  c_two: np.ndarray
-  psi_same: np.ndarray  # E tr(N_p N_q), N = V V^T (O x O): the pairing {p = p', q = q'} within one example
-  psi_two: np.ndarray   # E tr(V_bp V_b'p^T V_b'q V_bq^T): the same pairing across two examples
-
-
-def backward_points(layers, weight_sq, patches, loss: predict.LossStats) -> list:
-  """`Backward` of every weight layer, from the output down (module docstring)."""
-  L = len(layers)
-  out = [None] * L
-  z = np.zeros((1, 1))
-  out[L - 1] = Backward(loss.trace_sq, loss.tr_sq, z, z, np.full((1, 1), loss.trace_cross),
-                        np.full((1, 1), loss.tr_cross), z, z)
-  for l in range(L - 2, -1, -1):
-    up, w, n = out[l + 1], weight_sq[l + 1], layers[l].n_out
-    # The masks D_l of y_l = x_l W_l follow the cosine of layer l's patches.
-    theta = math.acos(min(1.0, max(-1.0, patches[l].kappa)))
-    var = predict._pair_var(patches[l].P, patches[l].T, patches[l].kappa)
-    pr = (math.pi - theta) / (2 * math.pi)
-    psq = pr * pr + var / (2 * math.pi * max(math.sin(theta), 1e-12)) ** 2
-    h = n * 0.5
-    h2 = h * 0.5 + h * h
-    e, e2, dd = n * pr, n * pr + n * (n - 1) * psq, n * pr + n * (n - 1) / 4
-    w2 = w * w
-    a, bq = w2 * (h2 * up.a + 2 * h * up.bq), w2 * (h * up.a + (h + h2) * up.bq)
-    par, tap = _parents(layers[l], layers[l + 1])
-    same_tap = tap[:, None] == tap[None, :]
-    same_par = par[:, None] == par[None, :]
-
-    def step(ax_up, c_up, meet_a):
-      axp, cp = ax_up[par[:, None], par[None, :]], c_up[par[:, None], par[None, :]]
-      if meet_a is not None:  # two positions of one example under one parent: their paths meet there
-        axp = np.where(same_par, meet_a, axp)
-      ax_t, c_t = w2 * (dd * axp + 2 * e * cp), w2 * (e * axp + (e + e2) * cp)
-      return np.where(same_tap, ax_t, w2 * dd * axp), np.where(same_tap, c_t, w2 * e * axp)
-
-    ax_s, c_s = step(up.ax_same, up.c_same, up.a)
-    ax_x, c_x = step(up.ax_two, up.c_two, None)
-    # {p = p', q = q'}: E[W_t^T D W_t] = w |D| I for each slice (the leading Wick term; the crossing term of a
-    # shared tap is O(1/n) and left out). Where the parents coincide the pair is one point: tr(N_P^2) = Bq_P,
-    # and across examples tr(M_bP M_b'P) = C_two(P, P).
-    pp = (par[:, None], par[None, :])
-    psi_s = w2 * dd * np.where(same_par, up.bq, up.psi_same[pp])
-    diag_two = np.diag(up.c_two)
-    psi_x = w2 * e * e * np.where(same_par, diag_two[par][:, None], up.psi_two[pp])
-    out[l] = Backward(a, bq, ax_s, c_s, ax_x, c_x, psi_s, psi_x)
-  return out
-
-
 def _check(layers, weight_sq, batch_size):
   if len(weight_sq) != len(layers):
     raise ValueError(f"weight_sq has {len(weight_sq)} entries for {len(layers)} weight layers")
@@ -261,36 +199,6 @@ class Parts(NamedTuple):
   weight_two: np.ndarray
   bias_same: np.ndarray
   bias_two: np.ndarray
-
-
-def predict_parts(layers, weight_sq, first: PointStats, loss: predict.LossStats, curvature: bool = True) -> Parts:
-  """E f(b, b) and E f(b, b') of every layer's kernel and bias block (module docstring)."""
-  patches = forward_patches(layers, weight_sq, first, curvature)
-  back = backward_points(layers, weight_sq, patches, loss)
-  ws, wt, bs, bt = [], [], [], []
-  for layer, pa, bk in zip(layers, patches, back):
-    rho = layer.grid[0] * layer.grid[1]
-    off = ~np.eye(rho, dtype=bool)
-    c_off = float(bk.c_same[off].sum())
-    dim = layer.taps * layer.n_in * layer.n_out
-    psi_s, psi_x = float(bk.psi_same[off].sum()), float(bk.psi_two[off].sum())
-    dbar2 = pa.ratio ** 2 * pa.T  # E (x_bp . x_b'p)(x_bq . x_b'q), four distinct patches: as in `patch`
-    ws.append((rho * pa.R * bk.bq + pa.P * c_off + pa.T * psi_s) / dim)
-    wt.append((pa.P * float(bk.c_two.sum()) + dbar2 * psi_x) / dim)
-    bs.append((rho * bk.bq + c_off + psi_s) / layer.n_out)
-    bt.append((float(bk.c_two.sum()) + psi_x) / layer.n_out)
-  return Parts(*(np.array(v) for v in (ws, wt, bs, bt)))
-
-
-def predict_points(layers, weight_sq, first: PointStats, loss: predict.LossStats,
-                   batch_size: int = 1, curvature: bool = True) -> predict.BlockPrediction:
-  """The full-order prediction of every weight layer's block average squared singular value at minibatch
-  `batch_size`: E f(b, b) / B + (1 - 1/B) E f(b, b')."""
-  _check(layers, weight_sq, batch_size)
-  pt = predict_parts(layers, weight_sq, first, loss, curvature)
-  inv = 1.0 / batch_size
-  return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
-                                 pt.bias_same * inv + (1 - inv) * pt.bias_two)
 
 
 # ---------------------------------------------------------------------------------------------------
