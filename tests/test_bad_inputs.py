@@ -401,9 +401,11 @@ def test_calculus_script_refuses(cls, argv, needles, capsys):
   assert_one_error_line(code, err, *needles)
 
 
-def test_hessian_check_script_refuses(capsys):
-  code, err = run_script(capsys, "hessian_check", ["--setups", "0"])
-  assert_one_error_line(code, err, "--setups")
+@pytest.mark.parametrize("argv,needle", [(["--setups", "0"], "--setups"), (["--family", "cnn"], "--family"),
+                                         (["--seed", "-1"], "--seed"), (["--family", "lenet", "--batch", "1"], "--batch")])
+def test_hessian_check_script_refuses(argv, needle, capsys):
+  code, err = run_script(capsys, "hessian_check", argv)
+  assert_one_error_line(code, err, needle)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Figure 1 summary: predicted / exact average squared singular value of the diagonal Hessian blocks.
 
-  python scripts/hessian_check.py --setups 100 --json
-  python scripts/hessian_check.py --setups 100 --json --save runs/hessian-check/fig1_records.json
+  python scripts/hessian_check.py --family mlp --setups 40 --seed 1 --json
+  python scripts/hessian_check.py --family lenet --setups 40 --seed 1 --json --save runs/hessian-check/lenet.json
 
-prints {"batch_sizes": {"1": {"median", "p5", "p95", "median_corrected", ...}, "1024": {...}}}: r is the
+--json prints {"family", "seed", "batch_sizes": {"1": {...}, "1024": {...}}}, each batch entry the full-order
+prediction's (`jscale.theory.full_order`) "median", "p5", "p95", noise-removed "median_nr", "p5_nr", "p95_nr",
+"by_loss" (the same per loss), "blocks", "tautological_blocks" (left out: exact equals prediction by
+construction) and the paper's leading-order form under "leading" (`full_summary.full_order_summary`).
+--save writes that, the older summary (`summary.ratio_summary`: "median" the batch-1 model s(1) / B,
+"median_corrected" the MLP recursion with cross-example terms ...) and the per-setup records. In these: r is the
 prediction over the exact value (the expectation over draws, `jscale.theory.pairs`: same-example and
 two-example terms of the Gauss-Newton form, with control variates), pooled over every weight block of
 every sampled setup; batch 1 comes from the same draws. "median" is the batch-1 model (s(1) / B),
@@ -20,13 +25,17 @@ import time
 
 from jscale import checks
 from jscale.cli import paths
-from jscale.experiments.hessian import records, rounds, summary
+from jscale.experiments.hessian import full_summary, records, rounds, summary
+from jscale.experiments.hessian.lenet_family import LeNetFamily
 from jscale.experiments.hessian.mlp_family import MLPFamily
 from jscale.experiments.hessian.settings import Figure1Settings
+
+FAMILIES = {"mlp": MLPFamily, "lenet": lambda: LeNetFamily(varied=True)}  # lenet: issue 20's varied sampling
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--family", default="mlp", help="mlp or lenet")
   ap.add_argument("--setups", type=int, default=100)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--batch", type=int, default=1024, help="minibatch size (batch 1 comes from the same draws)")
@@ -41,7 +50,9 @@ def main(argv=None):
   ap.add_argument("--no-progress", action="store_true", help="no progress bar")
   ap.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
   args = ap.parse_args(argv)
+  checks.one_of(args.family, "--family", tuple(FAMILIES))
   checks.positive_int(args.setups, "--setups")
+  checks.int_at_least(args.seed, "--seed", 0)
   checks.int_at_least(args.batch, "--batch", 2)
   checks.int_at_least(args.draws, "--draws", 3)
   checks.int_at_least(args.examples, "--examples", 2)
@@ -50,17 +61,19 @@ def main(argv=None):
   if args.save:
     paths.out_file(args.save, "--save")
   t0 = time.time()
-  family = MLPFamily()
+  family = FAMILIES[args.family]()
 
   def save(recs):
-    out = summary.ratio_summary(recs, args.target_rel_se or 0.05)
-    out["config"] = {"setups": len(recs) // 2, "seed": args.seed, "batch": args.batch, "draws": args.draws,
-                     "examples": args.examples, "target_rel_se": args.target_rel_se,
-                     "max_draws": args.max_draws, "seconds": round(time.time() - t0, 1)}
+    out = full_summary.full_order_summary(family, args.seed, recs, args.family)
+    old = summary.ratio_summary(recs, args.target_rel_se or 0.05)
+    config = {"family": args.family, "setups": len(recs) // 2, "seed": args.seed, "batch": args.batch,
+              "draws": args.draws, "examples": args.examples, "target_rel_se": args.target_rel_se,
+              "max_draws": args.max_draws, "seconds": round(time.time() - t0, 1)}
     if args.save:
       os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
       with open(args.save + ".tmp", "w") as f:
-        json.dump({"summary": out, "records": records.records_json(family, recs)}, f, indent=1)
+        json.dump({"full_order": out, "summary": old, "config": config,
+                   "records": records.records_json(family, recs)}, f, indent=1)
       os.replace(args.save + ".tmp", args.save)
     return out
 

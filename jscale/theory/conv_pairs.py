@@ -21,7 +21,7 @@ import numpy as np
 
 from jscale import initializers
 from jscale.models import lenet as lenet_lib
-from jscale.theory import hessian, pairs, predict_conv
+from jscale.theory import hessian, inputs, pairs, predict_conv
 
 DEFAULT_ROUND = 32  # draws per round: a 2-core CPU's sweet spot on the LeNets of Figure 1
 NORMAL_INITIALIZERS = ("he_normal", "glorot_normal", "geometric", "lecun_normal")
@@ -158,6 +158,7 @@ class _Layers(NamedTuple):
   widths_out: jax.Array
   entries: jax.Array
   xent: jax.Array
+  uniform: jax.Array = 0.0  # 0/1 flag: 1 draws U[0, 1] pixels (`inputs.KINDS` "uniform01") instead of N(0, 1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -177,7 +178,8 @@ def _round(padded, examples, layers: _Layers, a_q, keys):
       m = masks[name].reshape((1,) * (len(shape) - 2) + masks[name].shape)
       params[name] = {"kernel": layers.stds[l] * m * jax.random.normal(k, shape, jnp.float32),
                       "bias": jnp.zeros(shape[-1], jnp.float32)}
-    x = jax.random.normal(kx, (examples,) + tuple(padded.image), jnp.float32)
+    shape = (examples,) + tuple(padded.image)
+    x = jnp.where(layers.uniform > 0, jax.random.uniform(kx, shape, jnp.float32), jax.random.normal(kx, shape, jnp.float32))
     out = lenet_lib.apply_lenet(params, x)
     f = lenet_pair_stats(params, x, layers.xent, a_q, dims)  # (L, 2, E, E)
     dm = jnp.einsum("lkef,ef->lk", f, jnp.eye(examples)) / examples
@@ -192,6 +194,7 @@ def label(config: lenet_lib.LeNetConfig) -> str:
 
 
 def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: int, examples: int, a_q,
+                input_kind: str = "normal",
                 max_bytes: int = pairs.DEFAULT_MAX_BYTES, pad: bool = True):
   """One round: `draws` draws of (weights by the normal initializer `init`, `examples` N(0, 1) images) for the
   loss `loss`; stats (R, L, 4) float64 and probs, computed in the padded shape (`padded_config`; `pad=False`:
@@ -209,6 +212,7 @@ def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: i
   w_in[len(config.channels)] = config.channels[-1]  # dense0's rows are (position, channel): mask by channel
   layers = _Layers(stds, jnp.asarray(w_in, jnp.float32), jnp.asarray([s[-1] for s in shapes], jnp.float32),
                    jnp.asarray([float(np.prod(s)) for s in shapes], jnp.float32),
-                   jnp.asarray(float(loss == "xent"), jnp.float32))
+                   jnp.asarray(float(loss == "xent"), jnp.float32),
+                   jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32))
   st, probs = _round(padded, int(examples), layers, a_q, jax.random.split(key, draws))
   return np.asarray(st, np.float64), np.asarray(probs, np.float64)

@@ -22,6 +22,7 @@ class Predicted(NamedTuple):
   batch1: predict.BlockPrediction     # the batch-1 model applied to a minibatch, s(1) / B
   corrected: predict.BlockPrediction  # with the cross-example terms
   leading_w: np.ndarray               # the paper's leading-order form of the weight blocks (/ B)
+  full: predict.BlockPrediction | None = None  # the full-order prediction (`jscale.theory.full_order`)
 
 
 class Measurement(abc.ABC):
@@ -106,6 +107,11 @@ class Family(abc.ABC):
   @abc.abstractmethod
   def layer_names(self, setup) -> list[str]:
     """The setup's weight layers, in order."""
+
+  def tautological(self, setup, batch: int) -> np.ndarray:
+    """Per weight layer: True where the exact side equals the full-order prediction by construction (a
+    control variate whose known mean is the prediction), so that the pooled ratios leave it out."""
+    return np.zeros(len(self.layer_names(setup)), bool)
 
   # Figure 2
   fig2_net: Any  # the fixed network of the heat maps

@@ -41,10 +41,12 @@ def ratio_histograms(by_model: Mapping[str, Sequence[Mapping]], path) -> str:
       continue
     ratio = lambda key: np.log10(np.concatenate([np.array(r[key]) / np.array(r["exact_w"]) for r in rs]))
     if b == 1:
-      ax.hist(ratio("corrected_w"), bins, alpha=0.8, label="prediction (batch 1)")
+      ax.hist(ratio("leading_w"), bins, alpha=0.5, label="leading order (the paper's form)")
     else:
-      ax.hist(ratio("batch1_w"), bins, alpha=0.6, label="batch-1 model, s(1)/B")
-      ax.hist(ratio("corrected_w"), bins, alpha=0.6, label="with cross-example terms")
+      ax.hist(ratio("batch1_w"), bins, alpha=0.5, label="batch-1 model, s(1)/B")
+      ax.hist(ratio("corrected_w"), bins, alpha=0.5, label="previous prediction, with cross-example terms")
+    if all(r.get("full_w") is not None for r in rs):
+      ax.hist(ratio("full_w"), bins, alpha=0.7, label="full order (jscale.theory.full_order)")
     ax.axvline(0, color="k", lw=0.8)
     ax.set_title(f"{model + ', ' if model else ''}batch {b}: {len(rs)} setups, "
                  f"{sum(len(r['exact_w']) for r in rs)} weight blocks")

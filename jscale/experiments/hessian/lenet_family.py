@@ -22,7 +22,8 @@ from jscale import checks
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
-from jscale.theory import conv_pairs, losses, pairs, predict
+from jscale.experiments.hessian.mlp_family import LOSS_ROUND
+from jscale.theory import conv_pairs, full_order, inputs, losses, pairs, predict
 from jscale.theory import hessian as hess
 from jscale.theory.predict_conv import image_input_stats, predict_lenet, weight_layers, weight_sq
 
@@ -38,15 +39,20 @@ class LeNetSetup(NamedTuple):
   scheme: str       # a key of initializers.SCHEMES
   loss: str         # a losses.KINDS entry
   seed: int
+  kernels: tuple = KERNELS     # conv kernels = strides
+  image: tuple = IMAGE         # (height, width, channels)
+  input_kind: str = "normal"   # an inputs.KINDS entry
 
   def config(self) -> lenet_lib.LeNetConfig:
-    return lenet_lib.LeNetConfig(IMAGE, tuple(self.channels), KERNELS, tuple(self.hidden), N_OUT).check()
+    return lenet_lib.LeNetConfig(tuple(self.image), tuple(self.channels), tuple(tuple(k) for k in self.kernels),
+                                 tuple(self.hidden), N_OUT).check()
 
 
 def check_setup(s: LeNetSetup) -> LeNetSetup:
   s.config()
   checks.one_of(s.scheme, "scheme", SCHEMES)
   losses.check_kind(s.loss)
+  inputs.check_kind(s.input_kind)
   return s
 
 
@@ -71,22 +77,44 @@ class _Measurement(Measurement):
   def draw_round(self, index):
     st, pr = conv_pairs.exact_round(self.config, SCHEMES[self.setup.scheme], self.setup.loss,
                                     jax.random.fold_in(self.kr, index), draws=self.round_draws,
-                                    examples=self.examples, a_q=self.a_q, max_bytes=self.max_bytes)
+                                    examples=self.examples, a_q=self.a_q, input_kind=self.setup.input_kind,
+                                    max_bytes=self.max_bytes)
     self.stats.append(st)
-    self.probs.append(pr)
 
   def exact(self, batch):
     vw, vb = pairs.combine(np.concatenate(self.stats), batch)
     return pairs.plain_mean(vw), pairs.plain_mean(vb)
 
-  def loss_stats(self, probs) -> predict.LossStats:
-    return predict.constant_loss_stats(self.q) if self.setup.loss == "quadratic" else predict.xent_loss_stats(probs)
+  def loss_stats(self) -> predict.LossStats:
+    if self.setup.loss == "quadratic":
+      return predict.constant_loss_stats(self.q)
+    return predict.xent_loss_stats(self._probs())
+
+  def _probs(self):
+    """Cross-entropy's softmax probabilities from a round of its own key (`mlp_family.LOSS_ROUND`): draws
+    independent of the ones the prediction is judged against."""
+    if not self.probs:
+      self.probs.append(conv_pairs.exact_round(
+          self.config, SCHEMES[self.setup.scheme], self.setup.loss, jax.random.fold_in(self.kr, LOSS_ROUND),
+          draws=self.round_draws, examples=self.examples, a_q=self.a_q, input_kind=self.setup.input_kind,
+          max_bytes=self.max_bytes)[1])
+    return self.probs[0]
+
+  def _tables(self):
+    """The output tables of `full_order.predict_wick` (cross-entropy: from the loss round's probabilities)."""
+    if self.setup.loss == "quadratic":
+      return full_order.quadratic_output_tables(self.q)
+    return full_order.output_tables(full_order.xent_factors(self._probs()))
 
   def predict(self, batch):
     wsq = weight_sq(self.config, SCHEMES[self.setup.scheme])
-    ins, ls = image_input_stats(self.config), self.loss_stats(self.probs[0])  # the first round's probabilities
+    h, w, c = self.config.image
+    ins = inputs.law_stats(self.setup.input_kind, h * w * c)  # the whole image (the leading order's input)
+    ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
-    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight)
+    first = full_order.pixel_stats(inputs.law_stats(self.setup.input_kind, c))  # one pixel (full order's points)
+    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch)
+    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
 
 def _kernel_rows(params) -> list[int]:
@@ -147,15 +175,22 @@ class LeNetFamily(Family):
   channels: tuple = (4, 16)
   hidden: tuple = (16, 128)
   loss_kinds: tuple = losses.KINDS
+  varied: bool = False  # True: the issue-20 sampling (`sample_varied`) instead of the fixed 8x8 two-conv shape
 
   name: ClassVar[str] = "LeNet"
   prefix: ClassVar[str] = "lenet_"
   setup_dir: ClassVar[str] = "lenet_setups"
   control_variates: ClassVar[bool] = False
-  per_layer: ClassVar[bool] = True
   fig2_net: ClassVar[lenet_lib.LeNetConfig] = FIG2_CONFIG
 
+  @property
+  def per_layer(self) -> bool:
+    """The fixed shape's setups share their layers; the varied ones do not."""
+    return not self.varied
+
   def sample_setups(self, num, seed):
+    if self.varied:
+      return sample_varied(num, seed, self.loss_kinds)
     checks.positive_int(num, "num")
     rng = np.random.default_rng(seed + 7919)  # not the MLP setups' stream
     draw = lambda lo, hi, n: tuple(int(min(max(v, lo), hi)) for v in
@@ -175,13 +210,19 @@ class LeNetFamily(Family):
   def setup_json(self, setup):
     return {"model": "lenet", "channels": list(setup.channels), "hidden": list(setup.hidden),
             "widths": list(setup.channels) + list(setup.hidden), "layers": self.layer_names(setup),
-            "scheme": setup.scheme, "loss": setup.loss, "input": "normal", "seed": setup.seed}
+            "scheme": setup.scheme, "loss": setup.loss, "input": setup.input_kind, "seed": setup.seed,
+            "kernels": [list(k) for k in setup.kernels], "image": list(setup.image)}
 
   def setup_from_json(self, d):
-    return LeNetSetup(tuple(d["channels"]), tuple(d["hidden"]), d["scheme"], d["loss"], int(d["seed"]))
+    return LeNetSetup(tuple(d["channels"]), tuple(d["hidden"]), d["scheme"], d["loss"], int(d["seed"]),
+                      tuple(tuple(k) for k in d.get("kernels", KERNELS)), tuple(d.get("image", IMAGE)),
+                      d.get("input", "normal"))
 
   def resume_fields(self):
-    return {"channels": self.channels, "hidden": self.hidden}
+    out = {"channels": self.channels, "hidden": self.hidden}
+    if self.varied:
+      out["varied"] = True
+    return out
 
   def layer_names(self, setup):
     return weight_layers(setup.config())
@@ -203,6 +244,36 @@ class LeNetFamily(Family):
     return evenness(self.fig2_net, batches=batches, draws=draws, seed=seed, examples=examples)
 
 
+VARIED_CHANNELS = (4, 32)
+VARIED_HIDDEN = (16, 128)
+
+
+def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS) -> list:
+  """Issue 20's LeNet family: 1-3 strided convs with square kernels = strides 2-4, channels 4-32 and dense
+  hidden widths 16-128 (log-uniform), 0-2 hidden dense layers (1-3 dense layers with the output), the four
+  schemes, both losses, N(0, 1) or U[0, 1] one-channel pixels. The image side is the product of the kernels
+  times m, with the first conv's positions (side / k_0)^2 <= 16 (the full-order tables are (2 rho)^4)."""
+  checks.positive_int(num, "num")
+  rng = np.random.default_rng(seed + 104729)  # neither the MLP's nor the fixed LeNet's stream
+  logu = lambda lo, hi: int(min(max(np.exp(rng.uniform(math.log(lo), math.log(hi + 1))), lo), hi))
+  out = []
+  for _ in range(num):
+    while True:
+      convs = int(rng.integers(1, 4))
+      ks = [int(rng.integers(2, 5)) for _ in range(convs)]
+      above = int(np.prod(ks[1:]))
+      ms = [m for m in (1, 2, 3, 4) if above * m <= 4 and above * m >= 2]
+      if ms:
+        break
+    side = int(np.prod(ks)) * int(rng.choice(ms))
+    out.append(LeNetSetup(tuple(logu(*VARIED_CHANNELS) for _ in ks),
+                          tuple(logu(*VARIED_HIDDEN) for _ in range(int(rng.integers(0, 3)))),
+                          str(rng.choice(list(SCHEMES))), str(rng.choice(list(loss_kinds))),
+                          int(rng.integers(2 ** 31 - 1)), tuple((k, k) for k in ks), (side, side, 1),
+                          str(rng.choice(list(inputs.KINDS)))))
+  return out
+
+
 def evenness(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES), *, batches=(1, 1024),
              draws: int = 64, seed: int = 0, loss: str = "quadratic", examples: int = pairs.DEFAULT_EXAMPLES) -> dict:
   """Per scheme and batch size: the expected diagonal kernel blocks (pairs of examples, `draws` draws rounded up
@@ -218,7 +289,7 @@ def evenness(config: lenet_lib.LeNetConfig = FIG2_CONFIG, schemes=tuple(SCHEMES)
                      max_bytes=pairs.DEFAULT_MAX_BYTES)
     for i in range(-(-draws // conv_pairs.DEFAULT_ROUND)):
       m.draw_round(i)
-    ls = m.loss_stats(np.concatenate(m.probs))  # every round's probabilities
+    ls = m.loss_stats()
     wsq = weight_sq(config, SCHEMES[scheme])
     for b in batches:
       e = m.exact(b)[0]

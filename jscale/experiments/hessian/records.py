@@ -33,6 +33,8 @@ class Record(NamedTuple):
   exact_w_se_plain: np.ndarray | None = None  # (L,) standard error of the plain mean (no control variate)
   draws: int = 0            # draws of (weights, examples) averaged
   examples: int = 0         # examples per draw
+  full_w: np.ndarray | None = None  # (L,) the full-order prediction (`jscale.theory.full_order`)
+  full_b: np.ndarray | None = None
 
   @property
   def rel_se(self) -> np.ndarray:
@@ -48,7 +50,8 @@ def records_json(family: Family, recs: Sequence[Record]) -> list[dict]:
     d = {**family.setup_json(r.setup), "batch": r.batch, "exact_w": r.exact_w.tolist(),
          "exact_w_se": r.exact_w_se.tolist(), "batch1_w": r.batch1_w.tolist(), "corrected_w": r.corrected_w.tolist(),
          "leading_w": r.leading_w.tolist(), "exact_b": r.exact_b.tolist(), "corrected_b": r.corrected_b.tolist(),
-         "batch1_b": r.batch1_b.tolist(), "exact_b_se": opt(r.exact_b_se)}
+         "batch1_b": r.batch1_b.tolist(), "exact_b_se": opt(r.exact_b_se), "full_w": opt(r.full_w),
+         "full_b": opt(r.full_b)}
     if family.control_variates:
       d["exact_w_se_plain"] = opt(r.exact_w_se_plain)
     d.update(exact_w_rel_se_max=float(np.max(r.rel_se)), draws=r.draws, examples=r.examples, seconds=r.seconds)
@@ -65,7 +68,8 @@ def record_from_json(family: Family, d: Mapping) -> Record:
                 batch1_b=arr("batch1_b"), leading_w=arr("leading_w"), exact_w_se=arr("exact_w_se"),
                 seconds=float(d["seconds"]), exact_b_se=arr("exact_b_se"),
                 exact_w_se_plain=arr("exact_w_se_plain" if family.control_variates else "exact_w_se"),
-                draws=int(d.get("draws", 0)), examples=int(d.get("examples", 0)))
+                draws=int(d.get("draws", 0)), examples=int(d.get("examples", 0)), full_w=arr("full_w"),
+                full_b=arr("full_b"))
 
 
 def setup_path(exp_dir: str, family: Family, i: int) -> str:

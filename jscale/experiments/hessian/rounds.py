@@ -50,7 +50,8 @@ def measure_setup(family: Family, setup, fig1: Figure1Settings, on_round: Callab
     recs.append(Record(setup=setup, batch=b, exact_w=ew.mean, exact_b=eb.mean, batch1_w=p.batch1.weight,
                        corrected_w=p.corrected.weight, corrected_b=p.corrected.bias, batch1_b=p.batch1.bias,
                        leading_w=p.leading_w, exact_w_se=ew.stderr, seconds=time.time() - t0, exact_b_se=eb.stderr,
-                       exact_w_se_plain=ew.raw_stderr, draws=n, examples=fig1.examples))
+                       exact_w_se_plain=ew.raw_stderr, draws=n, examples=fig1.examples,
+                       full_w=None if p.full is None else p.full.weight, full_b=None if p.full is None else p.full.bias))
   return recs[0], recs[1]
 
 

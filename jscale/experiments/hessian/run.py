@@ -14,6 +14,7 @@ import time
 from typing import NamedTuple
 
 from jscale.experiments.hessian import figures, heatmaps, records, rounds
+from jscale.experiments.hessian.full_summary import full_order_summary
 from jscale.experiments.hessian.settings import FamilyRun, HessianSettings
 from jscale.experiments.hessian.summary import layer_summary, ratio_summary
 from jscale.sweeps import store
@@ -28,6 +29,7 @@ METRICS = ("median", "p5", "p95", "median_corrected", "p5_corrected", "p95_corre
 class FamilyResult(NamedTuple):
   records: list           # `records.records_json` of every setup
   summary: dict           # `summary.ratio_summary`
+  full_order: dict        # `full_summary.full_order_summary`
   layers: dict | None     # `summary.layer_summary`, for families whose setups share their layers
   resumed: int            # setups read back from a killed run's files
   fig1_seconds: float
@@ -47,10 +49,12 @@ def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyRe
                         on_record=lambda i, r1, rb: records.write_setup(exp_dir, fam, i, settings, (r1, rb)))
   fig1_seconds = time.perf_counter() - t0
   summary = ratio_summary(recs, fig1.summary_target)
+  full = full_order_summary(fam, fig1.seed, recs)
   layers = layer_summary(fam, recs) if fam.per_layer else None
   rec_json = records.records_json(fam, recs)
   store.write_json(os.path.join(exp_dir, f"{fam.prefix}fig1_records.json"),
-                   {"summary": summary, **({} if layers is None else {"layers": layers}), "records": rec_json})
+                   {"summary": summary, "full_order": full, **({} if layers is None else {"layers": layers}),
+                    "records": rec_json})
   maps, even = {}, None
   if fig2.draws:
     maps = heatmaps.figure2(fam, fig2, seed=fig1.seed, progress=progress)
@@ -61,7 +65,7 @@ def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyRe
                       **({} if even is None else {"evenness": even})})
     figures.block_heatmaps(maps, fam.net_layers(fam.fig2_net), os.path.join(exp_dir, f"{fam.prefix}fig2_heatmaps.png"),
                            title=fam.heatmap_title(fam.fig2_net))
-  return FamilyResult(rec_json, summary, layers, len(done), fig1_seconds, maps, even)
+  return FamilyResult(rec_json, summary, full, layers, len(done), fig1_seconds, maps, even)
 
 
 def _diag_max_over_min(maps: dict) -> dict:
@@ -70,7 +74,8 @@ def _diag_max_over_min(maps: dict) -> dict:
 
 def _lenet_entries(part: FamilyRun, res: FamilyResult, seconds: float) -> dict:
   """The LeNet's summaries as config.json's `lenet_*` entries."""
-  out = {"lenet_summary": res.summary, "lenet_layers": res.layers, "lenet_resumed_setups": res.resumed}
+  out = {"lenet_summary": res.summary, "lenet_full_order": res.full_order, "lenet_layers": res.layers,
+         "lenet_resumed_setups": res.resumed}
   if res.fig2:
     net = part.family.fig2_net
     out["lenet_fig2_config"] = {"channels": list(net.channels), "hidden": list(net.hidden)}
@@ -110,4 +115,4 @@ def run(exp_dir, *, progress: bool = True, **settings):
       compiled_programs=pairs.compiled_programs() - compiled0, fig2_widths=list(s.mlp.family.fig2_net.widths),
       fig2_diag_max_over_min=_diag_max_over_min(mlp.fig2), lenet_setups=lenet1.setups, lenet_draws=lenet1.draws,
       lenet_max_draws=lenet1.max_draws, lenet_examples=lenet1.examples, lenet_channels=list(s.lenet.family.channels),
-      lenet_hidden=list(s.lenet.family.hidden), **lenet)
+      lenet_hidden=list(s.lenet.family.hidden), full_order=mlp.full_order, **lenet)

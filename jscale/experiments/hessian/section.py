@@ -37,6 +37,22 @@ def _per_setup_table(r: Results) -> Table | None:
                "weight blocks, and its median predicted / exact (r) over layers")
 
 
+def _full_order_table(full: dict, family: str) -> Table:
+  """The full-order prediction's pooled summary (`full_summary.full_order_summary`), per batch size and loss."""
+  rows = []
+  cell = lambda e: (f"{fmt(e['median'])} [{fmt(e['p5'])}, {fmt(e['p95'])}]",
+                    f"{fmt(e['median_nr'])} [{fmt(e['p5_nr'])}, {fmt(e['p95_nr'])}]")
+  for b, e in sorted(full["batch_sizes"].items(), key=lambda kv: int(kv[0])):
+    for loss, v in [("all", e)] + sorted(e["by_loss"].items()):
+      rows.append([b, loss, *cell(v), v["blocks"], e["tautological_blocks"] if loss == "all" else "",
+                   fmt(e["leading"]["median"]) if loss == "all" else fmt(e["leading"]["by_loss"][loss]["median"])])
+  return Table(["batch", "loss", "full order: median r [p5, p95]", "noise removed", "blocks", "tautological (left out)",
+                "leading order: median r"], rows,
+               f"{family}: the full-order prediction (`jscale.theory.full_order.predict_wick`, every Wick pairing of "
+               f"positions and examples) against the exact blocks, seed {full['seed']}; the leading order is the "
+               "paper's batch-1 form (divided by B)")
+
+
 def build(r: Results) -> Section:
   """Figures 1-2 of the Hessian check. Written by the `hessian` experiment (axis batch; JSON records)."""
   cfg = r.config
@@ -75,6 +91,8 @@ def build(r: Results) -> Section:
                           "largest rel. SE"],
                          [[b, f"{fmt(within[i])} of {cfg['setups']}", fmt(rse[i]), fmt(rse_max[i])]
                           for i, b in enumerate(batches)], "The exact side's measurement error"))
+  if cfg.get("full_order"):
+    s.parts.append(_full_order_table(cfg["full_order"], "MLP"))
   s.parts.append(Figure(os.path.join(r.path, "fig1_ratio_hist.png"),
                         "Figure 1: log10(predicted / exact) per weight block, per batch size."))
   table = _per_setup_table(r)
@@ -121,14 +139,18 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
       "form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus the cross-example "
       "term), derived in `jscale.theory.predict_conv`; it drops terms of order n_L / n_{l+1} and 1 / n "
       "(10 outputs against a few channels) and, for the cross-example term, the pairings of different positions, "
-      "which dominate the first conv at large batch (its patches of independent inputs are uncorrelated).")
+      "which dominate the first conv at large batch (its patches of independent inputs are uncorrelated). "
+      "The full-order prediction (`jscale.theory.full_order`: a dense layer is a conv with one position; every "
+      "pairing of positions and examples, the pair cosine's spread, docs/calculus.md) keeps all of these; "
+      "cross-entropy's loss statistics come from draws of their own, never the judged ones.")
   layers = data["layers"]
   rows = []
   for b in sorted(layers, key=int):
     for name, v in layers[b].items():
-      rows.append([b, name, f"{fmt(v['median'])} [{fmt(v['p5'])}, {fmt(v['p95'])}]", fmt(v["median_batch1"]),
+      full = (f"{fmt(v['median_full'])} [{fmt(v['p5_full'])}, {fmt(v['p95_full'])}]" if "median_full" in v else "-")
+      rows.append([b, name, full, f"{fmt(v['median'])} [{fmt(v['p5'])}, {fmt(v['p95'])}]", fmt(v["median_batch1"]),
                    f"{fmt(v['median_rel_se'])} / {fmt(v['max_rel_se'])}", v["setups"]])
-  s.parts.append(Table(["batch", "layer", "predicted / exact: median [p5, p95] over setups",
+  s.parts.append(Table(["batch", "layer", "full order: median [p5, p95]", "leading order + cross term: median [p5, p95]",
                         "batch-1 model s(1)/B: median", "exact rel. SE: median / max", "setups"], rows,
                        "LeNet, per weight layer: predicted / exact average squared singular value of the diagonal "
                        "kernel block"))
@@ -139,7 +161,9 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
            f"(CI {fmt(_ci(e)[0])}-{fmt(_ci(e)[1])})",
         f"{fmt(e.get('median_corrected_nr'))} [{fmt(e.get('p5_corrected_nr'))}, {fmt(e.get('p95_corrected_nr'))}]",
         e["blocks"]] for b, e in sorted(summ.items(), key=lambda kv: int(kv[0]))],
-      "LeNet, all weight blocks pooled (beside the MLP summary above)"))
+      "LeNet, all weight blocks pooled (beside the MLP summary above), the leading-order prediction"))
+  if cfg.get("lenet_full_order"):
+    s.parts.append(_full_order_table(cfg["lenet_full_order"], "LeNet"))
   even = cfg.get("lenet_evenness") or {}
   if even:
     conf = cfg.get("lenet_fig2_config", {})

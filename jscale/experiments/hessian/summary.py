@@ -98,17 +98,21 @@ def ratio_summary(recs: Sequence[Record], target_rel_se: float = DEFAULT_TARGET)
 
 def layer_summary(family: Family, recs: Sequence[Record]) -> dict:
   """Per batch size and weight layer (conv0, conv1, dense0, ...): median / p5 / p95 over setups of
-  predicted / exact (with the cross-example term, `r`; and the batch-1 model s(1)/B, `r_batch1`), and the
+  predicted / exact (with the cross-example term, `r`; the full-order prediction, `*_full`; and the batch-1
+  model s(1)/B, `r_batch1`), and the
   median and largest relative SE of the exact side. For families whose setups share their layers."""
   out = {}
   for b in sorted({r.batch for r in recs}):
     rs = [r for r in recs if r.batch == b]
     names = family.layer_names(rs[0].setup)
     rc = np.array([r.corrected_w / r.exact_w for r in rs])
+    rf = np.array([r.full_w / r.exact_w for r in rs]) if all(r.full_w is not None for r in rs) else None
     r1 = np.array([r.batch1_w / r.exact_w for r in rs])
     rse = np.array([r.exact_w_se / r.exact_w for r in rs])
     pct = lambda a, q: float(np.percentile(a, q))
     out[str(b)] = {n: {"median": float(np.median(rc[:, l])), "p5": pct(rc[:, l], 5), "p95": pct(rc[:, l], 95),
                        "median_batch1": float(np.median(r1[:, l])), "median_rel_se": float(np.median(rse[:, l])),
-                       "max_rel_se": float(np.max(rse[:, l])), "setups": len(rs)} for l, n in enumerate(names)}
+                       "max_rel_se": float(np.max(rse[:, l])), "setups": len(rs),
+                       **({} if rf is None else {"median_full": float(np.median(rf[:, l])), "p5_full": pct(rf[:, l], 5),
+                                                 "p95_full": pct(rf[:, l], 95)})} for l, n in enumerate(names)}
   return out

@@ -42,9 +42,14 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   lenet = json.load(open(os.path.join(d, hessian_section.LENET_RECORDS)))
   assert [r["layers"] for r in lenet["records"]][0] == ["conv0", "conv1", "dense0", "dense1", "dense2"]
   for layer, v in lenet["layers"]["4"].items():
-    assert f"| 4 | {layer} | {report.fmt(v['median'])} [" in text
+    assert f"| 4 | {layer} | {report.fmt(v['median_full'])} [" in text and f"| {report.fmt(v['median'])} [" in text
   r4 = lenet["records"][1]
   np.testing.assert_allclose(lenet["layers"]["4"]["conv1"]["median"], r4["corrected_w"][1] / r4["exact_w"][1])
+  np.testing.assert_allclose(lenet["layers"]["4"]["conv1"]["median_full"], r4["full_w"][1] / r4["exact_w"][1])
+  # the full-order tables of both families, as summarised in the records
+  for fam in (json.load(open(os.path.join(d, hessian_section.RECORDS))), lenet):
+    e = fam["full_order"]["batch_sizes"]["4"]
+    assert f"| 4 | all | {report.fmt(e['median'])} [{report.fmt(e['p5'])}, {report.fmt(e['p95'])}] |" in text
   assert "strided LeNet" in text
   assert "| 4 | " + report.fmt(lenet["summary"]["batch_sizes"]["4"]["median_corrected"]) + " [" in text
   cfg = json.load(open(os.path.join(d, "config.json")))
@@ -97,7 +102,7 @@ def test_hessian_section_prints_the_lenet_evenness_verdict(tmp_path):
                        lenet_setups=2, lenet_draws=4, lenet_evenness=even,
                        lenet_fig2_config={"channels": [4, 8], "hidden": [32, 16]})
   text = report.render_section(hessian_section.build(sweeps.load(d)), str(tmp_path))
-  assert "| 1 | conv0 | 0.4000 [0.3000, 0.5000] |" in text
+  assert "| 1 | conv0 | - | 0.4000 [0.3000, 0.5000] |" in text  # records without a full-order column: "-"
   assert "the most even diagonal is geometric (1.7300 +- 0.1900)" in text
   assert "| 1 | 2.0600 +- 0.1800 (pred. 2.0000) | 1.7300 +- 0.1900 (pred. 1.0300) |" in text
 

@@ -1,0 +1,356 @@
+r"""One full-order prediction of the diagonal Hessian blocks for dense and strided-conv ReLU nets (`predict_wick`).
+
+A dense layer is a conv with one position, so one recursion serves both. Layer l maps patches x_{b,p} (k_l
+taps x n_l channels, one per output position p of example b; stride = kernel, so patches tile the input) to
+y_{b,p} = x_{b,p} W_l, n_{l+1} channels; flatten + the first dense layer is a conv whose kernel is the whole last
+grid (k = its positions, one output position). With V_{b,p} = A_b d out_b / d y_{b,p} (A_b^T A_b = H_b) the
+Gauss-Newton identity gives the kernel block (`conv_pairs.lenet_pair_stats`)
+    f_l(b, b') = || sum_{p,p'} (x_{b,p} . x_{b',p'}) V_{b,p} V_{b',p'}^T ||_F^2 / (k n_l n_{l+1}),
+    E s_l(B) = E f_l(b, b) / B + (1 - 1/B) E f_l(b, b'),
+and the bias block with the patch products replaced by 1 (and k n_l n_{l+1} by n_{l+1}).
+
+Points. Every (example, position) at a layer is a "point"; points are functions of disjoint regions of i.i.d.
+input entries through the SAME weights, so their joint law is exchangeable: one statistic per layer describes
+all pairs of distinct points, whether of one example (two positions) or of two. Per point: s = E|x|^2,
+r = E|x|^4; per pair of distinct points: d = E x.x', p2 = E (x.x')^2, t = E|x|^2|x'|^2. A patch of k distinct
+points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) (d/s)^2 t (the
+4-point term with the cosine at its mean), T = k^2 t: exact at the input (independent pixels). Through a layer
+the MLP's Gaussian-conditional step (`predict.forward_moments`: arc-cosine kernels) gives the next point
+statistics, with the pair cosine's spread averaged by quadrature and the mean cosine corrected for the norms'
+spread (`curvature`: `_kernel_moments`, `norm_factor`).
+
+Backward (the calculus's A3: the weights above a layer independent of its masks, Gaussian weights).
+V_{b,p} = V_{b,P} W_t^T D_{b,p} with P the parent of p one layer up and t its tap in P's patch. Wick's theorem
+on the four weight slices of E tr(V_a V_b^T V_c V_d^T) gives a closed recursion over the points of two
+examples (`backward_tables`; weight sharing: equal taps of different positions are the same slice), started
+from the loss's output factors (`output_tables`). Summed against the forward 4-point table (`forward_tables`)
+it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
+recursion (corrected, no pair-cosine averaging), tested to 1e-9 with `curvature=False`.
+What it leaves out (measurements in docs/calculus.md, "Full order"): the masks' overlaps at their means given
+the mean cosine (the MLP's `pair_cosine` law is not in it: batch-1024 MLP blocks ~9% low on the quadratic
+loss); the cross-entropy Hessian's correlation with the forward gain (a positively homogeneous net's logits
+scale with it): cross-entropy's spread over setups.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from jscale import checks
+from jscale.theory import predict
+
+
+class PointLayer(NamedTuple):
+  """One weight layer as a strided conv: channels in/out, kernel (taps per axis) and its output grid."""
+  n_in: int
+  n_out: int
+  kernel: tuple  # (kh, kw); a dense layer on one position: (1, 1); flatten + dense: the whole last grid
+  grid: tuple    # (gh, gw) output positions
+
+  @property
+  def taps(self) -> int:
+    return self.kernel[0] * self.kernel[1]
+
+
+def mlp_layers(widths: Sequence[int]) -> tuple:
+  """An MLP as `PointLayer`s: one position, one tap."""
+  return tuple(PointLayer(int(a), int(b), (1, 1), (1, 1)) for a, b in zip(widths[:-1], widths[1:]))
+
+
+def lenet_layers(config) -> tuple:
+  """A strided LeNet (`jscale.models.lenet.LeNetConfig`) as `PointLayer`s."""
+  config = config.check()
+  (h, w), c, out = tuple(config.image[:2]), int(config.image[2]), []
+  for n, (kh, kw) in zip(config.channels, config.kernels):
+    h, w = h // kh, w // kw
+    out.append(PointLayer(c, int(n), (int(kh), int(kw)), (h, w)))
+    c = int(n)
+  kernel = (h, w)
+  for n in tuple(config.hidden) + (config.n_out,):
+    out.append(PointLayer(c, int(n), kernel, (1, 1)))
+    c, kernel = int(n), (1, 1)
+  return tuple(out)
+
+
+class PointStats(NamedTuple):
+  """Per-point statistics of one layer's input points (see the module docstring)."""
+  s: float
+  r: float
+  d: float
+  p2: float
+  t: float
+
+
+class Patch(NamedTuple):
+  S: float
+  R: float
+  P: float
+  T: float
+  kappa: float        # the mean cosine of two distinct patches (what the masks and arc-cosine kernels see)
+  ratio: float = 0.0  # E x_a.x_b / E|x|^2 = kappa c, c = E|x_a||x_b| / E|x|^2 (`norm_factor`)
+
+
+def norm_factor(R: float, T: float) -> float:
+  """c = E|x_a||x_b| / E|x|^2 for two distinct patches, from R = E|x|^4 and T = E|x_a|^2 |x_b|^2.
+
+  Model: |x|^2 = G chi with G a gain shared by every point (the weights below) and chi independent per point,
+  Gamma-distributed with the shape that gives R / T = E chi^2 / (E chi)^2: alpha = T / (R - T), and
+  c = (E sqrt chi)^2 / E chi = Gamma(alpha + 1/2)^2 / (alpha Gamma(alpha)^2) (exact for a patch of i.i.d.
+  Gaussian pixels: chi^2 with 2 alpha degrees of freedom; 0.88 for a 2x2 one-channel patch, 1 - 1/(4 alpha)
+  for wide layers)."""
+  if not (R > T > 0):
+    return 1.0
+  alpha = T / (R - T)
+  if alpha > 1e6:
+    return 1.0
+  return math.exp(2 * math.lgamma(alpha + 0.5) - 2 * math.lgamma(alpha) - math.log(alpha))
+
+
+def pixel_stats(inputs: predict.InputStats) -> PointStats:
+  """Input points (pixels, or the whole input of an MLP): `InputStats` of one point's entries."""
+  return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross)
+
+
+def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
+  """Statistics of a patch of k distinct points (the 4-point terms at the mean of their pairs). With
+  `curvature`, the mean cosine is the mean dot ratio over `norm_factor` (the norms' spread: E x.x' =
+  E[rho |x||x'|]); without, the two are taken equal (`predict.forward_moments`)."""
+  S, D = k * st.s, k * st.d
+  # E (x_a.x_b)(x_c.x_d) over two pairs of distinct points: the cosine at its mean, the norms correlated as any
+  # two distinct points' are (they share every weight below): (d / s)^2 t, not d^2.
+  ratio = st.d / st.s if st.s > 0 else 0.0
+  R, T = k * st.r + k * (k - 1) * st.t, k * k * st.t
+  kappa = D / S if S > 0 else 0.0
+  if curvature:
+    kappa = min(kappa / norm_factor(R, T), 1.0)
+  return Patch(S, R, k * st.p2 + k * (k - 1) * ratio * ratio * st.t, T, kappa, D / S if S > 0 else 0.0)
+
+
+_CURV_X, _CURV_W = np.polynomial.hermite_e.hermegauss(32)
+_CURV_W = _CURV_W / _CURV_W.sum()
+
+
+def _kernel_moments(kappa: float, var: float, curvature: bool):
+  """(m1(kappa), E m1(rho)^2, E m2(rho)) over pair cosines rho ~ N(kappa, var) clipped to [-1, 1].
+
+  curvature=False: `predict.forward_moments`'s linearisation (m1^2 + m1'^2 var, m2 at the mean). True: the
+  Gaussian average by quadrature. It matters where patches are small: a 2x2 patch of one-channel pixels has
+  cosines spread +-0.5, and m2 (E relu(u)^2 relu(v)^2: 0 at rho = -1, 1/4 at 0, 3/2 at 1) is strongly convex:
+  at the mean it left E|x_a|^2 |x_b|^2 of the LeNet's flattened conv output 4-11% low and E(x_b . x_b')^2
+  10-16% low (LeNet development seed 0, 4000 forward draws)."""
+  theta = math.acos(min(1.0, max(-1.0, kappa)))
+  m1 = predict._j1(theta) / (2 * math.pi)
+  if not curvature or var <= 0:
+    return m1, m1 * m1 + ((math.pi - theta) / (2 * math.pi)) ** 2 * var, predict._j2(theta) / (2 * math.pi)
+  th = np.arccos(np.clip(kappa + math.sqrt(var) * _CURV_X, -1.0, 1.0))
+  j1 = (np.sin(th) + (math.pi - th) * np.cos(th)) / (2 * math.pi)
+  j2 = (3 * np.sin(th) * np.cos(th) + (math.pi - th) * (1 + 2 * np.cos(th) ** 2)) / (2 * math.pi)
+  return m1, float(np.sum(_CURV_W * j1 * j1)), float(np.sum(_CURV_W * j2))
+
+
+def next_points(pa: Patch, n: int, w: float, curvature: bool = True) -> PointStats:
+  """The ReLU output points of a layer of n channels, E[W^2] = w, from its patches (`predict.forward_moments`,
+  with the pair cosine's spread averaged by quadrature where `curvature`: `_kernel_moments`)."""
+  var = predict._pair_var(pa.P, pa.T, pa.kappa)
+  m1, m1sq, m2 = _kernel_moments(pa.kappa, var, curvature)
+  s = n * w * pa.S / 2
+  # The mean dot of the outputs: n w E[|x_a||x_b| m1(rho)] = (mean dot ratio / mean cosine) S n w E m1(rho).
+  if curvature and var > 0:
+    th = np.arccos(np.clip(pa.kappa + math.sqrt(var) * _CURV_X, -1.0, 1.0))
+    m1 = float(np.sum(_CURV_W * (np.sin(th) + (math.pi - th) * np.cos(th)))) / (2 * math.pi)
+  kappa = 2 * m1 * (pa.ratio / pa.kappa if curvature and pa.kappa > 0 else 1.0)
+  return PointStats(s, w * w * pa.R * (n * n + 5 * n) / 4, kappa * s,
+                    w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), w * w * pa.T * (n * m2 + n * (n - 1) / 4))
+
+
+def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True) -> list:
+  """The `Patch` statistics of every weight layer's input."""
+  out, st = [], first
+  for l, layer in enumerate(layers):
+    out.append(patch(st, layer.taps, curvature))
+    if l < len(layers) - 1:
+      st = next_points(out[-1], layer.n_out, weight_sq[l], curvature)
+  return out
+
+
+def _parents(layer: PointLayer, above: PointLayer):
+  """Per output position of `layer` (row-major): its parent position in `above`'s grid and its tap there."""
+  gh, gw = layer.grid
+  i, j = np.divmod(np.arange(gh * gw), gw)
+  kh, kw = above.kernel
+  parent = (i // kh) * above.grid[1] + (j // kw)
+  tap = (i % kh) * kw + (j % kw)
+  return parent, tap
+
+
+def _check(layers, weight_sq, batch_size):
+  if len(weight_sq) != len(layers):
+    raise ValueError(f"weight_sq has {len(weight_sq)} entries for {len(layers)} weight layers")
+  if any(not (w > 0 and math.isfinite(w)) for w in weight_sq):
+    raise ValueError(f"weight_sq entries must be finite and > 0, got {list(weight_sq)}")
+  checks.positive_int(batch_size, "batch_size")
+
+
+class Parts(NamedTuple):
+  """Per weight layer: the same-example and two-example expectations of f (weight and bias blocks)."""
+  weight_same: np.ndarray
+  weight_two: np.ndarray
+  bias_same: np.ndarray
+  bias_two: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every Wick pairing: four-point backward tables over the points of two examples.
+
+_GH4_X, _GH4_W = np.polynomial.hermite_e.hermegauss(48)
+_GH4_W = _GH4_W / _GH4_W.sum()
+
+
+def _erf_cdf(x):
+  return 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def orthant(kappa: float) -> np.ndarray:
+  """P(all of j unit normals > 0), j = 0..4, pairwise correlation kappa (clipped to [0, 1)): the probability
+  that a unit is active at j distinct points. j = 2 is (pi - theta) / (2 pi); j = 3, 4 by the one-factor form
+  u_i = sqrt(kappa) z + sqrt(1 - kappa) e_i, E_z Phi(z sqrt(kappa / (1 - kappa)))^j (Gauss-Hermite)."""
+  k = min(max(kappa, 0.0), 1.0 - 1e-9)
+  phi = _erf_cdf(_GH4_X * math.sqrt(k / (1.0 - k)))
+  out = np.array([1.0] + [float(np.sum(_GH4_W * phi ** j)) for j in range(1, 5)])
+  out[2] = (math.pi - math.acos(min(1.0, max(-1.0, kappa)))) / (2 * math.pi)  # exact for any sign
+  return out
+
+
+def _distinct(a, b, c, d):
+  """Number of distinct points among four broadcast index arrays."""
+  return 1 + (b != a) + ((c != a) & (c != b)) + ((d != a) & (d != b) & (d != c))
+
+
+def _grid(n):
+  i = np.arange(n)
+  return i[:, None, None, None], i[None, :, None, None], i[None, None, :, None], i[None, None, None, :]
+
+
+def output_tables(factors_DxExOxO) -> tuple:
+  """(F4, F22) on the two examples' output points (2 x 2 x 2 x 2 each) from per-example output factors A_e
+  (A^T A = H_e; draws x examples x O x O): F4[a,b,c,d] = E tr(A_a A_b^T A_c A_d^T), F22[a,b,c,d] =
+  E tr(A_a A_b^T) tr(A_c A_d^T), with a..d in {0, 1} two distinct examples of one draw (pairs averaged)."""
+  f = np.asarray(factors_DxExOxO, np.float64)
+  d, e = f.shape[:2]
+  f4, f22, n = np.zeros((2,) * 4), np.zeros((2,) * 4), 0
+  for i in range(e):
+    for j in range(e):
+      if i == j:
+        continue
+      a = f[:, [i, j]]  # (D, 2, O, O)
+      g = np.einsum("dxop,dyqp->dxyoq", a, a)  # A_x A_y^T
+      f4 += np.einsum("dxyoq,dzwqo->xyzw", g, g) / d
+      tr = np.einsum("dxyoo->dxy", g)
+      f22 += np.einsum("dxy,dzw->xyzw", tr, tr) / d
+      n += 1
+  return f4 / n, f22 / n
+
+
+def quadratic_output_tables(q) -> tuple:
+  """`output_tables` of a loss with the same output Hessian Q for every example (A = Q^{1/2} symmetric)."""
+  lam, v = np.linalg.eigh(np.asarray(q, np.float64))
+  a = (v * np.sqrt(np.clip(lam, 0.0, None))) @ v.T
+  return output_tables(np.broadcast_to(a, (1, 2) + a.shape))
+
+
+def xent_factors(probs_DxExO) -> np.ndarray:
+  """Cross-entropy's output factors A = diag(sqrt p) (I - 1 p^T) (the exact side's, `pairs._output_factor`)."""
+  p = np.asarray(probs_DxExO, np.float64)
+  eye = np.eye(p.shape[-1])
+  return np.sqrt(p)[..., :, None] * (eye - p[..., None, :])
+
+
+def _point_maps(layer: PointLayer, above: PointLayer):
+  """Parent point and tap of each of the two examples' points (example-major) of `layer` in `above`."""
+  par, tap = _parents(layer, above)
+  rho_up = above.grid[0] * above.grid[1]
+  return np.concatenate([par, par + rho_up]), np.concatenate([tap, tap])
+
+
+def backward_tables(layers, weight_sq, patches, top: tuple) -> list:
+  """Per weight layer, (F4, F22) over the two examples' points ((2 rho)^4 each), from the output `top` down:
+  V_x = V_X W_t^T D_x, and Wick's theorem on the four weight slices (pairings allowed where the taps agree):
+    F4(a,b,c,d)  = w^2 [ [ab|cd] F4(A,B,C,D) 1{ta=tb, tc=td} + e4 F22(B,C,D,A) 1{tb=tc, ta=td}
+                         + e4 F4(A,C,B,D) 1{ta=tc, tb=td} ],
+    F22(a,b,c,d) = w^2 [ [ab|cd] F22(A,B,C,D) 1{ta=tb, tc=td} + e4 F4(A,C,D,B) 1{ta=tc, tb=td}
+                         + e4 F4(A,D,C,B) 1{ta=td, tb=tc} ],
+  with the masks' overlaps at their means given the patch cosine: e4 = n P_k (k distinct points among a..d)
+  and [ab|cd] = E (D_a . D_b)(D_c . D_d) = n P_k + n (n - 1) P_k(ab) P_k(cd) (`orthant`)."""
+  L = len(layers)
+  out = [None] * L
+  out[L - 1] = top
+  for l in range(L - 2, -1, -1):
+    f4u, f22u = out[l + 1]
+    w2, n = weight_sq[l + 1] ** 2, layers[l].n_out
+    pk = orthant(patches[l].kappa)
+    par, tap = _point_maps(layers[l], layers[l + 1])
+    a, b, c, d = _grid(par.size)
+    A, B, C, D = par[a], par[b], par[c], par[d]
+    ta, tb, tc, td = tap[a], tap[b], tap[c], tap[d]
+    e4 = n * pk[_distinct(a, b, c, d)]
+    k_ab, k_cd = np.where(a == b, 1, 2), np.where(c == d, 1, 2)
+    abcd = e4 + n * (n - 1) * pk[k_ab] * pk[k_cd]
+    # One pair twice: E P(both active)^2 over the spread of the pair's cosine (as `predict.backward_moments`).
+    theta = math.acos(min(1.0, max(-1.0, patches[l].kappa)))
+    var = predict._pair_var(patches[l].P, patches[l].T, patches[l].kappa)
+    psq = pk[2] ** 2 + var / (2 * math.pi * max(math.sin(theta), 1e-12)) ** 2
+    same_pair = (a != b) & (((a == c) & (b == d)) | ((a == d) & (b == c)))
+    abcd = np.where(same_pair, e4 + n * (n - 1) * psq, abcd)
+    p1, p2, p3 = (ta == tb) & (tc == td), (tb == tc) & (ta == td), (ta == tc) & (tb == td)
+    f4 = w2 * (np.where(p1, abcd * f4u[A, B, C, D], 0.0) + np.where(p2, e4 * f22u[B, C, D, A], 0.0)
+               + np.where(p3, e4 * f4u[A, C, B, D], 0.0))
+    p4 = (ta == td) & (tb == tc)
+    f22 = w2 * (np.where(p1, abcd * f22u[A, B, C, D], 0.0) + np.where(p3, e4 * f4u[A, C, D, B], 0.0)
+                + np.where(p4, e4 * f4u[A, D, C, B], 0.0))
+    out[l] = (f4, f22)
+  return out
+
+
+def forward_tables(pa: Patch, rho: int) -> np.ndarray:
+  """G4[a,b,c,d] = E (x_a . x_b)(x_c . x_d) over the two examples' patches ((2 rho)^4): R, T and P where the
+  points pair up; elsewhere the cosine kappa per dot of distinct points times the norms' moment (T; sqrt(R T)
+  where one point carries three of the four factors)."""
+  a, b, c, d = _grid(2 * rho)
+  cos = np.where(a == b, 1.0, pa.ratio) * np.where(c == d, 1.0, pa.ratio)
+  k = _distinct(a, b, c, d)
+  three = ((a == b) & ((c == a) ^ (d == a))) | ((c == d) & ((a == c) ^ (b == c)))
+  g = cos * np.where(three, math.sqrt(pa.R * pa.T), pa.T)
+  g = np.where(k == 1, pa.R, g)
+  g = np.where((k == 2) & (a == b) & (c == d), pa.T, g)
+  return np.where((k == 2) & (a != b) & (((a == c) & (b == d)) | ((a == d) & (b == c))), pa.P, g)
+
+
+def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvature: bool = True) -> Parts:
+  """`Parts` with every pairing of the four positions (`backward_tables`, `forward_tables`)."""
+  patches = forward_patches(layers, weight_sq, first, curvature)
+  back = backward_tables(layers, weight_sq, patches, top)
+  ws, wt, bs, bt = [], [], [], []
+  for layer, pa, (f4, _) in zip(layers, patches, back):
+    rho = layer.grid[0] * layer.grid[1]
+    g4 = forward_tables(pa, rho)
+    # f(b, b') = sum g(bp, b'p') g(bq, b'q') F4(bp, b'p', b'q', bq): G4[a,b,c,d] F4[a,b,d,c]
+    k = np.swapaxes(f4, 2, 3)
+    e0, e1 = slice(0, rho), slice(rho, 2 * rho)
+    dim = layer.taps * layer.n_in * layer.n_out
+    ws.append(float(np.sum(g4[e0, e0, e0, e0] * k[e0, e0, e0, e0])) / dim)
+    wt.append(float(np.sum(g4[e0, e1, e0, e1] * k[e0, e1, e0, e1])) / dim)
+    bs.append(float(np.sum(k[e0, e0, e0, e0])) / layer.n_out)
+    bt.append(float(np.sum(k[e0, e1, e0, e1])) / layer.n_out)
+  return Parts(*(np.array(v) for v in (ws, wt, bs, bt)))
+
+
+def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
+                 curvature: bool = True) -> predict.BlockPrediction:
+  """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`."""
+  _check(layers, weight_sq, batch_size)
+  pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
+  inv = 1.0 / batch_size
+  return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
+                                 pt.bias_same * inv + (1 - inv) * pt.bias_two)

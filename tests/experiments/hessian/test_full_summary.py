@@ -1,0 +1,35 @@
+"""The full-order summary's JSON shape (what `hessian_check --json` prints) and its tautological-block rule."""
+import numpy as np
+
+from jscale.experiments.hessian.full_summary import full_order_summary
+from jscale.experiments.hessian.mlp_family import MLPFamily, MLPSetup
+from jscale.experiments.hessian.records import Record
+
+KEYS = {"median", "p5", "p95", "median_nr", "p5_nr", "p95_nr", "blocks"}
+
+
+def _rec(setup, batch, ratio, taut_last=False):
+  exact = np.array([1.0, 2.0, 4.0])
+  full = exact * np.asarray(ratio)
+  if taut_last:
+    full[-1] = exact[-1]
+  z = np.zeros(3)
+  return Record(setup, batch, exact, exact, z, z, z, z, exact * 0.1, exact * 0.02, 1.0, full_w=full, full_b=full)
+
+
+def test_shape_by_loss_and_tautological_blocks():
+  fam = MLPFamily()
+  sq = MLPSetup((4, 5, 6, 3), "fan_in", "quadratic", "normal", 1)
+  sx = MLPSetup((4, 5, 6, 3), "fan_in", "xent", "normal", 2)
+  recs = [_rec(sq, 1, [0.9, 1.1, 5.0], taut_last=True), _rec(sq, 8, [0.8, 1.0, 1.2]),
+          _rec(sx, 1, [2.0, 2.0, 2.0]), _rec(sx, 8, [0.5, 0.5, 0.5])]
+  out = full_order_summary(fam, 3, recs, "mlp")
+  assert set(out) == {"family", "seed", "batch_sizes"} and out["family"] == "mlp" and out["seed"] == 3
+  b1, b8 = out["batch_sizes"]["1"], out["batch_sizes"]["8"]
+  for e in (b1, b8):
+    assert KEYS <= set(e) and {"by_loss", "tautological_blocks", "leading"} <= set(e)
+    assert set(e["by_loss"]) == {"quadratic", "xent"} and KEYS <= set(e["by_loss"]["xent"])
+  # batch 1: the quadratic last block (ratio 1 by construction) is left out and counted
+  assert b1["tautological_blocks"] == 1 and b1["blocks"] == 5 and b1["by_loss"]["quadratic"]["blocks"] == 2
+  assert np.isclose(b1["by_loss"]["quadratic"]["median"], 1.0) and np.isclose(b1["by_loss"]["xent"]["median"], 2.0)
+  assert b8["tautological_blocks"] == 0 and b8["blocks"] == 6 and np.isclose(b8["by_loss"]["xent"]["p95"], 0.5)

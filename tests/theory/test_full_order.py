@@ -1,0 +1,118 @@
+"""The full-order point-pair prediction (`jscale.theory.full_order`): an MLP is the one-position case of the
+conv recursion (equal to `predict.predict_sq_sv`, an independent implementation with its own tests), and on a
+small strided LeNet it agrees with the exact blocks (`conv_pairs`, pairs of examples) within the Monte-Carlo SE
+plus the model's stated error, where the paper's leading-order form is 2-5x low."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jscale.initializers import SCHEMES
+from jscale.models import lenet as lenet_lib
+from jscale.theory import conv_pairs, full_order, inputs, losses, pairs, predict, predict_conv
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform01"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_mlp_is_the_one_position_case(kind, batch):
+  widths, wsq = (20, 40, 12, 30, 8), [0.1, 0.05, 0.17, 0.07]
+  ins = inputs.law_stats(kind, widths[0])
+  q = np.random.default_rng(0).normal(size=(8, 8))
+  ls = predict.constant_loss_stats(q.T @ q / 8)
+  ref = predict.predict_sq_sv(widths, wsq, ins, ls, batch)
+  layers, first = full_order.mlp_layers(widths), full_order.pixel_stats(ins)
+  # Without the forward's spread corrections (`curvature`) both recursions are the same mathematics.
+  got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch,
+                                curvature=False)
+  np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
+  np.testing.assert_allclose(got.bias, ref.bias, rtol=1e-9)
+  if batch == 1:  # one point per example: no cosine, so the spread corrections change nothing
+    got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch)
+    np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_lenet_forward_moments_against_monte_carlo():
+  # E|x|^4, E|x|^2|x'|^2 and E(x.x')^2 of the flattened conv output and the dense inputs, 4000 draws of (weights,
+  # two N(0, 1) images): Monte-Carlo relative SE ~2-3%; tolerance 7% (the 4-point terms at their means). The
+  # linearised recursion (curvature=False) is 8-16% low on E(x.x')^2 here: the test tells them apart.
+  cfg = lenet_lib.LeNetConfig((8, 8, 1), (6, 6), ((2, 2), (2, 2)), (64, 24), 10)
+  wsq = predict_conv.weight_sq(cfg, SCHEMES["fan_in"])
+  std = [float(np.sqrt(v)) for v in wsq]
+
+  def hidden(key):
+    ks = jax.random.split(key, 6)
+    params = {n: {"kernel": std[i] * jax.random.normal(ks[i], s), "bias": jnp.zeros(s[-1])}
+              for i, (n, s) in enumerate(cfg.kernel_shapes().items())}
+    return lenet_lib.apply_lenet(params, jax.random.normal(ks[5], (2, 8, 8, 1)), return_hidden=True)[1]
+
+  hs = jax.vmap(hidden)(jax.random.split(jax.random.PRNGKey(0), 4000))
+  first = full_order.pixel_stats(inputs.law_stats("normal", 1))
+  layers = full_order.lenet_layers(cfg)
+  for curvature, ok in ((True, True), (False, False)):
+    pats = full_order.forward_patches(layers, wsq, first, curvature)
+    close = []
+    for i in range(1, 4):  # inputs of dense0, dense1, dense2
+      x = np.asarray(hs[i], np.float64).reshape(4000, 2, -1)
+      dot, n0, n1 = (x[:, 0] * x[:, 1]).sum(-1), (x[:, 0] ** 2).sum(-1), (x[:, 1] ** 2).sum(-1)
+      pa = pats[i + 1]
+      got = np.array([pa.R, pa.T, pa.P]) / np.array([np.mean(n0 ** 2), np.mean(n0 * n1), np.mean(dot ** 2)])
+      close.append(np.all(np.abs(got - 1) < 0.07))
+    assert all(close) == ok, (curvature, close)
+
+
+def test_xent_output_tables_are_the_loss_statistics():
+  p = np.random.default_rng(1).dirichlet(np.ones(5), size=(50, 4))
+  f4, f22 = full_order.output_tables(full_order.xent_factors(p))
+  ls = predict.xent_loss_stats(p)  # from H = diag(p) - p p^T directly
+  np.testing.assert_allclose([f4[0, 0, 0, 0], f22[0, 0, 0, 0], f4[0, 1, 1, 0], f22[0, 0, 1, 1]],
+                             [ls.tr_sq, ls.trace_sq, ls.tr_cross, ls.trace_cross], rtol=1e-10)
+
+
+def test_orthant_probabilities():
+  # Closed forms: P(u1, u2 > 0) = 1/4 + asin(k)/(2 pi); three equicorrelated: 1/8 + 3 asin(k)/(4 pi).
+  for k in (0.0, 0.3, 0.8):
+    p = full_order.orthant(k)
+    np.testing.assert_allclose(p[:4], [1, 0.5, 0.25 + np.arcsin(k) / (2 * np.pi), 0.125 + 3 * np.arcsin(k) / (4 * np.pi)],
+                               atol=1e-6)
+  np.testing.assert_allclose(full_order.orthant(0.0)[4], 1 / 16, atol=1e-9)
+
+
+def test_norm_factor_chi():
+  # |x|^2 ~ chi^2_4 (a 2x2 patch of N(0, 1) pixels): E|x| E|x'| / E|x|^2 = (E chi_4)^2 / 4 = (3 sqrt(pi / 8))^2 / 4.
+  R, T = 4 * 3 + 12 * 1, 16.0
+  np.testing.assert_allclose(full_order.norm_factor(R, T), (3 * np.sqrt(np.pi / 8)) ** 2 / 4, rtol=1e-12)
+
+
+def test_lenet_layers_geometry():
+  cfg = lenet_lib.LeNetConfig((8, 8, 1), (4, 6), ((2, 2), (2, 2)), (16,), 10)
+  ls = full_order.lenet_layers(cfg)
+  assert [(l.n_in, l.n_out, l.kernel, l.grid) for l in ls] == [
+      (1, 4, (2, 2), (4, 4)), (4, 6, (2, 2), (2, 2)), (6, 16, (2, 2), (1, 1)), (16, 10, (1, 1), (1, 1))]
+  par, tap = full_order._parents(ls[0], ls[1])
+  assert par.tolist() == [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]
+  assert tap.tolist() == [0, 1, 0, 1, 2, 3, 2, 3, 0, 1, 0, 1, 2, 3, 2, 3]
+
+
+@pytest.mark.slow
+def test_lenet_against_exact_blocks():
+  # Quadratic loss, fan-in (He) init, 384 draws x 8 examples: the exact side's relative SE is ~8% per block. Tolerance:
+  # 3 SE plus 20% for the model's stated approximations (4-point terms at their means, O(1/n) Wick terms).
+  cfg = lenet_lib.LeNetConfig((8, 8, 1), (8, 8), ((2, 2), (2, 2)), (32,), 10)
+  key = jax.random.PRNGKey(3)
+  kq, kr = jax.random.split(key)
+  q = losses.random_quadratic(kq, 10)
+  a_q = np.asarray(losses.quadratic_factor(q), np.float32)
+  st = np.concatenate([conv_pairs.exact_round(cfg, SCHEMES["fan_in"], "quadratic", jax.random.fold_in(kr, i),
+                                              draws=64, examples=8, a_q=a_q, max_bytes=2 ** 33)[0] for i in range(6)])
+  wsq = predict_conv.weight_sq(cfg, SCHEMES["fan_in"])
+  ls = predict.constant_loss_stats(q)
+  first = full_order.pixel_stats(inputs.law_stats("normal", 1))
+  for b in (1, 1024):
+    w = pairs.combine(st, b)[0]
+    mean, se = w.mean(0), w.std(0) / np.sqrt(len(w))
+    pred = full_order.predict_wick(full_order.lenet_layers(cfg), wsq, first, full_order.quadratic_output_tables(q),
+                                   b).weight
+    assert np.all(np.abs(pred - mean) <= 3 * se + 0.2 * mean), (b, pred / mean, se / mean)
+    lead = predict_conv.predict_lenet(cfg, wsq, predict_conv.image_input_stats(cfg), ls, b).weight
+    assert np.min(lead / mean) < 0.6  # the leading order misses what the full order keeps
