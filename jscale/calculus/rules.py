@@ -5,13 +5,15 @@ Each equation with an activation operand is matched to a rule of docs/calculus.m
         feature groups: the (output position, tap) pairs that land inside the input are counted exactly, which
         gives the SAME-padding k_eff of the docs and the stride = kernel rules as special cases)
   max(u, 0); select_n(u > 0, a u, b u) (jax.nn.relu, leaky_relu, jnp.where)   piecewise-linear activation
-  tanh                                       identity rules while E[y^2] <= TANH_LINEAR_MAX, else no rule
+  a block of elementwise primitives on one activation (tanh, GELU, SiLU, softplus, ELU, sigmoid, ...)
+        any activation, by quadrature (elementwise.py); LayerNorm / RMSNorm (normalisation.py); softmax
+        attention (attention.py): the blocks of blocks.py, recognised before the per-primitive rules
   mul / div / neg by a constant              fixed scalar (a constant 0/1 mask: dropout)
   mul by a parameter leaf                    learnable scalar ("scalar") or elementwise multiplier ("other")
   add of a parameter leaf                    bias;  add of two activations: residual sum (cross term dropped)
   reduce_window_sum, reduce_sum over positions   (average / global) pooling with the ReLU correlation correction
   reshape, transpose, convert, slice, pad, concatenate   moments kept
-Anything else touching an activation (max pooling, normalisation, softmax, attention, sigmoid, ...) makes the
+Anything else touching an activation (max pooling, batch statistics, ...) makes the
 value unknown, with the reason; unknown values propagate forward, and backward to everything below.
 Signals: `signals.Forward` / `signals.Backward` (sq is None exactly when why says why).
 """
@@ -23,15 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale.calculus.blocks import find_blocks
 from jscale.calculus.correlation import relu_corr
 from jscale.calculus.propagation import ActivationUse, LeafUse, Propagation
 from jscale.calculus.signals import Forward
 from jscale.calculus.tracing import scalar_value
-
-# tanh's linear-regime rules are off by about 2 E[y^2] relatively (E[tanh(y)^2] ~ q - 2 q^2 for y ~ N(0, q)):
-# 0.05 keeps that below 10%.
-TANH_LINEAR_MAX = 0.05
-
 
 def pwl_gains(p: float, q: float) -> tuple[float, float]:
   """(forward, backward) gain of phi(u) = p u (u > 0), q u (u < 0) on a symmetric input."""
@@ -82,7 +80,15 @@ def _window_counts(in_shape, params) -> np.ndarray:
 
 
 class Predictor(Propagation):
-  """The rules of docs/calculus.md, one `rule_<primitive>` method each (see the module docstring)."""
+  """The rules of docs/calculus.md, one `rule_<primitive>` method each (see the module docstring), and the
+  blocks' rules (blocks.py: activations from elementwise primitives, normalisations, attention)."""
+
+  def __init__(self, graph, tags, **kw):
+    super().__init__(graph, tags, **kw)
+    for b in find_blocks(graph, tags, self.const):
+      self.block_at[b.out_eqn] = b
+      self.skip |= b.eqns
+    self.skip -= set(self.block_at)
 
   # -- shape-only rules
   def _pass(self, e, ins):
@@ -215,15 +221,6 @@ class Predictor(Propagation):
     if scalar_value(self.const(other)) != 0:
       return "a max against a non-zero constant (clipping) has no rule"
     return self._pwl(e, a, 1.0, 0.0)
-
-  def rule_tanh(self, e, ins):
-    a = ins[0]
-    s = self.fwd[a]
-    self.acts.append(ActivationUse(kind="tanh", in_id=a, out_id=e.outs[0]))
-    if s.sq > TANH_LINEAR_MAX:
-      return (f"tanh outside its linear regime (predicted E[y^2] = {s.sq:.3g} at its input, above "
-              f"{TANH_LINEAR_MAX}): it saturates and does not keep nu")
-    self.set_out(e, s, [(a, lambda g: g)])
 
   # -- sums
   def rule_add(self, e, ins):
