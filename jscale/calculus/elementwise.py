@@ -116,8 +116,9 @@ def activation_rule(pred, block) -> str | None:
   if not (np.isfinite(m.fwd_sq) and np.isfinite(m.bwd_sq)):
     return f"the activation {name} is not finite on a Gaussian input of E[y^2] = {s.sq:.3g}"
   mp = am.maps(phi, s.sq, s.rp) if s.rp is not None else None
+  rf = am.maps(phi, s.sq, s.rf or 0.0).fwd_corr  # a common offset across features: E[phi]^2 / E[phi^2] from 0
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
-  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None)
+  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf)
   rb = m.bwd_corr
   rpb = mp.bwd_corr if mp else None
 

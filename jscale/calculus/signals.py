@@ -19,6 +19,8 @@ class Forward(NamedTuple):
   sym: bool
   why: str | None = None
   rp: float | None = None  # the correlation between two positions (tokens) of one example; None: not tracked
+  rf: float | None = None  # the correlation between two features of one position (a common offset, e.g. the
+                           # mean of a GELU's output); None: not tracked (taken as 0)
 
   @classmethod
   def unknown(cls, why: str) -> "Forward":
