@@ -16,7 +16,8 @@ between two positions and the gradient g at the output independent of P,
             dl_qk   = P_qk g_q . (V_k - sum_j P_qj V_j): E[dl_qk^2] = d_v E[g^2] E[V^2] (1 - rp_V) P_qk^2
                       (1 - 2 P_qk + sum_j P_qj^2)
             E[dQ^2] = E[K^2] (1 - rp_K) mean_q sum_k E[dl_qk^2]   (rows of dl sum to 0: K's shared part drops)
-            E[dK^2] = E[Q^2] mean_k [sum_q E[dl_qk^2] + rp_Q rp_g sum_{q != q'} (cross terms)]
+            E[dK^2] = E[Q^2] mean_k [sum_q E[dl_qk^2] + rp_Q rp_g sum_{q != q'} (cross terms)], rp_Q
+                      raised by E[Q^2] E[K^2] (1 - A)^2: two queries attending to one key both lean towards it
 Where it breaks: large logits (trained or badly scaled Q, K: the weights concentrate on few keys and the
 independent-logit approximation of the softmax is rough), logits correlated across keys beyond the shared
 component, and gradients that depend on V (the loss reading the attention output twice).
@@ -173,6 +174,9 @@ def attention_rule(pred, block) -> str | None:
   P = weights(s_logit, masks)
   pred.acts.append(ActivationUse(kind=f"attention (E[logit^2] = {s_logit:.3g})", in_id=info["v"], out_id=info["out"]))
   st0 = AttentionMoments(P, rp_v, 0.0, rp_q)
+  # Two queries attending to the same key are both tilted towards it (Stein: E[Q P_qk] = E[Q^2] dP/dQ), which
+  # correlates them as seen from that key's gradient: an effective rp_Q (checked against autodiff in tests).
+  rp_q = rp_q + (1 - rp_q) * sq_.sq * sk.sq * (1 - rp_k) * (1 - st0.A) ** 2
   sq = sv.sq * (st0.A + rp_v * (1 - st0.A))
   if not sq > 0:
     return "attention over values with E[V^2] = 0"
