@@ -76,10 +76,13 @@ def _logits(graph, u, tags, const, z):
     pred, c0, c1 = e.ins
     act_case = 1 if c1 in _acts(tags, e) else 0 if c0 in _acts(tags, e) else None
     m = const(pred) if not isinstance(pred, Lit) else pred.val
-    if act_case is None or m is None:
+    if act_case is None:
       return None, None
-    m = np.asarray(m).astype(bool)
-    mask = m if act_case == 1 else ~m
+    if m is None:   # a mask computed from the input (padding): its statistics are data, not init
+      mask = "data"
+    else:
+      m = np.asarray(m).astype(bool)
+      mask = m if act_case == 1 else ~m
     z = e.ins[1 + act_case]
     e = _prod(graph, u, z)
   elif e is not None and e.name == "add" and len(_acts(tags, e)) == 1:
@@ -167,6 +170,9 @@ def attention_rule(pred, block) -> str | None:
   ls = info["logits_shape"]
   Tq, Tk = ls[-2], ls[-1]
   mask = info["mask"]
+  if isinstance(mask, str):
+    return ("attention with a mask computed from the input (padding) has no rule: the rule needs the mask "
+            "before any data")
   masks = np.ones((1, Tq, Tk), bool) if mask is None else np.broadcast_to(mask, ls).reshape(-1, Tq, Tk)
   masks = np.unique(masks, axis=0)[:8]
   rp_k, rp_v, rp_q = (s.rp if s.rp is not None else 0.0 for s in (sk, sv, sq_))
