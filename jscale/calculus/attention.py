@@ -31,7 +31,7 @@ import numpy as np
 from jscale.calculus.blocks import Block, between
 from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward
-from jscale.calculus.tracing import Lit
+from jscale.calculus.tracing import Lit, scalar_value
 
 N_DRAWS = 16   # fixed draws of the logits (seeded): the weights' statistics, deterministic
 _VIEWS = {"broadcast_in_dim", "reshape", "convert_element_type", "copy", "copy_p", "stop_gradient"}
@@ -68,34 +68,58 @@ def _softmax_input(graph, u, tags, p):
   return z
 
 
+def _strip(graph, u, tags, const, z):
+  """Walk back through transposes, reshapes and scalings by a constant: (the value reached, the scale)."""
+  scale = 1.0
+  while True:
+    e = _prod(graph, u, z)
+    if e is None:
+      return z, scale
+    if e.name in ("transpose", "reshape", "convert_element_type", "copy", "copy_p"):
+      z = e.ins[0]
+      continue
+    if e.name in ("mul", "div") and len(_acts(tags, e)) == 1 and len(e.ins) == 2:
+      a = _acts(tags, e)[0]
+      other = e.ins[1] if e.ins[0] == a else e.ins[0]
+      c = scalar_value(other.val) if isinstance(other, Lit) else scalar_value(const(other))
+      if c is None or c == 0 or (e.name == "div" and e.ins[0] != a):
+        return z, scale
+      scale *= c if e.name == "mul" else 1.0 / c
+      z = a
+      continue
+    return z, scale
+
+
 def _logits(graph, u, tags, const, z):
-  """(the dot_general equation of the logits, the mask (bool array, True where allowed) or None)."""
+  """(the dot_general equation of the logits, the mask (bool array, True where allowed; "data" when it is
+  computed from the input) or None, the constant the logits were scaled by after the product)."""
   mask = None
+  z, scale = _strip(graph, u, tags, const, z)
   e = _prod(graph, u, z)
   if e is not None and e.name == "select_n" and len(e.ins) == 3:
     pred, c0, c1 = e.ins
     act_case = 1 if c1 in _acts(tags, e) else 0 if c0 in _acts(tags, e) else None
     m = const(pred) if not isinstance(pred, Lit) else pred.val
     if act_case is None:
-      return None, None
+      return None, None, 1.0
     if m is None:   # a mask computed from the input (padding): its statistics are data, not init
       mask = "data"
     else:
       m = np.asarray(m).astype(bool)
       mask = m if act_case == 1 else ~m
     z = e.ins[1 + act_case]
-    e = _prod(graph, u, z)
   elif e is not None and e.name == "add" and len(_acts(tags, e)) == 1:
     other = next(a for a in e.ins if a not in _acts(tags, e))
     c = other.val if isinstance(other, Lit) else const(other)
     if c is None:
-      return None, None
+      return None, None, 1.0
     mask = np.asarray(c) > -1e9   # a large negative bias is a mask; a finite one is ignored (kept as 0)
     z = _acts(tags, e)[0]
-    e = _prod(graph, u, z)
+  z, scale2 = _strip(graph, u, tags, const, z)
+  e = _prod(graph, u, z)
   if e is None or e.name != "dot_general" or len(_acts(tags, e)) != 2:
-    return None, None
-  return e, mask
+    return None, None, 1.0
+  return e, mask, scale * scale2
 
 
 def find(graph, tags, const, u, taken) -> list:
@@ -108,23 +132,48 @@ def find(graph, tags, const, u, taken) -> list:
       z = _softmax_input(graph, u, tags, p)
       if z is None:
         continue
-      d1, mask = _logits(graph, u, tags, const, z)
+      d1, mask, scale = _logits(graph, u, tags, const, z)
       if d1 is None:
         continue
       q, k = d1.ins
-      eqns = between(graph, u, e.outs[0], [q, k, v])
+      out_n, out = _batch_first(graph, u, n, e)
+      eqns = between(graph, u, out, [q, k, v])
       if eqns is None or eqns & taken:
         continue
-      cq = d1.params["dimension_numbers"][0][0]
+      (cq, _), (bq, _) = d1.params["dimension_numbers"]
       (c2, b2), side = e.params["dimension_numbers"], 1 - pi   # V's side: 0 lhs, 1 rhs
       qs, vs, ls = graph.avals[q].shape, graph.avals[v].shape, graph.avals[z].shape
       d_qk = math.prod(qs[i] for i in cq)
       d_v = math.prod(vs[i] for i in range(len(vs)) if i not in c2[side] and i not in b2[side])
-      blocks.append(Block("attention", n, (q, k, v), eqns, attention_rule,
-                          dict(q=q, k=k, v=v, out=e.outs[0], logits_shape=tuple(ls), mask=mask, d_qk=d_qk,
-                               d_v=d_v)))
+      n_q = math.prod(qs[i] for i in range(len(qs)) if i not in cq and i not in bq)
+      if isinstance(mask, np.ndarray) and (mask.ndim < 2 or mask.shape[-2:] != (n_q, ls[-1])):
+        mask = "data" if mask.size > 1 else None
+      blocks.append(Block("attention", out_n, (q, k, v), eqns, attention_rule,
+                          dict(q=q, k=k, v=v, out=out, logits_shape=tuple(ls[:-2]) + (n_q, ls[-1]),
+                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale)))
       break
   return blocks
+
+
+def _batch_first(graph, u, n, e):
+  """(equation index, value) ending the attention block: the product's output, or the last value of the chain of
+  transposes / reshapes after it at which the example axis is back at axis 0 (some layouts move it away)."""
+  best, pos, v = (n, e.outs[0]), 0, e.outs[0]
+  while True:
+    cs = u.consumers.get(v, [])
+    if len(cs) != 1 or v in u.outputs:
+      return best
+    c = graph.eqns[cs[0]]
+    if c.name == "transpose":
+      pos = list(c.params["permutation"]).index(pos)
+    elif c.name == "reshape":
+      if pos != 0 or graph.avals[c.outs[0]].shape[0] != graph.avals[v].shape[0]:
+        return best
+    else:
+      return best
+    v = c.outs[0]
+    if pos == 0:
+      best = (cs[0], v)
 
 
 def weights(s_logit: float, masks: np.ndarray, draws: int = N_DRAWS) -> np.ndarray:
@@ -173,16 +222,16 @@ def attention_rule(pred, block) -> str | None:
   if isinstance(mask, str):
     return ("attention with a mask computed from the input (padding) has no rule: the rule needs the mask "
             "before any data")
-  masks = np.ones((1, Tq, Tk), bool) if mask is None else np.broadcast_to(mask, ls).reshape(-1, Tq, Tk)
+  masks = np.ones((1, Tq, Tk), bool) if mask is None else mask.reshape(-1, Tq, Tk)
   masks = np.unique(masks, axis=0)[:8]
   rp_k, rp_v, rp_q = (s.rp if s.rp is not None else 0.0 for s in (sk, sv, sq_))
-  s_logit = info["d_qk"] * sq_.sq * sk.sq * (1 - rp_k)
+  s_logit = info["scale"] ** 2 * info["d_qk"] * sq_.sq * sk.sq * (1 - rp_k)
   P = weights(s_logit, masks)
   pred.acts.append(ActivationUse(kind=f"attention (E[logit^2] = {s_logit:.3g})", in_id=info["v"], out_id=info["out"]))
   st0 = AttentionMoments(P, rp_v, 0.0, rp_q)
   # Two queries attending to the same key are both tilted towards it (Stein: E[Q P_qk] = E[Q^2] dP/dQ), which
   # correlates them as seen from that key's gradient: an effective rp_Q (checked against autodiff in tests).
-  rp_q = rp_q + (1 - rp_q) * sq_.sq * sk.sq * (1 - rp_k) * (1 - st0.A) ** 2
+  rp_q = rp_q + (1 - rp_q) * info["scale"] ** 2 * sq_.sq * sk.sq * (1 - rp_k) * (1 - st0.A) ** 2
   sq = sv.sq * (st0.A + rp_v * (1 - st0.A))
   if not sq > 0:
     return "attention over values with E[V^2] = 0"
@@ -204,11 +253,11 @@ def attention_rule(pred, block) -> str | None:
 
   def back_q(g):
     st, rp_g = stats(g)
-    return g.scaled(c_dl * sk.sq * (1 - rp_k) * st.dq, r=0.0, rp=rp_g)
+    return g.scaled(info["scale"] ** 2 * c_dl * sk.sq * (1 - rp_k) * st.dq, r=0.0, rp=rp_g)
 
   def back_k(g):
     st, _ = stats(g)
-    return g.scaled(c_dl * sq_.sq * st.dk, r=0.0, rp=0.0)
+    return g.scaled(info["scale"] ** 2 * c_dl * sq_.sq * st.dk, r=0.0, rp=0.0)
 
   pred.set_out(pred.g.eqns[block.out_eqn], out, [(info["v"], back_v), (info["q"], back_q), (info["k"], back_k)])
   return None
