@@ -92,6 +92,7 @@ class QuadratureReferenceTest(chex.TestCase):
         rtol = 1e-3 if name != "elu" else 2e-2
         np.testing.assert_allclose([m.mean, m.fwd_sq, m.bwd_sq], want, rtol=rtol, atol=1e-7, err_msg=f"{name} q={q}")
 
+  @pytest.mark.slow
   def test_pair_maps_of_smooth_activations(self):
     for name in ("gelu", "tanh", "softplus"):
       f, df = REF[name]
@@ -121,6 +122,7 @@ class DksReferenceTest(chex.TestCase):
     self.dks = pytest.importorskip("dks.base.activation_transform")
     self.acts = pytest.importorskip("dks.base.activation_getter")
 
+  @pytest.mark.slow
   def test_q_and_c_maps_match_dks(self):
     names = {"gelu": "gelu_exact", "gelu_tanh": "gelu", "silu": "swish", "tanh": "tanh", "softplus": "softplus"}
     for ours, theirs in names.items():
