@@ -84,6 +84,8 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
 def position_factor(u) -> float:
   """With the correlations rp between positions tracked (tokens), a leaf shared by rho positions sums rho
   correlated terms: E[dW^2] = rho E[x^2] E[Delta^2] (1 + (rho - 1) rp_x rp_Delta)."""
+  if u.kind not in ("dense", "bias", "other"):   # convolutions: neighbouring positions are not tracked
+    return 1.0
   x_rp = 1.0 if u.kind == "bias" else u.x_sig.rp  # a bias's input is the constant 1 at every position
   if x_rp is None or u.g.rp is None or u.rho <= 1:
     return 1.0

@@ -361,4 +361,8 @@ class Predictor(Propagation):
                             w_sq=w_sq, fan_in=fan_in, fan_out=fan_out, taps=k))
     y_sq = (pairs / rho_out) * n_in * w_sq * s.sq
     back_f = (pairs / rho_in) * n_out * w_sq
-    self.set_out(e, Forward(y_sq, s.r, True, None, s.rp), [(a, lambda g: seen(g).scaled(back_f))])
+    # a dense layer keeps the correlation between positions; a convolution mixes neighbouring positions, whose
+    # correlation the rules do not track (rp None: pooling then uses the example correlation, as before)
+    rp = s.rp if kind == "dense" else None
+    self.set_out(e, Forward(y_sq, s.r, True, None, rp),
+                 [(a, lambda g: seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp))])
