@@ -9,8 +9,9 @@ The rule (docs/calculus.md, "LayerNorm and RMSNorm"), for x with E[x^2] = q over
   forward    E[xhat^2] = var / (var + eps) (~1), times E[scale^2]; correlations between examples and
              between positions kept (the normalisation divides both of a pair by the same number)
   backward   dx = (P (scale * g)) / sqrt(var + eps) with P the projection removing the row mean (LayerNorm)
-             and the xhat direction: E[dx^2] = E[scale^2] E[g^2] (1 - 1/D - E[xhat^2]/D) / (var + eps)
-             (RMSNorm: no 1/D for the mean)
+             and the xhat direction: E[dx^2] = E[scale^2] E[g^2] (1 - 1/D - E[xhat^2]/D) E[1 / (s^2 + eps)]
+             (RMSNorm: no 1/D for the mean), the row statistic s^2 taken as chi-square: E[1/s^2] =
+             (D - 1) / ((D - 3) var) (RMSNorm: D / ((D - 2) var))
   the scale  a leaf of its own: dscale_j = sum over positions of xhat_j g_j, so its G is that of an elementwise
              multiplier on xhat.
 Where it breaks: features with a common offset (the mean over D is then not ~q/D), D so small that the
@@ -181,7 +182,11 @@ def norm_rule(pred, block) -> str | None:
     seen = pred.use(LeafUse(leaf=leaf, kind="other", op="mul", in_id=out, out_id=out, x_sig=x_hat,
                             rho=pred.per_example(x) / D, w_sq=w_sq, fan_in=1, fan_out=1, taps=1))
   pred.acts.append(_act(block.kind, x, out))
-  back_f = w_sq * proj / (var + eps)
+  # E[1 / s^2] of a row statistic of D Gaussian features (chi-square with D - 1 or D degrees of freedom):
+  # (D - 1) / (D - 3) resp. D / (D - 2) times 1 / E[s^2] (Jensen; 3% at D = 64)
+  dof = D - 1 if centred else D
+  jensen = dof / (dof - 2) if dof > 2 else 1.0
+  back_f = w_sq * proj * jensen / (var + eps)
   pred.set_out(pred.g.eqns[block.out_eqn], x_hat._replace(sq=hat * w_sq), [(x, lambda g: seen(g).scaled(back_f))])
   if not math.isfinite(back_f):
     return "a normalisation whose backward factor is not finite"
