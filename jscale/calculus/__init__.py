@@ -20,6 +20,10 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
   inspection   `inspect` of any JAX / Flax model, an `Inspection` of `LeafRow`s, `ActivationRow`s and a
                `Verdict`; tracing, propagation, rules, inspection_measure, inspection_assembly,
                inspection_records and inspection_table are its parts
+  activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
+               stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
+  blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
+               normalisation (LayerNorm / RMSNorm), attention (softmax attention)
   cli          `jscale calculus` / scripts/calculus.py
 """
 from jscale.calculus.correlation import act_corr, pair_corr, relu_corr
