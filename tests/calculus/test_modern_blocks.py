@@ -94,7 +94,8 @@ class NormalisationTest(chex.TestCase):
       for r in res.layers:
         if r.G_meas:
           self.assertIsNotNone(r.G_pred, f"{kind} {r.path}: {r.reason}")
-          self.assertAlmostEqual(r.G_pred / r.G_meas, 1.0, delta=0.25, msg=f"{kind} {r.path}")
+          # one draw, width 48, two hops: 4 s.d. of the error model (0.58)
+          self.assertAlmostEqual(r.G_pred / r.G_meas, 1.0, delta=4 * mc_rel_sd(48, 2), msg=f"{kind} {r.path}")
 
   @pytest.mark.slow
   def test_batch_norm_is_refused_with_the_reason_and_measured(self):
