@@ -22,6 +22,10 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
                inspection_records and inspection_table are its parts
   prescribe    `prescribe`: per-leaf learning-rate multipliers (standard, μP, equal-G) for SGD and Adam, a
                `Prescription` of `LeafPrescription`s; `predicted_drift` of the optimal learning rate across widths
+  activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
+               stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
+  blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
+               normalisation (LayerNorm / RMSNorm), attention (softmax attention)
   cli          `jscale calculus` / scripts/calculus.py
 """
 from jscale.calculus.correlation import act_corr, pair_corr, relu_corr

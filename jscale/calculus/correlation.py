@@ -44,6 +44,22 @@ def pair_corr(v, *, traced: bool = False, pairs_first: bool = False):
   return float((np.sum(s * s) - np.sum(f * f)) / (B * (B - 1) * f.shape[1] * ms)) if ms > 0 else 0.0
 
 
+def position_corr(v) -> float | None:
+  """Mean over pairs of distinct positions t != t' of one example of E[v_t . v_t'] / E[v^2] (uncentred), for
+  v: (batch, positions..., features); None when v has no position axis (numpy float64)."""
+  f = np.asarray(v, np.float64)
+  if f.ndim < 3:
+    return None
+  B, D = f.shape[0], f.shape[-1]
+  f = f.reshape(B, -1, D)
+  P = f.shape[1]
+  ms = float(np.mean(f * f))
+  if P < 2 or ms <= 0:
+    return 0.0
+  s = f.sum(1)
+  return float((np.sum(s * s) - np.sum(f * f)) / (B * P * (P - 1) * D * ms))
+
+
 def relu_corr(r: float) -> float:
   """E[relu(u) relu(v)] / E[relu(u)^2] for unit-variance Gaussians u, v with correlation r."""
   r = min(max(r, -1.0), 1.0)

@@ -63,8 +63,9 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
     if any(u.g is None for u in uses):
       why = "its output does not reach the loss"
     else:
-      dW = sum(u.rho * u.x_sig.sq * u.g.sq for u in uses)
-      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * (1 / B + (1 - 1 / B) * u.x_sig.r * u.g.r) for u in uses)
+      dW = sum(u.rho * u.x_sig.sq * u.g.sq * position_factor(u) for u in uses)
+      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * position_factor(u) * (1 / B + (1 - 1 / B) * u.x_sig.r * u.g.r)
+                for u in uses)
       cols.update(grad_sq_pred=num(dW), dy_sq_pred=num(uses[0].g.sq))
       if w_sq > 0:
         cols.update(G_pred=num(dW / w_sq), G_batch_pred=num(dWb / w_sq))
@@ -78,6 +79,17 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
                 G_meas=num(g_ex / w_sq) if w_sq > 0 else None, G_batch_meas=num(g_b / w_sq) if w_sq > 0 else None,
                 reason=why, **cols)
   return row, tuple(notes)
+
+
+def position_factor(u) -> float:
+  """With the correlations rp between positions tracked (tokens), a leaf shared by rho positions sums rho
+  correlated terms: E[dW^2] = rho E[x^2] E[Delta^2] (1 + (rho - 1) rp_x rp_Delta)."""
+  if u.kind not in ("dense", "bias", "other"):   # convolutions: neighbouring positions are not tracked
+    return 1.0
+  x_rp = 1.0 if u.kind == "bias" else u.x_sig.rp  # a bias's input is the constant 1 at every position
+  if x_rp is None or u.g.rp is None or u.rho <= 1:
+    return 1.0
+  return 1 + (u.rho - 1) * x_rp * u.g.rp
 
 
 def leaf_reason(n: int, uses: tuple, prop: Propagated) -> str | None:

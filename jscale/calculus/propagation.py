@@ -80,6 +80,9 @@ class Propagation:
     self.ops, self.acts, self.notes = [], [], []
     self.op_grads = {}  # index into ops -> the gradient at its output
     self.leaf_why = {}
+    # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
+    # primitive's; the block's other equations are skipped (their values are used inside the block only).
+    self.block_at, self.skip = {}, set()
 
   # -- helpers
   def tag(self, a):
@@ -124,8 +127,12 @@ class Propagation:
   # -- the pass
   def run(self, out_grads: dict) -> Propagated:
     """Both passes, `out_grads` (value id -> Backward) at the outputs."""
-    for e in self.g.eqns:
+    for n, e in enumerate(self.g.eqns):
+      if n in self.skip:
+        continue
       ins = [a for a in e.ins if self.tag(a).kind == "act"]
+      if n in self.block_at:
+        ins = self.block_at[n].inputs
       if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
         viewed = all(self.tags.get(o) is not None and self.tags[o].kind == "param" for o in e.outs)
         for a in e.ins:  # parameters used outside any activation path (views of a leaf are fine)
@@ -135,6 +142,14 @@ class Propagation:
                                      "knows)")
         continue
       upstream = next((self.fwd[a].why for a in ins if self.fwd.get(a, Forward.unknown("?")).why), None)
+      if n in self.block_at:
+        why = upstream or self.block_at[n].rule(self, self.block_at[n])
+        if why:
+          self.unknown(e, why)
+          # the block's own inputs (unknown() only sees this equation's operands)
+          self.back.append((e, [(a, lambda g, why=why: Backward.unknown(g.why or why)) for a in ins
+                                if a not in e.ins]))
+        continue
       if upstream:
         self.structure_only(e, ins, upstream)
         continue
@@ -188,4 +203,7 @@ class Propagation:
       return
     sq = old.sq + c.sq
     r = (old.sq * old.r + c.sq * c.r) / sq if sq > 0 else old.r
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None)
+    rp = None
+    if old.rp is not None and c.rp is not None:
+      rp = (old.sq * old.rp + c.sq * c.rp) / sq if sq > 0 else old.rp
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp)

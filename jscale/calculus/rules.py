@@ -5,13 +5,15 @@ Each equation with an activation operand is matched to a rule of docs/calculus.m
         feature groups: the (output position, tap) pairs that land inside the input are counted exactly, which
         gives the SAME-padding k_eff of the docs and the stride = kernel rules as special cases)
   max(u, 0); select_n(u > 0, a u, b u) (jax.nn.relu, leaky_relu, jnp.where)   piecewise-linear activation
-  tanh                                       identity rules while E[y^2] <= TANH_LINEAR_MAX, else no rule
+  a block of elementwise primitives on one activation (tanh, GELU, SiLU, softplus, ELU, sigmoid, ...)
+        any activation, by quadrature (elementwise.py); LayerNorm / RMSNorm (normalisation.py); softmax
+        attention (attention.py): the blocks of blocks.py, recognised before the per-primitive rules
   mul / div / neg by a constant              fixed scalar (a constant 0/1 mask: dropout)
   mul by a parameter leaf                    learnable scalar ("scalar") or elementwise multiplier ("other")
   add of a parameter leaf                    bias;  add of two activations: residual sum (cross term dropped)
   reduce_window_sum, reduce_sum over positions   (average / global) pooling with the ReLU correlation correction
   reshape, transpose, convert, slice, pad, concatenate   moments kept
-Anything else touching an activation (max pooling, normalisation, softmax, attention, sigmoid, ...) makes the
+Anything else touching an activation (max pooling, batch statistics, ...) makes the
 value unknown, with the reason; unknown values propagate forward, and backward to everything below.
 Signals: `signals.Forward` / `signals.Backward` (sq is None exactly when why says why).
 """
@@ -23,15 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale.calculus.blocks import find_blocks
 from jscale.calculus.correlation import relu_corr
 from jscale.calculus.propagation import ActivationUse, LeafUse, Propagation
 from jscale.calculus.signals import Forward
 from jscale.calculus.tracing import scalar_value
-
-# tanh's linear-regime rules are off by about 2 E[y^2] relatively (E[tanh(y)^2] ~ q - 2 q^2 for y ~ N(0, q)):
-# 0.05 keeps that below 10%.
-TANH_LINEAR_MAX = 0.05
-
 
 def pwl_gains(p: float, q: float) -> tuple[float, float]:
   """(forward, backward) gain of phi(u) = p u (u > 0), q u (u < 0) on a symmetric input."""
@@ -82,7 +80,15 @@ def _window_counts(in_shape, params) -> np.ndarray:
 
 
 class Predictor(Propagation):
-  """The rules of docs/calculus.md, one `rule_<primitive>` method each (see the module docstring)."""
+  """The rules of docs/calculus.md, one `rule_<primitive>` method each (see the module docstring), and the
+  blocks' rules (blocks.py: activations from elementwise primitives, normalisations, attention)."""
+
+  def __init__(self, graph, tags, **kw):
+    super().__init__(graph, tags, **kw)
+    for b in find_blocks(graph, tags, self.const):
+      self.block_at[b.out_eqn] = b
+      self.skip |= b.eqns
+    self.skip -= set(self.block_at)
 
   # -- shape-only rules
   def _pass(self, e, ins):
@@ -130,7 +136,7 @@ class Predictor(Propagation):
     c2, m = float(np.mean(arr * arr)), float(np.mean(arr))
     r = s.r * (m * m / c2) if c2 > 0 else s.r
     odd = np.all(arr >= 0) or np.all(arr <= 0)
-    self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd)),
+    self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd), None, s.rp, s.rf),
                  [(a, lambda g: g.scaled(c2, r=g.r * (m * m / c2) if c2 > 0 else g.r))])
 
   def _param_mul(self, e, a, t):
@@ -204,8 +210,10 @@ class Predictor(Propagation):
       self.notes.append(f"{name} applied to a non-symmetric input (e.g. a residual sum of ReLU outputs, or "
                         "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
     self.acts.append(ActivationUse(kind=name, in_id=u, out_id=e.outs[0]))
-    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym),
-                 [(u, lambda g: g.scaled(gb, r=g.r * rb if not g.why else 0.0))])
+    rp_out, rpb = pwl_corr(p, q, s.rp) if s.rp is not None else (None, None)
+    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym, None, rp_out, pwl_corr(p, q, s.rf or 0.0)[0]),
+                 [(u, lambda g: g.scaled(gb, r=g.r * rb if not g.why else 0.0,
+                                         rp=g.rp * rpb if g.rp is not None and rpb is not None else None))])
 
   def rule_max(self, e, ins):
     if len(ins) != 1:
@@ -216,15 +224,6 @@ class Predictor(Propagation):
       return "a max against a non-zero constant (clipping) has no rule"
     return self._pwl(e, a, 1.0, 0.0)
 
-  def rule_tanh(self, e, ins):
-    a = ins[0]
-    s = self.fwd[a]
-    self.acts.append(ActivationUse(kind="tanh", in_id=a, out_id=e.outs[0]))
-    if s.sq > TANH_LINEAR_MAX:
-      return (f"tanh outside its linear regime (predicted E[y^2] = {s.sq:.3g} at its input, above "
-              f"{TANH_LINEAR_MAX}): it saturates and does not keep nu")
-    self.set_out(e, s, [(a, lambda g: g)])
-
   # -- sums
   def rule_add(self, e, ins):
     if len(ins) == 2:
@@ -234,8 +233,10 @@ class Predictor(Propagation):
       sa, sb = self.fwd[a], self.fwd[b]
       sq = sa.sq + sb.sq
       r = (sa.sq * sa.r + sb.sq * sb.r) / sq if sq > 0 else sa.r
+      rp = (sa.sq * sa.rp + sb.sq * sb.rp) / sq if sq > 0 and None not in (sa.rp, sb.rp) else None
+      rf = (sa.sq * (sa.rf or 0.0) + sb.sq * (sb.rf or 0.0)) / sq if sq > 0 else None
       # a difference has the same second-moment rule as a sum (the cross term is dropped)
-      self.set_out(e, Forward(sq, r, sa.sym and sb.sym), [(a, lambda g: g), (b, lambda g: g)])
+      self.set_out(e, Forward(sq, r, sa.sym and sb.sym, None, rp, rf), [(a, lambda g: g), (b, lambda g: g)])
       return None
     a = ins[0]
     other = e.ins[1] if e.ins[0] == a else e.ins[0]
@@ -250,7 +251,12 @@ class Predictor(Propagation):
                               fan_in=1, fan_out=n_leaf, taps=1))
       sq = s.sq + b_sq
       r = (s.sq * s.r + b_sq) / sq if sq > 0 else s.r
-      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0), [(a, seen)])
+      # the bias is independent across features (rf), and the same at every position (rp) unless it has an
+      # entry per position (a position embedding)
+      shared = b_sq if n_leaf <= self.shape(a)[-1] else 0.0
+      rp = (s.sq * s.rp + shared) / sq if sq > 0 and s.rp is not None else None
+      rf = s.sq * (s.rf or 0.0) / sq if sq > 0 else None
+      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0, None, rp, rf), [(a, seen)])
       return None
     c = self.const(other)
     if t.kind != "const" or c is None:
@@ -259,7 +265,10 @@ class Predictor(Propagation):
     if c2 > 0:
       self.notes.append("a constant is added to an activation: the rules assume zero-mean values")
     sq = s.sq + c2
-    self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0), [(a, lambda g: g)])
+    rp = (s.sq * s.rp + c2) / sq if sq > 0 and s.rp is not None else None
+    rf = (s.sq * (s.rf or 0.0) + c2) / sq if sq > 0 else None
+    self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0, None, rp, rf),
+                 [(a, lambda g: g)])
     return None
 
   rule_sub = rule_add_any = rule_add
@@ -288,8 +297,20 @@ class Predictor(Propagation):
     if nd - 1 in axes or nd < 3:
       return "a reduction over the feature axis (normalisation, softmax, attention) has no rule"
     k = math.prod(self.shape(a)[i] for i in axes)
+    if self.fwd[a].rp is not None:
+      return self._pool_tokens(e, a, k, nd - 1 - len(axes) > 1)
     rho_out = self.per_example(e.outs[0]) // self.shape(a)[-1]
     return self._pool(e, a, np.full(rho_out, float(k)), self.per_example(a) // self.shape(a)[-1])
+
+  def _pool_tokens(self, e, a, k, positions_left):
+    """A sum over k positions whose correlation rp is tracked (token pooling): E[(sum_t x_t)^2] =
+    k E[x^2] (1 + (k - 1) rp); the gradient reaches every pooled position unchanged (rp = 1 between them)."""
+    s = self.fwd[a]
+    f = k * (1 + (k - 1) * s.rp)
+    sq = s.sq * f
+    r = min(s.r * k * k / f, 1.0) if f > 0 else s.r
+    self.set_out(e, Forward(sq, r, s.sym, None, s.rp if positions_left else None, s.rf),
+                 [(a, lambda g: g.scaled(1.0, rp=1.0))])
 
   # -- weight layers
   def rule_dot_general(self, e, ins):
@@ -340,4 +361,8 @@ class Predictor(Propagation):
                             w_sq=w_sq, fan_in=fan_in, fan_out=fan_out, taps=k))
     y_sq = (pairs / rho_out) * n_in * w_sq * s.sq
     back_f = (pairs / rho_in) * n_out * w_sq
-    self.set_out(e, Forward(y_sq, s.r, True), [(a, lambda g: seen(g).scaled(back_f))])
+    # a dense layer keeps the correlation between positions; a convolution mixes neighbouring positions, whose
+    # correlation the rules do not track (rp None: pooling then uses the example correlation, as before)
+    rp = s.rp if kind == "dense" else None
+    self.set_out(e, Forward(y_sq, s.r, True, None, rp),
+                 [(a, lambda g: seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp))])

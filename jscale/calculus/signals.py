@@ -18,6 +18,9 @@ class Forward(NamedTuple):
   r: float
   sym: bool
   why: str | None = None
+  rp: float | None = None  # the correlation between two positions (tokens) of one example; None: not tracked
+  rf: float | None = None  # the correlation between two features of one position (a common offset, e.g. the
+                           # mean of a GELU's output); None: not tracked (taken as 0)
 
   @classmethod
   def unknown(cls, why: str) -> "Forward":
@@ -29,17 +32,20 @@ class Backward(NamedTuple):
   r: float
   pooled: bool = False
   why: str | None = None
+  rp: float | None = None  # as Forward.rp, for the gradient
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
     return cls(None, 0.0, False, why)
 
-  def scaled(self, f: float, r: float | None = None, pooled: bool | None = None) -> "Backward":
-    """E[Delta^2] times f (and a new correlation or pooled flag); an unknown signal stays unknown."""
+  def scaled(self, f: float, r: float | None = None, pooled: bool | None = None,
+             rp: float | None = None) -> "Backward":
+    """E[Delta^2] times f (and a new correlation, pooled flag or position correlation); an unknown signal
+    stays unknown."""
     if self.why:
       return self
     return self._replace(sq=self.sq * f, r=self.r if r is None else r,
-                         pooled=self.pooled if pooled is None else pooled)
+                         pooled=self.pooled if pooled is None else pooled, rp=self.rp if rp is None else rp)
 
 
 class LayerSignal(NamedTuple):

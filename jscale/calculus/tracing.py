@@ -21,7 +21,8 @@ from jax.extend import core
 # Call-like primitives whose body is inlined, and the parameter that holds the body.
 _INLINE = {"jit": ("jaxpr",), "pjit": ("jaxpr",), "closed_call": ("call_jaxpr",), "core_call": ("call_jaxpr",),
            "custom_jvp_call": ("call_jaxpr",), "custom_vjp_call": ("call_jaxpr", "fun_jaxpr"),
-           "custom_vjp_call_jaxpr": ("fun_jaxpr",), "remat": ("jaxpr",), "checkpoint": ("jaxpr",)}
+           "custom_vjp_call_jaxpr": ("fun_jaxpr",), "remat": ("jaxpr",), "remat2": ("jaxpr",),
+           "checkpoint": ("jaxpr",)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,11 +8,13 @@
   python scripts/calculus.py --json > calculus.json
   python scripts/calculus.py --model lenet --compare fan_in,fan_out,xavier,geometric
   python scripts/calculus.py --model resnet --init geometric
+  python scripts/calculus.py --model transformer --init lecun_normal --json
   python scripts/calculus.py --model my_net.py:make --init he_normal --json
 
 `--model mlp` (the default) is the MLP given by --widths. `--model lenet` / `resnet` are the paper's strided
 LeNet and a small pre-activation bottleneck ResNet with the Section 11 scalars (jscale.models), on --batch
-random images; `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
+random images; `--model transformer` is jscale.models.Transformer's defaults (2 pre-LN blocks, width 64,
+4 heads, 16 tokens of a 32-word vocabulary, GELU MLP, mean over tokens) on --batch uniform random tokens; `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
 (apply_fn, params, x) or (apply_fn, params, x, loss) (`init` is the --init spec string, or None when not given).
 Any model other than mlp goes through `jscale.calculus.inspect`: its table has one row per parameter leaf.
 
@@ -44,7 +46,7 @@ from jscale.calculus.measurement import mlp_bytes
 from jscale.calculus.moments import ACT_KINDS
 from jscale.calculus.summary import MlpSummary, mlp_summary
 
-MODELS = ("mlp", "lenet", "resnet")
+MODELS = ("mlp", "lenet", "resnet", "transformer")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +177,14 @@ def load_model(args, spec, key):
   """(apply_fn, params, x, loss, title) of a non-MLP --model."""
   k_data, k_net = jax.random.split(key)
   loss = None
-  if args.model in ("lenet", "resnet"):
+  if args.model == "transformer":
+    from jscale import models
+    from jscale.models.transformer import random_tokens
+    cfg = models.TransformerConfig()
+    params = models.init_transformer(k_net, cfg, spec)
+    apply_fn = lambda p, x_: models.apply_transformer(p, x_, cfg)  # noqa: E731
+    x = random_tokens(k_data, args.batch, cfg)
+  elif args.model in ("lenet", "resnet"):
     from jscale import models
     if args.model == "lenet":
       cfg = models.LeNetConfig()

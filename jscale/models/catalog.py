@@ -3,6 +3,8 @@
   mlp(widths, activation, bias_init)   the MLP of `jscale.mlp` (what `TrainSpec(widths=...)` trains)
   lenet(n_out, image, ...)             the paper's strided LeNet from plain options (an Experiment's
                                        `model_options`)
+  transformer(n_out, vocab, ...)       the small pre-LN transformer of `models/transformer.py` on one-hot
+                                       token rows
   get_model("lenet", n_out=10, ...)    by name (`MODELS`), memoized so a sweep's compiled programs are reused
   model_of(settings, n_out)            the named model a sweep configuration's settings ask for (None: the MLP)
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 from jscale import checks, mlp as mlp_lib
 from jscale.models import lenet as lenet_lib
+from jscale.models import transformer as transformer_lib
 from jscale.models.model import Model
 
 
@@ -58,7 +61,19 @@ def lenet(n_out: int = 10, image: Sequence[int] = (8, 8, 1), channels: Sequence[
   return Model.lenet(cfg)
 
 
-MODELS: dict[str, Callable[..., Model]] = {"lenet": lenet}
+def transformer(n_out: int = 10, vocab: int = 32, seq_len: int = 16, width: int = 64, heads: int = 4,
+                depth: int = 2, mlp_ratio: int = 4, causal: bool = False) -> Model:
+  """The pre-LN transformer classifier as a `Model` on flat one-hot token rows (seq_len * vocab features);
+  every float leaf with >= 2 dims (embeddings, projections) is a kernel the sweep redraws."""
+  cfg = transformer_lib.TransformerConfig(vocab=int(vocab), seq_len=int(seq_len), width=int(width),
+                                          heads=int(heads), depth=int(depth), mlp_ratio=int(mlp_ratio),
+                                          n_out=int(n_out), causal=bool(causal)).check()
+  return Model.from_functions(lambda key: transformer_lib.init_transformer(key, cfg),
+                              lambda p, x: transformer_lib.apply_transformer(p, x, cfg), (cfg.seq_len, cfg.vocab),
+                              name="transformer", description=f"transformer({cfg})")
+
+
+MODELS: dict[str, Callable[..., Model]] = {"lenet": lenet, "transformer": transformer}
 
 
 def _freeze(v):

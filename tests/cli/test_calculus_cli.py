@@ -113,6 +113,16 @@ class ModelCLITest(chex.TestCase):
     self.assertIn("G meas", text)
     self.assertIn("recommendations", text)
 
+  @pytest.mark.slow
+  def test_model_transformer_json(self):
+    rc, out, _ = run_status("--model", "transformer", "--init", "lecun_normal", "--batch", "16", "--json")
+    self.assertEqual(rc, 0)
+    rep = json.loads(out)
+    rows = {r["path"]: r for r in rep["layers"]}
+    for name in ("block0/attn/query/kernel", "block1/mlp/dense0/kernel", "embed/tokens", "ln_final/scale"):
+      self.assertIsNotNone(rows[name]["G_pred"], f"{name}: {rows[name]['reason']}")
+      self.assertGreater(rows[name]["G_meas"], 0)
+
   def test_model_from_a_file(self):
     path = os.path.join(tempfile.mkdtemp(), "net.py")
     with open(path, "w") as f:

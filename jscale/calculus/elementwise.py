@@ -1,0 +1,135 @@
+"""Activations built from elementwise primitives (GELU, SiLU, softplus, ELU, sigmoid, tanh, ...), recognised
+from the jaxpr and given their moments by quadrature (activation_maps.py).
+
+A value is an elementwise function of an activation u when every equation from u to it is elementwise
+(ELEMENTWISE) with scalar constants as its other operands. `find` groups such equations by u; a group with a
+non-linear smooth primitive (SMOOTH) is one activation block per value it hands outside the group (plain
+ReLU / leaky ReLU patterns keep rules.py's closed forms). The rule evaluates the group's equations on
+quadrature nodes (the activation phi recovered from the jaxpr) and applies, with the input's E[y^2] = q and
+correlations r (two examples) and rp (two positions):
+  forward   E[phi^2],  r -> E[phi(y) phi(y')]_r / E[phi^2],  likewise rp
+  backward  E[Delta_u^2] = E[phi'^2] E[Delta^2],  r_Delta -> r_Delta E[phi' phi']_r / E[phi'^2]
+(y Gaussian, the gradient independent of y: the calculus's assumptions, docs/calculus.md "Any activation").
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jscale.calculus import activation_maps as am
+from jscale.calculus.blocks import Block
+from jscale.calculus.propagation import ActivationUse
+from jscale.calculus.signals import Forward
+from jscale.calculus.tracing import Lit, scalar_value
+
+ELEMENTWISE = frozenset({
+    "neg", "add", "sub", "mul", "div", "max", "min", "tanh", "logistic", "erf", "erfc", "exp", "exp2", "expm1",
+    "log", "log1p", "integer_pow", "pow", "sqrt", "rsqrt", "cbrt", "abs", "sign", "select_n", "gt", "ge", "lt",
+    "le", "eq", "ne", "convert_element_type", "copy", "copy_p", "square", "sin", "cos", "clamp", "is_finite",
+    "not", "and", "or", "stop_gradient", "erf_inv", "atan", "asinh", "logaddexp"})
+SMOOTH = frozenset({
+    "tanh", "logistic", "erf", "erfc", "exp", "exp2", "expm1", "log", "log1p", "integer_pow", "pow", "sqrt",
+    "rsqrt", "cbrt", "abs", "sign", "square", "sin", "cos", "clamp", "erf_inv", "atan", "asinh", "logaddexp"})
+
+
+def find(graph, tags, const, u, taken) -> list:
+  src, groups = {}, {}   # value -> the activation it is a function of; activation -> [eqn indices]
+  for n, e in enumerate(graph.eqns):
+    if n in taken or e.name not in ELEMENTWISE:
+      continue
+    base, ok = None, True
+    for a in e.ins:
+      if isinstance(a, Lit):
+        ok = scalar_value(a.val) is not None
+      elif a in src:
+        ok = base in (None, src[a])
+        base = src[a]
+      elif tags.get(a) is not None and tags[a].kind in ("act", "gate"):
+        ok = base in (None, a) and tags[a].kind == "act"
+        base = a
+      else:
+        ok = tags.get(a) is None or tags[a].kind == "const"
+        ok = ok and scalar_value(const(a)) is not None
+      if not ok:
+        break
+    if not ok or base is None or any(tuple(graph.avals[o].shape) != tuple(graph.avals[base].shape)
+                                     for o in e.outs):
+      continue
+    for o in e.outs:
+      src[o] = base
+    groups.setdefault(base, []).append(n)
+  blocks = []
+  for base, eqns in groups.items():
+    if not any(graph.eqns[n].name in SMOOTH for n in eqns):
+      continue
+    members, outs = set(eqns), []
+    for n in eqns:
+      for o in graph.eqns[n].outs:
+        used_outside = o in u.outputs or any(c not in members for c in u.consumers.get(o, ()))
+        if used_outside and o in tags and tags[o].kind == "act":
+          outs.append((n, o))
+    # A group handing several values outside is one block per value: the first holds the group's equations
+    # (skipped by the pass), the others their output equation only.
+    out_eqns = {n for n, _ in outs}
+    for i, (n, o) in enumerate(outs):
+      own = (members - out_eqns) | {n} if i == 0 else {n}
+      blocks.append(Block("activation", n, (base,), frozenset(own), activation_rule,
+                          dict(base=base, out=o, eqns=tuple(eqns))))
+  return blocks
+
+
+def phi_of(graph, eqns, base, out, const):
+  """The activation z -> value `out` as a function of `base`, for a 1-d float array z (the group's
+  equations, their scalar constants broadcast to z's shape)."""
+  def phi(z):
+    env = {base: z.astype(graph.avals[base].dtype)}
+
+    def read(a):
+      if isinstance(a, Lit):
+        return jnp.full(z.shape, a.val, np.asarray(a.val).dtype)
+      if a in env:
+        return env[a]
+      c = np.asarray(const(a))
+      return jnp.full(z.shape, scalar_value(c), c.dtype)
+
+    for n in eqns:
+      e = graph.eqns[n]
+      vals = e.prim.bind(*[read(a) for a in e.ins], **e.params)
+      vals = vals if e.prim.multiple_results else [vals]
+      for o, v in zip(e.outs, vals):
+        env[o] = v
+      if out in env:
+        break
+    return env[out].astype(jnp.float32)
+
+  return phi
+
+
+def activation_rule(pred, block) -> str | None:
+  info = block.info
+  base, out = info["base"], info["out"]
+  s = pred.fwd[base]
+  phi = phi_of(pred.g, info["eqns"], base, out, pred.const)
+  name = am.identify(phi) or "elementwise(" + ",".join(
+      dict.fromkeys(pred.g.eqns[n].name for n in info["eqns"] if pred.g.eqns[n].name in SMOOTH)) + ")"
+  m = am.maps(phi, s.sq, s.r)
+  if not (np.isfinite(m.fwd_sq) and np.isfinite(m.bwd_sq)):
+    return f"the activation {name} is not finite on a Gaussian input of E[y^2] = {s.sq:.3g}"
+  mp = am.maps(phi, s.sq, s.rp) if s.rp is not None else None
+  rf = am.maps(phi, s.sq, s.rf or 0.0).fwd_corr  # a common offset across features: E[phi]^2 / E[phi^2] from 0
+  pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
+  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf)
+  rb = m.bwd_corr
+  rpb = mp.bwd_corr if mp else None
+
+  def back(g):
+    return g.scaled(m.bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+
+  pred.back.append((_OutOnly(out), [(base, back)]))
+  return None
+
+
+class _OutOnly:
+  """An equation stand-in whose only output is `out` (a group can hand several values outside)."""
+  def __init__(self, out):
+    self.outs = [out]
