@@ -33,8 +33,14 @@ SETTING_CHECKS: dict[str, Callable] = {
     "output_std": checks.optional(functools.partial(checks.finite_real, minimum=0, strict=True)),
     "train_pass": checks.boolean,
     "metric_every": checks.positive_int,
-    "g_ratio_steps": lambda v, name, context="": checks.one_of(v, name, G_RATIO_STEPS),
+    "g_ratio_steps": lambda v, name, context="": _one_of(v, name, G_RATIO_STEPS, context),
 }
+
+
+def _one_of(v, name: str, choices: tuple, context: str = ""):
+  if not isinstance(v, str) or v not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(choices)}{context}, got {v!r}")
+  return v
 
 
 def check_setting(name: str, value, context: str = ""):
