@@ -29,7 +29,8 @@ import tempfile
 import time
 
 STEPS = ("tests", "bench", "main")
-BENCH_ARGS = "--sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --precision auto --skip-loop-above 64"
+BENCH_ARGS = ("--sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --precision auto --skip-loop-above 64 "
+              "--naive-up-to 4096")
 
 
 def parse_args(argv=None):
