@@ -6,7 +6,7 @@
   python scripts/bench.py --devices 1 --group-size 256    # the vmap layout on one device
   python scripts/bench.py --sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --skip-loop-above 64   # a GPU
 
-The defaults finish in about 1.5 minutes on 2 idle CPU cores (one precision there: XLA:CPU computes float32
+The defaults should finish in about 1.5-2 minutes on 2 idle CPU cores (5 minutes measured at load average 11) (one precision there: XLA:CPU computes float32
 the same way at both; --precision auto measures both on GPUs and TPUs), with a progress line on stderr
 (--no-progress turns it off).
 

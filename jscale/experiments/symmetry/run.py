@@ -138,7 +138,7 @@ def experiment(exp_dir: str, seeds: Sequence[int] = (0, 1, 2), inits: Sequence[s
   from_params = jax.jit(jax.vmap(make_sgd_loop(widths, inits[0], lr=lr, steps=steps,
                                                batch_size=batch_size).from_params))
   for init in inits:
-    params = jax.vmap(lambda k: mlp.init_mlp(k, widths, init, "zeros"))(k_init)
+    params = jax.jit(jax.vmap(lambda k: mlp.init_mlp(k, widths, init, "zeros")))(k_init)   # one small program
     out = from_params(params, k_data, x, y)
     losses.append(out.loss)
     spreads.append(out.spread)
