@@ -15,6 +15,7 @@ import numpy as np
 from jscale import checks, initializers, mlp, models
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+G_RATIO_STEPS = ("last", "all")   # which steps of an epoch measure Metrics.g_ratio
 
 # What each training setting allows, defined once: `TrainSpec` checks its static settings with it, the sweeps
 # (`jscale.sweeps.experiment.validate_settings`) every configuration's settings, traced ones included, before any
@@ -32,7 +33,15 @@ SETTING_CHECKS: dict[str, Callable] = {
     "batch_size": checks.optional(checks.positive_int),                             # None: full batch
     "output_std": checks.optional(functools.partial(checks.finite_real, minimum=0, strict=True)),
     "train_pass": checks.boolean,
+    "metric_every": checks.positive_int,
+    "g_ratio_steps": lambda v, name, context="": _one_of(v, name, G_RATIO_STEPS, context),
 }
+
+
+def _one_of(v, name: str, choices: tuple, context: str = ""):
+  if not isinstance(v, str) or v not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(choices)}{context}, got {v!r}")
+  return v
 
 
 def check_setting(name: str, value, context: str = ""):
@@ -55,6 +64,11 @@ class TrainSpec:
   weight_decay is coupled L2 (added to the gradient before the optimizer) except for "adamw" (decoupled).
   train_pass: measure `Metrics.train_pass_loss` (a forward pass over the whole training split at the end of
     every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
+  metric_every: k measures the per-step metrics (train_loss, train_acc, grad_norm, saturation, zero_fraction) on
+    every k-th step of an epoch counted back from its last (steps - 1, steps - 1 - k, ...) and averages those;
+    1 (the default) is every step. Each measurement is a pass over the gradients and the activations.
+  g_ratio_steps: "last" (the default) measures `Metrics.g_ratio` at the epoch's last step only; "all" averages
+    it over the measured steps (two passes over the weights and gradients per step). Full batch: the same.
   """
   widths: tuple = (2, 64, 64, 2)
   model: Any = None
@@ -69,6 +83,8 @@ class TrainSpec:
   output_std: float | None = None
   saturation_threshold: float = 1e-3
   train_pass: bool = False
+  metric_every: int = 1
+  g_ratio_steps: str = "last"
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)

@@ -7,6 +7,7 @@ thin `scripts/TOOL.py` wrappers in a checkout; the same code and flags every way
   jscale calculus --widths 784,300,10   the scaling calculus of one network        (jscale.cli.calculus)
   jscale hessian-check / hessian-figures   Figures 1-2 against exact Hessians
   jscale bench / roofline               the engine's speed, where a step's time goes
+  jscale gpu-report                     suite + bench + main job on a borrowed accelerator -> one JSON
 
 How they end: a refused input is one line `error: ...` on stderr and exit status 2. jscale validates every input
 before any compute and raises ValueError (TypeError for a wrong type) with a message naming the parameter, the
@@ -24,7 +25,8 @@ from typing import Callable
 USAGE_ERROR = 2
 # tool name -> module with `main(argv)`; `scripts/<module>.py` is the same tool in a checkout.
 TOOLS = {"sweep": "sweep", "report": "report", "calculus": "calculus", "hessian-check": "hessian_check",
-         "hessian-figures": "hessian_figures", "bench": "bench", "roofline": "roofline", "quote": "quote"}
+         "hessian-figures": "hessian_figures", "bench": "bench", "roofline": "roofline", "quote": "quote",
+         "gpu-report": "gpu_report"}
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -1,9 +1,14 @@
 """Benchmark the sweep engine against a per-configuration loop and the machine's matmul peak.
 
-  python scripts/bench.py                                 # a table: both networks, both precisions
+  python scripts/bench.py                                 # a table: both networks at 64 and 256 configurations
   python scripts/bench.py --json > results/bench/cpu-2core.json
   python scripts/bench.py --network moons --sizes 256 --epochs 200 --precision highest
   python scripts/bench.py --devices 1 --group-size 256    # the vmap layout on one device
+  python scripts/bench.py --sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --skip-loop-above 64   # a GPU
+
+The defaults should finish in about 1.5-2 minutes on 2 idle CPU cores (5 minutes measured at load average 11) (one precision there: XLA:CPU computes float32
+the same way at both; --precision auto measures both on GPUs and TPUs), with a progress line on stderr
+(--no-progress turns it off).
 
 Two networks, each trained by C configurations at once (C = each of --sizes / --mlp-sizes):
   moons   2-64-64-2 ReLU MLP on two moons (1400 train / 600 test), Adam lr 1e-3, full batch, the `sigma`
@@ -23,14 +28,18 @@ Reported: speedup_vs_loop = t_loop / t_engine, speedup_vs_naive_vmap, useful_gfl
 t_engine (FLOPs counted analytically by `jscale.sweeps.cost.flops_per_config`: the matmuls of forward, backward
 and the test pass), and fraction_of_peak = useful_gflops / matmul_peak_gflops. Each timing is the minimum
 over --repeats interleaved runs (robust to other processes stealing the cores). --precision both (the
-default) measures "highest" (float32 everywhere, jscale's default) and "default" (JAX's per-backend
-choice: TF32 on NVIDIA GPUs, bfloat16 passes on TPUs; XLA:CPU computes float32 either way).
+default on accelerators) measures "highest" (float32 everywhere, jscale's default) and "default" (JAX's
+per-backend choice: TF32 on NVIDIA GPUs, bfloat16 passes on TPUs; XLA:CPU computes float32 either way, so
+--precision auto, the default, measures "highest" alone on a CPU).
+--metric-every K trains with `TrainSpec(metric_every=K)` (the step metrics on every K-th step; the sweeps'
+default is 1, every step).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 
 NETWORKS = ("moons", "mlp784")
@@ -40,19 +49,27 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
   p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
-  p.add_argument("--sizes", default="16,64,256", help="moons: comma-separated grid sizes (configurations)")
-  p.add_argument("--epochs", type=int, default=50, help="moons: epochs (default 50)")
-  p.add_argument("--mlp-sizes", default="8,32", help="mlp784: comma-separated grid sizes")
+  p.add_argument("--sizes", default="64,256", help="moons: comma-separated grid sizes (configurations)")
+  p.add_argument("--epochs", type=int, default=20, help="moons: epochs (default 20)")
+  p.add_argument("--mlp-sizes", default="64,256", help="mlp784: comma-separated grid sizes")
   p.add_argument("--mlp-epochs", type=int, default=1, help="mlp784: epochs (default 1)")
-  p.add_argument("--mlp-train", type=int, default=2048, help="mlp784: synthetic training rows (default 2048)")
-  p.add_argument("--precision", choices=("both", "highest", "default"), default="both",
-                 help="float32 matmul precision(s) to measure (default both)")
+  p.add_argument("--mlp-train", type=int, default=512,
+                 help="mlp784: synthetic training rows (default 512: 16 steps of 32 per epoch)")
+  p.add_argument("--precision", choices=("auto", "both", "highest", "default"), default="auto",
+                 help="float32 matmul precision(s) to measure (default auto: both on accelerators, highest on CPU)")
+  p.add_argument("--metric-every", type=int, default=1,
+                 help="measure the step metrics on every K-th step (TrainSpec.metric_every; default 1)")
+  p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
   p.add_argument("--devices", type=int, default=None, help="devices for the engine (CPU: host devices)")
   p.add_argument("--group-size", type=int, default=None, help="configs each device vmaps at once")
   p.add_argument("--repeats", type=int, default=2)
-  p.add_argument("--skip-loop-above", type=int, default=None,
-                 help="estimate the loop from this many configurations for larger sizes (default: time all)")
+  p.add_argument("--skip-loop-above", type=int, default=64,
+                 help="time the per-config loop on this many configurations and scale it to larger sizes (its "
+                      "calls are independent; default 64)")
   p.add_argument("--no-naive", action="store_true", help="skip the naive jit(vmap) layout")
+  p.add_argument("--naive-up-to", type=int, default=64,
+                 help="time the naive layout up to this many configurations (default 64; on a CPU it is the "
+                      "slowest layout by far: one device, every matmul a batched dot)")
   args = p.parse_args(argv)
   args.networks = [n.strip() for n in args.network.split(",") if n.strip()]
   bad = [n for n in args.networks if n not in NETWORKS]
@@ -66,7 +83,7 @@ def parse_args(argv=None):
     if not sizes or min(sizes) < 1:
       raise ValueError(f"--{flag.replace('_', '-')} must be comma-separated ints >= 1, got {getattr(args, flag)!r}")
     setattr(args, flag, sizes)
-  for flag in ("epochs", "mlp_epochs", "repeats"):
+  for flag in ("epochs", "mlp_epochs", "repeats", "metric_every", "skip_loop_above", "naive_up_to"):
     if getattr(args, flag) < 1:
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
   if args.mlp_train < 64:
@@ -95,14 +112,15 @@ def network(name: str, args):
   if name == "moons":
     ds = datasets.get("two_moons", seed=0)
     widths = (ds.x_train.shape[1], 64, 64, ds.num_classes)
-    spec = T.TrainSpec(widths=widths, kernel_inits=("normal:1",), optimizer="adam", epochs=args.epochs)
+    spec = T.TrainSpec(widths=widths, kernel_inits=("normal:1",), optimizer="adam", epochs=args.epochs,
+                       metric_every=getattr(args, "metric_every", 1))
     sig = np.asarray(log_spaced(1e-3, 3.0, 16), np.float32)
     hp = lambda C: _hparams(spec, C, init_scale=sig[np.arange(C) % 16], lr=1e-3)
     text = f"2-64-64-2, two moons {len(ds.y_train)}/{len(ds.y_test)}, Adam, full batch, {args.epochs} epochs"
   else:
     ds = synthetic_784(args.mlp_train)
     spec = T.TrainSpec(widths=(784, 300, 100, 10), kernel_inits=("glorot_normal",), optimizer="sgd",
-                       epochs=args.mlp_epochs, batch_size=32)
+                       epochs=args.mlp_epochs, batch_size=32, metric_every=getattr(args, "metric_every", 1))
     hp = lambda C: _hparams(spec, C, init_scale=np.ones(C, np.float32), lr=0.1, input_scale=1 / 255)
     text = (f"784-300-100-10, synthetic Fashion-MNIST-shaped data {len(ds.y_train)}/{len(ds.y_test)}, SGD, "
             f"minibatch 32, {args.mlp_epochs} epoch(s)")
@@ -134,7 +152,7 @@ def peak_gflops(n: int = 2048, reps: int = 12) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
-def bench_network(name, args, devices, group_size, peak, precision):
+def bench_network(name, args, devices, group_size, peak, precision, progress=lambda C: None):
   import jax
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -151,6 +169,7 @@ def bench_network(name, args, devices, group_size, peak, precision):
   stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
   rows = []
   for C in (args.sizes if name == "moons" else args.mlp_sizes):
+    progress(C)
     Cp = -(-C // len(devices)) * len(devices)
     hp = hparams_of(Cp)
     keys = runner.config_keys(0, np.arange(Cp))
@@ -159,7 +178,8 @@ def bench_network(name, args, devices, group_size, peak, precision):
     singles = [(keys[i], jax.tree.map(lambda a: a[i], hp)) for i in range(C)]
     jax.block_until_ready(loop_fn(*singles[0], data))  # compile
     keys1, hp1 = jax.device_put((keys[:C], jax.tree.map(lambda a: a[:C], hp)), devices[0])
-    if not args.no_naive:
+    time_naive = not args.no_naive and C <= args.naive_up_to
+    if time_naive:
       jax.block_until_ready(naive(keys1, hp1, data))  # compile
     n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
     t_engine = t_loop = t_naive = float("inf")
@@ -172,18 +192,19 @@ def bench_network(name, args, devices, group_size, peak, precision):
         out = loop_fn(k, h, data)
       jax.block_until_ready(out)
       t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
-      if not args.no_naive:
+      if time_naive:
         t = time.perf_counter()
         jax.block_until_ready(naive(keys1, hp1, data))
         t_naive = min(t_naive, time.perf_counter() - t)
     useful = C * flops / t_engine / 1e9
     rows.append({"network": name, "precision": precision, "configs": C, "t_engine_s": round(t_engine, 4),
                  "t_loop_s": round(t_loop, 4), "loop_timed_configs": n_loop,
-                 "t_naive_vmap_s": None if args.no_naive else round(t_naive, 4),
+                 "t_naive_vmap_s": round(t_naive, 4) if time_naive else None,
                  "speedup_vs_loop": round(t_loop / t_engine, 3),
-                 "speedup_vs_naive_vmap": None if args.no_naive else round(t_naive / t_engine, 3),
+                 "speedup_vs_naive_vmap": round(t_naive / t_engine, 3) if time_naive else None,
                  "useful_gflops": round(useful, 2), "loop_gflops": round(C * flops / t_loop / 1e9, 2),
-                 "matmul_peak_gflops": round(peak, 2), "fraction_of_peak": round(useful / peak, 3)})
+                 "matmul_peak_gflops": round(peak, 2), "fraction_of_peak": round(useful / peak, 3),
+                 "loadavg_1m": round(os.getloadavg()[0], 2)})   # other work on the machine beside this figure
     if not args.json:   # fraction_of_peak against the peak so far (the final JSON uses the best of the run)
       print(format_row(rows[-1]), flush=True)
   info = {"protocol": text, "widths": list(spec.widths), "epochs": spec.epochs, "batch_size": spec.batch_size,
@@ -216,7 +237,19 @@ def main(argv=None):
   from jscale import precision as precision_lib
   devices = runner.select_devices(args.devices)
   group_size = args.group_size if args.group_size is not None else runner.default_group_size(devices)
+  if args.precision == "auto":
+    args.precision = "highest" if devices[0].platform == "cpu" else "both"
   precisions = ("highest", "default") if args.precision == "both" else (args.precision,)
+  todo = [(p, n, C) for p in precisions for n in args.networks for C in (args.sizes if n == "moons" else args.mlp_sizes)]
+  t_start = time.perf_counter()
+
+  def progress(prec, name):
+    def say(C):
+      if not args.no_progress:
+        k = todo.index((prec, name, C)) + 1
+        print(f"bench: {k}/{len(todo)} {name} {prec} {C} configurations ({time.perf_counter() - t_start:.0f} s)",
+              file=sys.stderr, flush=True)
+    return say
   if not args.json:
     print(f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform}), group size {group_size}; "
           "times are seconds per whole grid")
@@ -228,7 +261,7 @@ def main(argv=None):
     # measurement can land in a burst of other load and understate it (overstating fraction_of_peak).
     peaks[prec] = peak_gflops()
     for name in args.networks:
-      info, rows = bench_network(name, args, devices, group_size, peaks[prec], prec)
+      info, rows = bench_network(name, args, devices, group_size, peaks[prec], prec, progress(prec, name))
       peaks[prec] = max(peaks[prec], peak_gflops())
       networks[name] = info
       results.extend(rows)
@@ -238,6 +271,7 @@ def main(argv=None):
   out = {"device": str(devices[0].device_kind), "platform": devices[0].platform, "n_devices": len(devices),
          "group_size": group_size, "jax_version": jax.__version__, "cpu_count": os.cpu_count(),
          "loadavg_1m": round(os.getloadavg()[0], 2), "precisions": list(precisions),
+         "metric_every": args.metric_every, "seconds": round(time.perf_counter() - t_start, 1),
          "matmul_peak_gflops": {p: round(v, 2) for p, v in peaks.items()}, "networks": networks,
          "results": results}
   if args.json:

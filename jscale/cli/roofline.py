@@ -96,6 +96,12 @@ def format_report(r: dict) -> str:
   lines.append(f"  engine/bare {r['metrics_overhead']:.2f}x; vs loop {r['speedup_vs_loop']:.2f}x "
                f"(ceiling at attainable {r['loop_ratio_ceiling']:.2f}x); engine time: " +
                ", ".join(f"{k} {v:.0%}" for k, v in r["engine_time_split"].items()))
+  if any(s["fraction_of_peak"] > 1 for s in r["shapes"]):
+    lines.append("  (a shape's 'of peak' above 1: its best timing and its window's best peak probe fell in moments of "
+                 "different load; single shapes read +-0.2, the epoch's sums above average it out)")
+  if r.get("overlap_s"):
+    lines.append("  (timed apart, parts overlapped by " + ", ".join(f"{k} {v:.4f} s" for k, v in r["overlap_s"].items())
+                 + ": shown as 0%, see docs/performance.md)")
   return "\n".join(lines)
 
 

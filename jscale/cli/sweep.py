@@ -152,8 +152,11 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   from jscale import experiments, precision, report, sweeps
   from jscale.sweeps import jobs as jobs_lib, store
   from jscale.cli import paths
+  from jscale.sweeps.compile_clock import CompileClock, share_text
   runner.check_device_request(args.devices, platform=jax.default_backend())
   t_start = time.perf_counter()
+  whole = CompileClock().__enter__()   # closed before run.json is written; the report's time is not in it
+  timings = {}
   writer = jax.process_index() == 0
 
   if writer:
@@ -192,9 +195,12 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
 
   for j in mine:
     t0 = time.perf_counter()
-    res = j.go()
+    with CompileClock() as clock:
+      res = j.go()
+    timings[j.name] = clock.summary()
     if not writer:
       continue
+    print(f"{j.name}: {share_text(timings[j.name])}", flush=True)
     if res is None or isinstance(res, str):
       print(f"\n== {j.name}: done{part} in {time.perf_counter() - t0:.1f} s -> {os.path.abspath(j.dir)} ==",
             flush=True)
@@ -210,10 +216,13 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   if not writer:
     return 0
   wall = time.perf_counter() - t_start
+  whole.__exit__(None, None, None)
+  total = whole.summary()
+  print(f"main job: {share_text(total)}", flush=True)
   store.write_run_info(out, command=f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv),
                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()],
                        precision=prec, shard=list(args.shard) if args.shard else None,
-                       process_count=jax.process_count())
+                       process_count=jax.process_count(), compile=total, experiment_times=timings)
   if args.no_report:
     return 0
   left = [j.name for j in jobs if not jobs_lib.complete(j)]

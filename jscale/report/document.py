@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from jscale.report.format import fmt
 from jscale.sweeps import store
+from jscale.sweeps.compile_clock import share_text
 
 
 class Table(NamedTuple):
@@ -88,9 +89,14 @@ def _run_info_text(run_dir: str) -> str:
   runs = store.run_info(run_dir)
   if not runs:
     return ""
-  lines = ["Written by:"] + [f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): "
-                            f"{fmt(r.get('wall_time_s'), 1)} s "
-                            f"wall time on {', '.join(r.get('devices') or ['?'])}" for r in runs]
+  lines = ["Written by:"]
+  for r in runs:
+    lines.append(f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): {fmt(r.get('wall_time_s'), 1)} s "
+                 f"wall time on {', '.join(r.get('devices') or ['?'])}")
+    if r.get("compile"):   # recorded since issue 23: JAX's compilation events (jscale.sweeps.compile_clock)
+      lines.append(f"  - {share_text(r['compile'])}; per experiment: " + "; ".join(
+          f"{name} {t['compile_s']:.1f} s compiling {t['programs']} programs of {t['wall_s']:.1f} s"
+          for name, t in (r.get("experiment_times") or {}).items()))
   return "\n".join(lines)
 
 

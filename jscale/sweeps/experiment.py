@@ -45,7 +45,9 @@ class Experiment:
   Scales (traced): `init_scale` (sigma), `layer_scale` (per layer; None = ones), `input_scale`,
     `output_scale`. `seed`: configuration seed (an axis, usually); `base_seed` mixes into every key.
   Metrics: `saturation_threshold` (|activation| counted as saturated), `train_pass` (measure
-    `train_pass_loss`, a pass over the training split after every epoch; off: NaN, not measured).
+    `train_pass_loss`, a pass over the training split after every epoch; off: NaN, not measured),
+    `metric_every` and `g_ratio_steps` (which steps of an epoch the step metrics and G are measured on:
+    `jscale.train_spec.TrainSpec`).
   `summary_by`: axes the printed summary table groups by (default: every axis but `seed`).
   """
   name: str
@@ -76,6 +78,8 @@ class Experiment:
   base_seed: int = 0
   saturation_threshold: float = 1e-3
   train_pass: bool = False
+  metric_every: int = 1
+  g_ratio_steps: str = "last"
   summary_by: tuple | None = None
 
   def grid(self, name: str) -> Grid:
@@ -214,7 +218,8 @@ def train_spec(settings: Mapping[str, Any], widths: tuple, kernel_inits: tuple) 
       kernel_inits=kernel_inits, bias_init=settings["bias_init"], optimizer=settings["optimizer"],
       momentum=settings["momentum"], epochs=settings["epochs"], batch_size=settings["batch_size"],
       output_std=settings["output_std"], saturation_threshold=settings["saturation_threshold"],
-      train_pass=settings["train_pass"])
+      train_pass=settings["train_pass"], metric_every=settings.get("metric_every", 1),
+      g_ratio_steps=settings.get("g_ratio_steps", "last"))
 
 
 # ---------------------------------------------------------------------------------------------------

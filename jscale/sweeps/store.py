@@ -15,7 +15,9 @@ A run directory (one per experiment, `OUT/<experiment>/`) holds:
   summary.csv            a sweep's one row per configuration: axis values, final metrics, divergence.
   *.png, *.json          figures and records an experiment writes beside its results.
 
-OUT/run.json lists every invocation of the main job (command, grid, wall time, devices).
+OUT/run.json lists every invocation of the main job (command, grid, wall time, devices; since issue 23 also
+`compile` and per experiment `experiment_times`: programs compiled, compile and other seconds, from
+`jscale.sweeps.compile_clock`).
 
 `write_results(exp_dir, axes, metrics, **config)` writes a custom experiment's results; `load(exp_dir)`
 reads either kind into the one `Results` type (results.py), whose `metric(name, *axes)` returns an array

@@ -51,8 +51,10 @@ CONFIGS = [
 
 @functools.lru_cache(maxsize=None)
 def engine_run():
+  # g_ratio_steps="all": G averaged over the epoch's minibatch steps, as the plain loop below measures it
+  # (the default, G at the last step alone, is checked against an independent computation in test_train_metrics).
   spec = T.TrainSpec(model=model(), kernel_inits=INITS, optimizer="adam", epochs=EPOCHS, batch_size=BATCH,
-                     train_pass=True)
+                     train_pass=True, g_ratio_steps="all")
   train = T.make_train(spec)
   hp = T.stack_hparams([T.hparams(spec, **{k: v for k, v in c.items() if k != "key"}) for c in CONFIGS])
   keys = jnp.stack([KEY(c["key"]) for c in CONFIGS])

@@ -337,6 +337,8 @@ BAD_SETTINGS = [
     ("layer_scale", (1.0, -2.0), r"layer_scale\[1\] must be a finite number >= 0"),
     ("layer_scale", "big", "layer_scale must be a tuple of numbers"),
     ("train_pass", "yes", "train_pass must be True or False"),
+    ("metric_every", 0, "metric_every must be an int >= 1"),
+    ("g_ratio_steps", "first", "g_ratio_steps must be one of last, all"),
     ("base_seed", -1, r"base_seed must be an int in \[0, 2\*\*32\)"),
 ]
 

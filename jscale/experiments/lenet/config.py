@@ -68,6 +68,7 @@ def make_experiment(data: str = "digits", data_seed: int | None = None, quick_se
       model="lenet", model_options={"image": image}, input_scale=input_scale,
       kernel_init=TUTORIAL_INIT, bias_init="zeros", optimizer="adam", lr=1e-3, epochs=epochs, batch_size=None,
       train_pass=True,
+      g_ratio_steps="all",   # Table 3's minibatch G is "the mean over epoch 1's minibatch steps"
       grids={"quick": grid(QUICK_BATCH_SIZES, TUTORIAL_SIGMAS, quick_seeds),
              "full": grid(FULL_BATCH_SIZES, FULL_SIGMAS, full_seeds)},
       summary_by=("batch_size", "init", "sigma"),
