@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jscale.calculus.correlation import relu_gate_coupling
 from jscale.calculus.design import bias_balance_input_scale, check_calculus, preconditioning
 from jscale.calculus.inspection_measure import Measured
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, EqualisingMultiplier, Inspection,
@@ -63,21 +64,32 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
     if any(u.g is None for u in uses):
       why = "its output does not reach the loss"
     else:
-      dW = sum(u.rho * u.x_sig.sq * u.g.sq for u in uses)
-      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * (1 / B + (1 - 1 / B) * u.x_sig.r * u.g.r) for u in uses)
+      dW = sum(u.rho * u.x_sig.sq * u.g.sq * (1 + position_pairs(u)) for u in uses)
+      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * ((1 + position_pairs(u)) / B
+                                               + (1 - 1 / B) * u.x_sig.r * u.g.r * (1 + u.g.sp)) for u in uses)
       cols.update(grad_sq_pred=num(dW), dy_sq_pred=num(uses[0].g.sq))
       if w_sq > 0:
         cols.update(G_pred=num(dW / w_sq), G_batch_pred=num(dWb / w_sq))
       else:
         why = "E[W^2] = 0 (a zero-initialised leaf): G is undefined"
       if any(u.g.pooled for u in uses):
-        notes.append(f"{path}: below an average pooling; the spatial gradient correlation pooling creates "
-                     "is not tracked, so its G is approximate")
+        notes.append(f"{path}: below an average pooling with overlapping windows; the spatial gradient "
+                     "correlation it creates is tracked as if the windows tiled the input, so its G is approximate")
   row = LeafRow(path=path, shape=tuple(leaves.shapes[n]), kind=uses[0].kind if uses else "other",
                 op=uses[0].op if uses else None, weight_sq=num(w_sq), grad_sq_meas=num(g_ex),
                 G_meas=num(g_ex / w_sq) if w_sq > 0 else None, G_batch_meas=num(g_b / w_sq) if w_sq > 0 else None,
                 reason=why, **cols)
   return row, tuple(notes)
+
+
+def position_pairs(u) -> float:
+  """sum over the other positions p' of one example of E[x_p x_p' dy_p dy_p'] / (E[x^2] E[dy^2]): the terms
+  of a shared weight's gradient that the leading order drops. Positions share their gradient below an average
+  pooling (g.sp); a ReLU gate right above the layer couples each position's gradient to its own patch
+  (`relu_gate_coupling`), elsewhere the patches' correlation x.r multiplies the gradient's."""
+  if u.kind in ("dense", "conv") and u.g.sp_gate is not None:
+    return relu_gate_coupling(u.x_sig.r, u.fan_in) * u.g.sp_gate
+  return u.x_sig.r * u.g.sp
 
 
 def leaf_reason(n: int, uses: tuple, prop: Propagated) -> str | None:

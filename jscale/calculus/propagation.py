@@ -188,4 +188,5 @@ class Propagation:
       return
     sq = old.sq + c.sq
     r = (old.sq * old.r + c.sq * c.r) / sq if sq > 0 else old.r
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None)
+    sp = (old.sq * old.sp + c.sq * c.sp) / sq if sq > 0 else old.sp  # the two contributions' cross term dropped
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, sp)

@@ -130,8 +130,9 @@ class Predictor(Propagation):
     c2, m = float(np.mean(arr * arr)), float(np.mean(arr))
     r = s.r * (m * m / c2) if c2 > 0 else s.r
     odd = np.all(arr >= 0) or np.all(arr <= 0)
+    f = m * m / c2 if c2 > 0 else 1.0
     self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd)),
-                 [(a, lambda g: g.scaled(c2, r=g.r * (m * m / c2) if c2 > 0 else g.r))])
+                 [(a, lambda g: g.scaled(c2, r=g.r * f, sp=g.sp * f))])
 
   def _param_mul(self, e, a, t):
     s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
@@ -204,8 +205,14 @@ class Predictor(Propagation):
       self.notes.append(f"{name} applied to a non-symmetric input (e.g. a residual sum of ReLU outputs, or "
                         "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
     self.acts.append(ActivationUse(kind=name, in_id=u, out_id=e.outs[0]))
-    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym),
-                 [(u, lambda g: g.scaled(gb, r=g.r * rb if not g.why else 0.0))])
+    relu = p == 1 and q == 0
+
+    def back(g):
+      # Two positions' gates correlate like two examples' (the patches' correlation s.r stands for both).
+      g2 = g.scaled(gb, r=g.r * rb if not g.why else 0.0, sp=g.sp * rb)
+      return g2 if g.why else g2._replace(sp_gate=g.sp if relu else None)
+
+    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym), [(u, back)])
 
   def rule_max(self, e, ins):
     if len(ins) != 1:
@@ -271,7 +278,15 @@ class Predictor(Propagation):
     sq = s.sq * (mc + s.r * (mc2 - mc))
     r_out = s.r * mc2 / (mc + s.r * (mc2 - mc)) if sq > 0 else s.r
     back_f = float(np.sum(counts)) / rho_in
-    self.set_out(e, Forward(sq, min(r_out, 1.0), s.sym), [(a, lambda g: g.scaled(back_f, pooled=True))])
+    # Each input position gets its window's one gradient: corr 1 with the window's other mc - 1 positions and
+    # the window's corr with the other windows. Exact for windows that tile the input; overlapping windows
+    # (sum of counts != rho_in) keep the `pooled` flag: their G is approximate.
+    tiles = abs(float(np.sum(counts)) - rho_in) < 0.5
+
+    def back(g):
+      return g.scaled(back_f, pooled=not tiles, sp=(mc - 1) + mc * g.sp, gate=False)
+
+    self.set_out(e, Forward(sq, min(r_out, 1.0), s.sym), [(a, back)])
 
   def rule_reduce_window_sum(self, e, ins):
     a = ins[0]
@@ -340,4 +355,6 @@ class Predictor(Propagation):
                             w_sq=w_sq, fan_in=fan_in, fan_out=fan_out, taps=k))
     y_sq = (pairs / rho_out) * n_in * w_sq * s.sq
     back_f = (pairs / rho_in) * n_out * w_sq
-    self.set_out(e, Forward(y_sq, s.r, True), [(a, lambda g: seen(g).scaled(back_f))])
+    # Input positions of one patch meet different weight slices (uncorrelated), of different patches the same
+    # slice: the input gradient's spatial correlation sp is the output's (exact for stride = kernel).
+    self.set_out(e, Forward(y_sq, s.r, True), [(a, lambda g: seen(g).scaled(back_f, gate=False))])
