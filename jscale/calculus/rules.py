@@ -10,6 +10,7 @@ Each equation with an activation operand is matched to a rule of docs/calculus.m
   mul by a parameter leaf                    learnable scalar ("scalar") or elementwise multiplier ("other")
   add of a parameter leaf                    bias;  add of two activations: residual sum (cross term dropped)
   reduce_window_sum, reduce_sum over positions   (average / global) pooling with the ReLU correlation correction
+        (and, backward, the window's shared gradient: Backward.sp, inspection_assembly.position_pairs)
   reshape, transpose, convert, slice, pad, concatenate   moments kept
 Anything else touching an activation (max pooling, normalisation, softmax, attention, sigmoid, ...) makes the
 value unknown, with the reason; unknown values propagate forward, and backward to everything below.
