@@ -79,3 +79,20 @@ def act_corr(kind: str, r: float) -> tuple[float, float]:
   both = (math.pi - math.acos(r)) / (2 * math.pi)  # P(u > 0, v > 0) = P(u < 0, v < 0)
   bwd = ((1 + a * a) * both + a * math.acos(r) / math.pi) / ((1 + a * a) / 2)
   return fwd, bwd
+
+
+def relu_gate_coupling(r: float, n: int) -> float:
+  """E[x_p,i x_p',i m_p m_p'] / E[x_p,i^2 m_p] for two positions p != p' of one example, x the patches of a
+  weight layer with fan-in n (correlation r between the two patches), m the ReLU gate 1{w.x > 0} of one output
+  unit: how strongly two positions' terms of a shared weight's gradient add up.
+
+  Per weight column w (unit norm; x isotropic Gaussian), x_i = w_i u + z_i with u = w.x and z independent of u,
+  so the sum over i gives (2/n) [E[u u' m m'] + (n - 1) r E[m m']], with the ReLU's arc-cosine kernels
+  E[u u' m m'] = (sin t + (pi - t) cos t) / (2 pi) and E[m m'] = (pi - t) / (2 pi), t = acos r. At r = 0 it is
+  1 / (pi n): the gate correlates each position's gradient with its own patch, a 1/fan-in effect that the
+  leading order drops and that matters below an average pooling, where the positions share their gradient.
+  """
+  r = min(max(float(r), -1.0), 1.0)
+  t = math.acos(r)
+  j1 = (math.sin(t) + (math.pi - t) * math.cos(t)) / (2 * math.pi)
+  return 2.0 / n * (j1 + (n - 1) * r * (math.pi - t) / (2 * math.pi))

@@ -86,7 +86,7 @@ class Verdict(Record):
   target_logit_std: float
   input_scale_for_bias_balance: float | None  # gives E[x_0^2] = 1/sqrt(fan_in) at the first layer
   x0_sq_for_bias_balance: float | None
-  calculus_check: CalculusCheckRow | None   # None without a measured nu
+  calculus_check: CalculusCheckRow          # inspection_assembly.rules_check
   reasons: dict                             # why there is no prediction -> the leaves' paths
 
 

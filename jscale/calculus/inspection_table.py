@@ -50,7 +50,7 @@ def render(rep: dict, title: str = "") -> str:
   chk = v["calculus_check"]
   if chk:
     lines.append(f"calculus check: {'ok' if chk['ok'] else 'OUTSIDE THE CALCULUS'} -- {chk['reason']} "
-                 f"(nu spread {cell(chk['nu_spread'], 0)})")
+                 f"(measured nu spread {cell(chk['nu_spread'], 0)}x across activations, reported, not judged)")
   lines.append("recommendations:")
   if v["output_multiplier"] is not None:
     lines.append(f"  output multiplier {cell(v['output_multiplier'], 0)} gives logit std {v['target_logit_std']:g} "

@@ -206,4 +206,5 @@ class Propagation:
     rp = None
     if old.rp is not None and c.rp is not None:
       rp = (old.sq * old.rp + c.sq * c.rp) / sq if sq > 0 else old.rp
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp)
+    sp = (old.sq * old.sp + c.sq * c.sp) / sq if sq > 0 else old.sp  # the two contributions' cross term dropped
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp)

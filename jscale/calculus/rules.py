@@ -12,6 +12,7 @@ Each equation with an activation operand is matched to a rule of docs/calculus.m
   mul by a parameter leaf                    learnable scalar ("scalar") or elementwise multiplier ("other")
   add of a parameter leaf                    bias;  add of two activations: residual sum (cross term dropped)
   reduce_window_sum, reduce_sum over positions   (average / global) pooling with the ReLU correlation correction
+        (and, backward, the window's shared gradient: Backward.sp, inspection_assembly.position_pairs)
   reshape, transpose, convert, slice, pad, concatenate   moments kept
 Anything else touching an activation (max pooling, batch statistics, ...) makes the
 value unknown, with the reason; unknown values propagate forward, and backward to everything below.
@@ -136,8 +137,9 @@ class Predictor(Propagation):
     c2, m = float(np.mean(arr * arr)), float(np.mean(arr))
     r = s.r * (m * m / c2) if c2 > 0 else s.r
     odd = np.all(arr >= 0) or np.all(arr <= 0)
+    f = m * m / c2 if c2 > 0 else 1.0
     self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd), None, s.rp, s.rf),
-                 [(a, lambda g: g.scaled(c2, r=g.r * (m * m / c2) if c2 > 0 else g.r))])
+                 [(a, lambda g: g.scaled(c2, r=g.r * f, sp=g.sp * f))])
 
   def _param_mul(self, e, a, t):
     s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
@@ -211,9 +213,16 @@ class Predictor(Propagation):
                         "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
     self.acts.append(ActivationUse(kind=name, in_id=u, out_id=e.outs[0]))
     rp_out, rpb = pwl_corr(p, q, s.rp) if s.rp is not None else (None, None)
+    relu = p == 1 and q == 0
+
+    def back(g):
+      # Two positions' gates correlate like two examples' (the patches' correlation s.r stands for both).
+      g2 = g.scaled(gb, r=g.r * rb if not g.why else 0.0, sp=g.sp * rb,
+                    rp=g.rp * rpb if g.rp is not None and rpb is not None else None)
+      return g2 if g.why else g2._replace(sp_gate=g.sp if relu else None)
+
     self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym, None, rp_out, pwl_corr(p, q, s.rf or 0.0)[0]),
-                 [(u, lambda g: g.scaled(gb, r=g.r * rb if not g.why else 0.0,
-                                         rp=g.rp * rpb if g.rp is not None and rpb is not None else None))])
+                 [(u, back)])
 
   def rule_max(self, e, ins):
     if len(ins) != 1:
@@ -280,7 +289,15 @@ class Predictor(Propagation):
     sq = s.sq * (mc + s.r * (mc2 - mc))
     r_out = s.r * mc2 / (mc + s.r * (mc2 - mc)) if sq > 0 else s.r
     back_f = float(np.sum(counts)) / rho_in
-    self.set_out(e, Forward(sq, min(r_out, 1.0), s.sym), [(a, lambda g: g.scaled(back_f, pooled=True))])
+    # Each input position gets its window's one gradient: corr 1 with the window's other mc - 1 positions and
+    # the window's corr with the other windows. Exact for windows that tile the input; overlapping windows
+    # (sum of counts != rho_in) keep the `pooled` flag: their G is approximate.
+    tiles = abs(float(np.sum(counts)) - rho_in) < 0.5
+
+    def back(g):
+      return g.scaled(back_f, pooled=not tiles, sp=(mc - 1) + mc * g.sp, gate=False)
+
+    self.set_out(e, Forward(sq, min(r_out, 1.0), s.sym), [(a, back)])
 
   def rule_reduce_window_sum(self, e, ins):
     a = ins[0]
@@ -362,7 +379,9 @@ class Predictor(Propagation):
     y_sq = (pairs / rho_out) * n_in * w_sq * s.sq
     back_f = (pairs / rho_in) * n_out * w_sq
     # a dense layer keeps the correlation between positions; a convolution mixes neighbouring positions, whose
-    # correlation the rules do not track (rp None: pooling then uses the example correlation, as before)
+    # correlation the rules do not track (rp None: pooling then uses the example correlation, as before).
+    # Input positions of one patch meet different weight slices (uncorrelated), of different patches the same
+    # slice: the input gradient's spatial correlation sp is the output's (exact for stride = kernel).
     rp = s.rp if kind == "dense" else None
     self.set_out(e, Forward(y_sq, s.r, True, None, rp),
-                 [(a, lambda g: seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp))])
+                 [(a, lambda g: seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp, gate=False))])

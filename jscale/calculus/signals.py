@@ -2,8 +2,10 @@
 
   Forward      what the rules know about a value v: E[v^2], the uncentred correlation r between two examples'
                entries, whether v's law is symmetric (the ReLU gain 1/2 needs it)
-  Backward     the same for the gradient arriving at v, and whether it passed an average pooling (whose
-               spatial correlation the rules do not track)
+  Backward     the same for the gradient arriving at v, whether it passed an average pooling, and its spatial
+               correlation: sp = sum over the example's other positions p' of E[g_p g_p'] / E[g^2] (pooling
+               shares one gradient among a window's positions), and sp_gate, the same sp before the ReLU
+               whose gate made this gradient (None where the last step was not a ReLU's gate)
   LayerSignal  `Forward` of a layer list (`stack.Layer`), with the value's channels and spatial grid
 
 On a traced graph (rules.py) a signal can be unknown: `sq` is None exactly when `why` says why.
@@ -33,19 +35,23 @@ class Backward(NamedTuple):
   pooled: bool = False
   why: str | None = None
   rp: float | None = None  # as Forward.rp, for the gradient
+  sp: float = 0.0
+  sp_gate: float | None = None
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
     return cls(None, 0.0, False, why)
 
   def scaled(self, f: float, r: float | None = None, pooled: bool | None = None,
-             rp: float | None = None) -> "Backward":
-    """E[Delta^2] times f (and a new correlation, pooled flag or position correlation); an unknown signal
-    stays unknown."""
+             rp: float | None = None, sp: float | None = None, gate: bool = True) -> "Backward":
+    """E[Delta^2] times f (and a new correlation, pooled flag, token correlation rp or spatial correlation sp);
+    `gate=False` forgets sp_gate (a layer between this gradient and the ReLU gate). An unknown signal stays
+    unknown."""
     if self.why:
       return self
     return self._replace(sq=self.sq * f, r=self.r if r is None else r,
-                         pooled=self.pooled if pooled is None else pooled, rp=self.rp if rp is None else rp)
+                         pooled=self.pooled if pooled is None else pooled, rp=self.rp if rp is None else rp,
+                         sp=self.sp if sp is None else sp, sp_gate=self.sp_gate if gate else None)
 
 
 class LayerSignal(NamedTuple):
