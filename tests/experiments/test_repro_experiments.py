@@ -232,6 +232,26 @@ class EndToEndTest(absltest.TestCase):
         self.assertAlmostEqual(v["mean"], float(np.mean(acc[b, k, :, -1])), places=6)
         self.assertTrue(0.0 <= v["single_run_95"][0] <= v["ci95"][0] <= v["ci95"][1] <= v["single_run_95"][1] <= 1)
 
+  def test_headlines_from_the_run(self):
+    """activations, feature_weight and symmetry quote their numbers (README's Reproductions table)."""
+    def headline(name):
+      with open(os.path.join(self.out, name, "headline.json")) as f:
+        return json.load(f)["numbers"]
+    sym = sweeps.load(os.path.join(self.out, "symmetry"))
+    acc = sym.metric("test_acc", "init", "seed")
+    for k, i in enumerate(sym.axis("init")):
+      self.assertAlmostEqual(headline("symmetry")[f"{i}.test_acc"], float(acc[k].mean()), places=6)
+    act = sweeps.load(os.path.join(self.out, "activations"))
+    ratio = (act.metric("std", "activation", "scheme", "layer")[..., -1]
+             / act.metric("predicted_std", "activation", "scheme", "layer")[..., -1])
+    self.assertAlmostEqual(headline("activations")[f"relu.{act.axis('scheme')[0]}.last_std_over_pred"],
+                           float(ratio[list(act.axis("activation")).index("relu"), 0]), places=6)
+    fw = sweeps.load(os.path.join(self.out, "feature_weight"))
+    a, _ = fw.grid("test_acc")   # (input_scale = 1/f, layer_scale.0 = 1/w, seed, epoch): f = 255 at index 1
+    chance = 1.0 / fw.widths[-1]
+    fast = np.where(np.isfinite(a[1, 0, :, -1]), a[1, 0, :, -1], chance)
+    self.assertAlmostEqual(headline("feature_weight")["fast.acc"], float(fast.mean()), places=6)
+
   def test_feature_weight_corners_and_data_named(self):
     res = sweeps.load(os.path.join(self.out, "feature_weight"))
     acc, _ = res.grid("test_acc")  # (input_scale = 1/f, layer_scale.0 = 1/w, seed, epoch)

@@ -5,7 +5,7 @@ import os
 
 from jscale import initializers
 from jscale.report import plots
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt, fmt_list
 from jscale.sweeps import Results
 
@@ -61,4 +61,12 @@ def build(r: Results) -> Section:
              fmt(std[a_i, k, -1] / pred[a_i, k, -1], 3), fmt(sat[a_i, k, -1], 3)] for k, sch in enumerate(schemes)]
     s.parts.append(Table(["scheme", "std layer 1", f"std layer {layers[-1]}", f"predicted layer {layers[-1]}",
                           "measured / predicted", "saturated" if a == "tanh" else "zero fraction"], rows, a))
+  ratio = std[:, :, -1] / pred[:, :, -1]
+  s.headline = Headline(
+      what=f"per-layer activations at init, {r.recorded('depth')} x {r.recorded('width')} nets, forward only",
+      measured="; ".join(f"{a} layer {layers[-1]} std measured / predicted " + ", ".join(
+          f"{sch} {fmt(ratio[a_i, k], 3)}" for k, sch in enumerate(schemes)) for a_i, a in enumerate(acts)),
+      source="the explainers' histograms (vanishing / saturating activations; no numbers)",
+      numbers={f"{a}.{sch}.last_std_over_pred": float(ratio[a_i, k]) for a_i, a in enumerate(acts)
+               for k, sch in enumerate(schemes)})
   return s

@@ -11,7 +11,7 @@ from scipy import stats
 
 from jscale import calculus
 from jscale.report import describe, plots
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt
 from jscale.report.stats import UNIT, BOUNDED_CI_METHOD, ci_text, mean_ci95
 from jscale.sweeps import Results
@@ -109,6 +109,15 @@ def build(r: Results) -> Section:
           f"as chance, {fmt(chance, 2)})." if sep else
           "**Does not reproduce clearly**: the 95% intervals of the two configurations overlap or the order is "
           "reversed (see the table)."))
+  s.headline = Headline(
+      what=f"the question's feature vs first-layer weight scaling, {data or 'its data'}, {cg.n} seeds, "
+           f"{epochs[-1]} epochs",
+      measured=f"final validation accuracy (f, w) = ({fs.max():g}, {ws.min():g}): {fmt(cg.mean, 3)} "
+               f"[{fmt(cg.lo, 3)}, {fmt(cg.hi, 3)}] vs ({fs.min():g}, {ws.max():g}): {fmt(cb.mean, 3)} "
+               f"[{fmt(cb.lo, 3)}, {fmt(cb.hi, 3)}] ({'reproduces' if sep else 'does not reproduce clearly'}); "
+               f"predicted G_1 ratio {fmt(ratio)}",
+      source="the question: the first converges fast, the second does not (no numbers)",
+      numbers={"fast.acc": float(cg.mean), "slow.acc": float(cb.mean), "G1_ratio": float(ratio)})
   if len(fs) > 2 and len(ws) > 2:
     # Over the whole grid: does the final accuracy follow G_1 (diagonal iso-lines, w^2 / f^2), or the
     # feature scale alone? Rank correlations over the grid cells; a diverged cell counts as chance.

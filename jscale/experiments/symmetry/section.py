@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from jscale.report import describe, plots
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt
 from jscale.report.stats import BOUNDED_CI_METHOD, UNIT, fmt_ci, mean_ci95
 from jscale.sweeps import Results
@@ -57,4 +57,12 @@ def build(r: Results) -> Section:
                         reference_label="chance (majority class)",
                         measured_label=f"measured, mean over n={ci.n} seeds (95% CI)")
   s.parts.append(Figure(p, "Test accuracy per init beside chance."))
+  s.headline = Headline(
+      what=f"the explainers' claim on two moons, MLP 2-64-64-2, {ci.n} seeds",
+      measured="test accuracy " + ", ".join(
+          f"{i} {fmt(ci.mean[k], 3)} ({'units identical' if fin[k].max() == 0 else 'units differ'})"
+          for k, i in enumerate(inits)) + f"; chance {fmt(chance)}",
+      source="the explainers: zeros and constant init never break symmetry (no numbers)",
+      numbers={**{f"{i}.test_acc": float(ci.mean[k]) for k, i in enumerate(inits)},
+               **{f"{i}.max_spread": float(fin[k].max()) for k, i in enumerate(inits)}})
   return s

@@ -11,6 +11,7 @@ in every parametrization.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Sequence
@@ -42,12 +43,20 @@ def network(model: str, width: int) -> models.Model:
   return models.get_model("lenet", 10, image=(8, 8, 1), channels=(6 * int(m), 16 * int(m)))
 
 
-def prescriptions(net: models.Model, base: models.Model, x, y) -> dict:
+def probe_draws(net: models.Model, draws: int):
+  """The He inits of keys PROBE_SEED, PROBE_SEED + 1, ... (`draws` of them, stacked): `net.draw`'s numbers, from
+  one compiled random program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape,
+  seconds each on XLA:CPU). The first is the init the prescriptions are computed on."""
+  draw = net.make_draw(("he_normal",))
+  return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(PROBE_SEED + jnp.arange(draws))
+
+
+def prescriptions(net: models.Model, base: models.Model, x, y, params=None) -> dict:
   """(parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,)) for `net`, from its He
-  init (PROBE_SEED) on the batch (x, y)."""
+  init (PROBE_SEED; `params` if given, which must be that init) on the batch (x, y)."""
   key = jax.random.key(PROBE_SEED)
-  params = net.draw(key, "he_normal")
-  base_shapes = [tuple(np.shape(l)) for l in jax.tree.leaves(base.draw(key, "he_normal"))]
+  params = net.draw(key, "he_normal") if params is None else params
+  base_shapes = [tuple(l.shape) for l in jax.tree.leaves(jax.eval_shape(lambda k: base.draw(k, "he_normal"), key))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
   sp = calculus.inspect(apply, params, x, loss=loss)
@@ -66,9 +75,10 @@ def prescriptions(net: models.Model, base: models.Model, x, y) -> dict:
   return out
 
 
-def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4):
+def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None):
   """Per (parametrization, optimizer): k full steps on the batch (x, y) from `draws` inits (PROBE_SEED and the
-  keys after it, vmapped) at the learning rate `lr_of[rule, opt]`; measured sizes are mean squares over the
+  keys after it, vmapped; `p0s`: those inits, `probe_draws(net, draws)`, if already drawn) at the learning rate
+  `lr_of[rule, opt]`; measured sizes are mean squares over the
   draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
   measured and predicted arrays:
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
@@ -76,8 +86,10 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       the logits (the layers after each kernel).
   Predicted update: SGD lr m sqrt(G_batch E[W^2]) (the gradient at init), Adam lr m (its first step is
   lr sign(g)). Predicted activations: the calculus's at init; after the step each layer's E[y^2] gains the
-  update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md)."""
-  p0s = jax.vmap(lambda s: net.draw(jax.random.key(s), "he_normal"))(PROBE_SEED + jnp.arange(draws))
+  update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md).
+  One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
+  was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
+  p0s = probe_draws(net, draws) if p0s is None else p0s
 
   def loss_fn(p):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
@@ -86,39 +98,42 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     logits, hidden = net.forward(p, x)
     return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
 
+  def one(base_opt, p0, init_m, lr_m, lr):
+    p = net.map_kernels(lambda l, w: w * init_m[l], p0)
+    mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
+    tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
+
+    def step(carry, _):
+      p, state = carry
+      u, state = tx.update(jax.grad(loss_fn)(p), state, p)
+      p = optax.apply_updates(p, u)
+      return (p, state), (jnp.stack([jnp.mean(jnp.square(w)) for w in net.kernels(u)]), sizes(p))
+
+    _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=k)
+    return rms, jnp.stack([sizes(p), after[0]])
+
+  @jax.jit
+  def run(init_m, lr_m, lr):
+    """init_m, lr_m: (opt, rule, L); lr: (opt, rule) -> (update RMS, activations), each (opt, rule, ...)."""
+    out = []
+    for j, base_opt in enumerate((optax.sgd(1.0), optax.adam(1.0))):
+      per_draw = jax.vmap(functools.partial(one, base_opt), in_axes=(0, None, None, None))
+      ms, acts = jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], lr[j])
+      out.append((jnp.sqrt(ms.mean(1)), acts.mean(1)))
+    return [jnp.stack(o) for o in zip(*out)]
+
+  assert OPTIMIZERS == ("sgd", "adam")
+  pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
+  u, a = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+                            jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
+                            jnp.asarray(pick(lambda r, o: lr_of[r, o]), jnp.float32)))
+  upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
-  upd_m, upd_p = np.zeros((R, O, k, L)), np.zeros((R, O, k, L))
-  act_m, act_p = np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L))
+  upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
   for j, opt in enumerate(OPTIMIZERS):
-    base_opt = optax.sgd(1.0) if opt == "sgd" else optax.adam(1.0)
-
-    def one(p0, init_m, lr_m, lr):
-      p = net.map_kernels(lambda l, w: w * init_m[l], p0)
-      mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
-      tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
-      state = tx.init(p)
-      a0 = sizes(p)
-      rms = []
-      for _ in range(k):
-        g = jax.grad(loss_fn)(p)
-        u, state = tx.update(g, state, p)
-        rms.append(jnp.stack([jnp.mean(jnp.square(w)) for w in net.kernels(u)]))
-        p = optax.apply_updates(p, u)
-        if len(rms) == 1:
-          a1 = sizes(p)
-      return jnp.stack(rms), jnp.stack([a0, a1])
-
-    @jax.jit
-    def run(init_m, lr_m, lr):
-      ms, acts = jax.vmap(one, in_axes=(0, None, None, None))(p0s, init_m, lr_m, lr)
-      return jnp.sqrt(ms.mean(0)), acts.mean(0)
-
     for i, rule in enumerate(PARAMETRIZATIONS):
-      pr, init_m, lr_m = pres[rule, opt]
-      lr = lr_of[rule, opt]
-      u, a = jax.device_get(run(jnp.asarray(init_m), jnp.asarray(lr_m), jnp.float32(lr)))
-      upd_m[i, j], act_m[i, j] = u, a
-      upd_p[i, j], act_p[i, j] = predicted_sizes(pr, lr_m, lr, k)
+      pr, _, lr_m = pres[rule, opt]
+      upd_p[i, j], act_p[i, j] = predicted_sizes(pr, lr_m, lr_of[rule, opt], k)
   return upd_m, upd_p, act_m, act_p
 
 
@@ -164,11 +179,12 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
-      pres = prescriptions(net, base, xb, yb)
+      p0s = probe_draws(net, coord_draws)
+      pres = prescriptions(net, base, xb, yb, jax.tree.map(lambda v: v[0], p0s))
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
       cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
-                                                                    coord_draws)
+                                                            coord_draws, p0s)
       t2 = time.perf_counter()
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1

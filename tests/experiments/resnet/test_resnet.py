@@ -94,3 +94,38 @@ def test_quick_grid_into_its_section(tmp_path):
   s = section.build(sweeps.load(str(tmp_path / "resnet")))
   assert len(s.verdicts) == 2 and all(v.kind == "transfer" for v in s.verdicts)
   assert len([p for p in s.parts if isinstance(p, document.Figure)]) == 2
+
+
+def test_one_program_for_every_depth_equals_a_network_of_that_depth():
+  """A 4-block network running its first 2 blocks (`active`, the experiment's one program for every depth) trains
+  as the 2-block network does: the same keys (threefry's split is counter-based, so a key's first two blocks'
+  draws do not depend on how many blocks are drawn) and the same sums. Tolerance: float32 round-off of
+  differently fused programs over 3 SGD steps (the curves agree to ~1e-6 in practice)."""
+  data = jax.tree.map(lambda a: a[None], sweeps_data())
+  n_train = data.x_train.shape[1]
+  keys = jnp.stack([jax.random.key(5)])
+  got, ref = {}, {}
+  for scheme in ("geometric", "layernorm"):
+    big, small = run.resnet_config(4, channels=8, width=4), run.resnet_config(2, channels=8, width=4)
+    train_big = run.make_train(run.make_net(big), epochs=1, batch_size=64, n_train=n_train)
+    train_small = run.make_train(run.make_net(small), epochs=1, batch_size=64, n_train=n_train)
+    got[scheme] = jax.jit(jax.vmap(train_big, in_axes=(0, None, 0, None)))(
+        keys, run.row(scheme, 2, 0.5, big), data, jnp.int32(2))
+    ref[scheme] = jax.jit(jax.vmap(train_small, in_axes=(0, None, 0)))(keys, run.row(scheme, 2, 0.5, small), data)
+    np.testing.assert_allclose(got[scheme].train_loss, ref[scheme].train_loss, rtol=1e-5)
+    np.testing.assert_allclose(got[scheme].test_acc, ref[scheme].test_acc, atol=1e-6)
+  # and the blocks past `active` do matter when run: 4 active blocks is another network
+  four = jax.jit(jax.vmap(train_big, in_axes=(0, None, 0, None)))(keys, run.row("layernorm", 4, 0.5, big), data,
+                                                                   jnp.int32(4))
+  assert not np.allclose(four.train_loss, ref["layernorm"].train_loss, rtol=1e-5)
+
+
+def test_rows_by_depth_fills_chunks():
+  cells = [("a", 2, 1.0), ("b", 4, 1.0), ("c", 2, 1.0), ("d", 2, 1.0)]
+  assert run.rows_by_depth(cells, 2) == [(2, [0, 2]), (2, [3, 3]), (4, [1, 1])]
+
+
+def sweeps_data():
+  from jscale import datasets
+  d = datasets.to_device(datasets.get("digits_raw", standardize=True, seed=0))
+  return datasets.Data(d.x_train[:200], d.y_train[:200], d.x_test[:50], d.y_test[:50])
