@@ -50,10 +50,10 @@ def prescriptions(net: models.Model, base: models.Model, x, y) -> dict:
   base_shapes = [tuple(np.shape(l)) for l in jax.tree.leaves(base.draw(key, "he_normal"))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
-  sp = calculus.inspect(apply, params, x, loss=loss)
+  sp = calculus.inspect(apply, params, x, loss=loss, groups=np.asarray(y))
   mup_init = calculus.from_inspection(sp, rule="mup", base_shapes=base_shapes).init_multipliers(params)
   mup_params = jax.tree.map(lambda p, m: p if m is None else p * m, params, mup_init)
-  mu = calculus.inspect(apply, mup_params, x, loss=loss)
+  mu = calculus.inspect(apply, mup_params, x, loss=loss, groups=np.asarray(y))
   out = {}
   for opt in OPTIMIZERS:
     for rule in PARAMETRIZATIONS:
