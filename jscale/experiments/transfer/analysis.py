@@ -2,9 +2,12 @@
 seeds, the drift of the optimum across widths, and the coordinate check's |log(measured / predicted)|."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
 BOOT_SEED = 0
@@ -63,3 +66,30 @@ def fraction_within(err: np.ndarray, tol: float = 0.1) -> tuple[float, int]:
   """(share of the finite entries below tol, how many entries)."""
   e = err[np.isfinite(err)]
   return (float(np.mean(e < tol)) if e.size else float("nan")), int(e.size)
+
+
+def within_se(err: np.ndarray, rse: np.ndarray, tol: float = 0.1, z: float = 2.0) -> np.ndarray:
+  """Whether |log(meas/pred)| is below max(tol, z * SE of log(meas)) (NaN where err is NaN): a miss that the
+  draws' sampling error alone could make is not counted against the prediction."""
+  ok = np.isfinite(err)
+  return np.where(ok, err < np.maximum(tol, z * np.where(np.isfinite(rse), rse, 0.0)), np.nan)
+
+
+def predicted_sizes(pr, lr_m, lr: float, k: int):
+  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` at learning rate lr
+  with per-kernel multipliers lr_m (run.coordinate_check measures them). Update: SGD lr m sqrt(G_batch E[W^2])
+  (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
+  the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
+  the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
+  layers: docs/calculus.md says where that misses)."""
+  w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
+  upd = np.array([lr * m * (math.sqrt(r.G_batch * r.weight_sq) if pr.optimizer == "sgd" else 1.0)
+                  for m, r in zip(lr_m, w)])
+  # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
+  y_sq = np.array([r.fan_in * r.weight_sq * r.x_sq for r in w])
+  act0 = np.array([r.x_sq for r in w[1:]] + [y_sq[-1]])
+  ratio, act1 = 1.0, []
+  for l, r in enumerate(w):
+    ratio = ratio + (lr * lr_m[l]) ** 2 * r.update_to_output / y_sq[l]
+    act1.append(act0[l] * ratio)
+  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])

@@ -11,7 +11,6 @@ in every parametrization.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Sequence
 
@@ -21,7 +20,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets, models, optim, train as train_lib
-from jscale.calculus.prescribe import PRESCRIBED_KINDS
+from jscale.experiments.transfer import analysis
 from jscale.sweeps import store
 
 PARAMETRIZATIONS = ("standard", "mup", "equal_G")
@@ -70,7 +69,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   """Per (parametrization, optimizer): k full steps on the batch (x, y) from `draws` inits (PROBE_SEED and the
   keys after it, vmapped) at the learning rate `lr_of[rule, opt]`; measured sizes are mean squares over the
   draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
-  measured and predicted arrays:
+  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE
+  of their log):
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
@@ -87,8 +87,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
 
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
-  upd_m, upd_p = np.zeros((R, O, k, L)), np.zeros((R, O, k, L))
-  act_m, act_p = np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L))
+  upd_m, upd_p, upd_se = np.zeros((R, O, k, L)), np.zeros((R, O, k, L)), np.zeros((R, O, k, L))
+  act_m, act_p, act_se = np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L))
   for j, opt in enumerate(OPTIMIZERS):
     base_opt = optax.sgd(1.0) if opt == "sgd" else optax.adam(1.0)
 
@@ -111,31 +111,17 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     @jax.jit
     def run(init_m, lr_m, lr):
       ms, acts = jax.vmap(one, in_axes=(0, None, None, None))(p0s, init_m, lr_m, lr)
-      return jnp.sqrt(ms.mean(0)), acts.mean(0)
+      # relative SE of the draw means (for the RMS, half that of the mean square)
+      rse = lambda v: jnp.std(v, 0, ddof=1) / jnp.sqrt(draws) / jnp.mean(v, 0)   # noqa: E731
+      return jnp.sqrt(ms.mean(0)), acts.mean(0), 0.5 * rse(ms), rse(acts)
 
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m = pres[rule, opt]
       lr = lr_of[rule, opt]
-      u, a = jax.device_get(run(jnp.asarray(init_m), jnp.asarray(lr_m), jnp.float32(lr)))
-      upd_m[i, j], act_m[i, j] = u, a
-      upd_p[i, j], act_p[i, j] = predicted_sizes(pr, lr_m, lr, k)
-  return upd_m, upd_p, act_m, act_p
-
-
-def predicted_sizes(pr, lr_m, lr: float, k: int):
-  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` (see
-  `coordinate_check`)."""
-  w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
-  upd = np.array([lr * m * (math.sqrt(r.G_batch * r.weight_sq) if pr.optimizer == "sgd" else 1.0)
-                  for m, r in zip(lr_m, w)])
-  # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
-  y_sq = np.array([r.fan_in * r.weight_sq * r.x_sq for r in w])
-  act0 = np.array([r.x_sq for r in w[1:]] + [y_sq[-1]])
-  ratio, act1 = 1.0, []
-  for l, r in enumerate(w):
-    ratio = ratio + (lr * lr_m[l]) ** 2 * r.update_to_output / y_sq[l]
-    act1.append(act0[l] * ratio)
-  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+      u, a, u_se, a_se = jax.device_get(run(jnp.asarray(init_m), jnp.asarray(lr_m), jnp.float32(lr)))
+      upd_m[i, j], act_m[i, j], upd_se[i, j], act_se[i, j] = u, a, u_se, a_se
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k)
+  return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
@@ -159,15 +145,15 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers
-    cu_m, cu_p = np.zeros((W, R, O, coord_steps, n_layers)), np.zeros((W, R, O, coord_steps, n_layers))
-    ca_m, ca_p = np.zeros((W, R, O, 2, n_layers)), np.zeros((W, R, O, 2, n_layers))
+    cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
+    ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
       pres = prescriptions(net, base, xb, yb)
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
-      cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
+      cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
                                                                     coord_draws)
       t2 = time.perf_counter()
       seconds["prescriptions"] += t1 - t0
@@ -193,16 +179,17 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         diverged[a, b, c] = np.asarray(m.diverged[:, -1]).reshape(R, K, S)
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p)
+    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
              "lr": (("optimizer", "param", "lr_octave"), lrs)}
-  for model, (cu_m, cu_p, ca_m, ca_p) in coord.items():
+  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
     metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
-                    f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p)})
+                    f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p),
+                    f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s)})
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
           "when": ["init", "after step 1"]}
