@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jscale import calculus, datasets, models, optim, train as train_lib
+from jscale import calculus, datasets, initializers, models, optim, train as train_lib
 from jscale.experiments.transfer import analysis
 from jscale.sweeps import store
 
@@ -87,6 +87,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
 
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
+  he = initializers.get("he_normal")
+  w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_m, upd_p, upd_se = np.zeros((R, O, k, L)), np.zeros((R, O, k, L)), np.zeros((R, O, k, L))
   act_m, act_p, act_se = np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L)), np.zeros((R, O, 2, L))
   for j, opt in enumerate(OPTIMIZERS):
@@ -120,7 +122,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       lr = lr_of[rule, opt]
       u, a, u_se, a_se = jax.device_get(run(jnp.asarray(init_m), jnp.asarray(lr_m), jnp.float32(lr)))
       upd_m[i, j], act_m[i, j], upd_se[i, j], act_se[i, j] = u, a, u_se, a_se
-      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k)
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k, w_exp * np.square(init_m))
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
