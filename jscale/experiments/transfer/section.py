@@ -125,8 +125,8 @@ def build(r: Results) -> Section:
                        "parametrization and optimizer, at the grid's centre learning rate, on one fixed "
                        "minibatch, measured as the mean over the init draws (SE: their spread / sqrt(draws)); "
                        "the second share does not count a miss the draws' sampling error alone could make. "
-                       f"SGD's predicted update uses the class-pair law for the minibatch G. Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after "
-                       "the first update."))
+                       "SGD's predicted update uses the class-pair law for the minibatch G. "
+                       f"Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after the first update."))
   for model in r.axis("model"):
     s.parts.append(Figure(_coord_plot(r, model), f"Coordinate check, {model}: measured (points) and predicted "
                                                  "(lines) per kernel / layer against width."))
