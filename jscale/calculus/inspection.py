@@ -26,7 +26,8 @@ import numpy as np
 from jscale.calculus.correlation import pair_corr, position_corr
 from jscale.calculus import inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
-from jscale.calculus.inspection_measure import measure_graph
+from jscale.calculus import pair_law
+from jscale.calculus.inspection_measure import measure_graph, projection_loss
 from jscale.calculus.inspection_records import Inspection
 from jscale.calculus.rules import Predictor
 from jscale.calculus.signals import Backward, Forward
@@ -54,13 +55,15 @@ def _is_nnx_module(obj) -> bool:
 
 
 def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array | None = None,
-            target_std: float = 0.05, memory_limit: float | None = None) -> Inspection:
+            target_std: float = 0.05, memory_limit: float | None = None, groups=None) -> Inspection:
   """The calculus on any `apply_fn(params, x) -> outputs` (a pytree of parameters; x: (batch, ...)).
 
   `loss(outputs) -> (batch,)` per-example losses; by default the paper's random projection drawn from `key`
   (PRNGKey(0) if None). Examples must not interact inside the model (no batch statistics), since example b's
   own gradient is computed from the model applied to x[b:b+1]. `target_std` sets the output multiplier the
-  verdict suggests. Raises ValueError before any compute for bad input or a job larger than `memory_limit`
+  verdict suggests. `groups` (batch,) integer group ids (class labels): the predicted minibatch G then takes its
+  cross term from the class-pair law (pair_law.py) instead of the product of the mean correlations. Raises
+  ValueError before any compute for bad input or a job larger than `memory_limit`
   bytes (default: a share of the device's free memory).
   """
   if _is_nnx_module(apply_fn):
@@ -79,6 +82,8 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
     raise ValueError(f"target_std must be finite and > 0, got {target_std!r}")
   key = jax.random.PRNGKey(0) if key is None else check_key(key, "inspect: key")
   B = x.shape[0]
+  if groups is not None and np.shape(groups) != (B,):
+    raise ValueError(f"groups must have shape ({B},) (one group id per example), got {np.shape(groups)}")
 
   with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
   all_leaves = [jnp.asarray(l) if hasattr(l, "shape") else l for _, l in with_path]
@@ -127,8 +132,29 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
       rp = 0.0 if loss is None and len(graph.avals[a].shape) >= 3 else None
       out_grads[a] = Backward(1.0 if loss is None else float(sq), 0.0 if loss is None else float(r), rp=rp)
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig).run(out_grads)
+  cross = None
+  if groups is not None:
+    cross = _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups)
   found = Leaves(paths=tuple(paths[i] for i in diff), shapes=tuple(l.shape for l in leaves), w_sq=tuple(leaf_sq))
-  return assemble(prop, meas, found, batch_size=B, x0_sq=x0_sq, target_std=target_std, loss_name=loss_name)
+  return assemble(prop, meas, found, batch_size=B, x0_sq=x0_sq, target_std=target_std, loss_name=loss_name,
+                  cross=cross)
+
+
+def _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups) -> dict:
+  """Per leaf use, the class-pair law's cross term (pair_law.py): one propagation per pair type, with that
+  type's input correlation and the loss gradient's correlation at the outputs (measured on the batch)."""
+  outputs = fn(leaves, x)
+  loss_fn = projection_loss(key, outputs) if loss is None else loss
+  g_out = jax.tree_util.tree_leaves(jax.grad(lambda out: jnp.sum(loss_fn(out)))(outputs))
+  if len(g_out) != 1:
+    raise ValueError("inspect: groups= needs a model with one output array")
+  runs = {}
+  out_id = next(a for a in graph.out_atoms if isinstance(a, int))
+  g_sq = float(np.mean(np.square(np.asarray(g_out[0], np.float64))))
+  for n, (w, r0, rg) in enumerate(pair_law.pair_bins(xn, np.asarray(g_out[0]), groups)):
+    runs[n] = (w, Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig._replace(r=r0))
+               .run({out_id: Backward(g_sq, rg)}))
+  return pair_law.cross_terms(runs)
 
 
 def _chunk(graph, leaves, B: int, memory_limit: float | None) -> int:

@@ -25,14 +25,14 @@ class Leaves(NamedTuple):
 
 
 def assemble(prop: Propagated, meas: Measured, leaves: Leaves, *, batch_size: int, x0_sq: float,
-             target_std: float, loss_name: str) -> Inspection:
+             target_std: float, loss_name: str, cross: dict | None = None) -> Inspection:
   uses = {}
   for u in prop.uses:
     uses.setdefault(u.leaf, []).append(u)
   notes = list(dict.fromkeys(prop.notes))
   rows = []
   for n in range(len(leaves.paths)):
-    row, row_notes = leaf_row(n, tuple(uses.get(n, ())), prop, meas, leaves, batch_size=batch_size)
+    row, row_notes = leaf_row(n, tuple(uses.get(n, ())), prop, meas, leaves, batch_size=batch_size, cross=cross)
     rows.append(row)
     notes += row_notes
   acts = activation_rows(prop, meas)
@@ -45,8 +45,9 @@ def assemble(prop: Propagated, meas: Measured, leaves: Leaves, *, batch_size: in
 
 
 def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leaves, *,
-             batch_size: int) -> tuple[LeafRow, tuple]:
-  """Leaf n's row (without the verdict's columns) and the notes it adds."""
+             batch_size: int, cross: dict | None = None) -> tuple[LeafRow, tuple]:
+  """Leaf n's row (without the verdict's columns) and the notes it adds; `cross`: the minibatch cross term
+  per use (pair_law.py) in place of r_x r_dy, where it has one."""
   B, w_sq, path, notes = batch_size, leaves.w_sq[n], leaves.paths[n], []
   g_ex, g_b = float(meas.ex_sq[n]), float(meas.batch_sq[n])
   cols = dict(fan_in=None, fan_out=None, taps=None, x_sq_pred=None, x_sq_meas=None, dy_sq_meas=None,
@@ -65,7 +66,10 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
       why = "its output does not reach the loss"
     else:
       dW = sum(u.rho * u.x_sig.sq * u.g.sq * same_example_factor(u) for u in uses)
-      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * batch_factor(u, B) for u in uses)
+      # the cross-example correlation: the class-pair law's where given (`cross`), else the product of means
+      rr = [u.x_sig.r * u.g.r if cross is None or cross.get((u.leaf, u.in_id, u.out_id)) is None
+            else cross[u.leaf, u.in_id, u.out_id] for u in uses]
+      dWb = sum(u.rho * u.x_sig.sq * u.g.sq * batch_factor(u, B, c) for u, c in zip(uses, rr))
       cols.update(grad_sq_pred=num(dW), dy_sq_pred=num(uses[0].g.sq))
       if w_sq > 0:
         cols.update(G_pred=num(dW / w_sq), G_batch_pred=num(dWb / w_sq))
@@ -103,11 +107,12 @@ def same_example_factor(u) -> float:
   return position_factor(u) if tokens_tracked(u) else 1 + position_pairs(u)
 
 
-def batch_factor(u, B: int) -> float:
-  """The same for a minibatch of B examples: the same-example part / B plus the cross-example pairs."""
+def batch_factor(u, B: int, cross: float) -> float:
+  """The same for a minibatch of B examples: the same-example part / B plus the cross-example pairs, whose
+  correlation E[x x'] E[dy dy'] / (E[x^2] E[dy^2]) is `cross`."""
   if tokens_tracked(u):
-    return position_factor(u) * (1 / B + (1 - 1 / B) * u.x_sig.r * u.g.r)
-  return (1 + position_pairs(u)) / B + (1 - 1 / B) * u.x_sig.r * u.g.r * (1 + u.g.sp)
+    return position_factor(u) * (1 / B + (1 - 1 / B) * cross)
+  return (1 + position_pairs(u)) / B + (1 - 1 / B) * cross * (1 + u.g.sp)
 
 
 def position_pairs(u) -> float:

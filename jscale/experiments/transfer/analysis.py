@@ -2,9 +2,12 @@
 seeds, the drift of the optimum across widths, and the coordinate check's |log(measured / predicted)|."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
 BOOT_SEED = 0
@@ -63,3 +66,45 @@ def fraction_within(err: np.ndarray, tol: float = 0.1) -> tuple[float, int]:
   """(share of the finite entries below tol, how many entries)."""
   e = err[np.isfinite(err)]
   return (float(np.mean(e < tol)) if e.size else float("nan")), int(e.size)
+
+
+def within_se(err: np.ndarray, rse: np.ndarray, tol: float = 0.1, z: float = 2.0) -> np.ndarray:
+  """Whether |log(meas/pred)| is below max(tol, z * SE of log(meas)) (NaN where err is NaN): a miss that the
+  draws' sampling error alone could make is not counted against the prediction."""
+  ok = np.isfinite(err)
+  return np.where(ok, err < np.maximum(tol, z * np.where(np.isfinite(rse), rse, 0.0)), np.nan)
+
+
+def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
+  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` at learning rate lr
+  with per-kernel multipliers lr_m (run.coordinate_check measures them). Update: SGD lr m sqrt(G_batch E[W^2])
+  (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
+  the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
+  the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
+  layers: docs/calculus.md says where that misses).
+
+  `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
+  whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
+  the prediction is rescaled to the expected weights with the rules' product structure: E[x_l^2] carries
+  prod_{j<l} E[W_j^2], E[dy_l^2] prod_{j>l} E[W_j^2]."""
+  w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
+  c = np.ones(len(w)) if w_sq_expected is None else np.asarray(w_sq_expected, float) / [r.weight_sq for r in w]
+  below = np.concatenate([[1.0], np.cumprod(c)[:-1]])           # prod_{j<l} c_j
+  above = np.concatenate([np.cumprod(c[::-1])[::-1][1:], [1.0]])   # prod_{j>l} c_j
+  x_sq = np.array([r.x_sq for r in w]) * below
+  w_sq = np.array([r.weight_sq for r in w]) * c
+  g_batch = np.array([r.G_batch if r.G_batch is not None else np.nan for r in w]) * below * above / c
+  upd = np.array([lr * m * (math.sqrt(g * ws) if pr.optimizer == "sgd" else 1.0)
+                  for m, g, ws in zip(lr_m, g_batch, w_sq)])
+  # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
+  y_sq = np.array([r.fan_in for r in w]) * w_sq * x_sq
+  act0 = np.concatenate([x_sq[1:], y_sq[-1:]])
+  ratio, act1 = 1.0, []
+  for l, r in enumerate(w):
+    if pr.optimizer == "sgd":
+      u = r.fan_in ** 2 * x_sq[l] * g_batch[l] * w_sq[l]
+    else:
+      u = r.fan_in ** 2 * x_sq[l]
+    ratio = ratio + (lr * lr_m[l]) ** 2 * u / y_sq[l]
+    act1.append(act0[l] * ratio)
+  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])

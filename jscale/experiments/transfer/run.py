@@ -12,7 +12,6 @@ in every parametrization.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Sequence
 
@@ -21,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jscale import calculus, datasets, models, optim, train as train_lib
-from jscale.calculus.prescribe import PRESCRIBED_KINDS
+from jscale import calculus, datasets, initializers, models, optim, train as train_lib
+from jscale.experiments.transfer import analysis
 from jscale.sweeps import store
 
 PARAMETRIZATIONS = ("standard", "mup", "equal_G")
@@ -59,10 +58,10 @@ def prescriptions(net: models.Model, base: models.Model, x, y, params=None) -> d
   base_shapes = [tuple(l.shape) for l in jax.tree.leaves(jax.eval_shape(lambda k: base.draw(k, "he_normal"), key))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
-  sp = calculus.inspect(apply, params, x, loss=loss)
+  sp = calculus.inspect(apply, params, x, loss=loss, groups=np.asarray(y))
   mup_init = calculus.from_inspection(sp, rule="mup", base_shapes=base_shapes).init_multipliers(params)
   mup_params = jax.tree.map(lambda p, m: p if m is None else p * m, params, mup_init)
-  mu = calculus.inspect(apply, mup_params, x, loss=loss)
+  mu = calculus.inspect(apply, mup_params, x, loss=loss, groups=np.asarray(y))
   out = {}
   for opt in OPTIMIZERS:
     for rule in PARAMETRIZATIONS:
@@ -80,7 +79,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   keys after it, vmapped; `p0s`: those inits, `probe_draws(net, draws)`, if already drawn) at the learning rate
   `lr_of[rule, opt]`; measured sizes are mean squares over the
   draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
-  measured and predicted arrays:
+  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE
+  of their log):
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
@@ -119,38 +119,28 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     for j, base_opt in enumerate((optax.sgd(1.0), optax.adam(1.0))):
       per_draw = jax.vmap(functools.partial(one, base_opt), in_axes=(0, None, None, None))
       ms, acts = jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], lr[j])
-      out.append((jnp.sqrt(ms.mean(1)), acts.mean(1)))
+      # relative SE of the draw means (for the RMS, half that of the mean square)
+      rse = lambda v: jnp.std(v, 1, ddof=1) / jnp.sqrt(v.shape[1]) / jnp.mean(v, 1)   # noqa: E731
+      out.append((jnp.sqrt(ms.mean(1)), acts.mean(1), 0.5 * rse(ms), rse(acts)))
     return [jnp.stack(o) for o in zip(*out)]
 
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
-  u, a = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+  u, a, us, as_ = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
                             jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
                             jnp.asarray(pick(lambda r, o: lr_of[r, o]), jnp.float32)))
   upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
+  upd_se, act_se = np.moveaxis(us, 0, 1).astype(np.float64), np.moveaxis(as_, 0, 1).astype(np.float64)
+  he = initializers.get("he_normal")
+  w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
-      pr, _, lr_m = pres[rule, opt]
-      upd_p[i, j], act_p[i, j] = predicted_sizes(pr, lr_m, lr_of[rule, opt], k)
-  return upd_m, upd_p, act_m, act_p
-
-
-def predicted_sizes(pr, lr_m, lr: float, k: int):
-  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` (see
-  `coordinate_check`)."""
-  w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
-  upd = np.array([lr * m * (math.sqrt(r.G_batch * r.weight_sq) if pr.optimizer == "sgd" else 1.0)
-                  for m, r in zip(lr_m, w)])
-  # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
-  y_sq = np.array([r.fan_in * r.weight_sq * r.x_sq for r in w])
-  act0 = np.array([r.x_sq for r in w[1:]] + [y_sq[-1]])
-  ratio, act1 = 1.0, []
-  for l, r in enumerate(w):
-    ratio = ratio + (lr * lr_m[l]) ** 2 * r.update_to_output / y_sq[l]
-    act1.append(act0[l] * ratio)
-  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+      pr, init_m, lr_m = pres[rule, opt]
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k,
+                                                          w_exp * np.square(init_m))
+  return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
@@ -174,8 +164,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers
-    cu_m, cu_p = np.zeros((W, R, O, coord_steps, n_layers)), np.zeros((W, R, O, coord_steps, n_layers))
-    ca_m, ca_p = np.zeros((W, R, O, 2, n_layers)), np.zeros((W, R, O, 2, n_layers))
+    cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
+    ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
@@ -183,8 +173,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       pres = prescriptions(net, base, xb, yb, jax.tree.map(lambda v: v[0], p0s))
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
-      cu_m[b], cu_p[b], ca_m[b], ca_p[b] = coordinate_check(net, pres, xb, yb, lr_mid, coord_steps,
-                                                            coord_draws, p0s)
+      cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
+          net, pres, xb, yb, lr_mid, coord_steps, coord_draws, p0s)
       t2 = time.perf_counter()
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
@@ -209,16 +199,17 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         diverged[a, b, c] = np.asarray(m.diverged[:, -1]).reshape(R, K, S)
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p)
+    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
              "lr": (("optimizer", "param", "lr_octave"), lrs)}
-  for model, (cu_m, cu_p, ca_m, ca_p) in coord.items():
+  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
     metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
-                    f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p)})
+                    f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p),
+                    f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s)})
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
           "when": ["init", "after step 1"]}
