@@ -9,7 +9,7 @@ import numpy as np
 
 from jscale.experiments.transfer import analysis
 from jscale.report import describe
-from jscale.report.document import Figure, Section, Table
+from jscale.report.document import Figure, Headline, Section, Table
 from jscale.sweeps import Results, store
 
 DRIFT_GOAL = 0.5        # octaves: equal-G's drift, and predicted vs measured
@@ -130,7 +130,35 @@ def build(r: Results) -> Section:
   for model in r.axis("model"):
     s.parts.append(Figure(_coord_plot(r, model), f"Coordinate check, {model}: measured (points) and predicted "
                                                  "(lines) per kernel / layer against width."))
+  s.headline = _headline(summary)
   return s
+
+
+def _headline(summary: dict) -> Headline:
+  """Measured drift of the optimal learning rate (octaves over the width range) per model and optimizer for
+  standard and equal-G, how many predicted drifts fall within DRIFT_GOAL, and the coordinate check's shares."""
+  widths, res = summary["widths"], summary["results"]
+  drift = {(e["model"], e["optimizer"], e["param"]): e for e in res}
+  cells, numbers = [], {}
+  for model, opt in sorted({(e["model"], e["optimizer"]) for e in res}):
+    txt = []
+    for param in ("standard", "equal_G"):
+      e = drift.get((model, opt, param))
+      if e is not None:
+        txt.append(f"{param} {e['measured_drift_octaves']:+.2f}")
+        numbers[f"{model}_{opt}_{param}_drift"] = e["measured_drift_octaves"]
+    cells.append(f"{model}/{opt}: " + ", ".join(txt))
+  pred = [e for e in res if e["predicted_drift_octaves"] is not None]
+  hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
+  cs = summary["coordinate_check"]
+  coord = ", ".join(f"{m} {d['first update']['share_below_0.1']:.0%}" for m, d in cs.items() if "first update" in d)
+  return Headline(what=f"widths {widths[0]}-{widths[-1]}, {len(summary['seeds'])} judged seeds, standard / μP / "
+                       "equal-G, SGD and Adam, MLP and LeNet on digits",
+                  measured=f"drift of the optimal lr {widths[0]}->{widths[-1]} (octaves): " + "; ".join(cells)
+                           + f"; predicted drift within {DRIFT_GOAL} octave in {hits} of {len(pred)}; coordinate "
+                           f"check, first update within 0.1: {coord}",
+                  source="issue 22's goal (no source number): equal-G drifts <= 0.5 octave over 16x width",
+                  numbers=numbers)
 
 
 def _lr(v: float) -> str:
