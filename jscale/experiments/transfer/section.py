@@ -17,11 +17,18 @@ COORD_TOL = 0.1         # |log(measured / predicted)|
 COORD_SHARE = 0.95
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
+def _subplots(nrows: int = 1, ncols: int = 1, **kw):
+  """A figure and its axes without pyplot (as jscale.report.plots draws): no global backend switch, nothing
+  to close."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=kw.pop("figsize"))
+  return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def _save(fig, path: str, dpi: int) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  return path
 
 
 def summarize(r: Results) -> dict:
@@ -180,11 +187,10 @@ def _goal_text(results: list, ratio: float) -> str:
 
 
 def _loss_curves(r: Results) -> str:
-  plt = _plt()
   loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
   lr = r.metric("lr", "optimizer", "param", "lr_octave")
   models, opts, params, widths = r.axis("model"), r.axis("optimizer"), r.axis("param"), r.axis("width")
-  fig, axes = plt.subplots(len(models) * len(opts), len(params), figsize=(4 * len(params), 3 * len(models) * len(opts)),
+  fig, axes = _subplots(len(models) * len(opts), len(params), figsize=(4 * len(params), 3 * len(models) * len(opts)),
                            squeeze=False)
   for a, m in enumerate(models):
     for c, o in enumerate(opts):
@@ -199,18 +205,13 @@ def _loss_curves(r: Results) -> str:
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final training loss")
   axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(r.path, "transfer_loss_vs_lr.png")
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-  return path
+  return _save(fig, os.path.join(r.path, "transfer_loss_vs_lr.png"), dpi=80)
 
 
 def _optimum_plot(r: Results, summary: dict) -> str:
-  plt = _plt()
   models, opts, params, widths = r.axis("model"), r.axis("optimizer"), r.axis("param"), r.axis("width")
   step = r.metric("step_size", "model", "width", "optimizer", "param")
-  fig, axes = plt.subplots(len(models), len(opts), figsize=(5 * len(opts), 3.5 * len(models)), squeeze=False)
+  fig, axes = _subplots(len(models), len(opts), figsize=(5 * len(opts), 3.5 * len(models)), squeeze=False)
   by = {(e["model"], e["optimizer"], e["param"]): e for e in summary["results"]}
   for a, m in enumerate(models):
     for c, o in enumerate(opts):
@@ -229,16 +230,11 @@ def _optimum_plot(r: Results, summary: dict) -> str:
       ax.set_ylabel("log2 optimal learning rate")
       ax.set_title(f"{m} / {o}", fontsize=9)
   axes[0, 0].legend(fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(r.path, "transfer_optimum_vs_width.png")
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-  return path
+  return _save(fig, os.path.join(r.path, "transfer_optimum_vs_width.png"), dpi=80)
 
 
 def _drift_plot(summary: dict, out_dir: str) -> str:
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(5, 4.5))
+  fig, ax = _subplots(figsize=(5, 4.5))
   marks = {"standard": "o", "mup": "s", "equal_G": "^"}
   for e in summary["results"]:
     if e["predicted_drift_octaves"] is None:
@@ -253,22 +249,17 @@ def _drift_plot(summary: dict, out_dir: str) -> str:
   ax.set_xlabel("predicted drift (octaves)")
   ax.set_ylabel("measured drift (octaves)")
   ax.legend(fontsize=6)
-  fig.tight_layout()
-  path = os.path.join(out_dir, "transfer_drift.png")
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
-  return path
+  return _save(fig, os.path.join(out_dir, "transfer_drift.png"), dpi=80)
 
 
 def _coord_plot(r: Results, model: str) -> str:
-  plt = _plt()
   um, up = r.metric(f"{model}_upd_meas"), r.metric(f"{model}_upd_pred")   # (W, R, O, step, L)
   am, ap = r.metric(f"{model}_act_meas"), r.metric(f"{model}_act_pred")   # (W, R, O, when, L)
   widths, params, opts = r.axis("width"), r.axis("param"), r.axis("optimizer")
   quantities = [("RMS of the first update", um[..., 0, :], up[..., 0, :]),
                 ("E[h^2] at init", am[..., 0, :], ap[..., 0, :]),
                 ("E[h^2] after step 1", am[..., 1, :], ap[..., 1, :])]
-  fig, axes = plt.subplots(len(quantities), len(params) * len(opts),
+  fig, axes = _subplots(len(quantities), len(params) * len(opts),
                            figsize=(2.8 * len(params) * len(opts), 2.6 * len(quantities)), squeeze=False)
   for q, (name, meas, pred) in enumerate(quantities):
     for i, p in enumerate(params):
@@ -280,8 +271,4 @@ def _coord_plot(r: Results, model: str) -> str:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{p}/{o}: {name}", fontsize=7)
-  fig.tight_layout()
-  path = os.path.join(r.path, f"transfer_coord_{model}.png")
-  fig.savefig(path, dpi=70)
-  plt.close(fig)
-  return path
+  return _save(fig, os.path.join(r.path, f"transfer_coord_{model}.png"), dpi=70)
