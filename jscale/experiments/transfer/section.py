@@ -152,7 +152,8 @@ def _headline(summary: dict) -> Headline:
     for param in ("standard", "equal_G"):
       e = drift.get((model, opt, param))
       if e is not None:
-        txt.append(f"{param} {e['measured_drift_octaves']:+.2f}")
+        lo, hi = e["measured_drift_interval"]
+        txt.append(f"{param} {e['measured_drift_octaves']:+.2f} [{lo:+.2f}, {hi:+.2f}]")
         numbers[f"{model}_{opt}_{param}_drift"] = e["measured_drift_octaves"]
     cells.append(f"{model}/{opt}: " + ", ".join(txt))
   pred = [e for e in res if e["predicted_drift_octaves"] is not None]
@@ -161,7 +162,8 @@ def _headline(summary: dict) -> Headline:
   coord = ", ".join(f"{m} {d['first update']['share_below_0.1']:.0%}" for m, d in cs.items() if "first update" in d)
   return Headline(what=f"widths {widths[0]}-{widths[-1]}, {len(summary['seeds'])} judged seeds, standard / μP / "
                        "equal-G, SGD and Adam, MLP and LeNet on digits",
-                  measured=f"drift of the optimal lr {widths[0]}->{widths[-1]} (octaves): " + "; ".join(cells)
+                  measured=f"drift of the optimal lr {widths[0]}->{widths[-1]} (octaves, 95% seed-bootstrap "
+                           "interval): " + "; ".join(cells)
                            + f"; predicted drift within {DRIFT_GOAL} octave in {hits} of {len(pred)}; coordinate "
                            f"check, first update within 0.1: {coord}",
                   source="issue 22's goal (no source number): equal-G drifts <= 0.5 octave over 16x width",
