@@ -55,7 +55,8 @@ def store_run(run_dir: str, store_dir: str, *, require_grid: str | None = "full"
     os.remove(old)
   info = store.run_info(run_dir)
   store.write_json(os.path.join(store_dir, RUN), {
-      "experiments": exps, "invocations": [{k: i.get(k) for k in ("command", "grid", "wall_time_s", "devices")}
+      "experiments": exps, "invocations": [{k: i.get(k) for k in ("command", "grid", "wall_time_s", "devices",
+                                                                  "compile", "experiment_times") if k in i}
                                            for i in info]})
   for name, rec in records.items():
     store.write_json(os.path.join(store_dir, f"{name}.json"), rec)
@@ -100,7 +101,25 @@ def _run_line(run: dict) -> str:
   wall = sum(float(i.get("wall_time_s") or 0) for i in inv)
   cmds = "; ".join(f"`{i.get('command')}`" for i in inv if i.get("command"))
   devs = ", ".join(sorted({d for i in inv for d in (i.get("devices") or [])}))
-  return f"Stored run (`results/main/`): {cmds or 'command not recorded'}, {wall:.0f} s wall time on {devs or '?'}."
+  line = f"Stored run (`results/main/`): {cmds or 'command not recorded'}, {wall:.0f} s wall time on {devs or '?'}."
+  return line + _times_line(inv)
+
+
+def _times_line(invocations) -> str:
+  """Per-experiment wall time, slowest first, and the compile share (where the run recorded them)."""
+  times, programs, compile_s = {}, 0, 0.0
+  for i in invocations:
+    for name, t in (i.get("experiment_times") or {}).items():
+      times[name] = times.get(name, 0.0) + float(t.get("wall_s") or 0.0)
+    c = i.get("compile") or {}
+    programs += int(c.get("programs") or 0)
+    compile_s += float(c.get("compile_s") or 0.0)
+  if not times:
+    return ""
+  wall = sum(float(i.get("wall_time_s") or 0) for i in invocations)
+  share = f" ({100 * compile_s / wall:.0f}%)" if wall > 0 else ""
+  per = ", ".join(f"{n} {t:.0f} s" for n, t in sorted(times.items(), key=lambda kv: -kv[1]))
+  return f" By experiment: {per}; compiling {compile_s:.0f} s over {programs} programs{share}."
 
 
 def render_table(store_dir: str) -> str:

@@ -174,7 +174,7 @@ def _reduced_main_job(tmp: str, outs) -> list[int]:
           [svm], datasets=("iris", "two_moons"), quick_seeds=3, quick_lrs=(0.25, 1.0), epochs=2),
           hidden=(24, 8)),
       "activations": dataclasses.replace(full["activations"], grids={
-          "quick": {"seed": 0, "depth": 3, "width": 32, "n_samples": 64}}),
+          "quick": {"seed": 0, "replicates": 3, "depth": 3, "width": 32, "n_samples": 64}}),
       "symmetry": dataclasses.replace(full["symmetry"], grids={
           "quick": {"seeds": (0, 1), "steps": 30, "lr": 0.1, "batch_size": 32,
                     "inits": ("zeros", "constant:0.1", "he_normal"), "widths_hidden": (8, 8)}}),
@@ -242,10 +242,16 @@ class EndToEndTest(absltest.TestCase):
     for k, i in enumerate(sym.axis("init")):
       self.assertAlmostEqual(headline("symmetry")[f"{i}.test_acc"], float(acc[k].mean()), places=6)
     act = sweeps.load(os.path.join(self.out, "activations"))
-    ratio = (act.metric("std", "activation", "scheme", "layer")[..., -1]
-             / act.metric("predicted_std", "activation", "scheme", "layer")[..., -1])
+    ratio = (act.metric("std", "replicate", "activation", "scheme", "layer")[..., -1]
+             / act.metric("predicted_std", "activation", "scheme", "layer")[None, ..., -1])
+    relu = list(act.axis("activation")).index("relu")
+    self.assertEqual(ratio.shape[0], 3)  # three independent nets
+    # The headline is the geometric mean over the nets, and its interval holds it.
     self.assertAlmostEqual(headline("activations")[f"relu.{act.axis('scheme')[0]}.last_std_over_pred"],
-                           float(ratio[list(act.axis("activation")).index("relu"), 0]), places=6)
+                           float(np.exp(np.log(ratio[:, relu, 0]).mean())), places=6)
+    lo, hi = (headline("activations")[f"relu.{act.axis('scheme')[0]}.last_std_over_pred_{e}"] for e in ("lo", "hi"))
+    self.assertLess(lo, float(np.exp(np.log(ratio[:, relu, 0]).mean())))
+    self.assertGreater(hi, float(np.exp(np.log(ratio[:, relu, 0]).mean())))
     fw = sweeps.load(os.path.join(self.out, "feature_weight"))
     a, _ = fw.grid("test_acc")   # (input_scale = 1/f, layer_scale.0 = 1/w, seed, epoch): f = 255 at index 1
     chance = 1.0 / fw.widths[-1]

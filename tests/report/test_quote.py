@@ -36,8 +36,10 @@ def _fake_run(tmp_path, grid="full"):
     if verdicts:
       (d / "verdicts.json").write_text(json.dumps(verdicts))
   (run / "report.md").write_text("# report\n")
-  (run / "run.json").write_text(json.dumps({"invocations": [{"command": "sweep --grid full", "grid": grid,
-                                                             "wall_time_s": 12.0, "devices": ["cpu:0"]}]}))
+  (run / "run.json").write_text(json.dumps({"invocations": [{
+      "command": "sweep --grid full", "grid": grid, "wall_time_s": 12.0, "devices": ["cpu:0"],
+      "compile": {"programs": 7, "compile_s": 3.0},
+      "experiment_times": {"alpha": {"wall_s": 2.5}, "beta": {"wall_s": 9.4}}}]}))
   return str(run)
 
 
@@ -61,6 +63,8 @@ def test_one_command_stores_the_run_and_rewrites_both_blocks(tmp_path):
   assert "| `alpha` | proto A | acc 0.912 | 0.95 | reproduces 1 | does not hold 1 |" in text
   assert "| `beta` | - | - | - | - | - |" in text
   assert "`sweep --grid full`, 12 s wall time on cpu:0" in text
+  # The run's per-experiment times, slowest first, and its compile share (3 s of 12) come along.
+  assert "By experiment: beta 9 s, alpha 2 s; compiling 3 s over 7 programs (25%)." in text
   assert "- `alpha` (proto A): acc 0.912" in open(sources).read()
   # A second run replaces the store: nothing of the first is left behind.
   shutil.rmtree(os.path.join(run, "beta"))

@@ -6,8 +6,8 @@ N(0, 0.1^2), LeCun, Xavier, He and geometric: per-layer histograms, saturation, 
 against depth beside the std the scaling calculus predicts (`run.py` beside this file). Not a training sweep,
 so it is a `CustomExperiment` whose run function writes its own results.
 
-  python scripts/sweep.py --experiment activations --grid quick   # 10 x 500, 256 inputs, seed 0
-  python scripts/sweep.py --experiment activations --grid full    # 10 x 500, 2000 inputs, seed 0
+  python scripts/sweep.py --experiment activations --grid quick   # 10 x 500, 256 inputs, 2 nets per scheme
+  python scripts/sweep.py --experiment activations --grid full    # 10 x 500, 500 inputs, 8 nets per scheme
 """
 from jscale.experiments.activations import run
 from jscale.sweeps import CustomExperiment
@@ -19,7 +19,7 @@ def make_experiment() -> CustomExperiment:
       doc=__doc__,
       run=run.experiment,
       grids={
-          "quick": {"seed": 0, "depth": 10, "width": 500, "n_samples": 256},
-          "full": {"seed": 0, "depth": 10, "width": 500, "n_samples": 2000},
+          "quick": {"seed": 0, "replicates": 2, "depth": 10, "width": 500, "n_samples": 256},
+          "full": {"seed": 0, "replicates": 8, "depth": 10, "width": 500, "n_samples": 500},
       },
   )

@@ -5,13 +5,17 @@ Forward only, no training. A `depth`-layer net of `width` units per layer (defau
 (activation, init scheme) we record, per layer, a histogram on fixed bins, the mean and std, the
 saturation fraction, and the std the scaling calculus predicts:
 
-  ReLU  E[y_l^2] = n E[W^2] E[x_l^2] and E[x_{l+1}^2] = E[y_l^2] / 2 (`calculus.predict_dense`); a
-        zero-mean Gaussian pre-activation of variance q gives relu output std sqrt(q (1/2 - 1/(2 pi))).
-  tanh  the calculus has no tanh rule: we use its linear regime (tanh(y) ~ y, i.e. the identity rules),
-        std_l = sqrt(E[y_l^2]). It holds while |y| << 1 (small inits) and FAILS once units saturate
-        (N(0, 0.1^2): n E[W^2] = 5 per layer, the prediction grows 5^(l/2) while tanh stays below 1).
-        `meanfield_std` (Gaussian pre-activations, E[tanh(sqrt(q) z)^2] by Gauss-Hermite quadrature) is
-        the wide-net reference that does follow saturation; it is not part of the calculus.
+  ReLU  E[y_l^2] = n E[W^2] E[x_l^2] and E[x_{l+1}^2] = E[y_l^2] / 2 (`calculus.activation_std`, the
+        closed form); a zero-mean Gaussian pre-activation of variance q gives relu output std
+        sqrt(q (1/2 - 1/(2 pi))).
+  tanh  the calculus's rule for any elementwise activation (`calculus.activation_maps`: E[phi(y)^2] and
+        E[phi(y)] for y ~ N(0, q) by Gauss-Hermite quadrature), which follows saturation. Beside it,
+        `linear_std`: the older linear regime (tanh(y) ~ y, the identity rules), std_l = sqrt(E[y_l^2]),
+        which holds while |y| << 1 and FAILS once units saturate (N(0, 0.1^2): n E[W^2] = 5 per layer, the
+        linear prediction grows 5^(l/2) while tanh stays below 1). The report shows both.
+
+`replicates` independent nets (each its own inputs and weights) give the measured/predicted ratio an
+interval: one net's last-layer std moves by ~10% at 10 x 500 (finite width: every input shares W).
 
 Saturation: for tanh the fraction |x| > 0.99 (stuck on the flat tails); for ReLU the fraction of outputs
 that are exactly 0 (the tutorial's "near-zero ReLU activations": inactive units, zero gradient).
@@ -25,6 +29,7 @@ Run it (writes the results and, through the report, its section with figures):
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, NamedTuple, Sequence
 
 import jax
@@ -32,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale import calculus, checks, initializers
+from jscale.calculus import activation_maps
 from jscale.sweeps import store
 
 # The explainers' schemes (label -> initializer spec). For square 500x500 layers geometric (c=2) has
@@ -63,8 +69,8 @@ class ActivationStats(NamedTuple):
   mean: np.ndarray             # (depth,)
   std: np.ndarray              # (depth,)
   saturation_frac: np.ndarray  # (depth,) tanh: |x| > 0.99; relu: x == 0
-  predicted_std: np.ndarray    # (depth,) the calculus (tanh: its linear regime)
-  meanfield_std: np.ndarray    # (depth,) Gaussian pre-activation reference (= predicted_std for relu)
+  predicted_std: np.ndarray    # (depth,) the calculus (tanh: quadrature of the activation's moment maps)
+  linear_std: np.ndarray       # (depth,) the identity rules' linear regime (= predicted_std for relu)
   weight_sq: np.ndarray        # (depth,) the initializer's E[W^2]
 
 
@@ -89,25 +95,23 @@ def layer_activations(key: jax.Array, activation: str, init, *, depth: int = 10,
   return jnp.stack(outs)
 
 
-def predicted_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0) -> np.ndarray:
-  """Per-layer activation std from the calculus's propagation rules (tanh: its linear regime)."""
+def linear_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0) -> np.ndarray:
+  """Per-layer std from the homogeneous propagation rules (tanh: its linear regime, the identity rules)."""
   return calculus.activation_std((width,) * (len(weight_sq) + 1), weight_sq, x0_sq, activation)
 
 
-def meanfield_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0,
-                  n_quad: int = 80) -> np.ndarray:
-  """Std per layer if every pre-activation were N(0, q_l), q_l = n E[W^2] E[x_l^2] (wide-net limit);
-  E[act(sqrt(q) z)^2] by Gauss-Hermite quadrature. Equals `predicted_std` for ReLU; for tanh it is the
-  reference that follows saturation, which the calculus's linear regime does not."""
-  z, w = np.polynomial.hermite_e.hermegauss(n_quad)
-  w = w / w.sum()
-  act = np.tanh if activation == "tanh" else (lambda v: np.maximum(v, 0.0))
+def predicted_std(activation: str, weight_sq: Sequence[float], width: int, x0_sq: float = 1.0) -> np.ndarray:
+  """Per-layer std the calculus predicts: ReLU by its closed form; any other activation by the quadrature of
+  its moment maps (`calculus.activation_maps.maps`): pre-activation y_l ~ N(0, q_l), q_l = n E[W^2] E[x_l^2],
+  E[x_{l+1}^2] = E[phi(y_l)^2], std = sqrt(E[phi^2] - E[phi]^2)."""
+  if activation == "relu":
+    return linear_std(activation, weight_sq, width, x0_sq)
+  phi = activation_maps.get(activation)
   x_sq, out = float(x0_sq), []
   for wsq in np.asarray(weight_sq, np.float64):
-    q = width * wsq * x_sq
-    a = act(np.sqrt(q) * z)
-    x_sq = float(np.sum(w * a * a))
-    out.append(np.sqrt(max(x_sq - float(np.sum(w * a)) ** 2, 0.0)))
+    m = activation_maps.maps(phi, width * wsq * x_sq)
+    x_sq = m.fwd_sq
+    out.append(math.sqrt(max(m.fwd_sq - m.mean ** 2, 0.0)))
   return np.asarray(out)
 
 
@@ -129,7 +133,7 @@ def activation_stats(key: jax.Array, activation: str, init, *, depth: int = 10, 
   return ActivationStats(
       bin_edges=edges, counts=np.asarray(counts, np.int64), mean=xs.mean(1), std=xs.std(1),
       saturation_frac=sat.mean(1), predicted_std=predicted_std(activation, wsq, width),
-      meanfield_std=meanfield_std(activation, wsq, width), weight_sq=wsq)
+      linear_std=linear_std(activation, wsq, width), weight_sq=wsq)
 
 
 def run(key: jax.Array, activations: Sequence[str] = ACTIVATIONS, schemes: Mapping[str, str] = INIT_SPECS, *,
@@ -144,28 +148,36 @@ def run(key: jax.Array, activations: Sequence[str] = ACTIVATIONS, schemes: Mappi
               for label, spec in schemes.items()} for a in activations}
 
 
-def experiment(exp_dir: str, seed: int = 0, *, activations: Sequence[str] = ACTIVATIONS,
+def experiment(exp_dir: str, seed: int = 0, *, replicates: int = 1, activations: Sequence[str] = ACTIVATIONS,
                schemes: Mapping[str, str] = INIT_SPECS, depth: int = 10, width: int = 500,
                n_samples: int = 1000) -> str:
-  """Run and save the results (`jscale.sweeps.store.write_results`) into `exp_dir`; the figures are drawn
-  by this experiment's report section from those arrays."""
-  results = run(jax.random.key(seed), activations, schemes, depth=depth, width=width, n_samples=n_samples)
+  """Run `replicates` independent nets (replicate i: key fold_in(key(seed), i), new inputs and weights) and save
+  the results (`jscale.sweeps.store.write_results`) into `exp_dir`: per-layer statistics for every replicate,
+  histograms of replicate 0. The figures are drawn by this experiment's report section from those arrays."""
+  checks.positive_int(replicates, "replicates")
+  base = jax.random.key(seed)
+  reps = [run(jax.random.fold_in(base, i), activations, schemes, depth=depth, width=width, n_samples=n_samples)
+          for i in range(replicates)]
   acts, labels = list(activations), list(schemes)
 
-  def stack(field):
+  def stack(field, results):
     return np.stack([np.stack([getattr(results[a][s], field) for s in labels]) for a in acts])
 
+  results = reps[0]
   if len({len(results[a][labels[0]].bin_edges) for a in acts}) != 1:
     raise ValueError("every activation needs the same number of histogram bins to be saved together")
   edges = np.stack([results[a][labels[0]].bin_edges for a in acts])
-  metrics = {f: (("activation", "scheme", "layer"), stack(f))
-             for f in ("mean", "std", "saturation_frac", "predicted_std", "meanfield_std", "weight_sq")}
-  metrics["counts"] = (("activation", "scheme", "layer", "bin"), stack("counts"))
+  metrics = {f: (("replicate", "activation", "scheme", "layer"), np.stack([stack(f, r) for r in reps]))
+             for f in ("mean", "std", "saturation_frac")}
+  metrics.update({f: (("activation", "scheme", "layer"), stack(f, results))
+                  for f in ("predicted_std", "linear_std", "weight_sq")})
+  counts = stack("counts", results)
+  metrics["counts"] = (("activation", "scheme", "layer", "bin"), counts)
   metrics["bin_edges"] = (("activation", "bin_edge"), edges)
   store.write_results(
-      exp_dir, axes={"activation": acts, "scheme": labels, "layer": list(range(1, depth + 1)),
-                     "bin": list(range(stack("counts").shape[-1])),
-                     "bin_edge": list(range(stack("counts").shape[-1] + 1))},
-      metrics=metrics, experiment="activations", seeds=[seed], schemes=dict(schemes), depth=depth,
-      width=width, n_samples=n_samples)
+      exp_dir, axes={"replicate": list(range(replicates)), "activation": acts, "scheme": labels,
+                     "layer": list(range(1, depth + 1)), "bin": list(range(counts.shape[-1])),
+                     "bin_edge": list(range(counts.shape[-1] + 1))},
+      metrics=metrics, experiment="activations", seeds=[seed], replicates=replicates, schemes=dict(schemes),
+      depth=depth, width=width, n_samples=n_samples)
   return exp_dir
