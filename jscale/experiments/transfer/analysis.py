@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jscale import calculus
 from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
@@ -108,3 +109,9 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
     ratio = ratio + (lr * lr_m[l]) ** 2 * u / y_sq[l]
     act1.append(act0[l] * ratio)
   return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+
+
+def after_step(x, y, fan_out, w_sq, lr, optimizer: str) -> np.ndarray:
+  """E[h^2] per layer after the first step of a dense ReLU stack, from the first-order response
+  (`calculus.first_step`, update_response.py: the cross term 2E[h0 . dh] and E[dh^2] through the layers)."""
+  return calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer).act1

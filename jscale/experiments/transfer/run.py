@@ -135,11 +135,15 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   he = initializers.get("he_normal")
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
+  dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m = pres[rule, opt]
-      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k,
-                                                          w_exp * np.square(init_m))
+      w_sq = w_exp * np.square(init_m)
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k, w_sq)
+      if dense:   # the after-step activations from the first-order response (update_response.py)
+        act_p[i, j, 1] = analysis.after_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
+                                             lr_of[rule, opt] * np.asarray(lr_m, np.float64), opt)
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
