@@ -128,22 +128,27 @@ def gradient_sq(k: Kernels, back: list, batch: int) -> list:
 def adam_inputs(x: np.ndarray, k: Kernels, back: list, fan_in: Sequence[int], fan_out: Sequence[int],
                 w_sq: Sequence[float], gg: np.ndarray, samples: int = 1024, seed: int = 1):
   """Adam's effective input kernels per layer, X~_l(a, b) = E over units k [sum_i x_a,i x_b,i / sigma_ik] (the
-  layer's own output mask carried as in `ntk`), and |x_a|^2 over the coordinates with a gradient.
+  layer's own output mask carried as in `ntk`), the same weighted by the unit's activations for the cross term
+  (X~h_l: E[x_a,i x_b,i h_a,k h_b,k / sigma_ik] / E[h_a,k h_b,k]; the top layer's is X~_l), and |x_a|^2 over the
+  coordinates with a gradient.
 
   Given the forward pass and the layers above, the gradient entry G_ik = (1/B) sum_b x_b,i delta_b,k is Gaussian
   (linear in the next layer's weights), with variance sigma_ik^2 = (1/B^2) sum_bc x_b,i x_c,i m_b,k m_c,k
   Gamma(b, c) (m: unit k's ReLU mask, Gamma: the per-unit kernel of the gradient at the layer's output before
   the mask). sigma varies from entry to entry (a feature that is active on few examples has a small one), so the
-  mean of 1/sigma is not 1/sqrt(E sigma^2): the expectation is taken over `samples` draws of a feature column
-  (the data's coordinates themselves at layer 0) and a mask pattern from the calculus's Gaussian kernels."""
+  mean of 1/sigma is not 1/sqrt(E sigma^2), and a unit active on many examples has both a larger sigma and
+  larger activations, which the cross term weighs: the expectations are taken over `samples` draws of a
+  feature column (the data's coordinates themselves at layer 0) and a unit's pre-activations from the
+  calculus's Gaussian kernels."""
   rng = np.random.default_rng(seed)
   B, L = x.shape[0], len(k.x)
   xf = np.asarray(x, np.float64).reshape(B, -1)
-  kernels, norms = [], []
+  kernels, cross_kernels, norms = [], [], []
   for l in range(L):
     top = l == L - 1
     gam = gg / fan_out[l] if top else fan_in[l + 1] * w_sq[l + 1] * back[l + 1] / fan_out[l]
-    masks = np.ones((samples, B)) if top else gaussian_rows(rng, k.y[l] / fan_out[l], samples) > 0
+    units = np.ones((samples, B)) if top else gaussian_rows(rng, k.y[l] / fan_out[l], samples)
+    masks = units if top else (units > 0).astype(float)
     if l == 0:
       cols = xf.T[rng.integers(0, xf.shape[1], samples)]
       norms.append(np.sum(xf * xf, 1))
@@ -156,9 +161,15 @@ def adam_inputs(x: np.ndarray, k: Kernels, back: list, fan_in: Sequence[int], fa
     sig = np.sqrt(np.clip(np.einsum("sb,bc,sc->s", v, gam, v), 0, None)) / B
     ok = sig > 0
     a = np.einsum("sa,sb,s->ab", v[ok], v[ok], 1.0 / sig[ok]) / samples * scale
-    f = 1.0 if top else both_active(k.y[l])
-    kernels.append(a / f)
-  return kernels, norms
+    if top:
+      kernels.append(a)
+      cross_kernels.append(a)
+      continue
+    kernels.append(a / both_active(k.y[l]))
+    vh = cols * np.maximum(units, 0.0)                        # x_b,i h_b,k
+    ah = np.einsum("sa,sb,s->ab", vh[ok], vh[ok], 1.0 / sig[ok]) / samples * scale
+    cross_kernels.append(ah / (k.x[l + 1] / fan_out[l]))
+  return kernels, norms, cross_kernels
 
 
 def gaussian_rows(rng, cov: np.ndarray, samples: int) -> np.ndarray:
@@ -267,10 +278,11 @@ def _first_step(x, labels, fan_out, w_sq, lr, optimizer, samples, seed, second_o
   back = backward_kernels(k, fan_in, w_sq, gg)
   if optimizer == "sgd":
     inputs, eta = k.x, list(lr)
+    cross_inputs = inputs
     upd = np.sqrt(np.array(gradient_sq(k, back, B)) / (np.array(fan_in) * np.array(fan_out))) * np.asarray(lr)
     noise = np.zeros(L)
   else:
-    inputs, norms = adam_inputs(x, k, back, fan_in, fan_out, w_sq, gg)
+    inputs, norms, cross_inputs = adam_inputs(x, k, back, fan_in, fan_out, w_sq, gg)
     eta = [KAPPA * v for v in lr]
     upd = np.asarray(lr, np.float64)
     noise = adam_noise(norms, lr, fan_out, w_sq)
@@ -281,7 +293,9 @@ def _first_step(x, labels, fan_out, w_sq, lr, optimizer, samples, seed, second_o
     top = l == L - 1
     k_h = k.y[l] if top else k.x[l + 1]
     act0[l] = float(np.mean(np.diag(k_h))) / fan_out[l]
-    cross[l] = 2 * cross_term(theta[l], k_h, zg) / fan_out[l]
+    # the layer's own update seen by its activations (Adam: weighted by the unit's activations, `adam_inputs`)
+    theta_h = theta[l] + eta[l] * (cross_inputs[l] - inputs[l])
+    cross[l] = 2 * cross_term(theta_h, k_h, zg) / fan_out[l]
     grad_k = gg if top else fan_in[l + 1] * w_sq[l + 1] * back[l + 1]
     change[l] = (change_sq(theta[l], grad_k, None if top else triples[l]) + noise[l]) / fan_out[l]
   return Response(act0, cross, change, act0 + cross + change, upd)

@@ -91,7 +91,7 @@ class UpdateResponseTest(chex.TestCase):
 
   def test_adam_after_step(self):
     """Adam's first step (lr sign(g)): E[dh^2] within 3 SE + 15% and E[h^2] after the step within 3 SE + 12%.
-    Its cross term is 10-40% too large in magnitude (not asserted: docs/calculus.md, *After the first step*)."""
+    Its cross term is 10-25% too large in magnitude (not asserted: docs/calculus.md, *After the first step*)."""
     mc, pr = _monte_carlo("adam", 0.005), _predict("adam", 0.005)
     self.assertTrue(np.all(_close(mc["change"], pr.change, 0.15)), (mc["change"], pr.change))
     self.assertTrue(np.all(_close(mc["act1"], pr.act1, 0.12)), (mc["act1"], pr.act1))
