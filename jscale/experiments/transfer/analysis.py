@@ -82,7 +82,8 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
   the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
-  layers: docs/calculus.md says where that misses).
+  layers: docs/calculus.md says where that misses; the coordinate check replaces it by `after_step` for dense
+  stacks and keeps it for the LeNet).
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
   whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
