@@ -263,6 +263,11 @@ def first_step(x, labels, fan_out: Sequence[int], w_sq: Sequence[float], lr: Seq
     raise ValueError("fan_out, w_sq and lr need one entry per weight layer")
   if np.shape(labels) != (np.shape(x)[0],):
     raise ValueError(f"labels must have one entry per example ({np.shape(x)[0]}), got shape {np.shape(labels)}")
+  lab = np.asarray(labels)
+  if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 or lab.max() >= fan_out[-1]:
+    raise ValueError(f"labels must be integers in [0, {fan_out[-1]}) (the last layer's width)")
+  if min(w_sq) <= 0 or min(lr) < 0 or not np.all(np.isfinite(x)):
+    raise ValueError("w_sq must be > 0, lr >= 0 and x finite")
   # B x B matrices: a multithreaded BLAS only spins on them (an eigh of 128 x 128 took 0.4 s instead of 2 ms
   # beside a busy JAX process on 2 cores)
   with threadpool_limits(limits=1):

@@ -125,3 +125,7 @@ def test_bad_input():
     ur.first_step(x, y, [8, 5], [0.1], [0.1, 0.1], "sgd")
   with pytest.raises(ValueError, match="labels"):
     ur.first_step(x, y[:3], [8, 5], [0.1, 0.1], [0.1, 0.1], "sgd")
+  with pytest.raises(ValueError, match="labels must be integers"):
+    ur.first_step(x, y + 5, [8, 5], [0.1, 0.1], [0.1, 0.1], "sgd")
+  with pytest.raises(ValueError, match="w_sq"):
+    ur.first_step(x, y, [8, 5], [0.1, 0.0], [0.1, 0.1], "sgd")
