@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jscale import calculus
 from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
@@ -81,7 +82,8 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
   the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
-  layers: docs/calculus.md says where that misses).
+  layers: docs/calculus.md says where that misses; the coordinate check replaces it by `after_step` for dense
+  stacks and keeps it for the LeNet).
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
   whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
@@ -108,3 +110,9 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
     ratio = ratio + (lr * lr_m[l]) ** 2 * u / y_sq[l]
     act1.append(act0[l] * ratio)
   return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+
+
+def after_step(x, y, fan_out, w_sq, lr, optimizer: str) -> np.ndarray:
+  """E[h^2] per layer after the first step of a dense ReLU stack, from the first-order response
+  (`calculus.first_step`, update_response.py: the cross term 2E[h0 . dh] and E[dh^2] through the layers)."""
+  return calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer).act1

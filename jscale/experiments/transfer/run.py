@@ -85,8 +85,10 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
   Predicted update: SGD lr m sqrt(G_batch E[W^2]) (the gradient at init), Adam lr m (its first step is
-  lr sign(g)). Predicted activations: the calculus's at init; after the step each layer's E[y^2] gains the
-  update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md).
+  lr sign(g)). Predicted activations: the calculus's at init; after the step, for the MLP, the first-order
+  response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for the LeNet,
+  whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2 on top of
+  the relative change of its input (docs/calculus.md, *After the first step*).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws) if p0s is None else p0s
@@ -135,11 +137,15 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   he = initializers.get("he_normal")
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
+  dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m = pres[rule, opt]
-      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k,
-                                                          w_exp * np.square(init_m))
+      w_sq = w_exp * np.square(init_m)
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k, w_sq)
+      if dense:   # the after-step activations from the first-order response (update_response.py)
+        act_p[i, j, 1] = analysis.after_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
+                                             lr_of[rule, opt] * np.asarray(lr_m, np.float64), opt)
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 

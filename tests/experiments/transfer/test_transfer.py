@@ -70,4 +70,6 @@ def test_tiny_run_writes_transfer_json(tmp_path):
   assert len(out["results"]) == 6 and out["widths"] == [32, 64]
   for e in out["results"]:
     assert len(e["optimal_lr"]) == 2 and e["predicted_drift_octaves"] is not None
+  leaves = out["coordinate_check_per_leaf"]["mlp"]["activations after step 1"]
+  assert len(leaves) == 3 and all(v["median"] is not None for v in leaves)
   assert "transfer" in s.title
