@@ -313,3 +313,29 @@ def matmul_flops(jaxpr) -> int:
 
 if __name__ == "__main__":
   pytest.main([__file__])
+
+
+class GuardedSumSquaresTest(chex.TestCase):
+  """`T.guarded_sum_squares`, the divergence guard and the gradient's sums of squares in one reduction."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_finite_is_the_sum_of_squares_and_any_non_finite_is_nan(self):
+    rng = np.random.default_rng(0)
+    g = [rng.standard_normal((30, 20)).astype(np.float32), rng.standard_normal(7).astype(np.float32)]
+    p = [rng.standard_normal((30, 20)).astype(np.float32), rng.standard_normal(7).astype(np.float32)]
+    f = self.variant(T.guarded_sum_squares)
+    got = [float(v) for v in f(g, p)]
+    want = [float(np.sum(np.square(x.astype(np.float64)))) for x in g]
+    # float32 sums of 600 and 7 squares against float64: a few ulp of the sum.
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for bad in (np.inf, -np.inf, np.nan):   # a non-finite new parameter: that leaf's sum is NaN, the other's kept
+      q = [p[0].copy(), p[1]]
+      q[0][3, 4] = bad
+      out = [float(v) for v in f(g, q)]
+      self.assertTrue(math.isnan(out[0]), bad)
+      self.assertAlmostEqual(out[1], want[1], places=4)
+    h = [g[0].copy(), g[1]]
+    h[0][0, 0] = 1e20   # finite gradient whose square overflows float32: not finite (flagged, as the norm was)
+    self.assertFalse(math.isfinite(float(f(h, p)[0])))
+    h[0][0, 0] = np.nan
+    self.assertTrue(math.isnan(float(f(h, p)[0])))
