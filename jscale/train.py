@@ -37,8 +37,7 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
       epoch's last with `TrainSpec(metric_every=k)`; each step's values are measured on its own minibatch
       at the parameters *before* its update (full batch: the parameters at the start of the epoch). This
       costs no extra forward pass. The scan adds each measured step's values to running sums; unmeasured
-      steps skip their passes over the activations (a branch on the step index). The gradient's sums of
-      squares are taken at every step: they are the divergence guard's pass (`guarded_sum_squares`).
+      steps skip their passes over the gradients and activations (a branch on the step index).
   g_ratio               G at the epoch's last step (`TrainSpec(g_ratio_steps="last")`, the default), or averaged
                         over the measured steps like the others (`"all"`: one more pass over the weights per
                         step). Full batch: one step, the same either way.
@@ -70,7 +69,8 @@ non-finite train-pass or test loss at finite parameters (logits overflowing floa
 too. A dead configuration keeps training on whatever its parameters became (they are not reset to their last
 finite state: no reported number depends on them, and selecting between the old and the new parameters was a
 pass over every parameter per step, issue 23); under vmap or the sweep's per-device loop its neighbours never
-see them.
+see them. Because a parameter made non-finite stays non-finite under p + update, the parameters are checked
+once per epoch, at its end: the same per-epoch flag as a check after every update.
 
 Minibatch mode (`batch_size=B`): every epoch draws a fresh permutation from the configuration's own key
 and takes floor(N / B) full batches (the remainder is dropped, a different remainder each epoch);
@@ -144,13 +144,9 @@ def all_finite(tree) -> jax.Array:
   return jnp.isfinite(sum(jnp.sum(leaf * 0) for leaf in jax.tree.leaves(tree)))
 
 
-def guarded_sum_squares(grads, new_params) -> list:
-  """Per-leaf sum(g * g + p * 0) over the gradient g and the updated parameters p: the gradient's sum of squares
-  (the gradient norm and G's numerators share it) while every updated parameter is finite, NaN once one is not
-  (x * 0 is 0 for a finite x and NaN for inf or NaN; XLA keeps IEEE semantics and does not fold it). One float
-  reduction per leaf then decides the divergence guard and measures the gradient: XLA fuses it into one pass over
-  the gradient and the update (a boolean all(isfinite) was a separate ~10% of a minibatch step, issue 23)."""
-  return [jnp.sum(jnp.square(g) + jnp.asarray(p) * 0) for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(new_params))]
+def sum_squares(tree) -> list:
+  """Per-leaf sums of squares: the gradient norm and G's numerators share them (one pass per leaf)."""
+  return [jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)]
 
 
 def first_bad_onward(bad: jax.Array) -> jax.Array:
@@ -267,17 +263,18 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       params, opt_state, alive, sums, w_sq = carry
       x, y, i = batch
       (loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp, out_scale, x, y)
+      measured = True if spec.metric_every == 1 else (steps - 1 - i) % spec.metric_every == 0
+      grad_sq = measure_on(measured, lambda: sum_squares(grads), [jnp.float32(0)] * len(jax.tree.leaves(grads)))
+      gnorm = jnp.sqrt(sum(grad_sq))
       updates, new_state = opt.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
-      # The divergence guard: grad_sq is NaN when the update made a parameter non-finite (or the gradient is
-      # not), so one pass over the gradient and the new parameters decides it and measures the gradient norm.
-      # The update that blows the weights up is the one flagged; from it on the configuration is dead (`alive`
-      # stays False) and every metric of its epoch and the later ones is NaN, so its later parameters, finite or
-      # not, never reach a reported number. No select of the old parameters: the update is written in place.
-      grad_sq = guarded_sum_squares(grads, new_params)
-      gnorm = jnp.sqrt(sum(grad_sq))
+      # The divergence guard, in two parts. Per step, on scalars: a non-finite loss, or gradient norm where it
+      # is measured (an overflowing norm of finite gradients is a non-finite metric: flagged like one). Per
+      # epoch, on the parameters (`epoch`): the update is applied unconditionally and written in place, and a
+      # parameter made non-finite stays non-finite (p + u is non-finite whenever p is), so the epoch's final
+      # parameters are finite exactly when no update of the epoch broke one: the same per-epoch flag as a check
+      # after every update, for one pass over the parameters per epoch instead of one per step.
       ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm)
-      measured = True if spec.metric_every == 1 else (steps - 1 - i) % spec.metric_every == 0
 
       def stats():
         sat, zero = activation_stats(hidden)
@@ -320,6 +317,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       else:
         carry, _ = jax.lax.scan(step, carry, (xb, yb, jnp.arange(steps, dtype=jnp.int32)))
       params, opt_state, alive, sums, _ = carry
+      alive = alive & all_finite(params)   # an update of this epoch made a parameter non-finite (see `step`)
       stats = epoch_stats(sums)
       if n_test:
         test_loss, logits = pass_loss(params, data.x_test, data.y_test)
