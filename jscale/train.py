@@ -39,8 +39,8 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
       costs no extra forward pass. The scan adds each measured step's values to running sums; unmeasured
       steps skip their passes over the gradients and activations (a branch on the step index).
   g_ratio               G at the epoch's last step (`TrainSpec(g_ratio_steps="last")`, the default), or averaged
-                        over the measured steps like the others (`"all"`: two more passes over the weights and
-                        gradients per step). Full batch: one step, the same either way.
+                        over the measured steps like the others (`"all"`: one more pass over the weights per
+                        step). Full batch: one step, the same either way.
   train_pass_loss       mean loss over the whole training split with the parameters at the *end* of the
                         epoch ("the training loss after epoch e", as the scaling-calculus paper reports
                         it). Measured only with `TrainSpec(train_pass=True)` (else NaN: not measured).
@@ -61,12 +61,16 @@ Per epoch, per configuration (`Metrics`, each (epochs,) or (epochs, L)):
   diverged              True from the first epoch in which an update produced a non-finite parameter, or
                         the loss, the gradient norm, the train-pass loss (when measured) or the test loss was NaN/inf.
 
-Divergence never crashes and never poisons neighbours: the update that would make a parameter non-finite
-(or that follows a non-finite loss or gradient) is not applied, the configuration's parameters freeze at
-their last finite state, and every metric of the epoch in which that happened and of the later ones is
-NaN -- accuracies included, never a number computed from broken parameters -- with `diverged` True (the
-sweep reports the configuration and its first diverged epoch). A non-finite train-pass or test loss at
-finite parameters (logits overflowing float32) marks its epoch diverged and freezes the parameters too.
+Divergence never crashes and never poisons neighbours: the update that makes a parameter non-finite (or that
+follows a non-finite loss or gradient) marks the configuration dead, and every metric of the epoch in which
+that happened and of the later ones is NaN -- accuracies included, never a number computed from broken
+parameters -- with `diverged` True (the sweep reports the configuration and its first diverged epoch). A
+non-finite train-pass or test loss at finite parameters (logits overflowing float32) marks its epoch diverged
+too. A dead configuration keeps training on whatever its parameters became (they are not reset to their last
+finite state: no reported number depends on them, and selecting between the old and the new parameters was a
+pass over every parameter per step, issue 23); under vmap or the sweep's per-device loop its neighbours never
+see them. Because a parameter made non-finite stays non-finite under p + update, the parameters are checked
+once per epoch, at its end: the same per-epoch flag as a check after every update.
 
 Minibatch mode (`batch_size=B`): every epoch draws a fresh permutation from the configuration's own key
 and takes floor(N / B) full batches (the remainder is dropped, a different remainder each epoch);
@@ -135,9 +139,8 @@ def accuracy(logits, y):
 
 def all_finite(tree) -> jax.Array:
   """True when every entry of every leaf is finite: x * 0 is 0 for a finite x and NaN for inf or NaN (XLA keeps
-  IEEE semantics: it does not fold x * 0), so one float sum per leaf decides. A float sum vectorizes and fuses
-  with the update that produces the leaf; a boolean all() over isfinite cost ~10% of a minibatch step on
-  XLA:CPU (issue 23)."""
+  IEEE semantics: it does not fold x * 0), so one float sum per leaf decides (a boolean all() over isfinite does
+  not vectorize on XLA:CPU)."""
   return jnp.isfinite(sum(jnp.sum(leaf * 0) for leaf in jax.tree.leaves(tree)))
 
 
@@ -240,11 +243,15 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
         return fn() if pred else skipped
       return jax.lax.cond(pred, fn, lambda: skipped)
 
-    def g_of(params, grad_sq):
-      """Measured G_l = E[dW_l^2] / E[W_l^2] per kernel, from the gradient's per-leaf sums of squares."""
-      kernels = net.kernels(params)
+    def g_of(w_sq, grad_sq, params):
+      """Measured G_l = E[dW_l^2] / E[W_l^2] per kernel, from the per-leaf sums of squares of the gradient and of
+      the kernels (`kernel_sq`)."""
       idx = kernel_indices(params)
-      return jnp.stack([grad_sq[i] / w.size / jnp.mean(jnp.square(w)) for i, w in zip(idx, kernels)])
+      return jnp.stack([grad_sq[i] / w_s for i, w_s in zip(idx, w_sq)])
+
+    def kernel_sq(params) -> jax.Array:
+      """(L,) sums of squares of the kernels: G's denominators."""
+      return jnp.stack([jnp.sum(jnp.square(w)) for w in net.kernels(params)])
 
     def kernel_indices(params):
       """Positions of the kernels among the parameter leaves (tree order)."""
@@ -253,7 +260,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       return [ids[id(w)] for w in net.kernels(params)]
 
     def step(carry, batch):
-      params, opt_state, alive, sums = carry
+      params, opt_state, alive, sums, w_sq = carry
       x, y, i = batch
       (loss, (logits, hidden)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, hp, out_scale, x, y)
       measured = True if spec.metric_every == 1 else (steps - 1 - i) % spec.metric_every == 0
@@ -261,26 +268,32 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       gnorm = jnp.sqrt(sum(grad_sq))
       updates, new_state = opt.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
-      # Checked after the update, so the step that blows the weights up is the one flagged; it is dropped
-      # and the configuration frozen at its last finite parameters: NaNs never reach the carry. A non-finite
-      # gradient makes the updated parameters non-finite, so the gradient norm is needed here only where it
-      # is a metric (an overflowing norm of finite gradients is a non-finite metric: flagged like one).
-      ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm) & all_finite(new_params)
-      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+      # The divergence guard, in two parts. Per step, on scalars: a non-finite loss, or gradient norm where it
+      # is measured (an overflowing norm of finite gradients is a non-finite metric: flagged like one). Per
+      # epoch, on the parameters (`epoch`): the update is applied unconditionally and written in place, and a
+      # parameter made non-finite stays non-finite (p + u is non-finite whenever p is), so the epoch's final
+      # parameters are finite exactly when no update of the epoch broke one: the same per-epoch flag as a check
+      # after every update, for one pass over the parameters per epoch instead of one per step.
+      ok = alive & jnp.isfinite(loss) & jnp.isfinite(gnorm)
 
       def stats():
         sat, zero = activation_stats(hidden)
-        g = g_of(params, grad_sq) if spec.g_ratio_steps == "all" else jnp.zeros((n_layers,), jnp.float32)
+        g = g_of(kernel_sq(params), grad_sq, params) if spec.g_ratio_steps == "all" else \
+            jnp.zeros((n_layers,), jnp.float32)
         return StepStats(loss, accuracy(logits, y), gnorm, sat, zero, g)
 
       step_stats = measure_on(measured, stats, jax.tree.map(jnp.zeros_like, sums))
       if spec.g_ratio_steps == "last":
-        last = True if steps == 1 else i == steps - 1
-        # The last step is always a measured one (the count runs back from it), so grad_sq is there.
-        step_stats = step_stats._replace(
-            g_ratio=measure_on(last, lambda: g_of(params, grad_sq), jnp.zeros((n_layers,), jnp.float32)))
+        if steps == 1:
+          step_stats = step_stats._replace(g_ratio=g_of(kernel_sq(params), grad_sq, params))
+        else:
+          # The last step's G needs its parameters' kernel sums of squares: taken from the step before's new
+          # parameters and carried (a read of the old parameters here would keep them alive beside the
+          # in-place update: XLA then copies every kernel at every step).
+          step_stats = step_stats._replace(g_ratio=jnp.where(i == steps - 1, g_of(w_sq, grad_sq, params), 0.0))
+          w_sq = measure_on(i == steps - 2, lambda: kernel_sq(new_params), w_sq)
       sums = jax.tree.map(jnp.add, sums, step_stats)
-      return (keep(new_params, params), keep(new_state, opt_state), ok, sums), None
+      return (new_params, new_state, ok, sums, w_sq), None
 
     def epoch_stats(sums: StepStats) -> StepStats:
       """The epoch's means over its measured steps (G at the last step alone with g_ratio_steps="last")."""
@@ -298,12 +311,13 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     def epoch(carry, ekey):
       xb, yb = epoch_batches(ekey)
       params, opt_state, alive = carry
-      carry = (params, opt_state, alive, zero_sums)
+      carry = (params, opt_state, alive, zero_sums, jnp.ones((n_layers,), jnp.float32))
       if steps == 1:
         carry, _ = step(carry, (xb[0], yb[0], 0))
       else:
         carry, _ = jax.lax.scan(step, carry, (xb, yb, jnp.arange(steps, dtype=jnp.int32)))
-      params, opt_state, alive, sums = carry
+      params, opt_state, alive, sums, _ = carry
+      alive = alive & all_finite(params)   # an update of this epoch made a parameter non-finite (see `step`)
       stats = epoch_stats(sums)
       if n_test:
         test_loss, logits = pass_loss(params, data.x_test, data.y_test)
@@ -316,7 +330,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       else:
         train_pass, _ = pass_loss(params, data.x_train, data.y_train)
         alive = alive & jnp.isfinite(train_pass)
-      # A non-finite measured loss at finite parameters freezes them too (its epoch is diverged).
+      # A non-finite measured loss at finite parameters marks the configuration dead too (its epoch is diverged).
       m = Metrics(stats.loss, stats.acc, train_pass, test_loss, test_acc, stats.grad_norm, stats.saturation,
                   stats.zero_fraction, stats.g_ratio, ~alive)
       return (params, opt_state, alive), m
@@ -324,7 +338,7 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     (params, _, _), raw = jax.lax.scan(epoch, (params, opt_state, jnp.array(True)), epoch_keys)
     if full_batch and spec.train_pass:
       # Epoch e+1's full-batch step loss is the loss over the training split at epoch e's final
-      # parameters (the carry, frozen or not): only the last epoch needs its own forward pass.
+      # parameters (the carry): only the last epoch needs its own forward pass.
       last, _ = pass_loss(params, data.x_train, data.y_train)
       raw = raw._replace(train_pass_loss=jnp.concatenate([raw.train_loss[1:], last[None]]))
     bad = raw.diverged | ~jnp.isfinite(raw.train_pass_loss) if spec.train_pass else raw.diverged

@@ -66,9 +66,10 @@ class TrainSpec:
     every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
   metric_every: k measures the per-step metrics (train_loss, train_acc, grad_norm, saturation, zero_fraction) on
     every k-th step of an epoch counted back from its last (steps - 1, steps - 1 - k, ...) and averages those;
-    1 (the default) is every step. Each measurement is a pass over the gradients and the activations.
+    1 (the default) is every step. Each measurement is a pass over the activations (the gradient's norm comes
+    from the divergence guard's pass, made at every step).
   g_ratio_steps: "last" (the default) measures `Metrics.g_ratio` at the epoch's last step only; "all" averages
-    it over the measured steps (two passes over the weights and gradients per step). Full batch: the same.
+    it over the measured steps (one more pass over the weights per step). Full batch: the same.
   """
   widths: tuple = (2, 64, 64, 2)
   model: Any = None

@@ -313,3 +313,29 @@ def matmul_flops(jaxpr) -> int:
 
 if __name__ == "__main__":
   pytest.main([__file__])
+
+
+
+class EpochGuardTest(chex.TestCase):
+  """The per-epoch parameter check rests on two facts, tested here: `T.all_finite` is False exactly when some
+  entry is inf or NaN, and a non-finite parameter stays non-finite under `optax.apply_updates` (p + u) for any
+  update, finite or not, so the epoch's final parameters show every update of the epoch that broke one."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_all_finite(self):
+    rng = np.random.default_rng(0)
+    tree = [jnp.asarray(rng.standard_normal((30, 20)), jnp.float32), jnp.asarray(rng.standard_normal(7), jnp.float32)]
+    f = self.variant(T.all_finite)
+    self.assertTrue(bool(f(tree)))
+    for bad in (np.inf, -np.inf, np.nan):
+      self.assertFalse(bool(f([tree[0].at[3, 4].set(bad), tree[1]])), bad)
+      self.assertFalse(bool(f([tree[0], tree[1].at[6].set(bad)])), bad)
+    self.assertTrue(bool(f([jnp.full((4,), 3.0e38, jnp.float32)])))   # large but finite: x * 0 is still 0
+
+  def test_non_finite_parameters_stay_non_finite(self):
+    import optax
+    specials = np.array([np.inf, -np.inf, np.nan], np.float32)
+    updates = np.array([0.0, -0.0, 1.0, -1e30, 3.0e38, -3.0e38, np.inf, -np.inf, np.nan], np.float32)
+    p, u = np.meshgrid(specials, updates)
+    new = optax.apply_updates(jnp.asarray(p), jnp.asarray(u))
+    self.assertFalse(bool(jnp.isfinite(new).any()))

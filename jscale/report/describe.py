@@ -20,8 +20,8 @@ def sweep_text(r: Results) -> list[str]:
   widths = sorted({tuple(g.widths) for g in r.groups})
   div = int(np.any(r.arrays["diverged"], axis=-1).sum()) if "diverged" in r.arrays else 0
   out = [f"Widths {', '.join(str(list(w)) for w in widths)}; {', '.join(fixed)}; base seed "
-         f"{r.recorded('base_seed', 0)}. {r.n_configs} configurations, {div} diverged (NaN/inf: the engine freezes "
-         f"them and their metrics are NaN from that epoch), {fmt(r.seconds, 1)} s of compute on "
+         f"{r.recorded('base_seed', 0)}. {r.n_configs} configurations, {div} diverged (NaN/inf: flagged from the update "
+         f"that broke them; their metrics are NaN from that epoch), {fmt(r.seconds, 1)} s of compute on "
          f"{r.recorded('backend', '?')}."]
   out.append("Data: " + "; ".join(r.data_sources) + f". {data_seed_text(r)}.")
   return out
