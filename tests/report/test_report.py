@@ -50,7 +50,7 @@ def sigma_values(p, epochs, layers):
   out = {"test_acc": np.full(epochs, SIGMA_ACC[p["sigma"]] + SPREAD[p["seed"]]), "train_loss": curve,
          "train_acc": 1.0 - curve / 2, "grad_norm": curve, "saturation": curve / 2,
          "g_ratio": np.ones((epochs, layers))}
-  if p["sigma"] == 1.0 and p["seed"] >= 3:   # diverged in epoch 3: NaN from there on, as the engine freezes it
+  if p["sigma"] == 1.0 and p["seed"] >= 3:   # diverged in epoch 3: NaN from there on, as the engine reports it
     gone = np.arange(epochs) >= 2
     out = {k: np.where(gone.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.nan, v) for k, v in out.items()}
     out["diverged"] = gone
