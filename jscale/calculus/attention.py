@@ -5,22 +5,20 @@ the last axis, Z the logits dot_general(Q, K) of two activations, possibly maske
 mask, or a constant added). The projections producing Q, K, V and the output projection are ordinary dense
 leaves; multi-head reshapes and transposes keep moments.
 
-The rule (docs/calculus.md, "Softmax attention"): the logits l_qk = Q_q . K_k have E[l^2] = d E[Q^2] E[K^2]
-(1 - rp_K) across keys (a component shared by all keys does not change the softmax). The attention weights
-P are taken as those of independent Gaussian logits of that variance under the mask, averaged over a few fixed
-draws (exactly the uniform average over allowed keys when the logits are 0); then, with rp the correlation
-between two positions and the gradient g at the output independent of P,
-  forward   E[o^2]  = E[V^2] (A + rp_V (1 - A)),      A = mean_q sum_k P_qk^2
-            rp_o    = E[V^2] (C + rp_V (1 - C)) / E[o^2],  C = mean_{q != q'} sum_k P_qk P_q'k
-  backward  E[dV^2] = E[g^2] mean_k [(1 - rp_g) sum_q P_qk^2 + rp_g (sum_q P_qk)^2]
-            dl_qk   = P_qk g_q . (V_k - sum_j P_qj V_j): E[dl_qk^2] = d_v E[g^2] E[V^2] (1 - rp_V) P_qk^2
-                      (1 - 2 P_qk + sum_j P_qj^2)
-            E[dQ^2] = E[K^2] (1 - rp_K) mean_q sum_k E[dl_qk^2]   (rows of dl sum to 0: K's shared part drops)
-            E[dK^2] = E[Q^2] mean_k [sum_q E[dl_qk^2] + rp_Q rp_g sum_{q != q'} (cross terms)], rp_Q
-                      raised by E[Q^2] E[K^2] (1 - A)^2: two queries attending to one key both lean towards it
-Where it breaks: large logits (trained or badly scaled Q, K: the weights concentrate on few keys and the
-independent-logit approximation of the softmax is rough), logits correlated across keys beyond the shared
-component, and gradients that depend on V (the loss reading the attention output twice).
+The rule (docs/calculus.md, "Softmax attention") is the Gaussian model, evaluated by seeded Monte Carlo
+(`GaussianAttention`): per example, Q, K, V (d_qk, d_qk, d_v features per token) and the gradient g at the
+output are Gaussian with the signals' second moments, each with a component shared by all tokens (its
+token correlation rp), g independent of Q, K, V (the calculus's independence assumption); the logits are
+scale * Q K^T (rank d_qk, under the mask), and the forward E[o^2], rp_o and the backward E[dV^2], E[dQ^2],
+E[dK^2] with their token correlations are those of the exact attention and its backward on the draws. A
+shared component of K adds the same logit to every key of a query and drops out of the softmax; one shared
+by the queries makes them all favour the same keys; a long K_k is favoured by every query. The earlier
+closed forms (independent logits per (query, key), a first-order Stein term for two queries leaning on the
+same key) missed the last two and left the values' gradient too correlated across tokens: rp_dV 0.94 where
+models.Transformer measured 0.79 (docs/calculus.md, "What the measurements showed (transformer)").
+Where it breaks: large logits (trained Q, K), Q, K, V that are far from Gaussian or depend on each other
+beyond second moments (the same token's query and key), and gradients that depend on V (the loss reading
+the attention output twice).
 """
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward
 from jscale.calculus.tracing import Lit, scalar_value
 
-N_DRAWS = 16   # fixed draws of the logits (seeded): the weights' statistics, deterministic
 _VIEWS = {"broadcast_in_dim", "reshape", "convert_element_type", "copy", "copy_p", "stop_gradient"}
 
 
@@ -148,11 +145,47 @@ def find(graph, tags, const, u, taken) -> list:
       n_q = math.prod(qs[i] for i in range(len(qs)) if i not in cq and i not in bq)
       if isinstance(mask, np.ndarray) and (mask.ndim < 2 or mask.shape[-2:] != (n_q, ls[-1])):
         mask = "data" if mask.size > 1 else None
+      srcs = [_projected_from(graph, u, tags, const, a) for a in (q, k, v)]
+      d_in = srcs[0][1] if srcs[0] is not None and all(s_ == srcs[0] for s_ in srcs) else None
       blocks.append(Block("attention", out_n, (q, k, v), eqns, attention_rule,
                           dict(q=q, k=k, v=v, out=out, logits_shape=tuple(ls[:-2]) + (n_q, ls[-1]),
-                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale)))
+                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in)))
       break
   return blocks
+
+
+def _projected_from(graph, u, tags, const, a):
+  """(x, D_in) when the activation a is a dense projection x @ W (through a bias, scalings by constants,
+  reshapes and transposes) contracting D_in features of the activation x, else None. Self-attention's Q, K
+  and V are three projections of one x: within one draw of the weights they are correlated (module
+  docstring)."""
+  while True:
+    e = _prod(graph, u, a)
+    if e is None:
+      return None
+    if e.name in ("transpose", "reshape", "convert_element_type", "copy", "copy_p"):
+      a = e.ins[0]
+      continue
+    if e.name in ("mul", "div", "add") and len(_acts(tags, e)) == 1 and len(e.ins) == 2:
+      other = next(b for b in e.ins if b not in _acts(tags, e))
+      t = None if isinstance(other, Lit) else tags.get(other)
+      fixed = isinstance(other, Lit) or const(other) is not None
+      if (e.name == "add" and t is not None and t.kind == "param") or (e.name != "add" and fixed):
+        a = _acts(tags, e)[0]
+        continue
+      return None
+    if e.name == "dot_general" and len(_acts(tags, e)) == 1 and len(e.ins) == 2:
+      x = _acts(tags, e)[0]
+      w = e.ins[1] if e.ins[0] == x else e.ins[0]
+      t = None if isinstance(w, Lit) else tags.get(w)
+      if t is None or t.kind != "param":
+        return None
+      (cl, cr), (bl, br) = e.params["dimension_numbers"]
+      cx = cl if e.ins[0] == x else cr
+      if bl or br:
+        return None
+      return x, math.prod(graph.avals[x].shape[i] for i in cx)
+    return None
 
 
 def _batch_first(graph, u, n, e):
@@ -176,41 +209,75 @@ def _batch_first(graph, u, n, e):
       best = (cs[0], v)
 
 
-def weights(s_logit: float, masks: np.ndarray, draws: int = N_DRAWS) -> np.ndarray:
-  """Attention weights (draws * masks, Tq, Tk) of independent N(0, s_logit) logits under each mask."""
-  rng = np.random.default_rng(0)
-  m = np.repeat(masks, draws, axis=0)
-  z = math.sqrt(max(s_logit, 0.0)) * rng.standard_normal(m.shape)
-  z = np.where(m, z, -np.inf)
-  z = z - np.max(np.where(m, z, -np.inf), axis=-1, keepdims=True)
-  z = np.where(np.isfinite(z), z, -np.inf)
-  w = np.exp(z)
-  tot = w.sum(-1, keepdims=True)
-  return np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 0.0)
+# -------------------------------------------------------------------------------------------------
+# The Gaussian model, by Monte Carlo: Q, K, V and the output's gradient G drawn Gaussian per token with the
+# signals' second moments and a component shared by all tokens of an example (correlation rp), G independent
+# of Q, K, V; the attention and its exact backward evaluated on each draw. Unlike the closed forms above it
+# keeps the logits' structure: l = Q K^T has rank d_qk, so a key with a long K_k is favoured by every query
+# and a query with a long Q_q is sharper (the independent-logit weights miss both), and a component shared by
+# the queries makes them all lean towards the same keys (the Stein term of the closed forms, to all orders).
+
+MC_DRAWS = 256   # per mask; seeded, so the rule is deterministic (relative MC error ~ 1 / sqrt(MC_DRAWS T d))
+MC_ENTRIES = 2 ** 22   # at most this many attention weights in all (draws shrink for long sequences, >= 8)
 
 
-class AttentionMoments:
-  """The statistics of the weights P the rule needs (module docstring), averaged over draws and masks."""
+def _shared(rng, n, T, d, rp):
+  """(n, T, d) unit-variance Gaussians whose tokens share a component of correlation rp (clipped to [0, 1])."""
+  rp = min(max(rp, 0.0), 1.0)
+  return math.sqrt(rp) * rng.standard_normal((n, 1, d)) + math.sqrt(1 - rp) * rng.standard_normal((n, T, d))
 
-  def __init__(self, P: np.ndarray, rp_v: float, rp_g: float, rp_q: float):
-    n, Tq, Tk = P.shape
-    off = ~np.eye(Tq, dtype=bool)
-    PP = np.einsum("nqk,nrk->nqr", P, P)                  # sum_k P_qk P_rk
+
+def _position_corr(v: np.ndarray) -> float:
+  """mean over t != t' of v_t . v_t' / (d E[v^2]) for v: (n, T, d)."""
+  n, T, d = v.shape
+  ms = float(np.mean(v * v))
+  if T < 2 or ms <= 0:
+    return 0.0
+  s = v.sum(1)
+  return float((np.sum(s * s) - np.sum(v * v)) / (n * T * (T - 1) * d * ms))
+
+
+class GaussianAttention:
+  """Moments of softmax attention on the Gaussian model (above), per unit E[Q^2], E[K^2], E[V^2], E[g^2]
+  except where the logits' scale enters (`lsq` = scale^2 E[Q^2] E[K^2]): o_sq = E[o^2] / E[V^2], dv_sq =
+  E[dV^2] / E[g^2], dq_sq = E[dQ^2] / (E[g^2] E[V^2] scale^2 E[K^2]), dk_sq likewise with E[Q^2]; the rp_* the
+  token correlations of each; A, C as in AttentionMoments."""
+
+  def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
+               rp_g: float, draws: int = MC_DRAWS, seed: int = 0, d_in: int | None = None):
+    rng = np.random.default_rng(seed)
+    m, Tq, Tk = masks.shape
+    draws = max(8, min(draws, MC_ENTRIES // (m * Tq * Tk)))
+    n = draws * m
+    mask = np.repeat(masks, draws, axis=0)
+    if d_in is not None and Tq == Tk:
+      # self-attention: Q, K, V = x W_q, x W_k, x W_v of one token vector x (D_in features, shared component
+      # rp_k), the W's drawn per draw (a network draw); then K_k and V_k, Q_q and V_q are correlated within the
+      # draw through W_k^T W_v (entries of mean square E[K^2] E[V^2] / D_in)
+      x = _shared(rng, n, Tk, d_in, rp_k)
+      Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
+    else:
+      Q, K = _shared(rng, n, Tq, d_qk, rp_q), _shared(rng, n, Tk, d_qk, rp_k)
+      V = _shared(rng, n, Tk, d_v, rp_v)
+    G = _shared(rng, n, Tq, d_v, rp_g)
+    c = math.sqrt(max(lsq, 0.0))
+    z = np.where(mask, c * np.einsum("nqd,nkd->nqk", Q, K), -np.inf)
+    top = np.max(z, -1, keepdims=True)
+    w = np.where(mask, np.exp(z - np.where(np.isfinite(top), top, 0.0)), 0.0)
+    tot = w.sum(-1, keepdims=True)
+    P = w / np.where(tot > 0, tot, 1.0)
+    o = P @ V
+    dV = np.einsum("nqk,nqd->nkd", P, G)
+    dP = np.einsum("nqd,nkd->nqk", G, V)
+    dl = P * (dP - np.sum(P * dP, -1, keepdims=True))     # through the softmax
+    dQ, dK = dl @ K, np.einsum("nqk,nqd->nkd", dl, Q)      # per unit scale: c multiplies both, counted in dq_sq
     self.A = float(np.mean(np.sum(P * P, -1)))
-    self.C = float(np.mean(PP[:, off])) if Tq > 1 else 0.0
-    S1, S2 = P.sum(1), (P * P).sum(1)                     # over queries, per key
-    self.Bv = float(np.mean((1 - rp_g) * S2 + rp_g * S1 * S1))
-    PtP = np.einsum("nqk,nqj->nkj", P, P)
-    offk = ~np.eye(Tk, dtype=bool)
-    cross_v = (1 - rp_g) * PtP + rp_g * S1[:, :, None] * S1[:, None, :]
-    self.rp_dv = float(np.mean(cross_v[:, offk]) / self.Bv) if Tk > 1 and self.Bv > 0 else 0.0
-    dev = 1 - 2 * P + np.sum(P * P, -1, keepdims=True)      # E[(V_k - Vbar_q)^2] / (E[V^2] (1 - rp_V))
-    dl = P * P * dev                                       # E[dl_qk^2] / (d_v E[g^2] E[V^2] (1 - rp_V))
-    self.dq = float(np.mean(dl.sum(-1)))
-    # dK_k = sum_q dl_qk Q_q: the pairs q != q' add rp_Q rp_g P_qk P_q'k (1 - P_qk - P_q'k + (P P^T)_qq')
-    pair = P[:, :, None, :] * P[:, None, :, :] * (1 - P[:, :, None, :] - P[:, None, :, :] + PP[:, :, :, None])
-    pair_sum = pair.sum((1, 2)) - np.einsum("nqqk->nk", pair)
-    self.dk = float(np.mean(dl.sum(1) + rp_q * rp_g * pair_sum))
+    PP = np.einsum("nqk,nrk->nqr", P, P)
+    self.C = float(np.mean(PP[:, ~np.eye(Tq, dtype=bool)])) if Tq > 1 else 0.0
+    self.o_sq, self.rp_o = float(np.mean(o * o)), _position_corr(o)
+    self.dv_sq, self.rp_dv = float(np.mean(dV * dV)), _position_corr(dV)
+    self.dq_sq, self.rp_dq = float(np.mean(dQ * dQ)), _position_corr(dQ)
+    self.dk_sq, self.rp_dk = float(np.mean(dK * dK)), _position_corr(dK)
 
 
 def attention_rule(pred, block) -> str | None:
@@ -225,40 +292,37 @@ def attention_rule(pred, block) -> str | None:
   masks = np.ones((1, Tq, Tk), bool) if mask is None else mask.reshape(-1, Tq, Tk)
   masks = np.unique(masks, axis=0)[:8]
   rp_k, rp_v, rp_q = (s.rp if s.rp is not None else 0.0 for s in (sk, sv, sq_))
-  s_logit = info["scale"] ** 2 * info["d_qk"] * sq_.sq * sk.sq * (1 - rp_k)
-  P = weights(s_logit, masks)
+  lsq = info["scale"] ** 2 * sq_.sq * sk.sq
+  s_logit = info["d_qk"] * lsq * (1 - rp_k)
   pred.acts.append(ActivationUse(kind=f"attention (E[logit^2] = {s_logit:.3g})", in_id=info["v"], out_id=info["out"]))
-  st0 = AttentionMoments(P, rp_v, 0.0, rp_q)
-  # Two queries attending to the same key are both tilted towards it (Stein: E[Q P_qk] = E[Q^2] dP/dQ), which
-  # correlates them as seen from that key's gradient: an effective rp_Q (checked against autodiff in tests).
-  rp_q = rp_q + (1 - rp_q) * info["scale"] ** 2 * sq_.sq * sk.sq * (1 - rp_k) * (1 - st0.A) ** 2
-  sq = sv.sq * (st0.A + rp_v * (1 - st0.A))
-  if not sq > 0:
-    return "attention over values with E[V^2] = 0"
-  rp_o = sv.sq * (st0.C + rp_v * (1 - st0.C)) / sq
-  out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
   cache = {}
 
-  def stats(g):
-    rp_g = g.rp if g.rp is not None else 0.0
+  def model(rp_g: float) -> GaussianAttention:
     if rp_g not in cache:
-      cache[rp_g] = AttentionMoments(P, rp_v, rp_g, rp_q)
-    return cache[rp_g], rp_g
+      cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
+                                      d_in=info.get("d_in"))
+    return cache[rp_g]
 
-  c_dl = info["d_v"] * sv.sq * (1 - rp_v)
+  st0 = model(0.0)
+  sq = sv.sq * st0.o_sq
+  if not sq > 0:
+    return "attention over values with E[V^2] = 0"
+  out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
+
+  def stats(g):
+    return model(g.rp if g.rp is not None else 0.0)
 
   def back_v(g):
-    st, _ = stats(g)
-    return g.scaled(st.Bv, r=g.r * sv.r, rp=st.rp_dv)
+    st = stats(g)
+    return g.scaled(st.dv_sq, r=g.r * sv.r, rp=st.rp_dv)
 
   def back_q(g):
-    st, rp_g = stats(g)
-    return g.scaled(info["scale"] ** 2 * c_dl * sk.sq * (1 - rp_k) * st.dq, r=0.0, rp=rp_g)
+    st = stats(g)
+    return g.scaled(sv.sq * lsq / sq_.sq * st.dq_sq, r=0.0, rp=st.rp_dq)
 
   def back_k(g):
-    st, _ = stats(g)
-    return g.scaled(info["scale"] ** 2 * c_dl * sq_.sq * st.dk, r=0.0, rp=0.0)
+    st = stats(g)
+    return g.scaled(sv.sq * lsq / sk.sq * st.dk_sq, r=0.0, rp=st.rp_dk)
 
   pred.set_out(pred.g.eqns[block.out_eqn], out, [(info["v"], back_v), (info["q"], back_q), (info["k"], back_k)])
   return None
-

@@ -187,10 +187,36 @@ def norm_rule(pred, block) -> str | None:
   dof = D - 1 if centred else D
   jensen = dof / (dof - 2) if dof > 2 else 1.0
   back_f = w_sq * proj * jensen / (var + eps)
-  pred.set_out(pred.g.eqns[block.out_eqn], x_hat._replace(sq=hat * w_sq), [(x, lambda g: seen(g).scaled(back_f))])
+  keep_rp = backward_rp_factor(D, hat, x_hat.rp or 0.0, centred)
+
+  def back(g):
+    return seen(g).scaled(back_f, rp=None if g.rp is None else g.rp * keep_rp)
+
+  pred.set_out(pred.g.eqns[block.out_eqn], x_hat._replace(sq=hat * w_sq), [(x, back)])
   if not math.isfinite(back_f):
     return "a normalisation whose backward factor is not finite"
   return None
+
+
+def backward_rp_factor(D: int, hat: float, rp: float, centred: bool) -> float:
+  """The factor on the gradient's correlation between two positions t, t' through the normalisation.
+
+  dx_t = P_t u_t / s_t with P_t = I - 11^T/D - xhat_t xhat_t^T / D: each position removes its own xhat
+  direction, so for gradients u, u' independent of x, E[u P_t P_t' u'] / E[u P_t u] = (1 - 1/D - 2 hat/D +
+  hat^2 (rp^2 + 1/D)/D) / (1 - 1/D - hat/D) (RMSNorm: no 1/D for the mean); and E[1/(s_t s_t')] / E[1/s_t^2] <
+  1 for the two positions' own statistics (chi-square with n = D - 1 or D degrees of freedom:
+  ((n - 2)/2) (Gamma((n-1)/2) / Gamma(n/2))^2 when independent; a component rp shared by the two positions
+  makes their statistics move together, taken as scaling the gap by 1 - rp^2). [measured] At D = 64 it is
+  0.976; the last LayerNorm of models.Transformer turned the pooled gradient's rp = 1 into 0.978 +- 0.003."""
+  mean = 1 / D if centred else 0.0
+  rp = min(max(rp, 0.0), 1.0)
+  own = 1 - mean - hat / D
+  cross = 1 - mean - 2 * hat / D + hat * hat * (rp * rp + 1 / D) / D
+  n = D - 1 if centred else D
+  if n <= 2 or own <= 0:
+    return 1.0
+  indep = (n - 2) / 2 * math.exp(2 * (math.lgamma((n - 1) / 2) - math.lgamma(n / 2)))
+  return min(max(cross / own * (1 - (1 - indep) * (1 - rp * rp)), 0.0), 1.0)
 
 
 def _act(kind, x, out):

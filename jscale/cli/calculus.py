@@ -10,6 +10,7 @@
   python scripts/calculus.py --model resnet --init geometric
   python scripts/calculus.py --model transformer --init lecun_normal --json
   python scripts/calculus.py --model my_net.py:make --init he_normal --json
+  python scripts/calculus.py --depth-profile --activation gelu --depth 50 [--weight-gain 2] [--json]
 
 `--model mlp` (the default) is the MLP given by --widths. `--model lenet` / `resnet` are the paper's strided
 LeNet and a small pre-activation bottleneck ResNet with the Section 11 scalars (jscale.models), on --batch
@@ -17,6 +18,13 @@ random images; `--model transformer` is jscale.models.Transformer's defaults (2 
 4 heads, 16 tokens of a 32-word vocabulary, GELU MLP, mean over tokens) on --batch uniform random tokens; `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
 (apply_fn, params, x) or (apply_fn, params, x, loss) (`init` is the --init spec string, or None when not given).
 Any model other than mlp goes through `jscale.calculus.inspect`: its table has one row per parameter leaf.
+
+`--depth-profile` predicts, with no network drawn, a stack of --depth dense layers y_{l+1} = W phi(y_l) + b with
+fan_in E[W^2] = --weight-gain and E[b^2] = --bias-sq, from E[y_0^2] = --q0: the forward E[y_l^2] and the
+gradient's E[Delta_l^2] (relative to the top) over depth, the whole net's C(0) (the output correlation of two
+uncorrelated inputs) and C'(1) (the correlation map's slope at 1: > 1 pulls nearby inputs apart), and a verdict
+(`jscale.calculus.activation_maps.depth_profile`). --activation then takes any name `activation_maps.get`
+knows: relu, gelu, gelu_tanh, silu, tanh, sigmoid, softplus, elu, identity, leaky_relu:A, tanh:S.
 
 Predicted columns come from the propagation rules (docs/calculus.md); measured ones from one forward/backward
 pass (`jax.vjp`, random-projection loss v ~ N(0, 1) per example) on one batch. G is the per-example
@@ -39,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from jscale import checks, initializers, memory, mlp
+from jscale.calculus import activation_maps
 from jscale.calculus.inspection import inspect
 from jscale.calculus.inspection_records import WEIGHT_KINDS
 from jscale.calculus.inspection_table import cell, render as render_inspection
@@ -69,7 +78,8 @@ def parse_args(argv=None):
                  "geometric:c=2, normal:0.1 (see jscale.initializers.names())")
   p.add_argument("--compare", default=None, help="comma-separated init names to put side by side "
                  "(names only; use --init for a spec with parameters)")
-  p.add_argument("--activation", default="relu", choices=ACT_KINDS)
+  p.add_argument("--activation", default="relu", help=f"MLP: one of {', '.join(ACT_KINDS)}; with "
+                 "--depth-profile any activation_maps name (gelu, silu, tanh:S, leaky_relu:A, ...)")
   p.add_argument("--data", default="gaussian", choices=("gaussian", "pixels", "fashion_mnist", "mnist"))
   p.add_argument("--x-sq", type=float, default=1.0, help="E[x^2] of the gaussian inputs (before --feature-scale)")
   p.add_argument("--batch", type=int, default=256, help="examples in the measured batch")
@@ -78,7 +88,19 @@ def parse_args(argv=None):
   p.add_argument("--target-std", type=float, default=0.05, help="logit std for the output multiplier")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+  p.add_argument("--depth-profile", action="store_true", help="predicted moments and C(0), C'(1) over --depth "
+                 "dense layers of --activation (no network is drawn)")
+  p.add_argument("--depth", type=int, default=50, help="layers of the --depth-profile stack")
+  p.add_argument("--weight-gain", type=float, default=2.0, help="fan_in E[W^2] per layer (--depth-profile; "
+                 "2 is He)")
+  p.add_argument("--bias-sq", type=float, default=0.0, help="E[b^2] per layer (--depth-profile)")
+  p.add_argument("--q0", type=float, default=1.0, help="E[y_0^2] at the first activation (--depth-profile)")
   args = p.parse_args(argv)
+  if args.depth_profile:
+    return _check_depth_profile(p, args)
+  if args.activation not in ACT_KINDS:
+    p.error(f"--activation: invalid choice {args.activation!r} for an MLP (choose from {', '.join(ACT_KINDS)}; "
+            "--depth-profile takes any activation_maps name)")
   try:
     args.widths = mlp.check_widths(int(w) for w in args.widths.split(","))
   except ValueError as e:
@@ -111,6 +133,60 @@ def parse_args(argv=None):
   if args.data in ("fashion_mnist", "mnist", "pixels") and args.widths[0] != 784 and args.data != "pixels":
     p.error(f"--data {args.data} has 784 features; --widths must start with 784")
   return args
+
+
+def _check_depth_profile(p, args):
+  """--depth-profile's own flags, checked before any compute; flags of the other modes are refused."""
+  other = sorted("--" + d.replace("_", "-") for d in ("model", "widths", "init", "compare", "data", "x_sq", "batch",
+                                                        "feature_scale", "weight_scale", "target_std", "seed")
+                 if getattr(args, d) != p.get_default(d))
+  if other:
+    p.error(f"--depth-profile draws no network; it does not take {', '.join(other)}")
+  try:
+    args.phi = activation_maps.get(args.activation)
+    checks.positive_int(args.depth, "--depth")
+    checks.finite_real(args.weight_gain, "--weight-gain", minimum=0, strict=True)
+    checks.finite_real(args.q0, "--q0", minimum=0, strict=True)
+    checks.finite_real(args.bias_sq, "--bias-sq", minimum=0)
+  except ValueError as e:
+    p.error(str(e))
+  if args.depth > 10000:
+    p.error(f"--depth must be at most 10000, got {args.depth}")
+  return args
+
+
+def depth_profile_dict(args, prof: activation_maps.DepthProfile) -> dict:
+  L = len(prof.q) - 1
+  return dict(activation=args.activation, depth=args.depth, layers_computed=L, weight_gain=args.weight_gain,
+              bias_sq=args.bias_sq, q0=args.q0, q=list(prof.q), grad=list(prof.grad),
+              forward_change=prof.q[-1] / prof.q[0], gradient_change=prof.grad[0] / prof.grad[-1],
+              C0=prof.c0, C_slope_1=prof.c_slope_1, verdict=prof.verdict)
+
+
+def render_depth_profile(d: dict) -> str:
+  L = d["layers_computed"]
+  lines = [f"depth profile: {d['activation']}, {d['depth']} dense layers, fan_in E[W^2] = {d['weight_gain']:g}, "
+           f"E[b^2] = {d['bias_sq']:g}, E[y_0^2] = {d['q0']:g}"]
+  if L < d["depth"]:
+    lines.append(f"  (stopped after {L} layers: E[y^2] left [1e-30, 1e30])")
+  lines.append(f"{'l':>5}  {'E[y_l^2]':>10}  {'E[dy_l^2] / E[dy_L^2]':>22}")
+  step = max(1, L // 10)
+  for l in sorted(set(range(0, L + 1, step)) | {L}):
+    lines.append(f"{l:>5}  {cell(d['q'][l], 10)}  {cell(d['grad'][l], 22)}")
+  lines.append(f"forward E[y_L^2] / E[y_0^2] = {cell(d['forward_change'], 0)}; gradient E[dy_0^2] / E[dy_L^2] = "
+               f"{cell(d['gradient_change'], 0)}")
+  lines.append(f"C(0) = {cell(d['C0'], 0)} (output correlation of two uncorrelated inputs); C'(1) = "
+               f"{cell(d['C_slope_1'], 0)} (> 1: nearby inputs pulled apart)")
+  lines.append(f"verdict: {d['verdict']}")
+  return "\n".join(lines)
+
+
+def main_depth_profile(args) -> int:
+  prof = activation_maps.depth_profile(args.phi, args.depth, weight_gain=args.weight_gain, bias_sq=args.bias_sq,
+                                       q0=args.q0)
+  d = depth_profile_dict(args, prof)
+  print(json.dumps(d, indent=1) if args.json else render_depth_profile(d))
+  return 0
 
 
 def load_inputs(args, key) -> jax.Array:
@@ -259,6 +335,8 @@ def main_model(args) -> int:
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
+    if args.depth_profile:
+      return main_depth_profile(args)
     if args.model != "mlp":
       return main_model(args)
     memory.check_bytes(mlp_bytes(args.widths, args.batch), f"--widths {','.join(map(str, args.widths))} "

@@ -188,19 +188,31 @@ class TransformerTest(chex.TestCase):
 
   @pytest.mark.slow
   def test_predicted_G_of_every_leaf(self):
+    # G per leaf on one draw (seed 21); the moments at every activation averaged over three draws (21, 24, 27):
+    # a single draw's backward pass carries an offset common to all its layers (the forward variance its
+    # LayerNorms divide by), of s.d. ~0.1 in log per draw at depth 2 (docs/calculus.md), so 0.25 on one draw
+    # was 2.5 s.d.; on the mean of three it is 4 s.d.
     for depth, width, heads, seq_len, causal in ((2, 48, 3, 12, False), (1, 96, 6, 10, True)):
-      cfg, params, x = self._setup(depth, width, heads, seq_len, causal, 96, 21)
-      res = calculus.inspect(lambda p, x_: tf.apply_transformer(p, x_, cfg), params, x, key=jax.random.PRNGKey(5))
-      ratios = []
-      for r in res.layers:
-        if r.G_meas:
-          self.assertIsNotNone(r.G_pred, f"{r.path}: {r.reason}")
-          ratios.append(r.G_pred / r.G_meas)
-          self.assertLess(abs(math.log(ratios[-1])), math.log(1.6), f"depth {depth} causal {causal} {r.path}")
-      self.assertAlmostEqual(float(np.median(ratios)), 1.0, delta=0.15)
-      for a in res.activations:
-        self.assertAlmostEqual(a.x_sq_pred / a.x_sq_meas, 1.0, delta=0.25, msg=a.kind)
-        self.assertAlmostEqual(a.dx_sq_pred / a.dx_sq_meas, 1.0, delta=0.25, msg=a.kind)
+      fwd, bwd = [], []
+      for seed in (21, 24, 27):
+        cfg, params, x = self._setup(depth, width, heads, seq_len, causal, 96, seed)
+        res = calculus.inspect(lambda p, x_: tf.apply_transformer(p, x_, cfg), params, x,
+                               key=jax.random.PRNGKey(5 if seed == 21 else seed + 2))
+        fwd.append([math.log(a.x_sq_pred / a.x_sq_meas) for a in res.activations])
+        bwd.append([math.log(a.dx_sq_pred / a.dx_sq_meas) for a in res.activations])
+        if seed != 21:
+          continue
+        ratios = []
+        for r in res.layers:
+          if r.G_meas:
+            self.assertIsNotNone(r.G_pred, f"{r.path}: {r.reason}")
+            ratios.append(r.G_pred / r.G_meas)
+            self.assertLess(abs(math.log(ratios[-1])), math.log(1.6), f"depth {depth} causal {causal} {r.path}")
+        self.assertAlmostEqual(float(np.median(ratios)), 1.0, delta=0.15)
+      kinds = [a.kind for a in res.activations]
+      for name, logs in (("forward", fwd), ("backward", bwd)):
+        for kind, m in zip(kinds, np.mean(logs, axis=0)):
+          self.assertLess(abs(m), math.log(1.25), f"{name} {kind} depth {depth} causal {causal}")
 
 
 def _linen_cases():

@@ -142,5 +142,50 @@ class ModelCLITest(chex.TestCase):
       self.assertNotIn("Traceback", err)
 
 
+def relu_c_map(c: float) -> float:
+  """The arc-cosine kernel of He-scaled ReLU layers: the next layer's correlation (closed form)."""
+  return (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+
+
+class DepthProfileCLITest(chex.TestCase):
+
+  def test_relu_he_keeps_both_moments_and_c0_follows_the_arc_cosine_map(self):
+    rep = json.loads(run_cli("--depth-profile", "--activation", "relu", "--depth", "12", "--json"))
+    self.assertEqual((rep["layers_computed"], len(rep["q"]), len(rep["grad"])), (12, 13, 13))
+    np.testing.assert_allclose(rep["q"], 1.0, rtol=1e-6)      # gain 2 times E[relu^2] = q/2
+    np.testing.assert_allclose(rep["grad"], 1.0, rtol=1e-6)   # gain 2 times E[relu'^2] = 1/2
+    c = 0.0
+    for _ in range(12):
+      c = relu_c_map(c)
+    # the pair map's quadrature at the kink is good to ~1% per layer (test_activation_maps); the map contracts
+    # towards 1, so the errors do not add up past that
+    np.testing.assert_allclose(rep["C0"], c, rtol=0.02)
+
+  def test_gelu_at_he_gain_halves_both_moments_per_layer_deep_down(self):
+    rep = json.loads(run_cli("--depth-profile", "--activation", "gelu", "--depth", "50", "--json"))
+    q, g = np.array(rep["q"]), np.array(rep["grad"])
+    # small q: gelu(y) = y/2 + O(y^2) and gelu'(0) = 1/2, so gain 2 times 1/4 per layer, both ways (the O(q)
+    # corrections are below 1e-6 once q < 1e-8)
+    deep = q[:-1] < 1e-8
+    self.assertGreater(int(deep.sum()), 5)
+    np.testing.assert_allclose(q[1:][deep] / q[:-1][deep], 0.5, rtol=1e-5)
+    np.testing.assert_allclose(g[1:][deep] / g[:-1][deep], 2.0, rtol=1e-5)
+    self.assertIn("forward second moment changes", rep["verdict"])
+
+  def test_table_and_a_stable_stack(self):
+    out = run_cli("--depth-profile", "--activation", "tanh", "--depth", "10", "--weight-gain", "1", "--q0", "0.01")
+    self.assertIn("verdict: stable at this depth", out)
+    self.assertIn("C(0) = ", out)
+    self.assertEqual(sum(line.split()[0].isdigit() for line in out.splitlines()), 11)   # layers 0..10
+
+  def test_bad_args_exit_2_with_one_line(self):
+    for argv in (["--depth", "0"], ["--activation", "swoosh"], ["--weight-gain", "0"], ["--q0", "nan"],
+                 ["--bias-sq", "-1"], ["--model", "lenet"], ["--widths", "3,4"]):
+      rc, out, err = run_status("--depth-profile", *argv)
+      self.assertEqual(rc, 2, argv)
+      self.assertTrue(err.startswith("error: ") and err.count("\n") == 1, err)
+      self.assertEqual(out, "")
+
+
 if __name__ == "__main__":
   pytest.main([__file__, "-q"])
