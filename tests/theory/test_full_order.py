@@ -23,9 +23,17 @@ def test_mlp_is_the_one_position_case(kind, batch):
   layers, first = full_order.mlp_layers(widths), full_order.pixel_stats(ins)
   # Without the forward's spread corrections (`curvature`) both recursions are the same mathematics.
   got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch,
-                                curvature=False)
+                                curvature=False, pair_cosine=False)
   np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
   np.testing.assert_allclose(got.bias, ref.bias, rtol=1e-9)
+  # With the pair cosine's spread: predict_sq_sv(pair_cosine=True) (its conditional recursion from the tables' traces).
+  got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch,
+                                curvature=False)
+  ref_pc = predict.predict_sq_sv(widths, wsq, ins, ls, batch, pair_cosine=True)
+  np.testing.assert_allclose(got.weight, ref_pc.weight, rtol=1e-9)
+  np.testing.assert_allclose(got.bias, ref_pc.bias, rtol=1e-9)
+  if batch > 1:  # and the spread matters here (a test that could not tell the two apart would prove nothing)
+    assert np.max(np.abs(ref_pc.weight / ref.weight - 1)) > 0.01
   if batch == 1:  # one point per example: no cosine, so the spread corrections change nothing
     got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch)
     np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
