@@ -25,11 +25,13 @@ on the four weight slices of E tr(V_a V_b^T V_c V_d^T) gives a closed recursion 
 examples (`backward_tables`; weight sharing: equal taps of different positions are the same slice), started
 from the loss's output factors (`output_tables`). Summed against the forward 4-point table (`forward_tables`)
 it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
-recursion (corrected, no pair-cosine averaging), tested to 1e-9 with `curvature=False`.
-What it leaves out (measurements in docs/calculus.md, "Full order"): the masks' overlaps at their means given
-the mean cosine (the MLP's `pair_cosine` law is not in it: batch-1024 MLP blocks ~9% low on the quadratic
-loss); the cross-entropy Hessian's correlation with the forward gain (a positively homogeneous net's logits
-scale with it): cross-entropy's spread over setups.
+recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pair_cosine_two`, by default).
+
+Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
+the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
+(`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
+"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine; the
+correlation of the softmax with the directions (not only the sizes) of the weights above a layer.
 """
 from __future__ import annotations
 
