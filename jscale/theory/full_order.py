@@ -299,20 +299,17 @@ def quadratic_output_tables(q) -> tuple:
   return output_tables(np.broadcast_to(a, (1, 2) + a.shape))
 
 
-def xent_output_tables(probs_DxExO, gains_DxE=None) -> tuple:
-  """`output_tables(xent_factors(p), gains)` in O(O) per entry instead of O(O^3): with s = sqrt p,
-  A_x A_y^T = diag(s_x) (I + X) diag(s_y), X[o, q] = -p_x[q] - p_y[o] + p_x . p_y, so
-  tr(A_x A_y^T A_z A_w^T) = sum_{o,q} u_o v_q (I + X)[o, q] (I + Y)[q, o] (u = s_x s_w, v = s_y s_z) expands into
-  products of weighted sums over the outputs (tested against `output_tables`)."""
-  p = np.asarray(probs_DxExO, np.float64)
+def _xent_terms(p: np.ndarray):
+  """Per draw, ordered pair of distinct examples (i, j) and entry (x, y, z, w) in {i, j}^4:
+  t = tr(A_x A_y^T A_z A_w^T) (D, P, 16) and tr(A_x A_y^T) (D, P, 2, 2), with `xent_output_tables`' expansion;
+  and the example index of x, y, z, w (P, 4, 16)."""
   d, e, _ = p.shape
-  root = None if gains_DxE is None else np.sqrt(np.asarray(gains_DxE, np.float64))
   pairs_ = np.array([(i, j) for i in range(e) for j in range(e) if i != j])  # (P, 2)
   bits = np.array(np.meshgrid(*[[0, 1]] * 4, indexing="ij")).reshape(4, -1)  # (4, 16): x, y, z, w in {0, 1}
-  ix = pairs_[:, bits]  # (P, 4, 16): example index of x, y, z, w per pair and entry
+  ix = pairs_[:, bits]  # (P, 4, 16)
   X, Y, Z, W = (ix[:, k].reshape(-1) for k in range(4))
-  f4, f22, w4 = np.zeros(16), np.zeros(4), np.zeros(16)
-  f22 = np.zeros((2,) * 4)
+  i2 = pairs_[:, bits[:2, ::4]]  # (P, 2, 4): (x, y) in {0, 1}^2
+  ts, trs = [], []
   for lo in range(0, d, 16):
     pc = p[lo:lo + 16]
     sc = np.sqrt(pc)
@@ -324,26 +321,39 @@ def xent_output_tables(probs_DxExO, gains_DxE=None) -> tuple:
     u1, v1 = U(1.0), V(1.0)
     t = (np.sum(u * v * (1 - a - b + c - a2 - b2 + c2), -1, keepdims=True) + V(a) * U(a2) + u1 * V(a * b2)
          - c2 * u1 * V(a) + U(b * a2) * v1 + U(b) * V(b2) - c2 * U(b) * v1 - c * U(a2) * v1 - c * u1 * V(b2)
-         + c * c2 * u1 * v1)[..., 0].reshape(len(pc), len(pairs_), 16)
-    # tr(A_x A_y^T) per pair and (x, y)
-    i2 = pairs_[:, bits[:2, ::4]]  # (P, 2, 4): (x, y) in {0, 1}^2
+         + c * c2 * u1 * v1)
+    ts.append(t[..., 0].reshape(len(pc), len(pairs_), 16))
     px, py = pc[:, i2[:, 0]], pc[:, i2[:, 1]]  # (n, P, 4, O)
-    tr = np.sum(np.sqrt(px * py) * (1 - px - py + np.sum(px * py, -1, keepdims=True)), -1).reshape(len(pc), -1, 2, 2)
-    if root is None:
-      wt = np.ones(t.shape)
-    else:
-      r = root[lo:lo + 16][:, ix]  # (n, P, 4, 16)
-      wt = np.prod(r, axis=2)
-    f4 += np.sum(wt * t, axis=(0, 1))
-    f22 += np.einsum("dpxyzw,dpxy,dpzw->xyzw", wt.reshape(wt.shape[:2] + (2,) * 4), tr, tr)
-    w4 += np.sum(wt, axis=(0, 1))
-  return (f4 / w4).reshape((2,) * 4), f22 / w4.reshape((2,) * 4)
+    trs.append(np.sum(np.sqrt(px * py) * (1 - px - py + np.sum(px * py, -1, keepdims=True)), -1)
+               .reshape(len(pc), -1, 2, 2))
+  return np.concatenate(ts), np.concatenate(trs), ix
+
+
+def _weighted(terms, gains_DxE) -> tuple:
+  t, tr, ix = terms
+  if gains_DxE is None:
+    wt = np.ones(t.shape)
+  else:
+    wt = np.prod(np.sqrt(np.asarray(gains_DxE, np.float64))[:, ix], axis=2)  # (D, P, 16)
+  w4 = np.sum(wt, axis=(0, 1))
+  f4 = np.sum(wt * t, axis=(0, 1)) / w4
+  f22 = np.einsum("dpxyzw,dpxy,dpzw->xyzw", wt.reshape(wt.shape[:2] + (2,) * 4), tr, tr) / w4.reshape((2,) * 4)
+  return f4.reshape((2,) * 4), f22
+
+
+def xent_output_tables(probs_DxExO, gains_DxE=None) -> tuple:
+  """`output_tables(xent_factors(p), gains)` in O(O) per entry instead of O(O^3): with s = sqrt p,
+  A_x A_y^T = diag(s_x) (I + X) diag(s_y), X[o, q] = -p_x[q] - p_y[o] + p_x . p_y, so
+  tr(A_x A_y^T A_z A_w^T) = sum_{o,q} u_o v_q (I + X)[o, q] (I + Y)[q, o] (u = s_x s_w, v = s_y s_z) expands into
+  products of weighted sums over the outputs (tested against `output_tables`)."""
+  return _weighted(_xent_terms(np.asarray(probs_DxExO, np.float64)), gains_DxE)
 
 
 def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL) -> list:
-  """`layer_output_tables` of the cross-entropy (`xent_output_tables`)."""
+  """`layer_output_tables` of the cross-entropy (`xent_output_tables`; the traces are computed once)."""
   g, k = np.asarray(forward_DxExL, np.float64), np.asarray(backward_DxExL, np.float64)
-  return [xent_output_tables(probs_DxExO, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
+  terms = _xent_terms(np.asarray(probs_DxExO, np.float64))
+  return [_weighted(terms, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
 
 
 def xent_factors(probs_DxExO) -> np.ndarray:
@@ -459,9 +469,13 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
   widths = [layers[0].n_in] + [l.n_out for l in layers]
   patches = forward_patches(layers, weight_sq, first, curvature)
   tops = top if isinstance(top, list) else [top] * len(layers)
+  # The conditional recursion is linear in the top's two-example traces (Ax, C): two runs serve every layer's tables.
+  unit = [predict.pair_backward(widths, weight_sq, predict.LossStats(0.0, 0.0, ax, c)) for ax, c in ((1.0, 0.0),
+                                                                                                    (0.0, 1.0))]
   wt, bt = [], []
   for l, (pa, t) in enumerate(zip(patches, tops)):
-    c_fn = predict.pair_backward(widths, weight_sq, table_loss_stats(t))[l][1]
+    ls = table_loss_stats(t)
+    c_fn = ls.trace_cross * unit[0][l][1] + ls.tr_cross * unit[1][l][1]
     var = predict._pair_var(pa.P, pa.T, pa.kappa)
     rho = np.clip(pa.kappa + math.sqrt(var) * predict._GH_X, -1.0, 1.0)
     c_rho = predict._theta_interp(c_fn, rho)
