@@ -16,33 +16,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.models import lenet as lenet_lib
-
-
-@jax.jit
-def _mlp_gains(weights, x, n_out):
-  """(g, k), each (R, E, L), for weights [(R, n_l, n_{l+1})] (zero-padded) and inputs x (R, E, n_0)."""
-  hs, g, h = [], [], x
-  for l, w in enumerate(weights):
-    xin = jnp.maximum(h, 0.0) if l > 0 else h
-    g.append(jnp.sum(xin * xin, -1))
-    h = jnp.einsum("ren,rnm->rem", xin, w)
-    hs.append(h)
-  r, e, o = hs[-1].shape
-  k = jnp.broadcast_to((jnp.arange(o) < n_out).astype(x.dtype) * jnp.eye(o, dtype=x.dtype), (r, e, o, o))
-  ks = [None] * len(weights)
-  for l in range(len(weights) - 1, -1, -1):
-    ks[l] = jnp.sum(k * k, axis=(-2, -1)) / n_out
-    if l > 0:  # d z / d y_{l-1} = K_l W_l^T D_{l-1}
-      k = jnp.einsum("reom,rkm->reok", k, weights[l]) * (hs[l - 1] > 0).astype(x.dtype)[:, :, None, :]
-  return jnp.stack(g, -1), jnp.stack(ks, -1)
+from jscale.theory import inputs, pairs
 
 
 def mlp_gains(weights: Sequence, x, n_out: int) -> tuple[np.ndarray, np.ndarray]:
   """(forward gains g (R, E, L): |x_{l,b}|^2 of every weight layer's input; backward gains k (R, E, L):
   ||d z_b / d y_{l,b}||_F^2 / n_out, 1 at the last layer) of a round of MLP draws (`pairs.sample_round`'s
-  weights, possibly zero-padded beyond the true widths; `n_out` the true output width)."""
-  g, k = _mlp_gains(list(weights), x, jnp.asarray(n_out, x.dtype))
-  return np.asarray(g, np.float64), np.asarray(k, np.float64)
+  weights, possibly zero-padded beyond the true widths; `n_out` the true output width). Built from the exact
+  side's own per-layer programs (`pairs._forward`, `pairs._backward`), compiled once per padded shape, not
+  once per setup."""
+  ys, g, h = [], [], x
+  for l, w in enumerate(weights):
+    h, sq, _ = pairs._forward(h, w, l > 0)
+    ys.append(h)
+    g.append(np.asarray(sq, np.float64))
+  r, e, o = ys[-1].shape
+  k = jnp.broadcast_to((jnp.arange(o) < n_out).astype(x.dtype) * jnp.eye(o, dtype=x.dtype), (r, e, o, o))
+  ks = [None] * len(weights)
+  for l in range(len(weights) - 1, -1, -1):
+    ks[l] = np.asarray(_frob(k), np.float64) / n_out
+    if l > 0:  # d z / d y_{l-1} = K_l W_l^T D_{l-1}
+      k = pairs._backward(k, weights[l], ys[l - 1])
+  return np.stack(g, -1), np.stack(ks, -1)
+
+
+@jax.jit
+def _frob(k):
+  return jnp.sum(k * k, axis=(-2, -1))
 
 
 def lenet_gains(params: dict, x) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +94,6 @@ def lenet_loss_sample(config: lenet_lib.LeNetConfig, weight_sq: Sequence[float],
   """Cross-entropy's loss statistics of a strided LeNet from `draws` fresh draws of (normal weights with
   E[W^2] = `weight_sq`, zero biases; `examples` images of `input_kind` pixels): softmax probabilities
   (D, E, n_out) and the forward and backward gains (D, E, L) of the same draws (`lenet_gains`)."""
-  from jscale.theory import inputs  # (inputs imports predict; kept local so gains stays a leaf module)
   shapes = config.check().kernel_shapes()
   if len(weight_sq) != len(shapes):
     raise ValueError(f"weight_sq has {len(weight_sq)} entries for {len(shapes)} weight layers")
