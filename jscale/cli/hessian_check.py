@@ -3,6 +3,11 @@
   python scripts/hessian_check.py --family mlp --setups 40 --seed 1 --json
   python scripts/hessian_check.py --family lenet --setups 40 --seed 1 --json --save runs/hessian-check/lenet.json
 
+  python scripts/hessian_check.py --repredict results/hessian/full_order/mlp_seed0.json --json [--save FILE]
+
+--repredict FILE: today's prediction on a saved run's setups and exact values, nothing re-measured
+(`jscale.experiments.hessian.repredict`: the development loop of the full order; --save writes the run back with
+the new predictions and summaries; the other flags are ignored).
 --json prints {"family", "seed", "batch_sizes": {"1": {...}, "1024": {...}}}, each batch entry the full-order
 prediction's (`jscale.theory.full_order`) "median", "p5", "p95", noise-removed "median_nr", "p5_nr", "p95_nr",
 "by_loss" (the same per loss), "blocks", "tautological_blocks" (left out: exact equals prediction by
@@ -25,7 +30,7 @@ import time
 
 from jscale import checks
 from jscale.cli import paths
-from jscale.experiments.hessian import full_summary, records, rounds, summary
+from jscale.experiments.hessian import full_summary, records, repredict, rounds, summary
 from jscale.experiments.hessian.lenet_family import LeNetFamily
 from jscale.experiments.hessian.mlp_family import MLPFamily
 from jscale.experiments.hessian.settings import Figure1Settings
@@ -49,7 +54,11 @@ def main(argv=None):
   ap.add_argument("--save", default=None, help="write summary + per-setup records to this JSON file")
   ap.add_argument("--no-progress", action="store_true", help="no progress bar")
   ap.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
+  ap.add_argument("--repredict", default=None, metavar="FILE",
+                  help="re-predict a saved run (--save output) without re-measuring it")
   args = ap.parse_args(argv)
+  if args.repredict:
+    return _repredict(args)
   checks.one_of(args.family, "--family", tuple(FAMILIES))
   checks.positive_int(args.setups, "--setups")
   checks.int_at_least(args.seed, "--seed", 0)
@@ -85,6 +94,30 @@ def main(argv=None):
     print(f"error: {e}", file=sys.stderr)
     return 2
   out = save(recs)
+  print(json.dumps(out) if args.json else json.dumps(out, indent=1))
+  return 0
+
+
+def _repredict(args) -> int:
+  try:
+    with open(args.repredict) as f:
+      saved = json.load(f)
+    name = saved["config"]["family"]
+    checks.one_of(name, "the saved run's family", tuple(FAMILIES))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    print(f"error: --repredict {args.repredict}: {e!r}", file=sys.stderr)
+    return 2
+  if args.save:
+    paths.out_file(args.save, "--save")
+  family = FAMILIES[name]()
+  recs, out = repredict.repredict(family, saved, name, progress=not args.no_progress)
+  if args.save:
+    saved = dict(saved, full_order=out, summary=summary.ratio_summary(recs, saved["config"].get("target_rel_se") or 0.05),
+                 records=records.records_json(family, recs))
+    os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
+    with open(args.save + ".tmp", "w") as f:
+      json.dump(saved, f, indent=1)
+    os.replace(args.save + ".tmp", args.save)
   print(json.dumps(out) if args.json else json.dumps(out, indent=1))
   return 0
 

@@ -25,11 +25,13 @@ on the four weight slices of E tr(V_a V_b^T V_c V_d^T) gives a closed recursion 
 examples (`backward_tables`; weight sharing: equal taps of different positions are the same slice), started
 from the loss's output factors (`output_tables`). Summed against the forward 4-point table (`forward_tables`)
 it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
-recursion (corrected, no pair-cosine averaging), tested to 1e-9 with `curvature=False`.
-What it leaves out (measurements in docs/calculus.md, "Full order"): the masks' overlaps at their means given
-the mean cosine (the MLP's `pair_cosine` law is not in it: batch-1024 MLP blocks ~9% low on the quadratic
-loss); the cross-entropy Hessian's correlation with the forward gain (a positively homogeneous net's logits
-scale with it): cross-entropy's spread over setups.
+recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pair_cosine_two`, by default).
+
+Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
+the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
+(`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
+"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine; the
+correlation of the softmax with the directions (not only the sizes) of the weights above a layer.
 """
 from __future__ import annotations
 
@@ -233,24 +235,61 @@ def _grid(n):
   return i[:, None, None, None], i[None, :, None, None], i[None, None, :, None], i[None, None, None, :]
 
 
-def output_tables(factors_DxExOxO) -> tuple:
+def output_tables(factors_DxExOxO, gains_DxE=None) -> tuple:
   """(F4, F22) on the two examples' output points (2 x 2 x 2 x 2 each) from per-example output factors A_e
   (A^T A = H_e; draws x examples x O x O): F4[a,b,c,d] = E tr(A_a A_b^T A_c A_d^T), F22[a,b,c,d] =
-  E tr(A_a A_b^T) tr(A_c A_d^T), with a..d in {0, 1} two distinct examples of one draw (pairs averaged)."""
+  E tr(A_a A_b^T) tr(A_c A_d^T), with a..d in {0, 1} two distinct examples of one draw (pairs averaged).
+
+  `gains_DxE` (one positive number per example of each draw): each draw's term of entry (a, b, c, d) is
+  weighted by sqrt(G_a G_b G_c G_d) over that weight's mean, the entry's share of a block whose four points
+  carry the gains G (`layer_output_tables`); constant gains give the unweighted tables."""
   f = np.asarray(factors_DxExOxO, np.float64)
-  d, e = f.shape[:2]
-  f4, f22, n = np.zeros((2,) * 4), np.zeros((2,) * 4), 0
-  for i in range(e):
-    for j in range(e):
-      if i == j:
-        continue
-      a = f[:, [i, j]]  # (D, 2, O, O)
-      g = np.einsum("dxop,dyqp->dxyoq", a, a)  # A_x A_y^T
-      f4 += np.einsum("dxyoq,dzwqo->xyzw", g, g) / d
-      tr = np.einsum("dxyoo->dxy", g)
-      f22 += np.einsum("dxy,dzw->xyzw", tr, tr) / d
-      n += 1
-  return f4 / n, f22 / n
+  return _tables(lambda c, idx: np.einsum("dxop,dyqp->dxyoq", f[c][:, idx], f[c][:, idx], optimize=True), f.shape[0], f.shape[1],
+                 gains_DxE)
+
+
+def _tables(products, d: int, e: int, gains_DxE) -> tuple:
+  """`output_tables` from `products(draws, examples)` = A_x A_y^T over those draws and examples ((c, k, k, O, O)),
+  a chunk of draws at a time (the products of 8 examples are E^2 O^2 numbers per draw)."""
+  root = None if gains_DxE is None else np.sqrt(np.asarray(gains_DxE, np.float64))
+  f4, f22, w4 = np.zeros((2,) * 4), np.zeros((2,) * 4), np.zeros((2,) * 4)
+  pairs_ = [(i, j) for i in range(e) for j in range(e) if i != j]
+  for lo in range(0, d, 16):
+    c = slice(lo, min(lo + 16, d))
+    b = products(c, np.arange(e))  # (c, E, E, O, O)
+    n, o = b.shape[0], b.shape[-1]
+    # tr(B_xy B_zw) for every (x, y, z, w): one matrix product of the flattened B with the flattened B^T.
+    t_all = np.matmul(b.reshape(n, e * e, o * o), np.swapaxes(b, -1, -2).reshape(n, e * e, o * o).transpose(0, 2, 1))
+    t_all = t_all.reshape(n, e, e, e, e)
+    tr_all = np.trace(b, axis1=-2, axis2=-1)  # (n, E, E)
+    for i, j in pairs_:
+      ix = np.array([i, j])
+      t4 = t_all[:, ix[:, None, None, None], ix[None, :, None, None], ix[None, None, :, None], ix[None, None, None, :]]
+      tr = tr_all[:, ix[:, None], ix[None, :]]
+      if root is None:
+        wt = np.ones((n,) + (2,) * 4)
+      else:
+        r = root[c][:, ix]
+        wt = np.einsum("dx,dy,dz,dw->dxyzw", r, r, r, r)
+      f4 += np.sum(wt * t4, 0)
+      f22 += np.einsum("dxyzw,dxy,dzw->xyzw", wt, tr, tr)
+      w4 += wt.sum(0)
+  return f4 / w4, f22 / w4
+
+
+def layer_output_tables(factors_DxExOxO, forward_DxExL, backward_DxExL) -> list:
+  """One `output_tables` per weight layer l, its draws weighted by the gains G_l = g_l k_l of the same draw
+  (`gains`: g_l = |x_l|^2 the weights below, k_l = ||d z / d y_l||_F^2 / n_L the weights above).
+
+  Why: the block is E[sum over four points of (x.x)(x.x) tr(V V^T V V^T)], V = A K, and in a bias-free ReLU
+  net the logits z = K y_l scale with both gains, so the loss's factors A are correlated with the
+  forward and backward sizes the recursion takes as independent of them. Model: x_l = sqrt(g_l) u and
+  K_l = sqrt(k_l) K~ with (u, K~) independent of (g_l, k_l) and of A given the gains; then the block is
+  E g^2 k^2 tr(...) = E[g^2] E[k^2] x (the A-tables weighted by g^2 k^2 over its mean), what the recursion
+  computes from the weighted tables when g and k are independent of each other (the forward and backward
+  sides' own moments are the recursion's)."""
+  g, k = np.asarray(forward_DxExL, np.float64), np.asarray(backward_DxExL, np.float64)
+  return [output_tables(factors_DxExOxO, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
 
 
 def quadratic_output_tables(q) -> tuple:
@@ -258,6 +297,63 @@ def quadratic_output_tables(q) -> tuple:
   lam, v = np.linalg.eigh(np.asarray(q, np.float64))
   a = (v * np.sqrt(np.clip(lam, 0.0, None))) @ v.T
   return output_tables(np.broadcast_to(a, (1, 2) + a.shape))
+
+
+def _xent_terms(p: np.ndarray):
+  """Per draw, ordered pair of distinct examples (i, j) and entry (x, y, z, w) in {i, j}^4:
+  t = tr(A_x A_y^T A_z A_w^T) (D, P, 16) and tr(A_x A_y^T) (D, P, 2, 2), with `xent_output_tables`' expansion;
+  and the example index of x, y, z, w (P, 4, 16)."""
+  d, e, _ = p.shape
+  pairs_ = np.array([(i, j) for i in range(e) for j in range(e) if i != j])  # (P, 2)
+  bits = np.array(np.meshgrid(*[[0, 1]] * 4, indexing="ij")).reshape(4, -1)  # (4, 16): x, y, z, w in {0, 1}
+  ix = pairs_[:, bits]  # (P, 4, 16)
+  X, Y, Z, W = (ix[:, k].reshape(-1) for k in range(4))
+  i2 = pairs_[:, bits[:2, ::4]]  # (P, 2, 4): (x, y) in {0, 1}^2
+  ts, trs = [], []
+  for lo in range(0, d, 16):
+    pc = p[lo:lo + 16]
+    sc = np.sqrt(pc)
+    a, b, a2, b2 = pc[:, X], pc[:, Y], pc[:, Z], pc[:, W]
+    c, c2 = np.sum(a * b, -1, keepdims=True), np.sum(a2 * b2, -1, keepdims=True)
+    u, v = sc[:, X] * sc[:, W], sc[:, Y] * sc[:, Z]
+    U = lambda f: np.sum(u * f, -1, keepdims=True)
+    V = lambda g: np.sum(v * g, -1, keepdims=True)
+    u1, v1 = U(1.0), V(1.0)
+    t = (np.sum(u * v * (1 - a - b + c - a2 - b2 + c2), -1, keepdims=True) + V(a) * U(a2) + u1 * V(a * b2)
+         - c2 * u1 * V(a) + U(b * a2) * v1 + U(b) * V(b2) - c2 * U(b) * v1 - c * U(a2) * v1 - c * u1 * V(b2)
+         + c * c2 * u1 * v1)
+    ts.append(t[..., 0].reshape(len(pc), len(pairs_), 16))
+    px, py = pc[:, i2[:, 0]], pc[:, i2[:, 1]]  # (n, P, 4, O)
+    trs.append(np.sum(np.sqrt(px * py) * (1 - px - py + np.sum(px * py, -1, keepdims=True)), -1)
+               .reshape(len(pc), -1, 2, 2))
+  return np.concatenate(ts), np.concatenate(trs), ix
+
+
+def _weighted(terms, gains_DxE) -> tuple:
+  t, tr, ix = terms
+  if gains_DxE is None:
+    wt = np.ones(t.shape)
+  else:
+    wt = np.prod(np.sqrt(np.asarray(gains_DxE, np.float64))[:, ix], axis=2)  # (D, P, 16)
+  w4 = np.sum(wt, axis=(0, 1))
+  f4 = np.sum(wt * t, axis=(0, 1)) / w4
+  f22 = np.einsum("dpxyzw,dpxy,dpzw->xyzw", wt.reshape(wt.shape[:2] + (2,) * 4), tr, tr) / w4.reshape((2,) * 4)
+  return f4.reshape((2,) * 4), f22
+
+
+def xent_output_tables(probs_DxExO, gains_DxE=None) -> tuple:
+  """`output_tables(xent_factors(p), gains)` in O(O) per entry instead of O(O^3): with s = sqrt p,
+  A_x A_y^T = diag(s_x) (I + X) diag(s_y), X[o, q] = -p_x[q] - p_y[o] + p_x . p_y, so
+  tr(A_x A_y^T A_z A_w^T) = sum_{o,q} u_o v_q (I + X)[o, q] (I + Y)[q, o] (u = s_x s_w, v = s_y s_z) expands into
+  products of weighted sums over the outputs (tested against `output_tables`)."""
+  return _weighted(_xent_terms(np.asarray(probs_DxExO, np.float64)), gains_DxE)
+
+
+def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL) -> list:
+  """`layer_output_tables` of the cross-entropy (`xent_output_tables`; the traces are computed once)."""
+  g, k = np.asarray(forward_DxExL, np.float64), np.asarray(backward_DxExL, np.float64)
+  terms = _xent_terms(np.asarray(probs_DxExO, np.float64))
+  return [_weighted(terms, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
 
 
 def xent_factors(probs_DxExO) -> np.ndarray:
@@ -274,7 +370,7 @@ def _point_maps(layer: PointLayer, above: PointLayer):
   return np.concatenate([par, par + rho_up]), np.concatenate([tap, tap])
 
 
-def backward_tables(layers, weight_sq, patches, top: tuple) -> list:
+def backward_tables(layers, weight_sq, patches, top: tuple, stop: int = 0) -> list:
   """Per weight layer, (F4, F22) over the two examples' points ((2 rho)^4 each), from the output `top` down:
   V_x = V_X W_t^T D_x, and Wick's theorem on the four weight slices (pairings allowed where the taps agree):
     F4(a,b,c,d)  = w^2 [ [ab|cd] F4(A,B,C,D) 1{ta=tb, tc=td} + e4 F22(B,C,D,A) 1{tb=tc, ta=td}
@@ -282,11 +378,12 @@ def backward_tables(layers, weight_sq, patches, top: tuple) -> list:
     F22(a,b,c,d) = w^2 [ [ab|cd] F22(A,B,C,D) 1{ta=tb, tc=td} + e4 F4(A,C,D,B) 1{ta=tc, tb=td}
                          + e4 F4(A,D,C,B) 1{ta=td, tb=tc} ],
   with the masks' overlaps at their means given the patch cosine: e4 = n P_k (k distinct points among a..d)
-  and [ab|cd] = E (D_a . D_b)(D_c . D_d) = n P_k + n (n - 1) P_k(ab) P_k(cd) (`orthant`)."""
+  and [ab|cd] = E (D_a . D_b)(D_c . D_d) = n P_k + n (n - 1) P_k(ab) P_k(cd) (`orthant`). Layers below
+  `stop` are left None."""
   L = len(layers)
   out = [None] * L
   out[L - 1] = top
-  for l in range(L - 2, -1, -1):
+  for l in range(L - 2, stop - 1, -1):
     f4u, f22u = out[l + 1]
     w2, n = weight_sq[l + 1] ** 2, layers[l].n_out
     pk = orthant(patches[l].kappa)
@@ -328,9 +425,16 @@ def forward_tables(pa: Patch, rho: int) -> np.ndarray:
 
 
 def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvature: bool = True) -> Parts:
-  """`Parts` with every pairing of the four positions (`backward_tables`, `forward_tables`)."""
+  """`Parts` with every pairing of the four positions (`backward_tables`, `forward_tables`). `top`: the output
+  tables (F4, F22), or a list of them, one per weight layer (`layer_output_tables`): layer l's block is then
+  the recursion from its own tables."""
   patches = forward_patches(layers, weight_sq, first, curvature)
-  back = backward_tables(layers, weight_sq, patches, top)
+  if isinstance(top, list):
+    if len(top) != len(layers):
+      raise ValueError(f"{len(top)} output tables for {len(layers)} weight layers")
+    back = [backward_tables(layers, weight_sq, patches, t, stop=l)[l] for l, t in enumerate(top)]
+  else:
+    back = backward_tables(layers, weight_sq, patches, top)
   ws, wt, bs, bt = [], [], [], []
   for layer, pa, (f4, _) in zip(layers, patches, back):
     rho = layer.grid[0] * layer.grid[1]
@@ -346,11 +450,52 @@ def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvatu
   return Parts(*(np.array(v) for v in (ws, wt, bs, bt)))
 
 
+def table_loss_stats(top: tuple) -> predict.LossStats:
+  """The `predict.LossStats` that output tables (F4, F22) hold (one example's and two examples' traces)."""
+  f4, f22 = top
+  return predict.LossStats(float(f22[0, 0, 0, 0]), float(f4[0, 0, 0, 0]), float(f22[0, 0, 1, 1]),
+                           float(f4[0, 1, 1, 0]))
+
+
+def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool = True):
+  """(weight_two, bias_two) of a one-position net (an MLP) with the pair cosine's spread carried through the
+  backward recursion (`predict.pair_backward`: the two-example backward term as a function of the pair's
+  cosine, a Markov chain over layers), averaged against the forward (x_b . x_b')^2 over the cosine's spread:
+  E[(x.x')^2 C(rho)] = P E[rho^2 C(rho)] / E rho^2 instead of P C(kappa). Both rise with the cosine, so the
+  product of means is low (MLP development seed 0, batch 1024, quadratic loss: 0.906). None for a net with
+  positions (the conv recursion keeps the masks' overlaps at their means)."""
+  if any(l.taps != 1 or l.grid != (1, 1) for l in layers):
+    return None
+  widths = [layers[0].n_in] + [l.n_out for l in layers]
+  patches = forward_patches(layers, weight_sq, first, curvature)
+  tops = top if isinstance(top, list) else [top] * len(layers)
+  # The conditional recursion is linear in the top's two-example traces (Ax, C): two runs serve every layer's tables.
+  unit = [predict.pair_backward(widths, weight_sq, predict.LossStats(0.0, 0.0, ax, c)) for ax, c in ((1.0, 0.0),
+                                                                                                    (0.0, 1.0))]
+  wt, bt = [], []
+  for l, (pa, t) in enumerate(zip(patches, tops)):
+    ls = table_loss_stats(t)
+    c_fn = ls.trace_cross * unit[0][l][1] + ls.tr_cross * unit[1][l][1]
+    var = predict._pair_var(pa.P, pa.T, pa.kappa)
+    rho = np.clip(pa.kappa + math.sqrt(var) * predict._GH_X, -1.0, 1.0)
+    c_rho = predict._theta_interp(c_fn, rho)
+    # Normalised by the nodes' own E[rho^2] (as `predict.predict_sq_sv`): clipping must not move P itself.
+    wt.append(pa.P * np.sum(predict._GH_W * rho * rho * c_rho) / np.sum(predict._GH_W * rho * rho)
+              / (widths[l] * widths[l + 1]))
+    bt.append(float(np.sum(predict._GH_W * c_rho)) / widths[l + 1])
+  return np.array(wt), np.array(bt)
+
+
 def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
-                 curvature: bool = True) -> predict.BlockPrediction:
-  """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`."""
+                 curvature: bool = True, pair_cosine: bool = True) -> predict.BlockPrediction:
+  """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`;
+  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`."""
   _check(layers, weight_sq, batch_size)
   pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
+  if pair_cosine and batch_size > 1:
+    pc = pair_cosine_two(layers, weight_sq, first, top, curvature)
+    if pc is not None:
+      pt = pt._replace(weight_two=pc[0], bias_two=pc[1])
   inv = 1.0 / batch_size
   return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
                                  pt.bias_same * inv + (1 - inv) * pt.bias_two)

@@ -9,7 +9,7 @@ import pytest
 
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
-from jscale.theory import conv_pairs, full_order, inputs, losses, pairs, predict, predict_conv
+from jscale.theory import conv_pairs, full_order, gains, inputs, losses, pairs, predict, predict_conv
 
 
 @pytest.mark.parametrize("kind", ["normal", "uniform01"])
@@ -23,9 +23,17 @@ def test_mlp_is_the_one_position_case(kind, batch):
   layers, first = full_order.mlp_layers(widths), full_order.pixel_stats(ins)
   # Without the forward's spread corrections (`curvature`) both recursions are the same mathematics.
   got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch,
-                                curvature=False)
+                                curvature=False, pair_cosine=False)
   np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
   np.testing.assert_allclose(got.bias, ref.bias, rtol=1e-9)
+  # With the pair cosine's spread: predict_sq_sv(pair_cosine=True) (its conditional recursion from the tables' traces).
+  got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch,
+                                curvature=False)
+  ref_pc = predict.predict_sq_sv(widths, wsq, ins, ls, batch, pair_cosine=True)
+  np.testing.assert_allclose(got.weight, ref_pc.weight, rtol=1e-9)
+  np.testing.assert_allclose(got.bias, ref_pc.bias, rtol=1e-9)
+  if batch > 1:  # and the spread matters here (a test that could not tell the two apart would prove nothing)
+    assert np.max(np.abs(ref_pc.weight / ref.weight - 1)) > 0.01
   if batch == 1:  # one point per example: no cosine, so the spread corrections change nothing
     got = full_order.predict_wick(layers, wsq, first, full_order.quadratic_output_tables(q.T @ q / 8), batch)
     np.testing.assert_allclose(got.weight, ref.weight, rtol=1e-9)
@@ -116,3 +124,81 @@ def test_lenet_against_exact_blocks():
     assert np.all(np.abs(pred - mean) <= 3 * se + 0.2 * mean), (b, pred / mean, se / mean)
     lead = predict_conv.predict_lenet(cfg, wsq, predict_conv.image_input_stats(cfg), ls, b).weight
     assert np.min(lead / mean) < 0.6  # the leading order misses what the full order keeps
+
+
+def test_xent_tables_structured_equal_generic():
+  # `xent_output_tables` expands the traces in O(O) sums; `output_tables` multiplies the factors: independent paths.
+  rng = np.random.default_rng(2)
+  p = rng.dirichlet(np.full(7, 0.4), size=(20, 5))
+  g = rng.gamma(1.5, size=(20, 5))
+  for gains_ in (None, g):
+    want = full_order.output_tables(full_order.xent_factors(p), gains_)
+    got = full_order.xent_output_tables(p, gains_)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+
+
+def test_constant_gains_give_the_unweighted_tables():
+  rng = np.random.default_rng(3)
+  p = rng.dirichlet(np.ones(6), size=(30, 4))
+  plain = full_order.xent_output_tables(p)
+  tops = full_order.xent_layer_output_tables(p, np.full((30, 4, 3), 2.5), np.full((30, 4, 3), 0.7))
+  for f4, f22 in tops:
+    np.testing.assert_allclose(f4, plain[0], rtol=1e-12)
+    np.testing.assert_allclose(f22, plain[1], rtol=1e-12)
+  # A gain that grows with the top probability tilts the tables towards peaked draws: they must move.
+  tilted = full_order.xent_output_tables(p, np.exp(4 * p.max(-1)))
+  assert abs(tilted[0][0, 0, 0, 0] / plain[0][0, 0, 0, 0] - 1) > 0.02
+
+
+def test_mlp_gains_against_jacobian():
+  widths, wsq = (6, 9, 5, 7), [0.3, 0.2, 0.25]
+  s = pairs.make_sampler(widths, wsq, "normal", "xent", np.eye(7), examples=3, round_draws=2)
+  w, x, _ = pairs.sample_round(s, jax.random.PRNGKey(0))
+  g, k = gains.mlp_gains(w, x, widths[-1])
+  ws = [np.asarray(a[0], np.float64)[:widths[l], :widths[l + 1]] for l, a in enumerate(w)]
+  x0 = np.asarray(x[0, 1, :widths[0]], np.float64)
+  ys = [x0 @ ws[0]]
+  for l in range(1, 3):
+    ys.append(np.maximum(ys[-1], 0) @ ws[l])
+  for l in range(3):
+    def tail(y, l=l):
+      for m in range(l + 1, 3):
+        y = jnp.maximum(y, 0) @ ws[m]
+      return y
+    jac = np.asarray(jax.jacobian(tail)(jnp.asarray(ys[l])))
+    np.testing.assert_allclose(k[0, 1, l], np.sum(jac ** 2) / widths[-1], rtol=1e-4)
+    xin = x0 if l == 0 else np.maximum(ys[l - 1], 0)
+    np.testing.assert_allclose(g[0, 1, l], xin @ xin, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_gain_weighted_tables_predict_the_xent_last_layer():
+  # Batch 1, last layer: the block is E[|x|^4 tr(H^2)] / (n n'), H a function of z = x W. A narrow last hidden layer and
+  # 40 outputs make |x| and tr(H^2) strongly correlated, so E|x|^4 E tr(H^2) (unweighted tables) is off; the tables
+  # weighted by the same draws' |x|^4 (`xent_layer_output_tables`, from a loss sample independent of the judged draws)
+  # must agree with the exact mean within 3 combined SEs (exact: 1536 draws x 8 examples, the SE from their
+  # spread; prediction: 512 independent draws, its SE by a bootstrap over draws), while the unweighted one must not.
+  widths, wsq = (12, 30, 6, 40), predict.weight_second_moments((12, 30, 6, 40), SCHEMES["fan_in"])
+  s_exact = pairs.make_sampler(widths, wsq, "normal", "xent", np.eye(40), examples=8, round_draws=512)
+  st = np.concatenate([pairs.run_round(s_exact, jax.random.PRNGKey(i)).stats for i in range(3)])
+  w1 = pairs.combine(st, 1)[0][:, -1]
+  exact, exact_se = w1.mean(), w1.std() / np.sqrt(len(w1))
+  key = jax.random.PRNGKey(99)
+  ps = pairs.run_round(s_exact, key)
+  w, x, _ = pairs.sample_round(s_exact, key)
+  g, k = gains.mlp_gains(w, x, widths[-1])
+  layers, first = full_order.mlp_layers(widths), full_order.pixel_stats(inputs.law_stats("normal", widths[0]))
+
+  def pred(idx, weighted):
+    top = (full_order.xent_layer_output_tables(ps.probs[idx], g[idx], k[idx]) if weighted
+           else full_order.xent_output_tables(ps.probs[idx]))
+    return full_order.predict_wick(layers, wsq, first, top, 1).weight[-1]
+
+  full = np.arange(512)
+  got, plain = pred(full, True), pred(full, False)
+  rng = np.random.default_rng(0)
+  boot = [pred(rng.integers(0, 512, 512), True) for _ in range(20)]
+  se = np.hypot(exact_se, np.std(boot))
+  assert abs(got - exact) < 3 * se, (got / exact, se / exact)
+  assert abs(plain - exact) > 3 * se, (plain / exact, se / exact)

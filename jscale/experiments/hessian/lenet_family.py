@@ -23,7 +23,7 @@ from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProble
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
 from jscale.experiments.hessian.mlp_family import LOSS_ROUND
-from jscale.theory import conv_pairs, full_order, inputs, losses, pairs, predict
+from jscale.theory import conv_pairs, full_order, gains, inputs, losses, pairs, predict
 from jscale.theory import hessian as hess
 from jscale.theory.predict_conv import image_input_stats, predict_lenet, weight_layers, weight_sq
 
@@ -31,6 +31,7 @@ IMAGE = (8, 8, 1)
 KERNELS = ((2, 2), (2, 2))
 N_OUT = 10
 FIG2_CONFIG = lenet_lib.LeNetConfig(IMAGE, (4, 8), KERNELS, (32, 16), N_OUT)
+LOSS_DRAWS = 128  # draws of cross-entropy's loss sample for the full order (forward only: cheap)
 
 
 class LeNetSetup(NamedTuple):
@@ -101,10 +102,19 @@ class _Measurement(Measurement):
     return self.probs[0]
 
   def _tables(self):
-    """The output tables of `full_order.predict_wick` (cross-entropy: from the loss round's probabilities)."""
-    if self.setup.loss == "quadratic":
-      return full_order.quadratic_output_tables(self.q)
-    return full_order.output_tables(full_order.xent_factors(self._probs()))
+    """The output tables of `full_order.predict_wick`: Q's for the quadratic loss; for cross-entropy one per weight
+    layer from a forward-only loss sample of its own key (`gains.lenet_loss_sample`, LOSS_DRAWS draws, independent
+    of the judged ones), each draw weighted by its forward and backward gains at that layer
+    (`full_order.xent_layer_output_tables`)."""
+    if getattr(self, "_top", None) is None:
+      if self.setup.loss == "quadratic":
+        self._top = full_order.quadratic_output_tables(self.q)
+      else:
+        probs, g, k = gains.lenet_loss_sample(
+            self.config, weight_sq(self.config, SCHEMES[self.setup.scheme]), self.setup.input_kind,
+            jax.random.fold_in(self.kr, LOSS_ROUND + 1), draws=LOSS_DRAWS, examples=self.examples)
+        self._top = full_order.xent_layer_output_tables(probs, g, k)
+    return self._top
 
   def predict(self, batch):
     wsq = weight_sq(self.config, SCHEMES[self.setup.scheme])

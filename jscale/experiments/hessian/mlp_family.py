@@ -24,7 +24,7 @@ from jscale import checks, mlp
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.theory import hessian as hess
-from jscale.theory import full_order, inputs, losses, pairs, predict
+from jscale.theory import full_order, gains, inputs, losses, pairs, predict
 
 # The round index whose key draws cross-entropy's loss statistics: never one of the judged rounds.
 LOSS_ROUND = 2 ** 30
@@ -107,7 +107,7 @@ class _Measurement(Measurement):
     self.sampler = pairs.make_sampler(setup.widths, self.wsq, setup.input_kind, setup.loss, self.q,
                                       examples=examples, round_draws=self.round_draws, max_bytes=max_bytes)
     self.stats, self.cws, self.cbs, self.probs = [], [], [], None
-    self._law_and_loss = None
+    self._law_and_loss, self._top, self.loss_gains = None, None, None
 
   def draw_round(self, index):
     ps = pairs.run_round(self.sampler, jax.random.fold_in(self.kr, index))
@@ -128,18 +128,31 @@ class _Measurement(Measurement):
       self._law_and_loss = (inputs.law_stats(s.input_kind, s.widths[0]), ls)
     ins, ls = self._law_and_loss
     w = self.setup.widths
-    top = (full_order.quadratic_output_tables(self.q) if self.setup.loss == "quadratic"
-           else full_order.output_tables(full_order.xent_factors(self._probs())))
-    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), top, batch)
+    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), self._tables(),
+                                   batch)
     return Predicted(predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=False),
                      predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=True),
                      predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full)
 
+  def _tables(self):
+    """`full_order.predict_wick`'s output tables: Q's for the quadratic loss; for cross-entropy one per weight
+    layer, each draw of the loss round weighted by its forward and backward gains at that layer
+    (`full_order.xent_layer_output_tables`)."""
+    if self._top is None:
+      if self.setup.loss == "quadratic":
+        self._top = full_order.quadratic_output_tables(self.q)
+      else:
+        self._top = full_order.xent_layer_output_tables(self._probs(), *self.loss_gains)
+    return self._top
+
   def _probs(self):
     """Cross-entropy's softmax probabilities from a round of its own key (LOSS_ROUND): draws independent of
-    the ones the prediction is judged against."""
+    the ones the prediction is judged against; `loss_gains` the same draws' (forward, backward) gains."""
     if self.probs is None:
-      self.probs = pairs.run_round(self.sampler, jax.random.fold_in(self.kr, LOSS_ROUND)).probs
+      key = jax.random.fold_in(self.kr, LOSS_ROUND)
+      self.probs = pairs.run_round(self.sampler, key).probs
+      weights, x, _ = pairs.sample_round(self.sampler, key)
+      self.loss_gains = gains.mlp_gains(weights, x, self.setup.widths[-1])
     return self.probs
 
 
