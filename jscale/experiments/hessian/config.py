@@ -33,10 +33,12 @@ def make_experiment() -> CustomExperiment:
       grids={
           "quick": {"setups": 1, "batch": 16, "draws": 8, "examples": 4, "target_rel_se": None, "max_draws": 8,
                     "seed": 0, "fig2_draws": 0, "fig2_minibatch": 32, "lenet_setups": 1, "lenet_draws": 4,
-                    "lenet_max_draws": 4, "lenet_examples": 3, "lenet_channels": (2, 4), "lenet_hidden": (4, 16)},
+                    "lenet_max_draws": 4, "lenet_examples": 3, "lenet_channels": (2, 4), "lenet_hidden": (4, 16),
+                    "lenet_varied": True},
           "full": {"setups": 100, "batch": 1024, "draws": 256, "examples": 8, "target_rel_se": 0.05,
-                   "max_draws": 1024, "seed": 0, "fig2_draws": 8, "fig2_minibatch": 128, "lenet_setups": 8,
-                   "lenet_draws": 128, "lenet_max_draws": 4096, "lenet_examples": 4, "lenet_fig2_draws": 4,
+                   "max_draws": 1024, "seed": 0, "fig2_draws": 8, "fig2_minibatch": 128, "lenet_setups": 20,
+                   "lenet_varied": True, "lenet_draws": 128, "lenet_max_draws": 4096, "lenet_examples": 4,
+                   "lenet_fig2_draws": 4,
                    "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 1024},
       },
   )
