@@ -106,6 +106,7 @@ def smallest(options: Sequence[SlotShapes], config: lenet_lib.LeNetConfig) -> Sl
 class Layout(NamedTuple):
   """A LeNet placed in slots (traced in the round, so that one program serves every placement)."""
   index: tuple       # per slot (positions, patch) int32: the flat input entry of every patch entry
+  inverse: tuple     # per slot (input size + 1,) int32: the flat patch entry that reads each input entry
   weights: tuple     # per slot (patch, width) int32: the normal number of every kernel entry (padding: the zero)
   rows: np.ndarray   # (S,) true patch entries per slot (0 past the output layer)
   cols: np.ndarray   # (S,) true output channels per slot
@@ -125,7 +126,7 @@ def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
   convs, depth = len(config.channels), len(own.slots)
   gh, gw = int(config.image[0]), int(config.image[1])
   c_in, stride = int(config.image[2]), int(config.image[2])  # true input channels; channel stride of the input
-  index, windex, offset = [], [], 0
+  index, inverse, windex, offset = [], [], [], 0
   for l, slot in enumerate(shapes.slots):
     widx = np.full((slot.patch, slot.width), shapes.weight_normals, np.int32)
     if l < depth:
@@ -148,9 +149,43 @@ def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
     if l < depth:
       c_in, stride = own.slots[l].width, slot.width
     index.append(idx)
+    inverse.append(_inverse(idx, shapes.input_size(l)))
   pad = lambda v: np.array(list(v) + [0] * (len(shapes.slots) - depth), np.float32)
-  return Layout(tuple(index), tuple(windex), pad(s.patch for s in own.slots), pad(s.width for s in own.slots),
+  return Layout(tuple(index), tuple(inverse), tuple(windex), pad(s.patch for s in own.slots), pad(s.width for s in own.slots),
                 np.eye(len(shapes.slots), dtype=np.float32)[depth - 1])
+
+
+def _inverse(index, size: int) -> np.ndarray:
+  """(size + 1,): for each input entry the flat patch entry that reads it (stride = kernel: at most one), the
+  patch entries' count (a zero the cotangent appends) for an entry no patch reads and for the zero itself."""
+  flat = index.reshape(-1)
+  inv = np.full(size + 1, flat.size, np.int32)
+  real = flat < size
+  if np.unique(flat[real]).size != int(real.sum()):
+    raise AssertionError("a patch layout reads an input entry twice")
+  inv[flat[real]] = np.nonzero(real)[0]
+  return inv
+
+
+@jax.custom_vjp
+def _gather(h, index, inverse):
+  """The patches h[index] of the input with a zero appended. Its transpose is a gather too (each entry is read
+  by at most one patch entry: `_inverse`), not the scatter-add autodiff would make: the scatter was most of
+  a round's time (the Jacobian of 10 outputs passes back through every slot's gather)."""
+  return jnp.concatenate([h, jnp.zeros((1,), h.dtype)])[index]
+
+
+def _gather_fwd(h, index, inverse):
+  return _gather(h, index, inverse), (index, inverse)
+
+
+def _gather_bwd(res, g):
+  index, inverse = res
+  g_h = jnp.concatenate([g.reshape(-1), jnp.zeros((1,), g.dtype)])[inverse[:-1]]
+  return g_h, None, None
+
+
+_gather.defvjp(_gather_fwd, _gather_bwd)
 
 
 def forward(shapes: SlotShapes, lay: Layout, weights: Sequence, x_flat, taps):
@@ -158,7 +193,7 @@ def forward(shapes: SlotShapes, lay: Layout, weights: Sequence, x_flat, taps):
   width), and every slot's patches (positions, patch)."""
   h, ins, logits = x_flat, [], 0.0
   for l, slot in enumerate(shapes.slots):
-    patches = jnp.concatenate([h, jnp.zeros((1,), h.dtype)])[lay.index[l]]
+    patches = _gather(h, lay.index[l], lay.inverse[l])
     y = patches @ weights[l] + taps[l]
     ins.append(patches)
     if l and slot.width >= shapes.n_out:  # a slot the output layer can be in

@@ -1,9 +1,13 @@
 """The strided LeNet family of the Hessian checks (the paper's own network) beside the MLPs.
 
-A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed) on 8x8x1 N(0, 1) images with
-two 2x2 stride-2 convs and 10 outputs; `LeNetFamily.sample_setups` draws the channel counts and hidden widths
-log-uniform in its ranges. The exact side is the plain mean over draws of `jscale.theory.conv_pairs` rounds
-(SE: std / sqrt(draws)); the prediction is the calculus's leading-order conv form
+A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed, kernels, image, input law).
+The fixed family (`LeNetFamily()`) has 8x8x1 N(0, 1) images with two 2x2 stride-2 convs and 10 outputs, and
+draws the channel counts and hidden widths log-uniform in its ranges; the varied family
+(`LeNetFamily(varied=True)`, issue 20's Figure 1 family, `sample_varied`) also draws the number of convs, their
+kernels, the image side, the number of hidden layers and the input law. The exact side is the plain mean over
+draws of `jscale.theory.conv_pairs` rounds (SE: std / sqrt(draws)), for the varied family computed in the
+shared slot shapes of `jscale.theory.lenet_slots` (`varied_slot_shapes`: four compiled programs at most,
+whatever the setups); the prediction is the calculus's leading-order conv form
 (`jscale.theory.predict_conv`), whose batch-1 model is also its leading form. Figure 2: exact `jax.hessian`
 kernel-block heat maps of FIG2_CONFIG per scheme (`heatmaps.heatmaps`) and the diagonal's evenness with
 standard errors (`evenness`).
@@ -285,23 +289,32 @@ def _grid_multipliers(ks) -> list:
   return [m for m in (1, 2, 3, 4) if 2 <= above * m <= 4]
 
 
+# Setups are computed in the slots of their group's union: a one-conv LeNet's second slot is flatten + dense0
+# (one position, up to 512 x 128), a deeper one's is a conv (up to 4 positions, 32 channels); one union of both
+# took 4 positions x 512 x 128 and twice the CPU per round.
+VARIED_SLOT_GROUPS = ((1,), (2, 3))  # numbers of convs
+
+
 @functools.lru_cache(maxsize=None)
 def varied_slot_shapes(channels_max: int = VARIED_CHANNELS[1], hidden_max: int = VARIED_HIDDEN[1]) -> tuple:
-  """The slot shapes of the varied family, cheapest first: the union of every structure `sample_varied` can
-  draw (convs, kernels, m, hidden layers) at the widest channels and hidden widths, drawing at most
-  VARIED_NORMALS kernel entries, then the same drawing every padded entry. Every varied setup fits the last."""
-  own = []
-  for convs in VARIED_CONVS:
-    for ks in itertools.product(VARIED_KERNELS, repeat=convs):
-      for m in _grid_multipliers(ks):
-        for n_hidden in VARIED_HIDDEN_LAYERS:
-          side = int(np.prod(ks)) * m
-          own.append(lenet_slots.own_shapes(lenet_lib.LeNetConfig(
-              (side, side, 1), (channels_max,) * convs, tuple((k, k) for k in ks), (hidden_max,) * n_hidden, N_OUT)))
-  full = lenet_slots.union(own)
-  if full.weight_normals <= VARIED_NORMALS:
-    return (full,)
-  return (full.with_normals(VARIED_NORMALS), full)
+  """The slot shapes of the varied family, cheapest first: per group of conv counts (VARIED_SLOT_GROUPS) the
+  union of every structure `sample_varied` can draw (kernels, m, hidden layers) at the widest channels and
+  hidden widths, drawing at most VARIED_NORMALS kernel entries; then the same unions drawing every padded
+  entry. Every varied setup fits one of the last; at most 2 x groups compiled programs for any setups."""
+  unions = []
+  for group in VARIED_SLOT_GROUPS:
+    own = []
+    for convs in group:
+      for ks in itertools.product(VARIED_KERNELS, repeat=convs):
+        for m in _grid_multipliers(ks):
+          for n_hidden in VARIED_HIDDEN_LAYERS:
+            side = int(np.prod(ks)) * m
+            own.append(lenet_slots.own_shapes(lenet_lib.LeNetConfig(
+                (side, side, 1), (channels_max,) * convs, tuple((k, k) for k in ks), (hidden_max,) * n_hidden,
+                N_OUT)))
+    unions.append(lenet_slots.union(own))
+  few = [u.with_normals(VARIED_NORMALS) for u in unions if u.weight_normals > VARIED_NORMALS]
+  return tuple(few + unions)
 
 
 def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS, channels=VARIED_CHANNELS,

@@ -21,7 +21,7 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   exp = sweeps.get("hessian")
   d = str(tmp_path / "hessian")
   jax.clear_caches()  # as in a fresh process: the run compiles (and counts) its programs whatever ran before
-  exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0, lenet_setups=2)
+  exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0, lenet_setups=4)
   assert os.path.isfile(os.path.join(d, "fig1_ratio_hist.png"))
   with open(os.path.join(d, "fig1_records.json")) as f:
     data = json.load(f)
@@ -38,11 +38,11 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   assert rel == max(np.array(data["records"][1]["exact_w_se"]) / np.array(data["records"][1]["exact_w"]))
   assert f"| 0 | {'-'.join(map(str, data['records'][0]['widths']))} |" in text and report.fmt(rel) in text
   assert "full grid only" in text
-  # the quick grid's varied LeNet beside the MLP (two setups of different structures): its per-position ratios
+  # the quick grid's varied LeNet beside the MLP (four setups of different structures): its per-position ratios
   # as recorded, the pooled row, Figure 1's rows
   lenet = json.load(open(os.path.join(d, hessian_section.LENET_RECORDS)))
   at4 = [r for r in lenet["records"] if r["batch"] == 4]
-  assert len(at4) == 2 and at4[0]["layers"] != at4[1]["layers"] and "layers" not in lenet
+  assert len(at4) == 4 and len({tuple(r["layers"]) for r in at4}) == 4 and "layers" not in lenet
   ratios = {}
   for r in at4:
     for l, layer in enumerate(r["layers"]):
@@ -64,8 +64,8 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   cfg = json.load(open(os.path.join(d, "config.json")))
   assert cfg["grid_name"] == "quick" and cfg["settings"]["setups"] == 1
   assert cfg["compiled_programs"] >= 1
-  # the varied LeNet's two shapes: one slot program (the compiled-program count does not grow with setups)
-  assert cfg["lenet_varied"] and cfg["lenet_compiled_programs"] == 1
+  # the varied LeNet's four structures: two slot programs (one conv; more), not one per setup
+  assert cfg["lenet_varied"] and cfg["lenet_compiled_programs"] == 2
 
 
 def test_killed_run_resumes_without_redoing_finished_setups(tmp_path, monkeypatch):
