@@ -68,6 +68,23 @@ class LayoutTest(chex.TestCase):
 
 class ExactTest(chex.TestCase):
 
+  def test_one_padded_lenet_equals_its_own_shape_float64(self):
+    """The default suite's value check (the slow tests below take every structure): a one-conv LeNet placed in
+    the slots of a two-conv one and itself (padded positions, patches, channels, two slots past its output),
+    logits and pair statistics against the LeNet in its own shape, both through autodiff (`_gather`'s
+    hand-written transpose included). float64: 1e-9 relative."""
+    config, shapes = CONFIGS[0], ls.union([ls.own_shapes(c) for c in CONFIGS[:2]])
+    with jax.enable_x64(True):
+      d = _draw_args(config, "geometric", "xent", "normal", shapes, jnp.float64)
+      weights, x = ls.draw(shapes, d, 2, jax.random.PRNGKey(5), jnp.float64)
+      f, out = jax.jit(ls.pair_stats, static_argnums=(0, 4))(shapes, d.lay, weights, x, "xent", jnp.eye(10))
+      params, images = ls.unpadded(config, weights, x)
+      np.testing.assert_allclose(out, lenet.apply_lenet(params, images), rtol=1e-9)
+      want = jax.jit(conv_pairs.lenet_pair_stats, static_argnums=2)(params, images, "xent", jnp.eye(10))
+      self.assertTrue(bool(jnp.all(jnp.max(want[:, 0], axis=(1, 2)) > 0)))
+      np.testing.assert_allclose(f[:len(want)], want, rtol=1e-9)
+      np.testing.assert_array_equal(f[len(want):], 0.0)
+
   @pytest.mark.slow
   def test_slots_equal_the_lenet_in_its_own_shape_float64(self):
     """Same weights and images: the slot form's logits and pair statistics against `apply_lenet` and

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from jscale.experiments.hessian import figures, heatmaps, records, rounds
 from jscale.experiments.hessian.full_summary import full_order_summary
 from jscale.experiments.hessian.settings import FamilyRun, HessianSettings
-from jscale.experiments.hessian.summary import layer_summary, position_summary, ratio_summary
+from jscale.experiments.hessian.summary import layer_summary, position_summary, ratio_summary, seed_label
 from jscale.sweeps import store
 from jscale.theory import conv_pairs, lenet_slots, pairs
 
@@ -109,7 +109,7 @@ def run(exp_dir, *, progress: bool = True, **settings):
     figures.ratio_histograms({"MLP": mlp.records, "LeNet": res.records}, os.path.join(exp_dir, "fig1_ratio_hist.png"))
     if res.positions:
       figures.position_ratios(res.positions, os.path.join(exp_dir, f"{s.lenet.family.prefix}fig1_layers.png"),
-                              title=f"{s.lenet.family.name}, seed {s.lenet.figure1.seed}")
+                              title=f"{s.lenet.family.name}, {seed_label(s.lenet.figure1.seed)}")
   else:
     figures.ratio_histogram(mlp.records, os.path.join(exp_dir, "fig1_ratio_hist.png"))
   per_batch = mlp.summary["batch_sizes"]

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from jscale.experiments.hessian.summary import seed_label
 from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt
 from jscale.sweeps import Results, store
@@ -174,8 +175,8 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
     exact = ("the same pair decomposition, with the conv blocks' factors summed over positions "
              "(`jscale.theory.conv_pairs`, equal to `jax.hessian` in the tests)")
   s.parts.append(
-      f"**The paper's own network: the strided LeNet** ({shape}; {cfg['lenet_setups']} sampled setups, seed "
-      f"{cfg['seed']} (development), {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: {exact}. "
+      f"**The paper's own network: the strided LeNet** ({shape}; {cfg['lenet_setups']} sampled setups, "
+      f"{seed_label(cfg['seed'])}, {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: {exact}. "
       "Predicted: the calculus's leading-order "
       "form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus the cross-example "
       "term), derived in `jscale.theory.predict_conv`; it drops terms of order n_L / n_{l+1} and 1 / n "
@@ -244,7 +245,7 @@ def _lenet_positions(s: Section, r: Results, positions: dict, cfg: dict) -> None
                    fmt(v["median_rel_se"])])
   s.parts.append(Table(["batch", "layer position", "full order: median [p5, p95]",
                         "leading order: median [p5, p95]", "blocks", "exact rel. SE: median"], rows,
-                       f"LeNet Figure 1 per layer position, seed {cfg['seed']} (development): predicted / exact "
+                       f"LeNet Figure 1 per layer position, {seed_label(cfg['seed'])}: predicted / exact "
                        "average squared singular value of the diagonal kernel block, over the setups that have the "
                        "layer ('output': every setup's last layer again)"))
   s.parts.append(Figure(os.path.join(r.path, "lenet_fig1_layers.png"),

@@ -118,6 +118,15 @@ def layer_summary(family: Family, recs: Sequence[Record]) -> dict:
   return out
 
 
+DEVELOPMENT_SEED, HELD_OUT_SEED = 0, 1  # issue 20: the full-order prediction was developed on seed 0 only
+
+
+def seed_label(seed: int) -> str:
+  """'seed 0 (development)', 'seed 1 (held out)', or plain 'seed N' (docs/calculus.md says which were used)."""
+  role = {DEVELOPMENT_SEED: " (development)", HELD_OUT_SEED: " (held out)"}.get(int(seed), "")
+  return f"seed {seed}{role}"
+
+
 def _layer_order(name: str):
   """conv0, conv1, ..., dense0, dense1, ..., then "output"."""
   kind = name.rstrip("0123456789")
