@@ -69,23 +69,36 @@ def lenet_pair_stats(params, x, kind, a_q, dims=None) -> jax.Array:
   taps0 = _zero_taps(params, x.shape[1:])
   out, ins = jax.vmap(lambda xb: _lenet_taps(params, xb, taps0))(x)
   jac = jax.vmap(lambda xb: jax.jacrev(lambda t: _lenet_taps(params, xb, t)[0])(taps0))(x)  # per l (E, O, *tap)
-  if isinstance(kind, str):
-    a = hessian.output_factors(kind, out, a_q)
-  else:  # a traced 0/1 flag (1: cross-entropy), so that one compiled program serves both losses
-    a = jnp.where(kind > 0, hessian.output_factors("xent", out, a_q), hessian.output_factors("quadratic", out, a_q))
-  e, o = out.shape
+  a = output_factors(kind, out, a_q)
   res = []
   for l, name in enumerate(names):
     m = shapes[name][-1]
-    v = jnp.einsum("bpo,bo...->bp...", a, jac[l]).reshape(e, o, -1, m).transpose(0, 2, 1, 3)  # (E, rho, O, m)
-    xp = ins[l]  # (E, rho, D)
-    d, mb = (xp.shape[-1] * m, m) if dims is None else (dims[0][l], dims[1][l])
-    gx = jnp.einsum("epd,fqd->epfq", xp, xp)
-    c = jnp.einsum("epfq,epom,fqrm->efor", gx, v, v)
-    vs = jnp.sum(v, axis=1)  # (E, O, m): sum over positions, for the bias
-    cb = jnp.einsum("eom,frm->efor", vs, vs)
-    res.append(jnp.stack([jnp.sum(c * c, axis=(2, 3)) / d, jnp.sum(cb * cb, axis=(2, 3)) / mb]))
+    d, mb = (ins[l].shape[-1] * m, m) if dims is None else (dims[0][l], dims[1][l])
+    res.append(block_pairs(ins[l], a, jac[l], d, mb))
   return jnp.stack(res)
+
+
+def block_pairs(patches_ExRxD, a_ExOxO, jac, kernel_entries, bias_entries) -> jax.Array:
+  """(2, E, E): [kernel f, bias f] of one weight layer from its input patches (E, rho, D), the output factors
+  A_b and the Jacobian of the outputs with respect to its pre-activations (E, O, rho, ..., m), divided by the
+  block sizes (kernel and bias entries)."""
+  e, o = a_ExOxO.shape[:2]
+  m = jac.shape[-1]
+  v = jnp.einsum("bpo,bo...->bp...", a_ExOxO, jac).reshape(e, o, -1, m).transpose(0, 2, 1, 3)  # (E, rho, O, m)
+  gx = jnp.einsum("epd,fqd->epfq", patches_ExRxD, patches_ExRxD)
+  c = jnp.einsum("epfq,epom,fqrm->efor", gx, v, v)
+  vs = jnp.sum(v, axis=1)  # (E, O, m): sum over positions, for the bias
+  cb = jnp.einsum("eom,frm->efor", vs, vs)
+  return jnp.stack([jnp.sum(c * c, axis=(2, 3)) / kernel_entries, jnp.sum(cb * cb, axis=(2, 3)) / bias_entries])
+
+
+def output_factors(kind, out_ExO, a_q) -> jax.Array:
+  """`hessian.output_factors` for a loss named by `kind`, or by a traced 0/1 flag (1: cross-entropy), so that
+  one compiled program serves both losses."""
+  if isinstance(kind, str):
+    return hessian.output_factors(kind, out_ExO, a_q)
+  return jnp.where(kind > 0, hessian.output_factors("xent", out_ExO, a_q),
+                   hessian.output_factors("quadratic", out_ExO, a_q))
 
 
 def pair_bytes(config: lenet_lib.LeNetConfig, examples: int, itemsize: int = 4) -> int:
@@ -187,6 +200,11 @@ def _round(padded, examples, layers: _Layers, a_q, keys):
     return jnp.stack([dm[:, 0], pm[:, 0], dm[:, 1], pm[:, 1]], -1), jax.nn.softmax(out, axis=-1)
 
   return jax.vmap(one)(keys)
+
+
+def compiled_programs() -> int:
+  """How many rounds are compiled in this process (one per padded shape, examples and draws per round)."""
+  return _round._cache_size()
 
 
 def label(config: lenet_lib.LeNetConfig) -> str:

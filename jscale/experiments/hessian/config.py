@@ -9,12 +9,13 @@ at most 5% relative standard error (or the draw cap), writing each setup as it f
 resumes. Figure 2: exact `jax.hessian` block heat maps on a fixed 24-96-12-48-8 net. The quick grid is a
 smoke-sized version.
 
-The paper's own network is added beside the MLPs (`lenet_family.py`): the strided LeNet (8x8x1 random
-N(0, 1) images, two 2x2 stride-2 convs, two dense hidden layers, 10 outputs) with sampled channel counts
-(convs 4-16, dense 16-128) for Figure 1 (exact expectation from pairs of examples, to <= 5% relative SE,
-against the calculus's leading-order conv prediction), and for Figure 2 the exact `jax.hessian` kernel-block
-heat maps of a 4-8 / 32-16 LeNet per init scheme plus the diagonal's max/min with standard errors at batch 1
-and at the minibatch.
+The paper's own network is added beside the MLPs (`lenet_family.py`): for Figure 1 issue 20's varied strided
+LeNets (1-3 convs with kernel = stride 2-4 and 4-32 channels, 0-2 dense hidden layers of 16-128 units, 10
+outputs, one-channel N(0, 1) or U[0, 1] images, the four schemes, both losses; exact expectation from pairs
+of examples, to <= 5% relative SE, every setup in shared slot shapes, `jscale.theory.lenet_slots`), against
+the full-order prediction and the paper's leading-order form, pooled and per layer position; for Figure 2
+the exact `jax.hessian` kernel-block heat maps of a fixed 8x8x1, 2x2-conv, 4-8 / 32-16 LeNet per init scheme
+plus the diagonal's max/min with standard errors at batch 1 and at the minibatch.
 
   python scripts/sweep.py --experiment hessian --grid quick
   python scripts/sweep.py --experiment hessian --grid full
@@ -33,10 +34,12 @@ def make_experiment() -> CustomExperiment:
       grids={
           "quick": {"setups": 1, "batch": 16, "draws": 8, "examples": 4, "target_rel_se": None, "max_draws": 8,
                     "seed": 0, "fig2_draws": 0, "fig2_minibatch": 32, "lenet_setups": 1, "lenet_draws": 4,
-                    "lenet_max_draws": 4, "lenet_examples": 3, "lenet_channels": (2, 4), "lenet_hidden": (4, 16)},
+                    "lenet_max_draws": 4, "lenet_examples": 3, "lenet_channels": (2, 4), "lenet_hidden": (4, 16),
+                    "lenet_varied": True},
           "full": {"setups": 100, "batch": 1024, "draws": 256, "examples": 8, "target_rel_se": 0.05,
-                   "max_draws": 1024, "seed": 0, "fig2_draws": 8, "fig2_minibatch": 128, "lenet_setups": 8,
-                   "lenet_draws": 128, "lenet_max_draws": 4096, "lenet_examples": 4, "lenet_fig2_draws": 4,
+                   "max_draws": 1024, "seed": 0, "fig2_draws": 8, "fig2_minibatch": 128, "lenet_setups": 20,
+                   "lenet_varied": True, "lenet_draws": 128, "lenet_max_draws": 4096, "lenet_examples": 4,
+                   "lenet_fig2_draws": 4,
                    "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 1024},
       },
   )

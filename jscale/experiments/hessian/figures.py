@@ -57,6 +57,33 @@ def ratio_histograms(by_model: Mapping[str, Sequence[Mapping]], path) -> str:
   return _save(fig, path)
 
 
+def position_ratios(positions: Mapping[str, Mapping[str, Mapping]], path, title: str = "") -> str:
+  """Figure 1 per layer position (`summary.position_summary`): median predicted / exact with its p5-p95 bar,
+  full order and leading order side by side, one panel per batch size, log scale."""
+  batches = sorted(positions, key=int)
+  if not batches:
+    raise ValueError("position_ratios: no batch sizes")
+  fig = Figure(figsize=(max(5.0, 1.1 * max(len(positions[b]) for b in batches) + 2), 3.6 * len(batches)))
+  axes = fig.subplots(len(batches), 1, squeeze=False)[:, 0]
+  for ax, b in zip(axes, batches):
+    names = list(positions[b])
+    x = np.arange(len(names))
+    for dx, tag, label in ((-0.15, "_full", "full order"), (0.15, "_leading", "leading order")):
+      med = np.array([positions[b][n][f"median{tag}"] or np.nan for n in names], float)
+      lo = np.array([positions[b][n][f"p5{tag}"] or np.nan for n in names], float)
+      hi = np.array([positions[b][n][f"p95{tag}"] or np.nan for n in names], float)
+      ax.errorbar(x + dx, med, yerr=[med - lo, hi - med], fmt="o", capsize=3, label=f"{label}: median [p5, p95]")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{n}\n({positions[b][n]['blocks']})" for n in names], fontsize=8)
+    ax.set_ylabel("predicted / exact")
+    ax.set_title(f"{title + ', ' if title else ''}batch {b}: per layer position (blocks)")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def block_heatmaps(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequence[int], path, title=None) -> str:
   """Figure 2 (`heatmap_figure`) saved to `path`."""
   return _save(heatmap_figure(by_batch, widths, title), path)

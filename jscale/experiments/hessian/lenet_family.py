@@ -1,9 +1,13 @@
 """The strided LeNet family of the Hessian checks (the paper's own network) beside the MLPs.
 
-A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed) on 8x8x1 N(0, 1) images with
-two 2x2 stride-2 convs and 10 outputs; `LeNetFamily.sample_setups` draws the channel counts and hidden widths
-log-uniform in its ranges. The exact side is the plain mean over draws of `jscale.theory.conv_pairs` rounds
-(SE: std / sqrt(draws)); the prediction is the calculus's leading-order conv form
+A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed, kernels, image, input law).
+The fixed family (`LeNetFamily()`) has 8x8x1 N(0, 1) images with two 2x2 stride-2 convs and 10 outputs, and
+draws the channel counts and hidden widths log-uniform in its ranges; the varied family
+(`LeNetFamily(varied=True)`, issue 20's Figure 1 family, `sample_varied`) also draws the number of convs, their
+kernels, the image side, the number of hidden layers and the input law. The exact side is the plain mean over
+draws of `jscale.theory.conv_pairs` rounds (SE: std / sqrt(draws)), for the varied family computed in the
+shared slot shapes of `jscale.theory.lenet_slots` (`varied_slot_shapes`: four compiled programs at most,
+whatever the setups); the prediction is the calculus's leading-order conv form
 (`jscale.theory.predict_conv`), whose batch-1 model is also its leading form. Figure 2: exact `jax.hessian`
 kernel-block heat maps of FIG2_CONFIG per scheme (`heatmaps.heatmaps`) and the diagonal's evenness with
 standard errors (`evenness`).
@@ -11,6 +15,8 @@ standard errors (`evenness`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import math
 from typing import ClassVar, NamedTuple
 
@@ -23,7 +29,7 @@ from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProble
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
 from jscale.experiments.hessian.mlp_family import LOSS_ROUND
-from jscale.theory import conv_pairs, full_order, gains, inputs, losses, pairs, predict
+from jscale.theory import conv_pairs, full_order, gains, inputs, lenet_slots, losses, pairs, predict
 from jscale.theory import hessian as hess
 from jscale.theory.predict_conv import image_input_stats, predict_lenet, weight_layers, weight_sq
 
@@ -65,22 +71,29 @@ def _quadratic(key, config, loss):
 
 
 class _Measurement(Measurement):
-  """Rounds of `conv_pairs.exact_round`; the key splits as (Q, rounds)."""
+  """Rounds of `conv_pairs.exact_round` (with `shapes`: of `lenet_slots.exact_round` in those slot shapes); the
+  key splits as (Q, rounds)."""
 
-  def __init__(self, setup: LeNetSetup, key, *, examples, round_draws, max_bytes):
+  def __init__(self, setup: LeNetSetup, key, *, examples, round_draws, max_bytes,
+               shapes: lenet_slots.SlotShapes | None = None):
     self.setup, self.config = setup, setup.config()
-    self.examples, self.max_bytes = int(examples), max_bytes
+    self.examples, self.max_bytes, self.shapes = int(examples), max_bytes, shapes
     self.round_draws = int(round_draws)
     kq, self.kr = jax.random.split(key)
     self.q, self.a_q = _quadratic(kq, self.config, setup.loss)
     self.stats, self.probs = [], []
 
+  def _round(self, key):
+    """(stats, probs) of one round of `round_draws` draws from `key`."""
+    kw = dict(draws=self.round_draws, examples=self.examples, a_q=self.a_q, input_kind=self.setup.input_kind,
+              max_bytes=self.max_bytes)
+    if self.shapes is not None:
+      return lenet_slots.exact_round(self.config, SCHEMES[self.setup.scheme], self.setup.loss, key,
+                                     shapes=self.shapes, **kw)
+    return conv_pairs.exact_round(self.config, SCHEMES[self.setup.scheme], self.setup.loss, key, **kw)
+
   def draw_round(self, index):
-    st, pr = conv_pairs.exact_round(self.config, SCHEMES[self.setup.scheme], self.setup.loss,
-                                    jax.random.fold_in(self.kr, index), draws=self.round_draws,
-                                    examples=self.examples, a_q=self.a_q, input_kind=self.setup.input_kind,
-                                    max_bytes=self.max_bytes)
-    self.stats.append(st)
+    self.stats.append(self._round(jax.random.fold_in(self.kr, index))[0])
 
   def exact(self, batch):
     vw, vb = pairs.combine(np.concatenate(self.stats), batch)
@@ -95,10 +108,7 @@ class _Measurement(Measurement):
     """Cross-entropy's softmax probabilities from a round of its own key (`mlp_family.LOSS_ROUND`): draws
     independent of the ones the prediction is judged against."""
     if not self.probs:
-      self.probs.append(conv_pairs.exact_round(
-          self.config, SCHEMES[self.setup.scheme], self.setup.loss, jax.random.fold_in(self.kr, LOSS_ROUND),
-          draws=self.round_draws, examples=self.examples, a_q=self.a_q, input_kind=self.setup.input_kind,
-          max_bytes=self.max_bytes)[1])
+      self.probs.append(self._round(jax.random.fold_in(self.kr, LOSS_ROUND))[1])
     return self.probs[0]
 
   def _tables(self):
@@ -181,11 +191,22 @@ class _Heatmap(HeatmapProblem):
 @dataclasses.dataclass(frozen=True)
 class LeNetFamily(Family):
   """Strided LeNets on 8x8x1 images: both convs' channels log-uniform in `channels`, both dense hidden widths
-  log-uniform in `hidden`, scheme and loss uniform (`loss_kinds`)."""
-  channels: tuple = (4, 16)
-  hidden: tuple = (16, 128)
+  log-uniform in `hidden`, scheme and loss uniform (`loss_kinds`). `varied`: issue 20's sampling instead
+  (`sample_varied`: 1-3 convs, kernels 2-4, 0-2 hidden dense layers, channels and hidden widths in the same
+  ranges), measured in shared slot shapes (`varied_slot_shapes`: a few compiled programs for any number of
+  setups). Ranges left out: (4, 16) / (16, 128), varied (4, 32) / (16, 128)."""
+  channels: tuple | None = None
+  hidden: tuple | None = None
   loss_kinds: tuple = losses.KINDS
-  varied: bool = False  # True: the issue-20 sampling (`sample_varied`) instead of the fixed 8x8 two-conv shape
+  varied: bool = False
+
+  def __post_init__(self):
+    fixed = not self.varied
+    object.__setattr__(self, "channels", tuple(self.channels or ((4, 16) if fixed else VARIED_CHANNELS)))
+    object.__setattr__(self, "hidden", tuple(self.hidden or ((16, 128) if fixed else VARIED_HIDDEN)))
+    for name, (lo, hi) in (("channels", self.channels), ("hidden", self.hidden)):
+      checks.positive_int(lo, f"LeNet {name} low")
+      checks.int_at_least(hi, f"LeNet {name} high", lo)
 
   name: ClassVar[str] = "LeNet"
   prefix: ClassVar[str] = "lenet_"
@@ -200,7 +221,7 @@ class LeNetFamily(Family):
 
   def sample_setups(self, num, seed):
     if self.varied:
-      return sample_varied(num, seed, self.loss_kinds)
+      return sample_varied(num, seed, self.loss_kinds, self.channels, self.hidden)
     checks.positive_int(num, "num")
     rng = np.random.default_rng(seed + 7919)  # not the MLP setups' stream
     draw = lambda lo, hi, n: tuple(int(min(max(v, lo), hi)) for v in
@@ -211,11 +232,19 @@ class LeNetFamily(Family):
   def check_setup(self, setup):
     return check_setup(setup)
 
+  def slot_shapes(self, setup) -> lenet_slots.SlotShapes | None:
+    """The slot shapes a varied setup's rounds are computed in (None: the fixed family's `conv_pairs` shapes)."""
+    if not self.varied:
+      return None
+    return lenet_slots.smallest(varied_slot_shapes(self.channels[1], self.hidden[1]), setup.config())
+
   def start(self, setup, key, *, examples, round_draws, draws, max_bytes):
+    shapes = self.slot_shapes(setup)
     if round_draws is None:  # as many draws per round as fit in max_bytes, at most 32 (a 2-core CPU's sweet spot)
-      per_draw = conv_pairs.pair_bytes(setup.config(), examples)
+      per_draw = (conv_pairs.pair_bytes(setup.config(), examples) if shapes is None
+                  else lenet_slots.round_bytes(shapes, examples))  # the same for every varied setup: one program
       round_draws = max(1, min(draws, conv_pairs.DEFAULT_ROUND, max_bytes // per_draw))
-    return _Measurement(setup, key, examples=examples, round_draws=round_draws, max_bytes=max_bytes)
+    return _Measurement(setup, key, examples=examples, round_draws=round_draws, max_bytes=max_bytes, shapes=shapes)
 
   def setup_json(self, setup):
     return {"model": "lenet", "channels": list(setup.channels), "hidden": list(setup.hidden),
@@ -256,28 +285,70 @@ class LeNetFamily(Family):
 
 VARIED_CHANNELS = (4, 32)
 VARIED_HIDDEN = (16, 128)
+VARIED_CONVS = (1, 2, 3)
+VARIED_KERNELS = (2, 3, 4)
+VARIED_HIDDEN_LAYERS = (0, 1, 2)
+# A varied setup's draw takes one normal number per kernel entry; rounds of setups with at most this many are
+# computed in slots that draw only this many (95% of the family; the others in slots of every padded entry).
+VARIED_NORMALS = 16384
 
 
-def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS) -> list:
-  """Issue 20's LeNet family: 1-3 strided convs with square kernels = strides 2-4, channels 4-32 and dense
-  hidden widths 16-128 (log-uniform), 0-2 hidden dense layers (1-3 dense layers with the output), the four
-  schemes, both losses, N(0, 1) or U[0, 1] one-channel pixels. The image side is the product of the kernels
-  times m, with the first conv's positions (side / k_0)^2 <= 16 (the full-order tables are (2 rho)^4)."""
+def _grid_multipliers(ks) -> list:
+  """The m that `sample_varied` allows for kernels `ks`: the first conv's grid side prod(ks[1:]) m is 2-4."""
+  above = int(np.prod(ks[1:]))
+  return [m for m in (1, 2, 3, 4) if 2 <= above * m <= 4]
+
+
+# Setups are computed in the slots of their group's union: a one-conv LeNet's second slot is flatten + dense0
+# (one position, up to 512 x 128), a deeper one's is a conv (up to 4 positions, 32 channels); one union of both
+# took 4 positions x 512 x 128 and twice the CPU per round.
+VARIED_SLOT_GROUPS = ((1,), (2, 3))  # numbers of convs
+
+
+@functools.lru_cache(maxsize=None)
+def varied_slot_shapes(channels_max: int = VARIED_CHANNELS[1], hidden_max: int = VARIED_HIDDEN[1]) -> tuple:
+  """The slot shapes of the varied family, cheapest first: per group of conv counts (VARIED_SLOT_GROUPS) the
+  union of every structure `sample_varied` can draw (kernels, m, hidden layers) at the widest channels and
+  hidden widths, drawing at most VARIED_NORMALS kernel entries; then the same unions drawing every padded
+  entry. Every varied setup fits one of the last; at most 2 x groups compiled programs for any setups."""
+  unions = []
+  for group in VARIED_SLOT_GROUPS:
+    own = []
+    for convs in group:
+      for ks in itertools.product(VARIED_KERNELS, repeat=convs):
+        for m in _grid_multipliers(ks):
+          for n_hidden in VARIED_HIDDEN_LAYERS:
+            side = int(np.prod(ks)) * m
+            own.append(lenet_slots.own_shapes(lenet_lib.LeNetConfig(
+                (side, side, 1), (channels_max,) * convs, tuple((k, k) for k in ks), (hidden_max,) * n_hidden,
+                N_OUT)))
+    unions.append(lenet_slots.union(own))
+  few = [u.with_normals(VARIED_NORMALS) for u in unions if u.weight_normals > VARIED_NORMALS]
+  return tuple(few + unions)
+
+
+def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS, channels=VARIED_CHANNELS,
+                  hidden=VARIED_HIDDEN) -> list:
+  """Issue 20's LeNet family: 1-3 strided convs with square kernels = strides 2-4, channels in `channels` and
+  dense hidden widths in `hidden` (log-uniform, default 4-32 and 16-128), 0-2 hidden dense layers (1-3 dense
+  layers with the output), the four schemes, both losses, N(0, 1) or U[0, 1] one-channel pixels. The image
+  side is the product of the kernels times m, with the first conv's positions (side / k_0)^2 <= 16 (the
+  full-order tables are (2 rho)^4). No average pooling: the full-order predictor
+  (`full_order.lenet_layers`) and `lenet_lib.LeNetConfig` have none."""
   checks.positive_int(num, "num")
   rng = np.random.default_rng(seed + 104729)  # neither the MLP's nor the fixed LeNet's stream
   logu = lambda lo, hi: int(min(max(np.exp(rng.uniform(math.log(lo), math.log(hi + 1))), lo), hi))
   out = []
   for _ in range(num):
     while True:
-      convs = int(rng.integers(1, 4))
-      ks = [int(rng.integers(2, 5)) for _ in range(convs)]
-      above = int(np.prod(ks[1:]))
-      ms = [m for m in (1, 2, 3, 4) if above * m <= 4 and above * m >= 2]
+      convs = int(rng.integers(VARIED_CONVS[0], VARIED_CONVS[-1] + 1))
+      ks = [int(rng.integers(VARIED_KERNELS[0], VARIED_KERNELS[-1] + 1)) for _ in range(convs)]
+      ms = _grid_multipliers(ks)
       if ms:
         break
     side = int(np.prod(ks)) * int(rng.choice(ms))
-    out.append(LeNetSetup(tuple(logu(*VARIED_CHANNELS) for _ in ks),
-                          tuple(logu(*VARIED_HIDDEN) for _ in range(int(rng.integers(0, 3)))),
+    out.append(LeNetSetup(tuple(logu(*channels) for _ in ks),
+                          tuple(logu(*hidden) for _ in range(int(rng.integers(0, 3)))),
                           str(rng.choice(list(SCHEMES))), str(rng.choice(list(loss_kinds))),
                           int(rng.integers(2 ** 31 - 1)), tuple((k, k) for k in ks), (side, side, 1),
                           str(rng.choice(list(inputs.KINDS)))))

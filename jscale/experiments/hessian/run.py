@@ -3,9 +3,10 @@
 Each finished setup is written at once to its family's per-setup folder (`records`), so a killed run, started
 again on the same directory, resumes: setups whose file matches this run's settings are read back, not
 recomputed. What the run writes: `<prefix>fig1_records.json` (summary, per-layer summary where the setups
-share their layers, records), `<prefix>fig2.json` and `<prefix>fig2_heatmaps.png` per family ("" for the MLPs,
-"lenet_" for the LeNet), `fig1_ratio_hist.png`, and config.json / metrics.npz (the MLP summary per batch size
-as metrics, the LeNet's summaries as `lenet_*` entries) for the section.
+share their layers, per-position summary where they do not, records), `<prefix>fig2.json` and
+`<prefix>fig2_heatmaps.png` per family ("" for the MLPs, "lenet_" for the LeNet), `fig1_ratio_hist.png`,
+`lenet_fig1_layers.png` (the varied LeNet's ratios per layer position), and config.json / metrics.npz (the MLP
+summary per batch size as metrics, the LeNet's summaries as `lenet_*` entries) for the section.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from typing import NamedTuple
 from jscale.experiments.hessian import figures, heatmaps, records, rounds
 from jscale.experiments.hessian.full_summary import full_order_summary
 from jscale.experiments.hessian.settings import FamilyRun, HessianSettings
-from jscale.experiments.hessian.summary import layer_summary, ratio_summary
+from jscale.experiments.hessian.summary import layer_summary, position_summary, ratio_summary, seed_label
 from jscale.sweeps import store
-from jscale.theory import pairs
+from jscale.theory import conv_pairs, lenet_slots, pairs
 
 # Summary statistics stored per batch size as metrics (axis "batch"); the section prints them.
 METRICS = ("median", "p5", "p95", "median_corrected", "p5_corrected", "p95_corrected", "median_corrected_nr",
@@ -31,6 +32,7 @@ class FamilyResult(NamedTuple):
   summary: dict           # `summary.ratio_summary`
   full_order: dict        # `full_summary.full_order_summary`
   layers: dict | None     # `summary.layer_summary`, for families whose setups share their layers
+  positions: dict | None  # `summary.position_summary`, for families whose setups differ in their layers
   resumed: int            # setups read back from a killed run's files
   fig1_seconds: float
   fig2: dict              # {batch: `heatmaps.heatmaps`}, {} without Figure 2
@@ -51,10 +53,11 @@ def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyRe
   summary = ratio_summary(recs, fig1.summary_target)
   full = full_order_summary(fam, fig1.seed, recs)
   layers = layer_summary(fam, recs) if fam.per_layer else None
+  positions = None if fam.per_layer else position_summary(fam, recs)
   rec_json = records.records_json(fam, recs)
   store.write_json(os.path.join(exp_dir, f"{fam.prefix}fig1_records.json"),
                    {"summary": summary, "full_order": full, **({} if layers is None else {"layers": layers}),
-                    "records": rec_json})
+                    **({} if positions is None else {"positions": positions}), "records": rec_json})
   maps, even = {}, None
   if fig2.draws:
     maps = heatmaps.figure2(fam, fig2, seed=fig1.seed, progress=progress)
@@ -65,7 +68,7 @@ def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyRe
                       **({} if even is None else {"evenness": even})})
     figures.block_heatmaps(maps, fam.net_layers(fam.fig2_net), os.path.join(exp_dir, f"{fam.prefix}fig2_heatmaps.png"),
                            title=fam.heatmap_title(fam.fig2_net))
-  return FamilyResult(rec_json, summary, full, layers, len(done), fig1_seconds, maps, even)
+  return FamilyResult(rec_json, summary, full, layers, positions, len(done), fig1_seconds, maps, even)
 
 
 def _diag_max_over_min(maps: dict) -> dict:
@@ -75,7 +78,7 @@ def _diag_max_over_min(maps: dict) -> dict:
 def _lenet_entries(part: FamilyRun, res: FamilyResult, seconds: float) -> dict:
   """The LeNet's summaries as config.json's `lenet_*` entries."""
   out = {"lenet_summary": res.summary, "lenet_full_order": res.full_order, "lenet_layers": res.layers,
-         "lenet_resumed_setups": res.resumed}
+         "lenet_resumed_setups": res.resumed, "lenet_fig1_seconds": round(res.fig1_seconds, 1)}
   if res.fig2:
     net = part.family.fig2_net
     out["lenet_fig2_config"] = {"channels": list(net.channels), "hidden": list(net.hidden)}
@@ -87,11 +90,16 @@ def _lenet_entries(part: FamilyRun, res: FamilyResult, seconds: float) -> dict:
   return out
 
 
+def _lenet_programs() -> int:
+  """Compiled exact-side rounds of the LeNet: slot programs (varied Figure 1) and padded ones (Figure 2)."""
+  return lenet_slots.compiled_programs() + conv_pairs.compiled_programs()
+
+
 def run(exp_dir, *, progress: bool = True, **settings):
   """The experiment on the grid's flat keyword settings (`settings.HessianSettings.from_grid`); `progress`:
   bars on stderr (`--no-progress` turns them off)."""
   s = HessianSettings.from_grid(settings)
-  compiled0 = pairs.compiled_programs()
+  compiled0, lenet0 = pairs.compiled_programs(), _lenet_programs()
   mlp = run_family(exp_dir, s.mlp, progress)
   lenet = {}
   if s.lenet.figure1.setups:
@@ -99,6 +107,9 @@ def run(exp_dir, *, progress: bool = True, **settings):
     res = run_family(exp_dir, s.lenet, progress)
     lenet = _lenet_entries(s.lenet, res, time.perf_counter() - t0)
     figures.ratio_histograms({"MLP": mlp.records, "LeNet": res.records}, os.path.join(exp_dir, "fig1_ratio_hist.png"))
+    if res.positions:
+      figures.position_ratios(res.positions, os.path.join(exp_dir, f"{s.lenet.family.prefix}fig1_layers.png"),
+                              title=f"{s.lenet.family.name}, {seed_label(s.lenet.figure1.seed)}")
   else:
     figures.ratio_histogram(mlp.records, os.path.join(exp_dir, "fig1_ratio_hist.png"))
   per_batch = mlp.summary["batch_sizes"]
@@ -115,4 +126,5 @@ def run(exp_dir, *, progress: bool = True, **settings):
       compiled_programs=pairs.compiled_programs() - compiled0, fig2_widths=list(s.mlp.family.fig2_net.widths),
       fig2_diag_max_over_min=_diag_max_over_min(mlp.fig2), lenet_setups=lenet1.setups, lenet_draws=lenet1.draws,
       lenet_max_draws=lenet1.max_draws, lenet_examples=lenet1.examples, lenet_channels=list(s.lenet.family.channels),
-      lenet_hidden=list(s.lenet.family.hidden), full_order=mlp.full_order, **lenet)
+      lenet_hidden=list(s.lenet.family.hidden), lenet_varied=s.lenet.family.varied,
+      lenet_compiled_programs=_lenet_programs() - lenet0, full_order=mlp.full_order, **lenet)

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from jscale.experiments.hessian.summary import seed_label
 from jscale.report.document import Figure, Headline, Section, Table
 from jscale.report.format import fmt
 from jscale.sweeps import Results, store
@@ -94,7 +95,9 @@ def build(r: Results) -> Section:
   if cfg.get("full_order"):
     s.parts.append(_full_order_table(cfg["full_order"], "MLP"))
   s.parts.append(Figure(os.path.join(r.path, "fig1_ratio_hist.png"),
-                        "Figure 1: log10(predicted / exact) per weight block, per batch size."))
+                        "Figure 1: log10(predicted / exact) per weight block, per batch size"
+                        + ("; the second row is the LeNet (full order beside the leading order)."
+                           if cfg.get("lenet_setups") else ".")))
   table = _per_setup_table(r)
   if table is not None:
     s.parts.append(table)
@@ -157,12 +160,24 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
   chans, hidden = cfg.get("lenet_channels", [4, 16]), cfg.get("lenet_hidden", [16, 128])
   draws = (f"at least {cfg.get('lenet_draws')} draws, up to {cfg.get('lenet_max_draws')} until every weight block's "
            f"relative SE is at most {target}" if target else f"{cfg.get('lenet_draws')} draws")
+  if cfg.get("lenet_varied"):
+    shape = (f"1-3 strided convs with square kernels = strides 2-4 and {chans[0]}-{chans[1]} channels, 0-2 dense "
+             f"hidden layers of {hidden[0]}-{hidden[1]} units (log-uniform), 10 outputs, one-channel images of side "
+             "the kernels' product times 1-4 (the first conv's grid 2x2 to 4x4), N(0, 1) or U[0, 1] pixels, the "
+             "four schemes, both losses; no average pooling (the full-order predictor has none)")
+    exact = ("the same pair decomposition, with the conv blocks' factors summed over positions, every setup "
+             "computed in shared slot shapes (`jscale.theory.lenet_slots`: zero-padded patches and channels, equal "
+             "to the LeNet's own shape on the same draws in the tests; "
+             f"{cfg.get('lenet_compiled_programs', '?')} compiled exact-side programs in this run)")
+  else:
+    shape = (f"8x8x1 N(0, 1) images, two 2x2 stride-2 convs with {chans[0]}-{chans[1]} channels, two dense hidden "
+             f"layers of {hidden[0]}-{hidden[1]} units, 10 outputs")
+    exact = ("the same pair decomposition, with the conv blocks' factors summed over positions "
+             "(`jscale.theory.conv_pairs`, equal to `jax.hessian` in the tests)")
   s.parts.append(
-      f"**The paper's own network: the strided LeNet** (8x8x1 N(0, 1) images, two 2x2 stride-2 convs with "
-      f"{chans[0]}-{chans[1]} channels, two dense hidden layers of {hidden[0]}-{hidden[1]} units, 10 outputs; "
-      f"{cfg['lenet_setups']} sampled setups, {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: "
-      "the same pair decomposition, with the conv blocks' factors summed over positions "
-      "(`jscale.theory.conv_pairs`, equal to `jax.hessian` in the tests). Predicted: the calculus's leading-order "
+      f"**The paper's own network: the strided LeNet** ({shape}; {cfg['lenet_setups']} sampled setups, "
+      f"{seed_label(cfg['seed'])}, {cfg.get('lenet_examples')} examples per draw, {draws}). Exact: {exact}. "
+      "Predicted: the calculus's leading-order "
       "form (the paper's Proposition 4 with the conv rules, k taps and rho positions, plus the cross-example "
       "term), derived in `jscale.theory.predict_conv`; it drops terms of order n_L / n_{l+1} and 1 / n "
       "(10 outputs against a few channels) and, for the cross-example term, the pairings of different positions, "
@@ -170,17 +185,21 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
       "The full-order prediction (`jscale.theory.full_order`: a dense layer is a conv with one position; every "
       "pairing of positions and examples, the pair cosine's spread, docs/calculus.md) keeps all of these; "
       "cross-entropy's loss statistics come from draws of their own, never the judged ones.")
-  layers = data["layers"]
+  if "positions" in data:
+    _lenet_positions(s, r, data["positions"], cfg)
+  layers = data.get("layers") or {}
   rows = []
   for b in sorted(layers, key=int):
     for name, v in layers[b].items():
       full = (f"{fmt(v['median_full'])} [{fmt(v['p5_full'])}, {fmt(v['p95_full'])}]" if "median_full" in v else "-")
       rows.append([b, name, full, f"{fmt(v['median'])} [{fmt(v['p5'])}, {fmt(v['p95'])}]", fmt(v["median_batch1"]),
                    f"{fmt(v['median_rel_se'])} / {fmt(v['max_rel_se'])}", v["setups"]])
-  s.parts.append(Table(["batch", "layer", "full order: median [p5, p95]", "leading order + cross term: median [p5, p95]",
-                        "batch-1 model s(1)/B: median", "exact rel. SE: median / max", "setups"], rows,
-                       "LeNet, per weight layer: predicted / exact average squared singular value of the diagonal "
-                       "kernel block"))
+  if rows:
+    s.parts.append(Table(["batch", "layer", "full order: median [p5, p95]",
+                          "leading order + cross term: median [p5, p95]", "batch-1 model s(1)/B: median",
+                          "exact rel. SE: median / max", "setups"], rows,
+                         "LeNet, per weight layer: predicted / exact average squared singular value of the diagonal "
+                         "kernel block"))
   summ = data["summary"]["batch_sizes"]
   s.parts.append(Table(
       ["batch", "median r [p5, p95] (95% CI of the median)", "noise removed: median [p5, p95]", "blocks"],
@@ -214,3 +233,21 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
                            "LeNet Figure 2 heat maps (exact `jax.hessian`, few draws): diagonal max/min"))
     s.parts.append(Figure(os.path.join(r.path, "lenet_fig2_heatmaps.png"),
                           "LeNet Figure 2: kernel-block heat maps (log10), one colour scale for every panel."))
+
+
+def _lenet_positions(s: Section, r: Results, positions: dict, cfg: dict) -> None:
+  """The varied LeNet's Figure 1 per layer position (`summary.position_summary`): table and plot."""
+  rows = []
+  for b in sorted(positions, key=int):
+    for name, v in positions[b].items():
+      rows.append([b, name, f"{fmt(v['median_full'])} [{fmt(v['p5_full'])}, {fmt(v['p95_full'])}]",
+                   f"{fmt(v['median_leading'])} [{fmt(v['p5_leading'])}, {fmt(v['p95_leading'])}]", v["blocks"],
+                   fmt(v["median_rel_se"])])
+  s.parts.append(Table(["batch", "layer position", "full order: median [p5, p95]",
+                        "leading order: median [p5, p95]", "blocks", "exact rel. SE: median"], rows,
+                       f"LeNet Figure 1 per layer position, {seed_label(cfg['seed'])}: predicted / exact "
+                       "average squared singular value of the diagonal kernel block, over the setups that have the "
+                       "layer ('output': every setup's last layer again)"))
+  s.parts.append(Figure(os.path.join(r.path, "lenet_fig1_layers.png"),
+                        "LeNet Figure 1 per layer position: median predicted / exact with its p5-p95 range, full "
+                        "order beside the leading order (the LeNet row of the Figure 1 histogram above pools them)."))

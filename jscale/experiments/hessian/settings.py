@@ -88,7 +88,7 @@ GRID_REQUIRED = ("setups", "batch", "draws", "seed", "fig2_draws", "fig2_minibat
 GRID_DEFAULTS = {"examples": pairs.DEFAULT_EXAMPLES, "target_rel_se": DEFAULT_TARGET, "max_draws": None,
                  "lenet_setups": 0, "lenet_draws": 64, "lenet_max_draws": None, "lenet_examples": 4,
                  "lenet_fig2_draws": 0, "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 256,
-                 "lenet_channels": (4, 16), "lenet_hidden": (16, 128)}
+                 "lenet_channels": None, "lenet_hidden": None, "lenet_varied": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ class HessianSettings:
                                     **shared),
                     Figure2Settings(g["fig2_draws"], g["fig2_minibatch"]))
     checks.positive_int(mlp.figure1.setups, "setups")
-    lenet = FamilyRun(LeNetFamily(tuple(g["lenet_channels"]), tuple(g["lenet_hidden"])),
+    lenet = FamilyRun(LeNetFamily(g["lenet_channels"], g["lenet_hidden"], varied=bool(g["lenet_varied"])),
                       Figure1Settings(g["lenet_setups"], draws=g["lenet_draws"], examples=g["lenet_examples"],
                                       max_draws=g["lenet_max_draws"], **shared),
                       Figure2Settings(g["lenet_fig2_draws"], g["lenet_fig2_minibatch"], g["lenet_evenness_draws"]))

@@ -116,3 +116,47 @@ def layer_summary(family: Family, recs: Sequence[Record]) -> dict:
                        **({} if rf is None else {"median_full": float(np.median(rf[:, l])), "p5_full": pct(rf[:, l], 5),
                                                  "p95_full": pct(rf[:, l], 95)})} for l, n in enumerate(names)}
   return out
+
+
+DEVELOPMENT_SEED, HELD_OUT_SEED = 0, 1  # issue 20: the full-order prediction was developed on seed 0 only
+
+
+def seed_label(seed: int) -> str:
+  """'seed 0 (development)', 'seed 1 (held out)', or plain 'seed N' (docs/calculus.md says which were used)."""
+  role = {DEVELOPMENT_SEED: " (development)", HELD_OUT_SEED: " (held out)"}.get(int(seed), "")
+  return f"seed {seed}{role}"
+
+
+def _layer_order(name: str):
+  """conv0, conv1, ..., dense0, dense1, ..., then "output"."""
+  kind = name.rstrip("0123456789")
+  return ({"conv": 0, "dense": 1}.get(kind, 2), int(name[len(kind):] or 0))
+
+
+def position_summary(family: Family, recs: Sequence[Record]) -> dict:
+  """Per batch size and layer position (the family's layer names: conv0, conv1, ..., dense0, ...; and "output",
+  every setup's last layer again), over the setups that have it: median / p5 / p95 of predicted / exact for the
+  full-order prediction (`*_full`) and the paper's leading-order form (`*_leading`), the number of blocks and
+  the median relative SE of the exact side. For families whose setups differ in their layers (the varied
+  LeNet); blocks equal to the prediction by construction (`Family.tautological`) are left out."""
+  pct = lambda a, q: float(np.percentile(a, q)) if a.size else None
+  stats = lambda a, tag: {f"median{tag}": pct(a, 50), f"p5{tag}": pct(a, 5), f"p95{tag}": pct(a, 95)}
+  out = {}
+  for b in sorted({r.batch for r in recs}):
+    rows = {}
+    for r in (r for r in recs if r.batch == b):
+      keep = ~family.tautological(r.setup, r.batch)
+      names = family.layer_names(r.setup)
+      full = r.full_w / r.exact_w if r.full_w is not None else np.full(len(names), np.nan)
+      for l, name in enumerate(names):
+        for key in (name, "output") if l == len(names) - 1 else (name,):
+          if keep[l]:
+            rows.setdefault(key, []).append((full[l], r.leading_w[l] / r.exact_w[l], r.exact_w_se[l] / r.exact_w[l]))
+    entry = {}
+    for name in sorted(rows, key=_layer_order):
+      a = np.array(rows[name], np.float64)
+      full = a[:, 0][np.isfinite(a[:, 0])]
+      entry[name] = {**stats(full, "_full"), **stats(a[:, 1], "_leading"), "blocks": len(a),
+                     "median_rel_se": float(np.median(a[:, 2]))}
+    out[str(b)] = entry
+  return out

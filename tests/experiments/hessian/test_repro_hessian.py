@@ -21,7 +21,7 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   exp = sweeps.get("hessian")
   d = str(tmp_path / "hessian")
   jax.clear_caches()  # as in a fresh process: the run compiles (and counts) its programs whatever ran before
-  exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0)
+  exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0, lenet_setups=4)
   assert os.path.isfile(os.path.join(d, "fig1_ratio_hist.png"))
   with open(os.path.join(d, "fig1_records.json")) as f:
     data = json.load(f)
@@ -38,14 +38,23 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   assert rel == max(np.array(data["records"][1]["exact_w_se"]) / np.array(data["records"][1]["exact_w"]))
   assert f"| 0 | {'-'.join(map(str, data['records'][0]['widths']))} |" in text and report.fmt(rel) in text
   assert "full grid only" in text
-  # the quick grid's LeNet beside the MLP: its per-layer ratios as recorded, the pooled row, Figure 1's rows
+  # the quick grid's varied LeNet beside the MLP (four setups of different structures): its per-position ratios
+  # as recorded, the pooled row, Figure 1's rows
   lenet = json.load(open(os.path.join(d, hessian_section.LENET_RECORDS)))
-  assert [r["layers"] for r in lenet["records"]][0] == ["conv0", "conv1", "dense0", "dense1", "dense2"]
-  for layer, v in lenet["layers"]["4"].items():
-    assert f"| 4 | {layer} | {report.fmt(v['median_full'])} [" in text and f"| {report.fmt(v['median'])} [" in text
-  r4 = lenet["records"][1]
-  np.testing.assert_allclose(lenet["layers"]["4"]["conv1"]["median"], r4["corrected_w"][1] / r4["exact_w"][1])
-  np.testing.assert_allclose(lenet["layers"]["4"]["conv1"]["median_full"], r4["full_w"][1] / r4["exact_w"][1])
+  at4 = [r for r in lenet["records"] if r["batch"] == 4]
+  assert len(at4) == 4 and len({tuple(r["layers"]) for r in at4}) == 4 and "layers" not in lenet
+  ratios = {}
+  for r in at4:
+    for l, layer in enumerate(r["layers"]):
+      for key in [layer] + (["output"] if l == len(r["layers"]) - 1 else []):
+        ratios.setdefault(key, []).append((r["full_w"][l] / r["exact_w"][l], r["leading_w"][l] / r["exact_w"][l]))
+  assert set(lenet["positions"]["4"]) == set(ratios)
+  for layer, v in lenet["positions"]["4"].items():
+    assert (f"| 4 | {layer} | {report.fmt(v['median_full'])} [{report.fmt(v['p5_full'])}, "
+            f"{report.fmt(v['p95_full'])}] | {report.fmt(v['median_leading'])} [") in text
+    np.testing.assert_allclose([v["median_full"], v["median_leading"]], np.median(ratios[layer], axis=0))
+    assert v["blocks"] == len(ratios[layer])
+  assert os.path.isfile(os.path.join(d, "lenet_fig1_layers.png"))
   # the full-order tables of both families, as summarised in the records
   for fam in (json.load(open(os.path.join(d, hessian_section.RECORDS))), lenet):
     e = fam["full_order"]["batch_sizes"]["4"]
@@ -55,6 +64,8 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   cfg = json.load(open(os.path.join(d, "config.json")))
   assert cfg["grid_name"] == "quick" and cfg["settings"]["setups"] == 1
   assert cfg["compiled_programs"] >= 1
+  # the varied LeNet's four structures: two slot programs (one conv; more), not one per setup
+  assert cfg["lenet_varied"] and cfg["lenet_compiled_programs"] == 2
 
 
 def test_killed_run_resumes_without_redoing_finished_setups(tmp_path, monkeypatch):
