@@ -134,9 +134,20 @@ def _headline(cfg: dict) -> Headline | None:
     parts.append(f"{full['family']} (seed {full['seed']}): " + "; ".join(cells))
   if not parts:
     return None
+  fig2 = cfg.get("fig2_diag_max_over_min") or {}
+  if fig2:
+    widths = "-".join(str(w) for w in cfg.get("fig2_widths") or [])
+    cells = []
+    for b, per in sorted(fig2.items(), key=lambda kv: int(kv[0])):
+      cells.append(f"batch {b} " + ", ".join(f"{sch} {v:.3g}" if v < 1000 else f"{sch} {v:.0f}" for sch, v in sorted(per.items(),
+                                                                                     key=lambda kv: kv[1])))
+      numbers.update({f"fig2_b{b}_{sch}_diag_max_over_min": v for sch, v in per.items()})
+    parts.append(f"Figure 2 (net {widths}, exact `jax.hessian`) diagonal max/min, most even first: "
+                 + "; ".join(cells))
   target = cfg.get("target_rel_se")
   se_text = f"measured to at most {target:.0%} relative SE" if target else f"from {cfg['draws']} draws per setup"
-  return Headline(what=f"{cfg['setups']} sampled MLP setups and {cfg.get('lenet_setups') or 0} LeNet setups, exact "
+  lenet = "varied LeNet" if cfg.get("lenet_varied") else "LeNet"
+  return Headline(what=f"{cfg['setups']} sampled MLP setups and {cfg.get('lenet_setups') or 0} {lenet} setups, exact "
                        f"blocks {se_text} (setups that hit the draw cap excepted)",
                   measured="full-order predicted / exact, noise removed, median [p5, p95]: " + " | ".join(parts),
                   source="the paper's Figure 1: 'generally good agreement' (a histogram, no numbers)",
