@@ -303,3 +303,37 @@ def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: i
             jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32))
   st, probs = _round(shapes, int(examples), d, jnp.asarray(a_q, jnp.float32), jax.random.split(key, draws))
   return np.asarray(st, np.float64)[:, :depth], np.asarray(probs, np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _gains_round(shapes: SlotShapes, examples: int, d: _Draw, keys):
+  """Per draw (one at a time: `lax.map`): softmax probabilities (E, n_out) and, per slot, every example's
+  forward gain |x_l|^2 (the slot's patches tile its input: their squares sum to it) and backward gain
+  ||d logits / d y_l||_F^2 / n_out (the Jacobian through the slot's taps), as `gains.lenet_gains`."""
+  taps0 = [jnp.zeros((s.positions, s.width), jnp.float32) for s in shapes.slots]
+
+  def one(key):
+    weights, x = draw(shapes, d, examples, key)
+    out, ins = jax.vmap(lambda xb: forward(shapes, d.lay, weights, xb, taps0))(x)
+    jac = jax.vmap(lambda xb: jax.jacrev(lambda t: forward(shapes, d.lay, weights, xb, t)[0])(taps0))(x)
+    g = jnp.stack([jnp.sum(p * p, axis=(1, 2)) for p in ins], -1)
+    k = jnp.stack([jnp.sum(j * j, axis=(1, 2, 3)) for j in jac], -1) / shapes.n_out
+    return jax.nn.softmax(out, axis=-1), g, k
+
+  return jax.lax.map(one, keys)
+
+
+def loss_sample(config: lenet_lib.LeNetConfig, init, input_kind: str, key, *, draws: int, examples: int,
+                shapes: SlotShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`gains.lenet_loss_sample` computed in `shapes` (one program for every LeNet that fits, instead of one per
+  LeNet): probabilities (D, E, n_out), forward and backward gains (D, E, L) of `draws` fresh draws."""
+  config = config.check()
+  lay = layout(shapes, config)
+  depth = len(own_shapes(config).slots)
+  stds = np.zeros(len(shapes.slots), np.float32)
+  stds[:depth] = np.sqrt(np.asarray(predict_conv.weight_sq(config, init), np.float64))
+  d = _Draw(jax.tree.map(jnp.asarray, lay), jnp.asarray(stds), jnp.asarray(1.0, jnp.float32),
+            jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32))
+  probs, g, k = _gains_round(shapes, int(examples), d, jax.random.split(key, int(draws)))
+  return (np.asarray(probs, np.float64), np.asarray(g, np.float64)[..., :depth],
+          np.asarray(k, np.float64)[..., :depth])

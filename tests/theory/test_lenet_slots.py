@@ -138,3 +138,37 @@ class ExactTest(chex.TestCase):
       self.assertTrue(np.all(want[:, 0] > 0))
       np.testing.assert_allclose(probs[0], jax.nn.softmax(lenet.apply_lenet(params, images)), rtol=1e-5, atol=1e-7)
     self.assertLessEqual(ls.compiled_programs() - before, 1)
+
+
+class LossSampleTest(chex.TestCase):
+
+  def test_slot_gains_are_the_lenets_own_on_the_same_draws(self):
+    """`loss_sample`'s per-draw probabilities and forward / backward gains, computed in the union's slots, equal
+    `gains.lenet_gains` and the softmax of `apply_lenet` on the LeNet's own parameters from the same draw (float32:
+    1e-4 relative, a few roundings of sums over at most a few hundred terms)."""
+    from jscale.theory import gains
+    for i, config in enumerate(CONFIGS):
+      d = _draw_args(config, "geometric", "xent", "normal")
+      key = jax.random.PRNGKey(100 + i)
+      weights, x = ls.draw(SHAPES, d, 3, key)
+      params, images = ls.unpadded(config, weights, x)
+      g_ref, k_ref = gains.lenet_gains(params, images)
+      p_ref = jax.nn.softmax(lenet.apply_lenet(params, images), axis=-1)
+      probs, g, k = ls._gains_round(SHAPES, 3, d, key[None])
+      depth = len(config.kernel_shapes())
+      # An example whose units all died below a layer has an exactly-zero pre-activation there: the slots'
+      # jax.nn.relu (as the exact side) gives it slope 0, `gains`' jnp.maximum splits the tie (slope 1/2).
+      # Compare the examples alive at every layer; there must be some.
+      alive = np.all(np.asarray(g_ref) > 0, axis=1)
+      self.assertGreater(int(alive.sum()), 0)
+      np.testing.assert_allclose(np.asarray(g)[0, :, :depth], g_ref, rtol=1e-4)
+      np.testing.assert_allclose(np.asarray(k)[0, alive, :depth], np.asarray(k_ref)[alive], rtol=1e-4)
+      np.testing.assert_allclose(np.asarray(probs)[0], p_ref, rtol=1e-4, atol=1e-7)
+
+  def test_one_program_for_every_lenet(self):
+    before = ls._gains_round._cache_size()
+    for config in CONFIGS:
+      out = ls.loss_sample(config, SCHEMES["fan_in"], "normal", jax.random.PRNGKey(0), draws=2, examples=3,
+                           shapes=SHAPES)
+      chex.assert_shape(out[1], (2, 3, len(config.kernel_shapes())))
+    self.assertLessEqual(ls._gains_round._cache_size() - before, 1)

@@ -120,9 +120,14 @@ class _Measurement(Measurement):
       if self.setup.loss == "quadratic":
         self._top = full_order.quadratic_output_tables(self.q)
       else:
-        probs, g, k = gains.lenet_loss_sample(
-            self.config, weight_sq(self.config, SCHEMES[self.setup.scheme]), self.setup.input_kind,
-            jax.random.fold_in(self.kr, LOSS_ROUND + 1), draws=LOSS_DRAWS, examples=self.examples)
+        key = jax.random.fold_in(self.kr, LOSS_ROUND + 1)
+        if self.shapes is not None:  # one compiled program for every setup of the varied family
+          probs, g, k = lenet_slots.loss_sample(self.config, SCHEMES[self.setup.scheme], self.setup.input_kind,
+                                                key, draws=LOSS_DRAWS, examples=self.examples, shapes=self.shapes)
+        else:
+          probs, g, k = gains.lenet_loss_sample(
+              self.config, weight_sq(self.config, SCHEMES[self.setup.scheme]), self.setup.input_kind,
+              key, draws=LOSS_DRAWS, examples=self.examples)
         self._top = full_order.xent_layer_output_tables(probs, g, k)
     return self._top
 
