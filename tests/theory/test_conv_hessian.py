@@ -28,16 +28,21 @@ def _loss(kind, q):
   return loss
 
 
-@functools.lru_cache(maxsize=None)
-def _exact(kind):
-  """(params with non-zero biases, x, t, q, jax.hessian blocks) of TINY in float64, cached per loss."""
+def _problem(kind):
+  """(params with non-zero biases, x, t, q) of TINY in float64."""
   with jax.enable_x64(True):
     k = jax.random.split(jax.random.PRNGKey(0), 5)
     p = lenet.init_lenet(k[0], TINY, "he_normal", dtype=jnp.float64)
     p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(k[4], a.shape, a.dtype) if a.ndim == 1 else a, p)
-    x = jax.random.normal(k[1], (6, 4, 4, 1), jnp.float64)
-    t = losses.random_targets(k[2], kind, 6, 3, jnp.float64)
-    q = losses.random_quadratic(k[3], 3, jnp.float64)
+    return (p, jax.random.normal(k[1], (6, 4, 4, 1), jnp.float64), losses.random_targets(k[2], kind, 6, 3, jnp.float64),
+            losses.random_quadratic(k[3], 3, jnp.float64))
+
+
+@functools.lru_cache(maxsize=None)
+def _exact(kind):
+  """(params with non-zero biases, x, t, q, jax.hessian blocks) of TINY in float64, cached per loss."""
+  p, x, t, q = _problem(kind)
+  with jax.enable_x64(True):
     flat, unravel = jax.flatten_util.ravel_pytree(p)  # one P x P Hessian: a much smaller program to compile
     h = jax.jit(jax.hessian(lambda v: _loss(kind, q)(unravel(v), x, t)))(flat)
     sizes = np.cumsum([0] + [leaf.size for leaf in jax.tree.leaves(p)])
@@ -174,7 +179,7 @@ class PredictionTest(chex.TestCase):
 class MemoryTest(chex.TestCase):
 
   def test_too_big_conv_block_is_refused_with_an_estimate(self):
-    p, x, t, q, blk = _exact("xent")
+    p, x, t, q = _problem("xent")   # the refusals come before any compute: no exact Hessian needed
     with self.assertRaisesRegex(ValueError, r"diagonal block of 'conv1/kernel' needs about .*GiB"):
       hs.diagonal_block(lenet.apply_lenet, "quadratic", p, x, t, q, name="conv1/kernel", max_bytes=1000)
     with self.assertRaisesRegex(ValueError, "unknown leaf"):

@@ -142,6 +142,7 @@ class ExactTest(chex.TestCase):
 
 class LossSampleTest(chex.TestCase):
 
+  @pytest.mark.slow   # 9 s cold; test_one_program_for_every_lenet stays in the default suite
   def test_slot_gains_are_the_lenets_own_on_the_same_draws(self):
     """`loss_sample`'s per-draw probabilities and forward / backward gains, computed in the union's slots, equal
     `gains.lenet_gains` and the softmax of `apply_lenet` on the LeNet's own parameters from the same draw (float32:

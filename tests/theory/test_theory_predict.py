@@ -5,6 +5,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jscale import mlp
 from jscale.initializers import SCHEMES
@@ -79,12 +80,14 @@ class PredictTest(chex.TestCase):
       np.testing.assert_allclose(full.weight, lead.weight, rtol=1e-3)
       np.testing.assert_allclose(full.bias, lead.bias, rtol=1e-3)
 
+  @pytest.mark.slow   # 16 draws x 8 setups of exact blocks; the full order's tests cover predict_sq_sv
   def test_batch1_median_ratio_band(self):
     """Batch 1 (each example's own Hessian, 16 draws x 64 examples): median predicted / exact over the
     32 weight blocks of 8 setups within [0.8, 1.25]; measured median 1.0x (see the lead's note)."""
     r = np.concatenate([m["pred1"] / m["exact1"] for m in _measured()])
     self.assertBetween(float(np.median(r)), 0.8, 1.25)
 
+  @pytest.mark.slow   # the same exact blocks as above
   def test_minibatch_correction_beats_batch1_model(self):
     """Batch 64: the batch-1 model s(1)/B misses the uncentred cross-example terms by ~1-2 decades;
     the corrected prediction's median |log10 ratio| must be below 0.15 (a factor 1.4) and at least

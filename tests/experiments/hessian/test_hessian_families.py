@@ -8,6 +8,7 @@ import os
 from typing import ClassVar, NamedTuple
 
 import numpy as np
+import pytest
 
 from jscale.experiments.hessian import records, rounds, run, summary
 from jscale.experiments.hessian.family import Family, Measurement, Predicted
@@ -137,6 +138,7 @@ def _rounds_ok(fam, recs, fig1, round_draws):
     assert len(r1.exact_w) == len(fam.layer_names(r1.setup))
 
 
+@pytest.mark.slow   # test_repro_hessian runs both families through the experiment in the default suite
 def test_both_families_run_through_one_driver(tmp_path, monkeypatch):
   """The MLP and the LeNet through the same `run_family`: records, per-setup files, the stopping rule, the
   JSON round trip, and a resume that recomputes only the missing setup, to the same numbers."""

@@ -96,6 +96,7 @@ def test_quick_grid_into_its_section(tmp_path):
   assert len([p for p in s.parts if isinstance(p, document.Figure)]) == 2
 
 
+@pytest.mark.slow   # 14 s cold; the experiment's own tests run the one program
 def test_one_program_for_every_depth_equals_a_network_of_that_depth():
   """A 4-block network running its first 2 blocks (`active`, the experiment's one program for every depth) trains
   as the 2-block network does: the same keys (threefry's split is counter-based, so a key's first two blocks'
