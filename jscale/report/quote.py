@@ -102,10 +102,10 @@ def _run_line(run: dict) -> str:
   cmds = "; ".join(f"`{i.get('command')}`" for i in inv if i.get("command"))
   devs = ", ".join(sorted({d for i in inv for d in (i.get("devices") or [])}))
   line = f"Stored run (`results/main/`): {cmds or 'command not recorded'}, {wall:.0f} s wall time on {devs or '?'}."
-  return line + _times_line(inv)
+  return line + _times_line(inv, wall)
 
 
-def _times_line(invocations) -> str:
+def _times_line(invocations, wall: float) -> str:
   """Per-experiment wall time, slowest first, and the compile share (where the run recorded them)."""
   times, programs, compile_s = {}, 0, 0.0
   for i in invocations:
@@ -116,7 +116,6 @@ def _times_line(invocations) -> str:
     compile_s += float(c.get("compile_s") or 0.0)
   if not times:
     return ""
-  wall = sum(float(i.get("wall_time_s") or 0) for i in invocations)
   share = f" ({100 * compile_s / wall:.0f}%)" if wall > 0 else ""
   per = ", ".join(f"{n} {t:.0f} s" for n, t in sorted(times.items(), key=lambda kv: -kv[1]))
   return f" By experiment: {per}; compiling {compile_s:.0f} s over {programs} programs{share}."

@@ -101,6 +101,15 @@ def output_factors(kind, out_ExO, a_q) -> jax.Array:
                    hessian.output_factors("quadratic", out_ExO, a_q))
 
 
+def pair_means(f_Lx2xExE) -> jax.Array:
+  """Per layer, (same-example mean, pair mean) of f for the kernel and the bias, (L, 4) in `pairs.FIELDS`
+  order, from f over every (example, example) of one draw."""
+  e = f_Lx2xExE.shape[-1]
+  dm = jnp.einsum("lkef,ef->lk", f_Lx2xExE, jnp.eye(e)) / e
+  pm = (jnp.sum(f_Lx2xExE, axis=(2, 3)) - e * dm) / (e * (e - 1))
+  return jnp.stack([dm[:, 0], pm[:, 0], dm[:, 1], pm[:, 1]], -1)
+
+
 def pair_bytes(config: lenet_lib.LeNetConfig, examples: int, itemsize: int = 4) -> int:
   """Working memory of `lenet_pair_stats` for one draw: the taps' Jacobian (E n_L x every pre-activation), the
   patches, and the largest (E rho)^2 n_L^2 product of V's, with a factor 3 for temporaries."""
@@ -195,9 +204,7 @@ def _round(padded, examples, layers: _Layers, a_q, keys):
     x = jnp.where(layers.uniform > 0, jax.random.uniform(kx, shape, jnp.float32), jax.random.normal(kx, shape, jnp.float32))
     out = lenet_lib.apply_lenet(params, x)
     f = lenet_pair_stats(params, x, layers.xent, a_q, dims)  # (L, 2, E, E)
-    dm = jnp.einsum("lkef,ef->lk", f, jnp.eye(examples)) / examples
-    pm = (jnp.sum(f, axis=(2, 3)) - examples * dm) / (examples * (examples - 1))
-    return jnp.stack([dm[:, 0], pm[:, 0], dm[:, 1], pm[:, 1]], -1), jax.nn.softmax(out, axis=-1)
+    return pair_means(f), jax.nn.softmax(out, axis=-1)
 
   return jax.vmap(one)(keys)
 

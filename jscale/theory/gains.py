@@ -58,17 +58,19 @@ def _lenet_gains(params, x):
   denses = sorted((n for n in params if n.startswith("dense")), key=lambda n: int(n[5:]))
   names = convs + denses
 
+  def layer(name, xin):
+    """Weight layer `name`'s pre-activation (zero bias) for one example's input xin."""
+    w = params[name]["kernel"]
+    if name.startswith("conv"):
+      return jax.lax.conv_general_dilated(xin[None], w, w.shape[:2], "VALID",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    return xin.reshape(-1) @ w
+
   def from_layer(l, y):
     """The logits of one example from weight layer l's pre-activation y (with its ReLU, unless the last)."""
     h = y
     for name in names[l + 1:]:
-      h = jnp.maximum(h, 0.0)
-      w = params[name]["kernel"]
-      if name.startswith("conv"):
-        h = jax.lax.conv_general_dilated(h[None], w, w.shape[:2], "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
-      else:
-        h = h.reshape(-1) @ w
+      h = layer(name, jnp.maximum(h, 0.0))
     return h
 
   def one(xe):
@@ -76,12 +78,7 @@ def _lenet_gains(params, x):
     for l, name in enumerate(names):
       xin = jnp.maximum(h, 0.0) if l > 0 else h
       g.append(jnp.sum(xin * xin))
-      w = params[name]["kernel"]
-      if name.startswith("conv"):
-        h = jax.lax.conv_general_dilated(xin[None], w, w.shape[:2], "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
-      else:
-        h = xin.reshape(-1) @ w
+      h = layer(name, xin)
       jac = jax.jacrev(lambda y, l=l: from_layer(l, y))(h)
       k.append(jnp.sum(jac * jac) / jac.shape[0])
     return jnp.stack(g), jnp.stack(k)

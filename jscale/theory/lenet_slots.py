@@ -209,12 +209,19 @@ def forward(shapes: SlotShapes, lay: Layout, weights: Sequence, x_flat, taps):
   return logits, ins
 
 
-def pair_stats(shapes: SlotShapes, lay: Layout, weights: Sequence, x_ExP, kind, a_q):
-  """(f (S, 2, E, E): `conv_pairs.lenet_pair_stats` per slot, zeros past the output layer; logits (E, n_out))
-  for examples x (E, pixels). `kind`: a loss name or a traced 0/1 flag (1: cross-entropy)."""
+def _logits_patches_jacobian(shapes: SlotShapes, lay: Layout, weights: Sequence, x_ExP):
+  """Per example: the logits, every slot's patches, and the logits' Jacobian with respect to every slot's
+  pre-activation (through the taps)."""
   taps0 = [jnp.zeros((s.positions, s.width), x_ExP.dtype) for s in shapes.slots]
   out, ins = jax.vmap(lambda xb: forward(shapes, lay, weights, xb, taps0))(x_ExP)
   jac = jax.vmap(lambda xb: jax.jacrev(lambda t: forward(shapes, lay, weights, xb, t)[0])(taps0))(x_ExP)
+  return out, ins, jac
+
+
+def pair_stats(shapes: SlotShapes, lay: Layout, weights: Sequence, x_ExP, kind, a_q):
+  """(f (S, 2, E, E): `conv_pairs.lenet_pair_stats` per slot, zeros past the output layer; logits (E, n_out))
+  for examples x (E, pixels). `kind`: a loss name or a traced 0/1 flag (1: cross-entropy)."""
+  out, ins, jac = _logits_patches_jacobian(shapes, lay, weights, x_ExP)
   a = conv_pairs.output_factors(kind, out, a_q)
   one = lambda v: jnp.maximum(v, 1.0)  # slots past the output layer: f is 0, keep it finite
   return jnp.stack([conv_pairs.block_pairs(ins[l], a, jac[l], one(lay.rows[l] * lay.cols[l]), one(lay.cols[l]))
@@ -262,9 +269,7 @@ def _round(shapes: SlotShapes, examples: int, d: _Draw, a_q, keys):
   def one(key):
     weights, x = draw(shapes, d, examples, key)
     f, out = pair_stats(shapes, d.lay, weights, x, d.xent, a_q)
-    dm = jnp.einsum("lkef,ef->lk", f, jnp.eye(examples)) / examples
-    pm = (jnp.sum(f, axis=(2, 3)) - examples * dm) / (examples * (examples - 1))
-    return jnp.stack([dm[:, 0], pm[:, 0], dm[:, 1], pm[:, 1]], -1), jax.nn.softmax(out, axis=-1)
+    return conv_pairs.pair_means(f), jax.nn.softmax(out, axis=-1)
 
   return jax.vmap(one)(keys)
 
@@ -285,6 +290,16 @@ def round_bytes(shapes: SlotShapes, examples: int, itemsize: int = 4) -> int:
   return 3 * itemsize * (e * o * acts + e * patches + weights + e * shapes.pixels + biggest)
 
 
+def _draw_args(config: lenet_lib.LeNetConfig, lay: Layout, shapes: SlotShapes, init, loss: str, input_kind: str):
+  """(`_Draw` of the LeNet in `shapes`: its layout, the weights' std per slot (0 past its depth), the loss and
+  pixel flags; its depth)."""
+  depth = len(own_shapes(config).slots)
+  stds = np.zeros(len(shapes.slots), np.float32)
+  stds[:depth] = np.sqrt(np.asarray(predict_conv.weight_sq(config, init), np.float64))
+  return _Draw(jax.tree.map(jnp.asarray, lay), jnp.asarray(stds), jnp.asarray(float(loss == "xent"), jnp.float32),
+               jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32)), depth
+
+
 def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: int, examples: int, a_q,
                 shapes: SlotShapes, input_kind: str = "normal", max_bytes: int = pairs.DEFAULT_MAX_BYTES):
   """`conv_pairs.exact_round` computed in `shapes` (one program for every LeNet that fits): stats (R, L, 4)
@@ -296,11 +311,7 @@ def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: i
                        "lower round_draws or examples, or raise max_bytes")
   if initializers.get(init).name.split(":")[0] not in conv_pairs.NORMAL_INITIALIZERS:
     raise ValueError(f"exact_round draws normal weights; {init!r} is not a normal initializer")
-  depth = len(own_shapes(config).slots)
-  stds = np.zeros(len(shapes.slots), np.float32)
-  stds[:depth] = np.sqrt(np.asarray(predict_conv.weight_sq(config, init), np.float64))
-  d = _Draw(jax.tree.map(jnp.asarray, lay), jnp.asarray(stds), jnp.asarray(float(loss == "xent"), jnp.float32),
-            jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32))
+  d, depth = _draw_args(config, lay, shapes, init, loss, input_kind)
   st, probs = _round(shapes, int(examples), d, jnp.asarray(a_q, jnp.float32), jax.random.split(key, draws))
   return np.asarray(st, np.float64)[:, :depth], np.asarray(probs, np.float64)
 
@@ -310,12 +321,9 @@ def _gains_round(shapes: SlotShapes, examples: int, d: _Draw, keys):
   """Per draw (one at a time: `lax.map`): softmax probabilities (E, n_out) and, per slot, every example's
   forward gain |x_l|^2 (the slot's patches tile its input: their squares sum to it) and backward gain
   ||d logits / d y_l||_F^2 / n_out (the Jacobian through the slot's taps), as `gains.lenet_gains`."""
-  taps0 = [jnp.zeros((s.positions, s.width), jnp.float32) for s in shapes.slots]
-
   def one(key):
     weights, x = draw(shapes, d, examples, key)
-    out, ins = jax.vmap(lambda xb: forward(shapes, d.lay, weights, xb, taps0))(x)
-    jac = jax.vmap(lambda xb: jax.jacrev(lambda t: forward(shapes, d.lay, weights, xb, t)[0])(taps0))(x)
+    out, ins, jac = _logits_patches_jacobian(shapes, d.lay, weights, x)
     g = jnp.stack([jnp.sum(p * p, axis=(1, 2)) for p in ins], -1)
     k = jnp.stack([jnp.sum(j * j, axis=(1, 2, 3)) for j in jac], -1) / shapes.n_out
     return jax.nn.softmax(out, axis=-1), g, k
@@ -328,12 +336,7 @@ def loss_sample(config: lenet_lib.LeNetConfig, init, input_kind: str, key, *, dr
   """`gains.lenet_loss_sample` computed in `shapes` (one program for every LeNet that fits, instead of one per
   LeNet): probabilities (D, E, n_out), forward and backward gains (D, E, L) of `draws` fresh draws."""
   config = config.check()
-  lay = layout(shapes, config)
-  depth = len(own_shapes(config).slots)
-  stds = np.zeros(len(shapes.slots), np.float32)
-  stds[:depth] = np.sqrt(np.asarray(predict_conv.weight_sq(config, init), np.float64))
-  d = _Draw(jax.tree.map(jnp.asarray, lay), jnp.asarray(stds), jnp.asarray(1.0, jnp.float32),
-            jnp.asarray(float(inputs.check_kind(input_kind) == "uniform01"), jnp.float32))
+  d, depth = _draw_args(config, layout(shapes, config), shapes, init, "xent", input_kind)
   probs, g, k = _gains_round(shapes, int(examples), d, jax.random.split(key, int(draws)))
   return (np.asarray(probs, np.float64), np.asarray(g, np.float64)[..., :depth],
           np.asarray(k, np.float64)[..., :depth])
