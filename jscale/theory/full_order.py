@@ -129,14 +129,13 @@ def norm_factor(R: float, T: float) -> float:
   return math.exp(2 * math.lgamma(alpha + 0.5) - 2 * math.lgamma(alpha) - math.log(alpha))
 
 
-def pixel_stats(inputs: predict.InputStats, entries: int | None = None) -> PointStats:
+def pixel_stats(inputs: predict.InputStats, entries: int = 1) -> PointStats:
   """Input points (pixels, or the whole input of an MLP): `InputStats` of one point's entries. `entries`: how
   many i.i.d. entries a point has (a pixel's channels), which gives u exactly (the inputs do not depend on
-  the weights: u = mu^T M mu with mu, M the entries' law's); None leaves it unknown (one-point layers: unused)."""
-  u = math.nan
-  if entries is not None:
-    c = int(entries)
-    u = inputs.dot / c * (inputs.sq_norm + (c - 1) * inputs.dot / c)
+  the weights: u = mu^T M mu with mu, M the entries' law's). An MLP's input is one point per example: no three
+  distinct points, so u is unused there."""
+  c = int(entries)
+  u = inputs.dot / c * (inputs.sq_norm + (c - 1) * inputs.dot / c)
   return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross, u)
 
 
