@@ -27,6 +27,12 @@ from the loss's output factors (`output_tables`). Summed against the forward 4-p
 it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
 recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pair_cosine_two`, by default).
 
+Average pooling (`PointLayer.pool`, after a conv's ReLU): a pooled point is the mean of q exchangeable points,
+whose statistics come from the four-point table (`pool_points`, with the shared-point moment `shared_moment`);
+below it, the q positions share their parent and tap (one weight slice) and each carries 1/q of the signal
+(`_parents`, `backward_tables`). The layers below a pool with zero-mean inputs are under-predicted (their
+patches' correlation with their own masks; docs/calculus.md, "Average pooling in the full order").
+
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
@@ -96,7 +102,7 @@ def shared_moment(st: PointStats) -> float:
   moment, (d / s)^2 t; with per-channel ReLUs of Gaussian pre-activations mu_c^2 = C_cc / (pi - 1), so
   mu^T C mu is 1 / (pi + 1) of p2 - E|mu|^4 = 2 mu^T C mu + tr C^2 (channels uncorrelated given the weights).
   The cosine-at-its-mean value (d / s)^2 t left it out: a 2x2 pool's E|z|^4 was 6-13% low and E (z.z')^2
-  10-18% low (MC, 200k draws of one conv layer, 4-16 channels)."""
+  10-18% low (MC, 200k draws of one conv layer, 4-16 channels; with u: -1.5 to -4.5% and 0 to +4%)."""
   if math.isfinite(st.u):
     return st.u
   mu4 = (st.d / st.s) ** 2 * st.t if st.s > 0 else 0.0

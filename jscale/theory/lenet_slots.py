@@ -219,6 +219,7 @@ def forward(shapes: SlotShapes, lay: Layout, weights: Sequence, x_flat, taps):
       logits = logits + lay.out[l] * y[0, :shapes.n_out]
     # The pool as a (traced) matrix over positions: one program serves pooled and unpooled LeNets alike (the
     # identity's products are exact), and the next slot's index table reads the pooled grid's first rows.
+    # (A lax.cond skipping it for unpooled LeNets was slower per round and compiled longer.)
     # Members 0/1 and the mean's division in y's dtype: 1/9 in float32 would differ from a float64 mean.
     if slot.positions > 1:
       pool = lay.pool[l].astype(y.dtype)
