@@ -235,7 +235,7 @@ def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True
 
 def _parents(layer: PointLayer, above: PointLayer):
   """Per output position of `layer` (row-major): its parent position in `above`'s grid and its tap there
-  (through `layer`'s pool: the q^2 positions of a pooled point share its parent and tap, one weight slice)."""
+  (through `layer`'s pool: the window^2 positions of a pooled point share its parent and tap, one slice)."""
   gh, gw = layer.grid
   i, j = np.divmod(np.arange(gh * gw), gw)
   i, j = i // layer.pool, j // layer.pool
