@@ -4,7 +4,7 @@ A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed, 
 The fixed family (`LeNetFamily()`) has 8x8x1 N(0, 1) images with two 2x2 stride-2 convs and 10 outputs, and
 draws the channel counts and hidden widths log-uniform in its ranges; the varied family
 (`LeNetFamily(varied=True)`, issue 20's Figure 1 family, `sample_varied`) also draws the number of convs, their
-kernels, the image side, the number of hidden layers and the input law. The exact side is the plain mean over
+kernels, the image side, the number of hidden layers, the input law and an optional 2x2 average pool. The exact side is the plain mean over
 draws of `jscale.theory.conv_pairs` rounds (SE: std / sqrt(draws)), for the varied family computed in the
 shared slot shapes of `jscale.theory.lenet_slots` (`varied_slot_shapes`: four compiled programs at most,
 whatever the setups); the prediction is the calculus's leading-order conv form
@@ -199,8 +199,8 @@ class _Heatmap(HeatmapProblem):
 class LeNetFamily(Family):
   """Strided LeNets on 8x8x1 images: both convs' channels log-uniform in `channels`, both dense hidden widths
   log-uniform in `hidden`, scheme and loss uniform (`loss_kinds`). `varied`: issue 20's sampling instead
-  (`sample_varied`: 1-3 convs, kernels 2-4, 0-2 hidden dense layers, channels and hidden widths in the same
-  ranges), measured in shared slot shapes (`varied_slot_shapes`: a few compiled programs for any number of
+  (`sample_varied`: 1-3 convs, kernels 2-4, 0-2 hidden dense layers, an optional average pool, channels and
+  hidden widths in the same ranges), measured in shared slot shapes (`varied_slot_shapes`: a few compiled programs for any number of
   setups). Ranges left out: (4, 16) / (16, 128), varied (4, 32) / (16, 128)."""
   channels: tuple | None = None
   hidden: tuple | None = None
