@@ -181,9 +181,11 @@ class Model:
       raise ValueError(f"Model.lenet expects a LeNetConfig, got {type(config).__name__}")
     config.check()
     desc = (f"lenet(image={tuple(config.image)}, channels={tuple(config.channels)}, kernels="
-            f"{tuple(map(tuple, config.kernels))}, hidden={tuple(config.hidden)}, n_out={config.n_out})")
+            f"{tuple(map(tuple, config.kernels))}, hidden={tuple(config.hidden)}, n_out={config.n_out}"
+            + (f", pools={tuple(config.pools)})" if config.pools else ")"))
     return cls("lenet", functools.partial(lenet_lib.init_lenet, config=config),
-               functools.partial(lenet_lib.apply_lenet, return_hidden=True, conv="matmul"), config.image,
+               functools.partial(lenet_lib.apply_lenet, return_hidden=True, conv="matmul", pools=config.pools),
+               config.image,
                returns_hidden=True, description=desc)
 
   # -- what the engine reads ----------------------------------------------------------------------------

@@ -35,18 +35,19 @@ def _patches(x_HxWxC, kernel) -> jax.Array:
   return x_HxWxC.reshape(h // kh, kh, w // kw, kw, c).transpose(0, 2, 1, 3, 4).reshape((h // kh) * (w // kw), -1)
 
 
-def _lenet_taps(params, x_HxWxC, taps):
+def _lenet_taps(params, x_HxWxC, taps, pools=()):
   """One example's logits with `taps[l]` added to weight layer l's pre-activation, and every layer's input as
-  patches (positions, k n_l) (a dense layer: one position)."""
+  patches (positions, k n_l) (a dense layer: one position); `pools`: `LeNetConfig.pools`."""
   convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
   denses = sorted((k for k in params if k.startswith("dense")), key=lambda k: int(k[5:]))
+  windows = tuple(pools) if pools else (1,) * len(convs)
   h, ins, l = x_HxWxC, [], 0
-  for name in convs:
+  for name, window in zip(convs, windows):
     w = params[name]["kernel"]
     ins.append(_patches(h, w.shape[:2]))
     y = jax.lax.conv_general_dilated(h[None], w, w.shape[:2], "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))[0] + params[name]["bias"]
-    h = jax.nn.relu(y + taps[l])
+    h = lenet_lib.avg_pool(jax.nn.relu(y + taps[l])[None], int(window))[0]
     l += 1
   h = h.reshape(-1)
   for i, name in enumerate(denses):
@@ -57,18 +58,19 @@ def _lenet_taps(params, x_HxWxC, taps):
   return h, ins
 
 
-def lenet_pair_stats(params, x, kind, a_q, dims=None) -> jax.Array:
+def lenet_pair_stats(params, x, kind, a_q, dims=None, pools=()) -> jax.Array:
   """Exact f(b, b') of every weight layer's kernel and bias block for the LeNet on examples x (E, H, W, C), from
   the position structure instead of the full parameter Jacobian: with patches x_{b,p} and
   V_{b,p} = A_b d out_b / d y_{b,p}, U_b U_b'^T = sum_{p,p'} (x_{b,p} . x_{b',p'}) V_{b,p} V_{b',p'}^T (kernel) and
   sum_{p,p'} V_{b,p} V_{b',p'}^T (bias). Returns (L, 2, E, E): [kernel f, bias f]; equal to
   `hessian.factor_pairs` of `hessian.leaf_factors` (tested), about 10x cheaper on the LeNet. `dims` = (kernel
-  entries, bias entries) per layer, the true block sizes when `params` are zero-padded (default: the shapes')."""
+  entries, bias entries) per layer, the true block sizes when `params` are zero-padded (default: the shapes').
+  `pools`: `LeNetConfig.pools` (a tuple: static under jit)."""
   shapes = {k: v["kernel"].shape for k, v in params.items()}
   names = sorted(shapes, key=lambda s: (not s.startswith("conv"), int(s.lstrip("convdense"))))
-  taps0 = _zero_taps(params, x.shape[1:])
-  out, ins = jax.vmap(lambda xb: _lenet_taps(params, xb, taps0))(x)
-  jac = jax.vmap(lambda xb: jax.jacrev(lambda t: _lenet_taps(params, xb, t)[0])(taps0))(x)  # per l (E, O, *tap)
+  taps0 = _zero_taps(params, x.shape[1:], pools)
+  out, ins = jax.vmap(lambda xb: _lenet_taps(params, xb, taps0, pools))(x)
+  jac = jax.vmap(lambda xb: jax.jacrev(lambda t: _lenet_taps(params, xb, t, pools)[0])(taps0))(x)  # per l (E, O, *tap)
   a = output_factors(kind, out, a_q)
   res = []
   for l, name in enumerate(names):
@@ -126,14 +128,16 @@ def pair_bytes(config: lenet_lib.LeNetConfig, examples: int, itemsize: int = 4) 
   return 3 * itemsize * (e * o * acts + e * patches + biggest)
 
 
-def _zero_taps(params, image_shape):
+def _zero_taps(params, image_shape, pools=()):
   """Zero taps of every weight layer's pre-activation shape for one example (conv: (h, w, c); dense: (1, n))."""
   h, w = image_shape[:2]
+  convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
   taps = []
-  for name in sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:])):
+  for name, window in zip(convs, tuple(pools) if pools else (1,) * len(convs)):
     kh, kw, _, c = params[name]["kernel"].shape
     h, w = h // kh, w // kw
     taps.append(jnp.zeros((h, w, c), params[name]["kernel"].dtype))
+    h, w = h // window, w // window
   for name in sorted((k for k in params if k.startswith("dense")), key=lambda k: int(k[5:])):
     taps.append(jnp.zeros((1, params[name]["kernel"].shape[-1]), params[name]["kernel"].dtype))
   return taps
@@ -150,6 +154,7 @@ def padded_config(config: lenet_lib.LeNetConfig) -> lenet_lib.LeNetConfig:
   their pre-activation, output and every Jacobian row are exact zeros and they add nothing to any sum (tested)."""
   for pad in PAD_CONFIGS:
     if (config.image == pad.image and tuple(config.kernels) == pad.kernels and config.n_out == pad.n_out
+        and set(config.pool_windows()) == {1}
         and len(config.channels) == len(pad.channels) and len(config.hidden) == len(pad.hidden)
         and all(a <= b for a, b in zip(config.channels, pad.channels))
         and all(a <= b for a, b in zip(config.hidden, pad.hidden))):
@@ -202,8 +207,8 @@ def _round(padded, examples, layers: _Layers, a_q, keys):
                       "bias": jnp.zeros(shape[-1], jnp.float32)}
     shape = (examples,) + tuple(padded.image)
     x = jnp.where(layers.uniform > 0, jax.random.uniform(kx, shape, jnp.float32), jax.random.normal(kx, shape, jnp.float32))
-    out = lenet_lib.apply_lenet(params, x)
-    f = lenet_pair_stats(params, x, layers.xent, a_q, dims)  # (L, 2, E, E)
+    out = lenet_lib.apply_lenet(params, x, pools=padded.pools)
+    f = lenet_pair_stats(params, x, layers.xent, a_q, dims, padded.pools)  # (L, 2, E, E)
     return pair_means(f), jax.nn.softmax(out, axis=-1)
 
   return jax.vmap(one)(keys)

@@ -27,6 +27,12 @@ from the loss's output factors (`output_tables`). Summed against the forward 4-p
 it gives E f(b, b) and E f(b, b') (`predict_wick`). For an MLP (rho = k = 1) it is `predict.predict_sq_sv`'s
 recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pair_cosine_two`, by default).
 
+Average pooling (`PointLayer.pool`, after a conv's ReLU): a pooled point is the mean of q exchangeable points,
+whose statistics come from the four-point table (`pool_points`, with the shared-point moment `shared_moment`);
+below it, the q positions share their parent and tap (one weight slice) and each carries 1/q of the signal
+(`_parents`, `backward_tables`). The layers below a pool with zero-mean inputs are under-predicted (their
+patches' correlation with their own masks; docs/calculus.md, "Average pooling in the full order").
+
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
@@ -45,11 +51,13 @@ from jscale.theory import predict
 
 
 class PointLayer(NamedTuple):
-  """One weight layer as a strided conv: channels in/out, kernel (taps per axis) and its output grid."""
+  """One weight layer as a strided conv: channels in/out, kernel (taps per axis), its output grid, and the
+  window of the average pool after its ReLU (1: none; the layer above reads the pooled grid)."""
   n_in: int
   n_out: int
   kernel: tuple  # (kh, kw); a dense layer on one position: (1, 1); flatten + dense: the whole last grid
   grid: tuple    # (gh, gw) output positions
+  pool: int = 1
 
   @property
   def taps(self) -> int:
@@ -65,10 +73,10 @@ def lenet_layers(config) -> tuple:
   """A strided LeNet (`jscale.models.lenet.LeNetConfig`) as `PointLayer`s."""
   config = config.check()
   (h, w), c, out = tuple(config.image[:2]), int(config.image[2]), []
-  for n, (kh, kw) in zip(config.channels, config.kernels):
+  for n, (kh, kw), q in zip(config.channels, config.kernels, config.pool_windows()):
     h, w = h // kh, w // kw
-    out.append(PointLayer(c, int(n), (int(kh), int(kw)), (h, w)))
-    c = int(n)
+    out.append(PointLayer(c, int(n), (int(kh), int(kw)), (h, w), int(q)))
+    c, h, w = int(n), h // q, w // q
   kernel = (h, w)
   for n in tuple(config.hidden) + (config.n_out,):
     out.append(PointLayer(c, int(n), kernel, (1, 1)))
@@ -77,12 +85,28 @@ def lenet_layers(config) -> tuple:
 
 
 class PointStats(NamedTuple):
-  """Per-point statistics of one layer's input points (see the module docstring)."""
+  """Per-point statistics of one layer's input points (see the module docstring); u = E (x_a.x_b)(x_a.x_c) over
+  three distinct points (NaN: a ReLU layer's, `shared_moment`)."""
   s: float
   r: float
   d: float
   p2: float
   t: float
+  u: float = math.nan
+
+
+def shared_moment(st: PointStats) -> float:
+  """u = E (h_a.h_b)(h_a.h_c), three distinct points, one in both dots. Given the weights below, distinct points
+  are i.i.d. (functions of disjoint regions of i.i.d. inputs through the same weights) with mean mu and second
+  moment M, so u = E mu^T M mu = E|mu|^4 + E mu^T C mu (C = M - mu mu^T). E|mu|^4 is the four-distinct-point
+  moment, (d / s)^2 t; with per-channel ReLUs of Gaussian pre-activations mu_c^2 = C_cc / (pi - 1), so
+  mu^T C mu is 1 / (pi + 1) of p2 - E|mu|^4 = 2 mu^T C mu + tr C^2 (channels uncorrelated given the weights).
+  The cosine-at-its-mean value (d / s)^2 t left it out: a 2x2 pool's E|z|^4 was 6-13% low and E (z.z')^2
+  10-18% low (MC, 200k draws of one conv layer, 4-16 channels; with u: -1.5 to -4.5% and 0 to +4%)."""
+  if math.isfinite(st.u):
+    return st.u
+  mu4 = (st.d / st.s) ** 2 * st.t if st.s > 0 else 0.0
+  return mu4 + max(st.p2 - mu4, 0.0) / (math.pi + 1)
 
 
 class Patch(NamedTuple):
@@ -92,6 +116,7 @@ class Patch(NamedTuple):
   T: float
   kappa: float        # the mean cosine of two distinct patches (what the masks and arc-cosine kernels see)
   ratio: float = 0.0  # E x_a.x_b / E|x|^2 = kappa c, c = E|x_a||x_b| / E|x|^2 (`norm_factor`)
+  U: float = math.nan  # E (x_a.x_b)(x_a.x_c), three distinct patches (NaN: ratio^2 T, the cosine at its mean)
 
 
 def norm_factor(R: float, T: float) -> float:
@@ -110,9 +135,14 @@ def norm_factor(R: float, T: float) -> float:
   return math.exp(2 * math.lgamma(alpha + 0.5) - 2 * math.lgamma(alpha) - math.log(alpha))
 
 
-def pixel_stats(inputs: predict.InputStats) -> PointStats:
-  """Input points (pixels, or the whole input of an MLP): `InputStats` of one point's entries."""
-  return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross)
+def pixel_stats(inputs: predict.InputStats, entries: int = 1) -> PointStats:
+  """Input points (pixels, or the whole input of an MLP): `InputStats` of one point's entries. `entries`: how
+  many i.i.d. entries a point has (a pixel's channels), which gives u exactly (the inputs do not depend on
+  the weights: u = mu^T M mu with mu, M the entries' law's). An MLP's input is one point per example: no three
+  distinct points, so u is unused there."""
+  c = int(entries)
+  u = inputs.dot / c * (inputs.sq_norm + (c - 1) * inputs.dot / c)
+  return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross, u)
 
 
 def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
@@ -127,7 +157,9 @@ def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
   kappa = D / S if S > 0 else 0.0
   if curvature:
     kappa = min(kappa / norm_factor(R, T), 1.0)
-  return Patch(S, R, k * st.p2 + k * (k - 1) * ratio * ratio * st.t, T, kappa, D / S if S > 0 else 0.0)
+  # Three distinct patches, one in both dots: the same tap's points give u, different taps' four distinct points.
+  U = k * shared_moment(st) + k * (k - 1) * ratio * ratio * st.t
+  return Patch(S, R, k * st.p2 + k * (k - 1) * ratio * ratio * st.t, T, kappa, D / S if S > 0 else 0.0, U)
 
 
 _CURV_X, _CURV_W = np.polynomial.hermite_e.hermegauss(32)
@@ -162,25 +194,51 @@ def next_points(pa: Patch, n: int, w: float, curvature: bool = True) -> PointSta
   if curvature and var > 0:
     th = np.arccos(np.clip(pa.kappa + math.sqrt(var) * _CURV_X, -1.0, 1.0))
     m1 = float(np.sum(_CURV_W * (np.sin(th) + (math.pi - th) * np.cos(th)))) / (2 * math.pi)
+  # At a zero mean cosine (zero-mean inputs) the factor is 1, not the norms' c: that overstates the mean dot of a
+  # conv0's outputs by 1/c (6-13% for 2x2-3x3 patches of N(0, 1) pixels, MC). Correcting it lowered the layer
+  # above at batch 1024 by ~10% on LeNet development seed 0 (a compensating error downstream): kept, open.
   kappa = 2 * m1 * (pa.ratio / pa.kappa if curvature and pa.kappa > 0 else 1.0)
   return PointStats(s, w * w * pa.R * (n * n + 5 * n) / 4, kappa * s,
                     w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), w * w * pa.T * (n * m2 + n * (n - 1) / 4))
 
 
+def pool_points(st: PointStats, window: int) -> PointStats:
+  r"""The points of an average pool (window x window, stride = window) over exchangeable points `st`.
+
+  A pooled point is z = (1/q) sum_{i in A} h_i over q = window^2 distinct points, and two pooled points read
+  disjoint sets A, B, so (exchangeability) s' = (s + (q - 1) d) / q, d' = d, and the fourth moments are means of
+  the four-point table over the sets: r' = E|z|^4 = mean_{A^4} E (h_a.h_b)(h_c.h_d), p2' = mean_{(A B)^2},
+  t' = mean_{A^2 B^2} (`forward_tables` on points: the same four-point model the patches' dots use). Most of
+  r' are pairs of distinct points (the pool correlates its members: ReLU outputs have a positive mean)."""
+  q = int(window) ** 2
+  if q == 1:
+    return st
+  ratio = st.d / st.s if st.s > 0 else 0.0
+  u = shared_moment(st)
+  g4 = forward_tables(Patch(st.s, st.r, st.p2, st.t, ratio, ratio, u), q)
+  A, B = slice(0, q), slice(q, 2 * q)
+  # The pooled points' u: their mean is mu and their second moment M / q + (1 - 1/q) mu mu^T.
+  mu4 = ratio * ratio * st.t
+  return PointStats((st.s + (q - 1) * st.d) / q, float(np.mean(g4[A, A, A, A])), st.d,
+                    float(np.mean(g4[A, B, A, B])), float(np.mean(g4[A, A, B, B])), u / q + (1 - 1 / q) * mu4)
+
+
 def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True) -> list:
-  """The `Patch` statistics of every weight layer's input."""
+  """The `Patch` statistics of every weight layer's input (through the pools: `pool_points`)."""
   out, st = [], first
   for l, layer in enumerate(layers):
     out.append(patch(st, layer.taps, curvature))
     if l < len(layers) - 1:
-      st = next_points(out[-1], layer.n_out, weight_sq[l], curvature)
+      st = pool_points(next_points(out[-1], layer.n_out, weight_sq[l], curvature), layer.pool)
   return out
 
 
 def _parents(layer: PointLayer, above: PointLayer):
-  """Per output position of `layer` (row-major): its parent position in `above`'s grid and its tap there."""
+  """Per output position of `layer` (row-major): its parent position in `above`'s grid and its tap there
+  (through `layer`'s pool: the window^2 positions of a pooled point share its parent and tap, one slice)."""
   gh, gw = layer.grid
   i, j = np.divmod(np.arange(gh * gw), gw)
+  i, j = i // layer.pool, j // layer.pool
   kh, kw = above.kernel
   parent = (i // kh) * above.grid[1] + (j // kw)
   tap = (i % kh) * kw + (j % kw)
@@ -379,13 +437,14 @@ def backward_tables(layers, weight_sq, patches, top: tuple, stop: int = 0) -> li
                          + e4 F4(A,D,C,B) 1{ta=td, tb=tc} ],
   with the masks' overlaps at their means given the patch cosine: e4 = n P_k (k distinct points among a..d)
   and [ab|cd] = E (D_a . D_b)(D_c . D_d) = n P_k + n (n - 1) P_k(ab) P_k(cd) (`orthant`). Layers below
-  `stop` are left None."""
+  `stop` are left None. Through an average pool of q points after layer l each point's signal is 1/q of its
+  pooled point's (the same parent and tap for the q of them): a factor q^-4 on the four V's."""
   L = len(layers)
   out = [None] * L
   out[L - 1] = top
   for l in range(L - 2, stop - 1, -1):
     f4u, f22u = out[l + 1]
-    w2, n = weight_sq[l + 1] ** 2, layers[l].n_out
+    w2, n = weight_sq[l + 1] ** 2 / float(layers[l].pool) ** 8, layers[l].n_out
     pk = orthant(patches[l].kappa)
     par, tap = _point_maps(layers[l], layers[l + 1])
     a, b, c, d = _grid(par.size)
@@ -419,6 +478,8 @@ def forward_tables(pa: Patch, rho: int) -> np.ndarray:
   k = _distinct(a, b, c, d)
   three = ((a == b) & ((c == a) ^ (d == a))) | ((c == d) & ((a == c) ^ (b == c)))
   g = cos * np.where(three, math.sqrt(pa.R * pa.T), pa.T)
+  if math.isfinite(pa.U):  # one point in both dots (`shared_moment`)
+    g = np.where((k == 3) & (a != b) & (c != d), pa.U, g)
   g = np.where(k == 1, pa.R, g)
   g = np.where((k == 2) & (a == b) & (c == d), pa.T, g)
   return np.where((k == 2) & (a != b) & (((a == c) & (b == d)) | ((a == d) & (b == c))), pa.P, g)

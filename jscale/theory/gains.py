@@ -9,6 +9,7 @@ each draw's output factors by these gains (`docs/calculus.md`, "Full order").
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -45,18 +46,25 @@ def _frob(k):
   return jnp.sum(k * k, axis=(-2, -1))
 
 
-def lenet_gains(params: dict, x) -> tuple[np.ndarray, np.ndarray]:
+def lenet_gains(params: dict, x, pools: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
   """`mlp_gains` of one strided LeNet draw (`lenet.apply_lenet` params, zero biases) on images x (E, H, W, C):
-  g (E, L) the squared norm of every weight layer's whole input (all positions), k (E, L) the squared Frobenius
-  norm of d logits / d (its pre-activation, all positions) over the number of logits."""
-  return tuple(np.asarray(a, np.float64) for a in _lenet_gains(params, x))
+  g (E, L) the squared norm of every weight layer's whole input (all positions, after a pool), k (E, L) the
+  squared Frobenius norm of d logits / d (its pre-activation, all positions) over the number of logits.
+  `pools`: `LeNetConfig.pools`."""
+  return tuple(np.asarray(a, np.float64) for a in _lenet_gains(params, x, tuple(pools)))
 
 
-@jax.jit
-def _lenet_gains(params, x):
+@functools.partial(jax.jit, static_argnums=2)
+def _lenet_gains(params, x, pools=()):
   convs = sorted((n for n in params if n.startswith("conv")), key=lambda n: int(n[4:]))
   denses = sorted((n for n in params if n.startswith("dense")), key=lambda n: int(n[5:]))
   names = convs + denses
+  windows = dict(zip(convs, pools or (1,) * len(convs)))
+
+  def act(name, y):
+    """The ReLU after weight layer `name` and its pool."""
+    h = jnp.maximum(y, 0.0)
+    return lenet_lib.avg_pool(h[None], int(windows[name]))[0] if name in windows else h
 
   def layer(name, xin):
     """Weight layer `name`'s pre-activation (zero bias) for one example's input xin."""
@@ -69,14 +77,14 @@ def _lenet_gains(params, x):
   def from_layer(l, y):
     """The logits of one example from weight layer l's pre-activation y (with its ReLU, unless the last)."""
     h = y
-    for name in names[l + 1:]:
-      h = layer(name, jnp.maximum(h, 0.0))
+    for below, name in zip(names[l:], names[l + 1:]):
+      h = layer(name, act(below, h))
     return h
 
   def one(xe):
     g, k, h = [], [], xe
     for l, name in enumerate(names):
-      xin = jnp.maximum(h, 0.0) if l > 0 else h
+      xin = act(names[l - 1], h) if l > 0 else h
       g.append(jnp.sum(xin * xin))
       h = layer(name, xin)
       jac = jax.jacrev(lambda y, l=l: from_layer(l, y))(h)
@@ -103,8 +111,8 @@ def lenet_loss_sample(config: lenet_lib.LeNetConfig, weight_sq: Sequence[float],
     params = {name: {"kernel": std * jax.random.normal(kk, shape), "bias": jnp.zeros(shape[-1])}
               for (name, shape), std, kk in zip(shapes.items(), stds, jax.random.split(kp, len(shapes)))}
     x = inputs.sample_inputs(kx, input_kind, examples, n_pix).reshape((examples,) + tuple(config.image))
-    g, kb = _lenet_gains(params, x)
-    return jax.nn.softmax(lenet_lib.apply_lenet(params, x), axis=-1), g, kb
+    g, kb = _lenet_gains(params, x, tuple(config.pools))
+    return jax.nn.softmax(lenet_lib.apply_lenet(params, x, pools=config.pools), axis=-1), g, kb
 
   out = jax.lax.map(one, jax.random.split(key, draws))
   return tuple(np.asarray(a, np.float64) for a in out)

@@ -14,6 +14,10 @@ statistics (`conv_pairs.block_pairs`) equal those of the LeNet in its own shape 
 float rounding, `unpadded`), and every LeNet that fits `SlotShapes` shares one compiled round per (shapes,
 examples, draws per round).
 
+An average pool after a conv's ReLU (`LeNetConfig.pools`) is a traced 0/1 matrix over the slot's positions
+(`Layout.pool`, the identity without one), so pooled and unpooled LeNets share the program too; the next slot's
+index table reads the pooled grid.
+
 What the padding costs is padded compute: a draw's kernels take only the LeNet's own normal numbers
 (`SlotShapes.normals`, the random bits were half a round), the patch gather's transpose is a gather
 (`_gather`: autodiff's scatter-add was a third of a round), and the caller keeps the slots tight (the
@@ -67,10 +71,10 @@ def own_shapes(config: lenet_lib.LeNetConfig) -> SlotShapes:
   config = config.check()
   h, w, c = (int(v) for v in config.image)
   slots = []
-  for n, (kh, kw) in zip(config.channels, config.kernels):
+  for n, (kh, kw), p in zip(config.channels, config.kernels, config.pool_windows()):
     h, w = h // kh, w // kw
     slots.append(Slot(h * w, kh * kw * c, int(n)))
-    c = int(n)
+    c, h, w = int(n), h // p, w // p
   d = h * w * c
   for n in tuple(config.hidden) + (config.n_out,):
     slots.append(Slot(1, d, int(n)))
@@ -118,6 +122,7 @@ class Layout(NamedTuple):
   rows: np.ndarray   # (S,) true patch entries per slot (0 past the output layer)
   cols: np.ndarray   # (S,) true output channels per slot
   out: np.ndarray    # (S,) 1 at the output layer's slot
+  pool: tuple = ()   # per slot (positions, positions) 0/1: the pooled positions' members (identity: no pool)
 
 
 def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
@@ -133,8 +138,9 @@ def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
   convs, depth = len(config.channels), len(own.slots)
   gh, gw = int(config.image[0]), int(config.image[1])
   c_in, stride = int(config.image[2]), int(config.image[2])  # true input channels; channel stride of the input
-  index, inverse, windex, offset = [], [], [], 0
+  index, inverse, windex, pools, offset = [], [], [], [], 0
   for l, slot in enumerate(shapes.slots):
+    pool = np.eye(slot.positions, dtype=np.float32)
     widx = np.full((slot.patch, slot.width), shapes.weight_normals, np.int32)
     if l < depth:
       rows, cols = own.slots[l].patch, own.slots[l].width
@@ -147,7 +153,12 @@ def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
       oh, ow = gh // kh, gw // kw
       for i, j, a, b, ch in np.ndindex(oh, ow, kh, kw, c_in):
         idx[i * ow + j, (a * kw + b) * c_in + ch] = ((i * kh + a) * gw + j * kw + b) * stride + ch
-      gh, gw = oh, ow
+      q = config.pool_windows()[l]
+      gh, gw = oh // q, ow // q
+      if q > 1:  # pooled position (i // q, j // q) of the pooled grid, row-major, is the mean of its q^2
+        pool = np.zeros_like(pool)
+        for i, j in np.ndindex(oh, ow):
+          pool[(i // q) * gw + j // q, i * ow + j] = 1.0
     elif l == convs:  # flatten + dense0: one patch of the whole grid
       for i, j, ch in np.ndindex(gh, gw, c_in):
         idx[0, (i * gw + j) * c_in + ch] = (i * gw + j) * stride + ch
@@ -157,9 +168,10 @@ def layout(shapes: SlotShapes, config: lenet_lib.LeNetConfig) -> Layout:
       c_in, stride = own.slots[l].width, slot.width
     index.append(idx)
     inverse.append(_inverse(idx, shapes.input_size(l)))
+    pools.append(pool)
   pad = lambda v: np.array(list(v) + [0] * (len(shapes.slots) - depth), np.float32)
   return Layout(tuple(index), tuple(inverse), tuple(windex), pad(s.patch for s in own.slots), pad(s.width for s in own.slots),
-                np.eye(len(shapes.slots), dtype=np.float32)[depth - 1])
+                np.eye(len(shapes.slots), dtype=np.float32)[depth - 1], tuple(pools))
 
 
 def _inverse(index, size: int) -> np.ndarray:
@@ -205,7 +217,15 @@ def forward(shapes: SlotShapes, lay: Layout, weights: Sequence, x_flat, taps):
     ins.append(patches)
     if l and slot.width >= shapes.n_out:  # a slot the output layer can be in
       logits = logits + lay.out[l] * y[0, :shapes.n_out]
-    h = jax.nn.relu(y).reshape(-1)
+    # The pool as a (traced) matrix over positions: one program serves pooled and unpooled LeNets alike (the
+    # identity's products are exact), and the next slot's index table reads the pooled grid's first rows.
+    # (A lax.cond skipping it for unpooled LeNets was slower per round and compiled longer.)
+    # Members 0/1 and the mean's division in y's dtype: 1/9 in float32 would differ from a float64 mean.
+    if slot.positions > 1:
+      pool = lay.pool[l].astype(y.dtype)
+      h = ((pool @ jax.nn.relu(y)) / jnp.maximum(jnp.sum(pool, axis=1, keepdims=True), 1.0)).reshape(-1)
+    else:
+      h = jax.nn.relu(y).reshape(-1)
   return logits, ins
 
 

@@ -60,11 +60,13 @@ def image_input_stats(config: lenet_lib.LeNetConfig) -> predict.InputStats:
 
 
 def calculus_layers(config: lenet_lib.LeNetConfig, wsq: Sequence[float]) -> tuple:
-  """The LeNet as a `jscale.calculus` layer list (Conv stride = kernel, ReLU, Flatten, Linear) with fixed E[W^2]."""
+  """The LeNet as a `jscale.calculus` layer list (Conv stride = kernel, ReLU, AvgPool, Flatten, Linear) with fixed
+  E[W^2]."""
   config.check()
   layers, i = [], 0
-  for n, k in zip(config.channels, config.kernels):
+  for n, k, q in zip(config.channels, config.kernels, config.pool_windows()):
     layers += [calculus.Conv(int(n), tuple(k), weight_sq=wsq[i]), calculus.Act("relu")]
+    layers += [calculus.AvgPool((q, q))] if q > 1 else []
     i += 1
   layers.append(calculus.Flatten())
   for n in config.hidden:

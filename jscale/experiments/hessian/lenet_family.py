@@ -4,7 +4,7 @@ A `LeNetSetup` is (conv channels, dense hidden widths, init scheme, loss, seed, 
 The fixed family (`LeNetFamily()`) has 8x8x1 N(0, 1) images with two 2x2 stride-2 convs and 10 outputs, and
 draws the channel counts and hidden widths log-uniform in its ranges; the varied family
 (`LeNetFamily(varied=True)`, issue 20's Figure 1 family, `sample_varied`) also draws the number of convs, their
-kernels, the image side, the number of hidden layers and the input law. The exact side is the plain mean over
+kernels, the image side, the number of hidden layers, the input law and an optional 2x2 average pool. The exact side is the plain mean over
 draws of `jscale.theory.conv_pairs` rounds (SE: std / sqrt(draws)), for the varied family computed in the
 shared slot shapes of `jscale.theory.lenet_slots` (`varied_slot_shapes`: four compiled programs at most,
 whatever the setups); the prediction is the calculus's leading-order conv form
@@ -49,10 +49,11 @@ class LeNetSetup(NamedTuple):
   kernels: tuple = KERNELS     # conv kernels = strides
   image: tuple = IMAGE         # (height, width, channels)
   input_kind: str = "normal"   # an inputs.KINDS entry
+  pools: tuple = ()            # per conv: the average pool's window after its ReLU (1: none); (): none
 
   def config(self) -> lenet_lib.LeNetConfig:
     return lenet_lib.LeNetConfig(tuple(self.image), tuple(self.channels), tuple(tuple(k) for k in self.kernels),
-                                 tuple(self.hidden), N_OUT).check()
+                                 tuple(self.hidden), N_OUT, tuple(int(p) for p in self.pools)).check()
 
 
 def check_setup(s: LeNetSetup) -> LeNetSetup:
@@ -137,7 +138,7 @@ class _Measurement(Measurement):
     ins = inputs.law_stats(self.setup.input_kind, h * w * c)  # the whole image (the leading order's input)
     ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
-    first = full_order.pixel_stats(inputs.law_stats(self.setup.input_kind, c))  # one pixel (full order's points)
+    first = full_order.pixel_stats(inputs.law_stats(self.setup.input_kind, c), c)  # one pixel (full order's points)
     full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch)
     return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
@@ -164,7 +165,7 @@ class _Heatmap(HeatmapProblem):
     self.q = q = losses.random_quadratic(kq, config.n_out)
 
     def lossfn(p, x, t):
-      out = lenet_lib.apply_lenet(p, x)
+      out = lenet_lib.apply_lenet(p, x, pools=config.pools)
       return jnp.mean(jax.vmap(losses.per_example(loss), in_axes=(0, 0, None))(out, t, q))
 
     def kernel_sq_sv(params, x, t):
@@ -186,7 +187,8 @@ class _Heatmap(HeatmapProblem):
     x = jax.random.normal(kx, (self.batch,) + tuple(cfg.image))
     t = losses.random_targets(kt, self.loss, self.batch, cfg.n_out)
     return HeatmapDraw(np.asarray(self.fn(params, x, t), np.float64), None,
-                       np.asarray(losses.output_hessians(self.loss, lenet_lib.apply_lenet(params, x), t, self.q)))
+                       np.asarray(losses.output_hessians(self.loss, lenet_lib.apply_lenet(params, x, pools=cfg.pools), t,
+                                                          self.q)))
 
   def predict(self, scheme, loss):
     return predict_lenet(self.config, weight_sq(self.config, SCHEMES[scheme]), image_input_stats(self.config), loss,
@@ -197,8 +199,8 @@ class _Heatmap(HeatmapProblem):
 class LeNetFamily(Family):
   """Strided LeNets on 8x8x1 images: both convs' channels log-uniform in `channels`, both dense hidden widths
   log-uniform in `hidden`, scheme and loss uniform (`loss_kinds`). `varied`: issue 20's sampling instead
-  (`sample_varied`: 1-3 convs, kernels 2-4, 0-2 hidden dense layers, channels and hidden widths in the same
-  ranges), measured in shared slot shapes (`varied_slot_shapes`: a few compiled programs for any number of
+  (`sample_varied`: 1-3 convs, kernels 2-4, 0-2 hidden dense layers, an optional average pool, channels and
+  hidden widths in the same ranges), measured in shared slot shapes (`varied_slot_shapes`: a few compiled programs for any number of
   setups). Ranges left out: (4, 16) / (16, 128), varied (4, 32) / (16, 128)."""
   channels: tuple | None = None
   hidden: tuple | None = None
@@ -255,12 +257,12 @@ class LeNetFamily(Family):
     return {"model": "lenet", "channels": list(setup.channels), "hidden": list(setup.hidden),
             "widths": list(setup.channels) + list(setup.hidden), "layers": self.layer_names(setup),
             "scheme": setup.scheme, "loss": setup.loss, "input": setup.input_kind, "seed": setup.seed,
-            "kernels": [list(k) for k in setup.kernels], "image": list(setup.image)}
+            "kernels": [list(k) for k in setup.kernels], "image": list(setup.image), "pools": list(setup.pools)}
 
   def setup_from_json(self, d):
     return LeNetSetup(tuple(d["channels"]), tuple(d["hidden"]), d["scheme"], d["loss"], int(d["seed"]),
                       tuple(tuple(k) for k in d.get("kernels", KERNELS)), tuple(d.get("image", IMAGE)),
-                      d.get("input", "normal"))
+                      d.get("input", "normal"), tuple(int(p) for p in d.get("pools", ())))
 
   def resume_fields(self):
     out = {"channels": self.channels, "hidden": self.hidden}
@@ -293,6 +295,8 @@ VARIED_HIDDEN = (16, 128)
 VARIED_CONVS = (1, 2, 3)
 VARIED_KERNELS = (2, 3, 4)
 VARIED_HIDDEN_LAYERS = (0, 1, 2)
+POOL_WINDOW = 2
+POOL_CHANCE = 0.5  # of a pool, for a setup that can take one (`sample_varied`)
 # A varied setup's draw takes one normal number per kernel entry; rounds of setups with at most this many are
 # computed in slots that draw only this many (95% of the family; the others in slots of every padded entry).
 VARIED_NORMALS = 16384
@@ -338,10 +342,13 @@ def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS, channels=VARIED_
   dense hidden widths in `hidden` (log-uniform, default 4-32 and 16-128), 0-2 hidden dense layers (1-3 dense
   layers with the output), the four schemes, both losses, N(0, 1) or U[0, 1] one-channel pixels. The image
   side is the product of the kernels times m, with the first conv's positions (side / k_0)^2 <= 16 (the
-  full-order tables are (2 rho)^4). No average pooling: the full-order predictor
-  (`full_order.lenet_layers`) and `lenet_lib.LeNetConfig` have none."""
+  full-order tables are (2 rho)^4). Average pooling (POOL_WINDOW, after one conv drawn uniformly) with chance
+  POOL_CHANCE where m is even: the pool takes a factor 2 of m, so the image and the first conv's grid are the
+  same. Those draws come from a stream of their own, so a setup's other fields are the ones the family drew
+  before it had pooling (seeds 0-2 of issue 20's first rounds)."""
   checks.positive_int(num, "num")
   rng = np.random.default_rng(seed + 104729)  # neither the MLP's nor the fixed LeNet's stream
+  pool_rng = np.random.default_rng([seed, 104729])  # a sequence seed: no integer seed's stream
   logu = lambda lo, hi: int(min(max(np.exp(rng.uniform(math.log(lo), math.log(hi + 1))), lo), hi))
   out = []
   for _ in range(num):
@@ -351,12 +358,16 @@ def sample_varied(num: int, seed: int, loss_kinds=losses.KINDS, channels=VARIED_
       ms = _grid_multipliers(ks)
       if ms:
         break
-    side = int(np.prod(ks)) * int(rng.choice(ms))
+    m = int(rng.choice(ms))
+    side = int(np.prod(ks)) * m
+    chance, where = pool_rng.uniform(), int(pool_rng.integers(len(ks)))  # drawn for every setup: aligned
+    pools = tuple(POOL_WINDOW if i == where else 1 for i in range(len(ks))) if (
+        chance < POOL_CHANCE and m % POOL_WINDOW == 0) else ()
     out.append(LeNetSetup(tuple(logu(*channels) for _ in ks),
                           tuple(logu(*hidden) for _ in range(int(rng.integers(0, 3)))),
                           str(rng.choice(list(SCHEMES))), str(rng.choice(list(loss_kinds))),
                           int(rng.integers(2 ** 31 - 1)), tuple((k, k) for k in ks), (side, side, 1),
-                          str(rng.choice(list(inputs.KINDS)))))
+                          str(rng.choice(list(inputs.KINDS))), pools))
   return out
 
 
