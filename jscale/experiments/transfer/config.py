@@ -21,6 +21,7 @@ ran.
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
   python scripts/sweep.py --experiment transfer --grid gpu     # widths 32-4096 (a GPU's work)
+  python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
 """
 from __future__ import annotations
 
@@ -39,4 +40,7 @@ def make_experiment() -> CustomExperiment:
       name="transfer", doc=__doc__, run=run.experiment,
       grids={"quick": {**common, "widths": (32, 128), "seeds": (10, 11), "models_": ("mlp",)},
              "full": {**common, "widths": (32, 128, 512), "seeds": tuple(range(10, 14))},
-             "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))}})
+             "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))},
+             # the response predictor's judgement (docs/calculus.md): training seeds never run before, and
+             # widths 64 and 256 that no grid had
+             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))}})
