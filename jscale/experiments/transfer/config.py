@@ -10,13 +10,16 @@ first 128 training examples as their minibatch. 12 learning rates a power of two
 the minimum of the seed-mean loss curve over log2(lr), refined by a parabola through the grid minimum and its
 neighbours; its interval a bootstrap over seeds (2000 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
-Predicted drift: from the prescriptions' predicted step sizes (`calculus.predicted_drift`), computed before
-any training. A configuration that diverges counts as an infinite loss.
+Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
+last hidden layer (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`), computed
+before any training; beside it the calculus's response (MLP) and the prescriptions' step sizes
+(`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
 
 Development and judgement: the LR centres (the only tuned setting) were chosen on seeds 0-1 of a dev run; the
 full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices). The dev run trained 2 epochs
 of minibatch 64 (38 steps); the judged grids' shorter protocol (for the main job's time) was fixed before they
-ran.
+ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and is judged
+by the judge grid: training seeds 20-23 and widths 64, 256 that no grid had run.
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
