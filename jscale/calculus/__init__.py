@@ -22,8 +22,10 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
                inspection_records and inspection_table are its parts
   prescribe    `prescribe`: per-leaf learning-rate multipliers (standard, μP, equal-G) for SGD and Adam, a
                `Prescription` of `LeafPrescription`s; `predicted_drift` of the optimal learning rate across widths
+               (from each layer's own step) and `response_drift` (from the network's response at one layer)
   update_response  `first_step`: a ReLU MLP's activations after its first SGD / Adam step, predicted (the cross
-               term 2E[h0 . dh] and E[dh^2] through the layers, a `Response`)
+               term 2E[h0 . dh] and E[dh^2] through the layers, a `Response`); `unit_response`: its first-order
+               relative change per unit learning rate
   activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
                stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
   blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
@@ -50,6 +52,6 @@ from jscale.calculus.inspection import inspect
 from jscale.calculus.inspection_measure import projection_loss
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Inspection, LeafRow, OutputMoments,
                                                 Verdict)
-from jscale.calculus.prescribe import (LeafPrescription, Prescription, from_inspection, predicted_drift, prescribe,
-                                       update_to_output)
-from jscale.calculus.update_response import Response, first_step
+from jscale.calculus.prescribe import (RESPONSE_LAYER, LeafPrescription, Prescription, from_inspection,
+                                       predicted_drift, prescribe, response_drift, update_to_output)
+from jscale.calculus.update_response import Response, first_step, unit_response

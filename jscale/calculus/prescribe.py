@@ -22,6 +22,16 @@ the predicted RMS output change per unit learning rate is S = sqrt(sum_l m_l^2 U
 each layer by a width-independent amount, the optimal learning rate scales as 1/S, so its drift from width a
 to width b is log2(S_a / S_b) octaves (`predicted_drift`). Only weight leaves ("dense", "conv") are
 prescribed under equal_G; biases and other leaves keep 1 (a zero-initialised bias has no G).
+
+`step_size` counts each layer's own change only. The changes of the layers below reach a layer through the
+same aligned kernel, so equal per-layer changes do not make an equal change higher up, and the logits' change
+per unit learning rate still grows with width under equal-G. `response_drift` predicts the drift from the
+first-order response of the whole network instead (per layer output, the relative RMS change per unit
+learning rate: `calculus.unit_response` for dense ReLU stacks, or measured by a JVP at the init) at one layer
+per optimizer (`RESPONSE_LAYER`): Adam's logits (its step does not shrink as the logits fit, so the logits'
+change is what a too-large rate overshoots), SGD's last hidden layer (cross-entropy's gradient shrinks as the
+logits grow, so SGD tolerates large logit steps; the representation the read-out sees is what it must not
+destroy). docs/calculus.md, *Predicted drift from the response*, says which seeds developed and judged it.
 """
 from __future__ import annotations
 
@@ -98,6 +108,19 @@ def predicted_drift(small: Prescription, large: Prescription) -> float | None:
   to the wide one's: log2(S_small / S_large) with S = `step_size` (negative: the optimum moves down)."""
   a, b = small.step_size(), large.step_size()
   return None if a is None or b is None or a <= 0 or b <= 0 else math.log2(a / b)
+
+
+RESPONSE_LAYER = {"sgd": -2, "adam": -1}   # layer output whose response sets the optimum: last hidden / logits
+
+
+def response_drift(small, large, optimizer: str) -> float | None:
+  """Predicted drift of the optimal learning rate (octaves) from the narrow to the wide network, from their
+  per-layer-output relative responses per unit learning rate (hidden layers, then the logits; module doc):
+  log2(R_small / R_large) at `RESPONSE_LAYER[optimizer]`; None where either is not positive and finite."""
+  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
+  a, b = float(np.asarray(small)[RESPONSE_LAYER[optimizer]]), float(np.asarray(large)[RESPONSE_LAYER[optimizer]])
+  ok = all(math.isfinite(v) and v > 0 for v in (a, b))
+  return math.log2(a / b) if ok else None
 
 
 def _is_float(leaf) -> bool:

@@ -31,6 +31,10 @@ width 512: the logits grow 20x in one step) and is folded into Theta_l.
 
 Only dense ReLU stacks without biases at init (every bias zero) are covered; the model is given as its layer
 widths and expected E[W^2], not traced.
+
+`unit_response` is the first-order part alone per unit global learning rate (no second-order term): the relative
+RMS change sqrt(E[dh^2] / E[h^2]) of every layer output, which `prescribe.response_drift` turns into the drift of
+the optimal learning rate across widths.
 """
 from __future__ import annotations
 
@@ -304,3 +308,14 @@ def _first_step(x, labels, fan_out, w_sq, lr, optimizer, samples, seed, second_o
     grad_k = gg if top else fan_in[l + 1] * w_sq[l + 1] * back[l + 1]
     change[l] = (change_sq(theta[l], grad_k, None if top else triples[l]) + noise[l]) / fan_out[l]
   return Response(act0, cross, change, act0 + cross + change, upd)
+
+
+def unit_response(x, labels, fan_out: Sequence[int], w_sq: Sequence[float], lr_multipliers: Sequence[float],
+                  optimizer: str, *, samples: int = LOGIT_SAMPLES, seed: int = 0) -> np.ndarray:
+  """(L,) the first-order relative RMS change sqrt(E[dh^2] / E[h^2]) of every layer output (hidden post-ReLU,
+  the logits last) per unit global learning rate, the layers' learning rates being `lr_multipliers`. First
+  order, E[dh^2] is quadratic in the learning rate for SGD and for Adam's first (sign) step alike, so one
+  evaluation at learning rate 1 serves every rate."""
+  r = first_step(x, labels, fan_out, w_sq, lr_multipliers, optimizer, samples=samples, seed=seed,
+                 second_order=False)
+  return np.sqrt(r.change / r.act0)

@@ -96,6 +96,18 @@ class UpdateResponseTest(chex.TestCase):
     self.assertTrue(np.all(_close(mc["change"], pr.change, 0.15)), (mc["change"], pr.change))
     self.assertTrue(np.all(_close(mc["act1"], pr.act1, 0.12)), (mc["act1"], pr.act1))
 
+  def test_unit_response_is_the_first_order_change_per_unit_lr(self):
+    """`unit_response` (every layer at learning rate 1) against the JVP's sqrt(E[dh^2] / E[h^2]) / lr of the
+    Monte Carlo above: SGD within 10%, Adam within 15% (the allowances above; the ratio of two means, each
+    within 3 SE of ~1%)."""
+    x, y = _data()
+    for opt, lr, rel in (("sgd", 0.1, 0.10), ("adam", 0.005, 0.15)):
+      mc = _monte_carlo(opt, lr)
+      meas = np.sqrt(mc["change"][0] / mc["act0"][0]) / lr
+      pred = ur.unit_response(x, y, [WIDTH, WIDTH, C], [2 / D, 2 / WIDTH, 2 / WIDTH], [1.0] * 3, opt)
+      chex.assert_shape(pred, (3,))
+      np.testing.assert_allclose(pred, meas, rtol=rel, err_msg=opt)
+
 
 def test_closed_forms_against_sampling():
   """The arc-cosine map, the two- and three-unit orthant probabilities against 200k Gaussian samples

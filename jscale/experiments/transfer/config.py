@@ -10,17 +10,21 @@ first 128 training examples as their minibatch. 12 learning rates a power of two
 the minimum of the seed-mean loss curve over log2(lr), refined by a parabola through the grid minimum and its
 neighbours; its interval a bootstrap over seeds (2000 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
-Predicted drift: from the prescriptions' predicted step sizes (`calculus.predicted_drift`), computed before
-any training. A configuration that diverges counts as an infinite loss.
+Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
+last hidden layer (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`), computed
+before any training; beside it the calculus's response (MLP) and the prescriptions' step sizes
+(`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
 
 Development and judgement: the LR centres (the only tuned setting) were chosen on seeds 0-1 of a dev run; the
 full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices). The dev run trained 2 epochs
 of minibatch 64 (38 steps); the judged grids' shorter protocol (for the main job's time) was fixed before they
-ran.
+ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and is judged
+by the judge grid: training seeds 20-23 and widths 64, 256 that no grid had run.
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
   python scripts/sweep.py --experiment transfer --grid gpu     # widths 32-4096 (a GPU's work)
+  python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
 """
 from __future__ import annotations
 
@@ -39,4 +43,7 @@ def make_experiment() -> CustomExperiment:
       name="transfer", doc=__doc__, run=run.experiment,
       grids={"quick": {**common, "widths": (32, 128), "seeds": (10, 11), "models_": ("mlp",)},
              "full": {**common, "widths": (32, 128, 512), "seeds": tuple(range(10, 14))},
-             "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))}})
+             "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))},
+             # the response predictor's judgement (docs/calculus.md): training seeds never run before, and
+             # widths 64 and 256 that no grid had
+             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))}})

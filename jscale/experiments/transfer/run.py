@@ -4,7 +4,8 @@
 Per (model, width): the network at its He (fan-in) initialisation is inspected once on a fixed training
 minibatch with the real loss (softmax cross-entropy), and once more with the μP init multiplier on its output
 layer; `calculus.from_inspection` turns those into each parametrization's per-kernel learning-rate and init
-multipliers for SGD and Adam, and its `step_size` (the predicted drift's input). Training uses the engine
+multipliers for SGD and Adam, and its `step_size`; the first step's response per unit learning rate
+(response.py) is the predicted drift's input. Training uses the engine
 (`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), so the
 three parametrizations, 12 learning rates and the seeds are one program. Biases keep the base learning rate
 in every parametrization.
@@ -21,7 +22,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets, initializers, models, optim, train as train_lib
-from jscale.experiments.transfer import analysis
+from jscale.experiments.transfer import analysis, response
 from jscale.sweeps import store
 
 PARAMETRIZATIONS = ("standard", "mup", "equal_G")
@@ -166,12 +167,13 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   lrs = np.array([[lr_centers[f"{rule}/{opt}"] * 2.0 ** octs for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])
   coord = {}
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "training": 0.0}   # wall time per phase
+  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, "training": 0.0}   # wall time per phase
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers
     cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
     ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
+    rs_m, rs_s, rs_c = (np.zeros((W, R, O, n_layers)) for _ in range(3))
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
@@ -182,8 +184,11 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
           net, pres, xb, yb, lr_mid, coord_steps, coord_draws, p0s)
       t2 = time.perf_counter()
+      rs_m[b], rs_s[b] = response.measured_response(net, pres, xb, yb, p0s, PARAMETRIZATIONS, OPTIMIZERS)
+      rs_c[b] = response.calculus_response(net, pres, xb, yb, PARAMETRIZATIONS, OPTIMIZERS)
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
+      seconds["response"] += time.perf_counter() - t2
       for c, opt in enumerate(OPTIMIZERS):
         spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=opt, epochs=epochs,
                                    batch_size=batch_size)
@@ -205,17 +210,20 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         diverged[a, b, c] = np.asarray(m.diverged[:, -1]).reshape(R, K, S)
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s)
+    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
              "lr": (("optimizer", "param", "lr_octave"), lrs)}
-  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s) in coord.items():
+  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
     metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
                     f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p),
-                    f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s)})
+                    f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s),
+                    # the first step's relative response per unit lr (response.py): measured, its SE, calculus
+                    f"{model}_resp_meas": (ax_a[:3] + ax_a[4:], rs_m), f"{model}_resp_rse": (ax_a[:3] + ax_a[4:], rs_s),
+                    f"{model}_resp_calc": (ax_a[:3] + ax_a[4:], rs_c)})
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
           "when": ["init", "after step 1"]}

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from jscale import calculus
 from jscale.experiments.transfer import analysis
 from jscale.report import describe
 from jscale.report.document import Figure, Headline, Section, Table
@@ -31,27 +32,59 @@ def _save(fig, path: str, dpi: int) -> str:
   return path
 
 
+def response_predictions(r: Results, model: str) -> dict | None:
+  """The response predictor's inputs for `model`: (measured relative response (W, param, opt, L), its SE,
+  the calculus's), or None for results written before they were recorded."""
+  if f"{model}_resp_meas" not in set(r.arrays):
+    return None
+  return {k: r.metric(f"{model}_resp_{k}") for k in ("meas", "rse", "calc")}
+
+
+def _drifts(resp, c: int, i: int, opt: str) -> list:
+  """Predicted drift from the narrowest width to each width (octaves; `calculus.response_drift`), None where
+  it has no prediction."""
+  return [calculus.response_drift(resp[0, i, c], resp[b, i, c], opt) for b in range(resp.shape[0])]
+
+
 def summarize(r: Results) -> dict:
   """transfer.json: per model, optimizer and parametrization the optimum per width with its interval, the
-  measured and the predicted drift (octaves), and the coordinate check's shares."""
+  measured drift (octaves) and the predicted ones: `predicted_drift_octaves` from the first step's measured
+  response at init (`calculus.response_drift`, response.py) with its SE over the init draws, the calculus's
+  response (dense stacks) and the step-size predictor (`calculus.predicted_drift`), and the coordinate
+  check's shares."""
   loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
   lr = r.metric("lr", "optimizer", "param", "lr_octave")
   step = r.metric("step_size", "model", "width", "optimizer", "param")
   widths, seeds = r.axis("width"), r.axis("seed")
-  out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT, "results": []}
+  out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT,
+         "predictor": "response: log2 of the first step's relative response per unit lr (narrow / wide) at "
+                      f"the layer output {calculus.RESPONSE_LAYER} (-1 logits, -2 last hidden), measured by a "
+                      "JVP at the probe inits before any training", "results": []}
   for a, model in enumerate(r.axis("model")):
+    rp = response_predictions(r, model)
     for c, opt in enumerate(r.axis("optimizer")):
       for i, param in enumerate(r.axis("param")):
         o = analysis.optimum(loss[a, :, c, i], np.log2(lr[c, i]))
-        pred = (math.log2(step[a, 0, c, i] / step[a, -1, c, i])
-                if np.all(np.isfinite(step[a, [0, -1], c, i])) else None)
+        step_pred = (math.log2(step[a, 0, c, i] / step[a, -1, c, i])
+                     if np.all(np.isfinite(step[a, [0, -1], c, i])) else None)
+        pred = per_width = calc = pred_se = None
+        if rp is not None:
+          per_width = _drifts(rp["meas"], c, i, opt)
+          pred = per_width[-1]
+          calc = _drifts(rp["calc"], c, i, opt)[-1]
+          se = rp["rse"][[0, -1], i, c, calculus.RESPONSE_LAYER[opt]]
+          pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2)) if np.all(np.isfinite(se)) else None
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
             "optimal_lr": [2.0 ** v for v in o.log2_lr], "optimal_lr_lo": [2.0 ** v for v in o.lo],
             "optimal_lr_hi": [2.0 ** v for v in o.hi], "optimum_at_grid_edge": [bool(e) for e in o.at_edge],
             "measured_drift_octaves": o.drift, "measured_drift_interval": [o.drift_lo, o.drift_hi],
-            "predicted_drift_octaves": pred,
+            "measured_optimum_octaves_per_width": [float(v - o.log2_lr[0]) for v in o.log2_lr],
+            "predicted_drift_octaves": pred, "predicted_drift_se": pred_se,
+            "predicted_drift_per_width": per_width,
             "predicted_minus_measured": None if pred is None else pred - o.drift,
+            "calculus_response_drift_octaves": calc,
+            "step_size_drift_octaves": step_pred,
             "diverged_share": float(np.mean(~np.isfinite(loss[a, :, c, i])))})
   out["coordinate_check"] = coordinate_summary(r)
   out["coordinate_check_per_leaf"] = per_leaf(r)
@@ -117,25 +150,33 @@ def build(r: Results) -> Section:
     opt_txt = ", ".join(f"{w}: {_lr(v)} [{_lr(lo)}, {_lr(hi)}]{'*' if edge else ''}" for w, v, lo, hi, edge in
                         zip(widths, e["optimal_lr"], e["optimal_lr_lo"], e["optimal_lr_hi"],
                             e["optimum_at_grid_edge"]))
-    pred = e["predicted_drift_octaves"]
+    pred, se = e["predicted_drift_octaves"], e["predicted_drift_se"]
     rows.append([e["model"], e["optimizer"], e["param"], opt_txt,
                  f"{e['measured_drift_octaves']:+.2f} [{e['measured_drift_interval'][0]:+.2f}, "
-                 f"{e['measured_drift_interval'][1]:+.2f}]", "n/a" if pred is None else f"{pred:+.2f}",
-                 "n/a" if pred is None else ("yes" if abs(pred - e["measured_drift_octaves"]) <= DRIFT_GOAL else "no")])
+                 f"{e['measured_drift_interval'][1]:+.2f}]",
+                 "n/a" if pred is None else f"{pred:+.2f}" + ("" if se is None else f" ± {se:.2f}"),
+                 "n/a" if pred is None else ("yes" if abs(pred - e["measured_drift_octaves"]) <= DRIFT_GOAL else "no"),
+                 _signed(e["calculus_response_drift_octaves"]), _signed(e["step_size_drift_octaves"])])
     judged.append(e)
   ratio = widths[-1] / widths[0]
   s.parts.append(Table(["model", "optimizer", "parametrization", "optimal lr per width [95% bootstrap interval]",
-                        f"measured drift {widths[0]}->{widths[-1]} (octaves)", "predicted drift",
-                        f"predicted within {DRIFT_GOAL}"], rows,
+                        f"measured drift {widths[0]}->{widths[-1]} (octaves)", "predicted drift ± SE (response)",
+                        f"predicted within {DRIFT_GOAL}", "calculus's response", "step size"], rows,
                        f"{len(summary['seeds'])} seeds (judged; the LR centres were chosen on other seeds); "
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
-                       f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. "
+                       f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
+                       "log2 of the first step's relative response per unit learning rate, narrow over wide, at "
+                       "the logits (Adam) or the last hidden layer (SGD), measured by a JVP at the probe inits "
+                       "before any training (SE over the init draws); beside it the calculus's prediction of "
+                       "the same response (dense stacks only) and the older step-size predictor (each layer's "
+                       "own change, `calculus.predicted_drift`). docs/calculus.md, *Predicted drift from the "
+                       "response*, says which seeds developed the predictor and which judged it. "
                        "Written to `transfer/transfer.json`."))
   s.parts.append(_goal_text(judged, ratio))
   s.parts.append(Figure(_loss_curves(r), "Final training loss (seed mean) vs learning rate, one line per width; "
                                          "diverged runs are left out of the line."))
   s.parts.append(Figure(_optimum_plot(r, summary), "Optimal learning rate per width (points, 95% bootstrap "
-                                                   "intervals) and the calculus's prediction before training "
+                                                   "intervals) and the response predictor's, before training "
                                                    "(dashed: the narrowest width's optimum moved by the predicted "
                                                    "drift)."))
   s.parts.append(Figure(_drift_plot(summary, r.path), f"Predicted vs measured drift (octaves, {widths[0]} -> "
@@ -203,6 +244,10 @@ def _headline(summary: dict) -> Headline:
                   numbers=numbers)
 
 
+def _signed(v) -> str:
+  return "n/a" if v is None else f"{v:+.2f}"
+
+
 def _lr(v: float) -> str:
   return f"2^{math.log2(v):.1f}"
 
@@ -245,7 +290,6 @@ def _loss_curves(r: Results) -> str:
 
 def _optimum_plot(r: Results, summary: dict) -> str:
   models, opts, params, widths = r.axis("model"), r.axis("optimizer"), r.axis("param"), r.axis("width")
-  step = r.metric("step_size", "model", "width", "optimizer", "param")
   fig, axes = _subplots(len(models), len(opts), figsize=(5 * len(opts), 3.5 * len(models)), squeeze=False)
   by = {(e["model"], e["optimizer"], e["param"]): e for e in summary["results"]}
   for a, m in enumerate(models):
@@ -257,9 +301,9 @@ def _optimum_plot(r: Results, summary: dict) -> str:
         err = np.stack([v - np.log2(e["optimal_lr_lo"]), np.log2(e["optimal_lr_hi"]) - v])
         line = ax.errorbar(np.array(widths) * (1 + 0.04 * (i - 1)), v, yerr=np.maximum(err, 0), marker="o",
                            capsize=3, label=f"{p} measured")
-        if np.all(np.isfinite(step[a, :, c, i])):
-          ax.plot(widths, v[0] + np.log2(step[a, 0, c, i] / step[a, :, c, i]), ls="--",
-                  color=line[0].get_color(), label=f"{p} predicted")
+        pw = e["predicted_drift_per_width"]
+        if pw is not None and all(d is not None for d in pw):
+          ax.plot(widths, v[0] + np.array(pw), ls="--", color=line[0].get_color(), label=f"{p} predicted")
       ax.set_xscale("log", base=2)
       ax.set_xlabel("width")
       ax.set_ylabel("log2 optimal learning rate")

@@ -1,0 +1,76 @@
+"""The network's first-order response to its first step, per unit learning rate, before any training: the input
+of the predicted drift (`calculus.response_drift`; docs/calculus.md, *Predicted drift from the response*).
+
+Per (parametrization, optimizer) and layer output (hidden layers, then the logits): the relative RMS change
+sqrt(E[dh^2] / E[h^2]) that the first step's update makes at learning rate 1, to first order (a JVP of the
+forward pass along the update), at the probe inits (`run.probe_draws`) on the probe minibatch. Measured this
+way it covers any model (the LeNet too); for dense ReLU stacks the calculus predicts it from the batch alone
+(`calculus.unit_response`), which `calculus_response` gives beside it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jscale import calculus, initializers, optim
+
+def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
+  """(relative response (rule, opt, L), its relative SE over the init draws (rule, opt, L)): the ratio of the
+  draws' mean E[dh^2] to their mean E[h^2], square-rooted; the SE is the delta method's over the draws (~ the
+  SE of log R). `pres[rule, opt]` = (Prescription, init multipliers (L,), lr multipliers (L,)) as
+  `run.prescriptions` returns, for every rule in `rules` and optimizer in `optimizers` (the output's order);
+  biases step at the base rate, as in training."""
+  base_opts = {"sgd": optax.sgd(1.0), "adam": optax.adam(1.0)}
+
+  def loss_fn(p):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
+
+  def one(base_opt, p0, init_m, lr_m):
+    p = net.map_kernels(lambda l, w: w * init_m[l], p0)
+    mult = net.map_kernels(lambda l, _: lr_m[l], jax.tree.map(lambda _: jnp.float32(1.0), p))
+    tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
+    u, _ = tx.update(jax.grad(loss_fn)(p), tx.init(p), p)
+    (z, hidden), (dz, dhidden) = jax.jvp(lambda q: net.forward(q, x), (p,), (u,))
+    sq = lambda vs: jnp.stack([jnp.mean(jnp.square(v)) for v in vs])   # noqa: E731
+    return sq(list(hidden) + [z]), sq(list(dhidden) + [dz])
+
+  @jax.jit
+  def run(init_m, lr_m):
+    out = []
+    for j, opt in enumerate(optimizers):
+      base_opt = base_opts[opt]
+      per_draw = jax.vmap(lambda p0, im, lm: one(base_opt, p0, im, lm), in_axes=(0, None, None))
+      out.append(jax.vmap(per_draw, in_axes=(None, 0, 0))(p0s, init_m[j], lr_m[j]))   # (rule, draw, L) each
+    return out
+
+  pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
+  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2))))
+  h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
+  d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
+  n = h.shape[2]
+  mh, md = h.mean(2), d.mean(2)
+  # delta method for log sqrt(mean d / mean h): half the SE of log(mean d) - log(mean h), covariance included
+  rd, rh = d / md[:, :, None] - 1, h / mh[:, :, None] - 1
+  var = (rd - rh).var(2, ddof=1) / n if n > 1 else np.full(mh.shape, np.nan)
+  return np.sqrt(md / mh), 0.5 * np.sqrt(var)
+
+
+def calculus_response(net, pres: dict, x, y, rules, optimizers=("sgd", "adam")) -> np.ndarray:
+  """(rule, opt, L) the calculus's relative response (`calculus.unit_response`) at the init's expected E[W^2]
+  (He times each parametrization's init multipliers squared), for dense stacks; NaN for other models."""
+  shapes = [tuple(w.shape) for w in net.kernels(jax.eval_shape(lambda k: net.draw(k, "he_normal"),
+                                                               jax.random.key(0)))]
+  out = np.full((len(rules), len(optimizers), len(shapes)), np.nan)
+  if not all(len(s) == 2 for s in shapes):
+    return out
+  he = initializers.get("he_normal")
+  w_exp = np.array([he.second_moment(s) for s in shapes])
+  for i, rule in enumerate(rules):
+    for j, opt in enumerate(optimizers):
+      _, init_m, lr_m = pres[rule, opt]
+      out[i, j] = calculus.unit_response(np.asarray(x), np.asarray(y), [s[-1] for s in shapes],
+                                         w_exp * np.square(np.asarray(init_m, np.float64)),
+                                         np.asarray(lr_m, np.float64), opt)
+  return out
