@@ -39,6 +39,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
+from scipy.special import roots_jacobi  # scikit-learn depends on scipy, so it is always installed
 
 from jscale import checks
 from jscale.theory import predict
@@ -488,24 +489,21 @@ class PairLaw(NamedTuple):
 
 def cosine_nodes(mean: float, var: float, nodes: int = 32):
   """Quadrature (nodes, weights) of a cosine law on [-1, 1] with this mean and variance: a Beta law rescaled to
-  [-1, 1] (Gauss-Jacobi), a Gaussian (Gauss-Hermite) where the Beta is that close to one (a + b > 400) or none
-  fits (var >= (1 - mean^2) / 4 ... the Beta's bound). Why a Beta: below a narrow ReLU layer the weighted
-  cosine sits ~1 sd below its bound 1 with a long left tail; a Gaussian clipped at 1 puts that sd's mass on the
-  bound."""
+  [-1, 1] (Gauss-Jacobi), a Gaussian (Gauss-Hermite) where the Beta is that close to one (a + b > 400), the
+  two-point law at +-1 where the variance is at its bound (1 - mean^2). Why a Beta: below a narrow ReLU layer
+  the weighted cosine sits ~1 sd below its bound 1 with a long left tail; a Gaussian clipped at 1 puts that
+  sd's mass on the bound."""
   x = (mean + 1.0) / 2.0
   vx = var / 4.0
-  if vx <= 0 or not 0 < x < 1 or vx >= x * (1 - x):
+  if vx <= 0 or not 0 < x < 1:
     return np.array([min(max(mean, -1.0), 1.0)]), np.ones(1)
+  if vx >= x * (1 - x):  # no law on [-1, 1] is wider: the two-point one at the ends, with this mean
+    return np.array([-1.0, 1.0]), np.array([1 - x, x])
   ab = x * (1 - x) / vx - 1.0
   if ab > 400:
     return np.clip(mean + math.sqrt(var) * _CURV_X, -1.0, 1.0), _CURV_W
-  t, wt = _roots_jacobi(nodes, (1 - x) * ab - 1.0, x * ab - 1.0)
+  t, wt = roots_jacobi(nodes, (1 - x) * ab - 1.0, x * ab - 1.0)
   return t, wt / wt.sum()
-
-
-def _roots_jacobi(n, alpha, beta):
-  from scipy.special import roots_jacobi
-  return roots_jacobi(n, alpha, beta)
 
 
 def weighted_pair_law(widths, weight_sq, first: PointStats) -> list:
