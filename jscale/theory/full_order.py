@@ -45,6 +45,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
+from scipy.special import roots_jacobi  # scikit-learn depends on scipy, so it is always installed
 
 from jscale import checks
 from jscale.theory import predict
@@ -93,6 +94,7 @@ class PointStats(NamedTuple):
   p2: float
   t: float
   u: float = math.nan
+  m: float | None = None  # E |x||x'| (x.x') (the norm-weighted mean cosine's numerator; None: (d / s) t)
 
 
 def shared_moment(st: PointStats) -> float:
@@ -142,7 +144,8 @@ def pixel_stats(inputs: predict.InputStats, entries: int = 1) -> PointStats:
   distinct points, so u is unused there."""
   c = int(entries)
   u = inputs.dot / c * (inputs.sq_norm + (c - 1) * inputs.dot / c)
-  return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross, u)
+  return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross, u,
+                    inputs.norm_dot)
 
 
 def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
@@ -387,12 +390,19 @@ def _xent_terms(p: np.ndarray):
   return np.concatenate(ts), np.concatenate(trs), ix
 
 
-def _weighted(terms, gains_DxE) -> tuple:
+def _weighted(terms, gains_DxE, pair_DxExE=None) -> tuple:
+  """`pair_DxExE`: where given, the entries with each of the two examples twice (their two-example traces) are
+  weighted by pair_DxExE[d, i, j] instead of the product of the gains."""
   t, tr, ix = terms
   if gains_DxE is None:
     wt = np.ones(t.shape)
   else:
     wt = np.prod(np.sqrt(np.asarray(gains_DxE, np.float64))[:, ix], axis=2)  # (D, P, 16)
+  if pair_DxExE is not None:
+    two = np.sum(ix == ix[:, :1, :], axis=1) == 2  # (P, 16): x, y, z, w hold each example twice
+    i, j = ix[:, 0, 0], ix[:, 0, -1]  # entry 0 is (i, i, i, i), entry 15 (j, j, j, j)
+    pw = np.asarray(pair_DxExE, np.float64)[:, i, j]  # (D, P)
+    wt = np.where(two[None], pw[:, :, None], wt)
   w4 = np.sum(wt, axis=(0, 1))
   f4 = np.sum(wt * t, axis=(0, 1)) / w4
   f22 = np.einsum("dpxyzw,dpxy,dpzw->xyzw", wt.reshape(wt.shape[:2] + (2,) * 4), tr, tr) / w4.reshape((2,) * 4)
@@ -407,11 +417,21 @@ def xent_output_tables(probs_DxExO, gains_DxE=None) -> tuple:
   return _weighted(_xent_terms(np.asarray(probs_DxExO, np.float64)), gains_DxE)
 
 
-def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL) -> list:
-  """`layer_output_tables` of the cross-entropy (`xent_output_tables`; the traces are computed once)."""
+def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL, dots_DxExExL=None) -> list:
+  """`layer_output_tables` of the cross-entropy (`xent_output_tables`; the traces are computed once).
+
+  `dots_DxExExL` ((x_b . x_b')^2 of each layer's input, `gains.mlp_pair_dots`): the two-example traces are
+  weighted by the same draw's (x_b . x_b')^2 k_b k_b' instead of g_b g_b' k_b k_b': the block's two-example term is
+  E[(x_b . x_b')^2 tr(M_b M_b')], and the pair's cosine and its softmax outputs are correlated (at the last
+  layer, k = 1, the weighted table is that expectation's loss factor exactly). For the two-example terms of
+  one-position nets only (`pair_cosine_two`); the other entries keep the gains."""
   g, k = np.asarray(forward_DxExL, np.float64), np.asarray(backward_DxExL, np.float64)
   terms = _xent_terms(np.asarray(probs_DxExO, np.float64))
-  return [_weighted(terms, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
+  if dots_DxExExL is None:
+    return [_weighted(terms, g[..., l] * k[..., l]) for l in range(g.shape[-1])]
+  dots = np.asarray(dots_DxExExL, np.float64)
+  return [_weighted(terms, g[..., l] * k[..., l], dots[..., l] * k[:, :, None, l] * k[:, None, :, l])
+          for l in range(g.shape[-1])]
 
 
 def xent_factors(probs_DxExO) -> np.ndarray:
@@ -518,6 +538,66 @@ def table_loss_stats(top: tuple) -> predict.LossStats:
                            float(f4[0, 1, 1, 0]))
 
 
+class PairLaw(NamedTuple):
+  """The law of a one-position net's pair cosine rho at a layer input, weighted by N = |x_b|^2 |x_b'|^2 (what the
+  two-example terms weigh it by): T = E N, P = E N rho^2 = E (x_b . x_b')^2, and the weighted mean and variance
+  of rho (a Gaussian clipped to [-1, 1] in the quadratures)."""
+  T: float
+  P: float
+  mean: float
+  var: float
+
+
+def cosine_nodes(mean: float, var: float, nodes: int = 32):
+  """Quadrature (nodes, weights) of a cosine law on [-1, 1] with this mean and variance: a Beta law rescaled to
+  [-1, 1] (Gauss-Jacobi), a Gaussian (Gauss-Hermite) where the Beta is that close to one (a + b > 400), the
+  two-point law at +-1 where the variance is at its bound (1 - mean^2). Why a Beta: below a narrow ReLU layer
+  the weighted cosine sits ~1 sd below its bound 1 with a long left tail; a Gaussian clipped at 1 puts that
+  sd's mass on the bound."""
+  x = (mean + 1.0) / 2.0
+  vx = var / 4.0
+  if vx <= 0 or not 0 < x < 1:
+    return np.array([min(max(mean, -1.0), 1.0)]), np.ones(1)
+  if vx >= x * (1 - x):  # no law on [-1, 1] is wider: the two-point one at the ends, with this mean
+    return np.array([-1.0, 1.0]), np.array([1 - x, x])
+  ab = x * (1 - x) / vx - 1.0
+  if ab > 400:
+    return np.clip(mean + math.sqrt(var) * _CURV_X, -1.0, 1.0), _CURV_W
+  t, wt = roots_jacobi(nodes, (1 - x) * ab - 1.0, x * ab - 1.0)
+  return t, wt / wt.sum()
+
+
+def weighted_pair_law(widths, weight_sq, first: PointStats) -> list:
+  """`PairLaw` of every weight layer's input of an MLP. Given a pair of inputs (x_b, x_b'), the next pair's
+  pre-activations are n i.i.d. bivariate normals with correlation rho (the cosine), so the cosine is a Markov
+  chain and N is multiplied by a factor that depends on rho only:
+    T' = w^2 E[N (n m2(rho) + n (n - 1) / 4)],   P' = w^2 E[N (n m2(rho) + n (n - 1) m1(rho)^2)],
+    M' = E N' rho' = w^2 E[N g_n(rho)]         (g_n: `predict.pair_gain_dot`),
+  every expectation over the N-weighted law of rho, a Gaussian of mean M / T and variance P / T - (M / T)^2.
+  Why not the unweighted mean cosine (`patch`'s kappa): after a narrow layer the two are far apart (8 units:
+  weighted mean 0.87, D / S 0.79) because examples with more active units have larger norms and share more of
+  them; the kappa-centred law left E (x.x')^2 10-20% low below a narrow layer (MLP development seed 0, 40k
+  forward draws) and with it the last layer's two-example term (batch 1024: 0.88-0.91)."""
+  t, p = float(first.t), float(first.p2)
+  m = float(first.m) if first.m is not None else (first.d / first.s) * t if first.s > 0 else 0.0
+  out = []
+  for l in range(len(widths) - 1):
+    mean = m / t if t > 0 else 0.0
+    out.append(PairLaw(t, p, mean, max(p / t - mean * mean, 0.0) if t > 0 else 0.0))
+    if l == len(widths) - 2:
+      break
+    w, n, law = weight_sq[l], widths[l + 1], out[-1]
+    rho, wq = cosine_nodes(law.mean, law.var)
+    th = np.arccos(rho)
+    j1 = (np.sin(th) + (math.pi - th) * np.cos(th)) / (2 * math.pi)
+    j2 = (3 * np.sin(th) * np.cos(th) + (math.pi - th) * (1 + 2 * np.cos(th) ** 2)) / (2 * math.pi)
+    g = np.array([predict.pair_gain_dot(float(r), n) for r in rho])
+    e = lambda f: float(np.sum(wq * f))
+    t, p, m = (w * w * t * (n * e(j2) + n * (n - 1) / 4), w * w * t * (n * e(j2) + n * (n - 1) * e(j1 * j1)),
+               w * w * t * e(g))
+  return out
+
+
 def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool = True):
   """(weight_two, bias_two) of a one-position net (an MLP) with the pair cosine's spread carried through the
   backward recursion (`predict.pair_backward`: the two-example backward term as a function of the pair's
@@ -529,21 +609,26 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
     return None
   widths = [layers[0].n_in] + [l.n_out for l in layers]
   patches = forward_patches(layers, weight_sq, first, curvature)
+  if curvature:  # the pair's law weighted as the two-example term weighs it (`weighted_pair_law`)
+    laws = weighted_pair_law(widths, weight_sq, first)
+  else:
+    laws = [PairLaw(pa.T, pa.P, pa.kappa, predict._pair_var(pa.P, pa.T, pa.kappa)) for pa in patches]
   tops = top if isinstance(top, list) else [top] * len(layers)
   # The conditional recursion is linear in the top's two-example traces (Ax, C): two runs serve every layer's tables.
   unit = [predict.pair_backward(widths, weight_sq, predict.LossStats(0.0, 0.0, ax, c)) for ax, c in ((1.0, 0.0),
                                                                                                     (0.0, 1.0))]
   wt, bt = [], []
-  for l, (pa, t) in enumerate(zip(patches, tops)):
+  for l, (law, pa, t) in enumerate(zip(laws, patches, tops)):
     ls = table_loss_stats(t)
     c_fn = ls.trace_cross * unit[0][l][1] + ls.tr_cross * unit[1][l][1]
-    var = predict._pair_var(pa.P, pa.T, pa.kappa)
-    rho = np.clip(pa.kappa + math.sqrt(var) * predict._GH_X, -1.0, 1.0)
+    rho = np.clip(law.mean + math.sqrt(law.var) * predict._GH_X, -1.0, 1.0)
     c_rho = predict._theta_interp(c_fn, rho)
     # Normalised by the nodes' own E[rho^2] (as `predict.predict_sq_sv`): clipping must not move P itself.
-    wt.append(pa.P * np.sum(predict._GH_W * rho * rho * c_rho) / np.sum(predict._GH_W * rho * rho)
+    wt.append(law.P * np.sum(predict._GH_W * rho * rho * c_rho) / np.sum(predict._GH_W * rho * rho)
               / (widths[l] * widths[l + 1]))
-    bt.append(float(np.sum(predict._GH_W * c_rho)) / widths[l + 1])
+    # The bias block has no forward factor: its pair law is not norm-weighted (the mean cosine kappa).
+    rho = np.clip(pa.kappa + math.sqrt(predict._pair_var(pa.P, pa.T, pa.kappa)) * predict._GH_X, -1.0, 1.0)
+    bt.append(float(np.sum(predict._GH_W * predict._theta_interp(c_fn, rho))) / widths[l + 1])
   return np.array(wt), np.array(bt)
 
 

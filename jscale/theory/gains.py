@@ -41,6 +41,17 @@ def mlp_gains(weights: Sequence, x, n_out: int) -> tuple[np.ndarray, np.ndarray]
   return np.stack(g, -1), np.stack(ks, -1)
 
 
+def mlp_pair_dots(weights: Sequence, x) -> np.ndarray:
+  """(x_{l,b} . x_{l,b'})^2 of every weight layer's input and pair of examples of a round of MLP draws
+  (R, E, E, L), from the exact side's programs (`pairs._forward`, `pairs._input_gram`): what a two-example
+  term weighs its draw by (`full_order.xent_layer_output_tables`' pair weights)."""
+  out, h = [], x
+  for l, w in enumerate(weights):
+    out.append(np.asarray(pairs._input_gram(h, l > 0), np.float64) ** 2)
+    h, _, _ = pairs._forward(h, w, l > 0)
+  return np.stack(out, -1)
+
+
 @jax.jit
 def _frob(k):
   return jnp.sum(k * k, axis=(-2, -1))

@@ -202,3 +202,86 @@ def test_gain_weighted_tables_predict_the_xent_last_layer():
   se = np.hypot(exact_se, np.std(boot))
   assert abs(got - exact) < 3 * se, (got / exact, se / exact)
   assert abs(plain - exact) > 3 * se, (plain / exact, se / exact)
+
+
+def test_pair_gain_dot_against_monte_carlo():
+  # E[sqrt(S_u S_v) R_uv] over n pairs of unit normals: 100k draws give a relative SE ~0.3%; tolerance 1.5% (the delta
+  # method's O(1/n^2) left out; measured within 0.5% at n = 8). The leading term alone (n^2 m1 / 2) is 6-10% off here.
+  rng = np.random.default_rng(0)
+  for n, rho in ((8, 0.6), (8, 0.9), (20, 0.3)):
+    u = rng.standard_normal((100_000, n))
+    v = rho * u + np.sqrt(1 - rho * rho) * rng.standard_normal((100_000, n))
+    ru, rv = np.maximum(u, 0), np.maximum(v, 0)
+    mc = np.sqrt(np.sum(ru * ru, 1) * np.sum(rv * rv, 1)) * np.sum(ru * rv, 1)
+    got = predict.pair_gain_dot(rho, n)
+    assert abs(got / mc.mean() - 1) < 0.015, (n, rho, got, mc.mean())
+    lead = n * n * predict._j1(np.arccos(rho)) / (4 * np.pi)
+    assert abs(lead / mc.mean() - 1) > 0.03
+
+
+def test_uniform_inputs_norm_dot_against_monte_carlo():
+  # E|x||x'| x.x' of U[0, 1]^n: 200k pairs, relative SE < 0.1%; tolerance 0.5%. The cosine-independent guess
+  # (E x.x' / E|x|^2) T is 3/(10 n) low: 3.75% at n = 8, which the test tells apart.
+  rng = np.random.default_rng(1)
+  for n in (8, 30):
+    a, b = rng.uniform(size=(200_000, n)), rng.uniform(size=(200_000, n))
+    mc = np.mean(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) * np.sum(a * b, 1))
+    st = inputs.law_stats("uniform01", n)
+    assert abs(st.norm_dot / mc - 1) < 0.005
+    if n == 8:
+      assert abs(st.dot / st.sq_norm * st.norm_cross / mc - 1) > 0.02
+
+
+def test_weighted_pair_law_against_monte_carlo():
+  # An MLP with narrow layers on uncentred inputs: E(x.x')^2 and the |x|^2|x'|^2-weighted mean cosine of every layer's
+  # input, 20k draws of (weights, two examples): relative SE of E(x.x')^2 ~1.5-3% below the narrow layers; tolerance 6%
+  # (P) and 0.02 (mean cosine). The kappa-centred law the conv recursion uses (`forward_patches`) is >8% low on the
+  # last P here: the test tells them apart.
+  widths, wsq = (40, 8, 24, 9, 30), [0.05, 0.25, 0.08, 0.22]
+  rng = np.random.default_rng(2)
+  x = rng.uniform(size=(20_000, 2, widths[0]))
+  laws = full_order.weighted_pair_law(widths, wsq, full_order.pixel_stats(inputs.law_stats("uniform01", widths[0])))
+  old = full_order.forward_patches(full_order.mlp_layers(widths), wsq,
+                                   full_order.pixel_stats(inputs.law_stats("uniform01", widths[0])))
+  for l in range(len(widths) - 1):
+    n2 = np.sum(x[:, 0] ** 2, -1) * np.sum(x[:, 1] ** 2, -1)
+    dot = np.sum(x[:, 0] * x[:, 1], -1)
+    p = np.mean(dot ** 2)
+    mean = np.sum(np.sqrt(n2) * dot) / np.sum(n2)
+    assert abs(laws[l].P / p - 1) < 0.06, (l, laws[l].P / p)
+    assert abs(laws[l].mean - mean) < 0.02, (l, laws[l].mean, mean)
+    w = rng.standard_normal((len(x), widths[l], widths[l + 1])) * np.sqrt(wsq[l])
+    x = np.maximum(np.einsum("den,dnm->dem", x, w), 0.0)
+  assert old[-1].P / laws[-1].P < 0.92
+
+
+def test_pair_weighted_xent_tables():
+  # The two-example entries weighted by a per-pair weight: F4[0,1,1,0] = sum_{d, i != j} w_dij tr(H_di H_dj) /
+  # sum w_dij (a direct einsum on the factors); the same-example entries keep the gains.
+  rng = np.random.default_rng(4)
+  p = rng.dirichlet(np.full(5, 0.5), size=(12, 4))
+  g, k = rng.gamma(2.0, size=(12, 4, 2)), rng.gamma(2.0, size=(12, 4, 2))
+  dots = rng.gamma(1.0, size=(12, 4, 4, 2))
+  dots = dots + np.swapaxes(dots, 1, 2)
+  tops = full_order.xent_layer_output_tables(p, g, k, dots)
+  plain = full_order.xent_layer_output_tables(p, g, k)
+  a = full_order.xent_factors(p)
+  h = np.einsum("deop,deoq->depq", a, a)
+  off = ~np.eye(4, dtype=bool)
+  for l, (f4, f22) in enumerate(tops):
+    wt = (dots[..., l] * k[:, :, None, l] * k[:, None, :, l])[:, off]
+    hh = np.einsum("dipq,djqp->dij", h, h)[:, off]
+    trtr = np.einsum("dipp,djqq->dij", h, h)[:, off]
+    np.testing.assert_allclose(f4[0, 1, 1, 0], np.sum(wt * hh) / np.sum(wt), rtol=1e-10)
+    np.testing.assert_allclose(f22[0, 0, 1, 1], np.sum(wt * trtr) / np.sum(wt), rtol=1e-10)
+    np.testing.assert_allclose(f4[0, 0, 0, 0], plain[l][0][0, 0, 0, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mean, var", [(0.87, 0.012), (0.3, 0.2), (0.0, 0.002), (0.5, 0.75), (0.99, 0.0)])
+def test_cosine_nodes_keep_the_mean_and_variance(mean, var):
+  # Beta (Gauss-Jacobi, exact for these moments), Gaussian (wide Beta), the two-point bound, a point mass: a law on
+  # [-1, 1] with the asked mean and variance (to 1e-9; the Gaussian's 32 nodes to 1e-9 too, none clipped here).
+  x, w = full_order.cosine_nodes(mean, var)
+  assert np.all(np.abs(x) <= 1) and np.all(w >= 0) and abs(w.sum() - 1) < 1e-12
+  m = np.sum(w * x)
+  assert abs(m - mean) < 1e-9 and abs(np.sum(w * (x - m) ** 2) - var) < 1e-9

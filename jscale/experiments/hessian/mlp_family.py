@@ -107,7 +107,7 @@ class _Measurement(Measurement):
     self.sampler = pairs.make_sampler(setup.widths, self.wsq, setup.input_kind, setup.loss, self.q,
                                       examples=examples, round_draws=self.round_draws, max_bytes=max_bytes)
     self.stats, self.cws, self.cbs, self.probs = [], [], [], None
-    self._law_and_loss, self._top, self.loss_gains = None, None, None
+    self._law_and_loss, self._top, self.loss_gains, self.loss_dots = None, None, None, None
 
   def draw_round(self, index):
     ps = pairs.run_round(self.sampler, jax.random.fold_in(self.kr, index))
@@ -142,7 +142,7 @@ class _Measurement(Measurement):
       if self.setup.loss == "quadratic":
         self._top = full_order.quadratic_output_tables(self.q)
       else:
-        self._top = full_order.xent_layer_output_tables(self._probs(), *self.loss_gains)
+        self._top = full_order.xent_layer_output_tables(self._probs(), *self.loss_gains, self.loss_dots)
     return self._top
 
   def _probs(self):
@@ -153,6 +153,7 @@ class _Measurement(Measurement):
       self.probs = pairs.run_round(self.sampler, key).probs
       weights, x, _ = pairs.sample_round(self.sampler, key)
       self.loss_gains = gains.mlp_gains(weights, x, self.setup.widths[-1])
+      self.loss_dots = gains.mlp_pair_dots(weights, x)
     return self.probs
 
 

@@ -5,7 +5,9 @@ again on the same directory, resumes: setups whose file matches this run's setti
 recomputed. What the run writes: `<prefix>fig1_records.json` (summary, per-layer summary where the setups
 share their layers, per-position summary where they do not, records), `<prefix>fig2.json` and
 `<prefix>fig2_heatmaps.png` per family ("" for the MLPs, "lenet_" for the LeNet), `fig1_ratio_hist.png`,
-`lenet_fig1_layers.png` (the varied LeNet's ratios per layer position), and config.json / metrics.npz (the MLP
+`lenet_fig1_layers.png` (the varied LeNet's ratios per layer position), the held-out seed's Figure 1 per family
+(`<prefix>holdout_seed<S>/`: per-setup files and fig1_records.json; its full-order summary in config.json as
+`holdout_full_order` / `lenet_holdout_full_order`), and config.json / metrics.npz (the MLP
 summary per batch size as metrics, the LeNet's summaries as `lenet_*` entries) for the section.
 """
 from __future__ import annotations
@@ -37,18 +39,43 @@ class FamilyResult(NamedTuple):
   fig1_seconds: float
   fig2: dict              # {batch: `heatmaps.heatmaps`}, {} without Figure 2
   evenness: dict | None
+  holdout: dict | None = None  # `full_summary.full_order_summary` of the held-out seed's setups, None without
 
 
-def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyResult:
-  """Figure 1 (resumable, per-setup files) and Figure 2 of one family, with their files in `exp_dir`;
-  `progress`: tqdm bars on stderr."""
-  fam, fig1, fig2 = part.family, part.figure1, part.figure2
+def _figure1(exp_dir: str, fam, fig1, progress: bool) -> tuple[list, int]:
+  """Figure 1's records of `fig1` (resumable: per-setup files under `exp_dir`) and how many were read back."""
   os.makedirs(os.path.join(exp_dir, fam.setup_dir), exist_ok=True)
-  t0 = time.perf_counter()
   settings = store.jsonable({**fig1.resume_key(), **fam.resume_fields()})
   done = records.load_done(exp_dir, fam, fam.sample_setups(fig1.setups, fig1.seed), settings)
   recs = rounds.figure1(fam, fig1, progress=progress, done=done,
                         on_record=lambda i, r1, rb: records.write_setup(exp_dir, fam, i, settings, (r1, rb)))
+  return recs, len(done)
+
+
+def holdout_dir(exp_dir: str, part: FamilyRun) -> str:
+  """Where a family's held-out Figure 1 keeps its per-setup files and records (its own folder: the setups' indices
+  and resume keys are those of another seed)."""
+  return os.path.join(exp_dir, f"{part.family.prefix}holdout_seed{part.holdout.seed}")
+
+
+def run_holdout(exp_dir: str, part: FamilyRun, progress: bool = True) -> dict:
+  """Figure 1 on the held-out seed's setups: its full-order summary, also written with the records to
+  `holdout_dir`/fig1_records.json."""
+  fam, d = part.family, holdout_dir(exp_dir, part)
+  t0 = time.perf_counter()
+  recs, _ = _figure1(d, fam, part.holdout, progress)
+  full = {**full_order_summary(fam, part.holdout.seed, recs), "setups": part.holdout.setups,
+          "seconds": round(time.perf_counter() - t0, 1)}
+  store.write_json(os.path.join(d, "fig1_records.json"), {"full_order": full, "records": records.records_json(fam, recs)})
+  return full
+
+
+def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyResult:
+  """Figure 1 (resumable, per-setup files), Figure 2 and the held-out Figure 1 of one family, with their files in
+  `exp_dir`; `progress`: tqdm bars on stderr."""
+  fam, fig1, fig2 = part.family, part.figure1, part.figure2
+  t0 = time.perf_counter()
+  recs, resumed = _figure1(exp_dir, fam, fig1, progress)
   fig1_seconds = time.perf_counter() - t0
   summary = ratio_summary(recs, fig1.summary_target)
   full = full_order_summary(fam, fig1.seed, recs)
@@ -68,7 +95,8 @@ def run_family(exp_dir: str, part: FamilyRun, progress: bool = True) -> FamilyRe
                       **({} if even is None else {"evenness": even})})
     figures.block_heatmaps(maps, fam.net_layers(fam.fig2_net), os.path.join(exp_dir, f"{fam.prefix}fig2_heatmaps.png"),
                            title=fam.heatmap_title(fam.fig2_net))
-  return FamilyResult(rec_json, summary, full, layers, positions, len(done), fig1_seconds, maps, even)
+  holdout = run_holdout(exp_dir, part, progress) if part.holdout is not None else None
+  return FamilyResult(rec_json, summary, full, layers, positions, resumed, fig1_seconds, maps, even, holdout)
 
 
 def _diag_max_over_min(maps: dict) -> dict:
@@ -77,7 +105,8 @@ def _diag_max_over_min(maps: dict) -> dict:
 
 def _lenet_entries(part: FamilyRun, res: FamilyResult, seconds: float) -> dict:
   """The LeNet's summaries as config.json's `lenet_*` entries."""
-  out = {"lenet_summary": res.summary, "lenet_full_order": res.full_order, "lenet_layers": res.layers,
+  out = {"lenet_summary": res.summary, "lenet_full_order": res.full_order, "lenet_holdout_full_order": res.holdout,
+         "lenet_layers": res.layers,
          "lenet_resumed_setups": res.resumed, "lenet_fig1_seconds": round(res.fig1_seconds, 1)}
   if res.fig2:
     net = part.family.fig2_net
@@ -127,4 +156,5 @@ def run(exp_dir, *, progress: bool = True, **settings):
       fig2_diag_max_over_min=_diag_max_over_min(mlp.fig2), lenet_setups=lenet1.setups, lenet_draws=lenet1.draws,
       lenet_max_draws=lenet1.max_draws, lenet_examples=lenet1.examples, lenet_channels=list(s.lenet.family.channels),
       lenet_hidden=list(s.lenet.family.hidden), lenet_varied=s.lenet.family.varied,
-      lenet_compiled_programs=_lenet_programs() - lenet0, full_order=mlp.full_order, **lenet)
+      lenet_compiled_programs=_lenet_programs() - lenet0, full_order=mlp.full_order,
+      holdout_full_order=mlp.holdout, **lenet)

@@ -38,20 +38,39 @@ def _per_setup_table(r: Results) -> Table | None:
                "weight blocks, and its median predicted / exact (r) over layers")
 
 
-def _full_order_table(full: dict, family: str) -> Table:
-  """The full-order prediction's pooled summary (`full_summary.full_order_summary`), per batch size and loss."""
+def _full_order_table(full: dict, family: str, holdout: dict | None = None) -> Table:
+  """The full-order prediction's pooled summary (`full_summary.full_order_summary`), per batch size and loss; with
+  `holdout` (the same summary on a held-out seed's setups) its noise-removed cells beside the development seed's."""
   rows = []
   cell = lambda e: (f"{fmt(e['median'])} [{fmt(e['p5'])}, {fmt(e['p95'])}]",
                     f"{fmt(e['median_nr'])} [{fmt(e['p5_nr'])}, {fmt(e['p95_nr'])}]")
+  nr = lambda e: f"{fmt(e['median_nr'])} [{fmt(e['p5_nr'])}, {fmt(e['p95_nr'])}] ({e['blocks']})"
   for b, e in sorted(full["batch_sizes"].items(), key=lambda kv: int(kv[0])):
-    for loss, v in [("all", e)] + sorted(e["by_loss"].items()):
-      rows.append([b, loss, *cell(v), v["blocks"], e["tautological_blocks"] if loss == "all" else "",
-                   fmt(e["leading"]["median"]) if loss == "all" else fmt(e["leading"]["by_loss"][loss]["median"])])
-  return Table(["batch", "loss", "full order: median r [p5, p95]", "noise removed", "blocks", "tautological (left out)",
-                "leading order: median r"], rows,
+    held_losses = set(((holdout or {}).get("batch_sizes", {}).get(b) or {}).get("by_loss", {}))
+    for loss in ["all"] + sorted(set(e["by_loss"]) | held_losses):
+      v = e if loss == "all" else e["by_loss"].get(loss)
+      if v is None:  # a loss only the held-out setups drew
+        row = [b, loss, "-", "-", 0, "", "-"]
+      else:
+        row = [b, loss, *cell(v), v["blocks"], e["tautological_blocks"] if loss == "all" else "",
+               fmt(e["leading"]["median"]) if loss == "all" else fmt(e["leading"]["by_loss"][loss]["median"])]
+      if holdout is not None:
+        h = holdout["batch_sizes"].get(b)
+        h = None if h is None else h if loss == "all" else h["by_loss"].get(loss)
+        row.append("-" if h is None or h.get("median_nr") is None else nr(h))
+      rows.append(row)
+  head = ["batch", "loss", "full order: median r [p5, p95]", "noise removed", "blocks", "tautological (left out)",
+          "leading order: median r"]
+  held = ""
+  if holdout is not None:
+    head.append(f"held-out seed {holdout['seed']}: noise removed (blocks)")
+    held = (f"; beside it the same on {holdout.get('setups', '?')} setups of seed {holdout['seed']}, which no "
+            "development of the prediction used (docs/calculus.md, 'Full order', says which seeds developed and "
+            "judged which correction)")
+  return Table(head, rows,
                f"{family}: the full-order prediction (`jscale.theory.full_order.predict_wick`, every Wick pairing of "
-               f"positions and examples) against the exact blocks, seed {full['seed']}; the leading order is the "
-               "paper's batch-1 form (divided by B)")
+               f"positions and examples) against the exact blocks, development seed {full['seed']}; the leading order "
+               f"is the paper's batch-1 form (divided by B){held}")
 
 
 def build(r: Results) -> Section:
@@ -93,7 +112,7 @@ def build(r: Results) -> Section:
                          [[b, f"{fmt(within[i])} of {cfg['setups']}", fmt(rse[i]), fmt(rse_max[i])]
                           for i, b in enumerate(batches)], "The exact side's measurement error"))
   if cfg.get("full_order"):
-    s.parts.append(_full_order_table(cfg["full_order"], "MLP"))
+    s.parts.append(_full_order_table(cfg["full_order"], "MLP", cfg.get("holdout_full_order")))
   s.parts.append(Figure(os.path.join(r.path, "fig1_ratio_hist.png"),
                         "Figure 1: log10(predicted / exact) per weight block, per batch size"
                         + ("; the second row is the LeNet (full order beside the leading order)."
@@ -118,8 +137,8 @@ def build(r: Results) -> Section:
 
 
 def _headline(cfg: dict) -> Headline | None:
-  """The full-order prediction's noise-removed median [p5, p95] per family and batch size (development seed of
-  the main job; the held-out seed's numbers come from `scripts/hessian_check.py --seed 1`, docs/calculus.md)."""
+  """The full-order prediction's noise-removed median [p5, p95] per family and batch size: the development seed
+  of the main job and, where the run has one, the held-out seed beside it (numbers `<family>_holdout_b<B>_*`)."""
   parts, numbers = [], {}
   for key in ("full_order", "lenet_full_order"):
     full = cfg.get(key)
@@ -131,7 +150,15 @@ def _headline(cfg: dict) -> Headline | None:
                    f"({e['blocks']} blocks, {e['tautological_blocks']} tautological left out; leading order "
                    f"{fmt(e['leading']['median_nr'])})")
       numbers[f"{full['family']}_b{b}_median_nr"] = e["median_nr"]
-    parts.append(f"{full['family']} (seed {full['seed']}): " + "; ".join(cells))
+    text = f"{full['family']} (seed {full['seed']}, development): " + "; ".join(cells)
+    held = cfg.get(key.replace("full_order", "holdout_full_order"))
+    if held:
+      cells = []
+      for b, e in sorted(held["batch_sizes"].items(), key=lambda kv: int(kv[0])):
+        cells.append(f"batch {b} {fmt(e['median_nr'])} [{fmt(e['p5_nr'])}, {fmt(e['p95_nr'])}] ({e['blocks']} blocks)")
+        numbers.update({f"{full['family']}_holdout_b{b}_{k}": e[k] for k in ("median_nr", "p5_nr", "p95_nr")})
+      text += f"; held out (seed {held['seed']}, {held.get('setups', '?')} setups): " + "; ".join(cells)
+    parts.append(text)
   if not parts:
     return None
   fig2 = cfg.get("fig2_diag_max_over_min") or {}
@@ -220,7 +247,7 @@ def _lenet_parts(s: Section, r: Results, cfg: dict, target) -> None:
         e["blocks"]] for b, e in sorted(summ.items(), key=lambda kv: int(kv[0]))],
       "LeNet, all weight blocks pooled (beside the MLP summary above), the leading-order prediction"))
   if cfg.get("lenet_full_order"):
-    s.parts.append(_full_order_table(cfg["lenet_full_order"], "LeNet"))
+    s.parts.append(_full_order_table(cfg["lenet_full_order"], "LeNet", cfg.get("lenet_holdout_full_order")))
   even = cfg.get("lenet_evenness") or {}
   if even:
     conf = cfg.get("lenet_fig2_config", {})

@@ -76,11 +76,13 @@ class Figure2Settings:
 
 @dataclasses.dataclass(frozen=True)
 class FamilyRun:
-  """One family's part of the experiment: Figure 1 (off with `figure1.setups == 0`) and Figure 2 (off with
-  `figure2.draws == 0`)."""
+  """One family's part of the experiment: Figure 1 (off with `figure1.setups == 0`), Figure 2 (off with
+  `figure2.draws == 0`) and Figure 1 again on a held-out seed's setups (`holdout`, None: none): a seed no
+  development of the prediction used, judged beside the development seed (docs/calculus.md says which)."""
   family: Family
   figure1: Figure1Settings
   figure2: Figure2Settings
+  holdout: Figure1Settings | None = None
 
 
 # The grids' flat keywords (config.py, scripts/sweep.py): the MLP's settings bare, the LeNet's prefixed.
@@ -88,7 +90,19 @@ GRID_REQUIRED = ("setups", "batch", "draws", "seed", "fig2_draws", "fig2_minibat
 GRID_DEFAULTS = {"examples": pairs.DEFAULT_EXAMPLES, "target_rel_se": DEFAULT_TARGET, "max_draws": None,
                  "lenet_setups": 0, "lenet_draws": 64, "lenet_max_draws": None, "lenet_examples": 4,
                  "lenet_fig2_draws": 0, "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 256,
-                 "lenet_channels": None, "lenet_hidden": None, "lenet_varied": False}
+                 "lenet_channels": None, "lenet_hidden": None, "lenet_varied": False,
+                 "holdout_seed": None, "holdout_setups": 0, "lenet_holdout_seed": None, "lenet_holdout_setups": 0}
+
+
+def _holdout(fig1: Figure1Settings, setups: int, seed, what: str) -> Figure1Settings | None:
+  """`fig1` on `setups` setups of a held-out `seed` (None without setups); the seed must differ from the
+  development one (the same setups would be judged twice)."""
+  checks.int_at_least(setups, f"{what}holdout_setups", 0)
+  if not setups:
+    return None
+  if seed is None or int(seed) == fig1.seed:
+    raise ValueError(f"{what}holdout_seed must be given and differ from the development seed {fig1.seed}, got {seed}")
+  return dataclasses.replace(fig1, setups=int(setups), seed=int(seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +122,13 @@ class HessianSettings:
                        f"{', '.join(GRID_REQUIRED + tuple(GRID_DEFAULTS))}")
     g = {**GRID_DEFAULTS, **grid}
     shared = dict(batch=g["batch"], seed=g["seed"], target_rel_se=g["target_rel_se"])
-    mlp = FamilyRun(MLPFamily(),
-                    Figure1Settings(g["setups"], draws=g["draws"], examples=g["examples"], max_draws=g["max_draws"],
-                                    **shared),
-                    Figure2Settings(g["fig2_draws"], g["fig2_minibatch"]))
+    fig1 = Figure1Settings(g["setups"], draws=g["draws"], examples=g["examples"], max_draws=g["max_draws"], **shared)
+    mlp = FamilyRun(MLPFamily(), fig1, Figure2Settings(g["fig2_draws"], g["fig2_minibatch"]),
+                    _holdout(fig1, g["holdout_setups"], g["holdout_seed"], ""))
     checks.positive_int(mlp.figure1.setups, "setups")
-    lenet = FamilyRun(LeNetFamily(g["lenet_channels"], g["lenet_hidden"], varied=bool(g["lenet_varied"])),
-                      Figure1Settings(g["lenet_setups"], draws=g["lenet_draws"], examples=g["lenet_examples"],
-                                      max_draws=g["lenet_max_draws"], **shared),
-                      Figure2Settings(g["lenet_fig2_draws"], g["lenet_fig2_minibatch"], g["lenet_evenness_draws"]))
+    fig1 = Figure1Settings(g["lenet_setups"], draws=g["lenet_draws"], examples=g["lenet_examples"],
+                           max_draws=g["lenet_max_draws"], **shared)
+    lenet = FamilyRun(LeNetFamily(g["lenet_channels"], g["lenet_hidden"], varied=bool(g["lenet_varied"])), fig1,
+                      Figure2Settings(g["lenet_fig2_draws"], g["lenet_fig2_minibatch"], g["lenet_evenness_draws"]),
+                      _holdout(fig1, g["lenet_holdout_setups"], g["lenet_holdout_seed"], "lenet_"))
     return cls(mlp, lenet)

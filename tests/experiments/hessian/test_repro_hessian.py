@@ -66,6 +66,12 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   assert cfg["compiled_programs"] >= 1
   # the varied LeNet's four structures: two slot programs (one conv; more), not one per setup
   assert cfg["lenet_varied"] and cfg["lenet_compiled_programs"] == 2
+  # each family's held-out seed (the quick grid: one setup each), in its own folder, beside the development seed
+  for key, folder in (("holdout_full_order", "holdout_seed3"), ("lenet_holdout_full_order", "lenet_holdout_seed2")):
+    held = json.load(open(os.path.join(d, folder, "fig1_records.json")))
+    assert cfg[key]["seed"] == held["full_order"]["seed"] != cfg["seed"] and len(held["records"]) == 2
+    e = held["full_order"]["batch_sizes"]["4"]
+    assert f"| {report.fmt(e['median_nr'])} [{report.fmt(e['p5_nr'])}, {report.fmt(e['p95_nr'])}] ({e['blocks']}) |" in text
 
 
 def test_killed_run_resumes_without_redoing_finished_setups(tmp_path, monkeypatch):
