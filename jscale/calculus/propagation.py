@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus.signals import Backward, Forward
+from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
 _REASONS = {
@@ -46,6 +46,8 @@ class LeafUse(NamedTuple):
   fan_out: int
   taps: int
   g: Backward | None = None  # the gradient at out_id (set by `run`); None when it does not reach the loss
+  position_factor: float | None = None  # a block's own E[dW^2] / (rho E[x^2] E[Delta^2]) for one example
+                                        # (attention's projections), in place of the product form
 
 
 class ActivationUse(NamedTuple):
@@ -79,6 +81,7 @@ class Propagation:
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
     self.ops, self.acts, self.notes = [], [], []
     self.op_grads = {}  # index into ops -> the gradient at its output
+    self.position_factor_at = {}  # a leaf use's output id -> its position factor, set by a block's backward
     self.leaf_why = {}
     # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
     # primitive's; the block's other equations are skipped (their values are used inside the block only).
@@ -161,7 +164,8 @@ class Propagation:
       if why:
         self.unknown(e, why)
     self.backward(out_grads)
-    uses = tuple(u._replace(g=self.op_grads.get(i)) for i, u in enumerate(self.ops))
+    uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id))
+                 for i, u in enumerate(self.ops))
     return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
                       dict(self.leaf_why))
 
@@ -207,4 +211,7 @@ class Propagation:
     if old.rp is not None and c.rp is not None:
       rp = (old.sq * old.rp + c.sq * c.rp) / sq if sq > 0 else old.rp
     sp = (old.sq * old.sp + c.sq * c.sp) / sq if sq > 0 else old.sp  # the two contributions' cross term dropped
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp)
+    rc = None
+    if (old.rc, c.rc) != (None, None) and None not in (cross_position(old), cross_position(c)):
+      rc = (old.sq * cross_position(old) + c.sq * cross_position(c)) / sq if sq > 0 else cross_position(old)
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp, rc=rc)
