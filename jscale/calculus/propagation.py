@@ -25,7 +25,15 @@ _REASONS = {
     "exp": "exp (softmax / attention) has no rule in the calculus",
     "integer_pow": "a power of an activation (normalisation, gelu) has no rule in the calculus",
     "erf": "erf (gelu) has no rule: it is not positively homogeneous",
+    "scan": ("a scan (nn.scan / lax.scan: a loop over layers or steps) has no rule: inspect reads a flat graph "
+             "(write the loop in Python to unroll it)"),
+    "while": "a while loop has no rule: inspect reads a flat graph (write the loop in Python to unroll it)",
 }
+# A gather of a parameter by integer ids computed from the input (nn.Embed) cuts the float path from x: the
+# values after it are computed from the parameters only, and every leaf on them says so.
+_GATHER_WHY = ("the input reaches it through an embedding lookup (a gather of a parameter by integer ids), "
+               "which has no rule: the calculus follows float activations; one-hot rows times a dense embedding "
+               "are the same function and have one (jscale.models.Transformer)")
 # What an equation's inputs get when only another of its outputs reached the loss.
 _NO_GRAD = Backward(0.0, 0.0, False, None)
 # A known placeholder input, to run a rule for its structure alone (`structure_only`).
@@ -86,6 +94,7 @@ class Propagation:
     # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
     # primitive's; the block's other equations are skipped (their values are used inside the block only).
     self.block_at, self.skip = {}, set()
+    self.gathered = set()   # values computed from an embedding lookup's output (_GATHER_WHY)
 
   # -- helpers
   def tag(self, a):
@@ -138,11 +147,14 @@ class Propagation:
         ins = self.block_at[n].inputs
       if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
         viewed = all(self.tags.get(o) is not None and self.tags[o].kind == "param" for o in e.outs)
+        gathered = e.name == "gather" or any(isinstance(a, int) and a in self.gathered for a in e.ins)
+        if gathered:
+          self.gathered.update(e.outs)
         for a in e.ins:  # parameters used outside any activation path (views of a leaf are fine)
           t = self.tag(a)
           if t.kind == "param" and not ins and not viewed:
-            self.leaf_why.setdefault(t.leaf, f"used by '{e.name}' on parameters only (not a layer the calculus "
-                                     "knows)")
+            self.leaf_why.setdefault(t.leaf, _GATHER_WHY if gathered else f"used by '{e.name}' on parameters "
+                                     "only (not a layer the calculus knows)")
         continue
       upstream = next((self.fwd[a].why for a in ins if self.fwd.get(a, Forward.unknown("?")).why), None)
       if n in self.block_at:

@@ -325,6 +325,9 @@ class Predictor(Propagation):
     axes, nd = tuple(e.params["axes"]), len(self.shape(a))
     if 0 in axes:
       return "a reduction across the batch (batch normalisation?) has no rule"
+    if nd - 1 in axes and len(axes) > 1 and nd > 3:
+      return ("a statistic over features and positions together (GroupNorm / InstanceNorm) has no rule: it mixes "
+              "the positions of one example")
     if nd - 1 in axes or nd < 3:
       return "a reduction over the feature axis (normalisation, softmax, attention) has no rule"
     k = math.prod(self.shape(a)[i] for i in axes)
