@@ -23,12 +23,13 @@ the attention output twice).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from jscale.calculus.blocks import Block, between
 from jscale.calculus.propagation import ActivationUse
-from jscale.calculus.signals import Forward
+from jscale.calculus.signals import Forward, cross_position
 from jscale.calculus.tracing import Lit, scalar_value
 
 _VIEWS = {"broadcast_in_dim", "reshape", "convert_element_type", "copy", "copy_p", "stop_gradient"}
@@ -146,17 +147,19 @@ def find(graph, tags, const, u, taken) -> list:
       if isinstance(mask, np.ndarray) and (mask.ndim < 2 or mask.shape[-2:] != (n_q, ls[-1])):
         mask = "data" if mask.size > 1 else None
       srcs = [_projected_from(graph, u, tags, const, a) for a in (q, k, v)]
-      d_in = srcs[0][1] if srcs[0] is not None and all(s_ == srcs[0] for s_ in srcs) else None
+      same = all(s_ is not None and s_[:2] == srcs[0][:2] for s_ in srcs)
+      d_in = srcs[0][1] if same else None
+      proj = tuple(s_[2] for s_ in srcs) if same else None
       blocks.append(Block("attention", out_n, (q, k, v), eqns, attention_rule,
                           dict(q=q, k=k, v=v, out=out, logits_shape=tuple(ls[:-2]) + (n_q, ls[-1]),
-                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in)))
+                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in, proj=proj)))
       break
   return blocks
 
 
 def _projected_from(graph, u, tags, const, a):
-  """(x, D_in) when the activation a is a dense projection x @ W (through a bias, scalings by constants,
-  reshapes and transposes) contracting D_in features of the activation x, else None. Self-attention's Q, K
+  """(x, D_in, y) when the activation a is a dense projection y = x @ W (through a bias, scalings by
+  constants, reshapes and transposes) contracting D_in features of the activation x, else None. Self-attention's Q, K
   and V are three projections of one x: within one draw of the weights they are correlated (module
   docstring)."""
   while True:
@@ -184,7 +187,7 @@ def _projected_from(graph, u, tags, const, a):
       cx = cl if e.ins[0] == x else cr
       if bl or br:
         return None
-      return x, math.prod(graph.avals[x].shape[i] for i in cx)
+      return x, math.prod(graph.avals[x].shape[i] for i in cx), e.outs[0]
     return None
 
 
@@ -257,6 +260,7 @@ class GaussianAttention:
       x = _shared(rng, n, Tk, d_in, rp_k)
       Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
     else:
+      x = None
       Q, K = _shared(rng, n, Tq, d_qk, rp_q), _shared(rng, n, Tk, d_qk, rp_k)
       V = _shared(rng, n, Tk, d_v, rp_v)
     G = _shared(rng, n, Tq, d_v, rp_g)
@@ -278,6 +282,44 @@ class GaussianAttention:
     self.dv_sq, self.rp_dv = float(np.mean(dV * dV)), _position_corr(dV)
     self.dq_sq, self.rp_dq = float(np.mean(dQ * dQ)), _position_corr(dQ)
     self.dk_sq, self.rp_dk = float(np.mean(dK * dK)), _position_corr(dK)
+    self.mean_weights = _mean_weight_sums(P.reshape(m, draws, Tq, Tk).mean(1))
+    # Self-attention: the projections' position factors E|sum_t x_t (x) d_t|^2 / (T E|x|^2 E|d|^2) with the
+    # x the gradients d depend on (dK_t on x_t through P_qt: the product form 1 + (T - 1) rp_x rp_d misses it)
+    self.pf_q, self.pf_k, self.pf_v = (_position_factor(x, d) if x is not None else None for d in (dQ, dK, dV))
+
+
+class MeanWeightSums(NamedTuple):
+  """Sums of the mean attention weights Pbar (Tq, Tk) (mean over draws, per mask, then over masks), which
+  carry correlations between two *examples*: their weights are taken as independent, so that
+  E[o_bq . o_b'q'] = sum_kk' Pbar_qk Pbar_q'k' E[V_bk . V_b'k'] and E[dV_bk . dV_b'k'] likewise with the
+  gradients; S = Pbar Pbar^T, R = Pbar^T Pbar, c = Pbar's column sums."""
+  s_same: float     # mean_q S_qq
+  s_cross: float    # mean_{q != q'} S_qq'
+  r_same: float     # mean_k R_kk
+  r_cross: float    # mean_{k != k'} R_kk'
+  c_same: float     # mean_k c_k^2
+  c_cross: float    # mean_{k != k'} c_k c_k'
+
+
+def _mean_weight_sums(pbar: np.ndarray) -> MeanWeightSums:
+  def diag_off(M):
+    n = M.shape[-1]
+    d = float(np.mean(np.diagonal(M, axis1=-2, axis2=-1)))
+    off = float(np.mean(M[:, ~np.eye(n, dtype=bool)])) if n > 1 else 0.0
+    return d, off
+  c = pbar.sum(-2)
+  return MeanWeightSums(*diag_off(pbar @ np.swapaxes(pbar, -1, -2)), *diag_off(np.swapaxes(pbar, -1, -2) @ pbar),
+                        *diag_off(c[:, :, None] * c[:, None, :]))
+
+
+def _position_factor(x: np.ndarray, d: np.ndarray) -> float:
+  """E over draws of |sum_t x_t (x) d_t|^2 / (T E[|x_t|^2] E[|d_t|^2]) for x: (n, T, a), d: (n, T, c):
+  G's position factor for a weight y_t = x_t W whose output gradient is d."""
+  T = x.shape[1]
+  xx = np.einsum("nta,nsa->nts", x, x)
+  dd = np.einsum("ntc,nsc->nts", d, d)
+  den = T * np.mean(np.sum(x * x, -1)) * np.mean(np.sum(d * d, -1))
+  return float(np.mean(np.sum(xx * dd, (1, 2))) / den) if den > 0 else 1.0
 
 
 def attention_rule(pred, block) -> str | None:
@@ -307,22 +349,46 @@ def attention_rule(pred, block) -> str | None:
   sq = sv.sq * st0.o_sq
   if not sq > 0:
     return "attention over values with E[V^2] = 0"
-  out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
+  # two examples' outputs, with their weights independent (MeanWeightSums): the same query sees the values'
+  # same-position correlation r on the S_qq part and rc on the rest
+  mw, rc_v = st0.mean_weights, cross_position(sv)
+  if rc_v is None:
+    out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
+  else:
+    r_o = sv.sq * ((sv.r - rc_v) * mw.s_same + rc_v) / sq
+    rc_o = sv.sq * ((sv.r - rc_v) * mw.s_cross + rc_v) / sq
+    out = Forward(sq, r_o, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq, rc_o)
 
   def stats(g):
     return model(g.rp if g.rp is not None else 0.0)
 
   def back_v(g):
     st = stats(g)
-    return g.scaled(st.dv_sq, r=g.r * sv.r, rp=st.rp_dv)
+    factor(2, st, st.pf_v)
+    rc_g = cross_position(g)
+    if rc_v is None or rc_g is None or not st.dv_sq > 0:
+      return g.scaled(st.dv_sq, r=g.r * sv.r, rp=st.rp_dv)
+    # dV_bk = sum_q P_bqk g_bq: two examples' value gradients through the mean weights (MeanWeightSums)
+    r_dv = ((g.r - rc_g) * mw.r_same + rc_g * mw.c_same) / st.dv_sq
+    rc_dv = ((g.r - rc_g) * mw.r_cross + rc_g * mw.c_cross) / st.dv_sq
+    return g.scaled(st.dv_sq, r=r_dv, rp=st.rp_dv, rc=rc_dv)
+
+  proj = info.get("proj")
+
+  def factor(which, st, f):
+    # the projection's own position factor, from the model (GaussianAttention.pf_*), for its weight's G
+    if proj is not None and f is not None:
+      pred.position_factor_at[proj[which]] = f
 
   def back_q(g):
     st = stats(g)
-    return g.scaled(sv.sq * lsq / sq_.sq * st.dq_sq, r=0.0, rp=st.rp_dq)
+    factor(0, st, st.pf_q)
+    return g.scaled(sv.sq * lsq / sq_.sq * st.dq_sq, r=0.0, rp=st.rp_dq, rc=0.0)
 
   def back_k(g):
     st = stats(g)
-    return g.scaled(sv.sq * lsq / sk.sq * st.dk_sq, r=0.0, rp=st.rp_dk)
+    factor(1, st, st.pf_k)
+    return g.scaled(sv.sq * lsq / sk.sq * st.dk_sq, r=0.0, rp=st.rp_dk, rc=0.0)
 
   pred.set_out(pred.g.eqns[block.out_eqn], out, [(info["v"], back_v), (info["q"], back_q), (info["k"], back_k)])
   return None

@@ -60,6 +60,25 @@ def position_corr(v) -> float | None:
   return float((np.sum(s * s) - np.sum(f * f)) / (B * P * (P - 1) * D * ms))
 
 
+def cross_position_corr(v) -> float | None:
+  """Mean over pairs of distinct examples b != b' and distinct positions t != t' of E[v_bt . v_b't'] / E[v^2]
+  (uncentred), for v: (batch, positions..., features); None when v has no position axis (numpy float64). With
+  `pair_corr` (same position) and `position_corr` (same example) it is the third correlation a leaf shared by
+  the positions needs in its minibatch G."""
+  f = np.asarray(v, np.float64)
+  if f.ndim < 3:
+    return None
+  B, D = f.shape[0], f.shape[-1]
+  f = f.reshape(B, -1, D)
+  P = f.shape[1]
+  ms = float(np.mean(f * f))
+  if B < 2 or P < 2 or ms <= 0:
+    return 0.0
+  tot, per_ex, per_pos = f.sum((0, 1)), f.sum(1), f.sum(0)
+  pairs = tot @ tot - np.sum(per_ex * per_ex) - np.sum(per_pos * per_pos) + np.sum(f * f)
+  return float(pairs / (B * (B - 1) * P * (P - 1) * D * ms))
+
+
 def relu_corr(r: float) -> float:
   """E[relu(u) relu(v)] / E[relu(u)^2] for unit-variance Gaussians u, v with correlation r."""
   r = min(max(r, -1.0), 1.0)

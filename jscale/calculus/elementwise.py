@@ -19,7 +19,7 @@ import numpy as np
 from jscale.calculus import activation_maps as am
 from jscale.calculus.blocks import Block
 from jscale.calculus.propagation import ActivationUse
-from jscale.calculus.signals import Forward
+from jscale.calculus.signals import Forward, cross_position
 from jscale.calculus.tracing import Lit, scalar_value
 
 ELEMENTWISE = frozenset({
@@ -117,13 +117,20 @@ def activation_rule(pred, block) -> str | None:
     return f"the activation {name} is not finite on a Gaussian input of E[y^2] = {s.sq:.3g}"
   mp = am.maps(phi, s.sq, s.rp) if s.rp is not None else None
   rf = am.maps(phi, s.sq, s.rf or 0.0).fwd_corr  # a common offset across features: E[phi]^2 / E[phi^2] from 0
+  # two examples at two positions: the pair map at their correlation rc (the product form where not tracked)
+  rc_in = cross_position(s)
+  mc = am.maps(phi, s.sq, rc_in) if s.rc is not None else None
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
-  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf)
+  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
+                          mc.fwd_corr if mc else None)
   rb = m.bwd_corr
   rpb = mp.bwd_corr if mp else None
 
   def back(g):
-    return g.scaled(m.bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+    g2 = g.scaled(m.bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+    if mc is not None and not g2.why and cross_position(g) is not None:
+      g2 = g2._replace(rc=cross_position(g) * mc.bwd_corr)
+    return g2
 
   pred.back.append((_OutOnly(out), [(base, back)]))
   return None

@@ -12,7 +12,8 @@ inspection_measure.py measures, rules.py predicts, inspection_assembly.py puts t
 Definitions (docs/calculus.md): for a leaf W, G_meas = mean_b E[dW_b^2] / E[W^2] with dW_b the gradient of
 example b's own loss, G_batch_meas = E[dW^2] / E[W^2] for the gradient of the batch's mean loss, and G_pred
 the rules' prediction of G_meas from E[W^2], the input's measured E[x_0^2] and the loss's gradient at the
-outputs (E = 1 for the default random projection), or None with the reason where no rule applies.
+outputs (its E[g^2] and correlation between examples as measured: for the default random projection, that
+draw's), or None with the reason where no rule applies.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale.calculus.correlation import pair_corr, position_corr
+from jscale.calculus.correlation import cross_position_corr, pair_corr, position_corr
 from jscale.calculus import inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus import pair_law
@@ -123,14 +124,18 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
   # Prediction: input moments measured, output gradient from the loss (1 for the random projection).
   xn = np.asarray(x, np.float64)
   x0_sq = float(np.mean(xn * xn))
-  x_sig = Forward(x0_sq, pair_corr(xn), bool(np.any(xn < 0)), None, position_corr(xn))
+  x_sig = Forward(x0_sq, pair_corr(xn), bool(np.any(xn < 0)), None, position_corr(xn), None,
+                  cross_position_corr(xn))
   leaf_sq = [float(jnp.mean(jnp.square(l))) for l in leaves]
   out_grads = {}
   for a, (sq, r) in zip(graph.out_atoms, meas.g_out):
     if isinstance(a, int):
-      # the random projection is independent across positions (rp = 0) where the output has them
+      # the random projection is independent across positions (rp = 0) where the output has them; its draw's
+      # E[v^2] (1 on average, +-sqrt(2 / entries)) and correlation between examples (r ~ +-1 / (B sqrt(outputs)),
+      # zero on average) are kept, as for any loss: summed over the B (B - 1) pairs r moves one batch's G_batch
+      # by tens of percent (docs/calculus.md, "Token correlations in the minibatch G")
       rp = 0.0 if loss is None and len(graph.avals[a].shape) >= 3 else None
-      out_grads[a] = Backward(1.0 if loss is None else float(sq), 0.0 if loss is None else float(r), rp=rp)
+      out_grads[a] = Backward(float(sq), float(r), rp=rp)
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig).run(out_grads)
   cross = None
   if groups is not None:

@@ -14,6 +14,7 @@ from jscale.calculus.inspection_measure import Measured
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, EqualisingMultiplier, Inspection,
                                                 LeafRow, OutputMoments, Verdict)
 from jscale.calculus.propagation import Propagated
+from jscale.calculus.signals import cross_position
 from jscale.calculus.records import CalculusCheckRow, finite_or_none as num
 
 
@@ -67,8 +68,7 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
     else:
       dW = sum(u.rho * u.x_sig.sq * u.g.sq * same_example_factor(u) for u in uses)
       # the cross-example correlation: the class-pair law's where given (`cross`), else the product of means
-      rr = [u.x_sig.r * u.g.r if cross is None or cross.get((u.leaf, u.in_id, u.out_id)) is None
-            else cross[u.leaf, u.in_id, u.out_id] for u in uses]
+      rr = [None if cross is None else cross.get((u.leaf, u.in_id, u.out_id)) for u in uses]
       dWb = sum(u.rho * u.x_sig.sq * u.g.sq * batch_factor(u, B, c) for u, c in zip(uses, rr))
       cols.update(grad_sq_pred=num(dW), dy_sq_pred=num(uses[0].g.sq))
       if w_sq > 0:
@@ -90,6 +90,8 @@ def position_factor(u) -> float:
   correlated terms: E[dW^2] = rho E[x^2] E[Delta^2] (1 + (rho - 1) rp_x rp_Delta)."""
   if u.kind not in ("dense", "bias", "other"):   # convolutions: neighbouring positions are not tracked
     return 1.0
+  if u.position_factor is not None and u.kind == "dense" and u.g is not None and u.g.rp is not None:
+    return u.position_factor   # a block's own (attention's projections: x_t and dK_t are dependent)
   x_rp = 1.0 if u.kind == "bias" else u.x_sig.rp  # a bias's input is the constant 1 at every position
   if x_rp is None or u.g.rp is None or u.rho <= 1:
     return 1.0
@@ -107,11 +109,21 @@ def same_example_factor(u) -> float:
   return position_factor(u) if tokens_tracked(u) else 1 + position_pairs(u)
 
 
-def batch_factor(u, B: int, cross: float) -> float:
+def batch_factor(u, B: int, cross: float | None) -> float:
   """The same for a minibatch of B examples: the same-example part / B plus the cross-example pairs, whose
-  correlation E[x x'] E[dy dy'] / (E[x^2] E[dy^2]) is `cross`."""
+  correlation E[x x'] E[dy dy'] / (E[x^2] E[dy^2]) is `cross` (None: the rules' r_x r_dy).
+
+  With tokens tracked, two examples' terms at the same position correlate by r_x r_dy and at two positions by
+  rc_x rc_dy (`signals.cross_position`: a position embedding is in r_x, not in rc_x); a given `cross` (the
+  class-pair law) keeps the product form."""
   if tokens_tracked(u):
+    if cross is None:
+      x_rc = 1.0 if u.kind == "bias" else cross_position(u.x_sig)
+      g_rc = cross_position(u.g)
+      x_r = 1.0 if u.kind == "bias" else u.x_sig.r
+      return position_factor(u) / B + (1 - 1 / B) * (x_r * u.g.r + (u.rho - 1) * x_rc * g_rc)
     return position_factor(u) * (1 / B + (1 - 1 / B) * cross)
+  cross = u.x_sig.r * u.g.r if cross is None else cross
   return (1 + position_pairs(u)) / B + (1 - 1 / B) * cross * (1 + u.g.sp)
 
 

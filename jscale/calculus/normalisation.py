@@ -23,7 +23,7 @@ import math
 
 from jscale.calculus.blocks import Block, between
 from jscale.calculus.propagation import LeafUse
-from jscale.calculus.signals import Forward
+from jscale.calculus.signals import Forward, cross_position
 from jscale.calculus.tracing import Lit, scalar_value
 
 # Equations a row statistic passes through between its reductions and the rsqrt.
@@ -172,9 +172,9 @@ def norm_rule(pred, block) -> str | None:
   if centred:
     def unshare(c):
       return None if c is None else (c - rf) / (1 - rf) if rf < 1 else 0.0
-    x_hat = Forward(hat, unshare(s.r), True, None, unshare(s.rp), 0.0)
+    x_hat = Forward(hat, unshare(s.r), True, None, unshare(s.rp), 0.0, unshare(s.rc))
   else:
-    x_hat = Forward(hat, s.r, s.sym, None, s.rp, s.rf)
+    x_hat = Forward(hat, s.r, s.sym, None, s.rp, s.rf, s.rc)
   w_sq, seen = 1.0, (lambda g: g)
   if info["scale"] is not None:
     leaf = info["scale"]
@@ -188,9 +188,14 @@ def norm_rule(pred, block) -> str | None:
   jensen = dof / (dof - 2) if dof > 2 else 1.0
   back_f = w_sq * proj * jensen / (var + eps)
   keep_rp = backward_rp_factor(D, hat, x_hat.rp or 0.0, centred)
+  # two examples' rows are two rows as much as two positions' are: the same factor at their correlations
+  keep_r = backward_rp_factor(D, hat, x_hat.r, centred)
+  keep_rc = backward_rp_factor(D, hat, cross_position(x_hat) or 0.0, centred)
 
   def back(g):
-    return seen(g).scaled(back_f, rp=None if g.rp is None else g.rp * keep_rp)
+    g2 = seen(g).scaled(back_f, rp=None if g.rp is None else g.rp * keep_rp, r=g.r * keep_r)
+    rc = cross_position(g)
+    return g2 if g2.why or rc is None or x_hat.rc is None else g2._replace(rc=rc * keep_rc)
 
   pred.set_out(pred.g.eqns[block.out_eqn], x_hat._replace(sq=hat * w_sq), [(x, back)])
   if not math.isfinite(back_f):

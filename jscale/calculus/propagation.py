@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus.signals import Backward, Forward
+from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
 _REASONS = {
@@ -25,7 +25,15 @@ _REASONS = {
     "exp": "exp (softmax / attention) has no rule in the calculus",
     "integer_pow": "a power of an activation (normalisation, gelu) has no rule in the calculus",
     "erf": "erf (gelu) has no rule: it is not positively homogeneous",
+    "scan": ("a scan (nn.scan / lax.scan: a loop over layers or steps) has no rule: inspect reads a flat graph "
+             "(write the loop in Python to unroll it)"),
+    "while": "a while loop has no rule: inspect reads a flat graph (write the loop in Python to unroll it)",
 }
+# A gather of a parameter by integer ids computed from the input (nn.Embed) cuts the float path from x: the
+# values after it are computed from the parameters only, and every leaf on them says so.
+_GATHER_WHY = ("the input reaches it through an embedding lookup (a gather of a parameter by integer ids), "
+               "which has no rule: the calculus follows float activations; one-hot rows times a dense embedding "
+               "are the same function and have one (jscale.models.Transformer)")
 # What an equation's inputs get when only another of its outputs reached the loss.
 _NO_GRAD = Backward(0.0, 0.0, False, None)
 # A known placeholder input, to run a rule for its structure alone (`structure_only`).
@@ -46,6 +54,8 @@ class LeafUse(NamedTuple):
   fan_out: int
   taps: int
   g: Backward | None = None  # the gradient at out_id (set by `run`); None when it does not reach the loss
+  position_factor: float | None = None  # a block's own E[dW^2] / (rho E[x^2] E[Delta^2]) for one example
+                                        # (attention's projections), in place of the product form
 
 
 class ActivationUse(NamedTuple):
@@ -79,10 +89,12 @@ class Propagation:
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
     self.ops, self.acts, self.notes = [], [], []
     self.op_grads = {}  # index into ops -> the gradient at its output
+    self.position_factor_at = {}  # a leaf use's output id -> its position factor, set by a block's backward
     self.leaf_why = {}
     # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
     # primitive's; the block's other equations are skipped (their values are used inside the block only).
     self.block_at, self.skip = {}, set()
+    self.gathered = set()   # values computed from an embedding lookup's output (_GATHER_WHY)
 
   # -- helpers
   def tag(self, a):
@@ -135,11 +147,14 @@ class Propagation:
         ins = self.block_at[n].inputs
       if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
         viewed = all(self.tags.get(o) is not None and self.tags[o].kind == "param" for o in e.outs)
+        gathered = e.name == "gather" or any(isinstance(a, int) and a in self.gathered for a in e.ins)
+        if gathered:
+          self.gathered.update(e.outs)
         for a in e.ins:  # parameters used outside any activation path (views of a leaf are fine)
           t = self.tag(a)
           if t.kind == "param" and not ins and not viewed:
-            self.leaf_why.setdefault(t.leaf, f"used by '{e.name}' on parameters only (not a layer the calculus "
-                                     "knows)")
+            self.leaf_why.setdefault(t.leaf, _GATHER_WHY if gathered else f"used by '{e.name}' on parameters "
+                                     "only (not a layer the calculus knows)")
         continue
       upstream = next((self.fwd[a].why for a in ins if self.fwd.get(a, Forward.unknown("?")).why), None)
       if n in self.block_at:
@@ -161,7 +176,8 @@ class Propagation:
       if why:
         self.unknown(e, why)
     self.backward(out_grads)
-    uses = tuple(u._replace(g=self.op_grads.get(i)) for i, u in enumerate(self.ops))
+    uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id))
+                 for i, u in enumerate(self.ops))
     return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
                       dict(self.leaf_why))
 
@@ -207,4 +223,7 @@ class Propagation:
     if old.rp is not None and c.rp is not None:
       rp = (old.sq * old.rp + c.sq * c.rp) / sq if sq > 0 else old.rp
     sp = (old.sq * old.sp + c.sq * c.sp) / sq if sq > 0 else old.sp  # the two contributions' cross term dropped
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp)
+    rc = None
+    if (old.rc, c.rc) != (None, None) and None not in (cross_position(old), cross_position(c)):
+      rc = (old.sq * cross_position(old) + c.sq * cross_position(c)) / sq if sq > 0 else cross_position(old)
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp, rc=rc)

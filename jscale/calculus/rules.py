@@ -29,7 +29,7 @@ import numpy as np
 from jscale.calculus.blocks import find_blocks
 from jscale.calculus.correlation import relu_corr
 from jscale.calculus.propagation import ActivationUse, LeafUse, Propagation
-from jscale.calculus.signals import Forward
+from jscale.calculus.signals import cross_position, Forward
 from jscale.calculus.tracing import scalar_value
 
 def pwl_gains(p: float, q: float) -> tuple[float, float]:
@@ -138,8 +138,9 @@ class Predictor(Propagation):
     r = s.r * (m * m / c2) if c2 > 0 else s.r
     odd = np.all(arr >= 0) or np.all(arr <= 0)
     f = m * m / c2 if c2 > 0 else 1.0
-    self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd), None, s.rp, s.rf),
-                 [(a, lambda g: g.scaled(c2, r=g.r * f, sp=g.sp * f))])
+    rc = None if s.rc is None else s.rc * f
+    self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd), None, s.rp, s.rf, rc),
+                 [(a, lambda g: g.scaled(c2, r=g.r * f, sp=g.sp * f, rc=None if g.rc is None else g.rc * f))])
 
   def _param_mul(self, e, a, t):
     s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
@@ -213,16 +214,20 @@ class Predictor(Propagation):
                         "non-negative inputs); its gain 1/2 assumes a symmetric pre-activation")
     self.acts.append(ActivationUse(kind=name, in_id=u, out_id=e.outs[0]))
     rp_out, rpb = pwl_corr(p, q, s.rp) if s.rp is not None else (None, None)
+    rc_in = cross_position(s)
+    rc_out, rcb = pwl_corr(p, q, rc_in) if rc_in is not None else (None, None)
     relu = p == 1 and q == 0
 
     def back(g):
       # Two positions' gates correlate like two examples' (the patches' correlation s.r stands for both).
       g2 = g.scaled(gb, r=g.r * rb if not g.why else 0.0, sp=g.sp * rb,
                     rp=g.rp * rpb if g.rp is not None and rpb is not None else None)
+      if not g.why and rcb is not None and cross_position(g) is not None:
+        g2 = g2._replace(rc=cross_position(g) * rcb)
       return g2 if g.why else g2._replace(sp_gate=g.sp if relu else None)
 
-    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym, None, rp_out, pwl_corr(p, q, s.rf or 0.0)[0]),
-                 [(u, back)])
+    self.set_out(e, Forward(gf * s.sq, r_out, p == q and s.sym, None, rp_out, pwl_corr(p, q, s.rf or 0.0)[0],
+                            rc_out), [(u, back)])
 
   def rule_max(self, e, ins):
     if len(ins) != 1:
@@ -244,8 +249,11 @@ class Predictor(Propagation):
       r = (sa.sq * sa.r + sb.sq * sb.r) / sq if sq > 0 else sa.r
       rp = (sa.sq * sa.rp + sb.sq * sb.rp) / sq if sq > 0 and None not in (sa.rp, sb.rp) else None
       rf = (sa.sq * (sa.rf or 0.0) + sb.sq * (sb.rf or 0.0)) / sq if sq > 0 else None
+      ca, cb = cross_position(sa), cross_position(sb)
+      rc = ((sa.sq * ca + sb.sq * cb) / sq if sq > 0 and None not in (ca, cb) and (sa.rc, sb.rc) != (None, None)
+            else None)
       # a difference has the same second-moment rule as a sum (the cross term is dropped)
-      self.set_out(e, Forward(sq, r, sa.sym and sb.sym, None, rp, rf), [(a, lambda g: g), (b, lambda g: g)])
+      self.set_out(e, Forward(sq, r, sa.sym and sb.sym, None, rp, rf, rc), [(a, lambda g: g), (b, lambda g: g)])
       return None
     a = ins[0]
     other = e.ins[1] if e.ins[0] == a else e.ins[0]
@@ -265,7 +273,11 @@ class Predictor(Propagation):
       shared = b_sq if n_leaf <= self.shape(a)[-1] else 0.0
       rp = (s.sq * s.rp + shared) / sq if sq > 0 and s.rp is not None else None
       rf = s.sq * (s.rf or 0.0) / sq if sq > 0 else None
-      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0, None, rp, rf), [(a, seen)])
+      # two examples at two positions share the bias only where it is shared by the positions: a position
+      # embedding adds to r (same position) and to neither rp nor rc
+      c = cross_position(s)
+      rc = (s.sq * c + shared) / sq if sq > 0 and c is not None else None
+      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0, None, rp, rf, rc), [(a, seen)])
       return None
     c = self.const(other)
     if t.kind != "const" or c is None:
@@ -276,7 +288,9 @@ class Predictor(Propagation):
     sq = s.sq + c2
     rp = (s.sq * s.rp + c2) / sq if sq > 0 and s.rp is not None else None
     rf = (s.sq * (s.rf or 0.0) + c2) / sq if sq > 0 else None
-    self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0, None, rp, rf),
+    c = cross_position(s)
+    rc = (s.sq * c + c2) / sq if sq > 0 and c is not None else None
+    self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0, None, rp, rf, rc),
                  [(a, lambda g: g)])
     return None
 
@@ -311,6 +325,9 @@ class Predictor(Propagation):
     axes, nd = tuple(e.params["axes"]), len(self.shape(a))
     if 0 in axes:
       return "a reduction across the batch (batch normalisation?) has no rule"
+    if nd - 1 in axes and len(axes) > 1 and nd > 3:
+      return ("a statistic over features and positions together (GroupNorm / InstanceNorm) has no rule: it mixes "
+              "the positions of one example")
     if nd - 1 in axes or nd < 3:
       return "a reduction over the feature axis (normalisation, softmax, attention) has no rule"
     k = math.prod(self.shape(a)[i] for i in axes)
@@ -321,13 +338,19 @@ class Predictor(Propagation):
 
   def _pool_tokens(self, e, a, k, positions_left):
     """A sum over k positions whose correlation rp is tracked (token pooling): E[(sum_t x_t)^2] =
-    k E[x^2] (1 + (k - 1) rp); the gradient reaches every pooled position unchanged (rp = 1 between them)."""
+    k E[x^2] (1 + (k - 1) rp), and two examples' sums k E[x^2] (r + (k - 1) rc) (same position r, the others
+    rc); the gradient reaches every pooled position unchanged (rp = 1 between them, rc = the pooled r)."""
     s = self.fwd[a]
     f = k * (1 + (k - 1) * s.rp)
     sq = s.sq * f
-    r = min(s.r * k * k / f, 1.0) if f > 0 else s.r
-    self.set_out(e, Forward(sq, r, s.sym, None, s.rp if positions_left else None, s.rf),
-                 [(a, lambda g: g.scaled(1.0, rp=1.0))])
+    rc = cross_position(s)
+    r = min(max(k * (s.r + (k - 1) * rc) / f, -1.0), 1.0) if f > 0 else s.r
+    left = positions_left
+
+    def back(g):
+      return g.scaled(1.0, rp=1.0) if left else g.scaled(1.0, rp=1.0, rc=g.r)
+
+    self.set_out(e, Forward(sq, r, s.sym, None, s.rp if left else None, s.rf, rc if left else None), [(a, back)])
 
   # -- weight layers
   def rule_dot_general(self, e, ins):
@@ -383,5 +406,10 @@ class Predictor(Propagation):
     # Input positions of one patch meet different weight slices (uncorrelated), of different patches the same
     # slice: the input gradient's spatial correlation sp is the output's (exact for stride = kernel).
     rp = s.rp if kind == "dense" else None
-    self.set_out(e, Forward(y_sq, s.r, True, None, rp),
-                 [(a, lambda g: seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp, gate=False))])
+    rc = s.rc if kind == "dense" else None
+
+    def back(g):
+      g2 = seen(g).scaled(back_f, rp=None if kind != "dense" else g.rp, gate=False)
+      return g2 if kind == "dense" or g2.why else g2._replace(rc=None)
+
+    self.set_out(e, Forward(y_sq, s.r, True, None, rp, None, rc), [(a, back)])

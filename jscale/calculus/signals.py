@@ -6,6 +6,8 @@
                correlation: sp = sum over the example's other positions p' of E[g_p g_p'] / E[g^2] (pooling
                shares one gradient among a window's positions), and sp_gate, the same sp before the ReLU
                whose gate made this gradient (None where the last step was not a ReLU's gate)
+  rc           (both) the correlation between two different positions of two different examples; with r (same
+               position) and rp (same example) it gives the minibatch cross term of a leaf shared by tokens
   LayerSignal  `Forward` of a layer list (`stack.Layer`), with the value's channels and spatial grid
 
 On a traced graph (rules.py) a signal can be unknown: `sq` is None exactly when `why` says why.
@@ -23,6 +25,9 @@ class Forward(NamedTuple):
   rp: float | None = None  # the correlation between two positions (tokens) of one example; None: not tracked
   rf: float | None = None  # the correlation between two features of one position (a common offset, e.g. the
                            # mean of a GELU's output); None: not tracked (taken as 0)
+  rc: float | None = None  # the correlation between two positions of two different examples (a position
+                           # embedding is shared by examples at the same position only: in r, not here);
+                           # None: not tracked (taken as r rp, the product form)
 
   @classmethod
   def unknown(cls, why: str) -> "Forward":
@@ -37,21 +42,25 @@ class Backward(NamedTuple):
   rp: float | None = None  # as Forward.rp, for the gradient
   sp: float = 0.0
   sp_gate: float | None = None
+  rc: float | None = None  # as Forward.rc, for the gradient
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
     return cls(None, 0.0, False, why)
 
   def scaled(self, f: float, r: float | None = None, pooled: bool | None = None,
-             rp: float | None = None, sp: float | None = None, gate: bool = True) -> "Backward":
-    """E[Delta^2] times f (and a new correlation, pooled flag, token correlation rp or spatial correlation sp);
+             rp: float | None = None, sp: float | None = None, gate: bool = True,
+             rc: float | None = None) -> "Backward":
+    """E[Delta^2] times f (and a new correlation, pooled flag, token correlation rp, spatial correlation sp or
+    cross-example token correlation rc);
     `gate=False` forgets sp_gate (a layer between this gradient and the ReLU gate). An unknown signal stays
     unknown."""
     if self.why:
       return self
     return self._replace(sq=self.sq * f, r=self.r if r is None else r,
                          pooled=self.pooled if pooled is None else pooled, rp=self.rp if rp is None else rp,
-                         sp=self.sp if sp is None else sp, sp_gate=self.sp_gate if gate else None)
+                         sp=self.sp if sp is None else sp, sp_gate=self.sp_gate if gate else None,
+                         rc=self.rc if rc is None else rc)
 
 
 class LayerSignal(NamedTuple):
@@ -60,3 +69,11 @@ class LayerSignal(NamedTuple):
   sq: float
   r: float
   sym: bool
+
+
+def cross_position(sig) -> float | None:
+  """A signal's rc, or where it is not tracked the product form r rp (two examples' entries at two positions
+  as correlated as the same example's times the same position's); None when positions are not tracked."""
+  if sig.rc is not None:
+    return sig.rc
+  return None if sig.rp is None else sig.r * sig.rp

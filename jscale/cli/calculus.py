@@ -14,8 +14,10 @@
 
 `--model mlp` (the default) is the MLP given by --widths. `--model lenet` / `resnet` are the paper's strided
 LeNet and a small pre-activation bottleneck ResNet with the Section 11 scalars (jscale.models), on --batch
-random images; `--model transformer` is jscale.models.Transformer's defaults (2 pre-LN blocks, width 64,
-4 heads, 16 tokens of a 32-word vocabulary, GELU MLP, mean over tokens) on --batch uniform random tokens; `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
+random images; `--model transformer` is jscale.models.Transformer's defaults (2 pre-LN blocks, or --depth,
+width 64, 4 heads, 16 tokens of a 32-word vocabulary, GELU MLP, mean over tokens) on --batch uniform random
+tokens (per leaf: G and the minibatch Gb predicted and measured, e.g. `--model transformer --init lecun_normal
+--depth 6 --batch 128 --seed 3`); `--model PATH.py:FUNCTION` calls FUNCTION(key, init) from that file, which returns
 (apply_fn, params, x) or (apply_fn, params, x, loss) (`init` is the --init spec string, or None when not given).
 Any model other than mlp goes through `jscale.calculus.inspect`: its table has one row per parameter leaf.
 
@@ -90,14 +92,23 @@ def parse_args(argv=None):
   p.add_argument("--json", action="store_true", help="print JSON instead of tables")
   p.add_argument("--depth-profile", action="store_true", help="predicted moments and C(0), C'(1) over --depth "
                  "dense layers of --activation (no network is drawn)")
-  p.add_argument("--depth", type=int, default=50, help="layers of the --depth-profile stack")
+  p.add_argument("--depth", type=int, default=None, help="layers of the --depth-profile stack (default 50), or "
+                 "blocks of --model transformer (default 2)")
   p.add_argument("--weight-gain", type=float, default=2.0, help="fan_in E[W^2] per layer (--depth-profile; "
                  "2 is He)")
   p.add_argument("--bias-sq", type=float, default=0.0, help="E[b^2] per layer (--depth-profile)")
   p.add_argument("--q0", type=float, default=1.0, help="E[y_0^2] at the first activation (--depth-profile)")
   args = p.parse_args(argv)
   if args.depth_profile:
+    args.depth = 50 if args.depth is None else args.depth
     return _check_depth_profile(p, args)
+  if args.depth is not None:
+    if args.model != "transformer":
+      p.error("--depth applies to --depth-profile and --model transformer only")
+    try:
+      checks.positive_int(args.depth, "--depth")
+    except ValueError as e:
+      p.error(str(e))
   if args.activation not in ACT_KINDS:
     p.error(f"--activation: invalid choice {args.activation!r} for an MLP (choose from {', '.join(ACT_KINDS)}; "
             "--depth-profile takes any activation_maps name)")
@@ -256,7 +267,7 @@ def load_model(args, spec, key):
   if args.model == "transformer":
     from jscale import models
     from jscale.models.transformer import random_tokens
-    cfg = models.TransformerConfig()
+    cfg = models.TransformerConfig() if args.depth is None else models.TransformerConfig(depth=args.depth)
     params = models.init_transformer(k_net, cfg, spec)
     apply_fn = lambda p, x_: models.apply_transformer(p, x_, cfg)  # noqa: E731
     x = random_tokens(k_data, args.batch, cfg)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jscale import calculus, initializers, mlp, models
+from jscale.calculus.correlation import pair_corr
 
 
 def mc_rel_sd(min_width, hops, r=0.5):
@@ -66,8 +67,10 @@ class InspectTest(chex.TestCase):
     layers = calculus.mlp_layers(widths, "he_normal")
     layers = tuple(calculus.Linear(l.n_out, weight_sq=w_sq[i // 2]) if l.is_weight else l
                    for i, l in enumerate(layers))
+    # inspect keeps the projection's own E[v^2] and correlation between examples (its draw of v)
+    v = np.asarray(jax.random.normal(jax.random.split(key)[0], (64, 10)), np.float64)
     pred = calculus.predict(layers, 32, x0_sq=float(jnp.mean(x ** 2)), batch_size=64,
-                            x0_corr=float(meas.x0_corr))
+                            x0_corr=float(meas.x0_corr), dy_out_sq=float(np.mean(v * v)), dy_out_corr=pair_corr(v))
     np.testing.assert_allclose([r.G_pred for r in got], pred.moments.G, rtol=1e-5)
     np.testing.assert_allclose([r.G_batch_pred for r in got], pred.G_batch, rtol=1e-4)
     self.assertEqual([r.kind for r in res.layers], ["dense", "bias"] * 3)

@@ -278,7 +278,12 @@ class NeverCrashesTest(chex.TestCase):
           out = nn.max_pool(out, (2, 2), (2, 2))
         return out
 
-      self._check(name, calculus.inspect(f, v, x))
+      res = calculus.inspect(f, v, x)
+      self._check(name, res)
+      # the layers with no rule say which layer it is (#21, point 5)
+      said = {"Embed": "embedding lookup", "GroupNorm": "GroupNorm", "scan": "scan"}.get(name)
+      if said:
+        self.assertTrue(all(said in (r.reason or "") for r in res.layers), (name, [r.reason for r in res.layers]))
 
   @pytest.mark.slow
   def test_nnx_modules(self):

@@ -115,11 +115,12 @@ class ModelCLITest(chex.TestCase):
 
   @pytest.mark.slow
   def test_model_transformer_json(self):
-    rc, out, _ = run_status("--model", "transformer", "--init", "lecun_normal", "--batch", "16", "--json")
+    rc, out, _ = run_status("--model", "transformer", "--init", "lecun_normal", "--batch", "16", "--depth", "3",
+                            "--json")
     self.assertEqual(rc, 0)
     rep = json.loads(out)
     rows = {r["path"]: r for r in rep["layers"]}
-    for name in ("block0/attn/query/kernel", "block1/mlp/dense0/kernel", "embed/tokens", "ln_final/scale"):
+    for name in ("block0/attn/query/kernel", "block2/mlp/dense0/kernel", "embed/tokens", "ln_final/scale"):
       self.assertIsNotNone(rows[name]["G_pred"], f"{name}: {rows[name]['reason']}")
       self.assertGreater(rows[name]["G_meas"], 0)
 
@@ -135,7 +136,8 @@ class ModelCLITest(chex.TestCase):
     self.assertEqual(json.loads(out)["layers"][0]["path"], "0/w")
 
   def test_errors_exit_2_without_traceback(self):
-    for argv in (["--model", "nope"], ["--model", "/no/such.py:f"], ["--widths", "100000,100000,100000"]):
+    for argv in (["--model", "nope"], ["--model", "/no/such.py:f"], ["--widths", "100000,100000,100000"],
+                 ["--model", "lenet", "--depth", "3"], ["--model", "transformer", "--depth", "0"]):
       rc, _, err = run_status(*argv)
       self.assertEqual(rc, 2, argv)
       self.assertTrue(err.startswith("error: "), err)
