@@ -151,7 +151,7 @@ def _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, 
     return jax.tree_util.tree_leaves(jax.grad(lambda out: jnp.sum(loss_fn(out)))(outputs))
 
   # One program (shared by calls on networks of the same computation), not the model's and the loss's
-  # operations compiled one by one per shape; the same numbers (XLA:CPU computes each operation alike).
+  # operations compiled one by one per shape (bitwise the eager numbers on the transfer experiment's networks).
   g_out = jax.device_get(program_cache.jit(output_grads)(leaves, x, key))
   if len(g_out) != 1:
     raise ValueError("inspect: groups= needs a model with one output array")
