@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale import program_cache
 from jscale.calculus.correlation import cross_position_corr, pair_corr, position_corr
 from jscale.calculus import inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
@@ -126,7 +127,7 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
   x0_sq = float(np.mean(xn * xn))
   x_sig = Forward(x0_sq, pair_corr(xn), bool(np.any(xn < 0)), None, position_corr(xn), None,
                   cross_position_corr(xn))
-  leaf_sq = [float(jnp.mean(jnp.square(l))) for l in leaves]
+  leaf_sq = _mean_squares(leaves)
   out_grads = {}
   for a, (sq, r) in zip(graph.out_atoms, meas.g_out):
     if isinstance(a, int):
@@ -148,9 +149,15 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
 def _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups) -> dict:
   """Per leaf use, the class-pair law's cross term (pair_law.py): one propagation per pair type, with that
   type's input correlation and the loss gradient's correlation at the outputs (measured on the batch)."""
-  outputs = fn(leaves, x)
-  loss_fn = projection_loss(key, outputs) if loss is None else loss
-  g_out = jax.tree_util.tree_leaves(jax.grad(lambda out: jnp.sum(loss_fn(out)))(outputs))
+
+  def output_grads(leaves, x, key):
+    outputs = fn(leaves, x)
+    loss_fn = projection_loss(key, outputs) if loss is None else loss
+    return jax.tree_util.tree_leaves(jax.grad(lambda out: jnp.sum(loss_fn(out)))(outputs))
+
+  # One program (shared by calls on networks of the same computation), not the model's and the loss's
+  # operations compiled one by one per shape (bitwise the eager numbers on the transfer experiment's networks).
+  g_out = jax.device_get(program_cache.jit(output_grads)(leaves, x, key))
   if len(g_out) != 1:
     raise ValueError("inspect: groups= needs a model with one output array")
   runs = {}
@@ -160,6 +167,15 @@ def _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, 
     runs[n] = (w, Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig._replace(r=r0))
                .run({out_id: Backward(g_sq, rg)}))
   return pair_law.cross_terms(runs)
+
+
+def _mean_squares(leaves) -> list:
+  """E[l^2] per leaf as floats, from two compiled programs for every leaf (shared by calls with leaves of the
+  same shapes): `jnp.mean(jnp.square(l))` leaf by leaf compiled two programs per leaf shape. The squares are
+  the second program's inputs on purpose: XLA:CPU sums a squaring fused into the mean in another order (a
+  32x32 kernel's mean square moved by 6e-8), and apart they are the eager numbers bitwise."""
+  squares = program_cache.jit(lambda ls: [jnp.square(l) for l in ls])(list(leaves))
+  return [float(v) for v in jax.device_get(program_cache.jit(lambda ss: [jnp.mean(s) for s in ss])(squares))]
 
 
 def _chunk(graph, leaves, B: int, memory_limit: float | None) -> int:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscale import program_cache
+
 # Examples compared by the interaction check: enough to change a batch mean, small enough to cost nothing.
 _PROBE = 4
 # Row 0's output may move by float rounding only: XLA may reorder a reduction when other rows change.
@@ -61,7 +63,7 @@ def check_independent_examples(fn: Callable, leaves, x) -> None:
     return  # one example cannot interact with another
   a = x[:k]
   b = jnp.concatenate([a[:1], 2 * a[1:] + 1], axis=0)
-  run = jax.jit(fn)
+  run = program_cache.jit(fn)   # a fresh closure per inspect: compiled once per computation
   try:
     out_a, out_b = (jax.tree_util.tree_leaves(run(leaves, v)) for v in (a, b))
   except Exception as e:  # noqa: BLE001 - a model tied to one batch size: it must also run on fewer examples

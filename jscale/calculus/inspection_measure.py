@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jscale import program_cache
 from jscale.calculus.correlation import pair_corr
 from jscale.calculus.tracing import Graph, evaluate
 
@@ -49,7 +50,9 @@ def measure_graph(graph: Graph, fn: Callable, leaves, x, *, loss: Callable | Non
   divides the batch). `loss(outputs) -> (batch,)`, or None for `projection_loss(key, outputs)`."""
   B = x.shape[0]
 
-  @jax.jit
+  # A new closure on every call: program_cache compiles it only if this computation was not compiled before
+  # (inspecting another draw of the same network, or another network of the same shapes, reuses it).
+  @program_cache.jit
   def run(leaves, x, key):
     eps = {i: jnp.zeros(graph.avals[i].shape, graph.avals[i].dtype) for i in taps}
     keep = sorted(set(taps) | set(need))

@@ -61,7 +61,9 @@ def prescriptions(net: models.Model, base: models.Model, x, y, params=None) -> d
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
   sp = calculus.inspect(apply, params, x, loss=loss, groups=np.asarray(y))
   mup_init = calculus.from_inspection(sp, rule="mup", base_shapes=base_shapes).init_multipliers(params)
-  mup_params = jax.tree.map(lambda p, m: p if m is None else p * m, params, mup_init)
+  # on the host: eager `p * m` compiled a program per leaf shape (the same float32 product either way)
+  mup_params = jax.tree.map(lambda p, m: p if m is None else jnp.asarray(np.asarray(p) * np.float32(m)),
+                            params, mup_init)
   mu = calculus.inspect(apply, mup_params, x, loss=loss, groups=np.asarray(y))
   out = {}
   for opt in OPTIMIZERS:
@@ -178,7 +180,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       net = network(model, width)
       t0 = time.perf_counter()
       p0s = probe_draws(net, coord_draws)
-      pres = prescriptions(net, base, xb, yb, jax.tree.map(lambda v: v[0], p0s))
+      # the first draw cut on the host (eager indexing compiled two programs per leaf shape)
+      pres = prescriptions(net, base, xb, yb, jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[0]), p0s))
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
       cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
