@@ -13,8 +13,9 @@ Points. Every (example, position) at a layer is a "point"; points are functions 
 input entries through the SAME weights, so their joint law is exchangeable: one statistic per layer describes
 all pairs of distinct points, whether of one example (two positions) or of two. Per point: s = E|x|^2,
 r = E|x|^4; per pair of distinct points: d = E x.x', p2 = E (x.x')^2, t = E|x|^2|x'|^2. A patch of k distinct
-points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) (d/s)^2 t (the
-4-point term with the cosine at its mean), T = k^2 t: exact at the input (independent pixels). Through a layer
+points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) v (v = E|mu|^4, four
+distinct points: `four_moment`, carried through each layer by `four_points_out`), T = k^2 t: exact at the input
+(independent pixels). Through a layer
 the MLP's Gaussian-conditional step (`predict.forward_moments`: arc-cosine kernels) gives the next point
 statistics, with the pair cosine's spread averaged by quadrature and the mean cosine corrected for the norms'
 spread (`curvature`: `_kernel_moments`, `norm_factor`).
@@ -36,8 +37,11 @@ patches' correlation with their own masks; docs/calculus.md, "Average pooling in
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
-"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine; the
-correlation of the softmax with the directions (not only the sizes) of the weights above a layer.
+"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
+correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
+at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
+P with U[0, 1] pixels); the correlation of the softmax with the directions (not only the sizes) of the weights
+above a layer.
 """
 from __future__ import annotations
 
