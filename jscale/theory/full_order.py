@@ -13,8 +13,9 @@ Points. Every (example, position) at a layer is a "point"; points are functions 
 input entries through the SAME weights, so their joint law is exchangeable: one statistic per layer describes
 all pairs of distinct points, whether of one example (two positions) or of two. Per point: s = E|x|^2,
 r = E|x|^4; per pair of distinct points: d = E x.x', p2 = E (x.x')^2, t = E|x|^2|x'|^2. A patch of k distinct
-points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) (d/s)^2 t (the
-4-point term with the cosine at its mean), T = k^2 t: exact at the input (independent pixels). Through a layer
+points has S = k s, R = k r + k (k - 1) t, two distinct patches D = k d, P = k p2 + k (k - 1) v (v = E|mu|^4, four
+distinct points: `four_moment`, carried through each layer by `four_points_out`), T = k^2 t: exact at the input
+(independent pixels). Through a layer
 the MLP's Gaussian-conditional step (`predict.forward_moments`: arc-cosine kernels) gives the next point
 statistics, with the pair cosine's spread averaged by quadrature and the mean cosine corrected for the norms'
 spread (`curvature`: `_kernel_moments`, `norm_factor`).
@@ -36,8 +37,11 @@ patches' correlation with their own masks; docs/calculus.md, "Average pooling in
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
-"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine; the
-correlation of the softmax with the directions (not only the sizes) of the weights above a layer.
+"Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
+correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
+at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
+P with U[0, 1] pixels); the correlation of the softmax with the directions (not only the sizes) of the weights
+above a layer.
 """
 from __future__ import annotations
 
@@ -94,6 +98,7 @@ class PointStats(NamedTuple):
   p2: float
   t: float
   u: float = math.nan
+  v: float = math.nan  # E (x_a.x_b)(x_c.x_d), four distinct points (NaN: (d / s)^2 t, the cosine at its mean)
   m: float | None = None  # E |x||x'| (x.x') (the norm-weighted mean cosine's numerator; None: (d / s) t)
 
 
@@ -107,8 +112,17 @@ def shared_moment(st: PointStats) -> float:
   10-18% low (MC, 200k draws of one conv layer, 4-16 channels; with u: -1.5 to -4.5% and 0 to +4%)."""
   if math.isfinite(st.u):
     return st.u
-  mu4 = (st.d / st.s) ** 2 * st.t if st.s > 0 else 0.0
+  mu4 = four_moment(st)
   return mu4 + max(st.p2 - mu4, 0.0) / (math.pi + 1)
+
+
+def four_moment(st: PointStats) -> float:
+  """v = E (h_a.h_b)(h_c.h_d) over four distinct points = E|mu|^4 (mu the points' mean given the weights below).
+  NaN in `st`: the cosine at its mean, (d / s)^2 t, which leaves out the spread of mu's share over weight draws
+  (`next_points`)."""
+  if math.isfinite(st.v):
+    return st.v
+  return (st.d / st.s) ** 2 * st.t if st.s > 0 else 0.0
 
 
 class Patch(NamedTuple):
@@ -119,6 +133,7 @@ class Patch(NamedTuple):
   kappa: float        # the mean cosine of two distinct patches (what the masks and arc-cosine kernels see)
   ratio: float = 0.0  # E x_a.x_b / E|x|^2 = kappa c, c = E|x_a||x_b| / E|x|^2 (`norm_factor`)
   U: float = math.nan  # E (x_a.x_b)(x_a.x_c), three distinct patches (NaN: ratio^2 T, the cosine at its mean)
+  V: float = math.nan  # E (x_a.x_b)(x_c.x_d), four distinct patches (NaN: ratio^2 T)
 
 
 def norm_factor(R: float, T: float) -> float:
@@ -144,25 +159,26 @@ def pixel_stats(inputs: predict.InputStats, entries: int = 1) -> PointStats:
   distinct points, so u is unused there."""
   c = int(entries)
   u = inputs.dot / c * (inputs.sq_norm + (c - 1) * inputs.dot / c)
+  # Four distinct points: mu is the law's own (no weights below), so v = |mu|^4 = d^2 exactly.
   return PointStats(inputs.sq_norm, inputs.sq_norm_sq, inputs.dot, inputs.dot_sq, inputs.norm_cross, u,
-                    inputs.norm_dot)
+                    inputs.dot ** 2, inputs.norm_dot)
 
 
 def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
-  """Statistics of a patch of k distinct points (the 4-point terms at the mean of their pairs). With
+  """Statistics of a patch of k distinct points (the 4-point terms from the points' v, `four_moment`). With
   `curvature`, the mean cosine is the mean dot ratio over `norm_factor` (the norms' spread: E x.x' =
   E[rho |x||x'|]); without, the two are taken equal (`predict.forward_moments`)."""
   S, D = k * st.s, k * st.d
-  # E (x_a.x_b)(x_c.x_d) over two pairs of distinct points: the cosine at its mean, the norms correlated as any
-  # two distinct points' are (they share every weight below): (d / s)^2 t, not d^2.
-  ratio = st.d / st.s if st.s > 0 else 0.0
   R, T = k * st.r + k * (k - 1) * st.t, k * k * st.t
   kappa = D / S if S > 0 else 0.0
   if curvature:
     kappa = min(kappa / norm_factor(R, T), 1.0)
-  # Three distinct patches, one in both dots: the same tap's points give u, different taps' four distinct points.
-  U = k * shared_moment(st) + k * (k - 1) * ratio * ratio * st.t
-  return Patch(S, R, k * st.p2 + k * (k - 1) * ratio * ratio * st.t, T, kappa, D / S if S > 0 else 0.0, U)
+  # Two pairs of distinct points, E (x_a.x_b)(x_c.x_d): v (`four_moment`; it carries the spread of the points'
+  # mean over weight draws, which the cosine at its mean, (d / s)^2 t, leaves out). Three distinct patches, one
+  # in both dots: the same tap's points give u, different taps' four distinct points.
+  v = four_moment(st)
+  U = k * shared_moment(st) + k * (k - 1) * v
+  return Patch(S, R, k * st.p2 + k * (k - 1) * v, T, kappa, D / S if S > 0 else 0.0, U, k * k * v)
 
 
 _CURV_X, _CURV_W = np.polynomial.hermite_e.hermegauss(32)
@@ -200,9 +216,45 @@ def next_points(pa: Patch, n: int, w: float, curvature: bool = True) -> PointSta
   # At a zero mean cosine (zero-mean inputs) the factor is 1, not the norms' c: that overstates the mean dot of a
   # conv0's outputs by 1/c (6-13% for 2x2-3x3 patches of N(0, 1) pixels, MC). Correcting it lowered the layer
   # above at batch 1024 by ~10% on LeNet development seed 0 (a compensating error downstream): kept, open.
-  kappa = 2 * m1 * (pa.ratio / pa.kappa if curvature and pa.kappa > 0 else 1.0)
+  c = pa.ratio / pa.kappa if curvature and pa.kappa > 0 else 1.0
+  kappa = 2 * m1 * c
+  t = w * w * pa.T * (n * m2 + n * (n - 1) / 4)
+  v = four_points_out(pa, n, w, m1 * c) if curvature else math.nan
   return PointStats(s, w * w * pa.R * (n * n + 5 * n) / 4, kappa * s,
-                    w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), w * w * pa.T * (n * m2 + n * (n - 1) / 4))
+                    w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), t, math.nan, v)
+
+
+def _mean_factor(kappa):
+  """f(z) = E_e relu(sqrt(kappa) z + sqrt(1 - kappa) e) at the Gauss-Hermite nodes z: a unit's mean over points
+  of pairwise cosine kappa given the common factor z (one-factor model)."""
+  k = min(max(kappa, 0.0), 1.0 - 1e-12)
+  a, b = math.sqrt(k), math.sqrt(1.0 - k)
+  x = a * _CURV_X / b
+  pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+  return b * pdf + a * _CURV_X * _erf_cdf(x)
+
+
+def four_points_out(pa: Patch, n: int, w: float, m1e: float) -> float:
+  """v of a ReLU layer's output points: E (h_a.h_b)(h_c.h_d) = sum_{i,j} E relu(w_i.x_a) relu(w_i.x_b)
+  relu(w_j.x_c) relu(w_j.x_d) over four distinct patches.
+  - i != j: n (n - 1) w^2 E[S_W^2 m1(kappa_W)^2] with kappa_W the points' cosine given the weights below, whose
+    spread over weight draws is var_W = V / T - ratio^2 (V = E|mu|^4 of the patches, T = E S_W^2): zero at the
+    input, it grows with depth;
+  - i = j: n w^2 E Pi_j |x_j| E_z f(z)^4 (one-factor model of four points of cosine kappa, `_mean_factor`),
+    with the norms' factor c^2 as the pair's c (`norm_factor`). The cosine-at-its-mean value 4 m2 m1^2 is
+    the same at kappa = 0 and 1 but 30% low at kappa = 0.75 (U[0, 1] pixels' patches): at 5-20 channels
+    conv0's outputs' v was 4-9% low (MC), and P, U of the patches above 9-16% low, growing with depth.
+  `m1e`: the pair factor E[|x_a||x_b| m1(rho)] / S of `next_points` (its d = n w S m1e)."""
+  V = pa.V if math.isfinite(pa.V) else pa.ratio ** 2 * pa.T
+  var_w = max(V / pa.T - pa.ratio ** 2, 0.0) if pa.T > 0 else 0.0
+  m1k = _kernel_moments(pa.kappa, 0.0, False)[0]
+  c = m1e / m1k if m1k > 0 else 1.0
+  nodes = np.clip(pa.kappa + math.sqrt(var_w) * _CURV_X, -1.0, 1.0) if var_w > 0 else np.array([pa.kappa])
+  wts = _CURV_W if var_w > 0 else np.ones(1)
+  th = np.arccos(nodes)
+  m1 = (np.sin(th) + (math.pi - th) * np.cos(th)) / (2 * math.pi)
+  f4 = np.array([np.sum(_CURV_W * _mean_factor(float(k)) ** 4) for k in nodes])
+  return float(w * w * pa.T * c * c * (n * (n - 1) * np.sum(wts * m1 * m1) + n * np.sum(wts * f4)))
 
 
 def pool_points(st: PointStats, window: int) -> PointStats:
@@ -217,13 +269,12 @@ def pool_points(st: PointStats, window: int) -> PointStats:
   if q == 1:
     return st
   ratio = st.d / st.s if st.s > 0 else 0.0
-  u = shared_moment(st)
-  g4 = forward_tables(Patch(st.s, st.r, st.p2, st.t, ratio, ratio, u), q)
+  u, mu4 = shared_moment(st), four_moment(st)
+  g4 = forward_tables(Patch(st.s, st.r, st.p2, st.t, ratio, ratio, u, mu4), q)
   A, B = slice(0, q), slice(q, 2 * q)
-  # The pooled points' u: their mean is mu and their second moment M / q + (1 - 1/q) mu mu^T.
-  mu4 = ratio * ratio * st.t
+  # The pooled points' u: their mean is mu and their second moment M / q + (1 - 1/q) mu mu^T; their v: mu's, v.
   return PointStats((st.s + (q - 1) * st.d) / q, float(np.mean(g4[A, A, A, A])), st.d,
-                    float(np.mean(g4[A, B, A, B])), float(np.mean(g4[A, A, B, B])), u / q + (1 - 1 / q) * mu4)
+                    float(np.mean(g4[A, B, A, B])), float(np.mean(g4[A, A, B, B])), u / q + (1 - 1 / q) * mu4, mu4)
 
 
 def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True) -> list:
@@ -500,6 +551,8 @@ def forward_tables(pa: Patch, rho: int) -> np.ndarray:
   g = cos * np.where(three, math.sqrt(pa.R * pa.T), pa.T)
   if math.isfinite(pa.U):  # one point in both dots (`shared_moment`)
     g = np.where((k == 3) & (a != b) & (c != d), pa.U, g)
+  if math.isfinite(pa.V):  # four distinct points (`four_moment`)
+    g = np.where(k == 4, pa.V, g)
   g = np.where(k == 1, pa.R, g)
   g = np.where((k == 2) & (a == b) & (c == d), pa.T, g)
   return np.where((k == 2) & (a != b) & (((a == c) & (b == d)) | ((a == d) & (b == c))), pa.P, g)
