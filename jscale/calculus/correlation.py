@@ -44,16 +44,24 @@ def pair_corr(v, *, traced: bool = False, pairs_first: bool = False):
   return float((np.sum(s * s) - np.sum(f * f)) / (B * (B - 1) * f.shape[1] * ms)) if ms > 0 else 0.0
 
 
-def position_corr(v) -> float | None:
-  """Mean over pairs of distinct positions t != t' of one example of E[v_t . v_t'] / E[v^2] (uncentred), for
-  v: (batch, positions..., features); None when v has no position axis (numpy float64)."""
+def _by_position(v):
+  """v: (batch, positions..., features) as float64 (batch, P, features) with B, P, D and the mean square; None
+  when v has no position axis."""
   f = np.asarray(v, np.float64)
   if f.ndim < 3:
     return None
   B, D = f.shape[0], f.shape[-1]
   f = f.reshape(B, -1, D)
-  P = f.shape[1]
-  ms = float(np.mean(f * f))
+  return f, B, f.shape[1], D, float(np.mean(f * f))
+
+
+def position_corr(v) -> float | None:
+  """Mean over pairs of distinct positions t != t' of one example of E[v_t . v_t'] / E[v^2] (uncentred), for
+  v: (batch, positions..., features); None when v has no position axis (numpy float64)."""
+  got = _by_position(v)
+  if got is None:
+    return None
+  f, B, P, D, ms = got
   if P < 2 or ms <= 0:
     return 0.0
   s = f.sum(1)
@@ -65,13 +73,10 @@ def cross_position_corr(v) -> float | None:
   (uncentred), for v: (batch, positions..., features); None when v has no position axis (numpy float64). With
   `pair_corr` (same position) and `position_corr` (same example) it is the third correlation a leaf shared by
   the positions needs in its minibatch G."""
-  f = np.asarray(v, np.float64)
-  if f.ndim < 3:
+  got = _by_position(v)
+  if got is None:
     return None
-  B, D = f.shape[0], f.shape[-1]
-  f = f.reshape(B, -1, D)
-  P = f.shape[1]
-  ms = float(np.mean(f * f))
+  f, B, P, D, ms = got
   if B < 2 or P < 2 or ms <= 0:
     return 0.0
   tot, per_ex, per_pos = f.sum((0, 1)), f.sum(1), f.sum(0)
