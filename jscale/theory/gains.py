@@ -32,7 +32,8 @@ def mlp_gains(weights: Sequence, x, n_out: int) -> tuple[np.ndarray, np.ndarray]
     ys.append(h)
     g.append(np.asarray(sq, np.float64))
   r, e, o = ys[-1].shape
-  k = jnp.broadcast_to((jnp.arange(o) < n_out).astype(x.dtype) * jnp.eye(o, dtype=x.dtype), (r, e, o, o))
+  dt = np.dtype(x.dtype)  # the 0/1 mask built on the host: on the device it is ~5 programs per shape
+  k = jnp.asarray(np.broadcast_to((np.arange(o) < n_out).astype(dt) * np.eye(o, dtype=dt), (r, e, o, o)))
   ks = [None] * len(weights)
   for l in range(len(weights) - 1, -1, -1):
     ks[l] = np.asarray(_frob(k), np.float64) / n_out

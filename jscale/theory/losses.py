@@ -78,7 +78,8 @@ def random_quadratic(key, n_out: int, dtype=jnp.float32) -> jax.Array:
   n = int(n_out) * int(n_out)
   flat = np.asarray(flat_normals(key, 1 << max(n - 1, 0).bit_length(), jnp.dtype(dtype)), np.float64)
   a = flat[:n].reshape(n_out, n_out)
-  return jnp.asarray(a.T @ a / n_out, dtype)
+  # Cast on the host: jnp.asarray(float64, float32) casts on the device, one compiled program per width.
+  return jnp.asarray(np.asarray(a.T @ a / n_out, jnp.dtype(dtype)))
 
 
 def quadratic_factor(q) -> np.ndarray:
