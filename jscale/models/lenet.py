@@ -35,7 +35,7 @@ class LeNetConfig:
 
   def pool_windows(self) -> tuple:
     """One window per conv (1: no pool); `pools` may be empty (no pooling anywhere)."""
-    return tuple(int(p) for p in self.pools) if self.pools else (1,) * len(self.channels)
+    return pool_windows(self.pools, len(self.channels))
 
   def check(self) -> "LeNetConfig":
     if len(self.image) != 3 or any(int(s) <= 0 for s in self.image):
@@ -110,6 +110,11 @@ def strided_conv_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   return p @ w.reshape(kh * kw * c, n)
 
 
+def pool_windows(pools: Sequence, n_convs: int) -> tuple:
+  """`LeNetConfig.pools` as one window per conv: empty means no pool anywhere (window 1 each)."""
+  return tuple(int(p) for p in pools) if pools else (1,) * n_convs
+
+
 def avg_pool(x: jax.Array, window: int) -> jax.Array:
   """Average pooling of NHWC maps with stride = window (non-overlapping; window 1: x itself)."""
   if window == 1:
@@ -133,7 +138,7 @@ def apply_lenet(params: dict, x: jax.Array, *, input_scale=None, output_scale=No
     x = x * input_scale
   convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
   denses = sorted((k for k in params if k.startswith("dense")), key=lambda k: int(k[5:]))
-  windows = tuple(int(p) for p in pools) if pools else (1,) * len(convs)
+  windows = pool_windows(pools, len(convs))
   if len(windows) != len(convs):
     raise ValueError(f"pools {pools!r}: one window per conv ({len(convs)})")
   hidden = []

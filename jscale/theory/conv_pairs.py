@@ -40,7 +40,7 @@ def _lenet_taps(params, x_HxWxC, taps, pools=()):
   patches (positions, k n_l) (a dense layer: one position); `pools`: `LeNetConfig.pools`."""
   convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
   denses = sorted((k for k in params if k.startswith("dense")), key=lambda k: int(k[5:]))
-  windows = tuple(pools) if pools else (1,) * len(convs)
+  windows = lenet_lib.pool_windows(pools, len(convs))
   h, ins, l = x_HxWxC, [], 0
   for name, window in zip(convs, windows):
     w = params[name]["kernel"]
@@ -133,7 +133,7 @@ def _zero_taps(params, image_shape, pools=()):
   h, w = image_shape[:2]
   convs = sorted((k for k in params if k.startswith("conv")), key=lambda k: int(k[4:]))
   taps = []
-  for name, window in zip(convs, tuple(pools) if pools else (1,) * len(convs)):
+  for name, window in zip(convs, lenet_lib.pool_windows(pools, len(convs))):
     kh, kw, _, c = params[name]["kernel"].shape
     h, w = h // kh, w // kw
     taps.append(jnp.zeros((h, w, c), params[name]["kernel"].dtype))

@@ -71,7 +71,7 @@ def _lenet_gains(params, x, pools=()):
   convs = sorted((n for n in params if n.startswith("conv")), key=lambda n: int(n[4:]))
   denses = sorted((n for n in params if n.startswith("dense")), key=lambda n: int(n[5:]))
   names = convs + denses
-  windows = dict(zip(convs, pools or (1,) * len(convs)))
+  windows = dict(zip(convs, lenet_lib.pool_windows(pools, len(convs))))
 
   def act(name, y):
     """The ReLU after weight layer `name` and its pool."""
