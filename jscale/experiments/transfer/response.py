@@ -16,6 +16,7 @@ import optax
 
 from jscale import calculus, initializers, optim
 
+
 def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
   """(relative response (rule, opt, L), its relative SE over the init draws (rule, opt, L)): the ratio of the
   draws' mean E[dh^2] to their mean E[h^2], square-rooted; the SE is the delta method's over the draws (~ the

@@ -221,12 +221,13 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
+    ax_r = ("width", "param", "optimizer", f"{model}_kernel")
     metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
                     f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p),
                     f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s),
                     # the first step's relative response per unit lr (response.py): measured, its SE, calculus
-                    f"{model}_resp_meas": (ax_a[:3] + ax_a[4:], rs_m), f"{model}_resp_rse": (ax_a[:3] + ax_a[4:], rs_s),
-                    f"{model}_resp_calc": (ax_a[:3] + ax_a[4:], rs_c)})
+                    f"{model}_resp_meas": (ax_r, rs_m), f"{model}_resp_rse": (ax_r, rs_s),
+                    f"{model}_resp_calc": (ax_r, rs_c)})
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
           "when": ["init", "after step 1"]}
