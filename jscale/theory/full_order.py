@@ -491,6 +491,14 @@ def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL, dots_Dx
           for l in range(g.shape[-1])]
 
 
+def xent_bias_output_tables(probs_DxExO, backward_DxExL) -> list:
+  """The bias blocks' `xent_layer_output_tables`: each draw weighted by the backward gains k_l alone (two-example
+  entries by k_b k_b'). A bias block is E tr(M_b M_b') with no forward factor, so the forward gains g and the
+  pair's (x_b . x_b')^2, which the kernel blocks' tables carry, do not belong in its weights."""
+  k = np.asarray(backward_DxExL, np.float64)
+  return xent_layer_output_tables(probs_DxExO, np.ones_like(k), k)
+
+
 def xent_factors(probs_DxExO) -> np.ndarray:
   """Cross-entropy's output factors A = diag(sqrt p) (I - 1 p^T) (the exact side's, `pairs._output_factor`)."""
   p = np.asarray(probs_DxExO, np.float64)
@@ -692,15 +700,24 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
 
 
 def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
-                 curvature: bool = True, pair_cosine: bool = True) -> predict.BlockPrediction:
+                 curvature: bool = True, pair_cosine: bool = True, bias_top=None) -> predict.BlockPrediction:
   """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`;
-  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`."""
+  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`.
+
+  `bias_top`: the bias blocks' own output tables (None: `top`'s). A bias block has no forward factor, so where
+  `top` weighs each loss-sample draw by the forward gains too (cross-entropy's `xent_layer_output_tables`), the
+  bias blocks need tables weighted by the backward gains alone (`xent_bias_output_tables`)."""
   _check(layers, weight_sq, batch_size)
   pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
-  if pair_cosine and batch_size > 1:
+  two = pair_cosine and batch_size > 1
+  if two:
     pc = pair_cosine_two(layers, weight_sq, first, top, curvature)
     if pc is not None:
       pt = pt._replace(weight_two=pc[0], bias_two=pc[1])
+  if bias_top is not None:
+    pb = predict_parts_wick(layers, weight_sq, first, bias_top, curvature)
+    pc = pair_cosine_two(layers, weight_sq, first, bias_top, curvature) if two else None
+    pt = pt._replace(bias_same=pb.bias_same, bias_two=pb.bias_two if pc is None else pc[1])
   inv = 1.0 / batch_size
   return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
                                  pt.bias_same * inv + (1 - inv) * pt.bias_two)

@@ -128,21 +128,25 @@ class _Measurement(Measurement):
       self._law_and_loss = (inputs.law_stats(s.input_kind, s.widths[0]), ls)
     ins, ls = self._law_and_loss
     w = self.setup.widths
-    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), self._tables(),
-                                   batch)
+    top, bias_top = self._tables()
+    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), top, batch,
+                                   bias_top=bias_top)
     return Predicted(predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=False),
                      predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=True),
                      predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full)
 
   def _tables(self):
-    """`full_order.predict_wick`'s output tables: Q's for the quadratic loss; for cross-entropy one per weight
-    layer, each draw of the loss round weighted by its forward and backward gains at that layer
-    (`full_order.xent_layer_output_tables`)."""
+    """`full_order.predict_wick`'s output tables (kernel blocks', bias blocks' or None): Q's for the quadratic
+    loss; for cross-entropy one per weight layer, each draw of the loss round weighted by its forward and
+    backward gains at that layer (`full_order.xent_layer_output_tables`), and for the bias blocks by the
+    backward gains alone (`full_order.xent_bias_output_tables`: a bias block has no forward factor)."""
     if self._top is None:
       if self.setup.loss == "quadratic":
-        self._top = full_order.quadratic_output_tables(self.q)
+        self._top = (full_order.quadratic_output_tables(self.q), None)
       else:
-        self._top = full_order.xent_layer_output_tables(self._probs(), *self.loss_gains, self.loss_dots)
+        probs = self._probs()
+        self._top = (full_order.xent_layer_output_tables(probs, *self.loss_gains, self.loss_dots),
+                     full_order.xent_bias_output_tables(probs, self.loss_gains[1]))
     return self._top
 
   def _probs(self):
