@@ -700,13 +700,19 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
 
 
 def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
-                 curvature: bool = True, pair_cosine: bool = True, bias_top=None) -> predict.BlockPrediction:
+                 curvature: bool = True, pair_cosine: bool = True, bias_top=None,
+                 weight_factors=None, bias_factors=None) -> predict.BlockPrediction:
   """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`;
   `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`.
 
   `bias_top`: the bias blocks' own output tables (None: `top`'s). A bias block has no forward factor, so where
   `top` weighs each loss-sample draw by the forward gains too (cross-entropy's `xent_layer_output_tables`), the
-  bias blocks need tables weighted by the backward gains alone (`xent_bias_output_tables`)."""
+  bias blocks need tables weighted by the backward gains alone (`xent_bias_output_tables`).
+
+  `weight_factors`: (same, two), per weight layer, factors on the kernel blocks' same-example and two-example
+  terms: cross-entropy's coupling of the softmax with the directions of the weights above, which the tables
+  cannot carry (`gains.mlp_direction_coupling`, measured on the loss sample); `bias_factors` the same for the
+  bias blocks."""
   _check(layers, weight_sq, batch_size)
   pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
   two = pair_cosine and batch_size > 1
@@ -718,6 +724,12 @@ def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: i
     pb = predict_parts_wick(layers, weight_sq, first, bias_top, curvature)
     pc = pair_cosine_two(layers, weight_sq, first, bias_top, curvature) if two else None
     pt = pt._replace(bias_same=pb.bias_same, bias_two=pb.bias_two if pc is None else pc[1])
+  if weight_factors is not None:
+    same, two = (np.asarray(f, np.float64) for f in weight_factors)
+    pt = pt._replace(weight_same=pt.weight_same * same, weight_two=pt.weight_two * two)
+  if bias_factors is not None:
+    same, two = (np.asarray(f, np.float64) for f in bias_factors)
+    pt = pt._replace(bias_same=pt.bias_same * same, bias_two=pt.bias_two * two)
   inv = 1.0 / batch_size
   return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
                                  pt.bias_same * inv + (1 - inv) * pt.bias_two)

@@ -256,6 +256,26 @@ def test_bias_tables_predict_the_xent_last_bias_block():
     assert abs(old[j] - v.mean()) > 3 * se, (j, old[j] / v.mean(), se / v.mean())
 
 
+@pytest.mark.slow  # ~15 s: the round's programs compile for these shapes
+def test_direction_coupling_tells_coupled_from_independent_softmax():
+  # A narrow layer (4 units) under 30 outputs: the softmax saturates along the few directions K = dz/dy amplifies, so
+  # the same-draw sums are below the direction-swapped ones at the layers below it (factor < 1 by more than 3 of its
+  # SEs). With each draw's probabilities taken from the next draw (H independent of the directions, as the swap
+  # assumes) every factor must be 1 within 3 SEs (same and two examples); the last layer's is 1 by construction.
+  widths = (10, 40, 4, 30)
+  wsq = predict.weight_second_moments(widths, SCHEMES["fan_in"])
+  s = pairs.make_sampler(widths, wsq, "normal", "xent", np.eye(30), examples=8, round_draws=256)
+  key = jax.random.PRNGKey(5)
+  probs = pairs.run_round(s, key).probs
+  w, x, _ = pairs.sample_round(s, key)
+  cp = gains.mlp_direction_coupling(w, x, probs, widths[-1])
+  assert np.all(cp.same[:2] + 3 * cp.same[:2] * cp.same_se[:2] < 1), (cp.same, cp.same_se)
+  assert cp.same[-1] == cp.two[-1] == 1.0
+  ind = gains.mlp_direction_coupling(w, x, np.roll(probs, 1, axis=0), widths[-1])
+  for c, se in ((ind.same, ind.same_se), (ind.two, ind.two_se)):
+    assert np.all(np.abs(np.log(c[:-1])) < 3 * se[:-1]), (c, se)
+
+
 def test_pair_gain_dot_against_monte_carlo():
   # E[sqrt(S_u S_v) R_uv] over n pairs of unit normals: 100k draws give a relative SE ~0.3%; tolerance 1.5% (the delta
   # method's O(1/n^2) left out; measured within 0.5% at n = 8). The leading term alone (n^2 m1 / 2) is 6-10% off here.
