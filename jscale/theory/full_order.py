@@ -40,8 +40,9 @@ the weights below and above each layer: `layer_output_tables` weights each loss-
 "Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
 correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
 at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
-P with U[0, 1] pixels); the correlation of the softmax with the directions (not only the sizes) of the weights
-above a layer.
+P with U[0, 1] pixels); on the LeNet, the correlation of the softmax with the directions (not only the sizes) of
+the weights above a layer (the MLP's is measured on its loss sample, `gains.mlp_direction_coupling`, and applied
+by `predict_wick(..., weight_factors=, bias_factors=)`).
 """
 from __future__ import annotations
 
