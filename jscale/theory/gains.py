@@ -197,6 +197,7 @@ def mlp_direction_coupling(weights: Sequence, x, probs, n_out: int, shifts: int 
   a_ix, b_ix = np.arange(0, e - 1, 2), np.arange(1, e, 2)
   L = len(weights)
   out = np.ones((6, L))
+  out[2:4] = 0.0  # the SEs (the last layer's factor is exactly 1)
   for l in range(L - 1, -1, -1):
     if l < L - 1:  # the last layer's K is the identity: no direction to couple
       kk = np.asarray(k, np.float64)[:, :, :n_out, :]
