@@ -11,7 +11,9 @@ the new predictions and summaries; the other flags are ignored).
 --json prints {"family", "seed", "batch_sizes": {"1": {...}, "1024": {...}}}, each batch entry the full-order
 prediction's (`jscale.theory.full_order`) "median", "p5", "p95", noise-removed "median_nr", "p5_nr", "p95_nr",
 "by_loss" (the same per loss), "blocks", "tautological_blocks" (left out: exact equals prediction by
-construction) and the paper's leading-order form under "leading" (`full_summary.full_order_summary`).
+construction) and the paper's leading-order form under "leading"; the bias blocks under "bias" (the same keys
+and "by_loss", their own "tautological_blocks": constant blocks), apart from the kernel blocks' numbers
+(`full_summary.full_order_summary`).
 --save writes that, the older summary (`summary.ratio_summary`: "median" the batch-1 model s(1) / B,
 "median_corrected" the MLP recursion with cross-example terms ...) and the per-setup records. In these: r is the
 prediction over the exact value (the expectation over draws, `jscale.theory.pairs`: same-example and

@@ -40,8 +40,9 @@ the weights below and above each layer: `layer_output_tables` weights each loss-
 "Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
 correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
 at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
-P with U[0, 1] pixels); the correlation of the softmax with the directions (not only the sizes) of the weights
-above a layer.
+P with U[0, 1] pixels); on the LeNet, the correlation of the softmax with the directions (not only the sizes) of
+the weights above a layer (the MLP's is measured on its loss sample, `gains.mlp_direction_coupling`, and applied
+by `predict_wick(..., weight_factors=, bias_factors=)`).
 """
 from __future__ import annotations
 
@@ -491,6 +492,14 @@ def xent_layer_output_tables(probs_DxExO, forward_DxExL, backward_DxExL, dots_Dx
           for l in range(g.shape[-1])]
 
 
+def xent_bias_output_tables(probs_DxExO, backward_DxExL) -> list:
+  """The bias blocks' `xent_layer_output_tables`: each draw weighted by the backward gains k_l alone (two-example
+  entries by k_b k_b'). A bias block is E tr(M_b M_b') with no forward factor, so the forward gains g and the
+  pair's (x_b . x_b')^2, which the kernel blocks' tables carry, do not belong in its weights."""
+  k = np.asarray(backward_DxExL, np.float64)
+  return xent_layer_output_tables(probs_DxExO, np.ones_like(k), k)
+
+
 def xent_factors(probs_DxExO) -> np.ndarray:
   """Cross-entropy's output factors A = diag(sqrt p) (I - 1 p^T) (the exact side's, `pairs._output_factor`)."""
   p = np.asarray(probs_DxExO, np.float64)
@@ -692,15 +701,36 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
 
 
 def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
-                 curvature: bool = True, pair_cosine: bool = True) -> predict.BlockPrediction:
+                 curvature: bool = True, pair_cosine: bool = True, bias_top=None,
+                 weight_factors=None, bias_factors=None) -> predict.BlockPrediction:
   """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`;
-  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`."""
+  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`.
+
+  `bias_top`: the bias blocks' own output tables (None: `top`'s). A bias block has no forward factor, so where
+  `top` weighs each loss-sample draw by the forward gains too (cross-entropy's `xent_layer_output_tables`), the
+  bias blocks need tables weighted by the backward gains alone (`xent_bias_output_tables`).
+
+  `weight_factors`: (same, two), per weight layer, factors on the kernel blocks' same-example and two-example
+  terms: cross-entropy's coupling of the softmax with the directions of the weights above, which the tables
+  cannot carry (`gains.mlp_direction_coupling`, measured on the loss sample); `bias_factors` the same for the
+  bias blocks."""
   _check(layers, weight_sq, batch_size)
   pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
-  if pair_cosine and batch_size > 1:
+  two = pair_cosine and batch_size > 1
+  if two:
     pc = pair_cosine_two(layers, weight_sq, first, top, curvature)
     if pc is not None:
       pt = pt._replace(weight_two=pc[0], bias_two=pc[1])
+  if bias_top is not None:
+    pb = predict_parts_wick(layers, weight_sq, first, bias_top, curvature)
+    pc = pair_cosine_two(layers, weight_sq, first, bias_top, curvature) if two else None
+    pt = pt._replace(bias_same=pb.bias_same, bias_two=pb.bias_two if pc is None else pc[1])
+  if weight_factors is not None:
+    same, two = (np.asarray(f, np.float64) for f in weight_factors)
+    pt = pt._replace(weight_same=pt.weight_same * same, weight_two=pt.weight_two * two)
+  if bias_factors is not None:
+    same, two = (np.asarray(f, np.float64) for f in bias_factors)
+    pt = pt._replace(bias_same=pt.bias_same * same, bias_two=pt.bias_two * two)
   inv = 1.0 / batch_size
   return predict.BlockPrediction(pt.weight_same * inv + (1 - inv) * pt.weight_two,
                                  pt.bias_same * inv + (1 - inv) * pt.bias_two)

@@ -10,7 +10,8 @@ each draw's output factors by these gains (`docs/calculus.md`, "Full order").
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+import math
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,122 @@ def lenet_loss_sample(config: lenet_lib.LeNetConfig, weight_sq: Sequence[float],
 
   out = jax.lax.map(one, jax.random.split(key, draws))
   return tuple(np.asarray(a, np.float64) for a in out)
+
+
+def _h_trace(pa, pb, c):
+  """tr(H_a C H_b C^T) with H = diag(p) - p p^T (cross-entropy's output Hessian), batched over leading axes:
+  p_a^T (C o C) p_b - p_a^T (C p_b)^2 - p_b^T (C^T p_a)^2 + (p_a^T C p_b)^2 (O^2 per pair instead of O^3)."""
+  cpb = np.einsum("...ij,...j->...i", c, pb)
+  ctpa = np.einsum("...ij,...i->...j", c, pa)
+  return (np.einsum("...i,...ij,...j->...", pa, c * c, pb) - np.einsum("...i,...i->...", pa, cpb * cpb)
+          - np.einsum("...j,...j->...", pb, ctpa * ctpa) + np.einsum("...i,...i->...", pa, cpb) ** 2)
+
+
+class Coupling(NamedTuple):
+  """Per weight layer, the loss-sample estimate of how far the softmax's dependence on the directions of the
+  weights above moves a block: same / two = (same-draw sum) / (direction-swapped sum), with the se of log."""
+  same: np.ndarray
+  two: np.ndarray
+  same_se: np.ndarray
+  two_se: np.ndarray
+  bias_same: np.ndarray  # the bias blocks' (no forward factor: weights k^2, k_a k_b)
+  bias_two: np.ndarray
+
+
+def _ratio(x_r, y_r):
+  """Ratio estimator sum x / sum y over draws r and the SE of its log (delta method over the draws)."""
+  c = float(np.sum(x_r) / np.sum(y_r))
+  r = len(x_r)
+  se = math.sqrt(r / max(r - 1, 1) * float(np.sum((x_r - c * y_r) ** 2))) / float(np.sum(x_r))
+  return c, se
+
+
+def mlp_direction_coupling(weights: Sequence, x, probs, n_out: int, shifts: int = 4,
+                           neighbours: int = 8, chunk: int = 8) -> Coupling:
+  r"""Cross-entropy's direction coupling of every weight layer, measured on a round of MLP draws (the loss
+  sample: `pairs.sample_round`'s weights and inputs, `probs` their softmax (R, E, n_out)).
+
+  The predictor takes the loss's H from tables weighted by the gains (`full_order.layer_output_tables`) and the
+  backward directions K~ = K / sqrt(k) (K = d z / d y_l) from its Wick recursion, as if independent of H. They
+  are not: z = K y_l, so a softmax that saturates does so along the directions K amplifies. Per example b the
+  batch-1 block's term is X_b = g_b^2 tr((H_b K_b K_b^T)^2); the same with K_b's direction swapped for other
+  draws' (the examples of draws r + 1 .. r + `shifts`) is Y_b = g_b^2 k_b^2 mean_j tr((H_b K~_j K~_j^T)^2),
+  whose mean is what the factorised model predicts. Both carry the same draw's heavy-tailed g_b^2 k_b^2 and H_b,
+  so their ratio sum X / sum Y (a control variate: only the covariance of H with the directions is estimated)
+  has a small fraction of the noise of either (a factor measured against independent draws' H read +-40%).
+  At the last layer K = I: 1 exactly.
+
+  Two examples (pairs (0, 1), (2, 3), .. of each draw): X = (x_a . x_b)^2 tr(H_a C H_b C^T), C = K_a K_b^T, and
+  Y the same with C~ = C / sqrt(k_a k_b) taken from the `neighbours` pairs of other draws nearest in the pair's
+  cosine at this layer: the predictor already carries the pair cosine's effect on the backward pair
+  (`full_order.pair_cosine_two`), so the swap keeps it and removes only the coupling with H. The bias blocks'
+  factors are the same sums without the forward weights (g_b^2; (x_a . x_b)^2).
+
+  The partner directions are weighted by k_j^2 (two examples: k_a k_b of the partner pair), as the predictor's
+  Wick recursion weighs them (it computes E[k^2 tr(..K~..)], not the plain mean over directions): below a
+  narrow layer k and the rank of K~ K~^T move together, and the plain mean read 0.7-0.85 on blocks the
+  predictor already had within 5% (MLP development seed 0)."""
+  p = np.asarray(probs, np.float64)[..., :n_out]
+  rr, e, _ = p.shape
+  ys, gram, h = [], [], x
+  for l, w in enumerate(weights):
+    gram.append(np.asarray(pairs._input_gram(h, l > 0), np.float64))
+    h, _, _ = pairs._forward(h, w, l > 0)
+    ys.append(h)
+  o = ys[-1].shape[-1]
+  dt = np.dtype(x.dtype)
+  k = jnp.asarray(np.broadcast_to((np.arange(o) < n_out).astype(dt) * np.eye(o, dtype=dt), (rr, e, o, o)))
+  a_ix, b_ix = np.arange(0, e - 1, 2), np.arange(1, e, 2)
+  L = len(weights)
+  out = np.ones((6, L))
+  out[2:4] = 0.0  # the SEs (the last layer's factor is exactly 1)
+  for l in range(L - 1, -1, -1):
+    if l < L - 1:  # the last layer's K is the identity: no direction to couple
+      kk = np.asarray(k, np.float64)[:, :, :n_out, :]
+      q = np.einsum("reom,reqm->reoq", kk, kk)
+      kb = np.trace(q, axis1=-2, axis2=-1) / n_out
+      g = np.einsum("ree->re", gram[l])
+      qt = q / np.where(kb > 0, kb, 1.0)[..., None, None]  # a dead draw (k = 0) has q = 0: X = Y = 0
+      x1 = _h_trace(p, p, q)
+      y1, w1 = np.zeros((rr, e)), np.zeros((rr, e))
+      for s in range(1, shifts + 1):
+        qs, ws = np.roll(qt, -s, axis=0), np.roll(kb * kb, -s, axis=0)
+        for lo in range(0, rr, chunk):
+          c = slice(lo, lo + chunk)
+          tr = _h_trace(p[c][:, :, None], p[c][:, :, None], qs[c][:, None])  # (c, E, E')
+          y1[c] += np.einsum("ref,rf->re", tr, ws[c])
+          w1[c] += ws[c].sum(1)[:, None]
+      y1 *= kb * kb / np.maximum(w1, 1e-300)
+      out[4, l] = _ratio(x1.sum(1), y1.sum(1))[0]
+      x1, y1 = g * g * x1, g * g * y1
+      out[0, l], out[2, l] = _ratio(x1.sum(1), y1.sum(1))
+      # Two examples: pairs (a, b) of each draw, partners matched in the pair's cosine.
+      cm = np.einsum("reom,reqm->reoq", kk[:, a_ix], kk[:, b_ix])  # (R, E/2, O, O)
+      kab = kb[:, a_ix] * kb[:, b_ix]
+      dot = gram[l][:, a_ix, b_ix]
+      rho = (dot / np.sqrt(np.maximum(g[:, a_ix] * g[:, b_ix], 1e-300))).reshape(-1)
+      pa, pb = p[:, a_ix].reshape(-1, n_out), p[:, b_ix].reshape(-1, n_out)
+      cm = cm.reshape((-1,) + cm.shape[2:])
+      wt = (dot * dot).reshape(-1)
+      x2 = _h_trace(pa, pb, cm)
+      ct = cm / np.sqrt(np.where(kab > 0, kab, 1.0)).reshape(-1)[:, None, None]
+      draw = np.repeat(np.arange(rr), len(a_ix))
+      order = np.argsort(rho, kind="stable")
+      pos = np.empty_like(order)
+      pos[order] = np.arange(len(order))
+      offs = np.array([s for j in range(1, neighbours // 2 + 1) for s in (j, -j)])
+      nb = order[np.clip(pos[:, None] + offs[None, :], 0, len(order) - 1)]  # (N, neighbours)
+      ok = draw[nb] != draw[:, None]
+      tr = np.zeros(nb.shape)
+      for lo in range(0, len(nb), chunk * 4):
+        c = slice(lo, lo + chunk * 4)
+        tr[c] = _h_trace(pa[c][:, None], pb[c][:, None], ct[nb[c]])
+      wn = ok * kab.reshape(-1)[nb]
+      mean_tr = np.sum(tr * wn, 1) / np.maximum(wn.sum(1), 1e-300)
+      y2 = kab.reshape(-1) * mean_tr
+      out[5, l] = _ratio(x2.reshape(rr, -1).sum(1), y2.reshape(rr, -1).sum(1))[0]
+      x2, y2 = wt * x2, wt * y2
+      out[1, l], out[3, l] = _ratio(x2.reshape(rr, -1).sum(1), y2.reshape(rr, -1).sum(1))
+    if l > 0:
+      k = pairs._backward(k, weights[l], ys[l - 1])
+  return Coupling(*out)

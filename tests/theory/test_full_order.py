@@ -221,6 +221,61 @@ def test_gain_weighted_tables_predict_the_xent_last_layer():
   assert abs(plain - exact) > 3 * se, (plain / exact, se / exact)
 
 
+@pytest.mark.slow
+def test_bias_tables_predict_the_xent_last_bias_block():
+  # The last layer's bias block is E tr(H_b^2) (one example) and E tr(H_b H_b') (two), with no forward factor: the
+  # tables weighted by the backward gains alone (k = 1 at the last layer: the plain loss sample,
+  # `xent_bias_output_tables`) must agree with the exact side (1536 draws x 8 examples, SE from their spread) within 3
+  # combined SEs (prediction: 512 independent draws, SE by a bootstrap over draws); the kernel blocks' tables, which
+  # weigh each draw by |x|^4 (one example) and (x_b . x_b')^2 (two), must not: on this narrow-then-wide net (6 -> 40)
+  # |x| and the softmax's spread are strongly correlated.
+  widths, wsq = (12, 30, 6, 40), predict.weight_second_moments((12, 30, 6, 40), SCHEMES["fan_in"])
+  s = pairs.make_sampler(widths, wsq, "normal", "xent", np.eye(40), examples=8, round_draws=512)
+  st = np.concatenate([pairs.run_round(s, jax.random.PRNGKey(i)).stats for i in range(3)])
+  key = jax.random.PRNGKey(99)
+  ps = pairs.run_round(s, key)
+  w, x, _ = pairs.sample_round(s, key)
+  g, k = gains.mlp_gains(w, x, widths[-1])
+  dots = gains.mlp_pair_dots(w, x)
+  layers, first = full_order.mlp_layers(widths), full_order.pixel_stats(inputs.law_stats("normal", widths[0]))
+
+  def pred(idx, bias_tables):
+    top = full_order.xent_layer_output_tables(ps.probs[idx], g[idx], k[idx], dots[idx])
+    bias_top = full_order.xent_bias_output_tables(ps.probs[idx], k[idx]) if bias_tables else None
+    p1 = full_order.predict_wick(layers, wsq, first, top, 1, bias_top=bias_top).bias[-1]
+    p2 = full_order.predict_wick(layers, wsq, first, top, 2, bias_top=bias_top).bias[-1]
+    return np.array([p1, 2 * p2 - p1])  # batch 2: (same + two) / 2
+
+  rng = np.random.default_rng(0)
+  boot = np.array([pred(rng.integers(0, 512, 512), True) for _ in range(20)])
+  got, old = pred(np.arange(512), True), pred(np.arange(512), False)
+  for j, field in enumerate((2, 3)):  # bias_diag, bias_pair
+    v = st[:, -1, field]
+    se = np.hypot(v.std() / np.sqrt(len(v)), boot[:, j].std())
+    assert abs(got[j] - v.mean()) < 3 * se, (j, got[j] / v.mean(), se / v.mean())
+    assert abs(old[j] - v.mean()) > 3 * se, (j, old[j] / v.mean(), se / v.mean())
+
+
+@pytest.mark.slow  # ~15 s: the round's programs compile for these shapes
+def test_direction_coupling_tells_coupled_from_independent_softmax():
+  # A narrow layer (4 units) under 30 outputs: the softmax saturates along the few directions K = dz/dy amplifies, so
+  # the same-draw sums are below the direction-swapped ones at the layers below it (factor < 1 by more than 3 of its
+  # SEs). With each draw's probabilities taken from the next draw (H independent of the directions, as the swap
+  # assumes) every factor must be 1 within 3 SEs (same and two examples); the last layer's is 1 by construction.
+  widths = (10, 40, 4, 30)
+  wsq = predict.weight_second_moments(widths, SCHEMES["fan_in"])
+  s = pairs.make_sampler(widths, wsq, "normal", "xent", np.eye(30), examples=8, round_draws=256)
+  key = jax.random.PRNGKey(5)
+  probs = pairs.run_round(s, key).probs
+  w, x, _ = pairs.sample_round(s, key)
+  cp = gains.mlp_direction_coupling(w, x, probs, widths[-1])
+  assert np.all(cp.same[:2] + 3 * cp.same[:2] * cp.same_se[:2] < 1), (cp.same, cp.same_se)
+  assert cp.same[-1] == cp.two[-1] == 1.0
+  ind = gains.mlp_direction_coupling(w, x, np.roll(probs, 1, axis=0), widths[-1])
+  for c, se in ((ind.same, ind.same_se), (ind.two, ind.two_se)):
+    assert np.all(np.abs(np.log(c[:-1])) < 3 * se[:-1]), (c, se)
+
+
 def test_pair_gain_dot_against_monte_carlo():
   # E[sqrt(S_u S_v) R_uv] over n pairs of unit normals: 100k draws give a relative SE ~0.3%; tolerance 1.5% (the delta
   # method's O(1/n^2) left out; measured within 0.5% at n = 8). The leading term alone (n^2 m1 / 2) is 6-10% off here.

@@ -4,7 +4,9 @@ Per batch size: predicted / exact pooled over every weight block of every setup,
 the exact side's measurement noise removed (`summary.noise_removed`: `median_nr`, `p5_nr`, `p95_nr`), the same
 per loss (`by_loss`), the number of blocks pooled and of blocks left out because the exact side equals the
 prediction by construction (`tautological_blocks`, `Family.tautological`), and the paper's leading-order form
-under `leading` (same keys, same blocks).
+under `leading` (same keys, same blocks). The bias blocks under `bias` (same keys, by loss, their own
+`tautological_blocks`: blocks whose exact side has no spread, such as the quadratic loss's last bias block, a
+constant), counted apart so that the kernel blocks' numbers stay comparable with the runs before them.
 """
 from __future__ import annotations
 
@@ -41,6 +43,22 @@ def _pool(family: Family, recs: Sequence[Record], field: str):
   return cat(ratio), cat(rse), np.array(loss), taut
 
 
+def _pool_bias(recs: Sequence[Record]):
+  """(ratios, relative SEs, losses) over the bias blocks with a spread, and the count of constant ones."""
+  ratio, rse, loss, taut = [], [], [], 0
+  for r in recs:
+    if r.full_b is None or r.exact_b_se is None:
+      continue
+    se = r.exact_b_se / r.exact_b
+    keep = se > 1e-9
+    taut += int((~keep).sum())
+    ratio.append((r.full_b / r.exact_b)[keep])
+    rse.append(se[keep])
+    loss += [r.setup.loss] * int(keep.sum())
+  cat = lambda a: np.concatenate(a) if a else np.zeros(0)
+  return cat(ratio), cat(rse), np.array(loss), taut
+
+
 def full_order_summary(family: Family, seed: int, recs: Sequence[Record], family_name: str | None = None) -> dict:
   """{"family", "seed", "batch_sizes": {B: {median.., *_nr, by_loss, blocks, tautological_blocks, leading}}}."""
   out = {}
@@ -53,6 +71,10 @@ def full_order_summary(family: Family, seed: int, recs: Sequence[Record], family
     lr, lse, lloss, _ = _pool(family, rs, "leading_w")
     entry["leading"] = _stats(lr, lse)
     entry["leading"]["by_loss"] = {k: _stats(lr[lloss == k], lse[lloss == k]) for k in sorted(set(lloss.tolist()))}
+    br, bse, bloss, btaut = _pool_bias(rs)
+    entry["bias"] = _stats(br, bse)
+    entry["bias"]["by_loss"] = {k: _stats(br[bloss == k], bse[bloss == k]) for k in sorted(set(bloss.tolist()))}
+    entry["bias"]["tautological_blocks"] = btaut
     entry["setups"] = len(rs)
     out[str(b)] = entry
   return {"family": family_name or family.name.lower(), "seed": int(seed), "batch_sizes": out}

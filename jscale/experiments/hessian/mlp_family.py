@@ -108,6 +108,7 @@ class _Measurement(Measurement):
                                       examples=examples, round_draws=self.round_draws, max_bytes=max_bytes)
     self.stats, self.cws, self.cbs, self.probs = [], [], [], None
     self._law_and_loss, self._top, self.loss_gains, self.loss_dots = None, None, None, None
+    self.coupling = None  # cross-entropy's direction coupling (`gains.mlp_direction_coupling`), from the loss round
 
   def draw_round(self, index):
     ps = pairs.run_round(self.sampler, jax.random.fold_in(self.kr, index))
@@ -128,32 +129,40 @@ class _Measurement(Measurement):
       self._law_and_loss = (inputs.law_stats(s.input_kind, s.widths[0]), ls)
     ins, ls = self._law_and_loss
     w = self.setup.widths
-    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), self._tables(),
-                                   batch)
+    top, bias_top = self._tables()
+    cp = self.coupling
+    full = full_order.predict_wick(full_order.mlp_layers(w), self.wsq, full_order.pixel_stats(ins), top, batch,
+                                   bias_top=bias_top, weight_factors=None if cp is None else (cp.same, cp.two),
+                                   bias_factors=None if cp is None else (cp.bias_same, cp.bias_two))
     return Predicted(predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=False),
                      predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=True),
                      predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full)
 
   def _tables(self):
-    """`full_order.predict_wick`'s output tables: Q's for the quadratic loss; for cross-entropy one per weight
-    layer, each draw of the loss round weighted by its forward and backward gains at that layer
-    (`full_order.xent_layer_output_tables`)."""
+    """`full_order.predict_wick`'s output tables (kernel blocks', bias blocks' or None): Q's for the quadratic
+    loss; for cross-entropy one per weight layer, each draw of the loss round weighted by its forward and
+    backward gains at that layer (`full_order.xent_layer_output_tables`), and for the bias blocks by the
+    backward gains alone (`full_order.xent_bias_output_tables`: a bias block has no forward factor)."""
     if self._top is None:
       if self.setup.loss == "quadratic":
-        self._top = full_order.quadratic_output_tables(self.q)
+        self._top = (full_order.quadratic_output_tables(self.q), None)
       else:
-        self._top = full_order.xent_layer_output_tables(self._probs(), *self.loss_gains, self.loss_dots)
+        probs = self._probs()
+        self._top = (full_order.xent_layer_output_tables(probs, *self.loss_gains, self.loss_dots),
+                     full_order.xent_bias_output_tables(probs, self.loss_gains[1]))
     return self._top
 
   def _probs(self):
     """Cross-entropy's softmax probabilities from a round of its own key (LOSS_ROUND): draws independent of
-    the ones the prediction is judged against; `loss_gains` the same draws' (forward, backward) gains."""
+    the ones the prediction is judged against; `loss_gains` the same draws' (forward, backward) gains, `coupling`
+    their softmax's coupling with the directions of the weights above each layer."""
     if self.probs is None:
       key = jax.random.fold_in(self.kr, LOSS_ROUND)
       self.probs = pairs.run_round(self.sampler, key).probs
       weights, x, _ = pairs.sample_round(self.sampler, key)
       self.loss_gains = gains.mlp_gains(weights, x, self.setup.widths[-1])
       self.loss_dots = gains.mlp_pair_dots(weights, x)
+      self.coupling = gains.mlp_direction_coupling(weights, x, self.probs, self.setup.widths[-1])
     return self.probs
 
 

@@ -11,10 +11,13 @@ KEYS = {"median", "p5", "p95", "median_nr", "p5_nr", "p95_nr", "blocks"}
 def _rec(setup, batch, ratio, taut_last=False):
   exact = np.array([1.0, 2.0, 4.0])
   full = exact * np.asarray(ratio)
+  bse = exact * 0.02
   if taut_last:
     full[-1] = exact[-1]
+    bse[-1] = 0.0  # a constant bias block (the quadratic loss's last): no spread, equal by construction
   z = np.zeros(3)
-  return Record(setup, batch, exact, exact, z, z, z, z, exact * 0.1, exact * 0.02, 1.0, full_w=full, full_b=full)
+  return Record(setup, batch, exact, exact, z, z, z, z, exact * 0.1, exact * 0.02, 1.0, exact_b_se=bse, full_w=full,
+                full_b=full * 1.5)
 
 
 def test_shape_by_loss_and_tautological_blocks():
@@ -33,3 +36,6 @@ def test_shape_by_loss_and_tautological_blocks():
   assert b1["tautological_blocks"] == 1 and b1["blocks"] == 5 and b1["by_loss"]["quadratic"]["blocks"] == 2
   assert np.isclose(b1["by_loss"]["quadratic"]["median"], 1.0) and np.isclose(b1["by_loss"]["xent"]["median"], 2.0)
   assert b8["tautological_blocks"] == 0 and b8["blocks"] == 6 and np.isclose(b8["by_loss"]["xent"]["p95"], 0.5)
+  # bias blocks apart (the kernel numbers above do not see them); constant ones left out and counted
+  assert KEYS <= set(b1["bias"]) and b1["bias"]["tautological_blocks"] == 1 and b1["bias"]["blocks"] == 5
+  assert np.isclose(b1["bias"]["by_loss"]["xent"]["median"], 3.0) and b8["bias"]["tautological_blocks"] == 0
