@@ -281,7 +281,9 @@ def _loss_curves(r: Results) -> str:
       for i, p in enumerate(params):
         ax = axes[a * len(opts) + c, i]
         for b, w in enumerate(widths):
-          y = np.where(np.all(np.isfinite(loss[a, b, c, i]), -1), np.nanmean(loss[a, b, c, i], -1), np.nan)
+          # a learning rate where any seed diverged has no seed-mean loss (NaN, a gap in the curve); the plain
+          # mean gives that NaN without nanmean's warning on an all-NaN column
+          y = np.where(np.all(np.isfinite(loss[a, b, c, i]), -1), np.mean(loss[a, b, c, i], -1), np.nan)
           ax.plot(lr[c, i], y, marker="o", ms=3, label=f"width {w}")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 2.6)
