@@ -25,6 +25,7 @@ by the judge grid: training seeds 20-23 and widths 64, 256 that no grid had run.
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
   python scripts/sweep.py --experiment transfer --grid gpu     # widths 32-4096 (a GPU's work)
   python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
+  python scripts/sweep.py --experiment transfer --grid judge_normalised   # seeds 30-33, widths 32-512 by 2x
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from jscale.sweeps import CustomExperiment
 
 # Chosen on dev seeds 0-1 so that every width's optimum lies inside the 12-point grid.
 LR_CENTERS = {"standard/sgd": 2.0 ** -2, "mup/sgd": 2.0 ** -2, "equal_G/sgd": 2.0 ** -2,
-              "standard/adam": 2.0 ** -7, "mup/adam": 2.0 ** -7, "equal_G/adam": 2.0 ** -2}
+              "standard/adam": 2.0 ** -7, "mup/adam": 2.0 ** -7, "equal_G/adam": 2.0 ** 0}
 
 
 def make_experiment() -> CustomExperiment:
@@ -46,4 +47,7 @@ def make_experiment() -> CustomExperiment:
              "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))},
              # the response predictor's judgement (docs/calculus.md): training seeds never run before, and
              # widths 64 and 256 that no grid had
-             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))}})
+             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))},
+             # equal-G normalised by the response (docs/calculus.md), developed on the full grid's seeds 10-13,
+             # judged once on training seeds no grid had run (20-23's drifts were seen before the change)
+             "judge_normalised": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(30, 34))}})

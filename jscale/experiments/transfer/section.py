@@ -59,8 +59,8 @@ def summarize(r: Results) -> dict:
   widths, seeds = r.axis("width"), r.axis("seed")
   out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT,
          "predictor": "response: log2 of the first step's relative response per unit lr (narrow / wide) at "
-                      f"the layer output {calculus.RESPONSE_LAYER} (-1 logits, -2 last hidden), measured by a "
-                      "JVP at the probe inits before any training", "results": []}
+                      f"{calculus.RESPONSE_AT}, measured by a JVP at the probe inits before any training",
+         "results": []}
   for a, model in enumerate(r.axis("model")):
     rp = response_predictions(r, model)
     for c, opt in enumerate(r.axis("optimizer")):
@@ -73,7 +73,7 @@ def summarize(r: Results) -> dict:
           per_width = _drifts(rp["meas"], c, i, opt)
           pred = per_width[-1]
           calc = _drifts(rp["calc"], c, i, opt)[-1]
-          se = rp["rse"][[0, -1], i, c, calculus.RESPONSE_LAYER[opt]]
+          se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
           pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2)) if np.all(np.isfinite(se)) else None
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
