@@ -9,29 +9,37 @@
               ratio r_in and fan-out ratio r_out to the base, input-like leaves (r_in = 1) SGD x r_out, Adam x 1;
               hidden (both > 1) SGD x 1, Adam x 1/r_in; output-like (r_out = 1) init x r_in^-1/2, SGD and Adam
               x 1/r_in; biases SGD x r_out, Adam x 1
-  "equal_G"   jscale's: every weight layer's output moves by the same amount per step. The calculus predicts,
-              per unit learning rate, the mean square change U_l that leaf l's first update makes at its layer's
-              output: for SGD U_l = fan_in^2 E[x_l^2] E[dW_l^2]_batch = fan_in^2 E[x_l^2] G_batch,l E[W_l^2]
-              (the minibatch gradient is aligned with the inputs, so ΔW^T x adds fan_in terms of one sign); for
-              Adam, whose first step is lr * sign(g) per entry whatever the gradient's size, U_l = fan_in^2
-              E[x_l^2]. The multiplier is U_l^-1/2, so `lr` is the RMS change per step of every layer's output,
-              the same at every width; the prescription needs no base width.
+  "equal_G"   jscale's: every weight layer's output moves by the same amount per step, and the network's
+              response to the step is the same at every width. The calculus predicts, per unit learning rate,
+              the mean square change U_l that leaf l's first update makes at its layer's output: for SGD
+              U_l = fan_in^2 E[x_l^2] E[dW_l^2]_batch = fan_in^2 E[x_l^2] G_batch,l E[W_l^2] (the minibatch
+              gradient is aligned with the inputs, so ΔW^T x adds fan_in terms of one sign); for Adam, whose
+              first step is lr * sign(g) per entry whatever the gradient's size, U_l = fan_in^2 E[x_l^2].
+              The multipliers U_l^-1/2 set the layers' ratios. Their common scale comes from the response
+              (`normalised`, with `prescribe(layers=...)`): U counts each layer's own change only, and the
+              lower layers' changes reach the layers above through the same aligned weights, so the
+              network's relative change per unit rate still moved with width (the MLP's logits under Adam
+              grew 1.9x from width 32 to 512). Every leaf, biases included, is divided by the first step's
+              relative response that sets the optimum (`response_at`), so `lr` is that relative change per
+              step at every width. Without `layers` the scale is U's (Prescription.scale 1).
 
 The predicted drift of the optimal learning rate across widths follows from `step_size`: with multipliers m_l
 the predicted RMS output change per unit learning rate is S = sqrt(sum_l m_l^2 U_l); if the best run moves
 each layer by a width-independent amount, the optimal learning rate scales as 1/S, so its drift from width a
-to width b is log2(S_a / S_b) octaves (`predicted_drift`). Only weight leaves ("dense", "conv") are
-prescribed under equal_G; biases and other leaves keep 1 (a zero-initialised bias has no G).
+to width b is log2(S_a / S_b) octaves (`predicted_drift`). Only weight leaves ("dense", "conv") get U's
+multipliers under equal_G; biases and other leaves keep 1 (a zero-initialised bias has no G), times the
+response normalisation.
 
-`step_size` counts each layer's own change only. The changes of the layers below reach a layer through the
-same aligned kernel, so equal per-layer changes do not make an equal change higher up, and the logits' change
-per unit learning rate still grows with width under equal-G. `response_drift` predicts the drift from the
-first-order response of the whole network instead (per layer output, the relative RMS change per unit
-learning rate: `calculus.unit_response` for dense ReLU stacks, or measured by a JVP at the init) at one layer
-per optimizer (`RESPONSE_LAYER`): Adam's logits (its step does not shrink as the logits fit, so the logits'
-change is what a too-large rate overshoots), SGD's last hidden layer (cross-entropy's gradient shrinks as the
-logits grow, so SGD tolerates large logit steps; the representation the read-out sees is what it must not
-destroy). docs/calculus.md, *Predicted drift from the response*, says which seeds developed and judged it.
+`step_size` counts each layer's own change only. `response_drift` predicts the drift from the first-order
+response of the whole network instead (per layer output, the relative RMS change per unit learning rate:
+`calculus.unit_response` for dense ReLU stacks, or measured by a JVP at the init, `first_step_response`)
+read per optimizer by `response_at`: Adam's logits (its step does not shrink as the logits fit, so the
+logits' change is what a too-large rate overshoots), SGD's hidden layers, their geometric mean
+(cross-entropy's gradient shrinks as the logits grow, so SGD tolerates large logit steps; the representation
+is what it must not destroy, and a typical hidden layer's change, not the last one's, is what moved with the
+optimum in both the MLP and the LeNet, whose last hidden layers have a fixed width). docs/calculus.md,
+*Predicted drift from the response* and *Equal-G normalised by the response*, says which seeds developed and
+judged it.
 """
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ from jscale.report.document import Figure, Headline, Section, Table
 from jscale.sweeps import Results, store
 
 DRIFT_GOAL = 0.5        # octaves: equal-G's drift, and predicted vs measured
-PREDICTOR_DEV_SEEDS = tuple(range(10, 14))  # the full grid's seeds: the response predictor was chosen with their drifts in view
+# seeds whose drifts were in view when the response predictor was chosen: the full grid's (10-13), and the first
+# judge grid's (20-23), seen before SGD's response became the hidden layers' geometric mean (docs/calculus.md)
+PREDICTOR_DEV_SEEDS = tuple(range(10, 14)) + tuple(range(20, 24))
 COORD_TOL = 0.1         # |log(measured / predicted)|
 COORD_SHARE = 0.95
 
@@ -167,8 +169,9 @@ def build(r: Results) -> Section:
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
                        "log2 of the first step's relative response per unit learning rate, narrow over wide, at "
-                       "the logits (Adam) or the last hidden layer (SGD), measured by a JVP at the probe inits "
-                       "before any training (SE over the init draws); beside it the calculus's prediction of "
+                       "the logits (Adam) or the hidden layers' geometric mean (SGD), measured by a JVP at the "
+                       "probe inits before any training (SE over the init draws; equal-G is normalised by that "
+                       "response, so its prediction is 0 by construction); beside it the calculus's prediction of "
                        "the same response (dense stacks only) and the older step-size predictor (each layer's "
                        "own change, `calculus.predicted_drift`). docs/calculus.md, *Predicted drift from the "
                        "response*, says which seeds developed the predictor and which judged it. "
@@ -231,7 +234,8 @@ def _headline(summary: dict) -> Headline:
   pred = [e for e in res if e["predicted_drift_octaves"] is not None]
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
-  role = (" (seeds whose drifts developed the response predictor; `--grid judge` judges it on new ones)" if seen
+  role = (" (seeds whose drifts developed the response predictor; `--grid judge_normalised` judges it on new ones)"
+          if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]
   coord = ", ".join(f"{m} {d['first update']['share_below_0.1']:.0%}" for m, d in cs.items() if "first update" in d)
