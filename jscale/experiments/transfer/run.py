@@ -5,7 +5,8 @@ Per (model, width): the network at its He (fan-in) initialisation is inspected o
 minibatch with the real loss (softmax cross-entropy), and once more with the μP init multiplier on its output
 layer; `calculus.from_inspection` turns those into each parametrization's per-kernel learning-rate and init
 multipliers for SGD and Adam, and its `step_size`; the first step's response per unit learning rate
-(response.py) is the predicted drift's input. Training uses the engine
+(response.py) is the predicted drift's input and sets equal-G's common scale (`calculus.normalised`), which
+multiplies the base learning rate of equal-G's runs (biases and kernels alike). Training uses the engine
 (`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), so the
 three parametrizations, 12 learning rates and the seeds are one program. Biases keep the base learning rate
 in every parametrization.
