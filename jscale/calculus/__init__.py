@@ -22,7 +22,8 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
                inspection_records and inspection_table are its parts
   prescribe    `prescribe`: per-leaf learning-rate multipliers (standard, μP, equal-G) for SGD and Adam, a
                `Prescription` of `LeafPrescription`s; `predicted_drift` of the optimal learning rate across widths
-               (from each layer's own step) and `response_drift` (from the network's response at one layer)
+               (from each layer's own step) and `response_drift` (from the network's response at one layer);
+               `normalised` scales equal-G by that response (`first_step_response`, a JVP)
   update_response  `first_step`: a ReLU MLP's activations after its first SGD / Adam step, predicted (the cross
                term 2E[h0 . dh] and E[dh^2] through the layers, a `Response`); `unit_response`: its first-order
                relative change per unit learning rate
@@ -52,6 +53,7 @@ from jscale.calculus.inspection import inspect
 from jscale.calculus.inspection_measure import projection_loss
 from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Inspection, LeafRow, OutputMoments,
                                                 Verdict)
-from jscale.calculus.prescribe import (RESPONSE_LAYER, LeafPrescription, Prescription, from_inspection,
-                                       predicted_drift, prescribe, response_drift, update_to_output)
+from jscale.calculus.prescribe import (RESPONSE_AT, LeafPrescription, Prescription, first_step_response,
+                                       from_inspection, normalised, predicted_drift, prescribe, response_at,
+                                       response_drift, response_se, update_to_output)
 from jscale.calculus.update_response import Response, first_step, unit_response

@@ -9,29 +9,37 @@
               ratio r_in and fan-out ratio r_out to the base, input-like leaves (r_in = 1) SGD x r_out, Adam x 1;
               hidden (both > 1) SGD x 1, Adam x 1/r_in; output-like (r_out = 1) init x r_in^-1/2, SGD and Adam
               x 1/r_in; biases SGD x r_out, Adam x 1
-  "equal_G"   jscale's: every weight layer's output moves by the same amount per step. The calculus predicts,
-              per unit learning rate, the mean square change U_l that leaf l's first update makes at its layer's
-              output: for SGD U_l = fan_in^2 E[x_l^2] E[dW_l^2]_batch = fan_in^2 E[x_l^2] G_batch,l E[W_l^2]
-              (the minibatch gradient is aligned with the inputs, so ΔW^T x adds fan_in terms of one sign); for
-              Adam, whose first step is lr * sign(g) per entry whatever the gradient's size, U_l = fan_in^2
-              E[x_l^2]. The multiplier is U_l^-1/2, so `lr` is the RMS change per step of every layer's output,
-              the same at every width; the prescription needs no base width.
+  "equal_G"   jscale's: every weight layer's output moves by the same amount per step, and the network's
+              response to the step is the same at every width. The calculus predicts, per unit learning rate,
+              the mean square change U_l that leaf l's first update makes at its layer's output: for SGD
+              U_l = fan_in^2 E[x_l^2] E[dW_l^2]_batch = fan_in^2 E[x_l^2] G_batch,l E[W_l^2] (the minibatch
+              gradient is aligned with the inputs, so ΔW^T x adds fan_in terms of one sign); for Adam, whose
+              first step is lr * sign(g) per entry whatever the gradient's size, U_l = fan_in^2 E[x_l^2].
+              The multipliers U_l^-1/2 set the layers' ratios. Their common scale comes from the response
+              (`normalised`, with `prescribe(layers=...)`): U counts each layer's own change only, and the
+              lower layers' changes reach the layers above through the same aligned weights, so the
+              network's relative change per unit rate still moved with width (the MLP's logits under Adam
+              grew 1.9x from width 32 to 512). Every leaf, biases included, is divided by the first step's
+              relative response that sets the optimum (`response_at`), so `lr` is that relative change per
+              step at every width. Without `layers` the scale is U's (Prescription.scale 1).
 
 The predicted drift of the optimal learning rate across widths follows from `step_size`: with multipliers m_l
 the predicted RMS output change per unit learning rate is S = sqrt(sum_l m_l^2 U_l); if the best run moves
 each layer by a width-independent amount, the optimal learning rate scales as 1/S, so its drift from width a
-to width b is log2(S_a / S_b) octaves (`predicted_drift`). Only weight leaves ("dense", "conv") are
-prescribed under equal_G; biases and other leaves keep 1 (a zero-initialised bias has no G).
+to width b is log2(S_a / S_b) octaves (`predicted_drift`). Only weight leaves ("dense", "conv") get U's
+multipliers under equal_G; biases and other leaves keep 1 (a zero-initialised bias has no G), times the
+response normalisation.
 
-`step_size` counts each layer's own change only. The changes of the layers below reach a layer through the
-same aligned kernel, so equal per-layer changes do not make an equal change higher up, and the logits' change
-per unit learning rate still grows with width under equal-G. `response_drift` predicts the drift from the
-first-order response of the whole network instead (per layer output, the relative RMS change per unit
-learning rate: `calculus.unit_response` for dense ReLU stacks, or measured by a JVP at the init) at one layer
-per optimizer (`RESPONSE_LAYER`): Adam's logits (its step does not shrink as the logits fit, so the logits'
-change is what a too-large rate overshoots), SGD's last hidden layer (cross-entropy's gradient shrinks as the
-logits grow, so SGD tolerates large logit steps; the representation the read-out sees is what it must not
-destroy). docs/calculus.md, *Predicted drift from the response*, says which seeds developed and judged it.
+`step_size` counts each layer's own change only. `response_drift` predicts the drift from the first-order
+response of the whole network instead (per layer output, the relative RMS change per unit learning rate:
+`calculus.unit_response` for dense ReLU stacks, or measured by a JVP at the init, `first_step_response`)
+read per optimizer by `response_at`: Adam's logits (its step does not shrink as the logits fit, so the
+logits' change is what a too-large rate overshoots), SGD's hidden layers, their geometric mean
+(cross-entropy's gradient shrinks as the logits grow, so SGD tolerates large logit steps; the representation
+is what it must not destroy, and a typical hidden layer's change, not the last one's, is what moved with the
+optimum in both the MLP and the LeNet, whose last hidden layers have a fixed width). docs/calculus.md,
+*Predicted drift from the response* and *Equal-G normalised by the response*, says which seeds developed and
+judged it.
 """
 from __future__ import annotations
 
@@ -40,9 +48,11 @@ import math
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jscale import checks
+from jscale import checks, optim
 from jscale.calculus.inspection import inspect
 from jscale.calculus.records import Record, finite_or_none as num
 
@@ -75,6 +85,7 @@ class Prescription(Record):
   source: str                  # "predicted" (the calculus's G) or "measured" (inspect's measured G)
   leaves: tuple                # LeafPrescription per float leaf
   batch_size: int
+  scale: float = 1.0           # the response normalisation folded into every leaf's multiplier (`normalised`)
 
   def _tree(self, params, field: str):
     with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -110,17 +121,76 @@ def predicted_drift(small: Prescription, large: Prescription) -> float | None:
   return None if a is None or b is None or a <= 0 or b <= 0 else math.log2(a / b)
 
 
-RESPONSE_LAYER = {"sgd": -2, "adam": -1}   # layer output whose response sets the optimum: last hidden / logits
+RESPONSE_AT = {"sgd": "the hidden layers' geometric mean", "adam": "the logits"}   # what sets the optimum
+
+
+def response_at(response, optimizer: str) -> float:
+  """The response that sets the optimal learning rate, from the per-layer-output relative responses
+  (hidden layers, then the logits; module doc): Adam the logits', SGD the geometric mean of the hidden
+  layers'; NaN where it has none (a response not positive and finite, or no hidden layer for SGD)."""
+  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
+  r = np.asarray(response, np.float64).reshape(-1)
+  use = r[-1:] if optimizer == "adam" else r[:-1]
+  if use.size == 0 or not np.all(np.isfinite(use) & (use > 0)):
+    return float("nan")
+  return float(np.exp(np.mean(np.log(use))))
+
+
+def response_se(rse, optimizer: str) -> float:
+  """The relative SE of `response_at` from the per-layer ones: the logits' for Adam; for SGD the hidden
+  layers' mean (their errors share the init draws, so the fully correlated case, the larger, is taken)."""
+  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
+  r = np.asarray(rse, np.float64).reshape(-1)
+  return float(r[-1] if optimizer == "adam" else np.mean(r[:-1]))
 
 
 def response_drift(small, large, optimizer: str) -> float | None:
   """Predicted drift of the optimal learning rate (octaves) from the narrow to the wide network, from their
-  per-layer-output relative responses per unit learning rate (hidden layers, then the logits; module doc):
-  log2(R_small / R_large) at `RESPONSE_LAYER[optimizer]`; None where either is not positive and finite."""
-  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
-  a, b = float(np.asarray(small)[RESPONSE_LAYER[optimizer]]), float(np.asarray(large)[RESPONSE_LAYER[optimizer]])
+  per-layer-output relative responses per unit learning rate: log2(R_small / R_large) with R = `response_at`;
+  None where either has none."""
+  a, b = response_at(small, optimizer), response_at(large, optimizer)
   ok = all(math.isfinite(v) and v > 0 for v in (a, b))
   return math.log2(a / b) if ok else None
+
+
+def normalised(pr: Prescription, response) -> Prescription:
+  """`pr` with every leaf's learning-rate multiplier (biases and other leaves included) divided by the first
+  step's relative response per unit learning rate that sets the optimum (`response_at`: Adam the logits', SGD
+  the hidden layers' geometric mean); `response`: per layer output (hidden layers, then the logits)
+  sqrt(E[dh^2] / E[h^2]) that the step with `pr`'s multipliers makes at learning rate 1
+  (`first_step_response`, or a mean over init draws). To first order every layer's response is linear in a
+  common factor of the multipliers, so the result's is 1: the learning rate *is* that relative change per
+  step, at every width (module doc: equal-G's per-layer balance sets the ratios, the response their scale)."""
+  r = np.asarray(response, np.float64).reshape(-1)
+  if r.size < 2 and pr.optimizer == "sgd":
+    raise ValueError("normalised: SGD's response is the hidden layers'; it needs the hidden layers' outputs too "
+                     "(layers(params, x) -> [hidden ..., logits])")
+  v = response_at(r, pr.optimizer)
+  if not (math.isfinite(v) and v > 0):
+    raise ValueError(f"normalised: the {pr.optimizer} response ({RESPONSE_AT[pr.optimizer]}) of {r.tolist()} is "
+                     f"not positive and finite")
+  leaves = tuple(dataclasses.replace(row, lr_multiplier=row.lr_multiplier / v) for row in pr.leaves)
+  return dataclasses.replace(pr, leaves=leaves, scale=pr.scale / v)
+
+
+def first_step_response(layers: Callable, params, x, loss: Callable, multipliers, optimizer: str) -> np.ndarray:
+  """Per output of `layers(params, x)` (a sequence of arrays: the hidden layers' outputs, then the logits; or
+  one array), sqrt(E[dh^2] / E[h^2]): the first-order change that the first step of `optimizer` (optax's sgd
+  or adam at learning rate 1, then the per-leaf `multipliers`, a pytree like params) on the mean of
+  `loss(outputs)` makes there, relative to the output's size, measured by a JVP along the update."""
+  checks.one_of(optimizer, "optimizer", OPTIMIZERS)
+
+  def outs(p):
+    o = layers(p, x)
+    return list(o) if isinstance(o, (list, tuple)) else [o]
+
+  base = optax.sgd(1.0) if optimizer == "sgd" else optax.adam(1.0)
+  tx = optax.chain(base, optim.scale_by_prescription(multipliers))
+  g = jax.grad(lambda p: jnp.mean(loss(outs(p)[-1])))(params)
+  u, _ = tx.update(g, tx.init(params), params)
+  h, dh = jax.jvp(outs, (params,), (u,))
+  return np.array([math.sqrt(float(jnp.mean(jnp.square(d))) / float(jnp.mean(jnp.square(a))))
+                   for a, d in zip(h, dh)])
 
 
 def _is_float(leaf) -> bool:
@@ -133,17 +203,24 @@ def _fans(shape) -> tuple[int, int]:
 
 
 def prescribe(apply_fn, params, x, *, optimizer: str = "sgd", rule: str = "equal_G", loss: Callable | None = None,
-              key: jax.Array | None = None, measured: bool = False, base=None) -> Prescription:
+              key: jax.Array | None = None, measured: bool = False, base=None,
+              layers: Callable | None = None) -> Prescription:
   """Per-leaf learning-rate (and init) multipliers for `rule` under `optimizer` ("sgd" or "adam").
 
   `apply_fn(params, x)`, `loss` (outputs -> (batch,) per-example losses; default the random projection) and
   `key` are `inspect`'s; x should be a training minibatch, since the minibatch G depends on the batch size.
   `measured=True` uses inspect's measured G and E[x^2] instead of the calculus's predicted ones. `base`: the
   parameters of the same network at its base width (required by "mup", ignored otherwise).
+  `layers(params, x)` -> [hidden layer outputs ..., logits] (for Adam `apply_fn` itself will do): with it,
+  equal-G is `normalised` by the first step's response at this init (`first_step_response`, which needs the
+  real `loss`), so that the learning rate is the response layer's relative change per step at every width.
   """
   checks.one_of(optimizer, "optimizer", OPTIMIZERS)
   checks.one_of(rule, "rule", RULES)
   checks.boolean(measured, "measured")
+  if layers is not None and (loss is None or not callable(layers)):
+    raise ValueError("prescribe: layers= needs a callable layers(params, x) and the training loss= (the "
+                     "response is the change the real first step makes)")
   if rule == "mup":
     if base is None:
       raise ValueError("prescribe: rule 'mup' needs base= (the parameters of the network at its base width)")
@@ -154,7 +231,10 @@ def prescribe(apply_fn, params, x, *, optimizer: str = "sgd", rule: str = "equal
   base_shapes = None
   if rule == "mup":
     base_shapes = [tuple(np.shape(l)) for l in jax.tree_util.tree_leaves(base) if _is_float(l)]
-  return from_inspection(res, optimizer=optimizer, rule=rule, measured=measured, base_shapes=base_shapes)
+  pr = from_inspection(res, optimizer=optimizer, rule=rule, measured=measured, base_shapes=base_shapes)
+  if layers is None or rule != "equal_G":
+    return pr
+  return normalised(pr, first_step_response(layers, params, x, loss, pr.lr_multipliers(params), optimizer))
 
 
 def from_inspection(res, *, optimizer: str = "sgd", rule: str = "equal_G", measured: bool = False,

@@ -128,3 +128,66 @@ def test_bad_input_refused_before_compute(digits):
     calculus.prescribe(_apply, params, x[:4], optimizer="rmsprop")
   with pytest.raises(ValueError, match="base"):
     calculus.prescribe(_apply, params, x[:4], rule="mup")
+
+
+def test_normalised_divides_every_multiplier_by_the_response_layers_response():
+  # hand-made rows, no compute: SGD reads the hidden layers' geometric mean, Adam the logits; every leaf, the
+  # bias included, is divided; a missing or non-positive response is refused
+  row = lambda kind, m: calculus.LeafPrescription(path=kind, shape=(2, 2), kind=kind, fan_in=2, weight_sq=1.0,  # noqa: E731
+                                                  x_sq=1.0, G_batch=1.0, update_to_output=1.0, lr_multiplier=m,
+                                                  init_multiplier=1.0)
+  for opt, want in (("sgd", 1 / 8 ** 0.5), ("adam", 1 / 8.0)):
+    pr = calculus.Prescription(rule="equal_G", optimizer=opt, source="predicted",
+                               leaves=(row("dense", 0.5), row("bias", 1.0), row("dense", 3.0)), batch_size=8)
+    n = calculus.normalised(pr, [2.0, 4.0, 8.0])
+    assert n.scale == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose([r.lr_multiplier for r in n.leaves], [0.5 * want, want, 3.0 * want], rtol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+      calculus.normalised(pr, [2.0, 0.0, float("nan")])
+
+
+@pytest.mark.slow
+def test_normalised_equal_G_moves_the_response_layer_by_lr_per_step(digits):
+  # prescribe(layers=...) scales equal-G by the first step's response: every leaf's multiplier (the biases'
+  # too) divided by the relative change per unit rate at the response layer (SGD: the last hidden layer,
+  # Adam: the logits). To first order that change is linear in a common factor of the multipliers, so the
+  # normalised prescription's response there is 1 (float32 JVPs: rtol 1e-4), the weights' ratios are
+  # equal-G's, and a real small step (lr 1e-3) changes the layers by lr relative (2%: second order ~lr R).
+  x, y = digits
+  B = 64
+  params = mlp.init_mlp(jax.random.key(3), (64, 48, 48, 10), "he_normal")
+
+  def layers(p, x_):
+    h = x_
+    out = []
+    for i, layer in enumerate(p):
+      h = h @ layer.w + layer.b
+      if i < len(p) - 1:
+        h = jax.nn.relu(h)
+      out.append(h)
+    return out
+
+  res = calculus.inspect(_apply, params, x[:B], loss=_ce(y[:B]))   # one inspection serves both optimizers
+  for opt in ("sgd", "adam"):
+    plain = calculus.from_inspection(res, optimizer=opt)
+    pr = calculus.normalised(plain, calculus.first_step_response(layers, params, x[:B], _ce(y[:B]),
+                                                                 plain.lr_multipliers(params), opt))
+    assert plain.scale == 1.0 and pr.scale != 1.0
+    m, m0 = [r.lr_multiplier for r in pr.leaves], [r.lr_multiplier for r in plain.leaves]
+    np.testing.assert_allclose(np.divide(m, m0), pr.scale, rtol=1e-12)   # biases (m0 = 1) get the scale
+    r = calculus.first_step_response(layers, params, x[:B], _ce(y[:B]), pr.lr_multipliers(params), opt)
+    assert calculus.response_at(r, opt) == pytest.approx(1.0, rel=1e-4)
+    lr = 1e-3
+    tx = (optim.sgd if opt == "sgd" else optim.adam)(lr, pr.lr_multipliers(params))
+    g = jax.grad(lambda p: jnp.mean(_ce(y[:B])(_apply(p, x[:B]))))(params)
+    u, _ = tx.update(g, tx.init(params), params)
+    rel = [float(jnp.sqrt(jnp.mean((b - a) ** 2) / jnp.mean(a ** 2)))
+           for a, b in zip(layers(params, x[:B]), layers(optax.apply_updates(params, u), x[:B]))]
+    assert calculus.response_at(rel, opt) == pytest.approx(lr, rel=0.02)
+  # prescribe(layers=) is the same normalisation (Adam: the logits, so apply_fn itself will do)
+  full = calculus.prescribe(_apply, params, x[:B], loss=_ce(y[:B]), optimizer="adam", layers=_apply)
+  assert full.scale == pytest.approx(pr.scale, rel=1e-5)
+  with pytest.raises(ValueError, match="layers"):
+    calculus.prescribe(_apply, params, x[:B], optimizer="sgd", layers=layers)   # no loss: no real step
+  with pytest.raises(ValueError, match="hidden"):   # SGD reads the last hidden layer: logits alone will not do
+    calculus.normalised(calculus.from_inspection(res, optimizer="sgd"), [2.0])

@@ -11,29 +11,34 @@ the minimum of the seed-mean loss curve over log2(lr), refined by a parabola thr
 neighbours; its interval a bootstrap over seeds (2000 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
 Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
-last hidden layer (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`), computed
-before any training; beside it the calculus's response (MLP) and the prescriptions' step sizes
+hidden layers' geometric mean (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`),
+computed before any training (equal-G is normalised by that response, `calculus.normalised`: it predicts 0); beside it the calculus's response (MLP) and the prescriptions' step sizes
 (`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
 
 Development and judgement: the LR centres (the only tuned setting) were chosen on seeds 0-1 of a dev run; the
 full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices). The dev run trained 2 epochs
 of minibatch 64 (38 steps); the judged grids' shorter protocol (for the main job's time) was fixed before they
-ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and is judged
-by the judge grid: training seeds 20-23 and widths 64, 256 that no grid had run.
+ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and judged by the
+judge grid: training seeds 20-23 and widths 64, 256 that no grid had run. Equal-G's response normalisation and
+SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged once by the
+judge_normalised grid (seeds 30-33).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
   python scripts/sweep.py --experiment transfer --grid gpu     # widths 32-4096 (a GPU's work)
   python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
+  python scripts/sweep.py --experiment transfer --grid judge_normalised   # seeds 30-33, widths 32-512 by 2x
 """
 from __future__ import annotations
 
 from jscale.experiments.transfer import run
 from jscale.sweeps import CustomExperiment
 
-# Chosen on dev seeds 0-1 so that every width's optimum lies inside the 12-point grid.
+# Chosen on dev seeds 0-1 so that every width's optimum lies inside the 12-point grid; equal_G/adam moved from 2^-2
+# to 2^0 when equal-G's learning rate became the logits' relative change per step (its unnormalised response at
+# width 32 was 3.8 MLP, 6.9 LeNet; docs/calculus.md, *Equal-G normalised by the response*).
 LR_CENTERS = {"standard/sgd": 2.0 ** -2, "mup/sgd": 2.0 ** -2, "equal_G/sgd": 2.0 ** -2,
-              "standard/adam": 2.0 ** -7, "mup/adam": 2.0 ** -7, "equal_G/adam": 2.0 ** -2}
+              "standard/adam": 2.0 ** -7, "mup/adam": 2.0 ** -7, "equal_G/adam": 2.0 ** 0}
 
 
 def make_experiment() -> CustomExperiment:
@@ -46,4 +51,7 @@ def make_experiment() -> CustomExperiment:
              "gpu": {**common, "widths": (32, 128, 512, 2048, 4096), "seeds": tuple(range(10, 18))},
              # the response predictor's judgement (docs/calculus.md): training seeds never run before, and
              # widths 64 and 256 that no grid had
-             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))}})
+             "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))},
+             # equal-G normalised by the response (docs/calculus.md), developed on the full grid's seeds 10-13,
+             # judged once on training seeds no grid had run (20-23's drifts were seen before the change)
+             "judge_normalised": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(30, 34))}})

@@ -21,16 +21,16 @@ def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "ada
   """(relative response (rule, opt, L), its relative SE over the init draws (rule, opt, L)): the ratio of the
   draws' mean E[dh^2] to their mean E[h^2], square-rooted; the SE is the delta method's over the draws (~ the
   SE of log R). `pres[rule, opt]` = (Prescription, init multipliers (L,), lr multipliers (L,)) as
-  `run.prescriptions` returns, for every rule in `rules` and optimizer in `optimizers` (the output's order);
-  biases step at the base rate, as in training."""
+  `run.prescriptions` returns, plus the unit that multiplies every leaf's rate, for every rule in `rules` and
+  optimizer in `optimizers` (the output's order); biases step at the unit, as in training."""
   base_opts = {"sgd": optax.sgd(1.0), "adam": optax.adam(1.0)}
 
   def loss_fn(p):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
 
-  def one(base_opt, p0, init_m, lr_m):
+  def one(base_opt, p0, init_m, lr_m, unit):
     p = net.map_kernels(lambda l, w: w * init_m[l], p0)
-    mult = net.map_kernels(lambda l, _: lr_m[l], jax.tree.map(lambda _: jnp.float32(1.0), p))
+    mult = net.map_kernels(lambda l, _: unit * lr_m[l], jax.tree.map(lambda _: unit, p))
     tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
     u, _ = tx.update(jax.grad(loss_fn)(p), tx.init(p), p)
     (z, hidden), (dz, dhidden) = jax.jvp(lambda q: net.forward(q, x), (p,), (u,))
@@ -38,16 +38,16 @@ def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "ada
     return sq(list(hidden) + [z]), sq(list(dhidden) + [dz])
 
   @jax.jit
-  def run(init_m, lr_m):
+  def run(init_m, lr_m, unit):
     out = []
     for j, opt in enumerate(optimizers):
       base_opt = base_opts[opt]
-      per_draw = jax.vmap(lambda p0, im, lm: one(base_opt, p0, im, lm), in_axes=(0, None, None))
-      out.append(jax.vmap(per_draw, in_axes=(None, 0, 0))(p0s, init_m[j], lr_m[j]))   # (rule, draw, L) each
+      per_draw = jax.vmap(lambda p0, im, lm, u: one(base_opt, p0, im, lm, u), in_axes=(0, None, None, None))
+      out.append(jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], unit[j]))   # (rule, draw, L)
     return out
 
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
-  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2))))
+  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
   n = h.shape[2]
@@ -70,8 +70,8 @@ def calculus_response(net, pres: dict, x, y, rules, optimizers=("sgd", "adam")) 
   w_exp = np.array([he.second_moment(s) for s in shapes])
   for i, rule in enumerate(rules):
     for j, opt in enumerate(optimizers):
-      _, init_m, lr_m = pres[rule, opt]
+      _, init_m, lr_m, unit = pres[rule, opt]
       out[i, j] = calculus.unit_response(np.asarray(x), np.asarray(y), [s[-1] for s in shapes],
                                          w_exp * np.square(np.asarray(init_m, np.float64)),
-                                         np.asarray(lr_m, np.float64), opt)
+                                         unit * np.asarray(lr_m, np.float64), opt)
   return out

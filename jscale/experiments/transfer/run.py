@@ -5,7 +5,8 @@ Per (model, width): the network at its He (fan-in) initialisation is inspected o
 minibatch with the real loss (softmax cross-entropy), and once more with the μP init multiplier on its output
 layer; `calculus.from_inspection` turns those into each parametrization's per-kernel learning-rate and init
 multipliers for SGD and Adam, and its `step_size`; the first step's response per unit learning rate
-(response.py) is the predicted drift's input. Training uses the engine
+(response.py) is the predicted drift's input and sets equal-G's common scale (`calculus.normalised`), which
+multiplies the base learning rate of equal-G's runs (biases and kernels alike). Training uses the engine
 (`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), so the
 three parametrizations, 12 learning rates and the seeds are one program. Biases keep the base learning rate
 in every parametrization.
@@ -51,11 +52,18 @@ def probe_draws(net: models.Model, draws: int):
   return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(PROBE_SEED + jnp.arange(draws))
 
 
-def prescriptions(net: models.Model, base: models.Model, x, y, params=None) -> dict:
-  """(parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,)) for `net`, from its He
-  init (PROBE_SEED; `params` if given, which must be that init) on the batch (x, y)."""
+def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray]:
+  """((parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,), unit), the first step's
+  relative response per unit learning rate (rule, opt, L) and its relative SE) for `net`, from its He init
+  PROBE_SEED (the first of the probe inits `p0s`, `probe_draws`) on the batch (x, y). `unit` multiplies every
+  leaf's learning rate, biases included (training: the base rate); lr_scale is the kernels' multiplier on top
+  of it. Equal-G's unit is its response normalisation (`calculus.normalised`: the response that sets the
+  optimum, over the probe inits, is 1 per unit learning rate); the other rules' is 1. The response
+  (response.py) is measured once at unit 1; equal-G's is then divided by its normalisation (to first order
+  the response is linear in a common factor of the multipliers)."""
   key = jax.random.key(PROBE_SEED)
-  params = net.draw(key, "he_normal") if params is None else params
+  # the first draw cut on the host (eager indexing compiled two programs per leaf shape)
+  params = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[0]), p0s)
   base_shapes = [tuple(l.shape) for l in jax.tree.leaves(jax.eval_shape(lambda k: base.draw(k, "he_normal"), key))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
@@ -73,8 +81,15 @@ def prescriptions(net: models.Model, base: models.Model, x, y, params=None) -> d
       init_m = net.kernels(calculus.from_inspection(sp, rule=rule, base_shapes=base_shapes, optimizer=opt)
                            .init_multipliers(params))
       out[rule, opt] = (pr, np.asarray(init_m, np.float32), np.asarray(net.kernels(pr.lr_multipliers(params)),
-                                                                      np.float32))
-  return out
+                                                                      np.float32), 1.0)
+  resp, rse = response.measured_response(net, out, x, y, p0s, PARAMETRIZATIONS, OPTIMIZERS)
+  i = PARAMETRIZATIONS.index("equal_G")
+  for j, opt in enumerate(OPTIMIZERS):
+    pr, init_m, lr_m, _ = out["equal_G", opt]
+    normed = calculus.normalised(pr, resp[i, j])
+    out["equal_G", opt] = (normed, init_m, lr_m, normed.scale)
+    resp[i, j] = resp[i, j] * normed.scale
+  return out, resp, rse
 
 
 def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None):
@@ -133,7 +148,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
   u, a, us, as_ = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
                             jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
-                            jnp.asarray(pick(lambda r, o: lr_of[r, o]), jnp.float32)))
+                            jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32)))
   upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
   upd_se, act_se = np.moveaxis(us, 0, 1).astype(np.float64), np.moveaxis(as_, 0, 1).astype(np.float64)
@@ -143,12 +158,13 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
-      pr, init_m, lr_m = pres[rule, opt]
+      pr, init_m, lr_m, unit = pres[rule, opt]
       w_sq = w_exp * np.square(init_m)
-      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr_of[rule, opt], k, w_sq)
+      lr = lr_of[rule, opt] * unit
+      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k, w_sq)
       if dense:   # the after-step activations from the first-order response (update_response.py)
         act_p[i, j, 1] = analysis.after_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
-                                             lr_of[rule, opt] * np.asarray(lr_m, np.float64), opt)
+                                             lr * np.asarray(lr_m, np.float64), opt)
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
@@ -180,14 +196,12 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       net = network(model, width)
       t0 = time.perf_counter()
       p0s = probe_draws(net, coord_draws)
-      # the first draw cut on the host (eager indexing compiled two programs per leaf shape)
-      pres = prescriptions(net, base, xb, yb, jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[0]), p0s))
+      pres, rs_m[b], rs_s[b] = prescriptions(net, base, xb, yb, p0s)
       t1 = time.perf_counter()
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
       cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
           net, pres, xb, yb, lr_mid, coord_steps, coord_draws, p0s)
       t2 = time.perf_counter()
-      rs_m[b], rs_s[b] = response.measured_response(net, pres, xb, yb, p0s, PARAMETRIZATIONS, OPTIMIZERS)
       rs_c[b] = response.calculus_response(net, pres, xb, yb, PARAMETRIZATIONS, OPTIMIZERS)
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
@@ -201,7 +215,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         lr_m = np.stack([pres[PARAMETRIZATIONS[i], opt][2] for i, _, _ in rows])
         ones = np.ones(C, np.float32)
         hp = train_lib.HParams(init_scale=ones, layer_scale=init_m, input_scale=ones, output_scale=ones,
-                               lr=np.array([lrs[c, i, k] for i, k, _ in rows], np.float32),
+                               lr=np.array([lrs[c, i, k] * pres[PARAMETRIZATIONS[i], opt][3] for i, k, _ in rows],
+                                           np.float32),
                                weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32), lr_scale=lr_m)
         cfg_keys = keys[np.array([s for _, _, s in rows])]
         train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))

@@ -14,7 +14,9 @@ from jscale.report.document import Figure, Headline, Section, Table
 from jscale.sweeps import Results, store
 
 DRIFT_GOAL = 0.5        # octaves: equal-G's drift, and predicted vs measured
-PREDICTOR_DEV_SEEDS = tuple(range(10, 14))  # the full grid's seeds: the response predictor was chosen with their drifts in view
+# seeds whose drifts were in view when the response predictor was chosen: the full grid's (10-13), and the first
+# judge grid's (20-23), seen before SGD's response became the hidden layers' geometric mean (docs/calculus.md)
+PREDICTOR_DEV_SEEDS = tuple(range(10, 14)) + tuple(range(20, 24))
 COORD_TOL = 0.1         # |log(measured / predicted)|
 COORD_SHARE = 0.95
 
@@ -59,8 +61,8 @@ def summarize(r: Results) -> dict:
   widths, seeds = r.axis("width"), r.axis("seed")
   out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT,
          "predictor": "response: log2 of the first step's relative response per unit lr (narrow / wide) at "
-                      f"the layer output {calculus.RESPONSE_LAYER} (-1 logits, -2 last hidden), measured by a "
-                      "JVP at the probe inits before any training", "results": []}
+                      f"{calculus.RESPONSE_AT}, measured by a JVP at the probe inits before any training",
+         "results": []}
   for a, model in enumerate(r.axis("model")):
     rp = response_predictions(r, model)
     for c, opt in enumerate(r.axis("optimizer")):
@@ -73,7 +75,7 @@ def summarize(r: Results) -> dict:
           per_width = _drifts(rp["meas"], c, i, opt)
           pred = per_width[-1]
           calc = _drifts(rp["calc"], c, i, opt)[-1]
-          se = rp["rse"][[0, -1], i, c, calculus.RESPONSE_LAYER[opt]]
+          se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
           pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2)) if np.all(np.isfinite(se)) else None
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
@@ -167,8 +169,9 @@ def build(r: Results) -> Section:
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
                        "log2 of the first step's relative response per unit learning rate, narrow over wide, at "
-                       "the logits (Adam) or the last hidden layer (SGD), measured by a JVP at the probe inits "
-                       "before any training (SE over the init draws); beside it the calculus's prediction of "
+                       "the logits (Adam) or the hidden layers' geometric mean (SGD), measured by a JVP at the "
+                       "probe inits before any training (SE over the init draws; equal-G is normalised by that "
+                       "response, so its prediction is 0 by construction); beside it the calculus's prediction of "
                        "the same response (dense stacks only) and the older step-size predictor (each layer's "
                        "own change, `calculus.predicted_drift`). docs/calculus.md, *Predicted drift from the "
                        "response*, says which seeds developed the predictor and which judged it. "
@@ -231,7 +234,8 @@ def _headline(summary: dict) -> Headline:
   pred = [e for e in res if e["predicted_drift_octaves"] is not None]
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
-  role = (" (seeds whose drifts developed the response predictor; `--grid judge` judges it on new ones)" if seen
+  role = (" (seeds whose drifts developed the response predictor; `--grid judge_normalised` judges it on new ones)"
+          if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]
   coord = ", ".join(f"{m} {d['first update']['share_below_0.1']:.0%}" for m, d in cs.items() if "first update" in d)
@@ -281,7 +285,9 @@ def _loss_curves(r: Results) -> str:
       for i, p in enumerate(params):
         ax = axes[a * len(opts) + c, i]
         for b, w in enumerate(widths):
-          y = np.where(np.all(np.isfinite(loss[a, b, c, i]), -1), np.nanmean(loss[a, b, c, i], -1), np.nan)
+          # a learning rate where any seed diverged has no seed-mean loss (NaN, a gap in the curve); the plain
+          # mean gives that NaN without nanmean's warning on an all-NaN column
+          y = np.where(np.all(np.isfinite(loss[a, b, c, i]), -1), np.mean(loss[a, b, c, i], -1), np.nan)
           ax.plot(lr[c, i], y, marker="o", ms=3, label=f"width {w}")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 2.6)

@@ -10,10 +10,12 @@ from jscale import calculus, datasets, optim
 from jscale.experiments.transfer import response, run
 
 
-def test_response_drift_reads_the_logits_for_adam_and_the_last_hidden_layer_for_sgd():
+def test_response_drift_reads_the_logits_for_adam_and_the_hidden_layers_geometric_mean_for_sgd():
   small, large = np.array([1.0, 2.0, 4.0]), np.array([1.0, 8.0, 64.0])   # hidden 1, hidden 2, logits
   assert calculus.response_drift(small, large, "adam") == pytest.approx(-4.0)
-  assert calculus.response_drift(small, large, "sgd") == pytest.approx(-2.0)
+  assert calculus.response_drift(small, large, "sgd") == pytest.approx(-1.0)   # sqrt(1 * 2) vs sqrt(1 * 8)
+  assert calculus.response_se([0.1, 0.3, 0.7], "sgd") == pytest.approx(0.2)
+  assert calculus.response_se([0.1, 0.3, 0.7], "adam") == pytest.approx(0.7)
   assert calculus.response_drift(small, np.array([1.0, 0.0, 1.0]), "sgd") is None   # no response: no prediction
   with pytest.raises(ValueError):
     calculus.response_drift(small, large, "rmsprop")
@@ -28,7 +30,7 @@ def test_measured_response_is_a_small_real_steps_change():
   net = run.network("mlp", 32)
   p0s = run.probe_draws(net, 2)
   init_m, lr_m = np.array([1.0, 0.7, 0.5], np.float32), np.array([1.0, 0.5, 0.25], np.float32)
-  pres = {("r", o): (None, init_m, lr_m) for o in ("sgd", "adam")}
+  pres = {("r", o): (None, init_m, lr_m, 1.0) for o in ("sgd", "adam")}
   rel, se = response.measured_response(net, pres, x, y, p0s, ("r",))
   assert rel.shape == (1, 2, 3) and np.all(np.isfinite(se)) and np.all(se > 0)
   lr = 1e-3

@@ -57,6 +57,11 @@ def test_grids_as_specified():
   assert len(full["seeds"]) >= 4
   assert set(full["seeds"]).isdisjoint({0, 1})                          # dev seeds are not judged
   assert exp.grid("gpu")["widths"][-1] == 4096
+  # the normalised equal-G's judgement: seeds no other grid ran (10-13 developed it, 20-23 were seen)
+  jn = exp.grid("judge_normalised")
+  others = {s for g in ("quick", "full", "gpu", "judge") for s in exp.grid(g)["seeds"]}
+  assert len(jn["seeds"]) >= 4 and set(jn["seeds"]).isdisjoint(others | {0, 1})
+  assert jn["widths"][0] == 32 and jn["widths"][-1] == 512
 
 
 @pytest.mark.slow
