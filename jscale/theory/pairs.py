@@ -91,12 +91,14 @@ def _normals(size, key):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _uniforms(size, key):
+def flat_uniforms(size, key):
+  """`size` U[0, 1) float32 draws, flat (one program per size, like `losses.flat_normals`)."""
   return jax.random.uniform(key, (size,), jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _labels(size, key, n_L):
+def flat_labels(size, key, n_L):
+  """`size` uniform labels in [0, n_L), flat (one program per size; n_L traced)."""
   return jax.random.randint(key, (size,), 0, n_L)
 
 
@@ -123,7 +125,7 @@ def _sample_weights(shape, key, n_in, n_out, std):
 
 def _sample_inputs(shape, kind, key, n_0):
   """Inputs (R, E, n0_pad) as `inputs.sample_inputs` draws them, zero on padded coordinates."""
-  z = _normals(math.prod(shape), key) if kind == "normal" else _uniforms(math.prod(shape), key)
+  z = _normals(math.prod(shape), key) if kind == "normal" else flat_uniforms(math.prod(shape), key)
   return _masked_last(shape, z, n_0)
 
 
@@ -131,7 +133,7 @@ def _sample_targets(shape, kind, key, n_L):
   """Targets (R, E, nL_pad) as `losses.random_targets` draws them, zero on padded coordinates."""
   if kind == "quadratic":
     return _masked_last(shape, _normals(math.prod(shape), key), n_L)
-  return _one_hot(shape, _labels(math.prod(shape[:-1]), key, n_L))
+  return _one_hot(shape, flat_labels(math.prod(shape[:-1]), key, n_L))
 
 
 @jax.jit
@@ -189,7 +191,7 @@ def _layer_pairs(gx, u, n_in, n_out):
   return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
 
 
-PROGRAMS = (losses.flat_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor,
+PROGRAMS = (losses.flat_normals, flat_uniforms, flat_labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor,
             _backward, _input_gram, _layer_pairs)
 
 

@@ -137,6 +137,15 @@ class StructureTest(chex.TestCase, parameterized.TestCase):
       np.testing.assert_allclose(got.weight, want.weight, rtol=1e-9)
       np.testing.assert_allclose(got.bias, want.bias, rtol=1e-9)
 
+  @parameterized.parameters("quadratic", "xent")
+  def test_flat_sq_sv_matrix_equals_the_pytree_blocks(self, kind):
+    """The flat form sums each block's squares in another order (a product with a 0/1 indicator): float64,
+    so 1e-10 separates "same matrix" from "a block misplaced or mis-normalised"."""
+    with jax.enable_x64(True):
+      p, x, t, q, blk = _exact(kind)
+      got = hs.flat_sq_sv_matrix(losses.make_loss(kind), p, x, t, q)
+      np.testing.assert_allclose(got, hs.sq_sv_matrix(blk), rtol=RTOL)
+
   def test_kronecker_diagonal_refuses_tanh(self):
     p, x, t, q = _problem("quadratic")
     with self.assertRaisesRegex(ValueError, "piecewise-linear"):
