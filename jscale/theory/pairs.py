@@ -220,10 +220,11 @@ def compiled_programs() -> int:
 # Pure pieces, usable on given (padded or not) arrays: what the tests check against diagonal_sq_sv.
 
 class PairStats(NamedTuple):
-  """One round's pair statistics and the per-example controls (see `control_variates`)."""
-  stats: jax.Array     # (R, L, 4): FIELDS per draw and weight layer
-  sq_norms: jax.Array  # (R, E, L): ||x_{l,b}||^2, the input of every weight layer
-  active: jax.Array    # (R, E, L): |y_{l,b} > 0|, active units of every layer's pre-activation
+  """One round's pair statistics and the per-example controls (see `control_variates`), numpy arrays (the
+  probabilities a device array)."""
+  stats: np.ndarray    # (R, L, 4): FIELDS per draw and weight layer
+  sq_norms: np.ndarray  # (R, E, L): ||x_{l,b}||^2, the input of every weight layer
+  active: np.ndarray   # (R, E, L): |y_{l,b} > 0|, active units of every layer's pre-activation
   probs: jax.Array | None  # (R, E, n_L_pad) softmax probabilities (cross-entropy), else None
 
 
@@ -247,7 +248,9 @@ def pair_sums(weights: Sequence, x, t, kind: str, a_q, widths: Sequence[int]) ->
     out[l] = _layer_pairs(_input_gram(x if l == 0 else ys[l - 1], l > 0), u, float(widths[l]), float(widths[l + 1]))
     if l > 0:
       u = _backward(u, weights[l], ys[l - 1])
-  return PairStats(jnp.stack(out, axis=1), jnp.stack(sq, -1), jnp.stack(act, -1), p)
+  # Stacked on the host (the same float32 values): jnp.stack run eagerly is a program per depth and shape.
+  host = lambda arrays, axis: np.stack([np.asarray(a) for a in arrays], axis)
+  return PairStats(host(out, 1), host(sq, -1), host(act, -1), p)
 
 
 def combine(stats_RxLx4, batch: int):
