@@ -107,8 +107,13 @@ def check_round_memory(widths: Sequence[int], examples: int, round_draws: int, m
 # and a flat draw reshaped is the same numbers as the shape drawn directly (threefry is counter-based).
 # Normals come from `losses.flat_normals` (the random quadratic Q draws there too).
 
+FLOAT32 = jnp.dtype(jnp.float32)  # flat_normals' static dtype as `losses.random_quadratic` passes it: jit keys
+                                  # static arguments by value, and jnp.float32 (a type) != its dtype, so the
+                                  # same draw was compiled twice (4 threefry programs of the full grid)
+
+
 def _normals(size, key):
-  return losses.flat_normals(key, size, jnp.float32)
+  return losses.flat_normals(key, size, FLOAT32)
 
 
 @functools.partial(jax.jit, static_argnums=0)

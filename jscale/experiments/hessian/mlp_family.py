@@ -91,15 +91,15 @@ def host_problem(key, setup: MLPSetup, batch: int):
   keys = jax.random.split(kp, 2 * (len(widths) - 1))
   params = []
   for l, shape in enumerate(zip(widths[:-1], widths[1:])):
-    z = _host_cut(losses.flat_normals(keys[2 * l], _flat_size(math.prod(shape)), jnp.float32), shape)
+    z = _host_cut(losses.flat_normals(keys[2 * l], _flat_size(math.prod(shape)), pairs.FLOAT32), shape)
     params.append(mlp.Dense(init.normal_std(shape) * z, np.zeros(shape[1], np.float32)))
   shape = (batch, widths[0])
-  flat = (losses.flat_normals(kx, _flat_size(math.prod(shape)), jnp.float32) if setup.input_kind == "normal"
+  flat = (losses.flat_normals(kx, _flat_size(math.prod(shape)), pairs.FLOAT32) if setup.input_kind == "normal"
           else pairs.flat_uniforms(_flat_size(math.prod(shape)), kx))
   x = _host_cut(flat, shape)
   n_l = widths[-1]
   if setup.loss == "quadratic":
-    t = _host_cut(losses.flat_normals(kt, _flat_size(batch * n_l), jnp.float32), (batch, n_l))
+    t = _host_cut(losses.flat_normals(kt, _flat_size(batch * n_l), pairs.FLOAT32), (batch, n_l))
   else:
     t = np.eye(n_l, dtype=np.float32)[_host_cut(pairs.flat_labels(_flat_size(batch), kt, n_l), (batch,))]
   return tuple(params), x, t
