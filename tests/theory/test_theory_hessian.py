@@ -272,6 +272,22 @@ class PairsTest(chex.TestCase, parameterized.TestCase):
     if loss == "xent":
       np.testing.assert_allclose(got.probs, np.asarray(ref.probs, np.float64)[..., :widths[-1]], rtol=1e-6)
 
+  def test_setups_of_one_padded_shape_share_every_program(self):
+    """Setups whose widths pad alike (inputs and hidden layers of 9-32 units compute at 32) share the per-layer
+    programs: the later setups' rounds compile none (a per-setup shape would compile its own). Only the draws
+    depend on the drawn layout (buckets from 16): the third setup's first two widths are drawn as 32, 16."""
+    from jscale.initializers import SCHEMES
+    from jscale.theory import pairs, predict
+    layer_programs = (pairs._forward, pairs._backward, pairs._layer_pairs, pairs._input_gram, pairs._output_factor)
+    counts = []
+    for widths, loss in (((10, 20, 12), "xent"), ((9, 30, 14), "xent"), ((17, 11, 9), "xent")):
+      self.assertEqual(pairs.padded_widths(widths), (32, 32, 16))
+      wsq = predict.weight_second_moments(widths, SCHEMES["fan_in"])
+      s = pairs.make_sampler(widths, wsq, "normal", loss, np.eye(widths[-1]), examples=2, round_draws=2)
+      pairs.run_round(s, jax.random.PRNGKey(len(counts)))
+      counts.append(sum(f._cache_size() for f in layer_programs))
+    self.assertEqual(counts[2], counts[0])
+
   def test_schemes_are_scaled_standard_normals(self):
     """pairs samples W = sqrt(E[W^2]) N(0, 1) on padded shapes; that is each scheme's law only if every
     scheme is a centred normal: same key, same numbers."""
