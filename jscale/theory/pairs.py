@@ -69,8 +69,8 @@ def padded_widths(widths: Sequence[int]) -> tuple:
   """The widths a round computes on: the output's `bucket`, every other width's bucket but at least
   MIN_COMPUTE.
 
-  Why: every per-layer program is compiled once per padded shape (the backward step once per output, input
-  and output width: 63 programs for Figure 1's 112 setups with four buckets per width). Inputs and hidden
+  Why: every per-layer program is compiled once per padded shape (the backward step once per (network output,
+  layer input, layer output) width: 63 programs for Figure 1's 112 setups with four buckets per width). Inputs and hidden
   layers of 16 computed as 32 leave three widths per layer and cut the programs by a third (95 -> 64) for ~9%
   more arithmetic (2.05 -> 2.24 TFLOP over the full grid's rounds: narrow layers are the cheap ones); the
   output width is kept tight because it multiplies every layer's backward step. Coarser classes ({32, 128}:
@@ -126,7 +126,6 @@ def flat_uniforms(size, key):
 def flat_labels(size, key, n_L):
   """`size` uniform labels in [0, n_L), flat (one program per size; n_L traced)."""
   return jax.random.randint(key, (size,), 0, n_L)
-
 
 
 def _pad(a, shape):
