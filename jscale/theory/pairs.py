@@ -19,13 +19,15 @@ cut the variance further, most in the layers near the output.
 
 Speed: the work is split into per-layer programs (sample a weight matrix, one forward layer, one backward
 step U_{l-1} = (U_l W_l^T) * D_{l-1}, one layer's pair sums), each vmapped over a round of draws and
-compiled once per padded shape. Every width is padded to a power of two (>= 16) with zero-width units:
+compiled once per padded shape. Every width is padded to a power of two (>= 16; >= 32 but for the output,
+`padded_widths`) with zero-width units:
 their incoming and outgoing weights are zero, their pre-activation is 0, so their ReLU output and their
 derivative mask (y > 0) are 0, their rows of every J and M are 0, and padded output logits are masked out
 of the softmax: each padded unit adds exact zeros to every sum (tested: padded equals unpadded to
-rounding). The number of programs is bounded by the number of padded shapes (4 sizes from 16 to 128 for
-Figure 1: at most 16 + 64 + 64 layer programs), not by the number of setups. The random draws, the costliest
-to compile, are one program per flat size (`losses.flat_normals`), shared by weights, inputs and targets.
+rounding). The number of programs is bounded by the number of padded shapes (for Figure 1: 3 sizes from
+32 to 128, the output 4 from 16: at most 12 + 48 + 16 layer programs), not by the number of setups. The random
+draws, the costliest to compile, are one program per flat size (`losses.flat_normals`), shared by weights and
+inputs, laid out in `drawn_widths` (power-of-two buckets from 16), so that they do not depend on the padding.
 
 U_l = A_b J_b (O x n_{l+1}) with A_b^T A_b = H_b factors M_b = U_l^T U_l: for the quadratic loss A = Q^{1/2};
 for cross-entropy H = diag(p) - p p^T = A^T A with A = diag(sqrt p) (I - 1 p^T).
@@ -44,6 +46,8 @@ from jscale import checks
 from jscale.theory import hessian, inputs, losses
 
 MIN_BUCKET = 16
+# The narrowest padded width of a layer the round computes on, outputs excepted (see `padded_widths`).
+MIN_COMPUTE = 32
 DEFAULT_EXAMPLES = 8
 DEFAULT_ROUND = 128
 DEFAULT_MAX_BYTES = 2 ** 30  # working memory of one round; a clear ValueError beyond it
@@ -55,8 +59,25 @@ def bucket(n: int) -> int:
   return max(MIN_BUCKET, 1 << (int(n) - 1).bit_length())
 
 
-def padded_widths(widths: Sequence[int]) -> tuple:
+def drawn_widths(widths: Sequence[int]) -> tuple:
+  """The layout of a round's random numbers: every width padded to its `bucket`. Fixed, so that a round's draws
+  are the same numbers whatever shape it is computed in."""
   return tuple(bucket(n) for n in widths)
+
+
+def padded_widths(widths: Sequence[int]) -> tuple:
+  """The widths a round computes on: the output's `bucket`, every other width's bucket but at least
+  MIN_COMPUTE.
+
+  Why: every per-layer program is compiled once per padded shape (the backward step once per (network output,
+  layer input, layer output) width: 63 programs for Figure 1's 112 setups with four buckets per width). Inputs and hidden
+  layers of 16 computed as 32 leave three widths per layer and cut the programs by a third (95 -> 64) for ~9%
+  more arithmetic (2.05 -> 2.24 TFLOP over the full grid's rounds: narrow layers are the cheap ones); the
+  output width is kept tight because it multiplies every layer's backward step. Coarser classes ({32, 128}:
+  38 programs) cost 1.6x the arithmetic. Padded units add exact zeros, but the sums run over more terms, in
+  other blocks: a round equals the same draws computed in `drawn_widths` to float32 rounding (tested, 1e-6)."""
+  widths = tuple(widths)
+  return tuple(max(MIN_COMPUTE, bucket(n)) for n in widths[:-1]) + (bucket(widths[-1]),)
 
 
 def round_bytes(widths: Sequence[int], examples: int, round_draws: int, itemsize: int = 4) -> int:
@@ -86,52 +107,53 @@ def check_round_memory(widths: Sequence[int], examples: int, round_draws: int, m
 # and a flat draw reshaped is the same numbers as the shape drawn directly (threefry is counter-based).
 # Normals come from `losses.flat_normals` (the random quadratic Q draws there too).
 
+FLOAT32 = jnp.dtype(jnp.float32)  # flat_normals' static dtype as `losses.random_quadratic` passes it: jit keys
+                                  # static arguments by value, and jnp.float32 (a type) != its dtype, so the
+                                  # same draw was compiled twice (4 threefry programs of the full grid)
+
+
 def _normals(size, key):
-  return losses.flat_normals(key, size, jnp.float32)
+  return losses.flat_normals(key, size, FLOAT32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _uniforms(size, key):
+def flat_uniforms(size, key):
+  """`size` U[0, 1) float32 draws, flat (one program per size, like `losses.flat_normals`)."""
   return jax.random.uniform(key, (size,), jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _labels(size, key, n_L):
+def flat_labels(size, key, n_L):
+  """`size` uniform labels in [0, n_L), flat (one program per size; n_L traced)."""
   return jax.random.randint(key, (size,), 0, n_L)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _masked_weights(shape, z, n_in, n_out, std):
+def _pad(a, shape):
+  return jnp.pad(a, [(0, b - n) for n, b in zip(a.shape, shape)])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _masked_weights(shape, out, z, n_in, n_out, std):
   mask = (jnp.arange(shape[1]) < n_in)[:, None] & (jnp.arange(shape[2]) < n_out)[None, :]
-  return jnp.where(mask, std * z.reshape(shape), 0.0)
+  return _pad(jnp.where(mask, std * z.reshape(shape), 0.0), out)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _masked_last(shape, z, n):
-  return jnp.where(jnp.arange(shape[-1]) < n, z.reshape(shape), 0.0)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _masked_last(shape, out, z, n):
+  return _pad(jnp.where(jnp.arange(shape[-1]) < n, z.reshape(shape), 0.0), out)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _one_hot(shape, labels):
-  return jax.nn.one_hot(labels.reshape(shape[:-1]), shape[-1], dtype=jnp.float32)
+def _sample_weights(shape, out, key, n_in, n_out, std):
+  """(R, n_in_pad, n_out_pad) = `out`: i.i.d. N(0, std^2) on the true n_in x n_out corner, exact zeros elsewhere;
+  the normal numbers laid out in the drawn `shape` (R, n_in_drawn, n_out_drawn)."""
+  return _masked_weights(shape, out, _normals(math.prod(shape), key), n_in, n_out, std)
 
 
-def _sample_weights(shape, key, n_in, n_out, std):
-  """(R, n_in_pad, n_out_pad) i.i.d. N(0, std^2) on the true n_in x n_out corner, exact zeros elsewhere."""
-  return _masked_weights(shape, _normals(math.prod(shape), key), n_in, n_out, std)
-
-
-def _sample_inputs(shape, kind, key, n_0):
-  """Inputs (R, E, n0_pad) as `inputs.sample_inputs` draws them, zero on padded coordinates."""
-  z = _normals(math.prod(shape), key) if kind == "normal" else _uniforms(math.prod(shape), key)
-  return _masked_last(shape, z, n_0)
-
-
-def _sample_targets(shape, kind, key, n_L):
-  """Targets (R, E, nL_pad) as `losses.random_targets` draws them, zero on padded coordinates."""
-  if kind == "quadratic":
-    return _masked_last(shape, _normals(math.prod(shape), key), n_L)
-  return _one_hot(shape, _labels(math.prod(shape[:-1]), key, n_L))
+def _sample_inputs(shape, out, kind, key, n_0):
+  """Inputs `out` = (R, E, n0_pad) as `inputs.sample_inputs` draws them, zero on padded coordinates; the
+  numbers laid out in the drawn `shape` (R, E, n0_drawn)."""
+  z = _normals(math.prod(shape), key) if kind == "normal" else flat_uniforms(math.prod(shape), key)
+  return _masked_last(shape, out, z, n_0)
 
 
 @jax.jit
@@ -189,7 +211,7 @@ def _layer_pairs(gx, u, n_in, n_out):
   return jnp.stack([diag_mean(f) / nw, pair_mean(f) / nw, diag_mean(gm) / n_out, pair_mean(gm) / n_out], -1)
 
 
-PROGRAMS = (losses.flat_normals, _uniforms, _labels, _masked_weights, _masked_last, _one_hot, _forward, _output_factor,
+PROGRAMS = (losses.flat_normals, flat_uniforms, flat_labels, _masked_weights, _masked_last, _forward, _output_factor,
             _backward, _input_gram, _layer_pairs)
 
 
@@ -202,10 +224,11 @@ def compiled_programs() -> int:
 # Pure pieces, usable on given (padded or not) arrays: what the tests check against diagonal_sq_sv.
 
 class PairStats(NamedTuple):
-  """One round's pair statistics and the per-example controls (see `control_variates`)."""
-  stats: jax.Array     # (R, L, 4): FIELDS per draw and weight layer
-  sq_norms: jax.Array  # (R, E, L): ||x_{l,b}||^2, the input of every weight layer
-  active: jax.Array    # (R, E, L): |y_{l,b} > 0|, active units of every layer's pre-activation
+  """One round's pair statistics and the per-example controls (see `control_variates`), numpy arrays (the
+  probabilities a device array)."""
+  stats: np.ndarray    # (R, L, 4): FIELDS per draw and weight layer
+  sq_norms: np.ndarray  # (R, E, L): ||x_{l,b}||^2, the input of every weight layer
+  active: np.ndarray   # (R, E, L): |y_{l,b} > 0|, active units of every layer's pre-activation
   probs: jax.Array | None  # (R, E, n_L_pad) softmax probabilities (cross-entropy), else None
 
 
@@ -229,7 +252,9 @@ def pair_sums(weights: Sequence, x, t, kind: str, a_q, widths: Sequence[int]) ->
     out[l] = _layer_pairs(_input_gram(x if l == 0 else ys[l - 1], l > 0), u, float(widths[l]), float(widths[l + 1]))
     if l > 0:
       u = _backward(u, weights[l], ys[l - 1])
-  return PairStats(jnp.stack(out, axis=1), jnp.stack(sq, -1), jnp.stack(act, -1), p)
+  # Stacked on the host (the same float32 values): jnp.stack run eagerly is a program per depth and shape.
+  host = lambda arrays, axis: np.stack([np.asarray(a) for a in arrays], axis)
+  return PairStats(host(out, 1), host(sq, -1), host(act, -1), p)
 
 
 def combine(stats_RxLx4, batch: int):
@@ -242,7 +267,8 @@ def combine(stats_RxLx4, batch: int):
 
 
 class RoundSampler(NamedTuple):
-  """Everything fixed for one setup's rounds: true and padded widths, weight stds, loss factor."""
+  """Everything fixed for one setup's rounds: true, padded (computed) and drawn widths, weight stds, loss
+  factor."""
   widths: tuple
   padded: tuple
   stds: tuple
@@ -251,6 +277,7 @@ class RoundSampler(NamedTuple):
   a_q: jax.Array         # (O_pad, O_pad), zero for cross-entropy
   examples: int
   round_draws: int
+  drawn: tuple = ()
 
 
 def make_sampler(widths, weight_sq, input_kind: str, loss: str, q, *, examples: int = DEFAULT_EXAMPLES,
@@ -265,20 +292,20 @@ def make_sampler(widths, weight_sq, input_kind: str, loss: str, q, *, examples: 
   if loss == "quadratic":
     a[:widths[-1], :widths[-1]] = losses.quadratic_factor(q)
   return RoundSampler(tuple(widths), padded, tuple(math.sqrt(v) for v in weight_sq), input_kind, loss,
-                      jnp.asarray(a), int(examples), int(round_draws))
+                      jnp.asarray(a), int(examples), int(round_draws), drawn_widths(widths))
 
 
 def sample_round(s: RoundSampler, key):
-  """One round's draws: (weights list of (R, n_pad, m_pad), x (R, E, n0_pad), t (R, E, nL_pad))."""
+  """One round's draws: (weights list of (R, n_pad, m_pad), x (R, E, n0_pad), None). The targets are not drawn
+  (they were a third array from their own key): neither loss's output Hessian depends on them."""
   kw, ke = jax.random.split(key)
   keys = jax.random.split(kw, len(s.stds))
-  r, e = s.round_draws, s.examples
-  weights = [_sample_weights((r, s.padded[l], s.padded[l + 1]), keys[l], s.widths[l], s.widths[l + 1], s.stds[l])
-             for l in range(len(s.stds))]
-  kx, kt = jax.random.split(ke)
-  x = _sample_inputs((r, e, s.padded[0]), s.input_kind, kx, s.widths[0])
-  t = _sample_targets((r, e, s.padded[-1]), s.loss, kt, s.widths[-1])
-  return weights, x, t
+  r, e, d, p = s.round_draws, s.examples, s.drawn, s.padded
+  weights = [_sample_weights((r, d[l], d[l + 1]), (r, p[l], p[l + 1]), keys[l], s.widths[l], s.widths[l + 1],
+                             s.stds[l]) for l in range(len(s.stds))]
+  kx, _ = jax.random.split(ke)
+  x = _sample_inputs((r, e, d[0]), (r, e, p[0]), s.input_kind, kx, s.widths[0])
+  return weights, x, None
 
 
 def run_round(s: RoundSampler, key) -> PairStats:

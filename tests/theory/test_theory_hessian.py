@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from jscale import mlp
@@ -137,6 +138,16 @@ class StructureTest(chex.TestCase, parameterized.TestCase):
       np.testing.assert_allclose(got.weight, want.weight, rtol=1e-9)
       np.testing.assert_allclose(got.bias, want.bias, rtol=1e-9)
 
+  def test_flat_sq_sv_matrix_equals_the_pytree_blocks(self):
+    """The flat form sums each block's squares in another order (a product with a 0/1 indicator): float64,
+    so 1e-10 separates "same matrix" from "a block misplaced or mis-normalised". Cross-entropy only (the
+    default suite's budget; the form does not depend on the loss)."""
+    kind = "xent"
+    with jax.enable_x64(True):
+      p, x, t, q, blk = _exact(kind)
+      got = hs.flat_sq_sv_matrix(losses.make_loss(kind), p, x, t, q)
+      np.testing.assert_allclose(got, hs.sq_sv_matrix(blk), rtol=RTOL)
+
   def test_kronecker_diagonal_refuses_tanh(self):
     p, x, t, q = _problem("quadratic")
     with self.assertRaisesRegex(ValueError, "piecewise-linear"):
@@ -210,7 +221,7 @@ class PairsTest(chex.TestCase, parameterized.TestCase):
       widths = (5, 9, 7, 6)
       p, x, t, q, a = self._draw(kind, widths)
       pw = pairs.padded_widths(widths)
-      self.assertEqual(pw, (16, 16, 16, 16))
+      self.assertEqual(pw, (32, 32, 32, 16))  # inputs and hidden layers computed at >= 32, the output at >= 16
       ws = [layer.w[None] for layer in p]
       wp = [_pad_to(layer.w, (pw[l], pw[l + 1]))[None] for l, layer in enumerate(p)]
       plain = pairs.pair_sums(ws, x[None], t[None], kind, a, widths)
@@ -219,6 +230,71 @@ class PairsTest(chex.TestCase, parameterized.TestCase):
       np.testing.assert_allclose(padded.stats, plain.stats, rtol=1e-12)
       np.testing.assert_allclose(padded.sq_norms, plain.sq_norms, rtol=1e-12)
       np.testing.assert_array_equal(padded.active, plain.active)
+
+  def test_round_computed_padded_equals_its_drawn_shape(self):
+    self._check_round_padded("xent", "uniform01", (5, 100, 17, 3, 33))
+
+  @pytest.mark.slow
+  def test_round_computed_padded_equals_its_drawn_shape_quadratic(self):
+    self._check_round_padded("quadratic", "normal", (8, 20, 40, 10))
+
+  def _check_round_padded(self, loss, input_kind, widths):
+    """A round computes on `padded_widths` (>= 32 but for the output) while its random numbers keep the layout
+    of `drawn_widths` (buckets from 16): the weights and inputs are the draws laid out in the drawn shape
+    bit for bit (rebuilt here from the keys), and the round's statistics equal those of the same draws
+    computed in the drawn shape (the per-layer programs before the padding changed) to float32 rounding:
+    the padded sums add exact zeros but run over more terms in other blocks (measured <= 3e-7; 1e-6 here)."""
+    from jscale.initializers import SCHEMES
+    from jscale.theory import pairs, predict
+    wsq = predict.weight_second_moments(widths, SCHEMES["xavier"])
+    q = losses.random_quadratic(jax.random.PRNGKey(1), widths[-1])
+    s = pairs.make_sampler(widths, wsq, input_kind, loss, q, examples=3, round_draws=4)
+    d, p = pairs.drawn_widths(widths), pairs.padded_widths(widths)
+    self.assertNotEqual(d, p)
+    key = jax.random.PRNGKey(5)
+    weights, x, _ = pairs.sample_round(s, key)
+    kw, ke = jax.random.split(key)
+    for l, (w, k) in enumerate(zip(weights, jax.random.split(kw, len(wsq)))):
+      chex.assert_shape(w, (4, p[l], p[l + 1]))
+      z = np.asarray(jax.random.normal(k, (4, d[l], d[l + 1]), jnp.float32))
+      want = np.zeros((4, p[l], p[l + 1]), np.float32)
+      want[:, :widths[l], :widths[l + 1]] = np.float32(np.sqrt(wsq[l])) * z[:, :widths[l], :widths[l + 1]]
+      np.testing.assert_array_equal(np.asarray(w), want)
+    xk = jax.random.split(ke)[0]
+    z = np.asarray(jax.random.normal(xk, (4, 3, d[0])) if input_kind == "normal" else jax.random.uniform(xk, (4, 3, d[0])))
+    np.testing.assert_array_equal(np.asarray(x)[..., :widths[0]], z[..., :widths[0]])
+    np.testing.assert_array_equal(np.asarray(x)[..., widths[0]:], 0.0)
+    got = pairs.run_round(s, key)
+    a = np.zeros((d[-1], d[-1]), np.float32)
+    a[:, :] = np.asarray(s.a_q)[:d[-1], :d[-1]]
+    ref = pairs.pair_sums([w[:, :d[l], :d[l + 1]] for l, w in enumerate(weights)], x[..., :d[0]], None, loss,
+                          jnp.asarray(a), widths)
+    # A pair mean is a sum less its diagonal, (sum - E diag) / (E (E - 1)): where it cancels to ~0 (a bias block
+    # of cross-entropy) its rounding is that of the terms summed, so the tolerance is 1e-6 of the larger of the
+    # value and its same-example mean.
+    want = np.asarray(ref.stats, np.float64)
+    scale = np.maximum(np.abs(want), np.abs(want[..., [0, 0, 2, 2]]))
+    self.assertTrue(np.all(np.abs(got.stats - want) <= 1e-6 * scale), np.max(np.abs(got.stats - want) / scale))
+    np.testing.assert_allclose(got.sq_norms, np.asarray(ref.sq_norms, np.float64), rtol=1e-6)
+    np.testing.assert_array_equal(got.active, np.asarray(ref.active, np.float64))
+    if loss == "xent":
+      np.testing.assert_allclose(got.probs, np.asarray(ref.probs, np.float64)[..., :widths[-1]], rtol=1e-6)
+
+  def test_setups_of_one_padded_shape_share_every_program(self):
+    """Setups whose widths pad alike (inputs and hidden layers of 9-32 units compute at 32) share the per-layer
+    programs: the later setups' rounds compile none (a per-setup shape would compile its own). Only the draws
+    depend on the drawn layout (buckets from 16): the third setup's first two widths are drawn as 32, 16."""
+    from jscale.initializers import SCHEMES
+    from jscale.theory import pairs, predict
+    layer_programs = (pairs._forward, pairs._backward, pairs._layer_pairs, pairs._input_gram, pairs._output_factor)
+    counts = []
+    for widths, loss in (((10, 20, 12), "xent"), ((9, 30, 14), "xent"), ((17, 11, 9), "xent")):
+      self.assertEqual(pairs.padded_widths(widths), (32, 32, 16))
+      wsq = predict.weight_second_moments(widths, SCHEMES["fan_in"])
+      s = pairs.make_sampler(widths, wsq, "normal", loss, np.eye(widths[-1]), examples=2, round_draws=2)
+      pairs.run_round(s, jax.random.PRNGKey(len(counts)))
+      counts.append(sum(f._cache_size() for f in layer_programs))
+    self.assertEqual(counts[2], counts[0])
 
   def test_schemes_are_scaled_standard_normals(self):
     """pairs samples W = sqrt(E[W^2]) N(0, 1) on padded shapes; that is each scheme's law only if every

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import checks, mlp
+from jscale import checks, initializers, mlp
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.theory import hessian as hess
@@ -63,6 +63,46 @@ def problem(key, setup: MLPSetup, batch: int, dtype=jnp.float32):
   x = inputs.sample_inputs(kx, setup.input_kind, batch, setup.widths[0], dtype)
   t = losses.random_targets(kt, setup.loss, batch, setup.widths[-1], dtype)
   return params, x, t
+
+
+FLAT_MIN = 1024  # the smallest flat draw `host_problem` cuts from: Figure 2's small arrays share one program
+
+
+def _flat_size(n: int) -> int:
+  return max(FLAT_MIN, 1 << (int(n) - 1).bit_length())
+
+
+def _host_cut(flat, shape) -> np.ndarray:
+  n = math.prod(shape)
+  return np.asarray(flat)[:n].reshape(shape)
+
+
+def host_problem(key, setup: MLPSetup, batch: int):
+  """`problem(key, setup, batch)` in float32, the same numbers bit for bit, drawn as a few flat draws of
+  power-of-two sizes (`losses.flat_normals`, `pairs.flat_uniforms`, `pairs.flat_labels`; threefry is counter-based:
+  a flat draw cut and reshaped is the shape drawn directly) and cut, scaled and one-hot encoded on the host.
+
+  Why: `problem` run eagerly compiles a threefry draw per weight, input and target shape (0.7-2 s each on
+  XLA:CPU; Figure 2's draws were 16 of the hessian experiment's programs); here its sizes share the Figure 1
+  draws' programs. Not jittable (`problem` is)."""
+  kp, kx, kt = jax.random.split(key, 3)
+  widths = setup.widths
+  init = initializers.get(SCHEMES[setup.scheme])
+  keys = jax.random.split(kp, 2 * (len(widths) - 1))
+  params = []
+  for l, shape in enumerate(zip(widths[:-1], widths[1:])):
+    z = _host_cut(losses.flat_normals(keys[2 * l], _flat_size(math.prod(shape)), pairs.FLOAT32), shape)
+    params.append(mlp.Dense(init.normal_std(shape) * z, np.zeros(shape[1], np.float32)))
+  shape = (batch, widths[0])
+  flat = (losses.flat_normals(kx, _flat_size(math.prod(shape)), pairs.FLOAT32) if setup.input_kind == "normal"
+          else pairs.flat_uniforms(_flat_size(math.prod(shape)), kx))
+  x = _host_cut(flat, shape)
+  n_l = widths[-1]
+  if setup.loss == "quadratic":
+    t = _host_cut(losses.flat_normals(kt, _flat_size(batch * n_l), pairs.FLOAT32), (batch, n_l))
+  else:
+    t = np.eye(n_l, dtype=np.float32)[_host_cut(pairs.flat_labels(_flat_size(batch), kt, n_l), (batch,))]
+  return tuple(params), x, t
 
 
 def exact_diagonal(setup: MLPSetup, batch: int, draws: int, key, *, dtype=jnp.float32,
@@ -173,15 +213,16 @@ class _Heatmap(HeatmapProblem):
     widths = tuple(net.widths)
     check_setup(MLPSetup(widths, next(iter(SCHEMES)), loss, net.input_kind, seed))
     n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    hess.check_memory(f"the exact Hessian of widths {widths} ({n_params} parameters)", 4 * n_params ** 2,
-                      max_bytes, "use smaller widths, or raise max_bytes")
+    hess.check_memory(f"the exact Hessian of widths {widths} ({n_params} parameters, and its square)",
+                      2 * 4 * n_params ** 2, max_bytes, "use smaller widths, or raise max_bytes")
     self.net, self.loss, self.batch, self.seed = MLPNet(widths, net.input_kind), loss, batch, seed
     lossfn = losses.make_loss(loss)
     # One program for every scheme and draw (the shapes are the same; the scheme only scales the weights):
-    # jax.hessian of this net takes XLA:CPU seconds to compile. The P x P Hessian stays inside it; only the
-    # block matrix comes out.
-    self.fn = jax.jit(lambda p, x, t, q: hess.sq_sv_matrix(hess.blocks(
-        hess.hessian(lossfn, p, x, t, q, max_bytes=max_bytes), p)))
+    # jax.hessian of this net takes XLA:CPU seconds to compile, less in the flat form. The P x P Hessian stays
+    # inside it; only the block matrix and the output Hessians come out (the latter inside the same program:
+    # run eagerly they were ~70 one-operation programs).
+    self.fn = jax.jit(lambda p, x, t, q: (hess.flat_sq_sv_matrix(lossfn, p, x, t, q),
+                                          losses.output_hessians(loss, mlp.apply_mlp(p, x), t, q)))
     kq, self.kd, self.ki = jax.random.split(jax.random.PRNGKey(seed), 3)
     self.q = losses.random_quadratic(kq, widths[-1])
 
@@ -192,10 +233,10 @@ class _Heatmap(HeatmapProblem):
     return jax.random.split(self.kd, draws)
 
   def measure(self, key, scheme):
-    params, x, t = problem(key, self._setup(scheme), self.batch, jnp.float32)
-    sw, sb = hess.split_sq_sv(np.asarray(self.fn(params, x, t, self.q)), params)
-    return HeatmapDraw(np.asarray(sw), np.diag(np.asarray(sb)),
-                       np.asarray(losses.output_hessians(self.loss, mlp.apply_mlp(params, x), t, self.q)))
+    params, x, t = host_problem(key, self._setup(scheme), self.batch)
+    s, out_hessians = self.fn(params, x, t, self.q)
+    sw, sb = hess.split_sq_sv(np.asarray(s), params)
+    return HeatmapDraw(np.asarray(sw), np.diag(np.asarray(sb)), np.asarray(out_hessians))
 
   def predict(self, scheme, loss):
     widths = self.net.widths

@@ -26,6 +26,19 @@ class PairEstimateTest(chex.TestCase):
       self.assertTrue(np.all(rec.rel_se < 0.3))  # informative: the band rules out a 2x error
 
 
+class HostProblemTest(chex.TestCase):
+
+  def test_host_draws_are_problems_draws_bit_for_bit(self):
+    """Figure 2 draws on the host from flat draws (`host_problem`): the same float32 numbers as `problem`'s
+    per-shape draws, so the heat maps are unchanged; both losses, both input laws, two schemes, two batches."""
+    for loss, kind, scheme in (("quadratic", "normal", "fan_in"), ("xent", "uniform01", "geometric")):
+      s = mlp_family.MLPSetup((6, 40, 3), scheme, loss, kind, 0)
+      for batch in (1, 33):
+        want = mlp_family.problem(jax.random.PRNGKey(7), s, batch)
+        got = mlp_family.host_problem(jax.random.PRNGKey(7), s, batch)
+        chex.assert_trees_all_equal(jax.tree.map(np.asarray, got), jax.tree.map(np.asarray, want))
+
+
 class NoiseRemovedTest(chex.TestCase):
 
   def test_recovers_the_true_spread(self):
