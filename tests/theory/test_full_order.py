@@ -308,6 +308,77 @@ def test_weighted_mean_of_a_pixel_patch_is_the_input_law(kind):
     assert abs(got - ref.norm_dot / ref.norm_cross) < 0.005, (kind, k, got, ref.norm_dot / ref.norm_cross)
 
 
+def _first_conv_setup(channels, kernel, pool, hidden, kind):
+  side = 4 * kernel * pool // 2
+  cfg = lenet_lib.LeNetConfig((side, side, 1), (channels,), ((kernel, kernel),), hidden, 10, (pool,))
+  wsq = predict_conv.weight_sq(cfg, SCHEMES["geometric"])
+  return cfg, wsq, full_order.lenet_layers(cfg), full_order.pixel_stats(inputs.law_stats(kind, 1), 1)
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform01"])
+def test_first_layer_joint_with_independent_masks_is_the_recursion(kind):
+  # With the masks drawn from independent patches (A3), the coupled first layer must give the recursion's own layer-0
+  # block: what differs is the Monte Carlo (16k draws: relative sd 0.5% / 2.3% over seeds) and the recursion's orthant
+  # model of the masks' overlaps (a few %): tolerance 5%. The coupled tables move the pooled N(0, 1) block by 1.6-2x (the test tells them apart).
+  cfg, wsq, layers, first = _first_conv_setup(5, 2, 2, (), kind)
+  top = full_order.quadratic_output_tables(np.eye(10))
+  a = full_order.predict_parts_wick(layers, wsq, first, top)
+  pa = full_order.forward_patches(layers, wsq, first, weighted=True)
+  upper = full_order.backward_tables(layers, wsq, pa, top)[1]
+  joint = lambda coupled: full_order.first_layer_joint(layers[0], kind, draws=16384, coupled=coupled)
+  dec = full_order.first_layer_coupled(layers, wsq, upper, joint(False))
+  cou = full_order.first_layer_coupled(layers, wsq, upper, joint(True))
+  np.testing.assert_allclose(dec, [a.weight_same[0], a.weight_two[0]], rtol=0.05)
+  if kind == "normal":
+    assert cou[0] > 1.4 * dec[0] and cou[1] > 1.6 * dec[1], (cou, dec)
+
+
+def _exact_first_conv(cfg, wsq, kind, draws, seed):
+  """float64 numpy Monte Carlo of the first conv's weight block, one-conv pooled LeNet, quadratic loss Q = I:
+  (E f(b, b), E f(b, b')) and their relative SEs."""
+  rng = np.random.default_rng(seed)
+  (side, _, _), (n0,), ((k, _),), (q,) = cfg.image, cfg.channels, cfg.kernels, cfg.pools
+  g, gp, kk = side // k, side // k // q, k * k
+  out = []
+  for _ in range(draws):
+    x = rng.standard_normal((2, side, side)) if kind == "normal" else rng.uniform(size=(2, side, side))
+    pat = x.reshape(2, g, k, g, k).transpose(0, 1, 3, 2, 4).reshape(2, g * g, kk)
+    y = pat @ (rng.standard_normal((kk, n0)) * np.sqrt(wsq[0]))
+    m0 = (y > 0).astype(float)
+    v = (y * m0).reshape(2, gp, q, gp, q, n0).mean((2, 4)).reshape(2, -1)
+    ws, masks = [], []
+    for i, n in enumerate(tuple(cfg.hidden) + (10,)):
+      ws.append(rng.standard_normal((v.shape[-1], n)) * np.sqrt(wsq[i + 1]))
+      z = v @ ws[-1]
+      masks.append((z > 0).astype(float))
+      v = z * masks[-1]
+    jac = np.broadcast_to(np.eye(10), (2, 10, 10)).copy()
+    for i in range(len(ws) - 1, -1, -1):
+      jac = (jac @ ws[i].T) * (masks[i - 1][:, None, :] if i > 0 else 1.0)
+    jac = np.broadcast_to(jac.reshape(2, 10, gp, 1, gp, 1, n0) / q ** 2, (2, 10, gp, q, gp, q, n0))
+    jac = jac.reshape(2, 10, g * g, n0) * m0[:, None]
+    f = [np.sum(np.einsum("pq,opn,rqn->or", pat[b] @ pat[c].T, jac[b], jac[c]) ** 2) / (kk * n0)
+         for b, c in ((0, 0), (0, 1))]
+    out.append(f)
+  out = np.array(out)
+  return out.mean(0), out.std(0) / np.sqrt(draws) / out.mean(0)
+
+
+@pytest.mark.slow
+def test_first_layer_coupled_against_monte_carlo():
+  """The first conv under a 2x2 average pool with N(0, 1) pixels (2x2 kernel, 5 channels, no hidden layer), quadratic
+  loss: the coupled first layer against a 1000-draw float64 Monte Carlo of the exact block (relative SE ~2-3%):
+  within 4 SE + 6% (the upper layers' recursion), where the recursion without it is 0.66 / 0.53."""
+  cfg, wsq, layers, first = _first_conv_setup(5, 2, 2, (), "normal")
+  top = full_order.quadratic_output_tables(np.eye(10))
+  (same, two), (se_s, se_t) = _exact_first_conv(cfg, wsq, "normal", 1000, 4)
+  new = full_order.predict_parts_wick(layers, wsq, first, top, input_kind="normal")
+  old = full_order.predict_parts_wick(layers, wsq, first, top)
+  assert abs(new.weight_same[0] / same - 1) < 4 * se_s + 0.06, (new.weight_same[0] / same, se_s)
+  assert abs(new.weight_two[0] / two - 1) < 4 * se_t + 0.06, (new.weight_two[0] / two, se_t)
+  assert old.weight_same[0] / same < 0.8 and old.weight_two[0] / two < 0.7
+
+
 def test_pair_weighted_xent_tables():
   # The two-example entries weighted by a per-pair weight: F4[0,1,1,0] = sum_{d, i != j} w_dij tr(H_di H_dj) /
   # sum w_dij (a direct einsum on the factors); the same-example entries keep the gains.
