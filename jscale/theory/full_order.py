@@ -31,17 +31,19 @@ recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pai
 Average pooling (`PointLayer.pool`, after a conv's ReLU): a pooled point is the mean of q exchangeable points,
 whose statistics come from the four-point table (`pool_points`, with the shared-point moment `shared_moment`);
 below it, the q positions share their parent and tap (one weight slice) and each carries 1/q of the signal
-(`_parents`, `backward_tables`). The layers below a pool with zero-mean inputs are under-predicted (their
-patches' correlation with their own masks; docs/calculus.md, "Average pooling in the full order").
+(`_parents`, `backward_tables`). Under a pool with zero-mean pixels the first conv's patches are correlated with
+their own masks (A3 fails coherently): given the input law, the first layer's block takes the two jointly
+(`first_layer_joint`, `first_layer_coupled`).
 
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
 "Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
-correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
-at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
-P with U[0, 1] pixels); the correlation of the softmax with the directions (not only the sizes) of the weights
-above a layer.
+correlation with the weights above the first layer when the inputs have a mean (U[0, 1] pixels: every unit's
+offset w.mu sets its mask at all positions; the second conv's block stays ~0.83 at batch 1024); the correlation of
+the softmax with the directions (not only the sizes) of the weights above a layer. The points' pair statistics
+of a conv net come from the pair cosine's law weighted by the pair's norms (`weighted_pair_terms`): over weight
+draws the norms and the cosine rise together.
 """
 from __future__ import annotations
 
