@@ -31,21 +31,24 @@ recursion (tested to 1e-9 with `curvature=False`; with its pair-cosine law, `pai
 Average pooling (`PointLayer.pool`, after a conv's ReLU): a pooled point is the mean of q exchangeable points,
 whose statistics come from the four-point table (`pool_points`, with the shared-point moment `shared_moment`);
 below it, the q positions share their parent and tap (one weight slice) and each carries 1/q of the signal
-(`_parents`, `backward_tables`). The layers below a pool with zero-mean inputs are under-predicted (their
-patches' correlation with their own masks; docs/calculus.md, "Average pooling in the full order").
+(`_parents`, `backward_tables`). Under a pool with zero-mean pixels the first conv's patches are correlated with
+their own masks (A3 fails coherently): given the input law, the first layer's block takes the two jointly
+(`first_layer_joint`, `first_layer_coupled`).
 
 Cross-entropy's output Hessian is a function of the logits, which a bias-free ReLU net scales with the gains of
 the weights below and above each layer: `layer_output_tables` weights each loss-sample draw by those gains
 (`jscale.theory.gains`), one set of tables per layer. What it leaves out (measurements in docs/calculus.md,
 "Full order"): the masks' overlaps of the conv recursion at their means given the mean cosine, and their
-correlation with the weights when the inputs have a mean (U[0, 1] pixels: every unit's offset w.mu sets its mask
-at all positions); the joint spread of the points' norms and pair cosine over weight draws (the dense layers'
-P with U[0, 1] pixels); on the LeNet, the correlation of the softmax with the directions (not only the sizes) of
-the weights above a layer (the MLP's is measured on its loss sample, `gains.mlp_direction_coupling`, and applied
-by `predict_wick(..., weight_factors=, bias_factors=)`).
+correlation with the weights above the first layer when the inputs have a mean (U[0, 1] pixels: every unit's
+offset w.mu sets its mask at all positions; the second conv's block stays ~0.83 at batch 1024); on the LeNet, the
+correlation of the softmax with the directions (not only the sizes) of the weights above a layer (the MLP's is
+measured on its loss sample, `gains.mlp_direction_coupling`, and applied by `predict_wick(..., weight_factors=,
+bias_factors=)`). The points' pair statistics of a conv net come from the pair cosine's law weighted by the
+pair's norms (`weighted_pair_terms`): over weight draws the norms and the cosine rise together.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -135,6 +138,7 @@ class Patch(NamedTuple):
   ratio: float = 0.0  # E x_a.x_b / E|x|^2 = kappa c, c = E|x_a||x_b| / E|x|^2 (`norm_factor`)
   U: float = math.nan  # E (x_a.x_b)(x_a.x_c), three distinct patches (NaN: ratio^2 T, the cosine at its mean)
   V: float = math.nan  # E (x_a.x_b)(x_c.x_d), four distinct patches (NaN: ratio^2 T)
+  M: float = math.nan  # E |x_a||x_b| (x_a.x_b), two distinct patches (`weighted_mean`; NaN: not carried)
 
 
 def norm_factor(R: float, T: float) -> float:
@@ -179,7 +183,24 @@ def patch(st: PointStats, k: int, curvature: bool = True) -> Patch:
   # in both dots: the same tap's points give u, different taps' four distinct points.
   v = four_moment(st)
   U = k * shared_moment(st) + k * (k - 1) * v
-  return Patch(S, R, k * st.p2 + k * (k - 1) * v, T, kappa, D / S if S > 0 else 0.0, U, k * k * v)
+  M = weighted_mean(st, k) * T if st.m is not None else math.nan
+  return Patch(S, R, k * st.p2 + k * (k - 1) * v, T, kappa, D / S if S > 0 else 0.0, U, k * k * v, M)
+
+
+def weighted_mean(st: PointStats, k: int) -> float:
+  """M / T of a patch of k distinct points: the mean of its pair cosine under the weight N = |x_a|^2 |x_b|^2
+  (what `next_points`' pair terms weigh it by), from the points' weighted mean m / t and the weight-draw level
+  sqrt(v / t):  sqrt(v / t) + (m / t - sqrt(v / t)) / k.
+  Why: given the weights below, a patch's cosine is the cosine of the points' mean (|mu|^2 / s_W, whose
+  N-weighted second moment is v / t) plus the points' own scatter, of which a k-point patch keeps 1/k; a single
+  point (k = 1) is its own m / t. Monte Carlo (float64, 6000 draws x 8 examples, LeNet development seed 0's
+  structures, U[0, 1] and N(0, 1) pixels): within 0.005 of the patches' M / T at k = 1-16 (e.g. 16 points of
+  0.860 and sqrt(v / t) 0.819: 0.822, MC 0.818; 4 points 0.427 / 0.319: 0.346, MC 0.344), where the mean
+  cosine kappa reads 0.76-0.85 for M / T 0.76-0.94."""
+  if not st.t > 0:
+    return 0.0
+  base = math.sqrt(max(four_moment(st), 0.0) / st.t)
+  return min(base + (st.m / st.t - base) / k, math.sqrt(max(st.p2, 0.0) / st.t))
 
 
 _CURV_X, _CURV_W = np.polynomial.hermite_e.hermegauss(32)
@@ -210,9 +231,11 @@ def _kernel_moments(kappa: float, var: float, curvature: bool):
   return m1, float(np.sum(_CURV_W * j1 * j1)), float(np.sum(_CURV_W * j2))
 
 
-def next_points(pa: Patch, n: int, w: float, curvature: bool = True) -> PointStats:
+def next_points(pa: Patch, n: int, w: float, curvature: bool = True, weighted: bool = False) -> PointStats:
   """The ReLU output points of a layer of n channels, E[W^2] = w, from its patches (`predict.forward_moments`,
-  with the pair cosine's spread averaged by quadrature where `curvature`: `_kernel_moments`)."""
+  with the pair cosine's spread averaged by quadrature where `curvature`: `_kernel_moments`). `weighted` (and
+  the patches' M known): the pair statistics t, p2 and m from the N-weighted law of the pair cosine
+  (`weighted_pair_terms`) instead of the kappa-centred one."""
   var = predict._pair_var(pa.P, pa.T, pa.kappa)
   m1, m1sq, m2 = _kernel_moments(pa.kappa, var, curvature)
   s = n * w * pa.S / 2
@@ -227,8 +250,32 @@ def next_points(pa: Patch, n: int, w: float, curvature: bool = True) -> PointSta
   kappa = 2 * m1 * c
   t = w * w * pa.T * (n * m2 + n * (n - 1) / 4)
   v = four_points_out(pa, n, w, m1 * c) if curvature else math.nan
-  return PointStats(s, w * w * pa.R * (n * n + 5 * n) / 4, kappa * s,
-                    w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), t, math.nan, v)
+  p2, m = w * w * pa.T * (n * n * m1sq + n * (m2 - m1sq)), None
+  if weighted and math.isfinite(pa.M):
+    t, p2, m = weighted_pair_terms(pa, n, w)
+  return PointStats(s, w * w * pa.R * (n * n + 5 * n) / 4, kappa * s, p2, t, math.nan, v, m)
+
+
+def weighted_pair_terms(pa: Patch, n: int, w: float) -> tuple:
+  """(t, p2, m) of a ReLU layer's output points from two distinct patches. Given the patches (x_a, x_b), the n
+  pre-activation pairs are i.i.d. bivariate normals of correlation rho (their cosine), so with N = |x_a|^2 |x_b|^2
+    t = w^2 E[N (n m2(rho) + n (n - 1) / 4)],  p2 = w^2 E[N (n m2(rho) + n (n - 1) m1(rho)^2)],
+    m = E |h_a||h_b| h_a.h_b = w^2 E[N g_n(rho)]   (`predict.pair_gain_dot`),
+  expectations over the N-weighted law of rho (mean M / T, second moment P / T: `cosine_nodes`), the MLP's
+  `weighted_pair_law` step on patches. Why not the kappa-centred law: over weight draws a patch's norms and
+  its cosine rise together (a draw whose units have large positive offsets has larger outputs and a higher
+  cosine), so the N-weighted cosine sits well above kappa with a small spread (U[0, 1] pixels, LeNet
+  development seed 0: M / T 0.82-0.94 where kappa is 0.79-0.85); the kappa-centred law left the dense layers'
+  inputs' P 2-11% low after conv1 and 16-30% low one dense layer up (Monte Carlo, 6-16k draws)."""
+  mean = min(max(pa.M / pa.T, -1.0), 1.0) if pa.T > 0 else 0.0
+  rho, wq = cosine_nodes(mean, max(pa.P / pa.T - mean * mean, 0.0) if pa.T > 0 else 0.0)
+  th = np.arccos(np.clip(rho, -1.0, 1.0))
+  j1 = _j1(th) / (2 * math.pi)
+  j2 = (3 * np.sin(th) * np.cos(th) + (math.pi - th) * (1 + 2 * np.cos(th) ** 2)) / (2 * math.pi)
+  g = np.array([predict.pair_gain_dot(float(r), n) for r in rho])
+  e = lambda f: float(np.sum(wq * f))
+  k = w * w * pa.T
+  return k * (n * e(j2) + n * (n - 1) / 4), k * (n * e(j2) + n * (n - 1) * e(j1 * j1)), k * e(g)
 
 
 def _mean_factor(kappa):
@@ -280,18 +327,32 @@ def pool_points(st: PointStats, window: int) -> PointStats:
   g4 = forward_tables(Patch(st.s, st.r, st.p2, st.t, ratio, ratio, u, mu4), q)
   A, B = slice(0, q), slice(q, 2 * q)
   # The pooled points' u: their mean is mu and their second moment M / q + (1 - 1/q) mu mu^T; their v: mu's, v.
-  return PointStats((st.s + (q - 1) * st.d) / q, float(np.mean(g4[A, A, A, A])), st.d,
-                    float(np.mean(g4[A, B, A, B])), float(np.mean(g4[A, A, B, B])), u / q + (1 - 1 / q) * mu4, mu4)
+  p2, t = float(np.mean(g4[A, B, A, B])), float(np.mean(g4[A, A, B, B]))
+  m = None
+  if st.m is not None and t > 0 and st.t > 0:
+    # The pooled points' weighted mean cosine as a patch's (`weighted_mean`): the mean of q points keeps 1/q of
+    # their own scatter around the weight-draw level sqrt(v / t).
+    lo = math.sqrt(max(mu4, 0.0) / st.t)
+    mean = math.sqrt(max(mu4, 0.0) / t) + (st.m / st.t - lo) / q
+    m = min(mean, math.sqrt(max(p2, 0.0) / t)) * t
+  return PointStats((st.s + (q - 1) * st.d) / q, float(np.mean(g4[A, A, A, A])), st.d, p2, t,
+                    u / q + (1 - 1 / q) * mu4, mu4, m)
 
 
-def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True) -> list:
-  """The `Patch` statistics of every weight layer's input (through the pools: `pool_points`)."""
+def forward_patches(layers, weight_sq, first: PointStats, curvature: bool = True, weighted: bool = False) -> list:
+  """The `Patch` statistics of every weight layer's input (through the pools: `pool_points`); `weighted`: the
+  pair statistics from the N-weighted cosine law (`next_points`)."""
   out, st = [], first
   for l, layer in enumerate(layers):
     out.append(patch(st, layer.taps, curvature))
     if l < len(layers) - 1:
-      st = pool_points(next_points(out[-1], layer.n_out, weight_sq[l], curvature), layer.pool)
+      st = pool_points(next_points(out[-1], layer.n_out, weight_sq[l], curvature, weighted), layer.pool)
   return out
+
+
+def has_positions(layers) -> bool:
+  """Whether a net has a layer with more than one tap or position (a conv net: the point recursion's own law)."""
+  return any(l.taps != 1 or l.grid != (1, 1) for l in layers)
 
 
 def _parents(layer: PointLayer, above: PointLayer):
@@ -555,6 +616,107 @@ def backward_tables(layers, weight_sq, patches, top: tuple, stop: int = 0) -> li
   return out
 
 
+def _pattern(a, b, c, d):
+  """The coincidence pattern of four broadcast index arrays as a restricted growth string (0, rb, rc, rd),
+  coded rb 16 + rc 4 + rd: which of the four are the same point."""
+  rb = np.where(b == a, 0, 1)
+  rc = np.where(c == a, 0, np.where(c == b, rb, rb + 1))
+  rd = np.where(d == a, 0, np.where(d == b, rb, np.where(d == c, rc, np.maximum(rb, rc) + 1)))
+  return rb * 16 + rc * 4 + rd
+
+
+_PATTERNS = sorted({(0, int(b), int(c), int(d)) for b in range(2) for c in range(3) for d in range(4)
+                    if c <= b + 1 and d <= max(b, c) + 1})  # the 15 set partitions of four slots
+
+
+@functools.lru_cache(maxsize=64)
+def first_layer_joint(layer: PointLayer, input_kind: str, draws: int = 65536, seed: int = 0,
+                      coupled: bool = True) -> tuple:
+  """(J1, J4): per coincidence pattern of four points (`_pattern`, a 64-entry lookup) of the first layer's
+  patches, the joint expectations of their dots and their own masks D = 1{x W > 0}:
+    J1 = E (x_a.x_b)(x_c.x_d)(D_a.D_b)(D_c.D_d),   J4 = E (x_a.x_b)(x_c.x_d) sum_i D_ai D_bi D_ci D_di,
+  by numpy Monte Carlo over Gaussian weights and patches of i.i.d. pixels of the input law (fixed seed: the
+  prediction is deterministic; cached per layer and law; with the control variates below the coupled block's
+  relative sampling error is 0.1-0.6% at batch 1 and 1-2% for the two-example term at 65536 draws). The recursion takes
+  these as (forward table) x (mask overlaps at their means), i.e. the patches independent of their own masks
+  (A3). Under an average pool with zero-mean pixels that fails: q positions share one weight slice above, and a
+  unit is active where its patch leans towards its weight vector, so patches that share active units have a
+  positive mean dot (E[x | x.w > 0] = sqrt(2 / pi) w / |w|), which the recursion's zero dot leaves out
+  (conv0's block as the recursion had it: 0.66 / 0.53 (batch 1 / two-example term) of the exact one for a 2x2
+  kernel and 5 channels, 0.66 / 0.35 for 23 channels, 0.89 / 0.75 for 4x4 and 6 channels; with the coupled
+  first layer 1.00-1.09; quadratic loss, float64 MC, 1500 draws of dev seed 0's pooled N(0, 1) structures).
+  `coupled=False`: the masks of independent patches (A3 on; the recursion's own layer-0 block, for tests)."""
+  k, n = layer.taps * layer.n_in, layer.n_out
+  rng = np.random.default_rng(seed)
+  j1, j4 = np.full(64, np.nan), np.full(64, np.nan)
+  acc = np.zeros((len(_PATTERNS), 5))
+  done = 0
+  while done < draws:
+    m = min(8192, draws - done)
+    x = rng.standard_normal((m, 4, k)) if input_kind == "normal" else rng.uniform(size=(m, 4, k))
+    xm = x if coupled else (rng.standard_normal(x.shape) if input_kind == "normal" else rng.uniform(size=x.shape))
+    mask = (np.einsum("dpk,dkn->dpn", xm, rng.standard_normal((m, k, n))) > 0).astype(np.float64)
+    gram, gm = np.einsum("dpk,dqk->dpq", x, x), np.einsum("dpk,dqk->dpq", xm, xm)
+    # Two different units are independent given the patches: their part of J1 is n (n - 1) P(ab) P(cd) with the
+    # arc-cosine orthant P(w.x_a > 0, w.x_b > 0) = (pi - theta_ab) / (2 pi) exactly (1/2 for a = b), which takes
+    # most of the sampling noise out of the two-example term (N(0, 1) pixels: 4-9% -> the one-unit part's).
+    norm = np.sqrt(np.einsum("dpp->dp", gm))
+    p2 = (math.pi - np.arccos(np.clip(gm / (norm[:, :, None] * norm[:, None, :]), -1.0, 1.0))) / (2 * math.pi)
+    for i, (_, rb, rc, rd) in enumerate(_PATTERNS):
+      dots = gram[:, 0, rb] * gram[:, rc, rd]
+      one = np.sum(mask[:, 0] * mask[:, rb] * mask[:, rc] * mask[:, rd], -1)
+      both = one + n * (n - 1) * p2[:, 0, rb] * p2[:, rc, rd]
+      acc[i] += [np.sum(dots * both), np.sum(dots * one), np.sum(dots), np.sum(both), np.sum(one)]
+    done += m
+  mom = _entry_moments(input_kind)
+  for i, (_, rb, rc, rd) in enumerate(_PATTERNS):
+    # Control variate: the dots' mean is known exactly (`_pattern_dots`), so E dots M = E dots (M - E M) + E dots E M
+    # with the sample's own E M: the zero-mean dots of N(0, 1) pixels carried most of the sampling noise.
+    s1, s4, sd, sb, so = acc[i] / draws
+    exact = _pattern_dots((0, rb, rc, rd), k, mom)
+    j1[rb * 16 + rc * 4 + rd] = s1 - sd * sb + exact * sb
+    j4[rb * 16 + rc * 4 + rd] = s4 - sd * so + exact * so
+  return j1, j4
+
+
+def _entry_moments(input_kind: str) -> tuple:
+  """E x^j, j = 0..4, of one pixel entry of the input law."""
+  return (1.0, 0.0, 1.0, 0.0, 3.0) if input_kind == "normal" else (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5)
+
+
+def _pattern_dots(pattern, k: int, mom) -> float:
+  """E (x_a.x_b)(x_c.x_d) of k-entry patches of i.i.d. entries, points equal as `pattern` says: the same entry
+  (k terms) takes each point's moment of its multiplicity, different entries (k (k - 1)) a pair's moments."""
+  mult = np.bincount(np.asarray(pattern), minlength=4)
+  same = float(np.prod([mom[j] for j in mult if j]))
+  pair = lambda i, j: mom[2] if pattern[i] == pattern[j] else mom[1] ** 2
+  return k * same + k * (k - 1) * pair(0, 1) * pair(2, 3)
+
+
+def first_layer_coupled(layers, weight_sq, upper: tuple, joint: tuple) -> tuple:
+  """(weight_same, weight_two) of the first weight layer with its patches and its own masks taken jointly
+  (`first_layer_joint`) instead of independently: the layer's step of `backward_tables` from the tables one layer
+  up (`upper`), each Wick pairing's mask overlap multiplied into the forward table inside one expectation."""
+  layer, above = layers[0], layers[1]
+  f4u, f22u = upper
+  w2 = weight_sq[1] ** 2 / float(layer.pool) ** 8
+  par, tap = _point_maps(layer, above)
+  a, b, c, d = _grid(par.size)
+  # F4's index order (a, b, c, d) is the block's (a, b, d, c): the forward dots pair (a, b) and (d, c).
+  A, B, C, D = par[a], par[b], par[c], par[d]
+  ta, tb, tc, td = tap[a], tap[b], tap[c], tap[d]
+  p1, p2, p3 = (ta == tb) & (tc == td), (tb == tc) & (ta == td), (ta == tc) & (tb == td)
+  x1 = w2 * np.where(p1, f4u[A, B, C, D], 0.0)
+  x4 = w2 * (np.where(p2, f22u[B, C, D, A], 0.0) + np.where(p3, f4u[A, C, B, D], 0.0))
+  code = _pattern(a, b, d, c)
+  j1, j4 = joint
+  k = j1[code] * x1 + j4[code] * x4
+  rho = layer.grid[0] * layer.grid[1]
+  e0, e1 = slice(0, rho), slice(rho, 2 * rho)
+  dim = layer.taps * layer.n_in * layer.n_out
+  return float(np.sum(k[e0, e0, e0, e0])) / dim, float(np.sum(k[e0, e1, e1, e0])) / dim
+
+
 def forward_tables(pa: Patch, rho: int) -> np.ndarray:
   """G4[a,b,c,d] = E (x_a . x_b)(x_c . x_d) over the two examples' patches ((2 rho)^4): R, T and P where the
   points pair up; elsewhere the cosine kappa per dot of distinct points times the norms' moment (T; sqrt(R T)
@@ -573,17 +735,23 @@ def forward_tables(pa: Patch, rho: int) -> np.ndarray:
   return np.where((k == 2) & (a != b) & (((a == c) & (b == d)) | ((a == d) & (b == c))), pa.P, g)
 
 
-def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvature: bool = True) -> Parts:
+def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvature: bool = True,
+                       input_kind: str | None = None) -> Parts:
   """`Parts` with every pairing of the four positions (`backward_tables`, `forward_tables`). `top`: the output
   tables (F4, F22), or a list of them, one per weight layer (`layer_output_tables`): layer l's block is then
-  the recursion from its own tables."""
-  patches = forward_patches(layers, weight_sq, first, curvature)
+  the recursion from its own tables. A net with positions (a conv net) takes its points' pair statistics from the
+  N-weighted cosine law (`weighted_pair_terms`); a one-position net (an MLP) keeps the kappa-centred one here and
+  gets that law in its two-example terms (`pair_cosine_two`). `input_kind` (an `inputs.KINDS` law of the pixels),
+  on a net with positions: the first layer's weight block takes its patches and its own masks jointly
+  (`first_layer_coupled`)."""
+  patches = forward_patches(layers, weight_sq, first, curvature, weighted=curvature and has_positions(layers))
   if isinstance(top, list):
     if len(top) != len(layers):
       raise ValueError(f"{len(top)} output tables for {len(layers)} weight layers")
-    back = [backward_tables(layers, weight_sq, patches, t, stop=l)[l] for l, t in enumerate(top)]
+    full0 = backward_tables(layers, weight_sq, patches, top[0], stop=0)
+    back = [full0[0]] + [backward_tables(layers, weight_sq, patches, t, stop=l)[l] for l, t in enumerate(top) if l]
   else:
-    back = backward_tables(layers, weight_sq, patches, top)
+    back = full0 = backward_tables(layers, weight_sq, patches, top)
   ws, wt, bs, bt = [], [], [], []
   for layer, pa, (f4, _) in zip(layers, patches, back):
     rho = layer.grid[0] * layer.grid[1]
@@ -596,6 +764,8 @@ def predict_parts_wick(layers, weight_sq, first: PointStats, top: tuple, curvatu
     wt.append(float(np.sum(g4[e0, e1, e0, e1] * k[e0, e1, e0, e1])) / dim)
     bs.append(float(np.sum(k[e0, e0, e0, e0])) / layer.n_out)
     bt.append(float(np.sum(k[e0, e1, e0, e1])) / layer.n_out)
+  if input_kind is not None and len(layers) > 1 and has_positions(layers):
+    ws[0], wt[0] = first_layer_coupled(layers, weight_sq, full0[1], first_layer_joint(layers[0], input_kind))
   return Parts(*(np.array(v) for v in (ws, wt, bs, bt)))
 
 
@@ -702,9 +872,10 @@ def pair_cosine_two(layers, weight_sq, first: PointStats, top, curvature: bool =
 
 def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: int = 1,
                  curvature: bool = True, pair_cosine: bool = True, bias_top=None,
-                 weight_factors=None, bias_factors=None) -> predict.BlockPrediction:
+                 weight_factors=None, bias_factors=None, input_kind: str | None = None) -> predict.BlockPrediction:
   """The full-order prediction with every Wick pairing (`predict_parts_wick`) at minibatch `batch_size`;
-  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`.
+  `pair_cosine`: on a one-position net (an MLP) the two-example terms from `pair_cosine_two`; `input_kind`: a conv
+  net's first layer with its patches and masks taken jointly (`first_layer_coupled`).
 
   `bias_top`: the bias blocks' own output tables (None: `top`'s). A bias block has no forward factor, so where
   `top` weighs each loss-sample draw by the forward gains too (cross-entropy's `xent_layer_output_tables`), the
@@ -715,14 +886,14 @@ def predict_wick(layers, weight_sq, first: PointStats, top: tuple, batch_size: i
   cannot carry (`gains.mlp_direction_coupling`, measured on the loss sample); `bias_factors` the same for the
   bias blocks."""
   _check(layers, weight_sq, batch_size)
-  pt = predict_parts_wick(layers, weight_sq, first, top, curvature)
+  pt = predict_parts_wick(layers, weight_sq, first, top, curvature, input_kind)
   two = pair_cosine and batch_size > 1
   if two:
     pc = pair_cosine_two(layers, weight_sq, first, top, curvature)
     if pc is not None:
       pt = pt._replace(weight_two=pc[0], bias_two=pc[1])
   if bias_top is not None:
-    pb = predict_parts_wick(layers, weight_sq, first, bias_top, curvature)
+    pb = predict_parts_wick(layers, weight_sq, first, bias_top, curvature, input_kind)
     pc = pair_cosine_two(layers, weight_sq, first, bias_top, curvature) if two else None
     pt = pt._replace(bias_same=pb.bias_same, bias_two=pb.bias_two if pc is None else pc[1])
   if weight_factors is not None:

@@ -327,6 +327,113 @@ def test_weighted_pair_law_against_monte_carlo():
   assert old[-1].P / laws[-1].P < 0.92
 
 
+@pytest.mark.slow
+def test_lenet_weighted_pair_terms_against_monte_carlo():
+  """E(x.x')^2, E|x|^2|x'|^2 and the N-weighted mean cosine M / T of a U[0, 1]-pixel LeNet's dense inputs (8x8
+  image, convs 4x4 x 8 and 2x2 x 5 channels, hidden 10, fan-out), 40k numpy draws of (weights, 4 examples): relative
+  SE of P 1.6% / 3.3% (heavy tails: 6k draws read 10-18% lower); tolerance 3 SE + 3% (P, T) and 0.01 (M / T). The
+  kappa-centred law (`weighted=False`) is 7% and 24% low on P here: the test tells the two apart."""
+  cfg = lenet_lib.LeNetConfig((8, 8, 1), (8, 5), ((4, 4), (2, 2)), (10, 16), 10)
+  wsq = predict_conv.weight_sq(cfg, SCHEMES["fan_out"])
+  d, rng = 40_000, np.random.default_rng(3)
+  x = rng.uniform(size=(d, 4, 2, 4, 2, 4)).transpose(0, 1, 2, 4, 3, 5).reshape(d, 4, 4, 16)  # 2x2 grid of 4x4 patches
+  h = np.maximum(np.einsum("depk,dkn->depn", x, rng.standard_normal((d, 16, 8)) * np.sqrt(wsq[0])), 0.0)
+  v = np.maximum(np.einsum("dek,dkn->den", h.reshape(d, 4, 32), rng.standard_normal((d, 32, 5)) * np.sqrt(wsq[1])), 0.0)
+  layers, first = full_order.lenet_layers(cfg), full_order.pixel_stats(inputs.law_stats("uniform01", 1), 1)
+  new = full_order.forward_patches(layers, wsq, first, weighted=True)
+  old = full_order.forward_patches(layers, wsq, first)
+  for l, n in ((2, 10), (3, 16)):
+    n2 = np.concatenate([np.sum(v[:, a] ** 2, -1) * np.sum(v[:, b] ** 2, -1) for a, b in ((0, 1), (2, 3))])
+    dot = np.concatenate([np.sum(v[:, a] * v[:, b], -1) for a, b in ((0, 1), (2, 3))])
+    p, se = np.mean(dot ** 2), np.std(dot ** 2) / np.sqrt(dot.size)
+    assert abs(new[l].P / p - 1) < 3 * se / p + 0.03, (l, new[l].P / p, se / p)
+    assert abs(new[l].T / np.mean(n2) - 1) < 3 * se / p + 0.03, (l, new[l].T / np.mean(n2))
+    assert abs(new[l].M / new[l].T - np.sum(np.sqrt(n2) * dot) / np.sum(n2)) < 0.01, l
+    v = np.maximum(np.einsum("dek,dkn->den", v, rng.standard_normal((d, v.shape[-1], n)) * np.sqrt(wsq[l])), 0.0)
+  assert old[3].P / new[3].P < 0.85
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform01"])
+def test_weighted_mean_of_a_pixel_patch_is_the_input_law(kind):
+  # A patch of k i.i.d. pixels is a vector of k i.i.d. entries, whose M / T the input law gives (`inputs.law_stats`,
+  # exact for N(0, 1), delta method within 0.1% for U[0, 1]); the interpolation's stated accuracy is 0.005.
+  for k in (4, 9, 16):
+    ref = inputs.law_stats(kind, k)
+    got = full_order.weighted_mean(full_order.pixel_stats(inputs.law_stats(kind, 1), 1), k)
+    assert abs(got - ref.norm_dot / ref.norm_cross) < 0.005, (kind, k, got, ref.norm_dot / ref.norm_cross)
+
+
+def _first_conv_setup(channels, kernel, pool, hidden, kind):
+  side = 4 * kernel * pool // 2
+  cfg = lenet_lib.LeNetConfig((side, side, 1), (channels,), ((kernel, kernel),), hidden, 10, (pool,))
+  wsq = predict_conv.weight_sq(cfg, SCHEMES["geometric"])
+  return cfg, wsq, full_order.lenet_layers(cfg), full_order.pixel_stats(inputs.law_stats(kind, 1), 1)
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform01"])
+def test_first_layer_joint_with_independent_masks_is_the_recursion(kind):
+  # With the masks drawn from independent patches (A3), the coupled first layer must give the recursion's own layer-0
+  # block: what differs is the Monte Carlo (16k draws: relative sd 0.5% / 2.3% over seeds) and the recursion's orthant
+  # model of the masks' overlaps (a few %): tolerance 5%. The coupled tables move the pooled N(0, 1) block by 1.6-2x (the test tells them apart).
+  cfg, wsq, layers, first = _first_conv_setup(5, 2, 2, (), kind)
+  top = full_order.quadratic_output_tables(np.eye(10))
+  a = full_order.predict_parts_wick(layers, wsq, first, top)
+  pa = full_order.forward_patches(layers, wsq, first, weighted=True)
+  upper = full_order.backward_tables(layers, wsq, pa, top)[1]
+  joint = lambda coupled: full_order.first_layer_joint(layers[0], kind, draws=16384, coupled=coupled)
+  dec = full_order.first_layer_coupled(layers, wsq, upper, joint(False))
+  cou = full_order.first_layer_coupled(layers, wsq, upper, joint(True))
+  np.testing.assert_allclose(dec, [a.weight_same[0], a.weight_two[0]], rtol=0.05)
+  if kind == "normal":
+    assert cou[0] > 1.4 * dec[0] and cou[1] > 1.6 * dec[1], (cou, dec)
+
+
+def _exact_first_conv(cfg, wsq, kind, draws, seed):
+  """float64 numpy Monte Carlo of the first conv's weight block, one-conv pooled LeNet, quadratic loss Q = I:
+  (E f(b, b), E f(b, b')) and their relative SEs."""
+  rng = np.random.default_rng(seed)
+  (side, _, _), (n0,), ((k, _),), (q,) = cfg.image, cfg.channels, cfg.kernels, cfg.pools
+  g, gp, kk = side // k, side // k // q, k * k
+  out = []
+  for _ in range(draws):
+    x = rng.standard_normal((2, side, side)) if kind == "normal" else rng.uniform(size=(2, side, side))
+    pat = x.reshape(2, g, k, g, k).transpose(0, 1, 3, 2, 4).reshape(2, g * g, kk)
+    y = pat @ (rng.standard_normal((kk, n0)) * np.sqrt(wsq[0]))
+    m0 = (y > 0).astype(float)
+    v = (y * m0).reshape(2, gp, q, gp, q, n0).mean((2, 4)).reshape(2, -1)
+    ws, masks = [], []
+    for i, n in enumerate(tuple(cfg.hidden) + (10,)):
+      ws.append(rng.standard_normal((v.shape[-1], n)) * np.sqrt(wsq[i + 1]))
+      z = v @ ws[-1]
+      masks.append((z > 0).astype(float))
+      v = z * masks[-1]
+    jac = np.broadcast_to(np.eye(10), (2, 10, 10)).copy()
+    for i in range(len(ws) - 1, -1, -1):
+      jac = (jac @ ws[i].T) * (masks[i - 1][:, None, :] if i > 0 else 1.0)
+    jac = np.broadcast_to(jac.reshape(2, 10, gp, 1, gp, 1, n0) / q ** 2, (2, 10, gp, q, gp, q, n0))
+    jac = jac.reshape(2, 10, g * g, n0) * m0[:, None]
+    f = [np.sum(np.einsum("pq,opn,rqn->or", pat[b] @ pat[c].T, jac[b], jac[c]) ** 2) / (kk * n0)
+         for b, c in ((0, 0), (0, 1))]
+    out.append(f)
+  out = np.array(out)
+  return out.mean(0), out.std(0) / np.sqrt(draws) / out.mean(0)
+
+
+@pytest.mark.slow
+def test_first_layer_coupled_against_monte_carlo():
+  """The first conv under a 2x2 average pool with N(0, 1) pixels (2x2 kernel, 5 channels, no hidden layer), quadratic
+  loss: the coupled first layer against a 1000-draw float64 Monte Carlo of the exact block (relative SE ~2-3%):
+  within 4 SE + 6% (the upper layers' recursion), where the recursion without it is 0.66 / 0.53."""
+  cfg, wsq, layers, first = _first_conv_setup(5, 2, 2, (), "normal")
+  top = full_order.quadratic_output_tables(np.eye(10))
+  (same, two), (se_s, se_t) = _exact_first_conv(cfg, wsq, "normal", 1000, 4)
+  new = full_order.predict_parts_wick(layers, wsq, first, top, input_kind="normal")
+  old = full_order.predict_parts_wick(layers, wsq, first, top)
+  assert abs(new.weight_same[0] / same - 1) < 4 * se_s + 0.06, (new.weight_same[0] / same, se_s)
+  assert abs(new.weight_two[0] / two - 1) < 4 * se_t + 0.06, (new.weight_two[0] / two, se_t)
+  assert old.weight_same[0] / same < 0.8 and old.weight_two[0] / two < 0.7
+
+
 def test_pair_weighted_xent_tables():
   # The two-example entries weighted by a per-pair weight: F4[0,1,1,0] = sum_{d, i != j} w_dij tr(H_di H_dj) /
   # sum w_dij (a direct einsum on the factors); the same-example entries keep the gains.

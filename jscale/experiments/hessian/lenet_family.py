@@ -139,7 +139,8 @@ class _Measurement(Measurement):
     ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
     first = full_order.pixel_stats(inputs.law_stats(self.setup.input_kind, c), c)  # one pixel (full order's points)
-    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch)
+    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch,
+                                   input_kind=self.setup.input_kind)
     return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
 
