@@ -35,14 +35,16 @@ _GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (wei
 
 
 def input_mean(x: np.ndarray) -> np.ndarray:
-  """The batch mean of x (batch, ...) with each entry's square unbiased for the examples' own noise
-  (E[xbar^2] = mu^2 + var / B): the rules' correlations leave each example's pair with itself out."""
+  """The batch mean of x (batch, ...), shrunk so that its squared length is unbiased for the examples' own
+  noise (E|xbar|^2 = |mu|^2 + sum var / B; the rules' correlations leave each example's pair with itself out):
+  one factor for the whole vector, which keeps its direction."""
   B = x.shape[0]
   m = x.mean(axis=0)
-  if B < 2:
+  tot = float(np.sum(m * m))
+  if B < 2 or tot <= 0:
     return m
-  m2 = np.maximum(m * m - x.var(axis=0, ddof=1) / B, 0.0)
-  return np.sign(m) * np.sqrt(m2)
+  noise = float(np.sum(x.var(axis=0, ddof=1))) / B
+  return m * math.sqrt(max(tot - noise, 0.0) / tot)
 
 
 def bind_eqn(e, vals):
