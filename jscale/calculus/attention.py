@@ -152,7 +152,8 @@ def find(graph, tags, const, u, taken) -> list:
       proj = tuple(s_[2] for s_ in srcs) if same else None
       blocks.append(Block("attention", out_n, (q, k, v), eqns, attention_rule,
                           dict(q=q, k=k, v=v, out=out, logits_shape=tuple(ls[:-2]) + (n_q, ls[-1]),
-                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in, proj=proj)))
+                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in, proj=proj,
+                               dot=n, p=p)))
       break
   return blocks
 
@@ -230,6 +231,19 @@ def _shared(rng, n, T, d, rp):
   return math.sqrt(rp) * rng.standard_normal((n, 1, d)) + math.sqrt(1 - rp) * rng.standard_normal((n, T, d))
 
 
+def _with_rp(v: np.ndarray, rp: float) -> np.ndarray:
+  """v (n, T, d) with its token-mean part and the rest rescaled so that its token correlation is rp (its mean
+  square kept)."""
+  T = v.shape[1]
+  rp = min(max(rp, 0.0), 1.0)
+  vm = v.mean(1, keepdims=True)
+  ms, mm = float(np.mean(v * v)), float(np.mean(vm * vm))
+  if T < 2 or not 0 < mm < ms:
+    return v
+  target = rp + (1 - rp) / T   # the token mean's share of E[v^2]
+  return math.sqrt(target * ms / mm) * vm + math.sqrt((1 - target) * ms / (ms - mm)) * (v - vm)
+
+
 def _position_corr(v: np.ndarray) -> float:
   """mean over t != t' of v_t . v_t' / (d E[v^2]) for v: (n, T, d)."""
   n, T, d = v.shape
@@ -259,6 +273,9 @@ class GaussianAttention:
       # draw through W_k^T W_v (entries of mean square E[K^2] E[V^2] / D_in)
       x = _shared(rng, n, Tk, d_in, rp_k)
       Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
+      # one network draw gives Q, K and V shared components of their own size (the draw's mean through each
+      # W, draw_mean.py): each keeps its direction but takes its signal's rp
+      Q, V = _with_rp(Q, rp_q), _with_rp(V, rp_v)
     else:
       x = None
       Q, K = _shared(rng, n, Tq, d_qk, rp_q), _shared(rng, n, Tk, d_qk, rp_k)

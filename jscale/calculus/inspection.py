@@ -26,7 +26,7 @@ import numpy as np
 
 from jscale import program_cache
 from jscale.calculus.correlation import cross_position_corr, pair_corr, position_corr
-from jscale.calculus import inspection_checks
+from jscale.calculus import draw_mean, inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus import pair_law
 from jscale.calculus.inspection_measure import measure_graph, projection_loss
@@ -137,7 +137,8 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
       # by tens of percent (docs/calculus.md, "Token correlations in the minibatch G")
       rp = 0.0 if loss is None and len(graph.avals[a].shape) >= 3 else None
       out_grads[a] = Backward(float(sq), float(r), rp=rp)
-  prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig).run(out_grads)
+  prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig,
+                   leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn)).run(out_grads)
   cross = None
   if groups is not None:
     cross = _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups)

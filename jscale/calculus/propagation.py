@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jscale.calculus import draw_mean
 from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
@@ -81,9 +82,15 @@ class Propagation:
   activation operand) and returns None, or returns why it does not apply. The pass is one object's state,
   built up by the rules; `run` hands it back frozen."""
 
-  def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward):
+  def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward,
+               leaf_vals=None, x_mean=None):
     self.g, self.tags, self.cv = graph, tags, {**graph.consts, **const_vals}
     self.leaf_sq = leaf_sq
+    # the draw's own mean (draw_mean.py): with the leaves' values and the input's batch mean, each value's mean
+    # over the batch is carried along and conditions the dense layers' shared correlations
+    self.leaf_vals = leaf_vals
+    self.mean = {} if x_mean is None or leaf_vals is None else {graph.x_id: np.asarray(x_mean, np.float64)}
+    self.pvals = {} if leaf_vals is None else {i: v for i, v in zip(graph.leaf_ids, leaf_vals)}
     self.fwd = {graph.x_id: x_sig}
     self.bwd = {}
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
@@ -146,6 +153,7 @@ class Propagation:
       if n in self.block_at:
         ins = self.block_at[n].inputs
       if not ins or not all(is_float(self.g.avals[o]) for o in e.outs):
+        self._param_values(e)
         viewed = all(self.tags.get(o) is not None and self.tags[o].kind == "param" for o in e.outs)
         gathered = e.name == "gather" or any(isinstance(a, int) and a in self.gathered for a in e.ins)
         if gathered:
@@ -159,6 +167,8 @@ class Propagation:
       upstream = next((self.fwd[a].why for a in ins if self.fwd.get(a, Forward.unknown("?")).why), None)
       if n in self.block_at:
         why = upstream or self.block_at[n].rule(self, self.block_at[n])
+        if not why and self.mean:
+          self._block_mean(self.block_at[n])
         if why:
           self.unknown(e, why)
           # the block's own inputs (unknown() only sees this equation's operands)
@@ -175,11 +185,55 @@ class Propagation:
       why = rule(e, ins)
       if why:
         self.unknown(e, why)
+      elif self.mean:
+        self._carry_mean(e)
     self.backward(out_grads)
     uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id))
                  for i, u in enumerate(self.ops))
     return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
                       dict(self.leaf_why))
+
+  # -- the draw's mean (draw_mean.py)
+  def _param_values(self, e):
+    """Values computed from parameters and constants only (views of a leaf), for the mean pass."""
+    if not self.pvals or not all(isinstance(a, Lit) or a in self.pvals or self.const(a) is not None
+                                 for a in e.ins):
+      return
+    try:
+      outs = draw_mean.bind_eqn(e, [a.val if isinstance(a, Lit) else self.pvals.get(a, self.const(a))
+                                    for a in e.ins])
+    except Exception:  # noqa: BLE001 - not re-evaluable here: values after it have no mean
+      return
+    self.pvals.update(zip(e.outs, outs))
+
+  def _carry_mean(self, e):
+    got = draw_mean.linear_mean(self, e, self.g.avals[self.g.x_id].shape[0])
+    if got is None:
+      return
+    for o, m in zip(e.outs, got):
+      if m is not None:
+        self.mean[o] = m
+    o = e.outs[0]
+    if o not in self.mean:
+      return
+    acts = [a for a in e.ins if not isinstance(a, Lit) and self.tag(a).kind == "act"]
+    if e.name in ("add", "sub", "add_any") and len(acts) == 2:
+      # a sum of two activations: the rules drop the cross term, which over weight draws is zero; one draw's
+      # two means are fixed vectors with a dot product of their own (2 m_a m_b, in E[y^2] and in r)
+      self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], self.shape(o)[-1])
+      return
+    last = self.ops[-1] if self.ops else None
+    if last is None or last.out_id != o or last.kind not in ("dense", "bias"):
+      return
+    # a dense layer's features are its fan-out; a bias adds per feature (or per position and feature: a
+    # position embedding)
+    n_feat = last.fan_out if last.kind == "dense" or last.fan_out < self.per_example(o) else self.shape(o)[-1]
+    self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], n_feat)
+
+  def _block_mean(self, b):
+    m = draw_mean.block_mean(self, b)
+    if m is not None:
+      self.mean[b.info["out"]] = m
 
   def structure_only(self, e, ins, why):
     """Downstream of an unknown value: record what the op is (kind, fans, taps) with no moments."""

@@ -1,0 +1,180 @@
+"""The draw's own mean: each value's mean over the batch, carried with the realized parameters.
+
+The rules' correlations r (two examples, one position), rc (two examples, two positions) and part of rp (one
+example, two positions) are, for independent examples, products of the value's mean over examples: E[y_b y_b']
+= m m. Their expectations over weight draws are what the rules propagate; one draw's mean vector is instead
+`m_out = m_in W` for its own W, and its squared length fluctuates by ~sqrt(2 / width) per dense layer (a GELU's
+mean, then each projection). In a pre-LN transformer this component is most of the tokens' correlation rp that
+sets attention's output (mean over keys): on development draws 310-313 (depth 6) rp of block 2's values was 0.07
+on one draw and 0.22 on another, all of it this component, and attention's E[o^2] was mispredicted by -27% ...
++31%, which the LayerNorms' 1/variance turned into a common backward offset of the whole draw.
+
+`mean_out` carries m through every equation that is linear in its one activation operand (dense / conv with a
+parameter, adds of parameters, reshapes, sums, scalings) exactly, by binding the primitive on the mean
+broadcast over the batch; through the blocks by their Gaussian expectation: an activation per entry
+E[phi(m + s z)], a normalisation (m - mean(m)) scale / sqrt(var + eps), attention the mean weights (uniform over
+the unmasked keys) times the values' mean. `condition` then replaces, in a dense layer's output signal, the
+rules' expected shared part by the draw's: sq r -> mean_t |m_t|^2 / n, sq rc -> the same over pairs of
+positions (rp moves by rc's change: the per-example part is kept), and E[y^2] by the difference. It uses the
+parameters as drawn and the input's batch mean, nothing measured inside the network.
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from jscale.calculus.tracing import Lit
+
+# primitives linear in their activation operand (given the others are constants or parameters)
+LINEAR = frozenset({"dot_general", "conv_general_dilated", "add", "sub", "neg", "reshape", "transpose",
+                    "broadcast_in_dim", "squeeze", "expand_dims", "convert_element_type", "reduce_sum", "copy",
+                    "copy_p", "rev", "reduce_precision", "mul", "div", "slice", "pad", "concatenate"})
+_GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (weights sum to sqrt(2 pi))
+
+
+def input_mean(x: np.ndarray) -> np.ndarray:
+  """The batch mean of x (batch, ...), shrunk so that its squared length is unbiased for the examples' own
+  noise (E|xbar|^2 = |mu|^2 + sum var / B; the rules' correlations leave each example's pair with itself out):
+  one factor for the whole vector, which keeps its direction."""
+  B = x.shape[0]
+  m = x.mean(axis=0)
+  tot = float(np.sum(m * m))
+  if B < 2 or tot <= 0:
+    return m
+  noise = float(np.sum(x.var(axis=0, ddof=1))) / B
+  return m * math.sqrt(max(tot - noise, 0.0) / tot)
+
+
+def bind_eqn(e, vals):
+  out = e.prim.bind(*vals, **e.params)
+  return list(out) if e.prim.multiple_results else [out]
+
+
+def linear_mean(pred, e, B: int):
+  """The batch mean of e's outputs when e is linear in its activation operands, else None."""
+  if e.name not in LINEAR:
+    return None
+  acts = [a for a in e.ins if not isinstance(a, Lit) and pred.tag(a).kind == "act"]
+  if not acts or any(a not in pred.mean for a in acts):
+    return None
+  if e.name in ("mul", "div", "dot_general", "conv_general_dilated") and len(acts) != 1:
+    return None
+  if e.name == "div" and e.ins[0] not in acts:
+    return None
+  vals = []
+  for a in e.ins:
+    if isinstance(a, Lit):
+      vals.append(a.val)
+    elif a in acts:
+      m = pred.mean[a]
+      # an add of an activation and a constant: only the activation's mean is averaged; a constant offset added
+      # to every example is its own mean, so the bind is exact either way
+      vals.append(jnp.broadcast_to(jnp.asarray(m, pred.g.avals[a].dtype), pred.g.avals[a].shape))
+    else:
+      v = pred.pvals.get(a, pred.const(a))
+      if v is None:
+        return None
+      vals.append(v)
+  try:
+    outs = bind_eqn(e, vals)
+  except Exception:  # noqa: BLE001 - a primitive this pass cannot re-evaluate: the mean stays unknown
+    return None
+  return [np.asarray(o, np.float64)[0] if np.ndim(o) and np.shape(o)[0] == B else None for o in outs]
+
+
+def activation_mean(phi, m: np.ndarray, sq: float) -> np.ndarray:
+  """E[phi(m + s z)] per entry, s^2 = sq - mean(m^2) (the entries' spread around the draw's mean)."""
+  s = math.sqrt(max(sq - float(np.mean(m * m)), 0.0))
+  z, w = _GH
+  pts = (m.reshape(-1, 1) + s * z.reshape(1, -1)).astype(np.float32)
+  vals = np.asarray(phi(jnp.asarray(pts.reshape(-1))), np.float64).reshape(pts.shape)
+  return (vals @ (w / w.sum())).reshape(m.shape)
+
+
+def condition(sig, m: np.ndarray, n_feat: int):
+  """`sig` (a dense layer's output) with its shared part taken from the draw's mean m (per-example shape; the
+  last n_feat entries of each position are features)."""
+  if sig.why or sig.sq is None or not sig.sq > 0 or m is None or not np.all(np.isfinite(m)):
+    return sig
+  if sig.rp is None:
+    # networks without token positions keep the expectation (their stored predictions, and the MLP calculus
+    # that inspect is tested against); not yet judged there
+    return sig
+  M = m.reshape(-1, n_feat)
+  T = M.shape[0]
+  f_r = float(np.mean(M * M))
+  sq = sig.sq + f_r - sig.sq * sig.r
+  if not sq > 0:
+    return sig
+  out = sig._replace(sq=sq, r=f_r / sq)
+  if T > 1 and sig.rc is not None:
+    tot = M.sum(axis=0)
+    f_c = float((np.sum(tot * tot) - np.sum(M * M)) / (T * (T - 1) * n_feat))
+    out = out._replace(rc=f_c / sq, rp=min((sig.sq * sig.rp + f_c - sig.sq * sig.rc) / sq, 1.0))
+  else:
+    out = out._replace(rp=sig.sq * sig.rp / sq)
+  return out
+
+
+def block_mean(pred, b):
+  """The batch mean of a block's output (blocks.py), from its input's; None where unknown."""
+  info = b.info
+  if b.kind == "activation":
+    from jscale.calculus.elementwise import phi_of
+    m = pred.mean.get(info["base"])
+    if m is None:
+      return None
+    phi = phi_of(pred.g, info["eqns"], info["base"], info["out"], pred.const)
+    return activation_mean(phi, m, pred.fwd[info["base"]].sq)
+  if b.kind in ("layer_norm", "rms_norm"):
+    m, s = pred.mean.get(info["x"]), pred.fwd[info["x"]]
+    if m is None:
+      return None
+    D = info["D"]
+    rf = min(max(s.rf or 0.0, 0.0), 1.0)
+    centred = b.kind == "layer_norm"
+    var = s.sq * (1 - rf) * (1 - 1 / D) if centred else s.sq
+    h = m - m.mean(axis=-1, keepdims=True) if centred else m
+    out = h / math.sqrt(var + info["eps"])
+    if info["scale"] is not None:
+      scale = pred.leaf_vals[info["scale"]] if pred.leaf_vals is not None else None
+      if scale is None or np.size(scale) != D:
+        return None
+      out = out * np.asarray(scale, np.float64).reshape(-1)
+    return out
+  if b.kind == "attention":
+    return _attention_mean(pred, b)
+  return None
+
+
+def _attention_mean(pred, b):
+  """The mean weights (uniform over the unmasked keys) times the values' mean: the attention product's
+  equation and the transposes after it evaluated on them."""
+  info = b.info
+  mv = pred.mean.get(info["v"])
+  n, p = info.get("dot"), info.get("p")
+  if mv is None or n is None:
+    return None
+  g = pred.g
+  shape = g.avals[p].shape
+  mask = info["mask"]
+  w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
+  w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
+  env = {p: jnp.asarray(w, g.avals[p].dtype), info["v"]: jnp.broadcast_to(jnp.asarray(mv, g.avals[info["v"]].dtype),
+                                                                         g.avals[info["v"]].shape)}
+  B = shape[0]
+  for k in sorted(i for i in b.eqns if i >= n):
+    e = g.eqns[k]
+    if not all(isinstance(a, Lit) or a in env for a in e.ins):
+      continue
+    try:
+      outs = bind_eqn(e, [a.val if isinstance(a, Lit) else env[a] for a in e.ins])
+    except Exception:  # noqa: BLE001
+      return None
+    env.update(zip(e.outs, outs))
+    if info["out"] in env:
+      o = env[info["out"]]
+      return np.asarray(o, np.float64)[0] if np.shape(o)[0] == B else None
+  return None
