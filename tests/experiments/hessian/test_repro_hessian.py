@@ -67,7 +67,9 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   # the varied LeNet's four structures: two slot programs (one conv; more), not one per setup
   assert cfg["lenet_varied"] and cfg["lenet_compiled_programs"] == 2
   # each family's held-out seed (the quick grid: one setup each), in its own folder, beside the development seed
-  for key, folder in (("holdout_full_order", "holdout_seed3"), ("lenet_holdout_full_order", "lenet_holdout_seed2")):
+  quick = exp.grids["quick"]
+  for key, folder in (("holdout_full_order", f"holdout_seed{quick['holdout_seed']}"),
+                      ("lenet_holdout_full_order", f"lenet_holdout_seed{quick['lenet_holdout_seed']}")):
     held = json.load(open(os.path.join(d, folder, "fig1_records.json")))
     assert cfg[key]["seed"] == held["full_order"]["seed"] != cfg["seed"] and len(held["records"]) == 2
     e = held["full_order"]["batch_sizes"]["4"]
