@@ -350,12 +350,17 @@ def _gains_round(shapes: SlotShapes, examples: int, d: _Draw, keys, directions: 
     k = jnp.stack([jnp.sum(j * j, axis=(1, 2, 3)) for j in jac], -1) / shapes.n_out
     if not directions:
       return jax.nn.softmax(out, axis=-1), g, k
-    # The kernel's Jacobian J_b = d logits_b / d W_l = sum_p K_{b,p} (x) x_{b,p} (n_out, patch, width), and
-    # from it the block's output-side matrices J_b J_b^T and J_a J_b^T of the pairs (0, 1), (2, 3), ..
+    # The kernel's Jacobian is J_b = d logits_b / d W_l = sum_p K_{b,p} (x) x_{b,p}, so the block's output-side
+    # matrices are J_a J_b^T = sum_{p,p'} (x_{a,p} . x_{b,p'}) K_{a,p} K_{b,p'}^T (a = b, and the pairs (0, 1),
+    # (2, 3), ..): through the patches' Gram matrix (positions^2), never J itself (n_out x patch x width per
+    # example: the padded dense slots made that 25x the plain round's time).
     a, b = slice(0, examples - 1, 2), slice(1, examples, 2)
-    js = [jnp.einsum("eopc,epk->eokc", j, p) for j, p in zip(jac, ins)]
-    m = jnp.stack([jnp.einsum("eokc,eqkc->eoq", j, j) for j in js], 1)
-    c = jnp.stack([jnp.einsum("eokc,eqkc->eoq", j[a], j[b]) for j in js], 1)
+
+    def outer(ja, pa, jb, pb):
+      return jnp.einsum("epr,eopc,eqrc->eoq", jnp.einsum("epk,erk->epr", pa, pb), ja, jb)
+
+    m = jnp.stack([outer(j, p, j, p) for j, p in zip(jac, ins)], 1)
+    c = jnp.stack([outer(j[a], p[a], j[b], p[b]) for j, p in zip(jac, ins)], 1)
     dots = jnp.stack([jnp.sum(p[a] * p[b], axis=(1, 2)) for p in ins], -1)
     return jax.nn.softmax(out, axis=-1), g, k, m, c, dots
 
