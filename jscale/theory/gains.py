@@ -248,3 +248,73 @@ def mlp_direction_coupling(weights: Sequence, x, probs, n_out: int, shifts: int 
     if l > 0:
       k = pairs._backward(k, weights[l], ys[l - 1])
   return Coupling(*out)
+
+
+def _neighbours(rho, draw, neighbours: int):
+  """Per pair, the indices of the `neighbours` pairs nearest in rho (sorted order, clipped at the ends) and
+  whether each is from another draw."""
+  order = np.argsort(rho, kind="stable")
+  pos = np.empty_like(order)
+  pos[order] = np.arange(len(order))
+  offs = np.array([s for j in range(1, neighbours // 2 + 1) for s in (j, -j)])
+  nb = order[np.clip(pos[:, None] + offs[None, :], 0, len(order) - 1)]
+  return nb, draw[nb] != draw[:, None]
+
+
+def lenet_direction_coupling(probs, g, k, m, c, dots, shifts: int = 4, neighbours: int = 8,
+                             chunk: int = 8) -> Coupling:
+  r"""`mlp_direction_coupling` for a strided LeNet, from its loss sample with directions
+  (`lenet_slots.loss_sample(..., directions=True)`: probs (R, E, O), gains g, k (R, E, L), M_b = J_b J_b^T
+  (R, E, L, O, O) and C_ab = J_a J_b^T (R, E/2, L, O, O) with J = d logits / d kernel, the pairs' input dots
+  (R, E/2, L)).
+
+  A conv kernel's Jacobian is J_b = sum_p K_{b,p} (x) x_{b,p} over output positions p, so the block's
+  output-side matrix M_b = sum_{p,p'} (x_{b,p} . x_{b,p'}) K_{b,p} K_{b,p'}^T mixes the forward patches with the
+  backward directions and does not split into g K K^T. The swap therefore exchanges the whole normalised
+  matrix: X_b = tr((H_b M_b)^2) against Y_b = (g_b k_b)^2 mean_j tr((H_b M_j / (g_j k_j))^2) over the examples j
+  of draws r + 1 .. r + `shifts`, weighted by k_j^2 as in the MLP; on a dense layer M = g K K^T and this is
+  `mlp_direction_coupling`'s same-example factor. Two examples: X = tr(H_a C H_b C^T) against
+  Y = g_a g_b k_a k_b mean_j tr(H_a C_j H_b C_j^T) / (g_a' g_b' k_a' k_b')_j over the `neighbours` pairs j of
+  other draws nearest in the pair cosine (x_a . x_b) / sqrt(g_a g_b), weighted by k_a' k_b' (on a dense layer:
+  the MLP's, up to rho_j^2 for rho^2 of the matched pair). The factor is a scalar per layer: the positions
+  enter only through M and C. The last layer (K = I, M = g I) is 1 exactly. Bias factors are not measured
+  (1): the LeNet's predictor has no bias tables of its own."""
+  p = np.asarray(probs, np.float64)
+  rr, e, o = p.shape
+  L = g.shape[-1]
+  a_ix, b_ix = np.arange(0, e - 1, 2), np.arange(1, e, 2)
+  out = np.ones((6, L))
+  out[2:4] = 0.0
+  for l in range(L - 1):
+    gk = g[..., l] * k[..., l]  # (R, E)
+    ml = np.asarray(m[:, :, l], np.float64)
+    mt = ml / np.where(gk > 0, gk, 1.0)[..., None, None]  # a dead example (M = 0): X = Y = 0
+    x1 = _h_trace(p, p, ml)
+    y1, w1 = np.zeros((rr, e)), np.zeros((rr, e))
+    kw = k[..., l] ** 2
+    for s in range(1, shifts + 1):
+      ms, ws = np.roll(mt, -s, axis=0), np.roll(kw, -s, axis=0)
+      for lo in range(0, rr, chunk):
+        cs = slice(lo, lo + chunk)
+        tr = _h_trace(p[cs][:, :, None], p[cs][:, :, None], ms[cs][:, None])  # (c, E, E')
+        y1[cs] += np.einsum("ref,rf->re", tr, ws[cs])
+        w1[cs] += ws[cs].sum(1)[:, None]
+    y1 *= gk * gk / np.maximum(w1, 1e-300)
+    out[0, l], out[2, l] = _ratio(x1.sum(1), y1.sum(1))
+    # Two examples, partners matched in the pair's cosine at this layer.
+    ga, gb, ka, kb = g[:, a_ix, l], g[:, b_ix, l], k[:, a_ix, l], k[:, b_ix, l]
+    scale = (ga * gb * ka * kb).reshape(-1)
+    rho = (dots[..., l] / np.sqrt(np.maximum(ga * gb, 1e-300))).reshape(-1)
+    pa, pb = p[:, a_ix].reshape(-1, o), p[:, b_ix].reshape(-1, o)
+    cl = np.asarray(c[:, :, l], np.float64).reshape(-1, o, o)
+    x2 = _h_trace(pa, pb, cl)
+    ct = cl / np.sqrt(np.where(scale > 0, scale, 1.0))[:, None, None]
+    nb, ok = _neighbours(rho, np.repeat(np.arange(rr), len(a_ix)), neighbours)
+    tr = np.zeros(nb.shape)
+    for lo in range(0, len(nb), chunk * 4):
+      cs = slice(lo, lo + chunk * 4)
+      tr[cs] = _h_trace(pa[cs][:, None], pb[cs][:, None], ct[nb[cs]])
+    wn = ok * (ka * kb).reshape(-1)[nb]
+    y2 = scale * np.sum(tr * wn, 1) / np.maximum(wn.sum(1), 1e-300)
+    out[1, l], out[3, l] = _ratio(x2.reshape(rr, -1).sum(1), y2.reshape(rr, -1).sum(1))
+  return Coupling(*out)

@@ -336,27 +336,48 @@ def exact_round(config: lenet_lib.LeNetConfig, init, loss: str, key, *, draws: i
   return np.asarray(st, np.float64)[:, :depth], np.asarray(probs, np.float64)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _gains_round(shapes: SlotShapes, examples: int, d: _Draw, keys):
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _gains_round(shapes: SlotShapes, examples: int, d: _Draw, keys, directions: bool = False):
   """Per draw (one at a time: `lax.map`): softmax probabilities (E, n_out) and, per slot, every example's
   forward gain |x_l|^2 (the slot's patches tile its input: their squares sum to it) and backward gain
-  ||d logits / d y_l||_F^2 / n_out (the Jacobian through the slot's taps), as `gains.lenet_gains`."""
+  ||d logits / d y_l||_F^2 / n_out (the Jacobian through the slot's taps), as `gains.lenet_gains`; with
+  `directions` also, per slot, J_b J_b^T (E, S, n_out, n_out) and J_a J_b^T of the pairs (E/2, S, n_out, n_out)
+  with J = d logits / d kernel, and the pairs' input dots x_a . x_b (E/2, S) (`gains.lenet_direction_coupling`)."""
   def one(key):
     weights, x = draw(shapes, d, examples, key)
     out, ins, jac = _logits_patches_jacobian(shapes, d.lay, weights, x)
     g = jnp.stack([jnp.sum(p * p, axis=(1, 2)) for p in ins], -1)
     k = jnp.stack([jnp.sum(j * j, axis=(1, 2, 3)) for j in jac], -1) / shapes.n_out
-    return jax.nn.softmax(out, axis=-1), g, k
+    if not directions:
+      return jax.nn.softmax(out, axis=-1), g, k
+    # The kernel's Jacobian is J_b = d logits_b / d W_l = sum_p K_{b,p} (x) x_{b,p}, so the block's output-side
+    # matrices are J_a J_b^T = sum_{p,p'} (x_{a,p} . x_{b,p'}) K_{a,p} K_{b,p'}^T (a = b, and the pairs (0, 1),
+    # (2, 3), ..): through the patches' Gram matrix (positions^2), never J itself (n_out x patch x width per
+    # example: the padded dense slots made that 25x the plain round's time).
+    a, b = slice(0, examples - 1, 2), slice(1, examples, 2)
+
+    def outer(ja, pa, jb, pb):
+      return jnp.einsum("epr,eopc,eqrc->eoq", jnp.einsum("epk,erk->epr", pa, pb), ja, jb)
+
+    m = jnp.stack([outer(j, p, j, p) for j, p in zip(jac, ins)], 1)
+    c = jnp.stack([outer(j[a], p[a], j[b], p[b]) for j, p in zip(jac, ins)], 1)
+    dots = jnp.stack([jnp.sum(p[a] * p[b], axis=(1, 2)) for p in ins], -1)
+    return jax.nn.softmax(out, axis=-1), g, k, m, c, dots
 
   return jax.lax.map(one, keys)
 
 
 def loss_sample(config: lenet_lib.LeNetConfig, init, input_kind: str, key, *, draws: int, examples: int,
-                shapes: SlotShapes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                shapes: SlotShapes, directions: bool = False) -> tuple:
   """`gains.lenet_loss_sample` computed in `shapes` (one program for every LeNet that fits, instead of one per
-  LeNet): probabilities (D, E, n_out), forward and backward gains (D, E, L) of `draws` fresh draws."""
+  LeNet): probabilities (D, E, n_out), forward and backward gains (D, E, L) of `draws` fresh draws; with
+  `directions` also the kernel Jacobians' products and the pair dots of `_gains_round` (what
+  `gains.lenet_direction_coupling` takes)."""
   config = config.check()
   d, depth = _draw_args(config, layout(shapes, config), shapes, init, "xent", input_kind)
-  probs, g, k = _gains_round(shapes, int(examples), d, jax.random.split(key, int(draws)))
-  return (np.asarray(probs, np.float64), np.asarray(g, np.float64)[..., :depth],
-          np.asarray(k, np.float64)[..., :depth])
+  out = _gains_round(shapes, int(examples), d, jax.random.split(key, int(draws)), bool(directions))
+  probs, g, k = (np.asarray(a, np.float64) for a in out[:3])
+  if not directions:
+    return probs, g[..., :depth], k[..., :depth]
+  m, c, dots = (np.asarray(a, np.float64) for a in out[3:])
+  return probs, g[..., :depth], k[..., :depth], m[:, :, :depth], c[:, :, :depth], dots[..., :depth]

@@ -83,6 +83,7 @@ class _Measurement(Measurement):
     kq, self.kr = jax.random.split(key)
     self.q, self.a_q = _quadratic(kq, self.config, setup.loss)
     self.stats, self.probs = [], []
+    self.coupling = None  # cross-entropy's direction coupling (`gains.lenet_direction_coupling`), with the tables
 
   def _round(self, key):
     """(stats, probs) of one round of `round_draws` draws from `key`."""
@@ -116,15 +117,18 @@ class _Measurement(Measurement):
     """The output tables of `full_order.predict_wick`: Q's for the quadratic loss; for cross-entropy one per weight
     layer from a forward-only loss sample of its own key (`gains.lenet_loss_sample`, LOSS_DRAWS draws, independent
     of the judged ones), each draw weighted by its forward and backward gains at that layer
-    (`full_order.xent_layer_output_tables`)."""
+    (`full_order.xent_layer_output_tables`); in the varied family's slots also the softmax's coupling with the
+    directions of the kernels' Jacobians on the same draws (`gains.lenet_direction_coupling`, `coupling`)."""
     if getattr(self, "_top", None) is None:
       if self.setup.loss == "quadratic":
         self._top = full_order.quadratic_output_tables(self.q)
       else:
         key = jax.random.fold_in(self.kr, LOSS_ROUND + 1)
         if self.shapes is not None:  # one compiled program for every setup of the varied family
-          probs, g, k = lenet_slots.loss_sample(self.config, SCHEMES[self.setup.scheme], self.setup.input_kind,
-                                                key, draws=LOSS_DRAWS, examples=self.examples, shapes=self.shapes)
+          probs, g, k, m, c, dots = lenet_slots.loss_sample(
+              self.config, SCHEMES[self.setup.scheme], self.setup.input_kind, key, draws=LOSS_DRAWS,
+              examples=self.examples, shapes=self.shapes, directions=True)
+          self.coupling = gains.lenet_direction_coupling(probs, g, k, m, c, dots)
         else:
           probs, g, k = gains.lenet_loss_sample(
               self.config, weight_sq(self.config, SCHEMES[self.setup.scheme]), self.setup.input_kind,
@@ -139,8 +143,11 @@ class _Measurement(Measurement):
     ls = self.loss_stats()
     p1 = predict_lenet(self.config, wsq, ins, ls, batch, corrected=False)
     first = full_order.pixel_stats(inputs.law_stats(self.setup.input_kind, c), c)  # one pixel (full order's points)
-    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, self._tables(), batch,
-                                   input_kind=self.setup.input_kind)
+    top = self._tables()
+    cp = self.coupling
+    full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, top, batch,
+                                   input_kind=self.setup.input_kind,
+                                   weight_factors=None if cp is None else (cp.same, cp.two))
     return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
 
 
