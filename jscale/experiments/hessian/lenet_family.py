@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import checks
+from jscale import checks, initializers
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
+from jscale.experiments.hessian import mlp_family
 from jscale.experiments.hessian.mlp_family import LOSS_ROUND
 from jscale.theory import conv_pairs, full_order, gains, inputs, lenet_slots, losses, pairs, predict
 from jscale.theory import hessian as hess
@@ -157,6 +158,35 @@ def _kernel_rows(params) -> list[int]:
                                                       key=lambda s: (not s.startswith("conv"), int(s[-1])))]
 
 
+def host_problem(key, config: lenet_lib.LeNetConfig, scheme: str, loss: str, batch: int):
+  """(params, images, targets) of one Figure 2 draw: `init_lenet(kp, config, SCHEMES[scheme])`, N(0, 1) images
+  `jax.random.normal(kx, (batch,) + image)` and `losses.random_targets(kt, loss, batch, n_out)` for
+  (kp, kx, kt) = split(key, 3), the same float32 numbers bit for bit (tested), drawn as flat power-of-two draws
+  cut, scaled and one-hot encoded on the host (`mlp_family.host_problem`'s trick: threefry is counter-based).
+
+  Why: drawn per shape (eagerly) each of the 5 kernels, the images and the targets compiled its own threefry
+  program at each batch size (10 programs, ~13 s of XLA:CPU compile at load 10); here they share the few flat
+  draw programs Figure 1 compiles anyway. Not jittable."""
+  kp, kx, kt = jax.random.split(key, 3)
+  init = initializers.get(SCHEMES[scheme])
+  shapes = config.check().kernel_shapes()
+  params = {}
+  for (name, shape), k in zip(shapes.items(), jax.random.split(kp, len(shapes))):  # init_lenet's key order
+    z = _flat_cut(losses.flat_normals, k, shape)
+    params[name] = {"kernel": init.normal_std(shape) * z, "bias": np.zeros(shape[-1], np.float32)}
+  x = _flat_cut(losses.flat_normals, kx, (batch,) + tuple(config.image))
+  if loss == "quadratic":
+    t = _flat_cut(losses.flat_normals, kt, (batch, config.n_out))
+  else:
+    labels = mlp_family._host_cut(pairs.flat_labels(mlp_family._flat_size(batch), kt, config.n_out), (batch,))
+    t = np.eye(config.n_out, dtype=np.float32)[labels]
+  return params, x, t
+
+
+def _flat_cut(draw, key, shape) -> np.ndarray:
+  return mlp_family._host_cut(draw(key, mlp_family._flat_size(math.prod(shape)), pairs.FLOAT32), shape)
+
+
 class _Heatmap(HeatmapProblem):
   """`jax.hessian` of the whole loss, kernel blocks only; inputs' statistics exact (N(0, 1) images)."""
 
@@ -170,18 +200,17 @@ class _Heatmap(HeatmapProblem):
                       "or raise max_bytes")
     self.config, self.loss, self.batch = config, loss, batch
     kq, self.kd = jax.random.split(jax.random.PRNGKey(seed))
-    self.q = q = losses.random_quadratic(kq, config.n_out)
+    self.q = losses.random_quadratic(kq, config.n_out)
+    rows = np.array(_kernel_rows(shapes))
+    lossfn = lambda p, x, t, q: jnp.mean(jax.vmap(losses.per_example(loss), in_axes=(0, 0, None))(
+        lenet_lib.apply_lenet(p, x, pools=config.pools), t, q))
 
-    def lossfn(p, x, t):
-      out = lenet_lib.apply_lenet(p, x, pools=config.pools)
-      return jnp.mean(jax.vmap(losses.per_example(loss), in_axes=(0, 0, None))(out, t, q))
-
-    def kernel_sq_sv(params, x, t):
-      # The kernel-block matrix inside the program: the P x P Hessian stays on the device, and the 25 blocks'
-      # sq_sv do not compile as 75 eager operations of different shapes.
-      bl = hess.blocks(jax.hessian(lossfn)(params, x, t), params)
-      rows = _kernel_rows(params)
-      return jnp.stack([jnp.stack([hess.sq_sv(bl[i][j]) for j in rows]) for i in rows])
+    def kernel_sq_sv(params, x, t, q):
+      # The flat Hessian (`hess.flat_sq_sv_matrix`: over the pytree, jax.hessian compiled 25 x 4 differently
+      # shaped blocks) and the output Hessians in one program: eagerly they were a program per operation.
+      s = hess.flat_sq_sv_matrix(lossfn, params, x, t, q)
+      out = lenet_lib.apply_lenet(params, x, pools=config.pools)
+      return s[np.ix_(rows, rows)], losses.output_hessians(loss, out, t, q)
 
     self.fn = jax.jit(kernel_sq_sv)
 
@@ -189,14 +218,9 @@ class _Heatmap(HeatmapProblem):
     return jax.random.split(self.kd, draws)
 
   def measure(self, key, scheme):
-    kp, kx, kt = jax.random.split(key, 3)
-    cfg = self.config
-    params = lenet_lib.init_lenet(kp, cfg, SCHEMES[scheme])
-    x = jax.random.normal(kx, (self.batch,) + tuple(cfg.image))
-    t = losses.random_targets(kt, self.loss, self.batch, cfg.n_out)
-    return HeatmapDraw(np.asarray(self.fn(params, x, t), np.float64), None,
-                       np.asarray(losses.output_hessians(self.loss, lenet_lib.apply_lenet(params, x, pools=cfg.pools), t,
-                                                          self.q)))
+    params, x, t = host_problem(key, self.config, scheme, self.loss, self.batch)
+    s, out_hessians = self.fn(params, x, t, self.q)
+    return HeatmapDraw(np.asarray(s, np.float64), None, np.asarray(out_hessians))
 
   def predict(self, scheme, loss):
     return predict_lenet(self.config, weight_sq(self.config, SCHEMES[scheme]), image_input_stats(self.config), loss,
