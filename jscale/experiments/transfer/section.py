@@ -234,14 +234,15 @@ def _headline(summary: dict) -> Headline:
   pred = [e for e in res if e["predicted_drift_octaves"] is not None]
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
-  role = (" (seeds whose drifts developed the response predictor; `--grid judge_normalised` judges it on new ones)"
+  role = (" (seeds whose drifts developed the response predictor and equal-G's normalisation; `--grid "
+          "judge_normalised` judges both on new ones)"
           if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]
   coord = ", ".join(f"{m} {d['first update']['share_below_0.1']:.0%}" for m, d in cs.items() if "first update" in d)
   after = ", ".join(f"{m} {d['activations after step 1']['share_below_0.1']:.0%}" for m, d in cs.items()
                     if "activations after step 1" in d)
-  return Headline(what=f"widths {widths[0]}-{widths[-1]}, {len(summary['seeds'])} judged seeds, standard / μP / "
+  return Headline(what=f"widths {widths[0]}-{widths[-1]}, {len(summary['seeds'])} seeds, standard / μP / "
                        "equal-G, SGD and Adam, MLP and LeNet on digits",
                   measured=f"drift of the optimal lr {widths[0]}->{widths[-1]} (octaves, 95% seed-bootstrap "
                            "interval): " + "; ".join(cells)
