@@ -5,6 +5,7 @@ import os
 
 import nbformat
 import numpy as np
+import pytest
 from nbclient import NotebookClient
 
 from jscale import sweeps
@@ -26,6 +27,7 @@ def _printed_table(outputs: str) -> tuple[list[str], list[list[str]]]:
   return head, rows
 
 
+@pytest.mark.slow  # 19-20 s: trains the real quick grid for 200 epochs; the default suite was over 5 minutes
 def test_colab_notebook_runs_on_cpu_quick_grid(tmp_path, monkeypatch):
   monkeypatch.setenv("JSCALE_NOTEBOOK_GRID", "quick")
   monkeypatch.setenv("JSCALE_NOTEBOOK_OUT", str(tmp_path / "run"))

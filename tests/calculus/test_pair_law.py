@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jscale import calculus, mlp
 from jscale.calculus import pair_law
@@ -34,6 +35,7 @@ def test_pair_bins_match_a_loop():
   assert abs(sum(w for w, _, _ in bins) - 1) < 1e-12
 
 
+@pytest.mark.slow  # 10 s; the default suite was over 5 minutes
 def test_pair_law_predicts_the_minibatch_G_of_clustered_data():
   x, y = _clustered(jax.random.key(3))
   sizes = (16, 128, 128, 4)

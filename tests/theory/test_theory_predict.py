@@ -100,6 +100,7 @@ class PredictTest(chex.TestCase):
     rb = np.concatenate([m["corrected_bias"] / m["exact_bias"] for m in ms])
     self.assertBetween(float(np.median(rb)), 0.7, 1.4)
 
+  @pytest.mark.slow  # 7 s; the default suite was over 5 minutes
   def test_pair_cosine_median_ratio(self):
     """Averaging the cross term over the pair cosine's spread (quadratic loss, widths 16-48, batch 64):
     median predicted / exact over the 32 blocks within [0.94, 1.06]. Measured 0.996 with it, 0.930 without;
