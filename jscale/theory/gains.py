@@ -131,6 +131,22 @@ def lenet_loss_sample(config: lenet_lib.LeNetConfig, weight_sq: Sequence[float],
   return tuple(np.asarray(a, np.float64) for a in out)
 
 
+def _swapped_partners(p, mats, wts, shifts: int, chunk: int):
+  """(sum_j w_j tr((H_b M_j)^2), sum_j w_j) per draw r and example b, over the examples j of draws r + 1 ..
+  r + `shifts` (cyclically): the direction-swapped side Y of both couplings (`mats` already normalised by each
+  example's own gains), in chunks of `chunk` draws to bound the (chunk, E, E') trace table."""
+  rr, e = p.shape[:2]
+  y, w = np.zeros((rr, e)), np.zeros((rr, e))
+  for s in range(1, shifts + 1):
+    ms, ws = np.roll(mats, -s, axis=0), np.roll(wts, -s, axis=0)
+    for lo in range(0, rr, chunk):
+      c = slice(lo, lo + chunk)
+      tr = _h_trace(p[c][:, :, None], p[c][:, :, None], ms[c][:, None])  # (c, E, E')
+      y[c] += np.einsum("ref,rf->re", tr, ws[c])
+      w[c] += ws[c].sum(1)[:, None]
+  return y, w
+
+
 def _h_trace(pa, pb, c):
   """tr(H_a C H_b C^T) with H = diag(p) - p p^T (cross-entropy's output Hessian), batched over leading axes:
   p_a^T (C o C) p_b - p_a^T (C p_b)^2 - p_b^T (C^T p_a)^2 + (p_a^T C p_b)^2 (O^2 per pair instead of O^3)."""
@@ -206,14 +222,7 @@ def mlp_direction_coupling(weights: Sequence, x, probs, n_out: int, shifts: int 
       g = np.einsum("ree->re", gram[l])
       qt = q / np.where(kb > 0, kb, 1.0)[..., None, None]  # a dead draw (k = 0) has q = 0: X = Y = 0
       x1 = _h_trace(p, p, q)
-      y1, w1 = np.zeros((rr, e)), np.zeros((rr, e))
-      for s in range(1, shifts + 1):
-        qs, ws = np.roll(qt, -s, axis=0), np.roll(kb * kb, -s, axis=0)
-        for lo in range(0, rr, chunk):
-          c = slice(lo, lo + chunk)
-          tr = _h_trace(p[c][:, :, None], p[c][:, :, None], qs[c][:, None])  # (c, E, E')
-          y1[c] += np.einsum("ref,rf->re", tr, ws[c])
-          w1[c] += ws[c].sum(1)[:, None]
+      y1, w1 = _swapped_partners(p, qt, kb * kb, shifts, chunk)
       y1 *= kb * kb / np.maximum(w1, 1e-300)
       out[4, l] = _ratio(x1.sum(1), y1.sum(1))[0]
       x1, y1 = g * g * x1, g * g * y1
@@ -290,15 +299,7 @@ def lenet_direction_coupling(probs, g, k, m, c, dots, shifts: int = 4, neighbour
     ml = np.asarray(m[:, :, l], np.float64)
     mt = ml / np.where(gk > 0, gk, 1.0)[..., None, None]  # a dead example (M = 0): X = Y = 0
     x1 = _h_trace(p, p, ml)
-    y1, w1 = np.zeros((rr, e)), np.zeros((rr, e))
-    kw = k[..., l] ** 2
-    for s in range(1, shifts + 1):
-      ms, ws = np.roll(mt, -s, axis=0), np.roll(kw, -s, axis=0)
-      for lo in range(0, rr, chunk):
-        cs = slice(lo, lo + chunk)
-        tr = _h_trace(p[cs][:, :, None], p[cs][:, :, None], ms[cs][:, None])  # (c, E, E')
-        y1[cs] += np.einsum("ref,rf->re", tr, ws[cs])
-        w1[cs] += ws[cs].sum(1)[:, None]
+    y1, w1 = _swapped_partners(p, mt, k[..., l] ** 2, shifts, chunk)
     y1 *= gk * gk / np.maximum(w1, 1e-300)
     out[0, l], out[2, l] = _ratio(x1.sum(1), y1.sum(1))
     # Two examples, partners matched in the pair's cosine at this layer.
