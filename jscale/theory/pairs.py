@@ -116,6 +116,21 @@ def _normals(size, key):
   return losses.flat_normals(key, size, FLOAT32)
 
 
+FLAT_MIN = 1024  # the smallest flat draw a host-side problem cuts from: Figure 2's small arrays share one program
+
+
+def flat_size(n: int) -> int:
+  """The power-of-two flat draw size (at least `FLAT_MIN`) that `n` numbers are cut from, so that many shapes
+  share one compiled draw (the hessian families' `host_problem`s)."""
+  return max(FLAT_MIN, 1 << (int(n) - 1).bit_length())
+
+
+def host_cut(flat, shape) -> np.ndarray:
+  """The first prod(`shape`) numbers of a flat draw, on the host, in `shape` (threefry is counter-based: the
+  same numbers as drawing `shape` directly)."""
+  return np.asarray(flat)[:math.prod(shape)].reshape(shape)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def flat_uniforms(size, key):
   """`size` U[0, 1) float32 draws, flat (one program per size, like `losses.flat_normals`)."""

@@ -28,7 +28,6 @@ from jscale import checks, initializers
 from jscale.experiments.hessian.family import Family, HeatmapDraw, HeatmapProblem, Measurement, Predicted
 from jscale.initializers import SCHEMES
 from jscale.models import lenet as lenet_lib
-from jscale.experiments.hessian import mlp_family
 from jscale.experiments.hessian.mlp_family import LOSS_ROUND
 from jscale.theory import conv_pairs, full_order, gains, inputs, lenet_slots, losses, pairs, predict
 from jscale.theory import hessian as hess
@@ -178,13 +177,13 @@ def host_problem(key, config: lenet_lib.LeNetConfig, scheme: str, loss: str, bat
   if loss == "quadratic":
     t = _flat_cut(losses.flat_normals, kt, (batch, config.n_out))
   else:
-    labels = mlp_family._host_cut(pairs.flat_labels(mlp_family._flat_size(batch), kt, config.n_out), (batch,))
+    labels = pairs.host_cut(pairs.flat_labels(pairs.flat_size(batch), kt, config.n_out), (batch,))
     t = np.eye(config.n_out, dtype=np.float32)[labels]
   return params, x, t
 
 
 def _flat_cut(draw, key, shape) -> np.ndarray:
-  return mlp_family._host_cut(draw(key, mlp_family._flat_size(math.prod(shape)), pairs.FLOAT32), shape)
+  return pairs.host_cut(draw(key, pairs.flat_size(math.prod(shape)), pairs.FLOAT32), shape)
 
 
 class _Heatmap(HeatmapProblem):

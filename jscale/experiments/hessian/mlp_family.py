@@ -65,18 +65,6 @@ def problem(key, setup: MLPSetup, batch: int, dtype=jnp.float32):
   return params, x, t
 
 
-FLAT_MIN = 1024  # the smallest flat draw `host_problem` cuts from: Figure 2's small arrays share one program
-
-
-def _flat_size(n: int) -> int:
-  return max(FLAT_MIN, 1 << (int(n) - 1).bit_length())
-
-
-def _host_cut(flat, shape) -> np.ndarray:
-  n = math.prod(shape)
-  return np.asarray(flat)[:n].reshape(shape)
-
-
 def host_problem(key, setup: MLPSetup, batch: int):
   """`problem(key, setup, batch)` in float32, the same numbers bit for bit, drawn as a few flat draws of
   power-of-two sizes (`losses.flat_normals`, `pairs.flat_uniforms`, `pairs.flat_labels`; threefry is counter-based:
@@ -91,17 +79,17 @@ def host_problem(key, setup: MLPSetup, batch: int):
   keys = jax.random.split(kp, 2 * (len(widths) - 1))
   params = []
   for l, shape in enumerate(zip(widths[:-1], widths[1:])):
-    z = _host_cut(losses.flat_normals(keys[2 * l], _flat_size(math.prod(shape)), pairs.FLOAT32), shape)
+    z = pairs.host_cut(losses.flat_normals(keys[2 * l], pairs.flat_size(math.prod(shape)), pairs.FLOAT32), shape)
     params.append(mlp.Dense(init.normal_std(shape) * z, np.zeros(shape[1], np.float32)))
   shape = (batch, widths[0])
-  flat = (losses.flat_normals(kx, _flat_size(math.prod(shape)), pairs.FLOAT32) if setup.input_kind == "normal"
-          else pairs.flat_uniforms(_flat_size(math.prod(shape)), kx))
-  x = _host_cut(flat, shape)
+  flat = (losses.flat_normals(kx, pairs.flat_size(math.prod(shape)), pairs.FLOAT32) if setup.input_kind == "normal"
+          else pairs.flat_uniforms(pairs.flat_size(math.prod(shape)), kx))
+  x = pairs.host_cut(flat, shape)
   n_l = widths[-1]
   if setup.loss == "quadratic":
-    t = _host_cut(losses.flat_normals(kt, _flat_size(batch * n_l), pairs.FLOAT32), (batch, n_l))
+    t = pairs.host_cut(losses.flat_normals(kt, pairs.flat_size(batch * n_l), pairs.FLOAT32), (batch, n_l))
   else:
-    t = np.eye(n_l, dtype=np.float32)[_host_cut(pairs.flat_labels(_flat_size(batch), kt, n_l), (batch,))]
+    t = np.eye(n_l, dtype=np.float32)[pairs.host_cut(pairs.flat_labels(pairs.flat_size(batch), kt, n_l), (batch,))]
   return tuple(params), x, t
 
 
