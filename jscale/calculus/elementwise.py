@@ -120,14 +120,23 @@ def activation_rule(pred, block) -> str | None:
   # two examples at two positions: the pair map at their correlation rc (the product form where not tracked)
   rc_in = cross_position(s)
   mc = am.maps(phi, s.sq, rc_in) if s.rc is not None else None
+  fwd_sq, bwd_sq = m.fwd_sq, m.bwd_sq
+  mean = pred.mean.get(base)
+  if mean is not None and np.all(np.isfinite(mean)):
+    # the draw's own per-entry offsets (draw_mean.py): E[phi^2] and E[phi'^2] averaged over the entries, each
+    # at its own mean; the correlations keep the expectation's ratios
+    om = am.offset_moments(phi, mean, s.sq)
+    if np.isfinite(om.fwd_sq) and np.isfinite(om.bwd_sq) and om.fwd_sq > 0:
+      fwd_sq, bwd_sq = om.fwd_sq, om.bwd_sq
+      pred.drawn.add(out)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
-  pred.fwd[out] = Forward(m.fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
+  pred.fwd[out] = Forward(fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
                           mc.fwd_corr if mc else None)
   rb = m.bwd_corr
   rpb = mp.bwd_corr if mp else None
 
   def back(g):
-    g2 = g.scaled(m.bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+    g2 = g.scaled(bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
     if mc is not None and not g2.why and cross_position(g) is not None:
       g2 = g2._replace(rc=cross_position(g) * mc.bwd_corr)
     return g2
