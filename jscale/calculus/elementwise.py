@@ -120,17 +120,19 @@ def activation_rule(pred, block) -> str | None:
   # two examples at two positions: the pair map at their correlation rc (the product form where not tracked)
   rc_in = cross_position(s)
   mc = am.maps(phi, s.sq, rc_in) if s.rc is not None else None
-  fwd_sq, bwd_sq = m.fwd_sq, m.bwd_sq
+  fwd_sq, bwd_sq, r_out = m.fwd_sq, m.bwd_sq, m.fwd_corr
   mean = pred.mean.get(base)
   if mean is not None and np.all(np.isfinite(mean)):
     # the draw's own per-entry offsets (draw_mean.py): E[phi^2] and E[phi'^2] averaged over the entries, each
-    # at its own mean; the correlations keep the expectation's ratios
+    # at its own mean; two independent examples then share exactly the output's mean, E[phi_b phi_b'] =
+    # mean(mu^2), which the next dense layer's conditioning (draw_mean.condition) takes out of its E[y^2]
     om = am.offset_moments(phi, mean, s.sq)
     if np.isfinite(om.fwd_sq) and np.isfinite(om.bwd_sq) and om.fwd_sq > 0:
       fwd_sq, bwd_sq = om.fwd_sq, om.bwd_sq
+      r_out = min(float(np.mean(om.mean * om.mean)) / om.fwd_sq, 1.0)
       pred.drawn.add(out)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
-  pred.fwd[out] = Forward(fwd_sq, m.fwd_corr, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
+  pred.fwd[out] = Forward(fwd_sq, r_out, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
                           mc.fwd_corr if mc else None)
   rb = m.bwd_corr
   rpb = mp.bwd_corr if mp else None
