@@ -87,6 +87,29 @@ def maps(phi: Callable, q: float, rho: float = 0.0, order: int = ORDER) -> Activ
       odd=bool(np.allclose(vm, -v, rtol=1e-5, atol=1e-6 * scale)))
 
 
+class OffsetMoments(NamedTuple):
+  """An activation's moments over one draw's units, each with its own offset (see `offset_moments`)."""
+  mean: np.ndarray      # E[phi(m_i + s z)] per entry
+  fwd_sq: float         # mean over entries of E[phi(m_i + s z)^2]
+  bwd_sq: float         # mean over entries of E[phi'(m_i + s z)^2]
+
+
+def offset_moments(phi: Callable, m: np.ndarray, q: float, order: int = 32) -> OffsetMoments:
+  """The moments when entry i of the input has its own mean m_i over the batch (one draw's per-unit offsets)
+  and a common spread s^2 = q - mean(m^2) around it. For an activation with a mean (GELU, SiLU, ReLU) one
+  draw's offsets m = mu W have a mean over units of s.d. ~E[phi] sqrt(2 / width), and E[phi^2] is linear in
+  it to first order (ReLU: s^2 / 2 + 2 phi(0) s m), so the expectation's E[phi(sqrt(q) z)^2] wanders by
+  ~0.1 in log per layer at width 64 (docs/calculus.md, "The draw's own mean")."""
+  m = np.asarray(m, np.float64)
+  s = math.sqrt(max(q - float(np.mean(m * m)), 0.0))
+  z, w = hermite(order)
+  pts = m.reshape(-1, 1) + s * z.reshape(1, -1)
+  v, d = value_and_slope(phi, pts.reshape(-1))
+  v, d = v.reshape(pts.shape), d.reshape(pts.shape)
+  return OffsetMoments(mean=(v @ w).reshape(m.shape), fwd_sq=float(np.mean((v * v) @ w)),
+                       bwd_sq=float(np.mean((d * d) @ w)))
+
+
 # -------------------------------------------------------------------------------------------------
 # Named activations (jax.nn's forms, so that `identify` recognises what a Flax model traces).
 

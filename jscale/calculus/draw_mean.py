@@ -93,15 +93,20 @@ def activation_mean(phi, m: np.ndarray, sq: float) -> np.ndarray:
   return (vals @ (w / w.sum())).reshape(m.shape)
 
 
-def condition(sig, m: np.ndarray, n_feat: int):
+def condition(sig, m: np.ndarray, n_feat: int, drawn: bool = True):
   """`sig` (a dense layer's output) with its shared part taken from the draw's mean m (per-example shape; the
-  last n_feat entries of each position are features)."""
+  last n_feat entries of each position are features). Without token positions only where `drawn`: the value
+  is downstream of an activation whose moments were taken at the draw's offsets (elementwise.py); a
+  network of ReLUs and linear layers keeps the expectation (the MLP calculus that inspect is tested against,
+  and every stored ReLU prediction)."""
   if sig.why or sig.sq is None or not sig.sq > 0 or m is None or not np.all(np.isfinite(m)):
     return sig
   if sig.rp is None:
-    # networks without token positions keep the expectation (their stored predictions, and the MLP calculus
-    # that inspect is tested against); not yet judged there
-    return sig
+    if not drawn:
+      return sig
+    f_r = float(np.mean(m * m))
+    sq = sig.sq + f_r - sig.sq * sig.r
+    return sig._replace(sq=sq, r=f_r / sq) if sq > 0 else sig
   M = m.reshape(-1, n_feat)
   T = M.shape[0]
   f_r = float(np.mean(M * M))

@@ -91,6 +91,9 @@ class Propagation:
     self.leaf_vals = leaf_vals
     self.mean = {} if x_mean is None or leaf_vals is None else {graph.x_id: np.asarray(x_mean, np.float64)}
     self.pvals = {} if leaf_vals is None else {i: v for i, v in zip(graph.leaf_ids, leaf_vals)}
+    # values downstream of an activation whose moments were taken at the draw's offsets (elementwise.py):
+    # without token positions, only these are conditioned on the draw's mean (draw_mean.condition)
+    self.drawn = set()
     self.fwd = {graph.x_id: x_sig}
     self.bwd = {}
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
@@ -217,10 +220,13 @@ class Propagation:
     if o not in self.mean:
       return
     acts = [a for a in e.ins if not isinstance(a, Lit) and self.tag(a).kind == "act"]
+    drawn = any(a in self.drawn for a in acts)
+    if drawn:
+      self.drawn.update(e.outs)
     if e.name in ("add", "sub", "add_any") and len(acts) == 2:
       # a sum of two activations: the rules drop the cross term, which over weight draws is zero; one draw's
       # two means are fixed vectors with a dot product of their own (2 m_a m_b, in E[y^2] and in r)
-      self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], self.shape(o)[-1])
+      self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], self.shape(o)[-1], drawn)
       return
     last = self.ops[-1] if self.ops else None
     if last is None or last.out_id != o or last.kind not in ("dense", "bias"):
@@ -228,12 +234,14 @@ class Propagation:
     # a dense layer's features are its fan-out; a bias adds per feature (or per position and feature: a
     # position embedding)
     n_feat = last.fan_out if last.kind == "dense" or last.fan_out < self.per_example(o) else self.shape(o)[-1]
-    self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], n_feat)
+    self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], n_feat, drawn)
 
   def _block_mean(self, b):
     m = draw_mean.block_mean(self, b)
     if m is not None:
       self.mean[b.info["out"]] = m
+      if any(a in self.drawn for a in b.inputs):
+        self.drawn.add(b.info["out"])
 
   def structure_only(self, e, ins, why):
     """Downstream of an unknown value: record what the op is (kind, fans, taps) with no moments."""

@@ -241,6 +241,8 @@ def _linen_cases():
     return (jnp.abs(x) * 3).astype(jnp.int32) % 10
 
   causal = lambda x: dict(mask=nn.make_causal_mask(x[..., 0]))  # noqa: E731
+  # a padding mask computed from the input (tokens whose first feature is negative are padding)
+  padding = lambda x: dict(mask=nn.make_attention_mask(x[..., 0] > 0, x[..., 0] > 0))  # noqa: E731
   return {
       "Dense": (nn.Dense(4), vec, None, None), "Conv": (nn.Conv(4, (3, 3)), img, None, None),
       "ConvTranspose": (nn.ConvTranspose(4, (3, 3), strides=(2, 2)), img, None, None),
@@ -248,6 +250,7 @@ def _linen_cases():
       "RMSNorm": (nn.RMSNorm(), seq, None, None), "GroupNorm": (nn.GroupNorm(num_groups=2), img, None, None),
       "MHA": (nn.MultiHeadDotProductAttention(num_heads=2), seq, None, None),
       "MHA causal": (nn.MultiHeadDotProductAttention(num_heads=2), seq, None, causal),
+      "MHA padding": (nn.MultiHeadDotProductAttention(num_heads=2), seq, None, padding),
       "Dropout": (Drop(), vec, None, None), "scan": (Scanned(), vec, None, None),
       "remat": (Remat(), vec, None, None),
       "avg_pool": (nn.Conv(4, (1, 1)), img, None, "avg"), "max_pool": (nn.Conv(4, (1, 1)), img, None, "max"),
@@ -281,9 +284,47 @@ class NeverCrashesTest(chex.TestCase):
       res = calculus.inspect(f, v, x)
       self._check(name, res)
       # the layers with no rule say which layer it is (#21, point 5)
-      said = {"Embed": "embedding lookup", "GroupNorm": "GroupNorm", "scan": "scan"}.get(name)
+      said = {"Embed": "embedding lookup", "GroupNorm": "GroupNorm", "scan": "scan",
+              "MHA padding": "mask computed"}.get(name)
       if said:
         self.assertTrue(all(said in (r.reason or "") for r in res.layers), (name, [r.reason for r in res.layers]))
+
+  @pytest.mark.slow
+  def test_nnx_layer_table(self):
+    # nnx's layers one by one after a Linear (BatchNorm in training mode is refused before any compute,
+    # test_inspect_battery); layers with no rule say which layer it is
+    from flax import nnx
+    r = nnx.Rngs(0)
+    k = jax.random.PRNGKey(3)
+    seq, img, vec = (jax.random.normal(k, s) for s in ((8, 6, 16), (8, 8, 8, 4), (8, 16)))
+    cases = {
+        "Linear": (nnx.Linear(16, 4, rngs=r), vec), "Conv": (nnx.Conv(4, 4, (3, 3), rngs=r), img),
+        "ConvTranspose": (nnx.ConvTranspose(4, 4, (3, 3), strides=(2, 2), rngs=r), img),
+        "LayerNorm": (nnx.LayerNorm(16, rngs=r), seq), "RMSNorm": (nnx.RMSNorm(16, rngs=r), seq),
+        "GroupNorm": (nnx.GroupNorm(4, num_groups=2, rngs=r), img),
+        "Dropout": (nnx.Dropout(0.5, rngs=r), vec),
+        "MHA": (nnx.MultiHeadAttention(num_heads=2, in_features=16, decode=False, rngs=r), seq),
+        "avg_pool": (lambda h: nnx.avg_pool(h, (2, 2), (2, 2)), img),
+        "max_pool": (lambda h: nnx.max_pool(h, (2, 2), (2, 2)), img),
+        "Embed": (nnx.Embed(10, 16, rngs=r), vec),
+    }
+
+    class Net(nnx.Module):
+      def __init__(self, layer, width, embed):
+        self.first = nnx.Linear(width, width, rngs=r)
+        self.layer, self.embed = layer, embed
+
+      def __call__(self, x):
+        if self.embed:   # token ids computed from the input, then the lookup
+          return self.layer((jnp.abs(self.first(x)) * 3).astype(jnp.int32) % 10)
+        return self.layer(self.first(x))
+
+    for name, (layer, x) in cases.items():
+      res = calculus.inspect(Net(layer, x.shape[-1], name == "Embed"), None, x)
+      self._check(name, res)
+      said = {"Embed": "embedding lookup", "GroupNorm": "GroupNorm", "max_pool": "max"}.get(name)
+      if said:
+        self.assertTrue(any(said in (r_.reason or "") for r_ in res.layers), (name, [r_.reason for r_ in res.layers]))
 
   @pytest.mark.slow
   def test_nnx_modules(self):
