@@ -24,6 +24,9 @@ For each network, precision and C, in one process on the same machine:
   (b) loop:   jit(train) called once per configuration, C calls (compiled once, compile time excluded);
   (b') naive: jit(vmap(train)) of all C configurations on one device;
   (c) peak:   a 2048 x 2048 float32 matmul at the precision in use, best of several.
+On a CPU also this process's CPU seconds for the grid (cpu_engine_s, cpu_loop_s) and loop_ratio_ceiling =
+devices * t_loop / cpu_engine_s, the speedup over the loop an engine doing the same CPU work perfectly spread over
+its devices would reach (the loop runs the same `train`, with XLA's threads inside one configuration).
 Reported: speedup_vs_loop = t_loop / t_engine, speedup_vs_naive_vmap, useful_gflops = C * model FLOPs /
 t_engine (FLOPs counted analytically by `jscale.sweeps.cost.flops_per_config`: the matmuls of forward, backward
 and the test pass), and fraction_of_peak = useful_gflops / matmul_peak_gflops. Each timing is the minimum
@@ -182,16 +185,17 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
     if time_naive:
       jax.block_until_ready(naive(keys1, hp1, data))  # compile
     n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
-    t_engine = t_loop = t_naive = float("inf")
+    t_engine = t_loop = t_naive = cpu_engine = cpu_loop = float("inf")
     for _ in range(args.repeats):  # interleaved, min of each: robust to bursts of load
-      t = time.perf_counter()
+      t, c = time.perf_counter(), time.process_time()
       jax.block_until_ready(engine(*sharded, stacked))
-      t_engine = min(t_engine, time.perf_counter() - t)
-      t = time.perf_counter()
+      t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, time.process_time() - c)
+      t, c = time.perf_counter(), time.process_time()
       for k, h in singles[:n_loop]:
         out = loop_fn(k, h, data)
       jax.block_until_ready(out)
       t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
+      cpu_loop = min(cpu_loop, (time.process_time() - c) * C / n_loop)
       if time_naive:
         t = time.perf_counter()
         jax.block_until_ready(naive(keys1, hp1, data))
@@ -204,6 +208,12 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
                  "speedup_vs_naive_vmap": round(t_naive / t_engine, 3) if time_naive else None,
                  "useful_gflops": round(useful, 2), "loop_gflops": round(C * flops / t_loop / 1e9, 2),
                  "matmul_peak_gflops": round(peak, 2), "fraction_of_peak": round(useful / peak, 3),
+                 # This process's CPU seconds (all its threads) for the grid, engine and loop: the loop runs the same
+                 # `train`, so the engine can beat it only by keeping the cores busier; with the engine's CPU work
+                 # spread perfectly over its devices it would take cpu_engine_s / devices, hence the ceiling.
+                 "cpu_engine_s": round(cpu_engine, 4), "cpu_loop_s": round(cpu_loop, 4),
+                 "loop_ratio_ceiling": round(t_loop * len(devices) / cpu_engine, 3) if devices[0].platform == "cpu"
+                 else None,
                  "loadavg_1m": round(os.getloadavg()[0], 2)})   # other work on the machine beside this figure
     if not args.json:   # fraction_of_peak against the peak so far (the final JSON uses the best of the run)
       print(format_row(rows[-1]), flush=True)
