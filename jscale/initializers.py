@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscale import checks, concat_normals
+from jscale import checks, kernel_normals
 from jscale.keys import check_key
 
 Shape = Sequence[int]
@@ -323,16 +323,17 @@ def draw_scaled_normals(keys: Sequence[jax.Array], shapes: Sequence[Shape], stds
   cut to a kernel's size, is the same numbers as that kernel's shape drawn directly (threefry is
   counter-based: tested), so every kernel is cut from one vmapped flat draw of the largest size; the numbers
   are those of drawing each kernel on its own. `dtype`: one for every kernel, or one per kernel. float32
-  kernels with Threefry keys (the usual case) are hashed end to end by `jscale.concat_normals` (one program,
-  exactly the kernels' entries: the flat draw hashed max(sizes) per kernel, 2.7x the 784-300-100-10 net's).
+  kernels with Threefry keys (the usual case) are hashed kernel by kernel by `jscale.kernel_normals` (an
+  unrolled Threefry, exactly the kernels' entries: the flat draw hashed max(sizes) per kernel, 2.7x the
+  784-300-100-10 net's).
   Otherwise: when the kernels' dtypes differ, or the flat draw would hold more than 4x the kernels' entries
   (very unequal kernels), each kernel is drawn on its own."""
   shapes = [tuple(s) for s in shapes]
   sizes = [math.prod(s) for s in shapes]
   dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
-  if len(shapes) > 1 and concat_normals.usable(keys, dtypes):
-    # The same numbers, hashed once over exactly the kernels' entries (no padding to the largest kernel).
-    normals = concat_normals.concat_normals(keys, shapes)
+  if len(shapes) > 1 and kernel_normals.usable(keys, dtypes):
+    # The same numbers, hashed over exactly the kernels' entries (no padding to the largest kernel).
+    normals = kernel_normals.kernel_normals(keys, shapes)
   elif len(shapes) > 1 and len(set(dtypes)) == 1 and len(shapes) * max(sizes) <= 4 * sum(sizes):
     flat = jax.vmap(lambda k: jax.random.normal(k, (max(sizes),), dtypes[0]))(jnp.stack(list(keys)))
     normals = [flat[l, :n].reshape(s) for l, (n, s) in enumerate(zip(sizes, shapes))]

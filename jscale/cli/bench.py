@@ -24,6 +24,12 @@ For each network, precision and C, in one process on the same machine:
   (b) loop:   jit(train) called once per configuration, C calls (compiled once, compile time excluded);
   (b') naive: jit(vmap(train)) of all C configurations on one device;
   (c) peak:   a 2048 x 2048 float32 matmul at the precision in use, best of several.
+Also this process's CPU seconds for the grid (cpu_engine_s, cpu_loop_s), cpu_fraction_of_peak (the engine's
+FLOPs per CPU second over the peak probe's: fraction_of_peak as it would read with every core the engine's, the
+figure to read on a shared machine) and, on a CPU, loop_ratio_ceiling = devices * cpu_loop_s / cpu_engine_s: the
+speedup over a loop that keeps one core busy that the engine's CPU work would give spread perfectly over its
+devices (the loop runs the same `train`; its XLA threads keep more than one core busy at times, so this bounds
+speedup_vs_loop from above).
 Reported: speedup_vs_loop = t_loop / t_engine, speedup_vs_naive_vmap, useful_gflops = C * model FLOPs /
 t_engine (FLOPs counted analytically by `jscale.sweeps.cost.flops_per_config`: the matmuls of forward, backward
 and the test pass), and fraction_of_peak = useful_gflops / matmul_peak_gflops. Each timing is the minimum
@@ -136,20 +142,23 @@ def _hparams(spec, C, *, init_scale, lr, input_scale=1.0):
                    init_index=np.zeros(C, np.int32))
 
 
-def peak_gflops(n: int = 2048, reps: int = 12) -> float:
-  """Best-of-`reps` n x n float32 matmul, at the matmul precision in force when called."""
+def peak_gflops(n: int = 2048, reps: int = 12, cpu_time: bool = False):
+  """Best-of-`reps` n x n float32 matmul, at the matmul precision in force when called; with `cpu_time`, also
+  GFLOP per second of this process's CPU time (its best repetition: the machine's matmul rate per busy core-second,
+  which other processes on the machine disturb far less than the wall-clock rate)."""
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   mm = jax.jit(lambda x, y: x @ y)
   mm(a, b).block_until_ready()
-  best = float("inf")
+  best = best_cpu = float("inf")
   for _ in range(reps):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     mm(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best / 1e9
+    best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+  flop = 2 * n ** 3 / 1e9
+  return (flop / best, flop / best_cpu) if cpu_time else flop / best
 
 
 def bench_network(name, args, devices, group_size, peak, precision, progress=lambda C: None):
@@ -182,16 +191,17 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
     if time_naive:
       jax.block_until_ready(naive(keys1, hp1, data))  # compile
     n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
-    t_engine = t_loop = t_naive = float("inf")
+    t_engine = t_loop = t_naive = cpu_engine = cpu_loop = float("inf")
     for _ in range(args.repeats):  # interleaved, min of each: robust to bursts of load
-      t = time.perf_counter()
+      t, c = time.perf_counter(), time.process_time()
       jax.block_until_ready(engine(*sharded, stacked))
-      t_engine = min(t_engine, time.perf_counter() - t)
-      t = time.perf_counter()
+      t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, time.process_time() - c)
+      t, c = time.perf_counter(), time.process_time()
       for k, h in singles[:n_loop]:
         out = loop_fn(k, h, data)
       jax.block_until_ready(out)
       t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
+      cpu_loop = min(cpu_loop, (time.process_time() - c) * C / n_loop)
       if time_naive:
         t = time.perf_counter()
         jax.block_until_ready(naive(keys1, hp1, data))
@@ -204,6 +214,14 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
                  "speedup_vs_naive_vmap": round(t_naive / t_engine, 3) if time_naive else None,
                  "useful_gflops": round(useful, 2), "loop_gflops": round(C * flops / t_loop / 1e9, 2),
                  "matmul_peak_gflops": round(peak, 2), "fraction_of_peak": round(useful / peak, 3),
+                 # This process's CPU seconds (all its threads) for the grid, engine and loop: the loop runs the same
+                 # `train`, so the engine can beat it only by doing less CPU work or keeping more cores busy. Its
+                 # CPU work spread perfectly over its devices, against a loop that keeps one core busy, gives the
+                 # ceiling (an upper bound: the loop's XLA threads keep more than one core busy at times).
+                 "cpu_engine_s": round(cpu_engine, 4), "cpu_loop_s": round(cpu_loop, 4),
+                 "useful_gflops_per_cpu_second": round(C * flops / cpu_engine / 1e9, 2),
+                 "loop_ratio_ceiling": round(len(devices) * cpu_loop / cpu_engine, 3) if devices[0].platform == "cpu"
+                 else None,
                  "loadavg_1m": round(os.getloadavg()[0], 2)})   # other work on the machine beside this figure
     if not args.json:   # fraction_of_peak against the peak so far (the final JSON uses the best of the run)
       print(format_row(rows[-1]), flush=True)
@@ -254,25 +272,31 @@ def main(argv=None):
     print(f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform}), group size {group_size}; "
           "times are seconds per whole grid")
     print(format_header(), flush=True)
-  peaks, networks, results = {}, {}, []
+  peaks, cpu_peaks, networks, results = {}, {}, {}, []
   for prec in precisions:
     precision_lib.set_precision(prec)
     # The peak is measured before and after each network and the best kept: on a shared machine one
     # measurement can land in a burst of other load and understate it (overstating fraction_of_peak).
-    peaks[prec] = peak_gflops()
+    peaks[prec], cpu_peaks[prec] = peak_gflops(cpu_time=True)
     for name in args.networks:
       info, rows = bench_network(name, args, devices, group_size, peaks[prec], prec, progress(prec, name))
-      peaks[prec] = max(peaks[prec], peak_gflops())
+      wall, cpu = peak_gflops(cpu_time=True)
+      peaks[prec], cpu_peaks[prec] = max(peaks[prec], wall), max(cpu_peaks[prec], cpu)
       networks[name] = info
       results.extend(rows)
   for r in results:
     r["matmul_peak_gflops"] = round(peaks[r["precision"]], 2)
     r["fraction_of_peak"] = round(r["useful_gflops"] / peaks[r["precision"]], 3)
+    # The same fraction in CPU time: the engine's FLOPs per second of its process's CPU time against the peak
+    # probe's. Equal to fraction_of_peak when the engine keeps every core busy; under other load it is the
+    # figure that still means something (the wall-clock one then measures the share of the cores it got).
+    r["cpu_fraction_of_peak"] = round(r["useful_gflops_per_cpu_second"] / cpu_peaks[r["precision"]], 3)
   out = {"device": str(devices[0].device_kind), "platform": devices[0].platform, "n_devices": len(devices),
          "group_size": group_size, "jax_version": jax.__version__, "cpu_count": os.cpu_count(),
          "loadavg_1m": round(os.getloadavg()[0], 2), "precisions": list(precisions),
          "metric_every": args.metric_every, "seconds": round(time.perf_counter() - t_start, 1),
-         "matmul_peak_gflops": {p: round(v, 2) for p, v in peaks.items()}, "networks": networks,
+         "matmul_peak_gflops": {p: round(v, 2) for p, v in peaks.items()},
+         "matmul_peak_gflops_per_cpu_second": {p: round(v, 2) for p, v in cpu_peaks.items()}, "networks": networks,
          "results": results}
   if args.json:
     print(json.dumps(out, indent=1))

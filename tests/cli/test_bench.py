@@ -41,6 +41,13 @@ def test_both_networks_table_and_json(capsys):
       assert r["precision"] == "highest" and r["t_engine_s"] > 0 and r["speedup_vs_loop"] > 0
       # fraction_of_peak is rounded to 3 decimals (abs error <= 5e-4) and useful_gflops / peak to 2 decimals each
       assert r["fraction_of_peak"] == pytest.approx(r["useful_gflops"] / r["matmul_peak_gflops"], rel=0.02, abs=5e-4)
+      assert r["cpu_engine_s"] > 0 and r["cpu_loop_s"] > 0
+      assert r["loop_ratio_ceiling"] == pytest.approx(r["cpu_loop_s"] * res["n_devices"] / r["cpu_engine_s"], rel=0.01)
+      cpu_peak = res["matmul_peak_gflops_per_cpu_second"]["highest"]
+      assert r["cpu_fraction_of_peak"] == pytest.approx(r["useful_gflops_per_cpu_second"] / cpu_peak, rel=0.02, abs=5e-4)
+      # the same FLOPs over the engine's CPU seconds and over its wall seconds
+      assert r["useful_gflops_per_cpu_second"] * r["cpu_engine_s"] == pytest.approx(
+          r["useful_gflops"] * r["t_engine_s"], rel=0.02)
 
 
 @pytest.mark.parametrize("flags,says", [(["--network", "resnet"], "--network must name"),

@@ -1,4 +1,4 @@
-"""jscale.concat_normals: several kernels' normals in one pass, bitwise jax.random.normal's (an independent
+"""jscale.kernel_normals: several kernels' normals from an unrolled Threefry, bitwise jax.random.normal's (an independent
 reference: JAX's own threefry primitive and its normal transform)."""
 import chex
 import jax
@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import parameterized
 
-from jscale import concat_normals as C
+from jscale import kernel_normals as C
 
 SHAPE_SETS = {"mlp784": [(784, 300), (300, 100), (100, 10)], "moons": [(2, 64), (64, 64), (64, 2)],
               "one": [(5, 7)], "vectors_and_3d": [(3,), (4, 5, 6), (1, 1)]}
 
 
-class ConcatNormalsTest(chex.TestCase):
+class KernelNormalsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*SHAPE_SETS.items())
@@ -21,7 +21,7 @@ class ConcatNormalsTest(chex.TestCase):
                       lambda: jax.random.split(jax.random.PRNGKey(11), len(shapes))):  # raw uint32 pairs
       keys = list(make_keys())
       self.assertTrue(C.usable(keys, [jnp.float32] * len(keys)))
-      got = self.variant(lambda ks: C.concat_normals(ks, shapes))(keys)
+      got = self.variant(lambda ks: C.kernel_normals(ks, shapes))(keys)
       for g, k, s in zip(got, keys, shapes):
         chex.assert_shape(g, s)
         np.testing.assert_array_equal(np.asarray(g), np.asarray(jax.random.normal(k, s, jnp.float32)))
@@ -30,7 +30,7 @@ class ConcatNormalsTest(chex.TestCase):
     """A sweep draws inside vmap / lax.map over configurations: each configuration's numbers are its own."""
     shapes = SHAPE_SETS["moons"]
     keys = jax.random.split(jax.random.key(3), (4, len(shapes)))
-    got = jax.jit(jax.vmap(lambda ks: C.concat_normals(list(ks), shapes)))(keys)
+    got = jax.jit(jax.vmap(lambda ks: C.kernel_normals(list(ks), shapes)))(keys)
     for c in range(4):
       for l, s in enumerate(shapes):
         np.testing.assert_array_equal(np.asarray(got[l][c]), np.asarray(jax.random.normal(keys[c, l], s)))
