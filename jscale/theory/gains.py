@@ -178,7 +178,7 @@ class Coupling(NamedTuple):
 
 # The couplings' guard (`guarded`). MIN_COUPLING_DRAWS: the log-SE of a ratio of sums over draws (`_ratio`, the
 # delta method) is an SE only once the sums are near-normal; under these heavy tails 128 draws gave calibrated SEs
-# on the LeNet's development seeds (|z| of the 128-draw factor against a 1,024-draw one: sd 0.94), and 16 draws
+# on the LeNet's development seeds (z of the 128-draw factor against a 1,024-draw one: sd 0.92), and 16 draws
 # x 4 examples once read a factor of 11. MAX_COUPLING_LOG_SE: a factor known to +-25% (log) or worse has a 95%
 # interval wider than x0.6..x1.6, wider than the goal band and than the spread of the true factors across the
 # development seeds' layers (log sd 0.13): applying it is expected to add more error than the coupling removes.

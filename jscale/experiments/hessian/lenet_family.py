@@ -41,7 +41,7 @@ LOSS_DRAWS = 128  # draws of cross-entropy's loss sample for the full order (for
 # The varied family's loss sample grows by rounds of LOSS_DRAWS (`gains.grown_coupling`) until the direction
 # coupling's every factor has a log-SE of at most COUPLING_TARGET_LOG_SE, or LOSS_MAX_ROUNDS rounds: at 128 draws
 # a few nets read factors of 1.5-2.5 (log-SE 0.3-0.5) whose 1,024-draw value is 0.86-0.92 (docs/calculus.md,
-# "The coupling's sample"). 0.1: twice the exact side's 5% target, set by the main job's budget (+~0.3 s per
+# "The coupling's sample"). 0.1: twice the exact side's 5% target, set by the main job's budget (+~0.25 s per
 # cross-entropy setup on the development seeds); chosen before the held-out seed was drawn.
 COUPLING_TARGET_LOG_SE = 0.1
 LOSS_MAX_ROUNDS = 8
