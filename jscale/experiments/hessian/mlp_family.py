@@ -190,7 +190,7 @@ class _Measurement(Measurement):
       weights, x, _ = pairs.sample_round(self.sampler, key)
       self.loss_gains = gains.mlp_gains(weights, x, self.setup.widths[-1])
       self.loss_dots = gains.mlp_pair_dots(weights, x)
-      self.coupling = gains.mlp_direction_coupling(weights, x, self.probs, self.setup.widths[-1])
+      self.coupling = gains.guarded(gains.mlp_direction_coupling(weights, x, self.probs, self.setup.widths[-1]))
     return self.probs
 
 
