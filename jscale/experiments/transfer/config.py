@@ -20,8 +20,9 @@ full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices
 of minibatch 64 (38 steps); the judged grids' shorter protocol (for the main job's time) was fixed before they
 ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and judged by the
 judge grid: training seeds 20-23 and widths 64, 256 that no grid had run. Equal-G's response normalisation and
-SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged once by the
-judge_normalised grid (seeds 30-33).
+SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged by the
+judge_normalised grid (seeds 30-33) and, since four seeds do not pin a 0.5-octave drift down, by the
+judge_12_seeds grid (seeds 40-51), each run once.
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
