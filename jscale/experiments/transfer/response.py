@@ -25,10 +25,10 @@ def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "ada
   optimizer in `optimizers` (the output's order); biases step at the unit, as in training."""
   base_opts = {"sgd": optax.sgd(1.0), "adam": optax.adam(1.0)}
 
-  def one(base_opt, x, y, p0, init_m, lr_m, unit):
-    def loss_fn(p):
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
+  def loss_fn(p):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
 
+  def one(base_opt, p0, init_m, lr_m, unit):
     p = net.map_kernels(lambda l, w: w * init_m[l], p0)
     mult = net.map_kernels(lambda l, _: unit * lr_m[l], jax.tree.map(lambda _: unit, p))
     tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
@@ -37,18 +37,17 @@ def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "ada
     sq = lambda vs: jnp.stack([jnp.mean(jnp.square(v)) for v in vs])   # noqa: E731
     return sq(list(hidden) + [z]), sq(list(dhidden) + [dz])
 
-  # the inits and the batch are arguments, not constants folded into the program (compiles faster)
   @jax.jit
-  def run(p0s, x, y, init_m, lr_m, unit):
+  def run(init_m, lr_m, unit):
     out = []
     for j, opt in enumerate(optimizers):
       base_opt = base_opts[opt]
-      per_draw = jax.vmap(lambda p0, im, lm, u: one(base_opt, x, y, p0, im, lm, u), in_axes=(0, None, None, None))
+      per_draw = jax.vmap(lambda p0, im, lm, u: one(base_opt, p0, im, lm, u), in_axes=(0, None, None, None))
       out.append(jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], unit[j]))   # (rule, draw, L)
     return out
 
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
-  out = jax.device_get(run(p0s, x, y, jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
+  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
   n = h.shape[2]

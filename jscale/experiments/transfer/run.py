@@ -112,14 +112,14 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws) if p0s is None else p0s
 
-  def one(base_opt, x, y, p0, init_m, lr_m, lr):
-    def loss_fn(p):
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
+  def loss_fn(p):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
 
-    def sizes(p):
-      logits, hidden = net.forward(p, x)
-      return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
+  def sizes(p):
+    logits, hidden = net.forward(p, x)
+    return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
 
+  def one(base_opt, p0, init_m, lr_m, lr):
     p = net.map_kernels(lambda l, w: w * init_m[l], p0)
     mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
     tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
@@ -133,14 +133,12 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=k)
     return rms, jnp.stack([sizes(p), after[0]])
 
-  # the inits and the batch are arguments, not constants folded into the program (XLA:CPU compiled the
-  # closure over them several times slower)
   @jax.jit
-  def run(p0s, x, y, init_m, lr_m, lr):
+  def run(init_m, lr_m, lr):
     """init_m, lr_m: (opt, rule, L); lr: (opt, rule) -> (update RMS, activations), each (opt, rule, ...)."""
     out = []
     for j, base_opt in enumerate((optax.sgd(1.0), optax.adam(1.0))):
-      per_draw = jax.vmap(functools.partial(one, base_opt, x, y), in_axes=(0, None, None, None))
+      per_draw = jax.vmap(functools.partial(one, base_opt), in_axes=(0, None, None, None))
       ms, acts = jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], lr[j])
       # relative SE of the draw means (for the RMS, half that of the mean square)
       rse = lambda v: jnp.std(v, 1, ddof=1) / jnp.sqrt(v.shape[1]) / jnp.mean(v, 1)   # noqa: E731
@@ -149,7 +147,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
 
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
-  u, a, us, as_ = jax.device_get(run(p0s, x, y, jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+  u, a, us, as_ = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
                             jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
                             jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32)))
   upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
