@@ -9,6 +9,9 @@ None for "1". Any pytree works: `jscale.mlp` tuples, Flax linen variables, nnx `
 
   opt = jscale.optim.sgd(0.1, prescription.lr_multipliers)     # optax.sgd, then the multipliers
   opt = jscale.optim.adam(1e-3, prescription.lr_multipliers)   # optax.adam, then the multipliers
+
+`choose(index, transforms)` runs one of several optimizers picked by a traced index (a sweep traces the
+optimizer as it traces the learning rate: SGD and Adam rows in one compiled program).
 """
 from __future__ import annotations
 
@@ -50,6 +53,29 @@ def scale_by_prescription(multipliers: Any) -> optax.GradientTransformation:
     scaled = jax.tree.map(lambda m, u: u if m is None else (u * jnp.asarray(m, u.dtype)), multipliers, updates,
                           is_leaf=_is_none)
     return scaled, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def choose(index, transforms) -> optax.GradientTransformation:
+  """The update of `transforms[index]` (index traced, clipped into range): every candidate keeps its own
+  state and computes its update, and each leaf takes the chosen one by a select, so the chosen candidate's
+  numbers are its own bit for bit (under vmap a `lax.switch` computes every branch too). One compiled
+  program then serves every candidate; the price is the others' arithmetic."""
+  transforms = tuple(transforms)
+  if not transforms:
+    raise ValueError("choose needs at least one optimizer")
+
+  def init_fn(params):
+    return tuple(t.init(params) for t in transforms)
+
+  def update_fn(updates, state, params=None):
+    i = jnp.clip(index, 0, len(transforms) - 1)
+    outs = [t.update(updates, s, params) for t, s in zip(transforms, state)]
+    chosen = outs[-1][0]
+    for k in range(len(transforms) - 2, -1, -1):
+      chosen = jax.tree.map(lambda a, b, k=k: jnp.where(i == k, a, b), outs[k][0], chosen)
+    return chosen, tuple(o[1] for o in outs)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -115,18 +115,30 @@ class StepStats(NamedTuple):
 
 
 def make_optimizer(spec: TrainSpec) -> Callable[..., optax.GradientTransformation]:
-  """`opt(learning_rate, weight_decay)` with both traced, via `optax.inject_hyperparams`."""
-  name, momentum = spec.optimizer, spec.momentum
+  """`opt(learning_rate, weight_decay)` with both traced, via `optax.inject_hyperparams`; for a tuple of
+  candidate optimizers `opt(learning_rate, weight_decay, optimizer_index)`, the index traced too
+  (`jscale.optim.choose`)."""
+  momentum = spec.momentum
 
-  def factory(learning_rate, weight_decay):
-    if name == "adamw":
-      return optax.adamw(learning_rate, weight_decay=weight_decay)
-    base = {"sgd": lambda: optax.sgd(learning_rate),
-            "momentum": lambda: optax.sgd(learning_rate, momentum=momentum),
-            "adam": lambda: optax.adam(learning_rate)}[name]()
-    return optax.chain(optax.add_decayed_weights(weight_decay), base)
+  def factory_of(name):
+    def factory(learning_rate, weight_decay):
+      if name == "adamw":
+        return optax.adamw(learning_rate, weight_decay=weight_decay)
+      base = {"sgd": lambda: optax.sgd(learning_rate),
+              "momentum": lambda: optax.sgd(learning_rate, momentum=momentum),
+              "adam": lambda: optax.adam(learning_rate)}[name]()
+      return optax.chain(optax.add_decayed_weights(weight_decay), base)
+    return optax.inject_hyperparams(factory)
 
-  return optax.inject_hyperparams(factory)
+  if not isinstance(spec.optimizer, tuple):
+    return factory_of(spec.optimizer)
+  factories = [factory_of(name) for name in spec.optimizer]
+
+  def chosen(learning_rate, weight_decay, optimizer_index):
+    return optim.choose(optimizer_index, [f(learning_rate=learning_rate, weight_decay=weight_decay)
+                                          for f in factories])
+
+  return chosen
 
 
 def cross_entropy(logits, y):
@@ -210,7 +222,12 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
       logits0, _ = forward(params, hp, 1.0, x0)
       out_scale = out_scale * spec.output_std / jnp.std(logits0)
 
-    opt = opt_factory(learning_rate=hp.lr, weight_decay=hp.weight_decay)
+    if isinstance(spec.optimizer, tuple):
+      if hp.optimizer_index is None:
+        raise ValueError(f"HParams.optimizer_index must pick one of the optimizers {spec.optimizer}")
+      opt = opt_factory(hp.lr, hp.weight_decay, hp.optimizer_index)
+    else:
+      opt = opt_factory(learning_rate=hp.lr, weight_decay=hp.weight_decay)
     if hp.lr_scale is not None:   # per-kernel learning rates (a sweep traces them); biases keep the base rate
       ones = jax.tree.map(lambda _: 1.0, params)
       opt = optax.chain(opt, optim.scale_by_prescription(net.map_kernels(lambda l, _: hp.lr_scale[l], ones)))

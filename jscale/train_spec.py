@@ -61,6 +61,9 @@ class TrainSpec:
   output_std: if set, the logits are calibrated once at initialization to this std on the first
     training minibatch (the scaling-calculus paper's "logits fixed to std 0.05"); the calibration factor
     multiplies `HParams.output_scale`.
+  optimizer: one of OPTIMIZERS, or a tuple of them: candidates that `HParams.optimizer_index` picks per
+    configuration (one program for SGD and Adam rows, `jscale.optim.choose`; each row computes every
+    candidate's update).
   weight_decay is coupled L2 (added to the gradient before the optimizer) except for "adamw" (decoupled).
   train_pass: measure `Metrics.train_pass_loss` (a forward pass over the whole training split at the end of
     every epoch; 1.4-1.5x a minibatch run's time on CPU). False: the metric is NaN ("not measured").
@@ -77,7 +80,7 @@ class TrainSpec:
   input_layernorm: bool = False
   kernel_inits: tuple = ("normal:1",)
   bias_init: str = "zeros"
-  optimizer: str = "adam"
+  optimizer: str | tuple = "adam"
   momentum: float = 0.9
   epochs: int = 200
   batch_size: int | None = None
@@ -108,7 +111,14 @@ class TrainSpec:
                          + (f" (the kernels of model {self.model.name!r})" if self.model is not None else ""))
     set_("kernel_inits", inits)
     initializers.get(self.bias_init)
-    checks.one_of(self.optimizer, "optimizer", OPTIMIZERS)
+    if isinstance(self.optimizer, (tuple, list)):
+      if not self.optimizer or len(set(self.optimizer)) != len(self.optimizer):
+        raise ValueError(f"optimizer candidates must be distinct and at least one, got {self.optimizer!r}")
+      for o in self.optimizer:
+        checks.one_of(o, "optimizer", OPTIMIZERS)
+      set_("optimizer", tuple(self.optimizer))
+    else:
+      checks.one_of(self.optimizer, "optimizer", OPTIMIZERS)
     for name, value in self.static_settings().items():
       check_setting(name, value)
 
@@ -169,6 +179,8 @@ class HParams(NamedTuple):
   # (L,) per-kernel learning-rate multipliers (`jscale.optim.scale_by_prescription`, after the optimizer; biases
   # keep 1); None (the default): no multipliers, the program is the one without them.
   lr_scale: jax.Array | None = None
+  # () int32, which of spec.optimizer's candidates when it is a tuple; None (the default) for one optimizer
+  optimizer_index: jax.Array | None = None
 
 
 HPARAM_DEFAULTS = dict(init_scale=1.0, input_scale=1.0, output_scale=1.0, lr=1e-3, weight_decay=0.0, init_index=0)
@@ -197,9 +209,17 @@ def hparams(spec: TrainSpec, **values) -> HParams:
   idx = int(v["init_index"])
   if not 0 <= idx < len(spec.kernel_inits):
     raise ValueError(f"init_index {idx} out of range for {len(spec.kernel_inits)} kernel_inits")
+  opt_idx = v.get("optimizer_index")
+  if isinstance(spec.optimizer, tuple):
+    opt_idx = int(0 if opt_idx is None else opt_idx)
+    if not 0 <= opt_idx < len(spec.optimizer):
+      raise ValueError(f"optimizer_index {opt_idx} out of range for {len(spec.optimizer)} optimizers")
+    opt_idx = jnp.asarray(opt_idx, jnp.int32)
+  elif opt_idx is not None:
+    raise ValueError(f"optimizer_index needs a tuple of candidate optimizers, got optimizer={spec.optimizer!r}")
   f32 = lambda name: jnp.asarray(v[name], jnp.float32)
   return HParams(f32("init_scale"), layer_scale, f32("input_scale"), f32("output_scale"), f32("lr"),
-                 f32("weight_decay"), jnp.asarray(idx, jnp.int32), lr_scale)
+                 f32("weight_decay"), jnp.asarray(idx, jnp.int32), lr_scale, opt_idx)
 
 
 def _holds_values(v) -> bool:

@@ -20,14 +20,16 @@ full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices
 of minibatch 64 (38 steps); the judged grids' shorter protocol (for the main job's time) was fixed before they
 ran. The response predictor was developed on the full grid's seeds 10-13 (their drifts seen) and judged by the
 judge grid: training seeds 20-23 and widths 64, 256 that no grid had run. Equal-G's response normalisation and
-SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged once by the
-judge_normalised grid (seeds 30-33).
+SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged by the
+judge_normalised grid (seeds 30-33) and, since four seeds do not pin a 0.5-octave drift down, by the
+judge_12_seeds grid (seeds 40-51), each run once.
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
   python scripts/sweep.py --experiment transfer --grid gpu     # widths 32-4096 (a GPU's work)
   python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
   python scripts/sweep.py --experiment transfer --grid judge_normalised   # seeds 30-33, widths 32-512 by 2x
+  python scripts/sweep.py --experiment transfer --grid judge_12_seeds     # seeds 40-51, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -54,4 +56,7 @@ def make_experiment() -> CustomExperiment:
              "judge": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(20, 24))},
              # equal-G normalised by the response (docs/calculus.md), developed on the full grid's seeds 10-13,
              # judged once on training seeds no grid had run (20-23's drifts were seen before the change)
-             "judge_normalised": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(30, 34))}})
+             "judge_normalised": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(30, 34))},
+             # four seeds do not pin a 0.5-octave drift down (cells moved between seed sets by more than their
+             # intervals): 12 training seeds no grid had run, the full grid's widths (the drift is 32 -> 512)
+             "judge_12_seeds": {**common, "widths": (32, 128, 512), "seeds": tuple(range(40, 52))}})

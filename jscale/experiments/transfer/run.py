@@ -1,5 +1,5 @@
 """The transfer experiment's run code: prescriptions before training, one vmapped training program per
-(model, width, optimizer) over parametrization x learning rate x seed, and the coordinate check.
+(model, width) over optimizer x parametrization x learning rate x seed, and the coordinate check.
 
 Per (model, width): the network at its He (fan-in) initialisation is inspected once on a fixed training
 minibatch with the real loss (softmax cross-entropy), and once more with the μP init multiplier on its output
@@ -7,9 +7,10 @@ layer; `calculus.from_inspection` turns those into each parametrization's per-ke
 multipliers for SGD and Adam, and its `step_size`; the first step's response per unit learning rate
 (response.py) is the predicted drift's input and sets equal-G's common scale (`calculus.normalised`), which
 multiplies the base learning rate of equal-G's runs (biases and kernels alike). Training uses the engine
-(`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), so the
-three parametrizations, 12 learning rates and the seeds are one program. Biases keep the base learning rate
-in every parametrization.
+(`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), and so is
+the optimizer (`HParams.optimizer_index`, `jscale.optim.choose`), so both optimizers, the three
+parametrizations, 12 learning rates and the seeds are one program per (model, width). Biases keep the base
+learning rate in every parametrization.
 """
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
                batch_size: int = 64, coord_steps: int = 3, coord_draws: int = 4, probe_batch: int = 64) -> str:
-  """Train every (model, width, optimizer) program over parametrization x lr x seed; write the results."""
+  """Train one program per (model, width) over optimizer x parametrization x lr x seed; write the results."""
   widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
   ds = datasets.get("digits", seed=0, standardize=True)
   data = datasets.Data(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), jnp.zeros((0, 64)),
@@ -206,26 +207,29 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
       seconds["response"] += time.perf_counter() - t2
+      # one program for both optimizers (`optim.choose`, the optimizer traced like the learning rate): per
+      # (model, width) it compiled two programs of nearly the same size
+      spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
+                                 batch_size=batch_size)
+      rows = [(c, i, k, s) for c in range(O) for i in range(R) for k in range(K) for s in range(S)]
+      C = len(rows)
+      pick = lambda f: np.stack([f(pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]]) for c, i, _, _ in rows])  # noqa: E731
+      ones = np.ones(C, np.float32)
+      hp = train_lib.HParams(init_scale=ones, layer_scale=pick(lambda p: p[1]), input_scale=ones,
+                             output_scale=ones,
+                             lr=np.array([lrs[c, i, k] * pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]][3]
+                                          for c, i, k, _ in rows], np.float32),
+                             weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32),
+                             lr_scale=pick(lambda p: p[2]),
+                             optimizer_index=np.array([c for c, _, _, _ in rows], np.int32))
+      cfg_keys = keys[np.array([s for _, _, _, s in rows])]
+      train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
+      t0 = time.perf_counter()
+      m = jax.device_get(train(cfg_keys, hp, data))
+      seconds["training"] += time.perf_counter() - t0
+      loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
+      diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
       for c, opt in enumerate(OPTIMIZERS):
-        spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=opt, epochs=epochs,
-                                   batch_size=batch_size)
-        rows = [(i, k, s) for i in range(R) for k in range(K) for s in range(S)]
-        C = len(rows)
-        init_m = np.stack([pres[PARAMETRIZATIONS[i], opt][1] for i, _, _ in rows])
-        lr_m = np.stack([pres[PARAMETRIZATIONS[i], opt][2] for i, _, _ in rows])
-        ones = np.ones(C, np.float32)
-        hp = train_lib.HParams(init_scale=ones, layer_scale=init_m, input_scale=ones, output_scale=ones,
-                               lr=np.array([lrs[c, i, k] * pres[PARAMETRIZATIONS[i], opt][3] for i, k, _ in rows],
-                                           np.float32),
-                               weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32), lr_scale=lr_m)
-        cfg_keys = keys[np.array([s for _, _, s in rows])]
-        train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
-        t0 = time.perf_counter()
-        m = jax.device_get(train(cfg_keys, hp, data))
-        seconds["training"] += time.perf_counter() - t0
-        fin = np.asarray(m.train_loss[:, -1], np.float64).reshape(R, K, S)
-        loss[a, b, c] = fin
-        diverged[a, b, c] = np.asarray(m.diverged[:, -1]).reshape(R, K, S)
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
     coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c)

@@ -235,7 +235,7 @@ def _headline(summary: dict) -> Headline:
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
   role = (" (seeds whose drifts developed the response predictor and equal-G's normalisation; `--grid "
-          "judge_normalised` judges both on new ones)"
+          "judge_12_seeds` judges both on 12 new ones: results/transfer/judge_12_seeds/)"
           if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]

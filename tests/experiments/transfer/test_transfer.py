@@ -62,6 +62,10 @@ def test_grids_as_specified():
   others = {s for g in ("quick", "full", "gpu", "judge") for s in exp.grid(g)["seeds"]}
   assert len(jn["seeds"]) >= 4 and set(jn["seeds"]).isdisjoint(others | {0, 1})
   assert jn["widths"][0] == 32 and jn["widths"][-1] == 512
+  # the 8+-seed judgement: 4 seeds did not pin a 0.5-octave drift down; seeds no other grid ran
+  j12 = exp.grid("judge_12_seeds")
+  assert len(j12["seeds"]) >= 8 and set(j12["seeds"]).isdisjoint(others | set(jn["seeds"]) | {0, 1})
+  assert j12["widths"][0] == 32 and j12["widths"][-1] == 512
 
 
 @pytest.mark.slow
