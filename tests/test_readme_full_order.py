@@ -1,7 +1,8 @@
-"""README's full-order table (section "Check the calculus against exact Hessians") quotes the stored
-`hessian_check --json` runs in results/hessian/full_order/ (issue 25: quoted numbers tied to a stored run).
+"""The full-order tables quote the stored `hessian_check --save` runs in results/hessian/full_order/ (issue 25:
+quoted numbers tied to a stored run): docs/calculus.md's "Every stored run" quotes every one of them, README's
+(section "Check the calculus against exact Hessians") each family's development seed and latest judged seed.
 
-Each row is rebuilt from the JSON at the README's own precision (3 decimals for medians, 2 for p5/p95, the
+Each row is rebuilt from the JSON at the tables' own precision (3 decimals for medians, 2 for p5/p95, the
 leading order to 3); a hand-edited or drifted number fails here, and so does a stored run without its row."""
 import json
 import os
@@ -12,8 +13,9 @@ STORE = os.path.join(ROOT, "results", "hessian", "full_order")
 FAMILY = {"MLP": "mlp", "LeNet": "lenet"}
 
 
-def _readme_rows():
-  text = open(os.path.join(ROOT, "README.md")).read()
+def _table_rows(path, after=""):
+  text = open(os.path.join(ROOT, path)).read()
+  text = text[text.index(after):]
   head = "| family | seeds | batch | loss | full order: median [p5, p95] |"
   block = text[text.index(head):].split("\n\n")[0].splitlines()[2:]
   return [[c.strip() for c in line.strip("|").split("|")] for line in block]
@@ -29,13 +31,30 @@ def _expected(family, seed, batch, loss):
           f"{v['median_nr']:.3f} [{v['p5_nr']:.2f}, {v['p95_nr']:.2f}]", blocks, f"{lead['median']:.3f}"]
 
 
-def test_full_order_table_quotes_the_stored_runs():
-  rows = _readme_rows()
+def _check_rows(rows):
   seen = set()
   for fam, seeds, batch, loss, *quoted in rows:
     seed = re.search(r"seed (\d+)", seeds).group(1)
     assert quoted == _expected(FAMILY[fam], seed, batch, loss), (fam, seeds, batch, loss)
     seen.add((FAMILY[fam], seed))
-  stored = {tuple(re.match(r"(\w+)_seed(\d+)\.json", n).groups()) for n in os.listdir(STORE)}
-  assert seen == stored, "every stored run is quoted, and nothing else"
-  assert len(rows) == 6 * len(stored)   # batch 1 and 1024, each all / quadratic / xent
+  assert len(rows) == 6 * len(seen)   # batch 1 and 1024, each all / quadratic / xent
+  return seen
+
+
+def _stored():
+  return {tuple(re.match(r"(\w+)_seed(\d+)\.json", n).groups()) for n in os.listdir(STORE)}
+
+
+def test_docs_table_quotes_every_stored_run():
+  seen = _check_rows(_table_rows(os.path.join("docs", "calculus.md"), after="#### Every stored run"))
+  assert seen == _stored(), "every stored run is quoted, and nothing else"
+
+
+def test_readme_table_quotes_each_familys_development_and_latest_judged_seed():
+  seen = _check_rows(_table_rows("README.md"))
+  stored = _stored()
+  want = set()
+  for fam in FAMILY.values():
+    seeds = sorted(int(s) for f, s in stored if f == fam)
+    want |= {(fam, "0"), (fam, str(seeds[-1]))}
+  assert seen == want

@@ -37,17 +37,17 @@ def make_experiment() -> CustomExperiment:
           "quick": {"setups": 1, "batch": 16, "draws": 8, "examples": 4, "target_rel_se": None, "max_draws": 8,
                     "seed": 0, "fig2_draws": 0, "fig2_minibatch": 32, "lenet_setups": 1, "lenet_draws": 4,
                     "lenet_max_draws": 4, "lenet_examples": 3, "lenet_channels": (2, 4), "lenet_hidden": (4, 16),
-                    "lenet_varied": True, "holdout_seed": 4, "holdout_setups": 1, "lenet_holdout_seed": 2,
+                    "lenet_varied": True, "holdout_seed": 5, "holdout_setups": 1, "lenet_holdout_seed": 2,
                     "lenet_holdout_setups": 1},
           "full": {"setups": 100, "batch": 1024, "draws": 256, "examples": 8, "target_rel_se": 0.05,
                    "max_draws": 1024, "seed": 0, "fig2_draws": 8, "fig2_minibatch": 128, "lenet_setups": 20,
                    "lenet_varied": True, "lenet_draws": 128, "lenet_max_draws": 4096, "lenet_examples": 4,
                    "lenet_fig2_draws": 4,
                    "lenet_fig2_minibatch": 64, "lenet_evenness_draws": 1024,
-                   # Figure 1 again on setups no development used (docs/calculus.md, "Full order"): MLP seed 4 (the
-                   # direction coupling was judged there; seed 3 has since been repredicted and looked at), LeNet
+                   # Figure 1 again on setups no development used (docs/calculus.md, "Full order"): MLP seed 5 (the
+                   # couplings' guard was judged there; seed 4's factor SEs were looked at while building it), LeNet
                    # seed 2 (no correction since its first judgement was developed or looked at on it).
-                   "holdout_seed": 4, "holdout_setups": 12, "lenet_holdout_seed": 2, "lenet_holdout_setups": 6},
+                   "holdout_seed": 5, "holdout_setups": 12, "lenet_holdout_seed": 2, "lenet_holdout_setups": 6},
       },
   )
   for grid in exp.grids.values():
