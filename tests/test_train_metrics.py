@@ -105,6 +105,12 @@ class MetricsMeaningTest(chex.TestCase):
       logits, _ = net.forward(p, x, 1.0, 1.0)
       return T.cross_entropy(logits, y), logits
 
+    @jax.jit   # one program for every step (eager, op by op, the loop compiled ~150 small programs)
+    def step_values(x, y):
+      (l, logits), g = jax.value_and_grad(loss, has_aux=True)(params, x, y)
+      return (l, T.accuracy(logits, y), jnp.sqrt(sum(jnp.sum(v ** 2) for v in jax.tree.leaves(g))),
+              gradient_to_weight_ratio(net.kernels(params), net.kernels(g)))
+
     n = len(ds.y_train)
     steps = n // B
     picked = list(range(steps - 1, -1, -k))
@@ -112,11 +118,8 @@ class MetricsMeaningTest(chex.TestCase):
       idx = np.asarray(jax.random.permutation(ekey, n))[:steps * B].reshape(steps, B)
       per_step = []
       for s in picked:
-        x, y = data.x_train[idx[s]], data.y_train[idx[s]]
-        (l, logits), g = jax.value_and_grad(loss, has_aux=True)(params, x, y)
-        per_step.append((float(l), float(T.accuracy(logits, y)), float(jnp.sqrt(sum(jnp.sum(v ** 2) for v in
-                         jax.tree.leaves(g)))), np.asarray(gradient_to_weight_ratio(net.kernels(params),
-                                                                                    net.kernels(g)))))
+        l, acc, gn, g_ratio = step_values(data.x_train[idx[s]], data.y_train[idx[s]])
+        per_step.append((float(l), float(acc), float(gn), np.asarray(g_ratio)))
       want_loss, want_acc, want_gn = (np.mean([v[i] for v in per_step]) for i in range(3))
       want_g = per_step[0][3] if g_steps == "last" else np.mean([v[3] for v in per_step], axis=0)
       # float32 engine vs the same float32 ops one step at a time: a few ulp.
