@@ -13,7 +13,8 @@ prediction's (`jscale.theory.full_order`) "median", "p5", "p95", noise-removed "
 "by_loss" (the same per loss), "blocks", "tautological_blocks" (left out: exact equals prediction by
 construction) and the paper's leading-order form under "leading"; the bias blocks under "bias" (the same keys
 and "by_loss", their own "tautological_blocks": constant blocks), apart from the kernel blocks' numbers
-(`full_summary.full_order_summary`).
+(`full_summary.full_order_summary`), and "guarded": each setup whose cross-entropy coupling factors were set to 1
+(too few loss draws, or too noisy to apply), with the reasons (a line on stderr says when there are any).
 --save writes that, the older summary (`summary.ratio_summary`: "median" the batch-1 model s(1) / B,
 "median_corrected" the MLP recursion with cross-example terms ...) and the per-setup records. In these: r is the
 prediction over the exact value (the expectation over draws, `jscale.theory.pairs`: same-example and
@@ -96,8 +97,18 @@ def main(argv=None):
     print(f"error: {e}", file=sys.stderr)
     return 2
   out = save(recs)
+  _say_guarded(out)
   print(json.dumps(out) if args.json else json.dumps(out, indent=1))
   return 0
+
+
+def _say_guarded(out) -> None:
+  """One stderr line when the summary's predictions skipped a coupling factor (its reasons are under "guarded")."""
+  g = out.get("guarded") or []
+  if g:
+    n = sum(len(e["notes"]) for e in g)
+    print(f"note: {n} coupling factor(s) of {len(g)} setup(s) set to 1 (too few loss draws or too noisy); "
+          "the reasons are under \"guarded\"", file=sys.stderr)
 
 
 def _repredict(args) -> int:
@@ -120,6 +131,7 @@ def _repredict(args) -> int:
     with open(args.save + ".tmp", "w") as f:
       json.dump(saved, f, indent=1)
     os.replace(args.save + ".tmp", args.save)
+  _say_guarded(out)
   print(json.dumps(out) if args.json else json.dumps(out, indent=1))
   return 0
 

@@ -23,6 +23,7 @@ class Predicted(NamedTuple):
   corrected: predict.BlockPrediction  # with the cross-example terms
   leading_w: np.ndarray               # the paper's leading-order form of the weight blocks (/ B)
   full: predict.BlockPrediction | None = None  # the full-order prediction (`jscale.theory.full_order`)
+  notes: tuple = ()  # couplings' factors the full order set to 1, and why (`gains.guarded`)
 
 
 class Measurement(abc.ABC):

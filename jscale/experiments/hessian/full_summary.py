@@ -7,6 +7,8 @@ prediction by construction (`tautological_blocks`, `Family.tautological`), and t
 under `leading` (same keys, same blocks). The bias blocks under `bias` (same keys, by loss, their own
 `tautological_blocks`: blocks whose exact side has no spread, such as the quadratic loss's last bias block, a
 constant), counted apart so that the kernel blocks' numbers stay comparable with the runs before them.
+`guarded`: each setup whose cross-entropy coupling had factors set to 1 (`gains.guarded`: a loss sample too small,
+or a factor too noisy to apply), its setup fields and the reasons, so a summary never hides a correction it skipped.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def _pool_bias(recs: Sequence[Record]):
 
 
 def full_order_summary(family: Family, seed: int, recs: Sequence[Record], family_name: str | None = None) -> dict:
-  """{"family", "seed", "batch_sizes": {B: {median.., *_nr, by_loss, blocks, tautological_blocks, leading}}}."""
+  """{"family", "seed", "batch_sizes": {B: {median.., *_nr, by_loss, blocks, tautological_blocks, leading}},
+  "guarded": [{setup fields.., "notes"}]}."""
   out = {}
   for b in sorted({r.batch for r in recs}):
     rs = [r for r in recs if r.batch == b and r.full_w is not None]
@@ -77,4 +80,9 @@ def full_order_summary(family: Family, seed: int, recs: Sequence[Record], family
     entry["bias"]["tautological_blocks"] = btaut
     entry["setups"] = len(rs)
     out[str(b)] = entry
-  return {"family": family_name or family.name.lower(), "seed": int(seed), "batch_sizes": out}
+  guarded, seen = [], set()
+  for r in recs:   # one entry per setup: its batch sizes share one loss sample, hence the same notes
+    if r.notes and r.setup not in seen:
+      seen.add(r.setup)
+      guarded.append({**family.setup_json(r.setup), "notes": list(r.notes)})
+  return {"family": family_name or family.name.lower(), "seed": int(seed), "batch_sizes": out, "guarded": guarded}

@@ -159,7 +159,8 @@ class _Measurement(Measurement):
     full = full_order.predict_wick(full_order.lenet_layers(self.config), wsq, first, top, batch,
                                    input_kind=self.setup.input_kind,
                                    weight_factors=None if cp is None else (cp.same, cp.two))
-    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full)
+    return Predicted(p1, predict_lenet(self.config, wsq, ins, ls, batch), p1.weight, full,
+                     () if cp is None else cp.notes)
 
 
 def _kernel_rows(params) -> list[int]:

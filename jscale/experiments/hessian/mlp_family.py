@@ -164,7 +164,8 @@ class _Measurement(Measurement):
                                    bias_factors=None if cp is None else (cp.bias_same, cp.bias_two))
     return Predicted(predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=False),
                      predict.predict_sq_sv(w, self.wsq, ins, ls, batch, corrected=True),
-                     predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full)
+                     predict.predict_leading(w, self.wsq, ins, ls, batch).weight, full,
+                     () if cp is None else cp.notes)
 
   def _tables(self):
     """`full_order.predict_wick`'s output tables (kernel blocks', bias blocks' or None): Q's for the quadratic

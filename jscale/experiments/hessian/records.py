@@ -35,6 +35,7 @@ class Record(NamedTuple):
   examples: int = 0         # examples per draw
   full_w: np.ndarray | None = None  # (L,) the full-order prediction (`jscale.theory.full_order`)
   full_b: np.ndarray | None = None
+  notes: tuple = ()         # the full order's guarded coupling factors, and why (`Predicted.notes`)
 
   @property
   def rel_se(self) -> np.ndarray:
@@ -55,6 +56,8 @@ def records_json(family: Family, recs: Sequence[Record]) -> list[dict]:
     if family.control_variates:
       d["exact_w_se_plain"] = opt(r.exact_w_se_plain)
     d.update(exact_w_rel_se_max=float(np.max(r.rel_se)), draws=r.draws, examples=r.examples, seconds=r.seconds)
+    if r.notes:
+      d["coupling_notes"] = list(r.notes)
     out.append(d)
   return out
 
@@ -69,7 +72,7 @@ def record_from_json(family: Family, d: Mapping) -> Record:
                 seconds=float(d["seconds"]), exact_b_se=arr("exact_b_se"),
                 exact_w_se_plain=arr("exact_w_se_plain" if family.control_variates else "exact_w_se"),
                 draws=int(d.get("draws", 0)), examples=int(d.get("examples", 0)), full_w=arr("full_w"),
-                full_b=arr("full_b"))
+                full_b=arr("full_b"), notes=tuple(d.get("coupling_notes", ())))
 
 
 def setup_path(exp_dir: str, family: Family, i: int) -> str:

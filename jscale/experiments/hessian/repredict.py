@@ -39,7 +39,7 @@ def repredict_records(family: Family, recs: Sequence[records.Record], config: Ma
       new[id(r)] = r._replace(batch1_w=p.batch1.weight, batch1_b=p.batch1.bias, corrected_w=p.corrected.weight,
                               corrected_b=p.corrected.bias, leading_w=p.leading_w,
                               full_w=None if p.full is None else p.full.weight,
-                              full_b=None if p.full is None else p.full.bias)
+                              full_b=None if p.full is None else p.full.bias, notes=p.notes)
   return [new[id(r)] for r in recs]
 
 

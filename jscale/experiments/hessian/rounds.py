@@ -51,7 +51,8 @@ def measure_setup(family: Family, setup, fig1: Figure1Settings, on_round: Callab
                        corrected_w=p.corrected.weight, corrected_b=p.corrected.bias, batch1_b=p.batch1.bias,
                        leading_w=p.leading_w, exact_w_se=ew.stderr, seconds=time.time() - t0, exact_b_se=eb.stderr,
                        exact_w_se_plain=ew.raw_stderr, draws=n, examples=fig1.examples,
-                       full_w=None if p.full is None else p.full.weight, full_b=None if p.full is None else p.full.bias))
+                       full_w=None if p.full is None else p.full.weight, full_b=None if p.full is None else p.full.bias,
+                       notes=p.notes))
   return recs[0], recs[1]
 
 

@@ -67,6 +67,10 @@ def _full_order_table(full: dict, family: str, holdout: dict | None = None) -> T
     held = (f"; beside it the same on {holdout.get('setups', '?')} setups of seed {holdout['seed']}, which no "
             "development of the prediction used (docs/calculus.md, 'Full order', says which seeds developed and "
             "judged which correction)")
+  skipped = [g for f in (full, holdout or {}) for g in f.get("guarded", [])]
+  if skipped:  # a correction the prediction could not apply is said where its numbers are read
+    held += (f"; in {len(skipped)} cross-entropy setup(s) the softmax's coupling factors were set to 1 (too few "
+             "loss draws, or too noisy to apply: `gains.guarded`; the reasons are in the JSON under 'guarded')")
   return Table(head, rows,
                f"{family}: the full-order prediction (`jscale.theory.full_order.predict_wick`, every Wick pairing of "
                f"positions and examples) against the exact blocks, development seed {full['seed']}; the leading order "

@@ -37,6 +37,10 @@ def test_the_table_puts_the_held_out_seed_beside_the_development_seed():
   assert rows[("1024", "xent")][-1] == f"{section.fmt(0.97)} [{section.fmt(0.95)}, {section.fmt(1.05)}] (10)"
   assert rows[("1", "quadratic")][-1] == "-"  # no quadratic setup among the held-out ones
   assert len(section._full_order_table(_full(0, 1.01), "MLP").header) == 7  # no column without a held-out run
+  assert "set to 1" not in t.caption   # nothing guarded, nothing said
+  guarded = {**_full(0, 1.01), "guarded": [{"widths": [4, 3], "notes": ["layer 0 same: ... set to 1: 8 draws < 64"]}]}
+  assert "in 1 cross-entropy setup(s) the softmax's coupling factors were set to 1" in \
+      section._full_order_table(guarded, "MLP").caption
 
 
 def test_the_headline_quotes_both_seeds():

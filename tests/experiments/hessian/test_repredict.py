@@ -21,6 +21,14 @@ def test_repredict_gives_back_the_run_predictions(monkeypatch):
     np.testing.assert_allclose(b.full_w, a.full_w, rtol=1e-10)
     np.testing.assert_allclose(b.corrected_w, a.corrected_w, rtol=1e-10)
     np.testing.assert_array_equal(b.exact_w, a.exact_w)
+    assert b.notes == a.notes   # the guard's reasons survive the JSON and the re-prediction
+  # 16 draws: the cross-entropy setup's couplings are below the guard's minimum sample, so they are set to 1 and
+  # the run says so (the quadratic setup has no coupling, hence no notes)
+  assert recs[0].notes and all("< 64" in n for n in recs[0].notes) and recs[2].notes == ()
+  assert records.records_json(fam, recs)[0]["coupling_notes"] == list(recs[0].notes)
+  # a run saved before the notes existed gets them from today's prediction
+  old = [records.record_from_json(fam, {k: v for k, v in d.items() if k != "coupling_notes"}) for d in saved["records"]]
+  assert old[0].notes == () and repredict.repredict_records(fam, old, saved["config"])[0].notes == recs[0].notes
   # A different prediction (no pair-cosine spread) must come through.
   from jscale.theory import full_order
   orig = full_order.predict_wick
