@@ -29,7 +29,12 @@ FLOPs per CPU second over the peak probe's: fraction_of_peak as it would read wi
 figure to read on a shared machine) and, on a CPU, loop_ratio_ceiling = devices * cpu_loop_s / cpu_engine_s: the
 speedup over a loop that keeps one core busy that the engine's CPU work would give spread perfectly over its
 devices (the loop runs the same `train`; its XLA threads keep more than one core busy at times, so this bounds
-speedup_vs_loop from above).
+speedup_vs_loop from above, loosely: ~1.6 cores on the quiet 2-core machine). engine_cores_busy and
+loop_cores_busy (CPU seconds per wall second of each one's fastest repeat) say how many cores each kept busy, and
+speedup_bound = devices * t_loop_s / cpu_engine_s is the speedup over the loop as timed with every device of the
+engine busy throughout: speedup_vs_loop = speedup_bound * engine_cores_busy / devices (up to the two minima
+coming from different repeats). On the quiet 2 cores the engine keeps 1.95-1.99 cores busy (docs/performance.md,
+round 6): what is left between speedup_vs_loop and speedup_bound is idle time, the rest is CPU work.
 Reported: speedup_vs_loop = t_loop / t_engine, speedup_vs_naive_vmap, useful_gflops = C * model FLOPs /
 t_engine (FLOPs counted analytically by `jscale.sweeps.cost.flops_per_config`: the matmuls of forward, backward
 and the test pass), and fraction_of_peak = useful_gflops / matmul_peak_gflops. Each timing is the minimum
@@ -192,16 +197,20 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
       jax.block_until_ready(naive(keys1, hp1, data))  # compile
     n_loop = C if args.skip_loop_above is None or C <= args.skip_loop_above else args.skip_loop_above
     t_engine = t_loop = t_naive = cpu_engine = cpu_loop = float("inf")
+    busy_engine = busy_loop = None   # CPU seconds per wall second of each one's fastest repeat
     for _ in range(args.repeats):  # interleaved, min of each: robust to bursts of load
       t, c = time.perf_counter(), time.process_time()
       jax.block_until_ready(engine(*sharded, stacked))
-      t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, time.process_time() - c)
+      wall, cpu = time.perf_counter() - t, time.process_time() - c
+      busy_engine = cpu / wall if wall < t_engine else busy_engine
+      t_engine, cpu_engine = min(t_engine, wall), min(cpu_engine, cpu)
       t, c = time.perf_counter(), time.process_time()
       for k, h in singles[:n_loop]:
         out = loop_fn(k, h, data)
       jax.block_until_ready(out)
-      t_loop = min(t_loop, (time.perf_counter() - t) * C / n_loop)
-      cpu_loop = min(cpu_loop, (time.process_time() - c) * C / n_loop)
+      wall, cpu = (time.perf_counter() - t) * C / n_loop, (time.process_time() - c) * C / n_loop
+      busy_loop = cpu / wall if wall < t_loop else busy_loop
+      t_loop, cpu_loop = min(t_loop, wall), min(cpu_loop, cpu)
       if time_naive:
         t = time.perf_counter()
         jax.block_until_ready(naive(keys1, hp1, data))
@@ -221,6 +230,13 @@ def bench_network(name, args, devices, group_size, peak, precision, progress=lam
                  "cpu_engine_s": round(cpu_engine, 4), "cpu_loop_s": round(cpu_loop, 4),
                  "useful_gflops_per_cpu_second": round(C * flops / cpu_engine / 1e9, 2),
                  "loop_ratio_ceiling": round(len(devices) * cpu_loop / cpu_engine, 3) if devices[0].platform == "cpu"
+                 else None,
+                 # How many cores each kept busy (CPU seconds per wall second), and the speedup over the loop as
+                 # timed that the engine's CPU work would give with every device (core) busy all the time: the
+                 # engine reaches speedup_bound * engine_cores_busy / devices. On a quiet CPU the loop's XLA
+                 # threads keep ~1.6 cores busy, so this bound sits well below loop_ratio_ceiling.
+                 "engine_cores_busy": round(busy_engine, 3), "loop_cores_busy": round(busy_loop, 3),
+                 "speedup_bound": round(len(devices) * t_loop / cpu_engine, 3) if devices[0].platform == "cpu"
                  else None,
                  "loadavg_1m": round(os.getloadavg()[0], 2)})   # other work on the machine beside this figure
     if not args.json:   # fraction_of_peak against the peak so far (the final JSON uses the best of the run)

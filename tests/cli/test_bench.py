@@ -43,6 +43,11 @@ def test_both_networks_table_and_json(capsys):
       assert r["fraction_of_peak"] == pytest.approx(r["useful_gflops"] / r["matmul_peak_gflops"], rel=0.02, abs=5e-4)
       assert r["cpu_engine_s"] > 0 and r["cpu_loop_s"] > 0
       assert r["loop_ratio_ceiling"] == pytest.approx(r["cpu_loop_s"] * res["n_devices"] / r["cpu_engine_s"], rel=0.01)
+      assert r["speedup_bound"] == pytest.approx(r["t_loop_s"] * res["n_devices"] / r["cpu_engine_s"], rel=0.01)
+      # one repeat: the cores busy are that repeat's CPU over its wall, so the bound and the speedup agree through them
+      assert r["engine_cores_busy"] > 0 and r["loop_cores_busy"] > 0
+      assert r["speedup_vs_loop"] == pytest.approx(
+          r["speedup_bound"] * r["engine_cores_busy"] / res["n_devices"], rel=0.02)
       cpu_peak = res["matmul_peak_gflops_per_cpu_second"]["highest"]
       assert r["cpu_fraction_of_peak"] == pytest.approx(r["useful_gflops_per_cpu_second"] / cpu_peak, rel=0.02, abs=5e-4)
       # the same FLOPs over the engine's CPU seconds and over its wall seconds
