@@ -51,7 +51,8 @@ def network(model: str, width: int) -> models.Model:
 
 
 def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
-  """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED): `net.draw`'s numbers, from
+  """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED):
+  `net.draw`'s numbers, from
   one compiled random program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape,
   seconds each on XLA:CPU). The first is the init the prescriptions are computed on."""
   draw = net.make_draw(("he_normal",))
@@ -113,9 +114,9 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   Predicted update (the gradient at init): SGD's, for the MLP, from the kernels over example pairs
   (`calculus.first_step`), for the LeNet lr m sqrt(G_batch E[W^2]) with the class-pair law; Adam lr m (its
   first step is lr sign(g)). Predicted activations: the calculus's at init; after the step, for the MLP, the
-  first-order response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for the LeNet,
-  whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2 on top of
-  the relative change of its input (docs/calculus.md, *After the first step*).
+  first-order response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for
+  the LeNet, whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2
+  on top of the relative change of its input (docs/calculus.md, *After the first step*).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
@@ -291,5 +292,6 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
                       data_source=ds.source, epochs=epochs, batch_size=batch_size, base_width=BASE_WIDTH,
                       lr_centers=dict(lr_centers), seeds=seeds, probe_seed=PROBE_SEED, probe_batch=probe_batch,
                       coord_steps=coord_steps, coord_draws=coord_draws, coord_seed=COORD_SEED,
-                      coord_k_draws=K_DRAWS, probe_draws=PROBE_DRAWS, phase_seconds={k: round(v, 2) for k, v in seconds.items()})
+                      coord_k_draws=K_DRAWS, probe_draws=PROBE_DRAWS,
+                      phase_seconds={k: round(v, 2) for k, v in seconds.items()})
   return exp_dir
