@@ -34,7 +34,7 @@ BASE_WIDTH = 32
 PROBE_SEED = 2**20       # the init the prescriptions are computed on (not a training seed)
 PROBE_DRAWS = 4          # the probe inits PROBE_SEED ... that the measured response (response.py) averages over
 # The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, third pass*; its
-# development used 2**20 + 1000 ...). Until then it used the probe inits themselves.
+# development used 2**20 + 1000 ... and 2**20 + 3000 ...; the first two passes reused the probe inits).
 COORD_SEED = 2**20 + 7000
 K_DRAWS = 16             # of the coordinate check's draws, how many take all k steps (the rest take one)
 
@@ -51,10 +51,10 @@ def network(model: str, width: int) -> models.Model:
 
 
 def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
-  """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED):
-  `net.draw`'s numbers, from
-  one compiled random program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape,
-  seconds each on XLA:CPU). The first is the init the prescriptions are computed on."""
+  """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED, whose
+  first draw is the init the prescriptions are computed on): `net.draw`'s numbers, from one compiled random
+  program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape, seconds each on
+  XLA:CPU)."""
   draw = net.make_draw(("he_normal",))
   return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(draws))
 
@@ -105,8 +105,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   COORD_SEED + 1, ... if not given) at the learning rate `lr_of[rule, opt]`: the first `k_draws` of them take k
   full steps, the rest one (the first update and the activations at init and after it, the goal's quantities,
   average over all draws; updates 2..k over the first k_draws; one step costs ~40% of three). Measured sizes are
-  mean squares over the draws (the calculus predicts expectations over the init; at width 32 one draw's logits
-  scatter by 25-65%, docs/calculus.md, *Coordinate check, third pass*). Returns measured and predicted arrays
+  mean squares over the draws (the calculus predicts expectations over the init; at width 32 the SD of log
+  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns measured and predicted arrays
   and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of their log):
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
