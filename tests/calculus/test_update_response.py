@@ -52,12 +52,12 @@ def _monte_carlo(optimizer: str, lr: float):
     h0, h1 = _forward(ws, X), _forward([w + d for w, d in zip(ws, u)], X)
     _, dh = jax.jvp(lambda v: _forward(v, X), (ws,), (u,))
     ms = lambda hs: jnp.stack([jnp.mean(h * h) for h in hs])   # noqa: E731
-    return ms(h0), ms(h1), jnp.stack([2 * jnp.mean(a * b) for a, b in zip(h0, dh)]), ms(dh)
+    return ms(h0), ms(h1), jnp.stack([2 * jnp.mean(a * b) for a, b in zip(h0, dh)]), ms(dh), ms(u)
 
   with jax.default_matmul_precision("highest"):
     res = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), DRAWS))
   return {n: (np.asarray(r, np.float64).mean(0), np.asarray(r, np.float64).std(0, ddof=1) / np.sqrt(DRAWS))
-          for n, r in zip(("act0", "act1", "cross", "change"), res)}
+          for n, r in zip(("act0", "act1", "cross", "change", "upd_sq"), res)}
 
 
 def _predict(optimizer, lr, **kw):
@@ -81,6 +81,13 @@ class UpdateResponseTest(chex.TestCase):
     # the cross term is what the update-on-top prediction left out: negative, and beyond the allowance
     self.assertTrue(np.all(mc["cross"][0] + 3 * mc["cross"][1] < 0))
     self.assertFalse(np.all(_close(mc["act1"], pr.act0 + pr.change, 0.10)))
+
+  def test_sgd_update_size(self):
+    """The first SGD update's mean square per kernel, lr^2 E|grad|^2 from the kernels over example pairs (the
+    transfer coordinate check's prediction for dense stacks): within 3 SE + 5% (the mean of the draws' mean
+    squares, SE ~1-2% here)."""
+    mc, pr = _monte_carlo("sgd", 0.1), _predict("sgd", 0.1)
+    self.assertTrue(np.all(_close(mc["upd_sq"], pr.update_rms ** 2, 0.05)), (mc["upd_sq"], pr.update_rms ** 2))
 
   def test_sgd_after_step(self):
     """E[h^2] after the step (the real one, not the JVP): within 3 SE + 10% at lr 0.1, where the logits grow

@@ -82,7 +82,7 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
   the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
-  layers: docs/calculus.md says where that misses; the coordinate check replaces it by `after_step` for dense
+  layers: docs/calculus.md says where that misses; the coordinate check replaces it by `first_step` for dense
   stacks and keeps it for the LeNet).
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
@@ -112,7 +112,12 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
 
 
-def after_step(x, y, fan_out, w_sq, lr, optimizer: str) -> np.ndarray:
-  """E[h^2] per layer after the first step of a dense ReLU stack, from the first-order response
-  (`calculus.first_step`, update_response.py: the cross term 2E[h0 . dh] and E[dh^2] through the layers)."""
-  return calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer).act1
+def first_step(x, y, fan_out, w_sq, lr, optimizer: str) -> tuple[np.ndarray, np.ndarray]:
+  """(RMS of each kernel's first update, E[h^2] per layer after it) for a dense ReLU stack, from the kernels
+  over example pairs (`calculus.first_step`, update_response.py). The update: SGD's lr |grad| from the
+  input and backward kernels and the Gaussian logits' E[g_b . g_c] (it replaces the class-pair law's
+  product of a per-example G and a cross term: that factorises E_b[|x_b|^2 |g_b|^2], while examples with
+  larger inputs have larger logits and so larger loss gradients), Adam's lr. The activations: the cross term
+  2E[h0 . dh] and E[dh^2] through the layers."""
+  r = calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer)
+  return r.update_rms, r.act1

@@ -5,10 +5,12 @@ Adam, on an MLP 64-w-w-10 and the strided LeNet with channel multiplier w/32, on
 
 Protocol: He (fan-in) init, zero biases; minibatch 128, 2 epochs (9 steps each); the objective is the mean
 minibatch training loss of the last epoch (steps 10-18). The prescriptions and the coordinate check use the
-first 128 training examples as their minibatch. 12 learning rates a power of two apart around a centre per
-(parametrization, optimizer) that does not depend on the width (LR_CENTERS). Optimal learning rate per width:
-the minimum of the seed-mean loss curve over log2(lr), refined by a parabola through the grid minimum and its
-neighbours; its interval a bootstrap over seeds (2000 resamples, 2.5-97.5 percentiles). Drift: log2 of the
+first 128 training examples as their minibatch; the prescriptions are computed on the He init of key 2**20
+(run.PROBE_SEED), the coordinate check measures over its own inits (keys 2**20 + 7000 ..., COORD_DRAWS of them).
+12 learning rates a power of two apart around a centre per (parametrization, optimizer) that does not depend on
+the width (LR_CENTERS). Optimal learning rate per width: the minimum of the seed-mean loss curve over log2(lr),
+refined by a parabola through the grid minimum and its neighbours; its interval a bootstrap over seeds (2000
+resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
 Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
 hidden layers' geometric mean (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`),
@@ -42,10 +44,17 @@ from jscale.sweeps import CustomExperiment
 LR_CENTERS = {"standard/sgd": 2.0 ** -2, "mup/sgd": 2.0 ** -2, "equal_G/sgd": 2.0 ** -2,
               "standard/adam": 2.0 ** -7, "mup/adam": 2.0 ** -7, "equal_G/adam": 2.0 ** 0}
 
+# The coordinate check's init draws per model and width (run.draws_at): enough that the SE of log(measured) is
+# <= 0.03 on every leaf at init and in the first update, from the per-draw spread measured on 256 development
+# draws (keys 2**20 + 1000 ..., examples 128-255): its largest per-leaf SD of log, always at the logits, MLP
+# 0.37 / 0.27 / 0.25 at widths 32 / 128 / 512, LeNet 0.67 / 0.43 / 0.38 (docs/calculus.md, *Coordinate check,
+# third pass*); draws = (SD / 0.03)^2 rounded up to 16.
+COORD_DRAWS = {"mlp": ((32, 160), (128, 80), (512, 80)), "lenet": ((32, 512), (128, 208), (512, 160))}
+
 
 def make_experiment() -> CustomExperiment:
   common = {"lr_centers": LR_CENTERS, "lr_octaves": 12, "epochs": 2, "batch_size": 128, "probe_batch": 128,
-            "coord_steps": 3, "coord_draws": 4}
+            "coord_steps": 3, "coord_draws": COORD_DRAWS}
   return CustomExperiment(
       name="transfer", doc=__doc__, run=run.experiment,
       grids={"quick": {**common, "widths": (32, 128), "seeds": (10, 11), "models_": ("mlp",)},

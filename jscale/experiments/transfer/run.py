@@ -31,7 +31,12 @@ PARAMETRIZATIONS = ("standard", "mup", "equal_G")
 OPTIMIZERS = ("sgd", "adam")
 MODEL_NAMES = ("mlp", "lenet")
 BASE_WIDTH = 32
-PROBE_SEED = 2**20       # the init the prescriptions and the coordinate check are computed on (not a training seed)
+PROBE_SEED = 2**20       # the init the prescriptions are computed on (not a training seed)
+PROBE_DRAWS = 4          # the probe inits PROBE_SEED ... that the measured response (response.py) averages over
+# The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, third pass*; its
+# development used 2**20 + 1000 ... and 2**20 + 3000 ...; the first two passes reused the probe inits).
+COORD_SEED = 2**20 + 7000
+K_DRAWS = 16             # of the coordinate check's draws, how many take all k steps (the rest take one)
 
 
 def network(model: str, width: int) -> models.Model:
@@ -45,12 +50,13 @@ def network(model: str, width: int) -> models.Model:
   return models.get_model("lenet", 10, image=(8, 8, 1), channels=(6 * int(m), 16 * int(m)))
 
 
-def probe_draws(net: models.Model, draws: int):
-  """The He inits of keys PROBE_SEED, PROBE_SEED + 1, ... (`draws` of them, stacked): `net.draw`'s numbers, from
-  one compiled random program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape,
-  seconds each on XLA:CPU). The first is the init the prescriptions are computed on."""
+def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
+  """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED, whose
+  first draw is the init the prescriptions are computed on): `net.draw`'s numbers, from one compiled random
+  program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape, seconds each on
+  XLA:CPU)."""
   draw = net.make_draw(("he_normal",))
-  return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(PROBE_SEED + jnp.arange(draws))
+  return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(draws))
 
 
 def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -93,24 +99,29 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dic
   return out, resp, rse
 
 
-def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None):
-  """Per (parametrization, optimizer): k full steps on the batch (x, y) from `draws` inits (PROBE_SEED and the
-  keys after it, vmapped; `p0s`: those inits, `probe_draws(net, draws)`, if already drawn) at the learning rate
-  `lr_of[rule, opt]`; measured sizes are mean squares over the
-  draws (the calculus predicts expectations over the init; one draw at width 32 scatters by ~10%). Returns
-  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE
-  of their log):
+def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None,
+                     k_draws: int = K_DRAWS):
+  """Per (parametrization, optimizer): steps on the batch (x, y) from `draws` inits (`p0s`, or keys COORD_SEED,
+  COORD_SEED + 1, ... if not given) at the learning rate `lr_of[rule, opt]`: the first `k_draws` of them take k
+  full steps, the rest one (the first update and the activations at init and after it, the goal's quantities,
+  average over all draws; updates 2..k over the first k_draws; one step costs ~40% of three). Measured sizes are
+  mean squares over the draws (the calculus predicts expectations over the init; at width 32 the SD of log
+  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns measured and predicted arrays
+  and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of their log):
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
-  Predicted update: SGD lr m sqrt(G_batch E[W^2]) (the gradient at init), Adam lr m (its first step is
-  lr sign(g)). Predicted activations: the calculus's at init; after the step, for the MLP, the first-order
-  response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for the LeNet,
-  whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2 on top of
-  the relative change of its input (docs/calculus.md, *After the first step*).
+  Predicted update (the gradient at init): SGD's, for the MLP, from the kernels over example pairs
+  (`calculus.first_step`), for the LeNet lr m sqrt(G_batch E[W^2]) with the class-pair law; Adam lr m (its
+  first step is lr sign(g)). Predicted activations: the calculus's at init; after the step, for the MLP, the
+  first-order response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for
+  the LeNet, whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2
+  on top of the relative change of its input (docs/calculus.md, *After the first step*).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
-  p0s = probe_draws(net, draws) if p0s is None else p0s
+  p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
+  n_draws = jax.tree.leaves(p0s)[0].shape[0]
+  k_draws = min(k_draws, n_draws) if k > 1 else n_draws
 
   def loss_fn(p):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, x)[0], y))
@@ -119,7 +130,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     logits, hidden = net.forward(p, x)
     return jnp.stack([jnp.mean(jnp.square(h)) for h in hidden] + [jnp.mean(jnp.square(logits))])
 
-  def one(base_opt, p0, init_m, lr_m, lr):
+  def one(base_opt, steps, p0, init_m, lr_m, lr):
     p = net.map_kernels(lambda l, w: w * init_m[l], p0)
     mult = net.map_kernels(lambda l, _: lr * lr_m[l], jax.tree.map(lambda _: lr, p))
     tx = optax.chain(base_opt, optim.scale_by_prescription(mult))
@@ -130,19 +141,31 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       p = optax.apply_updates(p, u)
       return (p, state), (jnp.stack([jnp.mean(jnp.square(w)) for w in net.kernels(u)]), sizes(p))
 
-    _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=k)
+    _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
     return rms, jnp.stack([sizes(p), after[0]])
 
   @jax.jit
   def run(init_m, lr_m, lr):
     """init_m, lr_m: (opt, rule, L); lr: (opt, rule) -> (update RMS, activations), each (opt, rule, ...)."""
     out = []
+    head = jax.tree.map(lambda v: v[:k_draws], p0s)
+    tail = jax.tree.map(lambda v: v[k_draws:], p0s)
+    # relative SE of the draw means (for the RMS, half that of the mean square)
+    rse = lambda v: jnp.std(v, 1, ddof=1) / jnp.sqrt(v.shape[1]) / jnp.mean(v, 1)   # noqa: E731
     for j, base_opt in enumerate((optax.sgd(1.0), optax.adam(1.0))):
-      per_draw = jax.vmap(functools.partial(one, base_opt), in_axes=(0, None, None, None))
-      ms, acts = jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], lr[j])
-      # relative SE of the draw means (for the RMS, half that of the mean square)
-      rse = lambda v: jnp.std(v, 1, ddof=1) / jnp.sqrt(v.shape[1]) / jnp.mean(v, 1)   # noqa: E731
-      out.append((jnp.sqrt(ms.mean(1)), acts.mean(1), 0.5 * rse(ms), rse(acts)))
+      def over(draws_, steps):
+        per_draw = jax.vmap(functools.partial(one, base_opt, steps), in_axes=(0, None, None, None))
+        return jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(draws_, init_m[j], lr_m[j], lr[j])
+      ms, acts = over(head, k)                      # (rule, k_draws, k, L), (rule, k_draws, 2, L)
+      if k_draws < n_draws:
+        ms1, acts1 = over(tail, 1)
+        first = jnp.concatenate([ms[:, :, :1], ms1], 1)
+        acts = jnp.concatenate([acts, acts1], 1)
+        m_mean = jnp.concatenate([first.mean(1), ms[:, :, 1:].mean(1)], 1)
+        m_rse = jnp.concatenate([rse(first), rse(ms[:, :, 1:])], 1)
+      else:
+        m_mean, m_rse = ms.mean(1), rse(ms)
+      out.append((jnp.sqrt(m_mean), acts.mean(1), 0.5 * m_rse, rse(acts)))
     return [jnp.stack(o) for o in zip(*out)]
 
   assert OPTIMIZERS == ("sgd", "adam")
@@ -163,16 +186,28 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       w_sq = w_exp * np.square(init_m)
       lr = lr_of[rule, opt] * unit
       upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k, w_sq)
-      if dense:   # the after-step activations from the first-order response (update_response.py)
-        act_p[i, j, 1] = analysis.after_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
-                                             lr * np.asarray(lr_m, np.float64), opt)
+      if dense:   # the update and the after-step activations from the kernels (update_response.py)
+        upd_p[i, j], act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
+                                                          lr * np.asarray(lr_m, np.float64), opt)
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
+
+
+def draws_at(table, model: str, width: int) -> int:
+  """The coordinate check's draw count for (model, width): `table` an int, or per model ((width, draws), ...)
+  increasing in width; a width between entries takes the entry at or below it (the draws' spread falls with
+  width), one below the first the first's."""
+  if isinstance(table, int):
+    return table
+  rows = sorted((int(w), int(n)) for w, n in table[model])
+  return [n for w, n in rows if w <= width][-1] if width >= rows[0][0] else rows[0][1]
 
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
-               batch_size: int = 64, coord_steps: int = 3, coord_draws: int = 4, probe_batch: int = 64) -> str:
-  """Train one program per (model, width) over optimizer x parametrization x lr x seed; write the results."""
+               batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64) -> str:
+  """Train one program per (model, width) over optimizer x parametrization x lr x seed; write the results.
+  coord_draws: the coordinate check's init draws (keys COORD_SEED ...), an int or per model and width
+  (`draws_at`)."""
   widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
   ds = datasets.get("digits", seed=0, standardize=True)
   data = datasets.Data(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), jnp.zeros((0, 64)),
@@ -196,12 +231,13 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
-      p0s = probe_draws(net, coord_draws)
+      p0s = probe_draws(net, PROBE_DRAWS)
       pres, rs_m[b], rs_s[b] = prescriptions(net, base, xb, yb, p0s)
       t1 = time.perf_counter()
+      coord_p0s = probe_draws(net, draws_at(coord_draws, model, width), COORD_SEED)
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
       cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
-          net, pres, xb, yb, lr_mid, coord_steps, coord_draws, p0s)
+          net, pres, xb, yb, lr_mid, coord_steps, p0s=coord_p0s)
       t2 = time.perf_counter()
       rs_c[b] = response.calculus_response(net, pres, xb, yb, PARAMETRIZATIONS, OPTIMIZERS)
       seconds["prescriptions"] += t1 - t0
@@ -255,5 +291,7 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",
                       data_source=ds.source, epochs=epochs, batch_size=batch_size, base_width=BASE_WIDTH,
                       lr_centers=dict(lr_centers), seeds=seeds, probe_seed=PROBE_SEED, probe_batch=probe_batch,
-                      coord_steps=coord_steps, coord_draws=coord_draws, phase_seconds={k: round(v, 2) for k, v in seconds.items()})
+                      coord_steps=coord_steps, coord_draws=coord_draws, coord_seed=COORD_SEED,
+                      coord_k_draws=K_DRAWS, probe_draws=PROBE_DRAWS,
+                      phase_seconds={k: round(v, 2) for k, v in seconds.items()})
   return exp_dir

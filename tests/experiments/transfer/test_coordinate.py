@@ -42,3 +42,34 @@ def test_within_se_counts_misses_beyond_the_sampling_error():
   ok = analysis.within_se(err, rse, 0.1)
   np.testing.assert_array_equal(ok[:3], [1.0, 1.0, 0.0])
   assert np.isnan(ok[3])
+
+
+def test_draws_at_takes_the_entry_at_or_below_the_width():
+  table = {"mlp": ((32, 160), (128, 80), (512, 64))}
+  assert [run.draws_at(table, "mlp", w) for w in (16, 32, 64, 128, 256, 512, 4096)] == [160, 160, 160, 80, 80,
+                                                                                     64, 64]
+  assert run.draws_at(7, "lenet", 32) == 7
+
+
+def test_one_step_draws_give_the_first_steps_quantities_of_all_draws():
+  """The draws after the first k_draws take one step: the first update and the activations average over all
+  draws (the same numbers as every draw taking k steps), updates 2..k over the first k_draws only."""
+  ds = datasets.get("digits", seed=0, standardize=True)
+  x, y = jnp.asarray(ds.x_train[:32]), jnp.asarray(ds.y_train[:32], jnp.int32)
+  net = run.network("mlp", 16)
+  L = net.n_layers
+  one = (calculus.from_inspection(calculus.inspect(lambda p, x_: net.forward(p, x_)[0],
+                                                   net.draw(jax.random.key(0), "he_normal"), x)),
+         np.ones(L, np.float32), np.ones(L, np.float32), 1.0)
+  pres = {(r, o): one for r in run.PARAMETRIZATIONS for o in run.OPTIMIZERS}
+  lr = {(r, o): 0.1 if o == "sgd" else 0.01 for r in run.PARAMETRIZATIONS for o in run.OPTIMIZERS}
+  p0s = run.probe_draws(net, 6, run.COORD_SEED)
+  full = run.coordinate_check(net, pres, x, y, lr, 2, p0s=p0s, k_draws=6)
+  split = run.coordinate_check(net, pres, x, y, lr, 2, p0s=p0s, k_draws=2)
+  head = run.coordinate_check(net, pres, x, y, lr, 2, p0s=jax.tree.map(lambda v: v[:2], p0s), k_draws=2)
+  (um_f, _, am_f, _, us_f, as_f), (um_s, _, am_s, _, us_s, as_s) = full, split
+  np.testing.assert_allclose(um_s[..., 0, :], um_f[..., 0, :], rtol=1e-5)
+  np.testing.assert_allclose(am_s, am_f, rtol=1e-5)
+  np.testing.assert_allclose(as_s, as_f, rtol=1e-4)
+  np.testing.assert_allclose(um_s[..., 1, :], head[0][..., 1, :], rtol=1e-5)
+  assert np.max(np.abs(um_s[..., 1, :] / um_f[..., 1, :] - 1)) > 1e-3   # 2 draws are not 6 (the test can fail)
