@@ -349,15 +349,14 @@ def leaf_cross(pred, use, G: np.ndarray, extra) -> float | None:
   W = pred.pvals.get(w_id)
   if W is None:
     return None
-  pos = 0 if e.ins[0] == use.in_id else 1
-  x1 = jnp.asarray(m[None], pred.g.avals[use.in_id].dtype)
+  x1 = jnp.asarray(m[None], pred.g.avals[use.in_id].dtype)   # one example at the input's mean
 
-  def one(g1, w):
-    args = [x1, w] if pos == 0 else [w, x1]
-    return e.prim.bind(*args, **e.params)
+  def dense(w):
+    return e.prim.bind(*([x1, w] if e.ins[0] == use.in_id else [w, x1]), **e.params)
 
   try:
-    _, vjp = jax.vjp(lambda w: one(None, w), jnp.asarray(W))
+    # linear in W: the transpose at any W, once per example's carried output gradient
+    _, vjp = jax.vjp(dense, jnp.asarray(W))
     per = jax.vmap(lambda gb: vjp(gb[None].astype(pred.g.avals[use.out_id].dtype))[0])(jnp.asarray(G))
   except Exception:  # noqa: BLE001
     return None
