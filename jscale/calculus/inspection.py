@@ -138,13 +138,29 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
       rp = 0.0 if loss is None and len(graph.avals[a].shape) >= 3 else None
       out_grads[a] = Backward(float(sq), float(r), rp=rp)
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig,
-                   leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn)).run(out_grads)
+                   leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn)).run(
+                       out_grads, lambda: _output_cotangents(graph, fn, leaves, x, loss, key))
   cross = None
   if groups is not None:
     cross = _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups)
   found = Leaves(paths=tuple(paths[i] for i in diff), shapes=tuple(l.shape for l in leaves), w_sq=tuple(leaf_sq))
   return assemble(prop, meas, found, batch_size=B, x0_sq=x0_sq, target_std=target_std, loss_name=loss_name,
                   cross=cross)
+
+
+def _output_cotangents(graph, fn, leaves, x, loss, key) -> dict:
+  """Output value id -> each example's loss gradient there (batch, ...), as the measured pass takes it. The
+  random projection's does not depend on the outputs (no model evaluation); a given loss's is evaluated."""
+  if loss is None:
+    outs = jax.tree_util.tree_unflatten(graph.out_tree, [jnp.zeros(graph.avals[a].shape, graph.avals[a].dtype)
+                                                         if isinstance(a, int) else a.val
+                                                         for a in graph.out_atoms])
+    g = jax.grad(lambda out: jnp.sum(projection_loss(key, out)(out)))(outs)
+  else:
+    outs = program_cache.jit(fn)(leaves, x)
+    g = program_cache.jit(jax.grad(lambda out: jnp.sum(loss(out))))(outs)
+  return {a: np.asarray(v, np.float64) for a, v in zip(graph.out_atoms, jax.tree_util.tree_leaves(g))
+          if isinstance(a, int)}
 
 
 def _pair_law_cross(graph, tags, const_vals, leaf_sq, x_sig, xn, fn, leaves, x, loss, key, groups) -> dict:

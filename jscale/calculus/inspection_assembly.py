@@ -117,6 +117,8 @@ def batch_factor(u, B: int, cross: float | None) -> float:
   rc_x rc_dy (`signals.cross_position`: a position embedding is in r_x, not in rc_x); a given `cross` (the
   class-pair law) keeps the product form."""
   if tokens_tracked(u):
+    if cross is None and u.batch_cross is not None and u.x_sig.sq * u.g.sq > 0:
+      return position_factor(u) / B + (1 - 1 / B) * u.batch_cross / (u.rho * u.x_sig.sq * u.g.sq)
     if cross is None:
       x_rc = 1.0 if u.kind == "bias" else cross_position(u.x_sig)
       g_rc = cross_position(u.g)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus import draw_mean
+from jscale.calculus import draw_gradient, draw_mean
 from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
@@ -57,6 +57,9 @@ class LeafUse(NamedTuple):
   g: Backward | None = None  # the gradient at out_id (set by `run`); None when it does not reach the loss
   position_factor: float | None = None  # a block's own E[dW^2] / (rho E[x^2] E[Delta^2]) for one example
                                         # (attention's projections), in place of the product form
+  batch_cross: float | None = None  # the minibatch gradient's cross-example term E[dW_b dW_b'] from the
+                                    # examples' expected gradients (draw_gradient.leaf_cross), where a block
+                                    # says the product of correlations does not hold (attention's keys)
 
 
 class ActivationUse(NamedTuple):
@@ -100,6 +103,9 @@ class Propagation:
     self.ops, self.acts, self.notes = [], [], []
     self.op_grads = {}  # index into ops -> the gradient at its output
     self.position_factor_at = {}  # a leaf use's output id -> its position factor, set by a block's backward
+    self.carried = None   # draw_gradient.MeanBackward of the last backward pass, where one ran
+    self.leaf_extra = {}  # a dense leaf use's output id -> its examples' expected gradients' block term
+    self.batch_cross_at = {}  # a leaf use's output id -> draw_gradient.leaf_cross
     self.leaf_why = {}
     # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
     # primitive's; the block's other equations are skipped (their values are used inside the block only).
@@ -147,8 +153,10 @@ class Propagation:
     self.back.append((e, backs))
 
   # -- the pass
-  def run(self, out_grads: dict) -> Propagated:
-    """Both passes, `out_grads` (value id -> Backward) at the outputs."""
+  def run(self, out_grads: dict, out_cot: dict | None = None) -> Propagated:
+    """Both passes, `out_grads` (value id -> Backward) at the outputs; `out_cot` (value id -> (batch, ...)
+    array): each example's loss gradient there, carried down by the draw's mean Jacobian
+    (draw_gradient.py) where the draw's mean is carried and token positions are tracked."""
     for n, e in enumerate(self.g.eqns):
       if n in self.skip:
         continue
@@ -190,8 +198,9 @@ class Propagation:
         self.unknown(e, why)
       elif self.mean:
         self._carry_mean(e)
-    self.backward(out_grads)
-    uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id))
+    self.backward(out_grads, out_cot)
+    uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id),
+                            batch_cross=self.batch_cross_at.get(u.out_id))
                  for i, u in enumerate(self.ops))
     return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
                       dict(self.leaf_why))
@@ -259,17 +268,46 @@ class Propagation:
       del self.back[n_back:]
     self.unknown(e, why)
 
-  def backward(self, out_grads):
+  def backward(self, out_grads, out_cot=None):
     self.bwd = {}
     for i, g in out_grads.items():
       self._acc(i, g)
+    carried = self.carried = self._mean_backward(out_cot)
+    blocks = {b.info["out"]: b for b in self.block_at.values()}  # a block's back is keyed by its output
     for e, backs in reversed(self.back):
       gs = [self.bwd.get(o) for o in e.outs]
       if all(g is None for g in gs):
         continue
+      if carried is not None:
+        o = e.outs[0]
+        if o in self.bwd and o not in out_grads and self.bwd[o].rp is not None and carried.at(o) is not None:
+          self.bwd[o] = draw_gradient.condition(self.bwd[o], carried.at(o))
+          gs[0] = self.bwd[o]
+        b = blocks.get(o)
+        t = draw_gradient.block_transpose(self, b) if b is not None else draw_gradient.linear_transpose(self, e)
+        carried.step(t, o, [a for a, _ in backs])
       g = gs[0] if gs[0] is not None else _NO_GRAD
       for a, fn in backs:
         self._acc(a, fn(g))
+    if carried is not None:
+      for u in self.ops:
+        if u.out_id in self.leaf_extra and carried.at(u.out_id) is not None:
+          c = draw_gradient.leaf_cross(self, u, carried.at(u.out_id), self.leaf_extra[u.out_id])
+          if c is not None:
+            self.batch_cross_at[u.out_id] = c
+
+  def _mean_backward(self, out_cot):
+    """The carried gradients (draw_gradient.MeanBackward) seeded at the outputs, or None: without the draw's
+    mean, or where no value has token positions (networks without them keep the expectation: the MLP calculus
+    and every stored prediction of an MLP or a LeNet)."""
+    if not out_cot or not self.mean:
+      return None
+    if not any(s.rp is not None and not s.why for i, s in self.fwd.items() if i != self.g.x_id):
+      return None
+    carried = draw_gradient.MeanBackward()
+    for i, c in (out_cot() if callable(out_cot) else out_cot).items():
+      carried.seed(i, c)
+    return carried
 
   def _acc(self, i, c: Backward):
     old = self.bwd.get(i)
