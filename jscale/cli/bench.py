@@ -268,7 +268,7 @@ def main(argv=None):
   import jax
   from jscale.sweeps import runner
   runner.use_cpu_cores(args.devices)  # before any JAX operation: one host device per core on CPU
-  from jscale import precision as precision_lib
+  from jscale import host, precision as precision_lib
   devices = runner.select_devices(args.devices)
   group_size = args.group_size if args.group_size is not None else runner.default_group_size(devices)
   if args.precision == "auto":
@@ -308,7 +308,7 @@ def main(argv=None):
     # figure that still means something (the wall-clock one then measures the share of the cores it got).
     r["cpu_fraction_of_peak"] = round(r["useful_gflops_per_cpu_second"] / cpu_peaks[r["precision"]], 3)
   out = {"device": str(devices[0].device_kind), "platform": devices[0].platform, "n_devices": len(devices),
-         "group_size": group_size, "jax_version": jax.__version__, "cpu_count": os.cpu_count(),
+         "group_size": group_size, "jax_version": jax.__version__, "cpu_count": os.cpu_count(), "host": host.describe(),
          "loadavg_1m": round(os.getloadavg()[0], 2), "precisions": list(precisions),
          "metric_every": args.metric_every, "seconds": round(time.perf_counter() - t_start, 1),
          "matmul_peak_gflops": {p: round(v, 2) for p, v in peaks.items()},

@@ -122,7 +122,7 @@ def run_main_job(args, root, run_dir) -> dict:
   if os.path.isfile(path):
     with open(path) as f:
       inv = (json.load(f).get("invocations") or [{}])[-1]
-    r.update({k: inv.get(k) for k in ("wall_time_s", "compile", "experiment_times", "devices", "precision")})
+    r.update({k: inv.get(k) for k in ("wall_time_s", "compile", "experiment_times", "devices", "precision", "host")})
   r["run_dir"] = run_dir
   return r
 

@@ -149,7 +149,7 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   from jscale.sweeps import runner
   # Before any JAX operation: on CPU, one host device per core (or --devices N); GPUs/TPUs unaffected.
   runner.use_cpu_cores(args.devices)
-  from jscale import experiments, precision, report, sweeps
+  from jscale import experiments, host, precision, report, sweeps
   from jscale.sweeps import jobs as jobs_lib, store
   from jscale.cli import paths
   from jscale.sweeps.compile_clock import CompileClock, share_text
@@ -222,7 +222,8 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   store.write_run_info(out, command=f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv),
                        grid=grid_name, wall_time_s=round(wall, 1), devices=[str(d) for d in jax.devices()],
                        precision=prec, shard=list(args.shard) if args.shard else None,
-                       process_count=jax.process_count(), compile=total, experiment_times=timings)
+                       process_count=jax.process_count(), compile=total, experiment_times=timings,
+                       host=host.describe())
   if args.no_report:
     return 0
   left = [j.name for j in jobs if not jobs_lib.complete(j)]

@@ -17,6 +17,7 @@ import sys
 import traceback
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from jscale import host
 from jscale.report.format import fmt
 from jscale.sweeps import store
 from jscale.sweeps.compile_clock import share_text
@@ -91,8 +92,9 @@ def _run_info_text(run_dir: str) -> str:
     return ""
   lines = ["Written by:"]
   for r in runs:
+    where = host.summary(r.get("host"))   # the low digits of float32 results follow the CPU (jscale/host.py)
     lines.append(f"- `{r.get('command', '?')}` (grid {r.get('grid', '?')}): {fmt(r.get('wall_time_s'), 1)} s "
-                 f"wall time on {', '.join(r.get('devices') or ['?'])}")
+                 f"wall time on {', '.join(r.get('devices') or ['?'])}" + (f" ({where})" if where else ""))
     if r.get("compile"):   # recorded since issue 23: JAX's compilation events (jscale.sweeps.compile_clock)
       lines.append(f"  - {share_text(r['compile'])}; per experiment: " + "; ".join(
           f"{name} {t['compile_s']:.1f} s compiling {t['programs']} programs of {t['wall_s']:.1f} s"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 
+from jscale import host
 from jscale.report.document import HEADLINE_JSON, VERDICTS_JSON
 from jscale.sweeps import store
 
@@ -56,7 +57,7 @@ def store_run(run_dir: str, store_dir: str, *, require_grid: str | None = "full"
   info = store.run_info(run_dir)
   store.write_json(os.path.join(store_dir, RUN), {
       "experiments": exps, "invocations": [{k: i.get(k) for k in ("command", "grid", "wall_time_s", "devices",
-                                                                  "compile", "experiment_times") if k in i}
+                                                                  "compile", "experiment_times", "host") if k in i}
                                            for i in info]})
   for name, rec in records.items():
     store.write_json(os.path.join(store_dir, f"{name}.json"), rec)
@@ -101,7 +102,9 @@ def _run_line(run: dict) -> str:
   wall = sum(float(i.get("wall_time_s") or 0) for i in inv)
   cmds = "; ".join(f"`{i.get('command')}`" for i in inv if i.get("command"))
   devs = ", ".join(sorted({d for i in inv for d in (i.get("devices") or [])}))
-  line = f"Stored run (`results/main/`): {cmds or 'command not recorded'}, {wall:.0f} s wall time on {devs or '?'}."
+  hosts = "; ".join(dict.fromkeys(host.summary(i.get("host")) for i in inv if i.get("host")))
+  line = (f"Stored run (`results/main/`): {cmds or 'command not recorded'}, {wall:.0f} s wall time on {devs or '?'}"
+          + (f" ({hosts})" if hosts else "") + ".")
   return line + _times_line(inv, wall)
 
 

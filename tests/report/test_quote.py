@@ -39,7 +39,8 @@ def _fake_run(tmp_path, grid="full"):
   (run / "run.json").write_text(json.dumps({"invocations": [{
       "command": "sweep --grid full", "grid": grid, "wall_time_s": 12.0, "devices": ["cpu:0"],
       "compile": {"programs": 7, "compile_s": 3.0},
-      "experiment_times": {"alpha": {"wall_s": 2.5}, "beta": {"wall_s": 9.4}}}]}))
+      "experiment_times": {"alpha": {"wall_s": 2.5}, "beta": {"wall_s": 9.4}},
+      "host": {"cpu": "Xeon X", "cpu_family_model": "6/85", "logical_cpus": 2, "jax": "0.9.9"}}]}))
   return str(run)
 
 
@@ -62,7 +63,8 @@ def test_one_command_stores_the_run_and_rewrites_both_blocks(tmp_path):
   assert "0.999" not in text and text.startswith("intro") and text.rstrip().endswith("outro")
   assert "| `alpha` | proto A | acc 0.912 | 0.95 | reproduces 1 | does not hold 1 |" in text
   assert "| `beta` | - | - | - | - | - |" in text
-  assert "`sweep --grid full`, 12 s wall time on cpu:0" in text
+  assert "`sweep --grid full`, 12 s wall time on cpu:0 (Xeon X (family/model 6/85), 2 logical CPUs, jax 0.9.9)." in text
+  assert json.load(open(os.path.join(store, "run.json")))["invocations"][0]["host"]["cpu"] == "Xeon X"  # stored too
   # The run's per-experiment times, slowest first, and its compile share (3 s of 12) come along.
   assert "By experiment: beta 9 s, alpha 2 s; compiling 3 s over 7 programs (25%)." in text
   assert "- `alpha` (proto A): acc 0.912" in open(sources).read()

@@ -10,7 +10,7 @@ import sys
 import chex
 import pytest
 
-from jscale import sweeps
+from jscale import host, sweeps
 from jscale.experiments.hessian import run as hessian_run
 from jscale.sweeps import store
 
@@ -68,6 +68,10 @@ def test_resume_of_a_complete_run_says_so_and_changes_nothing(tmp_path, capsys):
     assert "started: resuming" not in said and "configurations," not in said   # no table printed again
     assert _snapshot(out) == before   # no file written, not even with the same bytes
   assert [i["grid"] for i in store.run_info(out)] == ["quick"]   # no "(grid resumed)" entry
+  # the run says which machine computed it (float32 results' low digits follow the CPU), and a report says so
+  assert store.run_info(out)[0]["host"] == host.describe()
+  from jscale.report import document
+  assert f"wall time on cpu:0 ({host.summary(host.describe())})" in document._run_info_text(out)
 
 
 def test_no_progress_reaches_a_custom_experiments_run(tmp_path):
