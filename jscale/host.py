@@ -1,8 +1,9 @@
 """Which machine a figure came from: the CPU's model and generation, its logical CPUs, the JAX build.
 
 Why: float32 reductions and matrix products are computed in different orders on different CPUs (vector width,
-the kernels a library picks), so a stored run's low digits follow the host (the same commit's main job on two Xeon generations
-gave the ResNet's 16-block geometric accuracy 0.201 and 0.142: near-divergent training amplifies the last bit). `describe()` goes into every run's `run.json`
+the kernels a library picks), so a stored run's low digits follow the host (the same commit's main job on an AMD EPYC and an
+Intel Xeon gave the ResNet's 16-block geometric accuracy 0.201 and 0.142: near-divergent training amplifies the
+last bit). `describe()` goes into every run's `run.json`
 and the report's run line, so a difference between two stored runs can be traced to the host instead of to the
 code, silently.
 """
