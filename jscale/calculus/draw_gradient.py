@@ -111,12 +111,10 @@ def block_transpose(pred, b):
   """A block's (blocks.py) mean Jacobian, transposed, as linear_transpose's; None where it has none here."""
   info = b.info
   if b.kind == "activation":
-    from jscale.calculus.elementwise import phi_of
-    m = pred.mean.get(info["base"])
-    if m is None:
+    at = draw_mean.activation_at_mean(pred, info)
+    if at is None:
       return None
-    phi = phi_of(pred.g, info["eqns"], info["base"], info["out"], pred.const)
-    slope = activation_slope(phi, m, pred.fwd[info["base"]].sq)
+    slope = activation_slope(*at)
     return lambda c: [(info["base"], np.asarray(c, np.float64) * slope)]
   if b.kind in ("layer_norm", "rms_norm"):
     return _norm_transpose(pred, b)

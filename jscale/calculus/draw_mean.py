@@ -123,16 +123,22 @@ def condition(sig, m: np.ndarray, n_feat: int, drawn: bool = True):
   return out
 
 
+def activation_at_mean(pred, info):
+  """(phi, the carried mean of its input, the input's E[y^2]) of an activation block (blocks.py), or None where
+  the input's mean is not carried: what the forward mean and the backward slope (draw_gradient) both evaluate."""
+  m = pred.mean.get(info["base"])
+  if m is None:
+    return None
+  from jscale.calculus.elementwise import phi_of
+  return phi_of(pred.g, info["eqns"], info["base"], info["out"], pred.const), m, pred.fwd[info["base"]].sq
+
+
 def block_mean(pred, b):
   """The batch mean of a block's output (blocks.py), from its input's; None where unknown."""
   info = b.info
   if b.kind == "activation":
-    from jscale.calculus.elementwise import phi_of
-    m = pred.mean.get(info["base"])
-    if m is None:
-      return None
-    phi = phi_of(pred.g, info["eqns"], info["base"], info["out"], pred.const)
-    return activation_mean(phi, m, pred.fwd[info["base"]].sq)
+    at = activation_at_mean(pred, info)
+    return None if at is None else activation_mean(*at)
   if b.kind in ("layer_norm", "rms_norm"):
     m, s = pred.mean.get(info["x"]), pred.fwd[info["x"]]
     if m is None:
