@@ -15,14 +15,9 @@ from jscale.calculus.rules import Predictor
 from jscale.calculus.signals import Backward, Forward
 from jscale.calculus.tracing import classify, evaluate, flatten
 
+import token_gelu_model  # tests/calculus: the model both draw tests trace
+
 B, T, V, D, F, K = 64, 6, 8, 16, 32, 3
-
-
-def _model(p, x):
-  """One-hot tokens -> token + position embedding -> dense -> GELU -> dense -> mean over tokens -> head."""
-  h = x @ p["tokens"] + p["positions"]
-  z = jax.nn.gelu(h @ p["w0"]) @ p["w1"]
-  return jnp.mean(z, axis=1) @ p["head"]
 
 
 def _setup(seed):
@@ -33,7 +28,7 @@ def _setup(seed):
   x = jax.nn.one_hot(jax.random.randint(k[5], (B, T), 0, V), V)
   v = jax.random.normal(k[6], (B, K))
   leaves, treedef = jax.tree_util.tree_flatten(p)
-  fn = lambda ls, x_: _model(jax.tree_util.tree_unflatten(treedef, ls), x_)  # noqa: E731
+  fn = lambda ls, x_: token_gelu_model.apply(jax.tree_util.tree_unflatten(treedef, ls), x_)  # noqa: E731
   return fn, leaves, x, v
 
 

@@ -19,14 +19,9 @@ from jscale.calculus.rules import Predictor
 from jscale.calculus.signals import Backward, Forward
 from jscale.calculus.tracing import classify, evaluate, flatten
 
+import token_gelu_model  # tests/calculus: the model both draw tests trace
+
 B, T, V, D, F = 64, 6, 8, 16, 32
-
-
-def _model(p, x):
-  """One-hot tokens -> token + position embedding -> dense -> GELU -> dense -> mean over tokens -> head."""
-  h = x @ p["tokens"] + p["positions"]
-  z = jax.nn.gelu(h @ p["w0"]) @ p["w1"]
-  return jnp.mean(z, axis=1) @ p["head"]
 
 
 def _setup(seed):
@@ -36,7 +31,7 @@ def _setup(seed):
        "head": jax.random.normal(k[4], (D, 3)) / np.sqrt(D)}
   x = jax.nn.one_hot(jax.random.randint(k[5], (B, T), 0, V), V)
   leaves, treedef = jax.tree_util.tree_flatten(p)
-  fn = lambda ls, x_: _model(jax.tree_util.tree_unflatten(treedef, ls), x_)  # noqa: E731
+  fn = lambda ls, x_: token_gelu_model.apply(jax.tree_util.tree_unflatten(treedef, ls), x_)  # noqa: E731
   return fn, leaves, x
 
 
