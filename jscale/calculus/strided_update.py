@@ -8,8 +8,9 @@ layer's output positions p (a dense layer has one), so
     E|grad|^2 = (1/B^2) sum_{(b,p),(c,q)} K_x((b,p),(c,q)) K_delta((b,p),(c,q)),
 
 the input kernel and the backward kernel over pairs of (example, position) tokens. The forward kernels are the
-calculus's (`update_response.forward_kernels`, the CNN-GP form: a stride = kernel conv is a dense layer on each
-non-overlapping patch, the next conv's input kernel sums its patch's offsets, the flatten sums the positions).
+calculus's, as `update_response.forward_kernels` builds them for a dense stack, in the CNN-GP form: a stride =
+kernel conv is a dense layer on each non-overlapping patch, the next conv's input kernel sums its patch's offsets,
+the flatten sums the positions.
 
 The backward kernel has two parts. The calculus's: the backward weights independent of the forward ones, so
 the gradient at a layer's output correlates only between tokens that a shared weight block joins (a conv's
