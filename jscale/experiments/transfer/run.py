@@ -116,8 +116,9 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   gradient's component along each example's own activation (`calculus.strided_update`; for the MLP a position
   is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
   after the step, for the MLP, the first-order response through the layers (`calculus.first_step`: the cross
-  term 2E[h0 . dh] and E[dh^2]); for the LeNet, whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2
-  on top of the relative change of its input (docs/calculus.md, *After the first step*).
+  term 2E[h0 . dh] and E[dh^2]); for the LeNet, whose convolutions that does not cover, each layer's E[y^2]
+  plus the update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md, *After
+  the first step*).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
