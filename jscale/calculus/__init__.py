@@ -27,6 +27,9 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
   update_response  `first_step`: a ReLU MLP's activations after its first SGD / Adam step, predicted (the cross
                term 2E[h0 . dh] and E[dh^2] through the layers, a `Response`); `unit_response`: its first-order
                relative change per unit learning rate
+  strided_update  SGD's first update of a strided conv (or dense) ReLU stack over (example, position) pairs,
+               with the gradient's component along each example's own activation (`StridedStack`,
+               `strided_update_rms`)
   activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
                stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
   blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
@@ -56,4 +59,5 @@ from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Ins
 from jscale.calculus.prescribe import (RESPONSE_AT, LeafPrescription, Prescription, first_step_response,
                                        from_inspection, normalised, predicted_drift, prescribe, response_at,
                                        response_drift, response_se, update_to_output)
+from jscale.calculus.strided_update import Stack as StridedStack, update_rms as strided_update_rms
 from jscale.calculus.update_response import Response, first_step, unit_response

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jscale import calculus
+from jscale.calculus import strided_update
 from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
@@ -121,3 +122,15 @@ def first_step(x, y, fan_out, w_sq, lr, optimizer: str) -> tuple[np.ndarray, np.
   2E[h0 . dh] and E[dh^2] through the layers."""
   r = calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer)
   return r.update_rms, r.act1
+
+
+def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
+  """(L,) RMS of each kernel's first SGD update of a strided conv stack or a dense one (input shape `image`,
+  kernels `kernel_shapes`), from the kernels over (example, position) pairs with the component of the gradient
+  along each example's own activation (`calculus.strided_update`; docs/calculus.md, *The first update over
+  (example, position) pairs*): it replaces the LeNet's class-pair law, whose position-averaged cross term missed
+  the convolutions' coherent pairs of positions, and `first_step`'s update for the MLP."""
+  shapes = [tuple(s) for s in kernel_shapes]
+  fan_in = [int(np.prod(s[:-1])) for s in shapes]
+  return strided_update.update_rms(np.asarray(x), np.asarray(y), strided_update.Stack.of_shapes(image, shapes),
+                                   w_sq, lr, fan_in)

@@ -6,7 +6,8 @@ Adam, on an MLP 64-w-w-10 and the strided LeNet with channel multiplier w/32, on
 Protocol: He (fan-in) init, zero biases; minibatch 128, 2 epochs (9 steps each); the objective is the mean
 minibatch training loss of the last epoch (steps 10-18). The prescriptions and the coordinate check use the
 first 128 training examples as their minibatch; the prescriptions are computed on the He init of key 2**20
-(run.PROBE_SEED), the coordinate check measures over its own inits (keys 2**20 + 7000 ..., COORD_DRAWS of them).
+(run.PROBE_SEED), the coordinate check measures over its own inits (keys 2**20 + 9000 ..., COORD_DRAWS of them;
+the keys that judged its fourth pass, docs/calculus.md).
 12 learning rates a power of two apart around a centre per (parametrization, optimizer) that does not depend on
 the width (LR_CENTERS). Optimal learning rate per width: the minimum of the seed-mean loss curve over log2(lr),
 refined by a parabola through the grid minimum and its neighbours; its interval a bootstrap over seeds (2000

@@ -33,9 +33,10 @@ MODEL_NAMES = ("mlp", "lenet")
 BASE_WIDTH = 32
 PROBE_SEED = 2**20       # the init the prescriptions are computed on (not a training seed)
 PROBE_DRAWS = 4          # the probe inits PROBE_SEED ... that the measured response (response.py) averages over
-# The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, third pass*; its
-# development used 2**20 + 1000 ... and 2**20 + 3000 ...; the first two passes reused the probe inits).
-COORD_SEED = 2**20 + 7000
+# The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, fourth pass*: the
+# first update over (example, position) pairs, developed on 2**20 + 3000 ... and 2**20 + 1000 ..., judged on
+# 2**20 + 9000 ...; the third pass judged on 2**20 + 7000 ..., now seen; the first two reused the probe inits).
+COORD_SEED = 2**20 + 9000
 K_DRAWS = 16             # of the coordinate check's draws, how many take all k steps (the rest take one)
 
 
@@ -111,12 +112,13 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
-  Predicted update (the gradient at init): SGD's, for the MLP, from the kernels over example pairs
-  (`calculus.first_step`), for the LeNet lr m sqrt(G_batch E[W^2]) with the class-pair law; Adam lr m (its
-  first step is lr sign(g)). Predicted activations: the calculus's at init; after the step, for the MLP, the
-  first-order response through the layers (`calculus.first_step`: the cross term 2E[h0 . dh] and E[dh^2]); for
-  the LeNet, whose convolutions that does not cover, each layer's E[y^2] plus the update's predicted U m^2 lr^2
-  on top of the relative change of its input (docs/calculus.md, *After the first step*).
+  Predicted update (the gradient at init): SGD's from the kernels over (example, position) pairs with the
+  gradient's component along each example's own activation (`calculus.strided_update`; for the MLP a position
+  is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
+  after the step, for the MLP, the first-order response through the layers (`calculus.first_step`: the cross
+  term 2E[h0 . dh] and E[dh^2]); for the LeNet, whose convolutions that does not cover, each layer's E[y^2]
+  plus the update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md, *After
+  the first step*).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
@@ -186,9 +188,12 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       w_sq = w_exp * np.square(init_m)
       lr = lr_of[rule, opt] * unit
       upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k, w_sq)
-      if dense:   # the update and the after-step activations from the kernels (update_response.py)
+      if dense:   # the after-step activations (and Adam's update) from the kernels (update_response.py)
         upd_p[i, j], act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
                                                           lr * np.asarray(lr_m, np.float64), opt)
+      if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
+        upd_p[i, j] = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq,
+                                          lr * np.asarray(lr_m, np.float64))
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 

@@ -198,8 +198,8 @@ def build(r: Results) -> Section:
                        "sqrt(draws); the draws per model and width keep the SE near 0.03 or below at init and in the "
                        "first update); "
                        "the second share does not count a miss the draws' sampling error alone could make. "
-                       "SGD's predicted update: the MLP's from the kernels over example pairs (calculus.first_step), "
-                       "the LeNet's from the class-pair law for the minibatch G. "
+                       "SGD's predicted update: from the kernels over (example, position) pairs with the "
+                       "gradient's component along each example's own activation (calculus.strided_update). "
                        f"Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after the first update."))
   leaf_rows = [[m, what, l, "n/a" if v["median"] is None else f"{v['median']:.3f}",
                 f"{v['share_below_0.1']:.0%}", "n/a" if v["share_within_0.1_or_2SE"] is None else
