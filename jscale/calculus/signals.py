@@ -43,6 +43,8 @@ class Backward(NamedTuple):
   sp: float = 0.0
   sp_gate: float | None = None
   rc: float | None = None  # as Forward.rc, for the gradient
+  b: float | None = None   # d log |g_b|^2 / d log E[v_b^2]: how one example's gradient here follows its own
+                           # forward scale (example_scale.py); None: not tracked
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
