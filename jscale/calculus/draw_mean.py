@@ -147,7 +147,7 @@ def block_mean(pred, b):
     at = activation_at_mean(pred, info)
     if at is None:
       return None
-    v = pred.scale_var(info["base"]) if pred.fwd[info["base"]].rp is None else None
+    v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
     return activation_mean(*at, v=v)
   if b.kind in ("layer_norm", "rms_norm"):
     m, s = pred.mean.get(info["x"]), pred.fwd[info["x"]]

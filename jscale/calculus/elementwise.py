@@ -138,9 +138,9 @@ def activation_rule(pred, block) -> str | None:
       v_y = pred.scale_var(base) if s.rp is None else None
       resp = example_scale.response(phi, mean, s.sq, pred.per_example(out)) if v_y is not None else None
       if resp is not None:
-        jf, jb = resp.jensen(v_y)
+        jf, jb = resp.jensen(pred.scale_var(base, population=True))
         fwd_sq, bwd_sq = fwd_sq * jf, bwd_sq * jb
-        pred.scale[out] = resp.gamma ** 2 * v_y + resp.fresh
+        pred.scale[out] = (resp.gamma ** 2 * v_y + resp.fresh, None, 0, 1.0)
       r_out = min(float(np.mean(om.mean * om.mean)) / fwd_sq, 1.0)
       pred.drawn.add(out)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))

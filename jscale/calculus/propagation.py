@@ -106,9 +106,11 @@ class Propagation:
     # without token positions, only these are conditioned on the draw's mean (draw_mean.condition)
     self.drawn = set()
     self.fwd = {graph.x_id: x_sig}
-    # each example's own scale (example_scale.py): value id -> V, the variance over examples of the log of
-    # its E[v_b^2], or a dense output's (V_in, n_out) until its r is final (scale_var)
-    self.scale = {} if x_scale_var is None or x_sig.rp is not None else {graph.x_id: float(x_scale_var)}
+    # each example's own scale (example_scale.py): V, the variance over examples of the log of its E[v_b^2];
+    # value id -> (V of the scale its input sets, the dense output whose r sets its own term, that layer's
+    # n_out (0: none), a factor), read by scale_var once that r is final
+    self.scale = ({} if x_scale_var is None or x_sig.rp is not None else
+                  {graph.x_id: (float(x_scale_var), None, 0, 1.0)})
     self.bwd = {}
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
     self.ops, self.acts, self.notes = [], [], []
@@ -222,17 +224,22 @@ class Propagation:
   def carry_scale(self, a, o, f: float = 1.0):
     """o's V is a's times f (an example's log scale moves by log f of its own for each example: f = 1 for a
     reshape or a fixed scalar; the shrink of a constant added to it)."""
-    v = self.scale_var(a)
-    if v is not None:
-      self.scale[o] = v * f
-
-  def scale_var(self, a) -> float | None:
-    """V of value a (example_scale.py), None where not tracked."""
     v = self.scale.get(a)
-    if isinstance(v, tuple):
-      v_in, n_out = v
-      v = v_in + example_scale.dense_fresh(n_out, self.fwd[a].r)
-    return v
+    if v is not None:
+      v_pop, r_id, n_out, f0 = v
+      self.scale[o] = (v_pop, r_id, n_out, f0 * f)
+
+  def scale_var(self, a, population: bool = False) -> float | None:
+    """V of value a (example_scale.py), None where not tracked. `population`: without the last dense layer's
+    own term, which is its units' sample (an example whose 64 units came out large has not a larger spread:
+    no Jensen term from it), only the scale its input sets."""
+    v = self.scale.get(a)
+    if v is None:
+      return None
+    v_pop, r_id, n_out, f = v
+    if population or not n_out:
+      return v_pop * f
+    return (v_pop + example_scale.dense_fresh(n_out, self.fwd[r_id].r)) * f
 
   # -- the draw's mean (draw_mean.py)
   def _param_values(self, e):

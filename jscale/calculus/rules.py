@@ -431,4 +431,4 @@ class Predictor(Propagation):
     self.set_out(e, Forward(y_sq, s.r, True, None, rp, None, rc), [(a, back)])
     v = self.scale_var(a)
     if kind == "dense" and rho_out == 1 and s.rp is None and v is not None:
-      self.scale[e.outs[0]] = (v, n_out)   # example_scale.dense_fresh once the output's r is final
+      self.scale[e.outs[0]] = (v, e.outs[0], n_out, 1.0)   # example_scale.dense_fresh once its r is final
