@@ -18,8 +18,9 @@ The backward carries b = d log |g_b|^2 / d l_b (Backward.b): 0 at the outputs of
 v_b does not depend on the example), unchanged through a dense layer, beta + gamma b through phi. Then, for
 per-example scales lognormal over examples:
   G (a kernel)        times exp(V_x b_y)                  (Cov(log |x_b|^2, log |dy_b|^2))
-  E[phi^2], E[phi'^2] times exp(gamma (gamma - 1) V / 2), exp(beta (beta - 1) V / 2)   (E over examples of
-                      each one's own moment: Jensen)
+  E[phi^2], E[phi'^2] times 1 + (q^2 F'' / 2F) (e^V - 1), F'' the moment's second derivative in q (E over
+                      examples of each one's own moment: Jensen; the carried mean alike, draw_mean.py), with V
+                      the scale the input sets: without the last dense layer's own term, its units' sample
   E[dy^2] at phi      times exp(b (beta gamma V + c))      (E[phi'^2] of an example against its |dx_b|^2; c the
                       units' own covariance of phi'^2 and phi^2 given y^2)
 Tracked only without token positions (a LayerNorm resets each token's scale) and only where the draw's offsets
