@@ -84,13 +84,20 @@ def linear_mean(pred, e, B: int):
   return [np.asarray(o, np.float64)[0] if np.ndim(o) and np.shape(o)[0] == B else None for o in outs]
 
 
-def activation_mean(phi, m: np.ndarray, sq: float) -> np.ndarray:
-  """E[phi(m + s z)] per entry, s^2 = sq - mean(m^2) (the entries' spread around the draw's mean)."""
-  s = math.sqrt(max(sq - float(np.mean(m * m)), 0.0))
+def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None) -> np.ndarray:
+  """E[phi(m + s z)] per entry, s^2 = sq - mean(m^2) (the entries' spread around the draw's mean). With `v`
+  (example_scale.py: each example's own q_b, lognormal with Var(log q_b) = v, in the spread) the mean over
+  examples of each one's: + (1/2) d^2/d(s^2)^2 E[phi(m + s z)] Var(q_b), the derivative E[phi He_4(z)] / (4 s^4)."""
+  s2 = max(sq - float(np.mean(m * m)), 0.0)
+  s = math.sqrt(s2)
   z, w = _GH
   pts = (m.reshape(-1, 1) + s * z.reshape(1, -1)).astype(np.float32)
   vals = np.asarray(phi(jnp.asarray(pts.reshape(-1))), np.float64).reshape(pts.shape)
-  return (vals @ (w / w.sum())).reshape(m.shape)
+  out = vals @ (w / w.sum())
+  if v is not None and s2 > 1e-6 * sq:
+    he4 = (z ** 4 - 6 * z * z + 3) * (w / w.sum())
+    out = out + 0.5 * math.expm1(v) * sq * sq * (vals @ he4) / (4 * s2 * s2)
+  return out.reshape(m.shape)
 
 
 def condition(sig, m: np.ndarray, n_feat: int, drawn: bool = True):
@@ -138,7 +145,10 @@ def block_mean(pred, b):
   info = b.info
   if b.kind == "activation":
     at = activation_at_mean(pred, info)
-    return None if at is None else activation_mean(*at)
+    if at is None:
+      return None
+    v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
+    return activation_mean(*at, v=v)
   if b.kind in ("layer_norm", "rms_norm"):
     m, s = pred.mean.get(info["x"]), pred.fwd[info["x"]]
     if m is None:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus import activation_maps as am
+from jscale.calculus import example_scale
 from jscale.calculus.blocks import Block
 from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward, cross_position
@@ -125,6 +126,7 @@ def activation_rule(pred, block) -> str | None:
   mc = am.maps(phi, s.sq, rc_in) if s.rc is not None else None
   fwd_sq, bwd_sq, r_out = m.fwd_sq, m.bwd_sq, m.fwd_corr
   mean = pred.mean.get(base)
+  resp, v_y = None, None
   if mean is not None and np.all(np.isfinite(mean)):
     # the draw's own per-entry offsets (draw_mean.py): E[phi^2] and E[phi'^2] averaged over the entries, each
     # at its own mean; two independent examples then share exactly the output's mean, E[phi_b phi_b'] =
@@ -132,7 +134,14 @@ def activation_rule(pred, block) -> str | None:
     om = am.offset_moments(phi, mean, s.sq)
     if np.isfinite(om.fwd_sq) and np.isfinite(om.bwd_sq) and om.fwd_sq > 0:
       fwd_sq, bwd_sq = om.fwd_sq, om.bwd_sq
-      r_out = min(float(np.mean(om.mean * om.mean)) / om.fwd_sq, 1.0)
+      # each example at its own scale (example_scale.py): the mean over examples of each one's moments
+      v_y = pred.scale_var(base) if s.rp is None else None
+      resp = example_scale.response(phi, mean, s.sq, pred.per_example(out)) if v_y is not None else None
+      if resp is not None:
+        jf, jb = resp.jensen(pred.scale_var(base, population=True))
+        fwd_sq, bwd_sq = fwd_sq * jf, bwd_sq * jb
+        pred.scale[out] = (resp.gamma ** 2 * v_y + resp.fresh, None, 0, 1.0)
+      r_out = min(float(np.mean(om.mean * om.mean)) / fwd_sq, 1.0)
       pred.drawn.add(out)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
   pred.fwd[out] = Forward(fwd_sq, r_out, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
@@ -144,7 +153,11 @@ def activation_rule(pred, block) -> str | None:
     g2 = g.scaled(bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
     if mc is not None and not g2.why and cross_position(g) is not None:
       g2 = g2._replace(rc=cross_position(g) * mc.bwd_corr)
-    return g2
+    if g2.why or g.b is None or resp is None:
+      return g2 if g2.b is None else g2._replace(b=None)
+    # an example's E[phi'^2] against its own |dx_b|^2, both following its scale (example_scale.py)
+    cov = g.b * (resp.beta * resp.gamma * v_y + resp.cross)
+    return g2._replace(sq=g2.sq * float(np.exp(cov)), b=resp.beta + resp.gamma * g.b)
 
   pred.back.append((_OutOnly(out), [(base, back)]))
   return None
@@ -152,5 +165,7 @@ def activation_rule(pred, block) -> str | None:
 
 class _OutOnly:
   """An equation stand-in whose only output is `out` (a group can hand several values outside)."""
+  keeps_b = True   # its backward sets Backward.b itself
+
   def __init__(self, out):
     self.outs = [out]

@@ -26,7 +26,7 @@ import numpy as np
 
 from jscale import program_cache
 from jscale.calculus.correlation import cross_position_corr, pair_corr, position_corr
-from jscale.calculus import draw_mean, inspection_checks
+from jscale.calculus import draw_mean, example_scale, inspection_checks
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus import pair_law
 from jscale.calculus.inspection_measure import measure_graph, projection_loss
@@ -136,9 +136,12 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
       # zero on average) are kept, as for any loss: summed over the B (B - 1) pairs r moves one batch's G_batch
       # by tens of percent (docs/calculus.md, "Token correlations in the minibatch G")
       rp = 0.0 if loss is None and len(graph.avals[a].shape) >= 3 else None
-      out_grads[a] = Backward(float(sq), float(r), rp=rp)
+      # the random projection's v_b does not depend on the example: its gradient does not follow the
+      # example's scale (b = 0, example_scale.py); a given loss's may (untracked)
+      out_grads[a] = Backward(float(sq), float(r), rp=rp, b=0.0 if loss is None else None)
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig,
-                   leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn)).run(
+                   leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn),
+                   x_scale_var=example_scale.input_var(xn)).run(
                        out_grads, lambda: _output_cotangents(graph, fn, leaves, x, loss, key))
   cross = None
   if groups is not None:

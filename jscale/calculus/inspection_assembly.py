@@ -66,7 +66,7 @@ def leaf_row(n: int, uses: tuple, prop: Propagated, meas: Measured, leaves: Leav
     if any(u.g is None for u in uses):
       why = "its output does not reach the loss"
     else:
-      dW = sum(u.rho * u.x_sig.sq * u.g.sq * same_example_factor(u) for u in uses)
+      dW = sum(u.rho * u.x_sig.sq * u.g.sq * same_example_factor(u) * (u.example_scale or 1.0) for u in uses)
       # the cross-example correlation: the class-pair law's where given (`cross`), else the product of means
       rr = [None if cross is None else cross.get((u.leaf, u.in_id, u.out_id)) for u in uses]
       dWb = sum(u.rho * u.x_sig.sq * u.g.sq * batch_factor(u, B, c) for u, c in zip(uses, rr))
@@ -126,7 +126,7 @@ def batch_factor(u, B: int, cross: float | None) -> float:
       return position_factor(u) / B + (1 - 1 / B) * (x_r * u.g.r + (u.rho - 1) * x_rc * g_rc)
     return position_factor(u) * (1 / B + (1 - 1 / B) * cross)
   cross = u.x_sig.r * u.g.r if cross is None else cross
-  return (1 + position_pairs(u)) / B + (1 - 1 / B) * cross * (1 + u.g.sp)
+  return (1 + position_pairs(u)) * (u.example_scale or 1.0) / B + (1 - 1 / B) * cross * (1 + u.g.sp)
 
 
 def position_pairs(u) -> float:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus import draw_gradient, draw_mean
+from jscale.calculus import draw_gradient, draw_mean, example_scale
 from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
@@ -39,6 +39,12 @@ _GATHER_WHY = ("the input reaches it through an embedding lookup (a gather of a 
 _NO_GRAD = Backward(0.0, 0.0, False, None)
 # A known placeholder input, to run a rule for its structure alone (`structure_only`).
 _PLACEHOLDER = Forward(0.0, 0.0, True, None)
+# Equations whose backward keeps Backward.b (an example's gradient scales with its input as with its output):
+# weight layers, reshapes, fixed scalars, a bias add (one activation operand); the smooth activation sets its
+# own (elementwise.py). Any other equation's contribution is untracked (b None) below it.
+_KEEPS_B = frozenset({"dot_general", "reshape", "convert_element_type", "squeeze", "expand_dims", "copy",
+                      "copy_p", "reduce_precision", "transpose", "rev", "broadcast_in_dim", "mul", "div", "neg",
+                      "add", "sub", "add_any"})
 
 
 class LeafUse(NamedTuple):
@@ -60,6 +66,8 @@ class LeafUse(NamedTuple):
   batch_cross: float | None = None  # the minibatch gradient's cross-example term E[dW_b dW_b'] from the
                                     # examples' expected gradients (draw_gradient.leaf_cross), where a block
                                     # says the product of correlations does not hold (attention's keys)
+  example_scale: float | None = None  # E_b[|x_b|^2 |dy_b|^2] / (E[x^2] E[dy^2]) (example_scale.kernel_factor);
+                                      # None: 1
 
 
 class ActivationUse(NamedTuple):
@@ -86,7 +94,7 @@ class Propagation:
   built up by the rules; `run` hands it back frozen."""
 
   def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward,
-               leaf_vals=None, x_mean=None):
+               leaf_vals=None, x_mean=None, x_scale_var=None):
     self.g, self.tags, self.cv = graph, tags, {**graph.consts, **const_vals}
     self.leaf_sq = leaf_sq
     # the draw's own mean (draw_mean.py): with the leaves' values and the input's batch mean, each value's mean
@@ -98,6 +106,11 @@ class Propagation:
     # without token positions, only these are conditioned on the draw's mean (draw_mean.condition)
     self.drawn = set()
     self.fwd = {graph.x_id: x_sig}
+    # each example's own scale (example_scale.py): V, the variance over examples of the log of its E[v_b^2];
+    # value id -> (V of the scale its input sets, the dense output whose r sets its own term, that layer's
+    # n_out (0: none), a factor), read by scale_var once that r is final
+    self.scale = ({} if x_scale_var is None or x_sig.rp is not None else
+                  {graph.x_id: (float(x_scale_var), None, 0, 1.0)})
     self.bwd = {}
     self.back = []      # (eqn, [(in id, fn(g_out) -> contribution)])
     self.ops, self.acts, self.notes = [], [], []
@@ -200,10 +213,33 @@ class Propagation:
         self._carry_mean(e)
     self.backward(out_grads, out_cot)
     uses = tuple(u._replace(g=self.op_grads.get(i), position_factor=self.position_factor_at.get(u.out_id),
-                            batch_cross=self.batch_cross_at.get(u.out_id))
+                            batch_cross=self.batch_cross_at.get(u.out_id),
+                            example_scale=example_scale.kernel_factor(
+                                self.scale_var(u.in_id), self.op_grads[i].b if i in self.op_grads else None)
+                            if u.kind == "dense" else None)
                  for i, u in enumerate(self.ops))
     return Propagated(self.g, dict(self.fwd), dict(self.bwd), uses, tuple(self.acts), tuple(self.notes),
                       dict(self.leaf_why))
+
+  def carry_scale(self, a, o, f: float = 1.0):
+    """o's V is a's times f (an example's log scale moves by log f of its own for each example: f = 1 for a
+    reshape or a fixed scalar; the shrink of a constant added to it)."""
+    v = self.scale.get(a)
+    if v is not None:
+      v_pop, r_id, n_out, f0 = v
+      self.scale[o] = (v_pop, r_id, n_out, f0 * f)
+
+  def scale_var(self, a, population: bool = False) -> float | None:
+    """V of value a (example_scale.py), None where not tracked. `population`: without the last dense layer's
+    own term, which is its units' sample (an example whose 64 units came out large has not a larger spread:
+    no Jensen term from it), only the scale its input sets."""
+    v = self.scale.get(a)
+    if v is None:
+      return None
+    v_pop, r_id, n_out, f = v
+    if population or not n_out:
+      return v_pop * f
+    return (v_pop + example_scale.dense_fresh(n_out, self.fwd[r_id].r)) * f
 
   # -- the draw's mean (draw_mean.py)
   def _param_values(self, e):
@@ -287,8 +323,12 @@ class Propagation:
         t = draw_gradient.block_transpose(self, b) if b is not None else draw_gradient.linear_transpose(self, e)
         carried.step(t, o, [a for a, _ in backs])
       g = gs[0] if gs[0] is not None else _NO_GRAD
+      # a block (normalisation, attention) is keyed by its last equation, which may be a mul or an add
+      keeps = getattr(e, "keeps_b", False) or (getattr(e, "name", None) in _KEEPS_B and len(backs) == 1
+                                                and e.outs[0] not in blocks)
       for a, fn in backs:
-        self._acc(a, fn(g))
+        c = fn(g)
+        self._acc(a, c if keeps or c.b is None else c._replace(b=None))
     if carried is not None:
       for u in self.ops:
         if u.out_id in self.leaf_extra and carried.at(u.out_id) is not None:
@@ -326,4 +366,7 @@ class Propagation:
     rc = None
     if (old.rc, c.rc) != (None, None) and None not in (cross_position(old), cross_position(c)):
       rc = (old.sq * cross_position(old) + c.sq * cross_position(c)) / sq if sq > 0 else cross_position(old)
-    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp, rc=rc)
+    b = None
+    if old.b is not None and c.b is not None:
+      b = (old.sq * old.b + c.sq * c.b) / sq if sq > 0 else old.b
+    self.bwd[i] = Backward(sq, r, old.pooled or c.pooled, None, rp=rp, sp=sp, rc=rc, b=b)

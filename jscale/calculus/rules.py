@@ -101,6 +101,7 @@ class Predictor(Propagation):
     if e.name == "broadcast_in_dim" and self.per_example(e.outs[0]) != self.per_example(a):
       return "a broadcast of an activation (repeats entries; no rule)"
     self.set_out(e, self.fwd[a], [(a, lambda g: g)])
+    self.carry_scale(a, e.outs[0])
 
   rule_reshape = rule_convert_element_type = rule_squeeze = rule_expand_dims = rule_copy = rule_copy_p = _pass
   rule_reduce_precision = rule_transpose = rule_rev = rule_broadcast_in_dim = _pass
@@ -141,6 +142,8 @@ class Predictor(Propagation):
     rc = None if s.rc is None else s.rc * f
     self.set_out(e, Forward(s.sq * c2, r, s.sym and bool(odd), None, s.rp, s.rf, rc),
                  [(a, lambda g: g.scaled(c2, r=g.r * f, sp=g.sp * f, rc=None if g.rc is None else g.rc * f))])
+    if arr.size == 1:
+      self.carry_scale(a, e.outs[0])
 
   def _param_mul(self, e, a, t):
     s, w_sq = self.fwd[a], self.leaf_sq[t.leaf]
@@ -150,6 +153,8 @@ class Predictor(Propagation):
     seen = self.use(LeafUse(leaf=t.leaf, kind=kind, op=e.name, in_id=a, out_id=e.outs[0], x_sig=s, rho=rho,
                             w_sq=w_sq, fan_in=1, fan_out=1, taps=1))
     self.set_out(e, s._replace(sq=s.sq * w_sq), [(a, lambda g: seen(g).scaled(w_sq))])
+    if n_leaf == 1:
+      self.carry_scale(a, e.outs[0])
 
   def rule_mul(self, e, ins):
     if len(ins) == 2:
@@ -277,7 +282,16 @@ class Predictor(Propagation):
       # embedding adds to r (same position) and to neither rp nor rc
       c = cross_position(s)
       rc = (s.sq * c + shared) / sq if sq > 0 and c is not None else None
-      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0, None, rp, rf, rc), [(a, seen)])
+      f = s.sq / sq if sq > 0 else 1.0
+
+      def back_bias(g):
+        # an example's scale below the bias moves its output's by the share f: its gradient's b shrinks alike
+        g = seen(g)
+        return g if g.b is None or f == 1.0 else g._replace(b=g.b * f)
+
+      self.set_out(e, Forward(sq, r, s.sym and b_sq == 0, None, rp, rf, rc), [(a, back_bias)])
+      if sq > 0:
+        self.carry_scale(a, e.outs[0], f * f)
       return None
     c = self.const(other)
     if t.kind != "const" or c is None:
@@ -292,6 +306,8 @@ class Predictor(Propagation):
     rc = (s.sq * c + c2) / sq if sq > 0 and c is not None else None
     self.set_out(e, Forward(sq, (s.sq * s.r + c2) / sq if sq > 0 else s.r, s.sym and c2 == 0, None, rp, rf, rc),
                  [(a, lambda g: g)])
+    if sq > 0:
+      self.carry_scale(a, e.outs[0], (s.sq / sq) ** 2)
     return None
 
   rule_sub = rule_add_any = rule_add
@@ -413,3 +429,6 @@ class Predictor(Propagation):
       return g2 if kind == "dense" or g2.why else g2._replace(rc=None)
 
     self.set_out(e, Forward(y_sq, s.r, True, None, rp, None, rc), [(a, back)])
+    v = self.scale_var(a)
+    if kind == "dense" and rho_out == 1 and s.rp is None and v is not None:
+      self.scale[e.outs[0]] = (v, e.outs[0], n_out, 1.0)   # example_scale.dense_fresh once its r is final

@@ -8,6 +8,7 @@
                whose gate made this gradient (None where the last step was not a ReLU's gate)
   rc           (both) the correlation between two different positions of two different examples; with r (same
                position) and rp (same example) it gives the minibatch cross term of a leaf shared by tokens
+  b            (Backward) how one example's gradient size follows its own forward scale (example_scale.py)
   LayerSignal  `Forward` of a layer list (`stack.Layer`), with the value's channels and spatial grid
 
 On a traced graph (rules.py) a signal can be unknown: `sq` is None exactly when `why` says why.
@@ -43,6 +44,8 @@ class Backward(NamedTuple):
   sp: float = 0.0
   sp_gate: float | None = None
   rc: float | None = None  # as Forward.rc, for the gradient
+  b: float | None = None   # d log |g_b|^2 / d log E[v_b^2]: how one example's gradient here follows its own
+                           # forward scale (example_scale.py); None: not tracked
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
