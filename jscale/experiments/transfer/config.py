@@ -33,6 +33,7 @@ judge_12_seeds grid (seeds 40-51), each run once.
   python scripts/sweep.py --experiment transfer --grid judge   # new seeds 20-23, widths 32-512 by 2x
   python scripts/sweep.py --experiment transfer --grid judge_normalised   # seeds 30-33, widths 32-512 by 2x
   python scripts/sweep.py --experiment transfer --grid judge_12_seeds     # seeds 40-51, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_52     # seeds 52-63, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -69,4 +70,7 @@ def make_experiment() -> CustomExperiment:
              "judge_normalised": {**common, "widths": (32, 64, 128, 256, 512), "seeds": tuple(range(30, 34))},
              # four seeds do not pin a 0.5-octave drift down (cells moved between seed sets by more than their
              # intervals): 12 training seeds no grid had run, the full grid's widths (the drift is 32 -> 512)
-             "judge_12_seeds": {**common, "widths": (32, 128, 512), "seeds": tuple(range(40, 52))}})
+             "judge_12_seeds": {**common, "widths": (32, 128, 512), "seeds": tuple(range(40, 52))},
+             # issue 22's drift goals judged once more, on 12 training seeds no run had used (every seed 0-51
+             # was seen while the predictor and the prescription were developed); run with the code frozen
+             "judge_seeds_52": {**common, "widths": (32, 128, 512), "seeds": tuple(range(52, 64))}})
