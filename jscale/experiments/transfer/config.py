@@ -25,7 +25,8 @@ ran. The response predictor was developed on the full grid's seeds 10-13 (their 
 judge grid: training seeds 20-23 and widths 64, 256 that no grid had run. Equal-G's response normalisation and
 SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged by the
 judge_normalised grid (seeds 30-33) and, since four seeds do not pin a 0.5-octave drift down, by the
-judge_12_seeds grid (seeds 40-51), each run once.
+judge_12_seeds grid (seeds 40-51), each run once; with every seed 0-51 seen, the unchanged rule and predictor were
+judged once more by the judge_seeds_52 grid (seeds 52-63).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
