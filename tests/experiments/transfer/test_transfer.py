@@ -66,6 +66,10 @@ def test_grids_as_specified():
   j12 = exp.grid("judge_12_seeds")
   assert len(j12["seeds"]) >= 8 and set(j12["seeds"]).isdisjoint(others | set(jn["seeds"]) | {0, 1})
   assert j12["widths"][0] == 32 and j12["widths"][-1] == 512
+  # judged once more on seeds no run had used (0-51 were all seen during development)
+  j52 = exp.grid("judge_seeds_52")
+  assert len(j52["seeds"]) >= 8 and min(j52["seeds"]) >= 52 and set(j52["seeds"]).isdisjoint(others)
+  assert j52["widths"][0] == 32 and j52["widths"][-1] == 512
 
 
 @pytest.mark.slow
