@@ -87,6 +87,19 @@ def maps(phi: Callable, q: float, rho: float = 0.0, order: int = ORDER) -> Activ
       odd=bool(np.allclose(vm, -v, rtol=1e-5, atol=1e-6 * scale)))
 
 
+def slope_pair(phi: Callable, q: float, rho: float, order: int = ORDER) -> float:
+  """E[y y' phi'(y) phi'(y')] for a pair of N(0, q) inputs of correlation rho (the same tensor rule as `maps`):
+  how a unit's slopes at two inputs follow the inputs' own projections (elementwise.gate_coupling)."""
+  rho = min(max(float(rho), -1.0), 1.0)
+  z, w = hermite(order)
+  s = math.sqrt(q)
+  _, d = value_and_slope(phi, s * z)
+  y2 = s * (rho * z[:, None] + math.sqrt(max(1.0 - rho * rho, 0.0)) * z[None, :])
+  _, d2 = value_and_slope(phi, y2.reshape(-1))
+  ww = w[:, None] * w[None, :]
+  return float(np.sum(ww * (s * z * d)[:, None] * (y2 * d2.reshape(y2.shape))))
+
+
 class OffsetMoments(NamedTuple):
   """An activation's moments over one draw's units, each with its own offset (see `offset_moments`)."""
   mean: np.ndarray      # E[phi(m_i + s z)] per entry

@@ -148,9 +148,12 @@ def activation_rule(pred, block) -> str | None:
                           mc.fwd_corr if mc else None)
   rb = m.bwd_corr
   rpb = mp.bwd_corr if mp else None
+  coupling = gate_coupling(phi, s.sq, s.rp, mp) if mp is not None and s.sq > 0 else None
 
   def back(g):
     g2 = g.scaled(bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+    if coupling is not None and not g2.why and g.rp is not None:
+      g2 = g2._replace(rp_gate=g.rp * coupling)
     if mc is not None and not g2.why and cross_position(g) is not None:
       g2 = g2._replace(rc=cross_position(g) * mc.bwd_corr)
     if g2.why or g.b is None or resp is None:
@@ -161,6 +164,19 @@ def activation_rule(pred, block) -> str | None:
 
   pred.back.append((_OutOnly(out), [(base, back)]))
   return None
+
+
+def gate_coupling(phi, q: float, rho: float, mp) -> float:
+  """Two positions t != t' of one example, inputs x_t, x_t' (n features, correlation rho) of a dense unit
+  y = w.x feeding phi: E[(x_t.x_t') phi'(y_t) phi'(y_t')] / (n E[x^2] E[phi'^2]) is rho rp_phi' (the product
+  form) plus this over n. Split x = w y / |w|^2 + z (z orthogonal to w, independent of y for Gaussian x,
+  E[z.z'] = (n - 1) rho E[x^2], |w|^2 E[x^2] = q): x.x' = E[x^2] y y' / q + z.z', so the pair gains
+  (E[y y' phi' phi'] / q - rho E[phi' phi']) / E[phi'^2]: each unit's slopes follow its own projections of the
+  two tokens (as a ReLU's gate does, correlation.relu_gate_coupling). Per unit of the gradient's correlation
+  above phi; pairs only (a LayerNorm fixes each token's own norm)."""
+  if mp.bwd_sq <= 0:
+    return 0.0
+  return (am.slope_pair(phi, q, rho) / q - rho * mp.bwd_pair) / mp.bwd_sq
 
 
 class _OutOnly:

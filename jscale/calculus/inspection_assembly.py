@@ -95,7 +95,9 @@ def position_factor(u) -> float:
   x_rp = 1.0 if u.kind == "bias" else u.x_sig.rp  # a bias's input is the constant 1 at every position
   if x_rp is None or u.g.rp is None or u.rho <= 1:
     return 1.0
-  return 1 + (u.rho - 1) * x_rp * u.g.rp
+  # a smooth activation right above couples each position's gradient to its own input (elementwise.gate_coupling)
+  gate = u.g.rp_gate / u.fan_in if u.kind == "dense" and u.g.rp_gate is not None and u.fan_in else 0.0
+  return 1 + (u.rho - 1) * (x_rp * u.g.rp + gate)
 
 
 def tokens_tracked(u) -> bool:

@@ -46,6 +46,9 @@ class Backward(NamedTuple):
   rc: float | None = None  # as Forward.rc, for the gradient
   b: float | None = None   # d log |g_b|^2 / d log E[v_b^2]: how one example's gradient here follows its own
                            # forward scale (example_scale.py); None: not tracked
+  rp_gate: float | None = None  # tokens: a smooth activation's slope right above couples two positions'
+                                # gradients to their own inputs; the dense layer below adds rp_gate / fan_in
+                                # to its pair term (elementwise.gate_coupling); None: no such activation
 
   @classmethod
   def unknown(cls, why: str) -> "Backward":
@@ -56,14 +59,14 @@ class Backward(NamedTuple):
              rc: float | None = None) -> "Backward":
     """E[Delta^2] times f (and a new correlation, pooled flag, token correlation rp, spatial correlation sp or
     cross-example token correlation rc);
-    `gate=False` forgets sp_gate (a layer between this gradient and the ReLU gate). An unknown signal stays
+    `gate=False` forgets sp_gate and rp_gate (a layer between this gradient and the gate). An unknown signal stays
     unknown."""
     if self.why:
       return self
     return self._replace(sq=self.sq * f, r=self.r if r is None else r,
                          pooled=self.pooled if pooled is None else pooled, rp=self.rp if rp is None else rp,
                          sp=self.sp if sp is None else sp, sp_gate=self.sp_gate if gate else None,
-                         rc=self.rc if rc is None else rc)
+                         rc=self.rc if rc is None else rc, rp_gate=self.rp_gate if gate else None)
 
 
 class LayerSignal(NamedTuple):
