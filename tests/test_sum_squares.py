@@ -53,3 +53,12 @@ def test_non_finite_in_non_finite_out(bad, want):
       assert np.isnan(got), index
     else:
       assert got == want, index
+
+
+def test_without_rows_the_plain_sum_bit_for_bit():
+  """by_rows=False (the sampled steps' branch) is the sum the gradient norm used before round 7, unchanged."""
+  tree = leaves(4, [1.0] * len(SHAPES))
+  got = jax.jit(lambda t: T.sum_squares(t, by_rows=False))(tree)
+  want = jax.jit(lambda t: [jnp.sum(jnp.square(leaf)) for leaf in t])(tree)
+  for g, w, leaf in zip(got, want, tree):
+    assert np.asarray(g).tobytes() == np.asarray(w).tobytes(), leaf.shape
