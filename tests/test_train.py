@@ -290,13 +290,14 @@ class TrainTest(chex.TestCase):
 
 def matmul_flops(jaxpr) -> int:
   """Matmul FLOPs of a jaxpr, walking into sub-jaxprs (a scan body times its length; cond: the largest
-  branch). A while loop has no static trip count: refuse it."""
+  branch). A while loop has no static trip count: refuse it. The gradient's sum of squares is a dot with ones
+  (`T.sum_squares`): a reduction, not a model matmul, so it is not counted."""
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name == "while":
       raise ValueError("a while loop has no static trip count")
-    if name == "dot_general":
+    if name == "dot_general" and T.SUM_SQUARES_SCOPE not in str(eqn.source_info.name_stack):
       (contract, _), _ = eqn.params["dimension_numbers"]
       k = math.prod(eqn.invars[0].aval.shape[d] for d in contract)
       total += 2 * k * math.prod(eqn.outvars[0].aval.shape)
