@@ -35,7 +35,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from jscale.calculus.update_response import LOGIT_SAMPLES, both_active, relu_kernel
+from jscale.calculus.update_response import LOGIT_SAMPLES, both_active, logit_samples, relu_kernel
 
 
 class Stack(NamedTuple):
@@ -121,17 +121,10 @@ def forward(x: np.ndarray, stack: Stack, w_sq: Sequence[float]) -> Kernels:
 
 def logit_products(k_z: np.ndarray, labels: np.ndarray, n_out: int, samples: int = LOGIT_SAMPLES,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """(E[g_b . g_c], E[(z_b . g_b)(z_c . g_c)]) (B, B) over Gaussian logits with covariance k_z / n_out per class
-  (the draws of `update_response.logit_moments`, same seed), g = softmax(z) - onehot(label)."""
-  B = k_z.shape[0]
-  vals, vecs = np.linalg.eigh(k_z / n_out)
-  root = vecs * np.sqrt(np.clip(vals, 0, None))
-  eps = np.random.default_rng(seed).standard_normal((samples, B, n_out))
-  z = np.einsum("bk,skc->sbc", root, eps)
-  p = np.exp(z - z.max(-1, keepdims=True))
-  p /= p.sum(-1, keepdims=True)
-  g = p - np.eye(n_out)[np.asarray(labels)][None]
-  gf = np.moveaxis(g, 1, 0).reshape(B, -1)
+  """(E[g_b . g_c], E[(z_b . g_b)(z_c . g_c)]) (B, B) over the draws of `update_response.logit_samples` (the
+  same seed as `logit_moments`), g = softmax(z) - onehot(label)."""
+  z, g = logit_samples(k_z, labels, n_out, samples, seed)
+  gf = np.moveaxis(g, 1, 0).reshape(k_z.shape[0], -1)
   zg = np.einsum("sbk,sbk->sb", z, g)
   return gf @ gf.T / samples, zg.T @ zg / samples
 

@@ -95,21 +95,25 @@ def forward_kernels(x: np.ndarray, fan_out: Sequence[int], w_sq: Sequence[float]
   return Kernels(xs, ys)
 
 
-def logit_moments(k_z: np.ndarray, labels: np.ndarray, n_out: int, samples: int = LOGIT_SAMPLES,
+def logit_samples(k_z: np.ndarray, labels: np.ndarray, n_out: int, samples: int = LOGIT_SAMPLES,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """(E[g_b . g_c] (B, B), E[z_b . g_b] (B,)) for logits z, n_out independent classes each a centred Gaussian
-  over the examples with covariance k_z / n_out, and g = softmax(z) - onehot(label): the gradient of the
-  per-example cross-entropy."""
-  B = k_z.shape[0]
-  c = k_z / n_out
-  vals, vecs = np.linalg.eigh(c)
+  """(z, g), each (samples, B, n_out): logits with n_out independent classes, each a centred Gaussian over the
+  examples with covariance k_z / n_out, and g = softmax(z) - onehot(label), the gradient of the per-example
+  cross-entropy. Seeded, so every moment taken from one seed sees the same draws."""
+  vals, vecs = np.linalg.eigh(k_z / n_out)
   root = vecs * np.sqrt(np.clip(vals, 0, None))
-  eps = np.random.default_rng(seed).standard_normal((samples, B, n_out))
+  eps = np.random.default_rng(seed).standard_normal((samples, k_z.shape[0], n_out))
   z = np.einsum("bk,skc->sbc", root, eps)
   p = np.exp(z - z.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
-  g = p - np.eye(n_out)[np.asarray(labels)][None]
-  gf = np.moveaxis(g, 1, 0).reshape(B, -1)
+  return z, p - np.eye(n_out)[np.asarray(labels)][None]
+
+
+def logit_moments(k_z: np.ndarray, labels: np.ndarray, n_out: int, samples: int = LOGIT_SAMPLES,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(E[g_b . g_c] (B, B), E[z_b . g_b] (B,)) over `logit_samples`' draws."""
+  z, g = logit_samples(k_z, labels, n_out, samples, seed)
+  gf = np.moveaxis(g, 1, 0).reshape(k_z.shape[0], -1)
   return gf @ gf.T / samples, np.einsum("sbk,sbk->b", z, g) / samples
 
 
