@@ -34,6 +34,9 @@ directly (`leaf_cross`), with that dependence's term.
 gradients' pair sums, r = sum_{b != b'} G_bt . G_b't / (B (B - 1) n E[g^2]) with E[g^2] the rule's (the carried
 gradients lack each example's own fluctuation, so their own square is too small; their pair products are not).
 Where a use of a value has no transpose here, the value's carried gradient is incomplete and not used.
+At each dense leaf use the gradient's second moment also takes the carried part at the drawn weights
+(`realised`): the per-draw wander of the backward is W^T along the loss's few directions, which the carried
+part has exactly.
 """
 from __future__ import annotations
 
