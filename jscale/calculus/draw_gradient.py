@@ -34,6 +34,9 @@ directly (`leaf_cross`), with that dependence's term.
 gradients' pair sums, r = sum_{b != b'} G_bt . G_b't / (B (B - 1) n E[g^2]) with E[g^2] the rule's (the carried
 gradients lack each example's own fluctuation, so their own square is too small; their pair products are not).
 Where a use of a value has no transpose here, the value's carried gradient is incomplete and not used.
+At each dense leaf use the gradient's second moment also takes the carried part at the drawn weights
+(`realised`): the per-draw wander of the backward is W^T along the loss's few directions, which the carried
+part has exactly.
 """
 from __future__ import annotations
 
@@ -387,6 +390,20 @@ def pair_moments(G: np.ndarray) -> tuple[float, float | None]:
   return float(same), float(pairs / (B * (B - 1) * T * (T - 1) * n))
 
 
+def realised(c, g, above: np.ndarray, below: np.ndarray):
+  """A dense layer's backward `c` (the rule's, E[W^2]-scaled from `g`) with the carried part at the draw's own
+  weights: the gradient above is a + f, a = Jbar^T v_b the carried mean-Jacobian part (few directions: the
+  loss's), f each example's own fluctuation (E_x[f_b] = 0, so the pair a_b . f_b averages out over examples).
+  |W^T a|^2 is `below`'s, exactly for this draw; f spans many directions, so W^T acts on it as its expectation:
+  E[dx^2] = mean(below^2) + k (E[g^2] - mean(above^2)), k the rule's factor."""
+  if (c.why or g.why or c.sq is None or g.sq is None or not g.sq > 0 or above is None
+      or not np.all(np.isfinite(above)) or not np.all(np.isfinite(below))):
+    return c
+  k = c.sq / g.sq
+  own_out, own_in = float(np.mean(above * above)), float(np.mean(below * below))
+  return c._replace(sq=own_in + k * max(g.sq - own_out, 0.0))
+
+
 def condition(sig, G: np.ndarray):
   """`sig` (a gradient's Backward, with token positions tracked) with its cross-example correlations r and rc
   taken from the carried gradients' pair products over its E[g^2]."""
@@ -420,8 +437,9 @@ class MeanBackward:
         got = None
     if got is None:
       self.broken.update(ins)
-      return
+      return None
     for a, ct in got:
       if a in self.broken:
         continue
       self.G[a] = self.G[a] + ct if a in self.G else ct
+    return dict(got)

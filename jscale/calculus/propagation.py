@@ -310,6 +310,7 @@ class Propagation:
       self._acc(i, g)
     carried = self.carried = self._mean_backward(out_cot)
     blocks = {b.info["out"]: b for b in self.block_at.values()}  # a block's back is keyed by its output
+    dense_outs = {u.out_id for u in self.ops if u.kind in ("dense", "conv")} if carried is not None else set()
     for e, backs in reversed(self.back):
       gs = [self.bwd.get(o) for o in e.outs]
       if all(g is None for g in gs):
@@ -321,13 +322,16 @@ class Propagation:
           gs[0] = self.bwd[o]
         b = blocks.get(o)
         t = draw_gradient.block_transpose(self, b) if b is not None else draw_gradient.linear_transpose(self, e)
-        carried.step(t, o, [a for a, _ in backs])
+        above = carried.at(o)
+        got = carried.step(t, o, [a for a, _ in backs])
       g = gs[0] if gs[0] is not None else _NO_GRAD
       # a block (normalisation, attention) is keyed by its last equation, which may be a mul or an add
       keeps = getattr(e, "keeps_b", False) or (getattr(e, "name", None) in _KEEPS_B and len(backs) == 1
                                                 and e.outs[0] not in blocks)
       for a, fn in backs:
         c = fn(g)
+        if carried is not None and o in dense_outs and got is not None and a in got:
+          c = draw_gradient.realised(c, g, above, got[a])
         self._acc(a, c if keeps or c.b is None else c._replace(b=None))
     if carried is not None:
       for u in self.ops:

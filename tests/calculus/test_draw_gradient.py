@@ -3,6 +3,9 @@ through the network's mean Jacobian. References: the network's own per-example g
 (jax.vjp through tracing.evaluate), and a Monte Carlo mean of the per-example Jacobian over fresh data."""
 from __future__ import annotations
 
+import math
+from unittest import mock
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -92,6 +95,21 @@ class DrawGradientTest(chex.TestCase):
     same_w, cross_w = draw_gradient.pair_moments(want)
     self.assertLess(abs(same_c / same_w - 1), 0.1, f"{same_c:.4g} vs {same_w:.4g}")
     self.assertLess(abs(cross_c / cross_w - 1), 0.1, f"{cross_c:.4g} vs {cross_w:.4g}")
+
+  def test_dense_backward_takes_the_drawn_weights_along_the_carried_part(self):
+    # from the head to the GELU's output the network is linear, so each example's gradient there is its
+    # carried one (no fluctuation part) and the conditioned E[dx^2] at w1's input must equal the measured mean
+    # square to f32 rounding; the rules' expectation (fan_out E[W^2] E[dy^2], one draw of the head's K = 3
+    # directions) misses it by far more than that (0.73 of it on this draw; 0.92-0.99 on draws 0, 3-5)
+    fn, leaves, x, v = _setup(2)
+    graph, pred, prop = _propagate(fn, leaves, x, v)
+    w1 = next(u for u in prop.uses if u.kind == "dense" and u.fan_in == F)
+    want = _per_example_grads(graph, leaves, x, v, [w1.in_id])[w1.in_id]
+    meas = float(np.mean(want * want))
+    np.testing.assert_allclose(prop.bwd[w1.in_id].sq, meas, rtol=1e-5)
+    with mock.patch.object(draw_gradient, "realised", lambda c, *_: c):
+      _, _, old = _propagate(fn, leaves, x, v)
+    self.assertGreater(abs(math.log(old.bwd[w1.in_id].sq / meas)), 0.2)
 
   def test_networks_without_token_positions_carry_nothing(self):
     # an MLP keeps the rules' expectation (its stored predictions are unchanged): no carried gradients
