@@ -84,7 +84,9 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
   the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
   layers: docs/calculus.md says where that misses; the coordinate check replaces it by `first_step` for dense
-  stacks and keeps it for the LeNet).
+  stacks and keeps it for the LeNet). The coordinate check takes SGD's update from `sgd_update` for both models
+  (the form here, from G_batch, lacks the own-activation component: docs/calculus.md, *Coordinate check, fourth
+  pass*) and Adam's from here (the LeNet) or `first_step` (the MLP).
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
   whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
