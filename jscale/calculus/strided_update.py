@@ -8,9 +8,9 @@ layer's output positions p (a dense layer has one), so
     E|grad|^2 = (1/B^2) sum_{(b,p),(c,q)} K_x((b,p),(c,q)) K_delta((b,p),(c,q)),
 
 the input kernel and the backward kernel over pairs of (example, position) tokens. The forward kernels are the
-calculus's, as `update_response.forward_kernels` builds them for a dense stack, in the CNN-GP form: a stride =
-kernel conv is a dense layer on each non-overlapping patch, the next conv's input kernel sums its patch's offsets,
-the flatten sums the positions.
+calculus's, as `update_response.forward_kernels` builds them for a dense stack (the dense layers here are its
+`dense_kernels`), in the CNN-GP form: a stride = kernel conv is a dense layer on each non-overlapping patch,
+the next conv's input kernel sums its patch's offsets, the flatten sums the positions.
 
 The backward kernel has two parts. The calculus's: the backward weights independent of the forward ones, so
 the gradient at a layer's output correlates only between tokens that a shared weight block joins (a conv's
@@ -35,7 +35,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from jscale.calculus.update_response import LOGIT_SAMPLES, both_active, logit_samples, relu_kernel
+from jscale.calculus.update_response import LOGIT_SAMPLES, both_active, dense_kernels, logit_samples, relu_kernel
 
 
 class Stack(NamedTuple):
@@ -91,31 +91,31 @@ def forward(x: np.ndarray, stack: Stack, w_sq: Sequence[float]) -> Kernels:
   widths = tuple(stack.channels) + tuple(stack.dense)
   kx_, ky_, kh_, grids = [], [], [], []
   grid = tuple(stack.image[:2])
-  kx = None
-  for l, n in enumerate(widths):
-    if l < len(stack.kernels):
-      kh, kw = stack.kernels[l]
-      if l == 0:
-        p = patches(img, kh, kw).reshape(-1, kh * kw * img.shape[-1])
-        kx = p @ p.T
-      else:
-        kx = patch_kernel(kh_[-1], B, grid, kh, kw)
-      grid = (grid[0] // kh, grid[1] // kw)
-      grids.append(grid)
+  for l, n in enumerate(stack.channels):
+    kh, kw = stack.kernels[l]
+    if l == 0:
+      p = patches(img, kh, kw).reshape(-1, kh * kw * img.shape[-1])
+      kx = p @ p.T
     else:
-      if l == 0:
-        flat = img.reshape(B, -1)
-        kx = flat @ flat.T
-      elif grids[-1] is not None:   # the flatten: a dense row block per position, so positions sum
-        P = grids[-1][0] * grids[-1][1]
-        kx = np.einsum("bpcp->bc", kh_[-1].reshape(B, P, B, P))
-      else:
-        kx = kh_[-1]
-      grids.append(None)
+      kx = patch_kernel(kh_[-1], B, grid, kh, kw)
+    grid = (grid[0] // kh, grid[1] // kw)
+    grids.append(grid)
     ky = n * w_sq[l] * kx
     kx_.append(kx)
     ky_.append(ky)
     kh_.append(relu_kernel(ky, n) if l < len(widths) - 1 else None)
+  if stack.dense:
+    if grids:   # the flatten: a dense row block per position, so positions sum
+      P = grids[-1][0] * grids[-1][1]
+      kx = np.einsum("bpcp->bc", kh_[-1].reshape(B, P, B, P))
+    else:
+      flat = img.reshape(B, -1)
+      kx = flat @ flat.T
+    d = dense_kernels(kx, stack.dense, w_sq[len(stack.channels):])
+    kx_ += d.x
+    ky_ += d.y
+    kh_ += d.x[1:] + [None]
+    grids += [None] * len(d.x)
   return Kernels(kx_, ky_, kh_, grids)
 
 

@@ -84,7 +84,12 @@ def forward_kernels(x: np.ndarray, fan_out: Sequence[int], w_sq: Sequence[float]
   """The calculus's forward pass as kernels between the examples of x (B, d): y = W^T x sums fan_out units of
   covariance E[W^2] x_a . x_b; ReLU between layers."""
   kx = np.asarray(x, np.float64).reshape(x.shape[0], -1)
-  kx = kx @ kx.T
+  return dense_kernels(kx @ kx.T, fan_out, w_sq)
+
+
+def dense_kernels(kx: np.ndarray, fan_out: Sequence[int], w_sq: Sequence[float]) -> Kernels:
+  """`forward_kernels` from the first layer's input kernel kx (B, B) (a conv stack's flatten, in
+  `strided_update`)."""
   xs, ys = [], []
   for l, (n, w) in enumerate(zip(fan_out, w_sq)):
     ky = n * w * kx

@@ -77,16 +77,16 @@ def within_se(err: np.ndarray, rse: np.ndarray, tol: float = 0.1, z: float = 2.0
   return np.where(ok, err < np.maximum(tol, z * np.where(np.isfinite(rse), rse, 0.0)), np.nan)
 
 
-def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
-  """(update RMS (k, L), activations (2, L)) the calculus predicts for prescription `pr` at learning rate lr
-  with per-kernel multipliers lr_m (run.coordinate_check measures them). Update: SGD lr m sqrt(G_batch E[W^2])
-  (G_batch from the class-pair law when the prescription's inspection had the labels), Adam lr m. Activations:
+def predicted_activations(pr, lr_m, lr: float, w_sq_expected=None) -> np.ndarray:
+  """(2, L) E[h^2] of every layer output at init and after the first step that the calculus predicts for
+  prescription `pr` at learning rate lr with per-kernel multipliers lr_m (run.coordinate_check measures them):
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
-  the relative change of its input (no cross term 2E[h0 dh], no propagation of the change through later
-  layers: docs/calculus.md says where that misses; the coordinate check replaces it by `first_step` for dense
-  stacks and keeps it for the LeNet). The coordinate check takes SGD's update from `sgd_update` for both models
-  (the form here, from G_batch, lacks the own-activation component: docs/calculus.md, *Coordinate check, fourth
-  pass*) and Adam's from here (the LeNet) or `first_step` (the MLP).
+  the relative change of its input (SGD's U from G_batch, by the class-pair law when the prescription's
+  inspection had the labels; no cross term 2E[h0 dh], no propagation of the change through later layers:
+  docs/calculus.md says where that misses; the coordinate check replaces the after-step row by `first_step`
+  for dense stacks and keeps it for the LeNet). The first update's prediction is not here: SGD's comes from
+  `sgd_update` (over (example, position) pairs, with the own-activation component that G_batch lacks:
+  docs/calculus.md, *Coordinate check, fourth pass*), Adam's is lr m.
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
   whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
@@ -99,8 +99,6 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
   x_sq = np.array([r.x_sq for r in w]) * below
   w_sq = np.array([r.weight_sq for r in w]) * c
   g_batch = np.array([r.G_batch if r.G_batch is not None else np.nan for r in w]) * below * above / c
-  upd = np.array([lr * m * (math.sqrt(g * ws) if pr.optimizer == "sgd" else 1.0)
-                  for m, g, ws in zip(lr_m, g_batch, w_sq)])
   # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
   y_sq = np.array([r.fan_in for r in w]) * w_sq * x_sq
   act0 = np.concatenate([x_sq[1:], y_sq[-1:]])
@@ -112,7 +110,7 @@ def predicted_sizes(pr, lr_m, lr: float, k: int, w_sq_expected=None):
       u = r.fan_in ** 2 * x_sq[l]
     ratio = ratio + (lr * lr_m[l]) ** 2 * u / y_sq[l]
     act1.append(act0[l] * ratio)
-  return np.broadcast_to(upd, (k, len(w))), np.stack([act0, np.array(act1)])
+  return np.stack([act0, np.array(act1)])
 
 
 def first_step(x, y, fan_out, w_sq, lr, optimizer: str) -> tuple[np.ndarray, np.ndarray]:

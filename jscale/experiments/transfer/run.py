@@ -187,13 +187,14 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       pr, init_m, lr_m, unit = pres[rule, opt]
       w_sq = w_exp * np.square(init_m)
       lr = lr_of[rule, opt] * unit
-      upd_p[i, j], act_p[i, j] = analysis.predicted_sizes(pr, lr_m, lr, k, w_sq)
-      if dense:   # the after-step activations (and Adam's update) from the kernels (update_response.py)
-        upd_p[i, j], act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
-                                                          lr * np.asarray(lr_m, np.float64), opt)
+      act_p[i, j] = analysis.predicted_activations(pr, lr_m, lr, w_sq)
+      upd = [lr * m for m in lr_m]   # Adam's first step, lr m sign(g)
+      if dense:   # the after-step activations from the kernels (update_response.py)
+        upd, act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
+                                                  lr * np.asarray(lr_m, np.float64), opt)
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
-        upd_p[i, j] = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq,
-                                          lr * np.asarray(lr_m, np.float64))
+        upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
+      upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
