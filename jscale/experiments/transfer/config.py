@@ -26,7 +26,8 @@ judge grid: training seeds 20-23 and widths 64, 256 that no grid had run. Equal-
 SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view) and judged by the
 judge_normalised grid (seeds 30-33) and, since four seeds do not pin a 0.5-octave drift down, by the
 judge_12_seeds grid (seeds 40-51), each run once; with every seed 0-51 seen, the unchanged rule and predictor were
-judged once more by the judge_seeds_52 grid (seeds 52-63).
+judged once more by the judge_seeds_52 grid (seeds 52-63) and, since 12 seeds left equal-G's intervals across
+the 0.5-octave band, by the judge_seeds_64 grid (24 seeds, 64-87).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
@@ -35,6 +36,7 @@ judged once more by the judge_seeds_52 grid (seeds 52-63).
   python scripts/sweep.py --experiment transfer --grid judge_normalised   # seeds 30-33, widths 32-512 by 2x
   python scripts/sweep.py --experiment transfer --grid judge_12_seeds     # seeds 40-51, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_52     # seeds 52-63, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_64     # seeds 64-87, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -74,4 +76,7 @@ def make_experiment() -> CustomExperiment:
              "judge_12_seeds": {**common, "widths": (32, 128, 512), "seeds": tuple(range(40, 52))},
              # issue 22's drift goals judged once more, on 12 training seeds no run had used (every seed 0-51
              # was seen while the predictor and the prescription were developed); run with the code frozen
-             "judge_seeds_52": {**common, "widths": (32, 128, 512), "seeds": tuple(range(52, 64))}})
+             "judge_seeds_52": {**common, "widths": (32, 128, 512), "seeds": tuple(range(52, 64))},
+             # 12 seeds left equal-G's intervals crossing the 0.5-octave band (interval width ~ 1/sqrt(seeds)):
+             # 24 training seeds no run had used, the code unchanged since judge_seeds_52 (eighth session)
+             "judge_seeds_64": {**common, "widths": (32, 128, 512), "seeds": tuple(range(64, 88))}})

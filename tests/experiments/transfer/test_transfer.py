@@ -70,6 +70,11 @@ def test_grids_as_specified():
   j52 = exp.grid("judge_seeds_52")
   assert len(j52["seeds"]) >= 8 and min(j52["seeds"]) >= 52 and set(j52["seeds"]).isdisjoint(others)
   assert j52["widths"][0] == 32 and j52["widths"][-1] == 512
+  # and on 24 more, none seen: 12 left equal-G's intervals across the band
+  j64 = exp.grid("judge_seeds_64")
+  assert len(j64["seeds"]) >= 24 and set(j64["seeds"]).isdisjoint(others | set(jn["seeds"]) | set(j12["seeds"])
+                                                                 | set(j52["seeds"]) | set(range(64)))
+  assert j64["widths"][0] == 32 and j64["widths"][-1] == 512
 
 
 @pytest.mark.slow
