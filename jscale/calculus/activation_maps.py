@@ -100,6 +100,15 @@ def slope_pair(phi: Callable, q: float, rho: float, order: int = ORDER) -> float
   return float(np.sum(ww * (s * z * d)[:, None] * (y2 * d2.reshape(y2.shape))))
 
 
+@functools.lru_cache(maxsize=4)
+def he4_weights(order: int) -> np.ndarray:
+  """Weights c with d^2 E[f(m + s z)] / d(s^2)^2 = (f at the nodes m + s z) @ c / (4 s^4): He_4(z) times the
+  weights of `hermite(order)` (Stein twice). The lognormal Jensen term of each example's own scale takes it
+  (example_scale.response, draw_mean.activation_mean)."""
+  z, w = hermite(order)
+  return (z ** 4 - 6 * z * z + 3) * w
+
+
 class OffsetMoments(NamedTuple):
   """An activation's moments over one draw's units, each with its own offset (see `offset_moments`)."""
   mean: np.ndarray      # E[phi(m_i + s z)] per entry

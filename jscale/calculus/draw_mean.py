@@ -25,6 +25,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from jscale.calculus import activation_maps as am
 from jscale.calculus.tracing import Lit
 
 # primitives linear in their activation operand (given the others are constants or parameters)
@@ -95,8 +96,7 @@ def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None) -> np
   vals = np.asarray(phi(jnp.asarray(pts.reshape(-1))), np.float64).reshape(pts.shape)
   out = vals @ (w / w.sum())
   if v is not None and s2 > 1e-6 * sq:
-    he4 = (z ** 4 - 6 * z * z + 3) * (w / w.sum())
-    out = out + 0.5 * math.expm1(v) * sq * sq * (vals @ he4) / (4 * s2 * s2)
+    out = out + 0.5 * math.expm1(v) * sq * sq * (vals @ am.he4_weights(len(z))) / (4 * s2 * s2)
   return out.reshape(m.shape)
 
 

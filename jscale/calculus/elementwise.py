@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus import activation_maps as am
-from jscale.calculus import example_scale
+from jscale.calculus import example_scale, unit_coupling
 from jscale.calculus.blocks import Block
 from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward, cross_position
@@ -126,7 +126,7 @@ def activation_rule(pred, block) -> str | None:
   mc = am.maps(phi, s.sq, rc_in) if s.rc is not None else None
   fwd_sq, bwd_sq, r_out = m.fwd_sq, m.bwd_sq, m.fwd_corr
   mean = pred.mean.get(base)
-  resp, v_y = None, None
+  resp, v_y, own_cov = None, None, None
   if mean is not None and np.all(np.isfinite(mean)):
     # the draw's own per-entry offsets (draw_mean.py): E[phi^2] and E[phi'^2] averaged over the entries, each
     # at its own mean; two independent examples then share exactly the output's mean, E[phi_b phi_b'] =
@@ -143,6 +143,8 @@ def activation_rule(pred, block) -> str | None:
         pred.scale[out] = (resp.gamma ** 2 * v_y + resp.fresh, None, 0, 1.0)
       r_out = min(float(np.mean(om.mean * om.mean)) / fwd_sq, 1.0)
       pred.drawn.add(out)
+      if s.rp is None:
+        own_cov = _unit_couplings(pred, phi, base, out, mean, s.sq)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
   pred.fwd[out] = Forward(fwd_sq, r_out, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
                           mc.fwd_corr if mc else None)
@@ -152,6 +154,10 @@ def activation_rule(pred, block) -> str | None:
 
   def back(g):
     g2 = g.scaled(bwd_sq, r=g.r * rb, rp=g.rp * rpb if (g.rp is not None and rpb is not None) else None)
+    coupled = pred.h2_coupling.get(out) if own_cov is not None else None
+    if coupled is not None and not g2.why:
+      # the gradient at each unit comes back through the slopes its own value moved (unit_coupling.py (b))
+      g2 = g2._replace(sq=g2.sq * max(1.0 + coupled * own_cov, 0.0))
     if coupling is not None and not g2.why and g.rp is not None:
       g2 = g2._replace(rp_gate=g.rp * coupling)
     if mc is not None and not g2.why and cross_position(g) is not None:
@@ -163,6 +169,57 @@ def activation_rule(pred, block) -> str | None:
     return g2._replace(sq=g2.sq * float(np.exp(cov)), b=resp.beta + resp.gamma * g.b)
 
   pred.back.append((_OutOnly(out), [(base, back)]))
+  return None
+
+
+def _unit_couplings(pred, phi, base, out, mean, q):
+  """Where the activation's input is a dense kernel's output (through a bias add at most), with the draw's
+  offsets carried and no token positions: the kernel's backward factor from its columns (unit_coupling.py
+  (a), read by propagation.backward); R of every lower activation whose value reaches this one along the
+  stack of kernels (b: the adjacent one through this kernel's 4th moment, the others through the chain of
+  their perturbation), read by that activation's backward; returns this activation's own Cov(phi'^2,
+  phi^2) / E[phi'^2], or None."""
+  sl = unit_coupling.slopes(phi, mean, q)
+  below = _kernel_below(pred, base)
+  if below is None or sl is None:
+    return None if sl is None else sl.cov
+  use, W = below
+  f = unit_coupling.column_factor(phi, mean, q, np.sum(W * W, axis=0))
+  if f is not None:
+    pred.unit_factor[use.out_id] = f
+  w2, kr = float(np.mean(W * W)), unit_coupling.kernel_ratio(W)
+  h2 = pred.h2_coupling
+  if kr is not None:
+    h2[use.in_id] = h2.get(use.in_id, 0.0) + kr * sl.kappa
+  # the activation two kernels below this one: its perturbation's second step (unit_coupling.chain_step);
+  # carried no further (the recursion's third step over-predicted tanh's coupling in Monte Carlo)
+  for low, state in pred.chains.get(use.in_id, ()):
+    k, _ = unit_coupling.chain_step(state, W.shape[0] * w2, sl)
+    h2[low] = h2.get(low, 0.0) + k
+  pred.chains[out] = [(use.in_id, (sl.C * w2, sl.pp2 * w2))]
+  return sl.cov
+
+
+def _kernel_below(pred, base):
+  """(the dense leaf use, its kernel as drawn (fan_in, units)) whose output is `base`, directly or through a
+  bias add; None otherwise (or a kernel contracted on another axis)."""
+  if pred.leaf_vals is None:
+    return None
+  target = base
+  for u in reversed(pred.ops):
+    if u.out_id != target:
+      continue
+    if u.kind == "bias":
+      target = u.in_id
+      continue
+    if u.kind != "dense":
+      return None
+    W = np.asarray(pred.leaf_vals[u.leaf], np.float64)
+    e = next((e for e in pred.g.eqns if e.outs and e.outs[0] == u.out_id), None)
+    if e is None or e.name != "dot_general" or W.ndim != 2 or W.shape[1] != pred.per_example(base):
+      return None
+    (_, cw), _ = e.params["dimension_numbers"]
+    return (u, W) if tuple(cw) == (0,) else None
   return None
 
 

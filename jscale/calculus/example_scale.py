@@ -76,7 +76,7 @@ def response(phi, m: np.ndarray, q: float, n: int) -> ScaleResponse | None:
   gamma = q * float(np.mean(a @ zz)) / (2 * s2 * F)
   beta = q * float(np.mean(c @ zz)) / (2 * s2 * C)
   # d^2 E[f(m + s z)] / d(s^2)^2 = E[f(m + s z) He_4(z)] / (4 s^4)
-  z4 = (z ** 4 - 6 * z * z + 3) * w
+  z4 = am.he4_weights(ORDER)
   curv_f = q * q * float(np.mean(a @ z4)) / (8 * s2 * s2 * F)
   curv_b = q * q * float(np.mean(c @ z4)) / (8 * s2 * s2 * C)
 

@@ -120,6 +120,10 @@ class Propagation:
     self.leaf_extra = {}  # a dense leaf use's output id -> its examples' expected gradients' block term
     self.batch_cross_at = {}  # a leaf use's output id -> draw_gradient.leaf_cross
     self.leaf_why = {}
+    # a smooth activation's couplings to the kernels beside it (unit_coupling.py): a dense use's output id ->
+    # the factor on its backward; an activation's output id -> R from the activations above it, and the states
+    # of the lower activations' perturbations that reach it
+    self.unit_factor, self.h2_coupling, self.chains = {}, {}, {}
     # Blocks (blocks.py): several equations read as one rule. eqn index -> the rule run there instead of the
     # primitive's; the block's other equations are skipped (their values are used inside the block only).
     self.block_at, self.skip = {}, set()
@@ -328,8 +332,11 @@ class Propagation:
       # a block (normalisation, attention) is keyed by its last equation, which may be a mul or an add
       keeps = getattr(e, "keeps_b", False) or (getattr(e, "name", None) in _KEEPS_B and len(backs) == 1
                                                 and e.outs[0] not in blocks)
+      f = self.unit_factor.get(e.outs[0])
       for a, fn in backs:
         c = fn(g)
+        if f is not None and not c.why:
+          c = c._replace(sq=c.sq * f)
         if carried is not None and o in dense_outs and got is not None and a in got:
           c = draw_gradient.realised(c, g, above, got[a])
         self._acc(a, c if keeps or c.b is None else c._replace(b=None))
