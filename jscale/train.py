@@ -200,7 +200,7 @@ def activation_counts(h: jax.Array, tau: float, exact_float: bool = True) -> tup
   [|h| <= tau] + B [h == 0] (one select chain, so XLA:CPU writes one mask, not two), the column sums
   s = sat_c + B zero_c are integers below R (B + 1) < 2^24 (R < 4096), so float32 sums them exactly in any
   order, and zero_c = floor(s / B), sat_c = s - B zero_c recover both counts exactly (sat_c <= R < B). Two
-  masks and two full reductions per layer cost the moons bench net 9-15% of its engine CPU; this one 4-6%
+  masks and two full reductions per layer cost the moons bench net 9-15% of its engine CPU; this one 5-7%
   (interleaved ablations, docs/performance.md, round 8). The counts, hence the fractions, are the same numbers as two separate
   `count`s (tests/test_activation_counts.py). Larger R (or `exact_float=False`: the caller's total is beyond
   2^24) falls back to two counts, integer ones beyond float32's exact range."""
