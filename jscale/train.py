@@ -183,6 +183,41 @@ def sum_squares(tree, by_rows: bool = True) -> list:
   return out
 
 
+def count(mask) -> jax.Array:
+  """The number of True entries, as a float sum of 0/1 (exact while the entries number below 2^24: every partial
+  sum is then an integer float32 holds), which vectorizes where XLA:CPU's integer count of booleans does not (2.5x
+  faster on a step's activations)."""
+  return jnp.sum(jnp.where(mask, jnp.float32(1), jnp.float32(0)))
+
+
+PACKED_ROWS = 4096   # rows below which `activation_counts` packs both counts in one float32 (see there)
+
+
+def activation_counts(h: jax.Array, tau: float, exact_float: bool = True) -> tuple[jax.Array, jax.Array]:
+  """(#{|h| <= tau}, #{h == 0}) of one activation array, as exact float32 integers.
+
+  One pass: with h seen as R rows of its last axis and B = 2^bitlength(R) > R, each entry becomes
+  [|h| <= tau] + B [h == 0] (one select chain, so XLA:CPU writes one mask, not two), the column sums
+  s = sat_c + B zero_c are integers below R (B + 1) < 2^24 (R < 4096), so float32 sums them exactly in any
+  order, and zero_c = floor(s / B), sat_c = s - B zero_c recover both counts exactly (sat_c <= R < B). Two
+  masks and two full reductions per layer cost the moons bench net 9-15% of its engine CPU; this one 5-7%
+  (interleaved ablations, docs/performance.md, round 8). The counts, hence the fractions, are the same numbers as two separate
+  `count`s (tests/test_activation_counts.py). Larger R (or `exact_float=False`: the caller's total is beyond
+  2^24) falls back to two counts, integer ones beyond float32's exact range."""
+  if not exact_float:
+    return jnp.sum(jnp.abs(h) <= tau).astype(jnp.float32), jnp.sum(h == 0).astype(jnp.float32)
+  m = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
+  rows = m.shape[0]
+  if rows >= PACKED_ROWS:
+    return count(jnp.abs(h) <= tau), count(h == 0)
+  B = 2 ** rows.bit_length()
+  zero_code = jnp.float32(B + (0 <= tau))   # h == 0 is also |h| <= tau whenever tau >= 0
+  packed = jnp.where(m == 0, zero_code, jnp.where(jnp.abs(m) <= tau, jnp.float32(1), jnp.float32(0)))
+  s = jnp.sum(packed, axis=0)
+  zeros = jnp.floor(s * jnp.float32(1 / B))   # exact: B is a power of two
+  return jnp.sum(s - zeros * B), jnp.sum(zeros)
+
+
 def first_bad_onward(bad: jax.Array) -> jax.Array:
   """(epochs,) bool: True from the first True of `bad` on (divergence is permanent)."""
   return jnp.cumsum(bad.astype(jnp.int32)) > 0
@@ -258,22 +293,13 @@ def make_train(spec: TrainSpec) -> Callable[[jax.Array, HParams, Data], Metrics]
     n_measured = len(range(steps - 1, -1, -spec.metric_every))   # steps - 1, steps - 1 - k, ... down to 0
     n_layers = spec.n_layers
 
-    def count(mask) -> jax.Array:
-      """The number of True entries, as a float sum of 0/1 (exact while the entries number below 2^24: every
-      partial sum is then an integer float32 holds), which vectorizes where XLA:CPU's integer count of booleans
-      does not (2.5x faster on a step's activations)."""
-      return jnp.sum(jnp.where(mask, jnp.float32(1), jnp.float32(0)))
-
     def activation_stats(hidden):
       """(saturation, zero fraction) of one step's hidden activations."""
       if not hidden:  # a model that reports no hidden activations: not measured
         return jnp.float32(jnp.nan), jnp.float32(jnp.nan)
       n = sum(h.size for h in hidden)
-      if n >= 2 ** 24:
-        count_ = lambda m: jnp.sum(m).astype(jnp.float32)   # an integer count beyond float32's exact range
-      else:
-        count_ = count
-      return (sum(count_(jnp.abs(h) <= tau) for h in hidden) / n, sum(count_(h == 0) for h in hidden) / n)
+      counts = [activation_counts(h, tau, exact_float=n < 2 ** 24) for h in hidden]
+      return sum(c[0] for c in counts) / n, sum(c[1] for c in counts) / n
 
     def measure_on(pred, fn, skipped):
       """fn() on the steps `pred` picks, `skipped` on the others: a real branch (the step index is the same for

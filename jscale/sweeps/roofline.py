@@ -215,20 +215,32 @@ def interleaved(fns: dict, peak_fn: Callable[[], float], repeats: int) -> tuple[
 def time_shapes(shapes, C: int, mesh: Mesh, repeats: int, peak_fn: Callable[[], float]) -> list[dict]:
   """Each shape's C products alone in three layouts, interleaved with peak probes: {"t_batched_s", "t_mapped_s",
   "t_resident_s" (seconds for C products), "peak_gflops" (the local peak)}."""
+  out = []
+  for s in shapes:
+    fns, scale = shape_callables(s, C, mesh, LAYOUTS)
+    times, peak = interleaved(fns, peak_fn, repeats)
+    out.append({**{f"t_{k}_s": times[k] * scale[k] for k in LAYOUTS}, "peak_gflops": peak})
+    del fns
+  return out
+
+
+def shape_callables(s: Shape, C: int, mesh: Mesh, layouts) -> tuple[dict, dict]:
+  """({layout: fn() running C products of `s` in that layout}, {layout: factor turning fn's time into C products'
+  time}): "resident" computes ceil(C / devices) x devices products."""
   sharding = NamedSharding(mesh, P("config"))
   n_dev = len(mesh.devices.flat)
   iters = -(-C // n_dev)
-  out = []
-  for s in shapes:
-    a, b = jax.device_put(operands(s, C), sharding)
-    a1, b1 = jax.device_put(operands(s, n_dev), sharding)
-    fns = {layout: functools.partial(shape_fn(s.kind, mesh, layout), a, b) for layout in ("batched", "mapped")}
-    fns["resident"] = functools.partial(resident_fn(s.kind, mesh, iters), a1, b1, jnp.float32(1.0))
-    times, peak = interleaved(fns, peak_fn, repeats)
-    out.append({"t_batched_s": times["batched"], "t_mapped_s": times["mapped"],
-                "t_resident_s": times["resident"] * C / (iters * n_dev), "peak_gflops": peak})
-    del a, b, a1, b1, fns
-  return out
+  fns, scale = {}, {}
+  for layout in layouts:
+    if layout == "resident":
+      a1, b1 = jax.device_put(operands(s, n_dev), sharding)
+      fns[layout] = functools.partial(resident_fn(s.kind, mesh, iters), a1, b1, jnp.float32(1.0))
+      scale[layout] = C / (iters * n_dev)
+    else:
+      a, b = jax.device_put(operands(s, C), sharding)
+      fns[layout] = functools.partial(shape_fn(s.kind, mesh, layout), a, b)
+      scale[layout] = 1.0
+  return fns, scale
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -338,6 +350,71 @@ def time_programs(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh,
   times, peak = interleaved({**fns, "loop": loop}, peak_fn, repeats)
   scale = {"engine": C / Cp, "bare": C / Cp, "optimizer": C / Cp, "loop": C / n}
   return {**{k: times[k] * scale[k] for k in times}, "loop_timed_configs": n, "peak_gflops": peak}
+
+
+def engine_call(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh) -> Callable:
+  """fn() running the engine once on C configurations (padded to the devices), as `time_programs` times it."""
+  n_dev = len(mesh.devices.flat)
+  Cp = -(-C // n_dev) * n_dev
+  keys = runner.config_keys(0, np.arange(Cp))
+  sharded = jax.device_put((keys, hparams_of(Cp), np.zeros(Cp, np.int32)), NamedSharding(mesh, P("config")))
+  stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
+  return functools.partial(progs.engine, *sharded, stacked)
+
+
+def time_roofline_ratio(shapes, shape_times, engine: Callable, C: int, mesh: Mesh, epochs: int, rounds: int,
+                        configs_run: int | None = None) -> dict:
+  """The engine against its attainable matmul time in ONE window: each of `rounds` rounds times the engine once
+  and every shape once in its best layout (from `shape_times`), in wall and in this process's CPU seconds.
+
+  `shares_of_peak`'s fractions compare timings from different windows, each rescaled by the best peak probe of
+  its own window, so the probes' scatter (a fifth between windows on the quiet host) enters the ratio of the
+  engine to its roofline twice. Here nothing is rescaled: the ratio is attainable time over engine time per
+  epoch, from the minima over the rounds (other processes only add time), in CPU seconds (what other work on
+  the machine disturbs least: both devices' threads are counted) and wall seconds; the per-round ratios give
+  its spread. `configs_run`: the configurations the engine call computes (C padded to the devices)."""
+  configs_run = configs_run or C
+  best = []
+  for s, t in zip(shapes, shape_times):
+    layout = min(LAYOUTS, key=lambda k: t.get(f"t_{k}_s", float("inf")))
+    fns, scale = shape_callables(s, C, mesh, (layout,))
+    best.append((s, layout, fns[layout], scale[layout]))
+  jax.block_until_ready(engine())
+  for _, _, fn, _ in best:
+    jax.block_until_ready(fn())
+  wall = {"engine": [], "attainable": []}
+  cpu = {"engine": [], "attainable": []}
+  per_shape = {s.name: (float("inf"), float("inf")) for s, *_ in best}
+  for _ in range(rounds):
+    w, c = time.perf_counter(), time.process_time()
+    jax.block_until_ready(engine())
+    wall["engine"].append((time.perf_counter() - w) * C / configs_run / epochs)
+    cpu["engine"].append((time.process_time() - c) * C / configs_run / epochs)
+    tw = tc = 0.0
+    for s, _, fn, scale in best:
+      w, c = time.perf_counter(), time.process_time()
+      jax.block_until_ready(fn())
+      dw, dc = s.calls * (time.perf_counter() - w) * scale, s.calls * (time.process_time() - c) * scale
+      tw, tc = tw + dw, tc + dc
+      per_shape[s.name] = (min(per_shape[s.name][0], dc), min(per_shape[s.name][1], dw))
+    wall["attainable"].append(tw)
+    cpu["attainable"].append(tc)
+  return {"rounds": rounds, "layouts": {s.name: layout for s, layout, _, _ in best},
+          "cpu": ratio_summary(cpu["engine"], cpu["attainable"]), "wall": ratio_summary(wall["engine"], wall["attainable"]),
+          # each shape's minimum per epoch over the rounds (cpu, wall seconds): where two runs' attainable differ
+          "shape_min_s": {k: {"cpu": v[0], "wall": v[1]} for k, v in per_shape.items()}}
+
+
+def ratio_summary(engine_s, attainable_s) -> dict:
+  """The engine's fraction of its roofline from per-round times (seconds per epoch): attainable over engine of
+  the minima (other processes only add time), and the per-round ratios' median, range and standard error."""
+  per_round = np.asarray(attainable_s, float) / np.asarray(engine_s, float)
+  n = len(per_round)
+  return {"fraction_of_roofline": float(min(attainable_s) / min(engine_s)), "engine_s": float(min(engine_s)),
+          "attainable_s": float(min(attainable_s)),
+          "per_round": {"median": float(np.median(per_round)), "min": float(per_round.min()),
+                        "max": float(per_round.max()),
+                        "se": float(per_round.std(ddof=1) / np.sqrt(n)) if n > 1 else None}}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jscale import mlp, train as T
@@ -67,13 +68,24 @@ def _timings(shapes, C, peak, slowdown):
   return [{"t_batched_s": at(s, 1), "t_mapped_s": at(s, 3), "t_resident_s": at(s, 2)} for s in shapes]
 
 
+def test_ratio_summary_takes_minima_and_per_round_spread():
+  # Round 2 is the quiet one for the engine, round 3 for the matmuls: the fraction pairs the two minima (3/4),
+  # while the per-round ratios (3.3/5, 3.6/4, 3.0/6) say how far one window's reading can fall from it.
+  q = R.ratio_summary([5.0, 4.0, 6.0], [3.3, 3.6, 3.0])
+  assert q["fraction_of_roofline"] == pytest.approx(0.75) and q["engine_s"] == 4.0 and q["attainable_s"] == 3.0
+  assert q["per_round"]["median"] == pytest.approx(0.66) and q["per_round"]["min"] == pytest.approx(0.5)
+  assert q["per_round"]["max"] == pytest.approx(0.9)
+  assert q["per_round"]["se"] == pytest.approx(np.std([0.66, 0.9, 0.5], ddof=1) / np.sqrt(3))
+  assert R.ratio_summary([2.0], [1.0])["per_round"]["se"] is None
+
+
 def test_bad_flags_are_refused_before_any_compute():
   import importlib.util
   spec = importlib.util.spec_from_file_location("roofline_cli", os.path.join(HERE, "..", "scripts", "roofline.py"))
   cli = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(cli)
   for flags, says in ((["--sizes", "0"], "--sizes must be .* got '0'"), (["--network", "resnet"], "--network must"),
-                      (["--mlp-train", "10"], "--mlp-train must")):
+                      (["--mlp-train", "10"], "--mlp-train must"), (["--ratio-rounds", "0"], "--ratio-rounds must")):
     with pytest.raises(ValueError, match=says):
       cli.parse_args(flags)
 
