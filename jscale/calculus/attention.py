@@ -304,6 +304,11 @@ class GaussianAttention:
     dl = P * (dP - np.sum(P * dP, -1, keepdims=True))     # through the softmax
     dQ, dK = dl @ K, np.einsum("nqk,nqd->nkd", dl, Q)      # per unit scale: c multiplies both, counted in dq_sq
     self.A = float(np.mean(np.sum(P * P, -1)))
+    # the values' gradient against the carried one's at uniform weights (draw_gradient.MeanBackward): E[C_k^2]
+    # and E[sum_q P_qk^2] over E[Cw_k^2], C and Cw the column sums of P and of the uniform weights on the mask
+    u = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
+    cw = float(np.mean(np.square(u.sum(-2))))
+    self.coherence = (float(np.mean(np.square(P.sum(-2)))) / cw, float(np.mean(np.sum(P * P, -2))) / cw)
     PP = np.einsum("nqk,nrk->nqr", P, P)
     self.C = float(np.mean(PP[:, ~np.eye(Tq, dtype=bool)])) if Tq > 1 else 0.0
     self.o_sq, self.rp_o = float(np.mean(o * o)), _position_corr(o)
@@ -374,6 +379,7 @@ def attention_rule(pred, block) -> str | None:
     return cache[rp_g]
 
   st0 = model(0.0)
+  pred.coherence_at[info["v"]] = st0.coherence
   sq = sv.sq * st0.o_sq
   if not sq > 0:
     return "attention over values with E[V^2] = 0"

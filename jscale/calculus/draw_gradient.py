@@ -153,6 +153,10 @@ def _norm_transpose(pred, b):
       dx = dx - dx.mean(axis=-1, keepdims=True)
     return [(info["x"], dx / sd)]
 
+  # each row's 1 / s_t against the carried 1 / sqrt(E[s^2]): E[mu^2] = E[s^2] E[1 / s^2], the rule's Jensen factor
+  dof = D - 1 if centred else D
+  jensen = dof / (dof - 2) if dof > 2 else 1.0
+  back.coherence = {info["x"]: lambda m2: jensen * m2}
   return back
 
 
@@ -197,7 +201,7 @@ def _attention_transpose(pred, b):
       raise ValueError("an attention operand is neither carried nor constant")
     return v
 
-  def f(q, k, v):
+  def weights(q, k, v):
     env = dict(zip(ids, (q, k, v)))
     for i in order:
       if z in env:
@@ -205,7 +209,10 @@ def _attention_transpose(pred, b):
       e = g.eqns[i]
       env.update(zip(e.outs, draw_mean.bind_eqn(e, [read(env, a) for a in e.ins])))
     zz = jnp.where(w > 0, env[z], 0.0)
-    env = {p: w * (1 + zz - jnp.sum(w * zz, axis=-1, keepdims=True)), info["v"]: v}
+    return w * (1 + zz - jnp.sum(w * zz, axis=-1, keepdims=True))
+
+  def f(q, k, v):
+    env = {p: weights(q, k, v), info["v"]: v}
     for i in order:
       if i < n:
         continue
@@ -239,6 +246,20 @@ def _attention_transpose(pred, b):
         pred.leaf_extra[cov.key_out] = cov.key_f * np.einsum("bqih,qhk->bihk", jvc, pred.mean[info["q"]])
     return list(zip(ids, cts))
 
+  # the values' gradient sum_q P_qk mu_q c_q against the carried one: for a c common to the queries it is
+  # C_k c, E[C_k^2] + (E[mu^2] - 1) E[sum_q P_qk^2] relative to the column sums of the uniform weights (C the
+  # column sums of P; mu_q independent over queries; GaussianAttention.coherence); the queries' and keys'
+  # gradients are along K and Q, not along the carried one. The carried weights' own column
+  # sums at the means (Cm: the position-dependent means of Q and K tilt them) are the part it already has, so
+  # E[mu_V^2] = max(E[C^2] + (E[mu^2] - 1) E[sum_q P_qk^2], mean Cm^2) / mean Cm^2
+  c2, a2 = pred.coherence_at.get(info["v"], (1.0, 0.0))
+  try:
+    cm = float(np.mean(np.square(np.asarray(weights(*primal), np.float64).sum(-2))))
+  except Exception:  # noqa: BLE001 - as in f: then vjp above failed first
+    return None
+  cm = cm if cm > 0 and math.isfinite(cm) else 1.0
+  back.coherence = {info["q"]: lambda m2: None, info["k"]: lambda m2: None,
+                    info["v"]: lambda m2: max(c2 + (m2 - 1.0) * a2, cm) / cm}
   return back
 
 
@@ -390,18 +411,21 @@ def pair_moments(G: np.ndarray) -> tuple[float, float | None]:
   return float(same), float(pairs / (B * (B - 1) * T * (T - 1) * n))
 
 
-def realised(c, g, above: np.ndarray, below: np.ndarray):
+def realised(c, g, above: np.ndarray, below: np.ndarray, excess: float = 0.0):
   """A dense layer's backward `c` (the rule's, E[W^2]-scaled from `g`) with the carried part at the draw's own
-  weights: the gradient above is a + f, a = Jbar^T v_b the carried mean-Jacobian part (few directions: the
-  loss's), f each example's own fluctuation (E_x[f_b] = 0, so the pair a_b . f_b averages out over examples).
-  |W^T a|^2 is `below`'s, exactly for this draw; f spans many directions, so W^T acts on it as its expectation:
-  E[dx^2] = mean(below^2) + k (E[g^2] - mean(above^2)), k the rule's factor."""
+  weights: the gradient above is mu a + f, a = Jbar^T v_b the carried mean-Jacobian part (few directions: the
+  loss's), mu a per-(example, position) factor of mean 1 (`MeanBackward.excess`: E[(mu^2 - 1) a^2], what the
+  blocks above scaled along a), f the rest, each example's own fluctuation in many directions (E_x[f_b] = 0, so
+  the pair a_b . f_b averages out over examples). |W^T mu a|^2 is mu^2 |W^T a|^2, `below`'s exactly for this
+  draw; W^T acts on f as its expectation:
+  E[dx^2] = m2 mean(below^2) + k (E[g^2] - m2 mean(above^2)), m2 = E[mu^2], k the rule's factor."""
   if (c.why or g.why or c.sq is None or g.sq is None or not g.sq > 0 or above is None
       or not np.all(np.isfinite(above)) or not np.all(np.isfinite(below))):
     return c
   k = c.sq / g.sq
   own_out, own_in = float(np.mean(above * above)), float(np.mean(below * below))
-  return c._replace(sq=own_in + k * max(g.sq - own_out, 0.0))
+  m2 = 1.0 + excess / own_out if own_out > 0 and math.isfinite(excess) else 1.0
+  return c._replace(sq=m2 * own_in + k * max(g.sq - m2 * own_out, 0.0))
 
 
 def condition(sig, G: np.ndarray):
@@ -416,16 +440,29 @@ def condition(sig, G: np.ndarray):
 
 class MeanBackward:
   """The carried gradients of a pass: `seed` at the outputs, `step` per recorded equation in reverse order
-  (accumulating a value's uses), `at` a value's gradient once complete (None when a use had no transpose)."""
+  (accumulating a value's uses), `at` a value's gradient once complete (None when a use had no transpose).
+
+  Beside each carried gradient a, `excess` keeps E[(mu^2 - 1) a^2] (per entry): the part of the rules'
+  gradient that is the carried one scaled per example and position by a factor mu of mean 1 (`realised`).
+  A block whose Jacobian is the carried one times a per-row factor says so (`back.coherence`: input id ->
+  fn(E[mu^2] above) -> E[mu^2] below, or None for an input whose gradient is not along the carried one): a
+  LayerNorm's 1 / s_t against the carried 1 / sqrt(E[s^2]) (times Jensen's (D - 1) / (D - 3)), the values'
+  column sums of the attention weights against the carried uniform ones (dV_k = sum_q P_qk g_q is C_k g for a
+  gradient common to the queries; the queries and keys: None). Any other transpose carries mu along with a
+  (an activation's slope fluctuation is not along a: it is the rest).
+  [derived; docs/calculus.md "The gradient along the carried one"]"""
 
   def __init__(self):
-    self.G, self.broken = {}, set()
+    self.G, self.X, self.broken = {}, {}, set()
 
   def seed(self, i, g):
     self.G[i] = np.asarray(g, np.float64)
 
   def at(self, i):
     return None if i in self.broken else self.G.get(i)
+
+  def excess(self, i) -> float:
+    return self.X.get(i, 0.0)
 
   def step(self, back, out_id, ins):
     c = self.at(out_id)
@@ -438,8 +475,14 @@ class MeanBackward:
     if got is None:
       self.broken.update(ins)
       return None
+    c_sq = float(np.mean(c * c))
+    m2 = 1.0 + self.excess(out_id) / c_sq if c_sq > 0 else 1.0
+    coherence = getattr(back, "coherence", {})
     for a, ct in got:
       if a in self.broken:
         continue
       self.G[a] = self.G[a] + ct if a in self.G else ct
+      m2_in = coherence[a](m2) if a in coherence else m2
+      if m2_in is not None:
+        self.X[a] = self.X.get(a, 0.0) + float(np.mean(np.square(ct))) * (m2_in - 1.0)
     return dict(got)

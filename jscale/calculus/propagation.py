@@ -116,6 +116,7 @@ class Propagation:
     self.ops, self.acts, self.notes = [], [], []
     self.op_grads = {}  # index into ops -> the gradient at its output
     self.position_factor_at = {}  # a leaf use's output id -> its position factor, set by a block's backward
+    self.coherence_at = {}  # an attention's values id -> GaussianAttention.coherence (draw_gradient.MeanBackward)
     self.carried = None   # draw_gradient.MeanBackward of the last backward pass, where one ran
     self.leaf_extra = {}  # a dense leaf use's output id -> its examples' expected gradients' block term
     self.batch_cross_at = {}  # a leaf use's output id -> draw_gradient.leaf_cross
@@ -338,7 +339,7 @@ class Propagation:
         if f is not None and not c.why:
           c = c._replace(sq=c.sq * f)
         if carried is not None and o in dense_outs and got is not None and a in got:
-          c = draw_gradient.realised(c, g, above, got[a])
+          c = draw_gradient.realised(c, g, above, got[a], carried.excess(o))
         self._acc(a, c if keeps or c.b is None else c._replace(b=None))
     if carried is not None:
       for u in self.ops:

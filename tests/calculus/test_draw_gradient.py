@@ -111,6 +111,41 @@ class DrawGradientTest(chex.TestCase):
       _, _, old = _propagate(fn, leaves, x, v)
     self.assertGreater(abs(math.log(old.bwd[w1.in_id].sq / meas)), 0.2)
 
+  def test_the_values_whole_gradient_takes_the_drawn_weights(self):
+    # Attention over values V = h W_v whose queries and keys come from another embedding without position
+    # means (so the carried weights are uniform), pooled by a mean over tokens: every query's gradient is the
+    # example's carried one, and the values' is dV_k = C_k g (C_k the weights' column sums), along the carried
+    # one, not around it. Below W_v the prediction's error must then be the error of E[dV^2] alone: the ratio of
+    # the two errors is 1 up to the batch's covariance of C_k^2 with |W_v^T g_b|^2 (zero in expectation, 1%
+    # here, ~1/sqrt(B T) in general: 3% allowed). Taking only the carried part along the drawn W_v (before) put
+    # it 45% off on this draw (rho = |W_v^T g|^2 / E-rule 0.45, E[C^2] 1.5)
+    Bq, Tq, Vq, Dq = 128, 8, 16, 16
+    k = jax.random.split(jax.random.PRNGKey(2), 10)
+    p = {"tokens": jax.random.normal(k[0], (Vq, Dq)), "positions": jax.random.normal(k[1], (Tq, Dq)),
+         "tokens2": jax.random.normal(k[6], (Vq, Dq)),
+         "wq": 1.5 * jax.random.normal(k[8], (Dq, Dq)) / np.sqrt(Dq),
+         "wk": 1.5 * jax.random.normal(k[9], (Dq, Dq)) / np.sqrt(Dq),
+         "wv": jax.random.normal(k[2], (Dq, Dq)) / np.sqrt(Dq), "head": jax.random.normal(k[3], (Dq, 1)) / np.sqrt(Dq)}
+
+    def apply(p, x):
+      h, h2 = x @ p["tokens"] + p["positions"], x @ p["tokens2"]
+      P = jax.nn.softmax(jnp.einsum("bqd,bkd->bqk", h2 @ p["wq"], h2 @ p["wk"]) / math.sqrt(Dq), -1)
+      return jnp.mean(jnp.einsum("bqk,bkd->bqd", P, h @ p["wv"]), axis=1) @ p["head"]
+
+    x = jax.nn.one_hot(jax.random.randint(k[4], (Bq, Tq), 0, Vq), Vq)
+    v = jax.random.normal(k[5], (Bq, 1))
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    fn = lambda ls, x_: apply(jax.tree_util.tree_unflatten(treedef, ls), x_)  # noqa: E731
+    graph, pred, prop = _propagate(fn, leaves, x, v)
+    wv = next(u for u in prop.uses if u.leaf == next(i for i, l in enumerate(leaves) if l is p["wv"]))
+    want = _per_example_grads(graph, leaves, x, v, [wv.in_id, wv.out_id])
+    err_dv = prop.bwd[wv.out_id].sq / float(np.mean(want[wv.out_id] ** 2))
+    meas = float(np.mean(want[wv.in_id] ** 2))
+    self.assertLess(abs(prop.bwd[wv.in_id].sq / meas / err_dv - 1), 0.03)
+    with mock.patch.object(draw_gradient.MeanBackward, "excess", lambda self, i: 0.0):
+      _, _, old = _propagate(fn, leaves, x, v)
+    self.assertGreater(abs(math.log(old.bwd[wv.in_id].sq / meas / err_dv)), 0.2)
+
   def test_networks_without_token_positions_carry_nothing(self):
     # an MLP keeps the rules' expectation (its stored predictions are unchanged): no carried gradients
     k = jax.random.split(jax.random.PRNGKey(2), 3)
