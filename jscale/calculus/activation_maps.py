@@ -109,6 +109,25 @@ def he4_weights(order: int) -> np.ndarray:
   return (z ** 4 - 6 * z * z + 3) * w
 
 
+class OffsetNodes(NamedTuple):
+  """phi at the quadrature nodes y = m_i + s_i z of each entry i (rows), with the nodes and weights."""
+  y: np.ndarray   # (entries, order)
+  v: np.ndarray   # phi(y)
+  d: np.ndarray   # phi'(y)
+  z: np.ndarray   # hermite(order)
+  w: np.ndarray
+
+
+def offset_nodes(phi: Callable, m: np.ndarray, s, order: int = 32) -> OffsetNodes:
+  """phi and phi' at y = m_i + s_i z for each entry's own offset m_i and spread s_i (a scalar s: one common
+  spread): the expectations over one draw's entries (`offset_moments`, example_scale.py, unit_coupling.py)
+  are weighted sums of these rows."""
+  z, w = hermite(order)
+  y = np.asarray(m, np.float64).reshape(-1, 1) + np.reshape(s, (-1, 1)) * z.reshape(1, -1)
+  v, d = value_and_slope(phi, y.reshape(-1))
+  return OffsetNodes(y, v.reshape(y.shape), d.reshape(y.shape), z, w)
+
+
 class OffsetMoments(NamedTuple):
   """An activation's moments over one draw's units, each with its own offset (see `offset_moments`)."""
   mean: np.ndarray      # E[phi(m_i + s z)] per entry
@@ -123,11 +142,8 @@ def offset_moments(phi: Callable, m: np.ndarray, q: float, order: int = 32) -> O
   it to first order (ReLU: s^2 / 2 + 2 phi(0) s m), so the expectation's E[phi(sqrt(q) z)^2] wanders by
   ~0.1 in log per layer at width 64 (docs/calculus.md, "The draw's own mean")."""
   m = np.asarray(m, np.float64)
-  s = math.sqrt(max(q - float(np.mean(m * m)), 0.0))
-  z, w = hermite(order)
-  pts = m.reshape(-1, 1) + s * z.reshape(1, -1)
-  v, d = value_and_slope(phi, pts.reshape(-1))
-  v, d = v.reshape(pts.shape), d.reshape(pts.shape)
+  nd = offset_nodes(phi, m, math.sqrt(max(q - float(np.mean(m * m)), 0.0)), order)
+  v, d, w = nd.v, nd.d, nd.w
   return OffsetMoments(mean=(v @ w).reshape(m.shape), fwd_sq=float(np.mean((v * v) @ w)),
                        bwd_sq=float(np.mean((d * d) @ w)))
 

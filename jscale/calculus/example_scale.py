@@ -65,10 +65,8 @@ def response(phi, m: np.ndarray, q: float, n: int) -> ScaleResponse | None:
   s2 = q - float(np.mean(m * m))
   if not (s2 > 1e-6 * q and q > 0):
     return None
-  z, w = am.hermite(ORDER)
-  y = m[:, None] + math.sqrt(s2) * z[None, :]
-  v, d = am.value_and_slope(phi, y.reshape(-1))
-  a, c, y2 = (v * v).reshape(y.shape), (d * d).reshape(y.shape), y * y
+  y, v, d, z, w = am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
+  a, c, y2 = v * v, d * d, y * y
   F, C = float(np.mean(a @ w)), float(np.mean(c @ w))
   if not (F > 0 and C > 0 and np.isfinite(F) and np.isfinite(C)):
     return None

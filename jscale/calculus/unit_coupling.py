@@ -37,13 +37,6 @@ from jscale.calculus import activation_maps as am
 ORDER = 32
 
 
-def _nodes(phi, m: np.ndarray, s: np.ndarray):
-  z, w = am.hermite(ORDER)
-  pts = m.reshape(-1, 1) + s.reshape(-1, 1) * z.reshape(1, -1)
-  v, d = am.value_and_slope(phi, pts.reshape(-1))
-  return v.reshape(pts.shape), d.reshape(pts.shape), z, w
-
-
 def column_factor(phi, m: np.ndarray, q: float, col_sq: np.ndarray) -> float | None:
   """(a): the dense layer's backward factor mean(|W_k|^2 C_k) / (mean |W_k|^2 mean C_k), unit k's spread
   following its column norm col_sq[k]; None where there is no spread or no column."""
@@ -52,7 +45,7 @@ def column_factor(phi, m: np.ndarray, q: float, col_sq: np.ndarray) -> float | N
   s2 = q - float(np.mean(m * m))
   if col.shape != m.shape or not (s2 > 1e-6 * q and q > 0) or not np.mean(col) > 0:
     return None
-  _, d, _, w = _nodes(phi, m, np.sqrt(s2 * col / np.mean(col)))
+  _, _, d, _, w = am.offset_nodes(phi, m, np.sqrt(s2 * col / np.mean(col)), ORDER)
   C = (d * d) @ w
   f = float(np.mean(col * C) / (np.mean(col) * np.mean(C)))
   return f if math.isfinite(f) and f > 0 else None
@@ -73,7 +66,7 @@ def slopes(phi, m: np.ndarray, q: float) -> Slopes | None:
   s2 = q - float(np.mean(m * m))
   if not (s2 > 1e-6 * q and q > 0):
     return None
-  v, d, z, w = _nodes(phi, m, np.full(m.shape, math.sqrt(s2)))
+  _, v, d, z, w = am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
   a, c = v * v, d * d
   C = float(np.mean(c @ w))
   if not (C > 0 and math.isfinite(C)):
