@@ -12,8 +12,7 @@ own window: the load of a shared machine changes within minutes), a memory-bandw
 every matmul of an epoch alone (both layouts), the optimizer update alone, the bare step, the engine and the
 per-config loop. Then, per network and C, --ratio-rounds rounds that time the engine and every shape (in its
 best layout) once each in one window, with no peak rescaling: `roofline_ratio`, the engine's fraction of its
-matmul roofline in CPU and in wall seconds (the issue's moons goal reads the CPU one; docs/performance.md,
-round 8). See jscale/sweeps/roofline.py for what each is and how the fractions are computed;
+matmul roofline in CPU and in wall seconds (docs/performance.md, round 8, says how the two differ). See jscale/sweeps/roofline.py for what each is and how the fractions are computed;
 docs/performance.md for the results and what they mean.
 
 Times are per epoch: every epoch runs the same compiled step, so --epochs (default 10, fewer than the
@@ -148,9 +147,8 @@ def main(argv=None):
     for C in args.sizes:
       shape_times = R.time_shapes(shapes, C, mesh, args.repeats, peak_fn)
       run_times = R.time_programs(progs, hparams_of, ds, C, mesh, args.repeats, args.loop_configs, peak_fn)
-      Cp = -(-C // len(devices)) * len(devices)
       ratio = R.time_roofline_ratio(shapes, shape_times, R.engine_call(progs, hparams_of, ds, C, mesh), C, mesh,
-                                    spec.epochs, args.ratio_rounds, configs_run=Cp)
+                                    spec.epochs, args.ratio_rounds)
       raw.append((name, spec, n_train, n_test, C, shapes, shape_times, run_times, text, ratio))
       print(f"measured {name} C={C}", file=sys.stderr, flush=True)   # progress; stdout stays the report
   peak = max(probes)

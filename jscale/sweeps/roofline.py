@@ -331,12 +331,8 @@ def time_programs(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh,
   per-config loop, extrapolated from its first `loop_configs` configurations (each call is independent),
   interleaved with peak probes; "peak_gflops" is their local peak."""
   from jscale import datasets
-  n_dev = len(mesh.devices.flat)
-  Cp = -(-C // n_dev) * n_dev
-  hp = hparams_of(Cp)
-  keys = runner.config_keys(0, np.arange(Cp))
-  sharded = jax.device_put((keys, hp, np.zeros(Cp, np.int32)), NamedSharding(mesh, P("config")))
-  stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
+  Cp = padded_configs(C, mesh)
+  keys, hp, sharded, stacked = _engine_inputs(hparams_of, ds, C, mesh)
   data = datasets.to_device(ds)
   n = min(C, loop_configs)
   singles = [(keys[i], jax.tree.map(lambda a: a[i], hp)) for i in range(n)]
@@ -352,18 +348,30 @@ def time_programs(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh,
   return {**{k: times[k] * scale[k] for k in times}, "loop_timed_configs": n, "peak_gflops": peak}
 
 
+def padded_configs(C: int, mesh: Mesh) -> int:
+  """C rounded up to a multiple of the devices: what the engine computes for C configurations."""
+  n_dev = len(mesh.devices.flat)
+  return -(-C // n_dev) * n_dev
+
+
+def _engine_inputs(hparams_of: Callable, ds, C: int, mesh: Mesh) -> tuple:
+  """(keys, hparams, the engine's sharded per-config arguments, its replicated data) for C configurations padded
+  to the devices."""
+  Cp = padded_configs(C, mesh)
+  hp = hparams_of(Cp)
+  keys = runner.config_keys(0, np.arange(Cp))
+  sharded = jax.device_put((keys, hp, np.zeros(Cp, np.int32)), NamedSharding(mesh, P("config")))
+  stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
+  return keys, hp, sharded, stacked
+
+
 def engine_call(progs: Programs, hparams_of: Callable, ds, C: int, mesh: Mesh) -> Callable:
   """fn() running the engine once on C configurations (padded to the devices), as `time_programs` times it."""
-  n_dev = len(mesh.devices.flat)
-  Cp = -(-C // n_dev) * n_dev
-  keys = runner.config_keys(0, np.arange(Cp))
-  sharded = jax.device_put((keys, hparams_of(Cp), np.zeros(Cp, np.int32)), NamedSharding(mesh, P("config")))
-  stacked = jax.device_put(runner.stack_data([ds]), NamedSharding(mesh, P()))
+  _, _, sharded, stacked = _engine_inputs(hparams_of, ds, C, mesh)
   return functools.partial(progs.engine, *sharded, stacked)
 
 
-def time_roofline_ratio(shapes, shape_times, engine: Callable, C: int, mesh: Mesh, epochs: int, rounds: int,
-                        configs_run: int | None = None) -> dict:
+def time_roofline_ratio(shapes, shape_times, engine: Callable, C: int, mesh: Mesh, epochs: int, rounds: int) -> dict:
   """The engine against its attainable matmul time in ONE window: each of `rounds` rounds times the engine once
   and every shape once in its best layout (from `shape_times`), in wall and in this process's CPU seconds.
 
@@ -372,8 +380,8 @@ def time_roofline_ratio(shapes, shape_times, engine: Callable, C: int, mesh: Mes
   engine to its roofline twice. Here nothing is rescaled: the ratio is attainable time over engine time per
   epoch, from the minima over the rounds (other processes only add time), in CPU seconds (what other work on
   the machine disturbs least: both devices' threads are counted) and wall seconds; the per-round ratios give
-  its spread. `configs_run`: the configurations the engine call computes (C padded to the devices)."""
-  configs_run = configs_run or C
+  its spread. `engine` computes C configurations padded to the devices (`engine_call`); its time is scaled to C."""
+  configs_run = padded_configs(C, mesh)
   best = []
   for s, t in zip(shapes, shape_times):
     layout = min(LAYOUTS, key=lambda k: t.get(f"t_{k}_s", float("inf")))
