@@ -226,21 +226,20 @@ def time_shapes(shapes, C: int, mesh: Mesh, repeats: int, peak_fn: Callable[[], 
 
 def shape_callables(s: Shape, C: int, mesh: Mesh, layouts) -> tuple[dict, dict]:
   """({layout: fn() running C products of `s` in that layout}, {layout: factor turning fn's time into C products'
-  time}): "resident" computes ceil(C / devices) x devices products."""
+  time}): every layout computes C padded to the devices (`padded_configs`: the engine's count), as the
+  configuration axis is split evenly over them."""
   sharding = NamedSharding(mesh, P("config"))
   n_dev = len(mesh.devices.flat)
-  iters = -(-C // n_dev)
-  fns, scale = {}, {}
+  Cp = padded_configs(C, mesh)
+  fns = {}
   for layout in layouts:
     if layout == "resident":
       a1, b1 = jax.device_put(operands(s, n_dev), sharding)
-      fns[layout] = functools.partial(resident_fn(s.kind, mesh, iters), a1, b1, jnp.float32(1.0))
-      scale[layout] = C / (iters * n_dev)
+      fns[layout] = functools.partial(resident_fn(s.kind, mesh, Cp // n_dev), a1, b1, jnp.float32(1.0))
     else:
-      a, b = jax.device_put(operands(s, C), sharding)
+      a, b = jax.device_put(operands(s, Cp), sharding)
       fns[layout] = functools.partial(shape_fn(s.kind, mesh, layout), a, b)
-      scale[layout] = 1.0
-  return fns, scale
+  return fns, {layout: C / Cp for layout in layouts}
 
 
 # ---------------------------------------------------------------------------------------------------

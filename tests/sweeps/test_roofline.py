@@ -159,3 +159,29 @@ def test_record_and_doc_agree():
     want = [f"{r[k]:.2f}" for k in ("attainable_fraction", "engine_fraction", "bare_fraction")]
     want += [f"{r['metrics_overhead']:.2f}x", f"{r['speedup_vs_loop']:.2f}x", f"{r['loop_ratio_ceiling']:.2f}x"]
     assert cells[:len(want)] == want, (name, configs, cells)
+
+
+def test_shape_timings_take_a_size_the_devices_do_not_divide():
+  # Every layout splits the configuration axis evenly over the devices: with C = 3 on two devices each computes
+  # the engine's padded 4 and scales its time by 3 / 4 (before, the batched layout's operands of 3 could not be
+  # sharded and `roofline.py --sizes 3` crashed). Two host devices need their own process.
+  import subprocess
+  import sys
+  code = """
+import jax, numpy as np
+from jax.sharding import Mesh
+from jscale import train as T
+from jscale.sweeps import roofline as R
+mesh = Mesh(np.array(jax.devices()[:2]), ("config",))
+assert len(mesh.devices.flat) == 2
+s = R.step_shapes(T.TrainSpec(widths=(2, 8, 2), optimizer="adam", epochs=1), 16, 8)[0]
+fns, scale = R.shape_callables(s, 3, mesh, R.LAYOUTS)
+for k in R.LAYOUTS:
+  out = jax.block_until_ready(fns[k]())
+  assert scale[k] == 0.75, (k, scale[k])
+  assert k == "resident" or out.shape[0] == 4, (k, out.shape)
+print("ok")
+"""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+  assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
