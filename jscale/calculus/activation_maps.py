@@ -135,14 +135,22 @@ class OffsetMoments(NamedTuple):
   bwd_sq: float         # mean over entries of E[phi'(m_i + s z)^2]
 
 
-def offset_moments(phi: Callable, m: np.ndarray, q: float, order: int = 32) -> OffsetMoments:
+def offset_spread(m: np.ndarray, q: float) -> float:
+  """The common spread s = sqrt(q - mean(m^2)) around per-entry offsets m (0 where q is below mean(m^2))."""
+  m = np.asarray(m, np.float64)
+  return math.sqrt(max(q - float(np.mean(m * m)), 0.0))
+
+
+def offset_moments(phi: Callable, m: np.ndarray, q: float, order: int = 32,
+                   nodes: OffsetNodes | None = None) -> OffsetMoments:
   """The moments when entry i of the input has its own mean m_i over the batch (one draw's per-unit offsets)
   and a common spread s^2 = q - mean(m^2) around it. For an activation with a mean (GELU, SiLU, ReLU) one
   draw's offsets m = mu W have a mean over units of s.d. ~E[phi] sqrt(2 / width), and E[phi^2] is linear in
   it to first order (ReLU: s^2 / 2 + 2 phi(0) s m), so the expectation's E[phi(sqrt(q) z)^2] wanders by
-  ~0.1 in log per layer at width 64 (docs/calculus.md, "The draw's own mean")."""
+  ~0.1 in log per layer at width 64 (docs/calculus.md, "The draw's own mean"). `nodes`: this phi's
+  `offset_nodes(phi, m, offset_spread(m, q), order)`, where the caller has it already."""
   m = np.asarray(m, np.float64)
-  nd = offset_nodes(phi, m, math.sqrt(max(q - float(np.mean(m * m)), 0.0)), order)
+  nd = nodes if nodes is not None else offset_nodes(phi, m, offset_spread(m, q), order)
   v, d, w = nd.v, nd.d, nd.w
   return OffsetMoments(mean=(v @ w).reshape(m.shape), fwd_sq=float(np.mean((v * v) @ w)),
                        bwd_sq=float(np.mean((d * d) @ w)))

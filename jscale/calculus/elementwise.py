@@ -131,12 +131,16 @@ def activation_rule(pred, block) -> str | None:
     # the draw's own per-entry offsets (draw_mean.py): E[phi^2] and E[phi'^2] averaged over the entries, each
     # at its own mean; two independent examples then share exactly the output's mean, E[phi_b phi_b'] =
     # mean(mu^2), which the next dense layer's conditioning (draw_mean.condition) takes out of its E[y^2]
-    om = am.offset_moments(phi, mean, s.sq)
+    # one node grid for the three readers below (offset_moments, example_scale.response, unit_coupling.slopes:
+    # each at the common spread, order 32): phi and phi' on it are an eager JAX call (~0.03 s), once not thrice
+    nodes = am.offset_nodes(phi, mean, am.offset_spread(mean, s.sq), unit_coupling.ORDER)
+    om = am.offset_moments(phi, mean, s.sq, nodes=nodes)
     if np.isfinite(om.fwd_sq) and np.isfinite(om.bwd_sq) and om.fwd_sq > 0:
       fwd_sq, bwd_sq = om.fwd_sq, om.bwd_sq
       # each example at its own scale (example_scale.py): the mean over examples of each one's moments
       v_y = pred.scale_var(base) if s.rp is None else None
-      resp = example_scale.response(phi, mean, s.sq, pred.per_example(out)) if v_y is not None else None
+      resp = (example_scale.response(phi, mean, s.sq, pred.per_example(out), nodes=nodes)
+              if v_y is not None else None)
       if resp is not None:
         jf, jb = resp.jensen(pred.scale_var(base, population=True))
         fwd_sq, bwd_sq = fwd_sq * jf, bwd_sq * jb
@@ -144,7 +148,7 @@ def activation_rule(pred, block) -> str | None:
       r_out = min(float(np.mean(om.mean * om.mean)) / fwd_sq, 1.0)
       pred.drawn.add(out)
       if s.rp is None:
-        own_cov = _unit_couplings(pred, phi, base, out, mean, s.sq)
+        own_cov = _unit_couplings(pred, phi, base, out, mean, s.sq, nodes)
   pred.acts.append(ActivationUse(kind=name, in_id=base, out_id=out))
   pred.fwd[out] = Forward(fwd_sq, r_out, m.odd and s.sym, None, mp.fwd_corr if mp else None, rf,
                           mc.fwd_corr if mc else None)
@@ -172,14 +176,14 @@ def activation_rule(pred, block) -> str | None:
   return None
 
 
-def _unit_couplings(pred, phi, base, out, mean, q):
+def _unit_couplings(pred, phi, base, out, mean, q, nodes):
   """Where the activation's input is a dense kernel's output (through a bias add at most), with the draw's
   offsets carried and no token positions: the kernel's backward factor from its columns (unit_coupling.py
   (a), read by propagation.backward); R of every lower activation whose value reaches this one along the
   stack of kernels (b: the adjacent one through this kernel's 4th moment, the others through the chain of
   their perturbation), read by that activation's backward; returns this activation's own Cov(phi'^2,
   phi^2) / E[phi'^2], or None."""
-  sl = unit_coupling.slopes(phi, mean, q)
+  sl = unit_coupling.slopes(phi, mean, q, nodes=nodes)
   below = _kernel_below(pred, base)
   if below is None or sl is None:
     return None if sl is None else sl.cov

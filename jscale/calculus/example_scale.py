@@ -58,14 +58,15 @@ def dense_fresh(n_out: int, r: float) -> float:
   return 2.0 * (1.0 - r * r) / max(int(n_out), 1)
 
 
-def response(phi, m: np.ndarray, q: float, n: int) -> ScaleResponse | None:
+def response(phi, m: np.ndarray, q: float, n: int, nodes: am.OffsetNodes | None = None) -> ScaleResponse | None:
   """gamma, beta and the units' own terms of phi at per-unit offsets m (common spread s^2 = q - mean(m^2)),
-  n units per example; None where the spread is ~0 (no scale to move)."""
+  n units per example; None where the spread is ~0 (no scale to move). `nodes`: this phi's
+  `am.offset_nodes(phi, m, am.offset_spread(m, q), ORDER)`, where the caller has it already."""
   m = np.asarray(m, np.float64).reshape(-1)
   s2 = q - float(np.mean(m * m))
   if not (s2 > 1e-6 * q and q > 0):
     return None
-  y, v, d, z, w = am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
+  y, v, d, z, w = nodes if nodes is not None else am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
   a, c, y2 = v * v, d * d, y * y
   F, C = float(np.mean(a @ w)), float(np.mean(c @ w))
   if not (F > 0 and C > 0 and np.isfinite(F) and np.isfinite(C)):

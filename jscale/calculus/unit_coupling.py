@@ -60,13 +60,14 @@ class Slopes(NamedTuple):
   pp2: float      # E[phi'' phi] = E[(phi phi')'] - C: a first-order shift's square turned into a shift along y
 
 
-def slopes(phi, m: np.ndarray, q: float) -> Slopes | None:
-  """The terms above; None where the spread is ~0."""
+def slopes(phi, m: np.ndarray, q: float, nodes: am.OffsetNodes | None = None) -> Slopes | None:
+  """The terms above; None where the spread is ~0. `nodes`: this phi's
+  `am.offset_nodes(phi, m, am.offset_spread(m, q), ORDER)`, where the caller has it already."""
   m = np.asarray(m, np.float64).reshape(-1)
   s2 = q - float(np.mean(m * m))
   if not (s2 > 1e-6 * q and q > 0):
     return None
-  _, v, d, z, w = am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
+  _, v, d, z, w = nodes if nodes is not None else am.offset_nodes(phi, m, math.sqrt(s2), ORDER)
   a, c = v * v, d * d
   C = float(np.mean(c @ w))
   if not (C > 0 and math.isfinite(C)):

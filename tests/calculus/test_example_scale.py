@@ -127,3 +127,20 @@ class KernelFactorTest(chex.TestCase):
     pred, meas = np.mean(pred, axis=0), np.mean(meas, axis=0)
     self.assertLess(meas[0], -0.01)
     np.testing.assert_allclose(pred[:3], meas[:3], atol=0.015)
+
+
+def test_one_node_grid_serves_all_three_readers():
+  """elementwise.activation_rule builds the offsets' node grid once and hands it to offset_moments, response and
+  unit_coupling.slopes: each must return exactly (bitwise) what it computes from its own grid, which holds only
+  while the three share the spread and the order."""
+  from jscale.calculus import unit_coupling as uc
+  assert es.ORDER == uc.ORDER
+  m = 0.3 * np.random.default_rng(0).standard_normal(64)
+  q = 1.1
+  for phi in (jax.nn.gelu, jnp.tanh):
+    nodes = am.offset_nodes(phi, m, am.offset_spread(m, q), es.ORDER)
+    a, b = am.offset_moments(phi, m, q), am.offset_moments(phi, m, q, nodes=nodes)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert (a.fwd_sq, a.bwd_sq) == (b.fwd_sq, b.bwd_sq)
+    assert es.response(phi, m, q, 64) == es.response(phi, m, q, 64, nodes=nodes)
+    assert uc.slopes(phi, m, q) == uc.slopes(phi, m, q, nodes=nodes)

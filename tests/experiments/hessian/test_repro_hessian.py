@@ -3,7 +3,6 @@ a killed run resumes from its per-setup files; Figure 2 shares one colour scale;
 import json
 import os
 
-import jax
 import numpy as np
 
 from jscale import experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
@@ -12,6 +11,7 @@ from jscale.experiments.hessian import run as hessian_run
 from jscale.experiments.hessian import section as hessian_section
 from jscale.experiments.hessian.mlp_family import MLPFamily
 from jscale.experiments.hessian.settings import Figure1Settings
+from jscale.theory import conv_pairs, lenet_slots, pairs
 
 TINY = dict(setups=2, batch=4, draws=4, seed=0, fig2_draws=0, fig2_minibatch=8, examples=3, target_rel_se=None,
             max_draws=4)
@@ -20,7 +20,11 @@ TINY = dict(setups=2, batch=4, draws=4, seed=0, fig2_draws=0, fig2_minibatch=8, 
 def test_hessian_experiment_section_reports_its_own_run(tmp_path):
   exp = sweeps.get("hessian")
   d = str(tmp_path / "hessian")
-  jax.clear_caches()  # as in a fresh process: the run compiles (and counts) its programs whatever ran before
+  # as in a fresh process: the run compiles (and counts) its programs whatever ran before. Only the counted
+  # programs are dropped: jax.clear_caches() here made every later test on this xdist worker compile anew.
+  for f in (*pairs.PROGRAMS, lenet_slots._round, conv_pairs._round):
+    f.clear_cache()
+  assert pairs.compiled_programs() == hessian_run._lenet_programs() == 0
   exp.execute("quick", d, setups=1, batch=4, draws=4, examples=3, max_draws=4, fig2_draws=0, lenet_setups=4)
   assert os.path.isfile(os.path.join(d, "fig1_ratio_hist.png"))
   with open(os.path.join(d, "fig1_records.json")) as f:
