@@ -32,7 +32,12 @@ OPTIMIZERS = ("sgd", "adam")
 MODEL_NAMES = ("mlp", "lenet")
 BASE_WIDTH = 32
 PROBE_SEED = 2**20       # the init the prescriptions are computed on (not a training seed)
-PROBE_DRAWS = 4          # the probe inits PROBE_SEED ... that the measured response (response.py) averages over
+# The probe inits PROBE_SEED ... that the measured response (response.py) averages over. 64, not 4: on fresh He
+# inits the 4-draw predicted drift moved 2-3 of its quoted SEs (LeNet SGD), and the SE's replicate check
+# (docs/calculus.md, *The predictor's probe inits and their SE*) found the delta-method SE matching the spread of
+# independent sets of 16-64 inits; at 64 the LeNet SGD drift's SE is ~0.11 octave (0.22 at 16, against the
+# goal's 0.5), for ~12 CPU s more on the full grid.
+PROBE_DRAWS = 64
 # The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, fourth pass*: the
 # first update over (example, position) pairs, developed on 2**20 + 3000 ... and 2**20 + 1000 ..., judged on
 # 2**20 + 9000 ...; the third pass judged on 2**20 + 7000 ..., now seen; the first two reused the probe inits).

@@ -75,6 +75,11 @@ def test_grids_as_specified():
   assert len(j64["seeds"]) >= 24 and set(j64["seeds"]).isdisjoint(others | set(jn["seeds"]) | set(j12["seeds"])
                                                                  | set(j52["seeds"]) | set(range(64)))
   assert j64["widths"][0] == 32 and j64["widths"][-1] == 512
+  # the 64-probe-init predictor's judgement: seeds no grid had run (every seed below 88 was seen)
+  j88 = exp.grid("judge_seeds_88")
+  seen = {s for g in exp.grids if g != "judge_seeds_88" for s in exp.grid(g)["seeds"]}
+  assert len(j88["seeds"]) >= 24 and min(j88["seeds"]) >= 88 and set(j88["seeds"]).isdisjoint(seen)
+  assert j88["widths"][0] == 32 and j88["widths"][-1] == 512
 
 
 @pytest.mark.slow
