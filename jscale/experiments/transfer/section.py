@@ -244,7 +244,7 @@ def _headline(summary: dict) -> Headline:
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
   role = (" (seeds whose drifts developed the response predictor and equal-G's normalisation; `--grid "
-          "judge_12_seeds` judges both on 12 new ones: results/transfer/judge_12_seeds/)"
+          "judge_seeds_88` judges both, on 64 probe inits, on 24 new ones: results/transfer/judge_seeds_88/)"
           if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]
