@@ -206,6 +206,18 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
+# The most configurations one training call vmaps: the 24-seed judge grids' 1728 (LeNet width 512) peaked at
+# 13-15 GB resident and were killed for memory three times on the shared 24 GB host (ninth session); the quick
+# and full grids (144, 288) stay one call, as before.
+MAX_CONFIGS = 576
+
+
+def n_chunks(configs: int, most: int = MAX_CONFIGS) -> int:
+  """How many equal training calls `configs` configurations take: the fewest that divides them with at most
+  `most` each (equal shapes: one compiled program)."""
+  return next(n for n in range(1, configs + 1) if configs % n == 0 and configs // n <= most)
+
+
 def draws_at(table, model: str, width: int) -> int:
   """The coordinate check's draw count for (model, width): `table` an int, or per model ((width, draws), ...)
   increasing in width; a width between entries takes the entry at or below it (the draws' spread falls with
@@ -276,7 +288,11 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       cfg_keys = keys[np.array([s for _, _, _, s in rows])]
       train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
       t0 = time.perf_counter()
-      m = jax.device_get(train(cfg_keys, hp, data))
+      n = n_chunks(C)
+      parts = [jax.device_get(train(cfg_keys[q * (C // n):(q + 1) * (C // n)],
+                                    jax.tree.map(lambda v: v[q * (C // n):(q + 1) * (C // n)], hp), data))
+               for q in range(n)]
+      m = jax.tree.map(lambda *v: np.concatenate(v), *parts)
       seconds["training"] += time.perf_counter() - t0
       loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
       diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
