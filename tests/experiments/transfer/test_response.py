@@ -75,8 +75,9 @@ def test_drift_se_counts_what_the_two_widths_share():
   """`analysis.drift_se` (the delta method over paired draws) against the spread of the drift over 400 sets of
   64 synthetic paired draws whose responses share a per-draw factor (as the LeNet's widths share their fixed
   dense kernels under one key): tolerance 12% (~3 SEs of a 400-set SD, 1/sqrt(798) ~ 3.5%). The widths' SEs
-  in quadrature, which ignore the shared factor, are 1.8x (Adam) and 2.3x (SGD) the spread here and fail; so does an SE with the
-  shared factor's sign flipped. SGD reads the hidden layers' geometric mean: its influence is their mean."""
+  in quadrature, which ignore the shared factor, are 1.8x (Adam) and 2.3x (SGD) the spread here and fail; so
+  does an SE with the shared factor's sign flipped. SGD reads the hidden layers' geometric mean: its influence
+  is their mean."""
   rng = np.random.default_rng(1)
   sets, n = 400, 64
   shared = np.exp(rng.normal(0.0, 0.6, (sets, n, 1)))
