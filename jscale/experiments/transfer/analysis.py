@@ -1,5 +1,6 @@
 """The transfer experiment's statistics: the optimal learning rate per width with a bootstrap interval over
-seeds, the drift of the optimum across widths, and the coordinate check's |log(measured / predicted)|."""
+seeds, the drift of the optimum across widths, the predicted drift's SE over the probe inits, and the
+coordinate check's |log(measured / predicted)|."""
 from __future__ import annotations
 
 import math
@@ -55,6 +56,28 @@ def optimum(loss: np.ndarray, log2_grid: np.ndarray, *, n_boot: int = N_BOOT, se
   d = bopt[-1] - bopt[0]
   return Optimum(opt, np.percentile(bopt, 2.5, axis=-1), np.percentile(bopt, 97.5, axis=-1),
                  float(opt[-1] - opt[0]), float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5)), edge)
+
+
+def log_influence(h: np.ndarray, d: np.ndarray, optimizer: str) -> np.ndarray:
+  """(..., draw) each draw's influence on log `calculus.response_at` of `response.ratio_and_se`'s ratio (the delta
+  method's linear term: its mean over the draws is 0, its SD / sqrt(n) the SE): 0.5 (d / mean d - h / mean h)
+  per layer output, averaged over the outputs that set the optimum (Adam the logits, SGD the hidden layers:
+  their geometric mean's log is the mean of theirs). h, d: (..., draw, L) as `response.per_draw` gives them."""
+  g = 0.5 * (d / d.mean(-2, keepdims=True) - h / h.mean(-2, keepdims=True))
+  return g[..., -1] if optimizer == "adam" else g[..., :-1].mean(-1)
+
+
+def drift_se(small: tuple, large: tuple, optimizer: str) -> float:
+  """SE (octaves) of the predicted drift log2(R_small / R_large) (`calculus.response_drift`) by the delta
+  method over paired draws: `small` and `large` = (h, d) of shape (draw, L) at the two widths, draw k of both
+  from the same key. The same key draws the same weights wherever a leaf's shape does not change with width
+  (the LeNet's dense 120-84-10 kernels; elsewhere the flat prefix of the stream is shared too): the LeNet's
+  two responses are correlated (+0.23 to +0.34 per draw, 32 vs 512; the MLP's +0.00 to +0.05), so
+  the difference's SE is below the two widths' SEs in quadrature (docs/calculus.md, *The predictor's probe
+  inits and their SE*). NaN with fewer than two draws."""
+  g = log_influence(*small, optimizer) - log_influence(*large, optimizer)
+  n = g.shape[-1]
+  return float(np.std(g, ddof=1) / np.sqrt(n) / np.log(2)) if n > 1 else float("nan")
 
 
 def log_errors(meas: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -14,8 +14,11 @@ refined by a parabola through the grid minimum and its neighbours; its interval 
 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
 Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
-hidden layers' geometric mean (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`),
-computed before any training (equal-G is normalised by that response, `calculus.normalised`: it predicts 0); beside it the calculus's response (MLP) and the prescriptions' step sizes
+hidden layers' geometric mean (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`;
+64 He inits, keys 2**20 ... 2**20 + 63, run.PROBE_DRAWS; 4 before the ninth session), with the delta method's SE
+over them (checked against independent sets of inits: docs/calculus.md, *The predictor's probe inits and their
+SE*), computed before any training (equal-G is normalised by that response, `calculus.normalised`: it
+predicts 0); beside it the calculus's response (MLP) and the prescriptions' step sizes
 (`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
 
 Development and judgement: the LR centres (the only tuned setting) were chosen on seeds 0-1 of a dev run; the
@@ -27,7 +30,9 @@ SGD's geometric mean were developed on seeds 10-13 (with 20-23's drifts in view)
 judge_normalised grid (seeds 30-33) and, since four seeds do not pin a 0.5-octave drift down, by the
 judge_12_seeds grid (seeds 40-51), each run once; with every seed 0-51 seen, the unchanged rule and predictor were
 judged once more by the judge_seeds_52 grid (seeds 52-63) and, since 12 seeds left equal-G's intervals across
-the 0.5-octave band, by the judge_seeds_64 grid (24 seeds, 64-87).
+the 0.5-octave band, by the judge_seeds_64 grid (24 seeds, 64-87). With the probe inits raised from 4 to 64 (the
+predictor's SE understated its sampling error), the changed predictor and normalisation were judged once by the
+judge_seeds_88 grid (24 seeds, 88-111, never run before).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
@@ -37,6 +42,7 @@ the 0.5-octave band, by the judge_seeds_64 grid (24 seeds, 64-87).
   python scripts/sweep.py --experiment transfer --grid judge_12_seeds     # seeds 40-51, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_52     # seeds 52-63, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_64     # seeds 64-87, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_88     # seeds 88-111, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -79,4 +85,7 @@ def make_experiment() -> CustomExperiment:
              "judge_seeds_52": {**common, "widths": (32, 128, 512), "seeds": tuple(range(52, 64))},
              # 12 seeds left equal-G's intervals crossing the 0.5-octave band (interval width ~ 1/sqrt(seeds)):
              # 24 training seeds no run had used, the code unchanged since judge_seeds_52 (eighth session)
-             "judge_seeds_64": {**common, "widths": (32, 128, 512), "seeds": tuple(range(64, 88))}})
+             "judge_seeds_64": {**common, "widths": (32, 128, 512), "seeds": tuple(range(64, 88))},
+             # the predictor on 64 probe inits (4 before; its SE checked on fresh inits, docs/calculus.md) and
+             # equal-G normalised by them, judged once on 24 training seeds no run had used (ninth session)
+             "judge_seeds_88": {**common, "widths": (32, 128, 512), "seeds": tuple(range(88, 112))}})

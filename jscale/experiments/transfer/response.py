@@ -17,12 +17,9 @@ import optax
 from jscale import calculus, initializers, optim
 
 
-def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
-  """(relative response (rule, opt, L), its relative SE over the init draws (rule, opt, L)): the ratio of the
-  draws' mean E[dh^2] to their mean E[h^2], square-rooted; the SE is the delta method's over the draws (~ the
-  SE of log R). `pres[rule, opt]` = (Prescription, init multipliers (L,), lr multipliers (L,)) as
-  `run.prescriptions` returns, plus the unit that multiplies every leaf's rate, for every rule in `rules` and
-  optimizer in `optimizers` (the output's order); biases step at the unit, as in training."""
+def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
+  """(E[h^2], E[dh^2]) per (rule, opt, draw, L) at each init of `p0s` (stacked), the step at learning rate 1
+  (`measured_response`'s arguments); the replicate check of its SE reads them draw by draw."""
   base_opts = {"sgd": optax.sgd(1.0), "adam": optax.adam(1.0)}
 
   def loss_fn(p):
@@ -42,20 +39,35 @@ def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "ada
     out = []
     for j, opt in enumerate(optimizers):
       base_opt = base_opts[opt]
-      per_draw = jax.vmap(lambda p0, im, lm, u: one(base_opt, p0, im, lm, u), in_axes=(0, None, None, None))
-      out.append(jax.vmap(per_draw, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], unit[j]))   # (rule, draw, L)
+      per = jax.vmap(lambda p0, im, lm, u: one(base_opt, p0, im, lm, u), in_axes=(0, None, None, None))
+      out.append(jax.vmap(per, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], unit[j]))   # (rule, draw, L)
     return out
 
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
   out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
-  n = h.shape[2]
-  mh, md = h.mean(2), d.mean(2)
+  return h, d
+
+
+def ratio_and_se(h: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(sqrt(mean d / mean h) over the draws (axis -2), its relative SE by the delta method (~ the SE of its
+  log; NaN with one draw))."""
+  n = h.shape[-2]
+  mh, md = h.mean(-2), d.mean(-2)
   # delta method for log sqrt(mean d / mean h): half the SE of log(mean d) - log(mean h), covariance included
-  rd, rh = d / md[:, :, None] - 1, h / mh[:, :, None] - 1
-  var = (rd - rh).var(2, ddof=1) / n if n > 1 else np.full(mh.shape, np.nan)
+  rd, rh = d / md[..., None, :] - 1, h / mh[..., None, :] - 1
+  var = (rd - rh).var(-2, ddof=1) / n if n > 1 else np.full(mh.shape, np.nan)
   return np.sqrt(md / mh), 0.5 * np.sqrt(var)
+
+
+def measured_response(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
+  """(relative response (rule, opt, L), its relative SE over the init draws (rule, opt, L)): the ratio of the
+  draws' mean E[dh^2] to their mean E[h^2], square-rooted; the SE is the delta method's over the draws (~ the
+  SE of log R). `pres[rule, opt]` = (Prescription, init multipliers (L,), lr multipliers (L,)) as
+  `run.prescriptions` returns, plus the unit that multiplies every leaf's rate, for every rule in `rules` and
+  optimizer in `optimizers` (the output's order); biases step at the unit, as in training."""
+  return ratio_and_se(*per_draw(net, pres, x, y, p0s, rules, optimizers))
 
 
 def calculus_response(net, pres: dict, x, y, rules, optimizers=("sgd", "adam")) -> np.ndarray:

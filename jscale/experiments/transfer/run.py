@@ -32,7 +32,12 @@ OPTIMIZERS = ("sgd", "adam")
 MODEL_NAMES = ("mlp", "lenet")
 BASE_WIDTH = 32
 PROBE_SEED = 2**20       # the init the prescriptions are computed on (not a training seed)
-PROBE_DRAWS = 4          # the probe inits PROBE_SEED ... that the measured response (response.py) averages over
+# The probe inits PROBE_SEED ... that the measured response (response.py) averages over. 64, not 4: on fresh He
+# inits the 4-draw predicted drift moved 2-3 of its quoted SEs (LeNet SGD), and the SE's replicate check
+# (docs/calculus.md, *The predictor's probe inits and their SE*) found the delta-method SE matching the spread of
+# independent sets of 16-64 inits; at 64 the LeNet SGD drift's SE is ~0.11 octave (0.22 at 16, against the
+# goal's 0.5), for ~12 CPU s more on the full grid.
+PROBE_DRAWS = 64
 # The coordinate check's inits: fresh keys, judged once (docs/calculus.md, *Coordinate check, fourth pass*: the
 # first update over (example, position) pairs, developed on 2**20 + 3000 ... and 2**20 + 1000 ..., judged on
 # 2**20 + 9000 ...; the third pass judged on 2**20 + 7000 ..., now seen; the first two reused the probe inits).
@@ -60,9 +65,11 @@ def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
   return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(draws))
 
 
-def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray]:
+def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray, tuple]:
   """((parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,), unit), the first step's
-  relative response per unit learning rate (rule, opt, L) and its relative SE) for `net`, from its He init
+  relative response per unit learning rate (rule, opt, L), its relative SE, and the per-draw (E[h^2], E[dh^2])
+  (rule, opt, draw, L) it comes from, every rule at unit 1, for the drift's paired SE, `analysis.drift_se`)
+  for `net`, from its He init
   PROBE_SEED (the first of the probe inits `p0s`, `probe_draws`) on the batch (x, y). `unit` multiplies every
   leaf's learning rate, biases included (training: the base rate); lr_scale is the kernels' multiplier on top
   of it. Equal-G's unit is its response normalisation (`calculus.normalised`: the response that sets the
@@ -90,14 +97,15 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dic
                            .init_multipliers(params))
       out[rule, opt] = (pr, np.asarray(init_m, np.float32), np.asarray(net.kernels(pr.lr_multipliers(params)),
                                                                       np.float32), 1.0)
-  resp, rse = response.measured_response(net, out, x, y, p0s, PARAMETRIZATIONS, OPTIMIZERS)
+  h, d = response.per_draw(net, out, x, y, p0s, PARAMETRIZATIONS, OPTIMIZERS)
+  resp, rse = response.ratio_and_se(h, d)
   i = PARAMETRIZATIONS.index("equal_G")
   for j, opt in enumerate(OPTIMIZERS):
     pr, init_m, lr_m, _ = out["equal_G", opt]
     normed = calculus.normalised(pr, resp[i, j])
     out["equal_G", opt] = (normed, init_m, lr_m, normed.scale)
     resp[i, j] = resp[i, j] * normed.scale
-  return out, resp, rse
+  return out, resp, rse, (h, d)
 
 
 def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None,
@@ -198,6 +206,18 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
+# The most configurations one training call vmaps: the 24-seed judge grids' 1728 (LeNet width 512) peaked at
+# 13-15 GB resident and were killed for memory three times on the shared 24 GB host (ninth session); the quick
+# and full grids (144, 288) stay one call, as before.
+MAX_CONFIGS = 576
+
+
+def n_chunks(configs: int, most: int = MAX_CONFIGS) -> int:
+  """How many equal training calls `configs` configurations take: the fewest that divides them with at most
+  `most` each (equal shapes: one compiled program)."""
+  return next(n for n in range(1, configs + 1) if configs % n == 0 and configs // n <= most)
+
+
 def draws_at(table, model: str, width: int) -> int:
   """The coordinate check's draw count for (model, width): `table` an int, or per model ((width, draws), ...)
   increasing in width; a width between entries takes the entry at or below it (the draws' spread falls with
@@ -234,11 +254,12 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
     cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
     ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
     rs_m, rs_s, rs_c = (np.zeros((W, R, O, n_layers)) for _ in range(3))
+    rs_h, rs_d = (np.zeros((W, R, O, PROBE_DRAWS, n_layers)) for _ in range(2))
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
       p0s = probe_draws(net, PROBE_DRAWS)
-      pres, rs_m[b], rs_s[b] = prescriptions(net, base, xb, yb, p0s)
+      pres, rs_m[b], rs_s[b], (rs_h[b], rs_d[b]) = prescriptions(net, base, xb, yb, p0s)
       t1 = time.perf_counter()
       coord_p0s = probe_draws(net, draws_at(coord_draws, model, width), COORD_SEED)
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
@@ -267,31 +288,39 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       cfg_keys = keys[np.array([s for _, _, _, s in rows])]
       train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
       t0 = time.perf_counter()
-      m = jax.device_get(train(cfg_keys, hp, data))
+      n = n_chunks(C)
+      parts = [jax.device_get(train(cfg_keys[q * (C // n):(q + 1) * (C // n)],
+                                    jax.tree.map(lambda v: v[q * (C // n):(q + 1) * (C // n)], hp), data))
+               for q in range(n)]
+      m = jax.tree.map(lambda *v: np.concatenate(v), *parts)
       seconds["training"] += time.perf_counter() - t0
       loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
       diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
       for c, opt in enumerate(OPTIMIZERS):
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c)
+    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
              "lr": (("optimizer", "param", "lr_octave"), lrs)}
-  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c) in coord.items():
+  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
     ax_r = ("width", "param", "optimizer", f"{model}_kernel")
+    ax_p = ("width", "param", "optimizer", "probe_draw", f"{model}_kernel")
     metrics.update({f"{model}_upd_meas": (ax_u, cu_m), f"{model}_upd_pred": (ax_u, cu_p),
                     f"{model}_act_meas": (ax_a, ca_m), f"{model}_act_pred": (ax_a, ca_p),
                     f"{model}_upd_rse": (ax_u, cu_s), f"{model}_act_rse": (ax_a, ca_s),
                     # the first step's relative response per unit lr (response.py): measured, its SE, calculus
                     f"{model}_resp_meas": (ax_r, rs_m), f"{model}_resp_rse": (ax_r, rs_s),
-                    f"{model}_resp_calc": (ax_r, rs_c)})
+                    f"{model}_resp_calc": (ax_r, rs_c),
+                    # per probe init, every rule at unit 1 (equal-G before its normalisation): the drift's SE
+                    # over paired draws (analysis.drift_se)
+                    f"{model}_resp_h": (ax_p, rs_h), f"{model}_resp_d": (ax_p, rs_d)})
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
-          "when": ["init", "after step 1"]}
+          "when": ["init", "after step 1"], "probe_draw": [PROBE_SEED + k for k in range(PROBE_DRAWS)]}
   for model in models_:
     axes[f"{model}_kernel"] = list(range(network(model, BASE_WIDTH).n_layers))
   store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",

@@ -37,10 +37,12 @@ def _save(fig, path: str, dpi: int) -> str:
 
 def response_predictions(r: Results, model: str) -> dict | None:
   """The response predictor's inputs for `model`: (measured relative response (W, param, opt, L), its SE,
-  the calculus's), or None for results written before they were recorded."""
-  if f"{model}_resp_meas" not in set(r.arrays):
+  the calculus's, and where recorded the per-draw E[h^2], E[dh^2] (W, param, opt, draw, L)), or None for
+  results written before they were recorded."""
+  names = set(r.arrays)
+  if f"{model}_resp_meas" not in names:
     return None
-  return {k: r.metric(f"{model}_resp_{k}") for k in ("meas", "rse", "calc")}
+  return {k: r.metric(f"{model}_resp_{k}") for k in ("meas", "rse", "calc", "h", "d") if f"{model}_resp_{k}" in names}
 
 
 def _drifts(resp, c: int, i: int, opt: str) -> list:
@@ -75,8 +77,12 @@ def summarize(r: Results) -> dict:
           per_width = _drifts(rp["meas"], c, i, opt)
           pred = per_width[-1]
           calc = _drifts(rp["calc"], c, i, opt)[-1]
-          se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
-          pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2)) if np.all(np.isfinite(se)) else None
+          if "h" in rp:   # paired draws (the same keys at both widths): analysis.drift_se
+            pred_se = analysis.drift_se(*[(rp["h"][b, i, c], rp["d"][b, i, c]) for b in (0, -1)], opt)
+          else:   # results written before the per-draw arrays: the widths' SEs in quadrature
+            se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
+            pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2))
+          pred_se = pred_se if math.isfinite(pred_se) else None
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
             "optimal_lr": [2.0 ** v for v in o.log2_lr], "optimal_lr_lo": [2.0 ** v for v in o.lo],
@@ -238,7 +244,7 @@ def _headline(summary: dict) -> Headline:
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
   role = (" (seeds whose drifts developed the response predictor and equal-G's normalisation; `--grid "
-          "judge_12_seeds` judges both on 12 new ones: results/transfer/judge_12_seeds/)"
+          "judge_seeds_88` judges both, on 64 probe inits, on 24 new ones: results/transfer/judge_seeds_88/)"
           if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]

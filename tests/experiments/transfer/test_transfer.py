@@ -75,6 +75,11 @@ def test_grids_as_specified():
   assert len(j64["seeds"]) >= 24 and set(j64["seeds"]).isdisjoint(others | set(jn["seeds"]) | set(j12["seeds"])
                                                                  | set(j52["seeds"]) | set(range(64)))
   assert j64["widths"][0] == 32 and j64["widths"][-1] == 512
+  # the 64-probe-init predictor's judgement: seeds no grid had run (every seed below 88 was seen)
+  j88 = exp.grid("judge_seeds_88")
+  seen = {s for g in exp.grids if g != "judge_seeds_88" for s in exp.grid(g)["seeds"]}
+  assert len(j88["seeds"]) >= 24 and min(j88["seeds"]) >= 88 and set(j88["seeds"]).isdisjoint(seen)
+  assert j88["widths"][0] == 32 and j88["widths"][-1] == 512
 
 
 @pytest.mark.slow
@@ -91,3 +96,13 @@ def test_tiny_run_writes_transfer_json(tmp_path):
   leaves = out["coordinate_check_per_leaf"]["mlp"]["activations after step 1"]
   assert len(leaves) == 3 and all(v["median"] is not None for v in leaves)
   assert "transfer" in s.title
+
+
+def test_training_chunks_are_equal_and_bounded():
+  from jscale.experiments.transfer import run
+  assert run.n_chunks(288) == 1 and run.n_chunks(576) == 1       # the full grid: one call, as before
+  assert run.n_chunks(1728) == 3 and run.n_chunks(864) == 2
+  assert run.n_chunks(577) == 577                                 # a prime: one configuration per call
+  for c in (144, 288, 864, 1728, 1000):
+    n = run.n_chunks(c)
+    assert c % n == 0 and c // n <= run.MAX_CONFIGS
