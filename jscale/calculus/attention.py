@@ -378,12 +378,13 @@ def _position_factor(x: np.ndarray, d: np.ndarray) -> float:
 # With the carried tokens, the model takes this many seeds' worth of draws: one seed's luck in dq_sq / dk_sq is
 # not noise over network draws but the same for every call, and grows with the tokens' and gradients'
 # correlations (s.d. of log 0.05 at the top of depth 12; seed 0 read +0.06 / +0.08 above seeds 1-7 there,
-# docs/calculus.md "The keys' and queries' own error"); 4x halves it, at ~1.6-1.9x an inspect's CPU.
+# docs/calculus.md "The keys' and queries' own error"); 4x halves it, at 1.6-3.9x an inspect's CPU (judged runs:
+# most at 4 units per head and at width 128).
 SEEDS = 4
 
 
 def _norm_kind(pred, x):
-  """'layer_norm' / 'rms_norm' when x is a normalisation block's output (through a bias add), else None."""
+  """'layer_norm' / 'rms_norm' when x is a normalisation block's output (through its scale and bias), else None."""
   outs = {b.info["out"]: b.kind for b in pred.block_at.values() if b.kind in ("layer_norm", "rms_norm")}
   for _ in range(3):
     if x in outs:
