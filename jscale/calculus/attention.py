@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jscale.calculus import token_carry
 from jscale.calculus.blocks import Block, between
 from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward, cross_position
@@ -149,10 +150,11 @@ def find(graph, tags, const, u, taken) -> list:
       srcs = [_projected_from(graph, u, tags, const, a) for a in (q, k, v)]
       same = all(s_ is not None and s_[:2] == srcs[0][:2] for s_ in srcs)
       d_in = srcs[0][1] if same else None
+      x_in = srcs[0][0] if same else None
       proj = tuple(s_[2] for s_ in srcs) if same else None
       blocks.append(Block("attention", out_n, (q, k, v), eqns, attention_rule,
                           dict(q=q, k=k, v=v, out=out, logits_shape=tuple(ls[:-2]) + (n_q, ls[-1]),
-                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in, proj=proj,
+                               mask=mask, d_qk=d_qk, d_v=d_v, scale=scale, d_in=d_in, x=x_in, proj=proj,
                                dot=n, p=p)))
       break
   return blocks
@@ -271,7 +273,8 @@ class GaussianAttention:
   token correlations of each; A, C as in AttentionMoments."""
 
   def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
-               rp_g: float, draws: int | None = None, seed: int = 0, d_in: int | None = None):
+               rp_g: float, draws: int | None = None, seed: int = 0, d_in: int | None = None,
+               tokens: tuple | None = None, norm: str | None = None):
     rng = np.random.default_rng(seed)
     draws = _draws(d_qk) if draws is None else draws
     m, Tq, Tk = masks.shape
@@ -282,7 +285,24 @@ class GaussianAttention:
       # self-attention: Q, K, V = x W_q, x W_k, x W_v of one token vector x (D_in features, shared component
       # rp_k), the W's drawn per draw (a network draw); then K_k and V_k, Q_q and V_q are correlated within the
       # draw through W_k^T W_v (entries of mean square E[K^2] E[V^2] / D_in)
-      x = _shared(rng, n, Tk, d_in, rp_k)
+      if tokens is None:
+        x = _shared(rng, n, Tk, d_in, rp_k)
+      else:
+        # each token's own part from the carried covariance (token_carry.py), in units of E[x^2]: z L (rows L:
+        # (r, d_in)) and the draw's position means P (T, d_in), both times `shrink`, plus an isotropic rest
+        # that fills the own part's share f_own = 1 - rp (what the carry lacks: the activations' curvature,
+        # the attention weights' spread); rp is the shared part's
+        L, P, shrink, f_own, rp = tokens
+        own = math.sqrt(shrink) * (rng.standard_normal((n, Tk, L.shape[0])) @ L + P)
+        f_iso = max(f_own - shrink * (float(np.sum(L * L)) / d_in + float(np.mean(P * P))), 0.0)
+        own = own + math.sqrt(f_iso) * rng.standard_normal((n, Tk, d_in))
+        x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in)) + own
+      if norm is not None:
+        # a LayerNorm / RMSNorm output (scale 1 at initialisation): each token centred (LayerNorm) and of
+        # squared length d_in exactly, as the network's are
+        if norm == "layer_norm":
+          x = x - x.mean(-1, keepdims=True)
+        x = x * np.sqrt(d_in / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
       Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
       # one network draw gives Q, K and V shared components of their own size (the draw's mean through each
       # W, draw_mean.py): each keeps its direction but takes its signal's rp
@@ -355,6 +375,57 @@ def _position_factor(x: np.ndarray, d: np.ndarray) -> float:
   return float(np.mean(np.sum(xx * dd, (1, 2))) / den) if den > 0 else 1.0
 
 
+# With the carried tokens, the model takes this many seeds' worth of draws: one seed's luck in dq_sq / dk_sq is
+# not noise over network draws but the same for every call, and grows with the tokens' and gradients'
+# correlations (s.d. of log 0.05 at the top of depth 12; seed 0 read +0.06 / +0.08 above seeds 1-7 there,
+# docs/calculus.md "The keys' and queries' own error"); 4x halves it, at 1.6-3.9x an inspect's CPU (judged runs:
+# most at 4 units per head and at width 128).
+SEEDS = 4
+
+
+def _norm_kind(pred, x):
+  """'layer_norm' / 'rms_norm' when x is a normalisation block's output (through its scale and bias), else None."""
+  outs = {b.info["out"]: b.kind for b in pred.block_at.values() if b.kind in ("layer_norm", "rms_norm")}
+  for _ in range(3):
+    if x in outs:
+      return outs[x]
+    e = next((e for e in pred.g.eqns if x in e.outs), None)
+    if e is None or e.name not in ("add", "mul") or len(e.ins) != 2:
+      return None
+    acts = [a for a in e.ins if not isinstance(a, Lit) and pred.tag(a).kind == "act"]
+    if len(acts) != 1 or not all(isinstance(a, Lit) or a in acts or pred.tag(a).kind == "param" for a in e.ins):
+      return None
+    x = acts[0]
+  return None
+
+
+def _token_model(pred, info):
+  """(tokens, norm) for GaussianAttention where the projections' common input x has a carried token covariance
+  (token_carry.py), else (None, None): its factor rows and the draw's position means in units of E[x^2], shrunk
+  together where they would exceed the own part's share, that share, the shared part's rp; and whether x is a
+  normalisation's output (each token's |x|^2 = d_in then)."""
+  x, d_in = info.get("x"), info.get("d_in")
+  tok = getattr(pred, "tok", None)
+  if x is None or d_in is None or not tok or x not in tok:
+    return None, None
+  L = token_carry.covariance_factor(tok[x], d_in)
+  sx, m = pred.fwd[x], pred.mean.get(x)
+  T = info["logits_shape"][-1]
+  if L is None or m is None or not sx.sq or not sx.sq > 0 or np.size(m) != T * d_in:
+    return None, None
+  # the draw's position means (draw_mean.py), each token's fixed part: the carried mean less its token average
+  P = m.reshape(T, d_in) - m.reshape(T, d_in).mean(0)
+  f_c, f_p = float(np.sum(L * L)) / (d_in * sx.sq), float(np.mean(P * P)) / sx.sq
+  # the signal's rp already has the position means' cross term (sum_t P_t = 0: mean_{t != t'} P_t . P_t' =
+  # -|P|^2 / (T - 1)), which the fixed P_t bring to the draws: the shared part takes it back
+  rp_s = min(max(pred.fwd[info["k"]].rp or 0.0, 0.0) + f_p / max(T - 1, 1), 1.0)
+  f_own = 1 - rp_s
+  if not (f_c > 0 and f_own > 0):
+    return None, None
+  shrink = min(1.0, f_own / (f_c + f_p))   # the model's own part E[x^2] (1 - rp_s) holds both at most
+  return ((L / math.sqrt(sx.sq), P / math.sqrt(sx.sq), shrink, f_own, rp_s), _norm_kind(pred, x))
+
+
 def attention_rule(pred, block) -> str | None:
   info = block.info
   sq_, sk, sv = pred.fwd[info["q"]], pred.fwd[info["k"]], pred.fwd[info["v"]]
@@ -371,11 +442,17 @@ def attention_rule(pred, block) -> str | None:
   s_logit = info["d_qk"] * lsq * (1 - rp_k)
   pred.acts.append(ActivationUse(kind=f"attention (E[logit^2] = {s_logit:.3g})", in_id=info["v"], out_id=info["out"]))
   cache = {}
+  tokens, norm = _token_model(pred, info)
 
   def model(rp_g: float) -> GaussianAttention:
     if rp_g not in cache:
-      cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
-                                      d_in=info.get("d_in"))
+      if tokens is None:
+        cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
+                                        d_in=info.get("d_in"))
+      else:
+        cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
+                                        d_in=info["d_in"], tokens=tokens, norm=norm,
+                                        draws=SEEDS * _draws(info["d_qk"]))
     return cache[rp_g]
 
   st0 = model(0.0)

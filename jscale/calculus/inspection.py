@@ -26,7 +26,7 @@ import numpy as np
 
 from jscale import program_cache
 from jscale.calculus.correlation import cross_position_corr, pair_corr, position_corr
-from jscale.calculus import draw_mean, example_scale, inspection_checks
+from jscale.calculus import draw_mean, example_scale, inspection_checks, token_carry
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus import pair_law
 from jscale.calculus.inspection_measure import measure_graph, projection_loss
@@ -141,7 +141,8 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
       out_grads[a] = Backward(float(sq), float(r), rp=rp, b=0.0 if loss is None else None)
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig,
                    leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn),
-                   x_scale_var=example_scale.input_var(xn)).run(
+                   x_scale_var=example_scale.input_var(xn),
+                   x_tok=token_carry.input_factor(xn)).run(
                        out_grads, lambda: _output_cotangents(graph, fn, leaves, x, loss, key))
   cross = None
   if groups is not None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus import draw_gradient, draw_mean, example_scale
+from jscale.calculus import draw_gradient, draw_mean, example_scale, token_carry
 from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
@@ -94,7 +94,7 @@ class Propagation:
   built up by the rules; `run` hands it back frozen."""
 
   def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward,
-               leaf_vals=None, x_mean=None, x_scale_var=None):
+               leaf_vals=None, x_mean=None, x_scale_var=None, x_tok=None):
     self.g, self.tags, self.cv = graph, tags, {**graph.consts, **const_vals}
     self.leaf_sq = leaf_sq
     # the draw's own mean (draw_mean.py): with the leaves' values and the input's batch mean, each value's mean
@@ -102,6 +102,9 @@ class Propagation:
     self.leaf_vals = leaf_vals
     self.mean = {} if x_mean is None or leaf_vals is None else {graph.x_id: np.asarray(x_mean, np.float64)}
     self.pvals = {} if leaf_vals is None else {i: v for i, v in zip(graph.leaf_ids, leaf_vals)}
+    # the tokens' own covariance (token_carry.py), beside the mean; Predictor keeps it only where a
+    # self-attention reads it
+    self.tok = {} if x_tok is None or not self.mean else {graph.x_id: np.asarray(x_tok, np.float64)}
     # values downstream of an activation whose moments were taken at the draw's offsets (elementwise.py):
     # without token positions, only these are conditioned on the draw's mean (draw_mean.condition)
     self.drawn = set()
@@ -266,6 +269,11 @@ class Propagation:
     for o, m in zip(e.outs, got):
       if m is not None:
         self.mean[o] = m
+    if self.tok:
+      rows = token_carry.linear(self, e, self.g.avals[self.g.x_id].shape[0])
+      for o, F in zip(e.outs, rows or ()):
+        if o in self.mean:
+          self.tok[o] = F
     o = e.outs[0]
     if o not in self.mean:
       return
@@ -290,6 +298,10 @@ class Propagation:
     m = draw_mean.block_mean(self, b)
     if m is not None:
       self.mean[b.info["out"]] = m
+      if self.tok:
+        F = token_carry.block(self, b)
+        if F is not None:
+          self.tok[b.info["out"]] = F
       if any(a in self.drawn for a in b.inputs):
         self.drawn.add(b.info["out"])
 

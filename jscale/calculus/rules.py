@@ -90,6 +90,8 @@ class Predictor(Propagation):
       self.block_at[b.out_eqn] = b
       self.skip |= b.eqns
     self.skip -= set(self.block_at)
+    if not any(b.kind == "attention" and b.info.get("d_in") for b in self.block_at.values()):
+      self.tok = {}   # token_carry.py: read by self-attention only
 
   # -- shape-only rules
   def _pass(self, e, ins):
