@@ -150,24 +150,31 @@ def block_mean(pred, b):
     v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
     return activation_mean(*at, v=v)
   if b.kind in ("layer_norm", "rms_norm"):
-    m, s = pred.mean.get(info["x"]), pred.fwd[info["x"]]
-    if m is None:
-      return None
-    D = info["D"]
-    rf = min(max(s.rf or 0.0, 0.0), 1.0)
-    centred = b.kind == "layer_norm"
-    var = s.sq * (1 - rf) * (1 - 1 / D) if centred else s.sq
-    h = m - m.mean(axis=-1, keepdims=True) if centred else m
-    out = h / math.sqrt(var + info["eps"])
-    if info["scale"] is not None:
-      scale = pred.leaf_vals[info["scale"]] if pred.leaf_vals is not None else None
-      if scale is None or np.size(scale) != D:
-        return None
-      out = out * np.asarray(scale, np.float64).reshape(-1)
-    return out
+    return normalised_rows(pred, b, pred.mean.get(info["x"]))
   if b.kind == "attention":
     return _attention_mean(pred, b)
   return None
+
+
+def normalised_rows(pred, b, rows):
+  """A LayerNorm or RMSNorm block's map applied to `rows` (its input's batch mean, or token_carry's factor
+  rows), linear in them: centred (LayerNorm) over the last axis, divided by the rule's sqrt(var + eps) for
+  the input's second moment, times the learnable scale; None where `rows` or the scale is unknown."""
+  if rows is None:
+    return None
+  info, s = b.info, pred.fwd[b.info["x"]]
+  D = info["D"]
+  rf = min(max(s.rf or 0.0, 0.0), 1.0)
+  centred = b.kind == "layer_norm"
+  var = s.sq * (1 - rf) * (1 - 1 / D) if centred else s.sq
+  h = rows - rows.mean(axis=-1, keepdims=True) if centred else rows
+  out = h / math.sqrt(var + info["eps"])
+  if info["scale"] is not None:
+    scale = pred.leaf_vals[info["scale"]] if pred.leaf_vals is not None else None
+    if scale is None or np.size(scale) != D:
+      return None
+    out = out * np.asarray(scale, np.float64).reshape(-1)
+  return out
 
 
 def _attention_mean(pred, b):

@@ -105,21 +105,7 @@ def block(pred, b):
     from jscale.calculus.draw_gradient import activation_slope
     return F * activation_slope(*at)[None]
   if b.kind in ("layer_norm", "rms_norm"):
-    F, s = pred.tok.get(info["x"]), pred.fwd[info["x"]]
-    if F is None:
-      return None
-    D = info["D"]
-    rf = min(max(s.rf or 0.0, 0.0), 1.0)
-    centred = b.kind == "layer_norm"
-    var = s.sq * (1 - rf) * (1 - 1 / D) if centred else s.sq
-    h = F - F.mean(axis=-1, keepdims=True) if centred else F
-    out = h / math.sqrt(var + info["eps"])
-    if info["scale"] is not None:
-      scale = pred.leaf_vals[info["scale"]] if pred.leaf_vals is not None else None
-      if scale is None or np.size(scale) != D:
-        return None
-      out = out * np.asarray(scale, np.float64).reshape(-1)
-    return out
+    return draw_mean.normalised_rows(pred, b, pred.tok.get(info["x"]))
   if b.kind == "attention":
     m = pred.mean.get(info["out"])
     return None if m is None else np.zeros((len(next(iter(pred.tok.values()))),) + np.shape(m))
