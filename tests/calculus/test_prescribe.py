@@ -131,12 +131,13 @@ def test_bad_input_refused_before_compute(digits):
 
 
 def test_normalised_divides_every_multiplier_by_the_response_layers_response():
-  # hand-made rows, no compute: SGD reads the hidden layers' geometric mean, Adam the logits; every leaf, the
-  # bias included, is divided; a missing or non-positive response is refused
+  # hand-made rows, no compute: SGD reads the last hidden layer (4 here; the hidden layers' geometric mean,
+  # read until the tenth session, would be sqrt(8)), Adam the logits; every leaf, the bias included, is
+  # divided; a missing or non-positive response is refused
   row = lambda kind, m: calculus.LeafPrescription(path=kind, shape=(2, 2), kind=kind, fan_in=2, weight_sq=1.0,  # noqa: E731
                                                   x_sq=1.0, G_batch=1.0, update_to_output=1.0, lr_multiplier=m,
                                                   init_multiplier=1.0)
-  for opt, want in (("sgd", 1 / 8 ** 0.5), ("adam", 1 / 8.0)):
+  for opt, want in (("sgd", 1 / 4.0), ("adam", 1 / 8.0)):
     pr = calculus.Prescription(rule="equal_G", optimizer=opt, source="predicted",
                                leaves=(row("dense", 0.5), row("bias", 1.0), row("dense", 3.0)), batch_size=8)
     n = calculus.normalised(pr, [2.0, 4.0, 8.0])

@@ -61,10 +61,10 @@ def optimum(loss: np.ndarray, log2_grid: np.ndarray, *, n_boot: int = N_BOOT, se
 def log_influence(h: np.ndarray, d: np.ndarray, optimizer: str) -> np.ndarray:
   """(..., draw) each draw's influence on log `calculus.response_at` of `response.ratio_and_se`'s ratio (the delta
   method's linear term: its mean over the draws is 0, its SD / sqrt(n) the SE): 0.5 (d / mean d - h / mean h)
-  per layer output, averaged over the outputs that set the optimum (Adam the logits, SGD the hidden layers:
-  their geometric mean's log is the mean of theirs). h, d: (..., draw, L) as `response.per_draw` gives them."""
+  at the output that sets the optimum (Adam the logits, SGD the last hidden layer). h, d: (..., draw, L) as
+  `response.per_draw` gives them."""
   g = 0.5 * (d / d.mean(-2, keepdims=True) - h / h.mean(-2, keepdims=True))
-  return g[..., -1] if optimizer == "adam" else g[..., :-1].mean(-1)
+  return g[..., -1] if optimizer == "adam" else g[..., -2]
 
 
 def drift_se(small: tuple, large: tuple, optimizer: str) -> float:

@@ -14,7 +14,7 @@ refined by a parabola through the grid minimum and its neighbours; its interval 
 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
 Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
-hidden layers' geometric mean (SGD), measured by a JVP at the probe inits (response.py, `calculus.response_drift`;
+last hidden layer (SGD; the hidden layers' geometric mean from the fourth to the ninth session), measured by a JVP at the probe inits (response.py, `calculus.response_drift`;
 64 He inits, keys 2**20 ... 2**20 + 63, run.PROBE_DRAWS; 4 before the ninth session), with the delta method's SE
 over them (checked against independent sets of inits: docs/calculus.md, *The predictor's probe inits and their
 SE*), computed before any training (equal-G is normalised by that response, `calculus.normalised`: it
@@ -32,7 +32,10 @@ judge_12_seeds grid (seeds 40-51), each run once; with every seed 0-51 seen, the
 judged once more by the judge_seeds_52 grid (seeds 52-63) and, since 12 seeds left equal-G's intervals across
 the 0.5-octave band, by the judge_seeds_64 grid (24 seeds, 64-87). With the probe inits raised from 4 to 64 (the
 predictor's SE understated its sampling error), the changed predictor and normalisation were judged once by the
-judge_seeds_88 grid (24 seeds, 88-111, never run before).
+judge_seeds_88 grid (24 seeds, 88-111, never run before). With every seed 10-111 seen, SGD's response layer
+was rescored at 64 probe inits against all stored drifts (the last hidden layer instead of the hidden layers'
+geometric mean; adoption rule fixed before the scoring, docs/calculus.md, *SGD's layer choice scored at 64
+probe inits*) and judged once by the judge_seeds_112 grid (24 seeds, 112-135, never run before).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
@@ -43,6 +46,7 @@ judge_seeds_88 grid (24 seeds, 88-111, never run before).
   python scripts/sweep.py --experiment transfer --grid judge_seeds_52     # seeds 52-63, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_64     # seeds 64-87, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_88     # seeds 88-111, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_112    # seeds 112-135, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -88,4 +92,7 @@ def make_experiment() -> CustomExperiment:
              "judge_seeds_64": {**common, "widths": (32, 128, 512), "seeds": tuple(range(64, 88))},
              # the predictor on 64 probe inits (4 before; its SE checked on fresh inits, docs/calculus.md) and
              # equal-G normalised by them, judged once on 24 training seeds no run had used (ninth session)
-             "judge_seeds_88": {**common, "widths": (32, 128, 512), "seeds": tuple(range(88, 112))}})
+             "judge_seeds_88": {**common, "widths": (32, 128, 512), "seeds": tuple(range(88, 112))},
+             # SGD's response at the last hidden layer (rescored at 64 probe inits against every stored drift,
+             # tenth session), judged once on 24 training seeds no run had used
+             "judge_seeds_112": {**common, "widths": (32, 128, 512), "seeds": tuple(range(112, 136))}})

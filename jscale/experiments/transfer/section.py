@@ -15,7 +15,9 @@ from jscale.sweeps import Results, store
 
 DRIFT_GOAL = 0.5        # octaves: equal-G's drift, and predicted vs measured
 # seeds whose drifts were in view when the response predictor was chosen: the full grid's (10-13), and the first
-# judge grid's (20-23), seen before SGD's response became the hidden layers' geometric mean (docs/calculus.md)
+# judge grid's (20-23), seen before SGD's response became the hidden layers' geometric mean; every seed 10-111
+# was in view when it became the last hidden layer again (tenth session, docs/calculus.md); the full grid's are
+# the ones the main job runs
 PREDICTOR_DEV_SEEDS = tuple(range(10, 14)) + tuple(range(20, 24))
 COORD_TOL = 0.1         # |log(measured / predicted)|
 COORD_SHARE = 0.95
@@ -175,7 +177,7 @@ def build(r: Results) -> Section:
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
                        "log2 of the first step's relative response per unit learning rate, narrow over wide, at "
-                       "the logits (Adam) or the hidden layers' geometric mean (SGD), measured by a JVP at the "
+                       "the logits (Adam) or the last hidden layer (SGD), measured by a JVP at the "
                        "probe inits before any training (SE over the init draws; equal-G is normalised by that "
                        "response, so its prediction is 0 by construction); beside it the calculus's prediction of "
                        "the same response (dense stacks only) and the older step-size predictor (each layer's "
@@ -244,7 +246,8 @@ def _headline(summary: dict) -> Headline:
   hits = sum(abs(e["predicted_drift_octaves"] - e["measured_drift_octaves"]) <= DRIFT_GOAL for e in pred)
   seen = set(summary["seeds"]) & set(PREDICTOR_DEV_SEEDS)
   role = (" (seeds whose drifts developed the response predictor and equal-G's normalisation; `--grid "
-          "judge_seeds_88` judges both, on 64 probe inits, on 24 new ones: results/transfer/judge_seeds_88/)"
+          "judge_seeds_112` judges both, SGD's at the last hidden layer, on 24 new ones: "
+          "results/transfer/judge_seeds_112/)"
           if seen
           else " (training seeds the response predictor never saw)")
   cs = summary["coordinate_check"]

@@ -10,11 +10,13 @@ from jscale import calculus, datasets, optim
 from jscale.experiments.transfer import analysis, response, run
 
 
-def test_response_drift_reads_the_logits_for_adam_and_the_hidden_layers_geometric_mean_for_sgd():
+def test_response_drift_reads_the_logits_for_adam_and_the_last_hidden_layer_for_sgd():
   small, large = np.array([1.0, 2.0, 4.0]), np.array([1.0, 8.0, 64.0])   # hidden 1, hidden 2, logits
   assert calculus.response_drift(small, large, "adam") == pytest.approx(-4.0)
-  assert calculus.response_drift(small, large, "sgd") == pytest.approx(-1.0)   # sqrt(1 * 2) vs sqrt(1 * 8)
-  assert calculus.response_se([0.1, 0.3, 0.7], "sgd") == pytest.approx(0.2)
+  # 2 vs 8 (the hidden layers' geometric mean, read until the tenth session, gives -1)
+  assert calculus.response_drift(small, large, "sgd") == pytest.approx(-2.0)
+  assert calculus.response_drift(np.array([4.0]), np.array([64.0]), "sgd") is None   # logits alone: no hidden layer
+  assert calculus.response_se([0.1, 0.3, 0.7], "sgd") == pytest.approx(0.3)
   assert calculus.response_se([0.1, 0.3, 0.7], "adam") == pytest.approx(0.7)
   assert calculus.response_drift(small, np.array([1.0, 0.0, 1.0]), "sgd") is None   # no response: no prediction
   with pytest.raises(ValueError):
@@ -76,8 +78,9 @@ def test_drift_se_counts_what_the_two_widths_share():
   64 synthetic paired draws whose responses share a per-draw factor (as the LeNet's widths share their fixed
   dense kernels under one key): tolerance 12% (~3 SEs of a 400-set SD, 1/sqrt(798) ~ 3.5%). The widths' SEs
   in quadrature, which ignore the shared factor, are 1.8x (Adam) and 2.3x (SGD) the spread here and fail; so
-  does an SE with the shared factor's sign flipped. SGD reads the hidden layers' geometric mean: its influence
-  is their mean."""
+  does an SE with the shared factor's sign flipped. SGD reads the last hidden layer, Adam the logits: each
+  draw's influence is that layer's alone (the hidden layers' mean, SGD's before the tenth session, has less
+  of the per-layer noise and would understate this SE)."""
   rng = np.random.default_rng(1)
   sets, n = 400, 64
   shared = np.exp(rng.normal(0.0, 0.6, (sets, n, 1)))

@@ -80,6 +80,11 @@ def test_grids_as_specified():
   seen = {s for g in exp.grids if g != "judge_seeds_88" for s in exp.grid(g)["seeds"]}
   assert len(j88["seeds"]) >= 24 and min(j88["seeds"]) >= 88 and set(j88["seeds"]).isdisjoint(seen)
   assert j88["widths"][0] == 32 and j88["widths"][-1] == 512
+  # SGD's response at the last hidden layer, judged once: seeds no grid had run (every seed below 112 was seen)
+  j112 = exp.grid("judge_seeds_112")
+  seen = {s for g in exp.grids if g != "judge_seeds_112" for s in exp.grid(g)["seeds"]}
+  assert len(j112["seeds"]) >= 24 and min(j112["seeds"]) >= 112 and set(j112["seeds"]).isdisjoint(seen)
+  assert j112["widths"][0] == 32 and j112["widths"][-1] == 512
 
 
 @pytest.mark.slow
