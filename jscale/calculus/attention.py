@@ -285,7 +285,7 @@ class AttentionDraws:
     draws = max(8, min(draws, MC_ENTRIES // (m * Tq * Tk)))
     n = draws * m
     full = bool(masks.all())   # no masked entry: the np.where's below would copy their operand
-    mask = np.repeat(masks, draws, axis=0)
+    mask = None if full else np.repeat(masks, draws, axis=0)
     x = None
     if d_in is not None and Tq == Tk:
       # self-attention: Q, K, V = x W_q, x W_k, x W_v of one token vector x (D_in features, shared component
@@ -326,7 +326,8 @@ class AttentionDraws:
     self._state = rng.bit_generator.state   # before G: the same for every rp_g
     self._n, self._Tq, self._d_v = n, Tq, d_v
     c = math.sqrt(max(lsq, 0.0))
-    z = c * np.einsum("nqd,nkd->nqk", Q, K)
+    z = np.einsum("nqd,nkd->nqk", Q, K)
+    z *= c
     if not full:
       z = np.where(mask, z, -np.inf)
     top = np.max(z, -1, keepdims=True)
@@ -341,9 +342,9 @@ class AttentionDraws:
     self.A = float(np.mean(np.sum(PP2, -1)))
     # the values' gradient against the carried one's at uniform weights (draw_gradient.MeanBackward): E[C_k^2]
     # and E[sum_q P_qk^2] over E[Cw_k^2], C and Cw the column sums of P and of the uniform weights on the mask
-    u = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
-    cw = float(np.mean(np.square(u.sum(-2))))
-    del u
+    # (per distinct mask, then repeated as the draws repeat it: the same column sums, in a draw's size)
+    u = masks / np.maximum(masks.sum(-1, keepdims=True), 1)
+    cw = float(np.mean(np.square(np.repeat(u.sum(-2), draws, axis=0))))
     self.coherence = (float(np.mean(np.square(P.sum(-2)))) / cw, float(np.mean(np.sum(PP2, -2))) / cw)
     del PP2
     PP = np.einsum("nqk,nrk->nqr", P, P)
