@@ -272,9 +272,9 @@ class AttentionDraws:
   correlation rp_g, and G is drawn last from the same stream, so one set of draws serves every rp_g:
   `backward(rp_g)` draws G from the generator's state as it stood after the forward draws and gives exactly what
   GaussianAttention(..., rp_g, ...) gives (the attention rule asks for rp_g = 0 in the forward pass and for the
-  gradient's rp_g in the backward one; drawn anew, the forward half was half of an inspect's CPU on
-  models.Transformer, docs/performance.md). Holds P, Q, K, V and the tokens' Gram matrices (at most ~100 MB at
-  MC_ENTRIES) until it is dropped."""
+  gradient's rp_g in the backward one: two whole models per block were 2.1x a warm inspect's CPU at width 32 /
+  8 heads / depth 6, docs/performance.md "The attention model's draws"). Holds P, Q, K, V and the tokens' Gram
+  matrices until it is dropped: ~90 MB a block at MC_ENTRIES with 4-unit heads (+620 MB peak at depth 12)."""
 
   def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
                draws: int | None = None, seed: int = 0, d_in: int | None = None, tokens: tuple | None = None,
@@ -445,7 +445,8 @@ def _gram_position_factor(xx: np.ndarray, x_sq, d: np.ndarray) -> float:
 # not noise over network draws but the same for every call, and grows with the tokens' and gradients'
 # correlations (s.d. of log 0.05 at the top of depth 12; seed 0 read +0.06 / +0.08 above seeds 1-7 there,
 # docs/calculus.md "The keys' and queries' own error"); 4x halves it, at 1.6-3.9x an inspect's CPU (judged runs:
-# most at 4 units per head and at width 128).
+# most at 4 units per head and at width 128) while each rp_g drew the whole model; with the forward draws shared
+# (AttentionDraws) the model's part is 2.0-2.8x smaller (docs/performance.md "The attention model's draws").
 SEEDS = 4
 
 
