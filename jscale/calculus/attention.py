@@ -23,6 +23,7 @@ the attention output twice).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -266,6 +267,17 @@ def _position_corr(v: np.ndarray) -> float:
   return float((np.sum(s * s) - np.sum(v * v)) / (n * T * (T - 1) * d * ms))
 
 
+# The forward arrays all AttentionDraws may hold at once (every attention block's, from the forward pass until its
+# backward); past it a block keeps only its arguments and its backward draws the forward half again, at the cost
+# of the old two-models-per-block rule, not of a deep network's memory (~90 MB a block with 4-unit heads).
+HELD_BYTES = 2 ** 30
+_HELD = [0]
+
+
+def _release(size: int):
+  _HELD[0] -= size
+
+
 class AttentionDraws:
   """The Gaussian model's draws up to the output's gradient G: x, Q, K, V, the weights P and the forward
   moments (o_sq, rp_o, A, C, coherence, mean_weights, as in GaussianAttention). None of it depends on G's token
@@ -274,11 +286,11 @@ class AttentionDraws:
   GaussianAttention(..., rp_g, ...) gives (the attention rule asks for rp_g = 0 in the forward pass and for the
   gradient's rp_g in the backward one: two whole models per block were 2.1x a warm inspect's CPU at width 32 /
   8 heads / depth 6, docs/performance.md "The attention model's draws"). Holds P, Q, K, V and the tokens' Gram
-  matrices until it is dropped: ~90 MB a block at MC_ENTRIES with 4-unit heads (+620 MB peak at depth 12)."""
+  matrices until it is dropped (~90 MB a block at MC_ENTRIES with 4-unit heads), within HELD_BYTES."""
 
   def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
                draws: int | None = None, seed: int = 0, d_in: int | None = None, tokens: tuple | None = None,
-               norm: str | None = None):
+               norm: str | None = None, hold: bool = False):
     rng = np.random.default_rng(seed)
     draws = _draws(d_qk) if draws is None else draws
     m, Tq, Tk = masks.shape
@@ -352,11 +364,19 @@ class AttentionDraws:
     del PP
     self.o_sq, self.rp_o = float(np.mean(o * o)), _position_corr(o)
     self.mean_weights = _mean_weight_sums(P.reshape(m, draws, Tq, Tk).mean(1))
-    self._P, self._Q, self._K, self._V = P, Q, K, V
     # the projections' position factors (backward) read x only through its Gram matrices and mean square
-    self._gram = None if x is None else (np.einsum("nta,nsa->nts", x, x), np.mean(np.sum(x * x, -1)))
+    gram = None if x is None else (np.einsum("nta,nsa->nts", x, x), np.mean(np.sum(x * x, -1)))
+    size = P.nbytes + Q.nbytes + K.nbytes + V.nbytes + (0 if gram is None else gram[0].nbytes)
+    self._args = (masks, d_qk, d_v, lsq, rp_q, rp_k, rp_v, draws, seed, d_in, tokens, norm)
+    self._held = hold or _HELD[0] + size <= HELD_BYTES
+    if self._held:
+      _HELD[0] += size
+      weakref.finalize(self, _release, size)
+      self._P, self._Q, self._K, self._V, self._gram = P, Q, K, V, gram
 
   def backward(self, rp_g: float) -> "AttentionBackward":
+    if not self._held:   # past HELD_BYTES: the forward half drawn again (the same draws, so the same numbers)
+      return AttentionDraws(*self._args, hold=True).backward(rp_g)
     rng = np.random.default_rng()
     rng.bit_generator.state = self._state
     P, Q, K, V = self._P, self._Q, self._K, self._V
