@@ -23,6 +23,7 @@ the attention output twice).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -266,21 +267,38 @@ def _position_corr(v: np.ndarray) -> float:
   return float((np.sum(s * s) - np.sum(v * v)) / (n * T * (T - 1) * d * ms))
 
 
-class GaussianAttention:
-  """Moments of softmax attention on the Gaussian model (above), per unit E[Q^2], E[K^2], E[V^2], E[g^2]
-  except where the logits' scale enters (`lsq` = scale^2 E[Q^2] E[K^2]): o_sq = E[o^2] / E[V^2], dv_sq =
-  E[dV^2] / E[g^2], dq_sq = E[dQ^2] / (E[g^2] E[V^2] scale^2 E[K^2]), dk_sq likewise with E[Q^2]; the rp_* the
-  token correlations of each; A, C as in AttentionMoments."""
+# The forward arrays all AttentionDraws may hold at once (every attention block's, from the forward pass until its
+# backward); past it a block keeps only its arguments and its backward draws the forward half again, at the cost
+# of the old two-models-per-block rule, not of a deep network's memory (~90 MB a block with 4-unit heads).
+HELD_BYTES = 2 ** 30
+_HELD = [0]
+
+
+def _release(size: int):
+  _HELD[0] -= size
+
+
+class AttentionDraws:
+  """The Gaussian model's draws up to the output's gradient G: x, Q, K, V, the weights P and the forward
+  moments (o_sq, rp_o, A, C, coherence, mean_weights, as in GaussianAttention). None of it depends on G's token
+  correlation rp_g, and G is drawn last from the same stream, so one set of draws serves every rp_g:
+  `backward(rp_g)` draws G from the generator's state as it stood after the forward draws and gives exactly what
+  GaussianAttention(..., rp_g, ...) gives (the attention rule asks for rp_g = 0 in the forward pass and for the
+  gradient's rp_g in the backward one: two whole models per block were 2.1x a warm inspect's CPU at width 32 /
+  8 heads / depth 6, docs/performance.md "The attention model's draws"). Holds P, Q, K, V and the tokens' Gram
+  matrices until it is dropped (~90 MB a block at MC_ENTRIES with 4-unit heads), within HELD_BYTES."""
 
   def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
-               rp_g: float, draws: int | None = None, seed: int = 0, d_in: int | None = None,
-               tokens: tuple | None = None, norm: str | None = None):
+               draws: int | None = None, seed: int = 0, d_in: int | None = None, tokens: tuple | None = None,
+               norm: str | None = None, hold: bool = False):
     rng = np.random.default_rng(seed)
     draws = _draws(d_qk) if draws is None else draws
     m, Tq, Tk = masks.shape
     draws = max(8, min(draws, MC_ENTRIES // (m * Tq * Tk)))
     n = draws * m
-    mask = np.repeat(masks, draws, axis=0)
+    full = bool(masks.all())   # no masked entry: the np.where's below would copy their operand
+    mask = None if full else np.repeat(masks, draws, axis=0)
+    x = None
     if d_in is not None and Tq == Tk:
       # self-attention: Q, K, V = x W_q, x W_k, x W_v of one token vector x (D_in features, shared component
       # rp_k), the W's drawn per draw (a network draw); then K_k and V_k, Q_q and V_q are correlated within the
@@ -291,54 +309,118 @@ class GaussianAttention:
         # each token's own part from the carried covariance (token_carry.py), in units of E[x^2]: z L (rows L:
         # (r, d_in)) and the draw's position means P (T, d_in), both times `shrink`, plus an isotropic rest
         # that fills the own part's share f_own = 1 - rp (what the carry lacks: the activations' curvature,
-        # the attention weights' spread); rp is the shared part's
+        # the attention weights' spread); rp is the shared part's. In place where the old expression's
+        # temporaries were (x * y == y * x bitwise)
         L, P, shrink, f_own, rp = tokens
-        own = math.sqrt(shrink) * (rng.standard_normal((n, Tk, L.shape[0])) @ L + P)
+        own = rng.standard_normal((n, Tk, L.shape[0])) @ L
+        own += P
+        own *= math.sqrt(shrink)
         f_iso = max(f_own - shrink * (float(np.sum(L * L)) / d_in + float(np.mean(P * P))), 0.0)
-        own = own + math.sqrt(f_iso) * rng.standard_normal((n, Tk, d_in))
-        x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in)) + own
+        rest = rng.standard_normal((n, Tk, d_in))
+        rest *= math.sqrt(f_iso)
+        own += rest
+        del rest
+        x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
+        x = np.add(x, own, out=own)
       if norm is not None:
         # a LayerNorm / RMSNorm output (scale 1 at initialisation): each token centred (LayerNorm) and of
         # squared length d_in exactly, as the network's are
         if norm == "layer_norm":
-          x = x - x.mean(-1, keepdims=True)
-        x = x * np.sqrt(d_in / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
+          x -= x.mean(-1, keepdims=True)
+        x *= np.sqrt(d_in / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
       Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
       # one network draw gives Q, K and V shared components of their own size (the draw's mean through each
       # W, draw_mean.py): each keeps its direction but takes its signal's rp
       Q, V = _with_rp(Q, rp_q), _with_rp(V, rp_v)
     else:
-      x = None
       Q, K = _shared(rng, n, Tq, d_qk, rp_q), _shared(rng, n, Tk, d_qk, rp_k)
       V = _shared(rng, n, Tk, d_v, rp_v)
-    G = _shared(rng, n, Tq, d_v, rp_g)
+    self._state = rng.bit_generator.state   # before G: the same for every rp_g
+    self._n, self._Tq, self._d_v = n, Tq, d_v
     c = math.sqrt(max(lsq, 0.0))
-    z = np.where(mask, c * np.einsum("nqd,nkd->nqk", Q, K), -np.inf)
+    z = np.einsum("nqd,nkd->nqk", Q, K)
+    z *= c
+    if not full:
+      z = np.where(mask, z, -np.inf)
     top = np.max(z, -1, keepdims=True)
-    w = np.where(mask, np.exp(z - np.where(np.isfinite(top), top, 0.0)), 0.0)
+    z -= np.where(np.isfinite(top), top, 0.0)
+    w = np.exp(z, out=z)
+    if not full:
+      w = np.where(mask, w, 0.0)
     tot = w.sum(-1, keepdims=True)
-    P = w / np.where(tot > 0, tot, 1.0)
+    P = np.divide(w, np.where(tot > 0, tot, 1.0), out=w)
     o = P @ V
-    dV = np.einsum("nqk,nqd->nkd", P, G)
-    dP = np.einsum("nqd,nkd->nqk", G, V)
-    dl = P * (dP - np.sum(P * dP, -1, keepdims=True))     # through the softmax
-    dQ, dK = dl @ K, np.einsum("nqk,nqd->nkd", dl, Q)      # per unit scale: c multiplies both, counted in dq_sq
-    self.A = float(np.mean(np.sum(P * P, -1)))
+    PP2 = P * P
+    self.A = float(np.mean(np.sum(PP2, -1)))
     # the values' gradient against the carried one's at uniform weights (draw_gradient.MeanBackward): E[C_k^2]
     # and E[sum_q P_qk^2] over E[Cw_k^2], C and Cw the column sums of P and of the uniform weights on the mask
-    u = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
-    cw = float(np.mean(np.square(u.sum(-2))))
-    self.coherence = (float(np.mean(np.square(P.sum(-2)))) / cw, float(np.mean(np.sum(P * P, -2))) / cw)
+    # (per distinct mask, then repeated as the draws repeat it: the same column sums, in a draw's size)
+    u = masks / np.maximum(masks.sum(-1, keepdims=True), 1)
+    cw = float(np.mean(np.square(np.repeat(u.sum(-2), draws, axis=0))))
+    self.coherence = (float(np.mean(np.square(P.sum(-2)))) / cw, float(np.mean(np.sum(PP2, -2))) / cw)
+    del PP2
     PP = np.einsum("nqk,nrk->nqr", P, P)
     self.C = float(np.mean(PP[:, ~np.eye(Tq, dtype=bool)])) if Tq > 1 else 0.0
+    del PP
     self.o_sq, self.rp_o = float(np.mean(o * o)), _position_corr(o)
-    self.dv_sq, self.rp_dv = float(np.mean(dV * dV)), _position_corr(dV)
-    self.dq_sq, self.rp_dq = float(np.mean(dQ * dQ)), _position_corr(dQ)
-    self.dk_sq, self.rp_dk = float(np.mean(dK * dK)), _position_corr(dK)
     self.mean_weights = _mean_weight_sums(P.reshape(m, draws, Tq, Tk).mean(1))
+    # the projections' position factors (backward) read x only through its Gram matrices and mean square
+    gram = None if x is None else (np.einsum("nta,nsa->nts", x, x), np.mean(np.sum(x * x, -1)))
+    size = P.nbytes + Q.nbytes + K.nbytes + V.nbytes + (0 if gram is None else gram[0].nbytes)
+    self._args = (masks, d_qk, d_v, lsq, rp_q, rp_k, rp_v, draws, seed, d_in, tokens, norm)
+    self._held = hold or _HELD[0] + size <= HELD_BYTES
+    if self._held:
+      _HELD[0] += size
+      weakref.finalize(self, _release, size)
+      self._P, self._Q, self._K, self._V, self._gram = P, Q, K, V, gram
+
+  def backward(self, rp_g: float) -> "AttentionBackward":
+    if not self._held:   # past HELD_BYTES: the forward half drawn again (the same draws, so the same numbers)
+      return AttentionDraws(*self._args, hold=True).backward(rp_g)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = self._state
+    P, Q, K, V = self._P, self._Q, self._K, self._V
+    G = _shared(rng, self._n, self._Tq, self._d_v, rp_g)
+    dV = np.einsum("nqk,nqd->nkd", P, G)
+    dP = np.einsum("nqd,nkd->nqk", G, V)
+    # dl = P * (dP - sum_k P dP), through the softmax
+    dl = np.subtract(dP, np.sum(P * dP, -1, keepdims=True), out=dP)
+    dl *= P
+    dQ, dK = dl @ K, np.einsum("nqk,nqd->nkd", dl, Q)      # per unit scale: c multiplies both, counted in dq_sq
     # Self-attention: the projections' position factors E|sum_t x_t (x) d_t|^2 / (T E|x|^2 E|d|^2) with the
     # x the gradients d depend on (dK_t on x_t through P_qt: the product form 1 + (T - 1) rp_x rp_d misses it)
-    self.pf_q, self.pf_k, self.pf_v = (_position_factor(x, d) if x is not None else None for d in (dQ, dK, dV))
+    pf = (None,) * 3 if self._gram is None else (_gram_position_factor(*self._gram, d) for d in (dQ, dK, dV))
+    return AttentionBackward(float(np.mean(dV * dV)), _position_corr(dV), float(np.mean(dQ * dQ)),
+                             _position_corr(dQ), float(np.mean(dK * dK)), _position_corr(dK), *pf)
+
+
+class AttentionBackward(NamedTuple):
+  """The backward moments of AttentionDraws for one rp_g (GaussianAttention's names)."""
+  dv_sq: float
+  rp_dv: float
+  dq_sq: float
+  rp_dq: float
+  dk_sq: float
+  rp_dk: float
+  pf_q: float | None
+  pf_k: float | None
+  pf_v: float | None
+
+
+class GaussianAttention:
+  """Moments of softmax attention on the Gaussian model (above), per unit E[Q^2], E[K^2], E[V^2], E[g^2]
+  except where the logits' scale enters (`lsq` = scale^2 E[Q^2] E[K^2]): o_sq = E[o^2] / E[V^2], dv_sq =
+  E[dV^2] / E[g^2], dq_sq = E[dQ^2] / (E[g^2] E[V^2] scale^2 E[K^2]), dk_sq likewise with E[Q^2]; the rp_* the
+  token correlations of each; A, C as in AttentionMoments. AttentionDraws and its backward for one rp_g."""
+
+  def __init__(self, masks: np.ndarray, d_qk: int, d_v: int, lsq: float, rp_q: float, rp_k: float, rp_v: float,
+               rp_g: float, draws: int | None = None, seed: int = 0, d_in: int | None = None,
+               tokens: tuple | None = None, norm: str | None = None):
+    f = AttentionDraws(masks, d_qk, d_v, lsq, rp_q, rp_k, rp_v, draws, seed, d_in, tokens, norm)
+    self.A, self.coherence, self.C, self.o_sq, self.rp_o = f.A, f.coherence, f.C, f.o_sq, f.rp_o
+    self.mean_weights = f.mean_weights
+    for name, v in f.backward(rp_g)._asdict().items():
+      setattr(self, name, v)
 
 
 class MeanWeightSums(NamedTuple):
@@ -368,10 +450,14 @@ def _mean_weight_sums(pbar: np.ndarray) -> MeanWeightSums:
 def _position_factor(x: np.ndarray, d: np.ndarray) -> float:
   """E over draws of |sum_t x_t (x) d_t|^2 / (T E[|x_t|^2] E[|d_t|^2]) for x: (n, T, a), d: (n, T, c):
   G's position factor for a weight y_t = x_t W whose output gradient is d."""
-  T = x.shape[1]
-  xx = np.einsum("nta,nsa->nts", x, x)
+  return _gram_position_factor(np.einsum("nta,nsa->nts", x, x), np.mean(np.sum(x * x, -1)), d)
+
+
+def _gram_position_factor(xx: np.ndarray, x_sq, d: np.ndarray) -> float:
+  """_position_factor from x's Gram matrices xx (n, T, T) and x_sq = E[|x_t|^2] (one x, several d's)."""
+  T = xx.shape[1]
   dd = np.einsum("ntc,nsc->nts", d, d)
-  den = T * np.mean(np.sum(x * x, -1)) * np.mean(np.sum(d * d, -1))
+  den = T * x_sq * np.mean(np.sum(d * d, -1))
   return float(np.mean(np.sum(xx * dd, (1, 2))) / den) if den > 0 else 1.0
 
 
@@ -379,7 +465,8 @@ def _position_factor(x: np.ndarray, d: np.ndarray) -> float:
 # not noise over network draws but the same for every call, and grows with the tokens' and gradients'
 # correlations (s.d. of log 0.05 at the top of depth 12; seed 0 read +0.06 / +0.08 above seeds 1-7 there,
 # docs/calculus.md "The keys' and queries' own error"); 4x halves it, at 1.6-3.9x an inspect's CPU (judged runs:
-# most at 4 units per head and at width 128).
+# most at 4 units per head and at width 128) while each rp_g drew the whole model; with the forward draws shared
+# (AttentionDraws) the model's part is 2.0-2.8x smaller (docs/performance.md "The attention model's draws").
 SEEDS = 4
 
 
@@ -441,37 +528,32 @@ def attention_rule(pred, block) -> str | None:
   lsq = info["scale"] ** 2 * sq_.sq * sk.sq
   s_logit = info["d_qk"] * lsq * (1 - rp_k)
   pred.acts.append(ActivationUse(kind=f"attention (E[logit^2] = {s_logit:.3g})", in_id=info["v"], out_id=info["out"]))
-  cache = {}
   tokens, norm = _token_model(pred, info)
-
-  def model(rp_g: float) -> GaussianAttention:
-    if rp_g not in cache:
-      if tokens is None:
-        cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
-                                        d_in=info.get("d_in"))
-      else:
-        cache[rp_g] = GaussianAttention(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, rp_g,
-                                        d_in=info["d_in"], tokens=tokens, norm=norm,
-                                        draws=SEEDS * _draws(info["d_qk"]))
-    return cache[rp_g]
-
-  st0 = model(0.0)
-  pred.coherence_at[info["v"]] = st0.coherence
-  sq = sv.sq * st0.o_sq
+  if tokens is None:
+    model = AttentionDraws(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, d_in=info.get("d_in"))
+  else:
+    model = AttentionDraws(masks, info["d_qk"], info["d_v"], lsq, rp_q, rp_k, rp_v, d_in=info["d_in"],
+                         tokens=tokens, norm=norm, draws=SEEDS * _draws(info["d_qk"]))
+  cache = {}   # rp_g -> model.backward(rp_g)
+  pred.coherence_at[info["v"]] = model.coherence
+  sq = sv.sq * model.o_sq
   if not sq > 0:
     return "attention over values with E[V^2] = 0"
   # two examples' outputs, with their weights independent (MeanWeightSums): the same query sees the values'
   # same-position correlation r on the S_qq part and rc on the rest
-  mw, rc_v = st0.mean_weights, cross_position(sv)
+  mw, rc_v = model.mean_weights, cross_position(sv)
   if rc_v is None:
-    out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
+    out = Forward(sq, sv.r * sv.sq / sq, sv.sym, None, min(model.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq)
   else:
     r_o = sv.sq * ((sv.r - rc_v) * mw.s_same + rc_v) / sq
     rc_o = sv.sq * ((sv.r - rc_v) * mw.s_cross + rc_v) / sq
-    out = Forward(sq, r_o, sv.sym, None, min(st0.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq, rc_o)
+    out = Forward(sq, r_o, sv.sym, None, min(model.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq, rc_o)
 
   def stats(g):
-    return model(g.rp if g.rp is not None else 0.0)
+    rp_g = g.rp if g.rp is not None else 0.0
+    if rp_g not in cache:
+      cache[rp_g] = model.backward(rp_g)
+    return cache[rp_g]
 
   def back_v(g):
     st = stats(g)

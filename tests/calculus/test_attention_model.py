@@ -5,6 +5,7 @@ of the same Gaussian model. Tolerances are 4 Monte Carlo standard errors, estima
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import chex
 import jax
@@ -12,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jscale.calculus.attention import GaussianAttention
+from jscale.calculus import attention
+from jscale.calculus.attention import AttentionDraws, GaussianAttention
 from jscale.calculus.correlation import position_corr
 from jscale.calculus.normalisation import backward_rp_factor
 from jscale.models.transformer import layer_norm
@@ -138,6 +140,29 @@ class GaussianAttentionTest(chex.TestCase):
     meas = float(np.mean(dQ ** 2))
     return shared / meas, indep / meas
 
+
+class SharedForwardDrawsTest(chex.TestCase):
+
+  def test_one_forward_serves_every_rp_g_bitwise(self):
+    # the rule draws each block's forward half once and its backward per rp_g from the generator's state after
+    # it: every number must be the whole model's at that rp_g, exactly (a backward that drew G from a fresh or
+    # an advanced stream would differ in all digits), also when past HELD_BYTES the forward is drawn again
+    T, d_in = 8, 12
+    causal = np.tril(np.ones((T, T), bool))[None]
+    rng = np.random.default_rng(3)
+    L, P = 0.3 * rng.standard_normal((5, d_in)), 0.1 * rng.standard_normal((T, d_in))
+    cases = (dict(d_in=d_in, tokens=(L, P - P.mean(0), 0.9, 0.7, 0.3), norm="layer_norm"), dict(d_in=d_in), {})
+    names = ("A", "coherence", "C", "o_sq", "rp_o", "mean_weights") + attention.AttentionBackward._fields
+    for kw in cases:
+      for held in (attention.HELD_BYTES, 0):
+        with mock.patch.object(attention, "HELD_BYTES", held):
+          draws = AttentionDraws(causal, 4, 4, 0.4, 0.3, 0.2, 0.1, draws=64, seed=1, **kw)
+          for rp_g in (0.0, 0.8, 0.3):
+            whole = GaussianAttention(causal, 4, 4, 0.4, 0.3, 0.2, 0.1, rp_g, draws=64, seed=1, **kw)
+            back = draws.backward(rp_g)._asdict()
+            for name in names:
+              got = back[name] if name in back else getattr(draws, name)
+              self.assertEqual(repr(got), repr(getattr(whole, name)), f"{name} rp_g {rp_g} held {held} {list(kw)}")
 
 class LayerNormBackwardCorrelationTest(chex.TestCase):
 
