@@ -71,6 +71,48 @@ class AlignedTokensTest(chex.TestCase):
     V, T = 8, 16
     ids = np.random.default_rng(0).integers(0, V, (256, T))
     F = token_carry.input_factor(np.eye(V)[ids])
-    self.assertEqual(F.shape, (V - 1, T, V))
+    self.assertEqual(F.shape, (V, T, V))   # the V token points, rank V - 1
     C = np.einsum("rf,rg->fg", F[:, 0], F[:, 0])
     np.testing.assert_allclose(C, (np.eye(V) - 1 / V) / V, atol=0.01)
+
+  def test_token_weights_are_the_batch_shares(self):
+    # the points' weights come back from the rows alone (their one left null vector): each token's share of the
+    # batch's tokens, exactly (float64, the rows built from them)
+    V, T = 8, 16
+    ids = np.random.default_rng(1).integers(0, V, (64, T))
+    w = token_carry.token_weights(token_carry.input_factor(np.eye(V)[ids]))
+    # (the points in np.unique's order of the one-hot rows: token V - 1 first)
+    np.testing.assert_allclose(w, np.bincount(ids.reshape(-1), minlength=V)[::-1] / ids.size, rtol=1e-9)
+    # a continuous input's eigenvector rows are no points: the activation keeps its mean slope there
+    x = np.random.default_rng(2).standard_normal((64, T, 6))
+    self.assertIsNone(token_carry.token_weights(token_carry.input_factor(x)))
+
+
+class TokenPointsTest(chex.TestCase):
+
+  def test_activation_maps_each_token_through_the_gelu(self):
+    # y = m + p_v + r with the token's point p_v and a rest r ~ N(0, s_r^2) independent of the token: each
+    # token's own part of gelu(y) is its conditional mean less the shares' average, by Monte Carlo over r
+    # (written apart: jax samples, no quadrature). Points of size ~1 around m ~ 0.5 are well into the GELU's
+    # curvature, so the mean slope alone (the linear carry) misses by ~0.1-0.3. N = 20000 draws of r per token:
+    # s.e. of a conditional mean <= sd(gelu(y)) / sqrt(N) ~ 0.01; tolerance 5 s.e.
+    V, D, N, s_r = 6, 5, 20000, 0.7
+    rng = np.random.default_rng(4)
+    w = rng.dirichlet(np.ones(V) * 4)
+    u = rng.standard_normal((V, D))
+    p = u - w @ u
+    m = 0.5 + 0.3 * rng.standard_normal(D)
+    sq = float(np.mean(m * m) + np.mean(w @ (p * p)) + s_r ** 2)
+    r = s_r * jax.random.normal(jax.random.PRNGKey(0), (N, 1, D))
+    y = jnp.asarray(m + p)[None] + r
+    gy = np.asarray(jax.nn.gelu(y, approximate=False), np.float64)
+    cond = gy.mean(0)
+    ref = cond - w @ cond
+    se = float(gy.std(0).max()) / math.sqrt(N)
+    rows = np.sqrt(w)[:, None] * p
+    got = token_carry.activation_points(lambda z: jax.nn.gelu(z, approximate=False), m, sq, rows, w)
+    np.testing.assert_allclose(got / np.sqrt(w)[:, None], ref, atol=5 * se)
+    lin = np.asarray(jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=False)))(
+        jnp.asarray((m[None] + s_r * np.polynomial.hermite_e.hermegauss(40)[0][:, None]).reshape(-1))))
+    slope = (lin.reshape(40, D) * (np.polynomial.hermite_e.hermegauss(40)[1] / math.sqrt(2 * math.pi))[:, None]).sum(0)
+    self.assertGreater(float(np.max(np.abs(slope * p - ref))), 10 * se)
