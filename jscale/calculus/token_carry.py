@@ -18,8 +18,10 @@ Jacobian at the leaves as drawn, as draw_mean.py carries the mean:
 - a LayerNorm / RMSNorm: centred (LayerNorm) and divided by the rule's `sqrt(var + eps)`, times the scale;
 - attention: zero (uniform weights give every query the same average of the values; what the weights' spread
   makes token-specific is left to the isotropic remainder).
-Nothing measured inside the network enters. Carried only where a self-attention block is recognised, so that
-every other network's prediction is unchanged.
+With POINTS (off: judged and not adopted, issue 21's tenth session), one-hot inputs are carried as the batch's
+token points and an activation maps each through itself smoothed over the rest of its input
+(`activation_points`) instead of its mean slope. Nothing measured inside the network enters. Carried only where
+a self-attention block is recognised, so that every other network's prediction is unchanged.
 """
 from __future__ import annotations
 
@@ -32,23 +34,25 @@ from jscale.calculus import draw_mean
 from jscale.calculus.tracing import Lit
 
 MAX_ROWS = 64   # the factor's rank at most (the one-hot input of models.Transformer has vocab - 1 = 31)
-POINTS = True   # one-hot inputs carried as token points, mapped through activations (issue 21, tenth session)
+# one-hot inputs carried as token points, mapped through activations (issue 21, tenth session): off, judged on
+# draws 2724-2739 and not adopted (docs/calculus.md, "The token points through the activations")
+POINTS = False
 SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
-def input_factor(x: np.ndarray) -> np.ndarray | None:
+def input_factor(x: np.ndarray, points: bool | None = None) -> np.ndarray | None:
   """(R, T, F) factor rows of the input's token-individual covariance, x: (batch, T, F), or None without tokens.
 
-  Where the batch holds at most MAX_ROWS distinct token vectors (one-hot tokens), the rows are those tokens
-  themselves: sqrt(w_v) (u_v - sum_v' w_v' u_v'), w_v the token's share of the batch's B T tokens, so that
-  `activation` can map each token's point through the nonlinearity (`token_weights` recovers w). Otherwise the
-  top eigenvectors of the per-position deviations' covariance, times sqrt(eigenvalue)."""
+  With `points` (default POINTS), where the batch holds at most MAX_ROWS distinct token vectors (one-hot
+  tokens), the rows are those tokens themselves: sqrt(w_v) (u_v - sum_v' w_v' u_v'), w_v the token's share of
+  the batch's B T tokens, so that an activation maps each token's point through its nonlinearity
+  (`activation_points`; `token_weights` recovers w). Otherwise the top eigenvectors of the per-position
+  deviations' covariance, times sqrt(eigenvalue)."""
   if x.ndim != 3 or x.shape[0] < 2 or x.shape[1] < 2:
     return None
   B, T, F = x.shape
-  flat = np.asarray(x, np.float64).reshape(B * T, F)
-  if POINTS:
-    u, counts = np.unique(flat, axis=0, return_counts=True)
+  if POINTS if points is None else points:
+    u, counts = np.unique(np.asarray(x, np.float64).reshape(B * T, F), axis=0, return_counts=True)
     if 2 <= len(u) <= min(MAX_ROWS, F + 1):
       w = counts / counts.sum()
       rows = np.sqrt(w)[:, None] * (u - w @ u)                    # (V, F)
