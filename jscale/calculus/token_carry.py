@@ -18,8 +18,10 @@ Jacobian at the leaves as drawn, as draw_mean.py carries the mean:
 - a LayerNorm / RMSNorm: centred (LayerNorm) and divided by the rule's `sqrt(var + eps)`, times the scale;
 - attention: zero (uniform weights give every query the same average of the values; what the weights' spread
   makes token-specific is left to the isotropic remainder).
-Nothing measured inside the network enters. Carried only where a self-attention block is recognised, so that
-every other network's prediction is unchanged.
+With POINTS (off: judged and not adopted, issue 21's tenth session), one-hot inputs are carried as the batch's
+token points and an activation maps each through itself smoothed over the rest of its input
+(`activation_points`) instead of its mean slope. Nothing measured inside the network enters. Carried only where
+a self-attention block is recognised, so that every other network's prediction is unchanged.
 """
 from __future__ import annotations
 
@@ -32,19 +34,50 @@ from jscale.calculus import draw_mean
 from jscale.calculus.tracing import Lit
 
 MAX_ROWS = 64   # the factor's rank at most (the one-hot input of models.Transformer has vocab - 1 = 31)
+# one-hot inputs carried as token points, mapped through activations (issue 21, tenth session): off, judged on
+# draws 2724-2739 and not adopted (docs/calculus.md, "The token points through the activations")
+POINTS = False
+SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
-def input_factor(x: np.ndarray) -> np.ndarray | None:
-  """(R, T, F) factor rows of the input's token-individual covariance, x: (batch, T, F), or None without tokens."""
+def input_factor(x: np.ndarray, points: bool | None = None) -> np.ndarray | None:
+  """(R, T, F) factor rows of the input's token-individual covariance, x: (batch, T, F), or None without tokens.
+
+  With `points` (default POINTS), where the batch holds at most MAX_ROWS distinct token vectors (one-hot
+  tokens), the rows are those tokens themselves: sqrt(w_v) (u_v - sum_v' w_v' u_v'), w_v the token's share of
+  the batch's B T tokens, so that an activation maps each token's point through its nonlinearity
+  (`activation_points`; `token_weights` recovers w). Otherwise the top eigenvectors of the per-position
+  deviations' covariance, times sqrt(eigenvalue)."""
   if x.ndim != 3 or x.shape[0] < 2 or x.shape[1] < 2:
     return None
   B, T, F = x.shape
+  if POINTS if points is None else points:
+    u, counts = np.unique(np.asarray(x, np.float64).reshape(B * T, F), axis=0, return_counts=True)
+    if 2 <= len(u) <= min(MAX_ROWS, F + 1):
+      w = counts / counts.sum()
+      rows = np.sqrt(w)[:, None] * (u - w @ u)                    # (V, F)
+      return np.broadcast_to(rows[:, None, :], (len(u), T, F)).copy()
   d = (x - x.mean(axis=0, keepdims=True)).reshape(B * T, F)
   lam, U = np.linalg.eigh(d.T @ d / (B * T))
   keep = np.argsort(lam)[::-1][:MAX_ROWS]
   keep = keep[lam[keep] > 1e-9 * max(float(lam.max()), 1e-300)]
   rows = (U[:, keep] * np.sqrt(lam[keep])).T                     # (R, F)
   return np.broadcast_to(rows[:, None, :], (len(keep), T, F)).copy()
+
+
+def token_weights(rows: np.ndarray) -> np.ndarray | None:
+  """The tokens' shares w (V,) where the input's factor rows are token points sqrt(w_v) p_v centred with
+  weights w (input_factor), else None: sum_v sqrt(w_v) rows_v = 0, so sqrt(w) is the rows' one left null
+  vector (unit length: sum w = 1). Eigenvector rows are orthogonal and have none."""
+  M = np.asarray(rows, np.float64)[:, 0].reshape(len(rows), -1)
+  if len(M) < 2 or len(M) > M.shape[1] + 1:
+    return None
+  U, s, _ = np.linalg.svd(M, full_matrices=True)
+  s = np.concatenate([s, np.zeros(len(M) - len(s))])
+  if not (s[-1] <= 1e-9 * s[0] and s[-2] > 1e-6 * s[0]):
+    return None
+  u = U[:, -1] * np.sign(U[:, -1].sum())
+  return u * u if np.all(u > 0) else None
 
 
 def linear(pred, e, B: int):
@@ -102,14 +135,35 @@ def block(pred, b):
     at = draw_mean.activation_at_mean(pred, info)
     if F is None or at is None:
       return None
-    from jscale.calculus.draw_gradient import activation_slope
-    return F * activation_slope(*at)[None]
+    w = token_weights(pred.tok[pred.g.x_id]) if POINTS else None
+    if w is None or len(w) != len(F):
+      from jscale.calculus.draw_gradient import activation_slope
+      return F * activation_slope(*at)[None]
+    return activation_points(*at, F, w)
   if b.kind in ("layer_norm", "rms_norm"):
     return draw_mean.normalised_rows(pred, b, pred.tok.get(info["x"]))
   if b.kind == "attention":
     m = pred.mean.get(info["out"])
     return None if m is None else np.zeros((len(next(iter(pred.tok.values()))),) + np.shape(m))
   return None
+
+
+def activation_points(phi, m: np.ndarray, sq: float, F: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """An activation's output rows from its input's token points: token v's own part of the output is
+  E_r[phi(m + p_v + r)] less its w-weighted mean over the tokens, r ~ N(0, s_r^2) per entry the rest of the
+  input (the example's shared part and what attention mixed in, independent of the token), s_r^2 = sq -
+  mean(m^2) - the points' own mean square. For small p_v this is E[phi'(m + s_r z)] p_v; beyond, the
+  curvature's token-specific part, which the mean slope alone leaves out."""
+  sw = np.sqrt(w).reshape((-1,) + (1,) * (F.ndim - 1))
+  P = F / sw
+  own = float(np.mean(np.sum(F * F, axis=0)))
+  s_r = math.sqrt(max(sq - float(np.mean(m * m)) - own, 0.0))
+  from jscale.calculus.activation_maps import hermite
+  z, wz = hermite(SMOOTH_ORDER)
+  y = (m[None] + P).reshape(-1, 1) + s_r * z.reshape(1, -1)
+  g = np.asarray(phi(jnp.asarray(y.reshape(-1), jnp.float32)), np.float64).reshape(y.shape) @ wz
+  g = g.reshape(P.shape)
+  return sw * (g - np.tensordot(w, g, axes=1)[None])
 
 
 def covariance_factor(F: np.ndarray, d_in: int) -> np.ndarray | None:

@@ -70,7 +70,52 @@ class AlignedTokensTest(chex.TestCase):
     # V - 1; from a batch, within the sampling error of 4096 tokens (relative ~ sqrt(V / 4096) per entry)
     V, T = 8, 16
     ids = np.random.default_rng(0).integers(0, V, (256, T))
-    F = token_carry.input_factor(np.eye(V)[ids])
-    self.assertEqual(F.shape, (V - 1, T, V))
-    C = np.einsum("rf,rg->fg", F[:, 0], F[:, 0])
-    np.testing.assert_allclose(C, (np.eye(V) - 1 / V) / V, atol=0.01)
+    for points, rows in ((False, V - 1), (True, V)):   # eigenvector rows, or the V token points (rank V - 1)
+      F = token_carry.input_factor(np.eye(V)[ids], points=points)
+      self.assertEqual(F.shape, (rows, T, V))
+      C = np.einsum("rf,rg->fg", F[:, 0], F[:, 0])
+      np.testing.assert_allclose(C, (np.eye(V) - 1 / V) / V, atol=0.01)
+
+  def test_token_weights_are_the_batch_shares(self):
+    # the points' weights come back from the rows alone (their one left null vector): each token's share of the
+    # batch's tokens, exactly (float64, the rows built from them)
+    V, T = 8, 16
+    ids = np.random.default_rng(1).integers(0, V, (64, T))
+    w = token_carry.token_weights(token_carry.input_factor(np.eye(V)[ids], points=True))
+    # (the points in np.unique's order of the one-hot rows: token V - 1 first)
+    np.testing.assert_allclose(w, np.bincount(ids.reshape(-1), minlength=V)[::-1] / ids.size, rtol=1e-9)
+    # a continuous input's eigenvector rows are no points: the activation keeps its mean slope there
+    x = np.random.default_rng(2).standard_normal((64, T, 6))
+    self.assertIsNone(token_carry.token_weights(token_carry.input_factor(x, points=True)))
+
+
+class TokenPointsTest(chex.TestCase):
+
+  def test_activation_maps_each_token_through_the_gelu(self):
+    # y = m + p_v + r with the token's point p_v and a rest r ~ N(0, s_r^2) independent of the token: each
+    # token's own part of gelu(y) is its conditional mean less the shares' average, by Monte Carlo over r
+    # (written apart: jax samples, no quadrature). Points of size ~1 around m ~ 0.5 are well into the GELU's
+    # curvature, so the mean slope alone (the linear carry) misses by ~0.1-0.3. N = 20000 draws of r per token:
+    # s.e. of a conditional mean <= sd(gelu(y)) / sqrt(N) ~ 0.01; tolerance 5 s.e.
+    V, D, N, s_r = 6, 5, 20000, 0.7
+    rng = np.random.default_rng(4)
+    w = rng.dirichlet(np.ones(V) * 4)
+    u = rng.standard_normal((V, D))
+    p = u - w @ u
+    m = 0.5 + 0.3 * rng.standard_normal(D)
+    sq = float(np.mean(m * m) + np.mean(w @ (p * p)) + s_r ** 2)
+    r = s_r * jax.random.normal(jax.random.PRNGKey(0), (N, 1, D))
+    y = jnp.asarray(m + p)[None] + r
+    gy = np.asarray(jax.nn.gelu(y, approximate=False), np.float64)
+    cond = gy.mean(0)
+    ref = cond - w @ cond
+    se = float(gy.std(0).max()) / math.sqrt(N)
+    rows = np.sqrt(w)[:, None] * p
+    got = token_carry.activation_points(lambda z: jax.nn.gelu(z, approximate=False), m, sq, rows, w)
+    np.testing.assert_allclose(got / np.sqrt(w)[:, None], ref, atol=5 * se)
+    # the mean slope over the same rest (the linear carry's map, to first order): off by far more
+    z, wz = np.polynomial.hermite_e.hermegauss(40)
+    d = np.asarray(jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(
+        jnp.asarray((m[None] + s_r * z[:, None]).reshape(-1))))
+    slope = (d.reshape(40, D) * (wz / wz.sum())[:, None]).sum(0)
+    self.assertGreater(float(np.max(np.abs(slope * p - ref))), 10 * se)
