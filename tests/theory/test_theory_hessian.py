@@ -33,7 +33,8 @@ def _exact(kind, activation="relu"):
   """(params, x, t, q, blocks) in float64; cached so each (loss, activation) Hessian is computed once."""
   with jax.enable_x64(True):
     p, x, t, q = _problem(kind, activation=activation)
-    return p, x, t, q, hs.blocks(hs.hessian(losses.make_loss(kind, activation), p, x, t, q, x64=True), p)
+    # blocks jitted: eagerly, each of the L^2 reshapes compiled on its own (0.26 s -> 0.04 s)
+    return p, x, t, q, jax.jit(hs.blocks)(hs.hessian(losses.make_loss(kind, activation), p, x, t, q, x64=True), p)
 
 
 class ClosedFormTest(chex.TestCase):
@@ -142,12 +143,13 @@ class StructureTest(chex.TestCase, parameterized.TestCase):
     """The flat form sums each block's squares in another order (a product with a 0/1 indicator): float64,
     so 1e-10 separates "same matrix" from "a block misplaced or mis-normalised". Cross-entropy only (the
     default suite's budget; the form does not depend on the loss). Jitted, as its callers run it: run eagerly,
-    op by op, it took 8 s of the default suite."""
+    op by op, it took 8 s of the default suite; the pytree reference jitted too (eagerly each block's sum of
+    squares compiled on its own: 1.9 s -> 0.44 s, the same float64 numbers to 2e-16)."""
     kind = "xent"
     with jax.enable_x64(True):
       p, x, t, q, blk = _exact(kind)
       got = jax.jit(hs.flat_sq_sv_matrix, static_argnums=0)(losses.make_loss(kind), p, x, t, q)
-      np.testing.assert_allclose(got, hs.sq_sv_matrix(blk), rtol=RTOL)
+      np.testing.assert_allclose(got, jax.jit(hs.sq_sv_matrix)(blk), rtol=RTOL)
 
   def test_kronecker_diagonal_refuses_tanh(self):
     p, x, t, q = _problem("quadratic")

@@ -20,9 +20,11 @@ def test_expected_weight_rescaling_matches_the_rules_on_rescaled_weights():
   q = net.map_kernels(lambda l, w: w * np.float32(np.sqrt(target[l] / w_sq[l])), p)
   apply = lambda p_, x_: net.forward(p_, x_)[0]   # noqa: E731
   ce = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731
+  # one inspection per draw, read for both optimizers (inspect does not depend on the optimizer)
+  ins_p, ins_q = (calculus.inspect(apply, w, x, loss=ce, groups=np.asarray(y)) for w in (p, q))
   for opt in ("sgd", "adam"):
-    pr_p = calculus.from_inspection(calculus.inspect(apply, p, x, loss=ce, groups=np.asarray(y)), optimizer=opt)
-    pr_q = calculus.from_inspection(calculus.inspect(apply, q, x, loss=ce, groups=np.asarray(y)), optimizer=opt)
+    pr_p = calculus.from_inspection(ins_p, optimizer=opt)
+    pr_q = calculus.from_inspection(ins_q, optimizer=opt)
     m = np.ones(5)
     a_p = analysis.predicted_activations(pr_p, m, 0.1, target)
     a_q = analysis.predicted_activations(pr_q, m, 0.1)
