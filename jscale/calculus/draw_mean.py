@@ -53,8 +53,10 @@ def bind_eqn(e, vals):
   return list(out) if e.prim.multiple_results else [out]
 
 
-def linear_mean(pred, e, B: int):
-  """The batch mean of e's outputs when e is linear in its activation operands, else None."""
+def linear_acts(pred, e) -> list | None:
+  """e's activation operands when e is linear in them and each has a carried mean, else None (the cases
+  `linear_mean` and token_carry.linear re-evaluate: a product or quotient with one activation factor, a
+  quotient only in its numerator)."""
   if e.name not in LINEAR:
     return None
   acts = [a for a in e.ins if not isinstance(a, Lit) and pred.tag(a).kind == "act"]
@@ -64,23 +66,39 @@ def linear_mean(pred, e, B: int):
     return None
   if e.name == "div" and e.ins[0] not in acts:
     return None
+  return acts
+
+
+def bind_at(pred, e, acts, act_value):
+  """e's outputs with each activation operand `a` in `acts` replaced by `act_value(a)`, literals and leaves as
+  they are; None where a leaf's value is unknown or the primitive cannot be re-evaluated here."""
   vals = []
   for a in e.ins:
     if isinstance(a, Lit):
       vals.append(a.val)
     elif a in acts:
-      m = pred.mean[a]
-      # an add of an activation and a constant: only the activation's mean is averaged; a constant offset added
-      # to every example is its own mean, so the bind is exact either way
-      vals.append(jnp.broadcast_to(jnp.asarray(m, pred.g.avals[a].dtype), pred.g.avals[a].shape))
+      vals.append(act_value(a))
     else:
       v = pred.pvals.get(a, pred.const(a))
       if v is None:
         return None
       vals.append(v)
   try:
-    outs = bind_eqn(e, vals)
-  except Exception:  # noqa: BLE001 - a primitive this pass cannot re-evaluate: the mean stays unknown
+    return bind_eqn(e, vals)
+  except Exception:  # noqa: BLE001 - a primitive this pass cannot re-evaluate: the value stays unknown
+    return None
+
+
+def linear_mean(pred, e, B: int):
+  """The batch mean of e's outputs when e is linear in its activation operands, else None."""
+  acts = linear_acts(pred, e)
+  if acts is None:
+    return None
+  # an add of an activation and a constant: only the activation's mean is averaged; a constant offset added
+  # to every example is its own mean, so the bind is exact either way
+  outs = bind_at(pred, e, acts, lambda a: jnp.broadcast_to(jnp.asarray(pred.mean[a], pred.g.avals[a].dtype),
+                                                           pred.g.avals[a].shape))
+  if outs is None:
     return None
   return [np.asarray(o, np.float64)[0] if np.ndim(o) and np.shape(o)[0] == B else None for o in outs]
 

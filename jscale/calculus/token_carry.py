@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus import draw_mean
-from jscale.calculus.tracing import Lit
 
 MAX_ROWS = 64   # the factor's rank at most (the one-hot input of models.Transformer has vocab - 1 = 31)
 # one-hot inputs carried as token points, mapped through activations (issue 21, tenth session): off, judged on
@@ -83,14 +82,8 @@ def token_weights(rows: np.ndarray) -> np.ndarray | None:
 def linear(pred, e, B: int):
   """The factor rows of e's outputs when e is linear in its activation operands (draw_mean.linear_mean's
   cases) and each of them has rows, else None."""
-  if e.name not in draw_mean.LINEAR:
-    return None
-  acts = [a for a in e.ins if not isinstance(a, Lit) and pred.tag(a).kind == "act"]
-  if not acts or any(a not in pred.mean or a not in pred.tok for a in acts):
-    return None
-  if e.name in ("mul", "div", "dot_general", "conv_general_dilated") and len(acts) != 1:
-    return None
-  if e.name == "div" and e.ins[0] not in acts:
+  acts = draw_mean.linear_acts(pred, e)
+  if acts is None or any(a not in pred.tok for a in acts):
     return None
   R = len(pred.tok[acts[0]])
   if any(len(pred.tok[a]) != R for a in acts) or B < 2:
@@ -98,24 +91,16 @@ def linear(pred, e, B: int):
   outs_rows = None
   for lo in range(0, R, B - 1):
     n = min(B - 1, R - lo)
-    vals = []
-    for a in e.ins:
-      if isinstance(a, Lit):
-        vals.append(a.val)
-      elif a in acts:
-        # row 0 the mean, rows 1..n the mean plus one factor row each, the rest the mean
-        m = np.asarray(pred.mean[a], np.float64)
-        batch = np.broadcast_to(m, (B,) + m.shape).copy()
-        batch[1:n + 1] += pred.tok[a][lo:lo + n]
-        vals.append(jnp.asarray(batch, pred.g.avals[a].dtype).reshape(pred.g.avals[a].shape))
-      else:
-        v = pred.pvals.get(a, pred.const(a))
-        if v is None:
-          return None
-        vals.append(v)
-    try:
-      outs = draw_mean.bind_eqn(e, vals)
-    except Exception:  # noqa: BLE001 - not re-evaluable here: the factor stays unknown
+
+    def rows_batch(a, lo=lo, n=n):
+      # row 0 the mean, rows 1..n the mean plus one factor row each, the rest the mean
+      m = np.asarray(pred.mean[a], np.float64)
+      batch = np.broadcast_to(m, (B,) + m.shape).copy()
+      batch[1:n + 1] += pred.tok[a][lo:lo + n]
+      return jnp.asarray(batch, pred.g.avals[a].dtype).reshape(pred.g.avals[a].shape)
+
+    outs = draw_mean.bind_at(pred, e, acts, rows_batch)
+    if outs is None:
       return None
     got = []
     for o in outs:
