@@ -36,7 +36,8 @@ gradients lack each example's own fluctuation, so their own square is too small;
 Where a use of a value has no transpose here, the value's carried gradient is incomplete and not used.
 At each dense leaf use the gradient's second moment also takes the carried part at the drawn weights
 (`realised`): the per-draw wander of the backward is W^T along the loss's few directions, which the carried
-part has exactly.
+part has exactly. Where a value has several uses (a residual add), the uses' carried gradients' cross term is
+added to the rules' sum (`with_cross`): one draw's branch Jacobian turns the stream's gradient one way.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ import numpy as np
 from jscale.calculus import draw_mean
 from jscale.calculus.activation_maps import hermite, value_and_slope
 from jscale.calculus.tracing import Lit
+
+CROSS = True   # `with_cross`: the carried cross term between a value's uses (False: the sum, as before)
 
 
 def _acts(pred, e):
@@ -428,6 +431,23 @@ def realised(c, g, above: np.ndarray, below: np.ndarray, excess: float = 0.0):
   return c._replace(sq=m2 * own_in + k * max(g.sq - m2 * own_out, 0.0))
 
 
+def with_cross(sig, carried: "MeanBackward", i):
+  """`sig` (the rules' gradient at value i, summed over its uses with their cross terms dropped) plus the carried
+  gradients' cross term between its uses: with each use's gradient a_u + f_u (a_u carried, exact at the drawn
+  weights; f_u the rest), E[(sum_u a_u + f_u)^2] - sum_u E[(a_u + f_u)^2] = sum_{u != u'} a_u . a_u' +
+  (a_u . f_u' and f_u . f_u', zero: E_x[f | v] = 0 as in `realised`, and the rests' over weight draws). At a
+  residual add the branch's Jacobian is one draw's, and its carried cross term is what makes the measured
+  stream gradient fall short of the sum of its two uses. Only where CROSS is set; the total is kept at or
+  above the carried total's own square."""
+  if not CROSS or sig.why or sig.sq is None or carried.uses.get(i, 0) < 2:
+    return sig
+  G = carried.at(i)
+  if G is None or not np.all(np.isfinite(G)):
+    return sig
+  tot = float(np.mean(G * G))
+  return sig._replace(sq=max(sig.sq + tot - carried.own[i], tot))
+
+
 def condition(sig, G: np.ndarray):
   """`sig` (a gradient's Backward, with token positions tracked) with its cross-example correlations r and rc
   taken from the carried gradients' pair products over its E[g^2]."""
@@ -454,6 +474,7 @@ class MeanBackward:
 
   def __init__(self):
     self.G, self.X, self.broken = {}, {}, set()
+    self.own, self.uses = {}, {}   # per value: the sum over its uses of mean(ct^2), and their number
 
   def seed(self, i, g):
     self.G[i] = np.asarray(g, np.float64)
@@ -482,6 +503,8 @@ class MeanBackward:
       if a in self.broken:
         continue
       self.G[a] = self.G[a] + ct if a in self.G else ct
+      self.own[a] = self.own.get(a, 0.0) + float(np.mean(np.square(ct)))
+      self.uses[a] = self.uses.get(a, 0) + 1
       m2_in = coherence[a](m2) if a in coherence else m2
       if m2_in is not None:
         self.X[a] = self.X.get(a, 0.0) + float(np.mean(np.square(ct))) * (m2_in - 1.0)

@@ -334,6 +334,8 @@ class Propagation:
         continue
       if carried is not None:
         o = e.outs[0]
+        if o in self.bwd and o not in out_grads and carried.at(o) is not None:
+          self.bwd[o] = gs[0] = draw_gradient.with_cross(self.bwd[o], carried, o)
         if o in self.bwd and o not in out_grads and self.bwd[o].rp is not None and carried.at(o) is not None:
           self.bwd[o] = draw_gradient.condition(self.bwd[o], carried.at(o))
           gs[0] = self.bwd[o]
