@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from jscale import calculus
-from jscale.experiments.transfer import analysis
+from jscale.experiments.transfer import analysis, epoch_probe
 from jscale.report import describe
 from jscale.report.document import Figure, Headline, Section, Table
 from jscale.sweeps import Results, store
@@ -56,7 +56,9 @@ def _drifts(resp, c: int, i: int, opt: str) -> list:
 def summarize(r: Results) -> dict:
   """transfer.json: per model, optimizer and parametrization the optimum per width with its interval, the
   measured drift (octaves) and the predicted ones: `predicted_drift_octaves` from the first step's measured
-  response at init (`calculus.response_drift`, response.py) with its SE over the init draws, the calculus's
+  response at init (`calculus.response_drift`, response.py) with its SE over the init draws, for Adam (where
+  recorded) from the one-epoch optimum at the probe inits (epoch_probe.py: the mean paired shift, its SE;
+  the response's beside it, `response_drift_octaves`), the calculus's
   response (dense stacks) and the step-size predictor (`calculus.predicted_drift`), and the coordinate
   check's shares."""
   loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
@@ -64,11 +66,14 @@ def summarize(r: Results) -> dict:
   step = r.metric("step_size", "model", "width", "optimizer", "param")
   widths, seeds = r.axis("width"), r.axis("seed")
   out = {"widths": widths, "seeds": seeds, "bootstrap_resamples": analysis.N_BOOT,
-         "predictor": "response: log2 of the first step's relative response per unit lr (narrow / wide) at "
-                      f"{calculus.RESPONSE_AT}, measured by a JVP at the probe inits before any training",
+         "predictor": "SGD: log2 of the first step's relative response per unit lr (narrow / wide) at "
+                      f"{calculus.RESPONSE_AT['sgd']}, measured by a JVP at the probe inits; Adam (where recorded): "
+                      "the one-epoch optimum's shift at the first probe inits (epoch_probe.py); "
+                      "both before any training (response_drift_octaves: the first step's response for both)",
          "results": []}
   for a, model in enumerate(r.axis("model")):
     rp = response_predictions(r, model)
+    ep = r.metric(f"{model}_epoch_opt") if f"{model}_epoch_opt" in set(r.arrays) else None
     for c, opt in enumerate(r.axis("optimizer")):
       for i, param in enumerate(r.axis("param")):
         o = analysis.optimum(loss[a, :, c, i], np.log2(lr[c, i]))
@@ -85,6 +90,10 @@ def summarize(r: Results) -> dict:
             se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
             pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2))
           pred_se = pred_se if math.isfinite(pred_se) else None
+        resp_pred, resp_se = pred, pred_se
+        if opt == "adam" and ep is not None:   # Adam: the one-epoch optimum at the probe inits (epoch_probe.py)
+          per_width = [epoch_probe.drift(ep[0, i], ep[b, i])[0] for b in range(ep.shape[0])]
+          pred, pred_se = epoch_probe.drift(ep[0, i], ep[-1, i])
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
             "optimal_lr": [2.0 ** v for v in o.log2_lr], "optimal_lr_lo": [2.0 ** v for v in o.lo],
@@ -94,6 +103,7 @@ def summarize(r: Results) -> dict:
             "predicted_drift_octaves": pred, "predicted_drift_se": pred_se,
             "predicted_drift_per_width": per_width,
             "predicted_minus_measured": None if pred is None else pred - o.drift,
+            "response_drift_octaves": resp_pred, "response_drift_se": resp_se,
             "calculus_response_drift_octaves": calc,
             "step_size_drift_octaves": step_pred,
             "diverged_share": float(np.mean(~np.isfinite(loss[a, :, c, i])))})
@@ -176,10 +186,13 @@ def build(r: Results) -> Section:
                        f"{len(summary['seeds'])} seeds (judged; the LR centres were chosen on other seeds); "
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
-                       "log2 of the first step's relative response per unit learning rate, narrow over wide, at "
-                       "the logits (Adam) or the last hidden layer (SGD), measured by a JVP at the "
-                       "probe inits before any training (SE over the init draws; equal-G is normalised by that "
-                       "response, so its prediction is 0 by construction); beside it the calculus's prediction of "
+                       "SGD: log2 of the first step's relative response per unit learning rate, narrow over wide, "
+                       "at the last hidden layer, measured by a JVP at the probe inits before any training (SE over "
+                       "the init draws; equal-G is normalised by that response, so its prediction is 0 by "
+                       "construction); Adam: the shift of the one-epoch optimum (probe minibatch loss after the "
+                       "training set's first epoch in order) at the first 16 probe inits, before any training run "
+                       "(SE over the paired draws; equal-G stays normalised by the logits' response); beside it "
+                       "the calculus's prediction of "
                        "the same response (dense stacks only) and the older step-size predictor (each layer's "
                        "own change, `calculus.predicted_drift`). docs/calculus.md, *Predicted drift from the "
                        "response*, says which seeds developed the predictor and which judged it. "
