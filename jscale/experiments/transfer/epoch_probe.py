@@ -29,7 +29,8 @@ from jscale import optim
 from jscale.experiments.transfer import analysis
 
 EPOCH_DRAWS = 16                       # the probe inits it runs from: the first 16 of run.PROBE_DRAWS
-LADDER = np.arange(-16, 17) / 2.0      # log2 offsets from the learning-rate centre: the grid's 12 octaves and 2 more each side
+# log2 offsets from the learning-rate centre, half an octave apart: the training grid's 12 octaves and 2 more each side
+LADDER = np.arange(-16, 17) / 2.0
 
 
 def final_losses(net, pres: dict, x_train, y_train, xb, yb, p0s, rules, centers: dict, batch_size: int,

@@ -247,7 +247,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   lrs = np.array([[lr_centers[f"{rule}/{opt}"] * 2.0 ** octs for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])
   coord = {}
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, "epoch_probe": 0.0, "training": 0.0}   # wall time per phase
+  # wall time per phase
+  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, "epoch_probe": 0.0, "training": 0.0}
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers

@@ -85,7 +85,8 @@ def test_final_losses_are_a_plain_adam_loop_over_the_epochs_minibatches():
   f, bad = epoch_probe.final_losses(net, pres, x, y, x[:8], y[:8], p0s, ("standard",), {"standard/adam": 0.01},
                                     batch_size=16)   # 2 steps of 16; the last 8 examples are not used
   assert f.shape == bad.shape == (1, 2, len(epoch_probe.LADDER)) and not bad.any()
-  loss = lambda p, xs, ys: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, xs)[0], ys))  # noqa: E731
+  def loss(p, xs, ys):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(p, xs)[0], ys))
   @jax.jit   # one compiled reference for every draw and rate (eager optax compiled per op: ~10 s)
   def ref(p0, lr):
     p = net.map_kernels(lambda l, w: w * init_m[l], p0)
