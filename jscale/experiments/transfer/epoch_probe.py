@@ -1,5 +1,7 @@
-"""Adam's predicted drift from the first epoch's optimum at the probe inits (docs/calculus.md, *The threshold
-rate over the first epoch*, candidate T4), before and without any training run.
+"""Adam's one-epoch pilot: the drift of the first epoch's optimum at the probe inits (docs/calculus.md, *The
+threshold rate over the first epoch*, candidate T4), before and without any training run. It is a short
+learning-rate sweep (half the experiment's two epochs, at 33 rates from 16 inits), not a prediction from the
+calculus: the experiment reports it beside the response predictor, and only in grids that ask for it (`pilot`).
 
 Per (parametrization) at one width: from each of the first EPOCH_DRAWS probe inits (`run.probe_draws`), one
 epoch of Adam (the training set's first minibatches in order, the experiment's minibatch size; the
@@ -7,7 +9,7 @@ prescription's init and learning-rate multipliers and equal-G's unit, as trainin
 a half-octave ladder around the experiment's learning-rate centre; the loss on the probe minibatch after the
 epoch, minimised over the ladder and refined by the parabola through the minimum and its neighbours
 (`analysis.refined_argmin`, as the experiment refines its optimum; a diverged run counts as an infinite
-loss). The predicted drift is the mean over the paired draws (the same key at both widths) of the difference of
+loss). The pilot's drift is the mean over the paired draws (the same key at both widths) of the difference of
 their optima, its SE their spread / sqrt(draws).
 
 Why Adam only: Adam's step has the rate's size whatever the gradient, so how far a rate overshoots depends on

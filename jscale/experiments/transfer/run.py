@@ -230,10 +230,12 @@ def draws_at(table, model: str, width: int) -> int:
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
-               batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64) -> str:
+               batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64,
+               pilot: bool = False) -> str:
   """Train one program per (model, width) over optimizer x parametrization x lr x seed; write the results.
   coord_draws: the coordinate check's init draws (keys COORD_SEED ...), an int or per model and width
-  (`draws_at`)."""
+  (`draws_at`). pilot: also run Adam's one-epoch pilot at the first probe inits (epoch_probe.py), a short
+  learning-rate sweep reported beside the calculus's prediction (it costs about as much as the training)."""
   widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
   ds = datasets.get("digits", seed=0, standardize=True)
   data = datasets.Data(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), jnp.zeros((0, 64)),
@@ -248,7 +250,8 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   coord = {}
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
   # wall time per phase
-  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, "epoch_probe": 0.0, "training": 0.0}
+  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, **({"epoch_probe": 0.0} if pilot else {}),
+             "training": 0.0}
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers
@@ -272,13 +275,15 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
       seconds["response"] += time.perf_counter() - t2
-      # Adam's predicted drift: its one-epoch optimum at the first probe inits (epoch_probe.py)
-      t3 = time.perf_counter()
-      ep_f, ep_bad = epoch_probe.final_losses(net, pres, ds.x_train, ds.y_train, xb, yb,
-                                              jax.tree.map(lambda v: v[:epoch_probe.EPOCH_DRAWS], p0s),
-                                              PARAMETRIZATIONS, lr_centers, batch_size, "adam")
-      ep_t[b] = epoch_probe.optima(ep_f, ep_bad)
-      seconds["epoch_probe"] += time.perf_counter() - t3
+      # Adam's one-epoch pilot at the first probe inits (epoch_probe.py): a short sweep, not the calculus, so
+      # only where a grid asks for it
+      if pilot:
+        t3 = time.perf_counter()
+        ep_f, ep_bad = epoch_probe.final_losses(net, pres, ds.x_train, ds.y_train, xb, yb,
+                                                jax.tree.map(lambda v: v[:epoch_probe.EPOCH_DRAWS], p0s),
+                                                PARAMETRIZATIONS, lr_centers, batch_size, "adam")
+        ep_t[b] = epoch_probe.optima(ep_f, ep_bad)
+        seconds["epoch_probe"] += time.perf_counter() - t3
       # one program for both optimizers (`optim.choose`, the optimizer traced like the learning rate): per
       # (model, width) it compiled two programs of nearly the same size
       spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
@@ -326,14 +331,15 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
                     f"{model}_resp_calc": (ax_r, rs_c),
                     # per probe init, every rule at unit 1 (equal-G before its normalisation): the drift's SE
                     # over paired draws (analysis.drift_se)
-                    f"{model}_resp_h": (ax_p, rs_h), f"{model}_resp_d": (ax_p, rs_d),
-                    # Adam's one-epoch optimum per probe init, log2 offset from the LR centre (epoch_probe.py;
-                    # NaN: at the ladder's end): Adam's predicted drift
-                    f"{model}_epoch_opt": (("width", "param", "epoch_draw"), ep_t)})
+                    f"{model}_resp_h": (ax_p, rs_h), f"{model}_resp_d": (ax_p, rs_d)})
+    if pilot:   # Adam's one-epoch optimum per probe init, log2 offset from the LR centre (epoch_probe.py; NaN: at
+      # the ladder's end): the pilot's drift, reported beside the prediction
+      metrics[f"{model}_epoch_opt"] = (("width", "param", "epoch_draw"), ep_t)
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
-          "when": ["init", "after step 1"], "probe_draw": [PROBE_SEED + k for k in range(PROBE_DRAWS)],
-          "epoch_draw": [PROBE_SEED + k for k in range(epoch_probe.EPOCH_DRAWS)]}
+          "when": ["init", "after step 1"], "probe_draw": [PROBE_SEED + k for k in range(PROBE_DRAWS)]}
+  if pilot:
+    axes["epoch_draw"] = [PROBE_SEED + k for k in range(epoch_probe.EPOCH_DRAWS)]
   for model in models_:
     axes[f"{model}_kernel"] = list(range(network(model, BASE_WIDTH).n_layers))
   store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",

@@ -1,4 +1,4 @@
-"""Adam's predicted drift from the one-epoch optimum at the probe inits (epoch_probe.py): the optimum's
+"""Adam's one-epoch pilot at the probe inits (epoch_probe.py): the optimum's
 refinement and censoring, the paired drift and its SE, the summary reading it for Adam (and only Adam), and the
 probe runs themselves against a plain optax loop."""
 import numpy as np
@@ -50,7 +50,7 @@ def _results(with_epoch: bool):
   return Results("/nonexistent", {"axes": axes, "metrics": metrics}, arrays)
 
 
-def test_summary_predicts_adams_drift_from_the_one_epoch_optimum(monkeypatch):
+def test_summary_reports_adams_pilot_beside_the_response_prediction(monkeypatch):
   from jscale.experiments.transfer import section
   monkeypatch.setattr(section, "coordinate_summary", lambda r: {})
   monkeypatch.setattr(section, "per_leaf", lambda r: {})
@@ -59,13 +59,16 @@ def test_summary_predicts_adams_drift_from_the_one_epoch_optimum(monkeypatch):
   ep_row = lambda p: ep[1, ["standard", "mup", "equal_G"].index(p)]   # noqa: E731
   for param, want in (("standard", -3.0), ("mup", 0.5), ("equal_G", 0.1)):
     adam = out["adam", param]
-    assert adam["predicted_drift_octaves"] == pytest.approx(want)                 # was the response's -1
-    assert adam["predicted_drift_se"] == pytest.approx(np.std(ep_row(param), ddof=1) / 2)
-    assert adam["response_drift_octaves"] == pytest.approx(-1.0)
-    assert adam["predicted_drift_per_width"] == pytest.approx([0.0, want])
-    assert out["sgd", param]["predicted_drift_octaves"] == pytest.approx(-1.0)    # SGD keeps the response
-  # results stored before the probe runs: Adam's prediction is the response's, as before
+    assert adam["pilot_drift_octaves"] == pytest.approx(want)
+    assert adam["pilot_drift_se"] == pytest.approx(np.std(ep_row(param), ddof=1) / 2)
+    assert adam["pilot_minus_measured"] == pytest.approx(want - adam["measured_drift_octaves"])
+    # the prediction stays the calculus's (the response), whatever the pilot says
+    assert adam["predicted_drift_octaves"] == pytest.approx(-1.0)
+    assert out["sgd", param]["pilot_drift_octaves"] is None                     # the pilot is Adam's only
+    assert out["sgd", param]["predicted_drift_octaves"] == pytest.approx(-1.0)
+  # a grid without the pilot stores no pilot fields
   old = {(e["optimizer"], e["param"]): e for e in section.summarize(_results(False))["results"]}
+  assert "pilot_drift_octaves" not in old["adam", "mup"]
   assert old["adam", "mup"]["predicted_drift_octaves"] == pytest.approx(-1.0)
 
 
