@@ -35,7 +35,12 @@ predictor's SE understated its sampling error), the changed predictor and normal
 judge_seeds_88 grid (24 seeds, 88-111, never run before). With every seed 10-111 seen, SGD's response layer
 was rescored at 64 probe inits against all stored drifts (the last hidden layer instead of the hidden layers'
 geometric mean; adoption rule fixed before the scoring, docs/calculus.md, *SGD's layer choice scored at 64
-probe inits*) and judged once by the judge_seeds_112 grid (24 seeds, 112-135, never run before).
+probe inits*) and judged once by the judge_seeds_112 grid (24 seeds, 112-135, never run before). With every
+seed 10-135 seen, Adam's one-epoch pilot (epoch_probe.py: the shift of the optimum after one epoch at the first
+16 probe inits, a short learning-rate sweep rather than a prediction from the calculus; scored against the
+stored drifts by a rule fixed before the scoring, docs/calculus.md, *The threshold rate over the first epoch*)
+was judged once beside the unchanged response predictor by the judge_seeds_136 grid (24 seeds, 136-159, never
+run before; the only grid that runs the pilot: it costs about as much as the training).
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
@@ -47,6 +52,7 @@ probe inits*) and judged once by the judge_seeds_112 grid (24 seeds, 112-135, ne
   python scripts/sweep.py --experiment transfer --grid judge_seeds_64     # seeds 64-87, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_88     # seeds 88-111, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_112    # seeds 112-135, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_136    # seeds 136-159, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -95,4 +101,7 @@ def make_experiment() -> CustomExperiment:
              "judge_seeds_88": {**common, "widths": (32, 128, 512), "seeds": tuple(range(88, 112))},
              # SGD's response at the last hidden layer (rescored at 64 probe inits against every stored drift,
              # tenth session), judged once on 24 training seeds no run had used
-             "judge_seeds_112": {**common, "widths": (32, 128, 512), "seeds": tuple(range(112, 136))}})
+             "judge_seeds_112": {**common, "widths": (32, 128, 512), "seeds": tuple(range(112, 136))},
+             # Adam's one-epoch pilot at the probe inits (epoch_probe.py; scored against every stored drift,
+             # eleventh session) beside the response predictor, judged once on 24 training seeds no run had used
+             "judge_seeds_136": {**common, "widths": (32, 128, 512), "seeds": tuple(range(136, 160)), "pilot": True}})

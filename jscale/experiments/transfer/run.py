@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets, initializers, models, optim, train as train_lib
-from jscale.experiments.transfer import analysis, response
+from jscale.experiments.transfer import analysis, epoch_probe, response
 from jscale.sweeps import store
 
 PARAMETRIZATIONS = ("standard", "mup", "equal_G")
@@ -230,10 +230,12 @@ def draws_at(table, model: str, width: int) -> int:
 
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
-               batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64) -> str:
+               batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64,
+               pilot: bool = False) -> str:
   """Train one program per (model, width) over optimizer x parametrization x lr x seed; write the results.
   coord_draws: the coordinate check's init draws (keys COORD_SEED ...), an int or per model and width
-  (`draws_at`)."""
+  (`draws_at`). pilot: also run Adam's one-epoch pilot at the first probe inits (epoch_probe.py), a short
+  learning-rate sweep reported beside the calculus's prediction (it costs about as much as the training)."""
   widths, seeds = [int(w) for w in widths], [int(s) for s in seeds]
   ds = datasets.get("digits", seed=0, standardize=True)
   data = datasets.Data(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train, jnp.int32), jnp.zeros((0, 64)),
@@ -247,7 +249,9 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   lrs = np.array([[lr_centers[f"{rule}/{opt}"] * 2.0 ** octs for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])
   coord = {}
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, "training": 0.0}   # wall time per phase
+  # wall time per phase
+  seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, **({"epoch_probe": 0.0} if pilot else {}),
+             "training": 0.0}
   for a, model in enumerate(models_):
     base = network(model, BASE_WIDTH)
     n_layers = base.n_layers
@@ -255,6 +259,7 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
     ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
     rs_m, rs_s, rs_c = (np.zeros((W, R, O, n_layers)) for _ in range(3))
     rs_h, rs_d = (np.zeros((W, R, O, PROBE_DRAWS, n_layers)) for _ in range(2))
+    ep_t = np.full((W, R, epoch_probe.EPOCH_DRAWS), np.nan)
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
@@ -270,6 +275,15 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       seconds["prescriptions"] += t1 - t0
       seconds["coordinate_check"] += t2 - t1
       seconds["response"] += time.perf_counter() - t2
+      # Adam's one-epoch pilot at the first probe inits (epoch_probe.py): a short sweep, not the calculus, so
+      # only where a grid asks for it
+      if pilot:
+        t3 = time.perf_counter()
+        ep_f, ep_bad = epoch_probe.final_losses(net, pres, ds.x_train, ds.y_train, xb, yb,
+                                                jax.tree.map(lambda v: v[:epoch_probe.EPOCH_DRAWS], p0s),
+                                                PARAMETRIZATIONS, lr_centers, batch_size, "adam")
+        ep_t[b] = epoch_probe.optima(ep_f, ep_bad)
+        seconds["epoch_probe"] += time.perf_counter() - t3
       # one program for both optimizers (`optim.choose`, the optimizer traced like the learning rate): per
       # (model, width) it compiled two programs of nearly the same size
       spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
@@ -299,12 +313,12 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       for c, opt in enumerate(OPTIMIZERS):
         for i, rule in enumerate(PARAMETRIZATIONS):
           step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d)
+    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
              "lr": (("optimizer", "param", "lr_octave"), lrs)}
-  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d) in coord.items():
+  for model, (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t) in coord.items():
     ax_u = ("width", "param", "optimizer", "coord_step", f"{model}_kernel")
     ax_a = ("width", "param", "optimizer", "when", f"{model}_kernel")
     ax_r = ("width", "param", "optimizer", f"{model}_kernel")
@@ -318,9 +332,14 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
                     # per probe init, every rule at unit 1 (equal-G before its normalisation): the drift's SE
                     # over paired draws (analysis.drift_se)
                     f"{model}_resp_h": (ax_p, rs_h), f"{model}_resp_d": (ax_p, rs_d)})
+    if pilot:   # Adam's one-epoch optimum per probe init, log2 offset from the LR centre (epoch_probe.py; NaN: at
+      # the ladder's end): the pilot's drift, reported beside the prediction
+      metrics[f"{model}_epoch_opt"] = (("width", "param", "epoch_draw"), ep_t)
   axes = {"model": list(models_), "width": widths, "optimizer": list(OPTIMIZERS), "param": list(PARAMETRIZATIONS),
           "lr_octave": [int(o) for o in octs], "seed": seeds, "coord_step": list(range(1, coord_steps + 1)),
           "when": ["init", "after step 1"], "probe_draw": [PROBE_SEED + k for k in range(PROBE_DRAWS)]}
+  if pilot:
+    axes["epoch_draw"] = [PROBE_SEED + k for k in range(epoch_probe.EPOCH_DRAWS)]
   for model in models_:
     axes[f"{model}_kernel"] = list(range(network(model, BASE_WIDTH).n_layers))
   store.write_results(exp_dir, axes=axes, metrics=metrics, experiment="transfer", data="digits",

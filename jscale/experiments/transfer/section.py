@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from jscale import calculus
-from jscale.experiments.transfer import analysis
+from jscale.experiments.transfer import analysis, epoch_probe
 from jscale.report import describe
 from jscale.report.document import Figure, Headline, Section, Table
 from jscale.sweeps import Results, store
@@ -58,7 +58,9 @@ def summarize(r: Results) -> dict:
   measured drift (octaves) and the predicted ones: `predicted_drift_octaves` from the first step's measured
   response at init (`calculus.response_drift`, response.py) with its SE over the init draws, the calculus's
   response (dense stacks) and the step-size predictor (`calculus.predicted_drift`), and the coordinate
-  check's shares."""
+  check's shares. Where the grid ran Adam's one-epoch pilot (epoch_probe.py), `pilot_drift_octaves` (Adam's
+  cells: the mean paired shift of the one-epoch optimum at the probe inits, its SE): a short learning-rate
+  sweep, not a prediction from the calculus, reported beside it."""
   loss = r.metric("loss", "model", "width", "optimizer", "param", "lr_octave", "seed")
   lr = r.metric("lr", "optimizer", "param", "lr_octave")
   step = r.metric("step_size", "model", "width", "optimizer", "param")
@@ -69,6 +71,7 @@ def summarize(r: Results) -> dict:
          "results": []}
   for a, model in enumerate(r.axis("model")):
     rp = response_predictions(r, model)
+    ep = r.metric(f"{model}_epoch_opt") if f"{model}_epoch_opt" in set(r.arrays) else None
     for c, opt in enumerate(r.axis("optimizer")):
       for i, param in enumerate(r.axis("param")):
         o = analysis.optimum(loss[a, :, c, i], np.log2(lr[c, i]))
@@ -85,6 +88,9 @@ def summarize(r: Results) -> dict:
             se = np.array([calculus.response_se(rp["rse"][b, i, c], opt) for b in (0, -1)])
             pred_se = float(np.sqrt(np.sum(np.square(se))) / math.log(2))
           pred_se = pred_se if math.isfinite(pred_se) else None
+        pilot = pilot_se = None
+        if opt == "adam" and ep is not None:   # Adam's one-epoch pilot at the probe inits (epoch_probe.py)
+          pilot, pilot_se = epoch_probe.drift(ep[0, i], ep[-1, i])
         out["results"].append({
             "model": model, "optimizer": opt, "param": param,
             "optimal_lr": [2.0 ** v for v in o.log2_lr], "optimal_lr_lo": [2.0 ** v for v in o.lo],
@@ -94,6 +100,8 @@ def summarize(r: Results) -> dict:
             "predicted_drift_octaves": pred, "predicted_drift_se": pred_se,
             "predicted_drift_per_width": per_width,
             "predicted_minus_measured": None if pred is None else pred - o.drift,
+            **({} if ep is None else {"pilot_drift_octaves": pilot, "pilot_drift_se": pilot_se,
+                                      "pilot_minus_measured": None if pilot is None else pilot - o.drift}),
             "calculus_response_drift_octaves": calc,
             "step_size_drift_octaves": step_pred,
             "diverged_share": float(np.mean(~np.isfinite(loss[a, :, c, i])))})
@@ -157,6 +165,7 @@ def build(r: Results) -> Section:
   store.write_json(os.path.join(r.path, "transfer.json"), summary)
   widths = summary["widths"]
   rows, judged = [], []
+  pilot = any("pilot_drift_octaves" in e for e in summary["results"])
   for e in summary["results"]:
     opt_txt = ", ".join(f"{w}: {_lr(v)} [{_lr(lo)}, {_lr(hi)}]{'*' if edge else ''}" for w, v, lo, hi, edge in
                         zip(widths, e["optimal_lr"], e["optimal_lr_lo"], e["optimal_lr_hi"],
@@ -167,12 +176,14 @@ def build(r: Results) -> Section:
                  f"{e['measured_drift_interval'][1]:+.2f}]",
                  "n/a" if pred is None else f"{pred:+.2f}" + ("" if se is None else f" ± {se:.2f}"),
                  "n/a" if pred is None else ("yes" if abs(pred - e["measured_drift_octaves"]) <= DRIFT_GOAL else "no"),
-                 _signed(e["calculus_response_drift_octaves"]), _signed(e["step_size_drift_octaves"])])
+                 _signed(e["calculus_response_drift_octaves"]), _signed(e["step_size_drift_octaves"])]
+                + ([_pilot(e)] if pilot else []))
     judged.append(e)
   ratio = widths[-1] / widths[0]
   s.parts.append(Table(["model", "optimizer", "parametrization", "optimal lr per width [95% bootstrap interval]",
                         f"measured drift {widths[0]}->{widths[-1]} (octaves)", "predicted drift ± SE (response)",
-                        f"predicted within {DRIFT_GOAL}", "calculus's response", "step size"], rows,
+                        f"predicted within {DRIFT_GOAL}", "calculus's response", "step size"]
+                       + (["Adam's one-epoch pilot ± SE (within 0.5?)"] if pilot else []), rows,
                        f"{len(summary['seeds'])} seeds (judged; the LR centres were chosen on other seeds); "
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
@@ -183,7 +194,12 @@ def build(r: Results) -> Section:
                        "the same response (dense stacks only) and the older step-size predictor (each layer's "
                        "own change, `calculus.predicted_drift`). docs/calculus.md, *Predicted drift from the "
                        "response*, says which seeds developed the predictor and which judged it. "
-                       "Written to `transfer/transfer.json`."))
+                       "Written to `transfer/transfer.json`."
+                       + (" Adam's one-epoch pilot (this grid only, epoch_probe.py): the shift of the optimum of "
+                          "the probe minibatch's loss after one epoch of Adam at 33 half-octave rates from the first "
+                          "16 probe inits (SE over the paired inits), a short learning-rate sweep rather than a "
+                          "prediction from the calculus (docs/calculus.md, *The threshold rate over the first "
+                          "epoch*)." if pilot else "")))
   s.parts.append(_goal_text(judged, ratio))
   s.parts.append(Figure(_loss_curves(r), "Final training loss (seed mean) vs learning rate, one line per width; "
                                          "diverged runs are left out of the line."))
@@ -265,6 +281,14 @@ def _headline(summary: dict) -> Headline:
                   numbers=numbers)
 
 
+def _pilot(e: dict) -> str:
+  p, se = e.get("pilot_drift_octaves"), e.get("pilot_drift_se")
+  if p is None:
+    return "n/a"
+  hit = "yes" if abs(p - e["measured_drift_octaves"]) <= DRIFT_GOAL else "no"
+  return f"{p:+.2f}" + ("" if se is None else f" ± {se:.2f}") + f" ({hit})"
+
+
 def _signed(v) -> str:
   return "n/a" if v is None else f"{v:+.2f}"
 
@@ -284,6 +308,11 @@ def _goal_text(results: list, ratio: float) -> str:
                and abs(e["predicted_minus_measured"]) <= DRIFT_GOAL)
   lines.append(f"- predicted drift within {DRIFT_GOAL} octave of the measured one: {n_pred} of {len(results)} "
                "(model, optimizer, parametrization) cells.")
+  pilots = [e for e in results if e.get("pilot_drift_octaves") is not None]
+  if pilots:
+    n_pilot = sum(abs(e["pilot_minus_measured"]) <= DRIFT_GOAL for e in pilots)
+    lines.append(f"- Adam's one-epoch pilot (a short sweep, not the calculus) within {DRIFT_GOAL} octave: {n_pilot} "
+                 f"of {len(pilots)} Adam cells.")
   return "\n".join(lines)
 
 

@@ -111,3 +111,12 @@ def test_training_chunks_are_equal_and_bounded():
   for c in (144, 288, 864, 1728, 1000):
     n = run.n_chunks(c)
     assert c % n == 0 and c // n <= run.MAX_CONFIGS
+
+
+def test_judge_seeds_136_is_fresh():
+  # Adam's one-epoch-optimum predictor, judged once: seeds no grid had run (every seed below 136 was seen)
+  exp = sweeps.get("transfer")
+  j = exp.grid("judge_seeds_136")
+  seen = {s for g in exp.grids if g != "judge_seeds_136" for s in exp.grid(g)["seeds"]}
+  assert len(j["seeds"]) >= 24 and min(j["seeds"]) >= 136 and set(j["seeds"]).isdisjoint(seen)
+  assert j["widths"] == (32, 128, 512)
