@@ -84,7 +84,7 @@ def linear_transpose(pred, e):
     vals.update(zip(pos, zs))
     return e.prim.bind(*[vals[n] for n in range(len(e.ins))], **e.params)
 
-  primal = [jnp.zeros(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]
+  primal = [np.zeros(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]   # host: no compile
   try:
     _, vjp = jax.vjp(f, *primal)
   except Exception:  # noqa: BLE001 - a primitive this pass cannot transpose: the gradient stays unknown below
@@ -92,7 +92,7 @@ def linear_transpose(pred, e):
   dtype = pred.g.avals[e.outs[0]].dtype
 
   def back(c):
-    cts = vjp(jnp.asarray(c, dtype))
+    cts = vjp(np.asarray(c, dtype))
     got = {}
     for n, ct in zip(pos, cts):
       got[e.ins[n]] = got.get(e.ins[n], 0.0) + np.asarray(ct, np.float64)
@@ -188,7 +188,7 @@ def _attention_transpose(pred, b):
   mask = info["mask"]
   w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
   w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
-  w = jnp.asarray(w, g.avals[p].dtype)
+  w = np.asarray(w, g.avals[p].dtype)   # host arrays here and below: a compiled program per shape otherwise
   order = sorted(b.eqns)
 
   def read(env, a):
@@ -224,7 +224,7 @@ def _attention_transpose(pred, b):
         return env[info["out"]]
     raise ValueError("the attention's output is not reached from its product")
 
-  primal = [jnp.broadcast_to(jnp.asarray(pred.mean[a], g.avals[a].dtype), g.avals[a].shape) for a in ids]
+  primal = [np.broadcast_to(np.asarray(pred.mean[a], g.avals[a].dtype), g.avals[a].shape) for a in ids]
   try:
     _, vjp = jax.vjp(f, *primal)
   except Exception:  # noqa: BLE001
@@ -233,7 +233,7 @@ def _attention_transpose(pred, b):
   cov = _query_key_covariance(pred, b)
 
   def back(c):
-    cts = [np.asarray(ct, np.float64) for ct in vjp(jnp.asarray(c, dtype))]
+    cts = [np.asarray(ct, np.float64) for ct in vjp(np.asarray(c, dtype))]
     if cov is not None:
       c = np.asarray(c, np.float64)
       cts[0] = cts[0] + np.einsum("hkv,bthv->bthk", cov.dq, c)
@@ -290,7 +290,7 @@ def _chain_matrix(pred, x, y, n_in: int):
 
   basis = np.zeros(shape, np.float32)
   basis[np.arange(n_in), :, np.arange(n_in)] = 1.0
-  lin = run(jnp.asarray(basis, g.avals[x].dtype)) - run(jnp.zeros(shape, g.avals[x].dtype))
+  lin = run(np.asarray(basis, g.avals[x].dtype)) - run(np.zeros(shape, g.avals[x].dtype))
   return lin[:n_in, 0]
 
 
@@ -371,7 +371,7 @@ def leaf_cross(pred, use, G: np.ndarray, extra) -> float | None:
   W = pred.pvals.get(w_id)
   if W is None:
     return None
-  x1 = jnp.asarray(m[None], pred.g.avals[use.in_id].dtype)   # one example at the input's mean
+  x1 = np.asarray(m[None], pred.g.avals[use.in_id].dtype)   # one example at the input's mean
 
   def dense(w):
     return e.prim.bind(*([x1, w] if e.ins[0] == use.in_id else [w, x1]), **e.params)

@@ -156,7 +156,7 @@ def _output_cotangents(graph, fn, leaves, x, loss, key) -> dict:
   """Output value id -> each example's loss gradient there (batch, ...), as the measured pass takes it. The
   random projection's does not depend on the outputs (no model evaluation); a given loss's is evaluated."""
   if loss is None:
-    outs = jax.tree_util.tree_unflatten(graph.out_tree, [jnp.zeros(graph.avals[a].shape, graph.avals[a].dtype)
+    outs = jax.tree_util.tree_unflatten(graph.out_tree, [np.zeros(graph.avals[a].shape, graph.avals[a].dtype)
                                                          if isinstance(a, int) else a.val
                                                          for a in graph.out_atoms])
     g = jax.grad(lambda out: jnp.sum(projection_loss(key, out)(out)))(outs)
