@@ -221,12 +221,14 @@ def _attention_transpose(pred, b):
         continue
       env.update(zip(e.outs, draw_mean.bind_eqn(e, [a.val if isinstance(a, Lit) else env[a] for a in e.ins])))
       if info["out"] in env:
-        return env[info["out"]]
+        return env[info["out"]], env[p]
     raise ValueError("the attention's output is not reached from its product")
 
   primal = [np.broadcast_to(np.asarray(pred.mean[a], g.avals[a].dtype), g.avals[a].shape) for a in ids]
   try:
-    _, vjp = jax.vjp(f, *primal)
+    # the weights at the means come back as the pass's own (its primal: the same operations; evaluated
+    # again outside the trace they compiled five more programs)
+    _, vjp, w_mean = jax.vjp(f, *primal, has_aux=True)
   except Exception:  # noqa: BLE001
     return None
   dtype = g.avals[info["out"]].dtype
@@ -253,10 +255,7 @@ def _attention_transpose(pred, b):
   # sums at the means (Cm: the position-dependent means of Q and K tilt them) are the part it already has, so
   # E[mu_V^2] = max(E[C^2] + (E[mu^2] - 1) E[sum_q P_qk^2], mean Cm^2) / mean Cm^2
   c2, a2 = pred.coherence_at.get(info["v"], (1.0, 0.0))
-  try:
-    cm = float(np.mean(np.square(np.asarray(weights(*primal), np.float64).sum(-2))))
-  except Exception:  # noqa: BLE001 - as in f: then vjp above failed first
-    return None
+  cm = float(np.mean(np.square(np.asarray(w_mean, np.float64).sum(-2))))
   cm = cm if cm > 0 and math.isfinite(cm) else 1.0
   back.coherence = {info["q"]: lambda m2: None, info["k"]: lambda m2: None,
                     info["v"]: lambda m2: max(c2 + (m2 - 1.0) * a2, cm) / cm}
@@ -378,8 +377,8 @@ def leaf_cross(pred, use, G: np.ndarray, extra) -> float | None:
 
   try:
     # linear in W: the transpose at any W, once per example's carried output gradient
-    _, vjp = jax.vjp(dense, jnp.asarray(W))
-    per = jax.vmap(lambda gb: vjp(gb[None].astype(pred.g.avals[use.out_id].dtype))[0])(jnp.asarray(G))
+    _, vjp = jax.vjp(dense, W)   # W and G as host arrays: jnp.asarray compiled a copy per shape
+    per = jax.vmap(lambda gb: vjp(gb[None].astype(pred.g.avals[use.out_id].dtype))[0])(np.asarray(G, np.float32))
   except Exception:  # noqa: BLE001
     return None
   M = np.asarray(per, np.float64).reshape(G.shape[0], -1)
