@@ -78,21 +78,35 @@ def linear_transpose(pred, e):
         return None
       fixed[n] = v
   pos = [n for n, a in enumerate(e.ins) if n not in fixed]
+  dtype = pred.g.avals[e.outs[0]].dtype
+  out_shape = tuple(pred.g.avals[e.outs[0]].shape)
+  if e.name == "add" and all(tuple(pred.g.avals[e.ins[n]].shape) == out_shape for n in pos):
+    # the transpose of an add in an operand of the output's shape hands the cotangent on as it is (JAX's
+    # transpose of the bias add also sums it down to the bias's shape, for nothing)
+    def back_add(c):
+      ct = np.asarray(np.asarray(c, dtype), np.float64)
+      got = {}
+      for n in pos:
+        got[e.ins[n]] = got.get(e.ins[n], 0.0) + ct
+      return list(got.items())
+
+    return back_add
 
   def f(*zs):
     vals = dict(fixed)
     vals.update(zip(pos, zs))
     return e.prim.bind(*[vals[n] for n in range(len(e.ins))], **e.params)
 
-  primal = [np.zeros(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]   # host: no compile
+  # traced, not evaluated: a vjp ran f at zeros first (a forward conv or product compiled per shape for
+  # nothing); the transposed operations are the same
+  avals = [jax.ShapeDtypeStruct(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]
   try:
-    _, vjp = jax.vjp(f, *primal)
+    transpose = jax.linear_transpose(f, *avals)
   except Exception:  # noqa: BLE001 - a primitive this pass cannot transpose: the gradient stays unknown below
     return None
-  dtype = pred.g.avals[e.outs[0]].dtype
 
   def back(c):
-    cts = vjp(np.asarray(c, dtype))
+    cts = transpose(np.asarray(c, dtype))
     got = {}
     for n, ct in zip(pos, cts):
       got[e.ins[n]] = got.get(e.ins[n], 0.0) + np.asarray(ct, np.float64)

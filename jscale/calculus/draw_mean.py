@@ -57,10 +57,17 @@ def bind_eqn(e, vals):
 
 
 def _on_host(e, vals):
-  """A reshape, transpose, squeeze or broadcast of a concrete array, moved on the host (the same values; run
-  by XLA, each compiled a program per shape: most of the parameters' views in `_param_values`); else None."""
+  """e on concrete operands, computed on the host where that gives XLA's bits: a reshape, transpose, squeeze
+  or broadcast (the same values moved), or an add, subtract or multiply of floats of one dtype (correctly
+  rounded in both; refused where an operand or the result is subnormal, which XLA:CPU flushes to zero). Run
+  by XLA, each compiled a program per shape (the parameters' views in `_param_values`, the bias adds and
+  scalings of `linear_mean`). None otherwise."""
+  if any(isinstance(v, jax.core.Tracer) for v in vals):
+    return None
+  if e.name in ("add", "sub", "mul"):
+    return _arith_on_host(e.name, vals)
   if e.name not in ("reshape", "transpose", "squeeze", "broadcast_in_dim") or len(vals) != 1 \
-      or isinstance(vals[0], jax.core.Tracer) or not hasattr(vals[0], "shape"):
+      or not hasattr(vals[0], "shape"):
     return None
   x, p = np.asarray(vals[0]), e.params
   if e.name == "reshape":
@@ -76,6 +83,24 @@ def _on_host(e, vals):
   for i, d in enumerate(dims):
     expanded[d] = x.shape[i]
   return np.broadcast_to(x.reshape(expanded), shape)
+
+
+def _arith_on_host(name, vals):
+  arrays = [v for v in vals if hasattr(v, "shape") and np.ndim(v)]
+  if len(vals) != 2 or not arrays:
+    return None
+  dtype = np.dtype(arrays[0].dtype)
+  if dtype not in (np.float32, np.float64) or any(np.dtype(v.dtype) != dtype for v in arrays):
+    return None
+  a, b = (np.asarray(v, dtype) for v in vals)
+  try:
+    out = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[name](a, b)
+  except ValueError:   # shapes numpy does not broadcast: leave it to the primitive
+    return None
+  tiny = np.finfo(dtype).tiny
+  if any(np.any((x != 0) & (np.abs(x) < tiny)) for x in (a, b, out)):
+    return None
+  return out
 
 
 def linear_acts(pred, e) -> list | None:
