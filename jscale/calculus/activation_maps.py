@@ -37,11 +37,37 @@ def hermite(order: int = ORDER) -> tuple[np.ndarray, np.ndarray]:
   return z, w / w.sum()
 
 
+# phi is evaluated on blocks of CHUNK points (the last padded with its final point): an activation recovered
+# from a jaxpr runs eagerly, one compiled program per primitive and array size, and the grids come in many
+# sizes (maps's ORDER and ORDER^2 nodes, offset_nodes's entries x order, ...); in blocks, every size reuses
+# the same programs. Elementwise, a point's value does not depend on the block it is in (bitwise, checked
+# in tests/calculus/test_activation_maps.py); ~1 ms of dispatch per block.
+CHUNK = 16384
+
+
+def _blocks(y: np.ndarray) -> list:
+  y = np.asarray(y, np.float32).reshape(-1)
+  n = y.size
+  padded = np.full(max(-(-n // CHUNK), 1) * CHUNK, y[-1] if n else 0.0, np.float32)
+  padded[:n] = y
+  return [padded[i:i + CHUNK] for i in range(0, padded.size, CHUNK)]
+
+
 def value_and_slope(phi: Callable, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """phi(y) and phi'(y) elementwise, in float64 on the host (phi evaluated in float32)."""
-  y32 = jnp.asarray(y, jnp.float32)
-  v, d = jax.jvp(phi, (y32,), (jnp.ones_like(y32),))
-  return np.asarray(v, np.float64), np.asarray(d, np.float64)
+  """phi(y) and phi'(y) elementwise, in float64 on the host (phi evaluated in float32, in blocks of CHUNK
+  points; the grid and the unit tangent made on the host: as jnp arrays they compiled programs too)."""
+  ones = np.ones(CHUNK, np.float32)
+  got = [jax.jvp(phi, (b,), (ones,)) for b in _blocks(y)]
+  n, shape = np.size(y), np.shape(y)
+  v = np.concatenate([np.asarray(a, np.float64) for a, _ in got])[:n].reshape(shape)
+  d = np.concatenate([np.asarray(b, np.float64) for _, b in got])[:n].reshape(shape)
+  return v, d
+
+
+def values(phi: Callable, y: np.ndarray) -> np.ndarray:
+  """phi(y) elementwise in float64 on the host (phi evaluated in float32, in blocks as `value_and_slope`)."""
+  got = [np.asarray(phi(b), np.float64) for b in _blocks(y)]
+  return np.concatenate(got)[:np.size(y)].reshape(np.shape(y))
 
 
 class ActivationMaps(NamedTuple):
@@ -198,13 +224,23 @@ def get(name: str) -> Callable:
 
 def identify(phi: Callable) -> str | None:
   """The name in NAMED of the activation phi is (to float32 rounding on [-6, 6]), else None."""
-  y = np.linspace(-6.0, 6.0, 97)
-  v, _ = value_and_slope(phi, y)
-  for name, f in NAMED.items():
-    ref, _ = value_and_slope(f, y)
+  v = values(phi, _IDENTIFY_GRID)
+  for name, ref in _named_values().items():
     if np.allclose(v, ref, rtol=1e-5, atol=1e-6):
       return name
   return None
+
+
+_IDENTIFY_GRID = np.linspace(-6.0, 6.0, 97)
+
+
+@functools.lru_cache(maxsize=1)
+def _named_values() -> dict:
+  """NAMED's activations on `identify`'s grid, one compiled program per process (evaluated eagerly they were
+  ~16 compiles of every fresh process's first inspect; fused, they move by float32 rounding, far inside
+  identify's tolerance)."""
+  got = jax.jit(lambda y_: [f(y_) for f in NAMED.values()])(np.asarray(_IDENTIFY_GRID, np.float32))
+  return {name: np.asarray(v, np.float64) for name, v in zip(NAMED, got)}
 
 
 # -------------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def bias_balance_input_scale(x0_sq, n_0: int, k: int = 1):
   """Multiplier s on the inputs so that E[(s x_0)^2] = 1 / sqrt(k n_0): first-layer weights and biases
   (a weight on a constant-1 input) then have equal scale."""
   n_0, k = checks.positive_int(n_0, "n_0"), checks.positive_int(k, "k")
-  return jnp.sqrt(1.0 / math.sqrt(k * n_0) / jnp.asarray(x0_sq))
+  # float32 on the host, as jnp computed it (division and square root are correctly rounded either way): in
+  # jnp, three programs compiled in every inspect of a fresh process
+  return np.sqrt(np.float32(1.0 / math.sqrt(k * n_0)) / np.asarray(x0_sq, np.float32))
 
 
 def feature_weight_G(widths: Sequence[int], feature_scales, weight_scales, x0_sq: float = 1.0,

@@ -81,21 +81,35 @@ def linear_transpose(pred, e):
         return None
       fixed[n] = v
   pos = [n for n, a in enumerate(e.ins) if n not in fixed]
+  dtype = pred.g.avals[e.outs[0]].dtype
+  out_shape = tuple(pred.g.avals[e.outs[0]].shape)
+  if e.name == "add" and all(tuple(pred.g.avals[e.ins[n]].shape) == out_shape for n in pos):
+    # the transpose of an add in an operand of the output's shape hands the cotangent on as it is (JAX's
+    # transpose of the bias add also sums it down to the bias's shape, for nothing)
+    def back_add(c):
+      ct = np.asarray(np.asarray(c, dtype), np.float64)
+      got = {}
+      for n in pos:
+        got[e.ins[n]] = got.get(e.ins[n], 0.0) + ct
+      return list(got.items())
+
+    return back_add
 
   def f(*zs):
     vals = dict(fixed)
     vals.update(zip(pos, zs))
     return e.prim.bind(*[vals[n] for n in range(len(e.ins))], **e.params)
 
-  primal = [jnp.zeros(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]
+  # traced, not evaluated: a vjp ran f at zeros first (a forward conv or product compiled per shape for
+  # nothing); the transposed operations are the same
+  avals = [jax.ShapeDtypeStruct(pred.g.avals[e.ins[n]].shape, pred.g.avals[e.ins[n]].dtype) for n in pos]
   try:
-    _, vjp = jax.vjp(f, *primal)
+    transpose = jax.linear_transpose(f, *avals)
   except Exception:  # noqa: BLE001 - a primitive this pass cannot transpose: the gradient stays unknown below
     return None
-  dtype = pred.g.avals[e.outs[0]].dtype
 
   def back(c):
-    cts = vjp(jnp.asarray(c, dtype))
+    cts = transpose(np.asarray(c, dtype))
     got = {}
     for n, ct in zip(pos, cts):
       got[e.ins[n]] = got.get(e.ins[n], 0.0) + np.asarray(ct, np.float64)
@@ -191,7 +205,7 @@ def _attention_transpose(pred, b):
   mask = info["mask"]
   w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
   w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
-  w = jnp.asarray(w, g.avals[p].dtype)
+  w = np.asarray(w, g.avals[p].dtype)   # host arrays here and below: a compiled program per shape otherwise
   order = sorted(b.eqns)
 
   def read(env, a):
@@ -224,19 +238,21 @@ def _attention_transpose(pred, b):
         continue
       env.update(zip(e.outs, draw_mean.bind_eqn(e, [a.val if isinstance(a, Lit) else env[a] for a in e.ins])))
       if info["out"] in env:
-        return env[info["out"]]
+        return env[info["out"]], env[p]
     raise ValueError("the attention's output is not reached from its product")
 
-  primal = [jnp.broadcast_to(jnp.asarray(pred.mean[a], g.avals[a].dtype), g.avals[a].shape) for a in ids]
+  primal = [np.broadcast_to(np.asarray(pred.mean[a], g.avals[a].dtype), g.avals[a].shape) for a in ids]
   try:
-    _, vjp = jax.vjp(f, *primal)
+    # the weights at the means come back as the pass's own (its primal: the same operations; evaluated
+    # again outside the trace they compiled five more programs)
+    _, vjp, w_mean = jax.vjp(f, *primal, has_aux=True)
   except Exception:  # noqa: BLE001
     return None
   dtype = g.avals[info["out"]].dtype
   cov = _query_key_covariance(pred, b)
 
   def back(c):
-    cts = [np.asarray(ct, np.float64) for ct in vjp(jnp.asarray(c, dtype))]
+    cts = [np.asarray(ct, np.float64) for ct in vjp(np.asarray(c, dtype))]
     if cov is not None:
       c = np.asarray(c, np.float64)
       cts[0] = cts[0] + np.einsum("hkv,bthv->bthk", cov.dq, c)
@@ -256,10 +272,7 @@ def _attention_transpose(pred, b):
   # sums at the means (Cm: the position-dependent means of Q and K tilt them) are the part it already has, so
   # E[mu_V^2] = max(E[C^2] + (E[mu^2] - 1) E[sum_q P_qk^2], mean Cm^2) / mean Cm^2
   c2, a2 = pred.coherence_at.get(info["v"], (1.0, 0.0))
-  try:
-    cm = float(np.mean(np.square(np.asarray(weights(*primal), np.float64).sum(-2))))
-  except Exception:  # noqa: BLE001 - as in f: then vjp above failed first
-    return None
+  cm = float(np.mean(np.square(np.asarray(w_mean, np.float64).sum(-2))))
   cm = cm if cm > 0 and math.isfinite(cm) else 1.0
   back.coherence = {info["q"]: lambda m2: None, info["k"]: lambda m2: None,
                     info["v"]: lambda m2: max(c2 + (m2 - 1.0) * a2, cm) / cm}
@@ -293,7 +306,7 @@ def _chain_matrix(pred, x, y, n_in: int):
 
   basis = np.zeros(shape, np.float32)
   basis[np.arange(n_in), :, np.arange(n_in)] = 1.0
-  lin = run(jnp.asarray(basis, g.avals[x].dtype)) - run(jnp.zeros(shape, g.avals[x].dtype))
+  lin = run(np.asarray(basis, g.avals[x].dtype)) - run(np.zeros(shape, g.avals[x].dtype))
   return lin[:n_in, 0]
 
 
@@ -374,15 +387,15 @@ def leaf_cross(pred, use, G: np.ndarray, extra) -> float | None:
   W = pred.pvals.get(w_id)
   if W is None:
     return None
-  x1 = jnp.asarray(m[None], pred.g.avals[use.in_id].dtype)   # one example at the input's mean
+  x1 = np.asarray(m[None], pred.g.avals[use.in_id].dtype)   # one example at the input's mean
 
   def dense(w):
     return e.prim.bind(*([x1, w] if e.ins[0] == use.in_id else [w, x1]), **e.params)
 
   try:
     # linear in W: the transpose at any W, once per example's carried output gradient
-    _, vjp = jax.vjp(dense, jnp.asarray(W))
-    per = jax.vmap(lambda gb: vjp(gb[None].astype(pred.g.avals[use.out_id].dtype))[0])(jnp.asarray(G))
+    _, vjp = jax.vjp(dense, W)   # W and G as host arrays: jnp.asarray compiled a copy per shape
+    per = jax.vmap(lambda gb: vjp(gb[None].astype(pred.g.avals[use.out_id].dtype))[0])(np.asarray(G, np.float32))
   except Exception:  # noqa: BLE001
     return None
   M = np.asarray(per, np.float64).reshape(G.shape[0], -1)

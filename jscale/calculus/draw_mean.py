@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from jscale.calculus import activation_maps as am
@@ -49,8 +49,58 @@ def input_mean(x: np.ndarray) -> np.ndarray:
 
 
 def bind_eqn(e, vals):
+  host = _on_host(e, vals)
+  if host is not None:
+    return [host]
   out = e.prim.bind(*vals, **e.params)
   return list(out) if e.prim.multiple_results else [out]
+
+
+def _on_host(e, vals):
+  """e on concrete operands, computed on the host where that gives XLA's bits: a reshape, transpose, squeeze
+  or broadcast (the same values moved), or an add, subtract or multiply of floats of one dtype (correctly
+  rounded in both; refused where an operand or the result is subnormal, which XLA:CPU flushes to zero). Run
+  by XLA, each compiled a program per shape (the parameters' views in `_param_values`, the bias adds and
+  scalings of `linear_mean`). None otherwise."""
+  if any(isinstance(v, jax.core.Tracer) for v in vals):
+    return None
+  if e.name in ("add", "sub", "mul"):
+    return _arith_on_host(e.name, vals)
+  if e.name not in ("reshape", "transpose", "squeeze", "broadcast_in_dim") or len(vals) != 1 \
+      or not hasattr(vals[0], "shape"):
+    return None
+  x, p = np.asarray(vals[0]), e.params
+  if e.name == "reshape":
+    return x.reshape(p["new_sizes"]) if p.get("dimensions") is None else None
+  if e.name == "transpose":
+    return x.transpose(p["permutation"])
+  if e.name == "squeeze":
+    return x.squeeze(tuple(p["dimensions"]))
+  shape, dims = tuple(p["shape"]), tuple(p["broadcast_dimensions"])
+  if any(d is None or not isinstance(d, int) for d in shape):
+    return None
+  expanded = [1] * len(shape)
+  for i, d in enumerate(dims):
+    expanded[d] = x.shape[i]
+  return np.broadcast_to(x.reshape(expanded), shape)
+
+
+def _arith_on_host(name, vals):
+  arrays = [v for v in vals if hasattr(v, "shape") and np.ndim(v)]
+  if len(vals) != 2 or not arrays:
+    return None
+  dtype = np.dtype(arrays[0].dtype)
+  if dtype not in (np.float32, np.float64) or any(np.dtype(v.dtype) != dtype for v in arrays):
+    return None
+  a, b = (np.asarray(v, dtype) for v in vals)
+  try:
+    out = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[name](a, b)
+  except ValueError:   # shapes numpy does not broadcast: leave it to the primitive
+    return None
+  tiny = np.finfo(dtype).tiny
+  if any(np.any((x != 0) & (np.abs(x) < tiny)) for x in (a, b, out)):
+    return None
+  return out
 
 
 def linear_acts(pred, e) -> list | None:
@@ -96,8 +146,9 @@ def linear_mean(pred, e, B: int):
     return None
   # an add of an activation and a constant: only the activation's mean is averaged; a constant offset added
   # to every example is its own mean, so the bind is exact either way
-  outs = bind_at(pred, e, acts, lambda a: jnp.broadcast_to(jnp.asarray(pred.mean[a], pred.g.avals[a].dtype),
-                                                           pred.g.avals[a].shape))
+  # the broadcast made on the host (a compiled broadcast per shape otherwise)
+  outs = bind_at(pred, e, acts, lambda a: np.broadcast_to(np.asarray(pred.mean[a], pred.g.avals[a].dtype),
+                                                          pred.g.avals[a].shape))
   if outs is None:
     return None
   return [np.asarray(o, np.float64)[0] if np.ndim(o) and np.shape(o)[0] == B else None for o in outs]
@@ -111,7 +162,7 @@ def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None) -> np
   s = math.sqrt(s2)
   z, w = _GH
   pts = (m.reshape(-1, 1) + s * z.reshape(1, -1)).astype(np.float32)
-  vals = np.asarray(phi(jnp.asarray(pts.reshape(-1))), np.float64).reshape(pts.shape)
+  vals = am.values(phi, pts.reshape(-1)).reshape(pts.shape)
   out = vals @ (w / w.sum())
   if v is not None and s2 > 1e-6 * sq:
     out = out + 0.5 * math.expm1(v) * sq * sq * (vals @ am.he4_weights(len(z))) / (4 * s2 * s2)
@@ -208,8 +259,8 @@ def _attention_mean(pred, b):
   mask = info["mask"]
   w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
   w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
-  env = {p: jnp.asarray(w, g.avals[p].dtype), info["v"]: jnp.broadcast_to(jnp.asarray(mv, g.avals[info["v"]].dtype),
-                                                                         g.avals[info["v"]].shape)}
+  env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.broadcast_to(np.asarray(mv, g.avals[info["v"]].dtype),
+                                                                       g.avals[info["v"]].shape)}
   B = shape[0]
   for k in sorted(i for i in b.eqns if i >= n):
     e = g.eqns[k]

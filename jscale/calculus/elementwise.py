@@ -86,15 +86,17 @@ def phi_of(graph, eqns, base, out, const):
   """The activation z -> value `out` as a function of `base`, for a 1-d float array z (the group's
   equations, their scalar constants broadcast to z's shape)."""
   def phi(z):
-    env = {base: z.astype(graph.avals[base].dtype)}
+    # no convert where the dtypes agree: on a traced z even a same-dtype astype compiled a program per size
+    env = {base: z if z.dtype == graph.avals[base].dtype else z.astype(graph.avals[base].dtype)}
 
     def read(a):
+      # constants broadcast on the host: jnp.full compiled a program per grid size
       if isinstance(a, Lit):
-        return jnp.full(z.shape, a.val, np.asarray(a.val).dtype)
+        return np.full(z.shape, a.val, np.asarray(a.val).dtype)
       if a in env:
         return env[a]
       c = np.asarray(const(a))
-      return jnp.full(z.shape, scalar_value(c), c.dtype)
+      return np.full(z.shape, scalar_value(c), c.dtype)
 
     for n in eqns:
       e = graph.eqns[n]
@@ -104,7 +106,8 @@ def phi_of(graph, eqns, base, out, const):
         env[o] = v
       if out in env:
         break
-    return env[out].astype(jnp.float32)
+    v = env[out]
+    return v if v.dtype == jnp.float32 else v.astype(jnp.float32)
 
   return phi
 

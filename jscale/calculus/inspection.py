@@ -29,7 +29,7 @@ from jscale.calculus.correlation import cross_position_corr, pair_corr, position
 from jscale.calculus import draw_mean, example_scale, inspection_checks, token_carry
 from jscale.calculus.inspection_assembly import Leaves, assemble
 from jscale.calculus import pair_law
-from jscale.calculus.inspection_measure import measure_graph, projection_loss
+from jscale.calculus.inspection_measure import measure_graph, projection_loss, projection_vectors
 from jscale.calculus.inspection_records import Inspection
 from jscale.calculus.rules import Predictor
 from jscale.calculus.signals import Backward, Forward
@@ -154,12 +154,13 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
 
 def _output_cotangents(graph, fn, leaves, x, loss, key) -> dict:
   """Output value id -> each example's loss gradient there (batch, ...), as the measured pass takes it. The
-  random projection's does not depend on the outputs (no model evaluation); a given loss's is evaluated."""
+  random projection's does not depend on the outputs (no model evaluation): it is its v, drawn directly (its
+  gradient taken eagerly compiled seven more programs, for the same bits)."""
   if loss is None:
-    outs = jax.tree_util.tree_unflatten(graph.out_tree, [jnp.zeros(graph.avals[a].shape, graph.avals[a].dtype)
+    outs = jax.tree_util.tree_unflatten(graph.out_tree, [np.zeros(graph.avals[a].shape, graph.avals[a].dtype)
                                                          if isinstance(a, int) else a.val
                                                          for a in graph.out_atoms])
-    g = jax.grad(lambda out: jnp.sum(projection_loss(key, out)(out)))(outs)
+    g = projection_vectors(key, outs)
   else:
     outs = program_cache.jit(fn)(leaves, x)
     g = program_cache.jit(jax.grad(lambda out: jnp.sum(loss(out))))(outs)

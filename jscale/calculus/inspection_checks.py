@@ -61,8 +61,8 @@ def check_independent_examples(fn: Callable, leaves, x) -> None:
   k = min(_PROBE, x.shape[0])
   if k < 2:
     return  # one example cannot interact with another
-  a = x[:k]
-  b = jnp.concatenate([a[:1], 2 * a[1:] + 1], axis=0)
+  a = np.asarray(x[:k] if isinstance(x, np.ndarray) else jax.device_get(x)[:k])   # host: no compiled slices
+  b = np.concatenate([a[:1], 2 * a[1:] + 1], axis=0).astype(a.dtype)
   run = program_cache.jit(fn)   # a fresh closure per inspect: compiled once per computation
   try:
     out_a, out_b = (jax.tree_util.tree_leaves(run(leaves, v)) for v in (a, b))
@@ -71,7 +71,7 @@ def check_independent_examples(fn: Callable, leaves, x) -> None:
                      f"{e}); inspect applies the model to single examples too, so it must accept any batch "
                      "size") from e
   for i, (oa, ob) in enumerate(zip(out_a, out_b)):
-    ra, rb = np.asarray(oa[0], np.float64), np.asarray(ob[0], np.float64)
+    ra, rb = np.asarray(oa, np.float64)[0], np.asarray(ob, np.float64)[0]
     scale = max(float(np.max(np.abs(ra), initial=0.0)), 1e-30)
     if not np.all(np.isfinite(ra) == np.isfinite(rb)) or np.max(np.abs(ra - rb), initial=0.0) > _RTOL * scale:
       raise ValueError(

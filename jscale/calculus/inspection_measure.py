@@ -19,16 +19,22 @@ from jscale.calculus.tracing import Graph, evaluate
 def projection_loss(key: jax.Array, outputs) -> Callable:
   """The paper's random loss: sum over outputs of <out_b, v_b>, v i.i.d. N(0, 1) drawn from `key` (for one
   output array, `v = jax.random.normal(split(key)[0], out.shape)`, as `calculus.measure` draws it)."""
-  leaves = jax.tree_util.tree_leaves(outputs)
-  k_proj = jax.random.split(key)[0]
-  keys = [k_proj] if len(leaves) == 1 else list(jax.random.split(k_proj, len(leaves)))
-  vs = [jax.random.normal(k, o.shape, o.dtype) for k, o in zip(keys, leaves)]
+  vs = projection_vectors(key, outputs)
 
   def loss(out):
     outs = jax.tree_util.tree_leaves(out)
     return sum(jnp.sum((o * v).reshape(o.shape[0], -1), axis=1) for o, v in zip(outs, vs))
 
   return loss
+
+
+def projection_vectors(key: jax.Array, outputs) -> list:
+  """The v of `projection_loss(key, outputs)`, one per output leaf: also its per-example gradient, exactly
+  (the loss's gradient is 1.0 * v)."""
+  leaves = jax.tree_util.tree_leaves(outputs)
+  k_proj = jax.random.split(key)[0]
+  keys = [k_proj] if len(leaves) == 1 else list(jax.random.split(k_proj, len(leaves)))
+  return [jax.random.normal(k, o.shape, o.dtype) for k, o in zip(keys, leaves)]
 
 
 class Measured(NamedTuple):

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus.blocks import find_blocks
@@ -59,25 +57,41 @@ def act_name(p: float, q: float) -> str:
   return f"piecewise_linear:{p:g},{q:g}"
 
 
+def _axis_counts(n: int, k: int, stride: int, pad, lhs_dil: int, rhs_dil: int) -> np.ndarray:
+  """Along one spatial axis: per output position, how many of the k window taps land on a real input entry
+  (the input dilated by lhs_dil, padded by pad = (lo, hi), possibly negative; taps rhs_dil apart)."""
+  lo, hi = pad
+  n_dil = (n - 1) * lhs_dil + 1 if n > 0 else 0
+  k_dil = (k - 1) * rhs_dil + 1
+  n_out = max((lo + n_dil + hi - k_dil) // stride + 1, 0)
+  pos = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] * rhs_dil - lo
+  return np.sum((pos >= 0) & (pos < n_dil) & (pos % lhs_dil == 0), axis=1).astype(np.float64)
+
+
+def _separable_counts(axes) -> np.ndarray:
+  """The per-output counts of a window over several axes, flattened in C order: a tap lands on a real entry
+  iff it does along every axis, so the count is the product of the axes' counts. Exact integers, as the conv
+  (or reduce_window) of ones that it replaces computed them, without compiling one per shape."""
+  out = np.ones(())
+  for c in axes:
+    out = np.multiply.outer(out, c)
+  return out.reshape(-1)
+
+
 def _counts(in_sp, k_sp, strides, padding, lhs_dil, rhs_dil) -> np.ndarray:
-  """Per output position, how many kernel taps land on a real input entry (an exact count, by a conv of ones)."""
+  """Per output position, how many kernel taps land on a real input entry."""
   d = len(in_sp)
-  ones_x = jnp.ones((1, 1) + tuple(in_sp), jnp.float32)
-  ones_k = jnp.ones((1, 1) + tuple(k_sp), jnp.float32)
-  out = jax.lax.conv_general_dilated(ones_x, ones_k, tuple(strides), tuple(tuple(p) for p in padding),
-                                     tuple(lhs_dil or (1,) * d), tuple(rhs_dil or (1,) * d))
-  return np.asarray(out, np.float64).reshape(-1)
+  lhs, rhs = tuple(lhs_dil or (1,) * d), tuple(rhs_dil or (1,) * d)
+  return _separable_counts(_axis_counts(n, k, s, p, a, b)
+                           for n, k, s, p, a, b in zip(in_sp, k_sp, strides, padding, lhs, rhs))
 
 
 def _window_counts(in_shape, params) -> np.ndarray:
   """Per output position of a reduce_window_sum (per example), how many real entries its window sums."""
-  ones = jnp.ones((1,) + tuple(in_shape[1:]), jnp.float32)
-  dims = (1,) + tuple(params["window_dimensions"][1:])
-  out = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, (1,) + tuple(params["window_strides"][1:]),
-                              ((0, 0),) + tuple(tuple(p) for p in params["padding"][1:]),
-                              base_dilation=(1,) + tuple(params["base_dilation"][1:]),
-                              window_dilation=(1,) + tuple(params["window_dilation"][1:]))
-  return np.asarray(out, np.float64).reshape(-1)
+  p = params
+  return _separable_counts(_axis_counts(*args) for args in zip(
+      in_shape[1:], p["window_dimensions"][1:], p["window_strides"][1:], p["padding"][1:],
+      p["base_dilation"][1:], p["window_dilation"][1:]))
 
 
 class Predictor(Propagation):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 from jscale.calculus import draw_mean
@@ -97,7 +96,7 @@ def linear(pred, e, B: int):
       m = np.asarray(pred.mean[a], np.float64)
       batch = np.broadcast_to(m, (B,) + m.shape).copy()
       batch[1:n + 1] += pred.tok[a][lo:lo + n]
-      return jnp.asarray(batch, pred.g.avals[a].dtype).reshape(pred.g.avals[a].shape)
+      return np.asarray(batch, pred.g.avals[a].dtype).reshape(pred.g.avals[a].shape)   # host: no compile
 
     outs = draw_mean.bind_at(pred, e, acts, rows_batch)
     if outs is None:
@@ -143,10 +142,10 @@ def activation_points(phi, m: np.ndarray, sq: float, F: np.ndarray, w: np.ndarra
   P = F / sw
   own = float(np.mean(np.sum(F * F, axis=0)))
   s_r = math.sqrt(max(sq - float(np.mean(m * m)) - own, 0.0))
-  from jscale.calculus.activation_maps import hermite
+  from jscale.calculus.activation_maps import hermite, values
   z, wz = hermite(SMOOTH_ORDER)
   y = (m[None] + P).reshape(-1, 1) + s_r * z.reshape(1, -1)
-  g = np.asarray(phi(jnp.asarray(y.reshape(-1), jnp.float32)), np.float64).reshape(y.shape) @ wz
+  g = values(phi, y.reshape(-1)).reshape(y.shape) @ wz
   g = g.reshape(P.shape)
   return sw * (g - np.tensordot(w, g, axes=1)[None])
 

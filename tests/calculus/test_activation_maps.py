@@ -173,3 +173,26 @@ class DepthAndNamesTest(chex.TestCase):
       am.maps(jnp.tanh, -1.0)
     with self.assertRaisesRegex(ValueError, "depth"):
       am.depth_profile(jnp.tanh, 0)
+
+
+class BlockEvaluationTest(chex.TestCase):
+  """`value_and_slope` evaluates phi in blocks of CHUNK points (one compiled program per primitive for every
+  grid size): the values and slopes must be those of one evaluation of the whole grid, bit for bit (the stored
+  inspect results depend on it), for an activation recovered from a jaxpr as inspect recovers it."""
+
+  def test_blocks_give_the_whole_grid_bits(self):
+    from jscale.calculus.elementwise import ELEMENTWISE, phi_of
+    from jscale.calculus.tracing import flatten
+    y = np.random.default_rng(0).normal(size=am.CHUNK + 37) * 2.0   # two blocks, the second padded
+    for name in ("gelu_tanh", "silu"):
+      f = am.get(name)
+      g = flatten(lambda l, x: f(x), [], jnp.zeros((2, 3), jnp.float32))
+      phi = phi_of(g, [i for i, e in enumerate(g.eqns) if e.name in ELEMENTWISE], g.x_id, g.out_atoms[0],
+                   g.consts.get)
+      for fn in (phi, f):
+        v, d = am.value_and_slope(fn, y)
+        y32 = jnp.asarray(y, jnp.float32)
+        v_ref, d_ref = jax.jvp(fn, (y32,), (jnp.ones_like(y32),))
+        np.testing.assert_array_equal(v, np.asarray(v_ref, np.float64), err_msg=name)
+        np.testing.assert_array_equal(d, np.asarray(d_ref, np.float64), err_msg=name)
+        np.testing.assert_array_equal(am.values(fn, y), np.asarray(v_ref, np.float64), err_msg=name)
