@@ -516,9 +516,10 @@ class MeanBackward:
       if a in self.broken:
         continue
       self.G[a] = self.G[a] + ct if a in self.G else ct
-      self.own[a] = self.own.get(a, 0.0) + float(np.mean(np.square(ct)))
+      ct_sq = float(np.mean(np.square(ct)))
+      self.own[a] = self.own.get(a, 0.0) + ct_sq
       self.uses[a] = self.uses.get(a, 0) + 1
       m2_in = coherence[a](m2) if a in coherence else m2
       if m2_in is not None:
-        self.X[a] = self.X.get(a, 0.0) + float(np.mean(np.square(ct))) * (m2_in - 1.0)
+        self.X[a] = self.X.get(a, 0.0) + ct_sq * (m2_in - 1.0)
     return dict(got)

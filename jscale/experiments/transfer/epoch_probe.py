@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jscale import optim
+from jscale import optim, train as train_lib
 from jscale.experiments.transfer import analysis
 
 EPOCH_DRAWS = 16                       # the probe inits it runs from: the first 16 of run.PROBE_DRAWS
@@ -60,8 +60,7 @@ def final_losses(net, pres: dict, x_train, y_train, xb, yb, p0s, rules, centers:
       loss, g = jax.value_and_grad(loss_on)(p, *batch)
       u, s = tx.update(g, s, p)
       p = optax.apply_updates(p, u)
-      finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(p)]))
-      return (p, s, bad | ~jnp.isfinite(loss) | ~finite), None
+      return (p, s, bad | ~jnp.isfinite(loss) | ~train_lib.all_finite(p)), None
 
     (p, _, bad), _ = jax.lax.scan(step, (p, tx.init(p), jnp.bool_(False)), (xs, ys))
     f = loss_on(p, xb, yb)

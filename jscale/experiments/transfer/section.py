@@ -183,7 +183,7 @@ def build(r: Results) -> Section:
   s.parts.append(Table(["model", "optimizer", "parametrization", "optimal lr per width [95% bootstrap interval]",
                         f"measured drift {widths[0]}->{widths[-1]} (octaves)", "predicted drift ± SE (response)",
                         f"predicted within {DRIFT_GOAL}", "calculus's response", "step size"]
-                       + (["Adam's one-epoch pilot ± SE (within 0.5?)"] if pilot else []), rows,
+                       + ([f"Adam's one-epoch pilot ± SE (within {DRIFT_GOAL}?)"] if pilot else []), rows,
                        f"{len(summary['seeds'])} seeds (judged; the LR centres were chosen on other seeds); "
                        f"intervals: {analysis.N_BOOT} bootstrap resamples of the seeds; * = the minimum is at "
                        f"the grid's edge (the optimum may lie outside); width ratio {ratio:g}x. Predicted drift: "
