@@ -311,7 +311,8 @@ class AttentionDraws:
         # that fills the own part's share f_own = 1 - rp (what the carry lacks: the activations' curvature,
         # the attention weights' spread); rp is the shared part's. In place where the old expression's
         # temporaries were (x * y == y * x bitwise)
-        L, P, shrink, f_own, rp = tokens
+        L, P, shrink, f_own, rp = tokens[:5]
+        fixed = tokens[5] if len(tokens) > 5 else None
         own = rng.standard_normal((n, Tk, L.shape[0])) @ L
         own += P
         own *= math.sqrt(shrink)
@@ -320,7 +321,13 @@ class AttentionDraws:
         rest *= math.sqrt(f_iso)
         own += rest
         del rest
-        x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
+        if fixed is None:
+          x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
+        else:
+          # the shared part's component common to the batch's examples is one fixed vector, not a draw of its
+          # own per example: only the rest of the shared part fluctuates (chi-square) from example to example
+          x = math.sqrt(max(rp - float(np.mean(fixed * fixed)), 0.0)) * rng.standard_normal((n, 1, d_in))
+          x += fixed
         x = np.add(x, own, out=own)
       if norm is not None:
         # a LayerNorm / RMSNorm output (scale 1 at initialisation): each token centred (LayerNorm) and of
@@ -469,6 +476,10 @@ def _gram_position_factor(xx: np.ndarray, x_sq, d: np.ndarray) -> float:
 # (AttentionDraws) the model's part is 2.0-2.8x smaller (docs/performance.md "The attention model's draws").
 SEEDS = 4
 
+# the token model's shared component split into the batch's common mean (fixed) and a per-example rest (issue 21,
+# twelfth session); False reproduces the eleventh session's rule byte for byte
+FIXED_MEAN = True
+
 
 def _norm_kind(pred, x):
   """'layer_norm' / 'rms_norm' when x is a normalisation block's output (through its scale and bias), else None."""
@@ -510,7 +521,14 @@ def _token_model(pred, info):
   if not (f_c > 0 and f_own > 0):
     return None, None
   shrink = min(1.0, f_own / (f_c + f_p))   # the model's own part E[x^2] (1 - rp_s) holds both at most
-  return ((L / math.sqrt(sx.sq), P / math.sqrt(sx.sq), shrink, f_own, rp_s), _norm_kind(pred, x))
+  tokens = (L / math.sqrt(sx.sq), P / math.sqrt(sx.sq), shrink, f_own, rp_s)
+  if FIXED_MEAN:
+    # the draw's mean over the batch and the tokens: the part of each example's shared component that every
+    # example has (0.6-0.7 of it in models.Transformer's first LayerNorm outputs), at most the shared part
+    c = m.reshape(T, d_in).mean(0) / math.sqrt(sx.sq)
+    f_m = float(np.mean(c * c))
+    tokens += (c * math.sqrt(min(1.0, rp_s / f_m)) if f_m > 0 else c,)
+  return tokens, _norm_kind(pred, x)
 
 
 def attention_rule(pred, block) -> str | None:

@@ -14,13 +14,15 @@ from jscale.calculus.correlation import position_corr
 from jscale.models.transformer import layer_norm
 
 
-def aligned_tokens_reference(key, n, T, d_in, d_qk, L, rp, lsq, rp_g):
-  """Per-draw dQ's E[dQ^2] and the keys' position factor by jax autodiff, written apart from the engine: x_t =
-  LayerNorm(sqrt(rp) s + z_t L) with s ~ N(0, I) shared by the tokens, z_t ~ N(0, I_r) each token's own, W's
-  drawn per draw, the output's gradient shared with correlation rp_g."""
+def aligned_tokens_reference(key, n, T, d_in, d_qk, L, rp, lsq, rp_g, fixed=None, pf_q=False):
+  """Per-draw dQ's E[dQ^2] and the keys' position factor (the queries' with pf_q) by jax autodiff, written apart
+  from the engine: x_t = LayerNorm(c + sqrt(rp - mean(c^2)) s + z_t L) with s ~ N(0, I) shared by the tokens, c
+  a fixed vector (every draw's; 0 without `fixed`), z_t ~ N(0, I_r) each token's own, W's drawn per draw, the
+  output's gradient shared with correlation rp_g."""
   ks = jax.random.split(key, 7)
   own = jnp.einsum("ntr,rd->ntd", jax.random.normal(ks[0], (n, T, L.shape[0])), L)
-  x = math.sqrt(rp) * jax.random.normal(ks[1], (n, 1, d_in)) + own
+  c = np.zeros(d_in) if fixed is None else np.asarray(fixed)
+  x = c + math.sqrt(rp - float(np.mean(c * c))) * jax.random.normal(ks[1], (n, 1, d_in)) + own
   x = layer_norm({"scale": jnp.ones(d_in), "bias": jnp.zeros(d_in)}, x)
   Q, K, V = (jnp.einsum("nti,nid->ntd", x, jax.random.normal(k, (n, d_in, d_qk)) / math.sqrt(d_in))
              for k in ks[2:5])
@@ -33,8 +35,9 @@ def aligned_tokens_reference(key, n, T, d_in, d_qk, L, rp, lsq, rp_g):
   _, vjp = jax.vjp(attend, Q, K)
   dQ, dK = vjp(G)
   x, Q, V, dQ, dK = (np.asarray(a, np.float64) for a in (x, Q, V, dQ, dK))
-  xx, dd = np.einsum("nta,nsa->nts", x, x), np.einsum("ntc,nsc->nts", dK, dK)
-  pf_k = np.sum(xx * dd, (1, 2)) / (T * np.mean(np.sum(x * x, -1)) * np.mean(np.sum(dK * dK, -1)))
+  d = dQ if pf_q else dK
+  xx, dd = np.einsum("nta,nsa->nts", x, x), np.einsum("ntc,nsc->nts", d, d)
+  pf_k = np.sum(xx * dd, (1, 2)) / (T * np.mean(np.sum(x * x, -1)) * np.mean(np.sum(d * d, -1)))
   return np.mean(dQ * dQ, (1, 2)), pf_k, position_corr(Q), position_corr(V)
 
 
@@ -64,6 +67,33 @@ class AlignedTokensTest(chex.TestCase):
       tol = 4 * math.sqrt(2) * se_ref[name]
       self.assertAlmostEqual(got_a, ref[name], delta=tol, msg=name)
       self.assertGreater(abs(got_i - ref[name]), tol, msg=name)
+
+  def test_model_with_the_batch_common_shared_part(self):
+    # every example's shared part is one fixed vector c (the batch's common mean; 0.6-0.7 of the shared part of
+    # models.Transformer's first LayerNorm outputs), not a fresh Gaussian per example: the norm of the shared
+    # part then does not fluctuate (chi-square) from example to example, and the queries' position factor and
+    # E[dQ^2], which read it through the LayerNorm's fixed token length, move. The model given c must match the
+    # reference; the model drawing the shared part per example must not (measured at 20000 draws: pf_q 5.95
+    # (0.09) reference, 5.95 with c, 4.91 without; dq_sq 0.0339 (0.0005), 0.0341, 0.0493). Tolerance 4 combined
+    # s.e. of the two Monte Carlos (the reference's per-draw s.d. over its 8000 draws, the model's taken equal).
+    T, d_in, d_qk, rp, rp_g, lsq = 8, 8, 4, 0.8, 0.9, 1.0 / 4
+    L = np.eye(d_in) * math.sqrt(1 - rp)
+    c = np.zeros(d_in)
+    c[0] = math.sqrt(rp * d_in)
+    n = 8000
+    dq, pf, rp_q, rp_v = aligned_tokens_reference(jax.random.PRNGKey(0), n, T, d_in, d_qk, L, rp, lsq, rp_g,
+                                                  fixed=c, pf_q=True)
+    ref = {"dq": dq.mean() / lsq, "pf": pf.mean()}
+    se_ref = {"dq": dq.std() / lsq / math.sqrt(n), "pf": pf.std() / math.sqrt(n)}
+    masks = np.ones((1, T, T), bool)
+    kw = dict(draws=n, d_in=d_in, norm="layer_norm", seed=1)
+    tok = (L, np.zeros((T, d_in)), 1.0, 1 - rp, rp)
+    common = GaussianAttention(masks, d_qk, d_qk, lsq, rp_q, rp, rp_v, rp_g, tokens=tok + (c,), **kw)
+    drawn = GaussianAttention(masks, d_qk, d_qk, lsq, rp_q, rp, rp_v, rp_g, tokens=tok, **kw)
+    for name, got_c, got_d in (("dq", common.dq_sq, drawn.dq_sq), ("pf", common.pf_q, drawn.pf_q)):
+      tol = 4 * math.sqrt(2) * se_ref[name]
+      self.assertAlmostEqual(got_c, ref[name], delta=tol, msg=name)
+      self.assertGreater(abs(got_d - ref[name]), tol, msg=name)
 
   def test_input_factor_is_the_one_hot_tokens_covariance(self):
     # uniform one-hot tokens of V kinds: a token's own part e_v - 1/V has covariance (I - 11^T / V) / V, rank
