@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jscale import calculus
-from jscale.calculus import strided_update
+from jscale.calculus import strided_response, strided_update
 from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
@@ -157,3 +157,12 @@ def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
   fan_in = [int(np.prod(s[:-1])) for s in shapes]
   return strided_update.update_rms(np.asarray(x), np.asarray(y), strided_update.Stack.of_shapes(image, shapes),
                                    w_sq, lr, fan_in)
+
+
+def strided_first_step(image, kernel_shapes, x, y, w_sq, lr, optimizer: str) -> np.ndarray:
+  """(L,) E[h^2] per layer output after the first step of a strided conv stack (input shape `image`, kernels
+  `kernel_shapes`), from the per-layer NTK over (example, position) pairs (`calculus.strided_response`;
+  docs/calculus.md, *After the first step over (example, position) pairs*): it replaces the update-on-top form
+  of `predicted_activations`, which had no cross term 2E[h0 . dh] and no propagation of the change."""
+  stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
+  return strided_response.first_step(np.asarray(x), np.asarray(y), stack, w_sq, lr, optimizer).act1

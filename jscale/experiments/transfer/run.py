@@ -200,6 +200,9 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       if dense:   # the after-step activations from the kernels (update_response.py)
         upd, act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
                                                   lr * np.asarray(lr_m, np.float64), opt)
+      else:       # over (example, position) pairs (strided_response.py)
+        act_p[i, j, 1] = analysis.strided_first_step(net.input_shape, net.kernel_shapes, x, y, w_sq,
+                                                     lr * np.asarray(lr_m, np.float64), opt)
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
         upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
