@@ -38,7 +38,7 @@ same regression), on every layer. Not modelled: mask flips; a shared W with fewe
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -199,24 +199,51 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
   "adam", optax's first step) on the minibatch (x, labels), every bias zero. update_rms: SGD's lr |grad| per
   entry (`strided_update`'s), Adam's lr."""
-  if optimizer not in ("sgd", "adam"):
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+  return first_steps(x, labels, stack, w_sq, [(lr, optimizer)], samples=samples, seed=seed,
+                     second_order=second_order, own_activation=own_activation)[0]
+
+
+def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
+                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
+                own_activation: bool = True) -> list:
+  """`first_step` for several (lr, optimizer) settings of one network (the same w_sq): the kernels, the
+  logits' moments and Adam's input kernels are computed once (most of the cost at conv0's tokens)."""
   widths = _widths(stack)
-  if not (len(widths) == len(w_sq) == len(lr)):
-    raise ValueError(f"w_sq and lr need one entry per weight layer ({len(widths)})")
   x = np.asarray(x)
   lab = np.asarray(labels)
+  for lr, optimizer in settings:
+    if optimizer not in ("sgd", "adam"):
+      raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if len(lr) != len(widths) or min(lr) < 0:
+      raise ValueError(f"lr needs one entry >= 0 per weight layer ({len(widths)}), got {lr!r}")
+  if len(w_sq) != len(widths) or min(w_sq) <= 0:
+    raise ValueError(f"w_sq needs one positive entry per weight layer ({len(widths)}), got {w_sq!r}")
   if lab.shape != (x.shape[0],) or not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 \
       or lab.max() >= widths[-1]:
     raise ValueError(f"labels must be {x.shape[0]} integers in [0, {widths[-1]})")
-  if min(w_sq) <= 0 or min(lr) < 0 or not np.all(np.isfinite(x)):
-    raise ValueError("w_sq must be > 0, lr >= 0 and x finite")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("x must be finite")
   with threadpool_limits(limits=1):
-    return _first_step(x, lab, stack, list(w_sq), list(lr), optimizer, samples, seed, second_order,
-                       own_activation)
+    st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
+    adam = adam_inputs(x, st.k, stack, w_sq, st.gam, st.own) if any(o == "adam" for _, o in settings) else None
+    memo = {}   # the first layer's products per unit learning rate, shared by the settings
+    return [_step(st, stack, list(w_sq), list(lr), o, adam, second_order, memo) for lr, o in settings]
 
 
-def _first_step(x, lab, stack, w_sq, lr, optimizer, samples, seed, second_order, own_activation):
+class _Setup(NamedTuple):
+  k: su.Kernels
+  gg: np.ndarray
+  zg: np.ndarray
+  back: list
+  own: list
+  w_tok: list
+  both: list
+  s_tab: list
+  grad_k: list
+  gam: list
+
+
+def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
   B = x.shape[0]
   widths = _widths(stack)
   L = len(widths)
@@ -239,14 +266,27 @@ def _first_step(x, lab, stack, w_sq, lr, optimizer, samples, seed, second_order,
   s_tab = [None if k.h[l] is None else _asin_quarter(k.y[l]) for l in range(L)]
   # Gamma: the gradient at h_l before the mask, seen through a token triple (module doc)
   grad_k = [back[l] / both[l] for l in range(L - 1)] + [gg]
+  gam = [(back[l] - (own[l] * k.h[l] if own[l] is not None else 0.0)) / both[l] for l in range(L - 1)] + [gg]
+  return _Setup(k, gg, zg, back, own, w_tok, both, s_tab, grad_k, gam)
+
+
+def _step(st: _Setup, stack, w_sq, lr, optimizer, adam, second_order, memo: dict) -> ur.Response:
+  def first_layer(opt, what, f):
+    if (opt, what) not in memo:
+      memo[opt, what] = f()
+    return memo[opt, what]
+
+  k, zg, back, w_tok, both, s_tab, grad_k = st.k, st.zg, st.back, st.w_tok, st.both, st.s_tab, st.grad_k
+  B = st.gg.shape[0]
+  widths = _widths(stack)
+  L = len(widths)
   if optimizer == "sgd":
     inputs, cross_inputs, eta = k.x, k.x, list(lr)
     upd = np.asarray(lr) * np.sqrt(np.array([np.sum(kx * d) for kx, d in zip(k.x, back)]) / B ** 2
                                    / (np.array([kx_fan(stack, l) for l in range(L)]) * np.array(widths)))
     noise = np.zeros(L)
   else:
-    gam = [(back[l] - (own[l] * k.h[l] if own[l] is not None else 0.0)) / both[l] for l in range(L - 1)] + [gg]
-    inputs, cross_inputs, norms = adam_inputs(x, k, stack, w_sq, gam, own)
+    inputs, cross_inputs, norms = adam
     eta = [KAPPA * v for v in lr]
     upd = np.asarray(lr, np.float64)
     noise = adam_noise(norms, lr, k, stack, w_sq)
@@ -257,8 +297,12 @@ def _first_step(x, lab, stack, w_sq, lr, optimizer, samples, seed, second_order,
     else:
       own_in = inputs[l]
       if second_order:
-        sc = input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B)
-        own_in = own_in + lift(sc, k, stack, l, B) * _ratio(inputs[l], k.x[l])
+        if l == 1:   # linear in Theta_0 = eta_0 (its kernel): once per optimizer (conv0's T^3 products)
+          sc = eta[0] * first_layer(optimizer, "change", lambda: lift(input_change(
+              inputs[0], s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
+        else:
+          sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
+        own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = eta[l] * own_in + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B)
     theta.append(th)
   act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
@@ -275,7 +319,11 @@ def _first_step(x, lab, stack, w_sq, lr, optimizer, samples, seed, second_order,
     beta = -(theta_h * k_h * w[None, :]).sum(1).reshape(B, T // B).sum(1) / B / n_ex
     cross[l] = 2 * float(np.sum((below + beta) * n_ex)) / (T * widths[l])
     own_sq = float(np.sum((2 * below * beta + below ** 2) * n_ex))
-    change[l] = (triple_sum(theta[l], s_tab[l], grad_k[l]) / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    if l == 0:   # quadratic in eta_0: once per optimizer
+      tri = eta[0] ** 2 * first_layer(optimizer, "triple", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
+    else:
+      tri = triple_sum(theta[l], s_tab[l], grad_k[l])
+    change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     below = below + beta
   return ur.Response(act0, cross, change, act0 + cross + change, upd)
 
