@@ -119,7 +119,6 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
   patch0 = su.patches(img, *stack.kernels[0]).reshape(B * k.grid[0][0] * k.grid[0][1], -1) if n_conv else None
   kernels, cross_kernels, norms = [], [], []
-  below = None   # the layer below's unit rows (samples, T_l-1): pre-activations
   for l in range(L):
     top = l == L - 1
     T = k.x[l].shape[0]
