@@ -23,7 +23,16 @@ The gradient at h has the calculus's part (independent backward weights) and the
 example's own activation, c_b h_b with c_b = z_b . g_b / |h_b|^2 over the example's positions
 (`strided_update.backward`): the backward kernel E[delta_s . delta_t] of `strided_update` holds both, and per
 token triple E[m_a m_s m_t gamma_s . gamma_t] ~ P(a, s, t active) E[delta_s . delta_t] / P(s, t active). The
-cross term is the own component alone: E[h_a . delta_t] = K_h(a, t) E[z_b . g_b] / |h_b|^2 (b the example of t).
+cross term is the own component alone: E[h_a . delta_t] = K_h(a, t) E[z_b . g_b] / |h_b|^2 (b the example of t),
+which gives each layer i's change along the example's own activation, beta_i(a) = E[h_i,a . dh_i,a] / |h_i,a|^2.
+Unlike the dense case, these are summed over the layers below: the NTK's E[J_a J_t^T] ~ scalar drops the own
+component of a lower layer's gradient when it carries the update up, but a change along h_i,a stays along the
+example's own activation at every layer above (positive homogeneity: J_a y_i,a = y_l,a), so
+
+    E[h_l,a . dh_l,a] = (sum_{i <= l} beta_i(a)) |h_l,a|^2,  E|dh_l,a|^2 = (NTK) + (2 S beta_l + S^2) |h_l,a|^2,
+
+S = sum_{i < l} beta_i(a). In a wide MLP the lower layers' beta are small beside the top's (update_response's
+Monte Carlo); with a conv's positions adding coherently they are not.
 
 The triple P(a, s, t) = 1/8 + (asin r_as + asin r_at + asin r_st) / 4 pi is additive, so the sums over token
 triples are matrix products (T^3, not a T^3 table: conv0 of a batch of 128 8x8 digits has 2048 tokens).
