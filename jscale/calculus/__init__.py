@@ -30,6 +30,9 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
   strided_update  SGD's first update of a strided conv (or dense) ReLU stack over (example, position) pairs,
                with the gradient's component along each example's own activation (`StridedStack`,
                `strided_update_rms`)
+  strided_response  the activations after the first SGD / Adam step of the same stacks over (example, position)
+               pairs (`strided_first_step`, `strided_first_steps`): update_response's NTK with tokens, and the
+               cross term accumulated along each example's own activation over the layers below
   activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
                stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
   blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
@@ -59,5 +62,6 @@ from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Ins
 from jscale.calculus.prescribe import (RESPONSE_AT, LeafPrescription, Prescription, first_step_response,
                                        from_inspection, normalised, predicted_drift, prescribe, response_at,
                                        response_drift, response_se, update_to_output)
+from jscale.calculus.strided_response import first_step as strided_first_step, first_steps as strided_first_steps
 from jscale.calculus.strided_update import Stack as StridedStack, update_rms as strided_update_rms
 from jscale.calculus.update_response import Response, first_step, unit_response

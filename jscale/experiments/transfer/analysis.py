@@ -8,8 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale import calculus
-from jscale.calculus import strided_update
+from jscale.calculus import strided_response, strided_update
 from jscale.calculus.prescribe import PRESCRIBED_KINDS
 
 N_BOOT = 2000
@@ -106,8 +105,8 @@ def predicted_activations(pr, lr_m, lr: float, w_sq_expected=None) -> np.ndarray
   the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
   the relative change of its input (SGD's U from G_batch, by the class-pair law when the prescription's
   inspection had the labels; no cross term 2E[h0 dh], no propagation of the change through later layers:
-  docs/calculus.md says where that misses; the coordinate check replaces the after-step row by `first_step`
-  for dense stacks and keeps it for the LeNet). The first update's prediction is not here: SGD's comes from
+  docs/calculus.md says where that misses; the coordinate check replaces the after-step row by
+  `strided_first_step`). The first update's prediction is not here: SGD's comes from
   `sgd_update` (over (example, position) pairs, with the own-activation component that G_batch lacks:
   docs/calculus.md, *Coordinate check, fourth pass*), Adam's is lr m.
 
@@ -136,24 +135,30 @@ def predicted_activations(pr, lr_m, lr: float, w_sq_expected=None) -> np.ndarray
   return np.stack([act0, np.array(act1)])
 
 
-def first_step(x, y, fan_out, w_sq, lr, optimizer: str) -> tuple[np.ndarray, np.ndarray]:
-  """(RMS of each kernel's first update, E[h^2] per layer after it) for a dense ReLU stack, from the kernels
-  over example pairs (`calculus.first_step`, update_response.py). The update: SGD's lr |grad| from the
-  input and backward kernels and the Gaussian logits' E[g_b . g_c] (it replaces the class-pair law's
-  product of a per-example G and a cross term: that factorises E_b[|x_b|^2 |g_b|^2], while examples with
-  larger inputs have larger logits and so larger loss gradients), Adam's lr. The activations: the cross term
-  2E[h0 . dh] and E[dh^2] through the layers."""
-  r = calculus.first_step(np.asarray(x), np.asarray(y), fan_out, w_sq, lr, optimizer)
-  return r.update_rms, r.act1
-
-
 def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
   """(L,) RMS of each kernel's first SGD update of a strided conv stack or a dense one (input shape `image`,
   kernels `kernel_shapes`), from the kernels over (example, position) pairs with the component of the gradient
   along each example's own activation (`calculus.strided_update`; docs/calculus.md, *The first update over
   (example, position) pairs*): it replaces the LeNet's class-pair law, whose position-averaged cross term missed
-  the convolutions' coherent pairs of positions, and `first_step`'s update for the MLP."""
+  the convolutions' coherent pairs of positions, and `calculus.first_step`'s update for the MLP."""
   shapes = [tuple(s) for s in kernel_shapes]
   fan_in = [int(np.prod(s[:-1])) for s in shapes]
   return strided_update.update_rms(np.asarray(x), np.asarray(y), strided_update.Stack.of_shapes(image, shapes),
                                    w_sq, lr, fan_in)
+
+
+def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
+  """key -> (L,) E[h^2] per layer output after the first step of a strided conv stack (input shape `image`,
+  kernels `kernel_shapes`) for each setting key -> (w_sq, per-kernel lr, optimizer), from the per-layer NTK
+  over (example, position) pairs (`calculus.strided_response`; docs/calculus.md, *After the first step over
+  (example, position) pairs*): it replaces the update-on-top form of `predicted_activations`, which had no
+  cross term 2E[h0 . dh] and no propagation of the change. Settings with the same w_sq share their kernels."""
+  stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
+  groups = {}
+  for key, (w_sq, lr, opt) in settings.items():
+    groups.setdefault(tuple(float(v) for v in w_sq), []).append((key, lr, opt))
+  out = {}
+  for w_sq, rows in groups.items():
+    res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o) for _, lr, o in rows])
+    out.update({key: r.act1 for (key, _, _), r in zip(rows, res)})
+  return out

@@ -123,10 +123,11 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   Predicted update (the gradient at init): SGD's from the kernels over (example, position) pairs with the
   gradient's component along each example's own activation (`calculus.strided_update`; for the MLP a position
   is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
-  after the step, for the MLP, the first-order response through the layers (`calculus.first_step`: the cross
-  term 2E[h0 . dh] and E[dh^2]); for the LeNet, whose convolutions that does not cover, each layer's E[y^2]
-  plus the update's predicted U m^2 lr^2 on top of the relative change of its input (docs/calculus.md, *After
-  the first step*).
+  after the step, the first-order response through the layers over (example, position) pairs
+  (`calculus.strided_response`: the cross term 2E[h0 . dh], accumulated along each example's own activation over
+  the layers below, and E[dh^2]; docs/calculus.md, *After the first step over (example, position) pairs*; until
+  the twelfth session the MLP's came from `calculus.first_step`, the LeNet's was each layer's E[y^2] plus the
+  update's bound U m^2 lr^2 on top).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
   was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
   p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
@@ -190,6 +191,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
   dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
+  strided = {}
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m, unit = pres[rule, opt]
@@ -197,12 +199,16 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       lr = lr_of[rule, opt] * unit
       act_p[i, j] = analysis.predicted_activations(pr, lr_m, lr, w_sq)
       upd = [lr * m for m in lr_m]   # Adam's first step, lr m sign(g)
-      if dense:   # the after-step activations from the kernels (update_response.py)
-        upd, act_p[i, j, 1] = analysis.first_step(x, y, [w.shape[-1] for w in net.kernels(p0s)], w_sq,
-                                                  lr * np.asarray(lr_m, np.float64), opt)
+      if dense:   # (update_response.first_step's update_rms for Adam: the same float64 product)
+        upd = lr * np.asarray(lr_m, np.float64)
+      # the after-step activations over (example, position) pairs (strided_response.py; an MLP's position is
+      # the example), after the loop: settings with the same init share their kernels
+      strided[i, j] = (w_sq, lr * np.asarray(lr_m, np.float64), opt)
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
         upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
+  for ij, a1 in analysis.strided_first_step(net.input_shape, net.kernel_shapes, x, y, strided).items():
+    act_p[ij + (1,)] = a1
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 

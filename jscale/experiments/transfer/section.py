@@ -224,7 +224,8 @@ def build(r: Results) -> Section:
                        "the second share does not count a miss the draws' sampling error alone could make. "
                        "SGD's predicted update: from the kernels over (example, position) pairs with the "
                        "gradient's component along each example's own activation (calculus.strided_update). "
-                       f"Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after the first update."))
+                       f"Goal: < {COORD_TOL} on >= {COORD_SHARE:.0%} at init and after the first update (its "
+                       "size and the activations after it)."))
   leaf_rows = [[m, what, l, "n/a" if v["median"] is None else f"{v['median']:.3f}",
                 f"{v['share_below_0.1']:.0%}", "n/a" if v["share_within_0.1_or_2SE"] is None else
                 f"{v['share_within_0.1_or_2SE']:.0%}"]
@@ -232,10 +233,11 @@ def build(r: Results) -> Section:
   s.parts.append(Table(["model", "quantity", "kernel / layer output", "median |log(meas/pred)|",
                         f"share < {COORD_TOL}", f"share within max({COORD_TOL}, 2 SE)"], leaf_rows,
                        "Coordinate check per leaf (kernel l's update; the activation after kernel l, the logits "
-                       "last), over widths x parametrizations x optimizers. After step 1 the MLP's prediction is "
-                       "the first-order response through the layers (`calculus.first_step`: the cross term "
-                       "2E[h0 . dh] and E[dh^2]); the LeNet's (convolutions, not covered by it) is still the "
-                       "update added on top of each layer's E[y^2] (docs/calculus.md, *After the first step*)."))
+                       "last), over widths x parametrizations x optimizers. After step 1 the prediction is the "
+                       "first-order response through the layers over (example, position) pairs "
+                       "(`calculus.strided_response`: the cross term 2E[h0 . dh], the layers below's changes along "
+                       "each example's own activation included, and E[dh^2]; docs/calculus.md, *After the first "
+                       "step over (example, position) pairs*)."))
   for model in r.axis("model"):
     s.parts.append(Figure(_coord_plot(r, model), f"Coordinate check, {model}: measured (points) and predicted "
                                                  "(lines) per kernel / layer against width."))

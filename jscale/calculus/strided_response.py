@@ -1,0 +1,352 @@
+"""What one SGD / Adam step does to the activations of a bias-free ReLU network of strided convolutions (stride =
+kernel, VALID) followed by dense layers, predicted before it is taken over (example, position) pairs
+(docs/calculus.md, *After the first step over (example, position) pairs*). **[derived, beyond the paper]**
+
+`update_response.first_step`'s per-layer NTK for dense stacks, with tokens (example, position) in place of
+examples. Per layer output h (post-ReLU; the logits z at the top), per token a,
+
+    E|h_1|^2 = E|h_0|^2 + 2 E[h_0 . dh] + E|dh|^2,   dh_a = -(1/B) sum_t Theta(a, t) (mask_a mask_t gamma_t),
+
+t over every token of the batch (B examples), gamma the loss gradient at h. The kernels are
+`strided_update.forward`'s (the CNN-GP form). The NTK's recursion carries the layer below through its
+Jacobian: a stride = kernel conv's weight block for one patch offset joins only the tokens at that offset of
+both patches, so
+
+    Theta_l = eta_l X_l + c_l-1 E[W_l^2] lift(f_l-1 * Theta_l-1),
+
+lift the same sum over offsets that takes a layer's output kernel to the next conv's input kernel
+(`strided_update.patch_kernel`; the flatten sums the same position of both examples), c the channels below,
+f the share of units active on both tokens. The layer's own term eta X_l sums over every token pair, since the
+conv's weights are shared over positions.
+
+The gradient at h has the calculus's part (independent backward weights) and the component along the
+example's own activation, c_b h_b with c_b = z_b . g_b / |h_b|^2 over the example's positions
+(`strided_update.backward`): the backward kernel E[delta_s . delta_t] of `strided_update` holds both, and per
+token triple E[m_a m_s m_t gamma_s . gamma_t] ~ P(a, s, t active) E[delta_s . delta_t] / P(s, t active). The
+cross term is the own component alone: E[h_a . delta_t] = K_h(a, t) E[z_b . g_b] / |h_b|^2 (b the example of t),
+which gives each layer i's change along the example's own activation, beta_i(a) = E[h_i,a . dh_i,a] / |h_i,a|^2.
+Unlike the dense case, these are summed over the layers below: the NTK's E[J_a J_t^T] ~ scalar drops the own
+component of a lower layer's gradient when it carries the update up, but a change along h_i,a stays along the
+example's own activation at every layer above (positive homogeneity: J_a y_i,a = y_l,a), so
+
+    E[h_l,a . dh_l,a] = (sum_{i <= l} beta_i(a)) |h_l,a|^2,  E|dh_l,a|^2 = (NTK) + (2 S beta_l + S^2) |h_l,a|^2,
+
+S = sum_{i < l} beta_i(a). In a wide MLP the lower layers' beta are small beside the top's (update_response's
+Monte Carlo); with a conv's positions adding coherently they are not.
+
+The triple P(a, s, t) = 1/8 + (asin r_as + asin r_at + asin r_st) / 4 pi is additive, so the sums over token
+triples are matrix products (T^3, not a T^3 table: conv0 of a batch of 128 8x8 digits has 2048 tokens).
+
+Adam's first step lr sign(G) is SGD through the input kernel E[x_s,i x_t,i / sigma_ik] plus noise uncorrelated
+with G (`update_response.adam_inputs`' linearisation); sigma_ik^2 sums over the tokens of the batch, the own
+component included (it is most of a conv's gradient at narrow width).
+
+Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update on its input's change, by the
+same regression), on every layer. Not modelled: mask flips; a shared W with fewer rows than the batch's tokens.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from jscale.calculus import strided_update as su
+from jscale.calculus import update_response as ur
+
+KAPPA = ur.KAPPA
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """a / b, 0 where b is 0 (a token whose input patch is all zero: digits' blank corners)."""
+  return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+
+
+def _widths(stack: su.Stack) -> tuple:
+  return tuple(stack.channels) + tuple(stack.dense)
+
+
+def lift(kern: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, batch: int) -> np.ndarray:
+  """A kernel over the output tokens of layer l-1 taken to the input tokens of layer l: the same offset of
+  both patches summed (a conv), the same position of both examples summed (the flatten), or itself (dense)."""
+  n_conv = len(stack.kernels)
+  if l < n_conv:
+    return su.patch_kernel(kern, batch, k.grid[l - 1], *stack.kernels[l])
+  if k.grid[l - 1] is not None:
+    P = k.grid[l - 1][0] * k.grid[l - 1][1]
+    return np.einsum("bpcp->bc", kern.reshape(batch, P, batch, P))
+  return kern
+
+
+def _asin_quarter(k_y: np.ndarray) -> np.ndarray:
+  """asin(r) / 4 pi per token pair: the pair part of the triple orthant probability."""
+  return np.arcsin(ur.correlation(k_y)) / (4 * np.pi)
+
+
+def triple_sum(theta: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
+  """sum_a sum_bc Theta(a,b) Theta(a,c) P(a,b,c active) Gamma(b,c), P = 1/8 + s_ab + s_ac + s_bc (s the
+  asin / 4 pi table): two matrix products. s None: no masks (the logits)."""
+  if s is None:
+    return float(np.sum((theta @ gam) * theta))
+  m = gam @ theta.T                                     # M(b, a) = sum_c Gamma(b, c) Theta(a, c)
+  first = 2 * float(np.sum(theta * (0.0625 + s) * m.T))
+  second = float(np.sum(theta * ((s * gam) @ theta.T).T))
+  return first + second
+
+
+def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
+                 batch: int) -> np.ndarray:
+  """E[h_b . dh_a] per token pair (a, b) for dh_a = -(1/B) sum_c Theta(a, c) m_a m_c gamma_c, by the regression
+  E[m_a m_c h_b . gamma_c] = K_h(b, c) P(a, b, c) / P(b, c) w_c (w_c = E[z . g] / |h|^2 of c's example):
+  `update_response.input_change` with the triple split into matrix products."""
+  r = k_h / both
+  tw = theta * w[None, :]
+  out = (0.125 + s) * (tw @ r.T) + ((theta * s) * w[None, :]) @ r.T + tw @ (s * r).T
+  return -out / batch
+
+
+def _rows(rng, cov: np.ndarray, samples: int, factor: np.ndarray | None = None) -> np.ndarray:
+  """(samples, T) centred Gaussian rows over tokens with covariance cov (or factor @ factor.T)."""
+  if factor is not None:
+    return rng.standard_normal((samples, factor.shape[1])) @ factor.T
+  return ur.gaussian_rows(rng, cov, samples)
+
+
+def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
+                seed: int = 1):
+  """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
+  cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
+  (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
+  + own (the own-activation component, x h weighted). Features: a patch coordinate (the data's at conv0, a
+  channel of the layer below at one offset above), a unit: a channel's pre-activations over the tokens."""
+  rng = np.random.default_rng(seed)
+  B = x.shape[0]
+  widths = _widths(stack)
+  L = len(widths)
+  n_conv = len(stack.kernels)
+  img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
+  patch0 = su.patches(img, *stack.kernels[0]).reshape(B * k.grid[0][0] * k.grid[0][1], -1) if n_conv else None
+  kernels, cross_kernels, norms = [], [], []
+  for l in range(L):
+    top = l == L - 1
+    T = k.x[l].shape[0]
+    factor = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else None
+    units = np.ones((samples, T)) if top else _rows(rng, k.y[l] / widths[l], samples, factor)
+    masks = units if top else (units > 0).astype(float)
+    if l == 0:
+      flat = patch0 if n_conv else img.reshape(B, -1)
+      cols = flat.T[rng.integers(0, flat.shape[1], samples)]
+      scale = flat.shape[1]
+    else:
+      feat = np.maximum(_rows(rng, k.y[l - 1] / widths[l - 1], samples,
+                              math.sqrt(w_sq[0]) * patch0 if l == 1 and n_conv else None), 0.0)
+      cols, scale = _pick(feat, k, stack, l, B, rng)
+    norms.append(float(np.mean(np.diag(k.x[l]))))
+    v = cols * masks
+    q = np.einsum("st,st->s", v @ gam[l], v) / widths[l]
+    if own[l] is not None:
+      vh = cols * np.maximum(units, 0.0)
+      q = q + np.einsum("st,st->s", vh @ own[l], vh)
+    sig = np.sqrt(np.clip(q, 0, None)) / B
+    ok = sig > 0
+    a = (v[ok] / sig[ok, None]).T @ v[ok] / samples * scale
+    if top:
+      kernels.append(a)
+      cross_kernels.append(a)
+      continue
+    kernels.append(a / ur.both_active(k.y[l]))
+    vh = cols * np.maximum(units, 0.0)
+    ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * scale
+    cross_kernels.append(_ratio(ah, k.h[l] / widths[l]))
+  return kernels, cross_kernels, norms
+
+
+def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng) -> tuple[np.ndarray, int]:
+  """(samples, T_l) one input coordinate of layer l per sample from rows over layer l-1's output tokens: a
+  channel at one patch offset (conv), at one position (the flatten), or the unit itself (dense); and how many
+  coordinates the layer's input has."""
+  S = feat.shape[0]
+  n_conv = len(stack.kernels)
+  c_below = _widths(stack)[l - 1]
+  if l < n_conv:
+    kh, kw = stack.kernels[l]
+    H, W = k.grid[l - 1]
+    f6 = feat.reshape(S, B, H // kh, kh, W // kw, kw)
+    i, j = rng.integers(0, kh, S), rng.integers(0, kw, S)
+    cols = f6[np.arange(S), :, :, i, :, j].reshape(S, -1)
+    return cols, kh * kw * c_below
+  if k.grid[l - 1] is not None:
+    P = k.grid[l - 1][0] * k.grid[l - 1][1]
+    p = rng.integers(0, P, S)
+    return feat.reshape(S, B, P)[np.arange(S), :, p], P * c_below
+  return feat, c_below
+
+
+def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack, w_sq) -> np.ndarray:
+  """Per layer, the token mean of |dh|^2 from the part of sign(G) uncorrelated with G: layer j's adds
+  eta_j^2 (1 - 2/pi) c_j |x_t|^2 at its output tokens; carried up, each ReLU keeps half, each layer multiplies
+  by c_l E[W^2] and sums the tokens below one of its own (independent weight blocks per offset)."""
+  widths = _widths(stack)
+  L = len(widths)
+  out = np.zeros(L)
+  for j in range(L):
+    v = eta[j] ** 2 * (1 - 2 / math.pi) * widths[j] * norms[j]
+    for l in range(j, L):
+      if l > j:
+        v *= 0.5 * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0]
+      out[l] += v * (0.5 if l < L - 1 else 1.0)
+  return out
+
+
+def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
+               samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
+               own_activation: bool = True) -> ur.Response:
+  """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
+  w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
+  every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
+  "adam", optax's first step) on the minibatch (x, labels), every bias zero. update_rms: SGD's lr |grad| per
+  entry (`strided_update`'s), Adam's lr."""
+  return first_steps(x, labels, stack, w_sq, [(lr, optimizer)], samples=samples, seed=seed,
+                     second_order=second_order, own_activation=own_activation)[0]
+
+
+def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
+                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
+                own_activation: bool = True) -> list:
+  """`first_step` for several (lr, optimizer) settings of one network (the same w_sq): the kernels, the
+  logits' moments and Adam's input kernels are computed once (most of the cost at conv0's tokens)."""
+  widths = _widths(stack)
+  x = np.asarray(x)
+  lab = np.asarray(labels)
+  for lr, optimizer in settings:
+    if optimizer not in ("sgd", "adam"):
+      raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if len(lr) != len(widths) or min(lr) < 0:
+      raise ValueError(f"lr needs one entry >= 0 per weight layer ({len(widths)}), got {lr!r}")
+  if len(w_sq) != len(widths) or min(w_sq) <= 0:
+    raise ValueError(f"w_sq needs one positive entry per weight layer ({len(widths)}), got {w_sq!r}")
+  if lab.shape != (x.shape[0],) or not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 \
+      or lab.max() >= widths[-1]:
+    raise ValueError(f"labels must be {x.shape[0]} integers in [0, {widths[-1]})")
+  if not np.all(np.isfinite(x)):
+    raise ValueError("x must be finite")
+  with threadpool_limits(limits=1):
+    st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
+    adam = adam_inputs(x, st.k, stack, w_sq, st.gam, st.own) if any(o == "adam" for _, o in settings) else None
+    memo = {}   # the first layer's products per unit learning rate, shared by the settings
+    return [_step(st, stack, list(w_sq), list(lr), o, adam, second_order, memo) for lr, o in settings]
+
+
+class _Setup(NamedTuple):
+  k: su.Kernels
+  gg: np.ndarray
+  zg: np.ndarray
+  back: list
+  own: list
+  w_tok: list
+  both: list
+  s_tab: list
+  grad_k: list
+  gam: list
+
+
+def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
+  B = x.shape[0]
+  widths = _widths(stack)
+  L = len(widths)
+  k = su.forward(x, stack, w_sq)
+  z, g = ur.logit_samples(k.y[-1], lab, widths[-1], samples, seed)
+  gf = np.moveaxis(g, 1, 0).reshape(B, -1)
+  gg = gf @ gf.T / samples
+  zgs = np.einsum("sbk,sbk->sb", z, g)
+  zg, zgzg = zgs.mean(0), zgs.T @ zgs / samples
+  back = su.backward(k, stack, w_sq, gg, zgzg if own_activation else None, B)
+  per_ex = [None if k.h[l] is None else k.h[l].shape[0] // B for l in range(L)]
+  # per hidden layer: |h_b|^2 over the example's positions, its token expansion, the own part's kernel
+  norm = [None if k.h[l] is None else np.diag(k.h[l]).reshape(B, per_ex[l]).sum(1) for l in range(L)]
+  w_tok = [None if k.h[l] is None else np.repeat(zg / norm[l], per_ex[l]) for l in range(L)]
+  own = [None] * L
+  for l in range(L - 1):
+    if own_activation:
+      own[l] = np.repeat(np.repeat(zgzg / np.outer(norm[l], norm[l]), per_ex[l], 0), per_ex[l], 1)
+  both = [None if k.h[l] is None else ur.both_active(k.y[l]) for l in range(L)]
+  s_tab = [None if k.h[l] is None else _asin_quarter(k.y[l]) for l in range(L)]
+  # Gamma: the gradient at h_l before the mask, seen through a token triple (module doc)
+  grad_k = [back[l] / both[l] for l in range(L - 1)] + [gg]
+  gam = [(back[l] - (own[l] * k.h[l] if own[l] is not None else 0.0)) / both[l] for l in range(L - 1)] + [gg]
+  return _Setup(k, gg, zg, back, own, w_tok, both, s_tab, grad_k, gam)
+
+
+def _step(st: _Setup, stack, w_sq, lr, optimizer, adam, second_order, memo: dict) -> ur.Response:
+  def first_layer(opt, what, f):
+    if (opt, what) not in memo:
+      memo[opt, what] = f()
+    return memo[opt, what]
+
+  k, zg, back, w_tok, both, s_tab, grad_k = st.k, st.zg, st.back, st.w_tok, st.both, st.s_tab, st.grad_k
+  B = st.gg.shape[0]
+  widths = _widths(stack)
+  L = len(widths)
+  if optimizer == "sgd":
+    inputs, cross_inputs, eta = k.x, k.x, list(lr)
+    upd = np.asarray(lr) * np.sqrt(np.array([np.sum(kx * d) for kx, d in zip(k.x, back)]) / B ** 2
+                                   / (np.array([kx_fan(stack, l) for l in range(L)]) * np.array(widths)))
+    noise = np.zeros(L)
+  else:
+    inputs, cross_inputs, norms = adam
+    eta = [KAPPA * v for v in lr]
+    upd = np.asarray(lr, np.float64)
+    noise = adam_noise(norms, lr, k, stack, w_sq)
+  theta = []
+  for l in range(L):
+    if l == 0:
+      th = eta[0] * inputs[0]
+    else:
+      own_in = inputs[l]
+      if second_order:
+        if l == 1:   # linear in Theta_0 = eta_0 (its kernel): once per optimizer (conv0's T^3 products)
+          sc = eta[0] * first_layer(optimizer, "change", lambda: lift(input_change(
+              inputs[0], s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
+        else:
+          sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
+        own_in = own_in + sc * _ratio(inputs[l], k.x[l])
+      th = eta[l] * own_in + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B)
+    theta.append(th)
+  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
+  below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
+  for l in range(L):
+    top = l == L - 1
+    k_h = k.y[l] if top else k.h[l]
+    T = k_h.shape[0]
+    n_ex = np.diag(k_h).reshape(B, T // B).sum(1)               # |h_l,a|^2 over the example's positions
+    act0[l] = float(np.sum(n_ex)) / (T * widths[l])
+    theta_h = theta[l] + eta[l] * (cross_inputs[l] - inputs[l])
+    w = zg / np.diag(k_h) if top else w_tok[l]
+    # beta_l(a): the regression of layer l's own change on h_l,a (E[h_a . dh_a] / |h_a|^2, per example)
+    beta = -(theta_h * k_h * w[None, :]).sum(1).reshape(B, T // B).sum(1) / B / n_ex
+    cross[l] = 2 * float(np.sum((below + beta) * n_ex)) / (T * widths[l])
+    own_sq = float(np.sum((2 * below * beta + below ** 2) * n_ex))
+    if l == 0:   # quadratic in eta_0: once per optimizer
+      tri = eta[0] ** 2 * first_layer(optimizer, "triple", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
+    else:
+      tri = triple_sum(theta[l], s_tab[l], grad_k[l])
+    change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    below = below + beta
+  return ur.Response(act0, cross, change, act0 + cross + change, upd)
+
+
+def kx_fan(stack: su.Stack, l: int) -> int:
+  """Layer l's fan-in: a conv's kh kw c_in, a dense layer's input width."""
+  n_conv = len(stack.kernels)
+  if l < n_conv:
+    c_in = stack.image[2] if l == 0 else stack.channels[l - 1]
+    return stack.kernels[l][0] * stack.kernels[l][1] * c_in
+  if l == n_conv:
+    if n_conv:
+      H, W = stack.image[:2]
+      for kh, kw in stack.kernels:
+        H, W = H // kh, W // kw
+      return H * W * stack.channels[-1]
+    return int(np.prod(stack.image))
+  return stack.dense[l - n_conv - 1]
