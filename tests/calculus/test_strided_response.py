@@ -38,9 +38,9 @@ def _setup(width=32):
 
 
 @functools.lru_cache(maxsize=None)
-def _monte_carlo(optimizer: str, lr: float):
+def _monte_carlo(optimizer: str, lr: float, bias_lr: float = 0.0):
   """(mean, SE) over DRAWS He inits of E[h^2] per layer output (hidden post-ReLU, the logits last) before and
-  after one step of the kernels alone."""
+  after one step of the kernels (and of the biases at bias_lr)."""
   x, y = _batch(B)
   net, _, _ = _setup()
   p0s = run.probe_draws(net, DRAWS, 2**20 + 50_000)
@@ -53,7 +53,9 @@ def _monte_carlo(optimizer: str, lr: float):
   def one(p):
     g = jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(net.forward(q, X)[0], Y)))(p)
     step = (lambda v: -lr * v) if optimizer == "sgd" else (lambda v: -lr * jnp.sign(v))
-    p1 = net.map_kernels(lambda l, w: w + step(net.kernels(g)[l]), p)
+    stepb = (lambda v: -bias_lr * v) if optimizer == "sgd" else (lambda v: -bias_lr * jnp.sign(v))
+    pb = jax.tree.map(lambda w, v: w + stepb(v), p, g)   # the biases' step (the kernels are replaced below)
+    p1 = net.map_kernels(lambda l, _: net.kernels(p)[l] + step(net.kernels(g)[l]), pb)
     return sizes(p), sizes(p1)
 
   with jax.default_matmul_precision("highest"):
