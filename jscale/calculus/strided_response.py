@@ -214,7 +214,7 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-               own_activation: bool = True, bias_lr=0.0) -> ur.Response:
+               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -222,17 +222,22 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   number or one per layer; 0: the biases stay). update_rms: SGD's lr |grad| per kernel entry
   (`strided_update`'s), Adam's lr."""
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
-                     second_order=second_order, own_activation=own_activation)[0]
+                     second_order=second_order, own_activation=own_activation,
+                     incoherent_carry=incoherent_carry)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-                own_activation: bool = True) -> list:
+                own_activation: bool = True, incoherent_carry: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
   on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
-  sign-step kernel) to the layer's own term."""
+  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: see docs/calculus.md,
+  *The biases' step*): carry each layer's whole change below, less its part along the example's own activation,
+  up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
+  of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
+  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
   widths = _widths(stack)
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -258,7 +263,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo) for lr, o, b in rows]
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry)
+            for lr, o, b in rows]
 
 
 class _Setup(NamedTuple):
@@ -301,7 +307,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
   return _Setup(k, gg, zg, back, own, w_tok, both, s_tab, grad_k, gam)
 
 
-def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict) -> ur.Response:
+def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
+          incoherent_carry: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -316,6 +323,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     upd = np.asarray(lr) * np.sqrt(np.array([np.sum(kx * d) for kx, d in zip(k.x, back)]) / B ** 2
                                    / (np.array([kx_fan(stack, l) for l in range(L)]) * np.array(widths)))
     noise = np.zeros(L)
+    own_noise = [0.0] * L
     eta_b = list(bias_lr)
     b_in = [np.ones_like(kx) if e else 0.0 for kx, e in zip(k.x, eta_b)]
     b_cross = b_in
@@ -327,6 +335,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       b_in = b_cross = [0.0] * L
     upd = np.asarray(lr, np.float64)
     noise = adam_noise(norms, lr, k, stack, w_sq, bias_lr)
+    own_noise = [(lr[j] ** 2 * widths[j] * norms[j] + bias_lr[j] ** 2 * widths[j]) * (1 - 2 / math.pi)
+                 * (0.5 if j < L - 1 else 1.0) for j in range(L)]
   theta = []
   for l in range(L):
     if l == 0:
@@ -366,7 +376,14 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
                 + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: pair(b_in[0], b_in[0])))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
-    change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    if incoherent_carry:
+      inc = 0.0
+      if l > 0:
+        inc = perp * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0] * (0.5 if not top else 1.0)
+      change[l] = (tri / B ** 2 + own_sq) / (T * widths[l]) + (own_noise[l] + inc) / widths[l]
+      perp = change[l] * widths[l] - float(np.sum((below + beta) ** 2 * n_ex)) / T
+    else:
+      change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     below = below + beta
   return ur.Response(act0, cross, change, act0 + cross + change, upd)
 
