@@ -233,8 +233,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
   on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
-  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: see docs/calculus.md,
-  *The biases' step*): carry each layer's whole change below, less its part along the example's own activation,
+  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: docs/calculus.md,
+  *The biases' step, continued*; right on the Monte Carlo's first order, but the ReLU flips it leaves out then
+  show): carry each layer's whole change below, less its part along the example's own activation,
   up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
   of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
   E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
@@ -377,6 +378,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
     if incoherent_carry:
+      # the part along h_l-1,a is carried exactly by W^T h = y (in own_sq); the rest reaches each output unit
+      # through its own column of weights, summed at random over the units below
       inc = 0.0
       if l > 0:
         inc = perp * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0] * (0.5 if not top else 1.0)
