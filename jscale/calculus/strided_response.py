@@ -95,6 +95,13 @@ def triple_sum(theta: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
   return first + second
 
 
+def triple_pair(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
+  """sum_abc X(a,b) Y(a,c) P(a,b,c active) Gamma(b,c) (`triple_sum`'s bilinear form, symmetric in X, Y):
+  Theta = eta X + eta_b Y gives triple_sum(Theta) = eta^2 T(X,X) + 2 eta eta_b T(X,Y) + eta_b^2 T(Y,Y)."""
+  return (float(np.sum(x * (0.125 + s) * (y @ gam))) + float(np.sum(y * s * (x @ gam)))
+          + float(np.sum(x * (y @ (s * gam)))))
+
+
 def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
                  batch: int) -> np.ndarray:
   """E[h_b . dh_a] per token pair (a, b) for dh_a = -(1/B) sum_c Theta(a, c) m_a m_c gamma_c, by the regression
@@ -114,7 +121,7 @@ def _rows(rng, cov: np.ndarray, samples: int, factor: np.ndarray | None = None) 
 
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
-                seed: int = 1):
+                seed: int = 1, bias: bool = False):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
@@ -127,7 +134,7 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   n_conv = len(stack.kernels)
   img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
   patch0 = su.patches(img, *stack.kernels[0]).reshape(B * k.grid[0][0] * k.grid[0][1], -1) if n_conv else None
-  kernels, cross_kernels, norms = [], [], []
+  kernels, cross_kernels, norms, bias_k, bias_cross = [], [], [], [], []
   for l in range(L):
     top = l == L - 1
     T = k.x[l].shape[0]
@@ -143,23 +150,26 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
                               math.sqrt(w_sq[0]) * patch0 if l == 1 and n_conv else None), 0.0)
       cols, scale = _pick(feat, k, stack, l, B, rng)
     norms.append(float(np.mean(np.diag(k.x[l]))))
-    v = cols * masks
-    q = np.einsum("st,st->s", v @ gam[l], v) / widths[l]
-    if own[l] is not None:
-      vh = cols * np.maximum(units, 0.0)
-      q = q + np.einsum("st,st->s", vh @ own[l], vh)
-    sig = np.sqrt(np.clip(q, 0, None)) / B
-    ok = sig > 0
-    a = (v[ok] / sig[ok, None]).T @ v[ok] / samples * scale
-    if top:
-      kernels.append(a)
-      cross_kernels.append(a)
-      continue
-    kernels.append(a / ur.both_active(k.y[l]))
-    vh = cols * np.maximum(units, 0.0)
-    ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * scale
-    cross_kernels.append(_ratio(ah, k.h[l] / widths[l]))
-  return kernels, cross_kernels, norms
+    # the kernels' coordinates, then the bias's (an input that is 1 on every token)
+    parts = [(cols, scale, kernels, cross_kernels)] + ([(np.ones_like(cols), 1, bias_k, bias_cross)] if bias else [])
+    for c, sc, out, out_h in parts:
+      v = c * masks
+      q = np.einsum("st,st->s", v @ gam[l], v) / widths[l]
+      if own[l] is not None:
+        vh = c * np.maximum(units, 0.0)
+        q = q + np.einsum("st,st->s", vh @ own[l], vh)
+      sig = np.sqrt(np.clip(q, 0, None)) / B
+      ok = sig > 0
+      a = (v[ok] / sig[ok, None]).T @ v[ok] / samples * sc
+      if top:
+        out.append(a)
+        out_h.append(a)
+        continue
+      out.append(a / ur.both_active(k.y[l]))
+      vh = c * np.maximum(units, 0.0)
+      ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
+      out_h.append(_ratio(ah, k.h[l] / widths[l]))
+  return kernels, cross_kernels, norms, bias_k, bias_cross
 
 
 def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng) -> tuple[np.ndarray, int]:
@@ -183,7 +193,8 @@ def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng)
   return feat, c_below
 
 
-def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack, w_sq) -> np.ndarray:
+def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack, w_sq,
+               bias_eta: Sequence[float] | None = None) -> np.ndarray:
   """Per layer, the token mean of |dh|^2 from the part of sign(G) uncorrelated with G: layer j's adds
   eta_j^2 (1 - 2/pi) c_j |x_t|^2 at its output tokens; carried up, each ReLU keeps half, each layer multiplies
   by c_l E[W^2] and sums the tokens below one of its own (independent weight blocks per offset)."""
@@ -192,6 +203,8 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
   out = np.zeros(L)
   for j in range(L):
     v = eta[j] ** 2 * (1 - 2 / math.pi) * widths[j] * norms[j]
+    if bias_eta is not None and bias_eta[j]:   # the bias's coordinate: |x|^2 = 1 on every token
+      v += bias_eta[j] ** 2 * (1 - 2 / math.pi) * widths[j]
     for l in range(j, L):
       if l > j:
         v *= 0.5 * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0]
@@ -201,29 +214,43 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-               own_activation: bool = True) -> ur.Response:
+               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
-  "adam", optax's first step) on the minibatch (x, labels), every bias zero. update_rms: SGD's lr |grad| per
-  entry (`strided_update`'s), Adam's lr."""
-  return first_steps(x, labels, stack, w_sq, [(lr, optimizer)], samples=samples, seed=seed,
-                     second_order=second_order, own_activation=own_activation)[0]
+  "adam", optax's first step) on the minibatch (x, labels), every bias zero at init and stepped at bias_lr (a
+  number or one per layer; 0: the biases stay). update_rms: SGD's lr |grad| per kernel entry
+  (`strided_update`'s), Adam's lr."""
+  return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
+                     second_order=second_order, own_activation=own_activation,
+                     incoherent_carry=incoherent_carry)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-                own_activation: bool = True) -> list:
-  """`first_step` for several (lr, optimizer) settings of one network (the same w_sq): the kernels, the
-  logits' moments and Adam's input kernels are computed once (most of the cost at conv0's tokens)."""
+                own_activation: bool = True, incoherent_carry: bool = False) -> list:
+  """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
+  w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
+  conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
+  on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
+  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: docs/calculus.md,
+  *The biases' step, continued*; right on the Monte Carlo's first order, but the ReLU flips it leaves out then
+  show): carry each layer's whole change below, less its part along the example's own activation,
+  up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
+  of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
+  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
   widths = _widths(stack)
   x = np.asarray(x)
   lab = np.asarray(labels)
-  for lr, optimizer in settings:
+  rows = []
+  for setting in settings:
+    lr, optimizer = setting[0], setting[1]
+    bias = np.broadcast_to(np.asarray(setting[2] if len(setting) > 2 else 0.0, np.float64), (len(widths),))
     if optimizer not in ("sgd", "adam"):
       raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    if len(lr) != len(widths) or min(lr) < 0:
-      raise ValueError(f"lr needs one entry >= 0 per weight layer ({len(widths)}), got {lr!r}")
+    if len(lr) != len(widths) or min(lr) < 0 or bias.min() < 0:
+      raise ValueError(f"lr needs one entry >= 0 per weight layer ({len(widths)}), got {lr!r}; bias_lr >= 0")
+    rows.append((list(lr), optimizer, list(bias)))
   if len(w_sq) != len(widths) or min(w_sq) <= 0:
     raise ValueError(f"w_sq needs one positive entry per weight layer ({len(widths)}), got {w_sq!r}")
   if lab.shape != (x.shape[0],) or not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 \
@@ -233,9 +260,12 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     raise ValueError("x must be finite")
   with threadpool_limits(limits=1):
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
-    adam = adam_inputs(x, st.k, stack, w_sq, st.gam, st.own) if any(o == "adam" for _, o in settings) else None
+    bias = any(max(b) > 0 for _, _, b in rows)
+    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
+            else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), list(lr), o, adam, second_order, memo) for lr, o in settings]
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry)
+            for lr, o, b in rows]
 
 
 class _Setup(NamedTuple):
@@ -278,7 +308,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
   return _Setup(k, gg, zg, back, own, w_tok, both, s_tab, grad_k, gam)
 
 
-def _step(st: _Setup, stack, w_sq, lr, optimizer, adam, second_order, memo: dict) -> ur.Response:
+def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
+          incoherent_carry: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -293,25 +324,36 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, adam, second_order, memo: dict
     upd = np.asarray(lr) * np.sqrt(np.array([np.sum(kx * d) for kx, d in zip(k.x, back)]) / B ** 2
                                    / (np.array([kx_fan(stack, l) for l in range(L)]) * np.array(widths)))
     noise = np.zeros(L)
+    own_noise = [0.0] * L
+    eta_b = list(bias_lr)
+    b_in = [np.ones_like(kx) if e else 0.0 for kx, e in zip(k.x, eta_b)]
+    b_cross = b_in
   else:
-    inputs, cross_inputs, norms = adam
+    inputs, cross_inputs, norms, b_in, b_cross = adam
     eta = [KAPPA * v for v in lr]
+    eta_b = [KAPPA * v for v in bias_lr]
+    if not b_in:   # no bias steps in this call: adam_inputs left their kernels out
+      b_in = b_cross = [0.0] * L
     upd = np.asarray(lr, np.float64)
-    noise = adam_noise(norms, lr, k, stack, w_sq)
+    noise = adam_noise(norms, lr, k, stack, w_sq, bias_lr)
+    own_noise = [(lr[j] ** 2 * widths[j] * norms[j] + bias_lr[j] ** 2 * widths[j]) * (1 - 2 / math.pi)
+                 * (0.5 if j < L - 1 else 1.0) for j in range(L)]
   theta = []
   for l in range(L):
     if l == 0:
-      th = eta[0] * inputs[0]
+      th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
     else:
       own_in = inputs[l]
       if second_order:
-        if l == 1:   # linear in Theta_0 = eta_0 (its kernel): once per optimizer (conv0's T^3 products)
-          sc = eta[0] * first_layer(optimizer, "change", lambda: lift(input_change(
-              inputs[0], s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
+        if l == 1:   # linear in Theta_0 = eta_0 X_0 + eta_b B_0: once per optimizer (conv0's T^3 products)
+          part = lambda m: lift(input_change(m, s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B)  # noqa: E731
+          sc = (eta[0] * first_layer(optimizer, "change", lambda: part(inputs[0]))
+                + (eta_b[0] * first_layer(optimizer, "change_b", lambda: part(b_in[0])) if eta_b[0] else 0.0))
         else:
           sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
-      th = eta[l] * own_in + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B)
+      th = (eta[l] * own_in + eta_b[l] * b_in[l]
+            + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
     theta.append(th)
   act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
   below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
@@ -321,17 +363,30 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, adam, second_order, memo: dict
     T = k_h.shape[0]
     n_ex = np.diag(k_h).reshape(B, T // B).sum(1)               # |h_l,a|^2 over the example's positions
     act0[l] = float(np.sum(n_ex)) / (T * widths[l])
-    theta_h = theta[l] + eta[l] * (cross_inputs[l] - inputs[l])
+    theta_h = theta[l] + eta[l] * (cross_inputs[l] - inputs[l]) + eta_b[l] * (b_cross[l] - b_in[l])
     w = zg / np.diag(k_h) if top else w_tok[l]
     # beta_l(a): the regression of layer l's own change on h_l,a (E[h_a . dh_a] / |h_a|^2, per example)
     beta = -(theta_h * k_h * w[None, :]).sum(1).reshape(B, T // B).sum(1) / B / n_ex
     cross[l] = 2 * float(np.sum((below + beta) * n_ex)) / (T * widths[l])
     own_sq = float(np.sum((2 * below * beta + below ** 2) * n_ex))
-    if l == 0:   # quadratic in eta_0: once per optimizer
-      tri = eta[0] ** 2 * first_layer(optimizer, "triple", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
+    if l == 0:   # quadratic in (eta_0, eta_b): once per optimizer
+      pair = lambda a, b: triple_pair(a, b, s_tab[0], grad_k[0])   # noqa: E731
+      tri = eta[0] ** 2 * first_layer(optimizer, "xx", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
+      if eta_b[0]:
+        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", lambda: pair(inputs[0], b_in[0]))
+                + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: pair(b_in[0], b_in[0])))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
-    change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    if incoherent_carry:
+      # the part along h_l-1,a is carried exactly by W^T h = y (in own_sq); the rest reaches each output unit
+      # through its own column of weights, summed at random over the units below
+      inc = 0.0
+      if l > 0:
+        inc = perp * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0] * (0.5 if not top else 1.0)
+      change[l] = (tri / B ** 2 + own_sq) / (T * widths[l]) + (own_noise[l] + inc) / widths[l]
+      perp = change[l] * widths[l] - float(np.sum((below + beta) ** 2 * n_ex)) / T
+    else:
+      change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     below = below + beta
   return ur.Response(act0, cross, change, act0 + cross + change, upd)
 
