@@ -13,9 +13,13 @@ y ~ N(0, v) and a fixed d (t = |d| / sqrt(v), phi / Phi the standard normal's de
     E[m d c]   = d E[c]     if d < 0, else 0   (only a unit switched off was counted in m d)
     E[relu(y) c] = |d| sqrt(v) (phi(0) - phi(t)) - v (Phi(t) - 1/2 - t phi(t))   if d < 0, else 0.
 
-The step's shift here is d = delta s + e: a sign step of size delta (a bias under Adam; s = +-1 with equal
-odds) plus a Gaussian part e ~ N(0, s2) independent of y (the kernels' change), averaged over e by Gauss-Hermite.
-Not modelled: d correlated with y (the change along the unit's own activation), the spread of v over units.
+The step's shift here is d = kappa y + delta s + e: a change along the unit's own pre-activation (kappa, the
+regression of the step on y: the own-activation component), a sign step of size delta (a bias under Adam; s = +-1
+with equal odds) and a Gaussian part e ~ N(0, s2) independent of y (the kernels' change), averaged over e by
+Gauss-Hermite. Since relu is positively homogeneous, kappa only rescales y: with y' = (1 + kappa) y and a = delta s
++ e, c = relu(y' + a) - relu(y') - 1[y' > 0] a, so E[c], E[c^2] are those of v' = (1 + kappa)^2 v at shift a,
+E[m d c] = E[m a c] + kappa / (1 + kappa) E[relu(y') c] and E[relu(y) c] = E[relu(y') c] / (1 + kappa).
+Not modelled: the spread of v over units and the step's dependence on y beyond kappa.
 """
 from __future__ import annotations
 
@@ -48,12 +52,14 @@ def _fixed(v: np.ndarray, d: np.ndarray) -> Flips:
                np.where(neg, a * sd * (_PHI0 - dens) - sec, 0.0))
 
 
-def moments(v, delta=0.0, s2=0.0) -> Flips:
-  """E over y ~ N(0, v) and d = delta s + e (s = +-1, e ~ N(0, s2), independent of y) of the flip correction's
-  moments (module doc); v, delta, s2 broadcast."""
-  v, delta, s2 = np.broadcast_arrays(*(np.asarray(q, np.float64) for q in (v, delta, s2)))
-  if np.any(v <= 0) or np.any(delta < 0) or np.any(s2 < 0):
-    raise ValueError("need v > 0, delta >= 0, s2 >= 0")
+def moments(v, delta=0.0, s2=0.0, kappa=0.0) -> Flips:
+  """E over y ~ N(0, v) and d = kappa y + delta s + e (s = +-1, e ~ N(0, s2), independent of y) of the flip
+  correction's moments (module doc); v, delta, s2, kappa broadcast."""
+  v, delta, s2, kappa = np.broadcast_arrays(*(np.asarray(q, np.float64) for q in (v, delta, s2, kappa)))
+  if np.any(v <= 0) or np.any(delta < 0) or np.any(s2 < 0) or np.any(kappa <= -1):
+    raise ValueError("need v > 0, delta >= 0, s2 >= 0, kappa > -1")
   e = np.sqrt(s2)[..., None] * _NODES
-  parts = [_fixed(v[..., None], sign * delta[..., None] + e) for sign in (1.0, -1.0)]
-  return Flips(*(0.5 * np.sum((p + q) * _WEIGHTS, -1) for p, q in zip(*parts)))
+  g = (1 + kappa)[..., None]
+  parts = [_fixed(v[..., None] * g * g, sign * delta[..., None] + e) for sign in (1.0, -1.0)]
+  c, c2, mac, hc = (0.5 * np.sum((p + q) * _WEIGHTS, -1) for p, q in zip(*parts))
+  return Flips(c, c2, mac + kappa / (1 + kappa) * hc, hc / (1 + kappa))
