@@ -20,6 +20,12 @@ Gauss-Hermite. Since relu is positively homogeneous, kappa only rescales y: with
 + e, c = relu(y' + a) - relu(y') - 1[y' > 0] a, so E[c], E[c^2] are those of v' = (1 + kappa)^2 v at shift a,
 E[m d c] = E[m a c] + kappa / (1 + kappa) E[relu(y') c] and E[relu(y) c] = E[relu(y') c] / (1 + kappa).
 Not modelled: the spread of v over units and the step's dependence on y beyond kappa.
+
+At the unit itself the flips' second-order effect cancels: E[relu(y + d)^2] - E[(relu(y) + m d)^2] =
+E[2 (relu(y) + m d) c + c^2] = E[(y + d)^2 (1[y + d > 0] - 1[y > 0])], switched-on units adding what
+switched-off ones take away, exactly so for this law (y symmetric, the sign step's s independent of y). What the
+step's flips cost a layer's E[h^2] comes from the sign's dependence on the unit's state and from the coherence of
+c with the change through the weights above (docs/calculus.md: measured, not modelled).
 """
 from __future__ import annotations
 

@@ -26,6 +26,10 @@ def test_flip_moments_match_monte_carlo(v, delta, s2, kappa):
     se = sample.std() / np.sqrt(N)
     assert abs(sample.mean() - float(getattr(got, name))) < 5 * se, (name, sample.mean(), getattr(got, name), se)
   assert c.mean() > 20 * c.std() / np.sqrt(N)   # the flips are there: leaving them out (0) fails
+  # the unit's own E[h^2] after the step: switched-on and switched-off units cancel (module doc)
+  net = np.maximum(y + d, 0) ** 2 - (np.maximum(y, 0) + m * d) ** 2
+  assert abs(float(2 * (got.hc + got.mdc) + got.c2)) < 1e-9
+  assert abs(net.mean()) < 5 * net.std() / np.sqrt(N)
 
 
 def test_flip_moments_small_step_limit():
