@@ -33,6 +33,8 @@ Derivations: docs/calculus.md. One idea per module; every public name is re-expo
   strided_response  the activations after the first SGD / Adam step of the same stacks over (example, position)
                pairs (`strided_first_step`, `strided_first_steps`): update_response's NTK with tokens, and the
                cross term accumulated along each example's own activation over the layers below
+  relu_flips   one ReLU unit's mask-flip correction relu(y + d) - relu(y) - 1[y > 0] d after a step d, its
+               moments in closed form (`relu_flips.moments`; not in the coordinate check)
   activation_maps  any elementwise activation's moment maps by Gauss-Hermite quadrature (`maps`), and a
                stack's moments over depth with C(0), C'(1) and a verdict (`depth_profile`)
   blocks       several jaxpr equations read as one layer by `inspect`: elementwise (any activation),
