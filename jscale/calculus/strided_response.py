@@ -56,6 +56,12 @@ from jscale.calculus import strided_update as su
 from jscale.calculus import update_response as ur
 
 KAPPA = ur.KAPPA
+# BLAS threads for first_steps' products: a LeNet's conv0 has 2048 tokens, so its T x T x T products are most of
+# the transfer experiment's after-step prediction (24.6 s of one core in the full grid); two threads take it
+# 1.5-1.7x faster. OpenBLAS gives the same bits run to run at a fixed thread count, not across counts (6e-6 to
+# 2.5e-5 relative here, where the cross term cancels most of E[h^2]): fixed at 2, a one-core machine differs
+# from every other in those digits.
+BLAS_THREADS = 2
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -258,7 +264,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     raise ValueError(f"labels must be {x.shape[0]} integers in [0, {widths[-1]})")
   if not np.all(np.isfinite(x)):
     raise ValueError("x must be finite")
-  with threadpool_limits(limits=1):
+  with threadpool_limits(limits=BLAS_THREADS):
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
     bias = any(max(b) > 0 for _, _, b in rows)
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
