@@ -25,7 +25,8 @@ At the unit itself the flips' second-order effect cancels: E[relu(y + d)^2] - E[
 E[2 (relu(y) + m d) c + c^2] = E[(y + d)^2 (1[y + d > 0] - 1[y > 0])], switched-on units adding what
 switched-off ones take away, exactly so for this law (y symmetric, the sign step's s independent of y). What the
 step's flips cost a layer's E[h^2] comes from the sign's dependence on the unit's state and from the coherence of
-c with the change through the weights above (docs/calculus.md: measured, not modelled).
+c with the change through the weights above (docs/calculus.md: measured, not modelled). The first of these, the
+bias's sign given the unit's mean, and the unit's net term it gives are below (sign_given_mean, state_net).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr
+from scipy.stats import chi2
 
 _PHI0 = 1.0 / np.sqrt(2 * np.pi)
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(48)
@@ -69,3 +71,57 @@ def moments(v, delta=0.0, s2=0.0, kappa=0.0) -> Flips:
   parts = [_fixed(v[..., None] * g * g, sign * delta[..., None] + e) for sign in (1.0, -1.0)]
   c, c2, mac, hc = (0.5 * np.sum((p + q) * _WEIGHTS, -1) for p, q in zip(*parts))
   return Flips(c, c2, mac + kappa / (1 + kappa) * hc, hc / (1 + kappa))
+
+
+# -- The bias's sign step given the unit's state (docs/calculus.md, *The sign step given the unit's state*) --
+# A unit's pre-activation over the batch is y_b = mu + eps_b: mu ~ N(0, rho v) the unit's mean over the examples
+# (rho its share of v), eps_b ~ N(0, (1 - rho) v). The bias's gradient g = (1/B) sum_b m_b (W_j . gamma_b) (W_j the
+# unit's outgoing weights, gamma_b = p_b - e_y the logits' gradient) has an own-activation part: the unit's
+# share W_j h_b of the logits moves gamma_b by A_b W_j h_b (A_b = diag p_b - p_b p_b^T), so
+#     g = k_A |W_j|^2 hbar(mu) + r,   hbar = E_eps[relu(mu + eps)],   k_A = E[W_j^T A_b W_j] / E|W_j|^2,
+# positive and growing with mu; the rest r = W_j . Gamma, Gamma = (1/B) sum_b m_b gamma_b, is symmetric in W_j, so
+# taken as Gaussian around 0 with Var = |W_j|^2 / p (q^2 |gbar|^2 + q E|gamma - gbar|^2 / B) (q = Phi(mu / sd eps)
+# the share of examples on, p the logits). Adam's step is s = -sign(g), so with |W_j|^2 = E[W^2] chi^2_p,
+#     E[s | mu] = -E_W[2 Phi(t) - 1],   t = k_A |W_j| hbar sqrt(p) / sqrt(q^2 |gbar|^2 + q E|gamma - gbar|^2 / B).
+_CHI_Q = (np.arange(64) + 0.5) / 64
+
+
+def sign_given_mean(mu, v, rho, k_a, w2, p, g_mean2, g_var, batch):
+  """E[s | mu] of the bias's Adam sign step (comment above); mu broadcasts, the rest are scalars."""
+  mu = np.asarray(mu, np.float64)[..., None]
+  se = np.sqrt((1 - rho) * v)
+  q = ndtr(mu / se)
+  hbar = mu * q + se * np.exp(-0.5 * (mu / se) ** 2) * _PHI0
+  wn = np.sqrt(w2 * chi2.ppf(_CHI_Q, p))
+  t = k_a * wn * hbar * np.sqrt(p) / np.sqrt(q * q * g_mean2 + q * g_var / batch)
+  return -np.mean(2 * ndtr(t) - 1, -1)
+
+
+def sign_moments(v, rho, **law):
+  """(E[s], E[s sign mu]) over mu ~ N(0, rho v), the sign law sign_given_mean's (law: its other arguments)."""
+  mu = np.sqrt(rho * v) * _NODES
+  es = sign_given_mean(mu, v, rho, **law)
+  return float(np.sum(_WEIGHTS * es)), float(np.sum(_WEIGHTS * es * np.sign(mu)))
+
+
+def _net_fixed(mu, a, sd):
+  """E[(y + a)^2 (1[y + a > 0] - 1[y > 0])] for y ~ N(mu, sd^2), a fixed shift."""
+  def pos2(m):   # E[x^2 1[x > 0]], x ~ N(m, sd^2)
+    return (m * m + sd * sd) * ndtr(m / sd) + m * sd * np.exp(-0.5 * (m / sd) ** 2) * _PHI0
+  P, dens = ndtr(mu / sd), np.exp(-0.5 * (mu / sd) ** 2) * _PHI0
+  return pos2(mu + a) - pos2(mu) - 2 * a * (mu * P + sd * dens) - a * a * P
+
+
+def state_net(v, rho, delta, sign_law=None, s2=0.0, kappa=0.0):
+  """The unit's own flip term E[(y + d)^2 (1[y + d > 0] - 1[y > 0])] (its E[h^2] after the step less the first
+  order's, per unit) for y = mu + eps as above and d = kappa y + delta s + e, e ~ N(0, s2), where the sign step s
+  depends on the unit's mean: E[s | mu] = sign_law(mu) (None: s independent of y, where the term is 0). kappa only
+  rescales y (relu is positively homogeneous), so mu is rescaled back for the sign law."""
+  g = 1.0 + kappa
+  vp = g * g * v
+  mu = (np.sqrt(rho * vp) * _NODES)[:, None]
+  e = (np.sqrt(s2) * _NODES)[None, :]
+  es = np.zeros_like(mu) if sign_law is None else np.asarray(sign_law(mu / g), np.float64)
+  sd = np.sqrt((1 - rho) * vp)
+  f = 0.5 * (1 + es) * _net_fixed(mu, delta + e, sd) + 0.5 * (1 - es) * _net_fixed(mu, -delta + e, sd)
+  return float(_WEIGHTS @ f @ _WEIGHTS)

@@ -4,6 +4,7 @@ each mean (estimated from the same samples), so a wrong term (or leaving the fli
 many SE here) fails."""
 import numpy as np
 import pytest
+from scipy.special import ndtr
 
 from jscale.calculus import relu_flips
 
@@ -38,3 +39,48 @@ def test_flip_moments_small_step_limit():
   got = float(relu_flips.moments(v, dl).c)
   want = dl ** 2 / np.sqrt(2 * np.pi) / (2 * np.sqrt(v))
   assert abs(got / want - 1) < 1e-2
+
+
+# The bias's sign step given the unit's state: the MLP's last hidden layer at width 32 under equal-G Adam (dev
+# draws' v, rho, k_A, E[W^2], |gbar|^2, E|gamma - gbar|^2; docs/calculus.md, *The sign step given the unit's state*)
+LAW = dict(k_a=0.0737, w2=0.0628, p=10, g_mean2=0.079, g_var=0.988, batch=128)
+V, RHO, DELTA, S2, KAPPA = 2.59, 0.252, 0.383, 0.40, -0.115
+M = 2 ** 18   # 5 SE of each mean, the SE from the same samples (1 / sqrt(M))
+
+
+def _sample_state(rng, law=True):
+  mu = rng.normal(0, np.sqrt(RHO * V), M)
+  y = mu + rng.normal(0, np.sqrt((1 - RHO) * V), M)
+  if not law:
+    return mu, y, rng.choice([-1.0, 1.0], M)
+  # the law's own generative model: s = -sign(k_A |W|^2 hbar(mu) + r), r Gaussian (relu_flips's comment)
+  se = np.sqrt((1 - RHO) * V)
+  q = ndtr(mu / se)
+  hbar = mu * q + se * np.exp(-0.5 * (mu / se) ** 2) / np.sqrt(2 * np.pi)
+  w2 = LAW["w2"] * rng.chisquare(LAW["p"], M)
+  r = rng.normal(0, 1, M) * np.sqrt(w2 / LAW["p"] * (q * q * LAW["g_mean2"] + q * LAW["g_var"] / LAW["batch"]))
+  return mu, y, -np.sign(LAW["k_a"] * w2 * hbar + r)
+
+
+def test_sign_given_state_matches_its_monte_carlo():
+  mu, _, s = _sample_state(np.random.default_rng(11))
+  es, esm = relu_flips.sign_moments(V, RHO, **LAW)
+  for got, sample in ((es, s), (esm, s * np.sign(mu))):
+    assert abs(sample.mean() - got) < 5 * sample.std() / np.sqrt(M), (sample.mean(), got)
+  assert esm < -20 * (s * np.sign(mu)).std() / np.sqrt(M)   # the state dependence is there (0 without it)
+
+
+def test_unit_net_with_state_dependent_sign_matches_monte_carlo():
+  rng = np.random.default_rng(12)
+  law = lambda m: relu_flips.sign_given_mean(m, V, RHO, **LAW)
+  got = relu_flips.state_net(V, RHO, DELTA, law, S2, KAPPA)
+  for dependent in (True, False):
+    mu, y, s = _sample_state(rng, dependent)
+    d = KAPPA * y + DELTA * s + rng.normal(0, np.sqrt(S2), M)
+    net = (y + d) ** 2 * ((y + d > 0).astype(float) - (y > 0))
+    se = net.std() / np.sqrt(M)
+    if dependent:
+      assert abs(net.mean() - got) < 5 * se, (net.mean(), got, se)
+      assert got < -10 * se   # the state-dependent sign makes the unit's own term negative: 0 would fail
+    else:   # s independent of y: the term cancels (and state_net says so)
+      assert abs(net.mean()) < 5 * se and abs(relu_flips.state_net(V, RHO, DELTA, None, S2, KAPPA)) < 1e-12
