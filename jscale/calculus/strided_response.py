@@ -58,7 +58,7 @@ from jscale.calculus import update_response as ur
 KAPPA = ur.KAPPA
 # BLAS threads for first_steps' products: a LeNet's conv0 has 2048 tokens, so its T x T x T products are most of
 # the transfer experiment's after-step prediction (24.6 s of one core in the full grid); two threads take it
-# 1.5-1.7x faster. OpenBLAS gives the same bits run to run at a fixed thread count, not across counts (6e-6 to
+# 1.4-1.8x faster. OpenBLAS gives the same bits run to run at a fixed thread count, not across counts (6e-6 to
 # 2.5e-5 relative here, where the cross term cancels most of E[h^2]): fixed at 2, a one-core machine differs
 # from every other in those digits.
 BLAS_THREADS = 2
