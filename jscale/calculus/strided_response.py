@@ -69,10 +69,6 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
 
 
-def _widths(stack: su.Stack) -> tuple:
-  return tuple(stack.channels) + tuple(stack.dense)
-
-
 def lift(kern: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, batch: int) -> np.ndarray:
   """A kernel over the output tokens of layer l-1 taken to the input tokens of layer l: the same offset of
   both patches summed (a conv), the same position of both examples summed (the flatten), or itself (dense)."""
@@ -135,7 +131,7 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   channel of the layer below at one offset above), a unit: a channel's pre-activations over the tokens."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
-  widths = _widths(stack)
+  widths = stack.widths
   L = len(widths)
   n_conv = len(stack.kernels)
   img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
@@ -184,7 +180,7 @@ def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng)
   coordinates the layer's input has."""
   S = feat.shape[0]
   n_conv = len(stack.kernels)
-  c_below = _widths(stack)[l - 1]
+  c_below = stack.widths[l - 1]
   if l < n_conv:
     kh, kw = stack.kernels[l]
     H, W = k.grid[l - 1]
@@ -204,7 +200,7 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
   """Per layer, the token mean of |dh|^2 from the part of sign(G) uncorrelated with G: layer j's adds
   eta_j^2 (1 - 2/pi) c_j |x_t|^2 at its output tokens; carried up, each ReLU keeps half, each layer multiplies
   by c_l E[W^2] and sums the tokens below one of its own (independent weight blocks per offset)."""
-  widths = _widths(stack)
+  widths = stack.widths
   L = len(widths)
   out = np.zeros(L)
   for j in range(L):
@@ -245,7 +241,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
   of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
   E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
-  widths = _widths(stack)
+  widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
   rows = []
@@ -289,7 +285,7 @@ class _Setup(NamedTuple):
 
 def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
   B = x.shape[0]
-  widths = _widths(stack)
+  widths = stack.widths
   L = len(widths)
   k = su.forward(x, stack, w_sq)
   z, g = ur.logit_samples(k.y[-1], lab, widths[-1], samples, seed)
@@ -323,12 +319,11 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
 
   k, zg, back, w_tok, both, s_tab, grad_k = st.k, st.zg, st.back, st.w_tok, st.both, st.s_tab, st.grad_k
   B = st.gg.shape[0]
-  widths = _widths(stack)
+  widths = stack.widths
   L = len(widths)
   if optimizer == "sgd":
     inputs, cross_inputs, eta = k.x, k.x, list(lr)
-    upd = np.asarray(lr) * np.sqrt(np.array([np.sum(kx * d) for kx, d in zip(k.x, back)]) / B ** 2
-                                   / (np.array([kx_fan(stack, l) for l in range(L)]) * np.array(widths)))
+    upd = su.rms(su.kernel_gradient_sq(k, back, B), lr, [kx_fan(stack, l) for l in range(L)], widths)
     noise = np.zeros(L)
     own_noise = [0.0] * L
     eta_b = list(bias_lr)

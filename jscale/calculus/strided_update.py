@@ -46,6 +46,11 @@ class Stack(NamedTuple):
   channels: tuple
   dense: tuple
 
+  @property
+  def widths(self) -> tuple:
+    """Every weight layer's output width: the convs' channels, then the dense layers'."""
+    return tuple(self.channels) + tuple(self.dense)
+
   @classmethod
   def of_shapes(cls, image: Sequence[int], kernel_shapes: Sequence[tuple]) -> "Stack":
     """From the input's shape (H, W, C) and the kernels' shapes in layer order, convs (kh, kw, c_in, c_out) then
@@ -88,7 +93,7 @@ def forward(x: np.ndarray, stack: Stack, w_sq: Sequence[float]) -> Kernels:
   arc-cosine map."""
   B = x.shape[0]
   img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
-  widths = tuple(stack.channels) + tuple(stack.dense)
+  widths = stack.widths
   kx_, ky_, kh_, grids = [], [], [], []
   grid = tuple(stack.image[:2])
   for l, n in enumerate(stack.channels):
@@ -136,7 +141,7 @@ def backward(k: Kernels, stack: Stack, w_sq: Sequence[float], gg: np.ndarray, zg
   example's own activation E[c_b c_c] K_h (module doc)."""
   L = len(k.y)
   n_conv = len(stack.kernels)
-  widths = tuple(stack.channels) + tuple(stack.dense)
+  widths = stack.widths
   out = [None] * L
   out[-1] = gg
   B = batch
@@ -171,7 +176,7 @@ def gradient_sq(x, labels, stack: Stack, w_sq: Sequence[float], *, own_activatio
   calculus's independent backward weights alone: for a dense stack `update_response.gradient_sq`)."""
   x = np.asarray(x)
   B = x.shape[0]
-  widths = tuple(stack.channels) + tuple(stack.dense)
+  widths = stack.widths
   if len(w_sq) != len(widths) or min(w_sq) <= 0:
     raise ValueError(f"w_sq needs one positive entry per weight layer ({len(widths)}), got {w_sq!r}")
   lab = np.asarray(labels)
@@ -181,13 +186,21 @@ def gradient_sq(x, labels, stack: Stack, w_sq: Sequence[float], *, own_activatio
     k = forward(x, stack, w_sq)
     gg, zgzg = logit_products(k.y[-1], lab, widths[-1], samples, seed)
     back = backward(k, stack, w_sq, gg, zgzg if own_activation else None, B)
-    return np.array([float(np.sum(kx * d)) for kx, d in zip(k.x, back)]) / B ** 2
+    return kernel_gradient_sq(k, back, B)
 
 
 def update_rms(x, labels, stack: Stack, w_sq: Sequence[float], lr: Sequence[float], fan_in: Sequence[int],
                **kw) -> np.ndarray:
   """(L,) RMS of each kernel's first SGD update lr_l |grad W_l| / sqrt(entries), fan_in the kernels' fan-in
   (a conv's kh kw c_in)."""
-  widths = tuple(stack.channels) + tuple(stack.dense)
-  g = gradient_sq(x, labels, stack, w_sq, **kw)
+  return rms(gradient_sq(x, labels, stack, w_sq, **kw), lr, fan_in, stack.widths)
+
+
+def kernel_gradient_sq(k: Kernels, back: list, batch: int) -> np.ndarray:
+  """(L,) E|grad W_l|^2 of the minibatch mean from the input kernels k.x and the backward kernels `back`."""
+  return np.array([float(np.sum(kx * d)) for kx, d in zip(k.x, back)]) / batch ** 2
+
+
+def rms(g: np.ndarray, lr: Sequence[float], fan_in: Sequence[int], widths: Sequence[int]) -> np.ndarray:
+  """(L,) RMS of each kernel's SGD update lr_l |grad W_l| / sqrt(entries), from E|grad W_l|^2 g."""
   return np.asarray(lr, np.float64) * np.sqrt(g / (np.asarray(fan_in, float) * np.asarray(widths, float)))
