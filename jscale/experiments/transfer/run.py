@@ -197,7 +197,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       pr, init_m, lr_m, unit = pres[rule, opt]
       w_sq = w_exp * np.square(init_m)
       lr = lr_of[rule, opt] * unit
-      act_p[i, j] = analysis.predicted_activations(pr, lr_m, lr, w_sq)
+      act_p[i, j, 0] = analysis.predicted_activations(pr, w_sq)
       upd = [lr * m for m in lr_m]   # Adam's first step, lr m sign(g)
       if dense:   # (update_response.first_step's update_rms for Adam: the same float64 product)
         upd = lr * np.asarray(lr_m, np.float64)
