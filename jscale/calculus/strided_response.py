@@ -216,7 +216,8 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False) -> ur.Response:
+               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
+               flip_carry: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -225,12 +226,12 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   (`strided_update`'s), Adam's lr."""
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
-                     incoherent_carry=incoherent_carry)[0]
+                     incoherent_carry=incoherent_carry, flip_carry=flip_carry)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-                own_activation: bool = True, incoherent_carry: bool = False) -> list:
+                own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -266,7 +267,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry)
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry)
             for lr, o, b in rows]
 
 
@@ -311,7 +312,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
-          incoherent_carry: bool = False) -> ur.Response:
+          incoherent_carry: bool = False, flip_carry: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -339,7 +340,9 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     noise = adam_noise(norms, lr, k, stack, w_sq, bias_lr)
     own_noise = [(lr[j] ** 2 * widths[j] * norms[j] + bias_lr[j] ** 2 * widths[j]) * (1 - 2 / math.pi)
                  * (0.5 if j < L - 1 else 1.0) for j in range(L)]
-  theta = []
+  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
+  below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
+  theta, keep = [], 1.0
   for l in range(L):
     if l == 0:
       th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
@@ -354,11 +357,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = (eta[l] * own_in + eta_b[l] * b_in[l]
-            + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
+            + keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
     theta.append(th)
-  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
-  below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
-  for l in range(L):
     top = l == L - 1
     k_h = k.y[l] if top else k.h[l]
     T = k_h.shape[0]
@@ -389,7 +389,23 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     else:
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     below = below + beta
+    if flip_carry and not top:
+      keep = 1.0 - flip_share(act0[l], cross[l], change[l])
   return ur.Response(act0, cross, change, act0 + cross + change, upd)
+
+
+def flip_share(act0: float, cross: float, change: float) -> float:
+  """The share of a ReLU layer's active units that the step switches off, over the active share, for a zero-mean
+  Gaussian pre-activation y ~ N(0, v) and a change d = kappa y + e (e ~ N(0, s^2) independent of y), from the
+  layer's predicted E[h^2] = v / 2, cross term 2 E[h . dh] = 2 kappa E[h^2] and E|dh|^2 = kappa^2 E[h^2] + s^2 / 2:
+  P(y > 0 > (1 + kappa) y + e) / P(y > 0) = atan(s / ((1 + kappa) sqrt v)) / pi. By Stein's lemma on the part of
+  the step that the weights above carry coherently (linear in them), that part passes relu(y + d) - relu(y) with
+  the slope 1[y + d > 0] where the first order has 1[y > 0]: against the first-order change it is scaled by
+  1 - P(off) / P(on) (docs/calculus.md, *The flips' coherent carry as a mask share*)."""
+  kappa = cross / (2 * act0)
+  s2 = max(2 * (change - kappa ** 2 * act0), 0.0)
+  g = max(1 + kappa, 1e-12)
+  return math.atan(math.sqrt(s2) / (g * math.sqrt(2 * act0))) / math.pi
 
 
 def kx_fan(stack: su.Stack, l: int) -> int:
