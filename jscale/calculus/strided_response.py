@@ -42,7 +42,9 @@ with G (`update_response.adam_inputs`' linearisation); sigma_ik^2 sums over the 
 component included (it is most of a conv's gradient at narrow width).
 
 Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update on its input's change, by the
-same regression), on every layer. Not modelled: mask flips; a shared W with fewer rows than the batch's tokens.
+same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
+scaled by the share of its active units that the step keeps on, `flip_share`); not modelled: the flips' own
+state-dependent term per unit, a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -241,7 +243,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   show): carry each layer's whole change below, less its part along the example's own activation,
   up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
   of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
-  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
+  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs). flip_carry: scale that
+  coherent carry from each hidden layer by 1 - `flip_share` of its predicted row (docs/calculus.md, *The flips'
+  coherent carry as a mask share*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
