@@ -238,9 +238,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
   on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
-  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: docs/calculus.md,
-  *The biases' step, continued*; right on the Monte Carlo's first order, but the ReLU flips it leaves out then
-  show): carry each layer's whole change below, less its part along the example's own activation,
+  sign-step kernel) to the layer's own term. incoherent_carry (docs/calculus.md, *The biases' step,
+  continued*; right on the Monte Carlo's first order; the transfer coordinate check passes it with the biases'
+  step and flip_carry since the thirteenth session): carry each layer's whole change below, less its part along the example's own activation,
   up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
   of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
   E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs). flip_carry: scale that
