@@ -106,6 +106,23 @@ def triple_pair(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) ->
           + float(np.sum(x * (y @ (s * gam)))))
 
 
+def triple_pair_ones(x: np.ndarray | None, s: np.ndarray, gam: np.ndarray) -> float:
+  """`triple_pair(x, 1, s, gam)` for the all-ones kernel (SGD's bias), x None: `triple_pair(1, 1, ...)`. With
+  1 @ A the column sums of A, two of its three T x T x T products are T x T sums (conv0's 2048 tokens)."""
+  col = gam.sum(0)[None, :]
+  if x is None:
+    return float(np.sum((0.125 + s) * col)) + float(np.sum(s * col)) + gam.shape[0] * float(np.sum(s * gam))
+  return (float(np.sum(x * (0.125 + s) * col)) + float(np.sum(s * (x @ gam)))
+          + float(np.sum(x * (s * gam).sum(0)[None, :])))
+
+
+def input_change_ones(s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray, batch: int) -> np.ndarray:
+  """`input_change` for Theta the all-ones kernel (SGD's bias): its first and third products are outer ones."""
+  r = k_h / both
+  out = (0.125 + s) * (r @ w)[None, :] + (s * w[None, :]) @ r.T + ((s * r) @ w)[None, :]
+  return -out / batch
+
+
 def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
                  batch: int) -> np.ndarray:
   """E[h_b . dh_a] per token pair (a, b) for dh_a = -(1/B) sum_c Theta(a, c) m_a m_c gamma_c, by the regression
@@ -240,12 +257,12 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
   sign-step kernel) to the layer's own term. incoherent_carry (docs/calculus.md, *The biases' step,
   continued*; right on the Monte Carlo's first order; the transfer coordinate check passes it with the biases'
-  step and flip_carry since the thirteenth session): carry each layer's whole change below, less its part along the example's own activation,
-  up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
-  of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
-  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs). flip_carry: scale that
-  coherent carry from each hidden layer by 1 - `flip_share` of its predicted row (docs/calculus.md, *The flips'
-  coherent carry as a mask share*)."""
+  step and flip_carry since the thirteenth session): carry each layer's whole change below, less its part along
+  the example's own activation, up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit,
+  half kept by a ReLU), in place of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2]
+  leaves out (Wishart: E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs).
+  flip_carry: scale that coherent carry from each hidden layer by 1 - `flip_share` of its predicted row
+  (docs/calculus.md, *The flips' coherent carry as a mask share*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -355,8 +372,10 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       if second_order:
         if l == 1:   # linear in Theta_0 = eta_0 X_0 + eta_b B_0: once per optimizer (conv0's T^3 products)
           part = lambda m: lift(input_change(m, s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B)  # noqa: E731
+          part_b = ((lambda: lift(input_change_ones(s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
+                    if optimizer == "sgd" else (lambda: part(b_in[0])))   # SGD's bias kernel is all ones
           sc = (eta[0] * first_layer(optimizer, "change", lambda: part(inputs[0]))
-                + (eta_b[0] * first_layer(optimizer, "change_b", lambda: part(b_in[0])) if eta_b[0] else 0.0))
+                + (eta_b[0] * first_layer(optimizer, "change_b", part_b) if eta_b[0] else 0.0))
         else:
           sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
@@ -378,8 +397,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       pair = lambda a, b: triple_pair(a, b, s_tab[0], grad_k[0])   # noqa: E731
       tri = eta[0] ** 2 * first_layer(optimizer, "xx", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
       if eta_b[0]:
-        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", lambda: pair(inputs[0], b_in[0]))
-                + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: pair(b_in[0], b_in[0])))
+        ones = optimizer == "sgd"   # SGD's bias kernel is all ones: triple_pair_ones
+        xb = ((lambda: triple_pair_ones(inputs[0], s_tab[0], grad_k[0])) if ones
+              else (lambda: pair(inputs[0], b_in[0])))
+        bb = (lambda: triple_pair_ones(None, s_tab[0], grad_k[0])) if ones else (lambda: pair(b_in[0], b_in[0]))
+        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", xb)
+                + eta_b[0] ** 2 * first_layer(optimizer, "bb", bb))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
     if incoherent_carry:
