@@ -42,7 +42,9 @@ with G (`update_response.adam_inputs`' linearisation); sigma_ik^2 sums over the 
 component included (it is most of a conv's gradient at narrow width).
 
 Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update on its input's change, by the
-same regression), on every layer. Not modelled: mask flips; a shared W with fewer rows than the batch's tokens.
+same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
+scaled by the share of its active units that the step keeps on, `flip_share`); not modelled: the flips' own
+state-dependent term per unit, a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -102,6 +104,23 @@ def triple_pair(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) ->
   Theta = eta X + eta_b Y gives triple_sum(Theta) = eta^2 T(X,X) + 2 eta eta_b T(X,Y) + eta_b^2 T(Y,Y)."""
   return (float(np.sum(x * (0.125 + s) * (y @ gam))) + float(np.sum(y * s * (x @ gam)))
           + float(np.sum(x * (y @ (s * gam)))))
+
+
+def triple_pair_ones(x: np.ndarray | None, s: np.ndarray, gam: np.ndarray) -> float:
+  """`triple_pair(x, 1, s, gam)` for the all-ones kernel (SGD's bias), x None: `triple_pair(1, 1, ...)`. With
+  1 @ A the column sums of A, two of its three T x T x T products are T x T sums (conv0's 2048 tokens)."""
+  col = gam.sum(0)[None, :]
+  if x is None:
+    return float(np.sum((0.125 + s) * col)) + float(np.sum(s * col)) + gam.shape[0] * float(np.sum(s * gam))
+  return (float(np.sum(x * (0.125 + s) * col)) + float(np.sum(s * (x @ gam)))
+          + float(np.sum(x * (s * gam).sum(0)[None, :])))
+
+
+def input_change_ones(s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray, batch: int) -> np.ndarray:
+  """`input_change` for Theta the all-ones kernel (SGD's bias): its first and third products are outer ones."""
+  r = k_h / both
+  out = (0.125 + s) * (r @ w)[None, :] + (s * w[None, :]) @ r.T + ((s * r) @ w)[None, :]
+  return -out / batch
 
 
 def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
@@ -216,7 +235,8 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False) -> ur.Response:
+               own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
+               flip_carry: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -225,22 +245,24 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   (`strided_update`'s), Adam's lr."""
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
-                     incoherent_carry=incoherent_carry)[0]
+                     incoherent_carry=incoherent_carry, flip_carry=flip_carry)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-                own_activation: bool = True, incoherent_carry: bool = False) -> list:
+                own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
   on an input that is 1 on every token, so its step adds bias_lr times the all-ones kernel (SGD; Adam: its
-  sign-step kernel) to the layer's own term. incoherent_carry (not in the coordinate check: docs/calculus.md,
-  *The biases' step, continued*; right on the Monte Carlo's first order, but the ReLU flips it leaves out then
-  show): carry each layer's whole change below, less its part along the example's own activation,
-  up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit, half kept by a ReLU), in place
-  of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2] leaves out (Wishart:
-  E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs)."""
+  sign-step kernel) to the layer's own term. incoherent_carry (docs/calculus.md, *The biases' step,
+  continued*; right on the Monte Carlo's first order; the transfer coordinate check passes it with the biases'
+  step and flip_carry since the thirteenth session): carry each layer's whole change below, less its part along
+  the example's own activation, up through the next layer's weights as an incoherent sum (n_out E[W^2] per unit,
+  half kept by a ReLU), in place of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2]
+  leaves out (Wishart: E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs).
+  flip_carry: scale that coherent carry from each hidden layer by 1 - `flip_share` of its predicted row
+  (docs/calculus.md, *The flips' coherent carry as a mask share*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -266,7 +288,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry)
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry)
             for lr, o, b in rows]
 
 
@@ -311,7 +333,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
-          incoherent_carry: bool = False) -> ur.Response:
+          incoherent_carry: bool = False, flip_carry: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -339,7 +361,9 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     noise = adam_noise(norms, lr, k, stack, w_sq, bias_lr)
     own_noise = [(lr[j] ** 2 * widths[j] * norms[j] + bias_lr[j] ** 2 * widths[j]) * (1 - 2 / math.pi)
                  * (0.5 if j < L - 1 else 1.0) for j in range(L)]
-  theta = []
+  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
+  below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
+  theta, keep = [], 1.0
   for l in range(L):
     if l == 0:
       th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
@@ -348,17 +372,16 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       if second_order:
         if l == 1:   # linear in Theta_0 = eta_0 X_0 + eta_b B_0: once per optimizer (conv0's T^3 products)
           part = lambda m: lift(input_change(m, s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B)  # noqa: E731
+          part_b = ((lambda: lift(input_change_ones(s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
+                    if optimizer == "sgd" else (lambda: part(b_in[0])))   # SGD's bias kernel is all ones
           sc = (eta[0] * first_layer(optimizer, "change", lambda: part(inputs[0]))
-                + (eta_b[0] * first_layer(optimizer, "change_b", lambda: part(b_in[0])) if eta_b[0] else 0.0))
+                + (eta_b[0] * first_layer(optimizer, "change_b", part_b) if eta_b[0] else 0.0))
         else:
           sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = (eta[l] * own_in + eta_b[l] * b_in[l]
-            + widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
+            + keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
     theta.append(th)
-  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
-  below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
-  for l in range(L):
     top = l == L - 1
     k_h = k.y[l] if top else k.h[l]
     T = k_h.shape[0]
@@ -374,8 +397,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       pair = lambda a, b: triple_pair(a, b, s_tab[0], grad_k[0])   # noqa: E731
       tri = eta[0] ** 2 * first_layer(optimizer, "xx", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
       if eta_b[0]:
-        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", lambda: pair(inputs[0], b_in[0]))
-                + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: pair(b_in[0], b_in[0])))
+        ones = optimizer == "sgd"   # SGD's bias kernel is all ones: triple_pair_ones
+        xb = ((lambda: triple_pair_ones(inputs[0], s_tab[0], grad_k[0])) if ones
+              else (lambda: pair(inputs[0], b_in[0])))
+        bb = (lambda: triple_pair_ones(None, s_tab[0], grad_k[0])) if ones else (lambda: pair(b_in[0], b_in[0]))
+        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", xb)
+                + eta_b[0] ** 2 * first_layer(optimizer, "bb", bb))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
     if incoherent_carry:
@@ -389,7 +416,23 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     else:
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     below = below + beta
+    if flip_carry and not top:
+      keep = 1.0 - flip_share(act0[l], cross[l], change[l])
   return ur.Response(act0, cross, change, act0 + cross + change, upd)
+
+
+def flip_share(act0: float, cross: float, change: float) -> float:
+  """The share of a ReLU layer's active units that the step switches off, over the active share, for a zero-mean
+  Gaussian pre-activation y ~ N(0, v) and a change d = kappa y + e (e ~ N(0, s^2) independent of y), from the
+  layer's predicted E[h^2] = v / 2, cross term 2 E[h . dh] = 2 kappa E[h^2] and E|dh|^2 = kappa^2 E[h^2] + s^2 / 2:
+  P(y > 0 > (1 + kappa) y + e) / P(y > 0) = atan(s / ((1 + kappa) sqrt v)) / pi. By Stein's lemma on the part of
+  the step that the weights above carry coherently (linear in them), that part passes relu(y + d) - relu(y) with
+  the slope 1[y + d > 0] where the first order has 1[y > 0]: against the first-order change it is scaled by
+  1 - P(off) / P(on) (docs/calculus.md, *The flips' coherent carry as a mask share*)."""
+  kappa = cross / (2 * act0)
+  s2 = max(2 * (change - kappa ** 2 * act0), 0.0)
+  g = max(1 + kappa, 1e-12)
+  return math.atan(math.sqrt(s2) / (g * math.sqrt(2 * act0))) / math.pi
 
 
 def kx_fan(stack: su.Stack, l: int) -> int:

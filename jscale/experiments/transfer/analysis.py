@@ -99,40 +99,25 @@ def within_se(err: np.ndarray, rse: np.ndarray, tol: float = 0.1, z: float = 2.0
   return np.where(ok, err < np.maximum(tol, z * np.where(np.isfinite(rse), rse, 0.0)), np.nan)
 
 
-def predicted_activations(pr, lr_m, lr: float, w_sq_expected=None) -> np.ndarray:
-  """(2, L) E[h^2] of every layer output at init and after the first step that the calculus predicts for
-  prescription `pr` at learning rate lr with per-kernel multipliers lr_m (run.coordinate_check measures them):
-  the calculus's E[h^2] at init; after the step each layer's E[y^2] gains the predicted U m^2 lr^2 on top of
-  the relative change of its input (SGD's U from G_batch, by the class-pair law when the prescription's
-  inspection had the labels; no cross term 2E[h0 dh], no propagation of the change through later layers:
-  docs/calculus.md says where that misses; the coordinate check replaces the after-step row by
-  `strided_first_step`). The first update's prediction is not here: SGD's comes from
-  `sgd_update` (over (example, position) pairs, with the own-activation component that G_batch lacks:
-  docs/calculus.md, *Coordinate check, fourth pass*), Adam's is lr m.
+def predicted_activations(pr, w_sq_expected=None) -> np.ndarray:
+  """(L,) E[h^2] of every layer output at init that the calculus predicts for prescription `pr`
+  (run.coordinate_check measures them). The predictions of the first step are elsewhere: the activations after
+  it from `strided_first_step` (over (example, position) pairs), SGD's first update from `sgd_update` (with the
+  own-activation component that G_batch lacks: docs/calculus.md, *Coordinate check, fourth pass*), Adam's is
+  lr m.
 
   `w_sq_expected` (L,): the init's expected E[W^2] per kernel. The prescription's moments come from one draw,
   whose E[W^2] scatters (a 6-channel 3x3 conv has 54 weights: ~19%); the measurement averages over draws, so
   the prediction is rescaled to the expected weights with the rules' product structure: E[x_l^2] carries
-  prod_{j<l} E[W_j^2], E[dy_l^2] prod_{j>l} E[W_j^2]."""
+  prod_{j<l} E[W_j^2]."""
   w = [r for r in pr.leaves if r.kind in PRESCRIBED_KINDS]
   c = np.ones(len(w)) if w_sq_expected is None else np.asarray(w_sq_expected, float) / [r.weight_sq for r in w]
   below = np.concatenate([[1.0], np.cumprod(c)[:-1]])           # prod_{j<l} c_j
-  above = np.concatenate([np.cumprod(c[::-1])[::-1][1:], [1.0]])   # prod_{j>l} c_j
   x_sq = np.array([r.x_sq for r in w]) * below
   w_sq = np.array([r.weight_sq for r in w]) * c
-  g_batch = np.array([r.G_batch if r.G_batch is not None else np.nan for r in w]) * below * above / c
   # E[y_l^2] = fan_in E[W^2] E[x^2]; the hidden activation after layer l is the next kernel's input.
   y_sq = np.array([r.fan_in for r in w]) * w_sq * x_sq
-  act0 = np.concatenate([x_sq[1:], y_sq[-1:]])
-  ratio, act1 = 1.0, []
-  for l, r in enumerate(w):
-    if pr.optimizer == "sgd":
-      u = r.fan_in ** 2 * x_sq[l] * g_batch[l] * w_sq[l]
-    else:
-      u = r.fan_in ** 2 * x_sq[l]
-    ratio = ratio + (lr * lr_m[l]) ** 2 * u / y_sq[l]
-    act1.append(act0[l] * ratio)
-  return np.stack([act0, np.array(act1)])
+  return np.concatenate([x_sq[1:], y_sq[-1:]])
 
 
 def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
@@ -149,16 +134,19 @@ def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   """key -> (L,) E[h^2] per layer output after the first step of a strided conv stack (input shape `image`,
-  kernels `kernel_shapes`) for each setting key -> (w_sq, per-kernel lr, optimizer), from the per-layer NTK
-  over (example, position) pairs (`calculus.strided_response`; docs/calculus.md, *After the first step over
-  (example, position) pairs*): it replaces the update-on-top form of `predicted_activations`, which had no
-  cross term 2E[h0 . dh] and no propagation of the change. Settings with the same w_sq share their kernels."""
+  kernels `kernel_shapes`) for each setting key -> (w_sq, per-kernel lr, optimizer, the biases' lr), from the
+  per-layer NTK over (example, position) pairs (`calculus.strided_response`; docs/calculus.md, *After the first
+  step over (example, position) pairs*), with the biases' step, the incoherent carry and the flips' coherent carry
+  (*The flips' coherent carry as a mask share*: adopted in the thirteenth session). Until the twelfth session
+  the LeNet's came from an update-on-top form (each layer's E[y^2] plus the update's bound U m^2 lr^2), which had
+  no cross term 2E[h0 . dh] and no propagation of the change. Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
-  for key, (w_sq, lr, opt) in settings.items():
-    groups.setdefault(tuple(float(v) for v in w_sq), []).append((key, lr, opt))
+  for key, (w_sq, lr, opt, bias_lr) in settings.items():
+    groups.setdefault(tuple(float(v) for v in w_sq), []).append((key, lr, opt, bias_lr))
   out = {}
   for w_sq, rows in groups.items():
-    res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o) for _, lr, o in rows])
-    out.update({key: r.act1 for (key, _, _), r in zip(rows, res)})
+    res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
+                                       incoherent_carry=True, flip_carry=True)
+    out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out

@@ -125,7 +125,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
   after the step, the first-order response through the layers over (example, position) pairs
   (`calculus.strided_response`: the cross term 2E[h0 . dh], accumulated along each example's own activation over
-  the layers below, and E[dh^2]; docs/calculus.md, *After the first step over (example, position) pairs*; until
+  the layers below, and E[dh^2], with the biases' step, the incoherent carry and the flips' coherent carry since
+  the thirteenth session; docs/calculus.md, *After the first step over (example, position) pairs*; until
   the twelfth session the MLP's came from `calculus.first_step`, the LeNet's was each layer's E[y^2] plus the
   update's bound U m^2 lr^2 on top).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
@@ -197,13 +198,13 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       pr, init_m, lr_m, unit = pres[rule, opt]
       w_sq = w_exp * np.square(init_m)
       lr = lr_of[rule, opt] * unit
-      act_p[i, j] = analysis.predicted_activations(pr, lr_m, lr, w_sq)
+      act_p[i, j, 0] = analysis.predicted_activations(pr, w_sq)
       upd = [lr * m for m in lr_m]   # Adam's first step, lr m sign(g)
       if dense:   # (update_response.first_step's update_rms for Adam: the same float64 product)
         upd = lr * np.asarray(lr_m, np.float64)
       # the after-step activations over (example, position) pairs (strided_response.py; an MLP's position is
       # the example), after the loop: settings with the same init share their kernels
-      strided[i, j] = (w_sq, lr * np.asarray(lr_m, np.float64), opt)
+      strided[i, j] = (w_sq, lr * np.asarray(lr_m, np.float64), opt, lr)   # every bias steps at lr
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
         upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
