@@ -106,6 +106,18 @@ def triple_pair(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) ->
           + float(np.sum(x * (y @ (s * gam)))))
 
 
+def triple_forms(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -> tuple[float, float, float]:
+  """(T(x, x), T(x, y), T(y, y)) of `triple_pair` from four matrix products, not eight: s and Gamma are symmetric
+  (`_setup` builds both from symmetric token kernels), so x @ Gamma and x @ (s Gamma) serve every form x is in."""
+  sg = s * gam
+  px, qx, py, qy = x @ gam, x @ sg, y @ gam, y @ sg
+  a = 0.125 + s
+  xx = float(np.sum(x * a * px)) + float(np.sum(x * s * px)) + float(np.sum(x * qx))
+  xy = float(np.sum(x * a * py)) + float(np.sum(y * s * px)) + float(np.sum(x * qy))
+  yy = float(np.sum(y * a * py)) + float(np.sum(y * s * py)) + float(np.sum(y * qy))
+  return xx, xy, yy
+
+
 def triple_pair_ones(x: np.ndarray | None, s: np.ndarray, gam: np.ndarray) -> float:
   """`triple_pair(x, 1, s, gam)` for the all-ones kernel (SGD's bias), x None: `triple_pair(1, 1, ...)`. With
   1 @ A the column sums of A, two of its three T x T x T products are T x T sums (conv0's 2048 tokens)."""
@@ -394,15 +406,15 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     cross[l] = 2 * float(np.sum((below + beta) * n_ex)) / (T * widths[l])
     own_sq = float(np.sum((2 * below * beta + below ** 2) * n_ex))
     if l == 0:   # quadratic in (eta_0, eta_b): once per optimizer
-      pair = lambda a, b: triple_pair(a, b, s_tab[0], grad_k[0])   # noqa: E731
-      tri = eta[0] ** 2 * first_layer(optimizer, "xx", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
-      if eta_b[0]:
-        ones = optimizer == "sgd"   # SGD's bias kernel is all ones: triple_pair_ones
-        xb = ((lambda: triple_pair_ones(inputs[0], s_tab[0], grad_k[0])) if ones
-              else (lambda: pair(inputs[0], b_in[0])))
-        bb = (lambda: triple_pair_ones(None, s_tab[0], grad_k[0])) if ones else (lambda: pair(b_in[0], b_in[0]))
-        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb", xb)
-                + eta_b[0] ** 2 * first_layer(optimizer, "bb", bb))
+      if eta_b[0] and optimizer != "sgd":   # Adam's bias kernel: the three forms from shared products
+        xx, xb, bb = first_layer(optimizer, "forms", lambda: triple_forms(inputs[0], b_in[0], s_tab[0], grad_k[0]))
+        tri = eta[0] ** 2 * xx + 2 * eta[0] * eta_b[0] * xb + eta_b[0] ** 2 * bb
+      else:
+        tri = eta[0] ** 2 * first_layer(optimizer, "xx", lambda: triple_sum(inputs[0], s_tab[0], grad_k[0]))
+      if eta_b[0] and optimizer == "sgd":   # SGD's bias kernel is all ones: triple_pair_ones
+        tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb",
+                                                    lambda: triple_pair_ones(inputs[0], s_tab[0], grad_k[0]))
+                + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: triple_pair_ones(None, s_tab[0], grad_k[0])))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
     if incoherent_carry:

@@ -114,6 +114,25 @@ def test_dense_stack_first_layer_is_update_response():
     assert np.all(np.abs(got.cross[1:]) > np.abs(want.cross[1:]))
 
 
+def test_triple_forms_are_the_sums_over_triples():
+  # the bilinear forms (kernels x, y; Adam's bias kernel and SGD's all-ones one) against the brute-force sum over
+  # token triples: exact algebra, so rounding only (1e-12)
+  rng = np.random.default_rng(1)
+  f = rng.standard_normal((7, 10))
+  k_y = f @ f.T
+  x, y, g = (rng.standard_normal((7, 7)) for _ in range(3))
+  g = g @ g.T
+  s = np.arcsin(ur.correlation(k_y)) / (4 * np.pi)
+  masks = ur.all_three_active(k_y)
+  form = lambda a, b: float(np.einsum("ab,ac,abc,bc->", a, b, masks, g))   # noqa: E731
+  want = (form(x, x), form(x, y), form(y, y))
+  np.testing.assert_allclose(sr.triple_forms(x, y, s, g), want, rtol=1e-12)
+  np.testing.assert_allclose([sr.triple_pair(a, b, s, g) for a, b in ((x, x), (x, y), (y, y))], want, rtol=1e-12)
+  ones = np.ones_like(x)
+  np.testing.assert_allclose([sr.triple_pair_ones(x, s, g), sr.triple_pair_ones(None, s, g)],
+                             [form(x, ones), form(ones, ones)], rtol=1e-12)
+
+
 def test_triple_sum_is_the_sum_over_triples():
   rng = np.random.default_rng(0)
   f = rng.standard_normal((6, 9))
