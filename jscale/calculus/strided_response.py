@@ -146,11 +146,20 @@ def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.nda
   return -out / batch
 
 
-def _rows(rng, cov: np.ndarray, samples: int, factor: np.ndarray | None = None) -> np.ndarray:
-  """(samples, T) centred Gaussian rows over tokens with covariance cov (or factor @ factor.T)."""
-  if factor is not None:
-    return rng.standard_normal((samples, factor.shape[1])) @ factor.T
-  return ur.gaussian_rows(rng, cov, samples)
+def _factor(cov: np.ndarray) -> np.ndarray:
+  """F with F F^T = cov (PSD, negative rounding clipped). LAPACK's eigh on one thread: at two it ran 2-20x slower
+  on the LeNet's 512 x 512 token kernels (0.1-1.4 s against 0.03-0.06 s of CPU, one matrix timed alternately)."""
+  with threadpool_limits(limits=1):
+    vals, vecs = np.linalg.eigh(cov)
+  return vecs * np.sqrt(np.clip(vals, 0, None))
+
+
+def _rows(rng, cov: np.ndarray | None, samples: int, factor: np.ndarray | None = None) -> np.ndarray:
+  """(samples, T) centred Gaussian rows over tokens with covariance cov (or factor @ factor.T): the draw of
+  `update_response.gaussian_rows`."""
+  if factor is None:
+    factor = _factor(cov)
+  return rng.standard_normal((samples, factor.shape[1])) @ factor.T
 
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
@@ -168,19 +177,20 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   img = np.asarray(x, np.float64).reshape((B,) + tuple(stack.image))
   patch0 = su.patches(img, *stack.kernels[0]).reshape(B * k.grid[0][0] * k.grid[0][1], -1) if n_conv else None
   kernels, cross_kernels, norms, bias_k, bias_cross = [], [], [], [], []
+  factors = {}
   for l in range(L):
     top = l == L - 1
     T = k.x[l].shape[0]
-    factor = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else None
-    units = np.ones((samples, T)) if top else _rows(rng, k.y[l] / widths[l], samples, factor)
+    if not top:   # each hidden layer's factor serves its units and, as features, the layer above's
+      factors[l] = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else _factor(k.y[l] / widths[l])
+    units = np.ones((samples, T)) if top else _rows(rng, None, samples, factors[l])
     masks = units if top else (units > 0).astype(float)
     if l == 0:
       flat = patch0 if n_conv else img.reshape(B, -1)
       cols = flat.T[rng.integers(0, flat.shape[1], samples)]
       scale = flat.shape[1]
     else:
-      feat = np.maximum(_rows(rng, k.y[l - 1] / widths[l - 1], samples,
-                              math.sqrt(w_sq[0]) * patch0 if l == 1 and n_conv else None), 0.0)
+      feat = np.maximum(_rows(rng, None, samples, factors[l - 1]), 0.0)
       cols, scale = _pick(feat, k, stack, l, B, rng)
     norms.append(float(np.mean(np.diag(k.x[l]))))
     # the kernels' coordinates, then the bias's (an input that is 1 on every token)
