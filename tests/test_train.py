@@ -116,9 +116,10 @@ class TrainTest(chex.TestCase):
     inits = ("normal:1", "he_normal:fan_out", "glorot_uniform")
     spec = T.TrainSpec(widths=WIDTHS, kernel_inits=inits, optimizer="adam", epochs=3)
     common = dict(init_scale=0.8, lr=1e-2, input_scale=0.5, layer_scale=(1.0, 2.0, 1.0))
-    hps = T.stack_hparams([T.hparams(spec, init_index=i, **common) for i in range(len(inits))])
+    # a fourth row (the first again) gives the batch test_vmap_equals_per_config's size: its compiled program
+    hps = T.stack_hparams([T.hparams(spec, init_index=i, **common) for i in (*range(len(inits)), 0)])
     key = jax.random.key(4)
-    keys = jnp.stack([key] * len(inits))
+    keys = jnp.stack([key] * (len(inits) + 1))
     batched = jax.jit(jax.vmap(T.make_train(spec), in_axes=(0, 0, None)))(keys, hps, data)
     for i, init in enumerate(inits):
       spec1 = T.TrainSpec(widths=WIDTHS, kernel_inits=(init,), optimizer="adam", epochs=3)
@@ -127,6 +128,7 @@ class TrainTest(chex.TestCase):
       chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), one, rtol=1e-5, atol=1e-6)
     # Same key, same hyperparameters: only the initializer differs, and it moves the first loss by far
     # more than float32 noise (~1e-7).
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[3], batched), jax.tree.map(lambda a: a[0], batched))
     first = np.asarray(batched.train_loss[:, 0])
     for a in range(len(inits)):
       for b in range(a):
