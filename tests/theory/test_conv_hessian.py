@@ -179,7 +179,14 @@ class PredictionTest(chex.TestCase):
 class MemoryTest(chex.TestCase):
 
   def test_too_big_conv_block_is_refused_with_an_estimate(self):
-    p, x, t, q = _problem("xent")   # the refusals come before any compute: no exact Hessian needed
+    # The refusals come before any compute and read shapes only: zeros of _problem's shapes (drawing them took
+    # 5 s CPU, XLA compiling the float64 random draws).
+    with jax.enable_x64(True):
+      k = jax.random.PRNGKey(0)
+      p, x, t = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda: (
+          lenet.init_lenet(k, TINY, "he_normal", dtype=jnp.float64), jax.random.normal(k, (6, 4, 4, 1), jnp.float64),
+          losses.random_targets(k, "xent", 6, 3, jnp.float64))))
+      q = jnp.eye(3, dtype=jnp.float64)
     with self.assertRaisesRegex(ValueError, r"diagonal block of 'conv1/kernel' needs about .*GiB"):
       hs.diagonal_block(lenet.apply_lenet, "quadratic", p, x, t, q, name="conv1/kernel", max_bytes=1000)
     with self.assertRaisesRegex(ValueError, "unknown leaf"):

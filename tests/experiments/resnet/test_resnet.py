@@ -24,7 +24,8 @@ def test_geometric_row_is_the_papers_block():
   """The geometric row (depth 3, dropout off) computes jscale.models.resnet.apply_resnet on the same draws."""
   cfg = run.resnet_config(3)
   net = run.make_net(cfg)
-  params = net.init(jax.random.key(0), run.row("geometric", 3, 1.0, cfg))
+  # init and both forwards jitted: run eagerly, every op compiled on its own (the test's cost, not its check)
+  params = jax.jit(net.init)(jax.random.key(0), run.row("geometric", 3, 1.0, cfg))
   tree = {"stem": params["stem"], "head": params["head"]}
   for i in range(3):
     blk = jax.tree.map(lambda a: a[i], params["blocks"])
@@ -33,8 +34,8 @@ def test_geometric_row_is_the_papers_block():
     tree[f"block{i}"]["alpha"] = blk["alpha"]
   x = jax.random.normal(jax.random.key(1), (5, 8, 8, 1))
   with jax.default_matmul_precision("highest"):
-    got = net.apply(params, run.row("geometric", 3, 1.0, cfg), x, None, False)
-    ref = resnet_lib.apply_resnet(tree, x, cfg, "geometric:c=2")
+    got = jax.jit(lambda p, r, x_: net.apply(p, r, x_, None, False))(params, run.row("geometric", 3, 1.0, cfg), x)
+    ref = jax.jit(lambda t, x_: resnet_lib.apply_resnet(t, x_, cfg, "geometric:c=2"))(tree, x)
   np.testing.assert_allclose(got, ref, rtol=2e-4, atol=1e-5)
 
 

@@ -125,7 +125,9 @@ class ExperimentTest(absltest.TestCase):
       np.testing.assert_allclose(r.metric("test_acc", "init", "seed")[0, i],
                                  symmetry.mlp_accuracy(out.params, ds.x_test, ds.y_test), rtol=1e-6)
     pinned = tempfile.mkdtemp()
-    symmetry.experiment(pinned, seeds=(0, 1), inits=("he_normal",), steps=2, widths_hidden=(4,), data_seed=3)
+    # the first run's settings but the data seed: its compiled programs serve this run too
+    symmetry.experiment(pinned, seeds=(0, 1), inits=("he_normal",), steps=4, widths_hidden=(4,), batch_size=8,
+                        data_seed=3)
     cfg = sweeps.load(pinned).config
     self.assertEqual(cfg["data_seeds"], [3, 3])
     self.assertFalse(cfg["data_seed_follows_seed"])
