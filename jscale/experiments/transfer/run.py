@@ -182,12 +182,11 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
 
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
-  u, a, us, as_ = jax.device_get(run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
-                            jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
-                            jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32)))
-  upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
+  # dispatched, not awaited: the calculus's predictions below (numpy) run while the measured steps compute
+  measured = run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+                 jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
+                 jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32))
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
-  upd_se, act_se = np.moveaxis(us, 0, 1).astype(np.float64), np.moveaxis(as_, 0, 1).astype(np.float64)
   he = initializers.get("he_normal")
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
@@ -210,6 +209,9 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
   for ij, a1 in analysis.strided_first_step(net.input_shape, net.kernel_shapes, x, y, strided).items():
     act_p[ij + (1,)] = a1
+  u, a, us, as_ = jax.device_get(measured)
+  upd_m, act_m = np.moveaxis(u, 0, 1).astype(np.float64), np.moveaxis(a, 0, 1).astype(np.float64)
+  upd_se, act_se = np.moveaxis(us, 0, 1).astype(np.float64), np.moveaxis(as_, 0, 1).astype(np.float64)
   return upd_m, upd_p, act_m, act_p, upd_se, act_se
 
 
