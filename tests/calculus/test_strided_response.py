@@ -153,6 +153,29 @@ def test_triple_sum_is_the_sum_over_triples():
 BIAS_DRAWS = 256
 
 
+def _biased_mlp(x, y, widths, w_sq):
+  """The bias tests' ReLU MLP on the batch (x, y): its forward (every layer's output) and, per key, a He-style init
+  (kernels N(0, w_sq), biases 0) with the cross-entropy gradient there."""
+  X, Y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+
+  def forward(p):
+    h, out = X, []
+    for l, (w, b) in enumerate(p):
+      h = h @ w + b
+      if l < len(p) - 1:
+        h = jax.nn.relu(h)
+      out.append(h)
+    return out
+
+  def init_grad(key):
+    keys = jax.random.split(key, len(widths))
+    fans = (x.shape[1],) + tuple(widths[:-1])
+    p = [(jax.random.normal(k, (i, o)) * np.sqrt(s), jnp.zeros(o)) for k, i, o, s in zip(keys, fans, widths, w_sq)]
+    return p, jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(forward(q)[-1], Y)))(p)
+
+  return forward, init_grad
+
+
 def test_adam_bias_step_change_matches_monte_carlo_with_the_incoherent_carry():
   # Adam's bias-only first step (every bias lr sign(g), kernels fixed) in a 64-64-64-10 ReLU MLP on 32 digits
   # (256-287): the first-order E|dh|^2 per layer output, measured by a JVP over BIAS_DRAWS He inits, against
@@ -165,22 +188,10 @@ def test_adam_bias_step_change_matches_monte_carlo_with_the_incoherent_carry():
   widths, lr_b = (64, 64, 10), 0.2
   w_sq = (2 / 64, 2 / 64, 2 / 64)
   stack = su.Stack((8, 8, 1), (), (), widths)
-  X, Y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
-
-  def forward(p):
-    h, out = X, []
-    for l, (w, b) in enumerate(p):
-      h = h @ w + b
-      if l < len(p) - 1:
-        h = jax.nn.relu(h)
-      out.append(h)
-    return out
+  forward, init_grad = _biased_mlp(x, y, widths, w_sq)
 
   def one(key):
-    keys = jax.random.split(key, len(widths))
-    fans = (64,) + widths[:-1]
-    p = [(jax.random.normal(k, (i, o)) * np.sqrt(s), jnp.zeros(o)) for k, i, o, s in zip(keys, fans, widths, w_sq)]
-    g = jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(forward(q)[-1], Y)))(p)
+    p, g = init_grad(key)
     u = [(jnp.zeros_like(w), -lr_b * jnp.sign(gb)) for (w, _), (_, gb) in zip(p, g)]
     h0, dh = jax.jvp(forward, (p,), (u,))
     return jnp.stack([jnp.mean(d * d) for d in dh])
@@ -227,22 +238,10 @@ def test_adam_step_with_biases_matches_monte_carlo_with_the_flip_carry():
   widths, lr = (64, 64, 10), 0.03
   w_sq = (2 / 64, 2 / 64, 2 / 64)
   stack = su.Stack((8, 8, 1), (), (), widths)
-  X, Y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
-
-  def forward(p):
-    h, out = X, []
-    for l, (w, b) in enumerate(p):
-      h = h @ w + b
-      if l < len(p) - 1:
-        h = jax.nn.relu(h)
-      out.append(h)
-    return out
+  forward, init_grad = _biased_mlp(x, y, widths, w_sq)
 
   def one(key):
-    keys = jax.random.split(key, len(widths))
-    fans = (64,) + widths[:-1]
-    p = [(jax.random.normal(k, (i, o)) * np.sqrt(s), jnp.zeros(o)) for k, i, o, s in zip(keys, fans, widths, w_sq)]
-    g = jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(forward(q)[-1], Y)))(p)
+    p, g = init_grad(key)
     p1 = [(w - lr * jnp.sign(gw), b - lr * jnp.sign(gb)) for (w, b), (gw, gb) in zip(p, g)]
     return jnp.stack([jnp.mean(h * h) for h in forward(p1)])
 
