@@ -13,13 +13,13 @@ the width (LR_CENTERS). Optimal learning rate per width: the minimum of the seed
 refined by a parabola through the grid minimum and its neighbours; its interval a bootstrap over seeds (2000
 resamples, 2.5-97.5 percentiles). Drift: log2 of the
 optimum at the widest over the narrowest width (octaves), with the bootstrap interval of that difference.
-Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the
-last hidden layer (SGD; the hidden layers' geometric mean from the fourth to the ninth session), measured by a JVP at the probe inits (response.py, `calculus.response_drift`;
-64 He inits, keys 2**20 ... 2**20 + 63, run.PROBE_DRAWS; 4 before the ninth session), with the delta method's SE
-over them (checked against independent sets of inits: docs/calculus.md, *The predictor's probe inits and their
-SE*), computed before any training (equal-G is normalised by that response, `calculus.normalised`: it
-predicts 0); beside it the calculus's response (MLP) and the prescriptions' step sizes
-(`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
+Predicted drift: from the first step's relative response per unit learning rate at the logits (Adam) or the last
+hidden layer (SGD; the hidden layers' geometric mean from the fourth to the ninth session), measured by a JVP at the
+probe inits (response.py, `calculus.response_drift`; 64 He inits, keys 2**20 ... 2**20 + 63, run.PROBE_DRAWS; 4
+before the ninth session), with the delta method's SE over them (checked against independent sets of inits:
+docs/calculus.md, *The predictor's probe inits and their SE*), computed before any training (equal-G is normalised
+by that response, `calculus.normalised`: it predicts 0); beside it the calculus's response (MLP) and the
+prescriptions' step sizes (`calculus.predicted_drift`). A configuration that diverges counts as an infinite loss.
 
 Development and judgement: the LR centres (the only tuned setting) were chosen on seeds 0-1 of a dev run; the
 full grid judges seeds 10-13, the quick grid seeds 10-11 (never used for choices). The dev run trained 2 epochs

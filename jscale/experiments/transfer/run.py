@@ -115,8 +115,9 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   full steps, the rest one (the first update and the activations at init and after it, the goal's quantities,
   average over all draws; updates 2..k over the first k_draws; one step costs ~40% of three). Measured sizes are
   mean squares over the draws (the calculus predicts expectations over the init; at width 32 the SD of log
-  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns measured and predicted arrays
-  and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of their log):
+  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns
+  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of
+  their log):
     upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
     act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
       the logits (the layers after each kernel).
