@@ -99,16 +99,11 @@ def triple_sum(theta: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
   return first + second
 
 
-def triple_pair(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
-  """sum_abc X(a,b) Y(a,c) P(a,b,c active) Gamma(b,c) (`triple_sum`'s bilinear form, symmetric in X, Y):
-  Theta = eta X + eta_b Y gives triple_sum(Theta) = eta^2 T(X,X) + 2 eta eta_b T(X,Y) + eta_b^2 T(Y,Y)."""
-  return (float(np.sum(x * (0.125 + s) * (y @ gam))) + float(np.sum(y * s * (x @ gam)))
-          + float(np.sum(x * (y @ (s * gam)))))
-
-
 def triple_forms(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -> tuple[float, float, float]:
-  """(T(x, x), T(x, y), T(y, y)) of `triple_pair` from four matrix products, not eight: s and Gamma are symmetric
-  (`_setup` builds both from symmetric token kernels), so x @ Gamma and x @ (s Gamma) serve every form x is in."""
+  """(T(x, x), T(x, y), T(y, y)) of the bilinear form T(X, Y) = sum_abc X(a,b) Y(a,c) P(a,b,c active) Gamma(b,c)
+  (`triple_sum`'s; Theta = eta X + eta_b Y gives triple_sum(Theta) = eta^2 T(X,X) + 2 eta eta_b T(X,Y) + eta_b^2
+  T(Y,Y)), from four matrix products: s and Gamma are symmetric (`_setup` builds both from symmetric token
+  kernels), so x @ Gamma and x @ (s Gamma) serve every form x is in."""
   sg = s * gam
   px, qx, py, qy = x @ gam, x @ sg, y @ gam, y @ sg
   a = 0.125 + s
@@ -119,7 +114,7 @@ def triple_forms(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -
 
 
 def triple_pair_ones(x: np.ndarray | None, s: np.ndarray, gam: np.ndarray) -> float:
-  """`triple_pair(x, 1, s, gam)` for the all-ones kernel (SGD's bias), x None: `triple_pair(1, 1, ...)`. With
+  """`triple_forms`' T(x, 1) for the all-ones kernel (SGD's bias), x None: T(1, 1). With
   1 @ A the column sums of A, two of its three T x T x T products are T x T sums (conv0's 2048 tokens)."""
   col = gam.sum(0)[None, :]
   if x is None:
@@ -154,11 +149,9 @@ def _factor(cov: np.ndarray) -> np.ndarray:
   return vecs * np.sqrt(np.clip(vals, 0, None))
 
 
-def _rows(rng, cov: np.ndarray | None, samples: int, factor: np.ndarray | None = None) -> np.ndarray:
-  """(samples, T) centred Gaussian rows over tokens with covariance cov (or factor @ factor.T): the draw of
+def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
+  """(samples, T) centred Gaussian rows over tokens with covariance factor @ factor.T: the draw of
   `update_response.gaussian_rows`."""
-  if factor is None:
-    factor = _factor(cov)
   return rng.standard_normal((samples, factor.shape[1])) @ factor.T
 
 
@@ -183,23 +176,22 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
     T = k.x[l].shape[0]
     if not top:   # each hidden layer's factor serves its units and, as features, the layer above's
       factors[l] = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else _factor(k.y[l] / widths[l])
-    units = np.ones((samples, T)) if top else _rows(rng, None, samples, factors[l])
+    units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
     masks = units if top else (units > 0).astype(float)
     if l == 0:
       flat = patch0 if n_conv else img.reshape(B, -1)
       cols = flat.T[rng.integers(0, flat.shape[1], samples)]
       scale = flat.shape[1]
     else:
-      feat = np.maximum(_rows(rng, None, samples, factors[l - 1]), 0.0)
+      feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
       cols, scale = _pick(feat, k, stack, l, B, rng)
     norms.append(float(np.mean(np.diag(k.x[l]))))
     # the kernels' coordinates, then the bias's (an input that is 1 on every token)
     parts = [(cols, scale, kernels, cross_kernels)] + ([(np.ones_like(cols), 1, bias_k, bias_cross)] if bias else [])
     for c, sc, out, out_h in parts:
-      v = c * masks
+      v, vh = c * masks, c * np.maximum(units, 0.0)
       q = np.einsum("st,st->s", v @ gam[l], v) / widths[l]
       if own[l] is not None:
-        vh = c * np.maximum(units, 0.0)
         q = q + np.einsum("st,st->s", vh @ own[l], vh)
       sig = np.sqrt(np.clip(q, 0, None)) / B
       ok = sig > 0
@@ -209,7 +201,6 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
         out_h.append(a)
         continue
       out.append(a / ur.both_active(k.y[l]))
-      vh = c * np.maximum(units, 0.0)
       ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
       out_h.append(_ratio(ah, k.h[l] / widths[l]))
   return kernels, cross_kernels, norms, bias_k, bias_cross
