@@ -125,3 +125,18 @@ def state_net(v, rho, delta, sign_law=None, s2=0.0, kappa=0.0):
   sd = np.sqrt((1 - rho) * vp)
   f = 0.5 * (1 + es) * _net_fixed(mu, delta + e, sd) + 0.5 * (1 - es) * _net_fixed(mu, -delta + e, sd)
   return float(_WEIGHTS @ f @ _WEIGHTS)
+
+
+def shift_net(v, mu, kappa, s2) -> np.ndarray:
+  """The unit's own flip term E[(y + d)^2 (1[y + d > 0] - 1[y > 0])] for y ~ N(0, v) and d = mu + kappa y + e,
+  e ~ N(0, s2) independent of y: a mean shift mu common to the units, a part along y and a Gaussian rest;
+  broadcast, 0 where v is 0. With mu = 0 it is 0 (what switched-on units add, switched-off ones take away); a
+  shift down (mu < 0) switches more active units off than it switches inactive ones on, and the term is negative
+  (for a small step ~ mu (mu^2 / 3 + s2) / sqrt(2 pi v'), v' = (1 + kappa)^2 v: odd and cubic in the shift,
+  so no spread of the shift over the units gives it without a mean). kappa only rescales y (relu is positively
+  homogeneous); Gauss-Hermite over e."""
+  v, mu, kappa, s2 = np.broadcast_arrays(*(np.asarray(q, np.float64) for q in (v, mu, kappa, s2)))
+  ok = v > 0
+  sd = np.sqrt(np.where(ok, v, 1.0)) * np.maximum(1 + kappa, 1e-6)
+  f = _net_fixed(0.0, mu[..., None] + np.sqrt(s2)[..., None] * _NODES, sd[..., None])
+  return np.where(ok, f @ _WEIGHTS, 0.0)

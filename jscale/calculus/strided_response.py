@@ -43,8 +43,9 @@ component included (it is most of a conv's gradient at narrow width).
 
 Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update on its input's change, by the
 same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
-scaled by the share of its active units that the step keeps on, `flip_share`); not modelled: the flips' own
-state-dependent term per unit, a shared W with fewer rows than the batch's tokens.
+scaled by the share of its active units that the step keeps on, `flip_share`) and the option flip_net (each unit's
+own flip term under the step's mean shift, `mean_shift_net`); not modelled: a shared W with fewer rows than the
+batch's tokens.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from jscale.calculus import relu_flips
 from jscale.calculus import strided_update as su
 from jscale.calculus import update_response as ur
 
@@ -249,7 +251,7 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
-               flip_carry: bool = False) -> ur.Response:
+               flip_carry: bool = False, flip_net: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -258,12 +260,13 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   (`strided_update`'s), Adam's lr."""
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
-                     incoherent_carry=incoherent_carry, flip_carry=flip_carry)[0]
+                     incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
-                own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False) -> list:
+                own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
+                flip_net: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -275,7 +278,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   half kept by a ReLU), in place of carrying only Adam's noise: the part the NTK's mean kernel W^T D W ~ k E[W^2]
   leaves out (Wishart: E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs).
   flip_carry: scale that coherent carry from each hidden layer by 1 - `flip_share` of its predicted row
-  (docs/calculus.md, *The flips' coherent carry as a mask share*)."""
+  (docs/calculus.md, *The flips' coherent carry as a mask share*). flip_net: add each hidden layer's own flip term
+  under the step's mean shift (`mean_shift_net`) to its E[h^2] after the step and to the incoherent carry."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -301,7 +305,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry)
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net)
             for lr, o, b in rows]
 
 
@@ -346,7 +350,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
-          incoherent_carry: bool = False, flip_carry: bool = False) -> ur.Response:
+          incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -374,7 +378,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     noise = adam_noise(norms, lr, k, stack, w_sq, bias_lr)
     own_noise = [(lr[j] ** 2 * widths[j] * norms[j] + bias_lr[j] ** 2 * widths[j]) * (1 - 2 / math.pi)
                  * (0.5 if j < L - 1 else 1.0) for j in range(L)]
-  act0, cross, change = np.zeros(L), np.zeros(L), np.zeros(L)
+  act0, cross, change, net = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
   below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
   theta, keep = [], 1.0
   for l in range(L):
@@ -425,13 +429,35 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       if l > 0:
         inc = perp * widths[l] * w_sq[l] * k.y[l - 1].shape[0] / k.y[l].shape[0] * (0.5 if not top else 1.0)
       change[l] = (tri / B ** 2 + own_sq) / (T * widths[l]) + (own_noise[l] + inc) / widths[l]
-      perp = change[l] * widths[l] - float(np.sum((below + beta) ** 2 * n_ex)) / T
     else:
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    if flip_net and not top:
+      net[l] = mean_shift_net(k.y[l], theta_h, w, below, change[l], widths[l], B)
+    if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
+      perp = (change[l] + net[l]) * widths[l] - float(np.sum((below + beta) ** 2 * n_ex)) / T
     below = below + beta
     if flip_carry and not top:
       keep = 1.0 - flip_share(act0[l], cross[l], change[l])
-  return ur.Response(act0, cross, change, act0 + cross + change, upd)
+  return ur.Response(act0, cross, change, act0 + cross + change + net, upd)
+
+
+def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
+                   n: int, batch: int) -> float:
+  """The per-entry flip term E[relu(y + d)^2] - E[(relu(y) + m d)^2] of a hidden layer whose step lowers its units
+  on average (docs/calculus.md, *The units' mean shift and their own flip term*): the change along the example's
+  own activation is r_a,j = sum_t coef(a, t) h_t,j over the units j (coef = -Theta_h w / B, `_step`'s beta before
+  the sum); its mean over the units, mu_a = sum_t coef(a, t) E[h_t,j], shifts every unit of token a alike, its
+  regression on y_a,j (and the layers below's change along it) rescales y; the rest of E|m d|^2 is a Gaussian e,
+  its variance shared by the tokens in proportion to their q_a. `relu_flips.shift_net` per token."""
+  T = k_y.shape[0]
+  q = np.diag(k_y) / n
+  coef = -theta_h * w[None, :] / batch
+  mu = coef @ np.sqrt(q / (2 * np.pi))
+  # E[y_a r_a] = sum_t coef(a, t) K_y(a, t) / 2n (E[y_a relu(y_t)] = Cov / 2), over q_a
+  kappa = np.maximum(np.repeat(below, T // batch) + _ratio((coef * k_y).sum(1), 2 * n * q), -0.9)
+  # E[m d^2] = mu^2 / 2 + 2 mu kappa E[relu(y)] + kappa^2 q / 2 + s^2 / 2 per token; change is its token mean
+  s2 = max(2 * change - float(np.mean(mu ** 2 + 4 * mu * kappa * np.sqrt(q / (2 * np.pi)) + kappa ** 2 * q)), 0.0)
+  return float(np.mean(relu_flips.shift_net(q, mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q)))))))
 
 
 def flip_share(act0: float, cross: float, change: float) -> float:

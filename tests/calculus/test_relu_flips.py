@@ -84,3 +84,19 @@ def test_unit_net_with_state_dependent_sign_matches_monte_carlo():
       assert got < -10 * se   # the state-dependent sign makes the unit's own term negative: 0 would fail
     else:   # s independent of y: the term cancels (and state_net says so)
       assert abs(net.mean()) < 5 * se and abs(relu_flips.state_net(V, RHO, DELTA, None, S2, KAPPA)) < 1e-12
+
+
+def test_shift_net_matches_monte_carlo():
+  # y ~ N(0, v), d = mu + kappa y + e: the unit's own flip term for a mean shift common to the units, against 2^20
+  # samples, 5 SE; negative by more than 10 SE for a shift down (0 without the shift, also asserted)
+  rng = np.random.default_rng(13)
+  n = 2 ** 20
+  for v, mu, kappa, s2 in ((1.0, -0.17, -0.13, 0.18), (0.5, -0.05, 0.1, 0.3), (2.0, 0.0, -0.2, 0.2)):
+    y = rng.normal(0, np.sqrt(v), n)
+    d = mu + kappa * y + rng.normal(0, np.sqrt(s2), n)
+    net = (y + d) ** 2 * ((y + d > 0).astype(float) - (y > 0))
+    se = net.std() / np.sqrt(n)
+    got = float(relu_flips.shift_net(v, mu, kappa, s2))
+    assert abs(net.mean() - got) < 5 * se, (net.mean(), got, se)
+    assert (got < -10 * se) if mu < 0 else abs(got) < 1e-12
+  assert relu_flips.shift_net(0.0, -0.1, 0.0, 0.1) == 0.0   # a token with no pre-activation (a blank patch)
