@@ -44,8 +44,9 @@ component included (it is most of a conv's gradient at narrow width).
 Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update on its input's change, by the
 same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
 scaled by the share of its active units that the step keeps on, `flip_share`) and the option flip_net (each unit's
-own flip term under the step's mean shift, `mean_shift_net`); not modelled: a shared W with fewer rows than the
-batch's tokens.
+own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the own component's non-zero mean
+given the unit only as the option sign_mean (`adam_inputs`' w_tok); not modelled: a shared W with fewer rows than
+the batch's tokens.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
+from scipy.special import erf
 from threadpoolctl import threadpool_limits
 
 from jscale.calculus import relu_flips
@@ -158,12 +160,17 @@ def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
 
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
-                seed: int = 1, bias: bool = False):
+                seed: int = 1, bias: bool = False, w_tok: list | None = None):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
   + own (the own-activation component, x h weighted). Features: a patch coordinate (the data's at conv0, a
-  channel of the layer below at one offset above), a unit: a channel's pre-activations over the tokens."""
+  channel of the layer below at one offset above), a unit: a channel's pre-activations over the tokens.
+
+  w_tok (per hidden layer E[z . g] / |h|^2 per token, `_setup`'s; None: the linearisation): the cross kernel with
+  the sign of a non-centred gradient. Given the unit's activations and the feature, the own component's mean
+  m = (1/B) sum_t x_t h_t w_t is fixed and the rest is Gaussian with s^2 = sigma^2 - m^2, so E[sign G] =
+  2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*)."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
   widths = stack.widths
@@ -203,7 +210,13 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
         out_h.append(a)
         continue
       out.append(a / ur.both_active(k.y[l]))
-      ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
+      if w_tok is None or w_tok[l] is None:
+        ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
+      else:   # (2 Phi(m / s) - 1) / (kappa m): the kernel, contracted with w_tok, gives E[x h sign G] / kappa
+        m = vh[ok] @ w_tok[l] / B
+        s_ = np.maximum(np.sqrt(np.clip(sig[ok] ** 2 - m ** 2, 0, None)), 1e-300)
+        wt = np.where(m == 0, 1.0 / s_, _ratio(erf(m / (math.sqrt(2) * s_)), KAPPA * m))
+        ah = (vh[ok] * wt[:, None]).T @ vh[ok] / samples * sc
       out_h.append(_ratio(ah, k.h[l] / widths[l]))
   return kernels, cross_kernels, norms, bias_k, bias_cross
 
@@ -251,7 +264,7 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
-               flip_carry: bool = False, flip_net: bool = False) -> ur.Response:
+               flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -260,13 +273,14 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   (`strided_update`'s), Adam's lr."""
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
-                     incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net)[0]
+                     incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net,
+                     sign_mean=sign_mean)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
-                flip_net: bool = False) -> list:
+                flip_net: bool = False, sign_mean: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -279,7 +293,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   leaves out (Wishart: E|W^T D W v|^2 = k (k + p + 1) E[W^2]^2 |v|^2 for k active units, p outputs).
   flip_carry: scale that coherent carry from each hidden layer by 1 - `flip_share` of its predicted row
   (docs/calculus.md, *The flips' coherent carry as a mask share*). flip_net: add each hidden layer's own flip term
-  under the step's mean shift (`mean_shift_net`) to its E[h^2] after the step and to the incoherent carry."""
+  under the step's mean shift (`mean_shift_net`) to its E[h^2] after the step and to the incoherent carry.
+  sign_mean: Adam's cross kernels with the sign of the gradient's non-centred own component (`adam_inputs`'
+  w_tok; docs/calculus.md, *Adam's sign of a non-centred gradient*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -302,7 +318,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   with threadpool_limits(limits=BLAS_THREADS):
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
     bias = any(max(b) > 0 for _, _, b in rows)
-    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias) if any(o == "adam" for _, o, _ in rows)
+    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None)
+            if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
     return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net)

@@ -138,7 +138,8 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   per-layer NTK over (example, position) pairs (`calculus.strided_response`; docs/calculus.md, *After the first
   step over (example, position) pairs*), with the biases' step, the incoherent carry and the flips' coherent carry
   (*The flips' coherent carry as a mask share*: adopted in the thirteenth session) and each unit's own flip term
-  under the step's mean shift (*The units' mean shift and their own flip term*: fourteenth session). Until the
+  under the step's mean shift (*The units' mean shift and their own flip term*: fourteenth session) and Adam's sign
+  of the own component's non-zero mean (*Adam's sign of a non-centred gradient*: fourteenth session). Until the
   twelfth session the LeNet's came from an update-on-top form (each layer's E[y^2] plus the update's bound
   U m^2 lr^2), which had no cross term 2E[h0 . dh] and no propagation of the change. Settings with the same w_sq
   share their kernels."""
@@ -149,6 +150,6 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   out = {}
   for w_sq, rows in groups.items():
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
-                                       incoherent_carry=True, flip_carry=True, flip_net=True)
+                                       incoherent_carry=True, flip_carry=True, flip_net=True, sign_mean=True)
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
