@@ -34,8 +34,9 @@ def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> t
     sq = lambda vs: jnp.stack([jnp.mean(jnp.square(v)) for v in vs])   # noqa: E731
     return sq(list(hidden) + [z]), sq(list(dhidden) + [dz])
 
+  # the draws are an argument: closed over, they were constants copied into the program
   @jax.jit
-  def run(init_m, lr_m, unit):
+  def run(p0s, init_m, lr_m, unit):
     out = []
     for j, opt in enumerate(optimizers):
       base_opt = base_opts[opt]
@@ -44,7 +45,7 @@ def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> t
     return out
 
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
-  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
+  out = jax.device_get(run(p0s, jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
   return h, d

@@ -56,13 +56,24 @@ def network(model: str, width: int) -> models.Model:
   return models.get_model("lenet", 10, image=(8, 8, 1), channels=(6 * int(m), 16 * int(m)))
 
 
-def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
+def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED, *more: tuple[int, int]):
   """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED, whose
   first draw is the init the prescriptions are computed on): `net.draw`'s numbers, from one compiled random
   program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape, seconds each on
-  XLA:CPU)."""
+  XLA:CPU). `more`: further (draws, start) ranges from the same program, one stack each (a tuple of stacks
+  then): a random program per range took ~1 s of compile each (each key's draw is the same whatever the
+  other keys, tested)."""
   draw = net.make_draw(("he_normal",))
-  return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(draws))
+  ranges = ((draws, start),) + more
+  seeds = np.concatenate([s + np.arange(n) for n, s in ranges]).astype(np.int32)   # eager jnp: more programs
+
+  def cut(seeds):
+    stacked = jax.vmap(lambda s: draw(jax.random.key(s), 0))(seeds)
+    ends = np.cumsum([0] + [n for n, _ in ranges])
+    return tuple(jax.tree.map(lambda v: v[a:b], stacked) for a, b in zip(ends[:-1], ends[1:]))
+
+  out = jax.jit(cut)(seeds)
+  return out if more else out[0]
 
 
 def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray, tuple]:
@@ -157,8 +168,11 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
     return rms, jnp.stack([sizes(p), after[0]])
 
+  # the draws are an argument, not constants closed over: as constants (up to ~100 MB) they were copied into
+  # the program and slowed its compile (and XLA chose their layout: one act_se entry of the LeNet at width 512
+  # moved by 1 ulp, 1.4e-7 relative)
   @jax.jit
-  def run(init_m, lr_m, lr):
+  def run(p0s, init_m, lr_m, lr):
     """init_m, lr_m: (opt, rule, L); lr: (opt, rule) -> (update RMS, activations), each (opt, rule, ...)."""
     out = []
     head = jax.tree.map(lambda v: v[:k_draws], p0s)
@@ -184,7 +198,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
   # dispatched, not awaited: the calculus's predictions below (numpy) run while the measured steps compute
-  measured = run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+  measured = run(p0s, jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
                  jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
                  jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32))
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
@@ -273,10 +287,10 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
     for b, width in enumerate(widths):
       net = network(model, width)
       t0 = time.perf_counter()
-      p0s = probe_draws(net, PROBE_DRAWS)
+      n_coord = draws_at(coord_draws, model, width)
+      p0s, coord_p0s = probe_draws(net, PROBE_DRAWS, PROBE_SEED, (n_coord, COORD_SEED))
       pres, rs_m[b], rs_s[b], (rs_h[b], rs_d[b]) = prescriptions(net, base, xb, yb, p0s)
       t1 = time.perf_counter()
-      coord_p0s = probe_draws(net, draws_at(coord_draws, model, width), COORD_SEED)
       lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
       cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
           net, pres, xb, yb, lr_mid, coord_steps, p0s=coord_p0s)

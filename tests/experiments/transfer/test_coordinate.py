@@ -67,3 +67,18 @@ def test_one_step_draws_give_the_first_steps_quantities_of_all_draws():
   np.testing.assert_allclose(as_s, as_f, rtol=1e-4)
   np.testing.assert_allclose(um_s[..., 1, :], head[0][..., 1, :], rtol=1e-5)
   assert np.max(np.abs(um_s[..., 1, :] / um_f[..., 1, :] - 1)) > 1e-3   # 2 draws are not 6 (the test can fail)
+
+
+def test_probe_draws_of_several_ranges_are_each_range_drawn_alone():
+  """One random program for the probe and the coordinate check's inits (run.experiment) draws each key's init as
+  a program of that range alone does (bit for bit), and the ranges' keys are distinct (the test can fail)."""
+  net = run.network("lenet", 64)
+  draw = net.make_draw(("he_normal",))
+  alone = lambda n, start: jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(n))  # noqa: E731
+  a, b = run.probe_draws(net, 3, run.PROBE_SEED, (5, run.COORD_SEED))
+  for got, want in ((a, alone(3, run.PROBE_SEED)), (b, alone(5, run.COORD_SEED)), (run.probe_draws(net, 2),
+                                                                                   alone(2, run.PROBE_SEED))):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+  assert not np.array_equal(np.asarray(net.kernels(a)[0][0]), np.asarray(net.kernels(b)[0][0]))
