@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets
-from jscale.experiments.transfer import analysis, run
+from jscale.experiments.transfer import ahead, analysis, run
 
 
 def test_expected_weight_rescaling_matches_the_rules_on_rescaled_weights():
@@ -82,3 +82,22 @@ def test_probe_draws_of_several_ranges_are_each_range_drawn_alone():
     for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
   assert not np.array_equal(np.asarray(net.kernels(a)[0][0]), np.asarray(net.kernels(b)[0][0]))
+
+
+def test_a_program_compiled_ahead_from_shapes_gives_the_bits_of_one_compiled_at_the_call():
+  """run.experiment compiles its programs in a background thread from the arguments' shapes alone (ahead.py) and
+  calls the compiled executables: the coordinate check's numbers are those of the program compiled at the call."""
+  ds = datasets.get("digits", seed=0, standardize=True)
+  x, y = jnp.asarray(ds.x_train[:16]), jnp.asarray(ds.y_train[:16], jnp.int32)
+  net = run.network("mlp", 16)
+  L, R, O = net.n_layers, len(run.PARAMETRIZATIONS), len(run.OPTIMIZERS)
+  p0s = run.probe_draws(net, 5, run.COORD_SEED)
+  rng = np.random.default_rng(0)
+  args = (p0s, rng.uniform(0.5, 2, (O, R, L)).astype(np.float32), rng.uniform(0.5, 2, (O, R, L)).astype(np.float32),
+          np.full((O, R), 0.05, np.float32))
+  with ahead.Ahead() as a:
+    a.submit("coord", run.coordinate_program(net, x, y, 2, 5, 2), *ahead.abstract(args))
+    early = a.take("coord")
+    assert a.take("coord") is None
+  for got, want in zip(early(*args), run.coordinate_program(net, x, y, 2, 5, 2)(*args)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
