@@ -222,7 +222,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
   dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
-  strided = {}
+  strided, sgd_memo = {}, {}
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m, unit = pres[rule, opt]
@@ -236,7 +236,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       # the example), after the loop: settings with the same init share their kernels
       strided[i, j] = (w_sq, lr * np.asarray(lr_m, np.float64), opt, lr)   # every bias steps at lr
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
-        upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
+        upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64),
+                                  sgd_memo)
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
   for ij, a1 in analysis.strided_first_step(net.input_shape, net.kernel_shapes, x, y, strided).items():
     act_p[ij + (1,)] = a1

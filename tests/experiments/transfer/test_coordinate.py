@@ -101,3 +101,20 @@ def test_a_program_compiled_ahead_from_shapes_gives_the_bits_of_one_compiled_at_
     assert a.take("coord") is None
   for got, want in zip(early(*args), run.coordinate_program(net, x, y, 2, 5, 2)(*args)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_sgd_update_with_a_memo_gives_the_bits_without_it():
+  """The coordinate check keeps E|grad W|^2 per w_sq across the rules (analysis.sgd_update's memo): a second rate
+  on the same init reuses it, and the result is the unmemoised one bit for bit; another init is not reused."""
+  ds = datasets.get("digits", seed=0, standardize=True)
+  x, y = ds.x_train[:32], np.asarray(ds.y_train[:32], np.int32)
+  net = run.network("lenet", 32)
+  w = np.array([2.0 / np.prod(s[:-1]) for s in net.kernel_shapes])
+  lr = np.array([0.25, 0.5, 1.0, 2.0, 0.1])
+  def upd(w_, lr_, memo=None):
+    return analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_, lr_, memo)
+
+  memo = {}
+  for w_, lr_ in ((w, lr), (w, 2 * lr), (w * [1, 1, 1, 1, 0.5], lr)):
+    np.testing.assert_array_equal(upd(w_, lr_, memo), upd(w_, lr_))
+  assert len(memo) == 2
