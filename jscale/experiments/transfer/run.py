@@ -10,7 +10,8 @@ multiplies the base learning rate of equal-G's runs (biases and kernels alike). 
 (`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), and so is
 the optimizer (`HParams.optimizer_index`, `jscale.optim.choose`), so both optimizers, the three
 parametrizations, 12 learning rates and the seeds are one program per (model, width). Biases keep the base
-learning rate in every parametrization.
+learning rate in every parametrization. Each (model, width)'s four programs (probe draws, response, coordinate
+check, training) are compiled ahead in one background thread (ahead.py) while the main thread computes.
 """
 from __future__ import annotations
 
