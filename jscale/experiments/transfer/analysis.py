@@ -120,16 +120,22 @@ def predicted_activations(pr, w_sq_expected=None) -> np.ndarray:
   return np.concatenate([x_sq[1:], y_sq[-1:]])
 
 
-def sgd_update(image, kernel_shapes, x, y, w_sq, lr) -> np.ndarray:
+def sgd_update(image, kernel_shapes, x, y, w_sq, lr, memo: dict | None = None) -> np.ndarray:
   """(L,) RMS of each kernel's first SGD update of a strided conv stack or a dense one (input shape `image`,
   kernels `kernel_shapes`), from the kernels over (example, position) pairs with the component of the gradient
   along each example's own activation (`calculus.strided_update`; docs/calculus.md, *The first update over
   (example, position) pairs*): it replaces the LeNet's class-pair law, whose position-averaged cross term missed
-  the convolutions' coherent pairs of positions, and `calculus.first_step`'s update for the MLP."""
+  the convolutions' coherent pairs of positions, and `calculus.first_step`'s update for the MLP. `memo`: a dict
+  that keeps E|grad W|^2 per w_sq across calls on the same network and batch (it does not depend on lr; standard
+  and equal-G share their init: a LeNet's took ~1 CPU s)."""
   shapes = [tuple(s) for s in kernel_shapes]
   fan_in = [int(np.prod(s[:-1])) for s in shapes]
-  return strided_update.update_rms(np.asarray(x), np.asarray(y), strided_update.Stack.of_shapes(image, shapes),
-                                   w_sq, lr, fan_in)
+  stack = strided_update.Stack.of_shapes(image, shapes)
+  key = tuple(float(v) for v in w_sq)
+  memo = {} if memo is None else memo
+  if key not in memo:   # what strided_update.update_rms computes before its rms
+    memo[key] = strided_update.gradient_sq(np.asarray(x), np.asarray(y), stack, w_sq)
+  return strided_update.rms(memo[key], lr, fan_in, stack.widths)
 
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:

@@ -17,9 +17,9 @@ import optax
 from jscale import calculus, initializers, optim
 
 
-def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> tuple[np.ndarray, np.ndarray]:
-  """(E[h^2], E[dh^2]) per (rule, opt, draw, L) at each init of `p0s` (stacked), the step at learning rate 1
-  (`measured_response`'s arguments); the replicate check of its SE reads them draw by draw."""
+def per_draw_program(net, x, y, optimizers=("sgd", "adam")):
+  """The jitted `run(p0s, init_m, lr_m, unit)` of `per_draw` (init_m, lr_m (opt, rule, L), unit (opt, rule)
+  float32) -> per optimizer (E[h^2], E[dh^2]) (rule, draw, L)."""
   base_opts = {"sgd": optax.sgd(1.0), "adam": optax.adam(1.0)}
 
   def loss_fn(p):
@@ -34,8 +34,9 @@ def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> t
     sq = lambda vs: jnp.stack([jnp.mean(jnp.square(v)) for v in vs])   # noqa: E731
     return sq(list(hidden) + [z]), sq(list(dhidden) + [dz])
 
+  # the draws are an argument: closed over, they were constants copied into the program
   @jax.jit
-  def run(init_m, lr_m, unit):
+  def run(p0s, init_m, lr_m, unit):
     out = []
     for j, opt in enumerate(optimizers):
       base_opt = base_opts[opt]
@@ -43,8 +44,17 @@ def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam")) -> t
       out.append(jax.vmap(per, in_axes=(None, 0, 0, 0))(p0s, init_m[j], lr_m[j], unit[j]))   # (rule, draw, L)
     return out
 
+  return run
+
+
+def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam"),
+             program=None) -> tuple[np.ndarray, np.ndarray]:
+  """(E[h^2], E[dh^2]) per (rule, opt, draw, L) at each init of `p0s` (stacked), the step at learning rate 1
+  (`measured_response`'s arguments); the replicate check of its SE reads them draw by draw. `program`:
+  `per_draw_program(net, x, y, optimizers)` compiled (run.experiment compiles it ahead), or None to build it."""
+  run = per_draw_program(net, x, y, optimizers) if program is None else program
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
-  out = jax.device_get(run(jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
+  out = jax.device_get(run(p0s, jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
   return h, d

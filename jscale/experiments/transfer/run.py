@@ -10,11 +10,13 @@ multiplies the base learning rate of equal-G's runs (biases and kernels alike). 
 (`jscale.train.make_train`): the multipliers are traced (`HParams.layer_scale`, `HParams.lr_scale`), and so is
 the optimizer (`HParams.optimizer_index`, `jscale.optim.choose`), so both optimizers, the three
 parametrizations, 12 learning rates and the seeds are one program per (model, width). Biases keep the base
-learning rate in every parametrization.
+learning rate in every parametrization. Each (model, width)'s four programs (probe draws, response, coordinate
+check, training) are compiled ahead in one background thread (ahead.py) while the main thread computes.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from typing import Sequence
 
@@ -24,7 +26,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets, initializers, models, optim, train as train_lib
-from jscale.experiments.transfer import analysis, epoch_probe, response
+from jscale.experiments.transfer import ahead as ahead_lib, analysis, epoch_probe, response
 from jscale.sweeps import store
 
 PARAMETRIZATIONS = ("standard", "mup", "equal_G")
@@ -56,16 +58,33 @@ def network(model: str, width: int) -> models.Model:
   return models.get_model("lenet", 10, image=(8, 8, 1), channels=(6 * int(m), 16 * int(m)))
 
 
-def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED):
+def probe_draws(net: models.Model, draws: int, start: int = PROBE_SEED, *more: tuple[int, int], program=None):
   """The He inits of keys start, start + 1, ... (`draws` of them, stacked; start defaults to PROBE_SEED, whose
   first draw is the init the prescriptions are computed on): `net.draw`'s numbers, from one compiled random
   program (`Model.make_draw`; eager draws compiled one threefry program per kernel shape, seconds each on
-  XLA:CPU)."""
+  XLA:CPU). `more`: further (draws, start) ranges from the same program, one stack each (a tuple of stacks
+  then): a random program per range took ~1 s of compile each (each key's draw is the same whatever the
+  other keys, tested). `program`: `draws_program`'s compiled for these ranges, or None to build it."""
+  fn, seeds = draws_program(net, ((draws, start),) + more)
+  out = (fn if program is None else program)(seeds)
+  return out if more else out[0]
+
+
+def draws_program(net: models.Model, ranges) -> tuple:
+  """(the jitted draw of `probe_draws`' ranges ((draws, start), ...) from its seeds, the seeds (int32))."""
   draw = net.make_draw(("he_normal",))
-  return jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(draws))
+  ends = np.cumsum([0] + [n for n, _ in ranges])
+
+  def cut(seeds):
+    stacked = jax.vmap(lambda s: draw(jax.random.key(s), 0))(seeds)
+    return tuple(jax.tree.map(lambda v: v[a:b], stacked) for a, b in zip(ends[:-1], ends[1:]))
+
+  # the seeds on the host: eager jnp compiled more programs
+  return jax.jit(cut), np.concatenate([s + np.arange(n) for n, s in ranges]).astype(np.int32)
 
 
-def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dict, np.ndarray, np.ndarray, tuple]:
+def prescriptions(net: models.Model, base: models.Model, x, y, p0s,
+                  response_program=None) -> tuple[dict, np.ndarray, np.ndarray, tuple]:
   """((parametrization, optimizer) -> (Prescription, layer_scale (L,), lr_scale (L,), unit), the first step's
   relative response per unit learning rate (rule, opt, L), its relative SE, and the per-draw (E[h^2], E[dh^2])
   (rule, opt, draw, L) it comes from, every rule at unit 1, for the drift's paired SE, `analysis.drift_se`)
@@ -75,7 +94,8 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dic
   of it. Equal-G's unit is its response normalisation (`calculus.normalised`: the response that sets the
   optimum, over the probe inits, is 1 per unit learning rate); the other rules' is 1. The response
   (response.py) is measured once at unit 1; equal-G's is then divided by its normalisation (to first order
-  the response is linear in a common factor of the multipliers)."""
+  the response is linear in a common factor of the multipliers). `response_program`: the response's compiled
+  program (`response.per_draw_program`), or None to build it."""
   key = jax.random.key(PROBE_SEED)
   # the first draw cut on the host (eager indexing compiled two programs per leaf shape)
   params = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[0]), p0s)
@@ -97,7 +117,7 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dic
                            .init_multipliers(params))
       out[rule, opt] = (pr, np.asarray(init_m, np.float32), np.asarray(net.kernels(pr.lr_multipliers(params)),
                                                                       np.float32), 1.0)
-  h, d = response.per_draw(net, out, x, y, p0s, PARAMETRIZATIONS, OPTIMIZERS)
+  h, d = response.per_draw(net, out, x, y, p0s, PARAMETRIZATIONS, OPTIMIZERS, program=response_program)
   resp, rse = response.ratio_and_se(h, d)
   i = PARAMETRIZATIONS.index("equal_G")
   for j, opt in enumerate(OPTIMIZERS):
@@ -108,32 +128,9 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s) -> tuple[dic
   return out, resp, rse, (h, d)
 
 
-def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None,
-                     k_draws: int = K_DRAWS):
-  """Per (parametrization, optimizer): steps on the batch (x, y) from `draws` inits (`p0s`, or keys COORD_SEED,
-  COORD_SEED + 1, ... if not given) at the learning rate `lr_of[rule, opt]`: the first `k_draws` of them take k
-  full steps, the rest one (the first update and the activations at init and after it, the goal's quantities,
-  average over all draws; updates 2..k over the first k_draws; one step costs ~40% of three). Measured sizes are
-  mean squares over the draws (the calculus predicts expectations over the init; at width 32 the SD of log
-  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns
-  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of
-  their log):
-    upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
-    act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
-      the logits (the layers after each kernel).
-  Predicted update (the gradient at init): SGD's from the kernels over (example, position) pairs with the
-  gradient's component along each example's own activation (`calculus.strided_update`; for the MLP a position
-  is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
-  after the step, the first-order response through the layers over (example, position) pairs
-  (`calculus.strided_response`: the cross term 2E[h0 . dh], accumulated along each example's own activation over
-  the layers below, and E[dh^2], with the biases' step, the incoherent carry and the flips' coherent carry since
-  the thirteenth session; docs/calculus.md, *After the first step over (example, position) pairs*; until
-  the twelfth session the MLP's came from `calculus.first_step`, the LeNet's was each layer's E[y^2] plus the
-  update's bound U m^2 lr^2 on top).
-  One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
-  was one program per optimizer with the steps unrolled; compilation was most of the check's time)."""
-  p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
-  n_draws = jax.tree.leaves(p0s)[0].shape[0]
+def coordinate_program(net: models.Model, x, y, k: int, n_draws: int, k_draws: int = K_DRAWS):
+  """The jitted `run(p0s, init_m, lr_m, lr)` of `coordinate_check` for `n_draws` inits (init_m, lr_m
+  (opt, rule, L), lr (opt, rule) float32) -> (update RMS, activations, their relative SEs), each (opt, rule, ...)."""
   k_draws = min(k_draws, n_draws) if k > 1 else n_draws
 
   def loss_fn(p):
@@ -157,8 +154,11 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
     _, (rms, after) = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
     return rms, jnp.stack([sizes(p), after[0]])
 
+  # the draws are an argument, not constants closed over: as constants (up to ~100 MB) they were copied into
+  # the program and slowed its compile (and XLA chose their layout: one act_se entry of the LeNet at width 512
+  # moved by 1 ulp, 1.4e-7 relative)
   @jax.jit
-  def run(init_m, lr_m, lr):
+  def run(p0s, init_m, lr_m, lr):
     """init_m, lr_m: (opt, rule, L); lr: (opt, rule) -> (update RMS, activations), each (opt, rule, ...)."""
     out = []
     head = jax.tree.map(lambda v: v[:k_draws], p0s)
@@ -181,10 +181,41 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       out.append((jnp.sqrt(m_mean), acts.mean(1), 0.5 * m_rse, rse(acts)))
     return [jnp.stack(o) for o in zip(*out)]
 
+  return run
+
+
+def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, draws: int = 4, p0s=None,
+                     k_draws: int = K_DRAWS, program=None):
+  """Per (parametrization, optimizer): steps on the batch (x, y) from `draws` inits (`p0s`, or keys COORD_SEED,
+  COORD_SEED + 1, ... if not given) at the learning rate `lr_of[rule, opt]`: the first `k_draws` of them take k
+  full steps, the rest one (the first update and the activations at init and after it, the goal's quantities,
+  average over all draws; updates 2..k over the first k_draws; one step costs ~40% of three). Measured sizes are
+  mean squares over the draws (the calculus predicts expectations over the init; at width 32 the SD of log
+  E[z^2] over draws is 0.37 (MLP) and 0.67 (LeNet), docs/calculus.md, *Coordinate check, third pass*). Returns
+  measured and predicted arrays and the measurements' relative SEs over the draws (upd_se, act_se, ~ the SE of
+  their log):
+    upd_meas/upd_pred (rule, opt, step, kernel): RMS of each kernel's update
+    act_meas/act_pred (rule, opt, when (init, after step 1), layer): E[h^2] of the hidden activations and
+      the logits (the layers after each kernel).
+  Predicted update (the gradient at init): SGD's from the kernels over (example, position) pairs with the
+  gradient's component along each example's own activation (`calculus.strided_update`; for the MLP a position
+  is the example); Adam lr m (its first step is lr sign(g)). Predicted activations: the calculus's at init;
+  after the step, the first-order response through the layers over (example, position) pairs
+  (`calculus.strided_response`: the cross term 2E[h0 . dh], accumulated along each example's own activation over
+  the layers below, and E[dh^2], with the biases' step, the incoherent carry and the flips' coherent carry since
+  the thirteenth session; docs/calculus.md, *After the first step over (example, position) pairs*; until
+  the twelfth session the MLP's came from `calculus.first_step`, the LeNet's was each layer's E[y^2] plus the
+  update's bound U m^2 lr^2 on top).
+  One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
+  was one program per optimizer with the steps unrolled; compilation was most of the check's time).
+  `program`: `coordinate_program(net, x, y, k, draws, k_draws)` compiled (run.experiment compiles it ahead), or
+  None to build it."""
+  p0s = probe_draws(net, draws, COORD_SEED) if p0s is None else p0s
+  run = coordinate_program(net, x, y, k, jax.tree.leaves(p0s)[0].shape[0], k_draws) if program is None else program
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
   # dispatched, not awaited: the calculus's predictions below (numpy) run while the measured steps compute
-  measured = run(jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
+  measured = run(p0s, jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
                  jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
                  jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32))
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
@@ -192,7 +223,7 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
   upd_p, act_p = np.zeros((R, O, k, L)), np.zeros((R, O, 2, L))
   dense = all(w.ndim == 3 for w in net.kernels(p0s))   # (draws, fan_in, fan_out): an MLP
-  strided = {}
+  strided, sgd_memo = {}, {}
   for j, opt in enumerate(OPTIMIZERS):
     for i, rule in enumerate(PARAMETRIZATIONS):
       pr, init_m, lr_m, unit = pres[rule, opt]
@@ -206,7 +237,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
       # the example), after the loop: settings with the same init share their kernels
       strided[i, j] = (w_sq, lr * np.asarray(lr_m, np.float64), opt, lr)   # every bias steps at lr
       if opt == "sgd":   # over (example, position) pairs, with the own-activation component (strided_update.py)
-        upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64))
+        upd = analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_sq, lr * np.asarray(lr_m, np.float64),
+                                  sgd_memo)
       upd_p[i, j] = np.broadcast_to(np.asarray(upd, np.float64), (k, L))
   for ij, a1 in analysis.strided_first_step(net.input_shape, net.kernel_shapes, x, y, strided).items():
     act_p[ij + (1,)] = a1
@@ -238,6 +270,30 @@ def draws_at(table, model: str, width: int) -> int:
   return [n for w, n in rows if w <= width][-1] if width >= rows[0][0] else rows[0][1]
 
 
+def train_program(net: models.Model, epochs: int, batch_size: int):
+  """The jitted training of `net` vmapped over configurations (keys, `HParams` stacked; the data shared): one
+  program for both optimizers (`optim.choose`, the optimizer traced like the learning rate; per (model, width)
+  it compiled two programs of nearly the same size)."""
+  spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
+                             batch_size=batch_size)
+  return jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
+
+
+def train_hparams(rows, lrs: np.ndarray, pres: dict) -> train_lib.HParams:
+  """The stacked `HParams` of the configurations `rows` ((optimizer, parametrization, lr octave, seed)
+  indices): each parametrization's init and learning-rate multipliers (`pres`, as `prescriptions` returns
+  them) and its base rate lrs[optimizer, parametrization, octave] times its unit."""
+  C = len(rows)
+  pick = lambda f: np.stack([f(pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]]) for c, i, _, _ in rows])  # noqa: E731
+  ones = np.ones(C, np.float32)
+  return train_lib.HParams(init_scale=ones, layer_scale=pick(lambda p: p[1]), input_scale=ones, output_scale=ones,
+                           lr=np.array([lrs[c, i, k] * pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]][3]
+                                        for c, i, k, _ in rows], np.float32),
+                           weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32),
+                           lr_scale=pick(lambda p: p[2]),
+                           optimizer_index=np.array([c for c, _, _, _ in rows], np.int32))
+
+
 def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = MODEL_NAMES,
                seeds: Sequence[int], lr_octaves: int = 12, lr_centers: dict, epochs: int = 2,
                batch_size: int = 64, coord_steps: int = 3, coord_draws=4, probe_batch: int = 64,
@@ -259,71 +315,80 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   lrs = np.array([[lr_centers[f"{rule}/{opt}"] * 2.0 ** octs for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])
   coord = {}
   keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+  rows = [(c, i, k, s) for c in range(O) for i in range(R) for k in range(K) for s in range(S)]
+  C = len(rows)
+  cfg_keys = keys[np.array([s for _, _, _, s in rows])]
+  n = n_chunks(C)
+  part = lambda v, q: v[q * (C // n):(q + 1) * (C // n)]   # noqa: E731
   # wall time per phase
   seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, **({"epoch_probe": 0.0} if pilot else {}),
              "training": 0.0}
-  for a, model in enumerate(models_):
-    base = network(model, BASE_WIDTH)
-    n_layers = base.n_layers
-    cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
-    ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
-    rs_m, rs_s, rs_c = (np.zeros((W, R, O, n_layers)) for _ in range(3))
-    rs_h, rs_d = (np.zeros((W, R, O, PROBE_DRAWS, n_layers)) for _ in range(2))
-    ep_t = np.full((W, R, epoch_probe.EPOCH_DRAWS), np.nan)
-    for b, width in enumerate(widths):
-      net = network(model, width)
-      t0 = time.perf_counter()
-      p0s = probe_draws(net, PROBE_DRAWS)
-      pres, rs_m[b], rs_s[b], (rs_h[b], rs_d[b]) = prescriptions(net, base, xb, yb, p0s)
-      t1 = time.perf_counter()
-      coord_p0s = probe_draws(net, draws_at(coord_draws, model, width), COORD_SEED)
-      lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
-      cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
-          net, pres, xb, yb, lr_mid, coord_steps, p0s=coord_p0s)
-      t2 = time.perf_counter()
-      rs_c[b] = response.calculus_response(net, pres, xb, yb, PARAMETRIZATIONS, OPTIMIZERS)
-      seconds["prescriptions"] += t1 - t0
-      seconds["coordinate_check"] += t2 - t1
-      seconds["response"] += time.perf_counter() - t2
-      # Adam's one-epoch pilot at the first probe inits (epoch_probe.py): a short sweep, not the calculus, so
-      # only where a grid asks for it
-      if pilot:
-        t3 = time.perf_counter()
-        ep_f, ep_bad = epoch_probe.final_losses(net, pres, ds.x_train, ds.y_train, xb, yb,
-                                                jax.tree.map(lambda v: v[:epoch_probe.EPOCH_DRAWS], p0s),
-                                                PARAMETRIZATIONS, lr_centers, batch_size, "adam")
-        ep_t[b] = epoch_probe.optima(ep_f, ep_bad)
-        seconds["epoch_probe"] += time.perf_counter() - t3
-      # one program for both optimizers (`optim.choose`, the optimizer traced like the learning rate): per
-      # (model, width) it compiled two programs of nearly the same size
-      spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
-                                 batch_size=batch_size)
-      rows = [(c, i, k, s) for c in range(O) for i in range(R) for k in range(K) for s in range(S)]
-      C = len(rows)
-      pick = lambda f: np.stack([f(pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]]) for c, i, _, _ in rows])  # noqa: E731
-      ones = np.ones(C, np.float32)
-      hp = train_lib.HParams(init_scale=ones, layer_scale=pick(lambda p: p[1]), input_scale=ones,
-                             output_scale=ones,
-                             lr=np.array([lrs[c, i, k] * pres[PARAMETRIZATIONS[i], OPTIMIZERS[c]][3]
-                                          for c, i, k, _ in rows], np.float32),
-                             weight_decay=np.zeros(C, np.float32), init_index=np.zeros(C, np.int32),
-                             lr_scale=pick(lambda p: p[2]),
-                             optimizer_index=np.array([c for c, _, _, _ in rows], np.int32))
-      cfg_keys = keys[np.array([s for _, _, _, s in rows])]
-      train = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
-      t0 = time.perf_counter()
-      n = n_chunks(C)
-      parts = [jax.device_get(train(cfg_keys[q * (C // n):(q + 1) * (C // n)],
-                                    jax.tree.map(lambda v: v[q * (C // n):(q + 1) * (C // n)], hp), data))
-               for q in range(n)]
-      m = jax.tree.map(lambda *v: np.concatenate(v), *parts)
-      seconds["training"] += time.perf_counter() - t0
-      loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
-      diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
-      for c, opt in enumerate(OPTIMIZERS):
-        for i, rule in enumerate(PARAMETRIZATIONS):
-          step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-    coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t)
+  with ahead_lib.Ahead() as ahead:
+    # every (model, width)'s four programs, compiled in the background in the order the loop below takes them
+    for model in models_:
+      for width in widths:
+        net = network(model, width)
+        L = net.n_layers
+        draw_fn, draw_seeds = draws_program(net, ((PROBE_DRAWS, PROBE_SEED),
+                                                  (draws_at(coord_draws, model, width), COORD_SEED)))
+        p0s_spec, coord_spec = jax.eval_shape(draw_fn, draw_seeds)
+        per_rule = (jax.ShapeDtypeStruct((O, R, L), jnp.float32),) * 2 + (jax.ShapeDtypeStruct((O, R), jnp.float32),)
+        ones = {key: (None, np.ones(L, np.float32), np.ones(L, np.float32), 1.0)
+                for key in itertools.product(PARAMETRIZATIONS, OPTIMIZERS)}
+        ahead.submit(("draws", model, width), draw_fn, draw_seeds)
+        ahead.submit(("response", model, width), response.per_draw_program(net, xb, yb, OPTIMIZERS), p0s_spec,
+                     *per_rule)
+        ahead.submit(("coord", model, width), coordinate_program(net, xb, yb, coord_steps,
+                                                                 jax.tree.leaves(coord_spec)[0].shape[0]),
+                     coord_spec, *per_rule)
+        ahead.submit(("train", model, width), train_program(net, epochs, batch_size), part(cfg_keys, 0),
+                     ahead_lib.abstract(jax.tree.map(lambda v: part(v, 0), train_hparams(rows, lrs, ones))), data)
+    for a, model in enumerate(models_):
+      base = network(model, BASE_WIDTH)
+      n_layers = base.n_layers
+      cu_m, cu_p, cu_s = (np.zeros((W, R, O, coord_steps, n_layers)) for _ in range(3))
+      ca_m, ca_p, ca_s = (np.zeros((W, R, O, 2, n_layers)) for _ in range(3))
+      rs_m, rs_s, rs_c = (np.zeros((W, R, O, n_layers)) for _ in range(3))
+      rs_h, rs_d = (np.zeros((W, R, O, PROBE_DRAWS, n_layers)) for _ in range(2))
+      ep_t = np.full((W, R, epoch_probe.EPOCH_DRAWS), np.nan)
+      for b, width in enumerate(widths):
+        net = network(model, width)
+        t0 = time.perf_counter()
+        p0s, coord_p0s = probe_draws(net, PROBE_DRAWS, PROBE_SEED, (draws_at(coord_draws, model, width), COORD_SEED),
+                                     program=ahead.take(("draws", model, width)))
+        pres, rs_m[b], rs_s[b], (rs_h[b], rs_d[b]) = prescriptions(
+            net, base, xb, yb, p0s, response_program=ahead.take(("response", model, width)))
+        t1 = time.perf_counter()
+        lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
+        cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
+            net, pres, xb, yb, lr_mid, coord_steps, p0s=coord_p0s, program=ahead.take(("coord", model, width)))
+        t2 = time.perf_counter()
+        rs_c[b] = response.calculus_response(net, pres, xb, yb, PARAMETRIZATIONS, OPTIMIZERS)
+        seconds["prescriptions"] += t1 - t0
+        seconds["coordinate_check"] += t2 - t1
+        seconds["response"] += time.perf_counter() - t2
+        # Adam's one-epoch pilot at the first probe inits (epoch_probe.py): a short sweep, not the calculus, so
+        # only where a grid asks for it
+        if pilot:
+          t3 = time.perf_counter()
+          ep_f, ep_bad = epoch_probe.final_losses(net, pres, ds.x_train, ds.y_train, xb, yb,
+                                                  jax.tree.map(lambda v: v[:epoch_probe.EPOCH_DRAWS], p0s),
+                                                  PARAMETRIZATIONS, lr_centers, batch_size, "adam")
+          ep_t[b] = epoch_probe.optima(ep_f, ep_bad)
+          seconds["epoch_probe"] += time.perf_counter() - t3
+        hp = train_hparams(rows, lrs, pres)
+        t0 = time.perf_counter()
+        train = ahead.take(("train", model, width))
+        parts = [jax.device_get(train(part(cfg_keys, q), jax.tree.map(lambda v: part(v, q), hp), data))
+                 for q in range(n)]
+        m = jax.tree.map(lambda *v: np.concatenate(v), *parts)
+        seconds["training"] += time.perf_counter() - t0
+        loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
+        diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
+        for c, opt in enumerate(OPTIMIZERS):
+          for i, rule in enumerate(PARAMETRIZATIONS):
+            step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
+        coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),

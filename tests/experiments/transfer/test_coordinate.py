@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 from jscale import calculus, datasets
-from jscale.experiments.transfer import analysis, run
+from jscale.experiments.transfer import ahead, analysis, run
 
 
 def test_expected_weight_rescaling_matches_the_rules_on_rescaled_weights():
@@ -67,3 +67,54 @@ def test_one_step_draws_give_the_first_steps_quantities_of_all_draws():
   np.testing.assert_allclose(as_s, as_f, rtol=1e-4)
   np.testing.assert_allclose(um_s[..., 1, :], head[0][..., 1, :], rtol=1e-5)
   assert np.max(np.abs(um_s[..., 1, :] / um_f[..., 1, :] - 1)) > 1e-3   # 2 draws are not 6 (the test can fail)
+
+
+def test_probe_draws_of_several_ranges_are_each_range_drawn_alone():
+  """One random program for the probe and the coordinate check's inits (run.experiment) draws each key's init as
+  a program of that range alone does (bit for bit), and the ranges' keys are distinct (the test can fail)."""
+  net = run.network("lenet", 64)
+  draw = net.make_draw(("he_normal",))
+  alone = lambda n, start: jax.jit(jax.vmap(lambda s: draw(jax.random.key(s), 0)))(start + jnp.arange(n))  # noqa: E731
+  a, b = run.probe_draws(net, 3, run.PROBE_SEED, (5, run.COORD_SEED))
+  for got, want in ((a, alone(3, run.PROBE_SEED)), (b, alone(5, run.COORD_SEED)), (run.probe_draws(net, 2),
+                                                                                   alone(2, run.PROBE_SEED))):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+  assert not np.array_equal(np.asarray(net.kernels(a)[0][0]), np.asarray(net.kernels(b)[0][0]))
+
+
+def test_a_program_compiled_ahead_from_shapes_gives_the_bits_of_one_compiled_at_the_call():
+  """run.experiment compiles its programs in a background thread from the arguments' shapes alone (ahead.py) and
+  calls the compiled executables: the coordinate check's numbers are those of the program compiled at the call."""
+  ds = datasets.get("digits", seed=0, standardize=True)
+  x, y = jnp.asarray(ds.x_train[:16]), jnp.asarray(ds.y_train[:16], jnp.int32)
+  net = run.network("mlp", 16)
+  L, R, O = net.n_layers, len(run.PARAMETRIZATIONS), len(run.OPTIMIZERS)
+  p0s = run.probe_draws(net, 5, run.COORD_SEED)
+  rng = np.random.default_rng(0)
+  args = (p0s, rng.uniform(0.5, 2, (O, R, L)).astype(np.float32), rng.uniform(0.5, 2, (O, R, L)).astype(np.float32),
+          np.full((O, R), 0.05, np.float32))
+  with ahead.Ahead() as a:
+    a.submit("coord", run.coordinate_program(net, x, y, 2, 5, 2), *ahead.abstract(args))
+    early = a.take("coord")
+    assert a.take("coord") is None
+  for got, want in zip(early(*args), run.coordinate_program(net, x, y, 2, 5, 2)(*args)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_sgd_update_with_a_memo_gives_the_bits_without_it():
+  """The coordinate check keeps E|grad W|^2 per w_sq across the rules (analysis.sgd_update's memo): a second rate
+  on the same init reuses it, and the result is the unmemoised one bit for bit; another init is not reused."""
+  ds = datasets.get("digits", seed=0, standardize=True)
+  x, y = ds.x_train[:32], np.asarray(ds.y_train[:32], np.int32)
+  net = run.network("lenet", 32)
+  w = np.array([2.0 / np.prod(s[:-1]) for s in net.kernel_shapes])
+  lr = np.array([0.25, 0.5, 1.0, 2.0, 0.1])
+  def upd(w_, lr_, memo=None):
+    return analysis.sgd_update(net.input_shape, net.kernel_shapes, x, y, w_, lr_, memo)
+
+  memo = {}
+  for w_, lr_ in ((w, lr), (w, 2 * lr), (w * [1, 1, 1, 1, 0.5], lr)):
+    np.testing.assert_array_equal(upd(w_, lr_, memo), upd(w_, lr_))
+  assert len(memo) == 2
