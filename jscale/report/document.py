@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 from jscale import host
 from jscale.report.format import fmt
 from jscale.sweeps import store
-from jscale.sweeps.compile_clock import share_text
+from jscale.sweeps.compile_clock import compile_wall, share_text
 
 
 class Table(NamedTuple):
@@ -97,7 +97,7 @@ def _run_info_text(run_dir: str) -> str:
                  f"wall time on {', '.join(r.get('devices') or ['?'])}" + (f" ({where})" if where else ""))
     if r.get("compile"):   # recorded since issue 23: JAX's compilation events (jscale.sweeps.compile_clock)
       lines.append(f"  - {share_text(r['compile'])}; per experiment: " + "; ".join(
-          f"{name} {t['compile_s']:.1f} s compiling {t['programs']} programs of {t['wall_s']:.1f} s"
+          f"{name} {compile_wall(t):.1f} s compiling {t['programs']} programs of {t['wall_s']:.1f} s"
           for name, t in (r.get("experiment_times") or {}).items()))
   return "\n".join(lines)
 

@@ -18,7 +18,7 @@ import os
 
 from jscale import host
 from jscale.report.document import HEADLINE_JSON, VERDICTS_JSON
-from jscale.sweeps import store
+from jscale.sweeps import compile_clock, store
 
 BEGIN = "<!-- quoted: begin (written by `python scripts/quote.py RUN_DIR` from results/main; do not edit) -->"
 END = "<!-- quoted: end -->"
@@ -110,18 +110,22 @@ def _run_line(run: dict) -> str:
 
 def _times_line(invocations, wall: float) -> str:
   """Per-experiment wall time, slowest first, and the compile share (where the run recorded them)."""
-  times, programs, compile_s = {}, 0, 0.0
+  times, programs, compile_s, compile_w = {}, 0, 0.0, 0.0
   for i in invocations:
     for name, t in (i.get("experiment_times") or {}).items():
       times[name] = times.get(name, 0.0) + float(t.get("wall_s") or 0.0)
     c = i.get("compile") or {}
     programs += int(c.get("programs") or 0)
     compile_s += float(c.get("compile_s") or 0.0)
+    compile_w += compile_clock.compile_wall(c)
   if not times:
     return ""
-  share = f" ({100 * compile_s / wall:.0f}%)" if wall > 0 else ""
+  # the share is of wall time: seconds with a compilation running (threads compile beside the computing)
+  notes = ([f"{100 * compile_w / wall:.0f}%"] if wall > 0 else []) + (
+      [f"{compile_s:.0f} s summed over threads"] if compile_s - compile_w >= 0.5 else [])
+  share = f" ({'; '.join(notes)})" if notes else ""
   per = ", ".join(f"{n} {t:.0f} s" for n, t in sorted(times.items(), key=lambda kv: -kv[1]))
-  return f" By experiment: {per}; compiling {compile_s:.0f} s over {programs} programs{share}."
+  return f" By experiment: {per}; compiling {compile_w:.0f} s over {programs} programs{share}."
 
 
 def render_table(store_dir: str) -> str:
