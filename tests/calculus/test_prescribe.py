@@ -98,11 +98,15 @@ def test_flax_model_and_drift(digits):
     def __call__(self, x):
       return nn.Dense(10)(nn.relu(nn.Dense(self.width)(x)))
 
-  prs = {}
+  # One inspection per width serves both rules: prescribe without layers= is from_inspection(inspect(...)), so
+  # these are the numbers prescribe gives (prescribe itself on a Flax module: the README's block, test_readme).
+  prs, std = {}, {}
   for n in (64, 256):
     model = Net(n)
     variables = model.init(jax.random.key(0), x[:1])
-    prs[n] = calculus.prescribe(model.apply, variables, x[:64], loss=_ce(y[:64]), optimizer="adam")
+    insp = calculus.inspect(model.apply, variables, x[:64], loss=_ce(y[:64]))
+    prs[n] = calculus.from_inspection(insp, optimizer="adam")
+    std[n] = calculus.from_inspection(insp, optimizer="adam", rule="standard")
     tree = prs[n].lr_multipliers(variables)
     assert jax.tree.structure(tree, is_leaf=lambda v: v is None) == jax.tree.structure(
         jax.tree.map(lambda _: 0, variables), is_leaf=lambda v: v is None)
@@ -110,9 +114,6 @@ def test_flax_model_and_drift(digits):
     tx.update(jax.tree.map(jnp.ones_like, variables), tx.init(variables), variables)
   # equal-G moves every layer's output by the same predicted amount at every width: no predicted drift
   assert calculus.predicted_drift(prs[64], prs[256]) == pytest.approx(0.0, abs=1e-9)
-  std = {n: calculus.from_inspection(calculus.inspect(Net(n).apply, Net(n).init(jax.random.key(0), x[:1]), x[:64],
-                                                      loss=_ce(y[:64])), optimizer="adam", rule="standard")
-         for n in (64, 256)}
   # standard Adam: U = fan_in^2 E[x^2]; z-scored inputs and He init give E[x^2] = E[h^2] = 1, so
   # S^2 = 64^2 + n^2 and the drift from 64 to 256 is -0.5 log2(17 / 2) = -1.54 octaves (0.3: the digits' and
   # one draw's E[h^2] are not exactly 1)
