@@ -45,8 +45,9 @@ Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update 
 same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
 scaled by the share of its active units that the step keeps on, `flip_share`) and the option flip_net (each unit's
 own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the own component's non-zero mean
-given the unit only as the option sign_mean (`adam_inputs`' w_tok); not modelled: a shared W with fewer rows than
-the batch's tokens.
+given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
+and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); not
+modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
