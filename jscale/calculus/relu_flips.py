@@ -140,3 +140,22 @@ def shift_net(v, mu, kappa, s2) -> np.ndarray:
   sd = np.sqrt(np.where(ok, v, 1.0)) * np.maximum(1 + kappa, 1e-6)
   f = _net_fixed(0.0, mu[..., None] + np.sqrt(s2)[..., None] * _NODES, sd[..., None])
   return np.where(ok, f @ _WEIGHTS, 0.0)
+
+
+def shift_regression(v, mu, kappa, s2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+  """For y ~ N(0, v), d = mu + kappa y + e (a mean shift mu of fixed sign, e ~ N(0, s2)), h = relu(y),
+  dh = 1[y > 0] d and the flip rest c = relu(y + d) - h - dh: (E[h c], E[dh c], E[h^2], E[h dh], E[dh^2], E[c^2]),
+  broadcast. Only units switched off (y > 0 > y + d) give c along h or dh; `moments` with the shift's sign fixed.
+  The regression of c on (h, dh) pooled over tokens is the flips' carry as a rescale of h and dh
+  (docs/calculus.md, *The flips' rest as a rescale of h and dh*)."""
+  v, mu, kappa, s2 = np.broadcast_arrays(*(np.asarray(q, np.float64) for q in (v, mu, kappa, s2)))
+  ok = v > 0
+  vv = np.where(ok, v, 1.0)
+  g = np.maximum(1 + kappa, 1e-6)
+  f = _fixed((vv * g * g)[..., None], mu[..., None] + np.sqrt(s2)[..., None] * _NODES)
+  c2, mac, hc = (np.sum(p * _WEIGHTS, -1) for p in (f.c2, f.mdc, f.hc))
+  ey = np.sqrt(vv) * _PHI0
+  out = (hc / g, mac + kappa / g * hc, vv / 2, kappa * vv / 2 + mu * ey,
+         kappa ** 2 * vv / 2 + 2 * kappa * mu * ey + (mu * mu + s2) / 2, c2)
+  return tuple(np.where(ok, o, 0.0) for o in out)

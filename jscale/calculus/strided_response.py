@@ -45,8 +45,9 @@ Kept from the dense case: the second-order term dW_l^T dx_l (the layer's update 
 same regression), on every layer. Mask flips only as the option flip_carry (the coherent carry of a layer's change
 scaled by the share of its active units that the step keeps on, `flip_share`) and the option flip_net (each unit's
 own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the own component's non-zero mean
-given the unit only as the option sign_mean (`adam_inputs`' w_tok); not modelled: a shared W with fewer rows than
-the batch's tokens.
+given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
+and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); not
+modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -264,7 +265,8 @@ def adam_noise(norms: list, eta: Sequence[float], k: su.Kernels, stack: su.Stack
 def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[float], optimizer: str, *,
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
-               flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False) -> ur.Response:
+               flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False,
+               flip_rescale: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -274,13 +276,13 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
                      incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net,
-                     sign_mean=sign_mean)[0]
+                     sign_mean=sign_mean, flip_rescale=flip_rescale)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
-                flip_net: bool = False, sign_mean: bool = False) -> list:
+                flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -295,7 +297,11 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   (docs/calculus.md, *The flips' coherent carry as a mask share*). flip_net: add each hidden layer's own flip term
   under the step's mean shift (`mean_shift_net`) to its E[h^2] after the step and to the incoherent carry.
   sign_mean: Adam's cross kernels with the sign of the gradient's non-centred own component (`adam_inputs`'
-  w_tok; docs/calculus.md, *Adam's sign of a non-centred gradient*)."""
+  w_tok; docs/calculus.md, *Adam's sign of a non-centred gradient*). flip_rescale (with incoherent_carry; off by
+  default): each hidden layer's flip rest c = relu(y + d) - relu(y) - m d, regressed on (h, dh) under
+  `mean_shift_net`'s law (`flip_rescale`: c ~ a h + b dh + residual), goes up as a rescale of h (a, exact along
+  the example's own activation) and of the coherent carry (1 + b, in place of flip_carry's share), the residual
+  incoherently (docs/calculus.md, *The flips' rest as a rescale of h and dh*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -322,7 +328,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net)
+    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net,
+                  flip_rescale)
             for lr, o, b in rows]
 
 
@@ -367,7 +374,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
-          incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False) -> ur.Response:
+          incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
+          flip_rescale_: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -450,12 +458,33 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     if flip_net and not top:
       net[l] = mean_shift_net(k.y[l], theta_h, w, below, change[l], widths[l], B)
+    ra = rb = hc = 0.0
+    if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
+      ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, change[l], widths[l], B)
     if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
-      perp = (change[l] + net[l]) * widths[l] - float(np.sum((below + beta) ** 2 * n_ex)) / T
-    below = below + beta
-    if flip_carry and not top:
+      # with flip_rescale: |dh + c|^2 = change + net - 2 E[h c] (net's 2 E[h c] is no square), less its part
+      # along h, E[h (dh + c)] / E[h^2] = beta + E[h c] / E[h^2] = (1 + b) beta + a, carried exactly
+      along = (1 + rb) * (below + beta) + ra
+      perp = (change[l] + net[l] - 2 * hc) * widths[l] - float(np.sum(along ** 2 * n_ex)) / T
+    below = (1 + rb) * (below + beta) + ra
+    if flip_rescale_ and not top:
+      keep = 1.0 + rb
+    elif flip_carry and not top:
       keep = 1.0 - flip_share(act0[l], cross[l], change[l])
   return ur.Response(act0, cross, change, act0 + cross + change + net, upd)
+
+
+def _shift_law(k_y, theta_h, w, below, change, n, batch):
+  """`mean_shift_net`'s law of a hidden layer's step per token: (q, mu, kappa, s2) with d = mu + kappa y + e."""
+  T = k_y.shape[0]
+  q = np.diag(k_y) / n
+  coef = -theta_h * w[None, :] / batch
+  mu = coef @ np.sqrt(q / (2 * np.pi))
+  # E[y_a r_a] = sum_t coef(a, t) K_y(a, t) / 2n (E[y_a relu(y_t)] = Cov / 2), over q_a
+  kappa = np.maximum(np.repeat(below, T // batch) + _ratio((coef * k_y).sum(1), 2 * n * q), -0.9)
+  # E[m d^2] = mu^2 / 2 + 2 mu kappa E[relu(y)] + kappa^2 q / 2 + s^2 / 2 per token; change is its token mean
+  s2 = max(2 * change - float(np.mean(mu ** 2 + 4 * mu * kappa * np.sqrt(q / (2 * np.pi)) + kappa ** 2 * q)), 0.0)
+  return q, mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q))))
 
 
 def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
@@ -466,15 +495,20 @@ def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: n
   the sum); its mean over the units, mu_a = sum_t coef(a, t) E[h_t,j], shifts every unit of token a alike, its
   regression on y_a,j (and the layers below's change along it) rescales y; the rest of E|m d|^2 is a Gaussian e,
   its variance shared by the tokens in proportion to their q_a. `relu_flips.shift_net` per token."""
-  T = k_y.shape[0]
-  q = np.diag(k_y) / n
-  coef = -theta_h * w[None, :] / batch
-  mu = coef @ np.sqrt(q / (2 * np.pi))
-  # E[y_a r_a] = sum_t coef(a, t) K_y(a, t) / 2n (E[y_a relu(y_t)] = Cov / 2), over q_a
-  kappa = np.maximum(np.repeat(below, T // batch) + _ratio((coef * k_y).sum(1), 2 * n * q), -0.9)
-  # E[m d^2] = mu^2 / 2 + 2 mu kappa E[relu(y)] + kappa^2 q / 2 + s^2 / 2 per token; change is its token mean
-  s2 = max(2 * change - float(np.mean(mu ** 2 + 4 * mu * kappa * np.sqrt(q / (2 * np.pi)) + kappa ** 2 * q)), 0.0)
-  return float(np.mean(relu_flips.shift_net(q, mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q)))))))
+  return float(np.mean(relu_flips.shift_net(*_shift_law(k_y, theta_h, w, below, change, n, batch))))
+
+
+def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
+                 n: int, batch: int) -> tuple[float, float, float]:
+  """(a, b, E[h c]) of a hidden layer: the flip rest c = relu(y + d) - relu(y) - m d regressed on (h, dh) over
+  the layer's entries under `mean_shift_net`'s law (`relu_flips.shift_regression` per token, pooled), and its
+  per-entry E[h c] (docs/calculus.md, *The flips' rest as a rescale of h and dh*)."""
+  hc, dc, hh, hd, dd, _ = (float(np.mean(m)) for m in
+                           relu_flips.shift_regression(*_shift_law(k_y, theta_h, w, below, change, n, batch)))
+  det = hh * dd - hd * hd
+  if det <= 0:
+    return 0.0, 0.0, hc
+  return (dd * hc - hd * dc) / det, (hh * dc - hd * hc) / det, hc
 
 
 def flip_share(act0: float, cross: float, change: float) -> float:

@@ -100,3 +100,31 @@ def test_shift_net_matches_monte_carlo():
     assert abs(net.mean() - got) < 5 * se, (net.mean(), got, se)
     assert (got < -10 * se) if mu < 0 else abs(got) < 1e-12
   assert relu_flips.shift_net(0.0, -0.1, 0.0, 0.1) == 0.0   # a token with no pre-activation (a blank patch)
+
+
+@pytest.mark.parametrize("v, mu, s2, kappa", [(1.0, -0.3, 0.2, 0.0), (2.0, -0.1, 0.05, -0.2), (0.5, 0.2, 0.1, 0.3)])
+def test_shift_regression_matches_monte_carlo(v, mu, s2, kappa):
+  # y ~ N(0, v), d = mu + kappa y + e: the moments behind the flip rest's regression on (h, dh) and the regression
+  # (a, b) itself against 2^18 samples (docs/calculus.md, *The flips' rest as a rescale of h and dh*). Tolerance
+  # 5 SE of the sample mean (the moments) and, for (a, b), 5 SE propagated through the 2 x 2 solve by the
+  # delta method on the per-sample residuals (a regression's SE: sqrt(E[e^2 x^2]) / (sqrt(n) E[x^2])-type).
+  n = 2 ** 18
+  rng = np.random.default_rng(11)
+  y = rng.standard_normal(n) * np.sqrt(v)
+  d = mu + kappa * y + rng.standard_normal(n) * np.sqrt(s2)
+  h, dh = np.maximum(y, 0), (y > 0) * d
+  c = np.maximum(y + d, 0) - h - dh
+  got = relu_flips.shift_regression(v, mu, kappa, s2)
+  for g, s in zip(got, (h * c, dh * c, h * h, h * dh, dh * dh, c * c)):
+    assert abs(float(g) - s.mean()) < 5 * s.std() / np.sqrt(n) + 1e-12
+  X = np.stack([h, dh], 1)
+  G = X.T @ X / n
+  ab = np.linalg.solve(G, X.T @ c / n)
+  e = c - X @ ab
+  cov = np.linalg.inv(G) @ ((X * e[:, None]).T @ (X * e[:, None]) / n) @ np.linalg.inv(G) / n
+  hc, dc, hh, hd, dd, _ = (float(q) for q in got)
+  pred = np.linalg.solve([[hh, hd], [hd, dd]], [hc, dc])
+  assert np.all(np.abs(pred - ab) < 5 * np.sqrt(np.diag(cov)))
+  # the shift's sign matters: with mu > 0 only switched-on units flip, orthogonal to h and dh
+  if mu > 0 and kappa >= 0:
+    assert abs(float(got[0])) < 0.1 * float(got[5])
