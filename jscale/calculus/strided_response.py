@@ -461,12 +461,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     ra = rb = hc = 0.0
     if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
       ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, change[l], widths[l], B)
-    if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
-      # with flip_rescale: |dh + c|^2 = change + net - 2 E[h c] (net's 2 E[h c] is no square), less its part
-      # along h, E[h (dh + c)] / E[h^2] = beta + E[h c] / E[h^2] = (1 + b) beta + a, carried exactly
-      along = (1 + rb) * (below + beta) + ra
-      perp = (change[l] + net[l] - 2 * hc) * widths[l] - float(np.sum(along ** 2 * n_ex)) / T
+    # the change along the example's own activation, carried exactly; with flip_rescale E[h (dh + c)] / E[h^2] =
+    # beta + E[h c] / E[h^2] = (1 + b) beta + a
     below = (1 + rb) * (below + beta) + ra
+    if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
+      # with flip_rescale: |dh + c|^2 = change + net - 2 E[h c] (net's 2 E[h c] is no square), less its part along h
+      perp = (change[l] + net[l] - 2 * hc) * widths[l] - float(np.sum(below ** 2 * n_ex)) / T
     if flip_rescale_ and not top:
       keep = 1.0 + rb
     elif flip_carry and not top:
