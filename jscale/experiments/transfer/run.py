@@ -324,14 +324,16 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
   # wall time per phase
   seconds = {"prescriptions": 0.0, "coordinate_check": 0.0, "response": 0.0, **({"epoch_probe": 0.0} if pilot else {}),
              "training": 0.0}
+  nets = {(model, width): network(model, width) for model in models_ for width in widths}
+  coord_n = {(model, width): draws_at(coord_draws, model, width) for model in models_ for width in widths}
+  lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
   with ahead_lib.Ahead() as ahead:
     # every (model, width)'s four programs, compiled in the background in the order the loop below takes them
     for model in models_:
       for width in widths:
-        net = network(model, width)
+        net = nets[model, width]
         L = net.n_layers
-        draw_fn, draw_seeds = draws_program(net, ((PROBE_DRAWS, PROBE_SEED),
-                                                  (draws_at(coord_draws, model, width), COORD_SEED)))
+        draw_fn, draw_seeds = draws_program(net, ((PROBE_DRAWS, PROBE_SEED), (coord_n[model, width], COORD_SEED)))
         p0s_spec, coord_spec = jax.eval_shape(draw_fn, draw_seeds)
         per_rule = (jax.ShapeDtypeStruct((O, R, L), jnp.float32),) * 2 + (jax.ShapeDtypeStruct((O, R), jnp.float32),)
         ones = {key: (None, np.ones(L, np.float32), np.ones(L, np.float32), 1.0)
@@ -353,14 +355,13 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
       rs_h, rs_d = (np.zeros((W, R, O, PROBE_DRAWS, n_layers)) for _ in range(2))
       ep_t = np.full((W, R, epoch_probe.EPOCH_DRAWS), np.nan)
       for b, width in enumerate(widths):
-        net = network(model, width)
+        net = nets[model, width]
         t0 = time.perf_counter()
-        p0s, coord_p0s = probe_draws(net, PROBE_DRAWS, PROBE_SEED, (draws_at(coord_draws, model, width), COORD_SEED),
+        p0s, coord_p0s = probe_draws(net, PROBE_DRAWS, PROBE_SEED, (coord_n[model, width], COORD_SEED),
                                      program=ahead.take(("draws", model, width)))
         pres, rs_m[b], rs_s[b], (rs_h[b], rs_d[b]) = prescriptions(
             net, base, xb, yb, p0s, response_program=ahead.take(("response", model, width)))
         t1 = time.perf_counter()
-        lr_mid = {(rule, opt): lr_centers[f"{rule}/{opt}"] for rule in PARAMETRIZATIONS for opt in OPTIMIZERS}
         cu_m[b], cu_p[b], ca_m[b], ca_p[b], cu_s[b], ca_s[b] = coordinate_check(
             net, pres, xb, yb, lr_mid, coord_steps, p0s=coord_p0s, program=ahead.take(("coord", model, width)))
         t2 = time.perf_counter()
@@ -389,7 +390,7 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         for c, opt in enumerate(OPTIMIZERS):
           for i, rule in enumerate(PARAMETRIZATIONS):
             step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan
-        coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t)
+      coord[model] = (cu_m, cu_p, ca_m, ca_p, cu_s, ca_s, rs_m, rs_s, rs_c, rs_h, rs_d, ep_t)
   metrics = {"loss": (("model", "width", "optimizer", "param", "lr_octave", "seed"), loss),
              "diverged": (("model", "width", "optimizer", "param", "lr_octave", "seed"), diverged.astype(np.int8)),
              "step_size": (("model", "width", "optimizer", "param"), step_size),
