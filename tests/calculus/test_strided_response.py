@@ -357,7 +357,7 @@ def test_flip_rescale_lowers_the_logits_and_stays_near_the_monte_carlo_at_a_smal
 
 
 def test_after_mask_is_the_shift_laws_pair_orthant():
-  # `after_mask` per token pair against 2^20 samples of its own law (docs/calculus.md, *The carry's mask after the
+  # `after_mask` per token pair against 2^18 samples of its own law (docs/calculus.md, *The carry's mask after the
   # step*): y over 6 tokens (2 examples of 3 positions) jointly Gaussian with covariance K_y / n, each unit's
   # u_a = (1 + kappa_a) y_a + mu_a + e_a with `_shift_law`'s (mu, kappa, s2) from a random step. Tolerance 5 SE
   # of a share (~0.0005 at 2^18). The first order's P(y_a > 0, y_t > 0) is off by more (the test can fail).
