@@ -48,8 +48,8 @@ own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the
 given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
 and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); the
 coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
-adopted: right for Adam and the growth regime, too little cut under SGD); not modelled: a shared W with fewer rows
-than the batch's tokens.
+adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); not
+modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
