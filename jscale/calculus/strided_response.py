@@ -46,7 +46,9 @@ same regression), on every layer. Mask flips only as the option flip_carry (the 
 scaled by the share of its active units that the step keeps on, `flip_share`) and the option flip_net (each unit's
 own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the own component's non-zero mean
 given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
-and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); not
+and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); the
+coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
+adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); not
 modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -55,7 +57,7 @@ import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from scipy.special import erf
+from scipy.special import erf, ndtr, owens_t
 from threadpoolctl import threadpool_limits
 
 from jscale.calculus import relu_flips
@@ -266,7 +268,7 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
                flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False,
-               flip_rescale: bool = False) -> ur.Response:
+               flip_rescale: bool = False, flip_pairs: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -276,13 +278,14 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
                      incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net,
-                     sign_mean=sign_mean, flip_rescale=flip_rescale)[0]
+                     sign_mean=sign_mean, flip_rescale=flip_rescale, flip_pairs=flip_pairs)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
-                flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False) -> list:
+                flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
+                flip_pairs: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -301,7 +304,10 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   default): each hidden layer's flip rest c = relu(y + d) - relu(y) - m d, regressed on (h, dh) under
   `mean_shift_net`'s law (`flip_rescale`: c ~ a h + b dh + residual), goes up as a rescale of h (a, exact along
   the example's own activation) and of the coherent carry (1 + b, in place of flip_carry's share), the residual
-  incoherently (docs/calculus.md, *The flips' rest as a rescale of h and dh*)."""
+  incoherently (docs/calculus.md, *The flips' rest as a rescale of h and dh*). flip_pairs (fifteenth session): the
+  coherent carry of each hidden layer's change into the layer above sees the after-step mask per token pair,
+  P(y_a + d_a > 0, y_t > 0) under `mean_shift_net`'s law (`after_mask`), in place of P(y_a > 0, y_t > 0) and of
+  flip_carry's (or flip_rescale's) common factor (docs/calculus.md, *The carry's mask after the step*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -329,7 +335,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
     return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net,
-                  flip_rescale)
+                  flip_rescale, flip_pairs)
             for lr, o, b in rows]
 
 
@@ -375,7 +381,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
-          flip_rescale_: bool = False) -> ur.Response:
+          flip_rescale_: bool = False, flip_pairs: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -405,7 +411,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
                  * (0.5 if j < L - 1 else 1.0) for j in range(L)]
   act0, cross, change, net = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
   below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
-  theta, keep = [], 1.0
+  theta, keep, mask = [], 1.0, None
   for l in range(L):
     if l == 0:
       th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
@@ -422,7 +428,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = (eta[l] * own_in + eta_b[l] * b_in[l]
-            + keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B))
+            + (keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B) if mask is None
+               else widths[l - 1] * w_sq[l] * lift(mask * theta[-1], k, stack, l, B)))
     theta.append(th)
     top = l == L - 1
     k_h = k.y[l] if top else k.h[l]
@@ -458,6 +465,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
     if flip_net and not top:
       net[l] = mean_shift_net(k.y[l], theta_h, w, below, change[l], widths[l], B)
+    if flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
+      mask = after_mask(k.y[l], theta_h, w, below, change[l], widths[l], B)
     ra = rb = hc = 0.0
     if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
       ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, change[l], widths[l], B)
@@ -509,6 +518,28 @@ def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.
   if det <= 0:
     return 0.0, 0.0, hc
   return (dd * hc - hd * dc) / det, (hh * dc - hd * hc) / det, hc
+
+
+def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
+               n: int, batch: int) -> np.ndarray:
+  """(T, T) P(y_a + d_a > 0, y_t > 0) of a hidden layer's units under `mean_shift_net`'s law (d_a = mu_a +
+  kappa_a y_a + e_a, e_a ~ N(0, s2_a) independent of y): the mask that the coherent carry of the layer's change
+  into the layer above sees, in place of the first order's P(y_a > 0, y_t > 0). By Stein's lemma on the weights
+  above (the change d_a,j is linear in unit j's outgoing weights through the backward signal), the layer above
+  gets relu(y + d) - relu(y) through its slope in d at the step's end, 1[y_a + d_a > 0], paired with the
+  gradient's own mask at token t, 1[y_t > 0] (docs/calculus.md, *The carry's mask after the step*). Where the
+  shift is large relative to y the pair is nearly independent: the mask tends to P(u_a > 0) / 2, not to
+  flip_share's diagonal law, which reads every pair as the token with itself."""
+  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch)
+  g = 1 + kappa
+  sd = np.sqrt(g ** 2 * q + s2)
+  cov = k_y / n
+  rho = np.clip(_ratio(g[:, None] * cov, sd[:, None] * np.sqrt(q)[None, :]), -1 + 1e-12, 1 - 1e-12)
+  h = np.broadcast_to(_ratio(mu, sd)[:, None], rho.shape)
+  # Phi2(h, 0; rho) = Phi(h) / 2 - T(h, -rho / sqrt(1 - rho^2)) (Owen's T), P(u > 0, y > 0) with u = mu + sd Z
+  out = 0.5 * ndtr(h) - owens_t(h, -rho / np.sqrt(1 - rho ** 2))
+  ok = (sd[:, None] > 0) & (q[None, :] > 0)
+  return np.where(ok, out, ur.both_active(k_y))
 
 
 def flip_share(act0: float, cross: float, change: float) -> float:

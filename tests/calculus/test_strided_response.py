@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jscale import datasets, initializers
 from jscale.calculus import strided_response as sr
@@ -353,3 +354,54 @@ def test_flip_rescale_lowers_the_logits_and_stays_near_the_monte_carlo_at_a_smal
   assert got.act1[-1] < base.act1[-1]   # at the logits the carried flips cost E[z^2]
   m, tol = _over_inits(one, BIAS_DRAWS // 2)
   np.testing.assert_array_less(np.abs(m / got.act1 - 1), tol)
+
+
+def test_after_mask_is_the_shift_laws_pair_orthant():
+  # `after_mask` per token pair against 2^18 samples of its own law (docs/calculus.md, *The carry's mask after the
+  # step*): y over 6 tokens (2 examples of 3 positions) jointly Gaussian with covariance K_y / n, each unit's
+  # u_a = (1 + kappa_a) y_a + mu_a + e_a with `_shift_law`'s (mu, kappa, s2) from a random step. Tolerance 5 SE
+  # of a share (~0.0005 at 2^18). The first order's P(y_a > 0, y_t > 0) is off by more (the test can fail).
+  rng = np.random.default_rng(3)
+  T, n, batch = 6, 16, 2
+  a = rng.normal(size=(T, 8))
+  k_y = n * (a @ a.T / 8 + 0.3 * np.eye(T))
+  theta_h, w = rng.normal(size=(T, T)) @ (np.eye(T) + 0.5), rng.uniform(0.5, 1.5, T)
+  theta_h = theta_h @ theta_h.T
+  below = np.array([0.1, -0.2])
+  got = sr.after_mask(k_y, theta_h, w, below, 0.3, n, batch)
+  q, mu, kappa, s2 = sr._shift_law(k_y, theta_h, w, below, 0.3, n, batch)
+  S = 2 ** 18
+  yv = rng.multivariate_normal(np.zeros(T), k_y / n, S)
+  u = (1 + kappa) * yv + mu + rng.normal(size=(S, T)) * np.sqrt(s2)
+  mc = ((u > 0).astype(float).T @ (yv > 0).astype(float)) / S
+  se = np.sqrt(np.maximum(mc * (1 - mc), 1e-4) / S)   # floored: a pair whose share is ~0 in the law
+  np.testing.assert_array_less(np.abs(got - mc), 5 * se)
+  assert np.max(np.abs(ur.both_active(k_y) - mc) / se) > 20   # the step moves the mask
+  assert np.max(np.abs(mu / np.sqrt(q))) > 0.1   # the law has a mean shift to test
+
+
+@pytest.mark.slow   # ~10 s: 256 draws of the MLP's step
+def test_adam_carry_through_a_frozen_top_matches_monte_carlo_with_the_mask_after_the_step():
+  # Adam's first step of the two hidden layers' kernels (0.07, the logits' kernel and every bias fixed) in the
+  # 64-64-64-10 ReLU MLP on 32 digits (256-287): E[h^2] after the exact step over BIAS_DRAWS He inits (keys 50000
+  # ...), against the prediction with `flip_pairs` (docs/calculus.md, *The carry's mask after the step*). The
+  # logits change only through hidden 2's change carried by the frozen kernel, so their E[z^2] (3.9x at init here)
+  # is the carry alone. Tolerance 3 SE + 10% (the logits' SE ~2%); measured / predicted 0.986, 1.079, 1.048 with
+  # `flip_pairs`, 1.215 at the logits with `flip_carry` (its diagonal share cuts every token pair) and 0.53 with
+  # neither (the first order's mask).
+  lr = 0.07
+  x, y, stack, forward, init_grad = _biased_mlp()
+  widths, w_sq = BIASED_WIDTHS, BIASED_W_SQ
+
+  def one(key):
+    p, g = init_grad(key)
+    p1 = [(w - lr * jnp.sign(gw), b) for (w, b), (gw, _) in zip(p[:-1], g[:-1])] + [p[-1]]
+    return jnp.stack([jnp.mean(h * h) for h in forward(p1)])
+
+  m, tol = _over_inits(one, BIAS_DRAWS)
+  lrs = [lr, lr, 0.0]
+  kw = dict(incoherent_carry=True, flip_net=True, sign_mean=True)
+  got = sr.first_step(x, y, stack, w_sq, lrs, "adam", flip_pairs=True, **kw)
+  np.testing.assert_array_less(np.abs(m / got.act1 - 1), tol)
+  old = sr.first_step(x, y, stack, w_sq, lrs, "adam", flip_carry=True, **kw)
+  assert np.abs(m / old.act1 - 1)[-1] > tol[-1]

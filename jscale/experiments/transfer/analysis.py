@@ -147,8 +147,10 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   under the step's mean shift (*The units' mean shift and their own flip term*: fourteenth session) and Adam's sign
   of the own component's non-zero mean (*Adam's sign of a non-centred gradient*: fourteenth session). Until the
   twelfth session the LeNet's came from an update-on-top form (each layer's E[y^2] plus the update's bound
-  U m^2 lr^2), which had no cross term 2E[h0 . dh] and no propagation of the change. Settings with the same w_sq
-  share their kernels."""
+  U m^2 lr^2), which had no cross term 2E[h0 . dh] and no propagation of the change. Judged and not passed:
+  `flip_rescale` (fourteenth session) and `flip_pairs` (fifteenth: the coherent carry's mask after the step per
+  token pair, in place of flip_carry's share; the MLP up, the LeNet down, *The carry's mask after the step*).
+  Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
   for key, (w_sq, lr, opt, bias_lr) in settings.items():
