@@ -69,7 +69,7 @@ from jscale.calculus.update_response import Response, first_step, unit_response
 
 
 # strided_response (with relu_flips) imports scipy.stats and scipy.special: ~0.7 CPU s of the ~2.2 s of an
-# `import jscale` under load, paid by every interpreter (the tests start ~50: refusals, README blocks, scripts).
+# `import jscale` under load, paid by every interpreter (the tests start dozens: refusals, README code, scripts).
 # Its two names load on first use; `from jscale.calculus import strided_response` imports it as before.
 _LAZY = {"strided_first_step": "first_step", "strided_first_steps": "first_steps"}
 

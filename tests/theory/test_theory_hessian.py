@@ -41,8 +41,8 @@ def _shapes_only(kind, widths=(5, 7, 6, 4), batch=6):
   """`_problem`'s shapes (float32: outside float64) as zeros, for the refusals, which read shapes only: drawing
   the problem there compiled a float32 set of random programs (~1 s of the file)."""
   p, x, t, _ = jax.eval_shape(lambda: _draws(kind, widths, batch, jax.random.PRNGKey(0)))
-  zeros = lambda s: jnp.zeros(s.shape, s.dtype)   # noqa: E731
-  return jax.tree.map(zeros, p), zeros(x), zeros(t), jnp.zeros((widths[-1], widths[-1]), x.dtype)
+  zeros = lambda s: np.zeros(s.shape, s.dtype)   # noqa: E731  (numpy: jnp.zeros compiles a program per shape)
+  return jax.tree.map(zeros, p), zeros(x), zeros(t), np.zeros((widths[-1], widths[-1]), x.dtype)
 
 
 @functools.lru_cache(maxsize=None)
