@@ -64,6 +64,18 @@ from jscale.calculus.inspection_records import (WEIGHT_KINDS, ActivationRow, Ins
 from jscale.calculus.prescribe import (RESPONSE_AT, LeafPrescription, Prescription, first_step_response,
                                        from_inspection, normalised, predicted_drift, prescribe, response_at,
                                        response_drift, response_se, update_to_output)
-from jscale.calculus.strided_response import first_step as strided_first_step, first_steps as strided_first_steps
 from jscale.calculus.strided_update import Stack as StridedStack, update_rms as strided_update_rms
 from jscale.calculus.update_response import Response, first_step, unit_response
+
+
+# strided_response (with relu_flips) imports scipy.stats and scipy.special: ~0.7 CPU s of the ~2.2 s of an
+# `import jscale` under load, paid by every interpreter (the tests start dozens: refusals, README code, scripts).
+# Its two names load on first use; `from jscale.calculus import strided_response` imports it as before.
+_LAZY = {"strided_first_step": "first_step", "strided_first_steps": "first_steps"}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    from jscale.calculus import strided_response
+    return getattr(strided_response, _LAZY[name])
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -394,5 +394,14 @@ class DesignHelpersTest(chex.TestCase):
     self.assertEqual(calculus.preconditioning([2.0, 2.0]).score, 0.0)
 
 
+def test_lazily_loaded_names_are_strided_responses_own():
+  """`calculus.strided_first_step(s)` load strided_response (scipy) on first use, not at `import jscale`; an
+  unknown name still raises AttributeError (hasattr, `from ... import` of a missing name rely on it)."""
+  from jscale.calculus import strided_response
+  assert calculus.strided_first_step is strided_response.first_step
+  assert calculus.strided_first_steps is strided_response.first_steps
+  assert not hasattr(calculus, "strided_first_stepz")
+
+
 if __name__ == "__main__":
   pytest.main([__file__, "-q"])

@@ -182,6 +182,9 @@ for k in R.LAYOUTS:
   assert k == "resident" or out.shape[0] == 4, (k, out.shape)
 print("ok")
 """
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  # added to the suite's XLA_FLAGS, not in their place: replacing them dropped tests/conftest.py's
+  # --xla_backend_optimization_level=0, and the process compiled at XLA's full level (the test reads shapes only)
+  flags = os.environ.get("XLA_FLAGS", "")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count=2".strip()}
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
   assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -19,13 +19,30 @@ from jscale.theory import losses
 RTOL = 1e-10
 
 
-def _problem(kind, widths=(5, 7, 6, 4), batch=6, seed=0, activation="relu"):
-  k = jax.random.split(jax.random.PRNGKey(seed), 4)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _draws(kind, widths, batch, key):
+  """One program for a problem's draws: eagerly each shape's float64 normal was its own compiled program (25 in
+  this file, ~14% of its compile seconds). The values are the eager draws' to 1 ulp (the scale multiplies in the
+  fused program): any draw serves, the identities below hold for every problem."""
+  k = jax.random.split(key, 4)
   params = mlp.init_mlp(k[0], widths, "he_normal", "normal:0.1", dtype=jnp.float64)
   x = jax.random.normal(k[1], (batch, widths[0]), jnp.float64)
   t = losses.random_targets(k[2], kind, batch, widths[-1], jnp.float64)
-  q = losses.random_quadratic(k[3], widths[-1], jnp.float64)
+  return params, x, t, k[3]
+
+
+def _problem(kind, widths=(5, 7, 6, 4), batch=6, seed=0, activation="relu"):
+  params, x, t, kq = _draws(kind, tuple(widths), batch, jax.random.PRNGKey(seed))
+  q = losses.random_quadratic(kq, widths[-1], jnp.float64)
   return params, x, t, q
+
+
+def _shapes_only(kind, widths=(5, 7, 6, 4), batch=6):
+  """`_problem`'s shapes (float32: outside float64) as zeros, for the refusals, which read shapes only: drawing
+  the problem there compiled a float32 set of random programs (~1 s of the file)."""
+  p, x, t, _ = jax.eval_shape(lambda: _draws(kind, widths, batch, jax.random.PRNGKey(0)))
+  zeros = lambda s: np.zeros(s.shape, s.dtype)   # noqa: E731  (numpy: jnp.zeros compiles a program per shape)
+  return jax.tree.map(zeros, p), zeros(x), zeros(t), np.zeros((widths[-1], widths[-1]), x.dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,7 +169,7 @@ class StructureTest(chex.TestCase, parameterized.TestCase):
       np.testing.assert_allclose(got, jax.jit(hs.sq_sv_matrix)(blk), rtol=RTOL)
 
   def test_kronecker_diagonal_refuses_tanh(self):
-    p, x, t, q = _problem("quadratic")
+    p, x, t, q = _shapes_only("quadratic")
     with self.assertRaisesRegex(ValueError, "piecewise-linear"):
       hs.diagonal_sq_sv("quadratic", p, x, t, q, "tanh")
 
@@ -174,7 +191,8 @@ class MemoryTest(chex.TestCase):
 class LayoutTest(chex.TestCase):
 
   def test_theory_does_not_import_matplotlib_or_an_experiment(self):
-    code = ("import sys, jscale.theory; sys.exit('matplotlib' in sys.modules "
+    # nor scipy.stats (jscale.calculus loads strided_response on first use: ~0.7 CPU s of every `import jscale`)
+    code = ("import sys, jscale.theory; sys.exit('matplotlib' in sys.modules or 'scipy.stats' in sys.modules "
             "or any(m.startswith('jscale.experiments') for m in sys.modules))")
     self.assertEqual(subprocess.run([sys.executable, "-c", code]).returncode, 0)
 
@@ -345,7 +363,7 @@ class GuardTest(chex.TestCase):
 
   def test_guards(self):
     from jscale.theory import pairs
-    p, x, t, q = _problem("quadratic")
+    p, x, t, q = _shapes_only("quadratic")
     with self.assertRaisesRegex(ValueError, r"diagonal_sq_sv .*needs about .*GiB"):
       hs.diagonal_sq_sv("quadratic", p, x, t, q, max_bytes=1000)
     with self.assertRaisesRegex(ValueError, r"gauss_newton_blocks .*needs about .*GiB"):

@@ -58,9 +58,13 @@ def test_one_step_draws_give_the_first_steps_quantities_of_all_draws():
   pres = {(r, o): one for r in run.PARAMETRIZATIONS for o in run.OPTIMIZERS}
   lr = {(r, o): 0.1 if o == "sgd" else 0.01 for r in run.PARAMETRIZATIONS for o in run.OPTIMIZERS}
   p0s = run.probe_draws(net, 6, run.COORD_SEED)
-  full = run.coordinate_check(net, pres, x, y, lr, 2, p0s=p0s, k_draws=6)
+  every = run.coordinate_program(net, x, y, 2, 6, 6)   # every draw takes both steps
+  full = run.coordinate_check(net, pres, x, y, lr, 2, p0s=p0s, program=every)
   split = run.coordinate_check(net, pres, x, y, lr, 2, p0s=p0s, k_draws=2)
-  head = run.coordinate_check(net, pres, x, y, lr, 2, p0s=jax.tree.map(lambda v: v[:2], p0s), k_draws=2)
+  # the first 2 draws' own means, on full's program: each of the 2 draws 3 times (a program of its own for 2
+  # draws was ~1/4 of the test's compile)
+  head = run.coordinate_check(net, pres, x, y, lr, 2, program=every,
+                              p0s=jax.tree.map(lambda v: np.concatenate([np.asarray(v[:2])] * 3), p0s))
   (um_f, _, am_f, _, us_f, as_f), (um_s, _, am_s, _, us_s, as_s) = full, split
   np.testing.assert_allclose(um_s[..., 0, :], um_f[..., 0, :], rtol=1e-5)
   np.testing.assert_allclose(am_s, am_f, rtol=1e-5)
