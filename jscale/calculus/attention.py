@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jscale.calculus import token_carry
+from jscale.calculus import attention_own, token_carry
 from jscale.calculus.blocks import Block, between
 from jscale.calculus.propagation import ActivationUse
 from jscale.calculus.signals import Forward, cross_position
@@ -267,6 +267,46 @@ def _position_corr(v: np.ndarray) -> float:
   return float((np.sum(s * s) - np.sum(v * v)) / (n * T * (T - 1) * d * ms))
 
 
+def token_vectors(rng, n: int, T: int, d_in: int, rp_k: float, tokens: tuple | None = None,
+                  norm: str | None = None) -> np.ndarray:
+  """The self-attention model's token vectors x (n, T, d_in), in units of E[x^2]: isotropic with a shared
+  component of correlation rp_k, or with the carried tokens (`_token_model`) as below; a normalisation's output
+  has each token centred (LayerNorm) and of squared length d_in."""
+  if tokens is None:
+    x = _shared(rng, n, T, d_in, rp_k)
+  else:
+    # each token's own part from the carried covariance (token_carry.py), in units of E[x^2]: z L (rows L:
+    # (r, d_in)) and the draw's position means P (T, d_in), both times `shrink`, plus an isotropic rest
+    # that fills the own part's share f_own = 1 - rp (what the carry lacks: the activations' curvature,
+    # the attention weights' spread); rp is the shared part's. In place where the old expression's
+    # temporaries were (x * y == y * x bitwise)
+    L, P, shrink, f_own, rp = tokens[:5]
+    fixed = tokens[5] if len(tokens) > 5 else None
+    own = rng.standard_normal((n, T, L.shape[0])) @ L
+    own += P
+    own *= math.sqrt(shrink)
+    f_iso = max(f_own - shrink * (float(np.sum(L * L)) / d_in + float(np.mean(P * P))), 0.0)
+    rest = rng.standard_normal((n, T, d_in))
+    rest *= math.sqrt(f_iso)
+    own += rest
+    del rest
+    if fixed is None:
+      x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
+    else:
+      # the shared part's component common to the batch's examples is one fixed vector, not a draw of its
+      # own per example: only the rest of the shared part fluctuates (chi-square) from example to example
+      x = math.sqrt(max(rp - float(np.mean(fixed * fixed)), 0.0)) * rng.standard_normal((n, 1, d_in))
+      x += fixed
+    x = np.add(x, own, out=own)
+  if norm is not None:
+    # a LayerNorm / RMSNorm output (scale 1 at initialisation): each token centred (LayerNorm) and of
+    # squared length d_in exactly, as the network's are
+    if norm == "layer_norm":
+      x -= x.mean(-1, keepdims=True)
+    x *= np.sqrt(d_in / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
+  return x
+
+
 # The forward arrays all AttentionDraws may hold at once (every attention block's, from the forward pass until its
 # backward); past it a block keeps only its arguments and its backward draws the forward half again, at the cost
 # of the old two-models-per-block rule, not of a deep network's memory (~90 MB a block with 4-unit heads).
@@ -303,38 +343,7 @@ class AttentionDraws:
       # self-attention: Q, K, V = x W_q, x W_k, x W_v of one token vector x (D_in features, shared component
       # rp_k), the W's drawn per draw (a network draw); then K_k and V_k, Q_q and V_q are correlated within the
       # draw through W_k^T W_v (entries of mean square E[K^2] E[V^2] / D_in)
-      if tokens is None:
-        x = _shared(rng, n, Tk, d_in, rp_k)
-      else:
-        # each token's own part from the carried covariance (token_carry.py), in units of E[x^2]: z L (rows L:
-        # (r, d_in)) and the draw's position means P (T, d_in), both times `shrink`, plus an isotropic rest
-        # that fills the own part's share f_own = 1 - rp (what the carry lacks: the activations' curvature,
-        # the attention weights' spread); rp is the shared part's. In place where the old expression's
-        # temporaries were (x * y == y * x bitwise)
-        L, P, shrink, f_own, rp = tokens[:5]
-        fixed = tokens[5] if len(tokens) > 5 else None
-        own = rng.standard_normal((n, Tk, L.shape[0])) @ L
-        own += P
-        own *= math.sqrt(shrink)
-        f_iso = max(f_own - shrink * (float(np.sum(L * L)) / d_in + float(np.mean(P * P))), 0.0)
-        rest = rng.standard_normal((n, Tk, d_in))
-        rest *= math.sqrt(f_iso)
-        own += rest
-        del rest
-        if fixed is None:
-          x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
-        else:
-          # the shared part's component common to the batch's examples is one fixed vector, not a draw of its
-          # own per example: only the rest of the shared part fluctuates (chi-square) from example to example
-          x = math.sqrt(max(rp - float(np.mean(fixed * fixed)), 0.0)) * rng.standard_normal((n, 1, d_in))
-          x += fixed
-        x = np.add(x, own, out=own)
-      if norm is not None:
-        # a LayerNorm / RMSNorm output (scale 1 at initialisation): each token centred (LayerNorm) and of
-        # squared length d_in exactly, as the network's are
-        if norm == "layer_norm":
-          x -= x.mean(-1, keepdims=True)
-        x *= np.sqrt(d_in / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
+      x = token_vectors(rng, n, Tk, d_in, rp_k, tokens, norm)
       Q, K, V = (x @ (rng.standard_normal((n, d_in, d)) / math.sqrt(d_in)) for d in (d_qk, d_qk, d_v))
       # one network draw gives Q, K and V shared components of their own size (the draw's mean through each
       # W, draw_mean.py): each keeps its direction but takes its signal's rp
@@ -567,11 +576,21 @@ def attention_rule(pred, block) -> str | None:
     rc_o = sv.sq * ((sv.r - rc_v) * mw.s_cross + rc_v) / sq
     out = Forward(sq, r_o, sv.sym, None, min(model.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq, rc_o)
 
+  own = attention_own.make(pred, block, masks, tokens, norm)
+
   def stats(g):
     rp_g = g.rp if g.rp is not None else 0.0
     if rp_g not in cache:
       cache[rp_g] = model.backward(rp_g)
-    return cache[rp_g]
+    st = cache[rp_g]
+    ob = None if own is None else own(g)
+    if ob is None:
+      return st
+    # the backward factors at the draw's own projections and carried gradient (attention_own.py), in the
+    # Gaussian model's units
+    st = st._replace(dq_sq=ob.dq * sq_.sq / (sv.sq * lsq), dk_sq=ob.dk * sk.sq / (sv.sq * lsq), pf_q=ob.pf_q,
+                     pf_k=ob.pf_k)
+    return st._replace(dv_sq=ob.dv, pf_v=ob.pf_v) if attention_own.VALUES else st
 
   def back_v(g):
     st = stats(g)

@@ -282,6 +282,18 @@ def _attention_transpose(pred, b):
 def _chain_matrix(pred, x, y, n_in: int):
   """The linear part of the projection x -> y (a dense layer through a bias, scalings, reshapes: attention's
   `_projected_from`) as a (n_in, per-token shape of y) array: the chain bound on basis rows, minus on zero."""
+  parts = _chain_parts(pred, x, y, n_in)
+  return None if parts is None else parts[0]
+
+
+def _chain_offset(pred, x, y, n_in: int):
+  """The constant part of the projection x -> y (its value at x = 0, per token: the bias), or None."""
+  parts = _chain_parts(pred, x, y, n_in)
+  return None if parts is None else parts[1]
+
+
+def _chain_parts(pred, x, y, n_in: int):
+  """(_chain_matrix, _chain_offset) of the projection x -> y, or None."""
   from jscale.calculus import attention
   g, u = pred.g, _uses(pred)
   chain, a = [], y
@@ -306,8 +318,9 @@ def _chain_matrix(pred, x, y, n_in: int):
 
   basis = np.zeros(shape, np.float32)
   basis[np.arange(n_in), :, np.arange(n_in)] = 1.0
-  lin = run(np.asarray(basis, g.avals[x].dtype)) - run(np.zeros(shape, g.avals[x].dtype))
-  return lin[:n_in, 0]
+  zero = run(np.zeros(shape, g.avals[x].dtype))
+  lin = run(np.asarray(basis, g.avals[x].dtype)) - zero
+  return lin[:n_in, 0], zero[0, 0]
 
 
 def _query_key_covariance(pred, b):
