@@ -33,6 +33,7 @@ import time
 
 from jscale import checks
 from jscale.cli import paths
+from jscale.cli.parser import Parser
 from jscale.experiments.hessian import full_summary, records, repredict, rounds, summary
 from jscale.experiments.hessian.lenet_family import LeNetFamily
 from jscale.experiments.hessian.mlp_family import MLPFamily
@@ -42,7 +43,7 @@ FAMILIES = {"mlp": MLPFamily, "lenet": lambda: LeNetFamily(varied=True)}  # lene
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--family", default="mlp", help="mlp or lenet")
   ap.add_argument("--setups", type=int, default=100)
   ap.add_argument("--seed", type=int, default=0)
