@@ -53,11 +53,13 @@ import os
 import sys
 import time
 
+from jscale.cli.parser import Parser
+
 NETWORKS = ("moons", "mlp784")
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
   p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
   p.add_argument("--sizes", default="64,256", help="moons: comma-separated grid sizes (configurations)")
@@ -99,7 +101,18 @@ def parse_args(argv=None):
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
   if args.mlp_train < 64:
     raise ValueError(f"--mlp-train must be >= 64 (two minibatches of 32), got {args.mlp_train}")
+  check_devices(args)
   return args
+
+
+def check_devices(args) -> None:
+  """--devices (and --group-size, where the tool has it) as the sweep checks them, before JAX starts: 0 or a
+  negative group size used to reach the executor's reshape after the compile, and 99 host devices on 2 cores
+  to time-slice them."""
+  from jscale import checks
+  from jscale.sweeps.devices import check_device_request
+  check_device_request(args.devices)
+  checks.optional(checks.positive_int)(getattr(args, "group_size", None), "--group-size")
 
 
 def synthetic_784(n_train: int, seed: int = 0):

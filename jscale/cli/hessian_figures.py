@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from jscale import checks  # noqa: E402
 from jscale.cli import paths  # noqa: E402
+from jscale.cli.parser import Parser  # noqa: E402
 from jscale.experiments.hessian import figures, heatmaps, records, rounds, summary  # noqa: E402
 from jscale.experiments.hessian.large_diagonal import MNIST_WIDTHS, large_diagonal  # noqa: E402
 from jscale.experiments.hessian.mlp_family import MLPFamily  # noqa: E402
@@ -112,7 +113,7 @@ def mnist(args):
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("figure", choices=["fig1", "fig2", "mnist"])
   ap.add_argument("--out", default=None, help="output directory (default: a new runs/hessian-<timestamp>)")
   ap.add_argument("--seed", type=int, default=0)
@@ -128,6 +129,7 @@ def main(argv=None):
   ap.add_argument("--probes", type=int, default=64)
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   args = ap.parse_args(argv)
+  checks.int_at_least(args.seed, "--seed", 0)   # checked later, after --out was made
   checks.positive_int(args.setups, "--setups")
   checks.int_at_least(args.batch, "--batch", 2)
   checks.int_at_least(args.draws, "--draws", 3)

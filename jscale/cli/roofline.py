@@ -31,10 +31,11 @@ import types
 
 from jscale.cli import bench
 from jscale.cli.bench import NETWORKS   # the same two networks, built by bench
+from jscale.cli.parser import Parser
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
   p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
   p.add_argument("--sizes", default="64,256", help="comma-separated numbers of configurations (default 64,256)")
@@ -66,6 +67,7 @@ def parse_args(argv=None):
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
   if args.mlp_train < 64:
     raise ValueError(f"--mlp-train must be >= 64 (two minibatches of 32), got {args.mlp_train}")
+  bench.check_devices(args)
   return args
 
 
