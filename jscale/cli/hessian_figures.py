@@ -112,6 +112,11 @@ def mnist(args):
     print(s, "hutchinson", np.round(res[s]["hutchinson"], 6), "max/min", round(res[s]["hutchinson_max_over_min"], 2))
 
 
+# The flags each figure reads beyond --out, --seed and --no-progress.
+FIGURE_FLAGS = {"fig1": {"records", "setups", "batch", "draws", "examples", "target_rel_se", "max_draws"},
+                "fig2": {"draws_batch1_fig2", "minibatch"}, "mnist": {"minibatch", "probes"}}
+
+
 def main(argv=None):
   ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("figure", choices=["fig1", "fig2", "mnist"])
@@ -129,6 +134,10 @@ def main(argv=None):
   ap.add_argument("--probes", type=int, default=64)
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   args = ap.parse_args(argv)
+  unused = sorted(f"--{d.replace('_', '-')}" for d in set().union(*FIGURE_FLAGS.values()) - FIGURE_FLAGS[args.figure]
+                  if getattr(args, d) != ap.get_default(d))
+  if unused:   # silently ignored, they would read as part of the figure
+    ap.error(f"{args.figure} does not use {', '.join(unused)}")
   checks.int_at_least(args.seed, "--seed", 0)   # checked later, after --out was made
   checks.positive_int(args.setups, "--setups")
   checks.int_at_least(args.batch, "--batch", 2)

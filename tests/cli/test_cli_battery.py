@@ -113,6 +113,12 @@ CASES = [
      ["'nope'"]),   # found by step 3, after the suite and bench
     ("gpu-report unknown --grid", "gpu-report --grid nope --experiment symmetry --skip tests,bench",
      ["--grid nope", "symmetry"]),   # step 3
+    ("hessian-check --repredict with measuring flags", "hessian-check --repredict {rec_list} --setups 3",
+     ["--repredict", "--setups"]),   # --setups ignored
+    ("hessian-check --repredict a missing file", "hessian-check --repredict {tmp}/none.json",
+     ["--repredict {tmp}/none.json", "No such file"]),
+    ("hessian-figures fig2 with fig1's flags", "hessian-figures fig2 --draws 64 --records {rec_list} --out {tmp}/o",
+     ["fig2 does not use", "--draws", "--records"]),   # ignored
     ("quote a missing run", "quote {tmp}/missing", ["{tmp}/missing", "does not exist"]),
     ("quote outside the checkout", "quote {empty} --readme {tmp}/README.md", ["--readme", "no such file",
                                                                               "repository root"]),
