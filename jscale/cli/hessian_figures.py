@@ -112,6 +112,8 @@ def mnist(args):
     print(s, "hutchinson", np.round(res[s]["hutchinson"], 6), "max/min", round(res[s]["hutchinson_max_over_min"], 2))
 
 
+# What each figure computes (the rest of its files are drawn from it): never overwritten by a later run.
+COMPUTED = {"fig1": "fig1_records.json", "fig2": "fig2.json", "mnist": "mnist_diagonal.json"}
 # The flags each figure reads beyond --out, --seed and --no-progress.
 FIGURE_FLAGS = {"fig1": {"records", "setups", "batch", "draws", "examples", "target_rel_se", "max_draws"},
                 "fig2": {"draws_batch1_fig2", "minibatch"}, "mnist": {"minibatch", "probes"}}
@@ -152,7 +154,13 @@ def main(argv=None):
     read_records(args.records)
   if args.out is None:
     args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(paths.out_dir(args.out, "--out"), exist_ok=True)
+  paths.out_dir(args.out, "--out")
+  kept = COMPUTED[args.figure] if not (args.figure == "fig1" and args.records) else None
+  if kept and os.path.exists(os.path.join(args.out, kept)):   # hours of draws, overwritten by a second run
+    raise ValueError(f"--out {args.out} already holds {args.figure}'s results ({kept}); pick a new --out"
+                     + (f", or replot them with --records {os.path.join(args.out, kept)}" if args.figure == "fig1"
+                        else ""))
+  os.makedirs(args.out, exist_ok=True)
   print("writing to", args.out)
   try:
     {"fig1": fig1, "fig2": fig2, "mnist": mnist}[args.figure](args)

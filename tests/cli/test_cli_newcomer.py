@@ -85,3 +85,13 @@ def test_calculus_data_not_on_disk_is_one_error_line(capsys, monkeypatch):
   lines = _lines(capsys.readouterr().err)
   assert e.value.code == 2 and len(lines) == 1, lines
   assert lines[0].startswith("error: --data mnist: could not read it") and "download=True" in lines[0]
+
+
+def test_hessian_figures_keeps_an_earlier_runs_results(tmp_path, capsys):
+  # A second `fig2 --out D` used to overwrite D/fig2.json, an earlier run's exact Hessians.
+  (tmp_path / "fig2.json").write_text('{"earlier": 1}')
+  with pytest.raises(SystemExit) as e:
+    cli.main(["hessian-figures", "fig2", "--out", str(tmp_path)])
+  lines = _lines(capsys.readouterr().err)
+  assert e.value.code == 2 and len(lines) == 1 and "already holds fig2's results" in lines[0], lines
+  assert (tmp_path / "fig2.json").read_text() == '{"earlier": 1}' and os.listdir(tmp_path) == ["fig2.json"]
