@@ -13,9 +13,9 @@ How they end: a refused input is one line `error: ...` on stderr and exit status
 before any compute and raises ValueError (TypeError for a wrong type) with a message naming the parameter, the
 value and what is allowed; a script's user should see that message, not a Python traceback. A flag the chosen
 mode would ignore is refused too. Ctrl-C ends a tool with one line `interrupted: ...` (the sweep's names the
-`--resume` command that finishes the run) and exit status 130. `JSCALE_TRACEBACK=1` shows the traceback too (for debugging jscale itself). Every tool runs under jscale's
-precision policy (`jscale.precision.apply_default`: float32 matmuls at "highest" unless the user chose).
-"""
+`--resume` command that finishes the run) and exit status 130. `JSCALE_TRACEBACK=1` shows the traceback too
+(for debugging jscale itself). Every tool runs under jscale's precision policy (`jscale.precision.apply_default`:
+float32 matmuls at "highest" unless the user chose)."""
 from __future__ import annotations
 
 import importlib
