@@ -6,9 +6,9 @@
   python scripts/bench.py --devices 1 --group-size 256    # the vmap layout on one device
   python scripts/bench.py --sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --skip-loop-above 64   # a GPU
 
-The defaults should finish in about 1.5-2 minutes on 2 idle CPU cores (5 minutes measured at load average 11) (one precision there: XLA:CPU computes float32
-the same way at both; --precision auto measures both on GPUs and TPUs), with a progress line on stderr
-(--no-progress turns it off).
+The defaults take 41-47 s on 2 idle CPU cores (README, measured 2026-12-06; 5 minutes at load average 11), one
+precision there (XLA:CPU computes float32 the same way at both; --precision auto measures both on GPUs and
+TPUs), with a progress line on stderr (--no-progress turns it off).
 
 Two networks, each trained by C configurations at once (C = each of --sizes / --mlp-sizes):
   moons   2-64-64-2 ReLU MLP on two moons (1400 train / 600 test), Adam lr 1e-3, full batch, the `sigma`
@@ -53,11 +53,13 @@ import os
 import sys
 import time
 
+from jscale.cli.parser import Parser
+
 NETWORKS = ("moons", "mlp784")
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
   p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
   p.add_argument("--sizes", default="64,256", help="moons: comma-separated grid sizes (configurations)")
@@ -99,7 +101,18 @@ def parse_args(argv=None):
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
   if args.mlp_train < 64:
     raise ValueError(f"--mlp-train must be >= 64 (two minibatches of 32), got {args.mlp_train}")
+  check_devices(args)
   return args
+
+
+def check_devices(args) -> None:
+  """--devices (and --group-size, where the tool has it) as the sweep checks them, before JAX starts: 0 or a
+  negative group size used to reach the executor's reshape after the compile, and 99 host devices on 2 cores
+  to time-slice them."""
+  from jscale import checks
+  from jscale.sweeps.devices import check_device_request
+  check_device_request(args.devices)
+  checks.optional(checks.positive_int)(getattr(args, "group_size", None), "--group-size")
 
 
 def synthetic_784(n_train: int, seed: int = 0):

@@ -56,14 +56,10 @@ from jscale.calculus.inspection_table import cell, render as render_inspection
 from jscale.calculus.measurement import mlp_bytes
 from jscale.calculus.moments import ACT_KINDS
 from jscale.calculus.summary import MlpSummary, mlp_summary
+from jscale.cli.parser import Parser
 
 MODELS = ("mlp", "lenet", "resnet", "transformer")
 
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # `error: ...` on stderr and exit 2, no usage dump or traceback
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _spec(name: str) -> str:
@@ -72,7 +68,7 @@ def _spec(name: str) -> str:
 
 
 def parse_args(argv=None):
-  p = _Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+  p = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
               epilog=__doc__)
   p.add_argument("--model", default="mlp", help="mlp, lenet, resnet or PATH.py:FUNCTION (see below)")
   p.add_argument("--widths", default="784,300,100,10", help="comma-separated widths n_0,...,n_L")
@@ -109,6 +105,7 @@ def parse_args(argv=None):
       checks.positive_int(args.depth, "--depth")
     except ValueError as e:
       p.error(str(e))
+  _refuse_unused(p, args)
   if args.activation not in ACT_KINDS:
     p.error(f"--activation: invalid choice {args.activation!r} for an MLP (choose from {', '.join(ACT_KINDS)}; "
             "--depth-profile takes any activation_maps name)")
@@ -144,6 +141,31 @@ def parse_args(argv=None):
   if args.data in ("fashion_mnist", "mnist", "pixels") and args.widths[0] != 784 and args.data != "pixels":
     p.error(f"--data {args.data} has 784 features; --widths must start with 784")
   return args
+
+
+# Flags a mode reads; a flag given to a mode that ignores it is refused (a silently ignored --widths reads as
+# "measured at these widths"). --depth-profile's own check is _check_depth_profile.
+_PROFILE_ONLY = ("weight_gain", "bias_sq", "q0")
+_MLP_ONLY = ("widths", "activation", "weight_scale")
+_OWN_INPUTS = ("data", "x_sq", "feature_scale")   # inputs jscale draws; a transformer takes tokens, PATH its own x
+
+
+def _refuse_unused(p, args) -> None:
+  unused = list(_PROFILE_ONLY)
+  if args.model != "mlp":
+    unused += _MLP_ONLY
+  if args.model == "transformer" or args.model not in MODELS:
+    unused += _OWN_INPUTS
+  if args.model not in MODELS:
+    unused += ["batch"]
+  given = [f"--{d.replace('_', '-')}" for d in unused if getattr(args, d) != p.get_default(d)]
+  if given:
+    mode = (f"--model {args.model}" if args.model in MODELS else f"--model {args.model} (its x is its own)")
+    p.error(f"{mode} does not use {', '.join(given)}" + (" (--weight-gain, --bias-sq and --q0 are "
+            "--depth-profile's)" if set(given) & {"--weight-gain", "--bias-sq", "--q0"} else ""))
+  if args.compare is not None and args.init is not None:
+    p.error(f"--init {args.init} and --compare {args.compare} both choose the initializer: --compare puts the "
+            "named schemes side by side, --init gives one spec; use one of them")
 
 
 def _check_depth_profile(p, args):
@@ -212,8 +234,10 @@ def load_inputs(args, key) -> jax.Array:
       ds = tfds.load(args.data, split="train", download=False, batch_size=B, as_supervised=True)
       images, _ = next(iter(tfds.as_numpy(ds)))
     except Exception as e:  # noqa: BLE001 - any failure means the data is not there offline
-      raise SystemExit(f"--data {args.data}: could not read it from the local tfds data dir "
-                       f"(no download is attempted): {type(e).__name__}: {e}")
+      first = (str(e).strip().splitlines() or [""])[0]
+      raise ValueError(f"--data {args.data}: could not read it from the local tfds data dir (no download is "
+                       f"attempted; prepare it on a machine with internet: `tfds.load({args.data!r}, "
+                       f"download=True)`): {type(e).__name__}: {first}") from e
     x = jnp.asarray(images.reshape(images.shape[0], -1), jnp.float32)
   return x / args.feature_scale
 

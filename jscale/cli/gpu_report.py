@@ -28,13 +28,16 @@ import sys
 import tempfile
 import time
 
+from jscale.cli import paths
+from jscale.cli.parser import Parser
+
 STEPS = ("tests", "bench", "main")
 BENCH_ARGS = ("--sizes 256,1024,4096 --mlp-sizes 256,1024,4096 --precision auto --skip-loop-above 64 "
               "--naive-up-to 4096")
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", default=None, help="the JSON to write (default results/bench/<device>.json)")
   p.add_argument("--pytest-args", default="tests -q -x", help="what the suite step runs (default 'tests -q -x')")
   p.add_argument("--bench-args", default=BENCH_ARGS, help=f"scripts/bench.py's flags (default '{BENCH_ARGS}')")
@@ -56,7 +59,38 @@ def parse_args(argv=None):
       raise ValueError(f"--{flag.replace('_', '-')}: {e}") from None
   if "--json" not in args.bench_args:
     args.bench_args.append("--json")
+  # What would fail at the end of an hour of steps is refused now: a --out the OS would not take (the whole
+  # report lost), bench's flags (step 2), the main job's experiments (step 3; its grid: check_main_job).
+  if args.out is not None:
+    paths.out_file(args.out, "--out")
+  if "bench" not in args.skip:
+    from jscale.cli import bench
+    try:
+      bench.parse_args(args.bench_args)
+    except ValueError as e:
+      raise ValueError(f"--bench-args: {e}") from None
+  if args.experiment is not None and "main" not in args.skip:
+    from jscale.sweeps import registry
+    names = [n.strip() for n in args.experiment.split(",") if n.strip()]
+    if not names:
+      raise ValueError(f"--experiment {args.experiment!r} names no experiment (leave it out to run them all)")
+    for n in names:
+      registry.entry(n)
   return args
+
+
+def check_main_job(args, root) -> None:
+  """Every selected experiment has --grid: asked in a process of its own on the CPU (building the experiments
+  starts JAX, which in this process would hold the GPU's memory while the steps run)."""
+  code = ("import sys; from jscale.sweeps import registry; names = [n.strip() for n in sys.argv[2].split(',') "
+          "if n.strip()] or registry.names(); [registry.get(n).grid(sys.argv[1]) for n in names]")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+  p = subprocess.run([sys.executable, "-c", code, args.grid, args.experiment or ""], capture_output=True, text=True,
+                     timeout=args.timeout_s, env=env)
+  if p.returncode != 0:
+    last = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+    raise ValueError(f"--grid {args.grid}: {last.partition(': ')[2] or last}")
 
 
 def device_slug(kind: str) -> str:
@@ -130,8 +164,11 @@ def run_main_job(args, root, run_dir) -> dict:
 def main(argv=None) -> int:
   args = parse_args(argv)
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if "main" not in args.skip:
+    check_main_job(args, root)
   info = device_info(args.timeout_s)
   path = args.out or os.path.join(root, "results", "bench", f"{device_slug(info['device'])}.json")
+  paths.out_file(path, "the report's path")
   report = {**info, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
             "loadavg_1m": {"start": round(os.getloadavg()[0], 2)}, "steps": {}}
   with tempfile.TemporaryDirectory(prefix="jscale-gpu-report-") as tmp:

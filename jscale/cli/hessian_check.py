@@ -33,16 +33,18 @@ import time
 
 from jscale import checks
 from jscale.cli import paths
+from jscale.cli.parser import Parser
 from jscale.experiments.hessian import full_summary, records, repredict, rounds, summary
 from jscale.experiments.hessian.lenet_family import LeNetFamily
 from jscale.experiments.hessian.mlp_family import MLPFamily
 from jscale.experiments.hessian.settings import Figure1Settings
 
+MEASURE_FLAGS = ("family", "setups", "seed", "batch", "draws", "examples", "target_rel_se", "max_draws")
 FAMILIES = {"mlp": MLPFamily, "lenet": lambda: LeNetFamily(varied=True)}  # lenet: issue 20's varied sampling
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--family", default="mlp", help="mlp or lenet")
   ap.add_argument("--setups", type=int, default=100)
   ap.add_argument("--seed", type=int, default=0)
@@ -61,6 +63,9 @@ def main(argv=None):
                   help="re-predict a saved run (--save output) without re-measuring it")
   args = ap.parse_args(argv)
   if args.repredict:
+    measuring = sorted(f"--{d.replace('_', '-')}" for d in MEASURE_FLAGS if getattr(args, d) != ap.get_default(d))
+    if measuring:   # the saved run's own settings are re-predicted; these would be silently ignored
+      ap.error(f"--repredict re-predicts the saved run with its own settings; it does not take {', '.join(measuring)}")
     return _repredict(args)
   checks.one_of(args.family, "--family", tuple(FAMILIES))
   checks.positive_int(args.setups, "--setups")
@@ -118,7 +123,8 @@ def _repredict(args) -> int:
     name = saved["config"]["family"]
     checks.one_of(name, "the saved run's family", tuple(FAMILIES))
   except (OSError, ValueError, KeyError, TypeError) as e:
-    print(f"error: --repredict {args.repredict}: {e!r}", file=sys.stderr)
+    why = f"no {e} in it" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+    print(f"error: --repredict {args.repredict}: {why}", file=sys.stderr)
     return 2
   if args.save:
     paths.out_file(args.save, "--save")

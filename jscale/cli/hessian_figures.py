@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from jscale import checks  # noqa: E402
 from jscale.cli import paths  # noqa: E402
+from jscale.cli.parser import Parser  # noqa: E402
 from jscale.experiments.hessian import figures, heatmaps, records, rounds, summary  # noqa: E402
 from jscale.experiments.hessian.large_diagonal import MNIST_WIDTHS, large_diagonal  # noqa: E402
 from jscale.experiments.hessian.mlp_family import MLPFamily  # noqa: E402
@@ -111,8 +112,15 @@ def mnist(args):
     print(s, "hutchinson", np.round(res[s]["hutchinson"], 6), "max/min", round(res[s]["hutchinson_max_over_min"], 2))
 
 
+# What each figure computes (the rest of its files are drawn from it): never overwritten by a later run.
+COMPUTED = {"fig1": "fig1_records.json", "fig2": "fig2.json", "mnist": "mnist_diagonal.json"}
+# The flags each figure reads beyond --out, --seed and --no-progress.
+FIGURE_FLAGS = {"fig1": {"records", "setups", "batch", "draws", "examples", "target_rel_se", "max_draws"},
+                "fig2": {"draws_batch1_fig2", "minibatch"}, "mnist": {"minibatch", "probes"}}
+
+
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("figure", choices=["fig1", "fig2", "mnist"])
   ap.add_argument("--out", default=None, help="output directory (default: a new runs/hessian-<timestamp>)")
   ap.add_argument("--seed", type=int, default=0)
@@ -128,6 +136,11 @@ def main(argv=None):
   ap.add_argument("--probes", type=int, default=64)
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   args = ap.parse_args(argv)
+  unused = sorted(f"--{d.replace('_', '-')}" for d in set().union(*FIGURE_FLAGS.values()) - FIGURE_FLAGS[args.figure]
+                  if getattr(args, d) != ap.get_default(d))
+  if unused:   # silently ignored, they would read as part of the figure
+    ap.error(f"{args.figure} does not use {', '.join(unused)}")
+  checks.int_at_least(args.seed, "--seed", 0)   # checked later, after --out was made
   checks.positive_int(args.setups, "--setups")
   checks.int_at_least(args.batch, "--batch", 2)
   checks.int_at_least(args.draws, "--draws", 3)
@@ -141,7 +154,13 @@ def main(argv=None):
     read_records(args.records)
   if args.out is None:
     args.out = os.path.join("runs", "hessian-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-  os.makedirs(paths.out_dir(args.out, "--out"), exist_ok=True)
+  paths.out_dir(args.out, "--out")
+  kept = COMPUTED[args.figure] if not (args.figure == "fig1" and args.records) else None
+  if kept and os.path.exists(os.path.join(args.out, kept)):   # hours of draws, overwritten by a second run
+    raise ValueError(f"--out {args.out} already holds {args.figure}'s results ({kept}); pick a new --out"
+                     + (f", or replot them with --records {os.path.join(args.out, kept)}" if args.figure == "fig1"
+                        else ""))
+  os.makedirs(args.out, exist_ok=True)
   print("writing to", args.out)
   try:
     {"fig1": fig1, "fig2": fig2, "mnist": mnist}[args.figure](args)

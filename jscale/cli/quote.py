@@ -7,17 +7,12 @@ verdicts.json come from the report). Replaces STORE with this run's small JSON s
 quoted blocks of README ("Reproductions") and docs/sources.md from STORE only. Exits 2 on a bad input (nothing
 written).
 """
-import argparse
 import os
 import sys
 
 from jscale.report import quote
+from jscale.cli.parser import Parser
 
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # one `error: ...` line on stderr and exit 2, no usage dump
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def rewrite(path: str, block: str) -> None:
@@ -31,7 +26,7 @@ def rewrite(path: str, block: str) -> None:
 
 
 def main(argv=None) -> int:
-  ap = _Parser(description=__doc__.splitlines()[0])
+  ap = Parser(description=__doc__.splitlines()[0])
   ap.add_argument("run_dir", help="the full main job's run directory (with its report.md)")
   ap.add_argument("--store", default="results/main", help="where the summaries are kept (default results/main)")
   ap.add_argument("--readme", default="README.md")
@@ -39,9 +34,13 @@ def main(argv=None) -> int:
   ap.add_argument("--any-grid", action="store_true", help="store a run that is not the full grid (tests)")
   a = ap.parse_args(argv)
   try:
-    for p in (a.readme, a.sources):
-      if not os.path.isfile(p):
-        raise ValueError(f"no such file {p!r}")
+    if not os.path.isdir(a.run_dir):
+      raise ValueError(f"run directory {a.run_dir!r} " + ("is not a directory" if os.path.exists(a.run_dir) else
+                                                          "does not exist"))
+    for flag, p in (("--readme", a.readme), ("--sources", a.sources)):
+      if not os.path.isfile(p):   # the defaults are the checkout's: relative to the repository root
+        raise ValueError(f"{flag} {p}: no such file (run from the repository root, or pass --readme, --sources "
+                         "and --store)")
       with open(p, encoding="utf-8") as f:
         quote.replace_block(f.read(), "", p)   # both have their markers, before anything is written
     names = quote.store_run(a.run_dir, a.store, require_grid=None if a.any_grid else "full")

@@ -7,18 +7,13 @@ results are read from RUN_DIR/<experiment>/ by the results store (`jscale/sweeps
 are listed as "not run". One experiment's own folder (RUN_DIR/<experiment>, holding config.json) is refused
 with the command to use instead. Exits 1 if any section failed to build, 2 for a bad input.
 """
-import argparse
 import os
 import sys
 
 from jscale import experiments, report
 from jscale.report.document import check_not_experiment_dir
+from jscale.cli.parser import Parser
 
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # one `error: ...` line on stderr and exit 2, no usage dump
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def check_run_dir(run_dir: str, names) -> None:
@@ -35,7 +30,7 @@ def check_run_dir(run_dir: str, names) -> None:
 
 def main(argv=None) -> int:
   sections = experiments.sections()
-  ap = _Parser(description=__doc__.splitlines()[0])
+  ap = Parser(description=__doc__.splitlines()[0])
   ap.add_argument("run_dir", help="the run directory (one sub-directory per experiment)")
   ap.add_argument("--experiments", nargs="+", default=None,
                   help=f"sections to build, in order (default: all registered: {' '.join(sections)})")

@@ -27,14 +27,16 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import types
 
 from jscale.cli import bench
 from jscale.cli.bench import NETWORKS   # the same two networks, built by bench
+from jscale.cli.parser import Parser
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--json", action="store_true", help="print one JSON object (else a table)")
   p.add_argument("--network", default="moons,mlp784", help="comma-separated: moons, mlp784 (default both)")
   p.add_argument("--sizes", default="64,256", help="comma-separated numbers of configurations (default 64,256)")
@@ -66,6 +68,7 @@ def parse_args(argv=None):
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
   if args.mlp_train < 64:
     raise ValueError(f"--mlp-train must be >= 64 (two minibatches of 32), got {args.mlp_train}")
+  bench.check_devices(args)
   return args
 
 
@@ -136,6 +139,12 @@ def main(argv=None):
     probes.append(bench.peak_gflops(reps=1))
     return probes[-1]
 
+  t_start, n_parts = time.perf_counter(), len(args.networks) * len(args.sizes)
+
+  def say(what):   # progress on stderr (stdout stays the report): the whole run takes minutes to a quarter hour
+    print(f"roofline: {what} ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
+
+  say("memory bandwidth and dispatch probes")
   bandwidth = R.bandwidth_gbps(mesh, args.repeats, peak_fn)
   dispatch = R.dispatch_s(mesh)
   raw = []
@@ -145,12 +154,16 @@ def main(argv=None):
     shapes = R.step_shapes(spec, n_train, n_test)
     progs = R.make_programs(spec, n_train, mesh, group_size)
     for C in args.sizes:
+      part = f"{len(raw) + 1}/{n_parts} {name} C={C}"
+      say(f"{part}: every matmul shape alone")
       shape_times = R.time_shapes(shapes, C, mesh, args.repeats, peak_fn)
+      say(f"{part}: the step, the engine and the per-config loop")
       run_times = R.time_programs(progs, hparams_of, ds, C, mesh, args.repeats, args.loop_configs, peak_fn)
+      say(f"{part}: {args.ratio_rounds} rounds of the engine against its roofline")
       ratio = R.time_roofline_ratio(shapes, shape_times, R.engine_call(progs, hparams_of, ds, C, mesh), C, mesh,
                                     spec.epochs, args.ratio_rounds)
       raw.append((name, spec, n_train, n_test, C, shapes, shape_times, run_times, text, ratio))
-      print(f"measured {name} C={C}", file=sys.stderr, flush=True)   # progress; stdout stays the report
+      say(f"measured {name} C={C}")
   peak = max(probes)
   results = [dict(R.shares_of_peak(name, spec, n_train=n_train, n_test=n_test, C=C, shapes=shapes, shape_times=st,
                                     run_times=rt, peak_gflops=peak, bandwidth=bandwidth, dispatch=dispatch),

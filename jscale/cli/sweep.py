@@ -37,12 +37,14 @@ import os
 import sys
 import time
 
+from jscale.cli.parser import Parser
+
 # Flags that choose what runs: a resume takes them from the recorded plan and refuses them on the command line.
 NOT_WITH_RESUME = ("grid", "experiment", "option", "libsvm", "out", "chunk_size", "group_size")
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--grid", default=None, help="grid name: quick | full (default quick)")
   p.add_argument("--experiment", action="append", default=None,
                  help="experiment name (repeatable, or comma-separated); default: all registered")
@@ -88,7 +90,16 @@ def check_args(args) -> None:
       raise ValueError(f"{', '.join(given)} cannot be used with --resume: a resume runs what the run directory "
                        "recorded (its experiments, grids, options and chunking); start a new --out to change them")
     if not os.path.isdir(args.resume):
-      raise ValueError(f"--resume {args.resume}: no such directory")
+      raise ValueError(f"--resume {args.resume}: " + ("not a directory (give the run's --out directory)"
+                                                      if os.path.exists(args.resume) else "no such directory"))
+  if args.experiment is not None and args.resume is None:
+    from jscale.sweeps import registry
+    names = experiment_names(args)
+    if not names:   # `--experiment "$EXP"` with EXP unset would otherwise run the whole main job
+      raise ValueError(f"--experiment {' '.join(map(repr, args.experiment))} names no experiment; registered: "
+                       f"{', '.join(registry.names())} (leave --experiment out to run them all)")
+    for n in names:
+      registry.entry(n)   # an unknown name, before JAX starts
   runner.check_device_request(args.devices)
   for name in ("chunk_size", "group_size"):
     checks.optional(checks.positive_int)(getattr(args, name), f"--{name.replace('_', '-')}")
@@ -107,6 +118,11 @@ def check_args(args) -> None:
                        f"{args.process_id} and {args.num_processes}")
     elif args.coordinator.rpartition(":")[2].isdigit() is False:
       raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+
+
+def experiment_names(args) -> list[str]:
+  """--experiment's names (repeatable, comma-separated), in order."""
+  return [n.strip() for e in (args.experiment or []) for n in e.split(",") if n.strip()]
 
 
 def start_distributed(args) -> None:
@@ -181,7 +197,7 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
     prec = precision.set_precision(args.precision or "highest")
     settings = {"chunk_size": args.chunk_size, "group_size": args.group_size, "precision": prec}
     grid_name = args.grid or "quick"
-    names = [n for e in (args.experiment or []) for n in e.split(",") if n] or sweeps.names()
+    names = experiment_names(args) or sweeps.names()
     out = paths.out_dir(args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")), "--out")
     jobs, planned = jobs_lib.new_jobs(names, grid_name, options, out, how)
     if writer:   # before anything trains, so that --resume OUT can finish every planned experiment
@@ -196,7 +212,12 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
   for j in mine:
     t0 = time.perf_counter()
     with CompileClock() as clock:
-      res = j.go()
+      try:
+        res = j.go()
+      except KeyboardInterrupt:
+        from jscale import cli
+        raise cli.Interrupted(f"the finished chunks are kept in {out}; finish the run with `{prog} --resume "
+                              f"{out}`") from None
     timings[j.name] = clock.summary()
     if not writer:
       continue

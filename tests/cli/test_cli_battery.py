@@ -43,7 +43,7 @@ CASES = [
     ("sweep --out under /dev/null", "sweep --experiment sigma --out /dev/null/x --no-progress",
      ["--out /dev/null/x", "/dev/null is not a directory"]),
     ("sweep unknown experiment", "sweep --experiment sigmaa --out {tmp}/o --no-progress", ["sigmaa"]),
-    ("sweep --resume a regular file", "sweep --resume {file} --no-progress", ["{file}"]),
+    ("sweep --resume a regular file", "sweep --resume {file} --no-progress", ["{file}", "not a directory"]),
     ("sweep --resume a folder with bad config.json", "sweep --resume {bad_json} --no-progress", ["config.json"]),
     ("sweep bad --chunk-size", "sweep --experiment sigma --chunk-size 0 --out {tmp}/o", ["chunk", "0"]),
     ("report bad config.json", "report {bad_json}", ["{bad_json}", "config.json", "not valid JSON"]),
@@ -82,6 +82,46 @@ CASES = [
     ("roofline --sizes 0", "roofline --sizes 0", ["--sizes", "'0'"]),
     ("roofline --repeats 0", "roofline --repeats 0", ["--repeats", "0"]),
     ("jscale unknown tool", "nope --x", ["unknown tool 'nope'"]),
+    # A newcomer's mistakes (the command lines' audit). Each used to run, or to answer otherwise (the comment says
+    # how). gpu-report's cases skip the suite step: a regression must not start the suite inside the suite.
+    ("sweep --experiment naming none", "sweep --experiment , --out {tmp}/o", ["--experiment ','",
+                                                                              "names no experiment"]),  # ran all
+    ("sweep --devices not an int", "sweep --devices abc --out {tmp}/o", ["--devices", "'abc'"]),  # usage dump
+    ("the scripts' spelling of a tool", "hessian_check --setups 0", ["--setups"]),   # was: unknown tool
+    ("hessian-figures without a figure", "hessian-figures --out {tmp}/o", ["required", "figure"]),  # usage dump
+    ("hessian-figures unknown figure", "hessian-figures fig3 --out {tmp}/o", ["'fig3'", "fig1"]),   # usage dump
+    ("hessian-figures --seed -1", "hessian-figures fig1 --seed -1 --out {tmp}/o", ["--seed", "-1"]),  # made o
+    ("bench --group-size 0", "bench --group-size 0", ["--group-size", "0"]),   # accepted, then the executor
+    ("bench --group-size -3", "bench --group-size -3", ["--group-size", "-3"]),   # numpy's reshape error
+    ("bench --devices past the cores", "bench --devices 100000", ["--devices 100000", "core"]),  # time-sliced
+    ("bench --epochs not an int", "bench --epochs abc", ["--epochs", "'abc'"]),   # usage dump
+    ("roofline --devices past the cores", "roofline --devices 100000", ["--devices 100000", "core"]),
+    ("calculus --init with --compare", "calculus --init he_normal --compare fan_in,geometric",
+     ["--init he_normal", "--compare fan_in,geometric"]),   # --init ignored
+    ("calculus --model lenet --widths", "calculus --model lenet --widths 3,4", ["--model lenet", "--widths"]),
+    ("calculus --model lenet --activation", "calculus --model lenet --activation tanh", ["--activation"]),
+    ("calculus --model transformer --data", "calculus --model transformer --data pixels", ["--data"]),
+    ("calculus --weight-gain without --depth-profile", "calculus --weight-gain 3", ["--weight-gain",
+                                                                                   "--depth-profile"]),
+    ("gpu-report --out a folder", "gpu-report --out {tmp} --skip tests,bench,main",
+     ["--out", "is a directory"]),   # refused by the OS after every step had run: the report lost
+    ("gpu-report --out under a file", "gpu-report --out {file}/r.json --skip tests,bench,main",
+     ["--out", "not a directory"]),
+    ("gpu-report bad --bench-args", "gpu-report --bench-args=--sizes=0 --skip tests,main",
+     ["--bench-args", "--sizes"]),   # found by step 2, after the suite
+    ("gpu-report unknown --experiment", "gpu-report --experiment nope --skip tests,bench",
+     ["'nope'"]),   # found by step 3, after the suite and bench
+    ("gpu-report unknown --grid", "gpu-report --grid nope --experiment symmetry --skip tests,bench",
+     ["--grid nope", "symmetry"]),   # step 3
+    ("hessian-check --repredict with measuring flags", "hessian-check --repredict {rec_list} --setups 3",
+     ["--repredict", "--setups"]),   # --setups ignored
+    ("hessian-check --repredict a missing file", "hessian-check --repredict {tmp}/none.json",
+     ["--repredict {tmp}/none.json", "No such file"]),
+    ("hessian-figures fig2 with fig1's flags", "hessian-figures fig2 --draws 64 --records {rec_list} --out {tmp}/o",
+     ["fig2 does not use", "--draws", "--records"]),   # ignored
+    ("quote a missing run", "quote {tmp}/missing", ["{tmp}/missing", "does not exist"]),
+    ("quote outside the checkout", "quote {empty} --readme {tmp}/README.md", ["--readme", "no such file",
+                                                                              "repository root"]),
 ]
 
 

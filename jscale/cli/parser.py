@@ -1,0 +1,21 @@
+"""The command lines' argument parser: argparse with jscale's refusal format. Plain argparse answers a mistyped
+flag value (`--devices abc`) with its whole usage block and `__main__.py: error: ...` under `python -m jscale`;
+every other refusal of jscale's is one `error: ...` line and exit status 2, so the parser's are too. `prog` is the
+command the user typed (`jscale sweep`, `scripts/sweep.py`), so `--help` shows a command that works."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jscale import cli
+
+
+class Parser(argparse.ArgumentParser):
+  def __init__(self, *args, **kwargs):
+    if cli.current_prog is not None:
+      kwargs.setdefault("prog", cli.current_prog)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(cli.USAGE_ERROR)
