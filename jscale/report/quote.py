@@ -27,8 +27,9 @@ RUN = "run.json"
 
 def store_run(run_dir: str, store_dir: str, *, require_grid: str | None = "full") -> list[str]:
   """Copy the run's per-experiment headline and verdicts (small JSON) into `store_dir`, replacing what was
-  there; returns the experiments stored. ValueError before writing anything when the run has no report yet, or
-  when an experiment's grid is not `require_grid` (None: any)."""
+  there; returns the experiments stored. ValueError before writing anything when the run has no report yet, is
+  incomplete (an experiment of its recorded plan missing, or one without its finished results), or when an
+  experiment's grid is not `require_grid` (None: any)."""
   if not os.path.isdir(run_dir):
     raise ValueError(f"run directory {run_dir!r} does not exist")
   exps = sorted(d for d in os.listdir(run_dir) if os.path.isfile(os.path.join(run_dir, d, store.CONFIG_JSON)))
@@ -37,6 +38,14 @@ def store_run(run_dir: str, store_dir: str, *, require_grid: str | None = "full"
   if not os.path.isfile(os.path.join(run_dir, "report.md")):
     raise ValueError(f"{run_dir!r} has no report.md: run `python scripts/report.py {run_dir}` first (it writes "
                      "the headline.json files quoted here)")
+  # Storing replaces the whole store: a run killed part way (then reported) would drop the unfinished
+  # experiments' stored numbers, so only a complete run is stored.
+  planned = [e.get("name") for e in (store.main_plan(run_dir) or {}).get("experiments", [])]
+  unfinished = [n for n in planned if n not in exps] + [
+      n for n in exps if "metrics" not in store.read_json(os.path.join(run_dir, n, store.CONFIG_JSON))]
+  if unfinished:
+    raise ValueError(f"{run_dir!r} is incomplete ({', '.join(unfinished)} not finished): finish it with `python "
+                     f"scripts/sweep.py --resume {run_dir}` and `python scripts/report.py {run_dir}`, then quote it")
   records = {}
   for name in exps:
     d = os.path.join(run_dir, name)

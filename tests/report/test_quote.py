@@ -30,7 +30,7 @@ def _fake_run(tmp_path, grid="full"):
       ("beta", None, None)):
     d = run / name
     d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"grid_name": grid}))
+    (d / "config.json").write_text(json.dumps({"grid_name": grid, "axes": {}, "metrics": {}}))   # finished
     if headline:
       (d / "headline.json").write_text(json.dumps(headline))
     if verdicts:
@@ -91,3 +91,34 @@ def test_refuses_quick_runs_missing_reports_and_missing_markers_before_writing(t
   run = _fake_run(tmp_path / "s")
   assert quote_cli.main([run, "--store", store, "--readme", str(bare), "--sources", sources]) == 2
   assert "no quoted block" in capsys.readouterr().err
+
+
+def test_refuses_an_incomplete_run_before_touching_the_store(tmp_path, capsys):
+  """A full run killed part way and then reported must not replace the store: the unfinished experiments' stored
+  numbers would be lost. Unfinished: an experiment without its results' "metrics" (a sweep with chunks left), or
+  one of the recorded plan's experiments that never started."""
+  readme, sources = _docs(tmp_path)
+  store_dir = tmp_path / "store"
+  store_dir.mkdir()
+  (store_dir / "gamma.json").write_text("{}")   # a previous run's experiment, which must survive
+  args = ["--store", str(store_dir), "--readme", readme, "--sources", sources]
+  run = _fake_run(tmp_path / "a")
+  cfg = os.path.join(run, "beta", "config.json")
+  json.dump({"grid_name": "full"}, open(cfg, "w"))   # beta started, its chunks not all done
+  assert quote_cli.main([run, *args]) == 2
+  assert "incomplete (beta not finished)" in capsys.readouterr().err
+  run = _fake_run(tmp_path / "b")
+  with open(os.path.join(run, "run.json")) as f:
+    info = json.load(f)
+  info["plan"] = {"experiments": [{"name": n, "grid": "full"} for n in ("alpha", "beta", "gamma")]}
+  with open(os.path.join(run, "run.json"), "w") as f:
+    json.dump(info, f)
+  assert quote_cli.main([run, *args]) == 2
+  assert "incomplete (gamma not finished)" in capsys.readouterr().err
+  assert sorted(os.listdir(store_dir)) == ["gamma.json"]
+  shutil.rmtree(os.path.join(run, "alpha"))   # a plan whose every experiment finished is stored
+  info["plan"]["experiments"] = info["plan"]["experiments"][1:2]
+  with open(os.path.join(run, "run.json"), "w") as f:
+    json.dump(info, f)
+  assert quote_cli.main([run, *args]) == 0
+  assert sorted(os.listdir(store_dir)) == ["beta.json", "run.json"]
