@@ -56,7 +56,9 @@ def main(argv=None):
                   help="draw more until every exact weight block's relative SE is at most this (0: off)")
   ap.add_argument("--max-draws", type=int, default=1024, help="cap on draws per setup")
   ap.add_argument("--json", action="store_true", help="print only the JSON summary")
-  ap.add_argument("--save", default=None, help="write summary + per-setup records to this JSON file")
+  ap.add_argument("--save", default=None, help="write summary + per-setup records to this JSON file (a new one, "
+                  "or --overwrite; --repredict FILE --save FILE rewrites FILE's predictions in place)")
+  ap.add_argument("--overwrite", action="store_true", help="let --save replace an existing file")
   ap.add_argument("--no-progress", action="store_true", help="no progress bar")
   ap.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
   ap.add_argument("--repredict", default=None, metavar="FILE",
@@ -76,7 +78,7 @@ def main(argv=None):
   checks.in_range(args.target_rel_se, "--target-rel-se", 0, 1, hi_open=True)
   checks.int_at_least(args.max_draws, "--max-draws", args.draws)
   if args.save:
-    paths.out_file(args.save, "--save")
+    _new_save_file(args)
   t0 = time.time()
   family = FAMILIES[args.family]()
 
@@ -116,7 +118,20 @@ def _say_guarded(out) -> None:
           "the reasons are under \"guarded\"", file=sys.stderr)
 
 
+def _new_save_file(args) -> None:
+  """--save's file is writable and, unless --overwrite (or --repredict of that same file), new: the measuring run
+  writes it at its first setup, so a second run into the same path would replace an hour's saved run."""
+  paths.out_file(args.save, "--save")
+  same = args.repredict and os.path.exists(args.repredict) and os.path.samefile(args.save, args.repredict) \
+      if os.path.exists(args.save) else False
+  if os.path.exists(args.save) and not (args.overwrite or same):
+    raise ValueError(f"--save {args.save}: the file exists (a saved run?); pass --overwrite to replace it, or "
+                     "another file name")
+
+
 def _repredict(args) -> int:
+  if args.save:
+    _new_save_file(args)
   try:
     with open(args.repredict) as f:
       saved = json.load(f)
@@ -126,8 +141,6 @@ def _repredict(args) -> int:
     why = f"no {e} in it" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
     print(f"error: --repredict {args.repredict}: {why}", file=sys.stderr)
     return 2
-  if args.save:
-    paths.out_file(args.save, "--save")
   family = FAMILIES[name]()
   recs, out = repredict.repredict(family, saved, name, progress=not args.no_progress)
   if args.save:
