@@ -134,6 +134,7 @@ def parse_args(argv=None):
   args.inits = inits
   try:
     checks.positive_int(args.batch, "--batch")
+    checks.int_at_least(args.seed, "--seed", 0)
     for name in ("x_sq", "feature_scale", "weight_scale", "target_std"):
       checks.finite_real(getattr(args, name), f"--{name.replace('_', '-')}", minimum=0, strict=True)
   except ValueError as e:

@@ -100,6 +100,8 @@ def check_args(args) -> None:
                        f"{', '.join(registry.names())} (leave --experiment out to run them all)")
     for n in names:
       registry.entry(n)   # an unknown name, before JAX starts
+  if args.out is not None and not args.out.strip():   # `--out "$DIR"` with DIR unset: not the default folder
+    raise ValueError("--out '' names no directory (leave --out out for runs/<timestamp>)")
   runner.check_device_request(args.devices)
   for name in ("chunk_size", "group_size"):
     checks.optional(checks.positive_int)(getattr(args, name), f"--{name.replace('_', '-')}")

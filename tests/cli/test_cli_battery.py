@@ -61,6 +61,7 @@ CASES = [
     ("calculus --model missing file", "calculus --model {tmp}/none.py:make", ["no file"]),
     ("calculus --widths with a 0", "calculus --widths 3,0,2", ["--widths", "0"]),
     ("calculus --batch 0", "calculus --batch 0", ["--batch"]),
+    ("calculus --seed -1", "calculus --seed -1", ["--seed", "-1"]),
     ("hessian-check --save under /dev/null", "hessian-check --save /dev/null/x/r.json --setups 1",
      ["--save /dev/null/x/r.json", "/dev/null is not a directory"]),
     ("hessian-check --save a folder", "hessian-check --save {tmp} --setups 1", ["--save", "is a directory"]),
@@ -145,3 +146,14 @@ def test_cli_refuses_with_one_error_line(argv, needles, paths, capsys):
     assert n.format(**paths) in lines[0], f"{n.format(**paths)!r} not in: {lines[0]}"
   assert sorted(os.listdir(paths["tmp"])) == before   # nothing written (no run folder, no output folder)
   assert not os.listdir(paths["empty"]) and not os.path.exists(os.path.join(paths["bad_json"], "report.md"))
+
+
+def test_sweep_refuses_an_empty_out(tmp_path, capsys, monkeypatch):
+  # `--out "$DIR"` with DIR unset reaches the tool as '', which used to mean the default runs/<timestamp>: a run
+  # the user meant to put elsewhere. (Not in the table above: its argv is split on spaces.)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(SystemExit) as e:
+    cli.main(["sweep", "--experiment", "sigma", "--out", "", "--no-progress"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.startswith("error: --out '' names no directory"), err
+  assert not os.listdir(tmp_path)   # no runs/ folder made
