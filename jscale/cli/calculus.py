@@ -159,7 +159,7 @@ def _refuse_unused(p, args) -> None:
     unused += _OWN_INPUTS
   if args.model not in MODELS:
     unused += ["batch"]
-  given = [f"--{d.replace('_', '-')}" for d in unused if getattr(args, d) != p.get_default(d)]
+  given = p.changed(args, unused)
   if given:
     mode = (f"--model {args.model}" if args.model in MODELS else f"--model {args.model} (its x is its own)")
     p.error(f"{mode} does not use {', '.join(given)}" + (" (--weight-gain, --bias-sq and --q0 are "
@@ -171,9 +171,8 @@ def _refuse_unused(p, args) -> None:
 
 def _check_depth_profile(p, args):
   """--depth-profile's own flags, checked before any compute; flags of the other modes are refused."""
-  other = sorted("--" + d.replace("_", "-") for d in ("model", "widths", "init", "compare", "data", "x_sq", "batch",
-                                                        "feature_scale", "weight_scale", "target_std", "seed")
-                 if getattr(args, d) != p.get_default(d))
+  other = sorted(p.changed(args, ("model", "widths", "init", "compare", "data", "x_sq", "batch", "feature_scale",
+                                  "weight_scale", "target_std", "seed")))
   if other:
     p.error(f"--depth-profile draws no network; it does not take {', '.join(other)}")
   try:

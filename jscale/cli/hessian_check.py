@@ -65,7 +65,7 @@ def main(argv=None):
                   help="re-predict a saved run (--save output) without re-measuring it")
   args = ap.parse_args(argv)
   if args.repredict:
-    measuring = sorted(f"--{d.replace('_', '-')}" for d in MEASURE_FLAGS if getattr(args, d) != ap.get_default(d))
+    measuring = sorted(ap.changed(args, MEASURE_FLAGS))
     if measuring:   # the saved run's own settings are re-predicted; these would be silently ignored
       ap.error(f"--repredict re-predicts the saved run with its own settings; it does not take {', '.join(measuring)}")
     return _repredict(args)

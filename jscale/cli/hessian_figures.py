@@ -136,8 +136,7 @@ def main(argv=None):
   ap.add_argument("--probes", type=int, default=64)
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   args = ap.parse_args(argv)
-  unused = sorted(f"--{d.replace('_', '-')}" for d in set().union(*FIGURE_FLAGS.values()) - FIGURE_FLAGS[args.figure]
-                  if getattr(args, d) != ap.get_default(d))
+  unused = sorted(ap.changed(args, set().union(*FIGURE_FLAGS.values()) - FIGURE_FLAGS[args.figure]))
   if unused:   # silently ignored, they would read as part of the figure
     ap.error(f"{args.figure} does not use {', '.join(unused)}")
   checks.int_at_least(args.seed, "--seed", 0)   # checked later, after --out was made

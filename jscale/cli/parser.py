@@ -16,6 +16,11 @@ class Parser(argparse.ArgumentParser):
       kwargs.setdefault("prog", cli.current_prog)
     super().__init__(*args, **kwargs)
 
+  def changed(self, args, dests) -> list[str]:
+    """The flags among `dests` (argparse dest names) that `args` sets away from their defaults, as `--flag`, in the
+    order given: what a mode refuses when it would silently ignore them."""
+    return [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != self.get_default(d)]
+
   def error(self, message):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(cli.USAGE_ERROR)
