@@ -122,9 +122,9 @@ def _new_save_file(args) -> None:
   """--save's file is writable and, unless --overwrite (or --repredict of that same file), new: the measuring run
   writes it at its first setup, so a second run into the same path would replace an hour's saved run."""
   paths.out_file(args.save, "--save")
-  same = args.repredict and os.path.exists(args.repredict) and os.path.samefile(args.save, args.repredict) \
-      if os.path.exists(args.save) else False
-  if os.path.exists(args.save) and not (args.overwrite or same):
+  if not os.path.exists(args.save) or args.overwrite:
+    return
+  if not (args.repredict and os.path.exists(args.repredict) and os.path.samefile(args.save, args.repredict)):
     raise ValueError(f"--save {args.save}: the file exists (a saved run?); pass --overwrite to replace it, or "
                      "another file name")
 
