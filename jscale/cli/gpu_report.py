@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from jscale.cli import paths
+from jscale.cli import paths, sweep
 from jscale.cli.parser import Parser
 
 STEPS = ("tests", "bench", "main")
@@ -70,20 +70,16 @@ def parse_args(argv=None):
     except ValueError as e:
       raise ValueError(f"--bench-args: {e}") from None
   if args.experiment is not None and "main" not in args.skip:
-    from jscale.sweeps import registry
-    names = [n.strip() for n in args.experiment.split(",") if n.strip()]
-    if not names:
-      raise ValueError(f"--experiment {args.experiment!r} names no experiment (leave it out to run them all)")
-    for n in names:
-      registry.entry(n)
+    sweep.check_experiment_names([args.experiment])
   return args
 
 
 def check_main_job(args, root) -> None:
   """Every selected experiment has --grid: asked in a process of its own on the CPU (building the experiments
   starts JAX, which in this process would hold the GPU's memory while the steps run)."""
-  code = ("import sys; from jscale.sweeps import registry; names = [n.strip() for n in sys.argv[2].split(',') "
-          "if n.strip()] or registry.names(); [registry.get(n).grid(sys.argv[1]) for n in names]")
+  code = ("import sys; from jscale.cli.sweep import experiment_names; from jscale.sweeps import registry; "
+          "names = experiment_names([sys.argv[2]]) or registry.names(); "
+          "[registry.get(n).grid(sys.argv[1]) for n in names]")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
   p = subprocess.run([sys.executable, "-c", code, args.grid, args.experiment or ""], capture_output=True, text=True,

@@ -93,13 +93,7 @@ def check_args(args) -> None:
       raise ValueError(f"--resume {args.resume}: " + ("not a directory (give the run's --out directory)"
                                                       if os.path.exists(args.resume) else "no such directory"))
   if args.experiment is not None and args.resume is None:
-    from jscale.sweeps import registry
-    names = experiment_names(args)
-    if not names:   # `--experiment "$EXP"` with EXP unset would otherwise run the whole main job
-      raise ValueError(f"--experiment {' '.join(map(repr, args.experiment))} names no experiment; registered: "
-                       f"{', '.join(registry.names())} (leave --experiment out to run them all)")
-    for n in names:
-      registry.entry(n)   # an unknown name, before JAX starts
+    check_experiment_names(args.experiment)
   if args.out is not None and not args.out.strip():   # `--out "$DIR"` with DIR unset: not the default folder
     raise ValueError("--out '' names no directory (leave --out out for runs/<timestamp>)")
   runner.check_device_request(args.devices)
@@ -122,9 +116,19 @@ def check_args(args) -> None:
       raise ValueError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
 
 
-def experiment_names(args) -> list[str]:
-  """--experiment's names (repeatable, comma-separated), in order."""
-  return [n.strip() for e in (args.experiment or []) for n in e.split(",") if n.strip()]
+def experiment_names(values) -> list[str]:
+  """--experiment's names (its values: repeatable, each comma-separated), in order."""
+  return [n.strip() for e in (values or []) for n in e.split(",") if n.strip()]
+
+
+def check_experiment_names(values) -> None:
+  """--experiment's values name registered experiments, at least one, before JAX starts."""
+  from jscale.sweeps import registry
+  if not experiment_names(values):   # `--experiment "$EXP"` with EXP unset would otherwise run the whole main job
+    raise ValueError(f"--experiment {' '.join(map(repr, values))} names no experiment; registered: "
+                     f"{', '.join(registry.names())} (leave --experiment out to run them all)")
+  for n in experiment_names(values):
+    registry.entry(n)   # an unknown name
 
 
 def start_distributed(args) -> None:
@@ -199,7 +203,7 @@ def main(argv=None, prog: str = "python scripts/sweep.py") -> int:
     prec = precision.set_precision(args.precision or "highest")
     settings = {"chunk_size": args.chunk_size, "group_size": args.group_size, "precision": prec}
     grid_name = args.grid or "quick"
-    names = experiment_names(args) or sweeps.names()
+    names = experiment_names(args.experiment) or sweeps.names()
     out = paths.out_dir(args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")), "--out")
     jobs, planned = jobs_lib.new_jobs(names, grid_name, options, out, how)
     if writer:   # before anything trains, so that --resume OUT can finish every planned experiment
