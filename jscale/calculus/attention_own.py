@@ -46,12 +46,6 @@ class OwnBackward(NamedTuple):
   pf_v: float
 
 
-def _chain(pred, x, a, n_in):
-  """(J (n_in, heads, d), b (heads, d)) of the projection x -> a, or None."""
-  from jscale.calculus import draw_gradient
-  return draw_gradient._chain_parts(pred, x, a, n_in)
-
-
 def make(pred, block, masks, tokens, norm, seed: int = 0):
   """A function g (Backward at the attention's output) -> OwnBackward or None, or None where the block is not
   a self-attention of (batch, token, head, d) projections with a carried token model."""
@@ -59,10 +53,10 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
   info = block.info
   if not OWN or tokens is None or masks.shape[0] != 1:
     return None
-  if draw_gradient._query_key_covariance(pred, block) is None:   # the layout this reads (no mask, 4-d heads)
+  if draw_gradient._self_attention_sources(pred, block) is None:   # the layout this reads (no mask, 4-d heads)
     return None
   x, d_in = info.get("x"), info.get("d_in")
-  chains = [_chain(pred, x, info[n], d_in) for n in ("q", "k", "v")]
+  chains = [draw_gradient._chain_parts(pred, x, info[n], d_in) for n in ("q", "k", "v")]   # (J, b) or None
   if any(c is None for c in chains) or pred.fwd.get(x) is None or not pred.fwd[x].sq > 0:
     return None
   (jq, bq), (jk, bk), (jv, bv) = chains

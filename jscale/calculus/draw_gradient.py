@@ -286,14 +286,9 @@ def _chain_matrix(pred, x, y, n_in: int):
   return None if parts is None else parts[0]
 
 
-def _chain_offset(pred, x, y, n_in: int):
-  """The constant part of the projection x -> y (its value at x = 0, per token: the bias), or None."""
-  parts = _chain_parts(pred, x, y, n_in)
-  return None if parts is None else parts[1]
-
-
 def _chain_parts(pred, x, y, n_in: int):
-  """(_chain_matrix, _chain_offset) of the projection x -> y, or None."""
+  """(_chain_matrix, the constant part: the projection's value at x = 0 per token, i.e. its bias) of the
+  projection x -> y, or None."""
   from jscale.calculus import attention
   g, u = pred.g, _uses(pred)
   chain, a = [], y
@@ -331,6 +326,33 @@ def _query_key_covariance(pred, b):
   scale e^2 (1 - 1/T) J_K J_V^T c_q and the keys' scale e^2 / T J_Q J_V^T (c_k - cbar) (the 1/T of
   uniform weights inside). As (per-head maps for dQ, for dK) acting on the output cotangent's head layout
   (batch, tokens, heads, d_v), or None outside self-attention without a mask in that layout."""
+  info = b.info
+  q, k, v = info["q"], info["k"], info["v"]
+  srcs = _self_attention_sources(pred, b)
+  if srcs is None:
+    return None
+  x, n_in = srcs[0][0], srcs[0][1]
+  sx = pred.fwd[x]
+  sq_ = pred.g.avals[q].shape
+  mats = [_chain_matrix(pred, x, a, n_in) for a in (q, k, v)]
+  if any(m is None for m in mats):
+    return None
+  jq, jk, jv = mats                                  # (n_in, heads, d)
+  T = sq_[1]
+  e2 = sx.sq * (1 - sx.rp)
+  sc = info["scale"]
+  # the key kernel's own leaf-level term needs K = x W_K + b directly (no scaling between)
+  key_out = srcs[1][2]
+  direct = _chain_matrix_is_kernel(pred, key_out, k, jk)
+  return _Cov(dq=sc * e2 * (1 - 1 / T) * np.einsum("ihk,ihv->hkv", jk, jv),
+              dk=sc * e2 / T * np.einsum("ihk,ihv->hkv", jq, jv), jv=jv,
+              key_out=key_out if direct else None, key_f=sc * e2 * (1 - 1 / T))
+
+
+def _self_attention_sources(pred, b):
+  """The sources (`attention._projected_from`) of a self-attention block's queries, keys and values when the block
+  has the layout the draw-level rules read: no mask, (batch, token, head, d) projections of one token vector x
+  whose forward signal is known; else None."""
   from jscale.calculus import attention
   info = b.info
   g = pred.g
@@ -350,23 +372,10 @@ def _query_key_covariance(pred, b):
   srcs = [attention._projected_from(g, _uses(pred), pred.tags, pred.const, a) for a in (q, k, v)]
   if any(s_ is None for s_ in srcs) or len({s_[0] for s_ in srcs}) != 1:
     return None
-  x, n_in = srcs[0][0], srcs[0][1]
-  sx = pred.fwd.get(x)
+  sx = pred.fwd.get(srcs[0][0])
   if sx is None or sx.why or sx.rp is None:
     return None
-  mats = [_chain_matrix(pred, x, a, n_in) for a in (q, k, v)]
-  if any(m is None for m in mats):
-    return None
-  jq, jk, jv = mats                                  # (n_in, heads, d)
-  T = sq_[1]
-  e2 = sx.sq * (1 - sx.rp)
-  sc = info["scale"]
-  # the key kernel's own leaf-level term needs K = x W_K + b directly (no scaling between)
-  key_out = srcs[1][2]
-  direct = _chain_matrix_is_kernel(pred, key_out, k, jk)
-  return _Cov(dq=sc * e2 * (1 - 1 / T) * np.einsum("ihk,ihv->hkv", jk, jv),
-              dk=sc * e2 / T * np.einsum("ihk,ihv->hkv", jq, jv), jv=jv,
-              key_out=key_out if direct else None, key_f=sc * e2 * (1 - 1 / T))
+  return srcs
 
 
 class _Cov(NamedTuple):
