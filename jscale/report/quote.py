@@ -40,16 +40,16 @@ def store_run(run_dir: str, store_dir: str, *, require_grid: str | None = "full"
                      "the headline.json files quoted here)")
   # Storing replaces the whole store: a run killed part way (then reported) would drop the unfinished
   # experiments' stored numbers, so only a complete run is stored.
+  configs = {n: store.read_json(os.path.join(run_dir, n, store.CONFIG_JSON)) for n in exps}
   planned = [e.get("name") for e in (store.main_plan(run_dir) or {}).get("experiments", [])]
-  unfinished = [n for n in planned if n not in exps] + [
-      n for n in exps if "metrics" not in store.read_json(os.path.join(run_dir, n, store.CONFIG_JSON))]
+  unfinished = [n for n in planned if n not in exps] + [n for n in exps if "metrics" not in configs[n]]
   if unfinished:
     raise ValueError(f"{run_dir!r} is incomplete ({', '.join(unfinished)} not finished): finish it with `python "
                      f"scripts/sweep.py --resume {run_dir}` and `python scripts/report.py {run_dir}`, then quote it")
   records = {}
   for name in exps:
     d = os.path.join(run_dir, name)
-    cfg = store.read_json(os.path.join(d, store.CONFIG_JSON))
+    cfg = configs[name]
     grid = cfg.get("grid_name") or (cfg.get("grid") or {}).get("name") or cfg.get("grid_label")
     grid = grid if isinstance(grid, str) else _run_grid(run_dir, name)
     if require_grid is not None and grid != require_grid:
