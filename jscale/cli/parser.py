@@ -5,6 +5,7 @@ command the user typed (`jscale sweep`, `scripts/sweep.py`), so `--help` shows a
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from jscale import cli
@@ -15,6 +16,10 @@ class Parser(argparse.ArgumentParser):
     if cli.current_prog is not None:
       kwargs.setdefault("prog", cli.current_prog)
     super().__init__(*args, **kwargs)
+    # argparse takes a value that starts with '-' for a flag unless it looks like one negative number, so
+    # `--widths -5,3` got "expected one argument" instead of the widths' own message; no jscale flag looks like a
+    # number, so any '-digit...' token is a value.
+    self._negative_number_matcher = re.compile(r"^-\d[\d.,eE+-]*$")
 
   def changed(self, args, dests) -> list[str]:
     """The flags among `dests` (argparse dest names) that `args` sets away from their defaults, as `--flag`, in the

@@ -60,6 +60,7 @@ CASES = [
     ("calculus --model wrong return", "calculus --model {wrong}:make", ["must return (apply_fn, params, x)"]),
     ("calculus --model missing file", "calculus --model {tmp}/none.py:make", ["no file"]),
     ("calculus --widths with a 0", "calculus --widths 3,0,2", ["--widths", "0"]),
+    ("calculus --widths starting negative", "calculus --widths -5,3", ["--widths", "-5"]),  # "expected one argument"
     ("calculus --batch 0", "calculus --batch 0", ["--batch"]),
     ("calculus --seed -1", "calculus --seed -1", ["--seed", "-1"]),
     ("hessian-check --save under /dev/null", "hessian-check --save /dev/null/x/r.json --setups 1",
