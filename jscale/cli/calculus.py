@@ -340,8 +340,12 @@ def main_model(args) -> int:
   key = jax.random.PRNGKey(args.seed)
   k_model, k_loss = jax.random.split(key)
   reps = []
-  for spec in args.inits:
+  for i, spec in enumerate(args.inits):
     apply_fn, params, x, loss, title = load_model(args, spec, k_model)
+    # One inspection traces and compiles the model's passes: tens of seconds on 2 cores for the transformer or the
+    # ResNet, silent before. Only on a terminal, so a log or a pipe keeps one `error:` line or pure JSON.
+    if sys.stderr.isatty():
+      print(f"calculus: inspecting {title} ({i + 1} of {len(args.inits)}) ...", file=sys.stderr, flush=True)
     reps.append((title, spec, inspect(apply_fn, params, x, loss=loss, key=k_loss, target_std=args.target_std)))
   if args.json:
     if len(reps) == 1:

@@ -131,9 +131,32 @@ class ModelCLITest(chex.TestCase):
               "def make(key, init):\n"
               "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
               "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
-    rc, out, _ = run_status("--model", f"{path}:make", "--json")
+    rc, out, err = run_status("--model", f"{path}:make", "--json")
     self.assertEqual(rc, 0)
     self.assertEqual(json.loads(out)["layers"][0]["path"], "0/w")
+    self.assertEqual(err, "")   # not a terminal: no progress line in a log
+
+  def test_model_progress_on_a_terminal(self):
+    # The inspection of a --model was silent for tens of seconds; on a terminal it says what it is doing.
+    path = os.path.join(tempfile.mkdtemp(), "net.py")
+    with open(path, "w") as f:
+      f.write("import jax\nfrom jscale import mlp\n"
+              "def make(key, init):\n"
+              "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
+              "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
+
+    class Terminal(io.StringIO):
+      def isatty(self):
+        return True
+
+    out, err = io.StringIO(), Terminal()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      rc = load_cli().main(["--model", f"{path}:make", "--compare", "he_normal,glorot_normal", "--json"])
+    self.assertEqual(rc, 0)
+    self.assertEqual(err.getvalue().splitlines(), [
+        f"calculus: inspecting model {path}:make  init he_normal (1 of 2) ...",
+        f"calculus: inspecting model {path}:make  init glorot_normal (2 of 2) ..."])
+    self.assertEqual(len(json.loads(out.getvalue())["schemes"]), 2)
 
   def test_errors_exit_2_without_traceback(self):
     for argv in (["--model", "nope"], ["--model", "/no/such.py:f"], ["--widths", "100000,100000,100000"],
