@@ -48,7 +48,9 @@ own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the
 given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
 and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); the
 coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
-adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); not
+adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); SGD's
+flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
+flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); not
 modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
