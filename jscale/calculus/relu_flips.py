@@ -159,3 +159,37 @@ def shift_regression(v, mu, kappa, s2) -> tuple[np.ndarray, np.ndarray, np.ndarr
   out = (hc / g, mac + kappa / g * hc, vv / 2, kappa * vv / 2 + mu * ey,
          kappa ** 2 * vv / 2 + 2 * kappa * mu * ey + (mu * mu + s2) / 2, c2)
   return tuple(np.where(ok, o, 0.0) for o in out)
+
+
+# Gauss-Legendre nodes on [0, 8] for a half-normal standard variable (its density folded in the weights): the
+# integrand of half_net is smooth in y on each half, where Gauss-Hermite over the whole line would straddle the kink
+_HALF_Y, _HALF_W = np.polynomial.legendre.leggauss(64)
+_HALF_Y = 4.0 * (_HALF_Y + 1.0)
+_HALF_W = 4.0 * _HALF_W * np.exp(-0.5 * _HALF_Y ** 2) * _PHI0
+
+
+def _pos2(m, s):
+  """E[x^2 1[x > 0]] for x ~ N(m, s^2) (s > 0)."""
+  return (m * m + s * s) * ndtr(m / s) + m * s * np.exp(-0.5 * (m / s) ** 2) * _PHI0
+
+
+def half_net(v, on: tuple, off: tuple) -> np.ndarray:
+  """The unit's own flip term E[(y + d)^2 (1[y + d > 0] - 1[y > 0])] for y ~ N(0, v) whose step has its own law
+  on each side of zero: d = mu + kappa y + e, e ~ N(0, s2), with (mu, kappa, s2) = on where y > 0 and off where
+  y < 0 (docs/calculus.md, *The step's law on each side of zero*). An SGD step's rest is linear in the unit's own
+  mask over the batch, so a unit off at a token is mostly off where that token's change comes from and moves
+  less: shift_net's one law on both sides lets as many units switch on as the active side's spread would.
+  Exact over e (the closed form of E[relu(x)^2] for Gaussian x), Gauss-Legendre over each half of y; broadcast,
+  0 where v is 0."""
+  v = np.asarray(v, np.float64)
+  ok = v > 0
+  sd = np.sqrt(np.where(ok, v, 1.0))[..., None]
+  out = 0.0
+  for sign, (mu, kappa, s2) in ((1.0, on), (-1.0, off)):
+    y = sign * sd * _HALF_Y
+    m = (1.0 + np.asarray(kappa, np.float64)[..., None]) * y + np.asarray(mu, np.float64)[..., None]
+    s = np.sqrt(np.maximum(np.asarray(s2, np.float64), 1e-30))[..., None] * np.ones_like(y)
+    # on: relu(u)^2 - u^2 (the first order counted all of u = y + d); off: relu(u)^2 (it counted none)
+    f = _pos2(m, s) - (m * m + s * s) if sign > 0 else _pos2(m, s)
+    out = out + f @ _HALF_W
+  return np.where(ok, out, 0.0)

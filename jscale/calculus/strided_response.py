@@ -48,7 +48,9 @@ own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the
 given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
 and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); the
 coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
-adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); not
+adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); SGD's
+flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
+flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); not
 modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -268,7 +270,7 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
                flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False,
-               flip_rescale: bool = False, flip_pairs: bool = False) -> ur.Response:
+               flip_rescale: bool = False, flip_pairs: bool = False, state_split: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -278,14 +280,15 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
   return first_steps(x, labels, stack, w_sq, [(lr, optimizer, bias_lr)], samples=samples, seed=seed,
                      second_order=second_order, own_activation=own_activation,
                      incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net,
-                     sign_mean=sign_mean, flip_rescale=flip_rescale, flip_pairs=flip_pairs)[0]
+                     sign_mean=sign_mean, flip_rescale=flip_rescale, flip_pairs=flip_pairs,
+                     state_split=state_split)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
-                flip_pairs: bool = False) -> list:
+                flip_pairs: bool = False, state_split: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -307,7 +310,10 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   incoherently (docs/calculus.md, *The flips' rest as a rescale of h and dh*). flip_pairs (fifteenth session): the
   coherent carry of each hidden layer's change into the layer above sees the after-step mask per token pair,
   P(y_a + d_a > 0, y_t > 0) under `mean_shift_net`'s law (`after_mask`), in place of P(y_a > 0, y_t > 0) and of
-  flip_carry's (or flip_rescale's) common factor (docs/calculus.md, *The carry's mask after the step*)."""
+  flip_carry's (or flip_rescale's) common factor (docs/calculus.md, *The carry's mask after the step*).
+  state_split (sixteenth session; with flip_net, SGD settings only): each hidden layer's own flip term under a law
+  of the step fitted on each side of zero (`split_net`), in place of `mean_shift_net`'s one law (docs/calculus.md,
+  *The step's law on each side of zero*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -335,7 +341,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
     return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net,
-                  flip_rescale, flip_pairs)
+                  flip_rescale, flip_pairs, state_split)
             for lr, o, b in rows]
 
 
@@ -381,7 +387,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
-          flip_rescale_: bool = False, flip_pairs: bool = False) -> ur.Response:
+          flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -463,7 +469,17 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       change[l] = (tri / B ** 2 + own_sq) / (T * widths[l]) + (own_noise[l] + inc) / widths[l]
     else:
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
-    if flip_net and not top:
+    if flip_net and not top and state_split and optimizer == "sgd":
+      # E[(1 - m_a) d_a^2]: the triple sum with a's mask off, P(s, t) - P(a, s, t), from sum_a (Theta back Theta^T)_aa
+      if l == 0:   # Theta_0 = eta_0 X_0 + eta_b 1 (SGD's bias kernel is all ones): once per optimizer
+        fxx = first_layer(optimizer, "fxx", lambda: float(np.sum((inputs[0] @ back[0]) * inputs[0])))
+        full = (eta[0] ** 2 * fxx + 2 * eta[0] * eta_b[0] * float(inputs[0].sum(0) @ back[0].sum(0))
+                + eta_b[0] ** 2 * T * float(back[0].sum()))
+      else:
+        full = float(np.sum((theta[l] @ back[l]) * theta[l]))
+      net[l] = split_net(k.y[l], theta_h, w, below, change[l], (full - tri) / B ** 2 / (T * widths[l])
+                         + (inc / widths[l] if incoherent_carry else 0.0), widths[l], B)
+    elif flip_net and not top:
       net[l] = mean_shift_net(k.y[l], theta_h, w, below, change[l], widths[l], B)
     if flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
       mask = after_mask(k.y[l], theta_h, w, below, change[l], widths[l], B)
@@ -505,6 +521,44 @@ def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: n
   regression on y_a,j (and the layers below's change along it) rescales y; the rest of E|m d|^2 is a Gaussian e,
   its variance shared by the tokens in proportion to their q_a. `relu_flips.shift_net` per token."""
   return float(np.mean(relu_flips.shift_net(*_shift_law(k_y, theta_h, w, below, change, n, batch))))
+
+
+def _split_law(k_y, theta_h, w, below, change, change_off, n, batch):
+  """`_shift_law` fitted on each side of zero: (q, on, off), each side (mu, kappa, s2) per token with d = mu + kappa
+  y + e on that side. The own component r_a = sum_t coef(a, t) relu(y_t) is regressed on y_a within each half
+  (bivariate normal moments: E[relu(Y_t) 1[Y_a > 0]] = phi(0) (1 + rho) / 2, E[relu(Y_t) Y_a 1[Y_a > 0]] = J(rho), the
+  arc-cosine kernel, E[relu(Y_t) Y_a] = rho / 2), the layers below's change S y is exact on both; the rest e has the
+  variance left of E[1[y > 0] d^2] (change) on the active side and of E[1[y < 0] d^2] (change_off) on the other."""
+  T = k_y.shape[0]
+  q = np.diag(k_y) / n
+  sq = np.sqrt(q)
+  rho = ur.correlation(k_y)
+  coef = -theta_h * w[None, :] / batch
+  jr = (np.sqrt(np.clip(1 - rho ** 2, 0, None)) + rho * (np.pi - np.arccos(rho))) / (2 * np.pi)
+  phi0 = 1 / math.sqrt(2 * math.pi)
+  det = 0.25 - phi0 ** 2
+  S = np.repeat(below, T // batch)
+  out = []
+  for sign, er, ery, e2 in ((1.0, (coef * (1 + rho)) @ sq * phi0 / 2, (coef * jr) @ sq, change),
+                            (-1.0, (coef * (1 - rho)) @ sq * phi0 / 2, (coef * (rho / 2 - jr)) @ sq, change_off)):
+    mu = (er / 2 - sign * phi0 * ery) / det
+    kappa = _ratio((ery / 2 - sign * phi0 * er) / det, sq) + S
+    # E[1_side d^2] = mu^2 / 2 + 2 sign mu kappa sqrt(q) phi(0) + kappa^2 q / 2 + s2 / 2 per token, pooled
+    s2 = max(2 * e2 - float(np.mean(mu ** 2 + 4 * sign * mu * kappa * sq * phi0 + kappa ** 2 * q)), 0.0)
+    out.append((mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q))))))
+  return q, out[0], out[1]
+
+
+def split_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
+              change_off: float, n: int, batch: int) -> float:
+  """The per-entry flip term of a hidden layer under an SGD step whose law differs on the two sides of zero
+  (docs/calculus.md, *The step's law on each side of zero*): the unit's change at token a, -(1/B) sum_t Theta(a, t)
+  m_t delta_t, holds the unit's own mask m_t over the batch, so a unit off at a (mostly off at the tokens that
+  correlate with a) gets a smaller change than an active one, E[1[y < 0] d^2] < E[1[y > 0] d^2] (the triple orthant
+  with a's mask off), and the own component relu(y_t) is not linear in y_a. `relu_flips.half_net` per token of
+  `_split_law`'s two laws."""
+  q, on, off = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
+  return float(np.mean(relu_flips.half_net(q, on, off)))
 
 
 def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,

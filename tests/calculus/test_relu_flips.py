@@ -128,3 +128,18 @@ def test_shift_regression_matches_monte_carlo(v, mu, s2, kappa):
   # the shift's sign matters: with mu > 0 only switched-on units flip, orthogonal to h and dh
   if mu > 0 and kappa >= 0:
     assert abs(float(got[0])) < 0.1 * float(got[5])
+
+
+def test_half_net_is_its_laws_flip_term_and_shift_net_with_one_law():
+  # relu_flips.half_net against 2^20 samples of its law (a different (mu, kappa, s2) on each side of zero), 5 SE;
+  # with the same law on both sides it is shift_net's closed form (1e-9: both exact over e, the quadratures differ).
+  rng = np.random.default_rng(0)
+  v, on, off = 1.3, (-0.4, -0.3, 2.0), (0.1, 0.2, 0.5)
+  y = rng.standard_normal(2 ** 20) * np.sqrt(v)
+  side = np.where(y > 0, 0, 1)
+  mu, kappa, s2 = (np.array([a, b])[side] for a, b in zip(on, off))
+  u = y + mu + kappa * y + np.sqrt(s2) * rng.standard_normal(y.size)
+  f = u ** 2 * ((u > 0).astype(float) - (y > 0))
+  assert abs(f.mean() - relu_flips.half_net(v, on, off)) < 5 * f.std() / np.sqrt(y.size)
+  np.testing.assert_allclose(relu_flips.half_net(v, on, on), relu_flips.shift_net(v, *on), rtol=1e-9)
+  assert relu_flips.half_net(0.0, on, off) == 0.0

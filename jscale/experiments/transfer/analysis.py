@@ -149,7 +149,9 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   twelfth session the LeNet's came from an update-on-top form (each layer's E[y^2] plus the update's bound
   U m^2 lr^2), which had no cross term 2E[h0 . dh] and no propagation of the change. Judged and not passed:
   `flip_rescale` (fourteenth session) and `flip_pairs` (fifteenth: the coherent carry's mask after the step per
-  token pair, in place of flip_carry's share; the MLP up, the LeNet down, *The carry's mask after the step*).
+  token pair, in place of flip_carry's share; the MLP up, the LeNet down, *The carry's mask after the step*) and,
+  with it, `state_split` (sixteenth: SGD's flip term under a law per side of zero; the MLP up, the LeNet down by one
+  entry, *The step's law on each side of zero*).
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
