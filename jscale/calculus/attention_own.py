@@ -35,6 +35,15 @@ OWN = True
 # the values' factors too: off, their spread did not fall on dev (docs/calculus.md, the section named above)
 VALUES = False
 EXAMPLES = 4   # model examples per example of the batch (the carried gradients are cycled over them)
+# the token vectors' own parts from the batch's own token ids through the carried rows (token_carry's C F), not
+# Gaussian draws of their covariance: repeats within a sequence and the drawn embedding's geometry (issue 21,
+# sixteenth session, docs/calculus.md "The batch's own tokens in the attention branch")
+TOKENS = False
+# with token_carry.EXAMPLES: the token vectors are the carried examples themselves (mean plus deviation) and an
+# independent rest, not the Gaussian model's shared part and position means around given own parts
+DIRECT = False
+# the values' position factor from this model too (with TOKENS; E[dV^2] stays the Gaussian model's)
+PF_V = False
 
 
 class OwnBackward(NamedTuple):
@@ -65,7 +74,22 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
   sx = pred.fwd[x]
   rng = np.random.default_rng(seed)
   n = EXAMPLES * B
-  xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm) * math.sqrt(sx.sq)
+  parts = own_token_parts(pred, x, B, T, d_in) if TOKENS else None
+  m = pred.mean.get(x)
+  direct = (DIRECT and parts is not None and getattr(pred, "tok_ex", {}).get(x) is not None
+            and np.size(m) == T * d_in)
+  fwd_v = None
+  if direct and DIRECT != "values":
+    xs = direct_tokens(rng, EXAMPLES, np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
+  else:
+    if parts is not None and not direct:
+      parts = np.tile(parts / math.sqrt(sx.sq), (EXAMPLES, 1, 1))
+    xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm,
+                                 own_parts=None if direct else parts) * math.sqrt(sx.sq)
+    if direct:
+      xv = direct_tokens(np.random.default_rng(seed + 2), EXAMPLES,
+                         np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
+      fwd_v = forward(xv, (jq, bq), (jk, bk), (jv, bv), scale)
   fwd = forward(xs, (jq, bq), (jk, bk), (jv, bv), scale)
   cache = {}
 
@@ -89,10 +113,42 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
       G = G + math.sqrt(f_rest) * (math.sqrt(rp_rest) * r.standard_normal((n, 1) + fwd.V.shape[2:])
                                    + math.sqrt(1 - rp_rest) * r.standard_normal(fwd.V.shape))
     out = factors(fwd, G, scale)
+    if fwd_v is not None:
+      out = out._replace(pf_v=factors(fwd_v, G, scale).pf_v)
     cache[key] = out
     return cache[key]
 
   return back
+
+
+def direct_tokens(rng, k: int, lin: np.ndarray, sq: float, norm: str | None) -> np.ndarray:
+  """(k B, T, d_in) token vectors: the batch's examples as the linear carry has them (`lin`: the carried mean plus
+  each example's carried deviation), k times, plus a rest independent over tokens and examples that fills the
+  rule's E[x^2] (what the linear carry misses: the activations' curvature, the attention weights' spread), then
+  normalised per token where x is a normalisation's output (as attention.token_vectors)."""
+  n, T, d_in = k * lin.shape[0], lin.shape[1], lin.shape[2]
+  f = max(sq - float(np.mean(lin * lin)), 0.0)
+  x = np.tile(lin, (k, 1, 1)) + math.sqrt(f) * rng.standard_normal((n, T, d_in))
+  if norm is not None:
+    if norm == "layer_norm":
+      x -= x.mean(-1, keepdims=True)
+    x *= np.sqrt(d_in * sq / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
+  return x
+
+
+def own_token_parts(pred, x, B: int, T: int, d_in: int) -> np.ndarray | None:
+  """(B, T, d_in) each example's token parts at x: its input tokens' coordinates in the input's factor rows
+  (token_carry.input_coefficients) times x's carried rows, or None where either is missing."""
+  ex = getattr(pred, "tok_ex", {}).get(x)
+  if ex is not None and np.shape(ex) == (B, T, d_in):
+    return np.asarray(ex, np.float64)
+  C, F = getattr(pred, "tok_coef", None), getattr(pred, "tok", {}).get(x)
+  if C is None or F is None or np.shape(C)[:2] != (B, T) or np.shape(C)[2] != len(F):
+    return None
+  F = np.asarray(F, np.float64).reshape(len(F), -1, np.shape(F)[-1])
+  if F.shape[1:] != (T, d_in):
+    return None
+  return np.einsum("btr,rtd->btd", C, F)
 
 
 class Forward(NamedTuple):
