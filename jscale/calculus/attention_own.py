@@ -10,11 +10,12 @@ the attention is mostly the loss's few directions carried down through the drawn
 aligned with those directions by chance: that alignment is the draw's own and no expectation over weights has it.
 
 So, for the queries' and keys' backward factors (E[dQ^2], E[dK^2] over E[g^2], and their position factors; the
-values' with VALUES) the model here evaluates the attention at:
+values' with VALUES, their position factor with PF_V) the model here evaluates the attention at:
 - the draw's own projections: Q, K, V = x J + b, J and b the projection chains' linear and constant parts read
   from the graph at the drawn leaves (draw_gradient._chain_matrix), the logits' scale as the rule has it;
-- the model's token vectors x (attention.token_vectors: the carried covariance, position means and batch mean,
-  each token normalised where x is a LayerNorm's output), times sqrt(E[x^2]) of the rule;
+- the model's token vectors x: with DIRECT (the default) the batch's own examples as the linear carry has them
+  (token_carry.EXAMPLES) plus an independent rest to the rule's E[x^2] (direct_tokens); else attention.token_vectors
+  (the carried covariance, position means and batch mean); each token normalised where x is a LayerNorm's output;
 - g = the carried gradient at the attention's output of example b (cycled over the batch) plus an isotropic
   rest that fills the rule's E[g^2] with the token correlation that keeps the rule's rp_g.
 Nothing measured inside the network enters: the carried gradient is the loss's own (the random projection's v,
@@ -35,15 +36,19 @@ OWN = True
 # the values' factors too: off, their spread did not fall on dev (docs/calculus.md, the section named above)
 VALUES = False
 EXAMPLES = 4   # model examples per example of the batch (the carried gradients are cycled over them)
-# the token vectors' own parts from the batch's own token ids through the carried rows (token_carry's C F), not
-# Gaussian draws of their covariance: repeats within a sequence and the drawn embedding's geometry (issue 21,
-# sixteenth session, docs/calculus.md "The batch's own tokens in the attention branch")
-TOKENS = False
-# with token_carry.EXAMPLES: the token vectors are the carried examples themselves (mean plus deviation) and an
-# independent rest, not the Gaussian model's shared part and position means around given own parts
-DIRECT = False
-# the values' position factor from this model too (with TOKENS; E[dV^2] stays the Gaussian model's)
-PF_V = False
+# The batch's own examples as the token vectors (issue 21, sixteenth session; docs/calculus.md "The batch's own
+# examples in the attention branch"): TOKENS, DIRECT, PF_V and token_carry.EXAMPLES together are the rule, judged
+# on fresh draws 2872-2887 and adopted (kernels outside [0.8, 1.25] 48 -> 15 of 3232); all four False reproduce
+# the fifteenth session's inspect byte for byte.
+# TOKENS: the token vectors' own parts from the batch's own tokens (token_carry.EXAMPLES' carried examples; without
+# them, the input tokens' coordinates times the carried rows, C F: tried, dropped on dev)
+TOKENS = True
+# the token vectors are the carried examples themselves (mean plus deviation) and an independent rest, not the
+# Gaussian model's shared part and position means around given own parts; "values": for the values' position
+# factor only (tried on dev, not kept as the rule)
+DIRECT = True
+# the values' position factor from this model too (E[dV^2] stays the Gaussian model's)
+PF_V = True
 
 
 class OwnBackward(NamedTuple):
@@ -78,6 +83,8 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
   m = pred.mean.get(x)
   direct = (DIRECT and parts is not None and getattr(pred, "tok_ex", {}).get(x) is not None
             and np.size(m) == T * d_in)
+  if DIRECT and not direct:
+    parts = None   # no carried examples here: the adopted OWN model, not the rows-only variant (dropped on dev)
   fwd_v = None
   if direct and DIRECT != "values":
     xs = direct_tokens(rng, EXAMPLES, np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)

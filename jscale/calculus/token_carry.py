@@ -36,9 +36,9 @@ MAX_ROWS = 64   # the factor's rank at most (the one-hot input of models.Transfo
 # draws 2724-2739 and not adopted (docs/calculus.md, "The token points through the activations")
 POINTS = False
 # the batch's own examples carried too (pred.tok_ex: each example's deviation from the batch mean, through the
-# same linear maps, and the attention's uniform average of its values), for attention_own.TOKENS (issue 21,
-# sixteenth session)
-EXAMPLES = False
+# same linear maps, and the attention's uniform average of its values), for attention_own.DIRECT (issue 21,
+# sixteenth session: judged with it on draws 2872-2887 and adopted)
+EXAMPLES = True
 SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
