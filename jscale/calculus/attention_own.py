@@ -10,11 +10,12 @@ the attention is mostly the loss's few directions carried down through the drawn
 aligned with those directions by chance: that alignment is the draw's own and no expectation over weights has it.
 
 So, for the queries' and keys' backward factors (E[dQ^2], E[dK^2] over E[g^2], and their position factors; the
-values' with VALUES) the model here evaluates the attention at:
+values' with VALUES, their position factor with PF_V) the model here evaluates the attention at:
 - the draw's own projections: Q, K, V = x J + b, J and b the projection chains' linear and constant parts read
   from the graph at the drawn leaves (draw_gradient._chain_matrix), the logits' scale as the rule has it;
-- the model's token vectors x (attention.token_vectors: the carried covariance, position means and batch mean,
-  each token normalised where x is a LayerNorm's output), times sqrt(E[x^2]) of the rule;
+- the model's token vectors x: with DIRECT (the default) the batch's own examples as the linear carry has them
+  (token_carry.EXAMPLES) plus an independent rest to the rule's E[x^2] (direct_tokens); else attention.token_vectors
+  (the carried covariance, position means and batch mean); each token normalised where x is a LayerNorm's output;
 - g = the carried gradient at the attention's output of example b (cycled over the batch) plus an isotropic
   rest that fills the rule's E[g^2] with the token correlation that keeps the rule's rp_g.
 Nothing measured inside the network enters: the carried gradient is the loss's own (the random projection's v,
@@ -35,6 +36,19 @@ OWN = True
 # the values' factors too: off, their spread did not fall on dev (docs/calculus.md, the section named above)
 VALUES = False
 EXAMPLES = 4   # model examples per example of the batch (the carried gradients are cycled over them)
+# The batch's own examples as the token vectors (issue 21, sixteenth session; docs/calculus.md "The batch's own
+# examples in the attention branch"): TOKENS, DIRECT, PF_V and token_carry.EXAMPLES together are the rule, judged
+# on fresh draws 2872-2887 and adopted (kernels outside [0.8, 1.25] 48 -> 15 of 3232); all four False reproduce
+# the fifteenth session's inspect byte for byte.
+# TOKENS: the token vectors' own parts from the batch's own tokens (token_carry.EXAMPLES' carried examples; without
+# them, the input tokens' coordinates times the carried rows, C F: tried, dropped on dev)
+TOKENS = True
+# the token vectors are the carried examples themselves (mean plus deviation) and an independent rest, not the
+# Gaussian model's shared part and position means around given own parts; "values": for the values' position
+# factor only (tried on dev, not kept as the rule)
+DIRECT = True
+# the values' position factor from this model too (E[dV^2] stays the Gaussian model's)
+PF_V = True
 
 
 class OwnBackward(NamedTuple):
@@ -65,7 +79,24 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
   sx = pred.fwd[x]
   rng = np.random.default_rng(seed)
   n = EXAMPLES * B
-  xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm) * math.sqrt(sx.sq)
+  parts = own_token_parts(pred, x, B, T, d_in) if TOKENS else None
+  m = pred.mean.get(x)
+  direct = (DIRECT and parts is not None and getattr(pred, "tok_ex", {}).get(x) is not None
+            and np.size(m) == T * d_in)
+  if DIRECT and not direct:
+    parts = None   # no carried examples here: the adopted OWN model, not the rows-only variant (dropped on dev)
+  fwd_v = None
+  if direct and DIRECT != "values":
+    xs = direct_tokens(rng, EXAMPLES, np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
+  else:
+    if parts is not None and not direct:
+      parts = np.tile(parts / math.sqrt(sx.sq), (EXAMPLES, 1, 1))
+    xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm,
+                                 own_parts=None if direct else parts) * math.sqrt(sx.sq)
+    if direct:
+      xv = direct_tokens(np.random.default_rng(seed + 2), EXAMPLES,
+                         np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
+      fwd_v = forward(xv, (jq, bq), (jk, bk), (jv, bv), scale)
   fwd = forward(xs, (jq, bq), (jk, bk), (jv, bv), scale)
   cache = {}
 
@@ -89,10 +120,42 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
       G = G + math.sqrt(f_rest) * (math.sqrt(rp_rest) * r.standard_normal((n, 1) + fwd.V.shape[2:])
                                    + math.sqrt(1 - rp_rest) * r.standard_normal(fwd.V.shape))
     out = factors(fwd, G, scale)
+    if fwd_v is not None:
+      out = out._replace(pf_v=factors(fwd_v, G, scale).pf_v)
     cache[key] = out
     return cache[key]
 
   return back
+
+
+def direct_tokens(rng, k: int, lin: np.ndarray, sq: float, norm: str | None) -> np.ndarray:
+  """(k B, T, d_in) token vectors: the batch's examples as the linear carry has them (`lin`: the carried mean plus
+  each example's carried deviation), k times, plus a rest independent over tokens and examples that fills the
+  rule's E[x^2] (what the linear carry misses: the activations' curvature, the attention weights' spread), then
+  normalised per token where x is a normalisation's output (as attention.token_vectors)."""
+  n, T, d_in = k * lin.shape[0], lin.shape[1], lin.shape[2]
+  f = max(sq - float(np.mean(lin * lin)), 0.0)
+  x = np.tile(lin, (k, 1, 1)) + math.sqrt(f) * rng.standard_normal((n, T, d_in))
+  if norm is not None:
+    if norm == "layer_norm":
+      x -= x.mean(-1, keepdims=True)
+    x *= np.sqrt(d_in * sq / np.maximum(np.sum(x * x, -1, keepdims=True), 1e-30))
+  return x
+
+
+def own_token_parts(pred, x, B: int, T: int, d_in: int) -> np.ndarray | None:
+  """(B, T, d_in) each example's token parts at x: its input tokens' coordinates in the input's factor rows
+  (token_carry.input_coefficients) times x's carried rows, or None where either is missing."""
+  ex = getattr(pred, "tok_ex", {}).get(x)
+  if ex is not None and np.shape(ex) == (B, T, d_in):
+    return np.asarray(ex, np.float64)
+  C, F = getattr(pred, "tok_coef", None), getattr(pred, "tok", {}).get(x)
+  if C is None or F is None or np.shape(C)[:2] != (B, T) or np.shape(C)[2] != len(F):
+    return None
+  F = np.asarray(F, np.float64).reshape(len(F), -1, np.shape(F)[-1])
+  if F.shape[1:] != (T, d_in):
+    return None
+  return np.einsum("btr,rtd->btd", C, F)
 
 
 class Forward(NamedTuple):

@@ -106,6 +106,7 @@ class Predictor(Propagation):
     self.skip -= set(self.block_at)
     if not any(b.kind == "attention" and b.info.get("d_in") for b in self.block_at.values()):
       self.tok = {}   # token_carry.py: read by self-attention only
+      self.tok_ex = {}
 
   # -- shape-only rules
   def _pass(self, e, ins):

@@ -35,6 +35,10 @@ MAX_ROWS = 64   # the factor's rank at most (the one-hot input of models.Transfo
 # one-hot inputs carried as token points, mapped through activations (issue 21, tenth session): off, judged on
 # draws 2724-2739 and not adopted (docs/calculus.md, "The token points through the activations")
 POINTS = False
+# the batch's own examples carried too (pred.tok_ex: each example's deviation from the batch mean, through the
+# same linear maps, and the attention's uniform average of its values), for attention_own.DIRECT (issue 21,
+# sixteenth session: judged with it on draws 2872-2887 and adopted)
+EXAMPLES = True
 SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
@@ -63,6 +67,29 @@ def input_factor(x: np.ndarray, points: bool | None = None) -> np.ndarray | None
   return np.broadcast_to(rows[:, None, :], (len(keep), T, F)).copy()
 
 
+def input_coefficients(x: np.ndarray, rows: np.ndarray | None) -> np.ndarray | None:
+  """(B, T, R) each input token's coordinates c in the eigenvector rows F (input_factor): its deviation from the
+  position's batch mean is sum_r c_r F_r (exact where the rows span the deviations, as the one-hot tokens' 31
+  do). The rows' carry is linear in them, so C F_l at a later value is each example's own token parts there,
+  repeats within a sequence included. None for token-point rows (POINTS) or without rows."""
+  if rows is None or x.ndim != 3 or token_weights(rows) is not None:
+    return None
+  M = np.asarray(rows, np.float64)[:, 0]                          # (R, F): orthogonal
+  n2 = np.sum(M * M, -1)
+  if not np.all(n2 > 0):
+    return None
+  d = np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=0, keepdims=True)
+  return (d @ M.T) / n2
+
+
+def input_examples(x: np.ndarray) -> np.ndarray | None:
+  """(B, T, F) the input examples' deviations from the per-position batch mean (pred.tok_ex's rows)."""
+  if x.ndim != 3 or x.shape[0] < 2:
+    return None
+  x = np.asarray(x, np.float64)
+  return x - x.mean(axis=0, keepdims=True)
+
+
 def token_weights(rows: np.ndarray) -> np.ndarray | None:
   """The tokens' shares w (V,) where the input's factor rows are token points sqrt(w_v) p_v centred with
   weights w (input_factor), else None: sum_v sqrt(w_v) rows_v = 0, so sqrt(w) is the rows' one left null
@@ -78,14 +105,15 @@ def token_weights(rows: np.ndarray) -> np.ndarray | None:
   return u * u if np.all(u > 0) else None
 
 
-def linear(pred, e, B: int):
+def linear(pred, e, B: int, tok: dict | None = None):
   """The factor rows of e's outputs when e is linear in its activation operands (draw_mean.linear_mean's
-  cases) and each of them has rows, else None."""
+  cases) and each of them has rows, else None. `tok`: the rows' dict (pred.tok, or pred.tok_ex)."""
+  tok = pred.tok if tok is None else tok
   acts = draw_mean.linear_acts(pred, e)
-  if acts is None or any(a not in pred.tok for a in acts):
+  if acts is None or any(a not in tok for a in acts):
     return None
-  R = len(pred.tok[acts[0]])
-  if any(len(pred.tok[a]) != R for a in acts) or B < 2:
+  R = len(tok[acts[0]])
+  if any(len(tok[a]) != R for a in acts) or B < 2:
     return None
   outs_rows = None
   for lo in range(0, R, B - 1):
@@ -95,7 +123,7 @@ def linear(pred, e, B: int):
       # row 0 the mean, rows 1..n the mean plus one factor row each, the rest the mean
       m = np.asarray(pred.mean[a], np.float64)
       batch = np.broadcast_to(m, (B,) + m.shape).copy()
-      batch[1:n + 1] += pred.tok[a][lo:lo + n]
+      batch[1:n + 1] += tok[a][lo:lo + n]
       return np.asarray(batch, pred.g.avals[a].dtype).reshape(pred.g.avals[a].shape)   # host: no compile
 
     outs = draw_mean.bind_at(pred, e, acts, rows_batch)
@@ -111,24 +139,58 @@ def linear(pred, e, B: int):
   return outs_rows
 
 
-def block(pred, b):
-  """The factor rows of a block's output (blocks.py), from its input's; None where unknown."""
+def block(pred, b, tok: dict | None = None):
+  """The factor rows of a block's output (blocks.py), from its input's; None where unknown. With `tok` =
+  pred.tok_ex (the batch's own examples, EXAMPLES), attention averages each example's value rows with the
+  uniform weights (`examples_attention`) instead of giving zero."""
   info = b.info
+  ex = tok is not None and tok is not pred.tok
+  tok = pred.tok if tok is None else tok
   if b.kind == "activation":
-    F = pred.tok.get(info["base"])
+    F = tok.get(info["base"])
     at = draw_mean.activation_at_mean(pred, info)
     if F is None or at is None:
       return None
-    w = token_weights(pred.tok[pred.g.x_id]) if POINTS else None
+    w = token_weights(pred.tok[pred.g.x_id]) if POINTS and not ex else None
     if w is None or len(w) != len(F):
       from jscale.calculus.draw_gradient import activation_slope
       return F * activation_slope(*at)[None]
     return activation_points(*at, F, w)
   if b.kind in ("layer_norm", "rms_norm"):
-    return draw_mean.normalised_rows(pred, b, pred.tok.get(info["x"]))
+    return draw_mean.normalised_rows(pred, b, tok.get(info["x"]))
+  if b.kind == "attention" and ex:
+    return examples_attention(pred, b, tok)
   if b.kind == "attention":
     m = pred.mean.get(info["out"])
     return None if m is None else np.zeros((len(next(iter(pred.tok.values()))),) + np.shape(m))
+  return None
+
+
+def examples_attention(pred, b, tok: dict):
+  """The attention product's output rows for example rows of the values (B, ...): the uniform weights over the
+  unmasked keys times each example's values (linear in them), by the block's own equations as
+  draw_mean._attention_mean evaluates the mean. What an example's tokens put into every token of it at the
+  next layers (its token average through W_v), which the factor rows' covariance cannot hold."""
+  info = b.info
+  rows = tok.get(info["v"])
+  n, p = info.get("dot"), info.get("p")
+  g = pred.g
+  if rows is None or n is None or info["mask"] is not None or np.shape(rows) != g.avals[info["v"]].shape:
+    return None
+  shape = g.avals[p].shape
+  w = np.broadcast_to(np.full(shape[-2:], 1.0 / shape[-1]), shape)
+  env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.asarray(rows, g.avals[info["v"]].dtype)}
+  for k in sorted(i for i in b.eqns if i >= n):
+    e = g.eqns[k]
+    if not all(isinstance(a, draw_mean.Lit) or a in env for a in e.ins):
+      continue
+    try:
+      outs = draw_mean.bind_eqn(e, [a.val if isinstance(a, draw_mean.Lit) else env[a] for a in e.ins])
+    except Exception:  # noqa: BLE001
+      return None
+    env.update(zip(e.outs, outs))
+    if info["out"] in env:
+      return np.asarray(env[info["out"]], np.float64)
   return None
 
 
