@@ -182,6 +182,16 @@ def _biased_mlp():
   return x, y, su.Stack((8, 8, 1), (), (), widths), forward, init_grad
 
 
+def _pre_activations(x, p):
+  """Each hidden layer's pre-activation at parameters p (the biased MLP's (w, b) pairs, the last one the logits'):
+  the flip terms' y at the init and y + d after the step."""
+  out, h = [], jnp.asarray(x, jnp.float32)
+  for w, b in p[:-1]:
+    out.append(h @ w + b)
+    h = jax.nn.relu(out[-1])
+  return out
+
+
 def _over_inits(one, draws):
   """Mean over the He inits of keys 50000, 50001, ... of one(key), and the tests' tolerance 3 SE + ALLOW on the
   relative error. Not jitted: under jax.jit the bias test's JVP returned 1e25 at hidden 2 and the logits on
@@ -280,17 +290,10 @@ def test_adam_units_own_flip_term_matches_monte_carlo():
   x, y, stack, forward, init_grad = _biased_mlp()
   widths, w_sq = BIASED_WIDTHS, BIASED_W_SQ
 
-  def pre(p):
-    out, h = [], jnp.asarray(x, jnp.float32)
-    for w, b in p[:-1]:
-      out.append(h @ w + b)
-      h = jax.nn.relu(out[-1])
-    return out
-
   def one(key):
     p, p1 = _adam_first_step(init_grad, lr, lr_b)(key)
     return jnp.stack([jnp.mean((y0 + d) ** 2 * ((y0 + d > 0).astype(jnp.float32) - (y0 > 0)))
-                      for y0, d in ((a, c - a) for a, c in zip(pre(p), pre(p1)))])
+                      for y0, d in ((a, c - a) for a, c in zip(_pre_activations(x, p), _pre_activations(x, p1)))])
 
   with jax.default_matmul_precision("highest"):
     c = np.asarray(jax.vmap(lambda s: one(jax.random.key(s)))(jnp.arange(BIAS_DRAWS // 2) + 50_000), np.float64)
@@ -449,18 +452,11 @@ def test_sgd_units_own_flip_term_matches_monte_carlo_with_the_law_on_each_side_o
   lr, draws = 1.0, 64
   x, y, stack, forward, init_grad = _biased_mlp()
 
-  def pre(p):
-    out, h = [], jnp.asarray(x, jnp.float32)
-    for w, b in p[:-1]:
-      out.append(h @ w + b)
-      h = jax.nn.relu(out[-1])
-    return out
-
   def one(key):
     p, g = init_grad(key)
     p1 = [(w - lr * gw, b) for (w, b), (gw, _) in zip(p, g)]
     return jnp.stack([jnp.mean((y0 + d) ** 2 * ((y0 + d > 0).astype(jnp.float32) - (y0 > 0)))
-                      / jnp.mean(jax.nn.relu(y0) ** 2) for y0, d in ((a, c - a) for a, c in zip(pre(p), pre(p1)))])
+                      / jnp.mean(jax.nn.relu(y0) ** 2) for y0, d in ((a, c - a) for a, c in zip(_pre_activations(x, p), _pre_activations(x, p1)))])
 
   with jax.default_matmul_precision("highest"):
     c = np.asarray(jax.vmap(lambda s: one(jax.random.key(s)))(jnp.arange(draws) + 50_000), np.float64)

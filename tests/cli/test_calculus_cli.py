@@ -35,6 +35,17 @@ def run_cli(*argv):
   return buf.getvalue()
 
 
+def _small_model_file() -> str:
+  """A user's --model file: make(key, init) returning a small MLP, its apply and a batch."""
+  path = os.path.join(tempfile.mkdtemp(), "net.py")
+  with open(path, "w") as f:
+    f.write("import jax\nfrom jscale import mlp\n"
+            "def make(key, init):\n"
+            "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
+            "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
+  return path
+
+
 def run_status(*argv):
   """(exit status, stdout, stderr) of the script's main, SystemExit included."""
   out, err = io.StringIO(), io.StringIO()
@@ -125,12 +136,7 @@ class ModelCLITest(chex.TestCase):
       self.assertGreater(rows[name]["G_meas"], 0)
 
   def test_model_from_a_file(self):
-    path = os.path.join(tempfile.mkdtemp(), "net.py")
-    with open(path, "w") as f:
-      f.write("import jax\nfrom jscale import mlp\n"
-              "def make(key, init):\n"
-              "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
-              "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
+    path = _small_model_file()
     rc, out, err = run_status("--model", f"{path}:make", "--json")
     self.assertEqual(rc, 0)
     self.assertEqual(json.loads(out)["layers"][0]["path"], "0/w")
@@ -138,12 +144,7 @@ class ModelCLITest(chex.TestCase):
 
   def test_model_progress_on_a_terminal(self):
     # The inspection of a --model was silent for tens of seconds; on a terminal it says what it is doing.
-    path = os.path.join(tempfile.mkdtemp(), "net.py")
-    with open(path, "w") as f:
-      f.write("import jax\nfrom jscale import mlp\n"
-              "def make(key, init):\n"
-              "  p = mlp.init_mlp(key, (8, 16, 4), init or 'he_normal')\n"
-              "  return (lambda p, x: mlp.apply_mlp(p, x)), p, jax.random.normal(key, (16, 8))\n")
+    path = _small_model_file()
 
     class Terminal(io.StringIO):
       def isatty(self):
