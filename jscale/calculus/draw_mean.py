@@ -249,11 +249,41 @@ def normalised_rows(pred, b, rows):
 def _attention_mean(pred, b):
   """The mean weights (uniform over the unmasked keys) times the values' mean: the attention product's
   equation and the transposes after it evaluated on them."""
-  info = b.info
-  mv = pred.mean.get(info["v"])
-  n, p = info.get("dot"), info.get("p")
-  if mv is None or n is None:
+  mv = pred.mean.get(b.info["v"])
+  if mv is None:
     return None
+  v_aval = pred.g.avals[b.info["v"]]
+  o = uniform_attention(pred, b, np.broadcast_to(np.asarray(mv, v_aval.dtype), v_aval.shape))
+  return o[0] if o is not None and np.shape(o)[0] == pred.g.avals[b.info["p"]].shape[0] else None
+
+
+def uniform_attention(pred, b, v: np.ndarray) -> np.ndarray | None:
+  """The attention block's output (float64, the batch's shape) for the weights uniform over the unmasked keys and
+  the values v (the values' full shape): the attention product's equation and the transposes after it bound on
+  the host, or None where the block's equations cannot be evaluated so. Linear in v: the mean (_attention_mean)
+  and each example's rows (token_carry.examples_attention) go through the same equations."""
+  info = b.info
+  n, p = info.get("dot"), info.get("p")
+  if n is None:
+    return None
+  g = pred.g
+  shape = g.avals[p].shape
+  mask = info["mask"]
+  w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
+  w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
+  env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.asarray(v, g.avals[info["v"]].dtype)}
+  for k in sorted(i for i in b.eqns if i >= n):
+    e = g.eqns[k]
+    if not all(isinstance(a, Lit) or a in env for a in e.ins):
+      continue
+    try:
+      outs = bind_eqn(e, [a.val if isinstance(a, Lit) else env[a] for a in e.ins])
+    except Exception:  # noqa: BLE001
+      return None
+    env.update(zip(e.outs, outs))
+    if info["out"] in env:
+      return np.asarray(env[info["out"]], np.float64)
+  return None
   g = pred.g
   shape = g.avals[p].shape
   mask = info["mask"]

@@ -168,30 +168,13 @@ def block(pred, b, tok: dict | None = None):
 
 def examples_attention(pred, b, tok: dict):
   """The attention product's output rows for example rows of the values (B, ...): the uniform weights over the
-  unmasked keys times each example's values (linear in them), by the block's own equations as
-  draw_mean._attention_mean evaluates the mean. What an example's tokens put into every token of it at the
-  next layers (its token average through W_v), which the factor rows' covariance cannot hold."""
-  info = b.info
-  rows = tok.get(info["v"])
-  n, p = info.get("dot"), info.get("p")
-  g = pred.g
-  if rows is None or n is None or info["mask"] is not None or np.shape(rows) != g.avals[info["v"]].shape:
+  keys times each example's values (linear in them; draw_mean.uniform_attention, the equations the mean goes
+  through). What an example's tokens put into every token of it at the next layers (its token average through
+  W_v), which the factor rows' covariance cannot hold. None under a mask."""
+  rows = tok.get(b.info["v"])
+  if rows is None or b.info["mask"] is not None or np.shape(rows) != pred.g.avals[b.info["v"]].shape:
     return None
-  shape = g.avals[p].shape
-  w = np.broadcast_to(np.full(shape[-2:], 1.0 / shape[-1]), shape)
-  env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.asarray(rows, g.avals[info["v"]].dtype)}
-  for k in sorted(i for i in b.eqns if i >= n):
-    e = g.eqns[k]
-    if not all(isinstance(a, draw_mean.Lit) or a in env for a in e.ins):
-      continue
-    try:
-      outs = draw_mean.bind_eqn(e, [a.val if isinstance(a, draw_mean.Lit) else env[a] for a in e.ins])
-    except Exception:  # noqa: BLE001
-      return None
-    env.update(zip(e.outs, outs))
-    if info["out"] in env:
-      return np.asarray(env[info["out"]], np.float64)
-  return None
+  return draw_mean.uniform_attention(pred, b, rows)
 
 
 def activation_points(phi, m: np.ndarray, sq: float, F: np.ndarray, w: np.ndarray) -> np.ndarray:
