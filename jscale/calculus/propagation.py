@@ -275,16 +275,12 @@ class Propagation:
     for o, m in zip(e.outs, got):
       if m is not None:
         self.mean[o] = m
-    if self.tok:
-      rows = token_carry.linear(self, e, self.g.avals[self.g.x_id].shape[0])
-      for o, F in zip(e.outs, rows or ()):
-        if o in self.mean:
-          self.tok[o] = F
-    if self.tok_ex:
-      rows = token_carry.linear(self, e, self.g.avals[self.g.x_id].shape[0], self.tok_ex)
-      for o, F in zip(e.outs, rows or ()):
-        if o in self.mean:
-          self.tok_ex[o] = F
+    for tok in (self.tok, self.tok_ex):   # the factor rows, then the batch's own examples: the same linear carry
+      if tok:
+        rows = token_carry.linear(self, e, self.g.avals[self.g.x_id].shape[0], tok)
+        for o, F in zip(e.outs, rows or ()):
+          if o in self.mean:
+            tok[o] = F
     o = e.outs[0]
     if o not in self.mean:
       return
@@ -309,14 +305,10 @@ class Propagation:
     m = draw_mean.block_mean(self, b)
     if m is not None:
       self.mean[b.info["out"]] = m
-      if self.tok:
-        F = token_carry.block(self, b)
+      for tok in (self.tok, self.tok_ex):
+        F = token_carry.block(self, b, tok) if tok else None
         if F is not None:
-          self.tok[b.info["out"]] = F
-      if self.tok_ex:
-        F = token_carry.block(self, b, self.tok_ex)
-        if F is not None:
-          self.tok_ex[b.info["out"]] = F
+          tok[b.info["out"]] = F
       if any(a in self.drawn for a in b.inputs):
         self.drawn.add(b.info["out"])
 
