@@ -268,12 +268,10 @@ def _position_corr(v: np.ndarray) -> float:
 
 
 def token_vectors(rng, n: int, T: int, d_in: int, rp_k: float, tokens: tuple | None = None,
-                  norm: str | None = None, own_parts: np.ndarray | None = None) -> np.ndarray:
+                  norm: str | None = None) -> np.ndarray:
   """The self-attention model's token vectors x (n, T, d_in), in units of E[x^2]: isotropic with a shared
   component of correlation rp_k, or with the carried tokens (`_token_model`) as below; a normalisation's output
-  has each token centred (LayerNorm) and of squared length d_in. `own_parts` (n, T, d_in), in the same units,
-  replaces the carried covariance's draws z L by given token parts (attention_own.TOKENS: the batch's own
-  tokens through the carried rows)."""
+  has each token centred (LayerNorm) and of squared length d_in."""
   if tokens is None:
     x = _shared(rng, n, T, d_in, rp_k)
   else:
@@ -284,7 +282,7 @@ def token_vectors(rng, n: int, T: int, d_in: int, rp_k: float, tokens: tuple | N
     # temporaries were (x * y == y * x bitwise)
     L, P, shrink, f_own, rp = tokens[:5]
     fixed = tokens[5] if len(tokens) > 5 else None
-    own = rng.standard_normal((n, T, L.shape[0])) @ L if own_parts is None else np.array(own_parts, np.float64)
+    own = rng.standard_normal((n, T, L.shape[0])) @ L
     own += P
     own *= math.sqrt(shrink)
     f_iso = max(f_own - shrink * (float(np.sum(L * L)) / d_in + float(np.mean(P * P))), 0.0)
@@ -292,11 +290,6 @@ def token_vectors(rng, n: int, T: int, d_in: int, rp_k: float, tokens: tuple | N
     rest *= math.sqrt(f_iso)
     own += rest
     del rest
-    if own_parts is not None:
-      # given parts bring their own token mean (repeats, the attention's average of the example's tokens)
-      # beyond the 1 / T of their mean square that independent tokens have: the shared draw gives that up
-      pm = own_parts.mean(1)
-      rp = max(rp - shrink * max(float(np.mean(pm * pm)) - float(np.mean(own_parts * own_parts)) / T, 0.0), 0.0)
     if fixed is None:
       x = math.sqrt(rp) * rng.standard_normal((n, 1, d_in))
     else:

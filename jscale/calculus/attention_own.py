@@ -37,15 +37,11 @@ OWN = True
 VALUES = False
 EXAMPLES = 4   # model examples per example of the batch (the carried gradients are cycled over them)
 # The batch's own examples as the token vectors (issue 21, sixteenth session; docs/calculus.md "The batch's own
-# examples in the attention branch"): TOKENS, DIRECT, PF_V and token_carry.EXAMPLES together are the rule, judged
-# on fresh draws 2872-2887 and adopted (kernels outside [0.8, 1.25] 48 -> 15 of 3232); all four False reproduce
-# the fifteenth session's inspect byte for byte.
-# TOKENS: the token vectors' own parts from the batch's own tokens (token_carry.EXAMPLES' carried examples; without
-# them, the input tokens' coordinates times the carried rows, C F: tried, dropped on dev)
-TOKENS = True
-# the token vectors are the carried examples themselves (mean plus deviation) and an independent rest, not the
-# Gaussian model's shared part and position means around given own parts; "values": for the values' position
-# factor only (tried on dev, not kept as the rule)
+# examples in the attention branch"): DIRECT, PF_V and token_carry.EXAMPLES together are the rule, judged on fresh
+# draws 2872-2887 and adopted (kernels outside [0.8, 1.25] 48 -> 15 of 3232); all three False reproduce the
+# fifteenth session's inspect byte for byte. DIRECT: the token vectors are the carried examples themselves (mean
+# plus deviation) and an independent rest, not the Gaussian model's draws. (Two variants tried on dev and dropped,
+# the input tokens' coordinates times the carried rows and the examples for the values only, are in 4d86e1e.)
 DIRECT = True
 # the values' position factor from this model too (E[dV^2] stays the Gaussian model's)
 PF_V = True
@@ -79,24 +75,12 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
   sx = pred.fwd[x]
   rng = np.random.default_rng(seed)
   n = EXAMPLES * B
-  parts = own_token_parts(pred, x, B, T, d_in) if TOKENS else None
   m = pred.mean.get(x)
-  direct = (DIRECT and parts is not None and getattr(pred, "tok_ex", {}).get(x) is not None
-            and np.size(m) == T * d_in)
-  if DIRECT and not direct:
-    parts = None   # no carried examples here: the adopted OWN model, not the rows-only variant (dropped on dev)
-  fwd_v = None
-  if direct and DIRECT != "values":
+  parts = own_token_parts(pred, x, B, T, d_in) if DIRECT else None
+  if parts is not None and np.size(m) == T * d_in:
     xs = direct_tokens(rng, EXAMPLES, np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
-  else:
-    if parts is not None and not direct:
-      parts = np.tile(parts / math.sqrt(sx.sq), (EXAMPLES, 1, 1))
-    xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm,
-                                 own_parts=None if direct else parts) * math.sqrt(sx.sq)
-    if direct:
-      xv = direct_tokens(np.random.default_rng(seed + 2), EXAMPLES,
-                         np.asarray(m, np.float64).reshape(T, d_in) + parts, sx.sq, norm)
-      fwd_v = forward(xv, (jq, bq), (jk, bk), (jv, bv), scale)
+  else:   # no carried examples here: the adopted OWN model's Gaussian token vectors
+    xs = attention.token_vectors(rng, n, T, d_in, pred.fwd[info["k"]].rp or 0.0, tokens, norm) * math.sqrt(sx.sq)
   fwd = forward(xs, (jq, bq), (jk, bk), (jv, bv), scale)
   cache = {}
 
@@ -119,10 +103,7 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
     if f_rest > 0:
       G = G + math.sqrt(f_rest) * (math.sqrt(rp_rest) * r.standard_normal((n, 1) + fwd.V.shape[2:])
                                    + math.sqrt(1 - rp_rest) * r.standard_normal(fwd.V.shape))
-    out = factors(fwd, G, scale)
-    if fwd_v is not None:
-      out = out._replace(pf_v=factors(fwd_v, G, scale).pf_v)
-    cache[key] = out
+    cache[key] = factors(fwd, G, scale)
     return cache[key]
 
   return back
@@ -144,18 +125,10 @@ def direct_tokens(rng, k: int, lin: np.ndarray, sq: float, norm: str | None) -> 
 
 
 def own_token_parts(pred, x, B: int, T: int, d_in: int) -> np.ndarray | None:
-  """(B, T, d_in) each example's token parts at x: its input tokens' coordinates in the input's factor rows
-  (token_carry.input_coefficients) times x's carried rows, or None where either is missing."""
+  """(B, T, d_in) each example's carried deviation from the batch mean at x (token_carry.EXAMPLES' rows), or None
+  where x has none."""
   ex = getattr(pred, "tok_ex", {}).get(x)
-  if ex is not None and np.shape(ex) == (B, T, d_in):
-    return np.asarray(ex, np.float64)
-  C, F = getattr(pred, "tok_coef", None), getattr(pred, "tok", {}).get(x)
-  if C is None or F is None or np.shape(C)[:2] != (B, T) or np.shape(C)[2] != len(F):
-    return None
-  F = np.asarray(F, np.float64).reshape(len(F), -1, np.shape(F)[-1])
-  if F.shape[1:] != (T, d_in):
-    return None
-  return np.einsum("btr,rtd->btd", C, F)
+  return np.asarray(ex, np.float64) if ex is not None and np.shape(ex) == (B, T, d_in) else None
 
 
 class Forward(NamedTuple):

@@ -142,8 +142,7 @@ def inspect(apply_fn, params, x, *, loss: Callable | None = None, key: jax.Array
   prop = Predictor(graph, tags, const_vals=const_vals, leaf_sq=leaf_sq, x_sig=x_sig,
                    leaf_vals=[np.asarray(l) for l in leaves], x_mean=draw_mean.input_mean(xn),
                    x_scale_var=example_scale.input_var(xn),
-                   x_tok=(x_tok := token_carry.input_factor(xn)),
-                   x_tok_coef=token_carry.input_coefficients(xn, x_tok),
+                   x_tok=token_carry.input_factor(xn),
                    x_tok_ex=token_carry.input_examples(xn) if token_carry.EXAMPLES else None).run(
                        out_grads, lambda: _output_cotangents(graph, fn, leaves, x, loss, key))
   cross = None

@@ -94,7 +94,7 @@ class Propagation:
   built up by the rules; `run` hands it back frozen."""
 
   def __init__(self, graph: Graph, tags: dict, *, const_vals: dict, leaf_sq, x_sig: Forward,
-               leaf_vals=None, x_mean=None, x_scale_var=None, x_tok=None, x_tok_coef=None, x_tok_ex=None):
+               leaf_vals=None, x_mean=None, x_scale_var=None, x_tok=None, x_tok_ex=None):
     self.g, self.tags, self.cv = graph, tags, {**graph.consts, **const_vals}
     self.leaf_sq = leaf_sq
     # the draw's own mean (draw_mean.py): with the leaves' values and the input's batch mean, each value's mean
@@ -105,11 +105,8 @@ class Propagation:
     # the tokens' own covariance (token_carry.py), beside the mean; Predictor keeps it only where a
     # self-attention reads it
     self.tok = {} if x_tok is None or not self.mean else {graph.x_id: np.asarray(x_tok, np.float64)}
-    # each input token's coordinates in those rows (token_carry.input_coefficients): the batch's own tokens,
-    # rebuilt at any carried value as C F (attention_own.TOKENS)
-    self.tok_coef = None if not self.tok else x_tok_coef
     # the batch's own examples' deviations from the batch mean, carried as rows of their own through the same
-    # linear maps and the attention's uniform average (token_carry.EXAMPLES, read by attention_own.TOKENS)
+    # linear maps and the attention's uniform average (token_carry.EXAMPLES, read by attention_own.DIRECT)
     self.tok_ex = ({graph.x_id: x_tok_ex} if self.tok and x_tok_ex is not None and token_carry.EXAMPLES else {})
     # values downstream of an activation whose moments were taken at the draw's offsets (elementwise.py):
     # without token positions, only these are conditioned on the draw's mean (draw_mean.condition)

@@ -67,21 +67,6 @@ def input_factor(x: np.ndarray, points: bool | None = None) -> np.ndarray | None
   return np.broadcast_to(rows[:, None, :], (len(keep), T, F)).copy()
 
 
-def input_coefficients(x: np.ndarray, rows: np.ndarray | None) -> np.ndarray | None:
-  """(B, T, R) each input token's coordinates c in the eigenvector rows F (input_factor): its deviation from the
-  position's batch mean is sum_r c_r F_r (exact where the rows span the deviations, as the one-hot tokens' 31
-  do). The rows' carry is linear in them, so C F_l at a later value is each example's own token parts there,
-  repeats within a sequence included. None for token-point rows (POINTS) or without rows."""
-  if rows is None or x.ndim != 3 or token_weights(rows) is not None:
-    return None
-  M = np.asarray(rows, np.float64)[:, 0]                          # (R, F): orthogonal
-  n2 = np.sum(M * M, -1)
-  if not np.all(n2 > 0):
-    return None
-  d = np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=0, keepdims=True)
-  return (d @ M.T) / n2
-
-
 def input_examples(x: np.ndarray) -> np.ndarray | None:
   """(B, T, F) the input examples' deviations from the per-position batch mean (pred.tok_ex's rows)."""
   if x.ndim != 3 or x.shape[0] < 2:

@@ -149,7 +149,7 @@ def test_direct_tokens_follow_the_network():
       xs, parts = [], []
       fwd, otp = attention_own.forward, attention_own.own_token_parts
       with pytest.MonkeyPatch.context() as mp:
-        for mod, name in ((attention_own, "TOKENS"), (attention_own, "DIRECT"), (token_carry, "EXAMPLES")):
+        for mod, name in ((attention_own, "DIRECT"), (token_carry, "EXAMPLES")):
           mp.setattr(mod, name, direct)
         mp.setattr(attention_own, "forward", lambda xv, *a: xs.append(np.asarray(xv)) or fwd(xv, *a))
         mp.setattr(attention_own, "own_token_parts", lambda *a: parts.append(otp(*a)) or parts[-1])
