@@ -440,9 +440,13 @@ def test_subprocess_error_format(tmp_path):
   assert not out.exists()
 
 
-@pytest.mark.parametrize("devices,cls", [("0", "RAW"), ("99", "SILENT")])
-def test_subprocess_devices_refused(devices, cls, tmp_path):
+# More devices than this machine's cores (99 was not, on a machine of 99 or more).
+@pytest.mark.parametrize("devices,cls,says", [("0", "RAW", "--devices must be an int >= 1, got 0"),
+                                              (str(os.cpu_count() + 97), "SILENT",
+                                               f"this machine has {os.cpu_count()} CPU core(s)")])
+def test_subprocess_devices_refused(devices, cls, says, tmp_path):
   out = tmp_path / "out"
   r = sweep_subprocess(tmp_path, "--experiment", "_bad", "--devices", devices, "--out", str(out), "--no-progress")
-  assert_one_error_line(r.returncode, r.stderr, "--devices", devices)
+  assert_one_error_line(r.returncode, r.stderr, "--devices", devices, says)
   assert not out.exists()
+  assert "devices: [" not in r.stdout   # refused before JAX listed (started) its devices
