@@ -111,6 +111,11 @@ def test_second_live_writer_refused_on_run_and_resume(tmp_path):
     holder.join(30)
   assert not os.path.exists(store.chunk_path(d, 0))   # nothing was computed beside the live writer
   assert store.finished_grid(custom) is None
+  for x in (d, custom):   # released: free again, and the lock file gone
+    assert not os.path.exists(os.path.join(x, store.LOCK))
+    with store.writer_lock(x):
+      pass
+    assert not os.path.exists(os.path.join(x, store.LOCK))
 
 
 @pytest.mark.parametrize("moment", ["before_config", "before_summary", "stale_assembly_lock"])
@@ -162,8 +167,9 @@ def test_resume_refuses_flags_it_would_ignore_and_bad_paths(tmp_path):
     SWEEP.main(["--resume", str(empty)])
 
 
-# Slow: tests/test_bad_inputs.py::test_subprocess_devices_refused runs the same two refusals through the same
-# `cli.run(sweep.main)` in a fresh process and checks the same messages, the one error line and no device listing.
+# Slow: tests/test_bad_inputs.py::test_subprocess_devices_refused runs the first refusal through the same
+# `cli.run(sweep.main)` in a fresh process (the same message, the one error line, no device listing), and its
+# SWEEP_CASES the second (the same message) in-process.
 @pytest.mark.slow
 def test_devices_refused_before_jax_starts():
   script = os.path.join(TESTS, "..", "scripts", "sweep.py")
