@@ -23,14 +23,18 @@ from jscale.sweeps import registry, store
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = os.path.join(REPO, "scripts")
 
+REGISTER = """
+from jscale import sweeps
+sweeps.register(sweeps.Experiment(
+    name="_kr", data="two_moons", data_options={{"n": 400}}, hidden=(32, 32), epochs={epochs}, optimizer="sgd",
+    lr=0.05, batch_size=16, grids={{"quick": sweeps.product(sigma=(0.5, 1.0), seed=range(6))}}))
+"""
 DRIVER = """
 import sys
 sys.path.insert(0, {scripts!r})
 import sweep
-from jscale import cli, sweeps
-sweeps.register(sweeps.Experiment(
-    name="_kr", data="two_moons", data_options={{"n": 400}}, hidden=(32, 32), epochs={epochs}, optimizer="sgd",
-    lr=0.05, batch_size=16, grids={{"quick": sweeps.product(sigma=(0.5, 1.0), seed=range(6))}}))
+from jscale import cli
+""" + REGISTER + """
 sys.argv = ["sweep.py"] + sys.argv[1:]
 cli.run(sweep.main)
 """
@@ -100,9 +104,7 @@ def reference(tmp_path_factory):
   the reference cost ~3 CPU s of imports."""
   tmp = tmp_path_factory.mktemp("kr_ref")
   driver = _driver(tmp, epochs=6)
-  namespace = {}
-  code = DRIVER.format(scripts=SCRIPTS, epochs=6)
-  exec(code[:code.index("sys.argv")], namespace)   # the driver's registration, not its command line
+  exec(REGISTER.format(epochs=6), {})   # the driver's own registration (not its sys.path and command line)
   try:
     sweeps.run(sweeps.make_plan("_kr", "quick", devices=1, chunk_size=2), str(tmp / "out" / "_kr"), progress=False)
   finally:
