@@ -317,6 +317,9 @@ SWEEP_CASES = [
     ("SCRIPT", ["--experiment", "_bad", "--option", "lr"], ("--option", "'lr'")),
     ("SCRIPT", ["--experiment", "_bad", "--chunk-size", "0"], ("chunk", "0")),
     ("SCRIPT", ["--experiment", "_bad", "--group-size", "-1"], ("group", "-1")),
+    # More devices than this machine's cores: the check test_subprocess_devices_refused shows comes before JAX
+    ("SILENT", ["--experiment", "_bad", "--devices", str(os.cpu_count() + 97)],
+     ("--devices", str(os.cpu_count() + 97), f"this machine has {os.cpu_count()} CPU core(s)")),
 ]
 
 
@@ -440,9 +443,11 @@ def test_subprocess_error_format(tmp_path):
   assert not out.exists()
 
 
-@pytest.mark.parametrize("devices,cls", [("0", "RAW"), ("99", "SILENT")])
-def test_subprocess_devices_refused(devices, cls, tmp_path):
+def test_subprocess_devices_refused(tmp_path):
+  # RAW. One fresh process: the --devices check (one call, `devices.check_device_request`) comes before JAX
+  # starts; its other refusal (more devices than cores, SILENT) runs in-process in SWEEP_CASES.
   out = tmp_path / "out"
-  r = sweep_subprocess(tmp_path, "--experiment", "_bad", "--devices", devices, "--out", str(out), "--no-progress")
-  assert_one_error_line(r.returncode, r.stderr, "--devices", devices)
+  r = sweep_subprocess(tmp_path, "--experiment", "_bad", "--devices", "0", "--out", str(out), "--no-progress")
+  assert_one_error_line(r.returncode, r.stderr, "--devices must be an int >= 1, got 0")
   assert not out.exists()
+  assert "devices: [" not in r.stdout   # refused before JAX listed (started) its devices

@@ -35,12 +35,27 @@ def _in_fresh_python(code: str, path: str | None = None, **env) -> str:
   return out.stdout.strip()
 
 
-def test_import_leaves_jax_config_unchanged(accelerator_standin):
-  code = ("import jax; before = dict(jax.config.values); import jscale, jscale.cli.sweep; "
-          "from jscale import precision; changed = sorted(k for k, v in jax.config.values.items() "
-          "if before.get(k, object()) != v); "
-          "print(precision.accelerator_installed(), jax.config.jax_default_matmul_precision, changed)")
-  accel, value, changed = _in_fresh_python(code, accelerator_standin).split(" ", 2)
+IMPORT_CHECK = ("import jax; before = dict(jax.config.values); import jscale, jscale.cli.sweep; "
+                "from jscale import precision; changed = sorted(k for k, v in jax.config.values.items() "
+                "if before.get(k, object()) != v); "
+                "print(precision.accelerator_installed(), jax.config.jax_default_matmul_precision, changed)\n")
+SCOPED_CHECK = ("from jscale import precision as p\n"
+                "with p.scoped('highest'):\n"
+                "  inner = (jax.config.jax_default_matmul_precision, p.get_precision())\n"
+                "  with p.scoped('default'):\n"
+                "    nested = (jax.config.jax_default_matmul_precision, p.get_precision())\n"
+                "print(inner, nested, jax.config.jax_default_matmul_precision, p.get_precision())")
+
+
+@pytest.fixture(scope="module")
+def standin_lines(accelerator_standin):
+  """The import check, then the scoped one, in one fresh interpreter with the stand-in (the import check runs
+  first, so it still sees a fresh import; one interpreter's imports, ~2 CPU s, instead of two)."""
+  return _in_fresh_python(IMPORT_CHECK + SCOPED_CHECK, accelerator_standin).splitlines()
+
+
+def test_import_leaves_jax_config_unchanged(standin_lines):
+  accel, value, changed = standin_lines[0].split(" ", 2)
   assert accel == "True"          # the stand-in is seen: the old import-time policy would have set "highest"
   assert value == "None" and changed == "[]"
 
@@ -53,21 +68,20 @@ def test_command_lines_apply_highest(accelerator_standin):
   assert _in_fresh_python(code, accelerator_standin, JAX_DEFAULT_MATMUL_PRECISION="bfloat16") == "bfloat16"
 
 
-def test_scoped_policy_is_restored(accelerator_standin):
-  code = ("import jax; from jscale import precision as p\n"
-          "with p.scoped('highest'):\n"
-          "  inner = (jax.config.jax_default_matmul_precision, p.get_precision())\n"
-          "  with p.scoped('default'):\n"
-          "    nested = (jax.config.jax_default_matmul_precision, p.get_precision())\n"
-          "print(inner, nested, jax.config.jax_default_matmul_precision, p.get_precision())")
-  assert _in_fresh_python(code, accelerator_standin) == "('highest', 'highest') (None, 'default') None default"
+def test_scoped_policy_is_restored(standin_lines):
+  assert standin_lines[1] == "('highest', 'highest') (None, 'default') None default"
 
 
 def test_a_users_own_choice_is_kept_by_scoped():
-  code = ("import jax; from jscale import precision as p\n"
-          "with p.scoped('highest', force=True):\n"
-          "  print(jax.config.jax_default_matmul_precision)")
-  assert _in_fresh_python(code, JAX_DEFAULT_MATMUL_PRECISION="bfloat16") == "bfloat16"
+  # In-process: the user's choice is JAX's config value (JAX_DEFAULT_MATMUL_PRECISION sets the same at import,
+  # test_command_lines_apply_highest starts a process with it); scoped reads only the value.
+  try:
+    jax.config.update("jax_default_matmul_precision", "bfloat16")
+    with precision.scoped("highest", force=True):
+      assert jax.config.jax_default_matmul_precision == "bfloat16"
+    assert jax.config.jax_default_matmul_precision == "bfloat16"
+  finally:
+    jax.config.update("jax_default_matmul_precision", None)
 
 
 def test_switch_and_back():

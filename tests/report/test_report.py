@@ -1,7 +1,9 @@
 """report.md from run directories in the engine's own layout (tests/written_sweeps.py: the plan, config.json and
 checksummed chunks, with constructed numbers): the sources' numbers beside the measured ones, the verdicts and
 verdicts.json, the figures, a failing or missing section, and scripts/report.py."""
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
@@ -211,10 +213,15 @@ class ReportTest(absltest.TestCase):
   def test_no_sections_and_unknown_experiment(self):
     with self.assertRaisesRegex(ValueError, "no report sections"):
       report.build_report(self.run, {})
-    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.run,
-                          "--experiments", "nope"], capture_output=True, text=True)
-    self.assertEqual(out.returncode, 2)
-    self.assertIn("no report section registered for ['nope']", out.stderr)
+    # In-process, as scripts/report.py's __main__ runs it: test_script below starts the script as a process, and
+    # tests/test_bad_inputs.py's report refusal checks the one error line; a second interpreter here cost ~3 CPU s.
+    from jscale import cli
+    from jscale.cli import report as report_cli
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as e:
+      cli.run(lambda: report_cli.main([self.run, "--experiments", "nope"]))
+    self.assertEqual(e.exception.code, 2)
+    self.assertIn("no report section registered for ['nope']", err.getvalue())
 
   def test_script(self):
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "report.py"), self.run,

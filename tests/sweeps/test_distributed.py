@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -53,13 +54,32 @@ def test_two_processes_equal_one(tmp_path):
   assert [i["process_count"] for i in store.run_info(out)] == [2]
 
 
+FLAG_CASES = ((["--num-processes", "2"], "together"),
+              (["--num-processes", "2", "--process-id", "2", "--coordinator", "h:1"], "process-id must be"),
+              (["--num-processes", "2", "--process-id", "0", "--coordinator", "nohostport"], "HOST:PORT"),
+              (["--num-processes", "0", "--process-id", "0"], "takes no"))
+
+
 def test_distributed_flags_are_checked_before_jax_starts():
+  # One real process: the check comes before jax.distributed (which would wait for the coordinator); the other
+  # cases run the same check in-process (below), not three more interpreters' imports (~1.7 CPU s each).
   script = os.path.join(TESTS, "..", "scripts", "sweep.py")
-  for flags, says in ((["--num-processes", "2"], "together"),
-                      (["--num-processes", "2", "--process-id", "2", "--coordinator", "h:1"], "process-id must be"),
-                      (["--num-processes", "2", "--process-id", "0", "--coordinator", "nohostport"], "HOST:PORT"),
-                      (["--num-processes", "0", "--process-id", "0"], "takes no")):
-    out = subprocess.run([sys.executable, script, *flags, "--out", "/nonexistent/x"], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 2 and out.stderr.startswith("error: ") and says in out.stderr, (flags, out.stderr)
-    assert "Traceback" not in out.stderr
+  flags, says = FLAG_CASES[0]
+  out = subprocess.run([sys.executable, script, *flags, "--out", "/nonexistent/x"], capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 2 and out.stderr.startswith("error: ") and says in out.stderr, (flags, out.stderr)
+  assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flags,says", FLAG_CASES, ids=[s for _, s in FLAG_CASES])
+def test_distributed_flags_refused_in_process(flags, says, capsys, monkeypatch):
+  from jscale import cli
+  from jscale.cli import sweep as sweep_cli
+  jax.devices()   # backends up: a flag check moved after jax.distributed.initialize would raise a RuntimeError here
+  monkeypatch.delenv("JSCALE_TRACEBACK", raising=False)
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.run(lambda: sweep_cli.main([*flags, "--out", "/nonexistent/x"]))
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.startswith("error: ") and says in err, (flags, err)
+  assert "Traceback" not in err

@@ -17,19 +17,24 @@ import time
 import numpy as np
 import pytest
 
-from jscale.sweeps import store
+from jscale import sweeps
+from jscale.sweeps import registry, store
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = os.path.join(REPO, "scripts")
 
+REGISTER = """
+from jscale import sweeps
+sweeps.register(sweeps.Experiment(
+    name="_kr", data="two_moons", data_options={{"n": 400}}, hidden=(32, 32), epochs={epochs}, optimizer="sgd",
+    lr=0.05, batch_size=16, grids={{"quick": sweeps.product(sigma=(0.5, 1.0), seed=range(6))}}))
+"""
 DRIVER = """
 import sys
 sys.path.insert(0, {scripts!r})
 import sweep
-from jscale import cli, sweeps
-sweeps.register(sweeps.Experiment(
-    name="_kr", data="two_moons", data_options={{"n": 400}}, hidden=(32, 32), epochs={epochs}, optimizer="sgd",
-    lr=0.05, batch_size=16, grids={{"quick": sweeps.product(sigma=(0.5, 1.0), seed=range(6))}}))
+from jscale import cli
+""" + REGISTER + """
 sys.argv = ["sweep.py"] + sys.argv[1:]
 cli.run(sweep.main)
 """
@@ -94,9 +99,16 @@ def _assert_identical(a, b):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+  """The uninterrupted run, computed in this process from the driver's own experiment and the plan its flags
+  make (`--devices 1 --chunk-size 2`): the killed and resumed runs are real processes; a third interpreter for
+  the reference cost ~3 CPU s of imports."""
   tmp = tmp_path_factory.mktemp("kr_ref")
   driver = _driver(tmp, epochs=6)
-  _finish(_new(driver, str(tmp / "out")))
+  exec(REGISTER.format(epochs=6), {})   # the driver's own registration (not its sys.path and command line)
+  try:
+    sweeps.run(sweeps.make_plan("_kr", "quick", devices=1, chunk_size=2), str(tmp / "out" / "_kr"), progress=False)
+  finally:
+    registry.unregister("_kr")
   return driver, _arrays(str(tmp / "out" / "_kr"))
 
 

@@ -1,6 +1,7 @@
 """`--resume OUT` finishes the main job: the plan recorded in OUT/run.json before training names every
 experiment, so the ones never started run too; damaged chunks are named and recomputed; flags a resume
 would ignore are refused; one live writer per run directory; a kill during assembly is recovered."""
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -80,9 +81,11 @@ def test_resume_recomputes_damaged_chunks_and_says_which(tmp_path, capsys):
   assert store.chunk_done(d, 1)
 
 
-def _hold(run_dir, ready, release):
-  with store.writer_lock(run_dir):
-    ready.set()
+def _hold(run_dirs, ready, release):
+  with contextlib.ExitStack() as locks:
+    for d in run_dirs:
+      locks.enter_context(store.writer_lock(d))
+    ready.set()   # after every lock is taken
     release.wait(60)
 
 
@@ -93,23 +96,26 @@ def test_second_live_writer_refused_on_run_and_resume(tmp_path):
   ctx = multiprocessing.get_context("spawn")
   ready, release = ctx.Event(), ctx.Event()
   custom = str(tmp_path / "c")
-  procs = [ctx.Process(target=_hold, args=(x, ready, release)) for x in (d, custom)]
-  for p in procs:
-    p.start()
+  # One live writer holding both directories: a spawned process imports this module (jscale, the sweep script),
+  # ~3.5 CPU s each; a second holder would test the same lock again.
+  holder = ctx.Process(target=_hold, args=((d, custom), ready, release))
+  holder.start()
   try:
     assert ready.wait(60)
-    while not all(os.path.exists(os.path.join(x, store.LOCK)) for x in (d, custom)):   # both holders are in
-      pass
-    with pytest.raises(ValueError, match=f"pid {procs[0].pid}"):
+    with pytest.raises(ValueError, match=f"pid {holder.pid}"):
       sweeps.resume(d, progress=False)
-    with pytest.raises(ValueError, match=f"pid {procs[1].pid}"):
+    with pytest.raises(ValueError, match=f"pid {holder.pid}"):
       sweeps.get("_tiny_custom").execute("quick", custom)
   finally:
     release.set()
-    for p in procs:
-      p.join(30)
+    holder.join(30)
   assert not os.path.exists(store.chunk_path(d, 0))   # nothing was computed beside the live writer
   assert store.finished_grid(custom) is None
+  for x in (d, custom):   # released: free again, and the lock file gone
+    assert not os.path.exists(os.path.join(x, store.LOCK))
+    with store.writer_lock(x):
+      pass
+    assert not os.path.exists(os.path.join(x, store.LOCK))
 
 
 @pytest.mark.parametrize("moment", ["before_config", "before_summary", "stale_assembly_lock"])
@@ -161,6 +167,10 @@ def test_resume_refuses_flags_it_would_ignore_and_bad_paths(tmp_path):
     SWEEP.main(["--resume", str(empty)])
 
 
+# Slow: tests/test_bad_inputs.py::test_subprocess_devices_refused runs the first refusal through the same
+# `cli.run(sweep.main)` in a fresh process (the same message, the one error line, no device listing), and its
+# SWEEP_CASES the second (the same message) in-process.
+@pytest.mark.slow
 def test_devices_refused_before_jax_starts():
   script = os.path.join(TESTS, "..", "scripts", "sweep.py")
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}

@@ -78,6 +78,10 @@ def _hold_lock(run_dir, ready, release):
     release.wait(30)
 
 
+# Slow: tests/sweeps/test_resume_main_job.py::test_second_live_writer_refused_on_run_and_resume holds the same
+# `store.writer_lock` in a spawned process and checks the refusal naming its pid (through a resume and a custom
+# experiment, which take this lock), the lock free again after the release and its file gone.
+@pytest.mark.slow
 def test_second_live_writer_refused_with_the_holders_pid(tmp_path):
   ctx = multiprocessing.get_context("spawn")
   ready, release = ctx.Event(), ctx.Event()

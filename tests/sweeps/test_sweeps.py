@@ -119,6 +119,12 @@ class CliTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "unknown experiment 'nope'"):
       _load_cli().main(["--experiment", "nope", "--out", "/nonexistent/never_written", "--no-progress"])
     self.assertFalse(os.path.exists("/nonexistent/never_written"))
+
+  # Slow: the same refusal as a command (exit status 2, `error: unknown experiment 'nope'`) is
+  # tests/cli/test_install.py::test_python_m_jscale_from_another_directory's, and scripts/sweep.py's one error
+  # line in a fresh process is tests/sweeps/test_distributed.py's and tests/test_bad_inputs.py's.
+  @pytest.mark.slow
+  def test_unknown_experiment_as_a_command(self):
     # As a command: one line on stderr, exit status 2, no traceback.
     out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"), "--experiment", "nope",
                           "--out", "/nonexistent/never_written"], capture_output=True, text=True)

@@ -2,8 +2,10 @@
 a killed run resumes from its per-setup files; Figure 2 shares one colour scale; the scripts' defaults."""
 import json
 import os
+import shutil
 
 import numpy as np
+import pytest
 
 from jscale import experiments, report, sweeps  # noqa: F401  (experiments: registers the built-ins)
 from jscale.experiments.hessian import figures, rounds
@@ -80,9 +82,18 @@ def test_hessian_experiment_section_reports_its_own_run(tmp_path):
     assert f"| {report.fmt(e['median_nr'])} [{report.fmt(e['p5_nr'])}, {report.fmt(e['p95_nr'])}] ({e['blocks']}) |" in text
 
 
-def test_killed_run_resumes_without_redoing_finished_setups(tmp_path, monkeypatch):
-  d = str(tmp_path / "hessian")
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A finished `hessian_run.run` at TINY, shared: the kill/resume test works on a copy, the figures script reads
+  its records (one run fewer, ~2 CPU s)."""
+  d = str(tmp_path_factory.mktemp("tiny") / "hessian")
   hessian_run.run(d, **TINY)
+  return d
+
+
+def test_killed_run_resumes_without_redoing_finished_setups(tiny_run, tmp_path, monkeypatch):
+  d = str(tmp_path / "hessian")
+  shutil.copytree(tiny_run, d)
   first = json.load(open(os.path.join(d, "fig1_records.json")))
   os.remove(os.path.join(d, MLPFamily.setup_dir, "0001.json"))  # as if killed during setup 1
   calls = []
@@ -143,16 +154,14 @@ def test_hessian_section_prints_figure2_table(tmp_path):
   assert "fig2_heatmaps.png" in text
 
 
-def test_hessian_figures_default_out_is_a_new_run_directory(tmp_path, monkeypatch):
+def test_hessian_figures_default_out_is_a_new_run_directory(tiny_run, tmp_path, monkeypatch):
   import importlib.util
   spec = importlib.util.spec_from_file_location(
       "hessian_figures", os.path.join(os.path.dirname(__file__), "..", "..", "..", "scripts", "hessian_figures.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  d = str(tmp_path / "src")
-  hessian_run.run(d, **{**TINY, "setups": 1})
   monkeypatch.chdir(tmp_path)
-  assert mod.main(["fig1", "--records", os.path.join(d, "fig1_records.json")]) == 0
+  assert mod.main(["fig1", "--records", os.path.join(tiny_run, "fig1_records.json")]) == 0
   made = os.listdir(tmp_path / "runs")
   assert len(made) == 1 and made[0].startswith("hessian-")
   assert os.path.isfile(tmp_path / "runs" / made[0] / "fig1_ratio_hist.png")
