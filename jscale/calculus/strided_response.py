@@ -370,7 +370,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
         got = at_mean.copy()
         # the axes are independent, so the cross terms vanish in the mean: each axis alone at the nodes
         for ax, (v, _, tilt) in enumerate(axes):
-          f = np.array([at_mean if x == 0 else cost(mu + math.sqrt(v) * x * np.eye(len(axes))[ax]) for x in xi])
+          f = np.array([at_mean if node == 0 else cost(mu + math.sqrt(v) * node * np.eye(len(axes))[ax])
+                        for node in xi])
           # layer m's E[h^2] over draws weighs by its own scale c_m^2: the axes of the forward gains up to m tilt
           tw = wt[:, None] * np.exp(np.outer(mu[ax] + math.sqrt(v) * xi, tilt))
           got += (tw / tw.sum(0) * f).sum(0) - at_mean
@@ -397,17 +398,17 @@ def draw_scale_var(k: su.Kernels, widths: Sequence[int]) -> np.ndarray:
   """(L,) each layer's share of Var over draws of log C^2, C^2 a draw's E[z^2] over its mean: a layer's n units
   are independent given its input, so its mean energy's gain over draws has relative variance `unit_energy_var` /
   n, and a ReLU stack is positively homogeneous, so the gains multiply (log-variances add, each a lognormal's
-  log(1 + v)). SGD's change of layer l relative to y is lr |x_l|^2 |delta_l| / |y_l| ~ C / g_l^2 (g_l^2 the
-  layer's gain): its log-variance is the same sum (docs/calculus.md, *The flip cost over the draws' own scale*)."""
+  log(1 + v)); `spread_axes` turns them into the draws' spread of SGD's step (docs/calculus.md, *The flip cost
+  over the draws' own scale*)."""
   L = len(widths)
   return np.array([math.log1p(unit_energy_var(k.y[l], l < L - 1) / widths[l]) for l in range(L)])
 
 
-def spread_axes(k: su.Kernels, stack: su.Stack, per_layer: bool = False) -> list:
+def spread_axes(k: su.Kernels, stack: su.Stack, per_layer: bool = True) -> list:
   """The independent log-gains over draws that set each layer's SGD step relative to its y, as (V, coef, tilt):
   V the log-variance, coef (L,) its weight in log lambda_l^2, tilt (L,) its share in layer m's own scale c_m^2.
   SGD's change of layer l relative to y is lr |x_l|^2 |delta_l| / |y_l| ~ prod_{i < l} g_i / g_l (g_i^2 the forward
-  gain of layer i's energy, `draw_scale_var`); per_layer: so, one axis per layer; otherwise (the default) one axis,
+  gain of layer i's energy, `draw_scale_var`); per_layer (the default): so, one axis per layer; otherwise one axis,
   the hidden layers' gains together taken as one scale of every layer's step (the own layer's gain with the
   others' sign; the logits' gain is E[z^2]'s, not the step's), layer m holding the share of its variance up to m.
   The backward gains |W_i^T delta_i|^2 / |delta_i|^2 (a sum over W_i's fan-in rows, each a Gaussian quadratic form
