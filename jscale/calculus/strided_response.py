@@ -50,8 +50,9 @@ and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: 
 coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
 adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); SGD's
 flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
-flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); not
-modelled: a shared W with fewer rows than the batch's tokens.
+flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); SGD's flip
+cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
+draw_spread (seventeenth session); not modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -288,7 +289,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
-                flip_pairs: bool = False, state_split: bool = False) -> list:
+                flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
+                spread_per_layer: bool = True, spread_nodes: int = 3) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -313,7 +315,11 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   flip_carry's (or flip_rescale's) common factor (docs/calculus.md, *The carry's mask after the step*).
   state_split (sixteenth session; with flip_net, SGD settings only): each hidden layer's own flip term under a law
   of the step fitted on each side of zero (`split_net`), in place of `mean_shift_net`'s one law (docs/calculus.md,
-  *The step's law on each side of zero*)."""
+  *The step's law on each side of zero*). draw_spread (seventeenth session; SGD settings only): the flip cost (the
+  prediction less the same without any flip option) taken over the draws' own scale: each layer's step scaled by
+  its lambda_l over the draws' log-gains (`spread_axes`, per layer or, spread_per_layer=False, one axis), every
+  layer's E[h^2] weighed by its own c_m^2, in place of the cost at the mean draw (`spread_nodes` Gauss-Hermite nodes
+  per axis; docs/calculus.md, *The flip cost over the draws' own scale*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -340,9 +346,82 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
-    return [_step(st, stack, list(w_sq), lr, o, b, adam, second_order, memo, incoherent_carry, flip_carry, flip_net,
-                  flip_rescale, flip_pairs, state_split)
-            for lr, o, b in rows]
+    flips = (flip_carry, flip_net, flip_rescale, flip_pairs, state_split)
+
+    def step(lr, o, b, scale=None, on=True):
+      scale = np.ones(len(widths)) if scale is None else scale
+      return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
+                   incoherent_carry, *(flips if on else (False,) * len(flips)))
+    out = [step(np.asarray(lr), o, np.asarray(b)) for lr, o, b in rows]
+    if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
+      axes = spread_axes(st.k, stack, spread_per_layer)
+      xi, wt = np.polynomial.hermite_e.hermegauss(spread_nodes)
+      wt = wt / wt.sum()
+      for i, (lr, o, b) in enumerate(rows):
+        if o != "sgd":   # Adam's sign step has one size whatever the draw's gradient
+          continue
+        lr, b = np.asarray(lr, np.float64), np.asarray(b, np.float64)
+
+        def cost(a):   # the flip cost with each layer's step scaled by its lambda_l = exp(sum_axes a coef_l / 2)
+          scale = np.exp(sum(u * c for u, (_, c, _) in zip(a, axes)) / 2)
+          return step(lr, o, b, scale).act1 - step(lr, o, b, scale, False).act1
+        mu = np.array([-v / 2 for v, _, _ in axes])   # each log-gain N(-V / 2, V): its gain's mean is 1
+        at_mean = cost(mu)
+        got = at_mean.copy()
+        # the axes are independent, so the cross terms vanish in the mean: each axis alone at the nodes
+        for ax, (v, _, tilt) in enumerate(axes):
+          f = np.array([at_mean if node == 0 else cost(mu + math.sqrt(v) * node * np.eye(len(axes))[ax])
+                        for node in xi])
+          # layer m's E[h^2] over draws weighs by its own scale c_m^2: the axes of the forward gains up to m tilt
+          tw = wt[:, None] * np.exp(np.outer(mu[ax] + math.sqrt(v) * xi, tilt))
+          got += (tw / tw.sum(0) * f).sum(0) - at_mean
+        r = out[i]
+        out[i] = r._replace(act1=r.act1 + got - (r.act1 - step(lr, o, b, None, False).act1))
+    return out
+
+
+def unit_energy_var(k_y: np.ndarray, relu: bool = True) -> float:
+  """Var / E^2 over one unit's weights ~ N(0, s^2 I) of its energy over the batch's tokens, mean_t relu(y_t)^2
+  (the logits: y_t^2), y ~ N(0, k_y / n): E[relu(Y_s)^2 relu(Y_t)^2] = q_s q_t J2(rho) (the degree-2 arc-cosine
+  kernel, (3 sin th cos th + (pi - th)(1 + 2 cos^2 th)) / 2 pi, th = acos rho), E[Y_s^2 Y_t^2] = q_s q_t (1 + 2
+  rho^2)."""
+  q = np.diag(k_y)
+  rho = ur.correlation(k_y)
+  if relu:
+    th = np.arccos(rho)
+    f = (3 * np.sin(th) * rho + (np.pi - th) * (1 + 2 * rho ** 2)) / (2 * np.pi)
+    return float(q @ f @ q) / (len(q) * float(np.mean(q)) / 2) ** 2 - 1
+  return float(q @ (1 + 2 * rho ** 2) @ q) / (len(q) * float(np.mean(q))) ** 2 - 1
+
+
+def draw_scale_var(k: su.Kernels, widths: Sequence[int]) -> np.ndarray:
+  """(L,) each layer's share of Var over draws of log C^2, C^2 a draw's E[z^2] over its mean: a layer's n units
+  are independent given its input, so its mean energy's gain over draws has relative variance `unit_energy_var` /
+  n, and a ReLU stack is positively homogeneous, so the gains multiply (log-variances add, each a lognormal's
+  log(1 + v)); `spread_axes` turns them into the draws' spread of SGD's step (docs/calculus.md, *The flip cost
+  over the draws' own scale*)."""
+  L = len(widths)
+  return np.array([math.log1p(unit_energy_var(k.y[l], l < L - 1) / widths[l]) for l in range(L)])
+
+
+def spread_axes(k: su.Kernels, stack: su.Stack, per_layer: bool = True) -> list:
+  """The independent log-gains over draws that set each layer's SGD step relative to its y, as (V, coef, tilt):
+  V the log-variance, coef (L,) its weight in log lambda_l^2, tilt (L,) its share in layer m's own scale c_m^2.
+  SGD's change of layer l relative to y is lr |x_l|^2 |delta_l| / |y_l| ~ prod_{i < l} g_i / g_l (g_i^2 the forward
+  gain of layer i's energy, `draw_scale_var`); per_layer (the default): so, one axis per layer; otherwise one axis,
+  the hidden layers' gains together taken as one scale of every layer's step (the own layer's gain with the
+  others' sign; the logits' gain is E[z^2]'s, not the step's), layer m holding the share of its variance up to m.
+  The backward gains |W_i^T delta_i|^2 / |delta_i|^2 (a sum over W_i's fan-in rows, each a Gaussian quadratic form
+  with matrix sum_t delta_t delta_t^T) are left out: their log-variance, 2 sum_st G_st^2 / (sum_t G_tt)^2 over the
+  fan-in (G the backward kernel), is below 0.003 on every layer of the transfer grid (docs/calculus.md, *The flip
+  cost over the draws' own scale*)."""
+  L = len(stack.widths)
+  fwd = draw_scale_var(k, stack.widths)
+  idx = np.arange(L)
+  if per_layer:
+    return [(fwd[i], (idx > i) * 1.0 - (idx == i), (idx >= i) * 1.0) for i in range(L)]
+  v = float(np.sum(fwd[:-1]))
+  return [(v, np.ones(L), np.minimum(np.cumsum(fwd), v) / max(v, 1e-300))]
 
 
 class _Setup(NamedTuple):
