@@ -204,7 +204,8 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   (`calculus.strided_response`: the cross term 2E[h0 . dh], accumulated along each example's own activation over
   the layers below, and E[dh^2], with the biases' step, the incoherent carry and the flips' coherent carry since
   the thirteenth session, each unit's own flip term and Adam's sign of a non-centred gradient since the
-  fourteenth (`analysis.strided_first_step`); docs/calculus.md, *After the first step over (example, position)
+  fourteenth, the carry's mask after the step with SGD's flip term per side of zero since the seventeenth
+  (`analysis.strided_first_step`); docs/calculus.md, *After the first step over (example, position)
   pairs*; until the twelfth session the MLP's came from `calculus.first_step`, the LeNet's was each layer's
   E[y^2] plus the update's bound U m^2 lr^2 on top).
   One compiled program per network: both optimizers, the parametrizations vmapped, the steps a lax.scan (it
