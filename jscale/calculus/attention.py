@@ -563,10 +563,7 @@ def attention_rule(pred, block) -> str | None:
                          tokens=tokens, norm=norm, draws=SEEDS * _draws(info["d_qk"]))
   cache = {}   # rp_g -> model.backward(rp_g)
   pred.coherence_at[info["v"]] = model.coherence
-  own = attention_own.make(pred, block, masks, tokens, norm)
   sq = sv.sq * model.o_sq
-  if attention_own.OUT_SQ and own is not None and own.o_sq > 0 and math.isfinite(own.o_sq):
-    sq = own.o_sq
   if not sq > 0:
     return "attention over values with E[V^2] = 0"
   # two examples' outputs, with their weights independent (MeanWeightSums): the same query sees the values'
@@ -578,6 +575,8 @@ def attention_rule(pred, block) -> str | None:
     r_o = sv.sq * ((sv.r - rc_v) * mw.s_same + rc_v) / sq
     rc_o = sv.sq * ((sv.r - rc_v) * mw.s_cross + rc_v) / sq
     out = Forward(sq, r_o, sv.sym, None, min(model.rp_o, 1.0), (sv.rf or 0.0) * sv.sq / sq, rc_o)
+
+  own = attention_own.make(pred, block, masks, tokens, norm)
 
   def stats(g):
     rp_g = g.rp if g.rp is not None else 0.0

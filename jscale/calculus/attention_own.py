@@ -45,8 +45,6 @@ EXAMPLES = 4   # model examples per example of the batch (the carried gradients 
 DIRECT = True
 # the values' position factor from this model too (E[dV^2] stays the Gaussian model's)
 PF_V = True
-# the attention output's E[o^2] (the forward) from this model too (issue 21, seventeenth session)
-OUT_SQ = False
 
 
 class OwnBackward(NamedTuple):
@@ -108,8 +106,6 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
     cache[key] = factors(fwd, G, scale)
     return cache[key]
 
-  # the attention's output second moment at the draw's own projections and tokens (OUT_SQ)
-  back.o_sq = float(np.mean(np.square(np.einsum("nhqk,nkhd->nqhd", fwd.P, fwd.V))))
   return back
 
 

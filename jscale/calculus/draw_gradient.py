@@ -53,9 +53,6 @@ from jscale.calculus.activation_maps import hermite, value_and_slope
 from jscale.calculus.tracing import Lit
 
 CROSS = True   # `with_cross`: the carried cross term between a value's uses (False: the sum, as before)
-# an activation's transpose at each carried example's own input (token_carry.EXAMPLES' pred.tok_ex) instead of
-# the batch's mean slope (issue 21, seventeenth session)
-EXAMPLE_SLOPES = False
 
 
 def _acts(pred, e):
@@ -130,16 +127,6 @@ def activation_slope(phi, m: np.ndarray, sq: float, order: int = 32) -> np.ndarr
   return (d.reshape(pts.shape) @ w).reshape(m.shape)
 
 
-def example_slope(phi, m: np.ndarray, sq: float, ex: np.ndarray, order: int = 16) -> np.ndarray:
-  """E[phi'(m + d_b + s z)] per example and entry, d_b the example's carried deviation from the batch mean (B, ...),
-  s^2 = sq - mean(m^2) - mean(d^2) the rest of the input the linear carry does not hold."""
-  s = math.sqrt(max(sq - float(np.mean(m * m)) - float(np.mean(ex * ex)), 0.0))
-  z, w = hermite(order)
-  pts = (m[None] + ex).reshape(-1, 1) + s * z.reshape(1, -1)
-  _, d = value_and_slope(phi, pts.reshape(-1))
-  return (d.reshape(pts.shape) @ w).reshape(ex.shape)
-
-
 def block_transpose(pred, b):
   """A block's (blocks.py) mean Jacobian, transposed, as linear_transpose's; None where it has none here."""
   info = b.info
@@ -147,11 +134,7 @@ def block_transpose(pred, b):
     at = draw_mean.activation_at_mean(pred, info)
     if at is None:
       return None
-    ex = getattr(pred, "tok_ex", {}).get(info["base"]) if EXAMPLE_SLOPES else None
-    if ex is not None and np.shape(ex) == tuple(pred.g.avals[info["base"]].shape):
-      slope = example_slope(*at, ex)
-    else:
-      slope = activation_slope(*at)
+    slope = activation_slope(*at)
     return lambda c: [(info["base"], np.asarray(c, np.float64) * slope)]
   if b.kind in ("layer_norm", "rms_norm"):
     return _norm_transpose(pred, b)

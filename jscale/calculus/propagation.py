@@ -289,9 +289,6 @@ class Propagation:
       # a sum of two activations: the rules drop the cross term, which over weight draws is zero; one draw's
       # two means are fixed vectors with a dot product of their own (2 m_a m_b, in E[y^2] and in r)
       self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], self.shape(o)[-1], drawn)
-      if token_carry.FORWARD_EXAMPLES and self.tok_ex and acts[0] != acts[1]:
-        self.fwd[o] = token_carry.cross_examples(self.fwd[o], self.tok_ex.get(acts[0]), self.tok_ex.get(acts[1]),
-                                                 -1.0 if e.name == "sub" else 1.0)
       return
     last = self.ops[-1] if self.ops else None
     if last is None or last.out_id != o or last.kind not in ("dense", "bias"):
@@ -299,14 +296,7 @@ class Propagation:
     # a dense layer's features are its fan-out; a bias adds per feature (or per position and feature: a
     # position embedding)
     n_feat = last.fan_out if last.kind == "dense" or last.fan_out < self.per_example(o) else self.shape(o)[-1]
-    rule = self.fwd[o]
-    self.fwd[o] = draw_mean.condition(rule, self.mean[o], n_feat, drawn)
-    if token_carry.FORWARD_EXAMPLES == "all" and last.kind == "dense" and self.tok_ex:
-      x = self.fwd.get(last.in_id)
-      if x is not None and not x.why and x.sq and x.sq > 0 and rule.sq is not None:
-        # the rule's own factor E[y^2] / E[x^2] before the mean entered (the drawn E[W^2] times the fan-in)
-        self.fwd[o] = token_carry.condition_examples(self.fwd[o], rule.sq / x.sq, self.tok_ex.get(last.in_id),
-                                                     self.tok_ex.get(o))
+    self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], n_feat, drawn)
 
   def _block_mean(self, b):
     m = draw_mean.block_mean(self, b)

@@ -39,10 +39,6 @@ POINTS = False
 # same linear maps, and the attention's uniform average of its values), for attention_own.DIRECT (issue 21,
 # sixteenth session: judged with it on draws 2872-2887 and adopted)
 EXAMPLES = True
-# a dense layer's forward E[y^2] with the carried examples' part at the drawn weights (`condition_examples`; issue
-# 21, seventeenth session)
-FORWARD_EXAMPLES = False
-FORWARD_SQ_ONLY = False
 SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
@@ -193,63 +189,3 @@ def covariance_factor(F: np.ndarray, d_in: int) -> np.ndarray | None:
   _, s, Vt = np.linalg.svd(M, full_matrices=False)
   keep = s > 1e-9 * max(float(s.max()), 1e-300) if s.size else s > 0
   return (s[keep, None] * Vt[keep]) if np.any(keep) else None
-
-
-def _own_moments(d: np.ndarray) -> tuple[float, float]:
-  """(mean square per entry, mean over examples of the pairs t != t' of d_bt . d_bt' per feature) of example rows
-  d (B, T, F)."""
-  B, T, F = d.shape
-  own = float(np.mean(d * d))
-  if T < 2:
-    return own, 0.0
-  tot = d.sum(axis=1)
-  return own, float((np.sum(tot * tot) - np.sum(d * d)) / (B * T * (T - 1) * F))
-
-
-def condition_examples(sig, k: float, ex_in: np.ndarray | None, ex_out: np.ndarray | None):
-  """A dense layer's output signal `sig` (already conditioned on the draw's mean) with the batch's examples' own
-  part at the drawn weights: the rule takes E|d W|^2 = k E|d|^2 (k = fan_in E[W^2]) for each example's deviation d
-  from the batch mean; the linear carry has d W for the drawn W exactly, so that part of the deviations' energy
-  is read there and only the rest (what the carry misses) keeps k. Likewise the pairs of positions of one
-  example (rp). Unchanged where either side has no rows or the shapes differ."""
-  if (ex_in is None or ex_out is None or sig.why or sig.sq is None or not sig.sq > 0 or sig.rp is None
-      or np.ndim(ex_in) < 3 or np.ndim(ex_out) < 3 or np.shape(ex_in)[:2] != np.shape(ex_out)[:2]
-      or not (np.all(np.isfinite(ex_in)) and np.all(np.isfinite(ex_out))) or not (k > 0 and math.isfinite(k))):
-    return sig
-  B, T = np.shape(ex_in)[:2]   # (batch, tokens, features...): heads and their units are features
-  own_x, pair_x = _own_moments(np.asarray(ex_in, np.float64).reshape(B, T, -1))
-  own_y, pair_y = _own_moments(np.asarray(ex_out, np.float64).reshape(B, T, -1))
-  sq = sig.sq + own_y - k * own_x
-  if not sq > 0:
-    return sig
-  if FORWARD_SQ_ONLY:
-    return sig._replace(sq=sq)
-  f = sig.sq / sq
-  out = sig._replace(sq=sq, r=sig.r * f, rp=min(max((sig.sq * sig.rp + pair_y - k * pair_x) / sq, -1.0), 1.0))
-  return out._replace(rc=sig.rc * f) if sig.rc is not None else out
-
-
-def cross_examples(sig, ex_a: np.ndarray | None, ex_b: np.ndarray | None, sign: float = 1.0):
-  """The sum (sign -1: difference) of two values, `sig` already conditioned on the draw's mean, with the cross term
-  of the two values' carried example deviations: one draw's branch maps each example's stream deviation d_a to
-  its own d_b (a residual add), and their dot product, which the rules drop as zero over weight draws, is this
-  draw's (2 d_a . d_b in E[y^2]; the pairs of positions t != t' in rp). The rests' cross term stays 0."""
-  if (ex_a is None or ex_b is None or sig.why or sig.sq is None or not sig.sq > 0 or sig.rp is None
-      or np.shape(ex_a) != np.shape(ex_b) or np.ndim(ex_a) < 3
-      or not (np.all(np.isfinite(ex_a)) and np.all(np.isfinite(ex_b)))):
-    return sig
-  B, T = np.shape(ex_a)[:2]
-  a = np.asarray(ex_a, np.float64).reshape(B, T, -1)
-  b = np.asarray(ex_b, np.float64).reshape(B, T, -1)
-  same = float(np.mean(a * b))
-  pair = 0.0
-  if T > 1:
-    pair = float((np.sum(a.sum(1) * b.sum(1)) - np.sum(a * b)) / (B * T * (T - 1) * a.shape[-1]))
-  sq = sig.sq + 2 * sign * same
-  if not sq > 0:
-    return sig
-  if FORWARD_SQ_ONLY:
-    return sig._replace(sq=sq)
-  f = sig.sq / sq
-  out = sig._replace(sq=sq, r=sig.r * f, rp=min(max((sig.sq * sig.rp + 2 * sign * pair) / sq, -1.0), 1.0))
-  return out._replace(rc=sig.rc * f) if sig.rc is not None else out
