@@ -52,9 +52,9 @@ adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logi
 flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
 flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); SGD's flip
 cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
-draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask and the
-step law's rest per token only as the option token_law (seventeenth session, neither better on development); not
-modelled: a shared W with fewer rows than the batch's tokens.
+draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
+its rule on keys 2^20 + 180000, no gain on development; the transfer check passes it) and the step law's rest per
+token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -335,7 +335,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   laws (`split_mask`) in place of `after_mask`'s one law. token_law (seventeenth session): each hidden layer's
   step law (l > 0) with its rest's variance per token from that token's own predicted E[m_a d_a^2], in place of the
   pooled variance spread by q_a (docs/calculus.md, *The mask after the step under the law on each side of zero*;
-  both developed, neither better there)."""
+  neither better there; split_mask passed its judged rule)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
