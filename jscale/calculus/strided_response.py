@@ -54,7 +54,8 @@ flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at wi
 cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
 draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
 its rule on keys 2^20 + 180000, no gain on development; the transfer check passes it) and the step law's rest per
-token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with fewer rows than the batch's tokens.
+token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with
+fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
