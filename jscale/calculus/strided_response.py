@@ -52,7 +52,10 @@ adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logi
 flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
 flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); SGD's flip
 cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
-draw_spread (seventeenth session); not modelled: a shared W with fewer rows than the batch's tokens.
+draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
+its rule on keys 2^20 + 180000, no gain on development; the transfer check passes it) and the step law's rest per
+token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with
+fewer rows than the batch's tokens.
 """
 from __future__ import annotations
 
@@ -107,6 +110,12 @@ def triple_sum(theta: np.ndarray, s: np.ndarray, gam: np.ndarray) -> float:
   first = 2 * float(np.sum(theta * (0.0625 + s) * m.T))
   second = float(np.sum(theta * ((s * gam) @ theta.T).T))
   return first + second
+
+
+def triple_rows(theta: np.ndarray, s: np.ndarray, gam: np.ndarray) -> np.ndarray:
+  """(T,) `triple_sum`'s terms per token a, before the sum over a: token a's own E[m_a d_a^2] up to 1 / B^2."""
+  m = gam @ theta.T
+  return 2 * np.sum(theta * (0.0625 + s) * m.T, 1) + np.sum(theta * ((s * gam) @ theta.T).T, 1)
 
 
 def triple_forms(x: np.ndarray, y: np.ndarray, s: np.ndarray, gam: np.ndarray) -> tuple[float, float, float]:
@@ -271,7 +280,8 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
                samples: int = ur.LOGIT_SAMPLES, seed: int = 0, second_order: bool = True,
                own_activation: bool = True, bias_lr=0.0, incoherent_carry: bool = False,
                flip_carry: bool = False, flip_net: bool = False, sign_mean: bool = False,
-               flip_rescale: bool = False, flip_pairs: bool = False, state_split: bool = False) -> ur.Response:
+               flip_rescale: bool = False, flip_pairs: bool = False, state_split: bool = False,
+               token_law: bool = False, split_mask: bool = False) -> ur.Response:
   """`update_response.first_step` for the strided conv stack `stack` (per weight layer the expected E[W^2]
   w_sq and the learning rate lr, the global rate times its multiplier): the predicted E[h^2] per entry of
   every layer output (hidden post-ReLU, then the logits) before and after one step of `optimizer` ("sgd" or
@@ -282,7 +292,8 @@ def first_step(x, labels, stack: su.Stack, w_sq: Sequence[float], lr: Sequence[f
                      second_order=second_order, own_activation=own_activation,
                      incoherent_carry=incoherent_carry, flip_carry=flip_carry, flip_net=flip_net,
                      sign_mean=sign_mean, flip_rescale=flip_rescale, flip_pairs=flip_pairs,
-                     state_split=state_split)[0]
+                     state_split=state_split, token_law=token_law,
+                     split_mask=split_mask)[0]
 
 
 def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Sequence[tuple], *,
@@ -290,7 +301,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 own_activation: bool = True, incoherent_carry: bool = False, flip_carry: bool = False,
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
-                spread_per_layer: bool = True, spread_nodes: int = 3) -> list:
+                spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
+                split_mask: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -319,7 +331,12 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   prediction less the same without any flip option) taken over the draws' own scale: each layer's step scaled by
   its lambda_l over the draws' log-gains (`spread_axes`, per layer or, spread_per_layer=False, one axis), every
   layer's E[h^2] weighed by its own c_m^2, in place of the cost at the mean draw (`spread_nodes` Gauss-Hermite nodes
-  per axis; docs/calculus.md, *The flip cost over the draws' own scale*)."""
+  per axis; docs/calculus.md, *The flip cost over the draws' own scale*). split_mask (seventeenth session; with
+  flip_pairs and state_split, SGD settings only): the coherent carry's mask after the step under `_split_law`'s two
+  laws (`split_mask`) in place of `after_mask`'s one law. token_law (seventeenth session): each hidden layer's
+  step law (l > 0) with its rest's variance per token from that token's own predicted E[m_a d_a^2], in place of the
+  pooled variance spread by q_a (docs/calculus.md, *The mask after the step under the law on each side of zero*;
+  neither better there; split_mask passed its judged rule)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -351,7 +368,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     def step(lr, o, b, scale=None, on=True):
       scale = np.ones(len(widths)) if scale is None else scale
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
-                   incoherent_carry, *(flips if on else (False,) * len(flips)))
+                   incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
+                   split_mask_=split_mask and on)
     out = [step(np.asarray(lr), o, np.asarray(b)) for lr, o, b in rows]
     if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
       axes = spread_axes(st.k, stack, spread_per_layer)
@@ -466,7 +484,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
-          flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False) -> ur.Response:
+          flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
+          token_law: bool = False, split_mask_: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -537,6 +556,9 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
         tri += (2 * eta[0] * eta_b[0] * first_layer(optimizer, "xb",
                                                     lambda: triple_pair_ones(inputs[0], s_tab[0], grad_k[0]))
                 + eta_b[0] ** 2 * first_layer(optimizer, "bb", lambda: triple_pair_ones(None, s_tab[0], grad_k[0])))
+    elif token_law and not top:
+      tri_tok = triple_rows(theta[l], s_tab[l], grad_k[l])
+      tri = float(np.sum(tri_tok))
     else:
       tri = triple_sum(theta[l], s_tab[l], grad_k[l])
     if incoherent_carry:
@@ -548,23 +570,40 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       change[l] = (tri / B ** 2 + own_sq) / (T * widths[l]) + (own_noise[l] + inc) / widths[l]
     else:
       change[l] = (tri / B ** 2 + own_sq + noise[l] * T) / (T * widths[l])
+    tok = token_law and not top and l > 0
+    if tok:   # token a's own E[m_a d_a^2]: its triple-sum row and own part; the rest (carries, noise) shared by q_a
+      q_tok = np.diag(k.y[l])
+      own_tok = np.repeat(2 * below * beta + below ** 2, T // B) * np.diag(k_h)
+      share = _ratio(q_tok, np.full_like(q_tok, float(np.mean(q_tok))))
+      change_tok = ((tri_tok / B ** 2 + own_tok) / widths[l]
+                    + (change[l] - (tri / B ** 2 + own_sq) / (T * widths[l])) * share)
+    law = change_tok if tok else change[l]
+    net_off = None
     if flip_net and not top and state_split and optimizer == "sgd":
       # E[(1 - m_a) d_a^2]: the triple sum with a's mask off, P(s, t) - P(a, s, t), from sum_a (Theta back Theta^T)_aa
       if l == 0:   # Theta_0 = eta_0 X_0 + eta_b 1 (SGD's bias kernel is all ones): once per optimizer
         fxx = first_layer(optimizer, "fxx", lambda: float(np.sum((inputs[0] @ back[0]) * inputs[0])))
         full = (eta[0] ** 2 * fxx + 2 * eta[0] * eta_b[0] * float(inputs[0].sum(0) @ back[0].sum(0))
                 + eta_b[0] ** 2 * T * float(back[0].sum()))
+      elif tok:
+        full_tok = np.sum((theta[l] @ back[l]) * theta[l], 1)
+        full = float(np.sum(full_tok))
       else:
         full = float(np.sum((theta[l] @ back[l]) * theta[l]))
-      net[l] = split_net(k.y[l], theta_h, w, below, change[l], (full - tri) / B ** 2 / (T * widths[l])
-                         + (inc / widths[l] if incoherent_carry else 0.0), widths[l], B)
+      inc_off = inc / widths[l] if incoherent_carry else 0.0
+      off = ((full_tok - tri_tok) / B ** 2 / widths[l] + inc_off * share if tok
+             else (full - tri) / B ** 2 / (T * widths[l]) + inc_off)
+      net[l] = split_net(k.y[l], theta_h, w, below, law, off, widths[l], B)
+      net_off = off
     elif flip_net and not top:
-      net[l] = mean_shift_net(k.y[l], theta_h, w, below, change[l], widths[l], B)
-    if flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
-      mask = after_mask(k.y[l], theta_h, w, below, change[l], widths[l], B)
+      net[l] = mean_shift_net(k.y[l], theta_h, w, below, law, widths[l], B)
+    if flip_pairs and not top and split_mask_ and net_off is not None:   # the mask under the law per side
+      mask = split_mask(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
+    elif flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
+      mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B)
     ra = rb = hc = 0.0
     if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
-      ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, change[l], widths[l], B)
+      ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, law, widths[l], B)
     # the change along the example's own activation, carried exactly; with flip_rescale E[h (dh + c)] / E[h^2] =
     # beta + E[h c] / E[h^2] = (1 + b) beta + a
     below = (1 + rb) * (below + beta) + ra
@@ -587,7 +626,10 @@ def _shift_law(k_y, theta_h, w, below, change, n, batch):
   # E[y_a r_a] = sum_t coef(a, t) K_y(a, t) / 2n (E[y_a relu(y_t)] = Cov / 2), over q_a
   kappa = np.maximum(np.repeat(below, T // batch) + _ratio((coef * k_y).sum(1), 2 * n * q), -0.9)
   # E[m d^2] = mu^2 / 2 + 2 mu kappa E[relu(y)] + kappa^2 q / 2 + s^2 / 2 per token; change is its token mean
-  s2 = max(2 * change - float(np.mean(mu ** 2 + 4 * mu * kappa * np.sqrt(q / (2 * np.pi)) + kappa ** 2 * q)), 0.0)
+  fit = mu ** 2 + 4 * mu * kappa * np.sqrt(q / (2 * np.pi)) + kappa ** 2 * q
+  if np.ndim(change):   # token_law: each token's own E[m d^2], its rest its own
+    return q, mu, kappa, np.maximum(2 * change - fit, 0.0)
+  s2 = max(2 * change - float(np.mean(fit)), 0.0)
   return q, mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q))))
 
 
@@ -623,7 +665,11 @@ def _split_law(k_y, theta_h, w, below, change, change_off, n, batch):
     mu = (er / 2 - sign * phi0 * ery) / det
     kappa = _ratio((ery / 2 - sign * phi0 * er) / det, sq) + S
     # E[1_side d^2] = mu^2 / 2 + 2 sign mu kappa sqrt(q) phi(0) + kappa^2 q / 2 + s2 / 2 per token, pooled
-    s2 = max(2 * e2 - float(np.mean(mu ** 2 + 4 * sign * mu * kappa * sq * phi0 + kappa ** 2 * q)), 0.0)
+    fit = mu ** 2 + 4 * sign * mu * kappa * sq * phi0 + kappa ** 2 * q
+    if np.ndim(e2):   # token_law: each token's own side moment
+      out.append((mu, kappa, np.maximum(2 * e2 - fit, 0.0)))
+      continue
+    s2 = max(2 * e2 - float(np.mean(fit)), 0.0)
     out.append((mu, kappa, s2 * _ratio(q, np.full_like(q, float(np.mean(q))))))
   return q, out[0], out[1]
 
@@ -672,6 +718,36 @@ def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.nd
   # Phi2(h, 0; rho) = Phi(h) / 2 - T(h, -rho / sqrt(1 - rho^2)) (Owen's T), P(u > 0, y > 0) with u = mu + sd Z
   out = 0.5 * ndtr(h) - owens_t(h, -rho / np.sqrt(1 - rho ** 2))
   ok = (sd[:, None] > 0) & (q[None, :] > 0)
+  return np.where(ok, out, ur.both_active(k_y))
+
+
+MASK_NODES = 16   # Gauss-Legendre nodes on each half of y_a (its standard score in [0, 6]) for `split_mask`
+
+
+def split_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change, change_off,
+               n: int, batch: int) -> np.ndarray:
+  """(T, T) P(y_a + d_a > 0, y_t > 0) of a hidden layer's units under `_split_law`'s two laws (SGD: a unit off at
+  a, mostly off where a's change comes from, moves less): `after_mask` with the step's law on each side of y_a's
+  zero. Given y_a = sqrt(q_a) z, y_t > 0 with probability Phi(rho z / sqrt(1 - rho^2)) and the step's end is
+  above zero with Phi((mu + (1 + kappa) sqrt(q_a) z) / s) (the side's law, e independent of y within it): one
+  integral over z on each half."""
+  q, on, off = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
+  sq = np.sqrt(q)
+  rho = np.clip(ur.correlation(k_y), -1 + 1e-12, 1 - 1e-12)
+  c = rho / np.sqrt(1 - rho ** 2)
+  z, wt = np.polynomial.legendre.leggauss(MASK_NODES)
+  z, wt = 3 * (z + 1), 3 * wt
+
+  def up(law, zi):   # phi(z) times P(y_a + d_a > 0 | z) on the side of z
+    mu, kappa, s2 = law
+    s, u = np.sqrt(s2), mu + (1 + kappa) * sq * zi
+    return math.exp(-zi * zi / 2) / math.sqrt(2 * math.pi) * np.where(s > 0, ndtr(_ratio(u, s)), (u > 0) * 1.0)
+  # at -z, P(y_t > 0 | z) = 1 - Phi(c z): one T x T table per node serves both halves
+  out = np.zeros_like(rho)
+  for zi, wi in zip(z, wt):
+    hi, lo = wi * up(on, zi), wi * up(off, -zi)
+    out += lo[:, None] + (hi - lo)[:, None] * ndtr(c * zi)
+  ok = q[:, None] * q[None, :] > 0
   return np.where(ok, out, ur.both_active(k_y))
 
 

@@ -504,3 +504,26 @@ def test_draw_spread_raises_sgds_flip_cost_and_is_off_by_default():
   off = sr.first_step(x, y, stack, w_sq, rows[0][0], "sgd", samples=256, incoherent_carry=True)
   assert np.all(spread[0].act1[:-1] - off.act1[:-1] < base[0].act1[:-1] - off.act1[:-1])
   assert np.array_equal(sr.first_steps(x, y, stack, w_sq, rows, samples=256, **opts)[0].act1, base[0].act1)
+
+
+def test_split_mask_is_the_pair_mask_of_the_law_on_each_side_of_zero(monkeypatch):
+  # `split_mask` (docs/calculus.md, *The mask after the step under the law on each side of zero*): P(y_a + d_a > 0,
+  # y_t > 0) with d = mu + kappa y + e drawn from the law of y_a's side, against 100000 numpy samples of that law on
+  # 6 correlated tokens (5 SE of a proportion, <= 0.008); `after_mask` under one law (the active side's) misses it.
+  rng = np.random.default_rng(7)
+  T, N = 6, 100_000
+  f = rng.standard_normal((T, 4))
+  k_y = f @ f.T
+  q = np.diag(k_y)
+  on = (rng.normal(-0.3, 0.2, T), rng.normal(-0.2, 0.1, T), rng.uniform(0.5, 1.0, T) * q)
+  off = (rng.normal(0.1, 0.1, T), rng.normal(-0.1, 0.1, T), rng.uniform(0.05, 0.2, T) * q)
+  monkeypatch.setattr(sr, "_split_law", lambda *a: (q, on, off))
+  monkeypatch.setattr(sr, "_shift_law", lambda *a: (q, *on))
+  got = sr.split_mask(k_y, None, None, None, None, None, 1, T)
+  y = rng.standard_normal((N, 4)) @ f.T
+  e = rng.standard_normal((N, T))
+  d = np.where(y > 0, on[0] + on[1] * y + np.sqrt(on[2]) * e, off[0] + off[1] * y + np.sqrt(off[2]) * e)
+  mc = ((y + d > 0).astype(np.float64).T @ (y > 0)) / N
+  tol = 5 * np.sqrt(mc * (1 - mc) / N) + 1e-4
+  np.testing.assert_array_less(np.abs(got - mc), tol)
+  assert np.max(np.abs(sr.after_mask(k_y, None, None, None, None, 1, T) - mc) / tol) > 3
