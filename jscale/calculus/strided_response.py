@@ -47,13 +47,13 @@ scaled by the share of its active units that the step keeps on, `flip_share`) an
 own flip term under the step's mean shift, `mean_shift_net`); Adam's sign of the own component's non-zero mean
 given the unit only as the option sign_mean (`adam_inputs`' w_tok); the flips' rest carried up as rescales of h
 and dh only as the option flip_rescale (`flip_rescale`; judged and not adopted: it overshoots large steps); the
-coherent carry's mask after the step per token pair only as the option flip_pairs (`after_mask`; judged and not
-adopted: right for Adam's sign steps and the growth regime, the LeNet's SGD logits keep a flip cost beyond it); SGD's
-flip term under the step's law fitted on each side of zero only as the option state_split (`split_net`; judged with
-flip_pairs and not adopted: every width-512 LeNet entry inside, the logits at widths 32 and 128 not); SGD's flip
+coherent carry's mask after the step per token pair as the option flip_pairs (`after_mask`) and SGD's flip term
+under the step's law fitted on each side of zero as the option state_split (`split_net`): judged together on three
+key sets, adopted by the transfer check on the third (seventeenth session; every width-512 LeNet entry inside, the
+width-128 logits keep a flip cost beyond the mask); SGD's flip
 cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
 draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
-its rule on keys 2^20 + 180000, no gain on development; the transfer check passes it) and the step law's rest per
+its rule on keys 2^20 + 180000, no gain on development; the transfer check does not pass it) and the step law's rest per
 token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with
 fewer rows than the batch's tokens.
 """

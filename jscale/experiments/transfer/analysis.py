@@ -155,10 +155,11 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   `flip_rescale` (fourteenth session). `draw_spread` (seventeenth: SGD's flip cost over the draws' own scale)
   passed its rule with both (the LeNet 78 -> 81 of 90 on keys 2^20 + 160000) and is not passed here: it costs
   3-5x this whole check inside the main job's 3-minute transfer grid, and the term alone took one entry away
-  (*The flip cost over the draws' own scale*). Since the seventeenth session (helper lw) also `split_mask` (the
+  (*The flip cost over the draws' own scale*). `split_mask` (seventeenth session, helper lw) (the
   carry's after-step mask under SGD's law per side of zero; *The mask after the step under the law on each side of
-  zero*): judged once on 2^20 + 180000 (the LeNet 83 -> 85 of 90, the MLP 54 -> 54, 1.2x this check's CPU time), no
-  gain on the nine development key sets (745 -> 745 of 810, MLP 482 -> 480 of 486).
+  zero*): passed its rule on 2^20 + 180000 (the LeNet 83 -> 85 of 90, the MLP 54 -> 54, 1.2x this check's CPU
+  time) and is not passed here: no gain on the nine development key sets (745 -> 745 of 810, MLP 482 -> 480 of
+  486, known before the judgement), and the judged gain is one prediction counted twice at about one SE.
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
@@ -168,6 +169,6 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   for w_sq, rows in groups.items():
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
-                                       state_split=True, split_mask=True)
+                                       state_split=True)
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
