@@ -247,17 +247,23 @@ def normalised_rows(pred, b, rows):
 
 
 def _attention_mean(pred, b):
-  """The mean weights (uniform over the unmasked keys) times the values' mean: the attention product's
-  equation and the transposes after it evaluated on them."""
+  """The mean weights (attention_own's model's mean over the batch with MEAN_WEIGHTS, else uniform over the unmasked
+  keys) times the values' mean: the attention product's equation and the transposes after it evaluated on them."""
   mv = pred.mean.get(b.info["v"])
   if mv is None:
     return None
   v_aval = pred.g.avals[b.info["v"]]
-  o = uniform_attention(pred, b, np.broadcast_to(np.asarray(mv, v_aval.dtype), v_aval.shape))
+  o = uniform_attention(pred, b, np.broadcast_to(np.asarray(mv, v_aval.dtype), v_aval.shape), own_weights(pred, b))
   return o[0] if o is not None and np.shape(o)[0] == pred.g.avals[b.info["p"]].shape[0] else None
 
 
-def uniform_attention(pred, b, v: np.ndarray) -> np.ndarray | None:
+def own_weights(pred, b):
+  """The attention_own model's mean weights over the batch at this block (attention_own.MEAN_WEIGHTS), or None."""
+  w = getattr(pred, "mean_weights", {}).get(b.info.get("p"))
+  return w if w is not None and b.info["mask"] is None and np.shape(w) == pred.g.avals[b.info["p"]].shape[1:] else None
+
+
+def uniform_attention(pred, b, v: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
   """The attention block's output (float64, the batch's shape) for the weights uniform over the unmasked keys and
   the values v (the values' full shape): the attention product's equation and the transposes after it bound on
   the host, or None where the block's equations cannot be evaluated so. Linear in v: the mean (_attention_mean)
@@ -271,6 +277,8 @@ def uniform_attention(pred, b, v: np.ndarray) -> np.ndarray | None:
   mask = info["mask"]
   w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
   w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
+  if weights is not None:   # (heads, T, T) mean weights, the same for every example (attention_own.MEAN_WEIGHTS)
+    w = np.broadcast_to(weights, shape)
   env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.asarray(v, g.avals[info["v"]].dtype)}
   for k in sorted(i for i in b.eqns if i >= n):
     e = g.eqns[k]

@@ -105,6 +105,7 @@ class Propagation:
     # the tokens' own covariance (token_carry.py), beside the mean; Predictor keeps it only where a
     # self-attention reads it
     self.tok = {} if x_tok is None or not self.mean else {graph.x_id: np.asarray(x_tok, np.float64)}
+    self.mean_weights = {}   # attention weights' id -> attention_own's mean weights (attention_own.MEAN_WEIGHTS)
     # the batch's own examples' deviations from the batch mean, carried as rows of their own through the same
     # linear maps and the attention's uniform average (token_carry.EXAMPLES, read by attention_own.DIRECT)
     self.tok_ex = ({graph.x_id: x_tok_ex} if self.tok and x_tok_ex is not None and token_carry.EXAMPLES else {})

@@ -171,3 +171,39 @@ def test_direct_tokens_follow_the_network():
           assert cos > 0.8, (s, l, cos)
   rms = {k: math.sqrt(np.mean(np.square(v))) for k, v in errs.items()}
   assert rms[True] < 0.07 and rms[False] > 0.07, rms
+
+
+@pytest.mark.slow
+def test_mean_weights_carry_the_stream_mean():
+  """attention_own.MEAN_WEIGHTS: the carried batch mean of the residual stream at the final LayerNorm's input
+  (draw_mean.condition's m, found by the stream's predicted E[y^2]) against the network's own batch mean, on dev
+  draws 2816-2817 of docs/calculus.md "The stream's batch mean at the attention's mean weights" (width 32, 2 heads,
+  depth 4, batch 128): log of the mean square, carried over the network's. [measured when written] -0.142 and
+  -0.107 with uniform weights, -0.063 and -0.052 with the mean weights; tolerance 0.09 on both sides (the uniform
+  weights fail it; ~0.03 from each measured value, the size of the per-draw spread of the rest of the error)."""
+  from jscale import models
+  from jscale.calculus import draw_mean, inspect
+  from jscale.models import transformer as tf
+  w, h, depth, B = 32, 2, 4, 128
+  cfg = models.TransformerConfig(width=w, heads=h, depth=depth)
+  errs = {False: [], True: []}
+  for s in (2816, 2817):
+    params = models.init_transformer(jax.random.PRNGKey(s), cfg, "lecun_normal")
+    x = tf.random_tokens(jax.random.PRNGKey(s + 1000), B, cfg)
+    out = lambda p_, x_: models.apply_transformer(p_, x_, cfg)
+    hh = np.asarray(x @ params["embed"]["tokens"] + params["embed"]["positions"], np.float64)
+    for l in range(depth):
+      p = params[f"block{l}"]
+      hh = hh + np.asarray(tf.attention(p["attn"], tf.layer_norm(p["ln1"], hh), False), np.float64)
+      hh = hh + np.asarray(tf.mlp_block(p["mlp"], tf.layer_norm(p["ln2"], hh)), np.float64)
+    m_net = hh.mean(0)
+    for on in (False, True):
+      seen, cond = [], draw_mean.condition
+      with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention_own, "MEAN_WEIGHTS", on)
+        mp.setattr(draw_mean, "condition", lambda sig, m, *a: seen.append((cond(sig, m, *a), m)) or seen[-1][0])
+        d = inspect(out, params, x, key=jax.random.PRNGKey(s + 2000)).to_dict()
+      top = [a["y_sq_pred"] for a in d["activations"] if a["kind"] == "layer_norm"][-1]
+      m = [m for sig, m in seen if m is not None and sig.sq is not None and abs(sig.sq - top) < 1e-9 * top][-1]
+      errs[on].append(math.log(np.mean(np.square(m)) / np.mean(m_net ** 2)))
+  assert all(abs(e) < 0.09 for e in errs[True]) and all(abs(e) > 0.09 for e in errs[False]), errs
