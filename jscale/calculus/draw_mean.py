@@ -264,10 +264,11 @@ def own_weights(pred, b):
 
 
 def uniform_attention(pred, b, v: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
-  """The attention block's output (float64, the batch's shape) for the weights uniform over the unmasked keys and
-  the values v (the values' full shape): the attention product's equation and the transposes after it bound on
-  the host, or None where the block's equations cannot be evaluated so. Linear in v: the mean (_attention_mean)
-  and each example's rows (token_carry.examples_attention) go through the same equations."""
+  """The attention block's output (float64, the batch's shape) for the weights uniform over the unmasked keys (or
+  `weights`, (heads, T, T) the same for every example: `own_weights`) and the values v (the values' full shape):
+  the attention product's equation and the transposes after it bound on the host, or None where the block's
+  equations cannot be evaluated so. Linear in v: the mean (_attention_mean) and each example's rows
+  (token_carry.examples_attention) go through the same equations."""
   info = b.info
   n, p = info.get("dot"), info.get("p")
   if n is None:

@@ -159,9 +159,7 @@ def examples_attention(pred, b, tok: dict):
   rows = tok.get(b.info["v"])
   if rows is None or b.info["mask"] is not None or np.shape(rows) != pred.g.avals[b.info["v"]].shape:
     return None
-  from jscale.calculus import attention_own
-  w = draw_mean.own_weights(pred, b) if attention_own.MEAN_WEIGHTS == "examples" else None
-  return draw_mean.uniform_attention(pred, b, rows, w)
+  return draw_mean.uniform_attention(pred, b, rows)
 
 
 def activation_points(phi, m: np.ndarray, sq: float, F: np.ndarray, w: np.ndarray) -> np.ndarray:
