@@ -45,10 +45,10 @@ EXAMPLES = 4   # model examples per example of the batch (the carried gradients 
 DIRECT = True
 # the values' position factor from this model too (E[dV^2] stays the Gaussian model's)
 PF_V = True
-# The batch mean of the attention's output at this model's mean
-# weights over the batch instead of uniform ones (draw_mean._attention_mean; issue 21, seventeenth session, tf): the
-# position embeddings give the logits a part common to all examples, so the batch's mean weights are not uniform
-# and the mean output keeps more of the values' position-varying mean. Judged once on fresh draws 2888-2903 and
+# The batch mean of the attention's output at this model's mean weights over the batch instead of uniform ones
+# (draw_mean._attention_mean; issue 21, seventeenth session, tf): the position embeddings give the logits a part
+# common to all examples, so the batch's mean weights are not uniform and the mean output keeps more of the values'
+# position-varying mean. Judged once on fresh draws 2888-2903 and
 # adopted (backward misses 165 -> 130 of 2128); False reproduces the sixteenth session's inspect.
 MEAN_WEIGHTS = True
 

@@ -276,10 +276,11 @@ def uniform_attention(pred, b, v: np.ndarray, weights: np.ndarray | None = None)
   g = pred.g
   shape = g.avals[p].shape
   mask = info["mask"]
-  w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
-  w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
   if weights is not None:   # (heads, T, T) mean weights, the same for every example (attention_own.MEAN_WEIGHTS)
     w = np.broadcast_to(weights, shape)
+  else:
+    w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
+    w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
   env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.asarray(v, g.avals[info["v"]].dtype)}
   for k in sorted(i for i in b.eqns if i >= n):
     e = g.eqns[k]
@@ -292,25 +293,4 @@ def uniform_attention(pred, b, v: np.ndarray, weights: np.ndarray | None = None)
     env.update(zip(e.outs, outs))
     if info["out"] in env:
       return np.asarray(env[info["out"]], np.float64)
-  return None
-  g = pred.g
-  shape = g.avals[p].shape
-  mask = info["mask"]
-  w = np.ones(shape[-2:]) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape)
-  w = np.broadcast_to(w / np.maximum(w.sum(axis=-1, keepdims=True), 1), shape)
-  env = {p: np.asarray(w, g.avals[p].dtype), info["v"]: np.broadcast_to(np.asarray(mv, g.avals[info["v"]].dtype),
-                                                                       g.avals[info["v"]].shape)}
-  B = shape[0]
-  for k in sorted(i for i in b.eqns if i >= n):
-    e = g.eqns[k]
-    if not all(isinstance(a, Lit) or a in env for a in e.ins):
-      continue
-    try:
-      outs = bind_eqn(e, [a.val if isinstance(a, Lit) else env[a] for a in e.ins])
-    except Exception:  # noqa: BLE001
-      return None
-    env.update(zip(e.outs, outs))
-    if info["out"] in env:
-      o = env[info["out"]]
-      return np.asarray(o, np.float64)[0] if np.shape(o)[0] == B else None
   return None
