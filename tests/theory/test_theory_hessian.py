@@ -38,11 +38,13 @@ def _problem(kind, widths=(5, 7, 6, 4), batch=6, seed=0, activation="relu"):
 
 
 def _shapes_only(kind, widths=(5, 7, 6, 4), batch=6):
-  """`_problem`'s shapes (float32: outside float64) as zeros, for the refusals, which read shapes only: drawing
-  the problem there compiled a float32 set of random programs (~1 s of the file)."""
-  p, x, t, _ = jax.eval_shape(lambda: _draws(kind, widths, batch, jax.random.PRNGKey(0)))
-  zeros = lambda s: np.zeros(s.shape, s.dtype)   # noqa: E731  (numpy: jnp.zeros compiles a program per shape)
-  return jax.tree.map(zeros, p), zeros(x), zeros(t), np.zeros((widths[-1], widths[-1]), x.dtype)
+  """`_problem`'s shapes as float32 zeros, for the refusals, which read shapes only: drawing the problem there
+  compiled a float32 set of random programs (~1 s of the file). The shapes are read inside float64, where
+  `_draws`'s float64 request is honoured: outside it JAX warned that float64 was truncated to float32."""
+  with jax.enable_x64(True):
+    p, x, t, _ = jax.eval_shape(lambda: _draws(kind, widths, batch, jax.random.PRNGKey(0)))
+  zeros = lambda s: np.zeros(s.shape, np.float32)   # noqa: E731  (numpy: jnp.zeros compiles a program per shape)
+  return jax.tree.map(zeros, p), zeros(x), zeros(t), np.zeros((widths[-1], widths[-1]), np.float32)
 
 
 @functools.lru_cache(maxsize=None)
