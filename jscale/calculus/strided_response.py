@@ -54,7 +54,8 @@ width-128 logits keep a flip cost beyond the mask); SGD's flip
 cost over the draws' own scale (each layer's gain over draws from its unit count, `spread_axes`) only as the option
 draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
 its rule on keys 2^20 + 180000, no gain on development; the transfer check does not pass it) and the step law's rest per
-token only as the option token_law (seventeenth session, dropped on development); not modelled: a shared W with
+token only as the option token_law (seventeenth session, dropped on development); the incoherent carry with
+the flipped change's own square only as the option carry_square (eighteenth session); not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -302,7 +303,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
-                split_mask: bool = False) -> list:
+                split_mask: bool = False, carry_square: Sequence[str] = ()) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -336,7 +337,11 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   laws (`split_mask`) in place of `after_mask`'s one law. token_law (seventeenth session): each hidden layer's
   step law (l > 0) with its rest's variance per token from that token's own predicted E[m_a d_a^2], in place of the
   pooled variance spread by q_a (docs/calculus.md, *The mask after the step under the law on each side of zero*;
-  neither better there; split_mask passed its judged rule)."""
+  neither better there; split_mask passed its judged rule). carry_square (eighteenth session; the optimizers it
+  applies to, e.g. ("adam",); with incoherent_carry and flip_net): the incoherent carry of each hidden layer takes
+  the square of its flipped change, E|relu(y + d) - relu(y)|^2 = change + net - 2 E[h c] (`square_hc`), in place of
+  change + net (net, the unit's own flip term, holds 2 E[h c], which is no square; docs/calculus.md, *The incoherent
+  carry's square after the flips*)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -369,7 +374,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       scale = np.ones(len(widths)) if scale is None else scale
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
-                   split_mask_=split_mask and on)
+                   split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else ())
     out = [step(np.asarray(lr), o, np.asarray(b)) for lr, o, b in rows]
     if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
       axes = spread_axes(st.k, stack, spread_per_layer)
@@ -485,7 +490,7 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
           flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
-          token_law: bool = False, split_mask_: bool = False) -> ur.Response:
+          token_law: bool = False, split_mask_: bool = False, carry_square: tuple = ()) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -602,6 +607,9 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     elif flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
       mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B)
     ra = rb = hc = 0.0
+    if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:
+      # the incoherent carry's square is |m d + c|^2 = change + net - 2 E[h c] (net counts 2 E[h c], no square)
+      hc = square_hc(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
     if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
       ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, law, widths[l], B)
     # the change along the example's own activation, carried exactly; with flip_rescale E[h (dh + c)] / E[h^2] =
@@ -684,6 +692,19 @@ def split_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.nda
   `_split_law`'s two laws."""
   q, on, off = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
   return float(np.mean(relu_flips.half_net(q, on, off)))
+
+
+def square_hc(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change, change_off,
+              n: int, batch: int) -> float:
+  """A hidden layer's per-entry E[h c] (h = relu(y), c = relu(y + d) - h - m d the flip rest) under the step's law:
+  `_split_law`'s active side where change_off is given (only units on at the token give c along h), else
+  `_shift_law`'s one law (`relu_flips.shift_regression`)."""
+  if change_off is None:
+    law = _shift_law(k_y, theta_h, w, below, change, n, batch)
+  else:
+    q, on, _ = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
+    law = (q,) + tuple(on)
+  return float(np.mean(relu_flips.shift_regression(*law)[0]))
 
 
 def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,

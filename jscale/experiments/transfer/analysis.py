@@ -160,6 +160,10 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   zero*): passed its rule on 2^20 + 180000 (the LeNet 83 -> 85 of 90, the MLP 54 -> 54, 1.2x this check's CPU
   time) and is not passed here: no gain on the nine development key sets (745 -> 745 of 810, MLP 482 -> 480 of
   486, known before the judgement), and the judged gain is one prediction counted twice at about one SE.
+  `carry_square=("adam",)` (eighteenth session, helper lg: the incoherent carry with the flipped change's own
+  square, change + net - 2E[hc]; *The incoherent carry's square after the flips*) failed its rule on 2^20 + 190000:
+  the LeNet 82 -> 85 of 90 but the MLP 53 -> 52 (its 512 standard Adam logits); every width-128 Adam logit comes
+  inside with it, and the width-512 standard Adam entries go out (a compensation there, located, not modelled).
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
