@@ -98,8 +98,8 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s,
   program (`response.per_draw_program`), or None to build it."""
   key = jax.random.key(PROBE_SEED)
   # the first draw cut on the host (eager indexing compiled two programs per leaf shape), put back by
-  # `jax.device_put`: `jnp.asarray` of a host array compiled a `stage` program per leaf shape (40 of the full
-  # grid's 106 programs, the same bits)
+  # `jax.device_put`: `jnp.asarray` of a host array compiled a `stage` program per new shape (with the response's
+  # and the coordinate check's multipliers, 36 of the full grid's 114 programs; the same bits)
   params = jax.tree.map(lambda v: jax.device_put(np.asarray(v)[0]), p0s)
   base_shapes = [tuple(l.shape) for l in jax.tree.leaves(jax.eval_shape(lambda k: base.draw(k, "he_normal"), key))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
