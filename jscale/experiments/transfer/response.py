@@ -54,7 +54,8 @@ def per_draw(net, pres: dict, x, y, p0s, rules, optimizers=("sgd", "adam"),
   `per_draw_program(net, x, y, optimizers)` compiled (run.experiment compiles it ahead), or None to build it."""
   run = per_draw_program(net, x, y, optimizers) if program is None else program
   pick = lambda k: np.asarray([[pres[r, o][k] for r in rules] for o in optimizers], np.float32)  # noqa: E731
-  out = jax.device_get(run(p0s, jnp.asarray(pick(1)), jnp.asarray(pick(2)), jnp.asarray(pick(3))))
+  # `jax.device_put`, not `jnp.asarray` (which compiled a program per shape): the same float32 arrays
+  out = jax.device_get(run(p0s, jax.device_put(pick(1)), jax.device_put(pick(2)), jax.device_put(pick(3))))
   h = np.stack([np.asarray(a, np.float64) for a, _ in out], 1)    # (rule, opt, draw, L)
   d = np.stack([np.asarray(b, np.float64) for _, b in out], 1)
   return h, d

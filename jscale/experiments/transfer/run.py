@@ -97,15 +97,17 @@ def prescriptions(net: models.Model, base: models.Model, x, y, p0s,
   the response is linear in a common factor of the multipliers). `response_program`: the response's compiled
   program (`response.per_draw_program`), or None to build it."""
   key = jax.random.key(PROBE_SEED)
-  # the first draw cut on the host (eager indexing compiled two programs per leaf shape)
-  params = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[0]), p0s)
+  # the first draw cut on the host (eager indexing compiled two programs per leaf shape), put back by
+  # `jax.device_put`: `jnp.asarray` of a host array compiled a `stage` program per new shape (with the response's
+  # and the coordinate check's multipliers, 36 of the full grid's 114 programs; the same bits)
+  params = jax.tree.map(lambda v: jax.device_put(np.asarray(v)[0]), p0s)
   base_shapes = [tuple(l.shape) for l in jax.tree.leaves(jax.eval_shape(lambda k: base.draw(k, "he_normal"), key))]
   apply = lambda p, x_: net.forward(p, x_)[0]   # noqa: E731
   loss = lambda out: optax.softmax_cross_entropy_with_integer_labels(out, y)   # noqa: E731 (per example)
   sp = calculus.inspect(apply, params, x, loss=loss, groups=np.asarray(y))
   mup_init = calculus.from_inspection(sp, rule="mup", base_shapes=base_shapes).init_multipliers(params)
   # on the host: eager `p * m` compiled a program per leaf shape (the same float32 product either way)
-  mup_params = jax.tree.map(lambda p, m: p if m is None else jnp.asarray(np.asarray(p) * np.float32(m)),
+  mup_params = jax.tree.map(lambda p, m: p if m is None else jax.device_put(np.asarray(p) * np.float32(m)),
                             params, mup_init)
   mu = calculus.inspect(apply, mup_params, x, loss=loss, groups=np.asarray(y))
   out = {}
@@ -217,9 +219,10 @@ def coordinate_check(net: models.Model, pres: dict, x, y, lr_of: dict, k: int, d
   assert OPTIMIZERS == ("sgd", "adam")
   pick = lambda f: np.asarray([[f(rule, opt) for rule in PARAMETRIZATIONS] for opt in OPTIMIZERS])  # noqa: E731
   # dispatched, not awaited: the calculus's predictions below (numpy) run while the measured steps compute
-  measured = run(p0s, jnp.asarray(pick(lambda r, o: pres[r, o][1]), jnp.float32),
-                 jnp.asarray(pick(lambda r, o: pres[r, o][2]), jnp.float32),
-                 jnp.asarray(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]), jnp.float32))
+  # (float32 on the host and `jax.device_put`: `jnp.asarray` compiled a program per shape)
+  measured = run(p0s, jax.device_put(pick(lambda r, o: pres[r, o][1]).astype(np.float32)),
+                 jax.device_put(pick(lambda r, o: pres[r, o][2]).astype(np.float32)),
+                 jax.device_put(pick(lambda r, o: lr_of[r, o] * pres[r, o][3]).astype(np.float32)))
   R, O, L = len(PARAMETRIZATIONS), len(OPTIMIZERS), net.n_layers
   he = initializers.get("he_normal")
   w_exp = np.array([he.second_moment(tuple(w.shape[1:])) for w in net.kernels(p0s)])   # expected E[W^2]
@@ -275,10 +278,19 @@ def draws_at(table, model: str, width: int) -> int:
 def train_program(net: models.Model, epochs: int, batch_size: int):
   """The jitted training of `net` vmapped over configurations (keys, `HParams` stacked; the data shared): one
   program for both optimizers (`optim.choose`, the optimizer traced like the learning rate; per (model, width)
-  it compiled two programs of nearly the same size)."""
+  it compiled two programs of nearly the same size). It returns (train_loss, diverged) per configuration and
+  epoch, the only metrics the experiment keeps: the rest (accuracy, gradient norm's metric, saturation, G) left
+  out of the program's outputs, XLA drops their arithmetic (the LeNet at width 32: ~17% less compile and ~10%
+  less compute; the kept two bit for bit)."""
   spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=OPTIMIZERS, epochs=epochs,
                              batch_size=batch_size)
-  return jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))
+  train = train_lib.make_train(spec)
+
+  def kept(key, hp, data):
+    m = train(key, hp, data)
+    return m.train_loss, m.diverged
+
+  return jax.jit(jax.vmap(kept, in_axes=(0, 0, None)))
 
 
 def train_hparams(rows, lrs: np.ndarray, pres: dict) -> train_lib.HParams:
@@ -384,10 +396,10 @@ def experiment(exp_dir: str, *, widths: Sequence[int], models_: Sequence[str] = 
         train = ahead.take(("train", model, width))
         parts = [jax.device_get(train(part(cfg_keys, q), jax.tree.map(lambda v: part(v, q), hp), data))
                  for q in range(n)]
-        m = jax.tree.map(lambda *v: np.concatenate(v), *parts)
+        train_loss, div = (np.concatenate(v) for v in zip(*parts))
         seconds["training"] += time.perf_counter() - t0
-        loss[a, b] = np.asarray(m.train_loss[:, -1], np.float64).reshape(O, R, K, S)
-        diverged[a, b] = np.asarray(m.diverged[:, -1]).reshape(O, R, K, S)
+        loss[a, b] = np.asarray(train_loss[:, -1], np.float64).reshape(O, R, K, S)
+        diverged[a, b] = np.asarray(div[:, -1]).reshape(O, R, K, S)
         for c, opt in enumerate(OPTIMIZERS):
           for i, rule in enumerate(PARAMETRIZATIONS):
             step_size[a, b, c, i] = pres[rule, opt][0].step_size() or np.nan

@@ -120,3 +120,37 @@ def test_judge_seeds_136_is_fresh():
   seen = {s for g in exp.grids if g != "judge_seeds_136" for s in exp.grid(g)["seeds"]}
   assert len(j["seeds"]) >= 24 and min(j["seeds"]) >= 136 and set(j["seeds"]).isdisjoint(seen)
   assert j["widths"] == (32, 128, 512)
+
+
+@pytest.mark.slow
+def test_training_program_keeps_the_engines_loss_and_divergence_bit_for_bit():
+  """run.train_program returns only (train_loss, diverged): the engine's other metrics left out, XLA drops their
+  arithmetic (less compile and compute); the two kept are the full program's bit for bit, a diverging rate
+  included."""
+  import itertools
+
+  import jax
+  import jax.numpy as jnp
+
+  from jscale import datasets, models, train as train_lib
+  from jscale.experiments.transfer import config, run
+  ds = datasets.get("digits", seed=0, standardize=True)
+  data = datasets.Data(jnp.asarray(ds.x_train[:64]), jnp.asarray(ds.y_train[:64], jnp.int32), jnp.zeros((0, 64)),
+                       jnp.zeros((0,), jnp.int32))
+  net = models.mlp((64, 8, 8, 10))
+  octs = np.array([-2, 60])   # the second diverges (its parameters overflow)
+  lrs = np.array([[config.LR_CENTERS[f"{r}/{o}"] * 2.0 ** octs for r in run.PARAMETRIZATIONS]
+                  for o in run.OPTIMIZERS])
+  rows = [(c, i, k, 0) for c in range(2) for i in (0, 2) for k in range(2)]
+  rng = np.random.default_rng(0)
+  pres = {key: (None, rng.uniform(0.5, 2, 3).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32), 1.0)
+          for key in itertools.product(run.PARAMETRIZATIONS, run.OPTIMIZERS)}
+  keys = jax.vmap(jax.random.key)(jnp.arange(len(rows)))
+  hp = run.train_hparams(rows, lrs, pres)
+  loss, diverged = run.train_program(net, 1, 32)(keys, hp, data)
+  spec = train_lib.TrainSpec(model=net, kernel_inits=("he_normal",), optimizer=run.OPTIMIZERS, epochs=1,
+                             batch_size=32)
+  full = jax.jit(jax.vmap(train_lib.make_train(spec), in_axes=(0, 0, None)))(keys, hp, data)
+  np.testing.assert_array_equal(np.asarray(loss), np.asarray(full.train_loss))
+  np.testing.assert_array_equal(np.asarray(diverged), np.asarray(full.diverged))
+  assert np.asarray(diverged).any() and not np.asarray(diverged).all()
