@@ -234,13 +234,33 @@ def identify(phi: Callable) -> str | None:
 _IDENTIFY_GRID = np.linspace(-6.0, 6.0, 97)
 
 
+def _erf(y):
+  return np.vectorize(math.erf)(y)
+
+
+# NAMED's functions in float64 numpy, for `identify`'s references: no XLA program at all (jitted, the references
+# were one ~0.2 CPU s compile of every fresh process's first inspect; docs/performance.md, "Eighteenth session").
+# Their float32 jax forms differ from these by float32 rounding, far inside identify's 1e-5 (tested).
+_REFERENCES: dict[str, Callable] = {
+    "relu": lambda y: np.maximum(y, 0.0),
+    "gelu": lambda y: 0.5 * y * (1.0 + _erf(y / math.sqrt(2.0))),
+    "gelu_tanh": lambda y: 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3))),
+    "silu": lambda y: y / (1.0 + np.exp(-y)),
+    "tanh": np.tanh,
+    "sigmoid": lambda y: 1.0 / (1.0 + np.exp(-y)),
+    "softplus": lambda y: np.logaddexp(y, 0.0),
+    "elu": lambda y: np.where(y > 0, y, np.expm1(np.minimum(y, 0.0))),
+    "identity": lambda y: np.array(y, np.float64),
+}
+
+
 @functools.lru_cache(maxsize=1)
 def _named_values() -> dict:
-  """NAMED's activations on `identify`'s grid, one compiled program per process (evaluated eagerly they were
-  ~16 compiles of every fresh process's first inspect; fused, they move by float32 rounding, far inside
-  identify's tolerance)."""
-  got = jax.jit(lambda y_: [f(y_) for f in NAMED.values()])(np.asarray(_IDENTIFY_GRID, np.float32))
-  return {name: np.asarray(v, np.float64) for name, v in zip(NAMED, got)}
+  """NAMED's activations on `identify`'s grid: the numpy references, and any name added to NAMED without one
+  evaluated in jax."""
+  y = np.asarray(_IDENTIFY_GRID, np.float64)
+  return {name: (_REFERENCES[name](y) if name in _REFERENCES
+                 else np.asarray(f(np.asarray(y, np.float32)), np.float64)) for name, f in NAMED.items()}
 
 
 # -------------------------------------------------------------------------------------------------

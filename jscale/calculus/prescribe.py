@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jscale import checks, optim
+from jscale import checks, optim, program_cache
 from jscale.calculus.inspection import inspect
 from jscale.calculus.records import Record, finite_or_none as num
 
@@ -180,17 +180,24 @@ def first_step_response(layers: Callable, params, x, loss: Callable, multipliers
   `loss(outputs)` makes there, relative to the output's size, measured by a JVP along the update."""
   checks.one_of(optimizer, "optimizer", OPTIMIZERS)
 
-  def outs(p):
-    o = layers(p, x)
+  def outs(p, x_):
+    o = layers(p, x_)
     return list(o) if isinstance(o, (list, tuple)) else [o]
 
   base = optax.sgd(1.0) if optimizer == "sgd" else optax.adam(1.0)
-  tx = optax.chain(base, optim.scale_by_prescription(multipliers))
-  g = jax.grad(lambda p: jnp.mean(loss(outs(p)[-1])))(params)
-  u, _ = tx.update(g, tx.init(params), params)
-  h, dh = jax.jvp(outs, (params,), (u,))
-  return np.array([math.sqrt(float(jnp.mean(jnp.square(d))) / float(jnp.mean(jnp.square(a))))
-                   for a, d in zip(h, dh)])
+
+  # One compiled program (shared by calls on networks of the same computation): op by op, the gradient, the
+  # optimizer's update and the JVP compiled ~60 small programs, 1.4 of the README prescribe block's 5.4 CPU s
+  # (docs/performance.md, "Eighteenth session"); fused, the ratios move by float32 rounding.
+  def squares(params, x_, multipliers):
+    tx = optax.chain(base, optim.scale_by_prescription(multipliers))   # traced: one program for any multipliers
+    g = jax.grad(lambda p: jnp.mean(loss(outs(p, x_)[-1])))(params)
+    u, _ = tx.update(g, tx.init(params), params)
+    h, dh = jax.jvp(lambda p: outs(p, x_), (params,), (u,))
+    return [(jnp.mean(jnp.square(a)), jnp.mean(jnp.square(d))) for a, d in zip(h, dh)]
+
+  got = jax.device_get(program_cache.jit(squares)(params, x, multipliers))
+  return np.array([math.sqrt(float(d) / float(a)) for a, d in got])
 
 
 def _is_float(leaf) -> bool:

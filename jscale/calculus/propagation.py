@@ -11,6 +11,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from jscale.calculus import draw_gradient, draw_mean, example_scale, token_carry
 from jscale.calculus.signals import Backward, Forward, cross_position
@@ -182,6 +183,14 @@ class Propagation:
     """Both passes, `out_grads` (value id -> Backward) at the outputs; `out_cot` (value id -> (batch, ...)
     array): each example's loss gradient there, carried down by the draw's mean Jacobian
     (draw_gradient.py) where the draw's mean is carried and token positions are tracked."""
+    # The rules' matrices are small (d x d, T d x d, B x B): a multithreaded BLAS only spins on them beside XLA
+    # and other processes on few cores (the attention's token-covariance SVD of a 496 x 64 matrix took 0.5-0.8 s
+    # of CPU instead of 2 ms on 2 busy cores; docs/performance.md, "Eighteenth session"). The seed-1300
+    # inspect JSON is byte for byte the same at one thread.
+    with threadpool_limits(limits=1):
+      return self._run(out_grads, out_cot)
+
+  def _run(self, out_grads: dict, out_cot: dict | None) -> Propagated:
     for n, e in enumerate(self.g.eqns):
       if n in self.skip:
         continue

@@ -163,6 +163,17 @@ class DepthAndNamesTest(chex.TestCase):
     self.assertEqual(am.depth_profile(am.get("tanh"), 10, weight_gain=1.0, q0=0.01).verdict.split(";")[0][:6],
                      "stable")
 
+  def test_identify_references_are_the_named_activations(self):
+    # identify compares with float64 numpy references: each must be its jax form (float32: ~1e-7 relative) at
+    # identify's own tolerance (rtol 1e-5, atol 1e-6), and no other reference may match it there (identify
+    # names the first match); a wrong constant in a reference fails here
+    got = jax.jit(lambda y: [f(y) for f in am.NAMED.values()])(np.asarray(am._IDENTIFY_GRID, np.float32))
+    refs = am._named_values()
+    for name, v in zip(am.NAMED, got):
+      v = np.asarray(v, np.float64)
+      np.testing.assert_allclose(v, refs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+      self.assertEqual([n for n, r in refs.items() if np.allclose(v, r, rtol=1e-5, atol=1e-6)], [name])
+
   def test_identify_and_bad_input(self):
     self.assertEqual(am.identify(lambda y: y * jax.nn.sigmoid(y)), "silu")
     self.assertEqual(am.identify(lambda y: jax.nn.gelu(y, approximate=False)), "gelu")
