@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 
 import chex
 import flax.linen as nn
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from jscale import calculus, initializers, mlp, models
+from jscale.calculus import inspection, tracing
 from jscale.calculus.correlation import pair_corr
 
 
@@ -162,6 +164,31 @@ class InspectTest(chex.TestCase):
     meas = calculus.measure_mlp(params, x, key)
     np.testing.assert_allclose([_row(res, "l1/kernel").G_meas, _row(res, "l2/kernel").G_meas],
                                meas.moments.G, rtol=1e-4)
+
+  def test_memory_bound_chunk_is_announced(self):
+    """A chunk narrowed by free memory changes the measured columns' low digits (another vmap width): the
+    default chunk is silent, a narrower one warns, whatever limit made it so."""
+    params = mlp.init_mlp(jax.random.PRNGKey(0), (8, 16, 4))
+    x = jnp.ones((64, 8))
+    leaves = jax.tree.leaves(params)
+    graph = tracing.flatten(lambda ls, x_: mlp.apply_mlp(jax.tree.unflatten(jax.tree.structure(params), ls), x_),
+                            leaves, x)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      self.assertEqual(inspection._chunk(graph, leaves, 64, 2.0**40), 64)
+    limit = 2.0**40
+    while True:   # shrink the limit until the chunk narrows (or the job is refused)
+      limit /= 1.5
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+          chunk = inspection._chunk(graph, leaves, 64, limit)
+        except ValueError:
+          self.fail("refused before any narrower chunk was chosen")
+      if chunk < 64:
+        break
+      self.assertEqual(caught, [])
+    self.assertTrue(any("chunks of" in str(w.message) for w in caught), caught)
 
   def test_bad_input_and_memory_guard(self):
     params = mlp.init_mlp(jax.random.PRNGKey(0), (8, 4))
