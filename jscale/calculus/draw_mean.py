@@ -32,10 +32,6 @@ from jscale.calculus.tracing import Lit
 LINEAR = frozenset({"dot_general", "conv_general_dilated", "add", "sub", "neg", "reshape", "transpose",
                     "broadcast_in_dim", "squeeze", "expand_dims", "convert_element_type", "reduce_sum", "copy",
                     "copy_p", "rev", "reduce_precision", "mul", "div", "slice", "pad", "concatenate"})
-# The activation's batch mean over the carried examples' own inputs (issue 21, eighteenth session, tw): "var" takes
-# each entry's own variance over the batch (the carried examples' per entry plus the rule's rest), "examples" the
-# mean over the examples of E[phi(m + d_b + s_rest z)]; False: one variance for every position and unit.
-EXAMPLE_SPREAD = False
 _GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (weights sum to sqrt(2 pi))
 
 
@@ -173,23 +169,6 @@ def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None) -> np
   return out.reshape(m.shape)
 
 
-def example_activation_mean(phi, m: np.ndarray, sq: float, ex: np.ndarray, mode: str) -> np.ndarray:
-  """E over the batch of phi at each example's input, m + d_b + r with d_b the carried example (ex: (B,) + m's
-  shape) and r ~ N(0, s_r^2) the rest, s_r^2 = sq - mean(m^2) - mean(d^2): with mode "var" through each entry's
-  own variance mean_b d_b^2 + s_r^2 (one Gaussian per entry), with "examples" the mean over the examples."""
-  own = float(np.mean(ex * ex))
-  rest = max(sq - float(np.mean(m * m)) - own, 0.0)
-  if mode == "var":
-    s = np.sqrt(np.mean(ex * ex, axis=0) + rest).reshape(-1, 1)
-    z, w = _GH
-    pts = (m.reshape(-1, 1) + s * z.reshape(1, -1)).astype(np.float32)
-    return (am.values(phi, pts.reshape(-1)).reshape(pts.shape) @ (w / w.sum())).reshape(m.shape)
-  z, w = np.polynomial.hermite_e.hermegauss(8)
-  pts = ((m[None] + ex).reshape(-1, 1) + math.sqrt(rest) * z.reshape(1, -1)).astype(np.float32)
-  vals = am.values(phi, pts.reshape(-1)).reshape(pts.shape) @ (w / w.sum())
-  return vals.reshape(ex.shape).mean(axis=0)
-
-
 def condition(sig, m: np.ndarray, n_feat: int, drawn: bool = True):
   """`sig` (a dense layer's output) with its shared part taken from the draw's mean m (per-example shape; the
   last n_feat entries of each position are features). Without token positions only where `drawn`: the value
@@ -238,9 +217,6 @@ def block_mean(pred, b):
     if at is None:
       return None
     v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
-    ex = getattr(pred, "tok_ex", {}).get(info["base"]) if EXAMPLE_SPREAD else None
-    if ex is not None and v is None and np.shape(ex)[1:] == np.shape(at[1]):
-      return example_activation_mean(*at, np.asarray(ex, np.float64), EXAMPLE_SPREAD)
     return activation_mean(*at, v=v)
   if b.kind in ("layer_norm", "rms_norm"):
     return normalised_rows(pred, b, pred.mean.get(info["x"]))

@@ -213,9 +213,8 @@ def test_mean_weights_carry_the_stream_mean():
   attention's mean weights" (`_top_mean_errors`). [measured when written] -0.142 and -0.107 with uniform weights,
   -0.063 and -0.052 with the mean weights; tolerance 0.09 on both sides (the uniform weights fail it; ~0.03 from
   each measured value, the size of the per-draw spread of the rest of the error)."""
-  from jscale.calculus import draw_mean
-  errs = _top_mean_errors([{(attention_own, "MEAN_WEIGHTS"): on, (attention_own, "MEAN_COV"): False,
-                            (draw_mean, "EXAMPLE_SPREAD"): False} for on in (False, True)])
+  errs = _top_mean_errors([{(attention_own, "MEAN_WEIGHTS"): on, (attention_own, "MEAN_COV"): False}
+                           for on in (False, True)])
   assert all(abs(e) < 0.09 for e in errs[1]) and all(abs(e) > 0.09 for e in errs[0]), errs
 
 
@@ -226,7 +225,6 @@ def test_weights_values_cov_carries_the_rest_of_the_stream_mean():
   [measured when written] -0.063 and -0.052 without it, -0.010 and -0.023 with it; tolerance 0.035 on both sides
   (the mean weights alone fail it by 0.017-0.028; each measured value is 0.012 or more inside it, about the batch
   sampling of the model's 4 B examples)."""
-  from jscale.calculus import draw_mean
-  errs = _top_mean_errors([{(attention_own, "MEAN_WEIGHTS"): True, (attention_own, "MEAN_COV"): on,
-                            (draw_mean, "EXAMPLE_SPREAD"): False} for on in (False, True)])
+  errs = _top_mean_errors([{(attention_own, "MEAN_WEIGHTS"): True, (attention_own, "MEAN_COV"): on}
+                           for on in (False, True)])
   assert all(abs(e) < 0.035 for e in errs[1]) and all(abs(e) > 0.035 for e in errs[0]), errs
