@@ -248,7 +248,8 @@ def normalised_rows(pred, b, rows):
 
 def _attention_mean(pred, b):
   """The mean weights (attention_own's model's mean over the batch with MEAN_WEIGHTS, else uniform over the unmasked
-  keys) times the values' mean: the attention product's equation and the transposes after it evaluated on them."""
+  keys) times the values' mean, plus the model's weights-values covariance (attention_own.MEAN_COV): the attention
+  product's equation and the transposes after it evaluated on them."""
   mv = pred.mean.get(b.info["v"])
   if mv is None:
     return None
