@@ -51,6 +51,12 @@ PF_V = True
 # position-varying mean. Judged once on fresh draws 2888-2903 and
 # adopted (backward misses 165 -> 130 of 2128); False reproduces the sixteenth session's inspect.
 MEAN_WEIGHTS = True
+# The batch mean of the attention's output with the covariance of each example's weights with its own values,
+# mean_i sum_k (P_i - Pbar)_qk (V_i - Vbar)_k over this model's examples, added to Pbar times the values' carried mean
+# (draw_mean._attention_mean; issue 21, eighteenth session, tw): an example's tokens set both its logits and its
+# values, so the mean of the product is not the product of the means. Judged once on fresh draws 2904-2919 and
+# adopted by its rule (backward misses 85 -> 82 of 2128, kernels 6 -> 4 of 3232); False is 7603bd4's code path.
+MEAN_COV = True
 
 
 class OwnBackward(NamedTuple):
@@ -92,6 +98,8 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
     mean_weights = getattr(pred, "mean_weights", None)
     if mean_weights is not None:
       mean_weights[info["p"]] = fwd.P.mean(axis=0)   # (heads, T, T): the model examples' mean softmax weights
+      if MEAN_COV:   # (T, heads, d_v), keyed beside the weights (draw_mean.own_cov)
+        mean_weights[("cov", info["p"])] = weights_values_cov(fwd)
   cache = {}
 
   def back(g):
@@ -117,6 +125,14 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
     return cache[key]
 
   return back
+
+
+def weights_values_cov(f) -> np.ndarray:
+  """(T, heads, d_v) mean_i sum_k (P_i - Pbar)_{h q k} (V_i - Vbar)_{k h d} over the model's examples: the part of
+  the batch mean of the attention product that the mean weights times the mean values leave out."""
+  dP = f.P - f.P.mean(axis=0, keepdims=True)
+  dV = f.V - f.V.mean(axis=0, keepdims=True)
+  return np.einsum("nhqk,nkhd->qhd", dP, dV) / f.P.shape[0]
 
 
 def direct_tokens(rng, k: int, lin: np.ndarray, sq: float, norm: str | None) -> np.ndarray:

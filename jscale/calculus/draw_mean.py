@@ -248,12 +248,19 @@ def normalised_rows(pred, b, rows):
 
 def _attention_mean(pred, b):
   """The mean weights (attention_own's model's mean over the batch with MEAN_WEIGHTS, else uniform over the unmasked
-  keys) times the values' mean: the attention product's equation and the transposes after it evaluated on them."""
+  keys) times the values' mean, plus the model's weights-values covariance (attention_own.MEAN_COV): the attention
+  product's equation and the transposes after it evaluated on them."""
   mv = pred.mean.get(b.info["v"])
   if mv is None:
     return None
   v_aval = pred.g.avals[b.info["v"]]
   o = uniform_attention(pred, b, np.broadcast_to(np.asarray(mv, v_aval.dtype), v_aval.shape), own_weights(pred, b))
+  c = own_cov(pred, b)
+  if o is not None and c is not None:   # the covariance through the same equations: identity weights pass it on
+    T = v_aval.shape[1]
+    eye = np.broadcast_to(np.eye(T), pred.g.avals[b.info["p"]].shape[1:])
+    oc = uniform_attention(pred, b, np.broadcast_to(np.asarray(c, v_aval.dtype), v_aval.shape), eye)
+    o = o + oc if oc is not None else o
   return o[0] if o is not None and np.shape(o)[0] == pred.g.avals[b.info["p"]].shape[0] else None
 
 
@@ -261,6 +268,13 @@ def own_weights(pred, b):
   """The attention_own model's mean weights over the batch at this block (attention_own.MEAN_WEIGHTS), or None."""
   w = getattr(pred, "mean_weights", {}).get(b.info.get("p"))
   return w if w is not None and b.info["mask"] is None and np.shape(w) == pred.g.avals[b.info["p"]].shape[1:] else None
+
+
+def own_cov(pred, b):
+  """attention_own's weights-values covariance (T, heads, d_v) at this block (attention_own.MEAN_COV), or None."""
+  c = getattr(pred, "mean_weights", {}).get(("cov", b.info.get("p")))
+  v_shape = pred.g.avals[b.info["v"]].shape
+  return c if c is not None and b.info["mask"] is None and np.shape(c) == tuple(v_shape[1:]) else None
 
 
 def uniform_attention(pred, b, v: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
