@@ -177,14 +177,22 @@ def lift_groups(k: su.Kernels, stack: su.Stack, l: int, batch: int) -> list | No
   return [np.flatnonzero(p == o) for o in range(grid[0] * grid[1])]
 
 
+# The fewest multiply-adds of lifted_change's smallest block product for it to take the blocks: OpenBLAS's
+# small-matrix kernels (M N K up to 1e6 on SkylakeX) sum in another order than its blocked gemm, whose every entry
+# is the same sum whatever M and N (so a block is the full product's, bit for bit); below, the full product.
+BLOCK_MIN = 2 ** 24
+
+
 def lifted_change(theta: np.ndarray | None, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
                   k: su.Kernels, stack: su.Stack, l: int, batch: int) -> np.ndarray:
   """lift(input_change(theta, ...)) into layer l (theta None: `input_change_ones`), the products taken only over
   the token pairs that `lift` reads (`lift_groups`: a quarter of conv0's 2048 x 2048 pairs for the LeNet's 2 x 2
   conv1, most of the transfer check's after-step CPU time). Each entry is the same sum in the same order as the
-  full product's (the same BLAS kernel over the same contraction: bit for bit, tests/calculus), and the pairs
-  lift does not read stay zero."""
+  full product's (the same BLAS kernel over the same contraction, above `BLOCK_MIN`: bit for bit, tests/calculus),
+  and the pairs lift does not read stay zero."""
   groups = lift_groups(k, stack, l, batch)
+  if groups is not None and min(len(g) for g in groups) ** 2 * k_h.shape[0] < BLOCK_MIN:
+    groups = None
   if groups is None:
     kern = (input_change_ones(s, both, k_h, w, batch) if theta is None
             else input_change(theta, s, both, k_h, w, batch))
