@@ -161,6 +161,59 @@ def input_change(theta: np.ndarray, s: np.ndarray, both: np.ndarray, k_h: np.nda
   return -out / batch
 
 
+def lift_groups(k: su.Kernels, stack: su.Stack, l: int, batch: int) -> list | None:
+  """The token groups of layer l-1's output whose pairs `lift` reads into layer l (the rest of its input it never
+  reads): a conv's tokens by their offset in the next patch, the flatten's by position; None (every pair) into
+  a dense layer."""
+  n_conv = len(stack.kernels)
+  grid = k.grid[l - 1]
+  if grid is None:
+    return None
+  p = np.arange(batch * grid[0] * grid[1]) % (grid[0] * grid[1])
+  if l < n_conv:
+    kh, kw = stack.kernels[l]
+    off = (p // grid[1]) % kh * kw + p % grid[1] % kw
+    return [np.flatnonzero(off == o) for o in range(kh * kw)]
+  return [np.flatnonzero(p == o) for o in range(grid[0] * grid[1])]
+
+
+# The fewest multiply-adds of lifted_change's smallest block product for it to take the blocks: OpenBLAS's
+# small-matrix kernels (M N K up to 1e6 on SkylakeX) sum in another order than its blocked gemm, whose every entry
+# is the same sum whatever M and N (so a block is the full product's, bit for bit); below, the full product.
+BLOCK_MIN = 2 ** 24
+
+
+def lifted_change(theta: np.ndarray | None, s: np.ndarray, both: np.ndarray, k_h: np.ndarray, w: np.ndarray,
+                  k: su.Kernels, stack: su.Stack, l: int, batch: int) -> np.ndarray:
+  """lift(input_change(theta, ...)) into layer l (theta None: `input_change_ones`), the products taken only over
+  the token pairs that `lift` reads (`lift_groups`: a quarter of conv0's 2048 x 2048 pairs for the LeNet's 2 x 2
+  conv1, most of the transfer check's after-step CPU time). Each entry is the same sum in the same order as the
+  full product's (the same BLAS kernel over the same contraction, above `BLOCK_MIN`: bit for bit, tests/calculus),
+  and the pairs lift does not read stay zero."""
+  groups = lift_groups(k, stack, l, batch)
+  if groups is not None and min(len(g) for g in groups) ** 2 * k_h.shape[0] < BLOCK_MIN:
+    groups = None
+  if groups is None:
+    kern = (input_change_ones(s, both, k_h, w, batch) if theta is None
+            else input_change(theta, s, both, k_h, w, batch))
+    return lift(kern, k, stack, l, batch)
+  r = k_h / both
+  out = np.zeros_like(r)
+  if theta is None:   # input_change_ones: its first and third products are outer ones
+    rw, srw = r @ w, (s * r) @ w
+    for g in groups:
+      gg = np.ix_(g, g)
+      out[gg] = -((0.125 + s[gg]) * rw[g][None, :] + (s[g] * w[None, :]) @ r[g].T + srw[g][None, :]) / batch
+    return lift(out, k, stack, l, batch)
+  for g in groups:
+    gg, n = np.ix_(g, g), len(g)
+    tw, rg = theta[g] * w[None, :], r[g]
+    # the first two products share r's rows: one product of twice the rows (the same sums, fewer BLAS calls)
+    both_p = np.concatenate([tw, (theta[g] * s[g]) * w[None, :]]) @ rg.T
+    out[gg] = -((0.125 + s[gg]) * both_p[:n] + both_p[n:] + tw @ (s[g] * rg).T) / batch
+  return lift(out, k, stack, l, batch)
+
+
 def _factor(cov: np.ndarray) -> np.ndarray:
   """F with F F^T = cov (PSD, negative rounding clipped). LAPACK's eigh on one thread: at two it ran 2-20x slower
   on the LeNet's 512 x 512 token kernels (0.1-1.4 s against 0.03-0.06 s of CPU, one matrix timed alternately)."""
@@ -375,7 +428,12 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
                    split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else ())
-    out = [step(np.asarray(lr), o, np.asarray(b)) for lr, o, b in rows]
+    done, out = {}, []
+    for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
+      key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
+      if key not in done:
+        done[key] = step(np.asarray(lr), o, np.asarray(b))
+      out.append(ur.Response(*(np.array(v, copy=True) for v in done[key])))
     if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
       axes = spread_axes(st.k, stack, spread_per_layer)
       xi, wt = np.polynomial.hermite_e.hermegauss(spread_nodes)
@@ -528,13 +586,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       own_in = inputs[l]
       if second_order:
         if l == 1:   # linear in Theta_0 = eta_0 X_0 + eta_b B_0: once per optimizer (conv0's T^3 products)
-          part = lambda m: lift(input_change(m, s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B)  # noqa: E731
-          part_b = ((lambda: lift(input_change_ones(s_tab[0], both[0], k.h[0], w_tok[0], B), k, stack, 1, B))
-                    if optimizer == "sgd" else (lambda: part(b_in[0])))   # SGD's bias kernel is all ones
+          part = lambda m: lifted_change(m, s_tab[0], both[0], k.h[0], w_tok[0], k, stack, 1, B)  # noqa: E731
+          part_b = (lambda: part(None)) if optimizer == "sgd" else (lambda: part(b_in[0]))   # SGD's: all ones
           sc = (eta[0] * first_layer(optimizer, "change", lambda: part(inputs[0]))
                 + (eta_b[0] * first_layer(optimizer, "change_b", part_b) if eta_b[0] else 0.0))
         else:
-          sc = lift(input_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], B), k, stack, l, B)
+          sc = lifted_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], k, stack, l, B)
         own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = (eta[l] * own_in + eta_b[l] * b_in[l]
             + (keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B) if mask is None
@@ -598,14 +655,15 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       inc_off = inc / widths[l] if incoherent_carry else 0.0
       off = ((full_tok - tri_tok) / B ** 2 / widths[l] + inc_off * share if tok
              else (full - tri) / B ** 2 / (T * widths[l]) + inc_off)
-      net[l] = split_net(k.y[l], theta_h, w, below, law, off, widths[l], B)
+      tables = first_layer("any", ("split", l), lambda: split_tables(k.y[l]))   # every setting's
+      net[l] = split_net(k.y[l], theta_h, w, below, law, off, widths[l], B, tables)
       net_off = off
     elif flip_net and not top:
       net[l] = mean_shift_net(k.y[l], theta_h, w, below, law, widths[l], B)
     if flip_pairs and not top and split_mask_ and net_off is not None:   # the mask under the law per side
       mask = split_mask(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
     elif flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
-      mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B)
+      mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l])
     ra = rb = hc = 0.0
     if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:
       # the incoherent carry's square is |m d + c|^2 = change + net - 2 E[h c] (net counts 2 E[h c], no square)
@@ -652,7 +710,15 @@ def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: n
   return float(np.mean(relu_flips.shift_net(*_shift_law(k_y, theta_h, w, below, change, n, batch))))
 
 
-def _split_law(k_y, theta_h, w, below, change, change_off, n, batch):
+def split_tables(k_y: np.ndarray) -> tuple:
+  """`_split_law`'s tables of a layer that no step changes (rho, the arc-cosine J(rho), and the three factors of
+  its two sides' regressions): computed once per layer for every setting."""
+  rho = ur.correlation(k_y)
+  jr = (np.sqrt(np.clip(1 - rho ** 2, 0, None)) + rho * (np.pi - np.arccos(rho))) / (2 * np.pi)
+  return rho, jr, 1 + rho, 1 - rho, rho / 2 - jr
+
+
+def _split_law(k_y, theta_h, w, below, change, change_off, n, batch, tables=None):
   """`_shift_law` fitted on each side of zero: (q, on, off), each side (mu, kappa, s2) per token with d = mu + kappa
   y + e on that side. The own component r_a = sum_t coef(a, t) relu(y_t) is regressed on y_a within each half
   (bivariate normal moments: E[relu(Y_t) 1[Y_a > 0]] = phi(0) (1 + rho) / 2, E[relu(Y_t) Y_a 1[Y_a > 0]] = J(rho), the
@@ -661,15 +727,14 @@ def _split_law(k_y, theta_h, w, below, change, change_off, n, batch):
   T = k_y.shape[0]
   q = np.diag(k_y) / n
   sq = np.sqrt(q)
-  rho = ur.correlation(k_y)
+  rho, jr, up, down, half = split_tables(k_y) if tables is None else tables
   coef = -theta_h * w[None, :] / batch
-  jr = (np.sqrt(np.clip(1 - rho ** 2, 0, None)) + rho * (np.pi - np.arccos(rho))) / (2 * np.pi)
   phi0 = 1 / math.sqrt(2 * math.pi)
   det = 0.25 - phi0 ** 2
   S = np.repeat(below, T // batch)
   out = []
-  for sign, er, ery, e2 in ((1.0, (coef * (1 + rho)) @ sq * phi0 / 2, (coef * jr) @ sq, change),
-                            (-1.0, (coef * (1 - rho)) @ sq * phi0 / 2, (coef * (rho / 2 - jr)) @ sq, change_off)):
+  for sign, er, ery, e2 in ((1.0, (coef * up) @ sq * phi0 / 2, (coef * jr) @ sq, change),
+                            (-1.0, (coef * down) @ sq * phi0 / 2, (coef * half) @ sq, change_off)):
     mu = (er / 2 - sign * phi0 * ery) / det
     kappa = _ratio((ery / 2 - sign * phi0 * er) / det, sq) + S
     # E[1_side d^2] = mu^2 / 2 + 2 sign mu kappa sqrt(q) phi(0) + kappa^2 q / 2 + s2 / 2 per token, pooled
@@ -683,14 +748,14 @@ def _split_law(k_y, theta_h, w, below, change, change_off, n, batch):
 
 
 def split_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
-              change_off: float, n: int, batch: int) -> float:
+              change_off: float, n: int, batch: int, tables: tuple | None = None) -> float:
   """The per-entry flip term of a hidden layer under an SGD step whose law differs on the two sides of zero
   (docs/calculus.md, *The step's law on each side of zero*): the unit's change at token a, -(1/B) sum_t Theta(a, t)
   m_t delta_t, holds the unit's own mask m_t over the batch, so a unit off at a (mostly off at the tokens that
   correlate with a) gets a smaller change than an active one, E[1[y < 0] d^2] < E[1[y > 0] d^2] (the triple orthant
   with a's mask off), and the own component relu(y_t) is not linear in y_a. `relu_flips.half_net` per token of
-  `_split_law`'s two laws."""
-  q, on, off = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
+  `_split_law`'s two laws (tables: `split_tables(k_y)`, given to share them over settings)."""
+  q, on, off = _split_law(k_y, theta_h, w, below, change, change_off, n, batch, tables)
   return float(np.mean(relu_flips.half_net(q, on, off)))
 
 
@@ -721,7 +786,7 @@ def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.
 
 
 def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
-               n: int, batch: int) -> np.ndarray:
+               n: int, batch: int, both: np.ndarray | None = None) -> np.ndarray:
   """(T, T) P(y_a + d_a > 0, y_t > 0) of a hidden layer's units under `mean_shift_net`'s law (d_a = mu_a +
   kappa_a y_a + e_a, e_a ~ N(0, s2_a) independent of y): the mask that the coherent carry of the layer's change
   into the layer above sees, in place of the first order's P(y_a > 0, y_t > 0). By Stein's lemma on the weights
@@ -729,17 +794,18 @@ def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.nd
   gets relu(y + d) - relu(y) through its slope in d at the step's end, 1[y_a + d_a > 0], paired with the
   gradient's own mask at token t, 1[y_t > 0] (docs/calculus.md, *The carry's mask after the step*). Where the
   shift is large relative to y the pair is nearly independent: the mask tends to P(u_a > 0) / 2, not to
-  flip_share's diagonal law, which reads every pair as the token with itself."""
+  flip_share's diagonal law, which reads every pair as the token with itself. both: `ur.both_active(k_y)`, given
+  to share it over settings."""
   q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch)
   g = 1 + kappa
   sd = np.sqrt(g ** 2 * q + s2)
   cov = k_y / n
   rho = np.clip(_ratio(g[:, None] * cov, sd[:, None] * np.sqrt(q)[None, :]), -1 + 1e-12, 1 - 1e-12)
-  h = np.broadcast_to(_ratio(mu, sd)[:, None], rho.shape)
+  h = _ratio(mu, sd)
   # Phi2(h, 0; rho) = Phi(h) / 2 - T(h, -rho / sqrt(1 - rho^2)) (Owen's T), P(u > 0, y > 0) with u = mu + sd Z
-  out = 0.5 * ndtr(h) - owens_t(h, -rho / np.sqrt(1 - rho ** 2))
+  out = (0.5 * ndtr(h))[:, None] - owens_t(np.broadcast_to(h[:, None], rho.shape), -rho / np.sqrt(1 - rho ** 2))
   ok = (sd[:, None] > 0) & (q[None, :] > 0)
-  return np.where(ok, out, ur.both_active(k_y))
+  return np.where(ok, out, ur.both_active(k_y) if both is None else both)
 
 
 MASK_NODES = 16   # Gauss-Legendre nodes on each half of y_a (its standard score in [0, 6]) for `split_mask`

@@ -550,3 +550,18 @@ def test_carry_square_is_the_flipped_changes_square(monkeypatch):
   tol = 5 * np.std(dh ** 2 - (m * d) ** 2 - net) / np.sqrt(N * T)
   assert abs(lin + np.mean(net) - 2 * hc - sq) < tol
   assert abs(lin + np.mean(net) - sq) > 3 * tol
+
+
+def test_lifted_change_is_the_lifted_input_change_bit_for_bit(monkeypatch):
+  # the products over the pairs lift reads only: each entry the same sum as the full product's, so equal exactly
+  # (no tolerance); wrong groups (a conv's offsets) would lift other entries' zeros. 32 examples: conv0's 512
+  # tokens, blocks of 128 x 512 x 128, above OpenBLAS's small-matrix kernels (another order of summation)
+  monkeypatch.setattr(sr, "BLOCK_MIN", 0)
+  net, stack, w_sq = _setup()
+  x, y = _batch(32)
+  st = sr._setup(np.asarray(x), y, stack, w_sq, 64, 0, True)
+  theta = np.random.default_rng(0).standard_normal(st.k.x[0].shape)
+  args = (st.s_tab[0], st.both[0], st.k.h[0], st.w_tok[0])
+  for th, full in ((theta, sr.input_change(theta, *args, 32)), (None, sr.input_change_ones(*args, 32))):
+    want = sr.lift(full, st.k, stack, 1, 32)
+    assert np.array_equal(sr.lifted_change(th, *args, st.k, stack, 1, 32), want)
