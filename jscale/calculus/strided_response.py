@@ -55,7 +55,8 @@ cost over the draws' own scale (each layer's gain over draws from its unit count
 draw_spread (seventeenth session); the carry's mask under the law per side only as the option split_mask (passed
 its rule on keys 2^20 + 180000, no gain on development; the transfer check does not pass it) and the step law's rest per
 token only as the option token_law (seventeenth session, dropped on development); the incoherent carry with
-the flipped change's own square only as the option carry_square (eighteenth session); not modelled: a shared W with
+the flipped change's own square only as the option carry_square (eighteenth session); Adam's second-order term
+through the sum of a dense layer's input only as the option sign_sum (eighteenth session); not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -356,7 +357,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
-                split_mask: bool = False, carry_square: Sequence[str] = ()) -> list:
+                split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -394,7 +395,11 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   applies to, e.g. ("adam",); with incoherent_carry and flip_net): the incoherent carry of each hidden layer takes
   the square of its flipped change, E|relu(y + d) - relu(y)|^2 = change + net - 2 E[h c] (`square_hc`), in place of
   change + net (net, the unit's own flip term, holds 2 E[h c], which is no square; docs/calculus.md, *The incoherent
-  carry's square after the flips*)."""
+  carry's square after the flips*). sign_sum (eighteenth session, second part; Adam settings only, with flip_net): a
+  dense layer's second-order term dW^T dx as its own change scaled per example by 1 + rho (`input_sum_change`: the
+  relative change of the sum of its input, under the layer below's step law), in place of the regression of dx on
+  the example's own activation (docs/calculus.md, *Adam's second-order term sees the input's sum*: right in sign
+  where the regression is not, at the LeNet 512's dense0, and worse there in total: off)."""
   widths = stack.widths
   x = np.asarray(x)
   lab = np.asarray(labels)
@@ -427,7 +432,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       scale = np.ones(len(widths)) if scale is None else scale
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
-                   split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else ())
+                   split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else (),
+                   sign_sum=sign_sum and on)
     done, out = {}, []
     for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
       key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
@@ -548,7 +554,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
 def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, memo: dict,
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
           flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
-          token_law: bool = False, split_mask_: bool = False, carry_square: tuple = ()) -> ur.Response:
+          token_law: bool = False, split_mask_: bool = False, carry_square: tuple = (),
+          sign_sum: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -579,6 +586,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
   act0, cross, change, net = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
   below = np.zeros(B)   # sum of the layers below's relative changes along the example's own activation
   theta, keep, mask = [], 1.0, None
+  n_conv = len(stack.kernels)
+  rho = None   # sign_sum: each dense token's relative change of its input's sum, from the step law below
   for l in range(L):
     if l == 0:
       th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
@@ -592,7 +601,10 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
                 + (eta_b[0] * first_layer(optimizer, "change_b", part_b) if eta_b[0] else 0.0))
         else:
           sc = lifted_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], k, stack, l, B)
-        own_in = own_in + sc * _ratio(inputs[l], k.x[l])
+        if rho is not None:   # Adam's sign shared over a unit's inputs (all >= 0) sees the sum of their change
+          own_in = inputs[l] * (1.0 + rho)[:, None]
+        else:
+          own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       th = (eta[l] * own_in + eta_b[l] * b_in[l]
             + (keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B) if mask is None
                else widths[l - 1] * w_sq[l] * lift(mask * theta[-1], k, stack, l, B)))
@@ -664,6 +676,9 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       mask = split_mask(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
     elif flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
       mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l])
+    rho = None
+    if sign_sum and optimizer == "adam" and flip_net and not top and l + 1 >= n_conv:
+      rho = input_sum_change(k.y[l], theta_h, w, below, law, widths[l], B)
     ra = rb = hc = 0.0
     if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:
       # the incoherent carry's square is |m d + c|^2 = change + net - 2 E[h c] (net counts 2 E[h c], no square)
@@ -681,6 +696,22 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     elif flip_carry and not top:
       keep = 1.0 - flip_share(act0[l], cross[l], change[l])
   return ur.Response(act0, cross, change, act0 + cross + change + net, upd)
+
+
+def input_sum_change(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change,
+                     n: int, batch: int) -> np.ndarray:
+  """Per example, the relative change of the sum of a hidden layer's outputs over its units and positions (what the
+  next, dense, layer reads), E[relu(y + d)] / E[relu(y)] - 1 summed over the example's tokens, under
+  `mean_shift_net`'s law of the step: y + d = (1 + kappa) y + mu + e is normal, N(mu, (1 + kappa)^2 q + s^2).
+  Adam's first step on a dense layer is lr sign(G_ij), G_ij = sum_t delta_it x_tj with every x >= 0, so most of
+  a unit's signs agree over its inputs and its step on a token's changed input is about lr s_i sum_j dx_aj: the
+  layer's own change scaled by 1 + rho_a (docs/calculus.md, *Adam's second-order term sees the input's sum*)."""
+  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch)
+  sd = np.sqrt(np.maximum((1 + kappa) ** 2 * q + s2, 1e-300))
+  after = sd * np.exp(-0.5 * (mu / sd) ** 2) / math.sqrt(2 * math.pi) + mu * ndtr(mu / sd)
+  before = np.sqrt(q / (2 * math.pi))
+  T = k_y.shape[0]
+  return (after - before).reshape(batch, T // batch).sum(1) / before.reshape(batch, T // batch).sum(1)
 
 
 def _shift_law(k_y, theta_h, w, below, change, n, batch):

@@ -164,6 +164,9 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   square, change + net - 2E[hc]; *The incoherent carry's square after the flips*) failed its rule on 2^20 + 190000:
   the LeNet 82 -> 85 of 90 but the MLP 53 -> 52 (its 512 standard Adam logits); every width-128 Adam logit comes
   inside with it, and the width-512 standard Adam entries go out (a compensation there, located, not modelled).
+  `sign_sum` (eighteenth session, second part: Adam's second-order term dW^T dx through the sum of a dense layer's
+  input) is right in sign at the LeNet 512's dense0 where the regression is not, and worse there in total (the
+  first-order own step and cross are over-predicted at that width): not judged.
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
