@@ -299,6 +299,9 @@ class Propagation:
       # a sum of two activations: the rules drop the cross term, which over weight draws is zero; one draw's
       # two means are fixed vectors with a dot product of their own (2 m_a m_b, in E[y^2] and in r)
       self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], self.shape(o)[-1], drawn)
+      if token_carry.ADD_CROSS and self.tok_ex and acts[0] != acts[1]:
+        self.fwd[o] = token_carry.cross_examples(self.fwd[o], self.tok_ex.get(acts[0]), self.tok_ex.get(acts[1]),
+                                                 -1.0 if e.name == "sub" else 1.0)
       return
     last = self.ops[-1] if self.ops else None
     if last is None or last.out_id != o or last.kind not in ("dense", "bias"):

@@ -39,6 +39,9 @@ POINTS = False
 # same linear maps, and the attention's uniform average of its values), for attention_own.DIRECT (issue 21,
 # sixteenth session: judged with it on draws 2872-2887 and adopted)
 EXAMPLES = True
+# a residual add's forward with the cross term of the two summands' carried example deviations (`cross_examples`;
+# issue 21, eighteenth session, second part): False, "sq" (E[y^2] only) or True (r, rp, rc rescaled too)
+ADD_CROSS = False
 SMOOTH_ORDER = 32   # Gauss-Hermite nodes of the smoothing over the rest of an activation's input
 
 
@@ -189,3 +192,29 @@ def covariance_factor(F: np.ndarray, d_in: int) -> np.ndarray | None:
   _, s, Vt = np.linalg.svd(M, full_matrices=False)
   keep = s > 1e-9 * max(float(s.max()), 1e-300) if s.size else s > 0
   return (s[keep, None] * Vt[keep]) if np.any(keep) else None
+
+
+def cross_examples(sig, ex_a: np.ndarray | None, ex_b: np.ndarray | None, sign: float = 1.0):
+  """The sum (sign -1: difference) of two values, `sig` already conditioned on the draw's mean, with the cross term
+  of the two values' carried example deviations: one draw's branch maps each example's stream deviation d_a to
+  its own d_b (a residual add), and their dot product, which the rules drop as zero over weight draws, is this
+  draw's (2 d_a . d_b in E[y^2]; the pairs of positions t != t' in rp). The rests' cross term stays 0."""
+  if (ex_a is None or ex_b is None or sig.why or sig.sq is None or not sig.sq > 0 or sig.rp is None
+      or np.shape(ex_a) != np.shape(ex_b) or np.ndim(ex_a) < 3
+      or not (np.all(np.isfinite(ex_a)) and np.all(np.isfinite(ex_b)))):
+    return sig
+  B, T = np.shape(ex_a)[:2]
+  a = np.asarray(ex_a, np.float64).reshape(B, T, -1)
+  b = np.asarray(ex_b, np.float64).reshape(B, T, -1)
+  same = float(np.mean(a * b))
+  pair = 0.0
+  if T > 1:
+    pair = float((np.sum(a.sum(1) * b.sum(1)) - np.sum(a * b)) / (B * T * (T - 1) * a.shape[-1]))
+  sq = sig.sq + 2 * sign * same
+  if not sq > 0:
+    return sig
+  if ADD_CROSS == "sq":
+    return sig._replace(sq=sq)
+  f = sig.sq / sq
+  out = sig._replace(sq=sq, r=sig.r * f, rp=min(max((sig.sq * sig.rp + 2 * sign * pair) / sq, -1.0), 1.0))
+  return out._replace(rc=sig.rc * f) if sig.rc is not None else out

@@ -149,3 +149,24 @@ class TokenPointsTest(chex.TestCase):
         jnp.asarray((m[None] + s_r * z[:, None]).reshape(-1))))
     slope = (d.reshape(40, D) * (wz / wz.sum())[:, None]).sum(0)
     self.assertGreater(float(np.max(np.abs(slope * p - ref))), 10 * se)
+
+
+def test_cross_examples_adds_the_carried_deviations_dot_product(monkeypatch):
+  """token_carry.cross_examples (ADD_CROSS): a residual add's E[y^2] gains 2 mean(d_a . d_b) of the two summands'
+  carried example deviations, and the pairs of positions t != t' enter rp the same way (exact arithmetic: 1e-12)."""
+  from jscale.calculus.signals import Forward
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(16, 5, 3))
+  b = 0.5 * a + rng.normal(size=(16, 5, 3))
+  sig = Forward(sq=4.0, r=0.25, sym=True, rp=0.1, rc=0.05)
+  same = float(np.mean(a * b))
+  pair = float(np.mean([np.dot(a[i, t], b[i, u]) / 3 for i in range(16) for t in range(5) for u in range(5) if t != u]))
+  for mode in (True, "sq"):
+    monkeypatch.setattr(token_carry, "ADD_CROSS", mode)
+    out = token_carry.cross_examples(sig, a, b)
+    assert abs(out.sq - (4.0 + 2 * same)) < 1e-12
+    if mode is True:
+      assert abs(out.rp - (4.0 * 0.1 + 2 * pair) / out.sq) < 1e-12 and abs(out.r * out.sq - 1.0) < 1e-12
+    else:
+      assert out.rp == 0.1 and out.r == 0.25
+  assert token_carry.cross_examples(sig, a, b[:, :4]) is sig   # shapes differ: unchanged
