@@ -189,8 +189,9 @@ def lifted_change(theta: np.ndarray | None, s: np.ndarray, both: np.ndarray, k_h
   """lift(input_change(theta, ...)) into layer l (theta None: `input_change_ones`), the products taken only over
   the token pairs that `lift` reads (`lift_groups`: a quarter of conv0's 2048 x 2048 pairs for the LeNet's 2 x 2
   conv1, most of the transfer check's after-step CPU time). Each entry is the same sum in the same order as the
-  full product's (the same BLAS kernel over the same contraction, above `BLOCK_MIN`: bit for bit, tests/calculus),
-  and the pairs lift does not read stay zero."""
+  full product's (the same BLAS kernel over the same contraction, above `BLOCK_MIN`: bit for bit on the
+  development host's OpenBLAS; tests/calculus checks it to float64 rounding, which another CPU's kernels may
+  differ by), and the pairs lift does not read stay zero."""
   groups = lift_groups(k, stack, l, batch)
   if groups is not None and min(len(g) for g in groups) ** 2 * k_h.shape[0] < BLOCK_MIN:
     groups = None
