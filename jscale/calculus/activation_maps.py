@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special  # scikit-learn depends on scipy, so it is always installed
 
 ORDER = 100   # even: no node at 0, where a kink (ReLU) has no one derivative
 
@@ -234,16 +235,12 @@ def identify(phi: Callable) -> str | None:
 _IDENTIFY_GRID = np.linspace(-6.0, 6.0, 97)
 
 
-def _erf(y):
-  return np.vectorize(math.erf)(y)
-
-
 # NAMED's functions in float64 numpy, for `identify`'s references: no XLA program at all (jitted, the references
 # were one ~0.2 CPU s compile of every fresh process's first inspect; docs/performance.md, "Eighteenth session").
 # Their float32 jax forms differ from these by float32 rounding, far inside identify's 1e-5 (tested).
 _REFERENCES: dict[str, Callable] = {
     "relu": lambda y: np.maximum(y, 0.0),
-    "gelu": lambda y: 0.5 * y * (1.0 + _erf(y / math.sqrt(2.0))),
+    "gelu": lambda y: 0.5 * y * (1.0 + special.erf(y / math.sqrt(2.0))),
     "gelu_tanh": lambda y: 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3))),
     "silu": lambda y: y / (1.0 + np.exp(-y)),
     "tanh": np.tanh,
