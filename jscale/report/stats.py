@@ -24,9 +24,16 @@ import math
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
-from scipy import stats  # scikit-learn depends on scipy, so it is always installed
 
 from jscale.report.format import fmt
+
+
+def _t975(df):
+  """Student's t 0.975 quantile. scipy.stats is imported here, not at module import: it costs ~0.8 CPU s, and
+  every command line imports the report through the experiments' sections (scikit-learn depends on scipy, so
+  it is always installed)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return stats.t.ppf(0.975, df)
 
 UNIT = (0.0, 1.0)   # the range of accuracies, fractions and losses normalised by the worst one
 MIN_SEEDS = 8       # fewer finite seeds than this: no verdict
@@ -79,7 +86,7 @@ def mean_ci95(values, axis: int = 0, bounds: tuple[float, float] | None = None) 
   if n < 2:
     nan = np.full_like(mean, np.nan)
     return CI(mean, nan, nan, nan, n)
-  half = stats.t.ppf(0.975, n - 1) * v.std(axis, ddof=1) / np.sqrt(n)
+  half = _t975(n - 1) * v.std(axis, ddof=1) / np.sqrt(n)
   return CI(mean, *_cut(mean - half, mean + half, bounds), half, n)
 
 
@@ -94,7 +101,7 @@ def finite_mean_ci95(values, axis: int = 0, bounds: tuple[float, float] | None =
   with np.errstate(invalid="ignore", divide="ignore"):
     mean = np.where(n > 0, x.sum(0) / np.maximum(n, 1), np.nan)
     var = np.where(ok, (v - mean) ** 2, 0.0).sum(0) / (n - 1)
-    tq = stats.t.ppf(0.975, np.maximum(n - 1, 1))
+    tq = _t975(np.maximum(n - 1, 1))
     half = np.where(n >= 2, tq * np.sqrt(var) / np.sqrt(n), np.nan)
   return CI(mean, *_cut(mean - half, mean + half, bounds), half, n)
 
@@ -110,7 +117,7 @@ def prediction_interval(samples, bounds: tuple[float, float] | None = None, n_fu
   v = v[np.isfinite(v)]
   if v.size < 2:
     return (math.nan, math.nan)
-  half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) * math.sqrt(1.0 / v.size + 1.0 / n_future)
+  half = _t975(v.size - 1) * v.std(ddof=1) * math.sqrt(1.0 / v.size + 1.0 / n_future)
   lo, hi = _cut(v.mean() - half, v.mean() + half, bounds)
   return (float(lo), float(hi))
 

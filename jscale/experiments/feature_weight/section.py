@@ -7,7 +7,6 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 from jscale import calculus
 from jscale.report import describe, plots
@@ -122,6 +121,7 @@ def build(r: Results) -> Section:
     # Over the whole grid: does the final accuracy follow G_1 (diagonal iso-lines, w^2 / f^2), or the
     # feature scale alone? Rank correlations over the grid cells; a diverged cell counts as chance.
     fin = np.nanmean(np.where(np.isfinite(acc[..., -1]), acc[..., -1], chance), axis=2).ravel()
+    from scipy import stats  # at first use: importing scipy.stats costs every command line ~0.8 CPU s
     rho_g = stats.spearmanr(fin, -np.log(g1).ravel())[0]
     rho_f = stats.spearmanr(fin, np.log(np.broadcast_to(fs[None, :], g1.shape)).ravel())[0]
     rho_w = stats.spearmanr(fin, -np.log(np.broadcast_to(ws[:, None], g1.shape)).ravel())[0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence
 
-from matplotlib.figure import Figure
 import numpy as np
 
 
@@ -30,6 +29,7 @@ def ratio_histograms(by_model: Mapping[str, Sequence[Mapping]], path) -> str:
   batches = sorted({r["batch"] for recs in by_model.values() for r in recs})
   if not batches:
     raise ValueError("ratio_histogram: no records")
+  from matplotlib.figure import Figure  # at first use: see jscale.report.plots
   fig = Figure(figsize=(5 * len(batches), 3.6 * len(by_model)))
   axes = fig.subplots(len(by_model), len(batches), squeeze=False)
   bins = np.linspace(-3.5, 1.5, 61)
@@ -63,6 +63,7 @@ def position_ratios(positions: Mapping[str, Mapping[str, Mapping]], path, title:
   batches = sorted(positions, key=int)
   if not batches:
     raise ValueError("position_ratios: no batch sizes")
+  from matplotlib.figure import Figure  # at first use: see jscale.report.plots
   fig = Figure(figsize=(max(5.0, 1.1 * max(len(positions[b]) for b in batches) + 2), 3.6 * len(batches)))
   axes = fig.subplots(len(batches), 1, squeeze=False)[:, 0]
   for ax, b in zip(axes, batches):
@@ -97,6 +98,7 @@ def heatmap_figure(by_batch: Mapping[str, Mapping[str, Mapping]], widths: Sequen
   logs = {(b, s): np.log10(np.array(per[s]["weights"])) for b, per in by_batch.items() for s in schemes}
   finite = np.concatenate([m[np.isfinite(m)] for m in logs.values()])
   vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+  from matplotlib.figure import Figure  # at first use: see jscale.report.plots
   fig = Figure(figsize=(3.2 * len(schemes) + 1.0, 3.0 * len(by_batch)))
   axes = fig.subplots(len(by_batch), len(schemes), squeeze=False)
   im = None
