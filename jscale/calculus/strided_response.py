@@ -660,6 +660,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       change_tok = ((tri_tok / B ** 2 + own_tok) / widths[l]
                     + (change[l] - (tri / B ** 2 + own_sq) / (T * widths[l])) * share)
     law = change_tok if tok else change[l]
+    shift = []   # `_shift_law` of this layer's step, computed once: up to four of the terms below read it
+
+    def one_law():
+      if not shift:
+        shift.append(_shift_law(k.y[l], theta_h, w, below, law, widths[l], B))
+      return shift[0]
     net_off = None
     if flip_net and not top and state_split and optimizer == "sgd":
       # E[(1 - m_a) d_a^2]: the triple sum with a's mask off, P(s, t) - P(a, s, t), from sum_a (Theta back Theta^T)_aa
@@ -679,19 +685,20 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       net[l] = split_net(k.y[l], theta_h, w, below, law, off, widths[l], B, tables)
       net_off = off
     elif flip_net and not top:
-      net[l] = mean_shift_net(k.y[l], theta_h, w, below, law, widths[l], B)
+      net[l] = mean_shift_net(k.y[l], theta_h, w, below, law, widths[l], B, one_law())
     if flip_pairs and not top and split_mask_ and net_off is not None:   # the mask under the law per side
       mask = split_mask(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
     elif flip_pairs and not top:   # the coherent carry's mask after the step, per token pair (in place of keep)
-      mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l])
+      mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l], one_law())
     rho = None
     if (sign_sum and optimizer == "adam" and flip_net and not top and l + 1 >= n_conv
         and (sign_sum != "first" or l + 1 == n_conv)):
-      rho = input_sum_change(k.y[l], theta_h, w, below, law, widths[l], B)
+      rho = input_sum_change(k.y[l], theta_h, w, below, law, widths[l], B, one_law())
     ra = rb = hc = 0.0
     if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:
       # the incoherent carry's square is |m d + c|^2 = change + net - 2 E[h c] (net counts 2 E[h c], no square)
-      hc = square_hc(k.y[l], theta_h, w, below, law, net_off, widths[l], B)
+      hc = square_hc(k.y[l], theta_h, w, below, law, net_off, widths[l], B,
+                     None if net_off is not None else one_law())
     if flip_rescale_ and not top:   # the flips' rest c ~ ra h + rb dh + residual (docs/calculus.md)
       ra, rb, hc = flip_rescale(k.y[l], theta_h, w, below, law, widths[l], B)
     # the change along the example's own activation, carried exactly; with flip_rescale E[h (dh + c)] / E[h^2] =
@@ -708,14 +715,15 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
 
 
 def input_sum_change(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change,
-                     n: int, batch: int) -> np.ndarray:
+                     n: int, batch: int, law: tuple | None = None) -> np.ndarray:
   """Per example, the relative change of the sum of a hidden layer's outputs over its units and positions (what the
   next, dense, layer reads), E[relu(y + d)] / E[relu(y)] - 1 summed over the example's tokens, under
   `mean_shift_net`'s law of the step: y + d = (1 + kappa) y + mu + e is normal, N(mu, (1 + kappa)^2 q + s^2).
   Adam's first step on a dense layer is lr sign(G_ij), G_ij = sum_t delta_it x_tj with every x >= 0, so most of
   a unit's signs agree over its inputs and its step on a token's changed input is about lr s_i sum_j dx_aj: the
-  layer's own change scaled by 1 + rho_a (docs/calculus.md, *Adam's second-order term sees the input's sum*)."""
-  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch)
+  layer's own change scaled by 1 + rho_a (docs/calculus.md, *Adam's second-order term sees the input's sum*).
+  law: `_shift_law`'s result for these arguments, if the caller has it."""
+  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch) if law is None else law
   sd = np.sqrt(np.maximum((1 + kappa) ** 2 * q + s2, 1e-300))
   after = sd * np.exp(-0.5 * (mu / sd) ** 2) / math.sqrt(2 * math.pi) + mu * ndtr(mu / sd)
   before = np.sqrt(q / (2 * math.pi))
@@ -740,14 +748,16 @@ def _shift_law(k_y, theta_h, w, below, change, n, batch):
 
 
 def mean_shift_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
-                   n: int, batch: int) -> float:
+                   n: int, batch: int, law: tuple | None = None) -> float:
   """The per-entry flip term E[relu(y + d)^2] - E[(relu(y) + m d)^2] of a hidden layer whose step lowers its units
   on average (docs/calculus.md, *The units' mean shift and their own flip term*): the change along the example's
   own activation is r_a,j = sum_t coef(a, t) h_t,j over the units j (coef = -Theta_h w / B, `_step`'s beta before
   the sum); its mean over the units, mu_a = sum_t coef(a, t) E[h_t,j], shifts every unit of token a alike, its
   regression on y_a,j (and the layers below's change along it) rescales y; the rest of E|m d|^2 is a Gaussian e,
-  its variance shared by the tokens in proportion to their q_a. `relu_flips.shift_net` per token."""
-  return float(np.mean(relu_flips.shift_net(*_shift_law(k_y, theta_h, w, below, change, n, batch))))
+  its variance shared by the tokens in proportion to their q_a. `relu_flips.shift_net` per token. law:
+  `_shift_law`'s result for these arguments, if the caller has it."""
+  law = _shift_law(k_y, theta_h, w, below, change, n, batch) if law is None else law
+  return float(np.mean(relu_flips.shift_net(*law)))
 
 
 def split_tables(k_y: np.ndarray) -> tuple:
@@ -800,12 +810,13 @@ def split_net(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.nda
 
 
 def square_hc(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change, change_off,
-              n: int, batch: int) -> float:
+              n: int, batch: int, law: tuple | None = None) -> float:
   """A hidden layer's per-entry E[h c] (h = relu(y), c = relu(y + d) - h - m d the flip rest) under the step's law:
   `_split_law`'s active side where change_off is given (only units on at the token give c along h), else
-  `_shift_law`'s one law (`relu_flips.shift_regression`)."""
+  `_shift_law`'s one law (`relu_flips.shift_regression`); law: that one law for these arguments, if the caller
+  has it."""
   if change_off is None:
-    law = _shift_law(k_y, theta_h, w, below, change, n, batch)
+    law = _shift_law(k_y, theta_h, w, below, change, n, batch) if law is None else law
   else:
     q, on, _ = _split_law(k_y, theta_h, w, below, change, change_off, n, batch)
     law = (q,) + tuple(on)
@@ -826,7 +837,7 @@ def flip_rescale(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.
 
 
 def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.ndarray, change: float,
-               n: int, batch: int, both: np.ndarray | None = None) -> np.ndarray:
+               n: int, batch: int, both: np.ndarray | None = None, law: tuple | None = None) -> np.ndarray:
   """(T, T) P(y_a + d_a > 0, y_t > 0) of a hidden layer's units under `mean_shift_net`'s law (d_a = mu_a +
   kappa_a y_a + e_a, e_a ~ N(0, s2_a) independent of y): the mask that the coherent carry of the layer's change
   into the layer above sees, in place of the first order's P(y_a > 0, y_t > 0). By Stein's lemma on the weights
@@ -835,8 +846,8 @@ def after_mask(k_y: np.ndarray, theta_h: np.ndarray, w: np.ndarray, below: np.nd
   gradient's own mask at token t, 1[y_t > 0] (docs/calculus.md, *The carry's mask after the step*). Where the
   shift is large relative to y the pair is nearly independent: the mask tends to P(u_a > 0) / 2, not to
   flip_share's diagonal law, which reads every pair as the token with itself. both: `ur.both_active(k_y)`, given
-  to share it over settings."""
-  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch)
+  to share it over settings; law: `_shift_law`'s result for these arguments, if the caller has it."""
+  q, mu, kappa, s2 = _shift_law(k_y, theta_h, w, below, change, n, batch) if law is None else law
   g = 1 + kappa
   sd = np.sqrt(g ** 2 * q + s2)
   cov = k_y / n
