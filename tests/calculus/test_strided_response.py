@@ -589,3 +589,30 @@ def test_sign_sum_is_the_relative_change_of_the_input_sum(monkeypatch):
   tol = 5 * dh.std(0) / np.sqrt(N) / before
   assert np.all(np.abs(got - dh.mean(0) / before) < tol)
   assert np.all(np.abs(got - law[0].reshape(B, P).sum(1) / before) > 3 * tol)
+
+
+@pytest.mark.slow   # 0.3 s CPU: the default suite is over its five minutes, and the option is off
+def test_sign_sum_first_is_the_sum_law_at_the_first_dense_layer_only():
+  # sign_sum="first" (docs/calculus.md, *Adam's first-order excess is no saturation*): the sum law at the first dense
+  # layer above the convolutions only. Exact identities, no sampling tolerance: up to that layer its prediction is
+  # sign_sum=True's bit for bit, above it is not (True's rho also reaches dense1 and the logits); an MLP has no such
+  # layer, so there it is sign_sum=False's bit for bit while True's differs.
+  rng = np.random.default_rng(3)
+  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
+  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True)
+  setting = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01)]
+  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
+  w_sq = [0.5, 0.25, 2 / 12, 0.4, 0.5]
+  got = {s: sr.first_steps(x, y, lenet, w_sq, setting, samples=64, sign_sum=s, **on)[0].act1
+         for s in (False, True, "first")}
+  np.testing.assert_array_equal(got["first"][:3], got[True][:3])
+  assert not np.array_equal(got["first"][:3], got[False][:3])
+  assert np.all(got["first"][3:] != got[True][3:])
+  mlp = su.Stack.of_shapes((64,), [(64, 6), (6, 5), (5, 3)])
+  mset = [([0.02, 0.05, 0.05], "adam", 0.01)]
+  got = {s: sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], mset, samples=64, sign_sum=s, **on)[0].act1
+         for s in (False, True, "first")}
+  np.testing.assert_array_equal(got["first"], got[False])
+  assert not np.array_equal(got[True], got[False])
+  with pytest.raises(ValueError, match="sign_sum"):
+    sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], mset, sign_sum="all", **on)

@@ -166,7 +166,10 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   inside with it, and the width-512 standard Adam entries go out (a compensation there, located, not modelled).
   `sign_sum` (eighteenth session, second part: Adam's second-order term dW^T dx through the sum of a dense layer's
   input) is right in sign at the LeNet 512's dense0 where the regression is not, and worse there in total (the
-  first-order own step and cross are over-predicted at that width): not judged.
+  first-order own step and cross are over-predicted at that width): not judged. `sign_sum="first"` with
+  `carry_square` (nineteenth session, helper lg3: the sum law at the first dense layer only; development 828 -> 844
+  of 900, MLP 536 -> 535) judged on 2^20 + 200000: the LeNet 84 -> 85 of 90, the MLP 53 -> 53, but 1.025x this
+  check's CPU time against its rule's 1.01x: not passed (*Adam's first-order excess is no saturation*).
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
