@@ -106,7 +106,8 @@ def make_experiment() -> CustomExperiment:
              # Adam's one-epoch pilot at the probe inits (epoch_probe.py; scored against every stored drift,
              # eleventh session) beside the response predictor, judged once on 24 training seeds no run had used
              "judge_seeds_136": {**common, "widths": (32, 128, 512), "seeds": tuple(range(136, 160)), "pilot": True},
-             # the nineteenth session's judgement (docs/calculus.md, *What the two misses' optimum follows*): 24
-             # training seeds no run had used; the training and the stored per-draw responses do not depend on
-             # the predictor, so a predictor change is judged from this run's stored arrays
+             # reserved for judging a predictor change once (docs/calculus.md, *What the two misses' optimum
+             # follows*): 24 training seeds no run has used (the nineteenth session's run was stopped unread when
+             # no candidate qualified); training does not depend on the predictor, so it is judged from the
+             # run's stored per-draw responses
              "judge_seeds_160": {**common, "widths": (32, 128, 512), "seeds": tuple(range(160, 184))}})
