@@ -53,6 +53,7 @@ run before; the only grid that runs the pilot: it costs about as much as the tra
   python scripts/sweep.py --experiment transfer --grid judge_seeds_88     # seeds 88-111, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_112    # seeds 112-135, widths 32, 128, 512
   python scripts/sweep.py --experiment transfer --grid judge_seeds_136    # seeds 136-159, widths 32, 128, 512
+  python scripts/sweep.py --experiment transfer --grid judge_seeds_160    # seeds 160-183, widths 32, 128, 512
 """
 from __future__ import annotations
 
@@ -104,4 +105,9 @@ def make_experiment() -> CustomExperiment:
              "judge_seeds_112": {**common, "widths": (32, 128, 512), "seeds": tuple(range(112, 136))},
              # Adam's one-epoch pilot at the probe inits (epoch_probe.py; scored against every stored drift,
              # eleventh session) beside the response predictor, judged once on 24 training seeds no run had used
-             "judge_seeds_136": {**common, "widths": (32, 128, 512), "seeds": tuple(range(136, 160)), "pilot": True}})
+             "judge_seeds_136": {**common, "widths": (32, 128, 512), "seeds": tuple(range(136, 160)), "pilot": True},
+             # reserved for judging a predictor change once (docs/calculus.md, *What the two misses' optimum
+             # follows*): 24 training seeds no run has used (the nineteenth session's run was stopped unread when
+             # no candidate qualified); training does not depend on the predictor, so it is judged from the
+             # run's stored per-draw responses
+             "judge_seeds_160": {**common, "widths": (32, 128, 512), "seeds": tuple(range(160, 184))}})

@@ -113,13 +113,15 @@ def test_training_chunks_are_equal_and_bounded():
     assert c % n == 0 and c // n <= run.MAX_CONFIGS
 
 
-def test_judge_seeds_136_is_fresh():
-  # Adam's one-epoch-optimum predictor, judged once: seeds no grid had run (every seed below 136 was seen)
+def test_judge_grids_136_and_160_are_fresh():
+  # judged once each: training seeds no other grid runs (every seed below 136 was seen before judge_seeds_136,
+  # every seed below 160 before judge_seeds_160)
   exp = sweeps.get("transfer")
-  j = exp.grid("judge_seeds_136")
-  seen = {s for g in exp.grids if g != "judge_seeds_136" for s in exp.grid(g)["seeds"]}
-  assert len(j["seeds"]) >= 24 and min(j["seeds"]) >= 136 and set(j["seeds"]).isdisjoint(seen)
-  assert j["widths"] == (32, 128, 512)
+  for name, first in (("judge_seeds_136", 136), ("judge_seeds_160", 160)):
+    j = exp.grid(name)
+    seen = {s for g in exp.grids if g != name for s in exp.grid(g)["seeds"]}
+    assert len(j["seeds"]) >= 24 and min(j["seeds"]) >= first and set(j["seeds"]).isdisjoint(seen)
+    assert j["widths"] == (32, 128, 512)
 
 
 @pytest.mark.slow
