@@ -58,12 +58,13 @@ MEAN_WEIGHTS = True
 # adopted by its rule (backward misses 85 -> 82 of 2128, kernels 6 -> 4 of 3232); False is 7603bd4's code path.
 MEAN_COV = True
 # The attention output's split into the shared part and each example's own (its r, which the W_o condition,
-# draw_mean.condition, replaces by the draw's mean while keeping sq (1 - r); issue 21, nineteenth session, tw3; off:
-# not judged yet). The Gaussian model's sq (1 - r) is 0.1-0.3 in log above the network's on dev: MEAN_COV's energy is
-# counted twice (in the carried mean and in sq (1 - r)) and the model's shared part is short. "cov": that energy taken
-# out of sq (1 - r) (draw_mean.cov_to_shared); "mean": sq (1 - r) = sq minus the draw's carried mean
+# draw_mean.condition, replaces by the draw's mean while keeping sq (1 - r); issue 21, nineteenth session, tw3;
+# docs/calculus.md "The attention output's split"). The Gaussian model's sq (1 - r) is 0.12-0.14 in log above the
+# network's on dev (its shared part is short), MEAN_COV's energy counted twice in it. "cov": that energy taken out of
+# sq (1 - r) (draw_mean.cov_to_shared); "mean": sq (1 - r) = sq minus the draw's carried mean
 # (draw_mean.mean_to_shared); "own": sq (1 - r) this model's own examples' spread around their mean
-# (examples_energy). E[o^2] kept in all three.
+# (examples_energy, within 0.03 r.m.s. of the network's). E[o^2] kept in all three. Off: each made the forward
+# better on dev but not the backward misses (with token_carry.ADD_CROSS too), so none was judged.
 OUT_SPLIT = False
 
 
