@@ -57,6 +57,15 @@ MEAN_WEIGHTS = True
 # values, so the mean of the product is not the product of the means. Judged once on fresh draws 2904-2919 and
 # adopted by its rule (backward misses 85 -> 82 of 2128, kernels 6 -> 4 of 3232); False is 7603bd4's code path.
 MEAN_COV = True
+# The attention output's split into the shared part and each example's own (its r, which the W_o condition,
+# draw_mean.condition, replaces by the draw's mean while keeping sq (1 - r); issue 21, nineteenth session, tw3;
+# docs/calculus.md "The attention output's split"). The Gaussian model's sq (1 - r) is 0.12-0.14 in log above the
+# network's on dev (its shared part is short), MEAN_COV's energy counted twice in it. "cov": that energy taken out of
+# sq (1 - r) (draw_mean.cov_to_shared); "mean": sq (1 - r) = sq minus the draw's carried mean
+# (draw_mean.mean_to_shared); "own": sq (1 - r) this model's own examples' spread around their mean
+# (examples_energy, within 0.03 r.m.s. of the network's). E[o^2] kept in all three. Off: each made the forward
+# better on dev but not the backward misses (with token_carry.ADD_CROSS too), so none was judged.
+OUT_SPLIT = False
 
 
 class OwnBackward(NamedTuple):
@@ -100,6 +109,8 @@ def make(pred, block, masks, tokens, norm, seed: int = 0):
       mean_weights[info["p"]] = fwd.P.mean(axis=0)   # (heads, T, T): the model examples' mean softmax weights
       if MEAN_COV:   # (T, heads, d_v), keyed beside the weights (draw_mean.own_cov)
         mean_weights[("cov", info["p"])] = weights_values_cov(fwd)
+      if OUT_SPLIT == "own":
+        mean_weights[("examples", info["p"])] = examples_energy(fwd)
   cache = {}
 
   def back(g):
@@ -133,6 +144,13 @@ def weights_values_cov(f) -> np.ndarray:
   dP = f.P - f.P.mean(axis=0, keepdims=True)
   dV = f.V - f.V.mean(axis=0, keepdims=True)
   return np.einsum("nhqk,nkhd->qhd", dP, dV) / f.P.shape[0]
+
+
+def examples_energy(f) -> float:
+  """mean over the model's examples and the output's entries of |o_i - obar|^2, o_i = P_i V_i: the attention
+  output's per-example energy at the draw's own projections (OUT_SPLIT = "own")."""
+  o = np.einsum("nhqk,nkhd->nqhd", f.P, f.V)
+  return float(np.mean(np.square(o - o.mean(axis=0, keepdims=True))))
 
 
 def direct_tokens(rng, k: int, lin: np.ndarray, sq: float, norm: str | None) -> np.ndarray:

@@ -250,18 +250,83 @@ def _attention_mean(pred, b):
   """The mean weights (attention_own's model's mean over the batch with MEAN_WEIGHTS, else uniform over the unmasked
   keys) times the values' mean, plus the model's weights-values covariance (attention_own.MEAN_COV): the attention
   product's equation and the transposes after it evaluated on them."""
+  parts = attention_mean_parts(pred, b)
+  if parts is None:
+    return None
+  o, oc = parts
+  return o if oc is None else o + oc
+
+
+def attention_mean_parts(pred, b):
+  """(the mean weights times the values' mean, the weights-values covariance's part or None) at the attention's
+  output, per example (the batch axis dropped); None where the block's equations cannot be evaluated."""
   mv = pred.mean.get(b.info["v"])
   if mv is None:
     return None
   v_aval = pred.g.avals[b.info["v"]]
+  B = pred.g.avals[b.info["p"]].shape[0]
   o = uniform_attention(pred, b, np.broadcast_to(np.asarray(mv, v_aval.dtype), v_aval.shape), own_weights(pred, b))
-  c = own_cov(pred, b)
-  if o is not None and c is not None:   # the covariance through the same equations: identity weights pass it on
+  if o is None or np.shape(o)[0] != B:
+    return None
+  c, oc = own_cov(pred, b), None
+  if c is not None:   # the covariance through the same equations: identity weights pass it on
     T = v_aval.shape[1]
     eye = np.broadcast_to(np.eye(T), pred.g.avals[b.info["p"]].shape[1:])
     oc = uniform_attention(pred, b, np.broadcast_to(np.asarray(c, v_aval.dtype), v_aval.shape), eye)
-    o = o + oc if oc is not None else o
-  return o[0] if o is not None and np.shape(o)[0] == pred.g.avals[b.info["p"]].shape[0] else None
+    oc = oc[0] if oc is not None and np.shape(oc)[0] == B else None
+  return o[0], oc
+
+
+def _shared_energy(M: np.ndarray):
+  """(mean_t |M_t|^2 / n, the same over pairs of positions t != t') of rows M (T, n): condition's f_r, f_c."""
+  T, n = M.shape
+  f_r = float(np.mean(M * M))
+  if T < 2:
+    return f_r, None
+  tot = M.sum(axis=0)
+  return f_r, float((np.sum(tot * tot) - np.sum(M * M)) / (T * (T - 1) * n))
+
+
+def cov_to_shared(sig, o: np.ndarray, oc: np.ndarray):
+  """The attention output's signal `sig` with the weights-values covariance's energy moved from the per-example
+  part into the shared one (attention_own.OUT_SPLIT = "cov"): the Gaussian model's E[o^2] holds the covariance (each
+  model example's weights and values come from its own tokens) but its shared part sq r is the mean weights times
+  the values' correlation across examples, independent weights, so it does not. With the mean m = o + oc the
+  draw's shared energy grows by |o + oc|^2 - |o|^2 (and over pairs of positions likewise for rc), which is taken
+  out of sq (1 - r), the total kept: exactly the energy MEAN_COV adds to the mean. `o`, `oc` per example, the
+  first axis the positions."""
+  if sig.why or sig.sq is None or not sig.sq > 0 or oc is None or not np.all(np.isfinite(oc)):
+    return sig
+  T = np.shape(o)[0]
+  n = int(np.size(o)) // T
+  (r0, c0), (r1, c1) = (_shared_energy(np.asarray(m, np.float64).reshape(T, n)) for m in (o, o + oc))
+  out = sig._replace(r=min(max(sig.r + (r1 - r0) / sig.sq, 0.0), 1.0))
+  if sig.rc is not None and c0 is not None:
+    out = out._replace(rc=min(max(sig.rc + (c1 - c0) / sig.sq, -1.0), 1.0))
+  return out
+
+
+def mean_to_shared(sig, m: np.ndarray):
+  """The attention output's signal `sig` with its shared part the draw's carried mean `m` (per example, the first
+  axis the positions) and E[o^2] kept (attention_own.OUT_SPLIT = "mean"): the Gaussian model's E[o^2] is close to
+  the network's (within a few % at w32 on dev), its shared part r (the values' correlations through its mean
+  weights, independent of the values) is not, and the W_o condition keeps whatever sq (1 - r) is left here."""
+  if sig.why or sig.sq is None or not sig.sq > 0 or m is None or not np.all(np.isfinite(m)):
+    return sig
+  T = np.shape(m)[0]
+  f_r, f_c = _shared_energy(np.asarray(m, np.float64).reshape(T, int(np.size(m)) // T))
+  out = sig._replace(r=min(f_r / sig.sq, 1.0))
+  if sig.rc is not None and f_c is not None:
+    out = out._replace(rc=min(max(f_c / sig.sq, -1.0), 1.0))
+  return out
+
+
+def examples_to_shared(sig, e: float):
+  """The attention output's signal `sig` with its per-example part sq (1 - r) = e, E[o^2] kept
+  (attention_own.OUT_SPLIT = "own": e the own model's examples' spread)."""
+  if sig.why or sig.sq is None or not sig.sq > 0 or not np.isfinite(e) or e < 0:
+    return sig
+  return sig._replace(r=min(max(1.0 - e / sig.sq, 0.0), 1.0))
 
 
 def own_weights(pred, b):

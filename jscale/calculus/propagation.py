@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from jscale.calculus import draw_gradient, draw_mean, example_scale, token_carry
+from jscale.calculus import attention_own, draw_gradient, draw_mean, example_scale, token_carry
 from jscale.calculus.signals import Backward, Forward, cross_position
 from jscale.calculus.tracing import Graph, Lit, Tag, is_float
 
@@ -312,7 +312,19 @@ class Propagation:
     self.fwd[o] = draw_mean.condition(self.fwd[o], self.mean[o], n_feat, drawn)
 
   def _block_mean(self, b):
-    m = draw_mean.block_mean(self, b)
+    if b.kind == "attention" and attention_own.OUT_SPLIT:   # the mean's parts once, for both
+      parts = draw_mean.attention_mean_parts(self, b)
+      m = None if parts is None else parts[0] if parts[1] is None else parts[0] + parts[1]
+      o, split = b.info["out"], attention_own.OUT_SPLIT
+      e = self.mean_weights.get(("examples", b.info.get("p")))
+      if parts is not None and split == "mean":
+        self.fwd[o] = draw_mean.mean_to_shared(self.fwd[o], m)
+      elif parts is not None and split == "own" and e is not None:
+        self.fwd[o] = draw_mean.examples_to_shared(self.fwd[o], e)
+      elif parts is not None and split == "cov":
+        self.fwd[o] = draw_mean.cov_to_shared(self.fwd[o], *parts)
+    else:
+      m = draw_mean.block_mean(self, b)
     if m is not None:
       self.mean[b.info["out"]] = m
       for tok in (self.tok, self.tok_ex):

@@ -96,6 +96,47 @@ class DrawMeanTest(chex.TestCase):
     np.testing.assert_allclose(np.mean(raw), 1 / 32, rtol=0.15)  # the raw mean's 1/B, 10 s.e. from the above
 
 
+  def test_cov_to_shared_moves_the_covariance_energy_out_of_the_examples_part(self):
+    # attention_own.OUT_SPLIT = "cov": the W_o output conditioned on the mean with the weights-values covariance must
+    # keep the per-example part the mean without it left (the Gaussian model's E[o^2] already holds the
+    # covariance's energy there), so E[y^2], rp are the no-covariance ones, r and rc the new mean's; float64
+    # arithmetic only (1e-12)
+    rng = np.random.default_rng(0)
+    o, oc = rng.standard_normal((6, 8)) * 0.5, rng.standard_normal((6, 8)) * 0.3
+    sig = Forward(2.0, 0.2, False, None, 0.5, 0.0, 0.15)
+    moved = draw_mean.cov_to_shared(sig, o, oc)
+    self.assertEqual(moved.sq, sig.sq)
+    self.assertGreater(moved.r, sig.r)
+    before = draw_mean.condition(sig, o.reshape(-1), 8)
+    after = draw_mean.condition(moved, (o + oc).reshape(-1), 8)
+    twice = draw_mean.condition(sig, (o + oc).reshape(-1), 8)   # MEAN_COV alone: the energy counted twice
+    np.testing.assert_allclose(after.sq, before.sq, rtol=1e-12)
+    np.testing.assert_allclose(after.rp, before.rp, rtol=1e-12)
+    np.testing.assert_allclose(after.sq * after.r, np.mean((o + oc) ** 2), rtol=1e-12)
+    self.assertGreater(abs(twice.sq - before.sq), 0.05 * before.sq)
+    self.assertIs(draw_mean.cov_to_shared(sig, o, None), sig)
+
+
+  def test_examples_to_shared_keeps_the_own_models_spread_past_the_condition(self):
+    # attention_own.OUT_SPLIT = "own": the attention output's per-example part is the own model's examples' spread
+    # around their mean (examples_energy), E[o^2] kept; conditioning on the draw's mean m then gives |m|^2 + that
+    # spread, whatever the Gaussian model's r was (float64 arithmetic, 1e-12)
+    from jscale.calculus import attention_own
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(5), size=(40, 2, 5))            # (n, heads, T, T)
+    V = rng.standard_normal((40, 5, 2, 3)) + rng.standard_normal((1, 5, 2, 3))
+    f = attention_own.Forward(None, None, None, V, P, None, 0.0)
+    o = np.einsum("nhqk,nkhd->nqhd", P, V)
+    e = attention_own.examples_energy(f)
+    np.testing.assert_allclose(e, np.mean((o - o.mean(0)) ** 2), rtol=1e-12)
+    sig = Forward(2.0 * float(np.mean(o * o)), 0.1, False, None, 0.4, 0.0, 0.05)
+    moved = draw_mean.examples_to_shared(sig, e)
+    self.assertEqual(moved.sq, sig.sq)
+    m = o.mean(0).reshape(-1)
+    np.testing.assert_allclose(draw_mean.condition(moved, m, 6).sq, float(np.mean(m * m)) + e, rtol=1e-12)
+    self.assertGreater(draw_mean.condition(sig, m, 6).sq, 1.2 * (float(np.mean(m * m)) + e))   # without it
+
+
 class OffsetMomentsTest(chex.TestCase):
   """An activation's moments at one draw's per-entry offsets (activation_maps.offset_moments, used by
   elementwise.activation_rule)."""
