@@ -591,7 +591,6 @@ def test_sign_sum_is_the_relative_change_of_the_input_sum(monkeypatch):
   assert np.all(np.abs(got - law[0].reshape(B, P).sum(1) / before) > 3 * tol)
 
 
-@pytest.mark.slow   # 0.3 s CPU: the default suite is over its five minutes, and the option is off
 def test_sign_sum_first_is_the_sum_law_at_the_first_dense_layer_only():
   # sign_sum="first" (docs/calculus.md, *Adam's first-order excess is no saturation*): the sum law at the first dense
   # layer above the convolutions only. Exact identities, no sampling tolerance: up to that layer its prediction is
