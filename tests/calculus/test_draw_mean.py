@@ -95,7 +95,6 @@ class DrawMeanTest(chex.TestCase):
     self.assertLess(np.mean(sq), 0.3 / 32)      # clipped at 0 per entry: a small positive bias remains
     np.testing.assert_allclose(np.mean(raw), 1 / 32, rtol=0.15)  # the raw mean's 1/B, 10 s.e. from the above
 
-
   def test_cov_to_shared_moves_the_covariance_energy_out_of_the_examples_part(self):
     # attention_own.OUT_SPLIT = "cov": the W_o output conditioned on the mean with the weights-values covariance must
     # keep the per-example part the mean without it left (the Gaussian model's E[o^2] already holds the
@@ -115,7 +114,6 @@ class DrawMeanTest(chex.TestCase):
     np.testing.assert_allclose(after.sq * after.r, np.mean((o + oc) ** 2), rtol=1e-12)
     self.assertGreater(abs(twice.sq - before.sq), 0.05 * before.sq)
     self.assertIs(draw_mean.cov_to_shared(sig, o, None), sig)
-
 
   def test_examples_to_shared_keeps_the_own_models_spread_past_the_condition(self):
     # attention_own.OUT_SPLIT = "own": the attention output's per-example part is the own model's examples' spread
