@@ -250,7 +250,11 @@ def _attention_mean(pred, b):
   """The mean weights (attention_own's model's mean over the batch with MEAN_WEIGHTS, else uniform over the unmasked
   keys) times the values' mean, plus the model's weights-values covariance (attention_own.MEAN_COV): the attention
   product's equation and the transposes after it evaluated on them."""
-  parts = attention_mean_parts(pred, b)
+  return mean_of_parts(attention_mean_parts(pred, b))
+
+
+def mean_of_parts(parts):
+  """`attention_mean_parts`'s two parts summed (the covariance's where there is one): the attention's batch mean."""
   if parts is None:
     return None
   o, oc = parts

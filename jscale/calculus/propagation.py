@@ -314,7 +314,7 @@ class Propagation:
   def _block_mean(self, b):
     if b.kind == "attention" and attention_own.OUT_SPLIT:   # the mean's parts once, for both
       parts = draw_mean.attention_mean_parts(self, b)
-      m = None if parts is None else parts[0] if parts[1] is None else parts[0] + parts[1]
+      m = draw_mean.mean_of_parts(parts)
       o, split = b.info["out"], attention_own.OUT_SPLIT
       e = self.mean_weights.get(("examples", b.info.get("p")))
       if parts is not None and split == "mean":
