@@ -35,6 +35,7 @@ def _t975(df):
   from scipy import stats  # pylint: disable=import-outside-toplevel
   return stats.t.ppf(0.975, df)
 
+
 UNIT = (0.0, 1.0)   # the range of accuracies, fractions and losses normalised by the worst one
 MIN_SEEDS = 8       # fewer finite seeds than this: no verdict
 
