@@ -32,9 +32,6 @@ from jscale.calculus.tracing import Lit
 LINEAR = frozenset({"dot_general", "conv_general_dilated", "add", "sub", "neg", "reshape", "transpose",
                     "broadcast_in_dim", "squeeze", "expand_dims", "convert_element_type", "reduce_sum", "copy",
                     "copy_p", "rev", "reduce_precision", "mul", "div", "slice", "pad", "concatenate"})
-# A normalisation's batch mean and carried examples from the carried examples each normalised by its own variance
-# (normalised_examples; issue 21, twentieth session, tw4): off by default
-NORM_EXAMPLES = False
 _GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (weights sum to sqrt(2 pi))
 
 
@@ -222,8 +219,7 @@ def block_mean(pred, b):
     v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
     return activation_mean(*at, v=v)
   if b.kind in ("layer_norm", "rms_norm"):
-    got = normalised_examples(pred, b) if NORM_EXAMPLES else None
-    return got[0] if got is not None else normalised_rows(pred, b, pred.mean.get(info["x"]))
+    return normalised_rows(pred, b, pred.mean.get(info["x"]))
   if b.kind == "attention":
     return _attention_mean(pred, b)
   return None
@@ -248,36 +244,6 @@ def normalised_rows(pred, b, rows):
       return None
     out = out * np.asarray(scale, np.float64).reshape(-1)
   return out
-
-
-def normalised_examples(pred, b):
-  """(the batch mean, each example's deviation from it) at a LayerNorm's or RMSNorm's output from the batch's carried
-  examples at its input (token_carry.EXAMPLES), each token divided by its own sqrt(var + eps) (NORM_EXAMPLES): the
-  network's mean is mean_i LN(h_i), not LN(mean_i h_i) scaled by one variance for all tokens (normalised_rows), and
-  the two differ where the tokens' variances differ with their content (at the first block, where the carried
-  examples are exact, the values' mean is 6-8% off in direction). A token's variance is its carried part's plus the
-  rule's expected rest (what the linear carry misses: the rule's variance less the carried examples' mean one),
-  so deeper down the carried part is not blown up to the whole. None where the input has no carried examples."""
-  info, x = b.info, b.info["x"]
-  m, ex = pred.mean.get(x), getattr(pred, "tok_ex", {}).get(x)
-  s, D = pred.fwd.get(x), info["D"]
-  if (m is None or ex is None or s is None or s.why or not s.sq or np.shape(ex)[1:] != np.shape(m)
-      or np.shape(m)[-1] != D):
-    return None
-  centred = b.kind == "layer_norm"
-  rows = np.asarray(m, np.float64)[None] + np.asarray(ex, np.float64)
-  h = rows - rows.mean(axis=-1, keepdims=True) if centred else rows
-  v = np.mean(h * h, axis=-1, keepdims=True)
-  rf = min(max(s.rf or 0.0, 0.0), 1.0)
-  rest = max((s.sq * (1 - rf) * (1 - 1 / D) if centred else s.sq) - float(np.mean(v)), 0.0)
-  out = h / np.sqrt(v + rest + info["eps"])
-  if info["scale"] is not None:
-    scale = pred.leaf_vals[info["scale"]] if pred.leaf_vals is not None else None
-    if scale is None or np.size(scale) != D:
-      return None
-    out = out * np.asarray(scale, np.float64).reshape(-1)
-  mean = out.mean(axis=0)
-  return mean, out - mean[None]
 
 
 def _attention_mean(pred, b):

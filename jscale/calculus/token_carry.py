@@ -145,8 +145,7 @@ def block(pred, b, tok: dict | None = None):
       return F * activation_slope(*at)[None]
     return activation_points(*at, F, w)
   if b.kind in ("layer_norm", "rms_norm"):
-    got = draw_mean.normalised_examples(pred, b) if ex and draw_mean.NORM_EXAMPLES else None
-    return got[1] if got is not None else draw_mean.normalised_rows(pred, b, tok.get(info["x"]))
+    return draw_mean.normalised_rows(pred, b, tok.get(info["x"]))
   if b.kind == "attention" and ex:
     return examples_attention(pred, b, tok)
   if b.kind == "attention":
