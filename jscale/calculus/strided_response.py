@@ -80,6 +80,8 @@ KAPPA = ur.KAPPA
 # 2.5e-5 relative here, where the cross term cancels most of E[h^2]): fixed at 2, a one-core machine differs
 # from every other in those digits.
 BLAS_THREADS = 2
+# sign_draw's sample: logit draws, units, inputs (`draw_whitening`)
+DRAW_LOGITS, DRAW_UNITS, DRAW_FEATURES = 48, 24, 48
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -232,7 +234,8 @@ def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
 
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
-                seed: int = 1, bias: bool = False, w_tok: list | None = None):
+                seed: int = 1, bias: bool = False, w_tok: list | None = None, draw: dict | None = None,
+                info: dict | None = None):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
@@ -242,7 +245,11 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   w_tok (per hidden layer E[z . g] / |h|^2 per token, `_setup`'s; None: the linearisation): the cross kernel with
   the sign of a non-centred gradient. Given the unit's activations and the feature, the own component's mean
   m = (1/B) sum_t x_t h_t w_t is fixed and the rest is Gaussian with s^2 = sigma^2 - m^2, so E[sign G] =
-  2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*)."""
+  2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*).
+
+  draw (layer -> its backward per logit draw, option sign_draw): that dense layer's own kernel (not its cross kernel, which enters only
+  to first order) scaled by the root of `draw_whitening`'s factor, from rows of their own seed (the kernels' rows
+  stay those without it); info, when given, gets each factor."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
   widths = stack.widths
@@ -290,7 +297,44 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
         wt = np.where(m == 0, 1.0 / s_, _ratio(erf(m / (math.sqrt(2) * s_)), KAPPA * m))
         ah = (vh[ok] * wt[:, None]).T @ vh[ok] / samples * sc
       out_h.append(_ratio(ah, k.h[l] / widths[l]))
+    if draw and l in draw:
+      rd = np.random.default_rng(seed + 7919 + l)
+      u_d = (_rows(rd, factors[l], DRAW_UNITS) > 0).astype(float)
+      if l == 0:
+        c_d = flat.T[rd.integers(0, flat.shape[1], DRAW_FEATURES)]
+      else:
+        c_d, _ = _pick(np.maximum(_rows(rd, factors[l - 1], DRAW_FEATURES), 0.0), k, stack, l, B, rd)
+      f = draw_whitening(c_d, u_d, draw[l], scale)
+      kernels[-1] = kernels[-1] * math.sqrt(f)
+      if info is not None:
+        info[l] = f
   return kernels, cross_kernels, norms, bias_k, bias_cross
+
+
+def draw_whitening(cols: np.ndarray, masks: np.ndarray, gams: np.ndarray, n_in: int) -> float:
+  """Adam's own square at a dense layer over the logits' draws, E_s Q(Gam_s) / Q(E_s Gam_s) (option sign_draw;
+  docs/calculus.md, *Adam's sigma sees the draw's own logit gradient*). Per unit k and input i the sign step's
+  linearisation kappa G_ik / sigma_ik normalises by the draw's own sigma, sigma_ik^2 = v_ik^T Gam v_ik (v_ik = x_i
+  m_k over the batch's tokens), and a draw's backward gams[s] (`_draw_backward`: from its (B, K) logit gradient)
+  has the logits' low rank, so the correlation r_ij = v_i^T Gam_s v_j / (sigma_i sigma_j) of two inputs averages
+  below the one of the mean Gam. Q = sum_k sum_ij (sum_a m_ak x_ai
+  x_aj) r_ij over cols (F_s, B) sampled inputs and masks (U, B) sampled units; the i = j terms (r = 1 whatever
+  Gam) weighted n_in / F_s, the pairs n_in (n_in - 1) / (F_s (F_s - 1))."""
+  ns = cols.shape[0]
+  V = cols[None] * masks[:, None]                             # (U, F_s, B)
+  xm = np.einsum("fa,ua,ea->ufe", cols, masks, cols)           # sum_a m_ak x_ai x_aj: no Gam in it
+  off = ~np.eye(ns, dtype=bool)
+
+  def pairs(gam):   # (diagonal, off-diagonal) sums of xm r
+    C = (V.reshape(-1, V.shape[-1]) @ gam).reshape(V.shape) @ np.swapaxes(V, 1, 2)   # (U, F_s, F_s)
+    q = np.einsum("uff->uf", C)
+    w = np.where(q > 0, 1.0 / np.sqrt(np.where(q > 0, q, 1.0)), 0.0)
+    r = C * w[:, :, None] * w[:, None, :]
+    return float(np.einsum("uff,uff->", xm, r)), float(np.sum((xm * r)[:, off]))
+  d_s, o_s = np.mean([pairs(gm) for gm in gams], 0)
+  d_b, o_b = pairs(gams.mean(0))
+  wd, wo = n_in / ns, n_in * (n_in - 1) / (ns * (ns - 1))
+  return float((wd * d_s + wo * o_s) / (wd * d_b + wo * o_b))
 
 
 def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng) -> tuple[np.ndarray, int]:
@@ -359,7 +403,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
-                split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False) -> list:
+                split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
+                sign_draw: bool | str = False, info: dict | None = None) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -405,10 +450,16 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   (nineteenth session): the same at the first dense layer above the convolutions only, where the input's sum
   changes by a few percent (|rho| <= 0.1) and the law, first order in rho, was checked; the layers above keep the
   regression (at the LeNet 512's dense1 rho is 1.7, and (1 + rho)^2 on its own row overshoots the logits 1.9x;
-  docs/calculus.md, *Adam's first-order excess is no saturation*). An MLP has no such layer: "first" is off there."""
+  docs/calculus.md, *Adam's first-order excess is no saturation*). An MLP has no such layer: "first" is off there.
+  sign_draw (twentieth session; Adam settings): each dense hidden layer's own Adam kernel (True; "first": the
+  first dense layer only) scaled by the root of `draw_whitening`'s factor, Adam's sigma normalised per logit draw
+  (`_draw_backward`) in place of the mean backward (docs/calculus.md, *Adam's sigma sees the draw's own logit
+  gradient*); info, when given, gets the factors per layer."""
   widths = stack.widths
   if sign_sum not in (False, True, "first"):
     raise ValueError(f"sign_sum must be False, True or 'first', got {sign_sum!r}")
+  if sign_draw not in (False, True, "first"):
+    raise ValueError(f"sign_draw must be False, True or 'first', got {sign_draw!r}")
   x = np.asarray(x)
   lab = np.asarray(labels)
   rows = []
@@ -430,7 +481,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   with threadpool_limits(limits=BLAS_THREADS):
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
     bias = any(max(b) > 0 for _, _, b in rows)
-    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None)
+    draw = _draw_backward(st.k, stack, w_sq, lab, samples, seed, sign_draw, own_activation) if sign_draw else None
+    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None,
+                        draw=draw, info=info)
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
@@ -473,6 +526,32 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
         r = out[i]
         out[i] = r._replace(act1=r.act1 + got - (r.act1 - step(lr, o, b, None, False).act1))
     return out
+
+
+def _draw_backward(k: su.Kernels, stack: su.Stack, w_sq, lab, samples: int, seed: int, scope,
+                   own_activation: bool) -> dict:
+  """sign_draw's dense hidden layers (scope "first": the first only) -> (DRAW_LOGITS, B, B): the backward kernel
+  at the layer before its mask (`_setup`'s gam) per logit draw, `strided_update.backward` with the draw's own
+  g g^T and (z . g)(z . g)^T in place of their means (dense layers: linear in both), over the first DRAW_LOGITS of
+  `_setup`'s draws; their mean is gam up to the draws' sampling."""
+  widths = stack.widths
+  L = len(widths)
+  n_conv = len(stack.kernels)
+  B = k.y[-1].shape[0]
+  layers = [n_conv] if scope == "first" else list(range(n_conv, L - 1))
+  z, g = ur.logit_samples(k.y[-1], lab, widths[-1], samples, seed)
+  z, g = z[:DRAW_LOGITS], g[:DRAW_LOGITS]
+  zg = np.einsum("sbk,sbk->sb", z, g)
+  out, back = {}, np.einsum("sbk,sck->sbc", g, g)
+  for j in range(L - 2, n_conv - 1, -1):
+    gam = widths[j] * w_sq[j + 1] * back
+    if j in layers:
+      out[j] = gam
+    back = ur.both_active(k.y[j]) * gam
+    if own_activation:
+      norm = np.diag(k.h[j]).reshape(B, -1).sum(1)
+      back = back + np.einsum("sb,sc->sbc", zg / norm, zg / norm) * k.h[j]
+  return out
 
 
 def unit_energy_var(k_y: np.ndarray, relu: bool = True) -> float:
