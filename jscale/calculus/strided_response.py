@@ -57,7 +57,9 @@ its rule on keys 2^20 + 180000, no gain on development; the transfer check does 
 token only as the option token_law (seventeenth session, dropped on development); the incoherent carry with
 the flipped change's own square only as the option carry_square (eighteenth session); Adam's second-order term
 through the sum of a dense layer's input only as the option sign_sum (eighteenth session; at the first dense
-layer alone, sign_sum="first", nineteenth session); not modelled: a shared W with
+layer alone, sign_sum="first", nineteenth session); Adam's sigma per logit draw only as the option sign_draw and a
+dense layer's Adam rows drawn apart, as many as asked, only as the option dense_rows (twentieth session: no gain on
+development, not judged); not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -235,7 +237,7 @@ def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
                 seed: int = 1, bias: bool = False, w_tok: list | None = None, draw: dict | None = None,
-                info: dict | None = None):
+                info: dict | None = None, dense_rows: int | None = None):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
@@ -247,9 +249,13 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   m = (1/B) sum_t x_t h_t w_t is fixed and the rest is Gaussian with s^2 = sigma^2 - m^2, so E[sign G] =
   2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*).
 
-  draw (layer -> its backward per logit draw, option sign_draw): that dense layer's own kernel (not its cross kernel, which enters only
-  to first order) scaled by the root of `draw_whitening`'s factor, from rows of their own seed (the kernels' rows
-  stay those without it); info, when given, gets each factor."""
+  draw (layer -> its backward per logit draw, option sign_draw): that dense layer's own kernel (not its cross
+  kernel, which enters only to first order) scaled by the root of `draw_whitening`'s factor, from rows of their own
+  seed (the kernels' rows stay those without it); info, when given, gets each factor. dense_rows (option): a
+  dense layer's kernels from that many rows of their own seed, in place of `samples` rows of the shared stream (the
+  conv layers' rows stay those without it): the own square is quadratic in the kernel, and at the LeNet's first
+  dense layer 1024 rows leave it 3.74-4.80 over three seeds (docs/calculus.md, *Adam's own square is the rows'
+  sampling*)."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
   widths = stack.widths
@@ -264,15 +270,25 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
     T = k.x[l].shape[0]
     if not top:   # each hidden layer's factor serves its units and, as features, the layer above's
       factors[l] = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else _factor(k.y[l] / widths[l])
-    units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
-    masks = units if top else (units > 0).astype(float)
-    if l == 0:
-      flat = patch0 if n_conv else img.reshape(B, -1)
-      cols = flat.T[rng.integers(0, flat.shape[1], samples)]
-      scale = flat.shape[1]
+    if dense_rows and l >= n_conv:   # option dense_rows: more rows at a dense layer, from their own seed
+      S, rl = dense_rows, np.random.default_rng(seed + 104729 + l)
+      units = np.ones((S, T)) if top else _rows(rl, factors[l], S)
+      if l == 0:
+        flat = img.reshape(B, -1)
+        cols, scale = flat.T[rl.integers(0, flat.shape[1], S)], flat.shape[1]
+      else:
+        cols, scale = _dense_cols(k, stack, l, B, S, rl, factors.get(l - 1))
     else:
-      feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
-      cols, scale = _pick(feat, k, stack, l, B, rng)
+      S = samples
+      units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
+      if l == 0:
+        flat = patch0 if n_conv else img.reshape(B, -1)
+        cols = flat.T[rng.integers(0, flat.shape[1], samples)]
+        scale = flat.shape[1]
+      else:
+        feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
+        cols, scale = _pick(feat, k, stack, l, B, rng)
+    masks = units if top else (units > 0).astype(float)
     norms.append(float(np.mean(np.diag(k.x[l]))))
     # the kernels' coordinates, then the bias's (an input that is 1 on every token)
     parts = [(cols, scale, kernels, cross_kernels)] + ([(np.ones_like(cols), 1, bias_k, bias_cross)] if bias else [])
@@ -283,19 +299,19 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
         q = q + np.einsum("st,st->s", vh @ own[l], vh)
       sig = np.sqrt(np.clip(q, 0, None)) / B
       ok = sig > 0
-      a = (v[ok] / sig[ok, None]).T @ v[ok] / samples * sc
+      a = (v[ok] / sig[ok, None]).T @ v[ok] / S * sc
       if top:
         out.append(a)
         out_h.append(a)
         continue
       out.append(a / ur.both_active(k.y[l]))
       if w_tok is None or w_tok[l] is None:
-        ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
+        ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / S * sc
       else:   # (2 Phi(m / s) - 1) / (kappa m): the kernel, contracted with w_tok, gives E[x h sign G] / kappa
         m = vh[ok] @ w_tok[l] / B
         s_ = np.maximum(np.sqrt(np.clip(sig[ok] ** 2 - m ** 2, 0, None)), 1e-300)
         wt = np.where(m == 0, 1.0 / s_, _ratio(erf(m / (math.sqrt(2) * s_)), KAPPA * m))
-        ah = (vh[ok] * wt[:, None]).T @ vh[ok] / samples * sc
+        ah = (vh[ok] * wt[:, None]).T @ vh[ok] / S * sc
       out_h.append(_ratio(ah, k.h[l] / widths[l]))
     if draw and l in draw:
       rd = np.random.default_rng(seed + 7919 + l)
@@ -335,6 +351,23 @@ def draw_whitening(cols: np.ndarray, masks: np.ndarray, gams: np.ndarray, n_in: 
   d_b, o_b = pairs(gams.mean(0))
   wd, wo = n_in / ns, n_in * (n_in - 1) / (ns * (ns - 1))
   return float((wd * d_s + wo * o_s) / (wd * d_b + wo * o_b))
+
+
+def _dense_cols(k: su.Kernels, stack: su.Stack, l: int, B: int, S: int, rng, factor) -> tuple[np.ndarray, int]:
+  """(S, B) input coordinates of dense layer l >= 1 and the input's size: a unit of the dense layer below, or at
+  the flatten a channel at one position, drawn from that position's own (B, B) block of the conv kernel (the
+  marginal of `_pick`'s row over all positions, at B^2 rather than (B P)^2 per row)."""
+  c_below = stack.widths[l - 1]
+  if k.grid[l - 1] is None:
+    return np.maximum(_rows(rng, factor, S), 0.0), c_below
+  P = k.grid[l - 1][0] * k.grid[l - 1][1]
+  p = rng.integers(0, P, S)
+  cols = np.empty((S, B))
+  ky = k.y[l - 1].reshape(B, P, B, P)
+  for q in range(P):
+    at = p == q
+    cols[at] = np.maximum(_rows(rng, _factor(ky[:, q, :, q] / c_below), int(at.sum())), 0.0)
+  return cols, P * c_below
 
 
 def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng) -> tuple[np.ndarray, int]:
@@ -404,7 +437,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
                 split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
-                sign_draw: bool | str = False, info: dict | None = None) -> list:
+                sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -454,7 +487,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   sign_draw (twentieth session; Adam settings): each dense hidden layer's own Adam kernel (True; "first": the
   first dense layer only) scaled by the root of `draw_whitening`'s factor, Adam's sigma normalised per logit draw
   (`_draw_backward`) in place of the mean backward (docs/calculus.md, *Adam's sigma sees the draw's own logit
-  gradient*); info, when given, gets the factors per layer."""
+  gradient*); info, when given, gets the factors per layer. dense_rows (twentieth session): Adam's input kernels at
+  the dense layers from that many rows (`adam_inputs`), in place of `samples` (docs/calculus.md, *Adam's own square
+  is the rows' sampling*)."""
   widths = stack.widths
   if sign_sum not in (False, True, "first"):
     raise ValueError(f"sign_sum must be False, True or 'first', got {sign_sum!r}")
@@ -483,7 +518,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     bias = any(max(b) > 0 for _, _, b in rows)
     draw = _draw_backward(st.k, stack, w_sq, lab, samples, seed, sign_draw, own_activation) if sign_draw else None
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None,
-                        draw=draw, info=info)
+                        draw=draw, info=info, dense_rows=dense_rows)
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
