@@ -57,7 +57,9 @@ its rule on keys 2^20 + 180000, no gain on development; the transfer check does 
 token only as the option token_law (seventeenth session, dropped on development); the incoherent carry with
 the flipped change's own square only as the option carry_square (eighteenth session); Adam's second-order term
 through the sum of a dense layer's input only as the option sign_sum (eighteenth session; at the first dense
-layer alone, sign_sum="first", nineteenth session); not modelled: a shared W with
+layer alone, sign_sum="first", nineteenth session); Adam's sigma per logit draw only as the option sign_draw and a
+dense layer's Adam rows drawn apart, as many as asked, only as the option dense_rows (twentieth session: no gain on
+development, not judged); not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -80,6 +82,8 @@ KAPPA = ur.KAPPA
 # 2.5e-5 relative here, where the cross term cancels most of E[h^2]): fixed at 2, a one-core machine differs
 # from every other in those digits.
 BLAS_THREADS = 2
+# sign_draw's sample: logit draws, units, inputs (`draw_whitening`)
+DRAW_LOGITS, DRAW_UNITS, DRAW_FEATURES = 48, 24, 48
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -232,7 +236,8 @@ def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
 
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
-                seed: int = 1, bias: bool = False, w_tok: list | None = None):
+                seed: int = 1, bias: bool = False, w_tok: list | None = None, draw: dict | None = None,
+                info: dict | None = None, dense_rows: int | None = None):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
@@ -242,7 +247,15 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   w_tok (per hidden layer E[z . g] / |h|^2 per token, `_setup`'s; None: the linearisation): the cross kernel with
   the sign of a non-centred gradient. Given the unit's activations and the feature, the own component's mean
   m = (1/B) sum_t x_t h_t w_t is fixed and the rest is Gaussian with s^2 = sigma^2 - m^2, so E[sign G] =
-  2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*)."""
+  2 Phi(m / s) - 1 in place of kappa m / sigma (docs/calculus.md, *Adam's sign of a non-centred gradient*).
+
+  draw (layer -> its backward per logit draw, option sign_draw): that dense layer's own kernel (not its cross
+  kernel, which enters only to first order) scaled by the root of `draw_whitening`'s factor, from rows of their own
+  seed (the kernels' rows stay those without it); info, when given, gets each factor. dense_rows (option): a
+  dense layer's kernels from that many rows of their own seed, in place of `samples` rows of the shared stream (the
+  conv layers' rows stay those without it): the own square is quadratic in the kernel, and at the LeNet's first
+  dense layer 1024 rows leave it 3.74-4.80 over three seeds (docs/calculus.md, *Adam's own square is the rows'
+  sampling*)."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
   widths = stack.widths
@@ -257,15 +270,25 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
     T = k.x[l].shape[0]
     if not top:   # each hidden layer's factor serves its units and, as features, the layer above's
       factors[l] = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else _factor(k.y[l] / widths[l])
-    units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
-    masks = units if top else (units > 0).astype(float)
-    if l == 0:
-      flat = patch0 if n_conv else img.reshape(B, -1)
-      cols = flat.T[rng.integers(0, flat.shape[1], samples)]
-      scale = flat.shape[1]
+    if dense_rows and l >= n_conv:   # option dense_rows: more rows at a dense layer, from their own seed
+      S, rl = dense_rows, np.random.default_rng(seed + 104729 + l)
+      units = np.ones((S, T)) if top else _rows(rl, factors[l], S)
+      if l == 0:
+        flat = img.reshape(B, -1)
+        cols, scale = flat.T[rl.integers(0, flat.shape[1], S)], flat.shape[1]
+      else:
+        cols, scale = _dense_cols(k, stack, l, B, S, rl, factors.get(l - 1))
     else:
-      feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
-      cols, scale = _pick(feat, k, stack, l, B, rng)
+      S = samples
+      units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
+      if l == 0:
+        flat = patch0 if n_conv else img.reshape(B, -1)
+        cols = flat.T[rng.integers(0, flat.shape[1], samples)]
+        scale = flat.shape[1]
+      else:
+        feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
+        cols, scale = _pick(feat, k, stack, l, B, rng)
+    masks = units if top else (units > 0).astype(float)
     norms.append(float(np.mean(np.diag(k.x[l]))))
     # the kernels' coordinates, then the bias's (an input that is 1 on every token)
     parts = [(cols, scale, kernels, cross_kernels)] + ([(np.ones_like(cols), 1, bias_k, bias_cross)] if bias else [])
@@ -276,21 +299,75 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
         q = q + np.einsum("st,st->s", vh @ own[l], vh)
       sig = np.sqrt(np.clip(q, 0, None)) / B
       ok = sig > 0
-      a = (v[ok] / sig[ok, None]).T @ v[ok] / samples * sc
+      a = (v[ok] / sig[ok, None]).T @ v[ok] / S * sc
       if top:
         out.append(a)
         out_h.append(a)
         continue
       out.append(a / ur.both_active(k.y[l]))
       if w_tok is None or w_tok[l] is None:
-        ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / samples * sc
+        ah = (vh[ok] / sig[ok, None]).T @ vh[ok] / S * sc
       else:   # (2 Phi(m / s) - 1) / (kappa m): the kernel, contracted with w_tok, gives E[x h sign G] / kappa
         m = vh[ok] @ w_tok[l] / B
         s_ = np.maximum(np.sqrt(np.clip(sig[ok] ** 2 - m ** 2, 0, None)), 1e-300)
         wt = np.where(m == 0, 1.0 / s_, _ratio(erf(m / (math.sqrt(2) * s_)), KAPPA * m))
-        ah = (vh[ok] * wt[:, None]).T @ vh[ok] / samples * sc
+        ah = (vh[ok] * wt[:, None]).T @ vh[ok] / S * sc
       out_h.append(_ratio(ah, k.h[l] / widths[l]))
+    if draw and l in draw:
+      rd = np.random.default_rng(seed + 7919 + l)
+      u_d = (_rows(rd, factors[l], DRAW_UNITS) > 0).astype(float)
+      if l == 0:
+        c_d = flat.T[rd.integers(0, flat.shape[1], DRAW_FEATURES)]
+      else:
+        c_d, _ = _pick(np.maximum(_rows(rd, factors[l - 1], DRAW_FEATURES), 0.0), k, stack, l, B, rd)
+      f = draw_whitening(c_d, u_d, draw[l], scale)
+      kernels[-1] = kernels[-1] * math.sqrt(f)
+      if info is not None:
+        info[l] = f
   return kernels, cross_kernels, norms, bias_k, bias_cross
+
+
+def draw_whitening(cols: np.ndarray, masks: np.ndarray, gams: np.ndarray, n_in: int) -> float:
+  """Adam's own square at a dense layer over the logits' draws, E_s Q(Gam_s) / Q(E_s Gam_s) (option sign_draw;
+  docs/calculus.md, *Adam's sigma sees the draw's own logit gradient*). Per unit k and input i the sign step's
+  linearisation kappa G_ik / sigma_ik normalises by the draw's own sigma, sigma_ik^2 = v_ik^T Gam v_ik (v_ik = x_i
+  m_k over the batch's tokens), and a draw's backward gams[s] (`_draw_backward`: from its (B, K) logit gradient)
+  has the logits' low rank, so the correlation r_ij = v_i^T Gam_s v_j / (sigma_i sigma_j) of two inputs averages
+  below the one of the mean Gam. Q = sum_k sum_ij (sum_a m_ak x_ai
+  x_aj) r_ij over cols (F_s, B) sampled inputs and masks (U, B) sampled units; the i = j terms (r = 1 whatever
+  Gam) weighted n_in / F_s, the pairs n_in (n_in - 1) / (F_s (F_s - 1))."""
+  ns = cols.shape[0]
+  V = cols[None] * masks[:, None]                             # (U, F_s, B)
+  xm = np.einsum("fa,ua,ea->ufe", cols, masks, cols)           # sum_a m_ak x_ai x_aj: no Gam in it
+  off = ~np.eye(ns, dtype=bool)
+
+  def pairs(gam):   # (diagonal, off-diagonal) sums of xm r
+    C = (V.reshape(-1, V.shape[-1]) @ gam).reshape(V.shape) @ np.swapaxes(V, 1, 2)   # (U, F_s, F_s)
+    q = np.einsum("uff->uf", C)
+    w = np.where(q > 0, 1.0 / np.sqrt(np.where(q > 0, q, 1.0)), 0.0)
+    r = C * w[:, :, None] * w[:, None, :]
+    return float(np.einsum("uff,uff->", xm, r)), float(np.sum((xm * r)[:, off]))
+  d_s, o_s = np.mean([pairs(gm) for gm in gams], 0)
+  d_b, o_b = pairs(gams.mean(0))
+  wd, wo = n_in / ns, n_in * (n_in - 1) / (ns * (ns - 1))
+  return float((wd * d_s + wo * o_s) / (wd * d_b + wo * o_b))
+
+
+def _dense_cols(k: su.Kernels, stack: su.Stack, l: int, B: int, S: int, rng, factor) -> tuple[np.ndarray, int]:
+  """(S, B) input coordinates of dense layer l >= 1 and the input's size: a unit of the dense layer below, or at
+  the flatten a channel at one position, drawn from that position's own (B, B) block of the conv kernel (the
+  marginal of `_pick`'s row over all positions, at B^2 rather than (B P)^2 per row)."""
+  c_below = stack.widths[l - 1]
+  if k.grid[l - 1] is None:
+    return np.maximum(_rows(rng, factor, S), 0.0), c_below
+  P = k.grid[l - 1][0] * k.grid[l - 1][1]
+  p = rng.integers(0, P, S)
+  cols = np.empty((S, B))
+  ky = k.y[l - 1].reshape(B, P, B, P)
+  for q in range(P):
+    at = p == q
+    cols[at] = np.maximum(_rows(rng, _factor(ky[:, q, :, q] / c_below), int(at.sum())), 0.0)
+  return cols, P * c_below
 
 
 def _pick(feat: np.ndarray, k: su.Kernels, stack: su.Stack, l: int, B: int, rng) -> tuple[np.ndarray, int]:
@@ -359,7 +436,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_net: bool = False, sign_mean: bool = False, flip_rescale: bool = False,
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
-                split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False) -> list:
+                split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
+                sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -405,10 +483,18 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   (nineteenth session): the same at the first dense layer above the convolutions only, where the input's sum
   changes by a few percent (|rho| <= 0.1) and the law, first order in rho, was checked; the layers above keep the
   regression (at the LeNet 512's dense1 rho is 1.7, and (1 + rho)^2 on its own row overshoots the logits 1.9x;
-  docs/calculus.md, *Adam's first-order excess is no saturation*). An MLP has no such layer: "first" is off there."""
+  docs/calculus.md, *Adam's first-order excess is no saturation*). An MLP has no such layer: "first" is off there.
+  sign_draw (twentieth session; Adam settings): each dense hidden layer's own Adam kernel (True; "first": the
+  first dense layer only) scaled by the root of `draw_whitening`'s factor, Adam's sigma normalised per logit draw
+  (`_draw_backward`) in place of the mean backward (docs/calculus.md, *Adam's sigma sees the draw's own logit
+  gradient*); info, when given, gets the factors per layer. dense_rows (twentieth session): Adam's input kernels at
+  the dense layers from that many rows (`adam_inputs`), in place of `samples` (docs/calculus.md, *Adam's own square
+  is the rows' sampling*)."""
   widths = stack.widths
   if sign_sum not in (False, True, "first"):
     raise ValueError(f"sign_sum must be False, True or 'first', got {sign_sum!r}")
+  if sign_draw not in (False, True, "first"):
+    raise ValueError(f"sign_draw must be False, True or 'first', got {sign_draw!r}")
   x = np.asarray(x)
   lab = np.asarray(labels)
   rows = []
@@ -430,7 +516,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   with threadpool_limits(limits=BLAS_THREADS):
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
     bias = any(max(b) > 0 for _, _, b in rows)
-    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None)
+    draw = _draw_backward(st.k, stack, w_sq, lab, samples, seed, sign_draw, own_activation) if sign_draw else None
+    adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None,
+                        draw=draw, info=info, dense_rows=dense_rows)
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
@@ -473,6 +561,32 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
         r = out[i]
         out[i] = r._replace(act1=r.act1 + got - (r.act1 - step(lr, o, b, None, False).act1))
     return out
+
+
+def _draw_backward(k: su.Kernels, stack: su.Stack, w_sq, lab, samples: int, seed: int, scope,
+                   own_activation: bool) -> dict:
+  """sign_draw's dense hidden layers (scope "first": the first only) -> (DRAW_LOGITS, B, B): the backward kernel
+  at the layer before its mask (`_setup`'s gam) per logit draw, `strided_update.backward` with the draw's own
+  g g^T and (z . g)(z . g)^T in place of their means (dense layers: linear in both), over the first DRAW_LOGITS of
+  `_setup`'s draws; their mean is gam up to the draws' sampling."""
+  widths = stack.widths
+  L = len(widths)
+  n_conv = len(stack.kernels)
+  B = k.y[-1].shape[0]
+  layers = [n_conv] if scope == "first" else list(range(n_conv, L - 1))
+  z, g = ur.logit_samples(k.y[-1], lab, widths[-1], samples, seed)
+  z, g = z[:DRAW_LOGITS], g[:DRAW_LOGITS]
+  zg = np.einsum("sbk,sbk->sb", z, g)
+  out, back = {}, np.einsum("sbk,sck->sbc", g, g)
+  for j in range(L - 2, n_conv - 1, -1):
+    gam = widths[j] * w_sq[j + 1] * back
+    if j in layers:
+      out[j] = gam
+    back = ur.both_active(k.y[j]) * gam
+    if own_activation:
+      norm = np.diag(k.h[j]).reshape(B, -1).sum(1)
+      back = back + np.einsum("sb,sc->sbc", zg / norm, zg / norm) * k.h[j]
+  return out
 
 
 def unit_energy_var(k_y: np.ndarray, relu: bool = True) -> float:

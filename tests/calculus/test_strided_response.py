@@ -615,3 +615,33 @@ def test_sign_sum_first_is_the_sum_law_at_the_first_dense_layer_only():
   assert not np.array_equal(got[True], got[False])
   with pytest.raises(ValueError, match="sign_sum"):
     sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], mset, sign_sum="all", **on)
+
+
+def test_draw_whitening_is_the_per_draw_correlation_sum():
+  # `sign_draw` (docs/calculus.md, *Adam's sigma sees the draw's own logit gradient*): draw_whitening against a
+  # loop over units and input pairs, Q(Gam) = sum_k sum_ij (sum_a m_ak x_ai x_aj) r_ij(Gam), the pairs weighted
+  # n_in (n_in - 1) / (F (F - 1)) and the i = j terms n_in / F, E_s Q(Gam_s) / Q(E_s Gam_s). Exact (1e-10): the same
+  # sums; with rank-2 draws the factor is off 1 (here 1.009), so an implementation that normalised by the mean Gam
+  # (factor 1) fails.
+  rng = np.random.default_rng(4)
+  B, F, U, D, n_in = 6, 5, 3, 4, 20
+  cols = np.abs(rng.standard_normal((F, B)))
+  masks = (rng.standard_normal((U, B)) > 0).astype(float)
+  masks[:, 0] = 1.0
+  g = rng.standard_normal((D, B, 2))
+  gams = np.einsum("sbk,sck->sbc", g, g) * (0.5 + np.eye(B))
+
+  def q(gam):
+    dg = off = 0.0
+    for k in range(U):
+      v = cols * masks[k]
+      s = np.sqrt(np.einsum("ib,bc,ic->i", v, gam, v))
+      for i in range(F):
+        for j in range(F):
+          term = np.sum(masks[k] * cols[i] * cols[j]) * (v[i] @ gam @ v[j]) / (s[i] * s[j])
+          dg, off = (dg + term, off) if i == j else (dg, off + term)
+    return n_in / F * dg + n_in * (n_in - 1) / (F * (F - 1)) * off
+  want = np.mean([q(gm) for gm in gams]) / q(gams.mean(0))
+  got = sr.draw_whitening(cols, masks, gams, n_in)
+  assert abs(got - want) < 1e-10
+  assert abs(got - 1) > 0.005
