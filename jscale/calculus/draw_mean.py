@@ -35,11 +35,33 @@ LINEAR = frozenset({"dot_general", "conv_general_dilated", "add", "sub", "neg", 
 _GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (weights sum to sqrt(2 pi))
 
 
+# The input's batch mean shrunk in two parts where it has token positions (batch, positions, ...): its mean over
+# the positions and each position's departure from it, each by its own noise (issue 21, twentieth session, second
+# part; docs/calculus.md). One factor for the whole vector takes the noise's share of the total out of every part,
+# but the noise of i.i.d. tokens is spread evenly over the positions while the signal (the vocabulary's mean
+# embedding) is common to them: attention's mean weights average over the keys, which keeps the common part and
+# drops most of the rest, so the one factor takes the whole's noise share (B / (B + V - 1): 19.5% of the energy at
+# vocabulary 32, batch 128) out of what survives them; block 0's carried attention mean was 0.02-0.045 short in log
+# energy on dev, about 0 with the split. Off: on dev it moved misses between draws (-0.10 +- 0.14 per draw, kernel
+# misses 3 -> 6 of 48 draws), so it was not judged.
+POSITION_SPLIT = False
+
+
 def input_mean(x: np.ndarray) -> np.ndarray:
   """The batch mean of x (batch, ...), shrunk so that its squared length is unbiased for the examples' own
   noise (E|xbar|^2 = |mu|^2 + sum var / B; the rules' correlations leave each example's pair with itself out):
-  one factor for the whole vector, which keeps its direction."""
+  one factor for the whole vector, which keeps its direction (with POSITION_SPLIT and token positions, one for
+  the mean over positions and one for the departures from it)."""
   B = x.shape[0]
+  m = x.mean(axis=0)
+  if POSITION_SPLIT and x.ndim >= 3 and x.shape[1] > 1 and B >= 2:
+    u = x.mean(axis=1, keepdims=True)   # each example's mean over positions: its batch mean is m's common part
+    return _shrunk(u, B) + _shrunk(x - u, B)
+  return _shrunk(x, B)
+
+
+def _shrunk(x: np.ndarray, B: int) -> np.ndarray:
+  """x's batch mean times one factor that takes the mean's noise energy, sum var / B, out of its squared length."""
   m = x.mean(axis=0)
   tot = float(np.sum(m * m))
   if B < 2 or tot <= 0:
