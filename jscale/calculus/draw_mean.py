@@ -53,9 +53,8 @@ def input_mean(x: np.ndarray) -> np.ndarray:
   one factor for the whole vector, which keeps its direction (with POSITION_SPLIT and token positions, one for
   the mean over positions and one for the departures from it)."""
   B = x.shape[0]
-  m = x.mean(axis=0)
   if POSITION_SPLIT and x.ndim >= 3 and x.shape[1] > 1 and B >= 2:
-    u = x.mean(axis=1, keepdims=True)   # each example's mean over positions: its batch mean is m's common part
+    u = x.mean(axis=1, keepdims=True)   # each example's mean over positions: its batch mean is the common part
     return _shrunk(u, B) + _shrunk(x - u, B)
   return _shrunk(x, B)
 
