@@ -270,24 +270,17 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
     T = k.x[l].shape[0]
     if not top:   # each hidden layer's factor serves its units and, as features, the layer above's
       factors[l] = math.sqrt(w_sq[0]) * patch0 if l == 0 and n_conv else _factor(k.y[l] / widths[l])
-    if dense_rows and l >= n_conv:   # option dense_rows: more rows at a dense layer, from their own seed
-      S, rl = dense_rows, np.random.default_rng(seed + 104729 + l)
-      units = np.ones((S, T)) if top else _rows(rl, factors[l], S)
-      if l == 0:
-        flat = img.reshape(B, -1)
-        cols, scale = flat.T[rl.integers(0, flat.shape[1], S)], flat.shape[1]
-      else:
-        cols, scale = _dense_cols(k, stack, l, B, S, rl, factors.get(l - 1))
+    own_rows = bool(dense_rows) and l >= n_conv   # option dense_rows: more rows at a dense layer, their own seed
+    S, r = (dense_rows, np.random.default_rng(seed + 104729 + l)) if own_rows else (samples, rng)
+    units = np.ones((S, T)) if top else _rows(r, factors[l], S)
+    if l == 0:
+      flat = patch0 if n_conv else img.reshape(B, -1)
+      cols = flat.T[r.integers(0, flat.shape[1], S)]
+      scale = flat.shape[1]
+    elif own_rows:
+      cols, scale = _dense_cols(k, stack, l, B, S, r, factors.get(l - 1))
     else:
-      S = samples
-      units = np.ones((samples, T)) if top else _rows(rng, factors[l], samples)
-      if l == 0:
-        flat = patch0 if n_conv else img.reshape(B, -1)
-        cols = flat.T[rng.integers(0, flat.shape[1], samples)]
-        scale = flat.shape[1]
-      else:
-        feat = np.maximum(_rows(rng, factors[l - 1], samples), 0.0)
-        cols, scale = _pick(feat, k, stack, l, B, rng)
+      cols, scale = _pick(np.maximum(_rows(r, factors[l - 1], S), 0.0), k, stack, l, B, r)
     masks = units if top else (units > 0).astype(float)
     norms.append(float(np.mean(np.diag(k.x[l]))))
     # the kernels' coordinates, then the bias's (an input that is 1 on every token)
