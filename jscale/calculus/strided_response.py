@@ -61,7 +61,9 @@ layer alone, sign_sum="first", nineteenth session); Adam's sigma per logit draw 
 dense layer's Adam rows drawn apart, as many as asked, only as the option dense_rows (twentieth session: no gain on
 development, not judged; the transfer check passes 4096); the second-order term split into the input's mean part
 (the sum law) and its centred part (the regression) only as the option sum_split (twenty-first session: dense0 right,
-the layers above out; not judged); not modelled: a shared W with
+the layers above out), the sum law into the hidden dense layers only (sign_sum="hidden") and Adam's flip term on
+each side of zero with the own sign step blind to the unit's state (adam_split) as options (twenty-first session);
+not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -461,7 +463,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
                 split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
                 sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None,
-                sum_split: bool = False) -> list:
+                sum_split: bool = False, adam_split: bool | str = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -516,10 +518,18 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   is the rows' sampling*). sum_split (twenty-first session; with sign_sum): where sign_sum applies, the sum law on
   the part of the own kernel that the input's mean carries and the regression on the centred rest
   (`split_second_order`), in place of the sum law on the whole row (docs/calculus.md, *The second-order term's mean
-  and centred parts*)."""
+  and centred parts*). sign_sum="hidden" (twenty-first session): the sum law at every dense layer but the logits
+  (their input's sum change is over-predicted, 1.69 against 1.32 at the LeNet 512). adam_split (twenty-first
+  session; with state_split and flip_net, Adam settings, hidden layers above the first; "first": the first dense
+  layer above the convolutions only): `state_split`'s flip term under the law on each side of zero for Adam too, its
+  off-mask square E[(1 - m_a) d_a^2] the triple's split of Theta less its own sign step, whose off-mask square is its
+  on-mask one (the step is mostly a shift shared over the batch's tokens, blind to the unit's state at a; docs/
+  calculus.md, *The flips of a step that is mostly a per-unit shift*)."""
   widths = stack.widths
-  if sign_sum not in (False, True, "first"):
-    raise ValueError(f"sign_sum must be False, True or 'first', got {sign_sum!r}")
+  if sign_sum not in (False, True, "first", "hidden"):
+    raise ValueError(f"sign_sum must be False, True, 'first' or 'hidden', got {sign_sum!r}")
+  if adam_split not in (False, True, "first"):
+    raise ValueError(f"adam_split must be False, True or 'first', got {adam_split!r}")
   if sign_draw not in (False, True, "first"):
     raise ValueError(f"sign_draw must be False, True or 'first', got {sign_draw!r}")
   x = np.asarray(x)
@@ -557,7 +567,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
                    split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else (),
-                   sign_sum=sign_sum if on else False, mean_k=mean_k if on else None)
+                   sign_sum=sign_sum if on else False, mean_k=mean_k if on else None,
+                   adam_split=adam_split if on else False)
     done, out = {}, []
     for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
       key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
@@ -705,7 +716,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
           flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
           token_law: bool = False, split_mask_: bool = False, carry_square: tuple = (),
-          sign_sum: bool | str = False, mean_k: list | None = None) -> ur.Response:
+          sign_sum: bool | str = False, mean_k: list | None = None, adam_split: bool | str = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -757,7 +768,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           own_in = inputs[l] * (1.0 + rho)[:, None]
         else:
           own_in = own_in + sc * _ratio(inputs[l], k.x[l])
-      th = (eta[l] * own_in + eta_b[l] * b_in[l]
+      own_th = eta[l] * own_in + eta_b[l] * b_in[l]
+      th = (own_th
             + (keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B) if mask is None
                else widths[l - 1] * w_sq[l] * lift(mask * theta[-1], k, stack, l, B)))
     theta.append(th)
@@ -811,7 +823,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
         shift.append(_shift_law(k.y[l], theta_h, w, below, law, widths[l], B))
       return shift[0]
     net_off = None
-    if flip_net and not top and state_split and optimizer == "sgd":
+    if flip_net and not top and state_split and (optimizer == "sgd" or (adam_split and l > 0 and not tok
+                                                                      and (adam_split != "first" or l == n_conv))):
       # E[(1 - m_a) d_a^2]: the triple sum with a's mask off, P(s, t) - P(a, s, t), from sum_a (Theta back Theta^T)_aa
       if l == 0:   # Theta_0 = eta_0 X_0 + eta_b 1 (SGD's bias kernel is all ones): once per optimizer
         fxx = first_layer(optimizer, "fxx", lambda: float(np.sum((inputs[0] @ back[0]) * inputs[0])))
@@ -823,6 +836,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       else:
         full = float(np.sum((theta[l] @ back[l]) * theta[l]))
       inc_off = inc / widths[l] if incoherent_carry else 0.0
+      if optimizer == "adam":   # adam_split: the own sign step, a shift shared over the tokens, is blind to the
+        # unit's state at a (its off-mask square its on-mask one); the rest of Theta keeps the triple's split
+        tri_own = triple_sum(own_th, s_tab[l], grad_k[l])
+        full_own = float(np.sum((own_th @ back[l]) * own_th))
+        full, tri = full - full_own + 2 * tri_own, tri
+        inc_off += own_noise[l] / widths[l]   # the sign's noise is blind to it too
       off = ((full_tok - tri_tok) / B ** 2 / widths[l] + inc_off * share if tok
              else (full - tri) / B ** 2 / (T * widths[l]) + inc_off)
       tables = first_layer("any", ("split", l), lambda: split_tables(k.y[l]))   # every setting's
@@ -836,7 +855,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l], one_law())
     rho = None
     if (sign_sum and optimizer == "adam" and flip_net and not top and l + 1 >= n_conv
-        and (sign_sum != "first" or l + 1 == n_conv)):
+        and (sign_sum != "first" or l + 1 == n_conv) and (sign_sum != "hidden" or l + 1 < L - 1)):
       rho = input_sum_change(k.y[l], theta_h, w, below, law, widths[l], B, one_law())
     ra = rb = hc = 0.0
     if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:

@@ -640,6 +640,13 @@ def test_sum_split_takes_the_sum_law_on_the_inputs_mean_and_the_regression_on_th
   a, b = (sr.first_steps(xi, y, mlp, [2 / 64, 0.4, 0.5], [([0.02, 0.05, 0.05], "adam", 0.01)], samples=64,
                          sum_split=s, **on)[0].act1 for s in (False, True))
   assert a[0] == b[0] and np.all(a[1:] != b[1:])
+  # adam_split (*The flips of a step that is mostly a per-unit shift*): Adam's hidden layers above the first only;
+  # SGD's prediction bit for bit
+  sets = [([0.02, 0.05, 0.05], "adam", 0.01), ([0.2, 0.5, 0.5], "sgd", 0.1)]
+  a, b = ([r.act1 for r in sr.first_steps(xi, y, mlp, [2 / 64, 0.4, 0.5], sets, samples=64, sum_split=True,
+                                          adam_split=s, **on)] for s in (False, True))
+  assert a[0][0] == b[0][0] and a[0][1] != b[0][1]
+  np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_draw_whitening_is_the_per_draw_correlation_sum():
