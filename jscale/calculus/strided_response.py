@@ -60,9 +60,9 @@ through the sum of a dense layer's input only as the option sign_sum (eighteenth
 layer alone, sign_sum="first", nineteenth session); Adam's sigma per logit draw only as the option sign_draw and a
 dense layer's Adam rows drawn apart, as many as asked, only as the option dense_rows (twentieth session: no gain on
 development, not judged; the transfer check passes 4096); the second-order term split into the input's mean part
-(the sum law) and its centred part (the regression) only as the option sum_split (twenty-first session: dense0 right,
-the layers above out), the sum law into the hidden dense layers only (sign_sum="hidden") and Adam's flip term on
-each side of zero with the own sign step blind to the unit's state (adam_split) as options (twenty-first session);
+(the sum law) and its centred part (the regression) as the option sum_split, the sum law into the hidden dense
+layers only (sign_sum="hidden") and Adam's flip term on each side of zero with the own sign step blind to the unit's
+state (adam_split) (twenty-first session; the transfer check passes the three, `analysis.ADAM_SPLIT`);
 not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
