@@ -840,7 +840,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
         # unit's state at a (its off-mask square its on-mask one); the rest of Theta keeps the triple's split
         tri_own = triple_sum(own_th, s_tab[l], grad_k[l])
         full_own = float(np.sum((own_th @ back[l]) * own_th))
-        full, tri = full - full_own + 2 * tri_own, tri
+        full = full - full_own + 2 * tri_own
         inc_off += own_noise[l] / widths[l]   # the sign's noise is blind to it too
       off = ((full_tok - tri_tok) / B ** 2 / widths[l] + inc_off * share if tok
              else (full - tri) / B ** 2 / (T * widths[l]) + inc_off)
