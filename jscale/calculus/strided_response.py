@@ -59,7 +59,11 @@ the flipped change's own square only as the option carry_square (eighteenth sess
 through the sum of a dense layer's input only as the option sign_sum (eighteenth session; at the first dense
 layer alone, sign_sum="first", nineteenth session); Adam's sigma per logit draw only as the option sign_draw and a
 dense layer's Adam rows drawn apart, as many as asked, only as the option dense_rows (twentieth session: no gain on
-development, not judged); not modelled: a shared W with
+development, not judged; the transfer check passes 4096); the second-order term split into the input's mean part
+(the sum law) and its centred part (the regression) as the option sum_split, the sum law into the hidden dense
+layers only (sign_sum="hidden") and Adam's flip term on each side of zero with the own sign step blind to the unit's
+state (adam_split) (twenty-first session; the transfer check passes the three, `analysis.ADAM_SPLIT`);
+not modelled: a shared W with
 fewer rows than the batch's tokens.
 """
 from __future__ import annotations
@@ -237,7 +241,7 @@ def _rows(rng, factor: np.ndarray, samples: int) -> np.ndarray:
 
 def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, samples: int = 1024,
                 seed: int = 1, bias: bool = False, w_tok: list | None = None, draw: dict | None = None,
-                info: dict | None = None, dense_rows: int | None = None):
+                info: dict | None = None, dense_rows: int | None = None, mean_in: list | None = None):
   """Per layer Adam's effective input kernel over tokens, the same weighted by the unit's activations (for the
   cross term), and the mean |x_t|^2 per token (for the noise): `update_response.adam_inputs` with sigma_ik^2 =
   (1/B^2) sum_st x_s,i x_t,i E[delta_s,k delta_t,k] over the batch's tokens, E[delta delta] = m_s m_t gam / c
@@ -255,7 +259,10 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
   dense layer's kernels from that many rows of their own seed, in place of `samples` rows of the shared stream (the
   conv layers' rows stay those without it): the own square is quadratic in the kernel, and at the LeNet's first
   dense layer 1024 rows leave it 3.74-4.80 over three seeds (docs/calculus.md, *Adam's own square is the rows'
-  sampling*)."""
+  sampling*). mean_in (a list, option sum_split): gets per layer the own kernel with the row token's input
+  replaced by its mean over the layer's inputs, M(a, t) = E[xbar_a m_a x_t m_t / sigma] (`input_mean`), at the
+  dense layers above the first (None elsewhere): the part of the own change that a shift common to a token's
+  inputs moves."""
   rng = np.random.default_rng(seed)
   B = x.shape[0]
   widths = stack.widths
@@ -293,6 +300,12 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
       sig = np.sqrt(np.clip(q, 0, None)) / B
       ok = sig > 0
       a = (v[ok] / sig[ok, None]).T @ v[ok] / S * sc
+      if mean_in is not None and out is kernels:
+        mk = None
+        if l >= max(n_conv, 1):
+          vm = masks[ok] * input_mean(k, stack, l, B)[None, :]
+          mk = (vm / sig[ok, None]).T @ v[ok] / S * sc / (1.0 if top else ur.both_active(k.y[l]))
+        mean_in.append(mk)
       if top:
         out.append(a)
         out_h.append(a)
@@ -318,6 +331,25 @@ def adam_inputs(x, k: su.Kernels, stack: su.Stack, w_sq, gam: list, own: list, s
       if info is not None:
         info[l] = f
   return kernels, cross_kernels, norms, bias_k, bias_cross
+
+
+def split_second_order(x_kern: np.ndarray, mean_kern: np.ndarray, rho: np.ndarray, lifted: np.ndarray,
+                       k_x: np.ndarray) -> np.ndarray:
+  """A dense layer's own Adam kernel with its second-order term dW^T dx (option sum_split; docs/calculus.md, *The
+  second-order term's mean and centred parts*): the input's change dx_a split into its mean over the inputs,
+  rho_a xbar_a (`input_sum_change`), and the centred rest, taken along the centred input x_a - xbar_a by the
+  regression on the example's own activation (`lifted_change` / K_x per token pair). Row a of X + rho_a M + (lifted /
+  K_x) (X - M), M = `adam_inputs`' mean_in kernel: sign_sum's X (1 + rho_a) counts the centred part of the own
+  step as if it moved with the mean, and the regression alone misses the mean shift's sign."""
+  return x_kern + rho[:, None] * mean_kern + lifted * _ratio(x_kern - mean_kern, k_x)
+
+
+def input_mean(k: su.Kernels, stack: su.Stack, l: int, B: int) -> np.ndarray:
+  """(B,) per token of dense layer l >= 1, the expected mean of its input coordinates, relu of N(0, q / c) units
+  of the layer below (q its pre-activation kernel's diagonal, c its width): sqrt(q / 2 pi c), averaged over the
+  positions at the flatten. `input_sum_change`'s `before`, per input."""
+  q = np.diag(k.y[l - 1]) / stack.widths[l - 1]
+  return np.sqrt(q / (2 * math.pi)).reshape(B, -1).mean(1)
 
 
 def draw_whitening(cols: np.ndarray, masks: np.ndarray, gams: np.ndarray, n_in: int) -> float:
@@ -430,7 +462,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 flip_pairs: bool = False, state_split: bool = False, draw_spread: bool = False,
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
                 split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
-                sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None) -> list:
+                sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None,
+                sum_split: bool = False, adam_split: bool | str = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -482,10 +515,21 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   (`_draw_backward`) in place of the mean backward (docs/calculus.md, *Adam's sigma sees the draw's own logit
   gradient*); info, when given, gets the factors per layer. dense_rows (twentieth session): Adam's input kernels at
   the dense layers from that many rows (`adam_inputs`), in place of `samples` (docs/calculus.md, *Adam's own square
-  is the rows' sampling*)."""
+  is the rows' sampling*). sum_split (twenty-first session; with sign_sum): where sign_sum applies, the sum law on
+  the part of the own kernel that the input's mean carries and the regression on the centred rest
+  (`split_second_order`), in place of the sum law on the whole row (docs/calculus.md, *The second-order term's mean
+  and centred parts*). sign_sum="hidden" (twenty-first session): the sum law at every dense layer but the logits
+  (their input's sum change is over-predicted, 1.69 against 1.32 at the LeNet 512). adam_split (twenty-first
+  session; with state_split and flip_net, Adam settings, hidden layers above the first; "first": the first dense
+  layer above the convolutions only): `state_split`'s flip term under the law on each side of zero for Adam too, its
+  off-mask square E[(1 - m_a) d_a^2] the triple's split of Theta less its own sign step, whose off-mask square is its
+  on-mask one (the step is mostly a shift shared over the batch's tokens, blind to the unit's state at a; docs/
+  calculus.md, *The flips of a step that is mostly a per-unit shift*)."""
   widths = stack.widths
-  if sign_sum not in (False, True, "first"):
-    raise ValueError(f"sign_sum must be False, True or 'first', got {sign_sum!r}")
+  if sign_sum not in (False, True, "first", "hidden"):
+    raise ValueError(f"sign_sum must be False, True, 'first' or 'hidden', got {sign_sum!r}")
+  if adam_split not in (False, True, "first"):
+    raise ValueError(f"adam_split must be False, True or 'first', got {adam_split!r}")
   if sign_draw not in (False, True, "first"):
     raise ValueError(f"sign_draw must be False, True or 'first', got {sign_draw!r}")
   x = np.asarray(x)
@@ -510,8 +554,9 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     st = _setup(x, lab, stack, list(w_sq), samples, seed, own_activation)
     bias = any(max(b) > 0 for _, _, b in rows)
     draw = _draw_backward(st.k, stack, w_sq, lab, samples, seed, sign_draw, own_activation) if sign_draw else None
+    mean_k = [] if sum_split and sign_sum else None
     adam = (adam_inputs(x, st.k, stack, w_sq, st.gam, st.own, bias=bias, w_tok=st.w_tok if sign_mean else None,
-                        draw=draw, info=info, dense_rows=dense_rows)
+                        draw=draw, info=info, dense_rows=dense_rows, mean_in=mean_k)
             if any(o == "adam" for _, o, _ in rows)
             else None)
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
@@ -522,7 +567,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
                    split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else (),
-                   sign_sum=sign_sum if on else False)
+                   sign_sum=sign_sum if on else False, mean_k=mean_k if on else None,
+                   adam_split=adam_split if on else False)
     done, out = {}, []
     for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
       key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
@@ -670,7 +716,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           incoherent_carry: bool = False, flip_carry: bool = False, flip_net: bool = False,
           flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
           token_law: bool = False, split_mask_: bool = False, carry_square: tuple = (),
-          sign_sum: bool | str = False) -> ur.Response:
+          sign_sum: bool | str = False, mean_k: list | None = None, adam_split: bool | str = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -716,11 +762,14 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
                 + (eta_b[0] * first_layer(optimizer, "change_b", part_b) if eta_b[0] else 0.0))
         else:
           sc = lifted_change(theta[-1], s_tab[l - 1], both[l - 1], k.h[l - 1], w_tok[l - 1], k, stack, l, B)
-        if rho is not None:   # Adam's sign shared over a unit's inputs (all >= 0) sees the sum of their change
+        if rho is not None and mean_k and mean_k[l] is not None:
+          own_in = split_second_order(inputs[l], mean_k[l], rho, sc, k.x[l])
+        elif rho is not None:   # Adam's sign shared over a unit's inputs (all >= 0) sees the sum of their change
           own_in = inputs[l] * (1.0 + rho)[:, None]
         else:
           own_in = own_in + sc * _ratio(inputs[l], k.x[l])
-      th = (eta[l] * own_in + eta_b[l] * b_in[l]
+      own_th = eta[l] * own_in + eta_b[l] * b_in[l]
+      th = (own_th
             + (keep * widths[l - 1] * w_sq[l] * lift(both[l - 1] * theta[-1], k, stack, l, B) if mask is None
                else widths[l - 1] * w_sq[l] * lift(mask * theta[-1], k, stack, l, B)))
     theta.append(th)
@@ -774,7 +823,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
         shift.append(_shift_law(k.y[l], theta_h, w, below, law, widths[l], B))
       return shift[0]
     net_off = None
-    if flip_net and not top and state_split and optimizer == "sgd":
+    if flip_net and not top and state_split and (optimizer == "sgd" or (adam_split and l > 0 and not tok
+                                                                      and (adam_split != "first" or l == n_conv))):
       # E[(1 - m_a) d_a^2]: the triple sum with a's mask off, P(s, t) - P(a, s, t), from sum_a (Theta back Theta^T)_aa
       if l == 0:   # Theta_0 = eta_0 X_0 + eta_b 1 (SGD's bias kernel is all ones): once per optimizer
         fxx = first_layer(optimizer, "fxx", lambda: float(np.sum((inputs[0] @ back[0]) * inputs[0])))
@@ -786,6 +836,12 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       else:
         full = float(np.sum((theta[l] @ back[l]) * theta[l]))
       inc_off = inc / widths[l] if incoherent_carry else 0.0
+      if optimizer == "adam":   # adam_split: the own sign step, a shift shared over the tokens, is blind to the
+        # unit's state at a (its off-mask square its on-mask one); the rest of Theta keeps the triple's split
+        tri_own = triple_sum(own_th, s_tab[l], grad_k[l])
+        full_own = float(np.sum((own_th @ back[l]) * own_th))
+        full = full - full_own + 2 * tri_own
+        inc_off += own_noise[l] / widths[l]   # the sign's noise is blind to it too
       off = ((full_tok - tri_tok) / B ** 2 / widths[l] + inc_off * share if tok
              else (full - tri) / B ** 2 / (T * widths[l]) + inc_off)
       tables = first_layer("any", ("split", l), lambda: split_tables(k.y[l]))   # every setting's
@@ -799,7 +855,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       mask = after_mask(k.y[l], theta_h, w, below, law, widths[l], B, both[l], one_law())
     rho = None
     if (sign_sum and optimizer == "adam" and flip_net and not top and l + 1 >= n_conv
-        and (sign_sum != "first" or l + 1 == n_conv)):
+        and (sign_sum != "first" or l + 1 == n_conv) and (sign_sum != "hidden" or l + 1 < L - 1)):
       rho = input_sum_change(k.y[l], theta_h, w, below, law, widths[l], B, one_law())
     ra = rb = hc = 0.0
     if optimizer in carry_square and incoherent_carry and flip_net and not top and not flip_rescale_:

@@ -617,6 +617,38 @@ def test_sign_sum_first_is_the_sum_law_at_the_first_dense_layer_only():
     sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], mset, sign_sum="all", **on)
 
 
+def test_sum_split_takes_the_sum_law_on_the_inputs_mean_and_the_regression_on_the_rest():
+  # `sum_split` (docs/calculus.md, *The second-order term's mean and centred parts*). Exact identity (1e-12, float
+  # rounding): for a linear step dW_j = sum_t x_tj g_t and an input change dx_aj = rho_a xbar_a + beta_a (x_aj -
+  # xbar_a), the second-order term sum_j dx_aj dW_j is row a of (rho M + beta (X - M)) g, M(a, t) = xbar_a sum_j x_tj;
+  # sign_sum's X (1 + rho) misses it by more than 10% of its size. Then the option in `first_steps` (a small MLP under
+  # sign_sum=True, 64 logit draws): the first layer (no input change) bit for bit without it, the layers above not.
+  rng = np.random.default_rng(7)
+  B, n = 5, 40
+  x = np.maximum(rng.standard_normal((B, n)) + 0.5, 0.0)
+  g, rho, beta = rng.standard_normal(B), rng.normal(0.1, 0.02, B), rng.normal(-0.2, 0.02, B)
+  xbar = x.mean(1)
+  dw = x.T @ g
+  second = (rho[:, None] * xbar[:, None] + beta[:, None] * (x - xbar[:, None])) @ dw
+  X, M = x @ x.T, xbar[:, None] * x.sum(1)[None, :]
+  got = sr.split_second_order(X, M, rho, beta[:, None] * X, X) @ g - X @ g
+  np.testing.assert_allclose(got, second, rtol=1e-12, atol=1e-12 * np.abs(second).max())
+  assert np.abs(rho * (X @ g) - second).max() > 0.1 * np.abs(second).max()
+  xi, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
+  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True, sign_sum=True)
+  mlp = su.Stack.of_shapes((64,), [(64, 6), (6, 5), (5, 3)])
+  a, b = (sr.first_steps(xi, y, mlp, [2 / 64, 0.4, 0.5], [([0.02, 0.05, 0.05], "adam", 0.01)], samples=64,
+                         sum_split=s, **on)[0].act1 for s in (False, True))
+  assert a[0] == b[0] and np.all(a[1:] != b[1:])
+  # adam_split (*The flips of a step that is mostly a per-unit shift*): Adam's hidden layers above the first only;
+  # SGD's prediction bit for bit
+  sets = [([0.02, 0.05, 0.05], "adam", 0.01), ([0.2, 0.5, 0.5], "sgd", 0.1)]
+  a, b = ([r.act1 for r in sr.first_steps(xi, y, mlp, [2 / 64, 0.4, 0.5], sets, samples=64, sum_split=True,
+                                          adam_split=s, **on)] for s in (False, True))
+  assert a[0][0] == b[0][0] and a[0][1] != b[0][1]
+  np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_draw_whitening_is_the_per_draw_correlation_sum():
   # `sign_draw` (docs/calculus.md, *Adam's sigma sees the draw's own logit gradient*): draw_whitening against a
   # loop over units and input pairs, Q(Gam) = sum_k sum_ij (sum_a m_ak x_ai x_aj) r_ij(Gam), the pairs weighted

@@ -141,6 +141,11 @@ def sgd_update(image, kernel_shapes, x, y, w_sq, lr, memo: dict | None = None) -
 # Adam's sign-step kernels at the after-step check's dense layers: rows of their own stream, enough that no entry's
 # prediction moves more than 0.02 in log with the rows' seed (strided_first_step's doc)
 ADAM_DENSE_ROWS = 4096
+# Adam's second-order term split into the input's mean and centred parts at the hidden dense layers, and the first
+# dense layer's flip term on each side of zero with the own sign step blind to the unit's state (sum_split,
+# sign_sum="hidden", adam_split="first"; twenty-first session, judged on keys 2^20 + 220000 / 230000: the LeNet
+# 167 -> 168 of 180, the MLP 108 -> 108). False: the twentieth session's check (sign_sum="first").
+ADAM_SPLIT = True
 
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
@@ -181,7 +186,13 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   their sign-step kernels from `ADAM_DENSE_ROWS` rows of their own stream (`dense_rows`) in place of 1024 of the
   shared one: at 1024 the prediction's s.d. over the rows' seed reached 0.09 in log (the LeNet 512 standard Adam
   dense layers), at 4096 every entry's is <= 0.02, the criterion fixed before scoring (docs/calculus.md, *The
-  prediction's row-seed spread and a row count chosen by it*).
+  prediction's row-seed spread and a row count chosen by it*). Since the twenty-first session (helper lg7;
+  `ADAM_SPLIT`) Adam's second-order term at the hidden dense layers takes the sum law on the input's mean and the
+  regression on its centred rest (`sum_split`, `sign_sum="hidden"`), and the first dense layer's flip term the law
+  on each side of zero with the own sign step blind to the unit's state (`adam_split="first"`): development 676 ->
+  678 of 720, MLP 426 -> 427 of 432; judged once on keys 2^20 + 220000 and 230000 under a rule fixed first: the
+  LeNet 167 -> 168 of 180, the MLP 108 -> 108 (docs/calculus.md, *The flips of a step that is mostly a per-unit
+  shift*).
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
@@ -191,7 +202,8 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   for w_sq, rows in groups.items():
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
-                                       state_split=True, carry_square=("adam",), sign_sum="first",
-                                       dense_rows=ADAM_DENSE_ROWS)
+                                       state_split=True, carry_square=("adam",), dense_rows=ADAM_DENSE_ROWS,
+                                       **(dict(sum_split=True, sign_sum="hidden", adam_split="first") if ADAM_SPLIT
+                                          else dict(sign_sum="first")))
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
