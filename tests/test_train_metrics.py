@@ -22,8 +22,12 @@ from train_reference import make_reference_train
 
 WIDTHS = (2, 16, 16, 2)
 # Float32 sums in another order (the scan's running sum vs the mean of the stacked steps; a float count of the
-# activation masks vs an integer one): a few ulp per epoch.
-RTOL, ATOL = 1e-5, 1e-7
+# activation masks vs an integer one): a few ulp per epoch. And the two programs fuse the same update
+# differently, so under XLA's default compile options (JSCALE_TEST_XLA_OPT=1) a weight can differ in its last bit,
+# which training amplifies: Adam at lr=1 (sigma=2, minibatch 10, 3 epochs) ends 1.5e-5 apart in test loss
+# [measured], growing epoch by epoch (epoch 0: 1 ulp). A wrong definition (another step's value, a missing step in
+# an average) moves a metric by percents.
+RTOL, ATOL = 1e-4, 1e-7
 
 
 def small_data(n=200, seed=0):
