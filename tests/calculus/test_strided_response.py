@@ -701,3 +701,32 @@ def test_dense_rows_draws_the_dense_layers_kernels_apart_and_shrinks_their_seed_
   for l in (2, 3):
     spread = [np.linalg.norm(got[2, n][l] - got[1, n][l]) / np.linalg.norm(got[1, n][l]) for n in (64, 4096)]
     assert spread[1] < spread[0] / 3, (l, spread)
+
+
+def test_flip_along_carries_the_flips_rest_along_h_into_the_layer_above(monkeypatch):
+  # `flip_along` (docs/calculus.md, *The part along h after the flips*): the layer above a dense layer reads h + dh
+  # with dh = m d + c; the part along h it carries exactly is E[h dh] = E[h m d] + E[h c]. Exact identities (1e-12,
+  # float rounding): the layers up to the first dense one bit for bit, the next layer's cross term 2 E[h d] raised by
+  # 2 E[h c] / E[h^2] of the layer below times its own E[h^2] (E[h c] > 0: a unit turned off keeps -h); SGD's
+  # prediction and an MLP's (no convolutions) bit for bit.
+  rng = np.random.default_rng(3)
+  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
+  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True,
+            carry_square=("adam",), sum_split=True, sign_sum="hidden", adam_split=True)
+  sets = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01), ([0.2, 0.2, 0.5, 0.5, 0.5], "sgd", 0.1)]
+  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
+  w_sq = [0.5, 0.25, 2 / 12, 0.4, 0.5]
+  hcs, f0 = [], sr.square_hc
+  monkeypatch.setattr(sr, "square_hc", lambda *a, **k: hcs.append(f0(*a, **k)) or hcs[-1])
+  a, b = (sr.first_steps(x, y, lenet, w_sq, sets, samples=64, flip_along=s, **on) for s in (False, True))
+  np.testing.assert_array_equal(a[0].act1[:3], b[0].act1[:3])
+  hc = hcs[-2]   # dense0's, the same in both runs (the layers up to it bit for bit)
+  assert hc > 0
+  want = a[0].cross[3] + 2 * hc / a[0].act0[2] * a[0].act0[3]
+  np.testing.assert_allclose(b[0].cross[3], want, rtol=1e-12)
+  assert abs(b[0].cross[3] - a[0].cross[3]) > 1e-3 * abs(a[0].cross[3])
+  np.testing.assert_array_equal(a[1].act1, b[1].act1)
+  mlp = su.Stack.of_shapes((64,), [(64, 6), (6, 5), (5, 3)])
+  a, b = (sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], [([0.02, 0.05, 0.05], "adam", 0.01)], samples=64,
+                         flip_along=s, **on)[0].act1 for s in (False, True))
+  np.testing.assert_array_equal(a, b)

@@ -146,6 +146,12 @@ ADAM_DENSE_ROWS = 4096
 # sign_sum="hidden", adam_split="first"; twenty-first session, judged on keys 2^20 + 220000 / 230000: the LeNet
 # 167 -> 168 of 180, the MLP 108 -> 108). False: the twentieth session's check (sign_sum="first").
 ADAM_SPLIT = True
+# With ADAM_SPLIT: Adam's flip term on each side of zero at every hidden layer above the first (adam_split=True) and
+# the part along h that the layer above carries taken after the flips, E[h m d] + E[h c], at the dense layers above
+# the convolutions (flip_along; twenty-first session, second part): development 678 -> 686 of 720, judged on keys
+# 2^20 + 240000 / 250000 the LeNet 170 -> 170 of 180, the MLP 106 -> 106: not adopted (docs/calculus.md, *The part
+# along h after the flips*).
+ADAM_FLIP_ALONG = False
 
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
@@ -203,7 +209,9 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
                                        state_split=True, carry_square=("adam",), dense_rows=ADAM_DENSE_ROWS,
-                                       **(dict(sum_split=True, sign_sum="hidden", adam_split="first") if ADAM_SPLIT
-                                          else dict(sign_sum="first")))
+                                       **(dict(sum_split=True, sign_sum="hidden",
+                                               **(dict(adam_split=True, flip_along=True) if ADAM_FLIP_ALONG
+                                                  else dict(adam_split="first")))
+                                          if ADAM_SPLIT else dict(sign_sum="first")))
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
