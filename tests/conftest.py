@@ -10,7 +10,7 @@ For the same reason XLA:CPU compiles the tests' programs without its LLVM optimi
 older elemental fusion emitters instead of the MLIR fusion emitters: the test programs are small and run
 briefly, so optimising them costs more than it saves (the passes: tests/test_train.py 113 s -> 59 s; the
 emitters, on top: tests/test_train_metrics.py, test_attention_model.py and test_lenet_make_train.py 60-75 ->
-34-39 CPU s, the whole suite ~700 -> ~415 CPU s). Neither is fast-math; both change how the code runs, and
+34-39 CPU s; the whole suite, fresh cache, 704 -> 499 CPU s). Neither is fast-math; both change how the code runs, and
 can move a last bit between two programs that compile the same arithmetic differently: the few tests that
 check such bits against XLA's defaults run in a child process with them (`default_xla.py`).
 JSCALE_TEST_XLA_OPT=1 keeps XLA's default options throughout, e.g. to check a failure does not depend on them.
