@@ -463,7 +463,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 spread_per_layer: bool = True, spread_nodes: int = 3, token_law: bool = False,
                 split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
                 sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None,
-                sum_split: bool = False, adam_split: bool | str = False, flip_along: bool = False) -> list:
+                sum_split: bool = False, adam_split: bool | str = False, flip_along: bool = False,
+                flip_second: bool = False) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -528,7 +529,10 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   part; with carry_square's Adam and incoherent_carry, Adam settings, the dense layers above a stack's
   convolutions, none in an MLP): the change along the example's own activation that the layer above carries
   exactly is the post-ReLU one, E[h dh] = E[h m d] + E[h c] with c the flips' rest, not the pre-activation's
-  E[h m d] (docs/calculus.md, *The part along h after the flips*)."""
+  E[h m d] (docs/calculus.md, *The part along h after the flips*). flip_second (twenty-first session, third part;
+  with flip_along, at a layer whose input's change has no sum law, the logits here): the second-order term's input
+  change along h, (x + dx) dW, takes the flips' rest too, E[h c] / E[h^2] of the layer below (docs/calculus.md,
+  *The logits' own step after the flips*)."""
   widths = stack.widths
   if sign_sum not in (False, True, "first", "hidden"):
     raise ValueError(f"sign_sum must be False, True, 'first' or 'hidden', got {sign_sum!r}")
@@ -572,7 +576,8 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
                    split_mask_=split_mask and on, carry_square=tuple(carry_square) if on else (),
                    sign_sum=sign_sum if on else False, mean_k=mean_k if on else None,
-                   adam_split=adam_split if on else False, flip_along=flip_along and on)
+                   adam_split=adam_split if on else False, flip_along=flip_along and on,
+                   flip_second=flip_second and on)
     done, out = {}, []
     for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
       key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
@@ -721,7 +726,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
           flip_rescale_: bool = False, flip_pairs: bool = False, state_split: bool = False,
           token_law: bool = False, split_mask_: bool = False, carry_square: tuple = (),
           sign_sum: bool | str = False, mean_k: list | None = None, adam_split: bool | str = False,
-          flip_along: bool = False) -> ur.Response:
+          flip_along: bool = False, flip_second: bool = False) -> ur.Response:
   def first_layer(opt, what, f):
     if (opt, what) not in memo:
       memo[opt, what] = f()
@@ -754,6 +759,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
   theta, keep, mask = [], 1.0, None
   n_conv = len(stack.kernels)
   rho = None   # sign_sum: each dense token's relative change of its input's sum, from the step law below
+  along = 0.0   # flip_along: the flips' rest along h of the layer below, E[h c] / E[h^2]
   for l in range(L):
     if l == 0:
       th = eta[0] * inputs[0] + eta_b[0] * b_in[0]
@@ -772,6 +778,8 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
         elif rho is not None:   # Adam's sign shared over a unit's inputs (all >= 0) sees the sum of their change
           own_in = inputs[l] * (1.0 + rho)[:, None]
         else:
+          if flip_second and along:   # the input's change along h after the flips, as the exact carry's (below)
+            sc = sc + along * k.x[l]
           own_in = own_in + sc * _ratio(inputs[l], k.x[l])
       own_th = eta[l] * own_in + eta_b[l] * b_in[l]
       th = (own_th
@@ -877,6 +885,7 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
       # rest lies along h (E[h c] > 0) and the part carried exactly is E[h dh] = E[h m d] + E[h c], not E[h m d]
       # (at the LeNet 512's dense0 under Adam, -0.98 of E[h^2] before the flips and +0.05 measured after)
       below = below + hc / act0[l]
+    along = hc / act0[l] if flip_along and optimizer == "adam" and not flip_rescale_ and l >= n_conv > 0 else 0.0
     if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
       # with flip_rescale: |dh + c|^2 = change + net - 2 E[h c] (net's 2 E[h c] is no square), less its part along h
       perp = (change[l] + net[l] - 2 * hc) * widths[l] - float(np.sum(below ** 2 * n_ex)) / T

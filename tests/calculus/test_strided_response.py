@@ -730,3 +730,37 @@ def test_flip_along_carries_the_flips_rest_along_h_into_the_layer_above(monkeypa
   a, b = (sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], [([0.02, 0.05, 0.05], "adam", 0.01)], samples=64,
                          flip_along=s, **on)[0].act1 for s in (False, True))
   np.testing.assert_array_equal(a, b)
+
+
+def test_flip_second_takes_the_flips_rest_into_the_logits_second_order_term(monkeypatch):
+  # `flip_second` (docs/calculus.md, *The logits' own step after the flips*): the logits' own Adam step reads the
+  # input x + dx, and dx's part along h is the post-ReLU one, E[h m d] + E[h c]. Exact identity (1e-12, float
+  # rounding): with flip_along on, flip_second is the lifted change into the logits raised by E[h c] / E[h^2] of the
+  # layer below times K_x; the hidden layers bit for bit; SGD's prediction and an MLP's (no convolutions) bit for bit.
+  rng = np.random.default_rng(3)
+  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
+  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True,
+            carry_square=("adam",), sum_split=True, sign_sum="hidden", adam_split=True, flip_along=True)
+  sets = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01), ([0.2, 0.2, 0.5, 0.5, 0.5], "sgd", 0.1)]
+  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
+  w_sq = [0.5, 0.25, 2 / 12, 0.4, 0.5]
+  hcs, f0, lc = [], sr.square_hc, sr.lifted_change
+  monkeypatch.setattr(sr, "square_hc", lambda *a, **k: hcs.append(f0(*a, **k)) or hcs[-1])
+  a, b = (sr.first_steps(x, y, lenet, w_sq, sets, samples=64, flip_second=s, **on) for s in (False, True))
+  np.testing.assert_array_equal(a[0].act1[:4], b[0].act1[:4])
+  along = hcs[-1] / a[0].act0[3]   # dense1's E[h c] / E[h^2], the same in both runs
+  assert along > 0
+
+  def raised(theta, s, both, k_h, w, k, stack, l, batch):
+    out = lc(theta, s, both, k_h, w, k, stack, l, batch)
+    return out + along * k.x[l] if l == 4 else out
+  monkeypatch.setattr(sr, "lifted_change", raised)
+  c = sr.first_steps(x, y, lenet, w_sq, sets[:1], samples=64, **on)[0]
+  np.testing.assert_allclose(b[0].act1, c.act1, rtol=1e-12)
+  assert abs(b[0].act1[4] - a[0].act1[4]) > 1e-4 * a[0].act1[4]
+  np.testing.assert_array_equal(a[1].act1, b[1].act1)
+  monkeypatch.setattr(sr, "lifted_change", lc)
+  mlp = su.Stack.of_shapes((64,), [(64, 6), (6, 5), (5, 3)])
+  a, b = (sr.first_steps(x, y, mlp, [2 / 64, 0.4, 0.5], [([0.02, 0.05, 0.05], "adam", 0.01)], samples=64,
+                         flip_second=s, **on)[0].act1 for s in (False, True))
+  np.testing.assert_array_equal(a, b)

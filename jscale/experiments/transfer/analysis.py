@@ -152,6 +152,12 @@ ADAM_SPLIT = True
 # 2^20 + 240000 / 250000 the LeNet 170 -> 170 of 180, the MLP 106 -> 106: not adopted (docs/calculus.md, *The part
 # along h after the flips*).
 ADAM_FLIP_ALONG = False
+# With ADAM_SPLIT: ADAM_FLIP_ALONG's two and the logits' second-order term (x + dx) dW with its input's change along
+# h taken after the flips too (flip_second; twenty-first session, third part): development (ten seen key sets) the
+# LeNet 848 -> 858 of 900 (flip_along alone 856), the MLP 533 -> 533; judged once on keys 2^20 + 260000 / 270000
+# under the rule of docs/calculus.md, *The logits' own step after the flips*: the LeNet 171 -> 173 of 180, the MLP
+# 108 -> 108: adopted. False: the check with ADAM_FLIP_ALONG's setting, bit for bit.
+ADAM_FLIP_SECOND = True
 
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
@@ -210,7 +216,9 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
                                        state_split=True, carry_square=("adam",), dense_rows=ADAM_DENSE_ROWS,
                                        **(dict(sum_split=True, sign_sum="hidden",
-                                               **(dict(adam_split=True, flip_along=True) if ADAM_FLIP_ALONG
+                                               **(dict(adam_split=True, flip_along=True,
+                                                       flip_second=ADAM_FLIP_SECOND)
+                                                  if ADAM_FLIP_ALONG or ADAM_FLIP_SECOND
                                                   else dict(adam_split="first")))
                                           if ADAM_SPLIT else dict(sign_sum="first")))
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
