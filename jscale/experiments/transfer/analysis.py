@@ -149,8 +149,9 @@ ADAM_SPLIT = True
 # With ADAM_SPLIT: Adam's flip term on each side of zero at every hidden layer above the first (adam_split=True) and
 # the part along h that the layer above carries taken after the flips, E[h m d] + E[h c], at the dense layers above
 # the convolutions (flip_along; twenty-first session, second part): development 678 -> 686 of 720, judged on keys
-# 2^20 + 240000 / 250000 the LeNet 170 -> 170 of 180, the MLP 106 -> 106: not adopted (docs/calculus.md, *The part
-# along h after the flips*).
+# 2^20 + 240000 / 250000 the LeNet 170 -> 170 of 180, the MLP 106 -> 106: not adopted alone (docs/calculus.md, *The
+# part along h after the flips*); both are on through ADAM_FLIP_SECOND since its judgement, so this switch matters
+# only with ADAM_FLIP_SECOND = False.
 ADAM_FLIP_ALONG = False
 # With ADAM_SPLIT: ADAM_FLIP_ALONG's two and the logits' second-order term (x + dx) dW with its input's change along
 # h taken after the flips too (flip_second; twenty-first session, third part): development (ten seen key sets) the
