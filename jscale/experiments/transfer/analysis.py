@@ -205,7 +205,11 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
   on each side of zero with the own sign step blind to the unit's state (`adam_split="first"`): development 676 ->
   678 of 720, MLP 426 -> 427 of 432; judged once on keys 2^20 + 220000 and 230000 under a rule fixed first: the
   LeNet 167 -> 168 of 180, the MLP 108 -> 108 (docs/calculus.md, *The flips of a step that is mostly a per-unit
-  shift*).
+  shift*). Later the same session (helpers lg8, lg9; `ADAM_FLIP_SECOND`) the flip term on each side of zero at
+  every hidden layer above the first (`adam_split=True`), the part along h carried into the layer above taken after
+  the flips (`flip_along`), and the logits' second-order term likewise (`flip_second`): judged once on keys 2^20 +
+  260000 and 270000 under a rule fixed first, the LeNet 171 -> 173 of 180, the MLP 108 -> 108 (docs/calculus.md,
+  *The logits' own step after the flips*).
   Settings with the same w_sq share their kernels."""
   stack = strided_update.Stack.of_shapes(image, [tuple(s) for s in kernel_shapes])
   groups = {}
