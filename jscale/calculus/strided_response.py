@@ -880,12 +880,13 @@ def _step(st: _Setup, stack, w_sq, lr, optimizer, bias_lr, adam, second_order, m
     # the change along the example's own activation, carried exactly; with flip_rescale E[h (dh + c)] / E[h^2] =
     # beta + E[h c] / E[h^2] = (1 + b) beta + a
     below = (1 + rb) * (below + beta) + ra
-    if flip_along and optimizer == "adam" and hc and not flip_rescale_ and l >= n_conv > 0:
+    along = (hc / act0[l] if flip_along and optimizer == "adam" and hc and not flip_rescale_ and l >= n_conv > 0
+             else 0.0)
+    if along:
       # the layer above reads relu(y + d) = h + m d + c: a unit that the step turns off keeps -h, not d, so the flips'
       # rest lies along h (E[h c] > 0) and the part carried exactly is E[h dh] = E[h m d] + E[h c], not E[h m d]
       # (at the LeNet 512's dense0 under Adam, -0.98 of E[h^2] before the flips and +0.05 measured after)
-      below = below + hc / act0[l]
-    along = hc / act0[l] if flip_along and optimizer == "adam" and not flip_rescale_ and l >= n_conv > 0 else 0.0
+      below = below + along
     if incoherent_carry:   # the unit's own flip term reaches the layer above through its own column, as the rest
       # with flip_rescale: |dh + c|^2 = change + net - 2 E[h c] (net's 2 E[h c] is no square), less its part along h
       perp = (change[l] + net[l] - 2 * hc) * widths[l] - float(np.sum(below ** 2 * n_ex)) / T

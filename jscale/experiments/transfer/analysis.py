@@ -220,11 +220,15 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
                                        state_split=True, carry_square=("adam",), dense_rows=ADAM_DENSE_ROWS,
-                                       **(dict(sum_split=True, sign_sum="hidden",
-                                               **(dict(adam_split=True, flip_along=True,
-                                                       flip_second=ADAM_FLIP_SECOND)
-                                                  if ADAM_FLIP_ALONG or ADAM_FLIP_SECOND
-                                                  else dict(adam_split="first")))
-                                          if ADAM_SPLIT else dict(sign_sum="first")))
+                                       **_adam_options())
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
+
+
+def _adam_options() -> dict:
+  """`strided_response.first_steps`' Adam options under ADAM_SPLIT, ADAM_FLIP_ALONG and ADAM_FLIP_SECOND."""
+  if not ADAM_SPLIT:
+    return dict(sign_sum="first")
+  if ADAM_FLIP_ALONG or ADAM_FLIP_SECOND:
+    return dict(sum_split=True, sign_sum="hidden", adam_split=True, flip_along=True, flip_second=ADAM_FLIP_SECOND)
+  return dict(sum_split=True, sign_sum="hidden", adam_split="first")
