@@ -45,6 +45,14 @@ _GH = np.polynomial.hermite_e.hermegauss(32)   # nodes, weights for N(0, 1) (wei
 # energy on dev, about 0 with the split. Off: on dev it moved misses between draws (-0.10 +- 0.14 per draw, kernel
 # misses 3 -> 6 of 48 draws), so it was not judged.
 POSITION_SPLIT = False
+# An activation's mean with each entry's own spread (issue 21, twenty-second session, tw6; docs/calculus.md, "The
+# stream's position-common mean with depth"): E[phi(m + s_j z)] with s_j^2 from the batch's carried examples at its
+# input (token_carry.EXAMPLES' rows: their variance per entry, the rule's rest isotropic on top), where one spread s
+# for all entries was taken. A drawn kernel gives its units different spreads (relative s.d. 0.14 at width 64 on
+# dev), and E[gelu(s z)] is convex in s, so one spread shortens the MLP's mean, most of it the part common to the
+# positions that attention's mean weights pass whole. Off: on dev the backward misses fell 73 -> 60 but the kernel
+# misses rose 3 -> 4 (48 draws), so it was not judged.
+EXAMPLE_SPREAD = False
 
 
 def input_mean(x: np.ndarray) -> np.ndarray:
@@ -175,19 +183,34 @@ def linear_mean(pred, e, B: int):
   return [np.asarray(o, np.float64)[0] if np.ndim(o) and np.shape(o)[0] == B else None for o in outs]
 
 
-def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None) -> np.ndarray:
+def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None, ex: np.ndarray | None = None) -> np.ndarray:
   """E[phi(m + s z)] per entry, s^2 = sq - mean(m^2) (the entries' spread around the draw's mean). With `v`
   (example_scale.py: each example's own q_b, lognormal with Var(log q_b) = v, in the spread) the mean over
-  examples of each one's: + (1/2) d^2/d(s^2)^2 E[phi(m + s z)] Var(q_b), the derivative E[phi He_4(z)] / (4 s^4)."""
+  examples of each one's: + (1/2) d^2/d(s^2)^2 E[phi(m + s z)] Var(q_b), the derivative E[phi He_4(z)] / (4 s^4).
+  With `ex` (B, m's shape: the carried examples' deviations, EXAMPLE_SPREAD) each entry's own spread,
+  `example_spread`."""
   s2 = max(sq - float(np.mean(m * m)), 0.0)
   s = math.sqrt(s2)
   z, w = _GH
+  if ex is not None and v is None:
+    s = np.sqrt(example_spread(ex, s2)).reshape(-1, 1)
   pts = (m.reshape(-1, 1) + s * z.reshape(1, -1)).astype(np.float32)
   vals = am.values(phi, pts.reshape(-1)).reshape(pts.shape)
   out = vals @ (w / w.sum())
   if v is not None and s2 > 1e-6 * sq:
     out = out + 0.5 * math.expm1(v) * sq * sq * (vals @ am.he4_weights(len(z))) / (4 * s2 * s2)
   return out.reshape(m.shape)
+
+
+def example_spread(ex: np.ndarray, s2: float) -> np.ndarray:
+  """Each entry's spread around the mean (the per-entry shape of ex[0]): the carried examples' variance over the
+  batch there, plus the rest of the rule's spread s2 that they do not hold, isotropic; where they hold more than s2
+  (the linear carry overstates the examples' spread deeper down), scaled to s2. Its mean over entries is s2."""
+  v = np.mean(np.asarray(ex, np.float64) ** 2, axis=0)
+  vbar = float(np.mean(v))
+  if not vbar > 0:
+    return np.full(v.shape, s2)
+  return v * min(1.0, s2 / vbar) + max(s2 - vbar, 0.0)
 
 
 def condition(sig, m: np.ndarray, n_feat: int, drawn: bool = True):
@@ -238,7 +261,10 @@ def block_mean(pred, b):
     if at is None:
       return None
     v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
-    return activation_mean(*at, v=v)
+    ex = getattr(pred, "tok_ex", {}).get(info["base"]) if EXAMPLE_SPREAD else None
+    if ex is not None and np.shape(ex)[1:] != np.shape(at[1]):
+      ex = None
+    return activation_mean(*at, v=v, ex=ex)
   if b.kind in ("layer_norm", "rms_norm"):
     return normalised_rows(pred, b, pred.mean.get(info["x"]))
   if b.kind == "attention":

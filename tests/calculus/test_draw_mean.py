@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special
 
 from jscale import calculus
 from jscale.calculus import activation_maps as am
@@ -115,6 +116,26 @@ class DrawMeanTest(chex.TestCase):
     np.testing.assert_allclose(common[True], 1.0, atol=0.1)
     np.testing.assert_allclose(common[False], 128 / 159, atol=0.05)
     self.assertLess(dev[True], 0.5 * dev[False])
+
+  def test_example_spread_gives_each_unit_its_own_gelu_mean(self):
+    # EXAMPLE_SPREAD: units at zero mean whose spreads s_j differ (0.5 ... 1.5, as a drawn kernel's columns do, more
+    # widely); E[gelu(s z)] = s^2 / sqrt(2 pi (1 + s^2)) (exact GELU) per unit. From 2048 carried examples each
+    # unit's variance is within ~3% (sqrt(2 / 2048)), so 0.1 relative is > 3 s.e.; one spread for all the units
+    # (without the examples) is off by a factor ~3 at s = 0.5
+    rng = np.random.default_rng(0)
+    s = np.linspace(0.5, 1.5, 16)
+    ex = rng.normal(size=(2048, 16)) * s
+    ex -= ex.mean(0)
+    sq = float(np.mean(s * s))
+    phi = lambda y: 0.5 * y * (1 + special.erf(y / np.sqrt(2)))   # on the host: no compiled program
+    exact = s * s / np.sqrt(2 * np.pi * (1 + s * s))
+    own = draw_mean.activation_mean(phi, np.zeros(16), sq, ex=ex)
+    one = draw_mean.activation_mean(phi, np.zeros(16), sq)
+    np.testing.assert_allclose(own, exact, rtol=0.1)
+    self.assertGreater(one[0] / exact[0], 2.0)
+    # the rule's rest on top where the examples hold less than sq; scaled down where they hold more
+    np.testing.assert_allclose(np.mean(draw_mean.example_spread(ex * 0.5, sq)), sq, rtol=1e-9)
+    np.testing.assert_allclose(np.mean(draw_mean.example_spread(ex * 2.0, sq)), sq, rtol=1e-9)
 
   def test_cov_to_shared_moves_the_covariance_energy_out_of_the_examples_part(self):
     # attention_own.OUT_SPLIT = "cov": the W_o output conditioned on the mean with the weights-values covariance must
