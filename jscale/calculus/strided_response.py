@@ -464,7 +464,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                 split_mask: bool = False, carry_square: Sequence[str] = (), sign_sum: bool | str = False,
                 sign_draw: bool | str = False, info: dict | None = None, dense_rows: int | None = None,
                 sum_split: bool = False, adam_split: bool | str = False, flip_along: bool = False,
-                flip_second: bool = False) -> list:
+                flip_second: bool = False, logit_bins: int = 0) -> list:
   """`first_step` for several settings (lr, optimizer) or (lr, optimizer, bias_lr) of one network (the same
   w_sq): the kernels, the logits' moments and Adam's input kernels are computed once (most of the cost at
   conv0's tokens). bias_lr (a number or one per layer; default 0): the biases' learning rate; a bias is a weight
@@ -532,7 +532,11 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
   E[h m d] (docs/calculus.md, *The part along h after the flips*). flip_second (twenty-first session, third part;
   with flip_along, at a layer whose input's change has no sum law, the logits here): the second-order term's input
   change along h, (x + dx) dW, takes the flips' rest too, E[h c] / E[h^2] of the layer below (docs/calculus.md,
-  *The logits' own step after the flips*)."""
+  *The logits' own step after the flips*). logit_bins (twenty-second session, helper lg11; SGD settings; 0: off):
+  the step given the logit layer's draw, the mean over `logit_bins_`' bins of the logit draws of the prediction with
+  each bin's own logit moments (the backward, the own-activation coefficients E[z . g], E[g g^T]) and its logits'
+  energy, in place of the prediction at the mean draw (the backward's gamma depends on z_0 = W^T h, and the flip
+  cost is not linear in the step; docs/calculus.md, *SGD's step given the logit layer's draw*)."""
   widths = stack.widths
   if sign_sum not in (False, True, "first", "hidden"):
     raise ValueError(f"sign_sum must be False, True, 'first' or 'hidden', got {sign_sum!r}")
@@ -570,7 +574,7 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
     memo = {}   # the first layer's products per unit learning rate, shared by the settings
     flips = (flip_carry, flip_net, flip_rescale, flip_pairs, state_split)
 
-    def step(lr, o, b, scale=None, on=True):
+    def step(lr, o, b, scale=None, on=True, st=st, memo=memo):
       scale = np.ones(len(widths)) if scale is None else scale
       return _step(st, stack, list(w_sq), list(scale * lr), o, list(scale * b), adam, second_order, memo,
                    incoherent_carry, *(flips if on else (False,) * len(flips)), token_law=token_law and on,
@@ -584,6 +588,16 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
       if key not in done:
         done[key] = step(np.asarray(lr), o, np.asarray(b))
       out.append(ur.Response(*(np.array(v, copy=True) for v in done[key])))
+    if logit_bins and any(o == "sgd" for _, o, _ in rows):
+      # SGD's step given the logit layer's draw: each bin of the logit draws (by their energy) its own backward,
+      # own-activation coefficients and logit scale; the after-step E[h^2] is the mean over the bins
+      parts = [(_setup(x, lab, stack, list(w_sq), samples, seed, own_activation, st.k, idx, ratio), {})
+               for idx, ratio in logit_bins_(st.k.y[-1], lab, widths[-1], samples, seed, logit_bins)]
+      for i, (lr, o, b) in enumerate(rows):
+        if o != "sgd":   # Adam's sign step has one size whatever the draw's gradient
+          continue
+        got = [step(np.asarray(lr), o, np.asarray(b), st=sq, memo=mq) for sq, mq in parts]
+        out[i] = ur.Response(*(np.mean([np.asarray(r[j]) for r in got], 0) for j in range(len(got[0]))))
     if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
       axes = spread_axes(st.k, stack, spread_per_layer)
       xi, wt = np.polynomial.hermite_e.hermegauss(spread_nodes)
@@ -694,12 +708,27 @@ class _Setup(NamedTuple):
   gam: list
 
 
-def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
+def logit_bins_(k_z: np.ndarray, lab: np.ndarray, n_out: int, samples: int, seed: int, bins: int) -> list:
+  """(sample indices, energy ratio) per bin of `ur.logit_samples`' draws, `bins` groups of equal size sorted by the
+  draw's batch gradient |sum_b gamma_b|^2 (what sets an SGD step's size: the NTK over the batch is mostly its
+  common part), the ratio the group's mean logit energy |z|^2 over all draws'. Each sample is one draw of the logit
+  layer's weights given h (the batch's logits jointly Gaussian)."""
+  z, g = ur.logit_samples(k_z, lab, n_out, samples, seed)
+  e = np.einsum("sbc,sbc->s", z, z)
+  order = np.argsort(np.sum(g.sum(1) ** 2, -1), kind="stable")
+  return [(idx, float(e[idx].mean() / e.mean())) for idx in np.array_split(order, bins)]
+
+
+def _setup(x, lab, stack, w_sq, samples, seed, own_activation, k=None, pick=None, top_scale=1.0) -> _Setup:
+  """pick (logit_bins): the logit moments over those draws only, and the logits' kernel scaled by their energy
+  ratio top_scale (the draws' own |z|^2), for the prediction given the logit layer's draw (docs/calculus.md)."""
   B = x.shape[0]
   widths = stack.widths
   L = len(widths)
-  k = su.forward(x, stack, w_sq)
+  k = su.forward(x, stack, w_sq) if k is None else k
   z, g = ur.logit_samples(k.y[-1], lab, widths[-1], samples, seed)
+  if pick is not None:
+    z, g, samples = z[pick], g[pick], len(pick)
   gf = np.moveaxis(g, 1, 0).reshape(B, -1)
   gg = gf @ gf.T / samples
   zgs = np.einsum("sbk,sbk->sb", z, g)
@@ -718,6 +747,8 @@ def _setup(x, lab, stack, w_sq, samples, seed, own_activation) -> _Setup:
   # Gamma: the gradient at h_l before the mask, seen through a token triple (module doc)
   grad_k = [back[l] / both[l] for l in range(L - 1)] + [gg]
   gam = [(back[l] - (own[l] * k.h[l] if own[l] is not None else 0.0)) / both[l] for l in range(L - 1)] + [gg]
+  if top_scale != 1.0:
+    k = k._replace(y=k.y[:-1] + [k.y[-1] * top_scale])
   return _Setup(k, gg, zg, back, own, w_tok, both, s_tab, grad_k, gam)
 
 

@@ -159,6 +159,10 @@ ADAM_FLIP_ALONG = False
 # under the rule of docs/calculus.md, *The logits' own step after the flips*: the LeNet 171 -> 173 of 180, the MLP
 # 108 -> 108: adopted. False: the check with ADAM_FLIP_ALONG's setting, bit for bit.
 ADAM_FLIP_SECOND = True
+# SGD's after-step prediction given the logit layer's draw (`strided_response.first_steps`' logit_bins: the bins of
+# the logit draws by their batch gradient |sum_b gamma_b|^2, each its own backward and logit scale); 0: the mean draw
+# (issue 22, twenty-second session, helper lg11; docs/calculus.md, *SGD's step given the logit layer's draw*)
+LOGIT_BINS = 0
 
 
 def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
@@ -220,7 +224,7 @@ def strided_first_step(image, kernel_shapes, x, y, settings: dict) -> dict:
     res = strided_response.first_steps(np.asarray(x), np.asarray(y), stack, w_sq, [(lr, o, b) for _, lr, o, b in rows],
                                        incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True,
                                        state_split=True, carry_square=("adam",), dense_rows=ADAM_DENSE_ROWS,
-                                       **_adam_options())
+                                       logit_bins=LOGIT_BINS, **_adam_options())
     out.update({key: r.act1 for (key, _, _, _), r in zip(rows, res)})
   return out
 
