@@ -53,6 +53,13 @@ from jscale.calculus.activation_maps import hermite, value_and_slope
 from jscale.calculus.tracing import Lit
 
 CROSS = True   # `with_cross`: the carried cross term between a value's uses (False: the sum, as before)
+# The activation's mean slope with each entry's own spread (issue 21, twenty-second session, tw7): E[phi'(m_j + s_j z)]
+# with s_j^2 draw_mean.example_spread's, the derivative in m_j of the mean that draw_mean.EXAMPLE_SPREAD takes per
+# entry, where one spread s for all entries was taken: the mean Jacobian that carries the gradients down here and the
+# batch's examples up (token_carry.block), at the spreads the mean is taken at. Off: it moves the backward by
+# -0.0013 (0.0003) in log per activation (at most 0.011), far below the draws' own backward offsets (s.d. 0.03-0.07);
+# on dev with EXAMPLE_SPREAD the backward misses were 60 -> 64 and the kernel misses 4 -> 5 (48 draws), not judged.
+EXAMPLE_SLOPE = False
 
 
 def _acts(pred, e):
@@ -118,9 +125,11 @@ def linear_transpose(pred, e):
   return back
 
 
-def activation_slope(phi, m: np.ndarray, sq: float, order: int = 32) -> np.ndarray:
-  """E[phi'(m + s z)] per entry, s^2 = sq - mean(m^2): the derivative of draw_mean.activation_mean in m."""
-  s = math.sqrt(max(sq - float(np.mean(m * m)), 0.0))
+def activation_slope(phi, m: np.ndarray, sq: float, order: int = 32, ex: np.ndarray | None = None) -> np.ndarray:
+  """E[phi'(m + s z)] per entry, s^2 = sq - mean(m^2): the derivative of draw_mean.activation_mean in m. With `ex`
+  (the carried examples' deviations, EXAMPLE_SLOPE) each entry's own spread, draw_mean.example_spread."""
+  s2 = max(sq - float(np.mean(m * m)), 0.0)
+  s = math.sqrt(s2) if ex is None else np.sqrt(draw_mean.example_spread(ex, s2)).reshape(-1, 1)
   z, w = hermite(order)
   pts = m.reshape(-1, 1) + s * z.reshape(1, -1)
   _, d = value_and_slope(phi, pts.reshape(-1))
@@ -134,7 +143,7 @@ def block_transpose(pred, b):
     at = draw_mean.activation_at_mean(pred, info)
     if at is None:
       return None
-    slope = activation_slope(*at)
+    slope = activation_slope(*at, ex=draw_mean.examples_at(pred, info, at[1]) if EXAMPLE_SLOPE else None)
     return lambda c: [(info["base"], np.asarray(c, np.float64) * slope)]
   if b.kind in ("layer_norm", "rms_norm"):
     return _norm_transpose(pred, b)

@@ -253,6 +253,13 @@ def activation_at_mean(pred, info):
   return phi_of(pred.g, info["eqns"], info["base"], info["out"], pred.const), m, pred.fwd[info["base"]].sq
 
 
+def examples_at(pred, info, m):
+  """The carried examples' deviations (B, m's shape) at an activation block's input (token_carry.EXAMPLES), or None
+  where there are none of that shape (networks without self-attention carry none)."""
+  ex = getattr(pred, "tok_ex", {}).get(info["base"])
+  return ex if ex is not None and np.shape(ex)[1:] == np.shape(m) else None
+
+
 def block_mean(pred, b):
   """The batch mean of a block's output (blocks.py), from its input's; None where unknown."""
   info = b.info
@@ -261,10 +268,7 @@ def block_mean(pred, b):
     if at is None:
       return None
     v = pred.scale_var(info["base"], population=True) if pred.fwd[info["base"]].rp is None else None
-    ex = getattr(pred, "tok_ex", {}).get(info["base"]) if EXAMPLE_SPREAD else None
-    if ex is not None and np.shape(ex)[1:] != np.shape(at[1]):
-      ex = None
-    return activation_mean(*at, v=v, ex=ex)
+    return activation_mean(*at, v=v, ex=examples_at(pred, info, at[1]) if EXAMPLE_SPREAD else None)
   if b.kind in ("layer_norm", "rms_norm"):
     return normalised_rows(pred, b, pred.mean.get(info["x"]))
   if b.kind == "attention":

@@ -141,8 +141,9 @@ def block(pred, b, tok: dict | None = None):
       return None
     w = token_weights(pred.tok[pred.g.x_id]) if POINTS and not ex else None
     if w is None or len(w) != len(F):
-      from jscale.calculus.draw_gradient import activation_slope
-      return F * activation_slope(*at)[None]
+      from jscale.calculus import draw_gradient
+      ex_in = draw_mean.examples_at(pred, info, at[1]) if draw_gradient.EXAMPLE_SLOPE else None
+      return F * draw_gradient.activation_slope(*at, ex=ex_in)[None]
     return activation_points(*at, F, w)
   if b.kind in ("layer_norm", "rms_norm"):
     return draw_mean.normalised_rows(pred, b, tok.get(info["x"]))

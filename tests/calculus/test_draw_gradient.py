@@ -190,6 +190,29 @@ class DrawGradientTest(chex.TestCase):
     self.assertGreater(abs(cross_meas), 4 * se)
     self.assertLess(abs((prop.bwd[h].sq - old.bwd[h].sq) - cross_meas), 4 * se)
 
+  def test_example_slope_gives_each_unit_its_own_gelu_slope(self):
+    # EXAMPLE_SLOPE: units at offset m = -1 whose spreads s_j differ (0.2 ... 2); E[gelu'(m + s z)] (exact GELU) is
+    # Phi(a) + a phi(a) / (1 + s^2), a = m / sqrt(1 + s^2): -0.07 at s = 0.2, +0.30 at s = 2. From 2048 carried
+    # examples each unit's variance is within ~3% (sqrt(2 / 2048)), which moves the slope by < 0.005, so 0.02 is
+    # > 4 s.e.; one spread for all the units (without the examples) is off by > 0.1 at both ends
+    from scipy.special import ndtr   # the normal CDF (scipy.stats' import alone took ~1.5 s)
+    pdf = lambda y: np.exp(-y * y / 2) / np.sqrt(2 * np.pi)  # noqa: E731
+    rng = np.random.default_rng(0)
+    s = np.linspace(0.2, 2.0, 16)
+    ex = rng.normal(size=(2048, 16)) * s
+    ex -= ex.mean(0)
+    m = np.full(16, -1.0)
+    sq = float(np.mean(s * s)) + 1.0
+    # GELU's value and slope on the host (value_and_slope's autodiff compiles programs: ~3 s)
+    gelu = lambda _, y: (y * ndtr(y), ndtr(y) + y * pdf(y))  # noqa: E731
+    a = m / np.sqrt(1 + s * s)
+    exact = ndtr(a) + a * pdf(a) / (1 + s * s)
+    with mock.patch.object(draw_gradient, "value_and_slope", gelu):
+      own = draw_gradient.activation_slope(None, m, sq, ex=ex)
+      one = draw_gradient.activation_slope(None, m, sq)
+    np.testing.assert_allclose(own, exact, atol=0.02)
+    self.assertGreater(min(abs(one[0] - exact[0]), abs(one[-1] - exact[-1])), 0.1)
+
   def test_networks_without_token_positions_carry_nothing(self):
     # an MLP keeps the rules' expectation (its stored predictions are unchanged): no carried gradients
     k = jax.random.split(jax.random.PRNGKey(2), 3)
