@@ -188,7 +188,7 @@ def activation_mean(phi, m: np.ndarray, sq: float, v: float | None = None, ex: n
   (example_scale.py: each example's own q_b, lognormal with Var(log q_b) = v, in the spread) the mean over
   examples of each one's: + (1/2) d^2/d(s^2)^2 E[phi(m + s z)] Var(q_b), the derivative E[phi He_4(z)] / (4 s^4).
   With `ex` (B, m's shape: the carried examples' deviations, EXAMPLE_SPREAD) each entry's own spread,
-  `example_spread`."""
+  `example_spread`; with `v` as well, `ex` is ignored and the one spread kept (the two are not combined)."""
   s2 = max(sq - float(np.mean(m * m)), 0.0)
   s = math.sqrt(s2)
   z, w = _GH

@@ -161,7 +161,9 @@ ADAM_FLIP_ALONG = False
 ADAM_FLIP_SECOND = True
 # SGD's after-step prediction given the logit layer's draw (`strided_response.first_steps`' logit_bins: the bins of
 # the logit draws by their batch gradient |sum_b gamma_b|^2, each its own backward and logit scale); 0: the mean draw
-# (issue 22, twenty-second session, helper lg11; docs/calculus.md, *SGD's step given the logit layer's draw*)
+# (issue 22, twenty-second session, helper lg11; docs/calculus.md, *SGD's step given the logit layer's draw*).
+# Off: on the 20 seen key sets the LeNet went 1713 -> 1711 of 1800 and the MLP 1071 -> 1068 (the width-512 standard
+# SGD dense layers out where the width-32 logits came in), at 2.5-3x the check's CPU; not judged.
 LOGIT_BINS = 0
 
 
