@@ -40,7 +40,9 @@ seed 10-135 seen, Adam's one-epoch pilot (epoch_probe.py: the shift of the optim
 16 probe inits, a short learning-rate sweep rather than a prediction from the calculus; scored against the
 stored drifts by a rule fixed before the scoring, docs/calculus.md, *The threshold rate over the first epoch*)
 was judged once beside the unchanged response predictor by the judge_seeds_136 grid (24 seeds, 136-159, never
-run before; the only grid that runs the pilot: it costs about as much as the training).
+run before; the only grid that runs the pilot: it costs about as much as the training). With no candidate,
+the unchanged code was run once more by the judge_seeds_160 grid (24 seeds, 160-183, never read before), as a
+confirmation on a fresh set.
 
   python scripts/sweep.py --experiment transfer --grid quick   # the MLP only, widths 32, 128; 2 seeds
   python scripts/sweep.py --experiment transfer --grid full    # MLP and LeNet, widths 32, 128, 512; 4 seeds
