@@ -582,22 +582,23 @@ def first_steps(x, labels, stack: su.Stack, w_sq: Sequence[float], settings: Seq
                    sign_sum=sign_sum if on else False, mean_k=mean_k if on else None,
                    adam_split=adam_split if on else False, flip_along=flip_along and on,
                    flip_second=flip_second and on)
+    parts = []   # logit_bins: the setups of the logit draws' bins (with their own memo), built at the first SGD row
+
+    def binned(lr, o, b):
+      # SGD's step given the logit layer's draw: each bin of the logit draws (by the draw's batch gradient) its own
+      # backward, own-activation coefficients and logit scale; the after-step E[h^2] is the mean over the bins
+      if not parts:
+        parts.extend((_setup(x, lab, stack, list(w_sq), samples, seed, own_activation, st.k, idx, ratio), {})
+                     for idx, ratio in logit_bins_(st.k.y[-1], lab, widths[-1], samples, seed, logit_bins))
+      got = [step(lr, o, b, st=sq, memo=mq) for sq, mq in parts]
+      return ur.Response(*(np.mean([np.asarray(r[j]) for r in got], 0) for j in range(len(got[0]))))
+
     done, out = {}, []
     for lr, o, b in rows:   # a setting met before (a rule that equals another at the base width) is the same step
       key = (np.asarray(lr).tobytes(), o, np.asarray(b).tobytes())
-      if key not in done:
-        done[key] = step(np.asarray(lr), o, np.asarray(b))
+      if key not in done:   # Adam's sign step has one size whatever the draw's gradient: bins for SGD only
+        done[key] = (binned if logit_bins and o == "sgd" else step)(np.asarray(lr), o, np.asarray(b))
       out.append(ur.Response(*(np.array(v, copy=True) for v in done[key])))
-    if logit_bins and any(o == "sgd" for _, o, _ in rows):
-      # SGD's step given the logit layer's draw: each bin of the logit draws (by their energy) its own backward,
-      # own-activation coefficients and logit scale; the after-step E[h^2] is the mean over the bins
-      parts = [(_setup(x, lab, stack, list(w_sq), samples, seed, own_activation, st.k, idx, ratio), {})
-               for idx, ratio in logit_bins_(st.k.y[-1], lab, widths[-1], samples, seed, logit_bins)]
-      for i, (lr, o, b) in enumerate(rows):
-        if o != "sgd":   # Adam's sign step has one size whatever the draw's gradient
-          continue
-        got = [step(np.asarray(lr), o, np.asarray(b), st=sq, memo=mq) for sq, mq in parts]
-        out[i] = ur.Response(*(np.mean([np.asarray(r[j]) for r in got], 0) for j in range(len(got[0]))))
     if draw_spread and any(flips) and any(o == "sgd" for _, o, _ in rows):
       axes = spread_axes(st.k, stack, spread_per_layer)
       xi, wt = np.polynomial.hermite_e.hermegauss(spread_nodes)
