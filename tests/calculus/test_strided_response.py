@@ -703,19 +703,25 @@ def test_dense_rows_draws_the_dense_layers_kernels_apart_and_shrinks_their_seed_
     assert spread[1] < spread[0] / 3, (l, spread)
 
 
+def _flip_case(**extra):
+  """The flip tests' small strided LeNet (two convolutions, three dense layers), a 4-example batch, one Adam and one
+  SGD setting, and the adopted Adam options (ADAM_SPLIT's) with `extra`."""
+  rng = np.random.default_rng(3)
+  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
+  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True,
+            carry_square=("adam",), sum_split=True, sign_sum="hidden", adam_split=True, **extra)
+  sets = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01), ([0.2, 0.2, 0.5, 0.5, 0.5], "sgd", 0.1)]
+  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
+  return x, y, on, sets, lenet, [0.5, 0.25, 2 / 12, 0.4, 0.5]
+
+
 def test_flip_along_carries_the_flips_rest_along_h_into_the_layer_above(monkeypatch):
   # `flip_along` (docs/calculus.md, *The part along h after the flips*): the layer above a dense layer reads h + dh
   # with dh = m d + c; the part along h it carries exactly is E[h dh] = E[h m d] + E[h c]. Exact identities (1e-12,
   # float rounding): the layers up to the first dense one bit for bit, the next layer's cross term 2 E[h d] raised by
   # 2 E[h c] / E[h^2] of the layer below times its own E[h^2] (E[h c] > 0: a unit turned off keeps -h); SGD's
   # prediction and an MLP's (no convolutions) bit for bit.
-  rng = np.random.default_rng(3)
-  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
-  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True,
-            carry_square=("adam",), sum_split=True, sign_sum="hidden", adam_split=True)
-  sets = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01), ([0.2, 0.2, 0.5, 0.5, 0.5], "sgd", 0.1)]
-  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
-  w_sq = [0.5, 0.25, 2 / 12, 0.4, 0.5]
+  x, y, on, sets, lenet, w_sq = _flip_case()
   hcs, f0 = [], sr.square_hc
   monkeypatch.setattr(sr, "square_hc", lambda *a, **k: hcs.append(f0(*a, **k)) or hcs[-1])
   a, b = (sr.first_steps(x, y, lenet, w_sq, sets, samples=64, flip_along=s, **on) for s in (False, True))
@@ -737,13 +743,7 @@ def test_flip_second_takes_the_flips_rest_into_the_logits_second_order_term(monk
   # input x + dx, and dx's part along h is the post-ReLU one, E[h m d] + E[h c]. Exact identity (1e-12, float
   # rounding): with flip_along on, flip_second is the lifted change into the logits raised by E[h c] / E[h^2] of the
   # layer below times K_x; the hidden layers bit for bit; SGD's prediction and an MLP's (no convolutions) bit for bit.
-  rng = np.random.default_rng(3)
-  x, y = rng.standard_normal((4, 64)), np.array([0, 1, 2, 1], np.int32)
-  on = dict(incoherent_carry=True, flip_pairs=True, flip_net=True, sign_mean=True, state_split=True,
-            carry_square=("adam",), sum_split=True, sign_sum="hidden", adam_split=True, flip_along=True)
-  sets = [([0.02, 0.02, 0.05, 0.05, 0.05], "adam", 0.01), ([0.2, 0.2, 0.5, 0.5, 0.5], "sgd", 0.1)]
-  lenet = su.Stack.of_shapes((8, 8, 1), [(2, 2, 1, 2), (2, 2, 2, 3), (12, 5), (5, 4), (4, 3)])
-  w_sq = [0.5, 0.25, 2 / 12, 0.4, 0.5]
+  x, y, on, sets, lenet, w_sq = _flip_case(flip_along=True)
   hcs, f0, lc = [], sr.square_hc, sr.lifted_change
   monkeypatch.setattr(sr, "square_hc", lambda *a, **k: hcs.append(f0(*a, **k)) or hcs[-1])
   a, b = (sr.first_steps(x, y, lenet, w_sq, sets, samples=64, flip_second=s, **on) for s in (False, True))
